@@ -1,0 +1,129 @@
+/* backend: the interface every compute device implements.
+ *
+ * The model, the losses and the optimizer only ever call these operations,
+ * on pointers the backend allocated, so the CUDA backend plugs in beside the
+ * CPU one without touching model code. The CPU backend (fp32, OpenBLAS sgemm,
+ * OpenMP elsewhere) is the oracle the others are tested against.
+ *
+ * Conventions (llm.c style): forward and backward of an op sit together and
+ * take the same argument order; shapes are in the comments; a backward pass
+ * ADDS into weight gradients (so micro-batches accumulate) and into input
+ * gradients only where the comment says so. Matrices are row-major; a linear
+ * weight is [OC, C] (out, in). Index arrays (tokens, positions, targets) are
+ * backend memory too. */
+#ifndef ALIGN_BACKEND_H
+#define ALIGN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Backend {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes);     /* zeroed; NULL + align_errorf on failure */
+    void (*free)(void *p);
+    void (*to_device)(void *dst, const void *host_src, size_t bytes);
+    void (*to_host)(void *host_dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *p, size_t bytes);
+    void (*sync)(void);
+
+    /* ---- linear layers ----
+     * out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC] when non-NULL) */
+    void (*matmul_forward)(float *out, const float *inp, const float *w, const float *bias,
+                           int N, int C, int OC);
+    /* dinp[N,C] (= or += when accumulate) dout[N,OC] @ w[OC,C] */
+    void (*matmul_backward_input)(float *dinp, const float *dout, const float *w,
+                                  int N, int C, int OC, int accumulate);
+    /* dw[OC,C] += dout[N,OC]^T @ inp[N,C]; dbias[OC] += column sums of dout.
+     * dout rows are ld_dout apart, so a slice of a fused output can be used.
+     * dw or dbias may be NULL. */
+    void (*matmul_backward_weight)(float *dw, float *dbias, const float *dout, int ld_dout,
+                                   const float *inp, int N, int C, int OC);
+
+    /* ---- embeddings ----
+     * out[N,C] = wte[tokens[i]] (+ wpe[pos[i]] when wpe is non-NULL) */
+    void (*embedding_forward)(float *out, const int32_t *tokens, const int32_t *pos,
+                              const float *wte, const float *wpe, int N, int C);
+    /* dwte[tokens[i]] += dout[i]; dwpe[pos[i]] += dout[i]; either may be NULL */
+    void (*embedding_backward)(float *dwte, float *dwpe, const float *dout,
+                               const int32_t *tokens, const int32_t *pos, int N, int C);
+
+    /* ---- norms ----
+     * LayerNorm: out = (x - mean) * rstd * w + b, saves mean[N], rstd[N] */
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int N, int C, float eps);
+    /* dinp += ...; dw, db += ... (dw/db may be NULL) */
+    void (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean,
+                               const float *rstd, int N, int C);
+    /* RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *w,
+                            int N, int C, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int N, int C);
+
+    /* ---- attention ----
+     * qkv[N, (Hq + 2*Hkv) * hd] holds q | k | v per token.
+     * RoPE (rotate-half convention, as Hugging Face Llama) rotates the q and k
+     * parts in place by angle pos * inv_freq[j], inv_freq[hd/2]. */
+    void (*rope_forward)(float *qkv, const int32_t *pos, const float *inv_freq,
+                         int N, int Hq, int Hkv, int hd);
+    /* The inverse rotation applied to dqkv in place. */
+    void (*rope_backward)(float *dqkv, const int32_t *pos, const float *inv_freq,
+                          int N, int Hq, int Hkv, int hd);
+    /* Causal attention within each packed sequence: out[N, Hq*hd]; saves the
+     * log-sum-exp of each row of scores, lse[Hq * N], instead of the
+     * probabilities, so memory stays linear in sequence length; backward
+     * recomputes them. Query head h reads kv head h / (Hq/Hkv).
+     * seq_start is a HOST array of n_seqs+1 offsets. */
+    void (*attention_forward)(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                              int n_seqs, int N, int Hq, int Hkv, int hd);
+    /* dqkv[N, (Hq+2Hkv)*hd] = (overwritten) gradient wrt qkv */
+    void (*attention_backward)(float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, const int32_t *seq_start, int n_seqs, int N,
+                               int Hq, int Hkv, int hd);
+
+    /* ---- activations ----
+     * GELU (tanh approximation): out[n] = gelu(inp[n]); dinp = dout * gelu'(inp) */
+    void (*gelu_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_backward)(float *dinp, const float *dout, const float *inp, size_t n);
+    /* SwiGLU over gate_up[N, 2F] (gate | up): out[N,F] = silu(gate) * up */
+    void (*swiglu_forward)(float *out, const float *gate_up, int N, int F);
+    void (*swiglu_backward)(float *dgate_up, const float *dout, const float *gate_up, int N, int F);
+
+    /* ---- elementwise ---- */
+    void (*add)(float *out, const float *a, const float *b, size_t n); /* out = a + b */
+    void (*add_inplace)(float *acc, const float *x, size_t n);         /* acc += x */
+    void (*scale)(float *x, float s, size_t n);
+    /* out[i] = inp[rows[i]], rows of C floats */
+    void (*gather_rows)(float *out, const float *inp, const int32_t *rows, int n_rows, int C);
+    /* out[rows[i]] += inp[i] */
+    void (*scatter_add_rows)(float *out, const float *inp, const int32_t *rows, int n_rows, int C);
+
+    /* ---- LM head log-probs ----
+     * logits[n,V]: lse[i] = logsumexp(logits[i]); logp[i] = logits[i][tgt[i]] - lse[i] */
+    void (*logprobs_forward)(float *logp, float *lse, const float *logits, const int32_t *tgt,
+                             int n, int V);
+    /* In place: logits[i] becomes dlogp[i] * (onehot(tgt[i]) - softmax(logits[i])) */
+    void (*logprobs_backward)(float *logits, const float *dlogp, const float *lse,
+                              const int32_t *tgt, int n, int V);
+
+    /* ---- optimizer ----
+     * sum of squares of x[n] (the caller takes the square root) */
+    double (*sum_squares)(const float *x, size_t n);
+    /* One AdamW step (PyTorch semantics) on n elements: p -= lr*wd*p;
+     * m, v moments; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t;
+     * the gradient is multiplied by grad_scale first (clipping). */
+    void (*adamw)(float *p, const float *g, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                  float grad_scale);
+} Backend;
+
+extern const Backend backend_cpu;
+
+/* "cpu" or "cuda"; NULL with an error when unknown or not available. */
+const Backend *backend_get(const char *name);
+
+#endif

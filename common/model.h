@@ -1,0 +1,177 @@
+/* model: one decoder-only transformer for the GPT-2 and Llama families.
+ *
+ * Config switches pick the family's pieces:
+ *   GPT-2: LayerNorm (with bias), learned positions, GELU (tanh), biases on
+ *          every linear, LM head tied to the token embedding.
+ *   Llama: RMSNorm, RoPE (theta, optional llama3 scaling), SwiGLU,
+ *          grouped-query attention, optional q/k/v bias (Qwen2), optional
+ *          tied embeddings (SmolLM2).
+ * Heads: the LM head (per-token log-probs of given targets) and a scalar
+ * value/score head (`score.weight`, reward models and critics) on the final
+ * normalised hidden state.
+ *
+ * Parameters live in ONE flat buffer; gradients of the trainable ones in a
+ * second flat buffer (frozen tensors get no gradient slot and no optimizer
+ * state), so AdamW, clipping and any all-reduce are one call each. Each
+ * tensor carries its Hugging Face name (GPT-2 uses the GPT2LMHeadModel names
+ * with the `transformer.` prefix; Llama uses `model.layers.N...`).
+ * Weights are stored as [out, in] row-major (nn.Linear layout) for both
+ * families; GPT-2's Conv1D tensors are [in, out] in Hugging Face files, so
+ * ParamInfo.hf_transposed tells the file readers and writers to transpose.
+ *
+ * Tensors that one matmul can serve are laid out next to each other in the
+ * flat buffer: q_proj, k_proj, v_proj form one [(Hq+2Hkv)*hd, dim] matrix
+ * (GPT-2's c_attn is that matrix already), and Llama's gate_proj, up_proj
+ * form one [2*ffn, dim] matrix. Weight gradients are still computed per
+ * tensor, so each can be frozen on its own.
+ *
+ * Batches are packed "varlen" style: n_seqs sequences of different lengths
+ * concatenated into one array of n_tokens tokens, with seq_start offsets.
+ * Positions restart at 0 in every sequence and attention never crosses a
+ * sequence boundary, which is the block-diagonal causal mask of packing with
+ * no padding at all, so no compute is spent on padding.
+ *
+ * Usage for one micro-batch:
+ *   model_forward(m, &batch)             hidden states for every token
+ *   model_token_logprobs(m, targets, lp) LM head: log p(target | prefix)
+ *   model_values(m, v)                   value head: one scalar per token
+ *   model_backward(m, dlogp, dvalue)     accumulates into m->grads
+ * Gradients accumulate across micro-batches until model_zero_grad(). */
+#ifndef ALIGN_MODEL_H
+#define ALIGN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } ModelArch;
+
+typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_LLAMA3 = 2 } RopeScaling;
+
+typedef struct {
+    ModelArch arch;
+    int vocab_size;
+    int dim;          /* hidden size */
+    int n_layers;
+    int n_heads;      /* query heads */
+    int n_kv_heads;   /* key/value heads (GQA); == n_heads for GPT-2 */
+    int head_dim;     /* usually dim / n_heads */
+    int ffn_dim;      /* MLP inner size */
+    int max_seq_len;  /* GPT-2: rows of the position table */
+    float norm_eps;
+    float rope_theta;
+    RopeScaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int qkv_bias;        /* Llama family only (Qwen2); GPT-2 always has biases */
+    int tied_embeddings; /* LM head shares the token embedding */
+    int lm_head;         /* 1: model has the LM head */
+    int value_head;      /* 1: model has score.weight [1, dim] */
+    int bos_id, eos_id, pad_id; /* -1 when unknown */
+} ModelConfig;
+
+/* Fill a config with the family's defaults; sizes must then be set. */
+void model_config_defaults(ModelConfig *c, ModelArch arch);
+/* Check a config for consistency; returns -1 with an error naming the field. */
+int model_config_validate(const ModelConfig *c);
+
+typedef struct {
+    char name[96];      /* Hugging Face tensor name */
+    int ndim;
+    int64_t shape[2];   /* our layout: [out, in] for linear weights */
+    size_t offset;      /* element offset into Model.params */
+    size_t numel;
+    long grad_offset;   /* element offset into Model.grads, -1 when frozen */
+    int hf_transposed;  /* 1: HF files store this tensor as [in, out] */
+    int no_decay;       /* 1: biases and norm weights get no weight decay */
+} ParamInfo;
+
+/* Pointers to one layer's tensors (into params, or into grads with NULL for
+ * frozen or absent tensors). */
+typedef struct {
+    float *norm1_w, *norm1_b;
+    float *wq, *wk, *wv, *bq, *bk, *bv; /* wq..wv adjacent: fused qkv */
+    float *wo, *bo;
+    float *norm2_w, *norm2_b;
+    float *w_gate, *w_up, *b_up;        /* Llama: gate then up, adjacent; GPT-2: w_up = c_fc */
+    float *w_down, *b_down;
+} LayerTensors;
+
+typedef struct {
+    float *wte, *wpe, *normf_w, *normf_b, *lm_head, *score;
+    LayerTensors *layers;
+} ModelTensors;
+
+/* A packed batch (see the header comment). seq_start has n_seqs + 1 entries,
+ * seq_start[0] == 0, seq_start[n_seqs] == n_tokens. */
+typedef struct {
+    int n_tokens;
+    int n_seqs;
+    const int32_t *tokens;
+    const int32_t *seq_start;
+} Batch;
+
+typedef struct ModelActs ModelActs; /* saved activations, private to model.c */
+
+typedef struct {
+    ModelConfig cfg;
+    const Backend *be;
+    ParamInfo *info;
+    int n_params;
+    size_t n_elems;       /* elements in params */
+    size_t n_grad_elems;  /* elements in grads (trainable only) */
+    float *params;        /* backend memory */
+    float *grads;         /* backend memory, NULL when nothing is trainable */
+    ModelTensors w;       /* views into params */
+    ModelTensors g;       /* views into grads (NULL = frozen) */
+    ModelActs *acts;
+} Model;
+
+/* Create a model with zeroed parameters and every tensor trainable. */
+Model *model_create(const ModelConfig *cfg, const Backend *be);
+void model_free(Model *m);
+
+/* GPT-2 style init: N(0, 0.02) weights, residual projections scaled by
+ * 1/sqrt(2*n_layers), zero biases, unit norm weights. Deterministic in seed. */
+void model_init_random(Model *m, uint64_t seed);
+
+/* Look up a tensor by its HF name; NULL when absent. */
+ParamInfo *model_find_param(Model *m, const char *name);
+
+/* Freeze (trainable = 0) or unfreeze every tensor whose name contains
+ * `substring` ("" matches all). Re-lays out the gradient buffer, so call it
+ * before creating the optimizer. Returns the number of tensors matched. */
+int model_set_trainable(Model *m, const char *substring, int trainable);
+size_t model_trainable_elems(const Model *m);
+
+/* Run the decoder over a packed batch. Returns -1 on a bad batch (token out
+ * of range, sequence longer than the position table, bad offsets). */
+int model_forward(Model *m, const Batch *b);
+
+/* After model_forward: logp[i] = log softmax(logits_i)[targets[i]] for each
+ * token i with targets[i] >= 0 (logp[i] = 0 otherwise). The LM head is only
+ * evaluated on rows that have a target, so masked-out prompt tokens cost
+ * nothing there. logp may be NULL when only the backward pass is wanted.
+ * targets must stay valid until model_backward. */
+int model_token_logprobs(Model *m, const int32_t *targets, float *logp);
+
+/* After model_forward: values[i] = score . h_i for every token. */
+int model_values(Model *m, float *values);
+
+/* Backpropagate d(loss)/d(logp) (from model_token_logprobs, rows without a
+ * target are ignored) and/or d(loss)/d(values); either may be NULL. Adds into
+ * m->grads. Host arrays of n_tokens floats. */
+int model_backward(Model *m, const float *dlogp, const float *dvalues);
+
+void model_zero_grad(Model *m);
+
+/* 6N per token for the dense weights plus the attention term, as llm.c's MFU
+ * formula counts it; used by benchmarks. */
+double model_flops_per_token(const ModelConfig *c, int seq_len, int training);
+
+/* Helpers for building batches: next-token targets (-1 at each sequence's
+ * last token) for a packed batch. */
+void batch_next_token_targets(const Batch *b, int32_t *targets);
+
+#endif

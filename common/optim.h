@@ -1,0 +1,51 @@
+/* optim: AdamW over the model's flat gradient buffer, global-norm clipping,
+ * and learning-rate schedules.
+ *
+ * AdamW follows PyTorch's torch.optim.AdamW: decoupled weight decay
+ * (p -= lr * wd * p before the Adam update), bias-corrected moments, eps
+ * added after the square root. As in the Hugging Face Trainer, biases and
+ * norm weights (ParamInfo.no_decay) get no weight decay. Moments exist only
+ * for trainable tensors (they mirror Model.grads).
+ *
+ * Schedules match transformers' get_*_schedule_with_warmup: the multiplier
+ * at optimizer step s (0-based) is s/warmup during warmup, then constant,
+ * linear to 0 at total_steps, or half a cosine to 0 at total_steps. */
+#ifndef ALIGN_OPTIM_H
+#define ALIGN_OPTIM_H
+
+#include "model.h"
+
+typedef enum { LR_CONSTANT = 0, LR_LINEAR, LR_COSINE } LrSchedule;
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    float max_grad_norm;   /* 0 = no clipping */
+    LrSchedule schedule;
+    int warmup_steps;
+    int total_steps;       /* for linear and cosine decay */
+} OptimConfig;
+
+typedef struct {
+    OptimConfig cfg;
+    Model *model;
+    float *m, *v;          /* backend memory, model->n_grad_elems each */
+    long step;             /* optimizer steps taken */
+} Optimizer;
+
+void optim_config_defaults(OptimConfig *c); /* lr 1e-5 ... as TRL: betas .9/.999, eps 1e-8, wd 0 */
+int optim_parse_schedule(const char *name, LrSchedule *out); /* "constant" | "linear" | "cosine" */
+Optimizer *optim_create(Model *m, const OptimConfig *cfg);
+void optim_free(Optimizer *o);
+
+/* The learning rate used at 0-based optimizer step `step`. */
+float optim_lr_at(const OptimConfig *c, long step);
+
+/* Global L2 norm of all gradients. */
+double optim_grad_norm(const Optimizer *o);
+
+/* Clip (when max_grad_norm > 0), take one AdamW step with the scheduled LR,
+ * and zero the gradients. Returns the pre-clip gradient norm; *lr_used gets
+ * the LR (may be NULL). */
+double optim_step(Optimizer *o, float *lr_used);
+
+#endif
