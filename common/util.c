@@ -18,13 +18,13 @@ int align_errorf(const char *fmt, ...) {
 }
 
 int align_error_prefix(const char *fmt, ...) {
-    char prefix[ALIGN_ERR_LEN], old[ALIGN_ERR_LEN];
+    char prefix[256], old[ALIGN_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s: %s", prefix, old);
+    snprintf(err_buf, sizeof err_buf, "%s: %.*s", prefix, (int)(sizeof err_buf - sizeof prefix - 3), old);
     return -1;
 }
 

@@ -1,0 +1,768 @@
+/* model.c: building the parameter table, the forward pass over a packed
+ * batch, the two heads, and the backward pass. See model.h for the design;
+ * every numeric operation is a backend call. */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "util.h"
+
+/* Saved activations for one batch (backend memory unless noted). */
+struct ModelActs {
+    int cap;                 /* tokens the buffers hold */
+    float *buf;              /* one allocation for everything below */
+    float *resid;            /* [L+1][N,d]: input of layer l; resid[L] feeds the final norm */
+    float *resid_mid;        /* [L][N,d]: after attention's residual add */
+    float *norm1, *norm2;    /* [L][N,d] */
+    float *stats1, *stats2;  /* [L][2N]: mean (LayerNorm only) and rstd */
+    float *qkv;              /* [L][N,qkv_dim], q and k after RoPE */
+    float *attn;             /* [L][N,Hq*hd] */
+    float *lse;              /* [L][Hq*N] */
+    float *up;               /* [L][N,up_dim] before the activation */
+    float *act;              /* [L][N,F] */
+    float *normf, *statsf;   /* [N,d], [2N] */
+    /* scratch for the backward pass */
+    float *dresid, *dtmp, *dh, *dqkv, *dattn, *dup, *dact;
+    int32_t *tokens, *pos;   /* backend copies */
+    int32_t *seq_start;      /* host copy, n_seqs + 1 */
+    int seq_cap;
+    int n_tokens, n_seqs;
+    int forward_done;
+    /* LM head: only rows with a target */
+    int lm_cap, n_lm;
+    int32_t *lm_rows_host, *lm_tgt_host;
+    int32_t *lm_rows, *lm_tgt;   /* backend */
+    float *lm_h, *lm_logits, *lm_lse, *lm_dlogp, *lm_dh;
+    int lm_done;
+    float *values;           /* [N] value head output (backend) */
+    int values_done;
+    float *inv_freq;         /* [hd/2] RoPE frequencies (backend) */
+};
+
+/* ------------------------------------------------------------ config */
+
+void model_config_defaults(ModelConfig *c, ModelArch arch) {
+    memset(c, 0, sizeof *c);
+    c->arch = arch;
+    c->norm_eps = arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->rope_scaling = ROPE_SCALING_NONE;
+    c->rope_factor = 1.0f;
+    c->tied_embeddings = arch == ARCH_GPT2;
+    c->lm_head = 1;
+    c->bos_id = c->eos_id = c->pad_id = -1;
+}
+
+int model_config_validate(const ModelConfig *c) {
+    if (c->arch != ARCH_GPT2 && c->arch != ARCH_LLAMA) return align_errorf("model config: unknown architecture %d", c->arch);
+    if (c->vocab_size <= 0) return align_errorf("model config: vocab_size must be positive (got %d)", c->vocab_size);
+    if (c->dim <= 0) return align_errorf("model config: hidden size must be positive (got %d)", c->dim);
+    if (c->n_layers <= 0) return align_errorf("model config: n_layers must be positive (got %d)", c->n_layers);
+    if (c->n_heads <= 0 || c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+        return align_errorf("model config: n_heads (%d) must be a positive multiple of n_kv_heads (%d)", c->n_heads, c->n_kv_heads);
+    if (c->head_dim <= 0 || (c->arch == ARCH_LLAMA && c->head_dim % 2))
+        return align_errorf("model config: head_dim must be positive (and even for RoPE), got %d", c->head_dim);
+    if (c->ffn_dim <= 0) return align_errorf("model config: ffn_dim must be positive (got %d)", c->ffn_dim);
+    if (c->arch == ARCH_GPT2) {
+        if (c->n_heads != c->n_kv_heads) return align_errorf("model config: GPT-2 has no grouped-query attention");
+        if (c->n_heads * c->head_dim != c->dim) return align_errorf("model config: GPT-2 needs n_heads * head_dim == dim");
+        if (c->max_seq_len <= 0) return align_errorf("model config: GPT-2 needs max_seq_len (n_positions)");
+    }
+    if (!c->lm_head && !c->value_head) return align_errorf("model config: a model needs an LM head or a value head");
+    if (!(c->norm_eps > 0)) return align_errorf("model config: norm_eps must be positive");
+    if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0)) return align_errorf("model config: rope_theta must be positive");
+    return 0;
+}
+
+static int qkv_dim(const ModelConfig *c) { return (c->n_heads + 2 * c->n_kv_heads) * c->head_dim; }
+static int up_dim(const ModelConfig *c) { return c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim; }
+
+/* ------------------------------------------------------------ param table */
+
+typedef struct {
+    ParamInfo *info;
+    int n, cap;
+    size_t elems;
+} Table;
+
+static int table_add(Table *t, const char *name, int64_t d0, int64_t d1, int transposed) {
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 64;
+        ParamInfo *p = realloc(t->info, cap * sizeof *p);
+        if (!p) return align_errorf("out of memory building the parameter table");
+        t->info = p;
+        t->cap = cap;
+    }
+    ParamInfo *p = &t->info[t->n++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = (size_t)d0 * (d1 ? d1 : 1);
+    p->offset = t->elems;
+    p->grad_offset = -1;
+    p->hf_transposed = transposed;
+    p->no_decay = p->ndim == 1;
+    t->elems += p->numel;
+    return 0;
+}
+
+#define ADD(name, d0, d1, tr) do { if (table_add(&t, name, d0, d1, tr)) goto fail; } while (0)
+
+static int build_table(const ModelConfig *c, Table *out) {
+    Table t = {0};
+    char nm[96];
+    int d = c->dim, F = c->ffn_dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads;
+    if (c->arch == ARCH_GPT2) {
+        ADD("transformer.wte.weight", c->vocab_size, d, 0);
+        ADD("transformer.wpe.weight", c->max_seq_len, d, 0);
+        for (int l = 0; l < c->n_layers; l++) {
+#define L(fmt) (snprintf(nm, sizeof nm, "transformer.h.%d." fmt, l), nm)
+            ADD(L("ln_1.weight"), d, 0, 0);
+            ADD(L("ln_1.bias"), d, 0, 0);
+            ADD(L("attn.c_attn.weight"), 3 * d, d, 1);
+            ADD(L("attn.c_attn.bias"), 3 * d, 0, 0);
+            ADD(L("attn.c_proj.weight"), d, d, 1);
+            ADD(L("attn.c_proj.bias"), d, 0, 0);
+            ADD(L("ln_2.weight"), d, 0, 0);
+            ADD(L("ln_2.bias"), d, 0, 0);
+            ADD(L("mlp.c_fc.weight"), F, d, 1);
+            ADD(L("mlp.c_fc.bias"), F, 0, 0);
+            ADD(L("mlp.c_proj.weight"), d, F, 1);
+            ADD(L("mlp.c_proj.bias"), d, 0, 0);
+#undef L
+        }
+        ADD("transformer.ln_f.weight", d, 0, 0);
+        ADD("transformer.ln_f.bias", d, 0, 0);
+    } else {
+        ADD("model.embed_tokens.weight", c->vocab_size, d, 0);
+        for (int l = 0; l < c->n_layers; l++) {
+#define L(fmt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), nm)
+            ADD(L("input_layernorm.weight"), d, 0, 0);
+            ADD(L("self_attn.q_proj.weight"), Hq * hd, d, 0);
+            ADD(L("self_attn.k_proj.weight"), Hkv * hd, d, 0);
+            ADD(L("self_attn.v_proj.weight"), Hkv * hd, d, 0);
+            if (c->qkv_bias) {
+                ADD(L("self_attn.q_proj.bias"), Hq * hd, 0, 0);
+                ADD(L("self_attn.k_proj.bias"), Hkv * hd, 0, 0);
+                ADD(L("self_attn.v_proj.bias"), Hkv * hd, 0, 0);
+            }
+            ADD(L("self_attn.o_proj.weight"), d, Hq * hd, 0);
+            ADD(L("post_attention_layernorm.weight"), d, 0, 0);
+            ADD(L("mlp.gate_proj.weight"), F, d, 0);
+            ADD(L("mlp.up_proj.weight"), F, d, 0);
+            ADD(L("mlp.down_proj.weight"), d, F, 0);
+#undef L
+        }
+        ADD("model.norm.weight", d, 0, 0);
+    }
+    if (c->lm_head && !c->tied_embeddings) ADD("lm_head.weight", c->vocab_size, d, 0);
+    if (c->value_head) ADD("score.weight", 1, d, 0);
+    *out = t;
+    return 0;
+fail:
+    free(t.info);
+    return -1;
+}
+#undef ADD
+
+ParamInfo *model_find_param(Model *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->info[i].name, name)) return &m->info[i];
+    return NULL;
+}
+
+/* Pointer to tensor `name` inside base (params or grads); NULL when the
+ * tensor is absent or, for grads, frozen. */
+static float *tensor_ptr(Model *m, float *base, int grads, const char *name) {
+    ParamInfo *p = model_find_param(m, name);
+    if (!p || !base) return NULL;
+    if (grads) return p->grad_offset < 0 ? NULL : base + p->grad_offset;
+    return base + p->offset;
+}
+
+static void bind_views(Model *m, ModelTensors *v, float *base, int grads) {
+    const ModelConfig *c = &m->cfg;
+    char nm[96];
+#define T(name) tensor_ptr(m, base, grads, name)
+#define TL(fmt) (snprintf(nm, sizeof nm, fmt, l), tensor_ptr(m, base, grads, nm))
+    if (c->arch == ARCH_GPT2) {
+        v->wte = T("transformer.wte.weight");
+        v->wpe = T("transformer.wpe.weight");
+        v->normf_w = T("transformer.ln_f.weight");
+        v->normf_b = T("transformer.ln_f.bias");
+        for (int l = 0; l < c->n_layers; l++) {
+            LayerTensors *t = &v->layers[l];
+            int d = c->dim;
+            t->norm1_w = TL("transformer.h.%d.ln_1.weight");
+            t->norm1_b = TL("transformer.h.%d.ln_1.bias");
+            /* c_attn is the fused q|k|v matrix; expose its row blocks */
+            float *w = TL("transformer.h.%d.attn.c_attn.weight");
+            float *b = TL("transformer.h.%d.attn.c_attn.bias");
+            t->wq = w, t->wk = w ? w + (size_t)d * d : NULL, t->wv = w ? w + (size_t)2 * d * d : NULL;
+            t->bq = b, t->bk = b ? b + d : NULL, t->bv = b ? b + 2 * d : NULL;
+            t->wo = TL("transformer.h.%d.attn.c_proj.weight");
+            t->bo = TL("transformer.h.%d.attn.c_proj.bias");
+            t->norm2_w = TL("transformer.h.%d.ln_2.weight");
+            t->norm2_b = TL("transformer.h.%d.ln_2.bias");
+            t->w_gate = NULL;
+            t->w_up = TL("transformer.h.%d.mlp.c_fc.weight");
+            t->b_up = TL("transformer.h.%d.mlp.c_fc.bias");
+            t->w_down = TL("transformer.h.%d.mlp.c_proj.weight");
+            t->b_down = TL("transformer.h.%d.mlp.c_proj.bias");
+        }
+    } else {
+        v->wte = T("model.embed_tokens.weight");
+        v->wpe = NULL;
+        v->normf_w = T("model.norm.weight");
+        v->normf_b = NULL;
+        for (int l = 0; l < c->n_layers; l++) {
+            LayerTensors *t = &v->layers[l];
+            t->norm1_w = TL("model.layers.%d.input_layernorm.weight");
+            t->norm1_b = NULL;
+            t->wq = TL("model.layers.%d.self_attn.q_proj.weight");
+            t->wk = TL("model.layers.%d.self_attn.k_proj.weight");
+            t->wv = TL("model.layers.%d.self_attn.v_proj.weight");
+            t->bq = TL("model.layers.%d.self_attn.q_proj.bias");
+            t->bk = TL("model.layers.%d.self_attn.k_proj.bias");
+            t->bv = TL("model.layers.%d.self_attn.v_proj.bias");
+            t->wo = TL("model.layers.%d.self_attn.o_proj.weight");
+            t->bo = NULL;
+            t->norm2_w = TL("model.layers.%d.post_attention_layernorm.weight");
+            t->norm2_b = NULL;
+            t->w_gate = TL("model.layers.%d.mlp.gate_proj.weight");
+            t->w_up = TL("model.layers.%d.mlp.up_proj.weight");
+            t->b_up = NULL;
+            t->w_down = TL("model.layers.%d.mlp.down_proj.weight");
+            t->b_down = NULL;
+        }
+    }
+    v->lm_head = c->lm_head ? (c->tied_embeddings ? v->wte : T("lm_head.weight")) : NULL;
+    v->score = T("score.weight");
+#undef T
+#undef TL
+}
+
+/* Lay out the gradient buffer for the trainable tensors, in table order. */
+static int layout_grads(Model *m) {
+    size_t off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->info[i];
+        if (p->grad_offset >= 0) {
+            p->grad_offset = (long)off;
+            off += p->numel;
+        }
+    }
+    if (m->grads) m->be->free(m->grads);
+    m->grads = NULL;
+    m->n_grad_elems = off;
+    if (off) {
+        m->grads = m->be->alloc(off * sizeof(float));
+        if (!m->grads) return -1;
+    }
+    bind_views(m, &m->g, m->grads, 1);
+    return 0;
+}
+
+/* RoPE inverse frequencies as Hugging Face computes them, with the
+ * "linear" and "llama3" scalings. */
+static void rope_inv_freq(const ModelConfig *c, float *out) {
+    int hd = c->head_dim;
+    for (int j = 0; j < hd / 2; j++) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * j) / hd);
+        if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+            f /= c->rope_factor;
+        } else if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+            double old = c->rope_original_max_pos, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+            double wavelen = 2.0 * M_PI / f;
+            double low_wavelen = old / lo, high_wavelen = old / hi;
+            if (wavelen > low_wavelen) {
+                f /= c->rope_factor;
+            } else if (wavelen >= high_wavelen) {
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        out[j] = (float)f;
+    }
+}
+
+Model *model_create(const ModelConfig *cfg, const Backend *be) {
+    if (model_config_validate(cfg)) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (!m) {
+        align_errorf("out of memory creating the model");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    m->be = be;
+    Table t;
+    if (build_table(cfg, &t)) goto fail;
+    m->info = t.info;
+    m->n_params = t.n;
+    m->n_elems = t.elems;
+    m->params = be->alloc(t.elems * sizeof(float));
+    m->w.layers = calloc(cfg->n_layers, sizeof(LayerTensors));
+    m->g.layers = calloc(cfg->n_layers, sizeof(LayerTensors));
+    m->acts = calloc(1, sizeof(ModelActs));
+    if (!m->params || !m->w.layers || !m->g.layers || !m->acts) {
+        align_errorf("out of memory allocating %.1f MiB of parameters", t.elems * 4.0 / 1048576);
+        goto fail;
+    }
+    bind_views(m, &m->w, m->params, 0);
+    for (int i = 0; i < m->n_params; i++) m->info[i].grad_offset = 0; /* all trainable */
+    if (layout_grads(m)) goto fail;
+    if (cfg->arch == ARCH_LLAMA) {
+        float host[1024];
+        if (cfg->head_dim / 2 > 1024) {
+            align_errorf("model config: head_dim %d is too large", cfg->head_dim);
+            goto fail;
+        }
+        rope_inv_freq(cfg, host);
+        m->acts->inv_freq = be->alloc(cfg->head_dim / 2 * sizeof(float));
+        if (!m->acts->inv_freq) goto fail;
+        be->to_device(m->acts->inv_freq, host, cfg->head_dim / 2 * sizeof(float));
+    }
+    return m;
+fail:
+    model_free(m);
+    return NULL;
+}
+
+static void acts_release(const Backend *be, ModelActs *a) {
+    be->free(a->buf);
+    be->free(a->tokens);
+    be->free(a->pos);
+    be->free(a->lm_rows);
+    be->free(a->lm_tgt);
+    be->free(a->lm_h);
+    be->free(a->lm_logits);
+    be->free(a->lm_lse);
+    be->free(a->lm_dlogp);
+    be->free(a->lm_dh);
+    free(a->seq_start);
+    free(a->lm_rows_host);
+    free(a->lm_tgt_host);
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    if (m->acts) {
+        acts_release(m->be, m->acts);
+        m->be->free(m->acts->inv_freq);
+        free(m->acts);
+    }
+    if (m->params) m->be->free(m->params);
+    if (m->grads) m->be->free(m->grads);
+    free(m->w.layers);
+    free(m->g.layers);
+    free(m->info);
+    free(m);
+}
+
+void model_init_random(Model *m, uint64_t seed) {
+    const ModelConfig *c = &m->cfg;
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *host = malloc(m->n_elems * sizeof(float));
+    if (!host) return;
+    float resid_std = 0.02f / sqrtf(2.0f * c->n_layers);
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->info[i];
+        float *x = host + p->offset;
+        int is_norm = strstr(p->name, "norm") || strstr(p->name, "ln_");
+        if (p->ndim == 1) {
+            for (size_t k = 0; k < p->numel; k++) x[k] = is_norm ? 1.0f : 0.0f;
+            continue;
+        }
+        int resid = strstr(p->name, "c_proj") || strstr(p->name, "o_proj") || strstr(p->name, "down_proj");
+        float std = resid ? resid_std : 0.02f;
+        for (size_t k = 0; k < p->numel; k++) x[k] = (float)(rng_normal(&rng) * std);
+    }
+    m->be->to_device(m->params, host, m->n_elems * sizeof(float));
+    free(host);
+}
+
+int model_set_trainable(Model *m, const char *substring, int trainable) {
+    int matched = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        if (strstr(m->info[i].name, substring)) {
+            m->info[i].grad_offset = trainable ? 0 : -1;
+            matched++;
+        }
+    }
+    if (layout_grads(m)) return -1;
+    return matched;
+}
+
+size_t model_trainable_elems(const Model *m) { return m->n_grad_elems; }
+
+void model_zero_grad(Model *m) {
+    if (m->grads) m->be->zero(m->grads, m->n_grad_elems * sizeof(float));
+}
+
+/* ------------------------------------------------------------ activations */
+
+static int acts_reserve(Model *m, int N) {
+    ModelActs *a = m->acts;
+    if (N <= a->cap) return 0;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    size_t L = c->n_layers, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
+    size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
+    size_t n = N;
+    size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
+                       H * n + n * u + n * F;
+    size_t total = L * per_layer + (L + 1) * n * d + n * d + 2 * n /* normf */ +
+                   n * d * 3 /* dresid, dtmp, dh */ + n * q + n * ao + n * u + n * F + n /* values */;
+    be->free(a->buf);
+    be->free(a->tokens);
+    be->free(a->pos);
+    a->cap = 0;
+    a->buf = be->alloc(total * sizeof(float));
+    a->tokens = be->alloc(n * sizeof(int32_t));
+    a->pos = be->alloc(n * sizeof(int32_t));
+    if (!a->buf || !a->tokens || !a->pos)
+        return align_error_prefix("activations for %d tokens (%.1f MiB)", N, total * 4.0 / 1048576);
+    float *p = a->buf;
+#define TAKE(field, count) (a->field = p, p += (count))
+    TAKE(resid, (L + 1) * n * d);
+    TAKE(resid_mid, L * n * d);
+    TAKE(norm1, L * n * d);
+    TAKE(norm2, L * n * d);
+    TAKE(stats1, L * 2 * n);
+    TAKE(stats2, L * 2 * n);
+    TAKE(qkv, L * n * q);
+    TAKE(attn, L * n * ao);
+    TAKE(lse, L * H * n);
+    TAKE(up, L * n * u);
+    TAKE(act, L * n * F);
+    TAKE(normf, n * d);
+    TAKE(statsf, 2 * n);
+    TAKE(dresid, n * d);
+    TAKE(dtmp, n * d);
+    TAKE(dh, n * d);
+    TAKE(dqkv, n * q);
+    TAKE(dattn, n * ao);
+    TAKE(dup, n * u);
+    TAKE(dact, n * F);
+    TAKE(values, n);
+#undef TAKE
+    a->cap = N;
+    return 0;
+}
+
+/* ------------------------------------------------------------ forward */
+
+static void norm_forward(const Model *m, float *out, float *stats, const float *inp, const float *w,
+                         const float *b, int N) {
+    const ModelConfig *c = &m->cfg;
+    if (c->arch == ARCH_GPT2)
+        m->be->layernorm_forward(out, stats, stats + N, inp, w, b, N, c->dim, c->norm_eps);
+    else
+        m->be->rmsnorm_forward(out, stats + N, inp, w, N, c->dim, c->norm_eps);
+}
+
+static void norm_backward(const Model *m, float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, const float *stats, int N) {
+    const ModelConfig *c = &m->cfg;
+    if (c->arch == ARCH_GPT2)
+        m->be->layernorm_backward(dinp, dw, db, dout, inp, w, stats, stats + N, N, c->dim);
+    else
+        m->be->rmsnorm_backward(dinp, dw, dout, inp, w, stats + N, N, c->dim);
+}
+
+static int validate_batch(const Model *m, const Batch *b) {
+    const ModelConfig *c = &m->cfg;
+    if (b->n_tokens <= 0 || b->n_seqs <= 0) return align_errorf("empty batch");
+    if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
+        return align_errorf("batch offsets must start at 0 and end at n_tokens");
+    for (int s = 0; s < b->n_seqs; s++) {
+        int len = b->seq_start[s + 1] - b->seq_start[s];
+        if (len <= 0) return align_errorf("batch sequence %d is empty", s);
+        if (c->arch == ARCH_GPT2 && len > c->max_seq_len)
+            return align_errorf("sequence of %d tokens is longer than the model's %d positions", len, c->max_seq_len);
+    }
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= c->vocab_size)
+            return align_errorf("token id %d at position %d is outside the vocabulary (%d)", b->tokens[i], i, c->vocab_size);
+    return 0;
+}
+
+int model_forward(Model *m, const Batch *b) {
+    if (validate_batch(m, b)) return -1;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    int N = b->n_tokens;
+    if (acts_reserve(m, N)) return -1;
+    ModelActs *a = m->acts;
+    if (b->n_seqs + 1 > a->seq_cap) {
+        int32_t *s = realloc(a->seq_start, (b->n_seqs + 1) * sizeof(int32_t));
+        if (!s) return align_errorf("out of memory for batch offsets");
+        a->seq_start = s;
+        a->seq_cap = b->n_seqs + 1;
+    }
+    memcpy(a->seq_start, b->seq_start, (b->n_seqs + 1) * sizeof(int32_t));
+    a->n_tokens = N;
+    a->n_seqs = b->n_seqs;
+    a->lm_done = a->values_done = 0;
+
+    /* per-sequence positions, restarting at 0 */
+    int32_t *pos = malloc(N * sizeof(int32_t));
+    if (!pos) return align_errorf("out of memory for positions");
+    for (int s = 0; s < b->n_seqs; s++)
+        for (int i = b->seq_start[s]; i < b->seq_start[s + 1]; i++) pos[i] = i - b->seq_start[s];
+    be->to_device(a->pos, pos, N * sizeof(int32_t));
+    be->to_device(a->tokens, b->tokens, N * sizeof(int32_t));
+    free(pos);
+
+    size_t d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
+           F = c->ffn_dim, n = N;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
+    be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerTensors *w = &m->w.layers[l];
+        float *in = a->resid + l * n * d, *out = a->resid + (l + 1) * n * d;
+        float *mid = a->resid_mid + l * n * d;
+        float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
+        float *qkv = a->qkv + l * n * q, *attn = a->attn + l * n * ao;
+        float *up = a->up + l * n * u, *act = a->act + l * n * F;
+        /* attention block: mid = in + o(attn(norm(in))) */
+        norm_forward(m, norm1, a->stats1 + l * 2 * n, in, w->norm1_w, w->norm1_b, N);
+        be->matmul_forward(qkv, norm1, w->wq, w->bq, N, c->dim, (int)q);
+        if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
+        be->attention_forward(attn, a->lse + l * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
+        be->matmul_forward(a->dtmp, attn, w->wo, w->bo, N, (int)ao, c->dim);
+        be->add(mid, in, a->dtmp, n * d);
+        /* MLP block: out = mid + down(act(up(norm(mid)))) */
+        norm_forward(m, norm2, a->stats2 + l * 2 * n, mid, w->norm2_w, w->norm2_b, N);
+        if (c->arch == ARCH_LLAMA) {
+            be->matmul_forward(up, norm2, w->w_gate, NULL, N, c->dim, (int)u);
+            be->swiglu_forward(act, up, N, c->ffn_dim);
+        } else {
+            be->matmul_forward(up, norm2, w->w_up, w->b_up, N, c->dim, (int)u);
+            be->gelu_forward(act, up, n * F);
+        }
+        be->matmul_forward(a->dtmp, act, w->w_down, w->b_down, N, c->ffn_dim, c->dim);
+        be->add(out, mid, a->dtmp, n * d);
+    }
+    norm_forward(m, a->normf, a->statsf, a->resid + c->n_layers * n * d, m->w.normf_w, m->w.normf_b, N);
+    a->forward_done = 1;
+    return 0;
+}
+
+int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!a->forward_done) return align_errorf("model_token_logprobs called before model_forward");
+    if (!c->lm_head) return align_errorf("this model has no LM head (it is a reward/value model)");
+    int N = a->n_tokens, n = 0;
+    if (N > a->lm_cap) {
+        free(a->lm_rows_host);
+        free(a->lm_tgt_host);
+        be->free(a->lm_rows);
+        be->free(a->lm_tgt);
+        be->free(a->lm_h);
+        be->free(a->lm_logits);
+        be->free(a->lm_lse);
+        be->free(a->lm_dlogp);
+        be->free(a->lm_dh);
+        a->lm_cap = 0;
+        a->lm_rows_host = malloc(N * sizeof(int32_t));
+        a->lm_tgt_host = malloc(N * sizeof(int32_t));
+        a->lm_rows = be->alloc(N * sizeof(int32_t));
+        a->lm_tgt = be->alloc(N * sizeof(int32_t));
+        a->lm_h = be->alloc((size_t)N * c->dim * sizeof(float));
+        a->lm_logits = be->alloc((size_t)N * c->vocab_size * sizeof(float));
+        a->lm_lse = be->alloc(N * sizeof(float));
+        a->lm_dlogp = be->alloc(N * sizeof(float));
+        a->lm_dh = be->alloc((size_t)N * c->dim * sizeof(float));
+        if (!a->lm_rows_host || !a->lm_tgt_host || !a->lm_rows || !a->lm_tgt || !a->lm_h ||
+            !a->lm_logits || !a->lm_lse || !a->lm_dlogp || !a->lm_dh)
+            return align_errorf("out of memory for the LM head of %d tokens (%.1f MiB of logits)", N,
+                                (double)N * c->vocab_size * 4 / 1048576);
+        a->lm_cap = N;
+    }
+    for (int i = 0; i < N; i++) {
+        if (targets[i] < 0) continue;
+        if (targets[i] >= c->vocab_size)
+            return align_errorf("target id %d at position %d is outside the vocabulary (%d)", targets[i], i, c->vocab_size);
+        a->lm_rows_host[n] = i;
+        a->lm_tgt_host[n] = targets[i];
+        n++;
+    }
+    a->n_lm = n;
+    a->lm_done = 1;
+    if (logp) memset(logp, 0, N * sizeof(float));
+    if (n == 0) return 0;
+    be->to_device(a->lm_rows, a->lm_rows_host, n * sizeof(int32_t));
+    be->to_device(a->lm_tgt, a->lm_tgt_host, n * sizeof(int32_t));
+    be->gather_rows(a->lm_h, a->normf, a->lm_rows, n, c->dim);
+    be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n, c->dim, c->vocab_size);
+    be->logprobs_forward(a->lm_dlogp /* reused as output */, a->lm_lse, a->lm_logits, a->lm_tgt, n, c->vocab_size);
+    if (logp) {
+        float *tmp = malloc(n * sizeof(float));
+        if (!tmp) return align_errorf("out of memory");
+        be->to_host(tmp, a->lm_dlogp, n * sizeof(float));
+        for (int k = 0; k < n; k++) logp[a->lm_rows_host[k]] = tmp[k];
+        free(tmp);
+    }
+    return 0;
+}
+
+int model_values(Model *m, float *values) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    if (!a->forward_done) return align_errorf("model_values called before model_forward");
+    if (!c->value_head) return align_errorf("this model has no value head (score.weight)");
+    m->be->matmul_forward(a->values, a->normf, m->w.score, NULL, a->n_tokens, c->dim, 1);
+    a->values_done = 1;
+    if (values) m->be->to_host(values, a->values, a->n_tokens * sizeof(float));
+    return 0;
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* Lowest layer holding a trainable tensor (-1: the embeddings), so backward
+ * stops where no gradient is needed any more (e.g. a value head alone). */
+static int lowest_trainable_layer(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    if (m->g.wte || m->g.wpe) return -1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerTensors *g = &m->g.layers[l];
+        const float *const *p = (const float *const *)g;
+        for (size_t k = 0; k < sizeof *g / sizeof(float *); k++)
+            if (p[k]) return l;
+    }
+    return c->n_layers;
+}
+
+/* Weight gradients of a fused projection whose members are row blocks of
+ * one matrix: one call when the member gradients are adjacent (the usual
+ * case), else one call per trainable member. */
+static void fused_weight_grads(const Model *m, float *const *dw, float *const *db, const int *rows,
+                               int k, const float *dout, int ld, const float *inp, int N, int C) {
+    int adjacent = 1, off = 0;
+    for (int i = 0; i < k; i++) {
+        if (!dw[i] || dw[i] != dw[0] + (size_t)off * C) adjacent = 0;
+        if (db && (!db[i] || db[i] != db[0] + off)) adjacent = 0;
+        off += rows[i];
+    }
+    if (adjacent) {
+        m->be->matmul_backward_weight(dw[0], db ? db[0] : NULL, dout, ld, inp, N, C, off);
+        return;
+    }
+    off = 0;
+    for (int i = 0; i < k; i++) {
+        if (dw[i] || (db && db[i]))
+            m->be->matmul_backward_weight(dw[i], db ? db[i] : NULL, dout + off, ld, inp, N, C, rows[i]);
+        off += rows[i];
+    }
+}
+
+int model_backward(Model *m, const float *dlogp, const float *dvalues) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!a->forward_done) return align_errorf("model_backward called before model_forward");
+    if (dlogp && !a->lm_done) return align_errorf("model_backward got dlogp but model_token_logprobs was not called");
+    if (dvalues && !a->values_done) return align_errorf("model_backward got dvalues but model_values was not called");
+    int N = a->n_tokens;
+    size_t n = N, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
+           F = c->ffn_dim;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
+
+    /* gradient wrt the final normalised hidden state, from the heads */
+    be->zero(a->dh, n * d * sizeof(float));
+    if (dlogp && a->n_lm > 0) {
+        int k = a->n_lm;
+        float *tmp = malloc(k * sizeof(float));
+        if (!tmp) return align_errorf("out of memory");
+        for (int i = 0; i < k; i++) tmp[i] = dlogp[a->lm_rows_host[i]];
+        be->to_device(a->lm_dlogp, tmp, k * sizeof(float));
+        free(tmp);
+        be->logprobs_backward(a->lm_logits, a->lm_dlogp, a->lm_lse, a->lm_tgt, k, c->vocab_size);
+        float *dW = c->tied_embeddings ? m->g.wte : m->g.lm_head;
+        if (dW) be->matmul_backward_weight(dW, NULL, a->lm_logits, c->vocab_size, a->lm_h, k, c->dim, c->vocab_size);
+        be->matmul_backward_input(a->lm_dh, a->lm_logits, m->w.lm_head, k, c->dim, c->vocab_size, 0);
+        be->scatter_add_rows(a->dh, a->lm_dh, a->lm_rows, k, c->dim);
+        a->lm_done = 0; /* the logits were overwritten by their gradient */
+    }
+    if (dvalues) {
+        be->to_device(a->dact, dvalues, n * sizeof(float)); /* dact as scratch [N] */
+        if (m->g.score) be->matmul_backward_weight(m->g.score, NULL, a->dact, 1, a->normf, N, c->dim, 1);
+        be->matmul_backward_input(a->dh, a->dact, m->w.score, N, c->dim, 1, 1);
+    }
+
+    int stop = lowest_trainable_layer(m);
+    if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return 0;
+    be->zero(a->dresid, n * d * sizeof(float));
+    norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
+                  m->w.normf_w, a->statsf, N);
+    for (int l = c->n_layers - 1; l >= 0 && l >= stop; l--) {
+        const LayerTensors *w = &m->w.layers[l], *g = &m->g.layers[l];
+        float *in = a->resid + l * n * d, *mid = a->resid_mid + l * n * d;
+        float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
+        float *qkv = a->qkv + l * n * q, *attn = a->attn + l * n * ao;
+        float *up = a->up + l * n * u, *act = a->act + l * n * F;
+        /* MLP block; dresid holds d(out) */
+        be->matmul_backward_weight(g->w_down, g->b_down, a->dresid, c->dim, act, N, c->ffn_dim, c->dim);
+        be->matmul_backward_input(a->dact, a->dresid, w->w_down, N, c->ffn_dim, c->dim, 0);
+        if (c->arch == ARCH_LLAMA) {
+            be->swiglu_backward(a->dup, a->dact, up, N, c->ffn_dim);
+            float *dw[2] = {g->w_gate, g->w_up};
+            int rows[2] = {c->ffn_dim, c->ffn_dim};
+            fused_weight_grads(m, dw, NULL, rows, 2, a->dup, (int)u, norm2, N, c->dim);
+            be->matmul_backward_input(a->dtmp, a->dup, w->w_gate, N, c->dim, (int)u, 0);
+        } else {
+            be->gelu_backward(a->dup, a->dact, up, n * F);
+            be->matmul_backward_weight(g->w_up, g->b_up, a->dup, (int)u, norm2, N, c->dim, (int)u);
+            be->matmul_backward_input(a->dtmp, a->dup, w->w_up, N, c->dim, (int)u, 0);
+        }
+        norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N);
+        /* attention block; dresid now holds d(mid) */
+        be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, N, (int)ao, c->dim);
+        be->matmul_backward_input(a->dattn, a->dresid, w->wo, N, (int)ao, c->dim, 0);
+        be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
+                               a->n_seqs, N, Hq, Hkv, hd);
+        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
+        float *dw[3] = {g->wq, g->wk, g->wv};
+        float *db[3] = {g->bq, g->bk, g->bv};
+        int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};
+        int has_bias = w->bq != NULL;
+        fused_weight_grads(m, dw, has_bias ? db : NULL, rows, 3, a->dqkv, (int)q, norm1, N, c->dim);
+        be->matmul_backward_input(a->dtmp, a->dqkv, w->wq, N, c->dim, (int)q, 0);
+        norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
+    }
+    if (stop < 0) be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);
+    return 0;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+double model_flops_per_token(const ModelConfig *c, int seq_len, int training) {
+    /* matmul FLOPs: 2 per weight per token forward (the LM head counted,
+     * embeddings lookups not), plus causal attention QK^T and PV; backward
+     * is twice the forward */
+    double d = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim;
+    double per_layer = d * (Hq + 2 * Hkv) * hd + Hq * hd * d + d * F * (c->arch == ARCH_LLAMA ? 3 : 2);
+    double weights = c->n_layers * per_layer + (c->lm_head ? d * c->vocab_size : 0);
+    /* causal: on average T/2 keys per query, 2*hd FLOPs each for QK^T and for PV */
+    double attn = c->n_layers * 2.0 * Hq * hd * seq_len;
+    double fwd = 2.0 * weights + attn;
+    return training ? 3.0 * fwd : fwd;
+}
+
+void batch_next_token_targets(const Batch *b, int32_t *targets) {
+    for (int s = 0; s < b->n_seqs; s++) {
+        int a = b->seq_start[s], e = b->seq_start[s + 1];
+        for (int i = a; i < e - 1; i++) targets[i] = b->tokens[i + 1];
+        targets[e - 1] = -1;
+    }
+}

@@ -1,0 +1,549 @@
+/* ops_cpu: the CPU backend. fp32 everywhere; every matmul is an OpenBLAS
+ * sgemm, everything else an OpenMP loop. It is the oracle the CUDA backend
+ * is tested against, so clarity wins over cleverness outside the matmuls.
+ *
+ * Determinism: reductions across rows (weight and bias gradients of norms
+ * and embeddings, sums of squares) are split by COLUMN blocks or by fixed
+ * per-thread chunks summed in order, never by atomics, so the same inputs
+ * and thread count give bit-identical results.
+ *
+ * Attention calls sgemm per (sequence, head) from inside an OpenMP parallel
+ * region; OpenBLAS's OpenMP build runs those calls single-threaded, so the
+ * parallelism is over (sequence, kv head) units. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------ memory */
+
+static void *cpu_alloc(size_t bytes) { return align_calloc(bytes); }
+static void cpu_free(void *p) { align_free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void cpu_sync(void) {}
+
+/* ------------------------------------------------------------------ linear */
+
+/* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias */
+static void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                           int N, int C, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, OC * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+/* dinp[N,C] (+)= dout[N,OC] @ w[OC,C] */
+static void matmul_backward_input(float *dinp, const float *dout, const float *w, int N, int C,
+                                  int OC, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
+                accumulate ? 1.0f : 0.0f, dinp, C);
+}
+
+/* dw[OC,C] += dout^T @ inp; dbias[OC] += column sums of dout */
+static void matmul_backward_weight(float *dw, float *dbias, const float *dout, int ld_dout,
+                                   const float *inp, int N, int C, int OC) {
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, ld_dout, inp, C,
+                    1.0f, dw, C);
+    if (dbias) {
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++) {
+            float s = 0.0f;
+            for (int i = 0; i < N; i++) s += dout[(size_t)i * ld_dout + o];
+            dbias[o] += s;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- embeddings */
+
+static void embedding_forward(float *out, const int32_t *tokens, const int32_t *pos,
+                              const float *wte, const float *wpe, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        float *o = out + (size_t)i * C;
+        const float *e = wte + (size_t)tokens[i] * C;
+        if (wpe) {
+            const float *p = wpe + (size_t)pos[i] * C;
+            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+        } else {
+            memcpy(o, e, C * sizeof(float));
+        }
+    }
+}
+
+/* Column blocks keep the scatter-add race-free and in a fixed order. */
+#define COL_BLOCK 64
+
+static void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                               const int32_t *pos, int N, int C) {
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nblocks; b++) {
+        int c0 = b * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        for (int i = 0; i < N; i++) {
+            const float *d = dout + (size_t)i * C;
+            if (dwte) {
+                float *g = dwte + (size_t)tokens[i] * C;
+                for (int c = c0; c < c1; c++) g[c] += d[c];
+            }
+            if (dwpe) {
+                float *g = dwpe + (size_t)pos[i] * C;
+                for (int c = c0; c < c1; c++) g[c] += d[c];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------- norms */
+
+static void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                              const float *w, const float *b, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float d = x[c] - m;
+            v += d * d;
+        }
+        v /= C;
+        float r = 1.0f / sqrtf(v + eps);
+        float *o = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
+        mean[i] = m;
+        rstd[i] = r;
+    }
+}
+
+static void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, const float *mean,
+                               const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *d = dout + (size_t)i * C, *x = inp + (size_t)i * C;
+        float m = mean[i], r = rstd[i];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float n = (x[c] - m) * r, dn = w[c] * d[c];
+            dnorm_mean += dn;
+            dnorm_norm_mean += dn * n;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float *di = dinp + (size_t)i * C;
+        for (int c = 0; c < C; c++) {
+            float n = (x[c] - m) * r, dn = w[c] * d[c];
+            di[c] += (dn - dnorm_mean - n * dnorm_norm_mean) * r;
+        }
+    }
+    if (!dw && !db) return;
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int bk = 0; bk < nblocks; bk++) {
+        int c0 = bk * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        for (int i = 0; i < N; i++) {
+            const float *d = dout + (size_t)i * C, *x = inp + (size_t)i * C;
+            for (int c = c0; c < c1; c++) {
+                if (dw) dw[c] += (x[c] - mean[i]) * rstd[i] * d[c];
+                if (db) db[c] += d[c];
+            }
+        }
+    }
+}
+
+static void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N,
+                            int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        float *o = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) o[c] = x[c] * r * w[c];
+        rstd[i] = r;
+    }
+}
+
+/* y = w * x * r, r = (mean(x^2) + eps)^-1/2:
+ * dx = r * g - x * r^3 * mean(g * x) with g = dout * w; dw += dout * x * r */
+static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *d = dout + (size_t)i * C, *x = inp + (size_t)i * C;
+        float r = rstd[i], gx = 0.0f;
+        for (int c = 0; c < C; c++) gx += d[c] * w[c] * x[c];
+        float k = r * r * r * gx / C;
+        float *di = dinp + (size_t)i * C;
+        for (int c = 0; c < C; c++) di[c] += r * d[c] * w[c] - x[c] * k;
+    }
+    if (!dw) return;
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int bk = 0; bk < nblocks; bk++) {
+        int c0 = bk * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        for (int i = 0; i < N; i++) {
+            const float *d = dout + (size_t)i * C, *x = inp + (size_t)i * C;
+            for (int c = c0; c < c1; c++) dw[c] += d[c] * x[c] * rstd[i];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- rope */
+
+/* Rotate-half RoPE, as Hugging Face Llama: pairs (j, j + hd/2) rotate by
+ * pos * inv_freq[j]. sign = +1 forward, -1 for the inverse (backward). */
+static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
+                       int Hkv, int hd, float sign) {
+    int half = hd / 2, row = (Hq + 2 * Hkv) * hd;
+#pragma omp parallel
+    {
+        float *cs = malloc(sizeof(float) * half * 2);
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++) {
+            for (int j = 0; j < half; j++) {
+                float angle = (float)pos[i] * inv_freq[j];
+                cs[j] = cosf(angle);
+                cs[half + j] = sign * sinf(angle);
+            }
+            for (int h = 0; h < Hq + Hkv; h++) { /* q heads then k heads */
+                float *x = qkv + (size_t)i * row + h * hd;
+                for (int j = 0; j < half; j++) {
+                    float x1 = x[j], x2 = x[j + half], c = cs[j], s = cs[half + j];
+                    x[j] = x1 * c - x2 * s;
+                    x[j + half] = x2 * c + x1 * s;
+                }
+            }
+        }
+        free(cs);
+    }
+}
+
+static void rope_forward(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
+                         int Hkv, int hd) {
+    rope_apply(qkv, pos, inv_freq, N, Hq, Hkv, hd, 1.0f);
+}
+
+static void rope_backward(float *dqkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
+                          int Hkv, int hd) {
+    rope_apply(dqkv, pos, inv_freq, N, Hq, Hkv, hd, -1.0f);
+}
+
+/* ------------------------------------------------------------- attention */
+
+/* Scores S = scale * Q K^T of one (sequence, head), turned in place into
+ * probabilities P = exp(S - lse) with the causal mask; lse computed when
+ * lse_out is non-NULL, else read from lse_in. */
+static void attention_probs(float *S, const float *q, const float *k, int T, int hd, int ld,
+                            float scale, float *lse_out, const float *lse_in) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, S, T);
+    for (int i = 0; i < T; i++) {
+        float *s = S + (size_t)i * T;
+        float l;
+        if (lse_out) {
+            float mx = -INFINITY;
+            for (int j = 0; j <= i; j++) mx = s[j] > mx ? s[j] : mx;
+            float sum = 0.0f;
+            for (int j = 0; j <= i; j++) sum += expf(s[j] - mx);
+            l = mx + logf(sum);
+            lse_out[i] = l;
+        } else {
+            l = lse_in[i];
+        }
+        for (int j = 0; j <= i; j++) s[j] = expf(s[j] - l);
+        for (int j = i + 1; j < T; j++) s[j] = 0.0f;
+    }
+}
+
+static int max_seq_len_of(const int32_t *seq_start, int n_seqs) {
+    int mx = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int t = seq_start[s + 1] - seq_start[s];
+        mx = t > mx ? t : mx;
+    }
+    return mx;
+}
+
+static void attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                              int n_seqs, int N, int Hq, int Hkv, int hd) {
+    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
+    int Tmax = max_seq_len_of(seq_start, n_seqs);
+    float scale = 1.0f / sqrtf((float)hd);
+    int units = n_seqs * Hkv;
+#pragma omp parallel
+    {
+        float *S = malloc(sizeof(float) * (size_t)Tmax * Tmax);
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units; u++) {
+            int s = u / Hkv, g = u % Hkv;
+            int t0 = seq_start[s], T = seq_start[s + 1] - t0;
+            const float *k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
+            const float *v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *q = qkv + (size_t)t0 * ld + h * hd;
+                attention_probs(S, q, k, T, hd, ld, scale, lse + (size_t)h * N + t0, NULL);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v, ld,
+                            0.0f, out + (size_t)t0 * ldo + h * hd, ldo);
+            }
+        }
+        free(S);
+    }
+}
+
+/* Flash-attention style backward: recompute P from the saved lse, then
+ * dV += P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = dS K * scale,
+ * dK += dS^T Q * scale. Units own whole kv heads, so no two threads write
+ * the same dK/dV rows. */
+static void attention_backward(float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, const int32_t *seq_start, int n_seqs, int N,
+                               int Hq, int Hkv, int hd) {
+    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
+    int Tmax = max_seq_len_of(seq_start, n_seqs);
+    float scale = 1.0f / sqrtf((float)hd);
+    int units = n_seqs * Hkv;
+#pragma omp parallel
+    {
+        float *P = malloc(sizeof(float) * (size_t)Tmax * Tmax);
+        float *dS = malloc(sizeof(float) * (size_t)Tmax * Tmax);
+        float *D = malloc(sizeof(float) * (size_t)Tmax);
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units; u++) {
+            int s = u / Hkv, g = u % Hkv;
+            int t0 = seq_start[s], T = seq_start[s + 1] - t0;
+            const float *k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
+            const float *v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
+            float *dk = dqkv + (size_t)t0 * ld + (Hq + g) * hd;
+            float *dv = dqkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
+            for (int i = 0; i < T; i++) {
+                memset(dk + (size_t)i * ld, 0, hd * sizeof(float));
+                memset(dv + (size_t)i * ld, 0, hd * sizeof(float));
+            }
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *q = qkv + (size_t)t0 * ld + h * hd;
+                const float *o = out + (size_t)t0 * ldo + h * hd;
+                const float *dO = dout + (size_t)t0 * ldo + h * hd;
+                float *dq = dqkv + (size_t)t0 * ld + h * hd;
+                attention_probs(P, q, k, T, hd, ld, scale, NULL, lse + (size_t)h * N + t0);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, ldo,
+                            1.0f, dv, ld);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, ldo, v, ld,
+                            0.0f, dS, T);
+                for (int i = 0; i < T; i++) {
+                    float d = 0.0f;
+                    for (int c = 0; c < hd; c++) d += dO[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
+                    D[i] = d;
+                }
+                for (int i = 0; i < T; i++) {
+                    float *ds = dS + (size_t)i * T;
+                    const float *p = P + (size_t)i * T;
+                    for (int j = 0; j <= i; j++) ds[j] = p[j] * (ds[j] - D[i]) * scale;
+                    for (int j = i + 1; j < T; j++) ds[j] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, k, ld,
+                            0.0f, dq, ld);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, q, ld,
+                            1.0f, dk, ld);
+            }
+        }
+        free(P);
+        free(dS);
+        free(D);
+    }
+}
+
+/* ------------------------------------------------------------ activations */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+static void gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+static void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        float t = tanhf(u);
+        float sech2 = 1.0f - t * t;
+        float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * sech2 * du);
+    }
+}
+
+static void swiglu_forward(float *out, const float *gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *g = gate_up + (size_t)i * 2 * F, *u = g + F;
+        float *o = out + (size_t)i * F;
+        for (int j = 0; j < F; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    }
+}
+
+/* silu'(g) = s * (1 + g * (1 - s)), s = sigmoid(g) */
+static void swiglu_backward(float *dgate_up, const float *dout, const float *gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *g = gate_up + (size_t)i * 2 * F, *u = g + F, *d = dout + (size_t)i * F;
+        float *dg = dgate_up + (size_t)i * 2 * F, *du = dg + F;
+        for (int j = 0; j < F; j++) {
+            float s = 1.0f / (1.0f + expf(-g[j]));
+            du[j] = d[j] * g[j] * s;
+            dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ elementwise */
+
+static void add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void add_inplace(float *acc, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+static void scale(float *x, float s, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void gather_rows(float *out, const float *inp, const int32_t *rows, int n_rows, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n_rows; i++)
+        memcpy(out + (size_t)i * C, inp + (size_t)rows[i] * C, C * sizeof(float));
+}
+
+static void scatter_add_rows(float *out, const float *inp, const int32_t *rows, int n_rows, int C) {
+    /* rows are distinct in every caller, so rows never race */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n_rows; i++) {
+        float *o = out + (size_t)rows[i] * C;
+        const float *x = inp + (size_t)i * C;
+        for (int c = 0; c < C; c++) o[c] += x[c];
+    }
+}
+
+/* ------------------------------------------------------------ LM log-probs */
+
+static void logprobs_forward(float *logp, float *lse, const float *logits, const int32_t *tgt,
+                             int n, int V) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *x = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+        float sum = 0.0f;
+        for (int v = 0; v < V; v++) sum += expf(x[v] - mx);
+        float l = mx + logf(sum);
+        lse[i] = l;
+        if (logp) logp[i] = x[tgt[i]] - l;
+    }
+}
+
+static void logprobs_backward(float *logits, const float *dlogp, const float *lse,
+                              const int32_t *tgt, int n, int V) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        float *x = logits + (size_t)i * V;
+        float d = dlogp[i], l = lse[i];
+        for (int v = 0; v < V; v++) x[v] = -d * expf(x[v] - l);
+        x[tgt[i]] += d;
+    }
+}
+
+/* -------------------------------------------------------------- optimizer */
+
+/* Fixed chunks summed in order: the same result for the same thread count. */
+static double sum_squares(const float *x, size_t n) {
+    enum { CHUNKS = 64 };
+    double part[CHUNKS];
+    size_t per = (n + CHUNKS - 1) / CHUNKS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < CHUNKS; c++) {
+        size_t a = c * per, b = a + per < n ? a + per : n;
+        double s = 0.0;
+        for (size_t i = a; i < b; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double total = 0.0;
+    for (int c = 0; c < CHUNKS; c++) total += part[c];
+    return total;
+}
+
+static void adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
+    float decay = 1.0f - lr * wd;
+    float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+const Backend backend_cpu = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .matmul_forward = matmul_forward,
+    .matmul_backward_input = matmul_backward_input,
+    .matmul_backward_weight = matmul_backward_weight,
+    .embedding_forward = embedding_forward,
+    .embedding_backward = embedding_backward,
+    .layernorm_forward = layernorm_forward,
+    .layernorm_backward = layernorm_backward,
+    .rmsnorm_forward = rmsnorm_forward,
+    .rmsnorm_backward = rmsnorm_backward,
+    .rope_forward = rope_forward,
+    .rope_backward = rope_backward,
+    .attention_forward = attention_forward,
+    .attention_backward = attention_backward,
+    .gelu_forward = gelu_forward,
+    .gelu_backward = gelu_backward,
+    .swiglu_forward = swiglu_forward,
+    .swiglu_backward = swiglu_backward,
+    .add = add,
+    .add_inplace = add_inplace,
+    .scale = scale,
+    .gather_rows = gather_rows,
+    .scatter_add_rows = scatter_add_rows,
+    .logprobs_forward = logprobs_forward,
+    .logprobs_backward = logprobs_backward,
+    .sum_squares = sum_squares,
+    .adamw = adamw,
+};
