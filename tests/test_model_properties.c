@@ -1,0 +1,238 @@
+/* Properties of the core that hold for any weights:
+ *  - packed equals separate: per-token log-probs and values of sequences
+ *    packed into one batch equal those of each sequence run alone (1e-5);
+ *  - determinism: the same seed and data give bit-identical weights after
+ *    several AdamW steps;
+ *  - gradient accumulation: two micro-batches accumulated give the gradient
+ *    of the combined batch (1e-5 relative);
+ *  - frozen tensors: no gradient slot, no optimizer state, unchanged by a
+ *    step, while trainable ones move;
+ *  - LR schedules: the values transformers' get_*_schedule_with_warmup
+ *    gives (hand-computed here).
+ *  - bad batches are refused with an error, not a crash. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "test.h"
+#include "util.h"
+
+static void tiny_config(ModelConfig *c, ModelArch arch) {
+    model_config_defaults(c, arch);
+    c->vocab_size = 50, c->dim = 32, c->n_layers = 2, c->n_heads = 4, c->head_dim = 8, c->ffn_dim = 40;
+    c->n_kv_heads = arch == ARCH_LLAMA ? 2 : 4;
+    c->max_seq_len = 64;
+    c->value_head = 1;
+    if (arch == ARCH_LLAMA) c->qkv_bias = 1;
+}
+
+static void random_tokens(Rng *r, int32_t *t, int n, int V) {
+    for (int i = 0; i < n; i++) t[i] = (int32_t)rng_below(r, V);
+}
+
+static void test_packed_equals_separate(ModelArch arch) {
+    ModelConfig c;
+    tiny_config(&c, arch);
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, 3);
+    Rng r;
+    rng_seed(&r, 5);
+    enum { NS = 3 };
+    int lens[NS] = {5, 17, 9}, starts[NS + 1] = {0};
+    for (int s = 0; s < NS; s++) starts[s + 1] = starts[s] + lens[s];
+    int total = starts[NS];
+    int32_t tokens[64], targets[64];
+    random_tokens(&r, tokens, total, c.vocab_size);
+    Batch packed = {.n_tokens = total, .n_seqs = NS, .tokens = tokens, .seq_start = starts};
+    batch_next_token_targets(&packed, targets);
+    float lp_packed[64], v_packed[64], lp_one[64], v_one[64];
+    CHECK(model_forward(m, &packed) == 0, "forward: %s", align_error());
+    model_token_logprobs(m, targets, lp_packed);
+    model_values(m, v_packed);
+    double worst = 0;
+    for (int s = 0; s < NS; s++) {
+        int32_t st[2] = {0, lens[s]};
+        Batch one = {.n_tokens = lens[s], .n_seqs = 1, .tokens = tokens + starts[s], .seq_start = st};
+        model_forward(m, &one);
+        model_token_logprobs(m, targets + starts[s], lp_one);
+        model_values(m, v_one);
+        for (int i = 0; i < lens[s]; i++) {
+            worst = fmax(worst, fabs(lp_one[i] - lp_packed[starts[s] + i]) / (1e-3 + fabs(lp_one[i])));
+            worst = fmax(worst, fabs(v_one[i] - v_packed[starts[s] + i]) / (1e-3 + fabs(v_one[i])));
+        }
+    }
+    CHECK(worst < 1e-5, "%s packed vs separate: worst relative difference %.3g", arch == ARCH_GPT2 ? "gpt2" : "llama", worst);
+    model_free(m);
+}
+
+/* Train a few steps from a seed; return the final weights (malloc'd). */
+static float *train_steps(ModelArch arch, uint64_t seed, int steps) {
+    ModelConfig c;
+    tiny_config(&c, arch);
+    c.value_head = 0;
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, seed);
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.lr = 1e-2f, oc.weight_decay = 0.1f, oc.schedule = LR_COSINE, oc.warmup_steps = 1, oc.total_steps = steps;
+    Optimizer *o = optim_create(m, &oc);
+    Rng r;
+    rng_seed(&r, seed + 1);
+    int32_t tokens[48], targets[48], starts[3] = {0, 20, 48};
+    float logp[48], dlogp[48];
+    for (int s = 0; s < steps; s++) {
+        random_tokens(&r, tokens, 48, c.vocab_size);
+        Batch b = {.n_tokens = 48, .n_seqs = 2, .tokens = tokens, .seq_start = starts};
+        batch_next_token_targets(&b, targets);
+        model_forward(m, &b);
+        model_token_logprobs(m, targets, logp);
+        for (int i = 0; i < 48; i++) dlogp[i] = targets[i] >= 0 ? -1.0f / 46 : 0.0f;
+        model_backward(m, dlogp, NULL);
+        optim_step(o, NULL);
+    }
+    float *w = malloc(m->n_elems * sizeof(float));
+    memcpy(w, m->params, m->n_elems * sizeof(float));
+    optim_free(o);
+    model_free(m);
+    return w;
+}
+
+static void test_determinism(void) {
+    ModelConfig c;
+    tiny_config(&c, ARCH_LLAMA);
+    c.value_head = 0;
+    Model *m = model_create(&c, &backend_cpu);
+    size_t n = m->n_elems;
+    model_free(m);
+    float *a = train_steps(ARCH_LLAMA, 42, 4), *b = train_steps(ARCH_LLAMA, 42, 4), *d = train_steps(ARCH_LLAMA, 43, 4);
+    CHECK(memcmp(a, b, n * sizeof(float)) == 0, "same seed gave different weights");
+    CHECK(memcmp(a, d, n * sizeof(float)) != 0, "a different seed gave identical weights");
+    free(a), free(b), free(d);
+}
+
+static void test_grad_accumulation(void) {
+    ModelConfig c;
+    tiny_config(&c, ARCH_GPT2);
+    c.value_head = 0;
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, 11);
+    Rng r;
+    rng_seed(&r, 12);
+    int32_t tokens[30], targets[30], starts[3] = {0, 12, 30};
+    random_tokens(&r, tokens, 30, c.vocab_size);
+    float logp[30], dlogp[30];
+    Batch both = {.n_tokens = 30, .n_seqs = 2, .tokens = tokens, .seq_start = starts};
+    batch_next_token_targets(&both, targets);
+    for (int i = 0; i < 30; i++) dlogp[i] = targets[i] >= 0 ? -1.0f : 0.0f;
+    model_forward(m, &both);
+    model_token_logprobs(m, targets, logp);
+    model_backward(m, dlogp, NULL);
+    float *g_both = malloc(m->n_grad_elems * sizeof(float));
+    memcpy(g_both, m->grads, m->n_grad_elems * sizeof(float));
+    model_zero_grad(m);
+    for (int s = 0; s < 2; s++) {
+        int32_t st[2] = {0, starts[s + 1] - starts[s]};
+        Batch one = {.n_tokens = st[1], .n_seqs = 1, .tokens = tokens + starts[s], .seq_start = st};
+        model_forward(m, &one);
+        model_token_logprobs(m, targets + starts[s], logp);
+        model_backward(m, dlogp + starts[s], NULL);
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < m->n_grad_elems; i++) {
+        num += pow(m->grads[i] - g_both[i], 2);
+        den += pow(g_both[i], 2);
+    }
+    CHECK(sqrt(num / den) < 1e-5, "accumulated gradient differs from the combined batch: %.3g", sqrt(num / den));
+    free(g_both);
+    model_free(m);
+}
+
+static void test_frozen(void) {
+    ModelConfig c;
+    tiny_config(&c, ARCH_LLAMA);
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, 1);
+    size_t all = m->n_grad_elems;
+    CHECK(model_set_trainable(m, "", 0) == m->n_params, "freezing everything matches every tensor");
+    CHECK(model_set_trainable(m, "score.weight", 1) == 1, "unfreeze the value head");
+    CHECK(m->n_grad_elems == (size_t)c.dim, "only the value head has gradient slots (%zu of %zu)", m->n_grad_elems, all);
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.lr = 0.1f, oc.schedule = LR_CONSTANT;
+    Optimizer *o = optim_create(m, &oc);
+    float *before = malloc(m->n_elems * sizeof(float));
+    memcpy(before, m->params, m->n_elems * sizeof(float));
+    int32_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8}, starts[2] = {0, 8};
+    Batch b = {.n_tokens = 8, .n_seqs = 1, .tokens = tokens, .seq_start = starts};
+    float v[8], dv[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    model_forward(m, &b);
+    model_values(m, v);
+    CHECK(model_backward(m, NULL, dv) == 0, "backward with only the value head trainable: %s", align_error());
+    optim_step(o, NULL);
+    ParamInfo *score = model_find_param(m, "score.weight");
+    int frozen_moved = 0, head_moved = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->info[i];
+        int moved = memcmp(before + p->offset, m->params + p->offset, p->numel * sizeof(float)) != 0;
+        if (p == score) head_moved = moved;
+        else frozen_moved |= moved;
+    }
+    CHECK(head_moved, "the trainable value head did not move");
+    CHECK(!frozen_moved, "a frozen tensor moved");
+    free(before);
+    optim_free(o);
+    model_free(m);
+}
+
+static void test_schedules(void) {
+    OptimConfig c;
+    optim_config_defaults(&c);
+    c.lr = 1.0f, c.warmup_steps = 2, c.total_steps = 10;
+    c.schedule = LR_COSINE;
+    CHECK_CLOSE(optim_lr_at(&c, 0), 0.0, 0, 1e-7, "cosine step 0 (warmup starts at 0)");
+    CHECK_CLOSE(optim_lr_at(&c, 1), 0.5, 0, 1e-7, "cosine step 1");
+    CHECK_CLOSE(optim_lr_at(&c, 2), 1.0, 0, 1e-7, "cosine step 2");
+    CHECK_CLOSE(optim_lr_at(&c, 6), 0.5, 0, 1e-6, "cosine midpoint");
+    CHECK_CLOSE(optim_lr_at(&c, 10), 0.0, 0, 1e-7, "cosine end");
+    c.schedule = LR_LINEAR;
+    CHECK_CLOSE(optim_lr_at(&c, 4), 0.75, 0, 1e-7, "linear step 4 = (10-4)/(10-2)");
+    c.schedule = LR_CONSTANT;
+    CHECK_CLOSE(optim_lr_at(&c, 9), 1.0, 0, 1e-7, "constant after warmup");
+    LrSchedule s;
+    CHECK(optim_parse_schedule("cosine", &s) == 0 && s == LR_COSINE, "parse cosine");
+    CHECK(optim_parse_schedule("exp", &s) == -1, "unknown schedule refused");
+}
+
+static void test_bad_batches(void) {
+    ModelConfig c;
+    tiny_config(&c, ARCH_GPT2);
+    Model *m = model_create(&c, &backend_cpu);
+    int32_t tokens[4] = {1, 2, 99, 3}, starts[2] = {0, 4}, bad_starts[3] = {0, 0, 4};
+    Batch b = {.n_tokens = 4, .n_seqs = 1, .tokens = tokens, .seq_start = starts};
+    CHECK(model_forward(m, &b) == -1 && strstr(align_error(), "outside the vocabulary"), "token out of range refused");
+    tokens[2] = 5;
+    Batch e = {.n_tokens = 4, .n_seqs = 2, .tokens = tokens, .seq_start = bad_starts};
+    CHECK(model_forward(m, &e) == -1, "empty sequence refused");
+    int32_t *longt = calloc(100, sizeof(int32_t)), ls[2] = {0, 100};
+    Batch l = {.n_tokens = 100, .n_seqs = 1, .tokens = longt, .seq_start = ls};
+    CHECK(model_forward(m, &l) == -1 && strstr(align_error(), "positions"), "sequence longer than GPT-2 positions refused");
+    free(longt);
+    ModelConfig bad = c;
+    bad.n_kv_heads = 3;
+    CHECK(model_create(&bad, &backend_cpu) == NULL, "inconsistent config refused");
+    model_free(m);
+}
+
+int main(void) {
+    test_packed_equals_separate(ARCH_GPT2);
+    test_packed_equals_separate(ARCH_LLAMA);
+    test_determinism();
+    test_grad_accumulation();
+    test_frozen();
+    test_schedules();
+    test_bad_batches();
+    return test_summary();
+}
