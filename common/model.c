@@ -556,6 +556,56 @@ int model_forward(Model *m, const Batch *b) {
     return 0;
 }
 
+/* LM-head buffers for up to N rows. */
+static int lm_reserve(Model *m, int N) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (N <= a->lm_cap) return 0;
+    free(a->lm_rows_host);
+    free(a->lm_tgt_host);
+    be->free(a->lm_rows);
+    be->free(a->lm_tgt);
+    be->free(a->lm_h);
+    be->free(a->lm_logits);
+    be->free(a->lm_lse);
+    be->free(a->lm_dlogp);
+    be->free(a->lm_dh);
+    a->lm_cap = 0;
+    a->lm_rows_host = malloc(N * sizeof(int32_t));
+    a->lm_tgt_host = malloc(N * sizeof(int32_t));
+    a->lm_rows = be->alloc(N * sizeof(int32_t));
+    a->lm_tgt = be->alloc(N * sizeof(int32_t));
+    a->lm_h = be->alloc((size_t)N * c->dim * sizeof(float));
+    a->lm_logits = be->alloc((size_t)N * c->vocab_size * sizeof(float));
+    a->lm_lse = be->alloc(N * sizeof(float));
+    a->lm_dlogp = be->alloc(N * sizeof(float));
+    a->lm_dh = be->alloc((size_t)N * c->dim * sizeof(float));
+    if (!a->lm_rows_host || !a->lm_tgt_host || !a->lm_rows || !a->lm_tgt || !a->lm_h ||
+        !a->lm_logits || !a->lm_lse || !a->lm_dlogp || !a->lm_dh)
+        return align_errorf("out of memory for the LM head of %d tokens (%.1f MiB of logits)", N,
+                            (double)N * c->vocab_size * 4 / 1048576);
+    a->lm_cap = N;
+    return 0;
+}
+
+int model_logits(Model *m, const int32_t *rows, int n_rows, float *out) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!a->forward_done) return align_errorf("model_logits called before model_forward");
+    if (!c->lm_head) return align_errorf("this model has no LM head (it is a reward/value model)");
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i] < 0 || rows[i] >= a->n_tokens) return align_errorf("model_logits: row %d is outside the batch", rows[i]);
+    if (lm_reserve(m, n_rows)) return -1;
+    a->lm_done = 0; /* the LM buffers now hold these rows, not the targets' */
+    be->to_device(a->lm_rows, rows, n_rows * sizeof(int32_t));
+    be->gather_rows(a->lm_h, a->normf, a->lm_rows, n_rows, c->dim);
+    be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n_rows, c->dim, c->vocab_size);
+    be->to_host(out, a->lm_logits, (size_t)n_rows * c->vocab_size * sizeof(float));
+    return 0;
+}
+
 int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
     ModelActs *a = m->acts;
     const ModelConfig *c = &m->cfg;
@@ -563,32 +613,7 @@ int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
     if (!a->forward_done) return align_errorf("model_token_logprobs called before model_forward");
     if (!c->lm_head) return align_errorf("this model has no LM head (it is a reward/value model)");
     int N = a->n_tokens, n = 0;
-    if (N > a->lm_cap) {
-        free(a->lm_rows_host);
-        free(a->lm_tgt_host);
-        be->free(a->lm_rows);
-        be->free(a->lm_tgt);
-        be->free(a->lm_h);
-        be->free(a->lm_logits);
-        be->free(a->lm_lse);
-        be->free(a->lm_dlogp);
-        be->free(a->lm_dh);
-        a->lm_cap = 0;
-        a->lm_rows_host = malloc(N * sizeof(int32_t));
-        a->lm_tgt_host = malloc(N * sizeof(int32_t));
-        a->lm_rows = be->alloc(N * sizeof(int32_t));
-        a->lm_tgt = be->alloc(N * sizeof(int32_t));
-        a->lm_h = be->alloc((size_t)N * c->dim * sizeof(float));
-        a->lm_logits = be->alloc((size_t)N * c->vocab_size * sizeof(float));
-        a->lm_lse = be->alloc(N * sizeof(float));
-        a->lm_dlogp = be->alloc(N * sizeof(float));
-        a->lm_dh = be->alloc((size_t)N * c->dim * sizeof(float));
-        if (!a->lm_rows_host || !a->lm_tgt_host || !a->lm_rows || !a->lm_tgt || !a->lm_h ||
-            !a->lm_logits || !a->lm_lse || !a->lm_dlogp || !a->lm_dh)
-            return align_errorf("out of memory for the LM head of %d tokens (%.1f MiB of logits)", N,
-                                (double)N * c->vocab_size * 4 / 1048576);
-        a->lm_cap = N;
-    }
+    if (lm_reserve(m, N)) return -1;
     for (int i = 0; i < N; i++) {
         if (targets[i] < 0) continue;
         if (targets[i] >= c->vocab_size)

@@ -156,6 +156,11 @@ int model_forward(Model *m, const Batch *b);
  * targets must stay valid until model_backward. */
 int model_token_logprobs(Model *m, const int32_t *targets, float *logp);
 
+/* After model_forward: the full logits [n_rows, vocab] of the given token
+ * rows (host arrays), e.g. the last token of each sequence for sampling.
+ * Invalidates a previous model_token_logprobs for the backward pass. */
+int model_logits(Model *m, const int32_t *rows, int n_rows, float *out);
+
 /* After model_forward: values[i] = score . h_i for every token. */
 int model_values(Model *m, float *values);
 

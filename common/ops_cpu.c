@@ -273,6 +273,20 @@ static void attention_probs(float *S, const float *q, const float *k, int T, int
     }
 }
 
+/* Per-thread scratch that survives across calls: the score matrices are
+ * T x T floats, large enough that malloc would mmap (and page-fault) them
+ * afresh in every layer. */
+static float *thread_scratch(int slot, size_t floats) {
+    static _Thread_local float *buf[3];
+    static _Thread_local size_t cap[3];
+    if (floats > cap[slot]) {
+        free(buf[slot]);
+        buf[slot] = malloc(floats * sizeof(float));
+        cap[slot] = buf[slot] ? floats : 0;
+    }
+    return buf[slot];
+}
+
 static int max_seq_len_of(const int32_t *seq_start, int n_seqs) {
     int mx = 0;
     for (int s = 0; s < n_seqs; s++) {
@@ -290,7 +304,7 @@ static void attention_forward(float *out, float *lse, const float *qkv, const in
     int units = n_seqs * Hkv;
 #pragma omp parallel
     {
-        float *S = malloc(sizeof(float) * (size_t)Tmax * Tmax);
+        float *S = thread_scratch(0, (size_t)Tmax * Tmax);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
             int s = u / Hkv, g = u % Hkv;
@@ -304,7 +318,6 @@ static void attention_forward(float *out, float *lse, const float *qkv, const in
                             0.0f, out + (size_t)t0 * ldo + h * hd, ldo);
             }
         }
-        free(S);
     }
 }
 
@@ -321,9 +334,9 @@ static void attention_backward(float *dqkv, const float *dout, const float *out,
     int units = n_seqs * Hkv;
 #pragma omp parallel
     {
-        float *P = malloc(sizeof(float) * (size_t)Tmax * Tmax);
-        float *dS = malloc(sizeof(float) * (size_t)Tmax * Tmax);
-        float *D = malloc(sizeof(float) * (size_t)Tmax);
+        float *P = thread_scratch(0, (size_t)Tmax * Tmax);
+        float *dS = thread_scratch(1, (size_t)Tmax * Tmax);
+        float *D = thread_scratch(2, (size_t)Tmax);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
             int s = u / Hkv, g = u % Hkv;
@@ -363,9 +376,6 @@ static void attention_backward(float *dqkv, const float *dout, const float *out,
                             1.0f, dk, ld);
             }
         }
-        free(P);
-        free(dS);
-        free(D);
     }
 }
 
