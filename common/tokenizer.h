@@ -58,4 +58,16 @@ int32_t tok_eos_id(const Tokenizer *t);  /* -1 when none */
 int32_t tok_pad_id(const Tokenizer *t);  /* -1 when none */
 void tok_set_special_ids(Tokenizer *t, int32_t bos, int32_t eos, int32_t pad);
 
+/* The pre-tokenizer family (a tokenizer.json with an unknown Split regex
+ * keeps that regex and reports the closest family). */
+TokPretok tok_pretok(const Tokenizer *t);
+/* GGUF's tokenizer.ggml.pre names: "gpt-2"/"gpt2"/"default", "llama-bpe"/
+ * "llama3", "qwen2", "smollm". Unknown names are an error. */
+int tok_pretok_from_name(const char *name, TokPretok *out);
+const char *tok_pretok_name(TokPretok pre);  /* the GGUF name */
+/* 1 when id is an added token marked special (control), else 0. */
+int tok_is_special(const Tokenizer *t, int32_t id);
+/* The raw bytes one token decodes to (not NUL-terminated; points into t). */
+int tok_token_bytes(const Tokenizer *t, int32_t id, const char **bytes, size_t *len);
+
 #endif

@@ -1,0 +1,1405 @@
+/* tokenizer: byte-level BPE, the contract of tokenizer.h.
+ *
+ * Design. Every vocabulary entry is kept twice: its stored string (GPT-2's
+ * byte-to-unicode alphabet, as tokenizer.json writes it) and the raw bytes it
+ * stands for. BPE runs on token ids, never on strings: a piece of text starts
+ * as one id per byte, and merges are looked up by (left id, right id) in an
+ * open-addressing hash that gives (rank, merged id), as tiktoken and
+ * llama.cpp do. Short pieces (almost all of them) merge with a rank array
+ * scanned for its minimum; long ones (whitespace runs, base64) use a binary
+ * heap with lazy invalidation, O(n log n). Ties go to the leftmost pair,
+ * which is the order Hugging Face `tokenizers` uses.
+ *
+ * Text goes through three stages, as in `tokenizers`: added tokens are cut
+ * out of the raw text first (leftmost, then longest match); each stretch in
+ * between is split by the pre-tokenizer steps (a list of PCRE2 regexes
+ * applied in turn with "Isolated" behaviour: matches and the gaps between
+ * them both become pieces, each step seeing only its own piece, so a
+ * look-ahead stops at the piece's end); each final piece is BPE-encoded.
+ * The regexes are compiled with PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF
+ * and JIT: invalid UTF-8 is never matched, so it falls into gaps, which are
+ * encoded byte by byte and still decode exactly.
+ *
+ * Results of whole pieces are cached (piece bytes -> ids). The cache lives in
+ * the Tokenizer behind a mutex taken with trylock once per tok_encode call:
+ * one thread at a time uses it, others encode without it, nobody waits. So
+ * tok_encode is safe to call from several threads on one Tokenizer.
+ *
+ * Not implemented: normalizers other than NFC, which is accepted and kept
+ * for export but not applied (text is taken to be NFC already; for text that
+ * is not, Qwen2's ids can differ from Hugging Face's, decoding is still
+ * exact); ByteLevel add_prefix_space; Split behaviours other than Isolated. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "tokenizer.h"
+
+#include <cJSON.h>
+#include <limits.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ------------------------------------------------------------------------ */
+/* Known pre-tokenizer patterns, as tokenizer.json files write them.         */
+
+static const char PAT_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char PAT_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char PAT_QWEN2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char PAT_DIGIT[] = "\\p{N}";     /* Digits, individual_digits = true */
+static const char PAT_DIGITS[] = "\\p{N}+";   /* Digits, individual_digits = false */
+
+#define TOK_MAX_STEPS 8
+#define BPE_SHORT 64          /* pieces up to this many bytes merge by array scan */
+#define CACHE_MAX_PIECE 64    /* longer pieces are not cached */
+#define CACHE_MAX_ENTRIES (1u << 17)
+
+/* ------------------------------------------------------------------------ */
+/* Hashing and the two maps.                                                 */
+
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t hash_bytes(const void *p, size_t n) {
+    const uint8_t *s = p;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xbf58476d1ce4e5b9ull);
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, s, 8);
+        h = (h ^ v) * 0x94d049bb133111ebull;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t v = 0;
+    memcpy(&v, s, n);
+    return mix64(h ^ v);
+}
+
+/* Byte-string -> (v1, v2). Keys live in an arena owned by the map. */
+typedef struct {
+    uint32_t off, len;  /* off == UINT32_MAX: empty slot */
+    uint32_t h32;
+    int32_t v1, v2;
+} StrSlot;
+
+typedef struct {
+    StrSlot *slots;
+    size_t mask, n;
+    char *keys;
+    size_t keys_len, keys_cap;
+} StrMap;
+
+static int strmap_init(StrMap *m, size_t expect) {
+    size_t cap = 16;
+    while (cap < expect * 2) cap <<= 1;
+    m->slots = malloc(cap * sizeof *m->slots);
+    if (!m->slots) return align_errorf("out of memory for a tokenizer hash table");
+    for (size_t i = 0; i < cap; i++) m->slots[i].off = UINT32_MAX;
+    m->mask = cap - 1;
+    m->n = 0;
+    m->keys = NULL;
+    m->keys_len = m->keys_cap = 0;
+    return 0;
+}
+
+static void strmap_free(StrMap *m) {
+    free(m->slots);
+    free(m->keys);
+    memset(m, 0, sizeof *m);
+}
+
+static void strmap_clear(StrMap *m) {
+    for (size_t i = 0; i <= m->mask; i++) m->slots[i].off = UINT32_MAX;
+    m->n = 0;
+    m->keys_len = 0;
+}
+
+static inline StrSlot *strmap_find(const StrMap *m, const void *key, size_t len, uint64_t h) {
+    uint32_t h32 = (uint32_t)(h >> 32);
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
+        StrSlot *s = &m->slots[i];
+        if (s->off == UINT32_MAX) return NULL;
+        if (s->h32 == h32 && s->len == len && memcmp(m->keys + s->off, key, len) == 0) return s;
+    }
+}
+
+static int strmap_grow(StrMap *m) {
+    size_t cap = (m->mask + 1) * 2;
+    StrSlot *ns = malloc(cap * sizeof *ns);
+    if (!ns) return align_errorf("out of memory for a tokenizer hash table");
+    for (size_t i = 0; i < cap; i++) ns[i].off = UINT32_MAX;
+    for (size_t i = 0; i <= m->mask; i++) {
+        StrSlot *s = &m->slots[i];
+        if (s->off == UINT32_MAX) continue;
+        uint64_t h = hash_bytes(m->keys + s->off, s->len);
+        size_t j = h & (cap - 1);
+        while (ns[j].off != UINT32_MAX) j = (j + 1) & (cap - 1);
+        ns[j] = *s;
+    }
+    free(m->slots);
+    m->slots = ns;
+    m->mask = cap - 1;
+    return 0;
+}
+
+/* Insert or overwrite. */
+static int strmap_put(StrMap *m, const void *key, size_t len, int32_t v1, int32_t v2) {
+    uint64_t h = hash_bytes(key, len);
+    StrSlot *s = strmap_find(m, key, len, h);
+    if (s) {
+        s->v1 = v1;
+        s->v2 = v2;
+        return 0;
+    }
+    if ((m->n + 1) * 2 > m->mask + 1 && strmap_grow(m)) return -1;
+    if (m->keys_len + len + 1 > m->keys_cap) {
+        size_t cap = m->keys_cap ? m->keys_cap * 2 : 4096;
+        while (cap < m->keys_len + len + 1) cap *= 2;
+        if (cap > UINT32_MAX) return align_errorf("tokenizer hash table keys exceed 4 GiB");
+        char *nk = realloc(m->keys, cap);
+        if (!nk) return align_errorf("out of memory for a tokenizer hash table");
+        m->keys = nk;
+        m->keys_cap = cap;
+    }
+    memcpy(m->keys + m->keys_len, key, len);
+    m->keys[m->keys_len + len] = 0;
+    size_t i = h & m->mask;
+    while (m->slots[i].off != UINT32_MAX) i = (i + 1) & m->mask;
+    m->slots[i] = (StrSlot){(uint32_t)m->keys_len, (uint32_t)len, (uint32_t)(h >> 32), v1, v2};
+    m->keys_len += len + 1;
+    m->n++;
+    return 0;
+}
+
+/* (left id, right id) -> (rank, merged id). */
+typedef struct {
+    uint64_t *keys;  /* UINT64_MAX: empty */
+    int32_t *rank, *merged;
+    size_t mask, n;
+} PairMap;
+
+static inline uint64_t pair_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+}
+
+static int pairmap_init(PairMap *m, size_t expect) {
+    size_t cap = 16;
+    while (cap < expect * 2) cap <<= 1;
+    m->keys = malloc(cap * sizeof *m->keys);
+    m->rank = malloc(cap * sizeof *m->rank);
+    m->merged = malloc(cap * sizeof *m->merged);
+    if (!m->keys || !m->rank || !m->merged) return align_errorf("out of memory for the merge table");
+    memset(m->keys, 0xff, cap * sizeof *m->keys);
+    m->mask = cap - 1;
+    m->n = 0;
+    return 0;
+}
+
+static void pairmap_free(PairMap *m) {
+    free(m->keys);
+    free(m->rank);
+    free(m->merged);
+    memset(m, 0, sizeof *m);
+}
+
+/* Rank of the pair, INT32_MAX when the pair never merges. */
+static inline int32_t pairmap_get(const PairMap *m, int32_t a, int32_t b, int32_t *merged) {
+    uint64_t k = pair_key(a, b);
+    for (size_t i = mix64(k) & m->mask;; i = (i + 1) & m->mask) {
+        if (m->keys[i] == k) {
+            *merged = m->merged[i];
+            return m->rank[i];
+        }
+        if (m->keys[i] == UINT64_MAX) return INT32_MAX;
+    }
+}
+
+/* Returns 1 when inserted, 0 when the pair was already there (first rank wins). */
+static int pairmap_add(PairMap *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
+    if ((m->n + 1) * 2 > m->mask + 1) {
+        PairMap g;
+        if (pairmap_init(&g, (m->mask + 1))) return -1;
+        for (size_t i = 0; i <= m->mask; i++) {
+            if (m->keys[i] == UINT64_MAX) continue;
+            size_t j = mix64(m->keys[i]) & g.mask;
+            while (g.keys[j] != UINT64_MAX) j = (j + 1) & g.mask;
+            g.keys[j] = m->keys[i];
+            g.rank[j] = m->rank[i];
+            g.merged[j] = m->merged[i];
+        }
+        g.n = m->n;
+        pairmap_free(m);
+        *m = g;
+    }
+    uint64_t k = pair_key(a, b);
+    size_t i = mix64(k) & m->mask;
+    for (; m->keys[i] != UINT64_MAX; i = (i + 1) & m->mask)
+        if (m->keys[i] == k) return 0;
+    m->keys[i] = k;
+    m->rank[i] = rank;
+    m->merged[i] = merged;
+    m->n++;
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* GPT-2's byte-to-unicode alphabet.                                         */
+
+static uint16_t byte_to_cp[256];
+static int16_t cp_to_byte[324];  /* code points used are all below 324 */
+static pthread_once_t alphabet_once = PTHREAD_ONCE_INIT;
+
+static void alphabet_init(void) {
+    int n = 0;
+    for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        int cp = printable ? b : 256 + n++;
+        byte_to_cp[b] = (uint16_t)cp;
+        cp_to_byte[cp] = (int16_t)b;
+    }
+}
+
+/* Writes the alphabet form of bytes (at most 2 output bytes per input). */
+static size_t bytes_to_alphabet(const uint8_t *in, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned cp = byte_to_cp[in[i]];
+        if (cp < 0x80) {
+            out[o++] = (char)cp;
+        } else {
+            out[o++] = (char)(0xC0 | (cp >> 6));
+            out[o++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    return o;
+}
+
+/* Decodes an alphabet string to bytes; -1 when a character is outside the
+ * alphabet (such a token stands for its own UTF-8 text). */
+static long alphabet_to_bytes(const char *s, size_t n, uint8_t *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned c = (uint8_t)s[i], cp;
+        if (c < 0x80) {
+            cp = c;
+            i++;
+        } else if ((c & 0xE0) == 0xC0 && i + 1 < n && ((uint8_t)s[i + 1] & 0xC0) == 0x80) {
+            cp = ((c & 0x1F) << 6) | ((uint8_t)s[i + 1] & 0x3F);
+            i += 2;
+        } else {
+            return -1;
+        }
+        if (cp >= 324 || cp_to_byte[cp] < 0) return -1;
+        out[o++] = (uint8_t)cp_to_byte[cp];
+    }
+    return (long)o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The tokenizer.                                                            */
+
+typedef struct {
+    char *content;
+    size_t len;
+    int32_t id;
+    int special, lstrip, rstrip, single_word, normalized;
+} AddedTok;
+
+typedef struct {
+    char *pattern;    /* the regex as tokenizer.json writes it */
+    int digits;       /* 1: came from a Digits pre-tokenizer */
+    pcre2_code *re;
+} PreStep;
+
+enum { ID_HOLE = 0, ID_MODEL = 1, ID_ADDED = 2, ID_SPECIAL = 4 };
+
+struct Tokenizer {
+    int n_ids;
+    char **str;            /* stored form per id; NULL for an unused id */
+    uint32_t *boff, *blen; /* the raw bytes per id, in bytes[] */
+    char *bytes;
+    size_t bytes_len;
+    uint8_t *flags;        /* ID_* bits per id */
+    StrMap vocab;          /* stored string -> id */
+    PairMap merges;
+    int32_t (*merge_list)[2];
+    int n_merges, merge_cap;
+    int32_t byte_id[256];
+    AddedTok *added;
+    int n_added;
+    int *added_order;      /* indices sorted by first byte, then longest first */
+    int added_start[257];
+    uint8_t first_byte[256]; /* bit 1: some added token starts here; bit 2: a non-special one */
+    TokPretok pre;
+    PreStep steps[TOK_MAX_STEPS];
+    int n_steps;
+    int ignore_merges;
+    int nfc;               /* source declared an NFC normalizer (kept for export) */
+    int32_t unk, bos, eos, pad;
+    char *post_processor;  /* JSON text kept from the source, or NULL */
+    pthread_mutex_t cache_lock;
+    StrMap cache;          /* piece bytes -> (offset, count) in cache_ids */
+    int32_t *cache_ids;
+    size_t cache_ids_len, cache_ids_cap;
+};
+
+static Tokenizer *tok_alloc(int n_ids, size_t n_merges_hint) {
+    pthread_once(&alphabet_once, alphabet_init);
+    Tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        align_errorf("out of memory for a tokenizer");
+        return NULL;
+    }
+    t->n_ids = n_ids;
+    t->str = calloc((size_t)n_ids, sizeof *t->str);
+    t->boff = calloc((size_t)n_ids, sizeof *t->boff);
+    t->blen = calloc((size_t)n_ids, sizeof *t->blen);
+    t->flags = calloc((size_t)n_ids, 1);
+    t->unk = t->bos = t->eos = t->pad = -1;
+    pthread_mutex_init(&t->cache_lock, NULL);
+    if (!t->str || !t->boff || !t->blen || !t->flags || strmap_init(&t->vocab, (size_t)n_ids + 16) ||
+        pairmap_init(&t->merges, n_merges_hint + 16) || strmap_init(&t->cache, 1024)) {
+        tok_free(t);
+        align_errorf("out of memory for a tokenizer of %d tokens", n_ids);
+        return NULL;
+    }
+    return t;
+}
+
+void tok_free(Tokenizer *t) {
+    if (!t) return;
+    if (t->str)
+        for (int i = 0; i < t->n_ids; i++) free(t->str[i]);
+    free(t->str);
+    free(t->boff);
+    free(t->blen);
+    free(t->bytes);
+    free(t->flags);
+    strmap_free(&t->vocab);
+    pairmap_free(&t->merges);
+    free(t->merge_list);
+    for (int i = 0; i < t->n_added; i++) free(t->added[i].content);
+    free(t->added);
+    free(t->added_order);
+    for (int i = 0; i < t->n_steps; i++) {
+        free(t->steps[i].pattern);
+        pcre2_code_free(t->steps[i].re);
+    }
+    free(t->post_processor);
+    strmap_free(&t->cache);
+    free(t->cache_ids);
+    pthread_mutex_destroy(&t->cache_lock);
+    free(t);
+}
+
+/* Sets the stored string of an id (model vocabulary or added token). */
+static int tok_put(Tokenizer *t, int32_t id, const char *s, size_t len, int flag) {
+    if (id < 0 || id >= t->n_ids) return align_errorf("token id %d is out of range", (int)id);
+    if (!t->str[id] || (flag & ID_ADDED)) {
+        char *c = malloc(len + 1);
+        if (!c) return align_errorf("out of memory for a token string");
+        memcpy(c, s, len);
+        c[len] = 0;
+        free(t->str[id]);
+        t->str[id] = c;
+    } else if (strcmp(t->str[id], s) != 0) {
+        return align_errorf("token id %d is given twice (\"%s\" and \"%s\")", (int)id, t->str[id], s);
+    }
+    t->flags[id] |= (uint8_t)flag;
+    return strmap_put(&t->vocab, s, len, id, 0);
+}
+
+static int32_t vocab_lookup(const Tokenizer *t, const char *s, size_t len) {
+    StrSlot *sl = strmap_find(&t->vocab, s, len, hash_bytes(s, len));
+    return sl ? sl->v1 : -1;
+}
+
+/* Adds merge "a b" with the next rank. */
+static int tok_merge(Tokenizer *t, const char *a, size_t alen, const char *b, size_t blen) {
+    int32_t ia = vocab_lookup(t, a, alen), ib = vocab_lookup(t, b, blen);
+    char stackbuf[256];
+    char *ab = alen + blen <= sizeof stackbuf ? stackbuf : malloc(alen + blen);
+    if (!ab) return align_errorf("out of memory for a merge");
+    memcpy(ab, a, alen);
+    memcpy(ab + alen, b, blen);
+    int32_t im = vocab_lookup(t, ab, alen + blen);
+    if (ab != stackbuf) free(ab);
+    if (ia < 0 || ib < 0 || im < 0)
+        return align_errorf("merge %d (\"%.*s %.*s\") uses a token that is not in the vocabulary",
+                            t->n_merges + 1, (int)alen, a, (int)blen, b);
+    int r = pairmap_add(&t->merges, ia, ib, t->n_merges, im);
+    if (r < 0) return -1;
+    if (r == 0) return 0;  /* a repeated merge keeps its first rank */
+    if (t->n_merges == t->merge_cap) {
+        int cap = t->merge_cap ? t->merge_cap * 2 : 1024;
+        void *nl = realloc(t->merge_list, (size_t)cap * sizeof *t->merge_list);
+        if (!nl) return align_errorf("out of memory for the merge list");
+        t->merge_list = nl;
+        t->merge_cap = cap;
+    }
+    t->merge_list[t->n_merges][0] = ia;
+    t->merge_list[t->n_merges][1] = ib;
+    t->n_merges++;
+    return 0;
+}
+
+static int tok_add_added(Tokenizer *t, const char *content, int32_t id, int special, int lstrip,
+                         int rstrip, int single_word, int normalized) {
+    size_t len = strlen(content);
+    if (len == 0) return align_errorf("added token %d has empty content", (int)id);
+    if (tok_put(t, id, content, len, ID_ADDED | (special ? ID_SPECIAL : 0))) return -1;
+    void *na = realloc(t->added, (size_t)(t->n_added + 1) * sizeof *t->added);
+    if (!na) return align_errorf("out of memory for added tokens");
+    t->added = na;
+    AddedTok *a = &t->added[t->n_added];
+    a->content = strdup(content);
+    if (!a->content) return align_errorf("out of memory for added tokens");
+    a->len = len;
+    a->id = id;
+    a->special = special;
+    a->lstrip = lstrip;
+    a->rstrip = rstrip;
+    a->single_word = single_word;
+    a->normalized = normalized;
+    t->n_added++;
+    return 0;
+}
+
+static pcre2_code *compile_pattern(const char *pattern, int literal) {
+    int err;
+    PCRE2_SIZE erroff;
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : 0);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &err, &erroff, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        align_errorf("pre-tokenizer regex does not compile at offset %d: %s", (int)erroff, (char *)msg);
+        return NULL;
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);  /* without JIT, pcre2_match interprets */
+    return re;
+}
+
+static int add_step(Tokenizer *t, const char *pattern, int digits, int literal) {
+    if (t->n_steps == TOK_MAX_STEPS) return align_errorf("pre-tokenizer has more than %d steps", TOK_MAX_STEPS);
+    pcre2_code *re = compile_pattern(pattern, literal);
+    if (!re) return -1;
+    PreStep *s = &t->steps[t->n_steps++];
+    s->pattern = strdup(pattern);
+    s->digits = digits;
+    s->re = re;
+    return s->pattern ? 0 : align_errorf("out of memory for a pre-tokenizer");
+}
+
+static int set_known_pretok(Tokenizer *t, TokPretok pre) {
+    t->pre = pre;
+    switch (pre) {
+    case TOK_PRE_GPT2: return add_step(t, PAT_GPT2, 0, 0);
+    case TOK_PRE_LLAMA3: return add_step(t, PAT_LLAMA3, 0, 0);
+    case TOK_PRE_QWEN2: return add_step(t, PAT_QWEN2, 0, 0);
+    case TOK_PRE_SMOLLM: return add_step(t, PAT_DIGIT, 1, 0) || add_step(t, PAT_GPT2, 0, 0) ? -1 : 0;
+    }
+    return align_errorf("unknown pre-tokenizer kind %d", (int)pre);
+}
+
+/* Names the steps' pattern family for tok_pretok(); custom lists report the
+ * closest family. */
+static TokPretok classify_steps(const Tokenizer *t) {
+    if (t->n_steps == 2 && t->steps[0].digits && strcmp(t->steps[0].pattern, PAT_DIGIT) == 0 &&
+        strcmp(t->steps[1].pattern, PAT_GPT2) == 0)
+        return TOK_PRE_SMOLLM;
+    for (int i = 0; i < t->n_steps; i++) {
+        const char *p = t->steps[i].pattern;
+        if (strcmp(p, PAT_LLAMA3) == 0 || strstr(p, "\\p{N}{1,3}")) return TOK_PRE_LLAMA3;
+        if (strcmp(p, PAT_QWEN2) == 0) return TOK_PRE_QWEN2;
+    }
+    return TOK_PRE_GPT2;
+}
+
+/* qsort has no context argument: the tokenizer being sorted is passed in
+ * sort_ctx, under sort_lock. */
+static const Tokenizer *sort_ctx;
+static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int cmp_added_idx(const void *pa, const void *pb) {
+    const Tokenizer *t = sort_ctx;
+    const AddedTok *a = &t->added[*(const int *)pa], *b = &t->added[*(const int *)pb];
+    uint8_t fa = (uint8_t)a->content[0], fb = (uint8_t)b->content[0];
+    if (fa != fb) return fa < fb ? -1 : 1;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Everything derived once the vocabulary, merges and added tokens are in. */
+static int tok_finish(Tokenizer *t) {
+    size_t total = 0;
+    for (int i = 0; i < t->n_ids; i++)
+        if (t->str[i]) total += strlen(t->str[i]);
+    t->bytes = malloc(total + 1);
+    if (!t->bytes) return align_errorf("out of memory for token bytes");
+    size_t o = 0;
+    for (int i = 0; i < t->n_ids; i++) {
+        t->boff[i] = (uint32_t)o;
+        if (!t->str[i]) continue;
+        size_t len = strlen(t->str[i]);
+        long nb = (t->flags[i] & ID_ADDED) ? -1 : alphabet_to_bytes(t->str[i], len, (uint8_t *)t->bytes + o);
+        if (nb < 0) {  /* added token or not in the alphabet: it stands for its own text */
+            memcpy(t->bytes + o, t->str[i], len);
+            nb = (long)len;
+        }
+        t->blen[i] = (uint32_t)nb;
+        o += (size_t)nb;
+    }
+    t->bytes_len = o;
+    for (int b = 0; b < 256; b++) {
+        char s[3];
+        uint8_t by = (uint8_t)b;
+        size_t n = bytes_to_alphabet(&by, 1, s);
+        t->byte_id[b] = vocab_lookup(t, s, n);
+    }
+    t->added_order = malloc(((size_t)t->n_added + 1) * sizeof *t->added_order);
+    if (!t->added_order) return align_errorf("out of memory for added tokens");
+    for (int i = 0; i < t->n_added; i++) t->added_order[i] = i;
+    pthread_mutex_lock(&sort_lock);
+    sort_ctx = t;
+    qsort(t->added_order, (size_t)t->n_added, sizeof(int), cmp_added_idx);
+    pthread_mutex_unlock(&sort_lock);
+    memset(t->first_byte, 0, sizeof t->first_byte);
+    int k = 0;
+    for (int c = 0; c < 256; c++) {
+        t->added_start[c] = k;
+        while (k < t->n_added && (uint8_t)t->added[t->added_order[k]].content[0] == c) {
+            t->first_byte[c] |= 1;
+            if (!t->added[t->added_order[k]].special) t->first_byte[c] |= 2;
+            k++;
+        }
+    }
+    t->added_start[256] = k;
+    if (t->n_steps == 0 && set_known_pretok(t, TOK_PRE_GPT2)) return -1;
+    return 0;
+}
+
+/* Default special ids from well-known token names (tokenizer.json has no
+ * place for them; callers with a tokenizer_config.json or GGUF metadata set
+ * them with tok_set_special_ids). */
+static void guess_special_ids(Tokenizer *t) {
+    static const char *bos_names[] = {"<|begin_of_text|>", "<s>", NULL};
+    static const char *eos_names[] = {"<|end_of_text|>", "<|endoftext|>", "</s>", NULL};
+    for (int i = 0; bos_names[i] && t->bos < 0; i++) t->bos = tok_token_id(t, bos_names[i]);
+    for (int i = 0; eos_names[i] && t->eos < 0; i++) t->eos = tok_token_id(t, eos_names[i]);
+    if (t->bos < 0 && t->eos >= 0 && strcmp(t->str[t->eos], "<|endoftext|>") == 0) t->bos = t->eos;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading.                                                                  */
+
+static int parse_merge_string(Tokenizer *t, const char *s) {
+    const char *sp = strchr(s, ' ');
+    if (!sp || strchr(sp + 1, ' '))
+        return align_errorf("merge %d (\"%s\") is not two tokens separated by one space", t->n_merges + 1, s);
+    return tok_merge(t, s, (size_t)(sp - s), sp + 1, strlen(sp + 1));
+}
+
+/* One pre-tokenizer object (maybe a Sequence) into steps. */
+static int parse_pretok(Tokenizer *t, const cJSON *p) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
+    if (!cJSON_IsString(type)) return align_errorf("pre_tokenizer has no \"type\"");
+    const char *ty = type->valuestring;
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *it;
+        if (!cJSON_IsArray(list)) return align_errorf("pre_tokenizer Sequence has no \"pretokenizers\" list");
+        cJSON_ArrayForEach(it, list) if (parse_pretok(t, it)) return -1;
+        return 0;
+    }
+    if (strcmp(ty, "ByteLevel") == 0) {
+        const cJSON *aps = cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space");
+        const cJSON *ur = cJSON_GetObjectItemCaseSensitive(p, "use_regex");
+        if (cJSON_IsTrue(aps)) return align_errorf("ByteLevel add_prefix_space = true is not supported");
+        if (!ur || cJSON_IsTrue(ur)) return add_step(t, PAT_GPT2, 0, 0);
+        return 0;
+    }
+    if (strcmp(ty, "Digits") == 0) {
+        const cJSON *ind = cJSON_GetObjectItemCaseSensitive(p, "individual_digits");
+        return cJSON_IsTrue(ind) ? add_step(t, PAT_DIGIT, 1, 0) : add_step(t, PAT_DIGITS, 1, 0);
+    }
+    if (strcmp(ty, "Split") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
+        const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
+        const cJSON *inv = cJSON_GetObjectItemCaseSensitive(p, "invert");
+        if (cJSON_IsTrue(inv)) return align_errorf("pre_tokenizer Split with invert = true is not supported");
+        if (cJSON_IsString(beh) && strcmp(beh->valuestring, "Isolated") != 0)
+            return align_errorf("pre_tokenizer Split behavior \"%s\" is not supported (only Isolated)",
+                                beh->valuestring);
+        const cJSON *rx = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
+        const cJSON *lit = cJSON_GetObjectItemCaseSensitive(pat, "String");
+        if (cJSON_IsString(lit)) return add_step(t, lit->valuestring, 0, 1);
+        if (!cJSON_IsString(rx)) return align_errorf("pre_tokenizer Split has no pattern");
+        if (add_step(t, rx->valuestring, 0, 0) == 0) return 0;
+        /* A regex PCRE2 cannot read: the closest family pattern stands in. */
+        if (strstr(rx->valuestring, "\\p{N}{1,3}")) return add_step(t, PAT_LLAMA3, 0, 0);
+        return add_step(t, PAT_GPT2, 0, 0);
+    }
+    return align_errorf("pre_tokenizer type \"%s\" is not supported (byte-level BPE only)", ty);
+}
+
+Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
+    if (!origin) origin = "tokenizer.json";
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    Tokenizer *t = NULL;
+    if (!root) {
+        align_errorf("%s: not valid JSON", origin);
+        return NULL;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    const cJSON *it;
+    if (!cJSON_IsObject(model)) {
+        align_errorf("%s: no \"model\" object", origin);
+        goto fail;
+    }
+    if (cJSON_IsString(mtype) && strcmp(mtype->valuestring, "BPE") != 0) {
+        align_errorf("%s: model type \"%s\" is not supported (byte-level BPE only)", origin, mtype->valuestring);
+        goto fail;
+    }
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
+        align_errorf("%s: model has no \"vocab\" object and \"merges\" list", origin);
+        goto fail;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"))) {
+        align_errorf("%s: BPE byte_fallback (SentencePiece-style) is not supported (byte-level BPE only)", origin);
+        goto fail;
+    }
+    const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(model, affix[i]);
+        if (cJSON_IsString(a) && a->valuestring[0]) {
+            align_errorf("%s: BPE %s is not supported", origin, affix[i]);
+            goto fail;
+        }
+    }
+    int max_id = -1;
+    cJSON_ArrayForEach(it, vocab) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 1e8) {
+            align_errorf("%s: vocab entry \"%s\" has no valid id", origin, it->string);
+            goto fail;
+        }
+        if (it->valueint > max_id) max_id = it->valueint;
+    }
+    if (added && !cJSON_IsArray(added)) {
+        align_errorf("%s: \"added_tokens\" is not a list", origin);
+        goto fail;
+    }
+    cJSON_ArrayForEach(it, added) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 || !cJSON_IsString(content)) {
+            align_errorf("%s: an added token lacks a valid \"id\" or \"content\"", origin);
+            goto fail;
+        }
+        if (id->valueint > max_id) max_id = id->valueint;
+    }
+    if (max_id < 0) {
+        align_errorf("%s: the vocabulary is empty", origin);
+        goto fail;
+    }
+    t = tok_alloc(max_id + 1, (size_t)cJSON_GetArraySize(merges));
+    if (!t) goto fail;
+    cJSON_ArrayForEach(it, vocab) {
+        if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) goto fail_prefix;
+    }
+    cJSON_ArrayForEach(it, added) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        const cJSON *norm = cJSON_GetObjectItemCaseSensitive(it, "normalized");
+        if (tok_add_added(t, content->valuestring, id->valueint,
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")),
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "lstrip")),
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "rstrip")),
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "single_word")),
+                          norm ? cJSON_IsTrue(norm) : 0))
+            goto fail_prefix;
+    }
+    cJSON_ArrayForEach(it, merges) {
+        int rc;
+        if (cJSON_IsString(it)) {
+            rc = parse_merge_string(t, it->valuestring);
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+                   cJSON_IsString(it->child->next)) {
+            const char *a = it->child->valuestring, *b = it->child->next->valuestring;
+            rc = tok_merge(t, a, strlen(a), b, strlen(b));
+        } else {
+            rc = align_errorf("merge %d is neither \"a b\" nor [\"a\", \"b\"]", t->n_merges + 1);
+        }
+        if (rc) goto fail_prefix;
+    }
+    t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (cJSON_IsString(unk)) t->unk = tok_token_id(t, unk->valuestring);
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    if (norm && !cJSON_IsNull(norm)) {
+        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        if (cJSON_IsString(nt) && strcmp(nt->valuestring, "NFC") == 0) {
+            t->nfc = 1;
+        } else if (cJSON_IsString(nt) && strcmp(nt->valuestring, "Sequence") == 0 && cJSON_IsArray(list) &&
+                   cJSON_GetArraySize(list) == 0) {
+            /* an empty Sequence does nothing */
+        } else {
+            align_errorf("normalizer \"%s\" is not supported", cJSON_IsString(nt) ? nt->valuestring : "?");
+            goto fail_prefix;
+        }
+    }
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    if (!pre || cJSON_IsNull(pre)) {
+        align_errorf("there is no pre_tokenizer (byte-level BPE needs ByteLevel)");
+        goto fail_prefix;
+    }
+    if (parse_pretok(t, pre)) goto fail_prefix;
+    t->pre = classify_steps(t);
+    const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+    if (post && !cJSON_IsNull(post)) t->post_processor = cJSON_PrintUnformatted(post);
+    if (tok_finish(t)) goto fail_prefix;
+    guess_special_ids(t);
+    cJSON_Delete(root);
+    return t;
+fail_prefix:
+    align_error_prefix("%s", origin);
+fail:
+    tok_free(t);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+Tokenizer *tok_load_hf_file(const char *path) {
+    size_t n;
+    char *s = align_read_file(path, &n);
+    if (!s) return NULL;
+    Tokenizer *t = tok_load_hf_json(s, n, path);
+    free(s);
+    return t;
+}
+
+Tokenizer *tok_load_gpt2_files(const char *encoder_json_path, const char *vocab_bpe_path) {
+    size_t n;
+    char *enc = align_read_file(encoder_json_path, &n);
+    if (!enc) return NULL;
+    cJSON *root = cJSON_ParseWithLength(enc, n);
+    free(enc);
+    Tokenizer *t = NULL;
+    char *bpe = NULL;
+    const cJSON *it;
+    if (!cJSON_IsObject(root)) {
+        align_errorf("%s: not a JSON object of token -> id", encoder_json_path);
+        goto fail;
+    }
+    int max_id = -1;
+    cJSON_ArrayForEach(it, root) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 1e8) {
+            align_errorf("%s: entry \"%s\" has no valid id", encoder_json_path, it->string);
+            goto fail;
+        }
+        if (it->valueint > max_id) max_id = it->valueint;
+    }
+    if (max_id < 0) {
+        align_errorf("%s: the vocabulary is empty", encoder_json_path);
+        goto fail;
+    }
+    t = tok_alloc(max_id + 1, 50000);
+    if (!t) goto fail;
+    cJSON_ArrayForEach(it, root) {
+        if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) {
+            align_error_prefix("%s", encoder_json_path);
+            goto fail;
+        }
+    }
+    int32_t eot = tok_token_id(t, "<|endoftext|>");
+    if (eot >= 0 && tok_add_added(t, "<|endoftext|>", eot, 1, 0, 0, 0, 0)) goto fail;
+    bpe = align_read_file(vocab_bpe_path, &n);
+    if (!bpe) goto fail;
+    int line = 0;
+    for (char *p = bpe, *e; *p; p = e) {
+        e = strchr(p, '\n');
+        e = e ? e + 1 : p + strlen(p);
+        line++;
+        size_t ll = (size_t)(e - p);
+        while (ll && (p[ll - 1] == '\n' || p[ll - 1] == '\r')) ll--;
+        if (ll == 0 || (line == 1 && p[0] == '#')) continue;
+        const char *sp = memchr(p, ' ', ll);
+        if (!sp || memchr(sp + 1, ' ', ll - (size_t)(sp + 1 - p))) {
+            align_errorf("%s:%d: not two tokens separated by one space", vocab_bpe_path, line);
+            goto fail;
+        }
+        if (tok_merge(t, p, (size_t)(sp - p), sp + 1, ll - (size_t)(sp + 1 - p))) {
+            align_error_prefix("%s:%d", vocab_bpe_path, line);
+            goto fail;
+        }
+    }
+    if (set_known_pretok(t, TOK_PRE_GPT2) || tok_finish(t)) goto fail;
+    t->bos = t->eos = eot;
+    free(bpe);
+    cJSON_Delete(root);
+    return t;
+fail:
+    free(bpe);
+    tok_free(t);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+Tokenizer *tok_from_vocab(const char *const *tokens, int n_tokens, const char *const *merges, int n_merges,
+                          const int32_t *token_types, TokPretok pre) {
+    if (n_tokens <= 0) {
+        align_errorf("the vocabulary is empty");
+        return NULL;
+    }
+    Tokenizer *t = tok_alloc(n_tokens, (size_t)(n_merges > 0 ? n_merges : 0));
+    if (!t) return NULL;
+    for (int i = 0; i < n_tokens; i++) {
+        if (!tokens[i]) continue;
+        int type = token_types ? token_types[i] : 1;
+        int rc = (type == 3 || type == 4) ? tok_add_added(t, tokens[i], i, type == 3, 0, 0, 0, 0)
+                                          : tok_put(t, i, tokens[i], strlen(tokens[i]), ID_MODEL);
+        if (rc) goto fail;
+    }
+    for (int i = 0; i < n_merges; i++)
+        if (parse_merge_string(t, merges[i])) goto fail;
+    /* llama.cpp encodes Llama-3 with ignore_merges, as its tokenizer.json says */
+    t->ignore_merges = pre == TOK_PRE_LLAMA3;
+    if (set_known_pretok(t, pre) || tok_finish(t)) goto fail;
+    guess_special_ids(t);
+    return t;
+fail:
+    tok_free(t);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Export.                                                                   */
+
+static cJSON *bytelevel_obj(int use_regex) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "ByteLevel");
+    cJSON_AddFalseToObject(o, "add_prefix_space");
+    cJSON_AddTrueToObject(o, "trim_offsets");
+    cJSON_AddBoolToObject(o, "use_regex", use_regex);
+    return o;
+}
+
+char *tok_to_hf_json(const Tokenizer *t) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) goto oom;
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    int *order = malloc(((size_t)t->n_added + 1) * sizeof *order);
+    if (!order) goto oom;
+    for (int i = 0; i < t->n_added; i++) order[i] = i;
+    for (int i = 1; i < t->n_added; i++)  /* by id, as tokenizers writes them */
+        for (int j = i; j > 0 && t->added[order[j - 1]].id > t->added[order[j]].id; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    for (int i = 0; i < t->n_added; i++) {
+        const AddedTok *a = &t->added[order[i]];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", a->id);
+        cJSON_AddStringToObject(o, "content", a->content);
+        cJSON_AddBoolToObject(o, "single_word", a->single_word);
+        cJSON_AddBoolToObject(o, "lstrip", a->lstrip);
+        cJSON_AddBoolToObject(o, "rstrip", a->rstrip);
+        cJSON_AddBoolToObject(o, "normalized", a->normalized);
+        cJSON_AddBoolToObject(o, "special", a->special);
+        cJSON_AddItemToArray(added, o);
+    }
+    free(order);
+    if (t->nfc) {
+        cJSON *n = cJSON_AddObjectToObject(root, "normalizer");
+        cJSON_AddStringToObject(n, "type", "NFC");
+    } else {
+        cJSON_AddNullToObject(root, "normalizer");
+    }
+    /* A GPT-2 regex as the last step is ByteLevel's own regex. */
+    int last_bl = t->n_steps > 0 && strcmp(t->steps[t->n_steps - 1].pattern, PAT_GPT2) == 0;
+    if (t->n_steps == 1 && last_bl) {
+        cJSON_AddItemToObject(root, "pre_tokenizer", bytelevel_obj(1));
+    } else {
+        cJSON *seq = cJSON_AddObjectToObject(root, "pre_tokenizer");
+        cJSON_AddStringToObject(seq, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(seq, "pretokenizers");
+        for (int i = 0; i < t->n_steps - last_bl; i++) {
+            const PreStep *s = &t->steps[i];
+            cJSON *o = cJSON_CreateObject();
+            if (s->digits) {
+                cJSON_AddStringToObject(o, "type", "Digits");
+                cJSON_AddBoolToObject(o, "individual_digits", strcmp(s->pattern, PAT_DIGIT) == 0);
+            } else {
+                cJSON_AddStringToObject(o, "type", "Split");
+                cJSON *pat = cJSON_AddObjectToObject(o, "pattern");
+                cJSON_AddStringToObject(pat, "Regex", s->pattern);
+                cJSON_AddStringToObject(o, "behavior", "Isolated");
+                cJSON_AddFalseToObject(o, "invert");
+            }
+            cJSON_AddItemToArray(list, o);
+        }
+        cJSON_AddItemToArray(list, bytelevel_obj(last_bl));
+    }
+    cJSON *post = t->post_processor ? cJSON_Parse(t->post_processor) : NULL;
+    if (!post) {
+        post = bytelevel_obj(1);
+        cJSON_ReplaceItemInObjectCaseSensitive(post, "trim_offsets", cJSON_CreateFalse());
+    }
+    cJSON_AddItemToObject(root, "post_processor", post);
+    cJSON_AddItemToObject(root, "decoder", bytelevel_obj(1));
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddNullToObject(model, "dropout");
+    if (t->unk >= 0 && t->str[t->unk])
+        cJSON_AddStringToObject(model, "unk_token", t->str[t->unk]);
+    else
+        cJSON_AddNullToObject(model, "unk_token");
+    cJSON_AddStringToObject(model, "continuing_subword_prefix", "");
+    cJSON_AddStringToObject(model, "end_of_word_suffix", "");
+    cJSON_AddFalseToObject(model, "fuse_unk");
+    cJSON_AddFalseToObject(model, "byte_fallback");
+    cJSON_AddBoolToObject(model, "ignore_merges", t->ignore_merges);
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int i = 0; i < t->n_ids; i++)
+        if (t->str[i] && (t->flags[i] & ID_MODEL)) cJSON_AddItemToObject(vocab, t->str[i], cJSON_CreateNumber(i));
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    int pairs = 0;  /* a token with a space cannot be written as "a b" */
+    for (int i = 0; i < t->n_merges && !pairs; i++)
+        pairs = strchr(t->str[t->merge_list[i][0]], ' ') || strchr(t->str[t->merge_list[i][1]], ' ');
+    for (int i = 0; i < t->n_merges; i++) {
+        const char *a = t->str[t->merge_list[i][0]], *b = t->str[t->merge_list[i][1]];
+        if (pairs) {
+            const char *ab[2] = {a, b};
+            cJSON_AddItemToArray(merges, cJSON_CreateStringArray(ab, 2));
+        } else {
+            size_t la = strlen(a), lb = strlen(b);
+            char stackbuf[256], *s = la + lb + 2 <= sizeof stackbuf ? stackbuf : malloc(la + lb + 2);
+            if (!s) goto oom;
+            memcpy(s, a, la);
+            s[la] = ' ';
+            memcpy(s + la + 1, b, lb + 1);
+            cJSON_AddItemToArray(merges, cJSON_CreateString(s));
+            if (s != stackbuf) free(s);
+        }
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!out) align_errorf("out of memory writing tokenizer.json");
+    return out;
+oom:
+    cJSON_Delete(root);
+    align_errorf("out of memory writing tokenizer.json");
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding.                                                                 */
+
+typedef struct {
+    const Tokenizer *t;
+    int32_t *v;
+    int n, cap;
+    pcre2_match_data *md[TOK_MAX_STEPS];
+    int use_cache;
+    char *scratch;  /* alphabet form of a piece, for ignore_merges */
+    size_t scratch_cap;
+} Enc;
+
+static int enc_push(Enc *e, int32_t id) {
+    if (e->n == e->cap) {
+        int cap = e->cap ? e->cap * 2 : 256;
+        int32_t *nv = realloc(e->v, (size_t)cap * sizeof *nv);
+        if (!nv) return align_errorf("out of memory encoding text");
+        e->v = nv;
+        e->cap = cap;
+    }
+    e->v[e->n++] = id;
+    return 0;
+}
+
+static int enc_reserve(Enc *e, size_t more) {
+    if ((size_t)e->n + more <= (size_t)e->cap) return 0;
+    size_t cap = e->cap ? (size_t)e->cap : 256;
+    while (cap < (size_t)e->n + more) cap *= 2;
+    if (cap > INT_MAX) return align_errorf("text encodes to more than 2^31 tokens");
+    int32_t *nv = realloc(e->v, cap * sizeof *nv);
+    if (!nv) return align_errorf("out of memory encoding text");
+    e->v = nv;
+    e->cap = (int)cap;
+    return 0;
+}
+
+/* BPE of one piece; appends its ids. */
+static int bpe_piece(Enc *e, const uint8_t *p, size_t n) {
+    const Tokenizer *t = e->t;
+    if (enc_reserve(e, n)) return -1;
+    int32_t *out = e->v + e->n;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = t->byte_id[p[i]];
+        if (id < 0) {
+            if (t->unk < 0) return align_errorf("byte 0x%02x has no token in this vocabulary", p[i]);
+            id = t->unk;
+        }
+        out[i] = id;
+    }
+    if (n <= BPE_SHORT) {
+        /* rank[i]: rank of the pair (out[i], out[i+1]); merge the lowest, leftmost first */
+        int32_t rank[BPE_SHORT], merged[BPE_SHORT];
+        int m = (int)n;
+        for (int i = 0; i + 1 < m; i++) rank[i] = pairmap_get(&t->merges, out[i], out[i + 1], &merged[i]);
+        while (m > 1) {
+            int best = -1;
+            int32_t br = INT32_MAX;
+            for (int i = 0; i + 1 < m; i++)
+                if (rank[i] < br) {
+                    br = rank[i];
+                    best = i;
+                }
+            if (best < 0) break;
+            out[best] = merged[best];
+            for (int i = best + 1; i + 1 < m; i++) out[i] = out[i + 1];
+            for (int i = best + 1; i + 2 < m; i++) {
+                rank[i] = rank[i + 1];
+                merged[i] = merged[i + 1];
+            }
+            m--;
+            if (best > 0) rank[best - 1] = pairmap_get(&t->merges, out[best - 1], out[best], &merged[best - 1]);
+            if (best + 1 < m) rank[best] = pairmap_get(&t->merges, out[best], out[best + 1], &merged[best]);
+        }
+        e->n += m;
+        return 0;
+    }
+    /* Long piece: linked list of symbols, heap of candidate merges keyed by
+     * (rank << 32 | position); an entry is stale when its pair has changed. */
+    int *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
+    uint64_t *heap = malloc(3 * n * sizeof *heap);
+    if (!next || !prev || !heap) {
+        free(next);
+        free(prev);
+        free(heap);
+        return align_errorf("out of memory encoding a long piece");
+    }
+    size_t hn = 0;
+#define HEAP_PUSH(x)                                                    \
+    do {                                                                \
+        size_t c_ = hn++;                                               \
+        heap[c_] = (x);                                                 \
+        while (c_ > 0 && heap[(c_ - 1) / 2] > heap[c_]) {               \
+            uint64_t tmp_ = heap[c_];                                   \
+            heap[c_] = heap[(c_ - 1) / 2];                              \
+            heap[(c_ - 1) / 2] = tmp_;                                  \
+            c_ = (c_ - 1) / 2;                                          \
+        }                                                               \
+    } while (0)
+    int32_t mg;
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1 < n ? (int)i + 1 : -1;
+        prev[i] = (int)i - 1;
+        if (i + 1 < n) {
+            int32_t r = pairmap_get(&t->merges, out[i], out[i + 1], &mg);
+            if (r != INT32_MAX) HEAP_PUSH(((uint64_t)(uint32_t)r << 32) | i);
+        }
+    }
+    while (hn > 0) {
+        uint64_t top = heap[0];
+        heap[0] = heap[--hn];
+        for (size_t c = 0;;) {
+            size_t l = 2 * c + 1, r = l + 1, s = c;
+            if (l < hn && heap[l] < heap[s]) s = l;
+            if (r < hn && heap[r] < heap[s]) s = r;
+            if (s == c) break;
+            uint64_t tmp = heap[c];
+            heap[c] = heap[s];
+            heap[s] = tmp;
+            c = s;
+        }
+        int pos = (int)(top & 0xffffffffu);
+        int32_t rank = (int32_t)(top >> 32);
+        if (out[pos] < 0 || next[pos] < 0) continue;
+        int nx = next[pos];
+        if (pairmap_get(&t->merges, out[pos], out[nx], &mg) != rank) continue;
+        out[pos] = mg;
+        out[nx] = -1;
+        next[pos] = next[nx];
+        if (next[nx] >= 0) prev[next[nx]] = pos;
+        if (prev[pos] >= 0) {
+            int32_t r = pairmap_get(&t->merges, out[prev[pos]], out[pos], &mg);
+            if (r != INT32_MAX) HEAP_PUSH(((uint64_t)(uint32_t)r << 32) | (uint32_t)prev[pos]);
+        }
+        if (next[pos] >= 0) {
+            int32_t r = pairmap_get(&t->merges, out[pos], out[next[pos]], &mg);
+            if (r != INT32_MAX) HEAP_PUSH(((uint64_t)(uint32_t)r << 32) | (uint32_t)pos);
+        }
+    }
+#undef HEAP_PUSH
+    int m = 0;
+    for (int i = 0; i >= 0; i = next[i]) out[m++] = out[i];
+    e->n += m;
+    free(next);
+    free(prev);
+    free(heap);
+    return 0;
+}
+
+static int encode_piece(Enc *e, const uint8_t *p, size_t n) {
+    Tokenizer *t = (Tokenizer *)e->t;  /* only the cache is written, under its lock */
+    int cacheable = e->use_cache && n <= CACHE_MAX_PIECE;
+    if (cacheable) {
+        StrSlot *s = strmap_find(&t->cache, p, n, hash_bytes(p, n));
+        if (s) {
+            if (enc_reserve(e, (size_t)s->v2)) return -1;
+            memcpy(e->v + e->n, t->cache_ids + s->v1, (size_t)s->v2 * sizeof(int32_t));
+            e->n += s->v2;
+            return 0;
+        }
+    }
+    int start = e->n;
+    int32_t whole = -1;
+    if (t->ignore_merges && n > 1) {
+        if (e->scratch_cap < 2 * n) {
+            char *ns = realloc(e->scratch, 2 * n);
+            if (!ns) return align_errorf("out of memory encoding text");
+            e->scratch = ns;
+            e->scratch_cap = 2 * n;
+        }
+        size_t an = bytes_to_alphabet(p, n, e->scratch);
+        whole = vocab_lookup(t, e->scratch, an);
+        if (whole >= 0 && !(t->flags[whole] & ID_MODEL)) whole = -1;
+    }
+    if (whole >= 0 ? enc_push(e, whole) : bpe_piece(e, p, n)) return -1;
+    if (cacheable) {
+        int k = e->n - start;
+        if (t->cache.n >= CACHE_MAX_ENTRIES) {
+            strmap_clear(&t->cache);
+            t->cache_ids_len = 0;
+        }
+        if (t->cache_ids_len + (size_t)k > t->cache_ids_cap) {
+            size_t cap = t->cache_ids_cap ? t->cache_ids_cap * 2 : 65536;
+            int32_t *nc = realloc(t->cache_ids, cap * sizeof *nc);
+            if (!nc) return 0;  /* the cache is an optimisation only */
+            t->cache_ids = nc;
+            t->cache_ids_cap = cap;
+        }
+        memcpy(t->cache_ids + t->cache_ids_len, e->v + start, (size_t)k * sizeof(int32_t));
+        if (strmap_put(&t->cache, p, n, (int32_t)t->cache_ids_len, k) == 0) t->cache_ids_len += (size_t)k;
+    }
+    return 0;
+}
+
+static size_t utf8_next(const uint8_t *s, size_t i, size_t n) {
+    i++;
+    while (i < n && (s[i] & 0xC0) == 0x80) i++;
+    return i;
+}
+
+/* Pre-tokenizer step k over text[a, b): each match and each gap between
+ * matches goes on to step k + 1; after the last step a piece is encoded. */
+static int pretok(Enc *e, int k, const uint8_t *text, size_t a, size_t b) {
+    if (a >= b) return 0;
+    const Tokenizer *t = e->t;
+    if (k == t->n_steps) return encode_piece(e, text + a, b - a);
+    const uint8_t *sub = text + a;
+    size_t n = b - a, pos = 0, from = 0;
+    pcre2_match_data *md = e->md[k];
+    while (pos < n) {
+        int rc = pcre2_match(t->steps[k].re, sub, n, from, 0, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            return align_errorf("pre-tokenizer regex failed: %s", (char *)msg);
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (me == ms) {  /* an empty match splits nothing */
+            if (ms >= n) break;
+            from = utf8_next(sub, ms, n);
+            continue;
+        }
+        if (ms > pos && pretok(e, k + 1, text, a + pos, a + ms)) return -1;
+        if (pretok(e, k + 1, text, a + ms, a + me)) return -1;
+        pos = from = me;
+    }
+    return pretok(e, k + 1, text, a + pos, b);
+}
+
+static int is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static int is_word(uint8_t c) { return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z'); }
+
+/* Leftmost, then longest, added token in text[from, len). */
+static int find_added(const Tokenizer *t, const uint8_t *text, size_t len, size_t from, int allow_special,
+                      size_t *ms, size_t *me, int32_t *id) {
+    uint8_t mask = allow_special ? 1 : 2;
+    for (size_t i = from; i < len; i++) {
+        if (!(t->first_byte[text[i]] & mask)) continue;
+        for (int k = t->added_start[text[i]]; k < t->added_start[text[i] + 1]; k++) {
+            const AddedTok *a = &t->added[t->added_order[k]];
+            if (a->special && !allow_special) continue;
+            if (a->len > len - i || memcmp(text + i, a->content, a->len) != 0) continue;
+            size_t s = i, end = i + a->len;
+            if (a->single_word && ((s > from && is_word(text[s - 1])) || (end < len && is_word(text[end]))))
+                continue;
+            if (a->lstrip)
+                while (s > from && is_ws(text[s - 1])) s--;
+            if (a->rstrip)
+                while (end < len && is_ws(text[end])) end++;
+            *ms = s;
+            *me = end;
+            *id = a->id;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int tok_encode(const Tokenizer *t, const char *text, size_t len, int allow_special, int32_t **ids, int *n_ids) {
+    Enc e = {.t = t};
+    *ids = NULL;
+    *n_ids = 0;
+    int rc = -1;
+    for (int k = 0; k < t->n_steps; k++) {
+        e.md[k] = pcre2_match_data_create(1, NULL);
+        if (!e.md[k]) {
+            align_errorf("out of memory encoding text");
+            goto done;
+        }
+    }
+    Tokenizer *mt = (Tokenizer *)t;
+    e.use_cache = pthread_mutex_trylock(&mt->cache_lock) == 0;
+    const uint8_t *s = (const uint8_t *)text;
+    size_t pos = 0, ms, me;
+    int32_t id;
+    while (pos < len) {
+        if (t->n_added && find_added(t, s, len, pos, allow_special, &ms, &me, &id)) {
+            if (pretok(&e, 0, s, pos, ms) || enc_push(&e, id)) goto unlock;
+            pos = me;
+        } else {
+            if (pretok(&e, 0, s, pos, len)) goto unlock;
+            pos = len;
+        }
+    }
+    rc = 0;
+unlock:
+    if (e.use_cache) pthread_mutex_unlock(&mt->cache_lock);
+done:
+    for (int k = 0; k < t->n_steps; k++) pcre2_match_data_free(e.md[k]);
+    free(e.scratch);
+    if (rc) {
+        free(e.v);
+        return -1;
+    }
+    if (!e.v) e.v = malloc(sizeof(int32_t));  /* empty text: a valid, empty array */
+    if (!e.v) return align_errorf("out of memory encoding text");
+    *ids = e.v;
+    *n_ids = e.n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding and lookups.                                                     */
+
+char *tok_decode(const Tokenizer *t, const int32_t *ids, int n_ids, size_t *len) {
+    size_t total = 0;
+    for (int i = 0; i < n_ids; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_ids || !t->str[ids[i]]) {
+            align_errorf("token id %d at position %d is not in the vocabulary (size %d)", (int)ids[i], i, t->n_ids);
+            return NULL;
+        }
+        total += t->blen[ids[i]];
+    }
+    char *out = malloc(total + 1);
+    if (!out) {
+        align_errorf("out of memory decoding %d tokens", n_ids);
+        return NULL;
+    }
+    size_t o = 0;
+    for (int i = 0; i < n_ids; i++) {
+        memcpy(out + o, t->bytes + t->boff[ids[i]], t->blen[ids[i]]);
+        o += t->blen[ids[i]];
+    }
+    out[o] = 0;
+    if (len) *len = o;
+    return out;
+}
+
+int tok_vocab_size(const Tokenizer *t) { return t->n_ids; }
+
+int32_t tok_token_id(const Tokenizer *t, const char *token) {
+    return vocab_lookup(t, token, strlen(token));
+}
+
+const char *tok_token_str(const Tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids ? t->str[id] : NULL;
+}
+
+int32_t tok_bos_id(const Tokenizer *t) { return t->bos; }
+int32_t tok_eos_id(const Tokenizer *t) { return t->eos; }
+int32_t tok_pad_id(const Tokenizer *t) { return t->pad; }
+
+void tok_set_special_ids(Tokenizer *t, int32_t bos, int32_t eos, int32_t pad) {
+    t->bos = bos;
+    t->eos = eos;
+    t->pad = pad;
+}
+
+TokPretok tok_pretok(const Tokenizer *t) { return t->pre; }
+
+int tok_pretok_from_name(const char *name, TokPretok *out) {
+    static const struct {
+        const char *name;
+        TokPretok pre;
+    } names[] = {{"gpt-2", TOK_PRE_GPT2},      {"gpt2", TOK_PRE_GPT2},       {"default", TOK_PRE_GPT2},
+                 {"llama-bpe", TOK_PRE_LLAMA3}, {"llama3", TOK_PRE_LLAMA3},   {"llama-v3", TOK_PRE_LLAMA3},
+                 {"qwen2", TOK_PRE_QWEN2},      {"smollm", TOK_PRE_SMOLLM}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            *out = names[i].pre;
+            return 0;
+        }
+    return align_errorf("pre-tokenizer \"%s\" is not supported (gpt-2, llama-bpe, qwen2, smollm)", name);
+}
+
+const char *tok_pretok_name(TokPretok pre) {
+    switch (pre) {
+    case TOK_PRE_GPT2: return "gpt-2";
+    case TOK_PRE_LLAMA3: return "llama-bpe";
+    case TOK_PRE_QWEN2: return "qwen2";
+    case TOK_PRE_SMOLLM: return "smollm";
+    }
+    return "gpt-2";
+}
+
+int tok_is_special(const Tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids && (t->flags[id] & ID_SPECIAL) != 0;
+}
+
+int tok_token_bytes(const Tokenizer *t, int32_t id, const char **bytes, size_t *len) {
+    if (id < 0 || id >= t->n_ids || !t->str[id])
+        return align_errorf("token id %d is not in the vocabulary (size %d)", (int)id, t->n_ids);
+    *bytes = t->bytes + t->boff[id];
+    *len = t->blen[id];
+    return 0;
+}
