@@ -85,6 +85,17 @@ typedef struct Backend {
                                const float *qkv, const int32_t *seq_start, int n_seqs, int N,
                                int Hq, int Hkv, int hd);
 
+    /* Attention for decoding with a KV cache. kcache/vcache hold one layer:
+     * [n_slots][max_len][Hkv*hd]. Sequence s appends its new tokens
+     * (rows seq_start[s]..seq_start[s+1] of qkv, q and k already rotated) to
+     * slot slots[s] after past[s] cached tokens, then each new token attends
+     * causally to everything in its slot. slots, past and seq_start are HOST
+     * arrays. out[N, Hq*hd]. */
+    void (*attention_forward_cached)(float *out, const float *qkv, float *kcache, float *vcache,
+                                     const int32_t *slots, const int32_t *past,
+                                     const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
+                                     int hd, int max_len);
+
     /* ---- activations ----
      * GELU (tanh approximation): out[n] = gelu(inp[n]); dinp = dout * gelu'(inp) */
     void (*gelu_forward)(float *out, const float *inp, size_t n);

@@ -400,6 +400,8 @@ int model_set_trainable(Model *m, const char *substring, int trainable) {
     return matched;
 }
 
+const float *model_rope_inv_freq(const Model *m) { return m->acts->inv_freq; }
+
 size_t model_trainable_elems(const Model *m) { return m->n_grad_elems; }
 
 void model_zero_grad(Model *m) {

@@ -171,6 +171,10 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues);
 
 void model_zero_grad(Model *m);
 
+/* RoPE inverse frequencies [head_dim/2] (backend memory; NULL for GPT-2),
+ * shared by the cached-decoding path. */
+const float *model_rope_inv_freq(const Model *m);
+
 /* 6N per token for the dense weights plus the attention term, as llm.c's MFU
  * formula counts it; used by benchmarks. */
 double model_flops_per_token(const ModelConfig *c, int seq_len, int training);

@@ -379,6 +379,62 @@ static void attention_backward(float *dqkv, const float *dout, const float *out,
     }
 }
 
+static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
+                                     const int32_t *slots, const int32_t *past,
+                                     const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
+                                     int hd, int max_len) {
+    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, kvd = Hkv * hd, group = Hq / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    int Tmax = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int t = past[s] + seq_start[s + 1] - seq_start[s];
+        Tmax = t > Tmax ? t : Tmax;
+    }
+    /* append the new keys and values to their slots */
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < n_seqs; s++) {
+        for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+            size_t at = ((size_t)slots[s] * max_len + past[s] + (i - seq_start[s])) * kvd;
+            memcpy(kcache + at, qkv + (size_t)i * ld + Hq * hd, kvd * sizeof(float));
+            memcpy(vcache + at, qkv + (size_t)i * ld + (Hq + Hkv) * hd, kvd * sizeof(float));
+        }
+    }
+    int units = n_seqs * Hkv;
+#pragma omp parallel
+    {
+        float *S = thread_scratch(0, (size_t)Tmax);
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units; u++) {
+            int s = u / Hkv, g = u % Hkv;
+            const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
+            const float *Vc = vcache + (size_t)slots[s] * max_len * kvd + g * hd;
+            for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+                int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float *q = qkv + (size_t)i * ld + h * hd;
+                    float mx = -INFINITY;
+                    for (int j = 0; j < T; j++) {
+                        const float *k = K + (size_t)j * kvd;
+                        float d = 0.0f;
+                        for (int c = 0; c < hd; c++) d += q[c] * k[c];
+                        S[j] = d * scale;
+                        mx = S[j] > mx ? S[j] : mx;
+                    }
+                    float sum = 0.0f;
+                    for (int j = 0; j < T; j++) sum += (S[j] = expf(S[j] - mx));
+                    float *o = out + (size_t)i * ldo + h * hd;
+                    memset(o, 0, hd * sizeof(float));
+                    for (int j = 0; j < T; j++) {
+                        const float *v = Vc + (size_t)j * kvd;
+                        float p = S[j] / sum;
+                        for (int c = 0; c < hd; c++) o[c] += p * v[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ activations */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -543,6 +599,7 @@ const Backend backend_cpu = {
     .rope_backward = rope_backward,
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
+    .attention_forward_cached = attention_forward_cached,
     .gelu_forward = gelu_forward,
     .gelu_backward = gelu_backward,
     .swiglu_forward = swiglu_forward,

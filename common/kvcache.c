@@ -1,0 +1,194 @@
+/* kvcache.c: the decoder's layer loop for cached inference. It mirrors
+ * model_forward (same backend calls, same fused projections) except that
+ * positions continue from each slot's cached length and attention reads the
+ * cache; no activation is kept, so buffers hold one layer at a time. */
+#include "kvcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct KVCache {
+    Model *m;
+    int n_slots, max_len;
+    int32_t *len;            /* host: tokens cached per slot */
+    float *k, *v;            /* backend: [L][n_slots][max_len][Hkv*hd] */
+    /* per-call scratch, grown as needed */
+    int cap;
+    float *x, *norm, *qkv, *attn, *tmp, *up, *act, *stats, *last_h, *logits;
+    int32_t *tokens, *pos, *last_rows;
+    const float *inv_freq;   /* the model's RoPE table */
+};
+
+static size_t layer_stride(const KVCache *kv) {
+    const ModelConfig *c = &kv->m->cfg;
+    return (size_t)kv->n_slots * kv->max_len * c->n_kv_heads * c->head_dim;
+}
+
+KVCache *kvcache_create(Model *m, int n_slots, int max_len) {
+    const ModelConfig *c = &m->cfg;
+    if (n_slots <= 0 || max_len <= 0) {
+        align_errorf("kv cache: slots (%d) and max length (%d) must be positive", n_slots, max_len);
+        return NULL;
+    }
+    if (c->arch == ARCH_GPT2 && max_len > c->max_seq_len) max_len = c->max_seq_len;
+    KVCache *kv = calloc(1, sizeof *kv);
+    if (!kv) {
+        align_errorf("out of memory creating the kv cache");
+        return NULL;
+    }
+    kv->m = m;
+    kv->n_slots = n_slots;
+    kv->max_len = max_len;
+    kv->len = calloc(n_slots, sizeof(int32_t));
+    size_t bytes = (size_t)c->n_layers * layer_stride(kv) * sizeof(float);
+    kv->k = m->be->alloc(bytes);
+    kv->v = m->be->alloc(bytes);
+    if (!kv->len || !kv->k || !kv->v) {
+        align_errorf("out of memory for a kv cache of %d x %d tokens (%.1f MiB)", n_slots, max_len, 2.0 * bytes / 1048576);
+        kvcache_free(kv);
+        return NULL;
+    }
+    kv->inv_freq = model_rope_inv_freq(m); /* shared with the training path */
+    return kv;
+}
+
+static void scratch_free(KVCache *kv) {
+    const Backend *be = kv->m->be;
+    float **f[] = {&kv->x, &kv->norm, &kv->qkv, &kv->attn, &kv->tmp, &kv->up, &kv->act, &kv->stats, &kv->last_h, &kv->logits};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        be->free(*f[i]);
+        *f[i] = NULL;
+    }
+    be->free(kv->tokens);
+    be->free(kv->pos);
+    be->free(kv->last_rows);
+    kv->tokens = kv->pos = kv->last_rows = NULL;
+    kv->cap = 0;
+}
+
+void kvcache_free(KVCache *kv) {
+    if (!kv) return;
+    scratch_free(kv);
+    kv->m->be->free(kv->k);
+    kv->m->be->free(kv->v);
+    free(kv->len);
+    free(kv);
+}
+
+void kvcache_reset(KVCache *kv, int slot) {
+    if (slot >= 0 && slot < kv->n_slots) kv->len[slot] = 0;
+}
+
+int kvcache_len(const KVCache *kv, int slot) { return slot >= 0 && slot < kv->n_slots ? kv->len[slot] : -1; }
+int kvcache_max_len(const KVCache *kv) { return kv->max_len; }
+
+static int scratch_reserve(KVCache *kv, int N, int n_seqs) {
+    if (N <= kv->cap && n_seqs <= kv->cap) return 0;
+    const ModelConfig *c = &kv->m->cfg;
+    const Backend *be = kv->m->be;
+    scratch_free(kv);
+    size_t n = N > n_seqs ? N : n_seqs, d = c->dim;
+    size_t q = (size_t)(c->n_heads + 2 * c->n_kv_heads) * c->head_dim, ao = (size_t)c->n_heads * c->head_dim;
+    size_t u = c->arch == ARCH_LLAMA ? 2 * (size_t)c->ffn_dim : c->ffn_dim;
+    kv->x = be->alloc(n * d * 4);
+    kv->norm = be->alloc(n * d * 4);
+    kv->qkv = be->alloc(n * q * 4);
+    kv->attn = be->alloc(n * ao * 4);
+    kv->tmp = be->alloc(n * d * 4);
+    kv->up = be->alloc(n * u * 4);
+    kv->act = be->alloc(n * c->ffn_dim * 4);
+    kv->stats = be->alloc(2 * n * 4);
+    kv->last_h = be->alloc(n * d * 4);
+    kv->logits = be->alloc(n * c->vocab_size * 4);
+    kv->tokens = be->alloc(n * 4);
+    kv->pos = be->alloc(n * 4);
+    kv->last_rows = be->alloc(n * 4);
+    if (!kv->x || !kv->norm || !kv->qkv || !kv->attn || !kv->tmp || !kv->up || !kv->act || !kv->stats ||
+        !kv->last_h || !kv->logits || !kv->tokens || !kv->pos || !kv->last_rows) {
+        scratch_free(kv);
+        return align_errorf("out of memory for cached decoding of %d tokens", N);
+    }
+    kv->cap = (int)n;
+    return 0;
+}
+
+static void norm(const Model *m, float *out, float *stats, const float *inp, const float *w, const float *b, int N) {
+    const ModelConfig *c = &m->cfg;
+    if (c->arch == ARCH_GPT2) m->be->layernorm_forward(out, stats, stats + N, inp, w, b, N, c->dim, c->norm_eps);
+    else m->be->rmsnorm_forward(out, stats + N, inp, w, N, c->dim, c->norm_eps);
+}
+
+int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batch *b, float *last_logits) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!c->lm_head) return align_errorf("cached decoding needs a model with an LM head");
+    int N = b->n_tokens, S = b->n_seqs;
+    if (N <= 0 || S <= 0 || b->seq_start[0] != 0 || b->seq_start[S] != N) return align_errorf("cached decoding: malformed batch");
+    int32_t *past = malloc(S * sizeof(int32_t)), *pos = malloc(N * sizeof(int32_t)), *last = malloc(S * sizeof(int32_t));
+    if (!past || !pos || !last) {
+        free(past), free(pos), free(last);
+        return align_errorf("out of memory");
+    }
+    int rc = -1;
+    for (int s = 0; s < S; s++) {
+        int slot = slots[s], n_new = b->seq_start[s + 1] - b->seq_start[s];
+        if (slot < 0 || slot >= kv->n_slots) { align_errorf("cached decoding: slot %d out of range", slot); goto done; }
+        for (int t = 0; t < s; t++)
+            if (slots[t] == slot) { align_errorf("cached decoding: slot %d used twice in one batch", slot); goto done; }
+        if (n_new <= 0) { align_errorf("cached decoding: sequence %d has no new tokens", s); goto done; }
+        if (kv->len[slot] + n_new > kv->max_len) {
+            align_errorf("cached decoding: slot %d would hold %d tokens, more than its %d", slot, kv->len[slot] + n_new, kv->max_len);
+            goto done;
+        }
+        past[s] = kv->len[slot];
+        for (int i = b->seq_start[s]; i < b->seq_start[s + 1]; i++) pos[i] = past[s] + i - b->seq_start[s];
+        last[s] = b->seq_start[s + 1] - 1;
+    }
+    for (int i = 0; i < N; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= c->vocab_size) {
+            align_errorf("token id %d is outside the vocabulary (%d)", b->tokens[i], c->vocab_size);
+            goto done;
+        }
+    if (scratch_reserve(kv, N, S)) goto done;
+    be->to_device(kv->tokens, b->tokens, N * sizeof(int32_t));
+    be->to_device(kv->pos, pos, N * sizeof(int32_t));
+    be->to_device(kv->last_rows, last, S * sizeof(int32_t));
+
+    size_t n = N, d = c->dim;
+    int q = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, ao = c->n_heads * c->head_dim;
+    int u = c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim;
+    be->embedding_forward(kv->x, kv->tokens, kv->pos, m->w.wte, m->w.wpe, N, c->dim);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerTensors *w = &m->w.layers[l];
+        float *kc = kv->k + l * layer_stride(kv), *vc = kv->v + l * layer_stride(kv);
+        norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
+        be->matmul_forward(kv->qkv, kv->norm, w->wq, w->bq, N, c->dim, q);
+        if (c->arch == ARCH_LLAMA) be->rope_forward(kv->qkv, kv->pos, kv->inv_freq, N, c->n_heads, c->n_kv_heads, c->head_dim);
+        be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
+                                     c->n_kv_heads, c->head_dim, kv->max_len);
+        be->matmul_forward(kv->tmp, kv->attn, w->wo, w->bo, N, ao, c->dim);
+        be->add_inplace(kv->x, kv->tmp, n * d);
+        norm(m, kv->norm, kv->stats, kv->x, w->norm2_w, w->norm2_b, N);
+        if (c->arch == ARCH_LLAMA) {
+            be->matmul_forward(kv->up, kv->norm, w->w_gate, NULL, N, c->dim, u);
+            be->swiglu_forward(kv->act, kv->up, N, c->ffn_dim);
+        } else {
+            be->matmul_forward(kv->up, kv->norm, w->w_up, w->b_up, N, c->dim, u);
+            be->gelu_forward(kv->act, kv->up, n * c->ffn_dim);
+        }
+        be->matmul_forward(kv->tmp, kv->act, w->w_down, w->b_down, N, c->ffn_dim, c->dim);
+        be->add_inplace(kv->x, kv->tmp, n * d);
+    }
+    /* only each sequence's last token needs the final norm and the LM head */
+    be->gather_rows(kv->last_h, kv->x, kv->last_rows, S, c->dim);
+    norm(m, kv->norm, kv->stats, kv->last_h, m->w.normf_w, m->w.normf_b, S);
+    be->matmul_forward(kv->logits, kv->norm, m->w.lm_head, NULL, S, c->dim, c->vocab_size);
+    be->to_host(last_logits, kv->logits, (size_t)S * c->vocab_size * sizeof(float));
+    for (int s = 0; s < S; s++) kv->len[slots[s]] += b->seq_start[s + 1] - b->seq_start[s];
+    rc = 0;
+done:
+    free(past), free(pos), free(last);
+    return rc;
+}
