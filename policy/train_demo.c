@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -31,11 +32,6 @@ static const char *TEXT =
     "the field after it, and fortunately was just in time to see it pop down a large rabbit-hole "
     "under the hedge. In another moment down went Alice after it, never once considering how in "
     "the world she was to get out again. ";
-
-static void usage(void) {
-    printf("usage: train_demo [--steps N] [--arch llama|gpt2] [--seed S] [--device cpu|cuda]\n"
-           "Trains a small model from scratch on built-in text and prints the falling loss.\n");
-}
 
 /* Greedy continuation of `prompt` by full forward passes (the KV-cache
  * sampler lives in the generation module). */
@@ -60,19 +56,18 @@ static void sample(Model *m, const char *prompt, int n_new) {
 }
 
 int main(int argc, char **argv) {
-    int steps = 300;
-    uint64_t seed = 1;
+    int steps = 300, seed = 1;
     const char *arch = "llama", *device = "cpu";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage();
-            return 0;
-        } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else align_die("train_demo", "unknown or incomplete flag %s (see --help)", argv[i]);
-    }
+    CliFlag flags[] = {
+        {"steps", CLI_INT, &steps, "optimizer steps"},
+        {"arch", CLI_STRING, &arch, "llama or gpt2"},
+        {"seed", CLI_INT, &seed, "seed for weights and data"},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+    };
+    CliSpec spec = {.prog = "train_demo", .usage = "train_demo [flags]",
+                    .about = "Trains a small model from scratch on built-in text (byte tokens) and prints the falling loss.",
+                    .flags = flags, .n_flags = 4};
+    cli_parse_or_exit(&spec, argc, argv);
     if (steps <= 0) align_die("train_demo", "--steps must be positive");
     const Backend *be = backend_get(device);
     if (!be) align_die_error("train_demo");
@@ -91,7 +86,7 @@ int main(int argc, char **argv) {
     c.vocab_size = 256, c.dim = 128, c.n_layers = 4, c.head_dim = 32, c.ffn_dim = 384;
     Model *m = model_create(&c, be);
     if (!m) align_die_error("train_demo");
-    model_init_random(m, seed);
+    model_init_random(m, (uint64_t)seed);
 
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -111,7 +106,7 @@ int main(int argc, char **argv) {
     float logp[SEQS * LEN], dlogp[SEQS * LEN];
     size_t text_len = strlen(TEXT);
     Rng rng;
-    rng_seed(&rng, seed);
+    rng_seed(&rng, (uint64_t)seed);
     double t0 = align_now(), first_loss = 0, loss = 0;
     for (int step = 0; step < steps; step++) {
         for (int s = 0; s < SEQS; s++) {

@@ -1,0 +1,188 @@
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* Config JSON trees parsed for specs, kept so strings stay valid. */
+static cJSON *config_trees[8];
+static int n_config_trees;
+
+static CliFlag *find_flag(CliSpec *s, const char *name) {
+    for (int i = 0; i < s->n_flags; i++)
+        if (!strcmp(s->flags[i].name, name)) return &s->flags[i];
+    return NULL;
+}
+
+static int set_from_string(CliFlag *f, const char *v, const char *where) {
+    char *end;
+    errno = 0;
+    switch (f->type) {
+    case CLI_INT: {
+        long x = strtol(v, &end, 10);
+        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX)
+            return align_errorf("%s --%s: expected an integer, got '%s'", where, f->name, v);
+        *(int *)f->dst = (int)x;
+        break;
+    }
+    case CLI_FLOAT: {
+        float x = strtof(v, &end);
+        if (errno || *end || end == v) return align_errorf("%s --%s: expected a number, got '%s'", where, f->name, v);
+        *(float *)f->dst = x;
+        break;
+    }
+    case CLI_STRING:
+        *(const char **)f->dst = v;
+        break;
+    case CLI_BOOL:
+        if (!strcmp(v, "1") || !strcmp(v, "true")) *(int *)f->dst = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false")) *(int *)f->dst = 0;
+        else return align_errorf("%s --%s: expected true or false, got '%s'", where, f->name, v);
+        break;
+    }
+    f->set = 1;
+    return 0;
+}
+
+static int apply_config(CliSpec *s, const char *path) {
+    size_t len;
+    char *text = align_read_file(path, &len);
+    if (!text) return align_error_prefix("--config");
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return align_errorf("--config %s: not a JSON object", path);
+    }
+    if (n_config_trees < 8) config_trees[n_config_trees++] = root;
+    for (cJSON *it = root->child; it; it = it->next) {
+        if (!strcmp(it->string, "config")) continue;
+        CliFlag *f = find_flag(s, it->string);
+        if (!f) return align_errorf("--config %s: unknown key \"%s\" (keys are %s's long flag names)", path, it->string, s->prog);
+        char where[512];
+        snprintf(where, sizeof where, "--config %s: key \"%s\":", path, it->string);
+        if (cJSON_IsString(it)) {
+            if (set_from_string(f, it->valuestring, where)) return -1;
+        } else if (cJSON_IsBool(it) && f->type == CLI_BOOL) {
+            *(int *)f->dst = cJSON_IsTrue(it);
+            f->set = 1;
+        } else if (cJSON_IsNumber(it) && (f->type == CLI_INT || f->type == CLI_FLOAT)) {
+            double v = it->valuedouble;
+            if (f->type == CLI_INT) {
+                if (v != (double)(int)v) return align_errorf("%s expected an integer", where);
+                *(int *)f->dst = (int)v;
+            } else {
+                *(float *)f->dst = (float)v;
+            }
+            f->set = 1;
+        } else {
+            return align_errorf("%s wrong type for this flag", where);
+        }
+    }
+    return 0;
+}
+
+int cli_parse(CliSpec *s, int argc, char **argv) {
+    s->n_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cli_print_help(s);
+            return 1;
+        }
+    }
+    /* the config first, so flags override it */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) return align_errorf("--config needs a file name");
+            if (apply_config(s, argv[i + 1])) return -1;
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            if (apply_config(s, argv[i] + 9)) return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--config=", 9)) continue;
+        if (strncmp(a, "--", 2) || a[2] == 0) {
+            if (s->n_positional >= s->max_positional || s->n_positional >= 8)
+                return align_errorf("unexpected argument '%s' (see --help)", a);
+            s->positional[s->n_positional++] = a;
+            continue;
+        }
+        char name[128];
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (n >= sizeof name) return align_errorf("unknown flag %s (see --help)", a);
+        memcpy(name, a + 2, n);
+        name[n] = 0;
+        CliFlag *f = find_flag(s, name);
+        int negated = 0;
+        if (!f && !strncmp(name, "no-", 3) && (f = find_flag(s, name + 3)) && f->type == CLI_BOOL) negated = 1;
+        if (!f) return align_errorf("unknown flag --%s (see --help)", name);
+        if (f->type == CLI_BOOL && !eq) {
+            *(int *)f->dst = !negated;
+            f->set = 1;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!v) {
+            if (i + 1 >= argc) return align_errorf("--%s needs a value", name);
+            v = argv[++i];
+        }
+        if (set_from_string(f, v, "")) {
+            /* drop the empty "where" prefix */
+            const char *msg = align_error();
+            if (msg[0] == ' ') align_errorf("%s", msg + 1);
+            return -1;
+        }
+    }
+    if (s->n_positional < s->min_positional) return align_errorf("missing arguments; usage: %s", s->usage);
+    return 0;
+}
+
+void cli_print_help(const CliSpec *s) {
+    printf("usage: %s\n", s->usage);
+    if (s->about) printf("\n%s\n", s->about);
+    printf("\nflags (also accepted as keys of --config FILE.json; flags override the file):\n");
+    for (int i = 0; i < s->n_flags; i++) {
+        const CliFlag *f = &s->flags[i];
+        char left[64], def[64] = "";
+        const char *kind = f->type == CLI_INT ? " N" : f->type == CLI_FLOAT ? " X" : f->type == CLI_STRING ? " S" : "";
+        snprintf(left, sizeof left, "--%s%s", f->name, kind);
+        if (f->type == CLI_INT) snprintf(def, sizeof def, " (default %d)", *(int *)f->dst);
+        else if (f->type == CLI_FLOAT) snprintf(def, sizeof def, " (default %g)", *(float *)f->dst);
+        else if (f->type == CLI_STRING && *(const char **)f->dst) snprintf(def, sizeof def, " (default %.40s)", *(const char **)f->dst);
+        printf("  %-26s %s%s\n", left, f->help, def);
+    }
+    printf("  %-26s %s\n", "--config FILE.json", "read flags from a JSON object");
+    printf("  %-26s %s\n", "--help", "print this help");
+}
+
+int cli_was_set(const CliSpec *s, const char *name) {
+    for (int i = 0; i < s->n_flags; i++)
+        if (!strcmp(s->flags[i].name, name)) return s->flags[i].set;
+    return 0;
+}
+
+void cli_free(CliSpec *s) {
+    (void)s;
+    for (int i = 0; i < n_config_trees; i++) cJSON_Delete(config_trees[i]);
+    n_config_trees = 0;
+}
+
+void cli_parse_or_exit(CliSpec *s, int argc, char **argv) {
+    int rc = cli_parse(s, argc, argv);
+    if (rc == 1) exit(0);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", s->prog, align_error());
+        exit(2);
+    }
+}

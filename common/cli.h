@@ -1,0 +1,46 @@
+/* cli: the command-line contract every program shares.
+ *
+ * A program declares its flags in one table (name, type, destination,
+ * help); cli_parse fills the destinations from `--config FILE.json` first
+ * (keys are the long flag names, without dashes) and then from argv, so
+ * flags override the config. `--help` prints the table. Every error names
+ * the flag or the config file and key at fault. Positional arguments are
+ * collected in order for the caller. */
+#ifndef ALIGN_CLI_H
+#define ALIGN_CLI_H
+
+typedef enum { CLI_INT, CLI_FLOAT, CLI_STRING, CLI_BOOL } CliType;
+
+typedef struct {
+    const char *name;   /* long name without dashes: "lr", "batch-size" */
+    CliType type;
+    void *dst;          /* int*, float*, const char**, int* (bool) */
+    const char *help;
+    int set;            /* filled in: 1 when given by config or argv */
+} CliFlag;
+
+typedef struct {
+    const char *prog;
+    const char *usage;   /* e.g. "dpo_run --policy M --data prefs.jsonl --out O [flags]" */
+    const char *about;   /* one paragraph */
+    CliFlag *flags;
+    int n_flags;
+    int min_positional, max_positional;
+    const char *positional[8]; /* filled in */
+    int n_positional;
+} CliSpec;
+
+/* Returns 0 on success, 1 when --help was printed (exit 0), -1 on error
+ * (message in align_error()). Strings point into argv or into the config
+ * JSON, which stays alive until cli_free. */
+int cli_parse(CliSpec *spec, int argc, char **argv);
+void cli_print_help(const CliSpec *spec);
+/* Was the flag named `name` set? */
+int cli_was_set(const CliSpec *spec, const char *name);
+void cli_free(CliSpec *spec);
+
+/* Parse the whole program invocation or exit: prints help and exits 0 for
+ * --help, prints "prog: error" and exits 2 for bad usage. */
+void cli_parse_or_exit(CliSpec *spec, int argc, char **argv);
+
+#endif
