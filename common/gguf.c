@@ -1,0 +1,654 @@
+/* gguf: see the header.
+ *
+ * Parsing limits: every count read from the file is checked against the
+ * bytes left before anything is sized from it (a KV needs at least 12 bytes,
+ * a tensor info at least 24, an array element at least its own size or 8
+ * for a string), and tensor ranges are checked against the data section.
+ * Nested arrays are refused (llama.cpp writes none). */
+#include "gguf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+/* ------------------------------------------------------------------ cursor */
+
+typedef struct {
+    const uint8_t *p, *end;
+    const char *origin;
+} Cur;
+
+static int need(Cur *c, size_t n, const char *what) {
+    if ((size_t)(c->end - c->p) < n)
+        return align_errorf("%s is truncated or corrupt: %s runs past the end of the file",
+                            c->origin, what);
+    return 0;
+}
+static int rd_u32(Cur *c, uint32_t *v, const char *what) {
+    if (need(c, 4, what)) return -1;
+    memcpy(v, c->p, 4);
+    c->p += 4;
+    return 0;
+}
+static int rd_u64(Cur *c, uint64_t *v, const char *what) {
+    if (need(c, 8, what)) return -1;
+    memcpy(v, c->p, 8);
+    c->p += 8;
+    return 0;
+}
+static int rd_str(Cur *c, char **out, const char *what) {
+    uint64_t n;
+    if (rd_u64(c, &n, what)) return -1;
+    if (n > (uint64_t)(c->end - c->p))
+        return align_errorf("%s is corrupt: a %s claims %llu bytes, more than the file holds",
+                            c->origin, what, (unsigned long long)n);
+    char *s = malloc(n + 1);
+    if (!s) return align_errorf("out of memory reading %s", c->origin);
+    memcpy(s, c->p, n);
+    s[n] = 0;
+    c->p += n;
+    *out = s;
+    return 0;
+}
+
+static const size_t scalar_size[GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+
+static void set_scalar(GgufKV *kv, const uint8_t *p) {
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        float f32;
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } u;
+    memcpy(&u, p, scalar_size[kv->type]);
+    switch (kv->type) {
+    case GGUF_UINT8: kv->i = u.u8; break;
+    case GGUF_INT8: kv->i = u.i8; break;
+    case GGUF_UINT16: kv->i = u.u16; break;
+    case GGUF_INT16: kv->i = u.i16; break;
+    case GGUF_UINT32: kv->i = u.u32; break;
+    case GGUF_INT32: kv->i = u.i32; break;
+    case GGUF_BOOL: kv->i = u.u8 != 0; break;
+    case GGUF_UINT64: kv->i = (int64_t)u.u64; break;
+    case GGUF_INT64: kv->i = u.i64; break;
+    case GGUF_FLOAT32: kv->f = u.f32; kv->i = (int64_t)u.f32; return;
+    case GGUF_FLOAT64: kv->f = u.f64; kv->i = (int64_t)u.f64; return;
+    default: return;
+    }
+    kv->f = (double)kv->i;
+}
+
+static int read_kv(Cur *c, GgufKV *kv) {
+    if (rd_str(c, &kv->key, "metadata key")) return -1;
+    uint32_t t;
+    if (rd_u32(c, &t, "metadata type")) return -1;
+    if (t >= GGUF_TYPE_COUNT)
+        return align_errorf("%s is corrupt: metadata %.64s has unknown type %u", c->origin, kv->key,
+                            t);
+    kv->type = (GgufType)t;
+    if (t == GGUF_STRING) return rd_str(c, &kv->str, "metadata string");
+    if (t != GGUF_ARRAY) {
+        if (need(c, scalar_size[t], "metadata value")) return -1;
+        set_scalar(kv, c->p);
+        c->p += scalar_size[t];
+        return 0;
+    }
+    uint32_t at;
+    uint64_t n;
+    if (rd_u32(c, &at, "array type") || rd_u64(c, &n, "array length")) return -1;
+    if (at >= GGUF_TYPE_COUNT || at == GGUF_ARRAY)
+        return align_errorf("%s: metadata %.64s is an array of unsupported type %u", c->origin,
+                            kv->key, at);
+    kv->arr_type = (GgufType)at;
+    size_t left = (size_t)(c->end - c->p);
+    size_t min_elem = at == GGUF_STRING ? 8 : scalar_size[at];
+    if (n > left / min_elem)
+        return align_errorf("%s is corrupt: array %.64s claims %llu elements, more than the file "
+                            "holds",
+                            c->origin, kv->key, (unsigned long long)n);
+    kv->arr_n = n;
+    if (at != GGUF_STRING) {
+        kv->arr = c->p;
+        c->p += n * scalar_size[at];
+        return 0;
+    }
+    kv->arr_str = calloc(n ? n : 1, sizeof(char *));
+    if (!kv->arr_str) return align_errorf("out of memory reading %s", c->origin);
+    for (uint64_t i = 0; i < n; i++)
+        if (rd_str(c, &kv->arr_str[i], "array string")) return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tensors */
+
+static int type_block(uint32_t type, size_t *block, size_t *bytes) {
+    switch (type) {
+    case GGML_F32: *block = 1, *bytes = 4; return 0;
+    case GGML_F16: *block = 1, *bytes = 2; return 0;
+    case GGML_BF16: *block = 1, *bytes = 2; return 0;
+    case GGML_Q4_0: *block = 32, *bytes = 18; return 0;
+    case GGML_Q4_1: *block = 32, *bytes = 20; return 0;
+    case GGML_Q8_0: *block = 32, *bytes = 34; return 0;
+    default: return -1;
+    }
+}
+
+int64_t gguf_tensor_numel(const GgufTensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->ne[i];
+    return n;
+}
+
+static int read_tensor_info(Cur *c, GgufTensor *t) {
+    if (rd_str(c, &t->name, "tensor name")) return -1;
+    uint32_t nd;
+    if (rd_u32(c, &nd, "tensor rank")) return -1;
+    if (nd < 1 || nd > 4)
+        return align_errorf("%s: tensor %.64s has %u dimensions (1 to 4)", c->origin, t->name, nd);
+    t->ndim = (int)nd;
+    uint64_t numel = 1;
+    for (uint32_t i = 0; i < nd; i++) {
+        uint64_t d;
+        if (rd_u64(c, &d, "tensor dimension")) return -1;
+        if (d == 0 || d > ((uint64_t)1 << 40) || numel > ((uint64_t)1 << 42) / d)
+            return align_errorf("%s: tensor %.64s has an implausible dimension %llu", c->origin,
+                                t->name, (unsigned long long)d);
+        t->ne[i] = (int64_t)d;
+        numel *= d;
+    }
+    if (rd_u32(c, &t->type, "tensor type") || rd_u64(c, &t->offset, "tensor offset")) return -1;
+    size_t block, bytes;
+    if (type_block(t->type, &block, &bytes) != 0)
+        return align_errorf("%s: tensor %.64s has ggml type %u, which is not supported (F32, F16, "
+                            "BF16, Q8_0, Q4_0, Q4_1)",
+                            c->origin, t->name, t->type);
+    if (t->ne[0] % (int64_t)block != 0)
+        return align_errorf("%s: tensor %.64s row of %lld is not a whole number of %zu-blocks",
+                            c->origin, t->name, (long long)t->ne[0], block);
+    t->bytes = (size_t)(numel / block * bytes);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ open */
+
+void gguf_close(GgufFile *f) {
+    if (!f) return;
+    for (int i = 0; i < f->n_kv; i++) {
+        GgufKV *kv = &f->kv[i];
+        free(kv->key);
+        free(kv->str);
+        if (kv->arr_str) {
+            for (uint64_t j = 0; j < kv->arr_n; j++) free(kv->arr_str[j]);
+            free(kv->arr_str);
+        }
+    }
+    free(f->kv);
+    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    if (f->map) munmap(f->map, f->map_len);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+/* Parse into f, which is zeroed except for its mapping. */
+static int parse_into(GgufFile *f, const uint8_t *buf, size_t len, const char *origin) {
+    f->path = strdup(origin);
+    if (!f->path) return align_errorf("out of memory reading %s", origin);
+    Cur c = {buf, buf + len, f->path};
+    uint32_t version;
+    uint64_t n_tensors, n_kv;
+    if (len < 4 || memcmp(buf, "GGUF", 4) != 0) return align_errorf("%s is not a GGUF file", origin);
+    c.p += 4;
+    if (rd_u32(&c, &version, "version")) return -1;
+    if (version != 2 && version != 3)
+        return align_errorf("%s has GGUF version %u; only versions 2 and 3 are supported", origin,
+                            version);
+    f->version = version;
+    if (rd_u64(&c, &n_tensors, "tensor count") || rd_u64(&c, &n_kv, "metadata count")) return -1;
+    size_t left = (size_t)(c.end - c.p);
+    if (n_kv > left / 12 || n_tensors > left / 24)
+        return align_errorf("%s is corrupt: it claims %llu tensors and %llu metadata entries, more "
+                            "than its %zu bytes can hold",
+                            origin, (unsigned long long)n_tensors, (unsigned long long)n_kv, len);
+    f->kv = calloc(n_kv ? n_kv : 1, sizeof *f->kv);
+    f->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *f->tensors);
+    if (!f->kv || !f->tensors) return align_errorf("out of memory reading %s", origin);
+    for (uint64_t i = 0; i < n_kv; i++) {
+        f->n_kv++;
+        if (read_kv(&c, &f->kv[i])) return -1;
+    }
+    f->alignment = 32;
+    const GgufKV *al = gguf_find_kv(f, "general.alignment");
+    if (al) {
+        if (al->type != GGUF_UINT32 || al->i <= 0 || (al->i & (al->i - 1)) || al->i > 65536)
+            return align_errorf("%s: general.alignment must be a power of two", origin);
+        f->alignment = (size_t)al->i;
+    }
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        f->n_tensors++;
+        if (read_tensor_info(&c, &f->tensors[i])) return -1;
+        for (uint64_t j = 0; j < i; j++)
+            if (strcmp(f->tensors[j].name, f->tensors[i].name) == 0)
+                return align_errorf("%s: tensor %.64s appears twice", origin, f->tensors[i].name);
+    }
+    size_t hdr = (size_t)(c.p - buf);
+    size_t data_start = (hdr + f->alignment - 1) / f->alignment * f->alignment;
+    if (data_start > len) {
+        if (n_tensors == 0) data_start = len;
+        else return align_errorf("%s is truncated: no data section", origin);
+    }
+    f->data = buf + data_start;
+    f->data_len = len - data_start;
+    for (int i = 0; i < f->n_tensors; i++) {
+        const GgufTensor *t = &f->tensors[i];
+        if (t->offset % f->alignment != 0)
+            return align_errorf("%s: tensor %.64s offset %llu is not aligned to %zu", origin,
+                                t->name, (unsigned long long)t->offset, f->alignment);
+        if (t->offset > f->data_len || t->bytes > f->data_len - t->offset)
+            return align_errorf("%s is truncated or corrupt: tensor %.64s (%zu bytes at offset "
+                                "%llu) lies outside the %zu-byte data section",
+                                origin, t->name, t->bytes, (unsigned long long)t->offset,
+                                f->data_len);
+    }
+    return 0;
+}
+
+int gguf_parse(GgufFile *f, const uint8_t *buf, size_t len, const char *origin) {
+    memset(f, 0, sizeof *f);
+    if (parse_into(f, buf, len, origin) != 0) {
+        gguf_close(f);
+        return -1;
+    }
+    return 0;
+}
+
+int gguf_open(GgufFile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return align_errorf("cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 24) {
+        close(fd);
+        return align_errorf("%s is not a GGUF file (too short or not a regular file)", path);
+    }
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return align_errorf("cannot map %s: %s", path, strerror(errno));
+    f->map = map;
+    f->map_len = (size_t)sb.st_size;
+    if (parse_into(f, map, f->map_len, path) != 0) {
+        gguf_close(f);
+        return -1;
+    }
+    return 0;
+}
+
+const GgufKV *gguf_find_kv(const GgufFile *f, const char *key) {
+    for (int i = 0; i < f->n_kv; i++)
+        if (f->kv[i].key && strcmp(f->kv[i].key, key) == 0) return &f->kv[i];
+    return NULL;
+}
+
+int gguf_get_int(const GgufFile *f, const char *key, int64_t *out) {
+    const GgufKV *kv = gguf_find_kv(f, key);
+    if (!kv || kv->type == GGUF_STRING || kv->type == GGUF_ARRAY) return -1;
+    *out = kv->i;
+    return 0;
+}
+
+int gguf_get_float(const GgufFile *f, const char *key, double *out) {
+    const GgufKV *kv = gguf_find_kv(f, key);
+    if (!kv || kv->type == GGUF_STRING || kv->type == GGUF_ARRAY) return -1;
+    *out = kv->f;
+    return 0;
+}
+
+const char *gguf_get_str(const GgufFile *f, const char *key) {
+    const GgufKV *kv = gguf_find_kv(f, key);
+    return kv && kv->type == GGUF_STRING ? kv->str : NULL;
+}
+
+const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name) {
+    for (int i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ dequant */
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+static uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
+    const uint8_t *src = f->data + t->offset;
+    size_t n = (size_t)gguf_tensor_numel(t);
+    switch (t->type) {
+    case GGML_F32: memcpy(out, src, n * 4); return 0;
+    case GGML_F16:
+        for (size_t i = 0; i < n; i++) out[i] = f16_to_f32(ld16(src + 2 * i));
+        return 0;
+    case GGML_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint32_t bits = (uint32_t)ld16(src + 2 * i) << 16;
+            memcpy(&out[i], &bits, 4);
+        }
+        return 0;
+    case GGML_Q4_0:
+        for (size_t b = 0; b < n / 32; b++, src += 18, out += 32) {
+            float d = f16_to_f32(ld16(src));
+            for (int j = 0; j < 16; j++) {
+                out[j] = ((src[2 + j] & 0xF) - 8) * d;
+                out[j + 16] = ((src[2 + j] >> 4) - 8) * d;
+            }
+        }
+        return 0;
+    case GGML_Q4_1:
+        for (size_t b = 0; b < n / 32; b++, src += 20, out += 32) {
+            float d = f16_to_f32(ld16(src)), m = f16_to_f32(ld16(src + 2));
+            for (int j = 0; j < 16; j++) {
+                out[j] = (src[4 + j] & 0xF) * d + m;
+                out[j + 16] = (src[4 + j] >> 4) * d + m;
+            }
+        }
+        return 0;
+    case GGML_Q8_0:
+        for (size_t b = 0; b < n / 32; b++, src += 34, out += 32) {
+            float d = f16_to_f32(ld16(src));
+            for (int j = 0; j < 32; j++) out[j] = (int8_t)src[2 + j] * d;
+        }
+        return 0;
+    default: return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
+    }
+}
+
+/* ------------------------------------------------------------------ import */
+
+/* llama.cpp name -> HF name for one parameter of our model, or NULL when
+ * the HF name has no GGUF counterpart. */
+static int gguf_name_for(const char *hf, ModelArch arch, char *out, size_t n) {
+    int l;
+    char rest[96];
+    static const char *const llama_map[][2] = {
+        {"input_layernorm.weight", "attn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"},
+        {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.k_proj.bias", "attn_k.bias"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},
+        {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    static const char *const gpt2_map[][2] = {
+        {"ln_1.weight", "attn_norm.weight"},         {"ln_1.bias", "attn_norm.bias"},
+        {"attn.c_attn.weight", "attn_qkv.weight"},   {"attn.c_attn.bias", "attn_qkv.bias"},
+        {"attn.c_proj.weight", "attn_output.weight"}, {"attn.c_proj.bias", "attn_output.bias"},
+        {"ln_2.weight", "ffn_norm.weight"},          {"ln_2.bias", "ffn_norm.bias"},
+        {"mlp.c_fc.weight", "ffn_up.weight"},        {"mlp.c_fc.bias", "ffn_up.bias"},
+        {"mlp.c_proj.weight", "ffn_down.weight"},    {"mlp.c_proj.bias", "ffn_down.bias"},
+    };
+    if (arch == ARCH_LLAMA) {
+        if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight"), 0;
+        if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight"), 0;
+        if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight"), 0;
+        if (sscanf(hf, "model.layers.%d.%95s", &l, rest) == 2)
+            for (size_t i = 0; i < sizeof llama_map / sizeof llama_map[0]; i++)
+                if (!strcmp(rest, llama_map[i][0]))
+                    return snprintf(out, n, "blk.%d.%s", l, llama_map[i][1]), 0;
+    } else {
+        if (!strcmp(hf, "transformer.wte.weight")) return snprintf(out, n, "token_embd.weight"), 0;
+        if (!strcmp(hf, "transformer.wpe.weight")) return snprintf(out, n, "position_embd.weight"), 0;
+        if (!strcmp(hf, "transformer.ln_f.weight")) return snprintf(out, n, "output_norm.weight"), 0;
+        if (!strcmp(hf, "transformer.ln_f.bias")) return snprintf(out, n, "output_norm.bias"), 0;
+        if (sscanf(hf, "transformer.h.%d.%95s", &l, rest) == 2)
+            for (size_t i = 0; i < sizeof gpt2_map / sizeof gpt2_map[0]; i++)
+                if (!strcmp(rest, gpt2_map[i][0]))
+                    return snprintf(out, n, "blk.%d.%s", l, gpt2_map[i][1]), 0;
+    }
+    return -1;
+}
+
+static int kv_int(const GgufFile *f, const char *arch, const char *key, int *out, int required) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int64_t v;
+    if (gguf_get_int(f, k, &v) != 0) {
+        if (required) return align_errorf("%s lacks metadata %s", f->path, k);
+        return 0;
+    }
+    if (v < 0 || v > 0x7fffffff) return align_errorf("%s: metadata %s is out of range", f->path, k);
+    *out = (int)v;
+    return 0;
+}
+
+static int kv_float(const GgufFile *f, const char *arch, const char *key, float *out) {
+    char k[128];
+    double v;
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (gguf_get_float(f, k, &v) == 0) *out = (float)v;
+    return 0;
+}
+
+static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
+    const char *arch = gguf_get_str(f, "general.architecture");
+    if (!arch) return align_errorf("%s lacks general.architecture", f->path);
+    int is_gpt2 = !strcmp(arch, "gpt2");
+    if (!is_gpt2 && strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "mistral"))
+        return align_errorf("%s has architecture \"%.32s\"; supported: llama, qwen2, mistral, gpt2",
+                            f->path, arch);
+    *permuted = !strcmp(arch, "llama") || !strcmp(arch, "mistral");
+    model_config_defaults(c, is_gpt2 ? ARCH_GPT2 : ARCH_LLAMA);
+    c->n_kv_heads = -1;
+    if (kv_int(f, arch, "embedding_length", &c->dim, 1) ||
+        kv_int(f, arch, "block_count", &c->n_layers, 1) ||
+        kv_int(f, arch, "feed_forward_length", &c->ffn_dim, 1) ||
+        kv_int(f, arch, "attention.head_count", &c->n_heads, 1) ||
+        kv_int(f, arch, "attention.head_count_kv", &c->n_kv_heads, 0) ||
+        kv_int(f, arch, "context_length", &c->max_seq_len, 0))
+        return -1;
+    if (c->n_kv_heads < 0 || is_gpt2) c->n_kv_heads = c->n_heads;
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if (kv_int(f, arch, "attention.key_length", &c->head_dim, 0)) return -1;
+    if (is_gpt2) {
+        kv_float(f, arch, "attention.layer_norm_epsilon", &c->norm_eps);
+        c->tied_embeddings = 1;
+    } else {
+        kv_float(f, arch, "attention.layer_norm_rms_epsilon", &c->norm_eps);
+        kv_float(f, arch, "rope.freq_base", &c->rope_theta);
+        c->qkv_bias = !strcmp(arch, "qwen2");
+        c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        const char *st = gguf_get_str(f, k);
+        if (st && !strcmp(st, "linear")) {
+            c->rope_scaling = ROPE_SCALING_LINEAR;
+            kv_float(f, arch, "rope.scaling.factor", &c->rope_factor);
+        } else if (st && strcmp(st, "none")) {
+            return align_errorf("%s: rope scaling \"%.32s\" is not supported", f->path, st);
+        }
+        if (gguf_find_tensor(f, "rope_freqs.weight"))
+            return align_errorf("%s carries rope_freqs (Llama-3.1 rope scaling), which GGUF import "
+                                "does not support; import the Hugging Face directory instead",
+                                f->path);
+    }
+    /* Vocabulary: the embedding's row count is the truth. */
+    const GgufTensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    if (!emb || emb->ndim != 2) return align_errorf("%s lacks a 2-D token_embd.weight", f->path);
+    if (emb->ne[1] > 0x7fffffff) return align_errorf("%s: vocabulary too large", f->path);
+    c->vocab_size = (int)emb->ne[1];
+    int64_t v;
+    if (gguf_get_int(f, "tokenizer.ggml.bos_token_id", &v) == 0) c->bos_id = (int)v;
+    if (gguf_get_int(f, "tokenizer.ggml.eos_token_id", &v) == 0) c->eos_id = (int)v;
+    if (gguf_get_int(f, "tokenizer.ggml.padding_token_id", &v) == 0) c->pad_id = (int)v;
+    if (model_config_validate(c) != 0) return align_error_prefix("%s", f->path);
+    return 0;
+}
+
+/* llama.cpp's converter reorders each head's rows of q_proj/k_proj from
+ * HF's rotate-half layout to interleaved pairs: HF row h*hd + s*hd/2 + j sits
+ * at row h*hd + 2j + s. Put them back. */
+static void unpermute_rows(float *w, int n_heads, int head_dim, int64_t cols, float *tmp) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *blk = w + (size_t)h * head_dim * cols;
+        memcpy(tmp, blk, (size_t)head_dim * cols * sizeof(float));
+        for (int s = 0; s < 2; s++)
+            for (int j = 0; j < half; j++)
+                memcpy(blk + (size_t)(s * half + j) * cols, tmp + (size_t)(2 * j + s) * cols,
+                       (size_t)cols * sizeof(float));
+    }
+}
+
+static TokPretok pretok_for(const char *pre) {
+    if (!pre) return TOK_PRE_GPT2;
+    if (!strcmp(pre, "smollm")) return TOK_PRE_SMOLLM;
+    if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) return TOK_PRE_LLAMA3;
+    if (!strcmp(pre, "qwen2")) return TOK_PRE_QWEN2;
+    return TOK_PRE_GPT2;
+}
+
+static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
+    const char *model = gguf_get_str(f, "tokenizer.ggml.model");
+    const GgufKV *toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
+    if (!model || !toks) return 0; /* no tokenizer: the model still imports */
+    if (strcmp(model, "gpt2") != 0)
+        return align_errorf("%s: tokenizer model \"%.32s\" is not supported (byte-level BPE, "
+                            "\"gpt2\", only)",
+                            f->path, model);
+    if (toks->type != GGUF_ARRAY || toks->arr_type != GGUF_STRING || toks->arr_n > 0x7fffffff)
+        return align_errorf("%s: tokenizer.ggml.tokens is not a string array", f->path);
+    const GgufKV *merges = gguf_find_kv(f, "tokenizer.ggml.merges");
+    if (merges && (merges->type != GGUF_ARRAY || merges->arr_type != GGUF_STRING ||
+                   merges->arr_n > 0x7fffffff))
+        return align_errorf("%s: tokenizer.ggml.merges is not a string array", f->path);
+    const GgufKV *types = gguf_find_kv(f, "tokenizer.ggml.token_type");
+    int32_t *tt = NULL;
+    if (types && types->type == GGUF_ARRAY && types->arr_type == GGUF_INT32 &&
+        types->arr_n == toks->arr_n) {
+        tt = malloc((toks->arr_n ? toks->arr_n : 1) * sizeof *tt);
+        if (!tt) return align_errorf("out of memory reading %s", f->path);
+        memcpy(tt, types->arr, toks->arr_n * sizeof *tt);
+    }
+    b->tok = tok_from_vocab((const char *const *)toks->arr_str, (int)toks->arr_n,
+                            merges ? (const char *const *)merges->arr_str : NULL,
+                            merges ? (int)merges->arr_n : 0, tt,
+                            pretok_for(gguf_get_str(f, "tokenizer.ggml.pre")));
+    free(tt);
+    if (!b->tok) return align_error_prefix("%s", f->path);
+    const ModelConfig *c = &b->model->cfg;
+    tok_set_special_ids(b->tok, c->bos_id, c->eos_id, c->pad_id);
+    b->extras.tokenizer_json = tok_to_hf_json(b->tok);
+    if (!b->extras.tokenizer_json)
+        return align_errorf("%s: cannot serialise the tokenizer as tokenizer.json", f->path);
+    return 0;
+}
+
+int gguf_import(const char *path, const Backend *be, ModelBundle *out) {
+    memset(out, 0, sizeof *out);
+    ckpt_extras_init(&out->extras);
+    GgufFile f;
+    if (gguf_open(&f, path) != 0) return -1;
+    ModelConfig cfg;
+    int permuted = 0, rc = -1;
+    Model *m = NULL;
+    float *host = NULL, *tmp = NULL;
+    if (gguf_config(&f, &cfg, &permuted) != 0) goto done;
+    if (!(m = model_create(&cfg, be))) {
+        align_error_prefix("%s", path);
+        goto done;
+    }
+    if (!(host = ckpt_host_params(m, 0))) goto done;
+    size_t tmp_n = (size_t)cfg.head_dim * (cfg.arch == ARCH_GPT2 ? 1 : cfg.dim);
+    if (!(tmp = align_alloc(tmp_n * sizeof(float)))) goto done;
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->info[i];
+        char gname[128];
+        if (gguf_name_for(p->name, cfg.arch, gname, sizeof gname) != 0) {
+            align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);
+            goto done;
+        }
+        const GgufTensor *t = gguf_find_tensor(&f, gname);
+        if (!t) {
+            align_errorf("%s lacks tensor %s (%s)", path, gname, p->name);
+            goto done;
+        }
+        /* GGUF dims are reversed: ne[0] is our last (input) dimension. */
+        int ok = t->ndim == p->ndim && (p->ndim == 1 ? t->ne[0] == p->shape[0]
+                                                     : t->ne[0] == p->shape[1] &&
+                                                           t->ne[1] == p->shape[0]);
+        if (!ok) {
+            align_errorf("%s: tensor %s has the wrong shape for %s", path, gname, p->name);
+            goto done;
+        }
+        float *dst = host + p->offset;
+        if (gguf_read_f32(&f, t, dst) != 0) goto done;
+        if (permuted && p->ndim == 2) {
+            if (strstr(p->name, "q_proj.weight"))
+                unpermute_rows(dst, cfg.n_heads, cfg.head_dim, p->shape[1], tmp);
+            else if (strstr(p->name, "k_proj.weight"))
+                unpermute_rows(dst, cfg.n_kv_heads, cfg.head_dim, p->shape[1], tmp);
+        }
+    }
+    ckpt_host_params_release(m, host, 1);
+    host = NULL;
+    out->model = m;
+    if (gguf_tokenizer(&f, out) != 0) goto done;
+    const char *ct = gguf_get_str(&f, "tokenizer.chat_template");
+    if (ct) {
+        if (ckpt_extras_set(&out->extras.chat_template_jinja, ct)) goto done;
+        const char *name = model_detect_chat_template(ct);
+        if (name && ckpt_extras_set(&out->extras.chat_template, name)) goto done;
+    }
+    rc = 0;
+done:
+    align_free(tmp);
+    if (host) ckpt_host_params_release(m, host, 0);
+    gguf_close(&f);
+    if (rc != 0) {
+        if (out->model) model_bundle_free(out);
+        else {
+            model_free(m);
+            ckpt_extras_free(&out->extras);
+        }
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}

@@ -1,0 +1,89 @@
+/* gguf: read GGUF v2/v3 files (llama.cpp's format) and import them.
+ *
+ * The reader maps the file and parses it through a bounds-checked cursor:
+ * every count and length is checked against the bytes that remain before
+ * anything is allocated, so a lying header cannot make us allocate without
+ * limit or read out of bounds. Metadata values are typed; tensors of type
+ * F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are dequantised to fp32 (block layouts
+ * in REFERENCE.md).
+ *
+ * gguf_import maps llama.cpp tensor names (token_embd, blk.N.attn_q, ...) to
+ * Hugging Face names, undoes the q/k row permutation llama.cpp's converter
+ * applies for its RoPE layout (architecture "llama" only; qwen2 files are
+ * stored unpermuted), reads the config from the <arch>.* keys, the
+ * tokenizer from tokenizer.ggml.* (byte-level BPE, "gpt2" model only) and
+ * the chat template from tokenizer.chat_template. */
+#ifndef ALIGN_GGUF_H
+#define ALIGN_GGUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_load.h"
+
+typedef enum {
+    GGUF_UINT8 = 0, GGUF_INT8 = 1, GGUF_UINT16 = 2, GGUF_INT16 = 3, GGUF_UINT32 = 4,
+    GGUF_INT32 = 5, GGUF_FLOAT32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9,
+    GGUF_UINT64 = 10, GGUF_INT64 = 11, GGUF_FLOAT64 = 12, GGUF_TYPE_COUNT
+} GgufType;
+
+/* ggml tensor types we read. */
+enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+
+typedef struct {
+    char *key;
+    GgufType type;
+    /* scalars */
+    int64_t i;          /* integer and bool types */
+    double f;           /* float types (also set for integers) */
+    char *str;          /* GGUF_STRING */
+    /* arrays */
+    GgufType arr_type;
+    uint64_t arr_n;
+    const uint8_t *arr; /* numeric array elements, little-endian, in the mapping */
+    char **arr_str;     /* string arrays, NUL-terminated copies */
+} GgufKV;
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t ne[4];      /* ggml order: ne[0] is the contiguous dimension */
+    uint32_t type;
+    uint64_t offset;    /* from the start of the data section */
+    size_t bytes;
+} GgufTensor;
+
+typedef struct {
+    char *path;
+    uint32_t version;
+    int n_kv, n_tensors;
+    GgufKV *kv;
+    GgufTensor *tensors;
+    size_t alignment;
+    const uint8_t *data;
+    size_t data_len;
+    void *map;          /* private */
+    size_t map_len;
+} GgufFile;
+
+int gguf_open(GgufFile *f, const char *path);
+/* Parse a buffer already in memory (kept, not copied); origin names it.
+ * On failure f is left empty (nothing to close). */
+int gguf_parse(GgufFile *f, const uint8_t *buf, size_t len, const char *origin);
+void gguf_close(GgufFile *f);
+
+const GgufKV *gguf_find_kv(const GgufFile *f, const char *key);
+/* Typed getters: 0 when present and convertible, -1 otherwise (no error). */
+int gguf_get_int(const GgufFile *f, const char *key, int64_t *out);
+int gguf_get_float(const GgufFile *f, const char *key, double *out);
+const char *gguf_get_str(const GgufFile *f, const char *key);
+
+const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name);
+int64_t gguf_tensor_numel(const GgufTensor *t);
+/* Dequantise/convert a tensor into out[gguf_tensor_numel(t)]. */
+int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out);
+
+/* Import a whole model (see the header comment). */
+int gguf_import(const char *path, const Backend *be, ModelBundle *out);
+
+#endif

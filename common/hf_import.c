@@ -1,0 +1,194 @@
+/* hf_import: see the header. Shards are opened once each (mapped, so only
+ * the pages of tensors we read are touched) and every parameter is looked up
+ * by its HF name through the index's weight_map. */
+#include "hf_import.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model_config_json.h"
+#include "util.h"
+
+#define HF_MAX_SHARDS 1024
+
+typedef struct {
+    int n;
+    char *names[HF_MAX_SHARDS];
+    StFile files[HF_MAX_SHARDS];
+} Shards;
+
+static void shards_close(Shards *s) {
+    for (int i = 0; i < s->n; i++) {
+        st_close(&s->files[i]);
+        free(s->names[i]);
+    }
+    s->n = 0;
+}
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* A shard file name from the index must stay inside the directory. */
+static int safe_shard_name(const char *s) {
+    return s[0] && s[0] != '/' && !strstr(s, "..") && strlen(s) < 512;
+}
+
+static int shards_open(Shards *s, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (file_exists(path)) {
+        s->names[0] = strdup("model.safetensors");
+        if (st_open(&s->files[0], path) != 0) {
+            free(s->names[0]);
+            return -1;
+        }
+        s->n = 1;
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (!file_exists(path)) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        if (file_exists(bin))
+            return align_errorf("%s holds pytorch_model.bin only; convert it to safetensors first "
+                                "(transformers: save_pretrained(safe_serialization=True))",
+                                dir);
+        return align_errorf("%s has neither model.safetensors nor model.safetensors.index.json",
+                            dir);
+    }
+    size_t len;
+    char *text = align_read_file(path, &len);
+    if (!text) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map"), *it;
+    if (!cJSON_IsObject(map)) {
+        cJSON_Delete(root);
+        return align_errorf("%s has no weight_map object", path);
+    }
+    cJSON_ArrayForEach(it, map) {
+        if (!cJSON_IsString(it) || !safe_shard_name(it->valuestring)) {
+            cJSON_Delete(root);
+            return align_errorf("%s: bad shard file name for %.64s", path, it->string);
+        }
+        int known = 0;
+        for (int i = 0; i < s->n && !known; i++) known = strcmp(s->names[i], it->valuestring) == 0;
+        if (known) continue;
+        if (s->n == HF_MAX_SHARDS) {
+            cJSON_Delete(root);
+            return align_errorf("%s lists more than %d shards", path, HF_MAX_SHARDS);
+        }
+        char sp[4096];
+        snprintf(sp, sizeof sp, "%s/%s", dir, it->valuestring);
+        if (st_open(&s->files[s->n], sp) != 0) {
+            cJSON_Delete(root);
+            return -1;
+        }
+        s->names[s->n++] = strdup(it->valuestring);
+    }
+    cJSON_Delete(root);
+    if (s->n == 0) return align_errorf("%s lists no shards", path);
+    return 0;
+}
+
+static const StTensor *shards_find(const Shards *s, const char *name, const StFile **file) {
+    for (int i = 0; i < s->n; i++) {
+        const StTensor *t = st_find(&s->files[i], name);
+        if (t) {
+            *file = &s->files[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* The chat template of tokenizer_config.json: a string, or a list of
+ * {name, template} where "default" is the one used for chat. */
+static char *read_chat_template(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    size_t len;
+    char *text = file_exists(path) ? align_read_file(path, &len) : NULL;
+    if (!text) return NULL;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template"), *it;
+    char *out = NULL;
+    if (cJSON_IsString(ct)) {
+        out = strdup(ct->valuestring);
+    } else if (cJSON_IsArray(ct)) {
+        cJSON_ArrayForEach(it, ct) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "template");
+            if (cJSON_IsString(n) && cJSON_IsString(t) && strcmp(n->valuestring, "default") == 0)
+                out = strdup(t->valuestring);
+        }
+    }
+    cJSON_Delete(root);
+    return out;
+}
+
+int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) {
+    memset(out, 0, sizeof *out);
+    ckpt_extras_init(&out->extras);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    size_t len;
+    char *text = align_read_file(path, &len);
+    if (!text) return align_error_prefix("%s is not a Hugging Face model directory", dir);
+    ModelConfig cfg;
+    int rc = model_config_from_hf_json(text, len, path, &cfg);
+    free(text);
+    if (rc != 0) return -1;
+
+    Shards *sh = calloc(1, sizeof *sh);
+    if (!sh) return align_errorf("out of memory opening %s", dir);
+    Model *m = NULL;
+    float *host = NULL;
+    rc = -1;
+    if (shards_open(sh, dir) != 0) goto done;
+    if (!(m = model_create(&cfg, be))) {
+        align_error_prefix("%s", dir);
+        goto done;
+    }
+    if (!(host = ckpt_host_params(m, 0))) goto done;
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->info[i];
+        const StFile *f = NULL;
+        const StTensor *t = shards_find(sh, p->name, &f);
+        /* The original GPT-2 checkpoints name tensors without the prefix. */
+        if (!t && strncmp(p->name, "transformer.", 12) == 0) t = shards_find(sh, p->name + 12, &f);
+        if (!t) {
+            align_errorf("%s lacks tensor %s that its config.json requires", dir, p->name);
+            goto done;
+        }
+        if (ckpt_read_param(p, f, t, host) != 0) goto done;
+    }
+    ckpt_host_params_release(m, host, 1);
+    host = NULL;
+
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (file_exists(path) && !(out->extras.tokenizer_json = align_read_file(path, &len))) goto done;
+    out->extras.chat_template_jinja = read_chat_template(dir);
+    if (out->extras.chat_template_jinja) {
+        const char *name = model_detect_chat_template(out->extras.chat_template_jinja);
+        if (name && ckpt_extras_set(&out->extras.chat_template, name)) goto done;
+    }
+    rc = 0;
+done:
+    if (host) ckpt_host_params_release(m, host, 0);
+    shards_close(sh);
+    free(sh);
+    if (rc != 0) {
+        model_free(m);
+        ckpt_extras_free(&out->extras);
+    } else {
+        out->model = m;
+    }
+    return rc;
+}

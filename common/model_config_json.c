@@ -1,0 +1,343 @@
+/* model_config_json: see the header. Reading is strict about keys that
+ * change the maths; unknown keys that do not (dropout rates, torch_dtype,
+ * use_cache, ...) are ignored, as transformers ignores them at inference. */
+#include "model_config_json.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ------------------------------------------------------------------ reading */
+
+/* Integer key: absent or null leaves *out as is; a list takes its first
+ * element (Llama-3 lists several eos ids). */
+static int get_int(const cJSON *o, const char *key, int *out, const char *origin) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        fabs(v->valuedouble) > 2147483647.0)
+        return align_errorf("%s: \"%s\" is not an integer", origin, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int get_float(const cJSON *o, const char *key, float *out, const char *origin) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v)) return align_errorf("%s: \"%s\" is not a number", origin, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int get_bool(const cJSON *o, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static const char *get_str(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int has_arch(const cJSON *root, const char *needle) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "architectures"), *it;
+    cJSON_ArrayForEach(it, a) if (cJSON_IsString(it) && strstr(it->valuestring, needle)) return 1;
+    return 0;
+}
+
+static int parse_gpt2(const cJSON *r, ModelConfig *c, const char *origin) {
+    model_config_defaults(c, ARCH_GPT2);
+    c->vocab_size = 50257;
+    c->dim = 768;
+    c->n_layers = 12;
+    c->n_heads = 12;
+    c->max_seq_len = 1024;
+    c->norm_eps = 1e-5f;
+    int inner = -1;
+    if (get_int(r, "vocab_size", &c->vocab_size, origin) || get_int(r, "n_embd", &c->dim, origin) ||
+        get_int(r, "n_layer", &c->n_layers, origin) || get_int(r, "n_head", &c->n_heads, origin) ||
+        get_int(r, "n_positions", &c->max_seq_len, origin) ||
+        get_int(r, "n_inner", &inner, origin) ||
+        get_float(r, "layer_norm_epsilon", &c->norm_eps, origin))
+        return -1;
+    const char *act = get_str(r, "activation_function");
+    if (act && strcmp(act, "gelu_new") && strcmp(act, "gelu_pytorch_tanh") &&
+        strcmp(act, "gelu_fast"))
+        return align_errorf("%s: activation_function \"%s\" is not supported (GPT-2 here uses the "
+                            "tanh GELU, gelu_new)",
+                            origin, act);
+    int flag = 0;
+    get_bool(r, "scale_attn_by_inverse_layer_idx", &flag);
+    if (flag) return align_errorf("%s: scale_attn_by_inverse_layer_idx is not supported", origin);
+    flag = 1;
+    get_bool(r, "scale_attn_weights", &flag);
+    if (!flag) return align_errorf("%s: scale_attn_weights false is not supported", origin);
+    c->n_kv_heads = c->n_heads;
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    c->ffn_dim = inner > 0 ? inner : 4 * c->dim;
+    c->tied_embeddings = 1;
+    c->qkv_bias = 0;
+    c->rope_scaling = ROPE_SCALING_NONE;
+    return 0;
+}
+
+static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int qwen2) {
+    model_config_defaults(c, ARCH_LLAMA);
+    c->vocab_size = 32000;
+    c->max_seq_len = 2048;
+    c->norm_eps = 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->n_heads = 0;
+    c->n_kv_heads = -1;
+    c->head_dim = -1;
+    c->tied_embeddings = 0;
+    if (get_int(r, "vocab_size", &c->vocab_size, origin) ||
+        get_int(r, "hidden_size", &c->dim, origin) ||
+        get_int(r, "num_hidden_layers", &c->n_layers, origin) ||
+        get_int(r, "num_attention_heads", &c->n_heads, origin) ||
+        get_int(r, "num_key_value_heads", &c->n_kv_heads, origin) ||
+        get_int(r, "head_dim", &c->head_dim, origin) ||
+        get_int(r, "intermediate_size", &c->ffn_dim, origin) ||
+        get_int(r, "max_position_embeddings", &c->max_seq_len, origin) ||
+        get_float(r, "rms_norm_eps", &c->norm_eps, origin) ||
+        get_float(r, "rope_theta", &c->rope_theta, origin))
+        return -1;
+    if (c->n_kv_heads < 0) c->n_kv_heads = c->n_heads;
+    if (c->head_dim <= 0) c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    get_bool(r, "tie_word_embeddings", &c->tied_embeddings);
+    const char *act = get_str(r, "hidden_act");
+    if (act && strcmp(act, "silu") && strcmp(act, "swish"))
+        return align_errorf("%s: hidden_act \"%s\" is not supported (the Llama family here uses "
+                            "SwiGLU with silu)",
+                            origin, act);
+    int attn_bias = 0, mlp_bias = 0;
+    get_bool(r, "attention_bias", &attn_bias);
+    get_bool(r, "mlp_bias", &mlp_bias);
+    if (mlp_bias) return align_errorf("%s: mlp_bias is not supported", origin);
+    if (attn_bias && !qwen2)
+        return align_errorf("%s: attention_bias (biases on q, k, v and o_proj) is not supported; "
+                            "only Qwen2's q/k/v biases are",
+                            origin);
+    c->qkv_bias = qwen2;
+    /* Sliding-window attention only differs from full attention beyond the
+     * window; refuse it when the window is shorter than the context. */
+    int use_sw = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "sliding_window"));
+    if (qwen2) {
+        use_sw = 0;
+        get_bool(r, "use_sliding_window", &use_sw);
+    }
+    if (use_sw) {
+        int sw = 0;
+        if (get_int(r, "sliding_window", &sw, origin)) return -1;
+        if (sw > 0 && sw < c->max_seq_len)
+            return align_errorf("%s: sliding_window %d shorter than max_position_embeddings %d is "
+                                "not supported",
+                                origin, sw, c->max_seq_len);
+    }
+    c->rope_scaling = ROPE_SCALING_NONE;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(r, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        if (!cJSON_IsObject(rs)) return align_errorf("%s: rope_scaling is not an object", origin);
+        const char *type = get_str(rs, "rope_type");
+        if (!type) type = get_str(rs, "type");
+        if (!type) return align_errorf("%s: rope_scaling has no rope_type", origin);
+        c->rope_factor = 1.0f;
+        if (get_float(rs, "factor", &c->rope_factor, origin)) return -1;
+        if (strcmp(type, "default") == 0) {
+            c->rope_scaling = ROPE_SCALING_NONE;
+        } else if (strcmp(type, "linear") == 0) {
+            c->rope_scaling = ROPE_SCALING_LINEAR;
+        } else if (strcmp(type, "llama3") == 0) {
+            c->rope_scaling = ROPE_SCALING_LLAMA3;
+            c->rope_low_freq_factor = 1.0f;
+            c->rope_high_freq_factor = 4.0f;
+            c->rope_original_max_pos = 8192;
+            if (get_float(rs, "low_freq_factor", &c->rope_low_freq_factor, origin) ||
+                get_float(rs, "high_freq_factor", &c->rope_high_freq_factor, origin) ||
+                get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
+                return -1;
+        } else {
+            return align_errorf("%s: rope_scaling type \"%s\" is not supported (llama3, linear)",
+                                origin, type);
+        }
+    }
+    return 0;
+}
+
+int model_config_from_hf_json(const char *json, size_t len, const char *origin, ModelConfig *out) {
+    cJSON *r = cJSON_ParseWithLength(json, len);
+    if (!r || !cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return align_errorf("%s is not a JSON object", origin);
+    }
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    const char *mt = get_str(r, "model_type");
+    int rc;
+    if (mt ? strcmp(mt, "gpt2") == 0 : has_arch(r, "GPT2")) rc = parse_gpt2(r, &c, origin);
+    else if (mt ? strcmp(mt, "qwen2") == 0 : has_arch(r, "Qwen2")) rc = parse_llama(r, &c, origin, 1);
+    else if (mt ? (!strcmp(mt, "llama") || !strcmp(mt, "mistral"))
+                : (has_arch(r, "Llama") || has_arch(r, "Mistral")))
+        rc = parse_llama(r, &c, origin, 0);
+    else
+        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, mistral)",
+                          origin, mt ? mt : "(missing)");
+    if (rc == 0) {
+        c.bos_id = c.eos_id = c.pad_id = -1;
+        rc = get_int(r, "bos_token_id", &c.bos_id, origin) ||
+                     get_int(r, "eos_token_id", &c.eos_id, origin) ||
+                     get_int(r, "pad_token_id", &c.pad_id, origin)
+                 ? -1
+                 : 0;
+    }
+    if (rc == 0) {
+        /* Heads: a sequence classifier with one label is a value/reward
+         * model; our own keys (written by model_config_to_hf_json) win. */
+        c.lm_head = 1;
+        c.value_head = 0;
+        if (has_arch(r, "ForSequenceClassification")) {
+            int labels = 1;
+            const cJSON *id2label = cJSON_GetObjectItemCaseSensitive(r, "id2label");
+            if (cJSON_IsObject(id2label)) labels = cJSON_GetArraySize(id2label);
+            get_int(r, "num_labels", &labels, origin);
+            if (labels != 1) {
+                rc = align_errorf("%s: a sequence classifier with %d labels is not supported "
+                                  "(reward models have one)",
+                                  origin, labels);
+            }
+            c.lm_head = 0;
+            c.value_head = 1;
+        }
+        get_bool(r, "align_lm_head", &c.lm_head);
+        get_bool(r, "align_value_head", &c.value_head);
+        if (c.arch == ARCH_GPT2 && !c.lm_head) c.tied_embeddings = 1;
+    }
+    cJSON_Delete(r);
+    if (rc != 0) return -1;
+    if (model_config_validate(&c) != 0) return align_error_prefix("%s", origin);
+    *out = c;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ writing */
+
+/* A float as the shortest decimal that reads back as the same float, so
+ * config.json says 1e-05 rather than 9.99999974737875e-06. */
+static double tidy(float x) {
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    return strtod(buf, NULL);
+}
+
+/* Floats keep a decimal point even when integral ("factor": 8.0): transformers
+ * checks rope_scaling fields with isinstance(x, float). */
+static void add_float(cJSON *o, const char *key, float x) {
+    double v = tidy(x);
+    if (v == (double)(long long)v && fabs(v) < 1e15) {
+        char buf[40];
+        snprintf(buf, sizeof buf, "%.1f", v);
+        cJSON_AddRawToObject(o, key, buf);
+    } else {
+        cJSON_AddNumberToObject(o, key, v);
+    }
+}
+
+static void add_id(cJSON *o, const char *key, int id) {
+    if (id >= 0) cJSON_AddNumberToObject(o, key, id);
+    else cJSON_AddNullToObject(o, key);
+}
+
+char *model_config_to_hf_json(const ModelConfig *c) {
+    cJSON *r = cJSON_CreateObject();
+    if (!r) {
+        align_errorf("out of memory writing config.json");
+        return NULL;
+    }
+    int classifier = c->value_head && !c->lm_head;
+    int qwen2 = c->arch == ARCH_LLAMA && c->qkv_bias;
+    const char *arch;
+    if (c->arch == ARCH_GPT2) arch = classifier ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
+    else if (qwen2) arch = classifier ? "Qwen2ForSequenceClassification" : "Qwen2ForCausalLM";
+    else arch = classifier ? "LlamaForSequenceClassification" : "LlamaForCausalLM";
+    cJSON *archs = cJSON_AddArrayToObject(r, "architectures");
+    cJSON_AddItemToArray(archs, cJSON_CreateString(arch));
+    cJSON_AddStringToObject(r, "model_type",
+                            c->arch == ARCH_GPT2 ? "gpt2" : (qwen2 ? "qwen2" : "llama"));
+    cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
+    if (c->arch == ARCH_GPT2) {
+        cJSON_AddNumberToObject(r, "n_embd", c->dim);
+        cJSON_AddNumberToObject(r, "n_layer", c->n_layers);
+        cJSON_AddNumberToObject(r, "n_head", c->n_heads);
+        cJSON_AddNumberToObject(r, "n_positions", c->max_seq_len);
+        cJSON_AddNumberToObject(r, "n_ctx", c->max_seq_len);
+        cJSON_AddNumberToObject(r, "n_inner", c->ffn_dim);
+        add_float(r, "layer_norm_epsilon", c->norm_eps);
+        cJSON_AddStringToObject(r, "activation_function", "gelu_new");
+        cJSON_AddNumberToObject(r, "resid_pdrop", 0.0);
+        cJSON_AddNumberToObject(r, "embd_pdrop", 0.0);
+        cJSON_AddNumberToObject(r, "attn_pdrop", 0.0);
+        cJSON_AddTrueToObject(r, "tie_word_embeddings");
+    } else {
+        cJSON_AddNumberToObject(r, "hidden_size", c->dim);
+        cJSON_AddNumberToObject(r, "num_hidden_layers", c->n_layers);
+        cJSON_AddNumberToObject(r, "num_attention_heads", c->n_heads);
+        cJSON_AddNumberToObject(r, "num_key_value_heads", c->n_kv_heads);
+        cJSON_AddNumberToObject(r, "head_dim", c->head_dim);
+        cJSON_AddNumberToObject(r, "intermediate_size", c->ffn_dim);
+        cJSON_AddNumberToObject(r, "max_position_embeddings", c->max_seq_len);
+        add_float(r, "rms_norm_eps", c->norm_eps);
+        add_float(r, "rope_theta", c->rope_theta);
+        cJSON_AddStringToObject(r, "hidden_act", "silu");
+        cJSON_AddBoolToObject(r, "tie_word_embeddings", c->tied_embeddings != 0);
+        if (!qwen2) {
+            cJSON_AddFalseToObject(r, "attention_bias");
+            cJSON_AddFalseToObject(r, "mlp_bias");
+        } else {
+            cJSON_AddFalseToObject(r, "use_sliding_window");
+        }
+        cJSON_AddNumberToObject(r, "attention_dropout", 0.0);
+        if (c->rope_scaling == ROPE_SCALING_NONE) {
+            cJSON_AddNullToObject(r, "rope_scaling");
+        } else {
+            cJSON *rs = cJSON_AddObjectToObject(r, "rope_scaling");
+            const char *t = c->rope_scaling == ROPE_SCALING_LLAMA3 ? "llama3" : "linear";
+            cJSON_AddStringToObject(rs, "rope_type", t);
+            if (c->rope_scaling == ROPE_SCALING_LINEAR) cJSON_AddStringToObject(rs, "type", t);
+            add_float(rs, "factor", c->rope_factor);
+            if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+                add_float(rs, "low_freq_factor", c->rope_low_freq_factor);
+                add_float(rs, "high_freq_factor", c->rope_high_freq_factor);
+                cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                        c->rope_original_max_pos);
+            }
+        }
+    }
+    add_id(r, "bos_token_id", c->bos_id);
+    add_id(r, "eos_token_id", c->eos_id);
+    add_id(r, "pad_token_id", c->pad_id);
+    if (classifier) {
+        cJSON *id2label = cJSON_AddObjectToObject(r, "id2label");
+        cJSON_AddStringToObject(id2label, "0", "LABEL_0");
+        cJSON *label2id = cJSON_AddObjectToObject(r, "label2id");
+        cJSON_AddNumberToObject(label2id, "LABEL_0", 0);
+    }
+    /* Our own keys: transformers keeps unknown keys as attributes and
+     * ignores them; a re-import reads the heads back exactly. */
+    cJSON_AddBoolToObject(r, "align_lm_head", c->lm_head != 0);
+    cJSON_AddBoolToObject(r, "align_value_head", c->value_head != 0);
+    cJSON_AddStringToObject(r, "torch_dtype", "float32");
+    cJSON_AddBoolToObject(r, "use_cache", 1);
+    char *s = cJSON_Print(r);
+    cJSON_Delete(r);
+    if (!s) align_errorf("out of memory writing config.json");
+    return s;
+}

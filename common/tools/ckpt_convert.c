@@ -1,0 +1,79 @@
+/* ckpt_convert: convert between model formats.
+ *
+ *   ckpt_convert IN OUT
+ *
+ * IN is a Hugging Face model directory, a .gguf file or a .ckpt; OUT is a
+ * .ckpt file or a directory to export a Hugging Face model into. Quantised
+ * GGUF tensors are dequantised to fp32. All the work is model_load_any and
+ * model_save_any; this program only parses its arguments and reports. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model_load.h"
+#include "util.h"
+
+static const char *PROG = "ckpt_convert";
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: ckpt_convert [--chat-template NAME] IN OUT\n"
+            "\n"
+            "Convert a model between formats.\n"
+            "  IN   Hugging Face model directory, .gguf file, or .ckpt checkpoint\n"
+            "  OUT  .ckpt checkpoint, or a directory to write a Hugging Face model into\n"
+            "\n"
+            "options:\n"
+            "  --chat-template NAME  record this built-in chat template (chatml, llama3, hh,\n"
+            "                        none) instead of the one detected from IN\n"
+            "  --help                show this help\n");
+}
+
+int main(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *tmpl = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--chat-template")) {
+            if (++i >= argc) align_die(PROG, "--chat-template needs a value");
+            tmpl = argv[i];
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            usage(stderr);
+            align_die(PROG, "unknown option %s", argv[i]);
+        } else if (!in) {
+            in = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            usage(stderr);
+            align_die(PROG, "too many arguments (expected IN OUT)");
+        }
+    }
+    if (!in || !out) {
+        usage(stderr);
+        align_die(PROG, "expected two arguments, IN and OUT");
+    }
+    if (tmpl && strcmp(tmpl, "none") && !model_chat_template_jinja(tmpl))
+        align_die(PROG, "--chat-template: unknown template \"%s\" (chatml, llama3, hh, none)", tmpl);
+    double t0 = align_now();
+    ModelBundle b;
+    if (model_load_any(in, &backend_cpu, 0, &b) != 0) align_die_error(PROG);
+    if (tmpl) {
+        if (ckpt_extras_set(&b.extras.chat_template, tmpl) ||
+            ckpt_extras_set(&b.extras.chat_template_jinja, model_chat_template_jinja(tmpl)))
+            align_die_error(PROG);
+    }
+    if (model_save_any(out, &b) != 0) {
+        model_bundle_free(&b);
+        align_die_error(PROG);
+    }
+    const ModelConfig *c = &b.model->cfg;
+    fprintf(stderr,
+            "%s: wrote %s (%s, %d layers, dim %d, vocab %d, %.1fM parameters, template %s) in "
+            "%.1f s\n",
+            PROG, out, c->arch == ARCH_GPT2 ? "gpt2" : "llama", c->n_layers, c->dim,
+            c->vocab_size, b.model->n_elems / 1e6,
+            b.extras.chat_template ? b.extras.chat_template : "unknown", align_now() - t0);
+    model_bundle_free(&b);
+    return 0;
+}
