@@ -248,8 +248,10 @@ static void bind_views(Model *m, ModelTensors *v, float *base, int grads) {
 #undef TL
 }
 
-/* Lay out the gradient buffer for the trainable tensors, in table order. */
-static int layout_grads(Model *m) {
+/* Lay out the gradient buffer for the trainable tensors, in table order.
+ * The buffer itself is allocated on first use (model_ensure_grads), so a
+ * model loaded only for inference never pays for it. */
+static void layout_grads(Model *m) {
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         ParamInfo *p = &m->info[i];
@@ -261,10 +263,13 @@ static int layout_grads(Model *m) {
     if (m->grads) m->be->free(m->grads);
     m->grads = NULL;
     m->n_grad_elems = off;
-    if (off) {
-        m->grads = m->be->alloc(off * sizeof(float));
-        if (!m->grads) return -1;
-    }
+    bind_views(m, &m->g, NULL, 1);
+}
+
+int model_ensure_grads(Model *m) {
+    if (m->grads || !m->n_grad_elems) return 0;
+    m->grads = m->be->alloc(m->n_grad_elems * sizeof(float));
+    if (!m->grads) return align_error_prefix("gradients for %zu trainable parameters", m->n_grad_elems);
     bind_views(m, &m->g, m->grads, 1);
     return 0;
 }
@@ -316,7 +321,7 @@ Model *model_create(const ModelConfig *cfg, const Backend *be) {
     }
     bind_views(m, &m->w, m->params, 0);
     for (int i = 0; i < m->n_params; i++) m->info[i].grad_offset = 0; /* all trainable */
-    if (layout_grads(m)) goto fail;
+    layout_grads(m);
     if (cfg->arch == ARCH_LLAMA) {
         float host[1024];
         if (cfg->head_dim / 2 > 1024) {
@@ -396,7 +401,7 @@ int model_set_trainable(Model *m, const char *substring, int trainable) {
             matched++;
         }
     }
-    if (layout_grads(m)) return -1;
+    layout_grads(m);
     return matched;
 }
 
@@ -405,6 +410,7 @@ const float *model_rope_inv_freq(const Model *m) { return m->acts->inv_freq; }
 size_t model_trainable_elems(const Model *m) { return m->n_grad_elems; }
 
 void model_zero_grad(Model *m) {
+    if (model_ensure_grads(m)) return;
     if (m->grads) m->be->zero(m->grads, m->n_grad_elems * sizeof(float));
 }
 
@@ -700,6 +706,10 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     if (!a->forward_done) return align_errorf("model_backward called before model_forward");
     if (dlogp && !a->lm_done) return align_errorf("model_backward got dlogp but model_token_logprobs was not called");
     if (dvalues && !a->values_done) return align_errorf("model_backward got dvalues but model_values was not called");
+    if (!m->grads && m->n_grad_elems) {
+        if (model_ensure_grads(m)) return -1;
+        model_zero_grad(m);
+    }
     int N = a->n_tokens;
     size_t n = N, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim;

@@ -122,7 +122,7 @@ typedef struct {
     size_t n_elems;       /* elements in params */
     size_t n_grad_elems;  /* elements in grads (trainable only) */
     float *params;        /* backend memory */
-    float *grads;         /* backend memory, NULL when nothing is trainable */
+    float *grads;         /* backend memory; NULL until first needed or when nothing is trainable */
     ModelTensors w;       /* views into params */
     ModelTensors g;       /* views into grads (NULL = frozen) */
     ModelActs *acts;
@@ -144,6 +144,9 @@ ParamInfo *model_find_param(Model *m, const char *name);
  * before creating the optimizer. Returns the number of tensors matched. */
 int model_set_trainable(Model *m, const char *substring, int trainable);
 size_t model_trainable_elems(const Model *m);
+/* Allocate the gradient buffer (zeroed) if it is not there yet; model_backward,
+ * model_zero_grad and optim_create call it, so inference never pays for it. */
+int model_ensure_grads(Model *m);
 
 /* Run the decoder over a packed batch. Returns -1 on a bad batch (token out
  * of range, sequence longer than the position table, bad offsets). */

@@ -33,6 +33,10 @@ Optimizer *optim_create(Model *m, const OptimConfig *cfg) {
     }
     o->cfg = *cfg;
     o->model = m;
+    if (model_ensure_grads(m)) {
+        free(o);
+        return NULL;
+    }
     if (m->n_grad_elems) {
         o->m = m->be->alloc(m->n_grad_elems * sizeof(float));
         o->v = m->be->alloc(m->n_grad_elems * sizeof(float));
