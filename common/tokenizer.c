@@ -649,10 +649,12 @@ static int parse_pretok(Tokenizer *t, const cJSON *p) {
         const cJSON *lit = cJSON_GetObjectItemCaseSensitive(pat, "String");
         if (cJSON_IsString(lit)) return add_step(t, lit->valuestring, 0, 1);
         if (!cJSON_IsString(rx)) return align_errorf("pre_tokenizer Split has no pattern");
+        /* A regex PCRE2 cannot read is an error: standing in another family's
+         * pattern would give ids that differ from the model's own tokenizer. */
         if (add_step(t, rx->valuestring, 0, 0) == 0) return 0;
-        /* A regex PCRE2 cannot read: the closest family pattern stands in. */
-        if (strstr(rx->valuestring, "\\p{N}{1,3}")) return add_step(t, PAT_LLAMA3, 0, 0);
-        return add_step(t, PAT_GPT2, 0, 0);
+        char why[ALIGN_ERR_LEN];
+        snprintf(why, sizeof why, "%s", align_error());  /* align_errorf may not read its own buffer */
+        return align_errorf("pre_tokenizer Split regex \"%.300s\" is not usable: %s", rx->valuestring, why);
     }
     return align_errorf("pre_tokenizer type \"%s\" is not supported (byte-level BPE only)", ty);
 }

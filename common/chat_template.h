@@ -1,0 +1,100 @@
+/* chat_template: the built-in chat formats, rendered in C instead of Jinja.
+ *
+ * A model's own template is Jinja; align does not interpret Jinja. Instead it
+ * knows the four formats its users train with (ChatML as Qwen2 and SmolLM2
+ * use it, Llama-3, Anthropic hh-rlhf's "\n\nHuman:/\n\nAssistant:" text, and
+ * "none" = plain concatenation), renders them byte for byte as the Jinja
+ * does, recognises them in a model's template string, and hands out Jinja
+ * text for each so an exported model renders the same strings in HF tools.
+ *
+ * Rendering produces a ChatText: the text plus spans that say which bytes are
+ * control tokens ("<|im_start|>", "<|eot_id|>", ...). The dataset layer maps
+ * control spans to their ids and encodes everything else with special tokens
+ * disallowed, so message content can never smuggle in a control token; roles
+ * and content sit in text spans.
+ *
+ * "chatml" is plain ChatML: it adds NO default system message. SmolLM2's and
+ * Qwen2's own templates insert one ("You are a helpful AI assistant named
+ * SmolLM, trained by Hugging Face" / "You are a helpful assistant.") when the
+ * conversation has none; pass that system message explicitly to reproduce it.
+ * "llama3" is Meta-Llama-3-Instruct's template: "<|begin_of_text|>" once,
+ * each message's content stripped of surrounding whitespace (Jinja `trim`). */
+#ifndef ALIGN_CHAT_TEMPLATE_H
+#define ALIGN_CHAT_TEMPLATE_H
+
+#include <stddef.h>
+
+typedef enum {
+    CHAT_TEMPLATE_NONE = 0, /* plain concatenation of contents, no markup */
+    CHAT_TEMPLATE_CHATML,   /* <|im_start|>role\ncontent<|im_end|>\n */
+    CHAT_TEMPLATE_LLAMA3,   /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+    CHAT_TEMPLATE_HH,       /* \n\nHuman: content\n\nAssistant: content */
+} ChatTemplate;
+
+typedef struct {
+    const char *role;    /* "system", "user", "assistant", ... */
+    const char *content; /* UTF-8, NUL-terminated */
+} ChatMessage;
+
+/* One run of rendered text; control = 1 when it is exactly one control-token
+ * string of the template (to be encoded as that token's id). */
+typedef struct {
+    size_t off, len;
+    int control;
+} ChatSpan;
+
+typedef struct {
+    char *text; /* NUL-terminated, malloc'd */
+    size_t len, cap;
+    ChatSpan *spans; /* consecutive, covering text[0..len) */
+    int n_spans, cap_spans;
+} ChatText;
+
+/* "none", "chatml", "llama3", "hh" -> template; an unknown name is an error
+ * that lists the known ones. */
+int chat_template_from_name(const char *name, ChatTemplate *out);
+const char *chat_template_name(ChatTemplate t);
+
+/* Recognise a model's Jinja template: "<|im_start|>" -> chatml,
+ * "<|start_header_id|>" -> llama3, "\n\nHuman:" -> hh. *out is always set
+ * (to none when nothing matches). Returns CHAT_DETECT_MATCHED, or
+ * CHAT_DETECT_ABSENT (jinja NULL or empty: a base model, none is right), or
+ * CHAT_DETECT_UNKNOWN (a template align cannot render: callers should warn
+ * that "none" stands in, or ask for --chat-template). */
+enum { CHAT_DETECT_MATCHED = 0, CHAT_DETECT_ABSENT = 1, CHAT_DETECT_UNKNOWN = 2 };
+int chat_template_detect(const char *jinja, ChatTemplate *out);
+
+/* Jinja source rendering exactly what chat_render does, for
+ * tokenizer_config.json's "chat_template" (uses bos_token for llama3). Every
+ * built-in name has one ("none" concatenates contents); NULL for an unknown
+ * name. */
+const char *chat_template_jinja(const char *name);
+
+/* The control token that ends a completion ("<|im_end|>", "<|eot_id|>"), or
+ * NULL (hh, none: the dataset layer appends the tokenizer's EOS id). */
+const char *chat_template_end_marker(ChatTemplate t);
+
+/* Render a conversation. add_generation_prompt appends the assistant header
+ * ("<|im_start|>assistant\n", "<|start_header_id|>assistant<|end_header_id|>\n\n",
+ * "\n\nAssistant:", nothing for none). out must be zeroed or freed before. */
+int chat_render(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_generation_prompt,
+                ChatText *out);
+
+/* Split rendering for training: prompt = render(prompt msgs) + generation
+ * prompt; completion = the assistant's content + the end-of-turn marker
+ * (chatml: content<|im_end|>, llama3: trim(content)<|eot_id|>, hh: " "
+ * + content, none: content). prompt + completion equals the full rendering
+ * of the conversation with the completion as its last assistant message,
+ * except that ChatML's "\n" after <|im_end|> is left out (it belongs to the
+ * next turn and is never generated). */
+int chat_render_split(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
+                      const char *completion, ChatText *prompt_out, ChatText *completion_out);
+
+/* Plain-text conveniences (malloc'd strings, caller frees). */
+char *chat_render_text(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_generation_prompt);
+int chat_render_split_text(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
+                           const char *completion, char **prompt_text, char **completion_text);
+
+void chat_text_free(ChatText *ct);
+
+#endif

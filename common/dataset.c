@@ -1,0 +1,807 @@
+/* dataset: records in, token ids out (see dataset.h for the record shapes).
+ *
+ * Two stages per record. parse_* turns the JSON object into a text-level Rec
+ * (prompt messages or prompt string, chosen/rejected or completion content),
+ * which is where every shape and every "bad record" decision lives. tokenize
+ * then renders the Rec with the chat template and encodes it: control spans
+ * by id lookup, all other text with allow_special = 0, so data can never
+ * produce a control token. Keeping the stages apart keeps the error messages
+ * about the record, not about tokens.
+ *
+ * Streaming: JSONL is read with getline, one line at a time. A .json array
+ * is read into memory once and split into elements by a small scanner that
+ * tracks strings and nesting, and each element is parsed alone, so memory is
+ * the file plus one element's tree rather than the file plus a tree of all
+ * of it. */
+#define _GNU_SOURCE
+#include "dataset.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void ds_options_default(DsOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->kind = DS_PREFERENCE;
+    o->chat_template = CHAT_TEMPLATE_NONE;
+    o->overflow = DS_OVERFLOW_TRUNCATE;
+}
+
+/* ============================================================ records (text level) */
+
+typedef struct {
+    int conv;            /* prompt as messages: render with the chat template */
+    ChatMessage *pmsgs;  /* conv: prompt messages (points into the cJSON tree) */
+    int n_pmsgs;
+    const char *prompt;  /* !conv: prompt text */
+    const char *chosen;  /* completion content (SFT: the completion) */
+    const char *rejected;
+    int text_mode;       /* {text}: no prompt, no template */
+    float margin;
+    int has_margin;
+    float score_chosen, score_rejected;
+    char *owned;         /* an implicit prompt's copy */
+    ChatMessage user_msg; /* a string prompt as one user message */
+} Rec;
+
+static void rec_free(Rec *r) {
+    if (r->pmsgs != &r->user_msg) free(r->pmsgs);
+    free(r->owned);
+}
+
+static const cJSON *field(const cJSON *o, const char *name) {
+    return cJSON_GetObjectItemCaseSensitive(o, name);
+}
+
+/* A string or a message list; anything else present is an error. */
+static int check_text_or_msgs(const cJSON *v, const char *name) {
+    if (cJSON_IsString(v) || cJSON_IsArray(v)) return 0;
+    return align_errorf("field \"%s\" must be a string or a list of {role, content} messages", name);
+}
+
+static int parse_msgs(const cJSON *arr, const char *name, ChatMessage **out, int *n) {
+    int cnt = cJSON_GetArraySize(arr);
+    *out = NULL;
+    *n = 0;
+    if (cnt == 0) return align_errorf("field \"%s\" is an empty list", name);
+    ChatMessage *m = malloc((size_t)cnt * sizeof *m);
+    if (!m) return align_errorf("out of memory reading messages");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        const cJSON *role = field(it, "role"), *content = field(it, "content");
+        if (!cJSON_IsObject(it) || !cJSON_IsString(role) || !cJSON_IsString(content)) {
+            free(m);
+            return align_errorf("field \"%s\": message %d is not a {role, content} object with string values",
+                                name, i);
+        }
+        m[i].role = role->valuestring;
+        m[i].content = content->valuestring;
+        i++;
+    }
+    *out = m;
+    *n = cnt;
+    return 0;
+}
+
+static int msg_eq(const ChatMessage *a, const ChatMessage *b) {
+    return strcmp(a->role, b->role) == 0 && strcmp(a->content, b->content) == 0;
+}
+
+/* A completion given as a message list: drop leading messages that repeat
+ * the prompt (UltraFeedback stores the whole conversation in chosen), then
+ * exactly one assistant message must remain. */
+static int completion_from_msgs(const cJSON *arr, const char *name, const ChatMessage *pm, int npm,
+                                const char **content) {
+    ChatMessage *m;
+    int n;
+    if (parse_msgs(arr, name, &m, &n)) return -1;
+    int k = 0;
+    if (npm > 0 && n > npm) {
+        while (k < npm && msg_eq(&m[k], &pm[k])) k++;
+        if (k < npm) k = 0;
+    }
+    if (n - k != 1 || strcmp(m[k].role, "assistant") != 0) {
+        free(m);
+        return align_errorf("field \"%s\" must be one assistant message (after the prompt's messages)", name);
+    }
+    *content = m[k].content;
+    free(m);
+    return 0;
+}
+
+static int set_string_prompt(Rec *r, const char *s) {
+    r->prompt = s;
+    r->user_msg.role = "user";
+    r->user_msg.content = s;
+    return 0;
+}
+
+/* The prompt field (string or messages) into r. */
+static int take_prompt(Rec *r, const cJSON *p, const char *name) {
+    if (check_text_or_msgs(p, name)) return -1;
+    if (cJSON_IsString(p)) return set_string_prompt(r, p->valuestring);
+    r->conv = 1;
+    return parse_msgs(p, name, &r->pmsgs, &r->n_pmsgs);
+}
+
+static int utf8_cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+/* hh-rlhf style: chosen and rejected are whole transcripts. The prompt ends
+ * after the last "\n\nAssistant:" inside their common prefix; without one,
+ * at the common prefix (moved back before a trailing space, as TRL's
+ * extract_prompt does, so the completions keep their leading space). */
+static int implicit_string_prompt(Rec *r, const char *c, const char *rj) {
+    size_t n = 0;
+    while (c[n] && c[n] == rj[n]) n++;
+    while (n > 0 && utf8_cont((unsigned char)c[n])) n--; /* never split a character */
+    static const char MARK[] = "\n\nAssistant:";
+    const size_t mlen = sizeof MARK - 1;
+    size_t cut = 0;
+    int found = 0;
+    for (const char *p = c; (p = strstr(p, MARK)) != NULL && (size_t)(p - c) + mlen <= n; p++) {
+        cut = (size_t)(p - c) + mlen;
+        found = 1;
+    }
+    if (!found) {
+        cut = n;
+        if (cut > 0 && c[cut - 1] == ' ') cut--;
+    }
+    if (!c[cut] && !rj[cut]) return align_errorf("\"chosen\" and \"rejected\" are identical");
+    if (!c[cut]) return align_errorf("\"chosen\" has nothing after the prompt it shares with \"rejected\"");
+    if (!rj[cut]) return align_errorf("\"rejected\" has nothing after the prompt it shares with \"chosen\"");
+    r->owned = strndup(c, cut);
+    if (!r->owned) return align_errorf("out of memory");
+    set_string_prompt(r, r->owned);
+    r->chosen = c + cut;
+    r->rejected = rj + cut;
+    return 0;
+}
+
+/* Message lists without "prompt": the shared leading messages. */
+static int implicit_msgs_prompt(Rec *r, const cJSON *c, const cJSON *rj) {
+    ChatMessage *mc, *mr;
+    int nc, nr;
+    if (parse_msgs(c, "chosen", &mc, &nc)) return -1;
+    if (parse_msgs(rj, "rejected", &mr, &nr)) {
+        free(mc);
+        return -1;
+    }
+    int k = 0;
+    while (k < nc && k < nr && msg_eq(&mc[k], &mr[k])) k++;
+    int rc = 0;
+    if (k == nc && k == nr) rc = align_errorf("\"chosen\" and \"rejected\" are identical");
+    else if (nc - k != 1 || strcmp(mc[k].role, "assistant") != 0)
+        rc = align_errorf("after the messages it shares with \"rejected\", \"chosen\" must be one assistant message");
+    else if (nr - k != 1 || strcmp(mr[k].role, "assistant") != 0)
+        rc = align_errorf("after the messages it shares with \"chosen\", \"rejected\" must be one assistant message");
+    if (rc == 0) {
+        r->conv = 1;
+        r->chosen = mc[k].content;
+        r->rejected = mr[k].content;
+        r->n_pmsgs = k;
+        r->pmsgs = mc; /* the first k entries are the prompt */
+        mc = NULL;
+    }
+    free(mc);
+    free(mr);
+    return rc;
+}
+
+static int opt_number(const cJSON *o, const char *name, float *v, int *has) {
+    const cJSON *x = field(o, name);
+    if (!x || cJSON_IsNull(x)) return 0;
+    if (!cJSON_IsNumber(x)) return align_errorf("field \"%s\" must be a number", name);
+    *v = (float)x->valuedouble;
+    if (has) *has = 1;
+    return 0;
+}
+
+static int completion_field(Rec *r, const cJSON *v, const char *name, const char **out) {
+    if (check_text_or_msgs(v, name)) return -1;
+    if (cJSON_IsString(v)) {
+        *out = v->valuestring;
+        return 0;
+    }
+    if (!r->conv) { /* a string prompt with list completions: the prompt is one user message */
+        r->conv = 1;
+        r->pmsgs = &r->user_msg;
+        r->n_pmsgs = 1;
+    }
+    return completion_from_msgs(v, name, r->pmsgs, r->n_pmsgs, out);
+}
+
+static int parse_preference(const cJSON *o, Rec *r) {
+    const cJSON *p = field(o, "prompt"), *c = field(o, "chosen"), *rj = field(o, "rejected");
+    if (!c && field(o, "completion") && field(o, "label"))
+        return align_errorf("unpaired records {prompt, completion, label} are not supported yet; "
+                            "pair them as {prompt, chosen, rejected}");
+    if (!c) return align_errorf("missing field \"chosen\"");
+    if (!rj) return align_errorf("missing field \"rejected\"");
+    if (check_text_or_msgs(c, "chosen") || check_text_or_msgs(rj, "rejected")) return -1;
+    if (p) {
+        if (take_prompt(r, p, "prompt")) return -1;
+        const char *sc, *sr;
+        /* Both completions are judged against the same prompt messages. */
+        if (completion_field(r, c, "chosen", &sc) || completion_field(r, rj, "rejected", &sr)) return -1;
+        r->chosen = sc;
+        r->rejected = sr;
+    } else if (cJSON_IsString(c) && cJSON_IsString(rj)) {
+        if (implicit_string_prompt(r, c->valuestring, rj->valuestring)) return -1;
+    } else if (cJSON_IsArray(c) && cJSON_IsArray(rj)) {
+        if (implicit_msgs_prompt(r, c, rj)) return -1;
+    } else {
+        return align_errorf("without \"prompt\", \"chosen\" and \"rejected\" must both be strings or both message lists");
+    }
+    if (!*r->chosen) return align_errorf("field \"chosen\" is empty");
+    if (!*r->rejected) return align_errorf("field \"rejected\" is empty");
+    if (opt_number(o, "margin", &r->margin, &r->has_margin)) return -1;
+    if (opt_number(o, "score_chosen", &r->score_chosen, NULL)) return -1;
+    if (opt_number(o, "score_rejected", &r->score_rejected, NULL)) return -1;
+    return 0;
+}
+
+static int need_string(const cJSON *o, const char *name, const char **out) {
+    const cJSON *v = field(o, name);
+    if (!v) return align_errorf("missing field \"%s\"", name);
+    if (!cJSON_IsString(v)) return align_errorf("field \"%s\" must be a string", name);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* {messages}: everything before the last message is the prompt; the last
+ * must be the assistant's. */
+static int messages_record(const cJSON *o, Rec *r, int prompt_only) {
+    const cJSON *m = field(o, "messages");
+    if (!cJSON_IsArray(m)) return align_errorf("field \"messages\" must be a list of {role, content} messages");
+    if (parse_msgs(m, "messages", &r->pmsgs, &r->n_pmsgs)) return -1;
+    r->conv = 1;
+    int last_is_asst = strcmp(r->pmsgs[r->n_pmsgs - 1].role, "assistant") == 0;
+    if (prompt_only) {
+        if (last_is_asst) r->n_pmsgs--;
+        if (r->n_pmsgs == 0) return align_errorf("field \"messages\" has no message before the assistant's");
+        return 0;
+    }
+    if (!last_is_asst) return align_errorf("the last message in \"messages\" is not from the assistant");
+    r->chosen = r->pmsgs[--r->n_pmsgs].content;
+    return 0;
+}
+
+static int parse_sft(const cJSON *o, Rec *r) {
+    if (field(o, "messages")) {
+        if (messages_record(o, r, 0)) return -1;
+    } else if (field(o, "text")) {
+        if (need_string(o, "text", &r->chosen)) return -1;
+        r->text_mode = 1;
+        if (!*r->chosen) return align_errorf("field \"text\" is empty");
+        return 0;
+    } else if (field(o, "question")) {
+        const char *q = NULL;
+        if (need_string(o, "question", &q) || need_string(o, "answer", &r->chosen)) return -1;
+        set_string_prompt(r, q);
+    } else if (field(o, "prompt")) {
+        const cJSON *c = field(o, "completion"), *label = field(o, "label");
+        if (!c) return align_errorf("missing field \"completion\"");
+        if (label && cJSON_IsFalse(label))
+            return align_errorf("the completion is labelled false (undesirable); it cannot be an SFT target");
+        if (take_prompt(r, field(o, "prompt"), "prompt") || completion_field(r, c, "completion", &r->chosen))
+            return -1;
+    } else {
+        return align_errorf("no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or "
+                            "\"prompt\"/\"completion\"");
+    }
+    if (!*r->chosen) return align_errorf("the completion is empty");
+    return 0;
+}
+
+static int parse_prompt_only(const cJSON *o, Rec *r) {
+    if (field(o, "prompt")) {
+        if (take_prompt(r, field(o, "prompt"), "prompt")) return -1;
+    } else if (field(o, "question")) {
+        const char *q = NULL;
+        if (need_string(o, "question", &q)) return -1;
+        set_string_prompt(r, q);
+    } else if (field(o, "messages")) {
+        return messages_record(o, r, 1);
+    } else if (field(o, "chosen") && field(o, "rejected")) {
+        return parse_preference(o, r);
+    } else {
+        return align_errorf("no prompt: expected \"prompt\", \"question\" or \"messages\"");
+    }
+    if (!r->conv && !*r->prompt) return align_errorf("the prompt is empty");
+    return 0;
+}
+
+/* ============================================================ tokenizing */
+
+typedef struct {
+    int32_t *v;
+    int n, cap;
+} Ids;
+
+static int ids_push(Ids *a, const int32_t *x, int n) {
+    if (a->n + n > a->cap) {
+        int cap = a->cap ? a->cap : 64;
+        while (cap < a->n + n) cap *= 2;
+        int32_t *p = realloc(a->v, (size_t)cap * sizeof *p);
+        if (!p) return align_errorf("out of memory tokenizing a record");
+        a->v = p;
+        a->cap = cap;
+    }
+    memcpy(a->v + a->n, x, (size_t)n * sizeof *x);
+    a->n += n;
+    return 0;
+}
+
+static int encode_text(Ids *a, const Tokenizer *tok, const char *s, size_t n) {
+    if (n == 0) return 0;
+    int32_t *ids = NULL;
+    int k = 0;
+    if (tok_encode(tok, s, n, 0, &ids, &k)) return -1;
+    int rc = ids_push(a, ids, k);
+    free(ids);
+    return rc;
+}
+
+/* Control spans become their token id; a tokenizer without that token sees
+ * the markup as text (what HF's tokenizer would do with the rendered string). */
+static int encode_chat(Ids *a, const Tokenizer *tok, const ChatText *ct) {
+    char name[64];
+    for (int i = 0; i < ct->n_spans; i++) {
+        const ChatSpan *s = &ct->spans[i];
+        if (s->control && s->len < sizeof name) {
+            memcpy(name, ct->text + s->off, s->len);
+            name[s->len] = 0;
+            int32_t id = tok_token_id(tok, name);
+            if (id >= 0) {
+                if (ids_push(a, &id, 1)) return -1;
+                continue;
+            }
+        }
+        if (encode_text(a, tok, ct->text + s->off, s->len)) return -1;
+    }
+    return 0;
+}
+
+static int push_eos(Ids *a, const Tokenizer *tok, ChatTemplate t) {
+    int32_t eos = tok_eos_id(tok);
+    if (chat_template_end_marker(t) || eos < 0) return 0;
+    return ids_push(a, &eos, 1);
+}
+
+/* One completion (chosen, rejected or SFT) after a rendered prompt. */
+static int encode_completion(Ids *a, const Tokenizer *tok, ChatTemplate t, int use_template,
+                             const char *content) {
+    if (!use_template) {
+        if (encode_text(a, tok, content, strlen(content))) return -1;
+        return push_eos(a, tok, CHAT_TEMPLATE_NONE);
+    }
+    ChatText p, c;
+    if (chat_render_split(t, NULL, 0, content, &p, &c)) return -1;
+    int rc = encode_chat(a, tok, &c) || push_eos(a, tok, t);
+    chat_text_free(&p);
+    chat_text_free(&c);
+    return rc ? -1 : 0;
+}
+
+static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt, Ids *prompt, Ids *chosen,
+                        Ids *rejected) {
+    if (r->text_mode) return encode_text(chosen, tok, r->chosen, strlen(r->chosen)) ||
+                              push_eos(chosen, tok, CHAT_TEMPLATE_NONE) ? -1 : 0;
+    ChatTemplate t = opt->chat_template;
+    int use_template = r->conv || t != CHAT_TEMPLATE_NONE;
+    if (use_template) {
+        const ChatMessage *pm = r->conv ? r->pmsgs : &r->user_msg;
+        int npm = r->conv ? r->n_pmsgs : 1;
+        ChatText ct;
+        if (chat_render(t, pm, npm, 1, &ct)) return -1;
+        int rc = encode_chat(prompt, tok, &ct);
+        chat_text_free(&ct);
+        if (rc) return -1;
+    } else if (encode_text(prompt, tok, r->prompt, strlen(r->prompt))) {
+        return -1;
+    }
+    if (r->chosen && encode_completion(chosen, tok, t, use_template, r->chosen)) return -1;
+    if (r->rejected && encode_completion(rejected, tok, t, use_template, r->rejected)) return -1;
+    return 0;
+}
+
+/* Cut to the limits (see dataset.h). Returns 1 when something was cut, 0
+ * when it fits, -1 when it doesn't fit and overflow is DS_OVERFLOW_DROP. */
+static int fit_length(const DsOptions *opt, Ids *p, Ids *c, Ids *r) {
+    int cut = 0;
+    if (opt->max_prompt_length > 0 && p->n > opt->max_prompt_length) {
+        if (opt->overflow == DS_OVERFLOW_DROP) return -1;
+        int drop = p->n - opt->max_prompt_length;
+        memmove(p->v, p->v + drop, (size_t)(p->n - drop) * sizeof *p->v);
+        p->n -= drop;
+        cut = 1;
+    }
+    int longest = c->n > r->n ? c->n : r->n;
+    int L = opt->max_length;
+    if (L > 0 && p->n + longest > L) {
+        if (opt->overflow == DS_OVERFLOW_DROP) return -1;
+        int keep_min = p->n < L / 2 ? p->n : L / 2;
+        int drop = p->n + longest - L;
+        if (drop > p->n - keep_min) drop = p->n - keep_min;
+        memmove(p->v, p->v + drop, (size_t)(p->n - drop) * sizeof *p->v);
+        p->n -= drop;
+        int room = L - p->n;
+        if (c->n > room) c->n = room;
+        if (r->n > room) r->n = room;
+        cut = 1;
+    }
+    return cut;
+}
+
+void ds_example_free(DsExample *ex) {
+    if (!ex) return;
+    free(ex->prompt);
+    free(ex->chosen);
+    free(ex->rejected);
+    memset(ex, 0, sizeof *ex);
+}
+
+int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
+                    const DsOptions *opt, DsExample *ex) {
+    memset(ex, 0, sizeof *ex);
+    ex->score_chosen = ex->score_rejected = NAN;
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    int rc = -1;
+    Rec r;
+    memset(&r, 0, sizeof r);
+    r.score_chosen = r.score_rejected = NAN;
+    Ids p = {0}, c = {0}, rj = {0};
+    if (!o) {
+        size_t col = end && end >= json ? (size_t)(end - json) + 1 : 1;
+        align_errorf("not valid JSON (column %zu)", col);
+        goto done;
+    }
+    for (const char *q = end; q < json + len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\r' && *q != '\n') {
+            align_errorf("text after the JSON object (column %zu)", (size_t)(q - json) + 1);
+            goto done;
+        }
+    if (!cJSON_IsObject(o)) {
+        align_errorf("the record is not a JSON object");
+        goto done;
+    }
+    int prc = opt->kind == DS_PREFERENCE ? parse_preference(o, &r)
+              : opt->kind == DS_SFT      ? parse_sft(o, &r)
+                                         : parse_prompt_only(o, &r);
+    if (prc) goto done;
+    if (opt->kind == DS_PROMPT) r.chosen = r.rejected = NULL;
+    if (opt->kind == DS_SFT) r.rejected = NULL;
+    if (tokenize_rec(&r, tok, opt, &p, &c, &rj)) goto done;
+    int fit = fit_length(opt, &p, &c, &rj);
+    if (fit < 0) {
+        rc = 0;
+        goto done;
+    }
+    ex->truncated = fit;
+    ex->prompt = p.v, ex->n_prompt = p.n;
+    ex->chosen = c.v, ex->n_chosen = c.n;
+    ex->rejected = rj.v, ex->n_rejected = rj.n;
+    p.v = c.v = rj.v = NULL;
+    ex->margin = r.has_margin ? r.margin : 0.0f;
+    ex->has_margin = r.has_margin;
+    ex->score_chosen = r.score_chosen;
+    ex->score_rejected = r.score_rejected;
+    rc = 1;
+done:
+    if (rc < 0 && where) align_error_prefix("%s", where);
+    free(p.v);
+    free(c.v);
+    free(rj.v);
+    rec_free(&r);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ============================================================ reading files */
+
+struct DsReader {
+    char *path;
+    const Tokenizer *tok;
+    DsOptions opt;
+    int array;
+    FILE *f; /* JSONL */
+    char *line;
+    size_t line_cap;
+    long lineno;
+    char *buf; /* .json array */
+    size_t buf_len, pos;
+    long elem;
+    int done;
+    DsExample cur;
+    size_t n_bad, n_dropped, n_truncated;
+    char first_bad[512];
+};
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions *opt) {
+    DsReader *r = calloc(1, sizeof *r);
+    if (!r) {
+        align_errorf("out of memory");
+        return NULL;
+    }
+    r->path = strdup(path);
+    r->tok = tok;
+    r->opt = *opt;
+    r->f = fopen(path, "rb");
+    if (!r->f) {
+        align_errorf("cannot open data file %s", path);
+        ds_reader_close(r);
+        return NULL;
+    }
+    /* A .json array starts with '[' (after whitespace or a UTF-8 BOM); a JSONL
+     * record never does, since records are objects. */
+    int ch;
+    do ch = fgetc(r->f);
+    while (ch != EOF && (is_space((char)ch) || ch == 0xEF || ch == 0xBB || ch == 0xBF));
+    if (ch == '[') {
+        fclose(r->f);
+        r->f = NULL;
+        r->buf = align_read_file(path, &r->buf_len);
+        if (!r->buf) {
+            ds_reader_close(r);
+            return NULL;
+        }
+        r->array = 1;
+        r->pos = (size_t)(strchr(r->buf, '[') - r->buf) + 1;
+    } else {
+        rewind(r->f);
+    }
+    return r;
+}
+
+/* The next element of the array: [*start, *start + *len). 1 = one, 0 = end. */
+static int next_element(DsReader *r, const char **start, size_t *len) {
+    const char *b = r->buf;
+    size_t n = r->buf_len, i = r->pos;
+    while (i < n && is_space(b[i])) i++;
+    if (r->elem > 0 || (i < n && b[i] == ']')) {
+        /* after an element (or at an empty array): ',' or ']' */
+        if (i < n && b[i] == ']') {
+            for (i++; i < n; i++)
+                if (!is_space(b[i]))
+                    return align_errorf("%s: text after the closing ']' of the JSON array", r->path);
+            r->done = 1;
+            return 0;
+        }
+        if (r->elem > 0) {
+            if (i >= n || b[i] != ',')
+                return align_errorf("%s: element %ld: expected ',' or ']' after it in the JSON array", r->path,
+                                    r->elem - 1);
+            i++;
+        }
+    }
+    while (i < n && is_space(b[i])) i++;
+    size_t s = i;
+    int depth = 0, in_str = 0;
+    for (; i < n; i++) {
+        char ch = b[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (depth == 0) break;
+            depth--;
+        } else if (ch == ',' && depth == 0) {
+            break;
+        }
+    }
+    if (i >= n) return align_errorf("%s: element %ld: the JSON array is not closed", r->path, r->elem);
+    *start = b + s;
+    *len = i - s;
+    r->pos = i;
+    return 1;
+}
+
+int ds_reader_next(DsReader *r, DsExample *ex) {
+    char where[600];
+    for (;;) {
+        if (r->done) return 0;
+        const char *text = NULL;
+        size_t len = 0;
+        if (r->array) {
+            int k = next_element(r, &text, &len);
+            if (k <= 0) return k;
+            snprintf(where, sizeof where, "%s: element %ld", r->path, r->elem);
+            r->elem++;
+        } else {
+            ssize_t got = getline(&r->line, &r->line_cap, r->f);
+            if (got < 0) {
+                if (ferror(r->f)) return align_errorf("%s: read error after line %ld", r->path, r->lineno);
+                r->done = 1;
+                return 0;
+            }
+            r->lineno++;
+            len = (size_t)got;
+            while (len > 0 && is_space(r->line[len - 1])) len--;
+            text = r->line;
+            if (r->lineno == 1 && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3, len -= 3;
+            size_t k = 0;
+            while (k < len && is_space(text[k])) k++;
+            if (k == len) continue; /* blank lines are not records */
+            snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
+        }
+        ds_example_free(&r->cur);
+        int rc = ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+        if (rc == 1) {
+            if (r->cur.truncated) r->n_truncated++;
+            r->cur.line = r->array ? r->elem - 1 : r->lineno;
+            *ex = r->cur;
+            return 1;
+        }
+        if (rc == 0) {
+            r->n_dropped++;
+            continue;
+        }
+        if (!r->opt.skip_bad) return -1;
+        if (r->n_bad++ == 0) snprintf(r->first_bad, sizeof r->first_bad, "%s", align_error());
+    }
+}
+
+void ds_reader_counts(const DsReader *r, size_t *n_bad, size_t *n_dropped, size_t *n_truncated) {
+    if (n_bad) *n_bad = r->n_bad;
+    if (n_dropped) *n_dropped = r->n_dropped;
+    if (n_truncated) *n_truncated = r->n_truncated;
+}
+
+const char *ds_reader_first_bad(const DsReader *r) { return r->first_bad; }
+
+void ds_reader_close(DsReader *r) {
+    if (!r) return;
+    if (r->f) fclose(r->f);
+    free(r->line);
+    free(r->buf);
+    free(r->path);
+    ds_example_free(&r->cur);
+    free(r);
+}
+
+/* ============================================================ whole datasets */
+
+static int pool_add(Dataset *ds, const int32_t *x, int n, size_t *off) {
+    if (ds->pool_len + (size_t)n > ds->pool_cap) {
+        size_t cap = ds->pool_cap ? ds->pool_cap : 1 << 16;
+        while (cap < ds->pool_len + (size_t)n) cap *= 2;
+        int32_t *p = realloc(ds->pool, cap * sizeof *p);
+        if (!p) return align_errorf("out of memory loading a dataset (%zu tokens)", ds->pool_len + (size_t)n);
+        ds->pool = p;
+        ds->pool_cap = cap;
+    }
+    *off = ds->pool_len;
+    if (n) memcpy(ds->pool + ds->pool_len, x, (size_t)n * sizeof *x);
+    ds->pool_len += (size_t)n;
+    return 0;
+}
+
+int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Dataset *out) {
+    memset(out, 0, sizeof *out);
+    DsReader *r = ds_reader_open(path, tok, opt);
+    if (!r) return -1;
+    size_t cap = 0, *offs = NULL; /* 3 pool offsets per example, turned into pointers at the end */
+    DsExample ex;
+    int k;
+    while ((k = ds_reader_next(r, &ex)) == 1) {
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            DsExample *e = realloc(out->ex, cap * sizeof *e);
+            size_t *o = realloc(offs, 3 * cap * sizeof *o);
+            if (e) out->ex = e;
+            if (o) offs = o;
+            if (!e || !o) {
+                k = align_errorf("out of memory loading %s", path);
+                break;
+            }
+        }
+        size_t *o = offs + 3 * out->n;
+        if (pool_add(out, ex.prompt, ex.n_prompt, &o[0]) || pool_add(out, ex.chosen, ex.n_chosen, &o[1]) ||
+            pool_add(out, ex.rejected, ex.n_rejected, &o[2])) {
+            k = -1;
+            break;
+        }
+        DsExample *d = &out->ex[out->n++];
+        *d = ex;
+        d->prompt = d->chosen = d->rejected = NULL;
+    }
+    ds_reader_counts(r, &out->n_bad, &out->n_dropped, &out->n_truncated);
+    snprintf(out->first_bad, sizeof out->first_bad, "%s", ds_reader_first_bad(r));
+    ds_reader_close(r);
+    if (k == 0 && out->n == 0)
+        k = align_errorf("%s has no usable records (%zu bad, %zu too long)", path, out->n_bad, out->n_dropped);
+    if (k < 0) {
+        free(offs);
+        ds_free(out);
+        return -1;
+    }
+    for (size_t i = 0; i < out->n; i++) {
+        DsExample *d = &out->ex[i];
+        d->prompt = out->pool + offs[3 * i];
+        d->chosen = d->n_chosen || opt->kind != DS_PROMPT ? out->pool + offs[3 * i + 1] : NULL;
+        d->rejected = opt->kind == DS_PREFERENCE ? out->pool + offs[3 * i + 2] : NULL;
+    }
+    free(offs);
+    return 0;
+}
+
+void ds_free(Dataset *ds) {
+    if (!ds) return;
+    free(ds->ex);
+    free(ds->pool);
+    memset(ds, 0, sizeof *ds);
+}
+
+/* ============================================================ packing */
+
+DsSeq ds_example_seq(const DsExample *ex, int which) {
+    DsSeq s = {ex->prompt, ex->n_prompt, which ? ex->rejected : ex->chosen, which ? ex->n_rejected : ex->n_chosen};
+    return s;
+}
+
+void ds_packed_free(DsPacked *p) {
+    if (!p) return;
+    free(p->tokens);
+    free(p->seq_start);
+    free(p->targets);
+    free(p->loss_mask);
+    memset(p, 0, sizeof *p);
+}
+
+int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *out) {
+    memset(out, 0, sizeof *out);
+    if (n_seqs <= 0) return align_errorf("cannot pack an empty batch");
+    size_t total = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        if (seqs[s].n_prompt < 0 || seqs[s].n_completion < 0 || seqs[s].n_prompt + seqs[s].n_completion == 0)
+            return align_errorf("sequence %d of the batch is empty", s);
+        total += (size_t)seqs[s].n_prompt + (size_t)seqs[s].n_completion;
+    }
+    if (total > INT32_MAX) return align_errorf("batch of %zu tokens is too large", total);
+    out->tokens = malloc(total * sizeof *out->tokens);
+    out->targets = malloc(total * sizeof *out->targets);
+    out->loss_mask = malloc(total);
+    out->seq_start = malloc(((size_t)n_seqs + 1) * sizeof *out->seq_start);
+    if (!out->tokens || !out->targets || !out->loss_mask || !out->seq_start) {
+        ds_packed_free(out);
+        return align_errorf("out of memory packing %zu tokens", total);
+    }
+    int pos = 0, n_loss = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const DsSeq *q = &seqs[s];
+        int start = pos, n = q->n_prompt + q->n_completion;
+        out->seq_start[s] = start;
+        if (q->n_prompt) memcpy(out->tokens + pos, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
+        if (q->n_completion)
+            memcpy(out->tokens + pos + q->n_prompt, q->completion, (size_t)q->n_completion * sizeof(int32_t));
+        for (int j = 0; j < n; j++) {
+            int i = start + j, last = j == n - 1;
+            /* position j predicts token j+1, a completion token when j+1 >= n_prompt */
+            int m = !last && j + 1 >= q->n_prompt;
+            out->loss_mask[i] = (uint8_t)m;
+            n_loss += m;
+            out->targets[i] = last || (mask_prompt_targets && !m) ? -1 : out->tokens[i + 1];
+        }
+        pos += n;
+    }
+    out->seq_start[n_seqs] = pos;
+    out->n_loss_tokens = n_loss;
+    out->batch.n_tokens = pos;
+    out->batch.n_seqs = n_seqs;
+    out->batch.tokens = out->tokens;
+    out->batch.seq_start = out->seq_start;
+    return 0;
+}

@@ -1,0 +1,149 @@
+/* dataset: JSON Lines / .json array records -> tokenized examples -> packed batches.
+ *
+ * Records (one JSON object per line, or the elements of one top-level array):
+ *   preference  {prompt?, chosen, rejected, margin?, score_chosen?, score_rejected?}
+ *               strings or [{role, content}] lists; without "prompt" the prompt
+ *               is what chosen and rejected share (hh-rlhf strings: up to the
+ *               last "\n\nAssistant:" they share; messages: the shared leading
+ *               messages). Unpaired {prompt, completion, label} is refused.
+ *   SFT         {messages} (loss on the LAST assistant message only; earlier
+ *               turns are prompt), {question, answer}, {prompt, completion},
+ *               {text} (pretraining: empty prompt, loss on every token).
+ *   prompt-only {prompt} (string or messages), {question}, {messages} (a
+ *               trailing assistant message is dropped), and any preference or
+ *               SFT record (its prompt is taken), so one file serves both.
+ *
+ * Tokens: control tokens of the chat template are looked up by id; all text
+ * (roles, content, plain markup) is encoded with special tokens disallowed,
+ * so a record containing "<|im_end|>" gets the characters, never the token.
+ * Message lists always go through the chat template; plain strings do too
+ * unless the template is "none" (then prompt and completion are raw text).
+ * Completions end with the template's end-of-turn token (<|im_end|>,
+ * <|eot_id|>) or, for hh/none, the tokenizer's EOS id (when it has one).
+ *
+ * Length: when prompt + completion (the longer of chosen/rejected) exceeds
+ * max_length, DS_OVERFLOW_TRUNCATE drops tokens from the prompt's START
+ * (keeps its end, TRL's keep_end) but not below half of max_length, then
+ * cuts the completion's END; DS_OVERFLOW_DROP drops the example and counts it.
+ *
+ * Errors: one sentence "FILE:LINE: reason" (JSONL, 1-based lines) or
+ * "FILE: element N: reason" (.json arrays, 0-based index as jq counts).
+ * With skip_bad the record is skipped, counted, and the first message kept.
+ *
+ * Reading is streaming: JSONL is read line by line (one line and one parsed
+ * record in memory); a .json array is read once and split into elements
+ * without building the whole tree. Token ids of a loaded dataset live in one
+ * pool. */
+#ifndef ALIGN_DATASET_H
+#define ALIGN_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat_template.h"
+#include "model.h"
+#include "tokenizer.h"
+
+typedef enum {
+    DS_PREFERENCE = 0, /* prompt, chosen, rejected */
+    DS_SFT,            /* prompt, completion */
+    DS_PROMPT,         /* prompt only (rollouts, generation) */
+} DsKind;
+
+typedef enum {
+    DS_OVERFLOW_TRUNCATE = 0, /* keep the prompt's end, then the completion's start */
+    DS_OVERFLOW_DROP,         /* drop the example, count it in n_dropped */
+} DsOverflow;
+
+typedef struct {
+    DsKind kind;
+    ChatTemplate chat_template;
+    int max_length;        /* prompt + completion tokens; 0 = no limit */
+    int max_prompt_length; /* applied first, keeping the end; 0 = no limit */
+    DsOverflow overflow;
+    int skip_bad;          /* 1: skip and count bad records instead of failing */
+} DsOptions;
+
+/* kind DS_PREFERENCE, template none, no limits, overflow truncate, skip_bad 0. */
+void ds_options_default(DsOptions *o);
+
+typedef struct {
+    int32_t *prompt;   /* includes the generation prompt (assistant header) */
+    int n_prompt;
+    int32_t *chosen;   /* SFT: the completion; DS_PROMPT: NULL */
+    int n_chosen;
+    int32_t *rejected; /* preference only */
+    int n_rejected;
+    float margin;      /* "margin", 0 when absent */
+    int has_margin;
+    float score_chosen, score_rejected; /* UltraFeedback metadata, NAN when absent */
+    long line;         /* JSONL: 1-based line; .json array: 0-based element */
+    int truncated;     /* 1 when max_length/max_prompt_length cut it */
+} DsExample;
+
+typedef struct {
+    DsExample *ex;
+    size_t n;
+    size_t n_bad;       /* skipped (skip_bad) */
+    size_t n_dropped;   /* over max_length with DS_OVERFLOW_DROP */
+    size_t n_truncated; /* kept but cut */
+    char first_bad[512]; /* first skipped record's message, "" when none */
+    /* private: the id pool the examples point into */
+    int32_t *pool;
+    size_t pool_len, pool_cap;
+} Dataset;
+
+/* Load and tokenize a whole file. Returns -1 on the first bad record (unless
+ * skip_bad), an unreadable file, or an empty result. */
+int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Dataset *out);
+void ds_free(Dataset *ds);
+
+/* Streaming: one example at a time. ds_reader_next returns 1 with *ex set
+ * (its ids stay valid until the next call), 0 at the end, -1 on error. */
+typedef struct DsReader DsReader;
+DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions *opt);
+int ds_reader_next(DsReader *r, DsExample *ex);
+/* Counts so far (any pointer may be NULL) and the first skipped message. */
+void ds_reader_counts(const DsReader *r, size_t *n_bad, size_t *n_dropped, size_t *n_truncated);
+const char *ds_reader_first_bad(const DsReader *r);
+void ds_reader_close(DsReader *r);
+
+/* One record's JSON text -> example (ids malloc'd into ex: free with
+ * ds_example_free). where names it in errors ("file:3"). Returns 1 = ok,
+ * 0 = dropped (too long with DS_OVERFLOW_DROP), -1 = bad record. For fuzzing
+ * and tests. */
+int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
+                    const DsOptions *opt, DsExample *ex);
+void ds_example_free(DsExample *ex);
+
+/* ------------------------------------------------------------ packing */
+
+/* One sequence to pack: prompt tokens then completion tokens. */
+typedef struct {
+    const int32_t *prompt;
+    int n_prompt;
+    const int32_t *completion;
+    int n_completion;
+} DsSeq;
+
+/* which: 0 = chosen (SFT completion), 1 = rejected. */
+DsSeq ds_example_seq(const DsExample *ex, int which);
+
+/* A packed batch: batch.tokens/seq_start point at tokens/seq_start here.
+ * targets[i] = tokens[i+1] inside a sequence, -1 at each sequence's last
+ * token; loss_mask[i] = 1 when targets[i] is a completion token. With
+ * mask_prompt_targets, targets[i] = -1 wherever loss_mask[i] == 0, so the LM
+ * head skips prompt rows. */
+typedef struct {
+    Batch batch;
+    int32_t *tokens;
+    int32_t *seq_start; /* n_seqs + 1 */
+    int32_t *targets;
+    uint8_t *loss_mask;
+    int n_loss_tokens;  /* sum of loss_mask */
+} DsPacked;
+
+int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *out);
+void ds_packed_free(DsPacked *p);
+
+#endif
