@@ -1,0 +1,114 @@
+#include "metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+void metrics_clear(Metrics *m) { m->n = 0; }
+
+static int slot(Metrics *m, const char *key) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->key[i], key)) return i;
+    if (m->n == METRICS_MAX) return -1;
+    int i = m->n++;
+    snprintf(m->key[i], sizeof m->key[i], "%s", key);
+    m->sum[i] = m->weight[i] = 0;
+    return i;
+}
+
+void metrics_add(Metrics *m, const char *key, double value, double weight) {
+    int i = slot(m, key);
+    if (i < 0) return;
+    m->sum[i] += value * weight;
+    m->weight[i] += weight;
+}
+
+void metrics_set(Metrics *m, const char *key, double value) {
+    int i = slot(m, key);
+    if (i < 0) return;
+    m->sum[i] = value;
+    m->weight[i] = 1;
+}
+
+double metrics_get(const Metrics *m, const char *key, double fallback) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->key[i], key)) return m->weight[i] > 0 ? m->sum[i] / m->weight[i] : fallback;
+    return fallback;
+}
+
+void metrics_merge(Metrics *dst, const Metrics *src) {
+    for (int i = 0; i < src->n; i++) {
+        int j = slot(dst, src->key[i]);
+        if (j < 0) continue;
+        dst->sum[j] += src->sum[i];
+        dst->weight[j] += src->weight[i];
+    }
+}
+
+int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append) {
+    memset(log, 0, sizeof *log);
+    log->prog = prog;
+    log->tty = isatty(STDERR_FILENO);
+    log->print_every = 10;
+    if (path) {
+        log->file = fopen(path, append ? "a" : "w");
+        if (!log->file) return align_errorf("--metrics %s: cannot open for writing", path);
+        log->path = strdup(path);
+    }
+    return 0;
+}
+
+/* JSON has no NaN/Inf: write null so readers don't choke. */
+static void json_number(FILE *f, double v) {
+    if (v != v || v > 1e300 || v < -1e300) fputs("null", f);
+    else fprintf(f, "%.8g", v);
+}
+
+int metrics_log_step(MetricsLog *log, long step, long total, double epoch, const Metrics *m,
+                     const char *const *shown) {
+    if (log->file) {
+        fprintf(log->file, "{\"step\": %ld, \"epoch\": %.4f", step, epoch);
+        for (int i = 0; i < m->n; i++) {
+            fprintf(log->file, ", \"%s\": ", m->key[i]);
+            json_number(log->file, m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0);
+        }
+        fputs("}\n", log->file);
+        if (fflush(log->file) != 0) return align_errorf("--metrics %s: write failed", log->path);
+    }
+    if (!log->tty && step % log->print_every != 0 && step != total && step != 1) return 0;
+    char line[512];
+    int n = snprintf(line, sizeof line, "step %ld/%ld", step, total);
+    for (int i = 0; shown && shown[i] && n < (int)sizeof line; i++) {
+        double v = metrics_get(m, shown[i], 0.0 / 0.0);
+        if (v == v) n += snprintf(line + n, sizeof line - n, "  %s %.4g", shown[i], v);
+    }
+    fprintf(stderr, log->tty ? "\r\033[K%s" : "%s\n", line);
+    if (log->tty && step == total) fputc('\n', stderr);
+    fflush(stderr);
+    return 0;
+}
+
+int metrics_log_eval(MetricsLog *log, long step, const Metrics *m) {
+    if (log->file) {
+        fprintf(log->file, "{\"step\": %ld", step);
+        for (int i = 0; i < m->n; i++) {
+            fprintf(log->file, ", \"eval_%s\": ", m->key[i]);
+            json_number(log->file, m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0);
+        }
+        fputs("}\n", log->file);
+        fflush(log->file);
+    }
+    if (log->tty) fputs("\r\033[K", stderr);
+    fprintf(stderr, "eval at step %ld:", step);
+    for (int i = 0; i < m->n; i++) fprintf(stderr, "  %s %.4g", m->key[i], m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0);
+    fputc('\n', stderr);
+    return 0;
+}
+
+void metrics_log_close(MetricsLog *log) {
+    if (log->file) fclose(log->file);
+    free(log->path);
+    memset(log, 0, sizeof *log);
+}

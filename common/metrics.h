@@ -1,0 +1,50 @@
+/* metrics: per-step training metrics under TRL's names.
+ *
+ * A Metrics is a small accumulator of (key, sum, weight) pairs: micro-steps
+ * add weighted values, and the mean is what gets logged. A MetricsLog
+ * writes one JSON object per optimizer step to a .jsonl file (--metrics)
+ * and a progress line to the terminal: rewritten in place on a TTY, a plain
+ * line every few steps otherwise (logs stay readable). */
+#ifndef ALIGN_METRICS_H
+#define ALIGN_METRICS_H
+
+#include <stdio.h>
+
+#define METRICS_MAX 48
+
+typedef struct {
+    int n;
+    char key[METRICS_MAX][48];
+    double sum[METRICS_MAX], weight[METRICS_MAX];
+} Metrics;
+
+void metrics_clear(Metrics *m);
+/* Add value with a weight (its mean is sum(w*v)/sum(w)). */
+void metrics_add(Metrics *m, const char *key, double value, double weight);
+/* Set a value (replaces whatever was accumulated). */
+void metrics_set(Metrics *m, const char *key, double value);
+/* Mean of key, or `fallback` when absent. */
+double metrics_get(const Metrics *m, const char *key, double fallback);
+/* Add every key of src into dst (sums and weights). */
+void metrics_merge(Metrics *dst, const Metrics *src);
+
+typedef struct {
+    FILE *file;       /* NULL: no metrics file */
+    char *path;
+    int tty;          /* progress line rewritten in place */
+    int print_every;  /* non-TTY: a line every N steps */
+    const char *prog;
+} MetricsLog;
+
+/* path may be NULL (terminal only). */
+int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append);
+/* One optimizer step: the JSON line (step, epoch and every key) and the
+ * progress line showing `shown` keys (NULL-terminated list). */
+int metrics_log_step(MetricsLog *log, long step, long total_steps, double epoch, const Metrics *m,
+                     const char *const *shown);
+/* An evaluation result: a JSON line with keys prefixed by "eval_", and a
+ * terminal line. */
+int metrics_log_eval(MetricsLog *log, long step, const Metrics *m);
+void metrics_log_close(MetricsLog *log);
+
+#endif

@@ -1,0 +1,318 @@
+#include "trainer.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "optim.h"
+#include "rng.h"
+#include "util.h"
+
+void train_args_defaults(TrainArgs *a) {
+    memset(a, 0, sizeof *a);
+    a->lr = 5e-7f; /* TRL's DPOConfig default; programs override (sft: 2e-5) */
+    a->weight_decay = 0.0f;
+    a->max_grad_norm = 1.0f;
+    a->batch_size = 8;
+    a->grad_accum = 1;
+    a->epochs = 1;
+    a->max_steps = -1;
+    a->lr_schedule = "linear";
+    a->eval_every = 0;
+    a->save_every = 0;
+    a->seed = 42;
+    a->device = "cpu";
+    a->max_length = 1024;
+}
+
+int train_args_flags(TrainArgs *a, CliFlag *f) {
+    CliFlag shared[TRAIN_ARGS_N_FLAGS] = {
+        {"lr", CLI_FLOAT, &a->lr, "peak learning rate"},
+        {"batch-size", CLI_INT, &a->batch_size, "examples per micro-batch (one packed forward)"},
+        {"grad-accum", CLI_INT, &a->grad_accum, "micro-batches per optimizer step"},
+        {"epochs", CLI_INT, &a->epochs, "passes over the training data"},
+        {"max-steps", CLI_INT, &a->max_steps, "optimizer steps (overrides --epochs when > 0)"},
+        {"warmup-steps", CLI_INT, &a->warmup_steps, "linear LR warmup steps"},
+        {"lr-schedule", CLI_STRING, &a->lr_schedule, "constant, linear or cosine"},
+        {"weight-decay", CLI_FLOAT, &a->weight_decay, "AdamW decoupled weight decay (not on biases and norms)"},
+        {"max-grad-norm", CLI_FLOAT, &a->max_grad_norm, "clip gradients to this global norm (0 = off)"},
+        {"eval-data", CLI_STRING, &a->eval_data, "held-out data for evaluation"},
+        {"eval-every", CLI_INT, &a->eval_every, "evaluate every N steps (0 = at the end only)"},
+        {"save-every", CLI_INT, &a->save_every, "checkpoint every N steps (0 = off)"},
+        {"resume", CLI_STRING, &a->resume, "continue from a checkpoint written by --save-every or Ctrl-C"},
+        {"metrics", CLI_STRING, &a->metrics, "write one JSON object per step to this .jsonl file"},
+        {"out", CLI_STRING, &a->out, "where to write the trained model (.ckpt or a directory for Hugging Face)"},
+        {"seed", CLI_INT, &a->seed, "seed for the data order (and anything random)"},
+        {"device", CLI_STRING, &a->device, "cpu or cuda"},
+        {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens"},
+        {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
+        {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
+    };
+    memcpy(f, shared, sizeof shared);
+    return TRAIN_ARGS_N_FLAGS;
+}
+
+int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
+    const Backend *be = backend_get(a->device);
+    if (!be) return -1;
+    const char *path = a->resume ? a->resume : model_path;
+    if (!path) return align_errorf("no model given");
+    if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) return -1;
+    *tmpl = CHAT_TEMPLATE_NONE;
+    if (a->chat_template) {
+        if (chat_template_from_name(a->chat_template, tmpl)) return align_error_prefix("--chat-template");
+    } else if (out->extras.chat_template) {
+        chat_template_from_name(out->extras.chat_template, tmpl);
+    } else if (out->extras.chat_template_jinja) {
+        chat_template_detect(out->extras.chat_template_jinja, tmpl);
+    }
+    return 0;
+}
+
+int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, const Tokenizer *tok,
+                      ChatTemplate tmpl, DsKind kind, Dataset *out) {
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = kind;
+    o.chat_template = tmpl;
+    o.max_length = a->max_length;
+    o.skip_bad = a->skip_bad;
+    if (ds_load(path, tok, &o, out)) return -1;
+    fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);
+    if (out->n_truncated) fprintf(stderr, ", %zu cut to --max-length %d", out->n_truncated, a->max_length);
+    if (out->n_dropped) fprintf(stderr, ", %zu dropped as too long", out->n_dropped);
+    if (out->n_bad) fprintf(stderr, ", %zu bad records skipped (first: %s)", out->n_bad, out->first_bad);
+    fputc('\n', stderr);
+    return 0;
+}
+
+void trainer_epoch_order(int seed, int epoch, int n, int32_t *order) {
+    Rng r;
+    rng_seed(&r, (uint64_t)(uint32_t)seed * 0x9E3779B97F4A7C15ULL + (uint64_t)epoch);
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        int j = (int)rng_below(&r, (uint64_t)i + 1);
+        int32_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+/* "<out without .ckpt>-step<N>.ckpt" */
+static void checkpoint_path(const char *out, long step, char *buf, size_t n) {
+    size_t len = strlen(out);
+    while (len > 1 && out[len - 1] == '/') len--;
+    if (len > 5 && !strncmp(out + len - 5, ".ckpt", 5)) len -= 5;
+    snprintf(buf, n, "%.*s-step%ld.ckpt", (int)len, out, step);
+}
+
+typedef struct {
+    long step, total_steps;
+    int epoch, cursor;
+} Progress;
+
+static char *train_state_json(const char *prog, const TrainArgs *a, const Progress *p) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "program", prog);
+    cJSON_AddNumberToObject(o, "step", (double)p->step);
+    cJSON_AddNumberToObject(o, "total_steps", (double)p->total_steps);
+    cJSON_AddNumberToObject(o, "epoch", p->epoch);
+    cJSON_AddNumberToObject(o, "cursor", p->cursor);
+    cJSON_AddNumberToObject(o, "seed", a->seed);
+    cJSON_AddNumberToObject(o, "lr", a->lr);
+    cJSON_AddNumberToObject(o, "batch_size", a->batch_size);
+    cJSON_AddNumberToObject(o, "grad_accum", a->grad_accum);
+    cJSON_AddStringToObject(o, "lr_schedule", a->lr_schedule);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static int parse_train_state(const char *json, const char *path, Progress *p) {
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    cJSON *step = cJSON_GetObjectItem(o, "step"), *epoch = cJSON_GetObjectItem(o, "epoch"),
+          *cursor = cJSON_GetObjectItem(o, "cursor");
+    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(epoch) || !cJSON_IsNumber(cursor)) {
+        cJSON_Delete(o);
+        return align_errorf("--resume %s: no training state in this checkpoint (was it written by --save-every or Ctrl-C?)", path);
+    }
+    p->step = (long)step->valuedouble;
+    p->epoch = (int)epoch->valuedouble;
+    p->cursor = (int)cursor->valuedouble;
+    cJSON_Delete(o);
+    return 0;
+}
+
+/* A resumable checkpoint: weights, moments, train state. */
+static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *policy, Optimizer *o,
+                           const Progress *p, const char *path) {
+    Model *m = policy->model;
+    size_t n = m->n_grad_elems;
+    float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
+    if (!m1 || !m2) {
+        free(m1), free(m2);
+        return align_errorf("out of memory saving a checkpoint");
+    }
+    if (n) {
+        m->be->to_host(m1, o->m, n * sizeof(float));
+        m->be->to_host(m2, o->v, n * sizeof(float));
+    }
+    CkptExtras ex;
+    ckpt_extras_init(&ex);
+    char *state = train_state_json(prog, a, p);
+    int rc = ckpt_extras_set(&ex.tokenizer_json, policy->extras.tokenizer_json) ||
+             ckpt_extras_set(&ex.chat_template, policy->extras.chat_template) ||
+             ckpt_extras_set(&ex.chat_template_jinja, policy->extras.chat_template_jinja) ||
+             ckpt_extras_set(&ex.train_state, state) || ckpt_extras_add_moments(&ex, m, m1, m2) ||
+             ckpt_save(path, m, &ex);
+    free(state);
+    ckpt_extras_free(&ex);
+    free(m1), free(m2);
+    return rc ? -1 : 0;
+}
+
+static int restore_moments(ModelBundle *policy, Optimizer *o) {
+    Model *m = policy->model;
+    size_t n = m->n_grad_elems;
+    if (!n) return 0;
+    float *m1 = malloc(n * sizeof(float)), *m2 = malloc(n * sizeof(float));
+    if (!m1 || !m2) {
+        free(m1), free(m2);
+        return align_errorf("out of memory restoring optimizer moments");
+    }
+    int rc = ckpt_extras_get_moments(&policy->extras, m, m1, m2);
+    if (rc == 0) {
+        m->be->to_device(o->m, m1, n * sizeof(float));
+        m->be->to_device(o->v, m2, n * sizeof(float));
+    }
+    free(m1), free(m2);
+    return rc;
+}
+
+int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task) {
+    Model *m = policy->model;
+    if (task->n_train <= 0) return align_errorf("no training examples");
+    if (a->batch_size <= 0 || a->grad_accum <= 0) return align_errorf("--batch-size and --grad-accum must be positive");
+    if (!a->out) return align_errorf("--out is required (where the trained model goes)");
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.lr = a->lr;
+    oc.weight_decay = a->weight_decay;
+    oc.max_grad_norm = a->max_grad_norm;
+    oc.warmup_steps = a->warmup_steps;
+    if (optim_parse_schedule(a->lr_schedule, &oc.schedule)) return -1;
+    long per_step = (long)a->batch_size * a->grad_accum;
+    long steps_per_epoch = (task->n_train + per_step - 1) / per_step;
+    Progress p = {0};
+    p.total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (a->epochs > 0 ? a->epochs : 1);
+    oc.total_steps = (int)p.total_steps;
+    Optimizer *o = optim_create(m, &oc);
+    if (!o) return -1;
+    int rc = -1;
+    int32_t *order = malloc(task->n_train * sizeof(int32_t)), *idx = malloc(a->batch_size * sizeof(int32_t));
+    MetricsLog log;
+    memset(&log, 0, sizeof log);
+    if (!order || !idx) {
+        align_errorf("out of memory");
+        goto done;
+    }
+    if (a->resume) {
+        if (parse_train_state(policy->extras.train_state, a->resume, &p) || restore_moments(policy, o)) goto done;
+        o->step = p.step;
+        fprintf(stderr, "%s: resuming from %s at step %ld (epoch %d, example %d)\n", prog, a->resume, p.step, p.epoch, p.cursor);
+    }
+    if (metrics_log_open(&log, prog, a->metrics, a->resume != NULL)) goto done;
+    trainer_epoch_order(a->seed, p.epoch, task->n_train, order);
+    interrupted = 0;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    char last_ckpt[4096] = "";
+    model_zero_grad(m);
+    while (p.step < p.total_steps) {
+        Metrics acc;
+        metrics_clear(&acc);
+        double t0 = align_now();
+        long tokens = 0;
+        for (int micro = 0; micro < a->grad_accum; micro++) {
+            if (p.cursor >= task->n_train) { /* next epoch, next permutation */
+                p.epoch++;
+                p.cursor = 0;
+                trainer_epoch_order(a->seed, p.epoch, task->n_train, order);
+            }
+            int n = task->n_train - p.cursor < a->batch_size ? task->n_train - p.cursor : a->batch_size;
+            memcpy(idx, order + p.cursor, n * sizeof(int32_t));
+            p.cursor += n;
+            long t = task->micro_step(task->ctx, idx, n, 1.0f / a->grad_accum, &acc);
+            if (t < 0) goto restore;
+            tokens += t;
+        }
+        float lr;
+        double gnorm = optim_step(o, &lr);
+        p.step++;
+        double dt = align_now() - t0;
+        metrics_set(&acc, "lr", lr);
+        metrics_set(&acc, "grad_norm", gnorm);
+        metrics_set(&acc, "tokens_per_s", dt > 0 ? tokens / dt : 0);
+        metrics_set(&acc, "step_time_s", dt);
+        double epoch = p.epoch + (double)p.cursor / task->n_train;
+        if (metrics_log_step(&log, p.step, p.total_steps, epoch, &acc, task->shown)) goto restore;
+        if (task->evaluate && a->eval_every > 0 && p.step % a->eval_every == 0 && p.step < p.total_steps) {
+            Metrics ev;
+            metrics_clear(&ev);
+            if (task->evaluate(task->ctx, &ev) || metrics_log_eval(&log, p.step, &ev)) goto restore;
+        }
+        int periodic = a->save_every > 0 && p.step % a->save_every == 0 && p.step < p.total_steps;
+        if (periodic || interrupted) {
+            char path[4096];
+            checkpoint_path(a->out, p.step, path, sizeof path);
+            if (save_checkpoint(prog, a, policy, o, &p, path)) goto restore;
+            if (last_ckpt[0] && strcmp(last_ckpt, path)) unlink(last_ckpt); /* keep only the newest */
+            snprintf(last_ckpt, sizeof last_ckpt, "%s", path);
+            if (interrupted) {
+                fprintf(stderr, "\n%s: interrupted at step %ld; saved %s (continue with --resume %s)\n", prog, p.step, path, path);
+                rc = 1;
+                goto restore;
+            }
+        }
+    }
+    if (task->evaluate) {
+        Metrics ev;
+        metrics_clear(&ev);
+        if (task->evaluate(task->ctx, &ev) || metrics_log_eval(&log, p.step, &ev)) goto restore;
+    }
+    {
+        char *state = train_state_json(prog, a, &p);
+        ckpt_extras_set(&policy->extras.train_state, state);
+        free(state);
+        /* the final model carries no optimizer moments: it is for use, and
+         * the periodic checkpoints are for resuming */
+        for (int i = 0; i < policy->extras.n_tensors; i++)
+            if (policy->extras.tensors[i].owned) free(policy->extras.tensors[i].data);
+        for (int i = 0; i < policy->extras.n_tensors; i++) free(policy->extras.tensors[i].name);
+        free(policy->extras.tensors);
+        policy->extras.tensors = NULL;
+        policy->extras.n_tensors = 0;
+        if (model_save_any(a->out, policy)) goto restore;
+        fprintf(stderr, "%s: saved %s after %ld steps\n", prog, a->out, p.step);
+    }
+    rc = 0;
+restore:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+done:
+    metrics_log_close(&log);
+    free(order), free(idx);
+    optim_free(o);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* trainer: the training loop sft_run, dpo_run and rm_train share.
+ *
+ * A program supplies a TrainTask: how many training examples there are and
+ * a micro_step that runs forward + loss + backward on a list of example
+ * indices (gradients accumulate in the model). The trainer owns the rest:
+ * the shared flags of DESIGN.md, a seeded data order (one permutation per
+ * epoch, derived from --seed and the epoch, so no state beyond a cursor is
+ * needed to resume), gradient accumulation, AdamW with clipping and the LR
+ * schedule, metrics under TRL's names, evaluation, periodic checkpoints
+ * with optimizer moments, Ctrl-C (finish the step, save, say how to
+ * resume), and --resume, which continues exactly where the checkpoint
+ * stopped: same data order, same LR, same moments, same weights. */
+#ifndef ALIGN_TRAINER_H
+#define ALIGN_TRAINER_H
+
+#include <stdint.h>
+
+#include "chat_template.h"
+#include "cli.h"
+#include "dataset.h"
+#include "metrics.h"
+#include "model_load.h"
+
+typedef struct {
+    float lr, weight_decay, max_grad_norm;
+    int batch_size, grad_accum, epochs, max_steps, warmup_steps;
+    const char *lr_schedule;
+    const char *eval_data;
+    int eval_every, save_every;
+    const char *resume, *metrics, *out;
+    int seed;
+    const char *device;
+    int max_length;
+    const char *chat_template;
+    int skip_bad;
+} TrainArgs;
+
+void train_args_defaults(TrainArgs *a);
+/* Write the shared flags into flags[at...]; returns how many were added
+ * (TRAIN_ARGS_N_FLAGS). */
+#define TRAIN_ARGS_N_FLAGS 20
+int train_args_flags(TrainArgs *a, CliFlag *flags);
+
+typedef struct {
+    void *ctx;
+    int n_train;
+    /* Forward, loss (times loss_scale) and backward on examples idx[0..n);
+     * add metrics into acc (weighted means). Returns the number of tokens
+     * processed, or -1 with an error. */
+    long (*micro_step)(void *ctx, const int32_t *idx, int n, float loss_scale, Metrics *acc);
+    /* Evaluate on the eval set into out; NULL when there is none. */
+    int (*evaluate)(void *ctx, Metrics *out);
+    const char *const *shown; /* metric keys for the progress line */
+} TrainTask;
+
+/* Run the loop on policy->model; saves the result to a->out (a .ckpt or a
+ * Hugging Face directory). Returns 0, 1 when interrupted (a checkpoint was
+ * saved), -1 on error. */
+int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task);
+
+/* Load the model to train: the --resume checkpoint when given (weights,
+ * moments and train state), else model_path; with its tokenizer. The chat
+ * template is --chat-template, else the model's own, else none. */
+int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out,
+                        ChatTemplate *tmpl);
+/* Load and tokenize a dataset with the shared options (max length,
+ * skip-bad) and report what was kept, skipped and cut on stderr. */
+int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, const Tokenizer *tok,
+                      ChatTemplate tmpl, DsKind kind, Dataset *out);
+
+/* The permutation of epoch e for n examples (what the trainer uses). */
+void trainer_epoch_order(int seed, int epoch, int n, int32_t *order);
+
+#endif
