@@ -1,0 +1,213 @@
+/* dpo_run: Direct Preference Optimization and its family, one process.
+ *
+ * Each micro-batch packs prompt+chosen and prompt+rejected of every pair
+ * into ONE forward of the policy (no padding); the summed completion
+ * log-probs per sequence feed the pair loss (dpo_loss.c), whose per-token
+ * gradient goes back through the same packed batch.
+ *
+ * The reference model is --ref, or by default a frozen copy of the starting
+ * policy (it gets no gradient buffer and no optimizer state). With
+ * --precompute-ref the reference log-probs of every example are computed
+ * once before training and the reference is freed, so only one model is in
+ * memory while training (the usual cure for running out of memory);
+ * --ref-logprobs reads them from a file written by `logprobs` instead.
+ * SimPO and ORPO need no reference at all. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpo_batch.h"
+#include "seq_logprobs.h"
+#include "trainer.h"
+#include "util.h"
+
+typedef struct {
+    Model *policy, *ref;
+    DpoLossConfig loss;
+    Dataset train, eval;
+    double *ref_train, *ref_eval; /* precomputed: [2*i] chosen, [2*i+1] rejected */
+    int batch_size;
+} Dpo;
+
+/* The 2n sequences of n pairs: chosen and rejected side by side. */
+static DsSeq *pair_seqs(const Dataset *d, const int32_t *idx, int n) {
+    DsSeq *s = malloc(2 * (size_t)n * sizeof(DsSeq));
+    if (!s) return NULL;
+    for (int i = 0; i < n; i++) {
+        const DsExample *ex = &d->ex[idx ? idx[i] : i];
+        s[2 * i] = ds_example_seq(ex, 0);
+        s[2 * i + 1] = ds_example_seq(ex, 1);
+    }
+    return s;
+}
+
+/* One batch of pairs by example index, with the precomputed reference
+ * sums of those examples when there are any. */
+static long run_pairs(Dpo *d, const Dataset *data, const double *table, const int32_t *idx, int n,
+                      float scale, int train, Metrics *acc) {
+    DsSeq *seqs = pair_seqs(data, idx, n);
+    double *ref = table ? malloc(2 * (size_t)n * sizeof(double)) : NULL;
+    if (!seqs || (table && !ref)) {
+        free(seqs), free(ref);
+        return align_errorf("out of memory");
+    }
+    for (int i = 0; table && i < n; i++) {
+        ref[2 * i] = table[2 * idx[i]];
+        ref[2 * i + 1] = table[2 * idx[i] + 1];
+    }
+    long rc = dpo_batch(&d->loss, d->policy, d->ref, seqs, n, ref, scale, train, acc);
+    free(seqs), free(ref);
+    return rc;
+}
+
+static long dpo_micro_step(void *ctx, const int32_t *idx, int n, float scale, Metrics *acc) {
+    Dpo *d = ctx;
+    return run_pairs(d, &d->train, d->ref_train, idx, n, scale, 1, acc);
+}
+
+static int dpo_evaluate(void *ctx, Metrics *out) {
+    Dpo *d = ctx;
+    for (size_t at = 0; at < d->eval.n; at += d->batch_size) {
+        int n = d->eval.n - at < (size_t)d->batch_size ? (int)(d->eval.n - at) : d->batch_size;
+        int32_t *idx = malloc(n * sizeof(int32_t));
+        if (!idx) return align_errorf("out of memory");
+        for (int i = 0; i < n; i++) idx[i] = (int32_t)(at + i);
+        long rc = run_pairs(d, &d->eval, d->ref_eval, idx, n, 0, 0, out);
+        free(idx);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+/* Reference log-probs of every example of a dataset, in one pass. */
+static double *precompute(Dpo *d, const Dataset *data) {
+    double *table = malloc(2 * data->n * sizeof(double) + 1);
+    int *counts = malloc(2 * data->n * sizeof(int) + 1);
+    DsSeq *seqs = pair_seqs(data, NULL, (int)data->n);
+    if (!table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, table, counts)) {
+        if (!table || !counts || !seqs) align_errorf("out of memory");
+        free(table);
+        table = NULL;
+    }
+    free(counts), free(seqs);
+    return table;
+}
+
+/* chosen_logp / rejected_logp per record, in order, from `logprobs`. */
+static double *read_ref_logprobs(const char *path, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        align_errorf("--ref-logprobs %s: cannot open", path);
+        return NULL;
+    }
+    double *table = malloc(2 * n * sizeof(double) + 1);
+    char *line = NULL;
+    size_t cap = 0, i = 0;
+    long lineno = 0;
+    while (table && getline(&line, &cap, f) > 0) {
+        lineno++;
+        if (line[0] == '\n') continue;
+        cJSON *o = cJSON_Parse(line);
+        cJSON *c = cJSON_GetObjectItem(o, "chosen_logp"), *r = cJSON_GetObjectItem(o, "rejected_logp");
+        if (!cJSON_IsNumber(c) || !cJSON_IsNumber(r) || i >= n) {
+            align_errorf(i >= n ? "%s:%ld: more records than the training data (%zu)"
+                                : "%s:%ld: expected chosen_logp and rejected_logp (a file written by logprobs)",
+                         path, lineno, n);
+            cJSON_Delete(o);
+            free(table);
+            table = NULL;
+            break;
+        }
+        table[2 * i] = c->valuedouble;
+        table[2 * i + 1] = r->valuedouble;
+        i++;
+        cJSON_Delete(o);
+    }
+    if (table && i != n) {
+        align_errorf("--ref-logprobs %s has %zu records but the training data has %zu", path, i, n);
+        free(table);
+        table = NULL;
+    }
+    free(line);
+    fclose(f);
+    return table;
+}
+
+int main(int argc, char **argv) {
+    TrainArgs a;
+    train_args_defaults(&a);
+    const char *policy_path = NULL, *data = NULL, *ref_path = NULL, *loss_name = "sigmoid", *ref_logprobs = NULL;
+    int precompute_ref = 0;
+    Dpo d = {0};
+    dpo_loss_defaults(&d.loss);
+    float beta = -1, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
+    CliFlag flags[TRAIN_ARGS_N_FLAGS + 10] = {
+        {"policy", CLI_STRING, &policy_path, "starting policy: .ckpt, .gguf or a Hugging Face directory"},
+        {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected} (JSONL or .json)"},
+        {"ref", CLI_STRING, &ref_path, "reference model (default: a frozen copy of the starting policy)"},
+        {"loss", CLI_STRING, &loss_name, "sigmoid, robust, hinge, ipo, simpo or orpo"},
+        {"beta", CLI_FLOAT, &beta, "KL strength (default 0.1; 2.0 for simpo; ORPO's lambda)"},
+        {"label-smoothing", CLI_FLOAT, &ls, "conservative DPO smoothing for sigmoid/robust/simpo"},
+        {"simpo-gamma", CLI_FLOAT, &gamma, "SimPO's target reward margin"},
+        {"rpo-alpha", CLI_FLOAT, &rpo, "weight of an SFT term on the chosen completion (0 = off)"},
+        {"precompute-ref", CLI_BOOL, &precompute_ref, "compute reference log-probs once, then free the reference"},
+        {"ref-logprobs", CLI_STRING, &ref_logprobs, "read reference log-probs from a file written by logprobs"},
+    };
+    int nf = 10 + train_args_flags(&a, flags + 10);
+    CliSpec spec = {.prog = "dpo_run", .usage = "dpo_run --policy M --data prefs.jsonl --out O [flags]",
+                    .about = "DPO and its family (sigmoid, robust, hinge, IPO, SimPO, ORPO), metrics named as TRL names them.",
+                    .flags = flags, .n_flags = nf};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (!policy_path && !a.resume) align_die("dpo_run", "--policy is required (see --help)");
+    if (!data) align_die("dpo_run", "--data is required (see --help)");
+    if (dpo_loss_parse(loss_name, &d.loss.type)) align_die_error("dpo_run");
+    d.loss.beta = beta >= 0 ? beta : d.loss.type == DPO_SIMPO ? 2.0f : 0.1f;
+    d.loss.simpo_gamma = gamma;
+    d.loss.label_smoothing = ls;
+    d.loss.rpo_alpha = rpo;
+    if (ls < 0 || ls >= 0.5f) align_die("dpo_run", "--label-smoothing must be in [0, 0.5)");
+    d.batch_size = a.batch_size;
+
+    ModelBundle policy, ref = {0};
+    ChatTemplate tmpl;
+    if (trainer_load_policy(&a, policy_path, &policy, &tmpl)) align_die_error("dpo_run");
+    d.policy = policy.model;
+    if (!d.policy->cfg.lm_head) align_die("dpo_run", "the policy has no LM head (it is a reward/value model)");
+    if (trainer_load_data("dpo_run", &a, data, policy.tok, tmpl, DS_PREFERENCE, &d.train)) align_die_error("dpo_run");
+    if (a.eval_data && trainer_load_data("dpo_run", &a, a.eval_data, policy.tok, tmpl, DS_PREFERENCE, &d.eval))
+        align_die_error("dpo_run");
+
+    int need_ref = !dpo_loss_reference_free(d.loss.type);
+    if (need_ref && ref_logprobs) {
+        if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error("dpo_run");
+        if (a.eval_data) precompute_ref = 1; /* eval still needs a reference pass */
+    }
+    if (need_ref && (!d.ref_train || a.eval_data)) {
+        /* the reference is the STARTING policy, also when resuming */
+        const char *rp = ref_path ? ref_path : policy_path;
+        if (!rp) align_die("dpo_run", "--resume needs --policy or --ref to rebuild the reference model");
+        if (model_load_any(rp, policy.model->be, 0, &ref)) align_die_error("dpo_run");
+        model_set_trainable(ref.model, "", 0); /* frozen: no gradients, no optimizer state */
+        d.ref = ref.model;
+        if (precompute_ref) {
+            fprintf(stderr, "dpo_run: precomputing reference log-probs\n");
+            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error("dpo_run");
+            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error("dpo_run");
+            model_bundle_free(&ref); /* train with one model in memory */
+            d.ref = NULL;
+        }
+    }
+    static const char *shown[] = {"loss", "rewards/accuracies", "rewards/margins", "lr", "tokens_per_s", NULL};
+    TrainTask task = {.ctx = &d, .n_train = (int)d.train.n, .micro_step = dpo_micro_step,
+                      .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = shown};
+    int rc = trainer_run("dpo_run", &a, &policy, &task);
+    if (rc < 0) align_die_error("dpo_run");
+    if (d.ref) model_bundle_free(&ref);
+    free(d.ref_train), free(d.ref_eval);
+    ds_free(&d.train);
+    if (a.eval_data) ds_free(&d.eval);
+    model_bundle_free(&policy);
+    cli_free(&spec);
+    return rc == 1 ? 130 : 0;
+}
