@@ -4,6 +4,8 @@
  * magic, or a safetensors header). */
 #include "model_load.h"
 
+#include "chat_template.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,36 +93,14 @@ int model_save_any(const char *path, ModelBundle *b) {
 
 /* ------------------------------------------------------------------ templates */
 
+/* One source of truth for templates: chat_template.c. */
 const char *model_detect_chat_template(const char *jinja) {
-    if (!jinja) return NULL;
-    if (strstr(jinja, "<|im_start|>") && strstr(jinja, "<|im_end|>")) return "chatml";
-    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|eot_id|>")) return "llama3";
-    if (strstr(jinja, "Human:") && strstr(jinja, "Assistant:")) return "hh";
-    return NULL;
+    ChatTemplate t;
+    if (!jinja || chat_template_detect(jinja, &t) != CHAT_DETECT_MATCHED) return NULL;
+    return chat_template_name(t);
 }
 
-static const char CHATML_JINJA[] =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-static const char LLAMA3_JINJA[] =
-    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
-    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | "
-    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
-    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
-
-static const char HH_JINJA[] =
-    "{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{{ '\\n\\nHuman: ' + message['content'] }}{% elif message['role'] == 'assistant' %}"
-    "{{ '\\n\\nAssistant: ' + message['content'] }}{% else %}{{ message['content'] }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}";
-
 const char *model_chat_template_jinja(const char *name) {
-    if (!name) return NULL;
-    if (strcmp(name, "chatml") == 0) return CHATML_JINJA;
-    if (strcmp(name, "llama3") == 0) return LLAMA3_JINJA;
-    if (strcmp(name, "hh") == 0) return HH_JINJA;
-    return NULL;
+    if (!name || !strcmp(name, "none")) return NULL;
+    return chat_template_jinja(name);
 }
