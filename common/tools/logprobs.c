@@ -1,0 +1,85 @@
+/* logprobs: summed completion log-probabilities of a dataset under a model.
+ *
+ * Preference records give chosen_logp, rejected_logp, chosen_tokens and
+ * rejected_tokens per record (the reference log-probs dpo_run
+ * --ref-logprobs reads); SFT records give logp and tokens. Prompt tokens
+ * never count, as in DPO. One JSON line per record, in input order. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model_load.h"
+#include "seq_logprobs.h"
+#include "trainer.h"
+#include "util.h"
+
+/* Preference data when the first record mentions "chosen". */
+static int looks_like_preferences(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end = buf[0] == '[' ? buf + n : strchr(buf, '\n');
+    if (end) *end = 0;
+    return strstr(buf, "\"chosen\"") != NULL;
+}
+
+int main(int argc, char **argv) {
+    TrainArgs a; /* for the shared data options and device */
+    train_args_defaults(&a);
+    const char *model = NULL, *data = NULL, *out_path = NULL, *kind = "auto";
+    CliFlag flags[] = {
+        {"model", CLI_STRING, &model, "model: .ckpt, .gguf or a Hugging Face directory"},
+        {"data", CLI_STRING, &data, "preference or SFT records (JSONL or .json)"},
+        {"kind", CLI_STRING, &kind, "auto, preference or sft"},
+        {"out", CLI_STRING, &out_path, "output JSONL (default: standard output)"},
+        {"batch-size", CLI_INT, &a.batch_size, "sequences per forward"},
+        {"max-length", CLI_INT, &a.max_length, "longest prompt + completion in tokens"},
+        {"chat-template", CLI_STRING, &a.chat_template, "chatml, llama3, hh or none (default: the model's own)"},
+        {"skip-bad", CLI_BOOL, &a.skip_bad, "skip malformed records (counted) instead of stopping"},
+        {"device", CLI_STRING, &a.device, "cpu or cuda"},
+    };
+    CliSpec spec = {.prog = "logprobs", .usage = "logprobs --model M --data F [flags]",
+                    .about = "Per record, the summed log-probability of the completion tokens (prompt excluded) and their count.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (!model || !data) align_die("logprobs", "--model and --data are required (see --help)");
+    int pref;
+    if (!strcmp(kind, "auto")) pref = looks_like_preferences(data);
+    else if (!strcmp(kind, "preference")) pref = 1;
+    else if (!strcmp(kind, "sft")) pref = 0;
+    else align_die("logprobs", "--kind %s: expected auto, preference or sft", kind);
+
+    ModelBundle b;
+    ChatTemplate tmpl;
+    if (trainer_load_policy(&a, model, &b, &tmpl)) align_die_error("logprobs");
+    if (!b.model->cfg.lm_head) align_die("logprobs", "%s has no LM head (it is a reward/value model)", model);
+    Dataset d;
+    if (trainer_load_data("logprobs", &a, data, b.tok, tmpl, pref ? DS_PREFERENCE : DS_SFT, &d)) align_die_error("logprobs");
+    int per = pref ? 2 : 1;
+    size_t n = d.n * per;
+    DsSeq *seqs = malloc(n * sizeof(DsSeq));
+    double *sums = malloc(n * sizeof(double));
+    int *counts = malloc(n * sizeof(int));
+    if (!seqs || !sums || !counts) align_die("logprobs", "out of memory for %zu records", d.n);
+    for (size_t i = 0; i < d.n; i++)
+        for (int k = 0; k < per; k++) seqs[i * per + k] = ds_example_seq(&d.ex[i], k);
+    if (seq_logprobs(b.model, seqs, (int)n, a.batch_size, sums, counts)) align_die_error("logprobs");
+    FILE *out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) align_die("logprobs", "--out %s: cannot open for writing", out_path);
+    for (size_t i = 0; i < d.n; i++) {
+        if (pref)
+            fprintf(out, "{\"chosen_logp\": %.9g, \"rejected_logp\": %.9g, \"chosen_tokens\": %d, \"rejected_tokens\": %d}\n",
+                    sums[2 * i], sums[2 * i + 1], counts[2 * i], counts[2 * i + 1]);
+        else
+            fprintf(out, "{\"logp\": %.9g, \"tokens\": %d}\n", sums[i], counts[i]);
+    }
+    if (fflush(out) != 0 || (out_path && fclose(out) != 0)) align_die("logprobs", "writing %s failed", out_path ? out_path : "standard output");
+    free(seqs), free(sums), free(counts);
+    ds_free(&d);
+    model_bundle_free(&b);
+    return 0;
+}
