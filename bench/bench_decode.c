@@ -1,0 +1,368 @@
+/* bench_decode: KV-cache decoding speed on the SmolLM2-135M shape (Llama,
+ * dim 576, 30 layers, 9 heads / 3 kv heads of 64, ffn 1536, vocab 49152,
+ * tied embeddings, random weights). Prints one JSON object:
+ *
+ *   decode_b1     tokens/s of one sequence (forward + greedy sampling),
+ *                 and that as a fraction of the memory-bandwidth bound:
+ *                 bound = copy bandwidth / weight bytes read per token
+ *                 (every weight is read once per step at batch 1)
+ *   decode_b16    aggregate tokens/s of 16 sequences decoding together,
+ *                 and the ratio to batch 1
+ *   generate_b16  generate_run end to end (16 prompts, top-p sampling,
+ *                 prefill included)
+ *   prefill       tokens/s of one long prompt and of packed prompts
+ *   ops_b1        (cpu) each linear layer at one row: the backend's sgemm
+ *                 against a plain OpenMP gemv and against its own
+ *                 bandwidth bound, and the time of the rest of a step
+ *
+ * Bandwidth: a large copy through the backend (memcpy on the CPU) and, on
+ * the CPU, the same copy split over the OpenMP threads; bytes counted are
+ * read + written (STREAM's convention). The bound uses the larger.
+ *
+ *   bench_decode [--steps N] [--prompt-len P] [--batch B] [--device cpu|cuda] */
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "generate.h"
+#include "kvcache.h"
+#include "model.h"
+#include "rng.h"
+#include "sampler.h"
+#include "util.h"
+
+static void smollm2_135m(ModelConfig *c) {
+    model_config_defaults(c, ARCH_LLAMA);
+    c->vocab_size = 49152, c->dim = 576, c->n_layers = 30, c->n_heads = 9, c->n_kv_heads = 3;
+    c->head_dim = 64, c->ffn_dim = 1536, c->rope_theta = 100000, c->tied_embeddings = 1;
+    c->norm_eps = 1e-5f, c->max_seq_len = 8192;
+}
+
+/* Copy bandwidth in bytes/s (read + write), best of reps. */
+static double copy_bw(const Backend *be, size_t bytes, int threads) {
+    char *a = be->alloc(bytes), *b = be->alloc(bytes);
+    if (!a || !b) return 0;
+    be->copy(b, a, bytes); /* touch */
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        be->sync();
+        double t = align_now();
+        if (threads) {
+#pragma omp parallel
+            {
+                int n = omp_get_num_threads(), i = omp_get_thread_num();
+                size_t per = (bytes / n + 4095) & ~(size_t)4095, lo = per * i;
+                if (lo < bytes) memcpy(b + lo, a + lo, lo + per > bytes ? bytes - lo : per);
+            }
+        } else {
+            be->copy(b, a, bytes);
+        }
+        be->sync();
+        t = align_now() - t;
+        if (2.0 * bytes / t > best) best = 2.0 * bytes / t;
+    }
+    be->free(a), be->free(b);
+    return best;
+}
+
+/* Bytes of weights one decoding step reads: every tensor, except that an
+ * untied embedding table is only read one row per token. */
+static double weight_bytes_per_token(const Model *m) {
+    double bytes = (double)m->n_elems * 4;
+    if (!m->cfg.tied_embeddings) bytes -= ((double)m->cfg.vocab_size - 1) * m->cfg.dim * 4;
+    return bytes;
+}
+
+static int fill_prompts(int32_t *tokens, int n, int V, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) tokens[i] = (int32_t)rng_below(&r, V);
+    return 0;
+}
+
+/* Prefill B prompts of P tokens, then `steps` decode steps of one token per
+ * sequence with greedy sampling. Returns decode tokens/s; *fwd_s and
+ * *sample_s receive the time per step in the forward and in sampling. */
+static double decode(Model *m, int B, int P, int steps, double *fwd_s, double *sample_s) {
+    int V = m->cfg.vocab_size;
+    KVCache *kv = kvcache_create(m, B, P + steps + 1);
+    if (!kv) align_die_error("bench_decode");
+    int32_t *tokens = malloc(sizeof(int32_t) * B * P), *starts = malloc(sizeof(int32_t) * (B + 1)),
+            *slots = malloc(sizeof(int32_t) * B), *next = malloc(sizeof(int32_t) * B);
+    float *logits = malloc(sizeof(float) * B * V);
+    fill_prompts(tokens, B * P, V, 7);
+    for (int s = 0; s <= B; s++) starts[s] = s * P;
+    for (int s = 0; s < B; s++) slots[s] = s;
+    Batch pre = {.n_tokens = B * P, .n_seqs = B, .tokens = tokens, .seq_start = starts};
+    if (model_forward_cached(m, kv, slots, &pre, logits)) align_die_error("bench_decode");
+    Sampler *sp = sampler_create(V);
+    SamplerConfig sc = {.temperature = 0, .top_k = 0, .top_p = 1};
+    for (int s = 0; s < B; s++) next[s] = sampler_sample(sp, &sc, logits + (size_t)s * V, NULL, NULL);
+    for (int s = 0; s <= B; s++) starts[s] = s;
+    double tf = 0, ts = 0;
+    for (int k = 0; k < steps; k++) {
+        Batch dec = {.n_tokens = B, .n_seqs = B, .tokens = next, .seq_start = starts};
+        double t0 = align_now();
+        if (model_forward_cached(m, kv, slots, &dec, logits)) align_die_error("bench_decode");
+        double t1 = align_now();
+        for (int s = 0; s < B; s++) next[s] = sampler_sample(sp, &sc, logits + (size_t)s * V, NULL, NULL);
+        ts += align_now() - t1;
+        tf += t1 - t0;
+    }
+    *fwd_s = tf / steps, *sample_s = ts / steps;
+    sampler_free(sp);
+    kvcache_free(kv);
+    free(tokens), free(starts), free(slots), free(next), free(logits);
+    return (double)B * steps / (tf + ts);
+}
+
+/* Tokens/s of prefilling B prompts of P tokens in one call (best of 2). */
+static double prefill(Model *m, int B, int P) {
+    KVCache *kv = kvcache_create(m, B, P);
+    if (!kv) align_die_error("bench_decode");
+    int32_t *tokens = malloc(sizeof(int32_t) * B * P), *starts = malloc(sizeof(int32_t) * (B + 1)),
+            *slots = malloc(sizeof(int32_t) * B);
+    float *logits = malloc(sizeof(float) * B * m->cfg.vocab_size);
+    fill_prompts(tokens, B * P, m->cfg.vocab_size, 8);
+    for (int s = 0; s <= B; s++) starts[s] = s * P;
+    for (int s = 0; s < B; s++) slots[s] = s;
+    double best = 1e30;
+    for (int r = 0; r < 2; r++) {
+        for (int s = 0; s < B; s++) kvcache_reset(kv, s);
+        Batch b = {.n_tokens = B * P, .n_seqs = B, .tokens = tokens, .seq_start = starts};
+        double t = align_now();
+        if (model_forward_cached(m, kv, slots, &b, logits)) align_die_error("bench_decode");
+        t = align_now() - t;
+        if (t < best) best = t;
+    }
+    kvcache_free(kv);
+    free(tokens), free(starts), free(slots), free(logits);
+    return (double)B * P / best;
+}
+
+/* generate_run end to end: B prompts of P tokens, `steps` new tokens each. */
+static double generate_e2e(Model *m, int B, int P, int steps) {
+    int32_t *tokens = malloc(sizeof(int32_t) * B * P);
+    fill_prompts(tokens, B * P, m->cfg.vocab_size, 9);
+    GenPrompt *p = malloc(sizeof(GenPrompt) * B);
+    for (int i = 0; i < B; i++) p[i] = (GenPrompt){tokens + i * P, P};
+    GenConfig gc;
+    generate_config_defaults(&gc);
+    gc.sampler.temperature = 1.0f, gc.sampler.top_p = 0.9f;
+    gc.max_new_tokens = steps, gc.n_slots = B, gc.seed = 1;
+    GenOutput *out = calloc(B, sizeof *out);
+    double t = align_now();
+    if (generate_run(m, &gc, p, B, out, NULL, NULL)) align_die_error("bench_decode");
+    t = align_now() - t;
+    long n = 0;
+    for (int i = 0; i < B; i++) n += out[i].n_tokens;
+    generate_outputs_free(out, B);
+    free(out), free(p), free(tokens);
+    return n / t;
+}
+
+/* y[OC] = W[OC,C] x[C]: the plain reference a one-row linear layer could be. */
+static void gemv(float *y, const float *x, const float *w, int C, int OC) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++) {
+        const float *r = w + (size_t)o * C;
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int i = 0; i < C; i++) acc += r[i] * x[i];
+        y[o] = acc;
+    }
+}
+
+typedef struct {
+    const char *name;
+    int C, OC;
+    double sgemm_s, gemv_s, sgemv_s, bound_s; /* seconds per call at one row */
+    double sgemm16_s;                          /* at 16 rows */
+} OpTime;
+
+/* One linear shape at one row through the backend's matmul and through
+ * gemv, cycling over every layer's copy of the weight (w[l]) so nothing
+ * stays in cache between calls. */
+static void time_linear(const Model *m, OpTime *op, const float *const *w, int n_w, double bw) {
+    const Backend *be = m->be;
+    float *x = be->alloc(sizeof(float) * 16 * op->C), *y = be->alloc(sizeof(float) * 16 * op->OC);
+    for (int i = 0; i < 16 * op->C; i++) x[i] = 0.01f * (i % 13);
+    int reps = n_w > 1 ? 3 : 20;
+    double best_s = 1e30, best_g = 1e30, best_v = 1e30, best_16 = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = align_now();
+        for (int l = 0; l < n_w; l++) be->matmul_forward(y, x, w[l], NULL, 1, op->C, op->OC);
+        t = (align_now() - t) / n_w;
+        if (t < best_s) best_s = t;
+        t = align_now();
+        for (int l = 0; l < n_w; l++) gemv(y, x, w[l], op->C, op->OC);
+        t = (align_now() - t) / n_w;
+        if (t < best_g) best_g = t;
+        t = align_now();
+        for (int l = 0; l < n_w; l++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, op->OC, op->C, 1.0f, w[l], op->C, x, 1, 0.0f, y, 1);
+        t = (align_now() - t) / n_w;
+        if (t < best_v) best_v = t;
+        t = align_now();
+        for (int l = 0; l < n_w; l++) be->matmul_forward(y, x, w[l], NULL, 16, op->C, op->OC);
+        t = (align_now() - t) / n_w;
+        if (t < best_16) best_16 = t;
+    }
+    op->sgemm_s = best_s, op->gemv_s = best_g, op->sgemv_s = best_v, op->sgemm16_s = best_16;
+    op->bound_s = (double)op->C * op->OC * 4 / bw;
+    be->free(x), be->free(y);
+}
+
+/* The change proposed for ops_cpu.c's matmul_forward: one row goes to
+ * cblas_sgemv (a bandwidth-bound kernel) instead of sgemm with M = 1.
+ * Run through a copy of the CPU backend with this one pointer swapped. */
+static void matmul_forward_row_gemv(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                                    int OC) {
+    if (N != 1) {
+        backend_cpu.matmul_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
+    if (bias) memcpy(out, bias, OC * sizeof(float));
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, bias ? 1.0f : 0.0f, out, 1);
+}
+
+/* Peak-ish sgemm rate (FLOP/s): a large product, best of a few runs. */
+static double sgemm_peak(void) {
+    int M = 1024, N = 2048, K = 2048;
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N), *c = malloc(sizeof(float) * M * N);
+    for (long i = 0; i < (long)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (long i = 0; i < (long)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
+    double best = 0;
+    for (int r = 0; r < 4; r++) {
+        double t = align_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        t = align_now() - t;
+        if (2.0 * M * N * K / t > best) best = 2.0 * M * N * K / t;
+    }
+    free(a), free(b), free(c);
+    return best;
+}
+
+/* Cost of one empty OpenMP parallel region (fork + join), seconds. */
+static double omp_region_cost(void) {
+    volatile int sink = 0;
+    double t = align_now();
+    for (int r = 0; r < 20000; r++) {
+#pragma omp parallel
+        {
+            if (omp_get_thread_num() == 0) sink++;
+        }
+    }
+    return (align_now() - t) / 20000;
+}
+
+int main(int argc, char **argv) {
+    int steps = 64, P = 32, B = 16;
+    const char *device = "cpu";
+    CliFlag flags[] = {
+        {"steps", CLI_INT, &steps, "decode steps timed"},
+        {"prompt-len", CLI_INT, &P, "prompt tokens per sequence before decoding"},
+        {"batch", CLI_INT, &B, "sequences in the batched decode"},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+    };
+    CliSpec spec = {.prog = "bench_decode", .usage = "bench_decode [flags]",
+                    .about = "KV-cache decode and prefill throughput on the SmolLM2-135M shape; prints JSON.",
+                    .flags = flags, .n_flags = 4};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (steps <= 0 || P <= 0 || B <= 0) align_die("bench_decode", "--steps, --prompt-len and --batch must be positive");
+    const Backend *be = backend_get(device);
+    if (!be) align_die_error("bench_decode");
+    ModelConfig c;
+    smollm2_135m(&c);
+    Model *m = model_create(&c, be);
+    if (!m) align_die_error("bench_decode");
+    model_set_trainable(m, "", 0); /* inference only: no gradient buffer */
+    model_init_random(m, 1);
+    int is_cpu = !strcmp(be->name, "cpu");
+
+    double wbytes = weight_bytes_per_token(m);
+    size_t bw_bytes = (size_t)512 << 20;
+    double bw_memcpy = copy_bw(be, bw_bytes, 0), bw_omp = is_cpu ? copy_bw(be, bw_bytes, 1) : 0;
+    double bw = bw_memcpy > bw_omp ? bw_memcpy : bw_omp;
+    double bound = bw / wbytes;
+
+    double f1, s1, f16, s16;
+    decode(m, 1, P, 4, &f1, &s1); /* warm up */
+    double tps1 = decode(m, 1, P, steps, &f1, &s1);
+    int steps16 = steps / 2 > 8 ? steps / 2 : 8;
+    double tpsB = decode(m, B, P, steps16, &f16, &s16);
+    double gen = generate_e2e(m, B, P, steps16);
+    double pre1 = prefill(m, 1, 512), pre4 = prefill(m, 4, 128);
+    double tps1_patch = 0, f1p = 0, s1p = 0;
+    Backend patched;
+    if (is_cpu) {
+        patched = backend_cpu;
+        patched.matmul_forward = matmul_forward_row_gemv;
+        m->be = &patched;
+        tps1_patch = decode(m, 1, P, steps, &f1p, &s1p);
+        m->be = be;
+    }
+
+    printf("{\n  \"model\": \"smollm2-135m shape (random weights)\",\n  \"device\": \"%s\",\n  \"threads\": %d,\n",
+           be->name, omp_get_max_threads());
+    printf("  \"params\": %zu,\n  \"weight_bytes_per_token\": %.0f,\n", m->n_elems, wbytes);
+    printf("  \"copy_bandwidth_gb_s\": {\"memcpy\": %.2f, \"omp_copy\": %.2f, \"used\": %.2f},\n", bw_memcpy / 1e9,
+           bw_omp / 1e9, bw / 1e9);
+    printf("  \"bandwidth_bound_tokens_per_s\": %.2f,\n", bound);
+    printf("  \"decode_b1\": {\"tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, \"forward_ms\": %.2f, \"sample_ms\": %.3f, "
+           "\"prompt_len\": %d, \"steps\": %d},\n",
+           tps1, tps1 / bound, f1 * 1e3, s1 * 1e3, P, steps);
+    printf("  \"decode_b%d\": {\"tokens_per_s\": %.2f, \"ratio_to_b1\": %.2f, \"forward_ms\": %.2f, \"sample_ms\": %.3f, "
+           "\"steps\": %d},\n",
+           B, tpsB, tpsB / tps1, f16 * 1e3, s16 * 1e3, steps16);
+    printf("  \"generate_b%d\": {\"tokens_per_s\": %.2f, \"note\": \"generate_run, top_p 0.9, prefill of %d x %d included\"},\n",
+           B, gen, B, P);
+    if (is_cpu)
+        printf("  \"decode_b1_with_row_gemv\": {\"tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, \"forward_ms\": %.2f, "
+               "\"note\": \"matmul_forward with N == 1 through cblas_sgemv (proposed ops_cpu.c change)\"},\n",
+               tps1_patch, tps1_patch / bound, f1p * 1e3);
+    printf("  \"prefill\": {\"tokens_per_s_1x512\": %.1f, \"tokens_per_s_4x128\": %.1f}", pre1, pre4);
+    if (is_cpu) {
+        int L = c.n_layers;
+        const float **w = malloc(sizeof(float *) * L);
+        OpTime ops[5] = {{"qkv", c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim},
+                         {"o_proj", c.n_heads * c.head_dim, c.dim},
+                         {"gate_up", c.dim, 2 * c.ffn_dim},
+                         {"down", c.ffn_dim, c.dim},
+                         {"lm_head", c.dim, c.vocab_size}};
+        for (int k = 0; k < 5; k++) {
+            for (int l = 0; l < L; l++)
+                w[l] = k == 0 ? m->w.layers[l].wq : k == 1 ? m->w.layers[l].wo : k == 2 ? m->w.layers[l].w_gate
+                                                                                        : m->w.layers[l].w_down;
+            if (k == 4) w[0] = m->w.lm_head;
+            time_linear(m, &ops[k], w, k == 4 ? 1 : L, bw);
+        }
+        free(w);
+        double lin_sgemm = 0, lin_gemv = 0, lin_sgemv = 0, lin_bound = 0, lin16 = 0;
+        for (int k = 0; k < 5; k++) {
+            int times = k == 4 ? 1 : L;
+            lin_sgemm += times * ops[k].sgemm_s, lin_gemv += times * ops[k].gemv_s, lin_bound += times * ops[k].bound_s;
+            lin_sgemv += times * ops[k].sgemv_s, lin16 += times * ops[k].sgemm16_s;
+        }
+        double peak = sgemm_peak();
+        printf(",\n  \"ops_b1\": {\n");
+        for (int k = 0; k < 5; k++)
+            printf("    \"%s\": {\"shape\": [%d, %d], \"sgemm_us\": %.1f, \"cblas_sgemv_us\": %.1f, \"omp_gemv_us\": %.1f, "
+                   "\"bound_us\": %.1f, \"sgemm_16rows_us\": %.1f, \"sgemm_16rows_gflops\": %.1f},\n",
+                   ops[k].name, ops[k].OC, ops[k].C, ops[k].sgemm_s * 1e6, ops[k].sgemv_s * 1e6, ops[k].gemv_s * 1e6,
+                   ops[k].bound_s * 1e6, ops[k].sgemm16_s * 1e6, 2.0 * 16 * ops[k].C * ops[k].OC / ops[k].sgemm16_s / 1e9);
+        printf("    \"linear_total_ms\": {\"sgemm\": %.2f, \"cblas_sgemv\": %.2f, \"omp_gemv\": %.2f, \"bound\": %.2f, "
+               "\"sgemm_16rows\": %.2f},\n",
+               lin_sgemm * 1e3, lin_sgemv * 1e3, lin_gemv * 1e3, lin_bound * 1e3, lin16 * 1e3);
+        printf("    \"sgemm_peak_gflops\": %.1f,\n", peak / 1e9);
+        printf("    \"rest_of_step_ms\": %.2f,\n", (f1 - lin_sgemm) * 1e3);
+        printf("    \"omp_parallel_region_us\": %.2f\n  }", omp_region_cost() * 1e6);
+    }
+    printf("\n}\n");
+    model_free(m);
+    cli_free(&spec);
+    return 0;
+}
