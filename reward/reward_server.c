@@ -1,0 +1,758 @@
+/* reward_server: a reward model as a ZeroMQ service (docs/PROTOCOL.md).
+ *
+ *   reward_server --model rm.ckpt [--bind EP] [--http PORT]
+ *
+ * One thread owns the model. It reads requests from a ROUTER socket (any
+ * number of DEALER/REQ clients) and, with --http, from an in-process ROUTER
+ * fed by the HTTP threads; "score" requests wait in a queue and are run
+ * together: dynamic batching. A batch closes when the queued tokens reach
+ * --max-batch-tokens or the oldest request has waited --batch-wait-ms, so
+ * one client alone pays at most that wait, and many clients share each
+ * forward. Every request gets exactly one reply, on the envelope it came
+ * with, in its own order (a request's scores are in its sequences' order).
+ *
+ * Robustness: a message that does not parse, is over --max-message-bytes,
+ * names an unknown op or a wrong version, or carries bad tokens gets an
+ * "error" reply and the server goes on. ZMQ_ROUTER_MANDATORY makes a reply
+ * to a vanished client an error we count instead of a silent drop, and
+ * replies never block (a client that stops reading loses its replies, not
+ * everyone else's). SIGTERM/SIGINT: stop reading new work only once the
+ * socket has been quiet for a moment, answer everything received, exit 0.
+ *
+ * Security: endpoints default to loopback; binding another interface is the
+ * user's explicit choice (--bind tcp://0.0.0.0:...) and without CURVE the
+ * server says so. --curve-secret-file turns on CurveZMQ (encryption and
+ * server authentication); --curve-allow FILE then admits only the listed
+ * client public keys, checked by a ZAP handler thread. HTTP has no
+ * authentication and binds 127.0.0.1 unless --http-bind says otherwise. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <arpa/inet.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "model_load.h"
+#include "rm_model.h"
+#include "rm_proto.h"
+#include "util.h"
+#include "wire.h"
+
+#define HTTP_INPROC "inproc://align-reward-http"
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct {
+    WireFrames env; /* body freed once decoded */
+    int sock;       /* 0: the public socket, 1: the HTTP bridge */
+    RmRequest req;
+    double t_arrival;
+} Pending;
+
+typedef struct {
+    Model *model;
+    Tokenizer *tok;
+    ChatTemplate tmpl;
+    const char *chat_template_name;
+    char *tokenizer_json;
+    RmProtoLimits lim;
+    size_t max_message_bytes;
+    long max_batch_tokens;
+    double batch_wait_s;
+    int normalize;
+    double reward_mean, reward_std;
+    int have_stats;
+    void *sock[2];
+    int n_socks;
+    /* the queue of score requests */
+    Pending *q;
+    int q_len, q_cap;
+    long q_tokens;
+    /* counters */
+    long served, errors, dropped_replies, batches, batch_seqs;
+    int verbose;
+} Server;
+
+/* ------------------------------------------------------------ replies */
+
+static void send_reply(Server *s, const WireFrames *env, int sock, void *data, size_t len) {
+    if (!data) return;
+    if (wire_send(s->sock[sock], env, data, len, ZMQ_DONTWAIT)) {
+        /* EHOSTUNREACH (ROUTER_MANDATORY): the client is gone; EAGAIN: it stopped reading */
+        s->dropped_replies++;
+        if (s->verbose) fprintf(stderr, "reward_server: reply dropped: %s\n", align_error());
+    }
+    free(data);
+}
+
+static void send_error(Server *s, const WireFrames *env, int sock, const char *code, const char *msg, int has_id,
+                       uint64_t id) {
+    void *data;
+    size_t len;
+    s->errors++;
+    if (s->verbose) fprintf(stderr, "reward_server: error reply (%s): %s\n", code, msg);
+    if (!wire_error_message(code, msg, has_id, id, &data, &len)) send_reply(s, env, sock, data, len);
+}
+
+static void send_info(Server *s, const WireFrames *env, int sock, int has_id, uint64_t id) {
+    const ModelConfig *c = &s->model->cfg;
+    WireWriter *w = wire_writer_new("info");
+    if (!w) return;
+    if (has_id) wire_put_uint(w, "id", id);
+    wire_put_str(w, "service", "reward");
+    wire_put_str(w, "arch", c->arch == ARCH_GPT2 ? "gpt2" : "llama");
+    wire_put_int(w, "dim", c->dim);
+    wire_put_int(w, "n_layers", c->n_layers);
+    wire_put_int(w, "vocab_size", c->vocab_size);
+    wire_put_int(w, "max_seq_len", s->lim.max_seq_len);
+    wire_put_str(w, "chat_template", s->chat_template_name);
+    wire_put_bool(w, "has_tokenizer", s->tok != NULL);
+    if (s->have_stats) {
+        wire_put_float(w, "reward_mean", s->reward_mean);
+        wire_put_float(w, "reward_std", s->reward_std);
+    }
+    wire_put_bool(w, "normalized", s->normalize);
+    wire_put_int(w, "max_batch_tokens", s->max_batch_tokens);
+    wire_put_int(w, "max_request_tokens", s->lim.max_tokens);
+    wire_put_int(w, "max_request_seqs", s->lim.max_seqs);
+    wire_put_int(w, "max_message_bytes", (int64_t)s->max_message_bytes);
+    wire_put_float(w, "batch_wait_ms", s->batch_wait_s * 1000);
+    wire_put_int(w, "queued", s->q_len);
+    wire_put_int(w, "served", s->served);
+    wire_put_int(w, "errors", s->errors);
+    wire_put_int(w, "dropped_replies", s->dropped_replies);
+    wire_put_int(w, "batches", s->batches);
+    void *data;
+    size_t len;
+    if (!wire_finish(w, &data, &len)) send_reply(s, env, sock, data, len);
+}
+
+static void send_tokenizer(Server *s, const WireFrames *env, int sock, int has_id, uint64_t id) {
+    WireWriter *w = wire_writer_new("tokenizer");
+    if (!w) return;
+    if (has_id) wire_put_uint(w, "id", id);
+    if (s->tokenizer_json) wire_put_str(w, "tokenizer_json", s->tokenizer_json);
+    else wire_put_nil(w, "tokenizer_json");
+    wire_put_str(w, "chat_template", s->chat_template_name);
+    void *data;
+    size_t len;
+    if (!wire_finish(w, &data, &len)) send_reply(s, env, sock, data, len);
+}
+
+/* ------------------------------------------------------------ batching */
+
+/* Run the queue's first requests (at least one, up to max_batch_tokens)
+ * through the model and answer them. */
+static int run_batch(Server *s) {
+    int k = 0;
+    long tokens = 0;
+    int n_seqs = 0;
+    while (k < s->q_len && (k == 0 || tokens + s->q[k].req.n_tokens <= s->max_batch_tokens)) {
+        tokens += s->q[k].req.n_tokens;
+        n_seqs += s->q[k].req.n_seqs;
+        k++;
+    }
+    DsSeq *seqs = malloc((size_t)(n_seqs + 1) * sizeof(DsSeq));
+    float *scores = malloc((size_t)(n_seqs + 1) * sizeof(float));
+    int rc = 0;
+    if (!seqs || !scores) rc = align_errorf("out of memory");
+    for (int i = 0, at = 0; !rc && i < k; i++) {
+        const RmRequest *r = &s->q[i].req;
+        for (int j = 0; j < r->n_seqs; j++, at++) {
+            DsSeq *q = &seqs[at];
+            q->prompt = r->poff ? r->prompt + r->poff[j] : NULL;
+            q->n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0;
+            q->completion = r->resp + r->roff[j];
+            q->n_completion = (int)(r->roff[j + 1] - r->roff[j]);
+        }
+    }
+    if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
+    if (!rc && s->normalize && s->have_stats)
+        for (int i = 0; i < n_seqs; i++) scores[i] = (float)((scores[i] - s->reward_mean) / (s->reward_std > 0 ? s->reward_std : 1));
+    s->batches++;
+    s->batch_seqs += n_seqs;
+    for (int i = 0, at = 0; i < k; i++) {
+        Pending *p = &s->q[i];
+        if (rc) {
+            send_error(s, &p->env, p->sock, "internal", align_error(), p->req.has_id, p->req.id);
+        } else {
+            void *data;
+            size_t len;
+            if (!rm_reply_scores(p->req.has_id, p->req.id, scores + at, p->req.n_seqs, &data, &len)) {
+                send_reply(s, &p->env, p->sock, data, len);
+                s->served++;
+            }
+        }
+        at += p->req.n_seqs;
+        s->q_tokens -= p->req.n_tokens;
+        rm_request_free(&p->req);
+        wire_frames_free(&p->env);
+    }
+    memmove(s->q, s->q + k, (size_t)(s->q_len - k) * sizeof(Pending));
+    s->q_len -= k;
+    free(seqs), free(scores);
+    return rc;
+}
+
+/* One received message: answer it now, or queue it. */
+static void handle(Server *s, int sock, WireFrames *f) {
+    if (f->bad_envelope) { /* more routing frames than any client sends: nowhere sane to reply */
+        s->errors++;
+        wire_frames_free(f);
+        return;
+    }
+    if (f->oversized) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "message of %zu bytes is over the limit of %zu (--max-message-bytes)", f->body_len,
+                 s->max_message_bytes);
+        send_error(s, f, sock, "too_large", msg, 0, 0);
+        wire_frames_free(f);
+        return;
+    }
+    WireMsg *m = wire_parse(f->body, f->body_len, &s->lim.wire);
+    if (!m) {
+        send_error(s, f, sock, "bad_request", align_error(), 0, 0);
+        wire_frames_free(f);
+        return;
+    }
+    uint64_t id = 0;
+    int has_id = rm_proto_get_id(m, &id);
+    const char *op = wire_op(m);
+    if (wire_version(m) != WIRE_VERSION) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "protocol version %lld is not served (this server speaks version %d)",
+                 (long long)wire_version(m), WIRE_VERSION);
+        send_error(s, f, sock, "version", msg, has_id, id);
+    } else if (!strcmp(op, "info") || !strcmp(op, "ping")) {
+        send_info(s, f, sock, has_id, id);
+    } else if (!strcmp(op, "tokenizer")) {
+        send_tokenizer(s, f, sock, has_id, id);
+    } else if (!strcmp(op, "score")) {
+        Pending p;
+        memset(&p, 0, sizeof p);
+        const char *code;
+        if (rm_request_decode(m, s->tok, s->tmpl, &s->lim, &p.req, &code)) {
+            send_error(s, f, sock, code, align_error(), p.req.has_id, p.req.id);
+        } else if (s->q_len == s->q_cap && !(s->q = realloc(s->q, (s->q_cap = s->q_cap * 2 + 16) * sizeof(Pending)))) {
+            fprintf(stderr, "reward_server: out of memory\n");
+            exit(1);
+        } else {
+            p.env = *f; /* the envelope moves into the queue */
+            free(p.env.body);
+            p.env.body = NULL;
+            memset(f, 0, sizeof *f);
+            p.sock = sock;
+            p.t_arrival = align_now();
+            s->q[s->q_len++] = p;
+            s->q_tokens += p.req.n_tokens;
+        }
+    } else {
+        char msg[160];
+        snprintf(msg, sizeof msg, "unknown op \"%.64s\" (this service serves score, info, ping, tokenizer)", op);
+        send_error(s, f, sock, "unknown_op", msg, has_id, id);
+    }
+    wire_msg_free(m);
+    wire_frames_free(f);
+}
+
+/* Read everything waiting on the sockets (bounded, so a flood cannot keep
+ * the model idle forever). Returns messages read. */
+static int drain_sockets(Server *s, int budget) {
+    int got = 0, progress = 1;
+    while (progress && got < budget) {
+        progress = 0;
+        for (int i = 0; i < s->n_socks && got < budget; i++) {
+            WireFrames f;
+            if (wire_recv(s->sock[i], &f, s->max_message_bytes, ZMQ_DONTWAIT)) continue;
+            handle(s, i, &f);
+            got++, progress = 1;
+        }
+    }
+    return got;
+}
+
+static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
+    zmq_pollitem_t items[2];
+    for (int i = 0; i < s->n_socks; i++) items[i] = (zmq_pollitem_t){s->sock[i], 0, ZMQ_POLLIN, 0};
+    double stop_at = 0, last_msg = align_now();
+    for (;;) {
+        if (stop_requested && !stop_at) {
+            stop_at = align_now();
+            fprintf(stderr, "reward_server: stopping: answering what is in flight\n");
+        }
+        long timeout_ms = 200;
+        if (s->q_len) {
+            double left = s->q[0].t_arrival + s->batch_wait_s - align_now();
+            timeout_ms = left > 0 ? (long)(left * 1000) + 1 : 0;
+        }
+        if (stop_at) timeout_ms = s->q_len ? 0 : (long)(drain_quiet_s * 1000);
+        int n = zmq_poll(items, s->n_socks, timeout_ms);
+        if (n < 0 && errno != EINTR) return align_errorf("poll: %s", zmq_strerror(errno));
+        if (n > 0 && drain_sockets(s, 256) > 0) last_msg = align_now();
+        double now = align_now();
+        while (s->q_len && (stop_at || s->q_tokens >= s->max_batch_tokens || now - s->q[0].t_arrival >= s->batch_wait_s)) {
+            if (run_batch(s)) fprintf(stderr, "reward_server: batch failed: %s\n", align_error());
+            now = align_now();
+            /* requests that came in meanwhile join the next batch */
+            if (drain_sockets(s, 256) > 0) last_msg = align_now();
+        }
+        if (stop_at && !s->q_len && (now - last_msg >= drain_quiet_s || now - stop_at >= drain_max_s)) return 0;
+    }
+}
+
+/* ------------------------------------------------------------ ZAP (CURVE allow-list) */
+
+typedef struct {
+    void *ctx;
+    uint8_t (*keys)[32];
+    int n_keys;
+    int ready;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} Zap;
+
+static int recv_str(void *sock, char *buf, size_t cap, size_t *len) {
+    int n = zmq_recv(sock, buf, cap, 0);
+    if (n < 0) return -1;
+    *len = (size_t)n < cap ? (size_t)n : cap;
+    return 0;
+}
+
+/* RFC 27: the handler answers each authentication request of the context. */
+static void *zap_thread(void *arg) {
+    Zap *z = arg;
+    void *sock = zmq_socket(z->ctx, ZMQ_REP);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    int bound = zmq_bind(sock, "inproc://zeromq.zap.01") == 0;
+    pthread_mutex_lock(&z->mu);
+    z->ready = bound ? 1 : -1;
+    pthread_cond_signal(&z->cv);
+    pthread_mutex_unlock(&z->mu);
+    if (!bound) {
+        zmq_close(sock);
+        return NULL;
+    }
+    for (;;) {
+        char f[7][256];
+        size_t len[7] = {0};
+        int i, ok = 1;
+        for (i = 0; i < 7; i++) {
+            if (recv_str(sock, f[i], sizeof f[i], &len[i])) break;
+            int more = 0;
+            size_t ms = sizeof more;
+            zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &ms);
+            if (!more) {
+                i++;
+                break;
+            }
+        }
+        if (i == 0) break; /* context terminated */
+        /* version, request id, domain, address, identity, mechanism, credentials */
+        int allowed = 0;
+        if (i >= 7 && len[5] == 5 && !memcmp(f[5], "CURVE", 5) && len[6] == 32)
+            for (int k = 0; k < z->n_keys && !allowed; k++) allowed = !memcmp(z->keys[k], f[6], 32);
+        (void)ok;
+        const char *code = allowed ? "200" : "400", *text = allowed ? "OK" : "client key not allowed";
+        zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send(sock, f[1], len[1], ZMQ_SNDMORE);
+        zmq_send(sock, code, 3, ZMQ_SNDMORE);
+        zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
+        zmq_send(sock, "", 0, ZMQ_SNDMORE);
+        zmq_send(sock, "", 0, 0);
+    }
+    zmq_close(sock);
+    return NULL;
+}
+
+static int read_allow_list(const char *path, Zap *z) {
+    FILE *f = fopen(path, "r");
+    if (!f) return align_errorf("--curve-allow %s: cannot open", path);
+    char line[512];
+    long lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        size_t n = strcspn(p, " \t\r\n");
+        if (*p == '#' || n == 0) continue;
+        uint8_t raw[32];
+        char key[41];
+        if (n != 40 || (memcpy(key, p, 40), key[40] = 0, !zmq_z85_decode(raw, key))) {
+            fclose(f);
+            return align_errorf("--curve-allow %s:%ld: expected a 40-character Z85 public key", path, lineno);
+        }
+        uint8_t(*k)[32] = realloc(z->keys, (z->n_keys + 1) * sizeof *k);
+        if (!k) {
+            fclose(f);
+            return align_errorf("out of memory");
+        }
+        z->keys = k;
+        memcpy(z->keys[z->n_keys++], raw, 32);
+    }
+    fclose(f);
+    if (!z->n_keys) return align_errorf("--curve-allow %s: no keys in the file", path);
+    return 0;
+}
+
+static int curve_keygen(const char *prefix) {
+    char pub[41], sec[41], path[4096];
+    if (zmq_curve_keypair(pub, sec)) return align_errorf("CURVE key generation failed: %s (is libzmq built with libsodium?)", zmq_strerror(errno));
+    snprintf(path, sizeof path, "%s.secret", prefix);
+    mode_t old = umask(077);
+    FILE *f = fopen(path, "w");
+    umask(old);
+    if (!f) return align_errorf("%s: cannot write", path);
+    fprintf(f, "# CurveZMQ secret key (keep private)\n%s\n# public key\n# %s\n", sec, pub);
+    fclose(f);
+    snprintf(path, sizeof path, "%s.public", prefix);
+    if (!(f = fopen(path, "w"))) return align_errorf("%s: cannot write", path);
+    fprintf(f, "%s\n", pub);
+    fclose(f);
+    printf("%s\n", pub);
+    return 0;
+}
+
+/* ------------------------------------------------------------ HTTP /get_reward */
+
+typedef struct {
+    void *ctx;
+    size_t max_body;
+    int timeout_ms;
+    volatile int stopping;
+} Http;
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int too_big;
+} HttpBody;
+
+static enum MHD_Result http_respond(struct MHD_Connection *con, unsigned status, cJSON *o) {
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result rc = MHD_queue_response(con, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result http_error(struct MHD_Connection *con, unsigned status, const char *msg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    return http_respond(con, status, o);
+}
+
+/* Score texts through the model thread (the in-process ROUTER). */
+static int http_score(Http *h, const char *const *texts, int n, float *scores, char *err, size_t errn) {
+    void *sock = zmq_socket(h->ctx, ZMQ_DEALER);
+    int linger = 0, rc = -1;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, HTTP_INPROC)) {
+        snprintf(err, errn, "internal: %s", zmq_strerror(errno));
+        zmq_close(sock);
+        return -1;
+    }
+    WireWriter *w = wire_writer_new("score");
+    void *data;
+    size_t len;
+    wire_put_str_array(w, "texts", texts, NULL, n);
+    if (wire_finish(w, &data, &len) || wire_send(sock, NULL, data, len, 0)) {
+        snprintf(err, errn, "%s", align_error());
+        zmq_close(sock);
+        return -1;
+    }
+    free(data);
+    double deadline = align_now() + h->timeout_ms / 1000.0;
+    snprintf(err, errn, "timed out");
+    while (align_now() < deadline && !h->stopping) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        WireFrames f;
+        if (wire_recv(sock, &f, (size_t)1 << 30, ZMQ_DONTWAIT)) continue;
+        WireMsg *m = f.body ? wire_parse(f.body, f.body_len, &(WireLimits){.max_bytes = (size_t)1 << 30}) : NULL;
+        wire_frames_free(&f);
+        if (!m) {
+            snprintf(err, errn, "internal: bad reply");
+        } else if (!strcmp(wire_op(m), "error")) {
+            const char *msg = "";
+            size_t ml = 0;
+            wire_get_str(m, "message", &msg, &ml);
+            snprintf(err, errn, "%.*s", (int)ml, msg);
+        } else {
+            WireArray a;
+            if (!wire_get_array(m, "scores", WIRE_F32, NULL, &a) && (int)a.numel == n) {
+                memcpy(scores, a.data, n * sizeof(float));
+                rc = 0;
+            }
+            free(a.data);
+        }
+        wire_msg_free(m);
+        break;
+    }
+    if (h->stopping && rc) snprintf(err, errn, "the server is shutting down");
+    zmq_close(sock);
+    return rc;
+}
+
+static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+                                    const char *version, const char *upload, size_t *upload_size, void **state) {
+    Http *h = cls;
+    (void)version;
+    HttpBody *b = *state;
+    if (!b) { /* first call: headers only */
+        if (!(b = calloc(1, sizeof *b))) return MHD_NO;
+        *state = b;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (b->len + *upload_size > h->max_body) b->too_big = 1;
+        else {
+            if (b->len + *upload_size + 1 > b->cap) {
+                size_t cap = (b->len + *upload_size + 1) * 2;
+                char *p = realloc(b->buf, cap);
+                if (!p) return MHD_NO;
+                b->buf = p, b->cap = cap;
+            }
+            memcpy(b->buf + b->len, upload, *upload_size);
+            b->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(url, "/get_reward")) return http_error(con, MHD_HTTP_NOT_FOUND, "not found: POST /get_reward");
+    if (strcmp(method, "POST")) return http_error(con, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /get_reward");
+    if (b->too_big) return http_error(con, 413, "request body too large");
+    cJSON *o = b->buf ? cJSON_ParseWithLength(b->buf, b->len) : NULL;
+    cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "query");
+    int n = cJSON_IsArray(q) ? cJSON_GetArraySize(q) : -1;
+    if (n < 0) {
+        cJSON_Delete(o);
+        return http_error(con, MHD_HTTP_BAD_REQUEST, "expected {\"query\": [texts]}");
+    }
+    const char **texts = malloc((n + 1) * sizeof(char *));
+    float *scores = malloc((n + 1) * sizeof(float));
+    int i = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, q) {
+        if (!cJSON_IsString(it)) break;
+        texts[i++] = it->valuestring;
+    }
+    enum MHD_Result rc;
+    char err[512];
+    if (i != n) rc = http_error(con, MHD_HTTP_BAD_REQUEST, "every element of \"query\" must be a string");
+    else if (n == 0) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddArrayToObject(r, "rewards");
+        rc = http_respond(con, MHD_HTTP_OK, r);
+    } else if (http_score(h, texts, n, scores, err, sizeof err)) {
+        rc = http_error(con, h->stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, err);
+    } else {
+        cJSON *r = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(r, "rewards");
+        for (int k = 0; k < n; k++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(scores[k]));
+        rc = http_respond(con, MHD_HTTP_OK, r);
+    }
+    free(texts), free(scores);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static void http_completed(void *cls, struct MHD_Connection *con, void **state, enum MHD_RequestTerminationCode t) {
+    (void)cls, (void)con, (void)t;
+    HttpBody *b = *state;
+    if (b) free(b->buf), free(b);
+    *state = NULL;
+}
+
+/* ------------------------------------------------------------ main */
+
+static int is_loopback_endpoint(const char *ep) {
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;
+    return !strncmp(ep, "tcp://127.", 10) || !strncmp(ep, "tcp://localhost:", 16) || !strncmp(ep, "tcp://[::1]:", 12);
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = NULL, *bind_ep = "tcp://127.0.0.1:5555", *device = "cpu", *chat_template = NULL;
+    const char *curve_secret = NULL, *curve_allow = NULL, *keygen = NULL, *http_bind = "127.0.0.1";
+    int http_port = -1, max_batch_tokens = 4096, max_request_tokens = 65536, max_request_seqs = 4096, seed = 0;
+    int max_length = 0, max_message_mb = 64, normalize = 0, verbose = 0, http_timeout = 180;
+    float batch_wait_ms = 5, drain_quiet_ms = 200, drain_max_ms = 5000;
+    CliFlag flags[] = {
+        {"model", CLI_STRING, &model_path, "reward model: .ckpt written by rm_train (or any model with a score head)"},
+        {"bind", CLI_STRING, &bind_ep, "ZeroMQ endpoint (default tcp://127.0.0.1:5555; ipc://PATH; tcp://127.0.0.1:* picks a free port); another interface only when you name it"},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+        {"chat-template", CLI_STRING, &chat_template, "template for prompts/responses requests (default: the model's)"},
+        {"max-length", CLI_INT, &max_length, "longest sequence accepted, in tokens (default: the model's limit)"},
+        {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward when batching requests (default 4096)"},
+        {"batch-wait-ms", CLI_FLOAT, &batch_wait_ms, "how long the oldest request may wait for others to join its batch (default 5)"},
+        {"max-request-tokens", CLI_INT, &max_request_tokens, "tokens of one request (default 65536)"},
+        {"max-request-seqs", CLI_INT, &max_request_seqs, "sequences of one request (default 4096)"},
+        {"max-message-mb", CLI_INT, &max_message_mb, "largest message read, MiB (default 64); larger ones get an error reply"},
+        {"normalize", CLI_BOOL, &normalize, "return (score - reward_mean) / reward_std with the statistics rm_train stored"},
+        {"curve-secret-file", CLI_STRING, &curve_secret, "turn on CurveZMQ with this server secret key file"},
+        {"curve-allow", CLI_STRING, &curve_allow, "file of client public keys (Z85, one per line) admitted under CURVE"},
+        {"curve-keygen", CLI_STRING, &keygen, "write a new key pair to PREFIX.secret and PREFIX.public, print the public key, exit"},
+        {"http", CLI_INT, &http_port, "also serve OpenRLHF's POST /get_reward on this port (0 = any free port)"},
+        {"http-bind", CLI_STRING, &http_bind, "address for --http (default 127.0.0.1)"},
+        {"http-timeout", CLI_INT, &http_timeout, "seconds an HTTP request may wait for its scores (default 180)"},
+        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, keep answering until the socket has been quiet this long (default 200)"},
+        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, stop reading new requests after this long (default 5000)"},
+        {"seed", CLI_INT, &seed, "unused (every program takes it)"},
+        {"verbose", CLI_BOOL, &verbose, "log every error reply and dropped reply"},
+    };
+    CliSpec spec = {.prog = "reward_server", .usage = "reward_server --model rm.ckpt [--bind EP] [--http PORT] [flags]",
+                    .about = "Serve a reward model over ZeroMQ (msgpack, docs/PROTOCOL.md) with dynamic batching; "
+                             "optionally OpenRLHF's HTTP POST /get_reward.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof flags[0]};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (keygen) {
+        if (curve_keygen(keygen)) align_die_error("reward_server");
+        return 0;
+    }
+    if (!model_path) align_die("reward_server", "--model is required (see --help)");
+    if (max_batch_tokens <= 0 || max_request_tokens <= 0 || max_request_seqs <= 0 || max_message_mb <= 0 || batch_wait_ms < 0)
+        align_die("reward_server", "--max-batch-tokens, --max-request-tokens, --max-request-seqs, --max-message-mb must be positive and --batch-wait-ms >= 0");
+    if (curve_allow && !curve_secret) align_die("reward_server", "--curve-allow needs --curve-secret-file (the allow-list is checked under CURVE)");
+
+    const Backend *be = backend_get(device);
+    if (!be) align_die_error("reward_server");
+    ModelBundle b;
+    if (model_load_any(model_path, be, 0, &b)) align_die_error("reward_server");
+    if (!b.model->cfg.value_head) align_die("reward_server", "%s has no score head (score.weight): train it with rm_train", model_path);
+    Server s;
+    memset(&s, 0, sizeof s);
+    s.model = b.model;
+    s.verbose = verbose;
+    if (b.extras.tokenizer_json) {
+        s.tok = tok_load_hf_json(b.extras.tokenizer_json, strlen(b.extras.tokenizer_json), model_path);
+        if (!s.tok) align_die_error("reward_server");
+        s.tokenizer_json = b.extras.tokenizer_json;
+    }
+    s.tmpl = CHAT_TEMPLATE_NONE;
+    if (chat_template) {
+        if (chat_template_from_name(chat_template, &s.tmpl)) align_die_error("reward_server");
+    } else if (b.extras.chat_template) {
+        chat_template_from_name(b.extras.chat_template, &s.tmpl);
+    } else if (b.extras.chat_template_jinja) {
+        chat_template_detect(b.extras.chat_template_jinja, &s.tmpl);
+    }
+    s.chat_template_name = chat_template_name(s.tmpl);
+    cJSON *st = b.extras.train_state ? cJSON_Parse(b.extras.train_state) : NULL;
+    cJSON *mean = cJSON_GetObjectItem(st, "reward_mean"), *std = cJSON_GetObjectItem(st, "reward_std");
+    if (cJSON_IsNumber(mean) && cJSON_IsNumber(std)) s.have_stats = 1, s.reward_mean = mean->valuedouble, s.reward_std = std->valuedouble;
+    cJSON_Delete(st);
+    if (normalize && !s.have_stats) align_die("reward_server", "--normalize: %s has no reward_mean/reward_std (written by rm_train)", model_path);
+    s.normalize = normalize;
+    s.lim.vocab_size = b.model->cfg.vocab_size;
+    /* learned positions (GPT-2) end at the table; RoPE models have no hard limit */
+    s.lim.max_seq_len = max_length > 0 ? max_length : b.model->cfg.arch == ARCH_GPT2 ? b.model->cfg.max_seq_len : 0;
+    s.lim.max_tokens = max_request_tokens;
+    s.lim.max_seqs = max_request_seqs;
+    s.max_message_bytes = (size_t)max_message_mb << 20;
+    s.lim.wire.max_bytes = s.max_message_bytes;
+    s.lim.wire.max_strings = (size_t)max_request_seqs;
+    s.max_batch_tokens = max_batch_tokens;
+    s.batch_wait_s = batch_wait_ms / 1000.0;
+
+    void *ctx = zmq_ctx_new();
+    Zap zap = {.ctx = ctx};
+    pthread_mutex_init(&zap.mu, NULL);
+    pthread_cond_init(&zap.cv, NULL);
+    pthread_t zap_tid;
+    int have_zap = 0;
+    if (curve_allow) {
+        if (read_allow_list(curve_allow, &zap)) align_die_error("reward_server");
+        pthread_create(&zap_tid, NULL, zap_thread, &zap);
+        pthread_mutex_lock(&zap.mu);
+        while (!zap.ready) pthread_cond_wait(&zap.cv, &zap.mu);
+        pthread_mutex_unlock(&zap.mu);
+        if (zap.ready < 0) align_die("reward_server", "cannot start the ZAP handler: %s", zmq_strerror(errno));
+        have_zap = 1;
+    }
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(router, ZMQ_LINGER, &(int){2000}, sizeof(int));
+    /* messages far over the limit are cut off by ZeroMQ itself (the peer is
+     * disconnected) so they never occupy memory; those just over it get an
+     * error reply */
+    int64_t hard_max = (int64_t)s.max_message_bytes * 4;
+    zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &hard_max, sizeof hard_max);
+    if (curve_secret) {
+        char sec[41], pub[41];
+        if (wire_read_z85_key(curve_secret, sec)) align_die_error("reward_server");
+        if (zmq_curve_public(pub, sec)) align_die("reward_server", "--curve-secret-file %s: not a valid secret key", curve_secret);
+        if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) || zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, sec, 40))
+            align_die("reward_server", "CURVE is not available in this libzmq: %s", zmq_strerror(errno));
+        zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "align", 5);
+        fprintf(stderr, "reward_server: CURVE on, server public key %s%s\n", pub, curve_allow ? ", allow-list on" : " (any client with this key may connect: add --curve-allow)");
+    }
+    (void)zero;
+    if (zmq_bind(router, bind_ep)) align_die("reward_server", "--bind %s: %s", bind_ep, zmq_strerror(errno));
+    char last[512] = "";
+    size_t ll = sizeof last;
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, last, &ll);
+    if (!is_loopback_endpoint(bind_ep) && !curve_secret)
+        fprintf(stderr, "reward_server: warning: %s is reachable from other machines and unauthenticated (use --curve-secret-file and --curve-allow)\n", last);
+    s.sock[0] = router;
+    s.n_socks = 1;
+    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000};
+    struct MHD_Daemon *mhd = NULL;
+    if (http_port >= 0) {
+        void *bridge = zmq_socket(ctx, ZMQ_ROUTER);
+        zmq_setsockopt(bridge, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        if (zmq_bind(bridge, HTTP_INPROC)) align_die("reward_server", "internal: %s", zmq_strerror(errno));
+        s.sock[1] = bridge;
+        s.n_socks = 2;
+        struct sockaddr_in addr = {0};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons((uint16_t)http_port);
+        if (inet_pton(AF_INET, http_bind, &addr.sin_addr) != 1) align_die("reward_server", "--http-bind %s: not an IPv4 address", http_bind);
+        mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                               (uint16_t)http_port, NULL, NULL, http_handler, &http, MHD_OPTION_SOCK_ADDR, &addr,
+                               MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+                               MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_END);
+        if (!mhd) align_die("reward_server", "--http %d: cannot listen on %s", http_port, http_bind);
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
+        fprintf(stderr, "reward_server: HTTP on http://%s:%u/get_reward\n", http_bind, di ? di->port : (unsigned)http_port);
+        if (strcmp(http_bind, "127.0.0.1"))
+            fprintf(stderr, "reward_server: warning: the HTTP endpoint has no authentication and listens on %s\n", http_bind);
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    fprintf(stderr, "reward_server: listening on %s (%s, %d layers, dim %d; batches of <= %d tokens, wait <= %g ms)\n", last,
+            model_path, b.model->cfg.n_layers, b.model->cfg.dim, max_batch_tokens, batch_wait_ms);
+    int rc = serve(&s, drain_quiet_ms / 1000.0, drain_max_ms / 1000.0);
+    if (rc) fprintf(stderr, "reward_server: %s\n", align_error());
+    if (mhd) {
+        http.stopping = 1;
+        MHD_stop_daemon(mhd);
+    }
+    fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld replies undeliverable); bye\n",
+            s.served, s.batches, s.errors, s.dropped_replies);
+    for (int i = 0; i < s.n_socks; i++) zmq_close(s.sock[i]);
+    zmq_ctx_term(ctx);
+    if (have_zap) pthread_join(zap_tid, NULL);
+    free(zap.keys);
+    free(s.q);
+    tok_free(s.tok);
+    model_bundle_free(&b);
+    cli_free(&spec);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,438 @@
+/* reward_server end to end on loopback (ipc:// in a temp dir), with a
+ * reward model built from the tiny Qwen2 fixture:
+ *   - "info" answers; remote scores equal in-process scores (token and
+ *     prompt/response text forms) within 1e-5 relative: batches differ, so
+ *     only float rounding of the shared matmuls may differ;
+ *   - load: 32 client threads x 12 requests (1-4 sequences each) while a
+ *     33rd thread keeps sending big requests and vanishing: every request
+ *     is answered exactly once, with its own id and the right scores, and
+ *     no extra reply ever arrives;
+ *   - malformed messages (garbage, lying lengths, wrong version, unknown
+ *     op, bad tokens, bad offsets, oversized) each get an error reply with
+ *     the right code, and the server keeps serving;
+ *   - SIGTERM with 32 requests in flight: all answered, exit status 0;
+ *   - CURVE with an allow-list: a listed client is served, an unlisted one
+ *     gets nothing. Every wait is bounded. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "model_load.h"
+#include "rm_client.h"
+#include "rm_model.h"
+#include "test.h"
+#include "util.h"
+#include "wire.h"
+
+#define N_POOL 64
+#define N_THREADS 32
+#define N_REQ 12
+
+static char dir[256], ckpt[300];
+static void *ctx;
+static int32_t *pool_tok[N_POOL];
+static int pool_len[N_POOL];
+static float ref_score[N_POOL];
+static int vocab;
+
+static pid_t start_server(const char *ep, const char *const *extra, const char *log) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[32] = {ALIGN_BIN_DIR "/reward_server", "--model", ckpt, "--bind", ep, "--batch-wait-ms", "2"};
+        int n = 7;
+        for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
+        argv[n] = NULL;
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execv(argv[0], (char **)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int stop_server(pid_t pid) {
+    kill(pid, SIGTERM);
+    int st = -1;
+    for (int i = 0; i < 200; i++) { /* at most 10 s */
+        if (waitpid(pid, &st, WNOHANG) == pid) return st;
+        usleep(50000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+static void *dealer(const char *ep) {
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, ep);
+    return s;
+}
+
+/* A score request for pool sequences idx[0..n) with this id. */
+static int send_score(void *s, uint64_t id, const int *idx, int n) {
+    int32_t tok[N_POOL * 64];
+    int64_t off[N_POOL + 1] = {0};
+    for (int i = 0; i < n; i++) {
+        memcpy(tok + off[i], pool_tok[idx[i]], pool_len[idx[i]] * sizeof(int32_t));
+        off[i + 1] = off[i] + pool_len[idx[i]];
+    }
+    WireWriter *w = wire_writer_new("score");
+    wire_put_uint(w, "id", id);
+    wire_put_vec(w, "tokens", WIRE_I32, tok, (size_t)off[n]);
+    wire_put_vec(w, "offsets", WIRE_I64, off, n + 1);
+    void *buf;
+    size_t len;
+    if (wire_finish(w, &buf, &len)) return -1;
+    int rc = wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    return rc;
+}
+
+/* Next reply within timeout_ms, or NULL. */
+static WireMsg *recv_reply(void *s, int timeout_ms) {
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0) return NULL;
+    WireFrames f;
+    if (wire_recv(s, &f, 1 << 26, ZMQ_DONTWAIT)) return NULL;
+    WireMsg *m = f.body ? wire_parse(f.body, f.body_len, NULL) : NULL;
+    wire_frames_free(&f);
+    return m;
+}
+
+static int scores_match(WireMsg *m, const int *idx, int n, char *why, size_t whyn) {
+    WireArray a;
+    if (strcmp(wire_op(m), "scores") || wire_get_array(m, "scores", WIRE_F32, NULL, &a)) {
+        const char *msg = "";
+        size_t ml = 0;
+        wire_get_str(m, "message", &msg, &ml);
+        snprintf(why, whyn, "not a scores reply: %s %.*s", wire_op(m), (int)ml, msg);
+        return 0;
+    }
+    int ok = (int)a.numel == n;
+    for (int i = 0; ok && i < n; i++) {
+        float g = ((float *)a.data)[i], w = ref_score[idx[i]];
+        if (fabsf(g - w) > 1e-5f * fabsf(w) + 1e-5f) {
+            snprintf(why, whyn, "sequence %d: got %.9g want %.9g", idx[i], g, w);
+            ok = 0;
+        }
+    }
+    free(a.data);
+    return ok;
+}
+
+/* ------------------------------------------------------------ load */
+
+typedef struct {
+    const char *ep;
+    int t;
+    int answered, wrong, extra;
+    char why[256];
+} LoadArg;
+
+static void *load_thread(void *p) {
+    LoadArg *a = p;
+    void *s = dealer(a->ep);
+    uint64_t x = 0x9e3779b97f4a7c15ULL * (a->t + 1);
+    for (int r = 0; r < N_REQ; r++) {
+        int idx[4], n = 1 + r % 4;
+        for (int i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            idx[i] = (int)(x % N_POOL);
+        }
+        uint64_t id = (uint64_t)a->t * 1000 + r;
+        if (send_score(s, id, idx, n)) break;
+        WireMsg *m = recv_reply(s, 20000);
+        uint64_t got = 0;
+        if (!m) {
+            snprintf(a->why, sizeof a->why, "request %llu: no reply", (unsigned long long)id);
+            break;
+        }
+        if (wire_get_uint(m, "id", &got) || got != id) {
+            a->wrong++;
+            snprintf(a->why, sizeof a->why, "request %llu: reply carries id %llu", (unsigned long long)id, (unsigned long long)got);
+        } else if (!scores_match(m, idx, n, a->why, sizeof a->why)) {
+            a->wrong++;
+        } else {
+            a->answered++;
+        }
+        wire_msg_free(m);
+    }
+    WireMsg *m = recv_reply(s, 100); /* nothing more may come */
+    if (m) a->extra++;
+    wire_msg_free(m);
+    zmq_close(s);
+    return NULL;
+}
+
+static volatile int vanish_stop;
+static void *vanish_thread(void *p) {
+    const char *ep = p;
+    int idx[N_POOL];
+    for (int i = 0; i < N_POOL; i++) idx[i] = i;
+    for (int k = 0; k < 20 && !vanish_stop; k++) {
+        void *s = dealer(ep);
+        send_score(s, 999999, idx, N_POOL);
+        usleep(2000);
+        zmq_close(s); /* gone before the reply */
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ malformed */
+
+static void expect_error(void *s, const void *bytes, size_t len, const char *code, const char *what) {
+    wire_send(s, NULL, bytes, len, 0);
+    WireMsg *m = recv_reply(s, 10000);
+    const char *c = "";
+    size_t cl = 0;
+    if (m && !strcmp(wire_op(m), "error")) wire_get_str(m, "code", &c, &cl);
+    CHECK(m && cl == strlen(code) && !memcmp(c, code, cl), "%s: expected an error reply with code %s", what, code);
+    wire_msg_free(m);
+}
+
+static void finish_and_expect(void *s, WireWriter *w, const char *code, const char *what) {
+    void *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    expect_error(s, buf, len, code, what);
+    free(buf);
+}
+
+static void test_malformed(const char *ep) {
+    void *s = dealer(ep);
+    expect_error(s, "garbage!", 8, "bad_request", "garbage bytes");
+    uint8_t lying[] = {0x82, 0xa2, 'o', 'p', 0xa5, 's', 'c', 'o', 'r', 'e', 0xa1, 'v', 0xdd, 0xff, 0xff, 0xff, 0xff};
+    expect_error(s, lying, sizeof lying, "bad_request", "array32 claiming 2^32 entries");
+    uint8_t vers[] = {0x82, 0xa2, 'o', 'p', 0xa4, 'i', 'n', 'f', 'o', 0xa1, 'v', 0x63};
+    expect_error(s, vers, sizeof vers, "version", "protocol version 99");
+    finish_and_expect(s, wire_writer_new("launch"), "unknown_op", "unknown op");
+    int32_t bad_tok[2] = {1, 1 << 30};
+    int64_t off2[2] = {0, 2}, off_bad[2] = {0, 3};
+    WireWriter *w = wire_writer_new("score");
+    wire_put_vec(w, "tokens", WIRE_I32, bad_tok, 2);
+    wire_put_vec(w, "offsets", WIRE_I64, off2, 2);
+    finish_and_expect(s, w, "bad_request", "token outside the vocabulary");
+    w = wire_writer_new("score");
+    wire_put_vec(w, "tokens", WIRE_I32, bad_tok, 1);
+    wire_put_vec(w, "offsets", WIRE_I64, off_bad, 2);
+    finish_and_expect(s, w, "bad_request", "offsets beyond the tokens");
+    w = wire_writer_new("score");
+    wire_put_vec(w, "tokens", WIRE_F32, (float[]){1, 2}, 2);
+    wire_put_vec(w, "offsets", WIRE_I64, off2, 2);
+    finish_and_expect(s, w, "bad_request", "float tokens");
+    w = wire_writer_new("score");
+    finish_and_expect(s, w, "bad_request", "score without sequences");
+    /* 1.5 MiB against --max-message-mb 1 */
+    size_t big = 3 << 19;
+    uint8_t *huge = calloc(1, big);
+    expect_error(s, huge, big, "too_large", "oversized message");
+    free(huge);
+    /* still serving */
+    int idx[2] = {3, 5};
+    send_score(s, 42, idx, 2);
+    WireMsg *m = recv_reply(s, 10000);
+    char why[256] = "";
+    uint64_t id = 0;
+    CHECK(m && !wire_get_uint(m, "id", &id) && id == 42 && scores_match(m, idx, 2, why, sizeof why),
+          "a valid request after the bad ones is served: %s", why);
+    wire_msg_free(m);
+    zmq_close(s);
+}
+
+/* ------------------------------------------------------------ main */
+
+static int make_reward_model(void) {
+    ModelBundle b;
+    if (model_load_any(ALIGN_TEST_DIR "/fixtures/hf_tiny_qwen2", &backend_cpu, MODEL_LOAD_TOKENIZER, &b)) return -1;
+    Model *rm;
+    if (rm_from_base(b.model, 7, &rm)) return -1;
+    model_free(b.model);
+    b.model = rm;
+    ckpt_extras_set(&b.extras.chat_template, "chatml");
+    int rc = model_save_any(ckpt, &b);
+    vocab = rm->cfg.vocab_size;
+    /* reference scores, one sequence per forward */
+    uint64_t x = 12345;
+    for (int i = 0; i < N_POOL && !rc; i++) {
+        pool_len[i] = 3 + i % 37;
+        pool_tok[i] = malloc(pool_len[i] * sizeof(int32_t));
+        for (int k = 0; k < pool_len[i]; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            pool_tok[i][k] = (int32_t)(x % vocab);
+        }
+        DsSeq q = {pool_tok[i], pool_len[i], NULL, 0};
+        rc = rm_score_seqs(rm, &q, 1, 4096, &ref_score[i]);
+    }
+    model_bundle_free(&b);
+    return rc;
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/align_rs_XXXXXX");
+    if (!mkdtemp(dir)) return 1;
+    snprintf(ckpt, sizeof ckpt, "%s/rm.ckpt", dir);
+    CHECK(make_reward_model() == 0, "reward model: %s", align_error());
+    ctx = zmq_ctx_new();
+    char ep[300], log[300];
+    snprintf(ep, sizeof ep, "ipc://%s/rm.sock", dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    const char *extra[] = {"--max-message-mb", "1", NULL};
+    pid_t pid = start_server(ep, extra, log);
+
+    /* info, and remote == in-process */
+    RmClient *c = rm_client_connect(ctx, ep, NULL, 20000);
+    WireMsg *m = NULL;
+    CHECK(c && rm_client_call(c, wire_writer_new("info"), &m) == 0, "info: %s", align_error());
+    const char *svc = "";
+    size_t sl = 0;
+    if (m) wire_get_str(m, "service", &svc, &sl);
+    CHECK(m && sl == 6 && !memcmp(svc, "reward", 6), "info names the service");
+    wire_msg_free(m);
+    DsSeq seqs[N_POOL];
+    float got[N_POOL];
+    for (int i = 0; i < N_POOL; i++) seqs[i] = (DsSeq){pool_tok[i], pool_len[i] / 2, pool_tok[i] + pool_len[i] / 2, pool_len[i] - pool_len[i] / 2};
+    CHECK(c && rm_client_score_seqs(c, seqs, N_POOL, got) == 0, "score %d sequences: %s", N_POOL, align_error());
+    int same = 1;
+    for (int i = 0; i < N_POOL; i++) same &= fabsf(got[i] - ref_score[i]) <= 1e-5f * fabsf(ref_score[i]) + 1e-5f;
+    CHECK(same, "remote scores equal in-process scores");
+    /* texts with a prompt/response split render through the template like rm_train's records */
+    ModelBundle b;
+    model_load_any(ckpt, &backend_cpu, MODEL_LOAD_TOKENIZER, &b);
+    DsOptions opt;
+    ds_options_default(&opt);
+    opt.kind = DS_SFT;
+    opt.chat_template = CHAT_TEMPLATE_CHATML;
+    DsExample ex;
+    const char *rec = "{\"prompt\": \"how was it\", \"completion\": \"great\"}";
+    float local = 0, remote = -1;
+    if (ds_parse_record(rec, strlen(rec), "t", b.tok, &opt, &ex) == 1) {
+        DsSeq q = ds_example_seq(&ex, 0);
+        rm_score_seqs(b.model, &q, 1, 4096, &local);
+        ds_example_free(&ex);
+    }
+    WireWriter *w = wire_writer_new("score");
+    wire_put_str_array(w, "prompts", (const char *[]){"how was it"}, NULL, 1);
+    wire_put_str_array(w, "responses", (const char *[]){"great"}, NULL, 1);
+    if (c && rm_client_call(c, w, &m) == 0) {
+        WireArray a;
+        if (!wire_get_array(m, "scores", WIRE_F32, NULL, &a)) remote = ((float *)a.data)[0], free(a.data);
+        wire_msg_free(m);
+    }
+    CHECK(fabsf(local - remote) <= 1e-5f * fabsf(local) + 1e-5f, "prompt/response texts: remote %.9g, local %.9g", remote, local);
+    model_bundle_free(&b);
+    rm_client_close(c);
+
+    /* load with a vanishing client alongside */
+    double t0 = align_now();
+    pthread_t th[N_THREADS], van;
+    LoadArg args[N_THREADS];
+    vanish_stop = 0;
+    pthread_create(&van, NULL, vanish_thread, ep);
+    for (int t = 0; t < N_THREADS; t++) {
+        args[t] = (LoadArg){.ep = ep, .t = t};
+        pthread_create(&th[t], NULL, load_thread, &args[t]);
+    }
+    int answered = 0, wrong = 0, extra_replies = 0;
+    for (int t = 0; t < N_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        answered += args[t].answered, wrong += args[t].wrong, extra_replies += args[t].extra;
+        if (args[t].why[0]) fprintf(stderr, "thread %d: %s\n", t, args[t].why);
+    }
+    vanish_stop = 1;
+    pthread_join(van, NULL);
+    printf("load: %d requests from %d clients answered in %.2f s\n", answered, N_THREADS, align_now() - t0);
+    CHECK(answered == N_THREADS * N_REQ, "every request answered with the right scores (%d of %d)", answered, N_THREADS * N_REQ);
+    CHECK(wrong == 0, "no reply went to the wrong request (%d wrong)", wrong);
+    CHECK(extra_replies == 0, "no request answered twice (%d extra)", extra_replies);
+
+    test_malformed(ep);
+    int st = stop_server(pid);
+    CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exits 0 on SIGTERM (status %d)", st);
+
+    /* SIGTERM with requests in flight: a fresh server, heavy requests */
+    snprintf(ep, sizeof ep, "ipc://%s/rm2.sock", dir);
+    pid = start_server(ep, NULL, log);
+    void *probe = dealer(ep);
+    int one[1] = {0};
+    send_score(probe, 1, one, 1);
+    WireMsg *pm = recv_reply(probe, 20000); /* the server is up */
+    CHECK(pm != NULL, "second server answers");
+    wire_msg_free(pm);
+    zmq_close(probe);
+    void *socks[8];
+    int all[N_POOL];
+    for (int i = 0; i < N_POOL; i++) all[i] = i;
+    for (int k = 0; k < 8; k++) {
+        socks[k] = dealer(ep);
+        for (int r = 0; r < 4; r++) send_score(socks[k], (uint64_t)k * 10 + r, all, N_POOL);
+    }
+    usleep(20000);
+    kill(pid, SIGTERM);
+    int in_flight_answered = 0;
+    for (int k = 0; k < 8; k++)
+        for (int r = 0; r < 4; r++) {
+            WireMsg *rm = recv_reply(socks[k], 20000);
+            char why[256];
+            uint64_t id;
+            if (rm && !wire_get_uint(rm, "id", &id) && id == (uint64_t)k * 10 + r && scores_match(rm, all, N_POOL, why, sizeof why))
+                in_flight_answered++;
+            wire_msg_free(rm);
+        }
+    for (int k = 0; k < 8; k++) zmq_close(socks[k]);
+    CHECK(in_flight_answered == 32, "SIGTERM: all 32 requests in flight answered (%d)", in_flight_answered);
+    st = stop_server(pid);
+    CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM with work in flight exits 0 (status %d)", st);
+
+    /* CURVE with an allow-list */
+    if (zmq_has("curve")) {
+        char spub[41], ssec[41], apub[41], asec[41], bpub[41], bsec[41], path[3][320];
+        zmq_curve_keypair(spub, ssec);
+        zmq_curve_keypair(apub, asec);
+        zmq_curve_keypair(bpub, bsec);
+        const char *content[3] = {ssec, apub, asec};
+        const char *names[3] = {"server.secret", "allow.txt", "a.secret"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(path[i], sizeof path[i], "%s/%s", dir, names[i]);
+            FILE *f = fopen(path[i], "w");
+            fprintf(f, "# key\n%s\n", content[i]);
+            fclose(f);
+        }
+        char bpath[320];
+        snprintf(bpath, sizeof bpath, "%s/b.secret", dir);
+        FILE *f = fopen(bpath, "w");
+        fprintf(f, "%s\n", bsec);
+        fclose(f);
+        snprintf(ep, sizeof ep, "ipc://%s/rm3.sock", dir);
+        const char *cx[] = {"--curve-secret-file", path[0], "--curve-allow", path[1], NULL};
+        pid = start_server(ep, cx, log);
+        RmCurveClient ca = {spub, path[2]}, cb = {spub, bpath};
+        RmClient *A = rm_client_connect(ctx, ep, &ca, 20000), *B = rm_client_connect(ctx, ep, &cb, 1500);
+        float sa = 0, sb = 0;
+        DsSeq q = {pool_tok[0], pool_len[0], NULL, 0};
+        CHECK(A && rm_client_score_seqs(A, &q, 1, &sa) == 0 && fabsf(sa - ref_score[0]) < 1e-5f + 1e-5f * fabsf(sa),
+              "CURVE: a listed client is served (%s)", align_error());
+        CHECK(B && rm_client_score_seqs(B, &q, 1, &sb) == -1 && strstr(align_error(), "no reply"),
+              "CURVE: an unlisted client is not served");
+        rm_client_close(A);
+        rm_client_close(B);
+        st = stop_server(pid);
+        CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "CURVE server exits 0 (status %d)", st);
+    } else {
+        printf("libzmq without CURVE: CURVE test skipped\n");
+    }
+    zmq_ctx_term(ctx);
+    for (int i = 0; i < N_POOL; i++) free(pool_tok[i]);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    return test_summary();
+}
