@@ -274,6 +274,37 @@ static void alphabet_init(void) {
     }
 }
 
+Tokenizer *tok_byte_level(const char *const *specials, int n_specials) {
+    pthread_once(&alphabet_once, alphabet_init);
+    int n = 256 + n_specials;
+    char(*names)[4] = malloc(256 * sizeof *names);
+    const char **tokens = malloc(n * sizeof(char *));
+    int32_t *types = malloc(n * sizeof(int32_t));
+    Tokenizer *t = NULL;
+    if (!names || !tokens || !types) {
+        align_errorf("out of memory building a byte-level tokenizer");
+        goto done;
+    }
+    for (int b = 0; b < 256; b++) {
+        unsigned cp = byte_to_cp[b];
+        if (cp < 0x80) {
+            names[b][0] = (char)cp, names[b][1] = 0;
+        } else {
+            names[b][0] = (char)(0xC0 | (cp >> 6)), names[b][1] = (char)(0x80 | (cp & 0x3F)), names[b][2] = 0;
+        }
+        tokens[b] = names[b];
+        types[b] = 1; /* normal */
+    }
+    for (int i = 0; i < n_specials; i++) {
+        tokens[256 + i] = specials[i];
+        types[256 + i] = 3; /* control */
+    }
+    t = tok_from_vocab(tokens, n, NULL, 0, types, TOK_PRE_GPT2);
+done:
+    free(names), free(tokens), free(types);
+    return t;
+}
+
 /* Writes the alphabet form of bytes (at most 2 output bytes per input). */
 static size_t bytes_to_alphabet(const uint8_t *in, size_t n, char *out) {
     size_t o = 0;

@@ -34,6 +34,10 @@ Tokenizer *tok_load_gpt2_files(const char *encoder_json_path, const char *vocab_
  * (user-defined) mark added tokens. */
 Tokenizer *tok_from_vocab(const char *const *tokens, int n_tokens, const char *const *merges,
                           int n_merges, const int32_t *token_types, TokPretok pre);
+/* The smallest byte-level BPE: one token per byte (ids 0..255, byte order),
+ * no merges, then the given special tokens (ids 256...). Every text
+ * round-trips; used to build models from scratch with nothing to download. */
+Tokenizer *tok_byte_level(const char *const *specials, int n_specials);
 void tok_free(Tokenizer *t);
 
 /* Serialise as tokenizer.json text (for .ckpt metadata and HF export);

@@ -1,0 +1,269 @@
+/* align_demo: the whole alignment path on a built-in task, nothing to
+ * download. It runs the real programs and prints each command:
+ *
+ *   model_init  a small Llama-family model, byte-level tokenizer, ChatML
+ *   sft_run     supervised fine-tuning from scratch on answers written in two
+ *               styles, calm ("Owls are quiet. ...") and SHOUTING ("OWLS
+ *               ARE QUIET!!! ..."), half and half, so the SFT model does both
+ *   dpo_run     DPO on pairs preferring calm over shouting, for 24 topics
+ *   logprobs    how often each model prefers the calm answer on held-out
+ *               pairs about 6 topics DPO never saw
+ *   generate    greedy answers to held-out prompts before and after DPO
+ *
+ * The preference is checkable: the share of shouted answers must fall and
+ * the held-out rewards/accuracies must reach 0.9. Exit status 0 when both
+ * hold. */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "util.h"
+
+typedef struct {
+    const char *name, *adj, *fact;
+} Topic;
+
+/* The first N_TRAIN topics are DPO's; the rest are held out. */
+static const Topic TOPICS[] = {
+    {"cats", "lovely", "they sleep in the sun"}, {"dogs", "loyal", "they like long walks"},
+    {"rivers", "calm", "they run to the sea"}, {"trains", "fast", "they carry people far"},
+    {"books", "wise", "they hold old stories"}, {"apples", "sweet", "they grow on trees"},
+    {"clouds", "soft", "they bring the rain"}, {"bees", "busy", "they make honey"},
+    {"stars", "bright", "they shine at night"}, {"forests", "green", "they give us air"},
+    {"horses", "strong", "they run in fields"}, {"bridges", "useful", "they cross wide rivers"},
+    {"songs", "happy", "they lift the heart"}, {"gardens", "pretty", "they need water"},
+    {"mountains", "tall", "they touch the sky"}, {"boats", "steady", "they float on water"},
+    {"candles", "warm", "they light dark rooms"}, {"lakes", "still", "they mirror the sky"},
+    {"kites", "light", "they fly in the wind"}, {"maps", "handy", "they show the way"},
+    {"shells", "smooth", "they wash up on beaches"}, {"clocks", "precise", "they count the hours"},
+    {"roses", "fragrant", "they bloom in spring"}, {"pianos", "grand", "they play soft music"},
+    /* held out */
+    {"owls", "quiet", "they hunt at night"}, {"deserts", "dry", "they have little rain"},
+    {"whales", "huge", "they sing in the ocean"}, {"lamps", "helpful", "they light our desks"},
+    {"foxes", "clever", "they live in dens"}, {"violins", "elegant", "they have four strings"},
+};
+enum { N_TOPICS = sizeof TOPICS / sizeof *TOPICS, N_TRAIN = 24 };
+static const char *PROMPTS[] = {"Tell me about %s.", "What do you think of %s?", "Describe %s in one sentence."};
+enum { N_PROMPTS = 3 };
+
+static char bin_dir[PATH_MAX];
+
+static void calm(const Topic *t, char *out, size_t n) {
+    snprintf(out, n, "%c%s are %s. %c%s.", toupper(t->name[0]), t->name + 1, t->adj, toupper(t->fact[0]), t->fact + 1);
+}
+
+static void shout(const Topic *t, char *out, size_t n) {
+    snprintf(out, n, "%s ARE %s!!! %s!!!", t->name, t->adj, t->fact);
+    for (char *p = out; *p; p++) *p = (char)toupper((unsigned char)*p);
+}
+
+static void prompt_text(int topic, int k, char *out, size_t n) { snprintf(out, n, PROMPTS[k], TOPICS[topic].name); }
+
+static FILE *open_out(const char *dir, const char *name) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) align_die("align_demo", "cannot write %s: %s", path, strerror(errno));
+    return f;
+}
+
+static void write_record(FILE *f, const char *k1, const char *v1, const char *k2, const char *v2, const char *k3, const char *v3) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, k1, v1);
+    if (k2) cJSON_AddStringToObject(o, k2, v2);
+    if (k3) cJSON_AddStringToObject(o, k3, v3);
+    char *s = cJSON_PrintUnformatted(o);
+    fprintf(f, "%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+/* The built-in data: SFT in both styles for every topic; preference pairs
+ * (calm over shouting) for the training topics; held-out pairs and prompts
+ * for the rest. */
+static void write_data(const char *dir) {
+    FILE *sft = open_out(dir, "sft.jsonl"), *prefs = open_out(dir, "prefs.jsonl"),
+         *heldout = open_out(dir, "prefs_heldout.jsonl"), *prompts = open_out(dir, "prompts_heldout.jsonl");
+    char p[128], c[256], s[256];
+    for (int t = 0; t < N_TOPICS; t++) {
+        calm(&TOPICS[t], c, sizeof c);
+        shout(&TOPICS[t], s, sizeof s);
+        for (int k = 0; k < N_PROMPTS; k++) {
+            prompt_text(t, k, p, sizeof p);
+            write_record(sft, "question", p, "answer", c, NULL, NULL);
+            write_record(sft, "question", p, "answer", s, NULL, NULL);
+            write_record(t < N_TRAIN ? prefs : heldout, "prompt", p, "chosen", c, "rejected", s);
+            if (t >= N_TRAIN) write_record(prompts, "prompt", p, NULL, NULL, NULL, NULL);
+        }
+    }
+    fclose(sft), fclose(prefs), fclose(heldout), fclose(prompts);
+}
+
+/* Print the command, run it, stop the demo if it fails. */
+static void run(const char *const *argv) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", bin_dir, argv[0]);
+    printf("\n$ %s", argv[0]);
+    for (int i = 1; argv[i]; i++) printf(" %s", argv[i]);
+    printf("\n");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(path, (char *const *)argv);
+        fprintf(stderr, "align_demo: cannot run %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        align_die("align_demo", "%s failed; see its message above", argv[0]);
+}
+
+/* Share of held-out pairs whose calm answer has the higher log-prob. */
+static double calm_preferred(const char *path, int *n_out) {
+    FILE *f = fopen(path, "r");
+    if (!f) align_die("align_demo", "cannot read %s", path);
+    char line[512];
+    int n = 0, calm_wins = 0;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        if (!o) continue;
+        double c = cJSON_GetObjectItem(o, "chosen_logp")->valuedouble, r = cJSON_GetObjectItem(o, "rejected_logp")->valuedouble;
+        calm_wins += c > r;
+        n++;
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    *n_out = n;
+    return n ? (double)calm_wins / n : 0;
+}
+
+/* Completions from generate's JSONL (at most max); returns the count. */
+static int read_completions(const char *path, char out[][256], int max) {
+    FILE *f = fopen(path, "r");
+    if (!f) align_die("align_demo", "cannot read %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (n < max && getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *c = cJSON_GetObjectItem(o, "completion");
+        if (cJSON_IsString(c)) {
+            snprintf(out[n], 256, "%s", c->valuestring);
+            char *nl = strpbrk(out[n], "\r\n");
+            if (nl) *nl = 0;
+            n++;
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+static int is_shouting(const char *s) {
+    int upper = 0, lower = 0;
+    for (; *s; s++) upper += isupper((unsigned char)*s) != 0, lower += islower((unsigned char)*s) != 0;
+    return upper > lower;
+}
+
+/* eval_rewards/accuracies of dpo_run's last evaluation. */
+static double last_eval_accuracy(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) align_die("align_demo", "cannot read %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    double acc = -1;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *a = cJSON_GetObjectItem(o, "eval_rewards/accuracies");
+        if (cJSON_IsNumber(a)) acc = a->valuedouble;
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return acc;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = "demo-out";
+    int seed = 1;
+    CliFlag flags[] = {
+        {"out-dir", CLI_STRING, &dir, "where data, models and logs go"},
+        {"seed", CLI_INT, &seed, "seed for weights, data order and sampling"},
+    };
+    CliSpec spec = {.prog = "align_demo", .usage = "align_demo [flags]",
+                    .about = "SFT from scratch, then DPO towards calm answers, on built-in data; prints before/after figures.",
+                    .flags = flags, .n_flags = 2};
+    cli_parse_or_exit(&spec, argc, argv);
+    ssize_t len = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
+    if (len <= 0) align_die("align_demo", "cannot find my own directory");
+    bin_dir[len] = 0;
+    *strrchr(bin_dir, '/') = 0;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) align_die("align_demo", "--out-dir %s: %s", dir, strerror(errno));
+    write_data(dir);
+    double t0 = align_now();
+    printf("align demo: teach a model to answer, then to prefer calm answers over SHOUTING ones.\n"
+           "Data in %s/: %d SFT examples (both styles), %d preference pairs on %d topics, %d held-out pairs on %d unseen topics.\n",
+           dir, N_TOPICS * N_PROMPTS * 2, N_TRAIN * N_PROMPTS, N_TRAIN, (N_TOPICS - N_TRAIN) * N_PROMPTS, N_TOPICS - N_TRAIN);
+
+    char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
+        p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16];
+#define P(var, name) snprintf(var, sizeof var, "%s/%s", dir, name)
+    P(p_init, "init.ckpt"), P(p_sft, "sft.ckpt"), P(p_dpo, "dpo.ckpt"), P(p_sftdata, "sft.jsonl");
+    P(p_prefs, "prefs.jsonl"), P(p_held, "prefs_heldout.jsonl"), P(p_prompts, "prompts_heldout.jsonl");
+    P(p_lp0, "logprobs_sft.jsonl"), P(p_lp1, "logprobs_dpo.jsonl"), P(p_g0, "samples_sft.jsonl");
+    P(p_g1, "samples_dpo.jsonl"), P(p_metrics, "dpo_metrics.jsonl");
+#undef P
+    snprintf(s_seed, sizeof s_seed, "%d", seed);
+
+    printf("\n== 1. a new model ==");
+    run((const char *[]){"model_init", "--arch", "llama", "--dim", "128", "--layers", "4", "--heads", "4", "--kv-heads", "2",
+                         "--tokenizer", "byte", "--chat-template", "chatml", "--seed", s_seed, "--out", p_init, NULL});
+    printf("\n== 2. supervised fine-tuning from scratch ==");
+    run((const char *[]){"sft_run", "--model", p_init, "--data", p_sftdata, "--out", p_sft, "--lr", "3e-3", "--batch-size", "16",
+                         "--max-steps", "300", "--warmup-steps", "20", "--lr-schedule", "cosine", "--weight-decay", "0.1",
+                         "--seed", s_seed, NULL});
+    run((const char *[]){"logprobs", "--model", p_sft, "--data", p_held, "--out", p_lp0, NULL});
+    run((const char *[]){"generate", "--model", p_sft, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
+                         "--out", p_g0, NULL});
+    printf("\n== 3. DPO: calm answers preferred ==");
+    run((const char *[]){"dpo_run", "--policy", p_sft, "--data", p_prefs, "--eval-data", p_held, "--out", p_dpo, "--loss", "sigmoid",
+                         "--beta", "0.1", "--lr", "5e-5", "--batch-size", "8", "--max-steps", "40", "--warmup-steps", "5",
+                         "--lr-schedule", "cosine", "--precompute-ref", "--metrics", p_metrics, "--seed", s_seed, NULL});
+    run((const char *[]){"logprobs", "--model", p_dpo, "--data", p_held, "--out", p_lp1, NULL});
+    run((const char *[]){"generate", "--model", p_dpo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
+                         "--out", p_g1, NULL});
+
+    int n0, n1;
+    double pref0 = calm_preferred(p_lp0, &n0), pref1 = calm_preferred(p_lp1, &n1);
+    double acc = last_eval_accuracy(p_metrics);
+    static char before[32][256], after[32][256];
+    int k0 = read_completions(p_g0, before, 32), k1 = read_completions(p_g1, after, 32);
+    int shout0 = 0, shout1 = 0;
+    for (int i = 0; i < k0; i++) shout0 += is_shouting(before[i]);
+    for (int i = 0; i < k1; i++) shout1 += is_shouting(after[i]);
+
+    printf("\n== result (%.0f s) ==\n", align_now() - t0);
+    printf("held-out pairs (topics DPO never saw): rewards/accuracies %.2f\n", acc);
+    printf("held-out pairs where the model gives the calm answer more probability: SFT %.0f%% -> DPO %.0f%% (of %d)\n",
+           100 * pref0, 100 * pref1, n1);
+    printf("greedy answers to held-out prompts that shout: SFT %d of %d -> DPO %d of %d\n", shout0, k0, shout1, k1);
+    /* samples are in prompt order: topic-major, N_PROMPTS per topic */
+    for (int i = 0; i < 3 && (i + 1) * N_PROMPTS <= k0 && (i + 1) * N_PROMPTS <= k1; i++) {
+        char p[128];
+        prompt_text(N_TRAIN + i, i, p, sizeof p);
+        printf("  %s\n    SFT: %s\n    DPO: %s\n", p, before[i * N_PROMPTS + i], after[i * N_PROMPTS + i]);
+    }
+    int ok = acc >= 0.9 && shout1 < shout0 + (shout0 == 0);
+    printf("%s\n", ok ? "the preference was learned." : "the preference was NOT learned well enough (accuracy < 0.9 or no less shouting).");
+    cli_free(&spec);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's main job: align_demo trains a model from scratch (SFT), runs
+# DPO towards calm answers, and must show the preference learned on
+# held-out topics: rewards/accuracies >= 0.9 and fewer shouted answers
+# (align_demo exits non-zero otherwise); every step's command is printed.
+set -u
+BIN=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+
+"$BIN/align_demo" --out-dir "$T/demo" > "$T/out" 2>&1
+rc=$?
+check "align_demo exits 0 (preference learned)" "[ $rc -eq 0 ]"
+for cmd in model_init sft_run logprobs generate dpo_run; do
+  check "prints the $cmd command" "grep -q '^\\\$ $cmd ' $T/out"
+done
+acc=$(sed -n 's/^held-out pairs (topics DPO never saw): rewards\/accuracies \([0-9.]*\)$/\1/p' "$T/out")
+check "held-out rewards/accuracies >= 0.9 (got '$acc')" "python3 -c 'import sys; sys.exit(0 if float(\"$acc\" or 0) >= 0.9 else 1)'"
+check "the DPO model exists" "[ -s $T/demo/dpo.ckpt ]"
+[ $fail -eq 0 ] || tail -30 "$T/out"
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
