@@ -155,9 +155,11 @@ void cli_print_help(const CliSpec *s) {
     for (int i = 0; i < s->n_flags; i++) {
         const CliFlag *f = &s->flags[i];
         char left[64], def[64] = "";
+        int says_default = strstr(f->help, "default") != NULL; /* the help text already tells it */
         const char *kind = f->type == CLI_INT ? " N" : f->type == CLI_FLOAT ? " X" : f->type == CLI_STRING ? " S" : "";
         snprintf(left, sizeof left, "--%s%s", f->name, kind);
-        if (f->type == CLI_INT) snprintf(def, sizeof def, " (default %d)", *(int *)f->dst);
+        if (says_default) def[0] = 0;
+        else if (f->type == CLI_INT) snprintf(def, sizeof def, " (default %d)", *(int *)f->dst);
         else if (f->type == CLI_FLOAT) snprintf(def, sizeof def, " (default %g)", *(float *)f->dst);
         else if (f->type == CLI_STRING && *(const char **)f->dst) snprintf(def, sizeof def, " (default %.40s)", *(const char **)f->dst);
         printf("  %-26s %s%s\n", left, f->help, def);

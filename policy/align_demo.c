@@ -9,10 +9,14 @@
  *   logprobs    how often each model prefers the calm answer on held-out
  *               pairs about 6 topics DPO never saw
  *   generate    greedy answers to held-out prompts before and after DPO
+ *   rm_train    a reward model on the same pairs
+ *   ppo_run     PPO from the SFT model against that reward model (separate
+ *               policy, reference, reward and rollout processes)
+ *   rm_score    the reward of the greedy held-out answers of SFT, DPO, PPO
  *
- * The preference is checkable: the share of shouted answers must fall and
- * the held-out rewards/accuracies must reach 0.9. Exit status 0 when both
- * hold. */
+ * The preference is checkable: the share of shouted answers must fall, the
+ * held-out rewards/accuracies must reach 0.9, and PPO must raise the mean
+ * reward of held-out answers. Exit status 0 when all three hold. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -91,7 +95,8 @@ static void write_record(FILE *f, const char *k1, const char *v1, const char *k2
  * for the rest. */
 static void write_data(const char *dir) {
     FILE *sft = open_out(dir, "sft.jsonl"), *prefs = open_out(dir, "prefs.jsonl"),
-         *heldout = open_out(dir, "prefs_heldout.jsonl"), *prompts = open_out(dir, "prompts_heldout.jsonl");
+         *heldout = open_out(dir, "prefs_heldout.jsonl"), *prompts = open_out(dir, "prompts_heldout.jsonl"),
+         *train_prompts = open_out(dir, "prompts_train.jsonl");
     char p[128], c[256], s[256];
     for (int t = 0; t < N_TOPICS; t++) {
         calm(&TOPICS[t], c, sizeof c);
@@ -101,10 +106,10 @@ static void write_data(const char *dir) {
             write_record(sft, "question", p, "answer", c, NULL, NULL);
             write_record(sft, "question", p, "answer", s, NULL, NULL);
             write_record(t < N_TRAIN ? prefs : heldout, "prompt", p, "chosen", c, "rejected", s);
-            if (t >= N_TRAIN) write_record(prompts, "prompt", p, NULL, NULL, NULL, NULL);
+            write_record(t < N_TRAIN ? train_prompts : prompts, "prompt", p, NULL, NULL, NULL, NULL);
         }
     }
-    fclose(sft), fclose(prefs), fclose(heldout), fclose(prompts);
+    fclose(sft), fclose(prefs), fclose(heldout), fclose(prompts), fclose(train_prompts);
 }
 
 /* Print the command, run it, stop the demo if it fails. */
@@ -174,23 +179,57 @@ static int is_shouting(const char *s) {
     return upper > lower;
 }
 
-/* eval_rewards/accuracies of dpo_run's last evaluation. */
-static double last_eval_accuracy(const char *path) {
+/* Held-out prompts with their greedy answers, as records rm_score reads. */
+static void write_answers(const char *path, char answers[][256], int n) {
+    FILE *f = fopen(path, "w");
+    if (!f) align_die("align_demo", "cannot write %s", path);
+    char p[128];
+    for (int i = 0; i < n; i++) {
+        prompt_text(N_TRAIN + i / N_PROMPTS, i % N_PROMPTS, p, sizeof p);
+        write_record(f, "prompt", p, "completion", answers[i], NULL, NULL);
+    }
+    fclose(f);
+}
+
+/* Mean "score" of rm_score's output. */
+static double mean_score(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) align_die("align_demo", "cannot read %s", path);
     char *line = NULL;
     size_t cap = 0;
-    double acc = -1;
+    double sum = 0;
+    int n = 0;
     while (getline(&line, &cap, f) > 0) {
         cJSON *o = cJSON_Parse(line);
-        cJSON *a = cJSON_GetObjectItem(o, "eval_rewards/accuracies");
-        if (cJSON_IsNumber(a)) acc = a->valuedouble;
+        cJSON *sc = cJSON_GetObjectItem(o, "score");
+        if (cJSON_IsNumber(sc)) sum += sc->valuedouble, n++;
         cJSON_Delete(o);
     }
     free(line);
     fclose(f);
-    return acc;
+    return n ? sum / n : 0;
 }
+
+/* The last value of a metric in a metrics JSONL file. */
+static double last_metric(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) align_die("align_demo", "cannot read %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    double v = -1;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *a = cJSON_GetObjectItem(o, key);
+        if (cJSON_IsNumber(a)) v = a->valuedouble;
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return v;
+}
+
+/* eval_rewards/accuracies of dpo_run's last evaluation. */
+static double last_eval_accuracy(const char *path) { return last_metric(path, "eval_rewards/accuracies"); }
 
 int main(int argc, char **argv) {
     const char *dir = "demo-out";
@@ -200,7 +239,7 @@ int main(int argc, char **argv) {
         {"seed", CLI_INT, &seed, "seed for weights, data order and sampling"},
     };
     CliSpec spec = {.prog = "align_demo", .usage = "align_demo [flags]",
-                    .about = "SFT from scratch, then DPO towards calm answers, on built-in data; prints before/after figures.",
+                    .about = "SFT from scratch, then DPO, and a reward model + PPO, towards calm answers on built-in data; prints before/after figures.",
                     .flags = flags, .n_flags = 2};
     cli_parse_or_exit(&spec, argc, argv);
     ssize_t len = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
@@ -215,12 +254,18 @@ int main(int argc, char **argv) {
            dir, N_TOPICS * N_PROMPTS * 2, N_TRAIN * N_PROMPTS, N_TRAIN, (N_TOPICS - N_TRAIN) * N_PROMPTS, N_TOPICS - N_TRAIN);
 
     char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
-        p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16];
+        p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16],
+        p_rm[PATH_MAX], p_ppo[PATH_MAX], p_train_prompts[PATH_MAX], p_g2[PATH_MAX], p_ppo_metrics[PATH_MAX],
+        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX];
 #define P(var, name) snprintf(var, sizeof var, "%s/%s", dir, name)
     P(p_init, "init.ckpt"), P(p_sft, "sft.ckpt"), P(p_dpo, "dpo.ckpt"), P(p_sftdata, "sft.jsonl");
     P(p_prefs, "prefs.jsonl"), P(p_held, "prefs_heldout.jsonl"), P(p_prompts, "prompts_heldout.jsonl");
     P(p_lp0, "logprobs_sft.jsonl"), P(p_lp1, "logprobs_dpo.jsonl"), P(p_g0, "samples_sft.jsonl");
     P(p_g1, "samples_dpo.jsonl"), P(p_metrics, "dpo_metrics.jsonl");
+    P(p_rm, "rm.ckpt"), P(p_ppo, "ppo.ckpt"), P(p_train_prompts, "prompts_train.jsonl"), P(p_g2, "samples_ppo.jsonl");
+    P(p_ppo_metrics, "ppo_metrics.jsonl");
+    P(p_ans[0], "answers_sft.jsonl"), P(p_ans[1], "answers_dpo.jsonl"), P(p_ans[2], "answers_ppo.jsonl");
+    P(p_scores[0], "scores_sft.jsonl"), P(p_scores[1], "scores_dpo.jsonl"), P(p_scores[2], "scores_ppo.jsonl");
 #undef P
     snprintf(s_seed, sizeof s_seed, "%d", seed);
 
@@ -242,28 +287,49 @@ int main(int argc, char **argv) {
     run((const char *[]){"generate", "--model", p_dpo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
                          "--out", p_g1, NULL});
 
+    printf("\n== 4. a reward model on the same pairs, then PPO against it ==");
+    run((const char *[]){"rm_train", p_prefs, "--model", p_sft, "--out", p_rm, "--eval-data", p_held, "--lr", "1e-3",
+                         "--batch-size", "8", "--max-steps", "30", "--seed", s_seed, NULL});
+    run((const char *[]){"ppo_run", "--policy", p_sft, "--reward", p_rm, "--prompts", p_train_prompts, "--out", p_ppo,
+                         "--max-steps", "20", "--batch-size", "8", "--n", "2", "--max-new-tokens", "48", "--lr", "5e-5",
+                         "--kl-coef", "0.05", "--metrics", p_ppo_metrics, "--seed", s_seed, NULL});
+    run((const char *[]){"generate", "--model", p_ppo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
+                         "--out", p_g2, NULL});
+
     int n0, n1;
     double pref0 = calm_preferred(p_lp0, &n0), pref1 = calm_preferred(p_lp1, &n1);
     double acc = last_eval_accuracy(p_metrics);
-    static char before[32][256], after[32][256];
-    int k0 = read_completions(p_g0, before, 32), k1 = read_completions(p_g1, after, 32);
-    int shout0 = 0, shout1 = 0;
+    static char before[32][256], after[32][256], ppo[32][256];
+    int k0 = read_completions(p_g0, before, 32), k1 = read_completions(p_g1, after, 32), k2 = read_completions(p_g2, ppo, 32);
+    int shout0 = 0, shout1 = 0, shout2 = 0;
     for (int i = 0; i < k0; i++) shout0 += is_shouting(before[i]);
     for (int i = 0; i < k1; i++) shout1 += is_shouting(after[i]);
+    for (int i = 0; i < k2; i++) shout2 += is_shouting(ppo[i]);
+    write_answers(p_ans[0], before, k0), write_answers(p_ans[1], after, k1), write_answers(p_ans[2], ppo, k2);
+    double reward[3];
+    for (int i = 0; i < 3; i++) {
+        run((const char *[]){"rm_score", "--model", p_rm, "--data", p_ans[i], "--out", p_scores[i], NULL});
+        reward[i] = mean_score(p_scores[i]);
+    }
+    double ppo_kl = last_metric(p_ppo_metrics, "objective/kl");
 
     printf("\n== result (%.0f s) ==\n", align_now() - t0);
     printf("held-out pairs (topics DPO never saw): rewards/accuracies %.2f\n", acc);
     printf("held-out pairs where the model gives the calm answer more probability: SFT %.0f%% -> DPO %.0f%% (of %d)\n",
            100 * pref0, 100 * pref1, n1);
-    printf("greedy answers to held-out prompts that shout: SFT %d of %d -> DPO %d of %d\n", shout0, k0, shout1, k1);
+    printf("greedy answers to held-out prompts that shout: SFT %d of %d -> DPO %d of %d, PPO %d of %d\n", shout0, k0,
+           shout1, k1, shout2, k2);
+    printf("mean reward-model score of those answers: SFT %.2f -> DPO %.2f, PPO %.2f (PPO's last objective/kl %.2f)\n",
+           reward[0], reward[1], reward[2], ppo_kl);
     /* samples are in prompt order: topic-major, N_PROMPTS per topic */
-    for (int i = 0; i < 3 && (i + 1) * N_PROMPTS <= k0 && (i + 1) * N_PROMPTS <= k1; i++) {
+    for (int i = 0; i < 3 && (i + 1) * N_PROMPTS <= k0 && (i + 1) * N_PROMPTS <= k1 && (i + 1) * N_PROMPTS <= k2; i++) {
         char p[128];
         prompt_text(N_TRAIN + i, i, p, sizeof p);
-        printf("  %s\n    SFT: %s\n    DPO: %s\n", p, before[i * N_PROMPTS + i], after[i * N_PROMPTS + i]);
+        printf("  %s\n    SFT: %s\n    DPO: %s\n    PPO: %s\n", p, before[i * N_PROMPTS + i], after[i * N_PROMPTS + i],
+               i * N_PROMPTS + i < k2 ? ppo[i * N_PROMPTS + i] : "");
     }
-    int ok = acc >= 0.9 && shout1 < shout0 + (shout0 == 0);
-    printf("%s\n", ok ? "the preference was learned." : "the preference was NOT learned well enough (accuracy < 0.9 or no less shouting).");
+    int ok = acc >= 0.9 && shout1 < shout0 + (shout0 == 0) && reward[2] > reward[0];
+    printf("%s\n", ok ? "the preference was learned." : "the preference was NOT learned well enough (accuracy < 0.9, no less shouting, or no higher reward after PPO).");
     cli_free(&spec);
     return ok ? 0 : 1;
 }

@@ -1,0 +1,468 @@
+/* ppo_policy: PPO's policy process. It owns the actor (the policy being
+ * trained) and the critic (a value model, by default initialised from the
+ * reward model: the reward model already reads "how good is this text",
+ * the closest thing to a value function available before training), each
+ * with its own AdamW, and runs the PPO update; after an update it pushes
+ * the new actor weights to the rollout workers (docs/PROTOCOL.md, "PPO
+ * workers").
+ *
+ *   ppo_policy --bind EP [--device cpu]
+ *
+ * Everything else arrives with ppo_run's "setup" request (model paths, the
+ * optimizer and loss settings), so a hand-started process needs only its
+ * endpoint, and ppo_run can set it up again.
+ *
+ * The update: ppo-epochs passes over the batch, each in a fresh order
+ * (seeded by the run's seed, the iteration and the epoch, so a resumed run
+ * shuffles the same way), cut into minibatches; per minibatch one optimizer
+ * step of each model. The actor's gradient is ppo_policy_loss's per-token
+ * d loss / d logp through model_backward(actor, dlogp, NULL); the critic's
+ * is ppo_value_loss's d loss / d V, weighted by vf_coef, through
+ * model_backward(critic, NULL, dvalues). Old log-probs are the rollout
+ * workers' (the same weights, sampled with the raw distribution), so the
+ * first minibatch starts at ratio 1 up to float rounding. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "model_load.h"
+#include "optim.h"
+#include "ppo_batch.h"
+#include "ppo_math.h"
+#include "ppo_service.h"
+#include "rm_model.h"
+#include "trainer.h"
+#include "util.h"
+
+typedef struct {
+    char ep[512];
+    void *sock;
+} Push;
+
+typedef struct {
+    const Backend *be;
+    ModelBundle actor, critic;
+    int have_critic;
+    Optimizer *oa, *oc;
+    PpoConfig c;
+    int max_tokens;
+    void *ctx;
+    Push push[64];
+    int n_push;
+    uint64_t push_id;
+} Policy;
+
+static void policy_free_models(Policy *p) {
+    optim_free(p->oa), optim_free(p->oc);
+    p->oa = p->oc = NULL;
+    if (p->actor.model) model_bundle_free(&p->actor);
+    if (p->have_critic && p->critic.model) model_bundle_free(&p->critic);
+    memset(&p->actor, 0, sizeof p->actor);
+    memset(&p->critic, 0, sizeof p->critic);
+    p->have_critic = 0;
+}
+
+static long state_long(const char *json, const char *key, long dflt) {
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    cJSON *v = cJSON_GetObjectItem(o, key);
+    long r = cJSON_IsNumber(v) ? (long)v->valuedouble : dflt;
+    cJSON_Delete(o);
+    return r;
+}
+
+static int restore_moments(ModelBundle *b, Optimizer *o, const char *path) {
+    Model *m = b->model;
+    size_t n = m->n_grad_elems;
+    if (!n) return 0;
+    float *m1 = malloc(n * sizeof(float)), *m2 = malloc(n * sizeof(float));
+    int rc = !m1 || !m2 ? align_errorf("out of memory") : ckpt_extras_get_moments(&b->extras, m, m1, m2);
+    if (!rc) {
+        m->be->to_device(o->m, m1, n * sizeof(float));
+        m->be->to_device(o->v, m2, n * sizeof(float));
+        o->step = state_long(b->extras.train_state, "optim_step", 0);
+    } else {
+        align_error_prefix("--resume %s: optimizer moments", path);
+    }
+    free(m1), free(m2);
+    return rc;
+}
+
+static int do_setup(Policy *p, const WireMsg *m) {
+    policy_free_models(p);
+    char *policy = ppo_get_strdup(m, "policy"), *critic = ppo_get_strdup(m, "critic");
+    char *resume = ppo_get_strdup(m, "resume"), *resume_critic = ppo_get_strdup(m, "resume_critic");
+    char *sched = ppo_get_strdup(m, "lr_schedule"), *agg = ppo_get_strdup(m, "loss_agg");
+    int rc = -1;
+    const char *apath = resume ? resume : policy;
+    if (!apath) {
+        align_errorf("setup needs \"policy\"");
+        goto done;
+    }
+    if (model_load_any(apath, p->be, 0, &p->actor)) goto done;
+    if (!p->actor.model->cfg.lm_head) {
+        align_errorf("%s has no LM head: the policy must be a causal LM", apath);
+        goto done;
+    }
+    const char *cpath = resume_critic ? resume_critic : critic;
+    if (cpath) {
+        if (model_load_any(cpath, p->be, 0, &p->critic)) goto done;
+        p->have_critic = 1;
+        if (!rm_is_reward_model(&p->critic.model->cfg)) { /* a causal LM: a fresh value head on its trunk */
+            Model *v;
+            if (rm_from_base(p->critic.model, (uint64_t)ppo_get_num(m, "seed", 0), &v)) goto done;
+            if (v != p->critic.model) {
+                model_free(p->critic.model);
+                p->critic.model = v;
+            }
+        }
+    }
+    ppo_config_defaults(&p->c);
+    p->c.clip_low = ppo_get_num(m, "clip_low", p->c.clip_low);
+    p->c.clip_high = ppo_get_num(m, "clip_high", p->c.clip_high);
+    p->c.dual_clip = ppo_get_num(m, "dual_clip", p->c.dual_clip);
+    p->c.cliprange_value = ppo_get_num(m, "cliprange_value", p->c.cliprange_value);
+    p->c.vf_coef = ppo_get_num(m, "vf_coef", p->c.vf_coef);
+    p->c.kl_loss_coef = ppo_get_num(m, "kl_loss_coef", p->c.kl_loss_coef);
+    if (agg && ppo_loss_agg_parse("loss_agg", agg, &p->c.loss_agg)) goto done;
+    p->max_tokens = (int)ppo_get_num(m, "max_batch_tokens", 8192);
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.lr = (float)ppo_get_num(m, "lr", 1e-6);
+    oc.weight_decay = (float)ppo_get_num(m, "weight_decay", 0);
+    oc.max_grad_norm = (float)ppo_get_num(m, "max_grad_norm", 1.0);
+    oc.warmup_steps = (int)ppo_get_num(m, "warmup_steps", 0);
+    oc.total_steps = (int)ppo_get_num(m, "total_steps", 1);
+    if (sched && optim_parse_schedule(sched, &oc.schedule)) goto done;
+    if (!(p->oa = optim_create(p->actor.model, &oc))) goto done;
+    if (resume && restore_moments(&p->actor, p->oa, resume)) goto done;
+    if (p->have_critic) {
+        oc.lr = (float)ppo_get_num(m, "critic_lr", oc.lr);
+        if (!(p->oc = optim_create(p->critic.model, &oc))) goto done;
+        if (resume_critic && restore_moments(&p->critic, p->oc, resume_critic)) goto done;
+    }
+    rc = 0;
+done:
+    free(policy), free(critic), free(resume), free(resume_critic), free(sched), free(agg);
+    if (rc) {
+        char keep[600];
+        snprintf(keep, sizeof keep, "%s", align_error());
+        policy_free_models(p);
+        align_errorf("%s", keep);
+    }
+    return rc;
+}
+
+static WireWriter *do_values(Policy *p, const WireMsg *m) {
+    int32_t *pt = NULL, *po = NULL, *rt = NULL, *ro = NULL;
+    int np = 0, nr = 0;
+    float *v = NULL;
+    WireWriter *w = NULL;
+    if (!p->have_critic) align_errorf("this run has no critic");
+    else if (ppo_get_ragged(m, "prompt_tokens", "prompt_offsets", &pt, &po, &np) ||
+             ppo_get_ragged(m, "tokens", "offsets", &rt, &ro, &nr)) {
+    } else if (np != nr) align_errorf("prompts and responses differ in count");
+    else if (!(v = malloc(((size_t)ro[nr] + 1) * sizeof(float)))) align_errorf("out of memory");
+    else if (!ppo_score_all(p->critic.model, pt, po, rt, ro, nr, p->max_tokens, NULL, v)) {
+        w = wire_writer_new("values");
+        wire_put_vec(w, "values", WIRE_F32, v, (size_t)ro[nr]);
+    }
+    free(pt), free(po), free(rt), free(ro), free(v);
+    return w;
+}
+
+/* Per-token arrays of sequences idx[0..n) gathered from the whole batch. */
+static void gather(const float *src, const int32_t *roff, const int32_t *idx, int n, float *dst) {
+    if (!src) return;
+    for (int i = 0, at = 0; i < n; i++) {
+        int s = idx[i], len = roff[s + 1] - roff[s];
+        memcpy(dst + at, src + roff[s], (size_t)len * sizeof(float));
+        at += len;
+    }
+}
+
+static WireWriter *do_update(Policy *p, const WireMsg *m) {
+    int32_t *pt = NULL, *po = NULL, *rt = NULL, *ro = NULL, *order = NULL;
+    int np = 0, S = 0;
+    float *old = NULL, *adv = NULL, *ret = NULL, *oldv = NULL, *ref = NULL;
+    float *buf = NULL;
+    WireWriter *w = NULL;
+    if (!p->actor.model) {
+        align_errorf("no model yet: send setup first");
+        return NULL;
+    }
+    if (ppo_get_ragged(m, "prompt_tokens", "prompt_offsets", &pt, &po, &np) ||
+        ppo_get_ragged(m, "tokens", "offsets", &rt, &ro, &S))
+        goto done;
+    if (np != S) {
+        align_errorf("prompts and responses differ in count");
+        goto done;
+    }
+    long T = ro[S];
+    if (ppo_get_f32(m, "old_logp", T, &old, NULL) || ppo_get_f32(m, "advantages", T, &adv, NULL)) goto done;
+    if (p->have_critic && (ppo_get_f32(m, "returns", T, &ret, NULL) || ppo_get_f32(m, "old_values", T, &oldv, NULL)))
+        goto done;
+    if (p->c.kl_loss_coef > 0 && ppo_get_f32(m, "ref_logp", T, &ref, NULL)) goto done;
+    int epochs = (int)ppo_get_num(m, "ppo_epochs", 1), mbs = (int)ppo_get_num(m, "minibatch_size", 0);
+    int seed = (int)ppo_get_num(m, "seed", 0);
+    long iteration = (long)ppo_get_num(m, "iteration", 0);
+    if (mbs <= 0 || mbs > S) mbs = S;
+    order = malloc((size_t)S * sizeof(int32_t));
+    buf = malloc((size_t)(T + 1) * 9 * sizeof(float));
+    if (!order || !buf) {
+        align_errorf("out of memory");
+        goto done;
+    }
+    float *b_old = buf, *b_adv = buf + T + 1, *b_ret = buf + 2 * (T + 1), *b_oldv = buf + 3 * (T + 1),
+          *b_ref = buf + 4 * (T + 1), *b_lp = buf + 5 * (T + 1), *b_d = buf + 6 * (T + 1), *b_v = buf + 7 * (T + 1),
+          *b_ent = buf + 8 * (T + 1);
+    Metrics acc;
+    metrics_clear(&acc);
+    double t0 = align_now();
+    long tokens = 0;
+    for (int e = 0; e < epochs; e++) {
+        /* one order per (seed, iteration, epoch): a resumed run shuffles as the unbroken one did */
+        trainer_epoch_order(seed + (int)(iteration * 7919), e, S, order);
+        for (int at = 0; at < S; at += mbs) {
+            int n = S - at < mbs ? S - at : mbs;
+            const int32_t *idx = order + at;
+            PpoPacked b;
+            if (ppo_pack(pt, po, rt, ro, idx, n, &b)) goto done;
+            PpoSeqs seqs = {n, b.resp_off};
+            gather(old, ro, idx, n, b_old), gather(adv, ro, idx, n, b_adv), gather(ret, ro, idx, n, b_ret);
+            gather(oldv, ro, idx, n, b_oldv), gather(ref, ro, idx, n, b_ref);
+            PpoPolicyStats pst;
+            PpoValueStats vst;
+            int rc = ppo_forward(p->actor.model, &b, b_lp, NULL);
+            for (int i = 0; !rc && i < b.n_resp; i++) b_ent[i] = -b_lp[i]; /* sampled entropy estimate */
+            if (!rc) rc = ppo_policy_loss(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, 0, b_d, &pst);
+            if (!rc) rc = ppo_backward(p->actor.model, &b, b_d, NULL);
+            float lr = 0;
+            double gn = rc ? 0 : optim_step(p->oa, &lr);
+            if (!rc && p->have_critic) {
+                rc = ppo_forward(p->critic.model, &b, NULL, b_v);
+                if (!rc) rc = ppo_value_loss(&p->c, &seqs, b_v, b_oldv, b_ret, 0, b_d, &vst);
+                for (int i = 0; !rc && i < b.n_resp; i++) b_d[i] *= (float)p->c.vf_coef;
+                if (!rc) rc = ppo_backward(p->critic.model, &b, NULL, b_d);
+                if (!rc) metrics_add(&acc, "critic/grad_norm", optim_step(p->oc, NULL), 1);
+            }
+            tokens += b.p.batch.n_tokens;
+            ppo_packed_free(&b);
+            if (rc) goto done;
+            ppo_train_metrics_add(&acc, &p->c, &pst, p->have_critic ? &vst : NULL);
+            metrics_add(&acc, "grad_norm", gn, 1);
+            metrics_set(&acc, "lr", lr);
+        }
+    }
+    double dt = align_now() - t0;
+    metrics_set(&acc, "update/tokens_per_s", dt > 0 ? tokens / dt : 0);
+    metrics_set(&acc, "update/optimizer_steps", (double)p->oa->step);
+    w = wire_writer_new("updated");
+    const char *keys[METRICS_MAX];
+    double vals[METRICS_MAX];
+    for (int i = 0; i < acc.n; i++) {
+        keys[i] = acc.key[i];
+        vals[i] = metrics_get(&acc, acc.key[i], 0);
+    }
+    wire_put_str_array(w, "keys", keys, NULL, (size_t)acc.n);
+    wire_put_vec(w, "values", WIRE_F64, vals, (size_t)acc.n);
+done:
+    free(pt), free(po), free(rt), free(ro), free(order), free(old), free(adv), free(ret), free(oldv), free(ref), free(buf);
+    return w;
+}
+
+/* Push the actor's weights to every endpoint; ok[i] = 1 when it acked. */
+static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms, uint8_t *ok) {
+    Model *a = p->actor.model;
+    float *host = ckpt_host_params(a, 1);
+    if (!host) return -1;
+    WireWriter *w = wire_writer_new("weights");
+    uint64_t id = ++p->push_id;
+    wire_put_uint(w, "id", id);
+    wire_put_int(w, "version", version);
+    wire_put_vec(w, "params", WIRE_F32, host, a->n_elems);
+    ckpt_host_params_release(a, host, 0);
+    void *data;
+    size_t len;
+    if (wire_finish(w, &data, &len)) return -1;
+    int slot[64];
+    for (int i = 0; i < n; i++) {
+        ok[i] = 0;
+        slot[i] = -1;
+        for (int k = 0; k < p->n_push; k++)
+            if (!strcmp(p->push[k].ep, eps[i])) slot[i] = k;
+        if (slot[i] < 0 && p->n_push < 64) {
+            Push *q = &p->push[p->n_push];
+            q->sock = zmq_socket(p->ctx, ZMQ_DEALER);
+            int linger = 0;
+            zmq_setsockopt(q->sock, ZMQ_LINGER, &linger, sizeof linger);
+            if (zmq_connect(q->sock, eps[i])) {
+                zmq_close(q->sock);
+                continue;
+            }
+            snprintf(q->ep, sizeof q->ep, "%s", eps[i]);
+            slot[i] = p->n_push++;
+        }
+        if (slot[i] >= 0 && wire_send(p->push[slot[i]].sock, NULL, data, len, 0)) slot[i] = -1;
+    }
+    free(data);
+    double deadline = align_now() + timeout_ms / 1000.0;
+    int pending = 0;
+    for (int i = 0; i < n; i++) pending += slot[i] >= 0;
+    while (pending > 0 && align_now() < deadline) {
+        zmq_pollitem_t items[64];
+        int map[64], k = 0;
+        for (int i = 0; i < n; i++)
+            if (slot[i] >= 0 && !ok[i]) items[k] = (zmq_pollitem_t){p->push[slot[i]].sock, 0, ZMQ_POLLIN, 0}, map[k++] = i;
+        if (zmq_poll(items, k, 100) <= 0) continue;
+        for (int j = 0; j < k; j++) {
+            if (!(items[j].revents & ZMQ_POLLIN)) continue;
+            WireFrames f;
+            if (wire_recv(items[j].socket, &f, 1 << 20, ZMQ_DONTWAIT)) continue;
+            WireMsg *r = f.body ? wire_parse(f.body, f.body_len, ppo_wire_limits()) : NULL;
+            uint64_t got = 0;
+            if (r && !strcmp(wire_op(r), "weights_ok") && !wire_get_uint(r, "id", &got) && got == id) {
+                ok[map[j]] = 1;
+                pending--;
+            } else if (r && !strcmp(wire_op(r), "error") && !wire_get_uint(r, "id", &got) && got == id) {
+                pending--;
+                slot[map[j]] = -1;
+            }
+            wire_msg_free(r);
+            wire_frames_free(&f);
+        }
+    }
+    /* a worker that did not answer gets a fresh socket next time (no stale
+     * queued weights, and a restarted worker on the same endpoint starts clean) */
+    for (int i = 0; i < n; i++)
+        if (!ok[i] && slot[i] >= 0) {
+            int k = slot[i];
+            zmq_close(p->push[k].sock);
+            p->push[k] = p->push[--p->n_push];
+            for (int j = 0; j < n; j++)
+                if (slot[j] == p->n_push) slot[j] = k;
+        }
+    return 0;
+}
+
+static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *state, int moments) {
+    Model *m = b->model;
+    cJSON *st = state ? cJSON_Parse(state) : cJSON_CreateObject();
+    if (!st) st = cJSON_CreateObject();
+    cJSON_DeleteItemFromObject(st, "optim_step");
+    cJSON_AddNumberToObject(st, "optim_step", (double)o->step);
+    char *js = cJSON_PrintUnformatted(st);
+    cJSON_Delete(st);
+    int rc;
+    if (!moments) {
+        for (int i = 0; i < b->extras.n_tensors; i++) {
+            if (b->extras.tensors[i].owned) free(b->extras.tensors[i].data);
+            free(b->extras.tensors[i].name);
+        }
+        free(b->extras.tensors);
+        b->extras.tensors = NULL;
+        b->extras.n_tensors = 0;
+        ckpt_extras_set(&b->extras.train_state, js);
+        rc = model_save_any(path, b);
+    } else {
+        size_t n = m->n_grad_elems;
+        float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
+        CkptExtras ex;
+        ckpt_extras_init(&ex);
+        rc = !m1 || !m2 ? align_errorf("out of memory") : 0;
+        if (!rc && n) {
+            m->be->to_host(m1, o->m, n * sizeof(float));
+            m->be->to_host(m2, o->v, n * sizeof(float));
+        }
+        rc = rc || ckpt_extras_set(&ex.tokenizer_json, b->extras.tokenizer_json) ||
+             ckpt_extras_set(&ex.chat_template, b->extras.chat_template) ||
+             ckpt_extras_set(&ex.chat_template_jinja, b->extras.chat_template_jinja) ||
+             ckpt_extras_set(&ex.train_state, js) || ckpt_extras_add_moments(&ex, m, m1, m2) || ckpt_save(path, m, &ex);
+        rc = rc ? -1 : 0;
+        ckpt_extras_free(&ex);
+        free(m1), free(m2);
+    }
+    free(js);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *bind = NULL, *device = "cpu";
+    int seed = 0;
+    CliFlag flags[] = {
+        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+        {"seed", CLI_INT, &seed, "unused: the run's seed comes with setup and update"},
+    };
+    CliSpec spec = {.prog = "ppo_policy", .usage = "ppo_policy --bind EP [flags]",
+                    .about = "PPO policy worker: actor and critic with their optimizers; runs the PPO update and pushes "
+                             "weights to rollout workers (started by ppo_run).",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (!bind) align_die("ppo_policy", "--bind is required (see --help)");
+    Policy p;
+    memset(&p, 0, sizeof p);
+    if (!(p.be = backend_get(device))) align_die_error("ppo_policy");
+    p.ctx = zmq_ctx_new();
+    PpoService *svc = ppo_service_start("policy", bind);
+    if (!svc) align_die_error("ppo_policy");
+    fprintf(stderr, "ppo_policy: listening on %s\n", ppo_service_endpoint(svc));
+    PpoRequest r;
+    while (!ppo_service_next(svc, &r)) {
+        char msg[600];
+        WireWriter *w = NULL;
+        int failed = 0;
+        if (!strcmp(r.op, "setup")) {
+            if (!(failed = do_setup(&p, r.msg))) {
+                w = wire_writer_new("ready");
+                wire_put_int(w, "n_params", (int64_t)p.actor.model->n_elems);
+                wire_put_int(w, "optim_step", p.oa->step);
+                wire_put_bool(w, "critic", p.have_critic);
+            }
+        } else if (!p.actor.model) {
+            ppo_service_error(svc, &r, "not_ready", "no model yet: send setup first");
+            continue;
+        } else if (!strcmp(r.op, "values")) {
+            failed = !(w = do_values(&p, r.msg));
+        } else if (!strcmp(r.op, "update")) {
+            failed = !(w = do_update(&p, r.msg));
+        } else if (!strcmp(r.op, "sync")) {
+            char **eps = NULL;
+            size_t n = 0;
+            uint8_t ok[64];
+            if (wire_get_str_array(r.msg, "endpoints", ppo_wire_limits(), &eps, &n) || n > 64) {
+                if (n > 64) align_errorf("at most 64 rollout endpoints");
+                failed = 1;
+            } else if (!(failed = do_sync(&p, eps, (int)n, (int64_t)ppo_get_num(r.msg, "version", 0),
+                                          (int)ppo_get_num(r.msg, "timeout_ms", 30000), ok))) {
+                w = wire_writer_new("synced");
+                wire_put_vec(w, "ok", WIRE_U8, ok, n);
+            }
+            free(eps);
+        } else if (!strcmp(r.op, "save")) {
+            char *path = ppo_get_strdup(r.msg, "path"), *cpath = ppo_get_strdup(r.msg, "critic_path"),
+                 *state = ppo_get_strdup(r.msg, "train_state");
+            int moments = (int)ppo_get_num(r.msg, "moments", 1);
+            if (!path) failed = align_errorf("save needs \"path\"") ? 1 : 1;
+            else failed = save_one(&p.actor, p.oa, path, state, moments) ||
+                          (p.have_critic && cpath && save_one(&p.critic, p.oc, cpath, state, moments));
+            if (!failed) w = wire_writer_new("saved");
+            free(path), free(cpath), free(state);
+        } else {
+            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (the policy serves setup, values, update, sync, save, ping)", r.op);
+            ppo_service_error(svc, &r, "unknown_op", msg);
+            continue;
+        }
+        if (failed || !w) {
+            snprintf(msg, sizeof msg, "%s", align_error());
+            ppo_service_error(svc, &r, "internal", msg);
+        } else {
+            ppo_service_reply(svc, &r, w);
+        }
+    }
+    fprintf(stderr, "ppo_policy: %s\n", align_error());
+    return 1;
+}
