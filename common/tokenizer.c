@@ -441,6 +441,12 @@ void tok_free(Tokenizer *t) {
 /* Sets the stored string of an id (model vocabulary or added token). */
 static int tok_put(Tokenizer *t, int32_t id, const char *s, size_t len, int flag) {
     if (id < 0 || id >= t->n_ids) return align_errorf("token id %d is out of range", (int)id);
+    /* An added token may restate a vocabulary entry (same string) but never
+     * take another string's id: text merging to that string would then
+     * encode as the added token (found by tests/fuzz/fuzz_tokenizer). */
+    if ((flag & ID_ADDED) && t->str[id] && strcmp(t->str[id], s) != 0)
+        return align_errorf("added token \"%s\" has id %d, which already belongs to \"%s\"", s, (int)id,
+                            t->str[id]);
     if (!t->str[id] || (flag & ID_ADDED)) {
         char *c = malloc(len + 1);
         if (!c) return align_errorf("out of memory for a token string");
@@ -690,6 +696,27 @@ static int parse_pretok(Tokenizer *t, const cJSON *p) {
     return align_errorf("pre_tokenizer type \"%s\" is not supported (byte-level BPE only)", ty);
 }
 
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Distinct ids among the vocabulary's values and the added tokens' "id"s
+ * (already checked to be numbers); -1 when out of memory. */
+static long count_distinct_ids(const cJSON *vocab, const cJSON *added) {
+    size_t n = (size_t)cJSON_GetArraySize(vocab) + (added ? (size_t)cJSON_GetArraySize(added) : 0), k = 0;
+    int *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return align_errorf("out of memory reading the vocabulary");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) ids[k++] = it->valueint;
+    cJSON_ArrayForEach(it, added) ids[k++] = cJSON_GetObjectItemCaseSensitive(it, "id")->valueint;
+    qsort(ids, k, sizeof *ids, cmp_int);
+    long d = 0;
+    for (size_t i = 0; i < k; i++) d += i == 0 || ids[i] != ids[i - 1];
+    free(ids);
+    return d;
+}
+
 Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     if (!origin) origin = "tokenizer.json";
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -751,6 +778,16 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     }
     if (max_id < 0) {
         align_errorf("%s: the vocabulary is empty", origin);
+        goto fail;
+    }
+    /* Ids are (nearly) contiguous in every real file; a lone huge id would
+     * make a few bytes of JSON allocate tables for millions of tokens
+     * (found by tests/fuzz/fuzz_tokenizer). */
+    long n_entries = count_distinct_ids(vocab, added);
+    if (n_entries < 0) goto fail;
+    if (max_id >= 2 * n_entries + 1024) {
+        align_errorf("%s: token id %d is far beyond the %ld ids listed (ids must be contiguous)", origin, max_id,
+                     n_entries);
         goto fail;
     }
     t = tok_alloc(max_id + 1, (size_t)cJSON_GetArraySize(merges));
@@ -1016,8 +1053,12 @@ char *tok_to_hf_json(const Tokenizer *t) {
     cJSON_AddFalseToObject(model, "byte_fallback");
     cJSON_AddBoolToObject(model, "ignore_merges", t->ignore_merges);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    /* Added tokens go into the vocabulary too, at their own ids, as real
+     * tokenizer.json files have them: Hugging Face's tokenizers renumbers an
+     * added token that is missing from model.vocab past the end of it. */
     for (int i = 0; i < t->n_ids; i++)
-        if (t->str[i] && (t->flags[i] & ID_MODEL)) cJSON_AddItemToObject(vocab, t->str[i], cJSON_CreateNumber(i));
+        if (t->str[i] && (t->flags[i] & (ID_MODEL | ID_ADDED)) && !cJSON_GetObjectItemCaseSensitive(vocab, t->str[i]))
+            cJSON_AddItemToObject(vocab, t->str[i], cJSON_CreateNumber(i));
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
     int pairs = 0;  /* a token with a space cannot be written as "a b" */
     for (int i = 0; i < t->n_merges && !pairs; i++)
