@@ -1057,7 +1057,10 @@ char *tok_to_hf_json(const Tokenizer *t) {
      * tokenizer.json files have them: Hugging Face's tokenizers renumbers an
      * added token that is missing from model.vocab past the end of it. */
     for (int i = 0; i < t->n_ids; i++)
-        if (t->str[i] && (t->flags[i] & (ID_MODEL | ID_ADDED)) && !cJSON_GetObjectItemCaseSensitive(vocab, t->str[i]))
+        if (t->str[i] && (t->flags[i] & ID_MODEL)) cJSON_AddItemToObject(vocab, t->str[i], cJSON_CreateNumber(i));
+    for (int i = 0; i < t->n_ids; i++) /* few: a linear lookup each is fine */
+        if (t->str[i] && (t->flags[i] & ID_ADDED) && !(t->flags[i] & ID_MODEL) &&
+            !cJSON_GetObjectItemCaseSensitive(vocab, t->str[i]))
             cJSON_AddItemToObject(vocab, t->str[i], cJSON_CreateNumber(i));
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
     int pairs = 0;  /* a token with a space cannot be written as "a b" */
