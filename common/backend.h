@@ -130,7 +130,40 @@ typedef struct Backend {
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float grad_scale);
+
+    /* ---- LoRA and quantised weights (common/lora.h, common/quant.h) ----
+     * A plain strided GEMM, row-major: C[M,N] (ldc) = alpha * op(A) op(B)
+     * + beta * C, op(X) = X^T when transX. A is [M,K] (or [K,M] when
+     * transposed) with leading dimension lda; B likewise [K,N] / [N,K].
+     * LoRA's thin products (x A^T, h B^T into a column slice of a fused
+     * output, their gradients) and merging B A into a weight use it. */
+    void (*gemm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+    /* Inverted dropout with a mask that is a pure function of (seed, i):
+     * out[i] (= or += when accumulate) inp[i] * (keep ? 1/(1-p) : 0), keep
+     * when u(seed, i) >= p, u = top 24 bits of splitmix64(seed ^ i*phi) / 2^24.
+     * The backward pass is the same call on the gradient (the mask is
+     * recomputed, never stored); every backend draws the same mask. */
+    void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, int accumulate);
+    /* matmul_forward / matmul_backward_input with a block-quantised weight
+     * wq (QuantType qtype, rows of blocks, C a multiple of 32): tiles of rows
+     * are dequantised into a small fp32 buffer and multiplied there, so the
+     * fp32 weight never exists whole. No weight gradient: quantised weights
+     * are frozen. */
+    void (*matmul_forward_q)(float *out, const float *inp, const void *wq, int qtype,
+                             const float *bias, int N, int C, int OC);
+    void (*matmul_backward_input_q)(float *dinp, const float *dout, const void *wq, int qtype,
+                                    int N, int C, int OC, int accumulate);
 } Backend;
+
+/* The dropout keep-test every backend uses (see Backend.dropout). */
+static inline int backend_dropout_keep(uint64_t seed, uint64_t i, float p) {
+    uint64_t z = seed ^ (i * 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
 
 extern const Backend backend_cpu;
 

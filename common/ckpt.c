@@ -242,19 +242,23 @@ struct CkptStage {
     float *host;
     int n_bufs;
     float **bufs;
+    const float **src;  /* per parameter: the data handed to the writer */
 };
 
 void ckpt_stage_free(CkptStage *s) {
     if (!s) return;
     for (int i = 0; i < s->n_bufs; i++) align_free(s->bufs[i]);
     free(s->bufs);
+    free(s->src);
     ckpt_host_params_release(s->m, s->host, 0);
     free(s);
 }
 
 CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
     CkptStage *s = calloc(1, sizeof *s);
-    if (!s || !(s->bufs = calloc(m->n_params ? m->n_params : 1, sizeof *s->bufs))) {
+    if (!s || !(s->bufs = calloc(m->n_params ? 2 * m->n_params : 1, sizeof *s->bufs)) ||
+        !(s->src = calloc(m->n_params ? m->n_params : 1, sizeof *s->src))) {
+        if (s) free(s->bufs);
         free(s);
         align_errorf("out of memory staging the model for writing");
         return NULL;
@@ -265,6 +269,13 @@ CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
         const float *src = s->host + p->offset;
+        if (p->qtype) { /* a quantised base weight is saved dequantised */
+            float *t = align_alloc(p->numel * sizeof(float));
+            if (!t) goto fail;
+            s->bufs[s->n_bufs++] = t;
+            if (model_param_to_host(m, p, t)) goto fail;
+            src = t;
+        }
         int64_t shape[2] = {p->shape[0], p->shape[1]};
         if (p->hf_transposed && p->ndim == 2) {
             int64_t R = p->shape[0], C = p->shape[1]; /* ours [out=R, in=C] -> HF [C, R] */
@@ -277,6 +288,7 @@ CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
             shape[0] = C;
             shape[1] = R;
         }
+        s->src[i] = src;
         if (st_writer_add(w, p->name, ST_F32, p->ndim, shape, src) != 0) goto fail;
     }
     return s;
@@ -343,12 +355,7 @@ int ckpt_save(const char *path, Model *m, const CkptExtras *extras) {
     CkptHash h;
     ckpt_hash_init(&h);
     {
-        int b = 0;
-        for (int i = 0; i < m->n_params; i++) {
-            const ParamInfo *p = &m->info[i];
-            const float *src = (p->hf_transposed && p->ndim == 2) ? s->bufs[b++] : s->host + p->offset;
-            ckpt_hash_update(&h, src, p->numel * sizeof(float));
-        }
+        for (int i = 0; i < m->n_params; i++) ckpt_hash_update(&h, s->src[i], m->info[i].numel * sizeof(float));
         if (extras)
             for (int i = 0; i < extras->n_tensors; i++)
                 ckpt_hash_update(&h, extras->tensors[i].data,

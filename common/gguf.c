@@ -84,8 +84,9 @@ static void set_scalar(GgufKV *kv, const uint8_t *p) {
     case GGUF_BOOL: kv->i = u.u8 != 0; break;
     case GGUF_UINT64: kv->i = (int64_t)u.u64; break;
     case GGUF_INT64: kv->i = u.i64; break;
-    case GGUF_FLOAT32: kv->f = u.f32; kv->i = (int64_t)u.f32; return;
-    case GGUF_FLOAT64: kv->f = u.f64; kv->i = (int64_t)u.f64; return;
+    /* a float outside int64's range (or NaN) has no integer value */
+    case GGUF_FLOAT32: kv->f = u.f32; kv->i = (kv->f >= -9.2e18 && kv->f <= 9.2e18) ? (int64_t)kv->f : 0; return;
+    case GGUF_FLOAT64: kv->f = u.f64; kv->i = (kv->f >= -9.2e18 && kv->f <= 9.2e18) ? (int64_t)kv->f : 0; return;
     default: return;
     }
     kv->f = (double)kv->i;
@@ -581,7 +582,73 @@ static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
     return 0;
 }
 
-int gguf_import(const char *path, const Backend *be, ModelBundle *out) {
+/* Row permutation of unpermute_rows on rows of `rb` bytes (quantised). */
+static void unpermute_rows_bytes(uint8_t *w, int n_heads, int head_dim, size_t rb, uint8_t *tmp) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        uint8_t *blk = w + (size_t)h * head_dim * rb;
+        memcpy(tmp, blk, (size_t)head_dim * rb);
+        for (int s = 0; s < 2; s++)
+            for (int j = 0; j < half; j++) memcpy(blk + (size_t)(s * half + j) * rb, tmp + (size_t)(2 * j + s) * rb, rb);
+    }
+}
+
+typedef struct {
+    const GgufFile *f;
+    ModelArch arch;
+    int fallback;
+} QuantPick;
+
+static int pick_quant(const ParamInfo *p, void *ctx) {
+    const QuantPick *q = ctx;
+    char gname[128];
+    if (gguf_name_for(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
+    const GgufTensor *t = gguf_find_tensor(q->f, gname);
+    if (!t) return QUANT_NONE;
+    return quant_supported((int)t->type) ? (int)t->type : q->fallback;
+}
+
+static int import_impl(const char *path, const Backend *be, int quant, int fallback, ModelBundle *out);
+
+/* One quantised parameter: the file's blocks when the types agree, else
+ * dequantised and re-quantised one tensor at a time. */
+static int import_quantised(Model *m, const ParamInfo *p, const GgufFile *f, const GgufTensor *t, int permuted) {
+    const ModelConfig *c = &m->cfg;
+    size_t rb = quant_row_bytes((QuantType)p->qtype, p->shape[1]), bytes = rb * (size_t)p->shape[0];
+    uint8_t *blk = malloc(bytes ? bytes : 1), *tmp = NULL;
+    float *x = NULL;
+    int rc = -1, heads = 0;
+    if (permuted && strstr(p->name, "q_proj.weight")) heads = c->n_heads;
+    else if (permuted && strstr(p->name, "k_proj.weight")) heads = c->n_kv_heads;
+    if (!blk) goto oom;
+    if ((int)t->type == p->qtype) {
+        memcpy(blk, f->data + t->offset, bytes);
+    } else {
+        if (!(x = malloc(p->numel * sizeof(float)))) goto oom;
+        if (gguf_read_f32(f, t, x) != 0) goto out;
+        quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1]);
+    }
+    if (heads) {
+        if (!(tmp = malloc((size_t)c->head_dim * rb))) goto oom;
+        unpermute_rows_bytes(blk, heads, c->head_dim, rb, tmp);
+    }
+    rc = model_param_set_blocks(m, p, blk);
+    goto out;
+oom:
+    align_errorf("out of memory importing %s", p->name);
+out:
+    free(blk), free(tmp), free(x);
+    return rc;
+}
+
+int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
+
+int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
+    if (!quant_supported(fallback)) return align_errorf("unsupported quantisation type %d", fallback);
+    return import_impl(path, be, 1, fallback, out);
+}
+
+static int import_impl(const char *path, const Backend *be, int quant, int fallback, ModelBundle *out) {
     memset(out, 0, sizeof *out);
     ckpt_extras_init(&out->extras);
     GgufFile f;
@@ -591,7 +658,8 @@ int gguf_import(const char *path, const Backend *be, ModelBundle *out) {
     Model *m = NULL;
     float *host = NULL, *tmp = NULL;
     if (gguf_config(&f, &cfg, &permuted) != 0) goto done;
-    if (!(m = model_create(&cfg, be))) {
+    QuantPick qp = {&f, cfg.arch, fallback};
+    if (!(m = quant ? model_create_quant(&cfg, be, pick_quant, &qp) : model_create(&cfg, be))) {
         align_error_prefix("%s", path);
         goto done;
     }
@@ -617,6 +685,10 @@ int gguf_import(const char *path, const Backend *be, ModelBundle *out) {
         if (!ok) {
             align_errorf("%s: tensor %s has the wrong shape for %s", path, gname, p->name);
             goto done;
+        }
+        if (p->qtype) {
+            if (import_quantised(m, p, &f, t, permuted) != 0) goto done;
+            continue;
         }
         float *dst = host + p->offset;
         if (gguf_read_f32(&f, t, dst) != 0) goto done;

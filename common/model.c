@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lora.h"
 #include "rng.h"
 #include "util.h"
 
@@ -181,7 +182,7 @@ ParamInfo *model_find_param(Model *m, const char *name) {
  * tensor is absent or, for grads, frozen. */
 static float *tensor_ptr(Model *m, float *base, int grads, const char *name) {
     ParamInfo *p = model_find_param(m, name);
-    if (!p || !base) return NULL;
+    if (!p || !base || p->qtype) return NULL;
     if (grads) return p->grad_offset < 0 ? NULL : base + p->grad_offset;
     return base + p->offset;
 }
@@ -297,7 +298,85 @@ static void rope_inv_freq(const ModelConfig *c, float *out) {
     }
 }
 
-Model *model_create(const ModelConfig *cfg, const Backend *be) {
+int model_quantizable(const ModelConfig *c, const ParamInfo *p) {
+    if (p->ndim != 2 || p->lora || p->shape[1] % QUANT_BLOCK) return 0;
+    const char *pre = c->arch == ARCH_GPT2 ? "transformer.h." : "model.layers.";
+    size_t n = strlen(p->name);
+    return !strncmp(p->name, pre, strlen(pre)) && n > 7 && !strcmp(p->name + n - 7, ".weight");
+}
+
+/* Fused members (q|k|v, gate|up) must share a storage type so one matmul
+ * serves them; a mixed group falls back to fp32. qt[i] is info[i]'s type. */
+static void fix_groups(const Model *m, int *qt) {
+    if (m->cfg.arch != ARCH_LLAMA) return;
+    static const char *const groups[2][3] = {{"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
+                                             {"mlp.gate_proj.weight", "mlp.up_proj.weight", NULL}};
+    char nm[96];
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int g = 0; g < 2; g++) {
+            int idx[3], k = 0, same = 1;
+            for (; k < 3 && groups[g][k]; k++) {
+                snprintf(nm, sizeof nm, "model.layers.%d.%s", l, groups[g][k]);
+                idx[k] = (int)(model_find_param((Model *)m, nm) - m->info);
+                if (qt[idx[k]] != qt[idx[0]]) same = 0;
+            }
+            if (!same)
+                for (int j = 0; j < k; j++) qt[idx[j]] = QUANT_NONE;
+        }
+}
+
+/* fp32 tensors take consecutive element offsets in params, quantised ones
+ * consecutive byte offsets in qparams, both in table order (so fused
+ * members stay adjacent in either). */
+static void assign_offsets(Model *m) {
+    size_t off = 0, qoff = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->info[i];
+        if (p->qtype) {
+            p->offset = 0;
+            p->qoffset = qoff;
+            qoff += (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]);
+            p->grad_offset = -1;
+        } else {
+            p->offset = off;
+            off += p->numel;
+        }
+    }
+    m->n_elems = off;
+    m->n_qbytes = qoff;
+}
+
+static const void *qptr(const Model *m, const char *name, int *type) {
+    ParamInfo *p = model_find_param((Model *)m, name);
+    if (!p || !p->qtype) return NULL;
+    *type = p->qtype;
+    return m->qparams + p->qoffset;
+}
+
+static void bind_quant(Model *m) {
+    char nm[96];
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerQuant *q = &m->qw[l];
+        memset(q, 0, sizeof *q);
+#define QL(fmt, field, t) (snprintf(nm, sizeof nm, fmt, l), q->field = qptr(m, nm, &q->t))
+        if (m->cfg.arch == ARCH_GPT2) {
+            QL("transformer.h.%d.attn.c_attn.weight", qkv, t_qkv);
+            QL("transformer.h.%d.attn.c_proj.weight", o, t_o);
+            QL("transformer.h.%d.mlp.c_fc.weight", up, t_up);
+            QL("transformer.h.%d.mlp.c_proj.weight", down, t_down);
+        } else {
+            QL("model.layers.%d.self_attn.q_proj.weight", qkv, t_qkv);
+            QL("model.layers.%d.self_attn.o_proj.weight", o, t_o);
+            QL("model.layers.%d.mlp.gate_proj.weight", up, t_up);
+            QL("model.layers.%d.mlp.down_proj.weight", down, t_down);
+        }
+#undef QL
+    }
+}
+
+Model *model_create(const ModelConfig *cfg, const Backend *be) { return model_create_quant(cfg, be, NULL, NULL); }
+
+Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantPick pick, void *ctx) {
     if (model_config_validate(cfg)) return NULL;
     Model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -310,17 +389,34 @@ Model *model_create(const ModelConfig *cfg, const Backend *be) {
     if (build_table(cfg, &t)) goto fail;
     m->info = t.info;
     m->n_params = t.n;
-    m->n_elems = t.elems;
-    m->params = be->alloc(t.elems * sizeof(float));
+    if (pick) {
+        int *qt = calloc(t.n, sizeof(int));
+        if (!qt) {
+            align_errorf("out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < t.n; i++) {
+            int q = model_quantizable(cfg, &t.info[i]) ? pick(&t.info[i], ctx) : QUANT_NONE;
+            qt[i] = quant_supported(q) ? q : QUANT_NONE;
+        }
+        fix_groups(m, qt);
+        for (int i = 0; i < t.n; i++) t.info[i].qtype = qt[i];
+        free(qt);
+    }
+    assign_offsets(m);
+    m->params = be->alloc((m->n_elems ? m->n_elems : 1) * sizeof(float));
+    if (m->n_qbytes) m->qparams = be->alloc(m->n_qbytes);
     m->w.layers = calloc(cfg->n_layers, sizeof(LayerTensors));
     m->g.layers = calloc(cfg->n_layers, sizeof(LayerTensors));
+    m->qw = calloc(cfg->n_layers, sizeof(LayerQuant));
     m->acts = calloc(1, sizeof(ModelActs));
-    if (!m->params || !m->w.layers || !m->g.layers || !m->acts) {
-        align_errorf("out of memory allocating %.1f MiB of parameters", t.elems * 4.0 / 1048576);
+    if (!m->params || (m->n_qbytes && !m->qparams) || !m->w.layers || !m->g.layers || !m->qw || !m->acts) {
+        align_errorf("out of memory allocating %.1f MiB of parameters", (m->n_elems * 4.0 + m->n_qbytes) / 1048576);
         goto fail;
     }
     bind_views(m, &m->w, m->params, 0);
-    for (int i = 0; i < m->n_params; i++) m->info[i].grad_offset = 0; /* all trainable */
+    bind_quant(m);
+    for (int i = 0; i < m->n_params; i++) m->info[i].grad_offset = m->info[i].qtype ? -1 : 0; /* all trainable but quantised */
     layout_grads(m);
     if (cfg->arch == ARCH_LLAMA) {
         float host[1024];
@@ -362,8 +458,11 @@ void model_free(Model *m) {
         m->be->free(m->acts->inv_freq);
         free(m->acts);
     }
+    lora_free(m);
     if (m->params) m->be->free(m->params);
+    if (m->qparams) m->be->free(m->qparams);
     if (m->grads) m->be->free(m->grads);
+    free(m->qw);
     free(m->w.layers);
     free(m->g.layers);
     free(m->info);
@@ -374,12 +473,23 @@ void model_init_random(Model *m, uint64_t seed) {
     const ModelConfig *c = &m->cfg;
     Rng rng;
     rng_seed(&rng, seed);
-    float *host = malloc(m->n_elems * sizeof(float));
-    if (!host) return;
+    float *host = malloc((m->n_elems ? m->n_elems : 1) * sizeof(float));
+    size_t qmax = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->info[i].qtype && m->info[i].numel > qmax) qmax = m->info[i].numel;
+    float *qtmp = qmax ? malloc(qmax * sizeof(float)) : NULL;
+    void *qblk = qmax ? malloc(qmax * sizeof(float)) : NULL;
+    if (!host || (qmax && (!qtmp || !qblk))) {
+        free(host), free(qtmp), free(qblk);
+        return;
+    }
+    m->be->to_host(host, m->params, m->n_elems * sizeof(float)); /* keeps LoRA adapters as they are */
     float resid_std = 0.02f / sqrtf(2.0f * c->n_layers);
     for (int i = 0; i < m->n_params; i++) {
         ParamInfo *p = &m->info[i];
-        float *x = host + p->offset;
+        if (p->lora) continue;
+        /* a quantised tensor draws the same numbers, then is quantised */
+        float *x = p->qtype ? qtmp : host + p->offset;
         int is_norm = strstr(p->name, "norm") || strstr(p->name, "ln_");
         if (p->ndim == 1) {
             for (size_t k = 0; k < p->numel; k++) x[k] = is_norm ? 1.0f : 0.0f;
@@ -388,21 +498,134 @@ void model_init_random(Model *m, uint64_t seed) {
         int resid = strstr(p->name, "c_proj") || strstr(p->name, "o_proj") || strstr(p->name, "down_proj");
         float std = resid ? resid_std : 0.02f;
         for (size_t k = 0; k < p->numel; k++) x[k] = (float)(rng_normal(&rng) * std);
+        if (p->qtype) {
+            quant_quantize_rows((QuantType)p->qtype, x, qblk, p->shape[0], p->shape[1]);
+            model_param_set_blocks(m, p, qblk);
+        }
     }
     m->be->to_device(m->params, host, m->n_elems * sizeof(float));
-    free(host);
+    free(host), free(qtmp), free(qblk);
+}
+
+int model_param_to_host(Model *m, const ParamInfo *p, float *out) {
+    if (!p->qtype) {
+        m->be->to_host(out, m->params + p->offset, p->numel * sizeof(float));
+        return 0;
+    }
+    size_t bytes = (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]);
+    void *blk = malloc(bytes ? bytes : 1);
+    if (!blk) return align_errorf("out of memory dequantising %s", p->name);
+    m->be->to_host(blk, m->qparams + p->qoffset, bytes);
+    quant_dequantize_rows((QuantType)p->qtype, blk, out, p->shape[0], p->shape[1]);
+    free(blk);
+    return 0;
+}
+
+int model_param_set_blocks(Model *m, const ParamInfo *p, const void *blocks) {
+    if (!p->qtype) return align_errorf("%s is not a quantised tensor", p->name);
+    m->be->to_device(m->qparams + p->qoffset, blocks, (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]));
+    return 0;
+}
+
+size_t model_weight_bytes(const Model *m) { return m->n_elems * sizeof(float) + m->n_qbytes; }
+
+int model_quantize_base(Model *m, QuantType t) {
+    if (!quant_supported(t)) return align_errorf("unsupported quantisation type %d", (int)t);
+    const Backend *be = m->be;
+    int n = m->n_params, count = 0;
+    int *qt = calloc(n, sizeof(int));
+    ParamInfo *old = malloc(n * sizeof(ParamInfo));
+    if (!qt || !old) {
+        free(qt), free(old);
+        return align_errorf("out of memory");
+    }
+    memcpy(old, m->info, n * sizeof(ParamInfo));
+    for (int i = 0; i < n; i++) qt[i] = old[i].qtype ? old[i].qtype : model_quantizable(&m->cfg, &old[i]) ? (int)t : QUANT_NONE;
+    fix_groups(m, qt);
+    for (int i = 0; i < n; i++) count += qt[i] != old[i].qtype;
+    if (!count) {
+        free(qt), free(old);
+        return 0;
+    }
+    float *old_params = m->params;
+    uint8_t *old_q = m->qparams;
+    size_t old_elems = m->n_elems, old_qbytes = m->n_qbytes;
+    for (int i = 0; i < n; i++) m->info[i].qtype = qt[i];
+    assign_offsets(m);
+    float *np = be->alloc((m->n_elems ? m->n_elems : 1) * sizeof(float));
+    uint8_t *nq = be->alloc(m->n_qbytes);
+    size_t maxn = 0;
+    for (int i = 0; i < n; i++)
+        if (qt[i] != old[i].qtype && old[i].numel > maxn) maxn = old[i].numel;
+    float *tmp = malloc(maxn * sizeof(float));
+    void *blk = malloc(maxn * sizeof(float));
+    if (!np || !nq || !tmp || !blk) {
+        if (np) be->free(np);
+        if (nq) be->free(nq);
+        free(tmp), free(blk);
+        memcpy(m->info, old, n * sizeof(ParamInfo));
+        m->n_elems = old_elems, m->n_qbytes = old_qbytes;
+        free(qt), free(old);
+        return align_errorf("out of memory quantising the base weights");
+    }
+    for (int i = 0; i < n; i++) {
+        ParamInfo *p = &m->info[i];
+        if (!p->qtype) {
+            be->copy(np + p->offset, old_params + old[i].offset, p->numel * sizeof(float));
+        } else if (old[i].qtype) {
+            be->copy(nq + p->qoffset, old_q + old[i].qoffset, (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]));
+        } else {
+            be->to_host(tmp, old_params + old[i].offset, p->numel * sizeof(float));
+            quant_quantize_rows((QuantType)p->qtype, tmp, blk, p->shape[0], p->shape[1]);
+            be->to_device(nq + p->qoffset, blk, (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]));
+        }
+    }
+    free(tmp), free(blk), free(qt), free(old);
+    be->free(old_params);
+    if (old_q) be->free(old_q);
+    m->params = np;
+    m->qparams = nq;
+    bind_views(m, &m->w, m->params, 0);
+    bind_quant(m);
+    layout_grads(m);
+    return count;
 }
 
 int model_set_trainable(Model *m, const char *substring, int trainable) {
     int matched = 0;
     for (int i = 0; i < m->n_params; i++) {
         if (strstr(m->info[i].name, substring)) {
-            m->info[i].grad_offset = trainable ? 0 : -1;
+            m->info[i].grad_offset = trainable && !m->info[i].qtype ? 0 : -1; /* quantised: always frozen */
             matched++;
         }
     }
     layout_grads(m);
     return matched;
+}
+
+int model_append_params(Model *m, const ParamInfo *extra, int n) {
+    ParamInfo *info = realloc(m->info, (m->n_params + n) * sizeof *info);
+    if (!info) return align_errorf("out of memory growing the parameter table");
+    m->info = info;
+    size_t add = 0;
+    for (int i = 0; i < n; i++) {
+        ParamInfo *p = &info[m->n_params + i];
+        *p = extra[i];
+        p->qtype = QUANT_NONE;
+        p->offset = m->n_elems + add;
+        p->grad_offset = -1;
+        add += p->numel;
+    }
+    float *np = m->be->alloc((m->n_elems + add) * sizeof(float));
+    if (!np) return align_error_prefix("%zu new parameters", add);
+    m->be->copy(np, m->params, m->n_elems * sizeof(float));
+    m->be->free(m->params);
+    m->params = np;
+    m->n_params += n;
+    m->n_elems += add;
+    bind_views(m, &m->w, m->params, 0);
+    layout_grads(m);
+    return 0;
 }
 
 const float *model_rope_inv_freq(const Model *m) { return m->acts->inv_freq; }
@@ -532,9 +755,12 @@ int model_forward(Model *m, const Batch *b) {
     size_t d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim, n = N;
     int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
+    int lora = lora_begin_forward(m, N);
+    if (lora < 0) return -1;
     be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerTensors *w = &m->w.layers[l];
+        const LayerQuant *qw = &m->qw[l];
         float *in = a->resid + l * n * d, *out = a->resid + (l + 1) * n * d;
         float *mid = a->resid_mid + l * n * d;
         float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
@@ -542,21 +768,22 @@ int model_forward(Model *m, const Batch *b) {
         float *up = a->up + l * n * u, *act = a->act + l * n * F;
         /* attention block: mid = in + o(attn(norm(in))) */
         norm_forward(m, norm1, a->stats1 + l * 2 * n, in, w->norm1_w, w->norm1_b, N);
-        be->matmul_forward(qkv, norm1, w->wq, w->bq, N, c->dim, (int)q);
+        model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
+        if (lora) lora_forward(m, l, LORA_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
         be->attention_forward(attn, a->lse + l * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
-        be->matmul_forward(a->dtmp, attn, w->wo, w->bo, N, (int)ao, c->dim);
+        model_linear_forward(m, a->dtmp, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
+        if (lora) lora_forward(m, l, LORA_SLOT_O, attn, a->dtmp, c->dim, N, 1);
         be->add(mid, in, a->dtmp, n * d);
         /* MLP block: out = mid + down(act(up(norm(mid)))) */
         norm_forward(m, norm2, a->stats2 + l * 2 * n, mid, w->norm2_w, w->norm2_b, N);
-        if (c->arch == ARCH_LLAMA) {
-            be->matmul_forward(up, norm2, w->w_gate, NULL, N, c->dim, (int)u);
-            be->swiglu_forward(act, up, N, c->ffn_dim);
-        } else {
-            be->matmul_forward(up, norm2, w->w_up, w->b_up, N, c->dim, (int)u);
-            be->gelu_forward(act, up, n * F);
-        }
-        be->matmul_forward(a->dtmp, act, w->w_down, w->b_down, N, c->ffn_dim, c->dim);
+        model_linear_forward(m, up, norm2, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up, w->b_up,
+                             N, c->dim, (int)u);
+        if (lora) lora_forward(m, l, LORA_SLOT_UP, norm2, up, (int)u, N, 1);
+        if (c->arch == ARCH_LLAMA) be->swiglu_forward(act, up, N, c->ffn_dim);
+        else be->gelu_forward(act, up, n * F);
+        model_linear_forward(m, a->dtmp, act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
+        if (lora) lora_forward(m, l, LORA_SLOT_DOWN, act, a->dtmp, c->dim, N, 1);
         be->add(out, mid, a->dtmp, n * d);
     }
     norm_forward(m, a->normf, a->statsf, a->resid + c->n_layers * n * d, m->w.normf_w, m->w.normf_b, N);
@@ -667,13 +894,14 @@ int model_values(Model *m, float *values) {
 static int lowest_trainable_layer(const Model *m) {
     const ModelConfig *c = &m->cfg;
     if (m->g.wte || m->g.wpe) return -1;
-    for (int l = 0; l < c->n_layers; l++) {
+    int lora = lora_lowest_layer(m); /* n_layers when no adapter trains */
+    for (int l = 0; l < c->n_layers && l < lora; l++) {
         const LayerTensors *g = &m->g.layers[l];
         const float *const *p = (const float *const *)g;
         for (size_t k = 0; k < sizeof *g / sizeof(float *); k++)
             if (p[k]) return l;
     }
-    return c->n_layers;
+    return lora;
 }
 
 /* Weight gradients of a fused projection whose members are row blocks of
@@ -738,34 +966,39 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     }
 
     int stop = lowest_trainable_layer(m);
+    int lora = lora_backward_active(m);
     if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return 0;
     be->zero(a->dresid, n * d * sizeof(float));
     norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
                   m->w.normf_w, a->statsf, N);
     for (int l = c->n_layers - 1; l >= 0 && l >= stop; l--) {
         const LayerTensors *w = &m->w.layers[l], *g = &m->g.layers[l];
+        const LayerQuant *qw = &m->qw[l];
         float *in = a->resid + l * n * d, *mid = a->resid_mid + l * n * d;
         float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
         float *qkv = a->qkv + l * n * q, *attn = a->attn + l * n * ao;
         float *up = a->up + l * n * u, *act = a->act + l * n * F;
         /* MLP block; dresid holds d(out) */
         be->matmul_backward_weight(g->w_down, g->b_down, a->dresid, c->dim, act, N, c->ffn_dim, c->dim);
-        be->matmul_backward_input(a->dact, a->dresid, w->w_down, N, c->ffn_dim, c->dim, 0);
+        model_linear_backward_input(m, a->dact, a->dresid, w->w_down, qw->down, qw->t_down, N, c->ffn_dim, c->dim, 0);
+        if (lora) lora_backward(m, l, LORA_SLOT_DOWN, act, a->dresid, c->dim, a->dact, N);
         if (c->arch == ARCH_LLAMA) {
             be->swiglu_backward(a->dup, a->dact, up, N, c->ffn_dim);
             float *dw[2] = {g->w_gate, g->w_up};
             int rows[2] = {c->ffn_dim, c->ffn_dim};
             fused_weight_grads(m, dw, NULL, rows, 2, a->dup, (int)u, norm2, N, c->dim);
-            be->matmul_backward_input(a->dtmp, a->dup, w->w_gate, N, c->dim, (int)u, 0);
         } else {
             be->gelu_backward(a->dup, a->dact, up, n * F);
             be->matmul_backward_weight(g->w_up, g->b_up, a->dup, (int)u, norm2, N, c->dim, (int)u);
-            be->matmul_backward_input(a->dtmp, a->dup, w->w_up, N, c->dim, (int)u, 0);
         }
+        model_linear_backward_input(m, a->dtmp, a->dup, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
+                                    N, c->dim, (int)u, 0);
+        if (lora) lora_backward(m, l, LORA_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, N);
         norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N);
         /* attention block; dresid now holds d(mid) */
         be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, N, (int)ao, c->dim);
-        be->matmul_backward_input(a->dattn, a->dresid, w->wo, N, (int)ao, c->dim, 0);
+        model_linear_backward_input(m, a->dattn, a->dresid, w->wo, qw->o, qw->t_o, N, (int)ao, c->dim, 0);
+        if (lora) lora_backward(m, l, LORA_SLOT_O, attn, a->dresid, c->dim, a->dattn, N);
         be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                a->n_seqs, N, Hq, Hkv, hd);
         if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
@@ -774,7 +1007,8 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};
         int has_bias = w->bq != NULL;
         fused_weight_grads(m, dw, has_bias ? db : NULL, rows, 3, a->dqkv, (int)q, norm1, N, c->dim);
-        be->matmul_backward_input(a->dtmp, a->dqkv, w->wq, N, c->dim, (int)q, 0);
+        model_linear_backward_input(m, a->dtmp, a->dqkv, w->wq, qw->qkv, qw->t_qkv, N, c->dim, (int)q, 0);
+        if (lora) lora_backward(m, l, LORA_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, N);
         norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
     }
     if (stop < 0) be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);
@@ -782,6 +1016,18 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
 }
 
 /* ------------------------------------------------------------ helpers */
+
+void model_linear_forward(const Model *m, float *out, const float *inp, const float *w, const void *wq, int qtype,
+                          const float *bias, int N, int C, int OC) {
+    if (qtype) m->be->matmul_forward_q(out, inp, wq, qtype, bias, N, C, OC);
+    else m->be->matmul_forward(out, inp, w, bias, N, C, OC);
+}
+
+void model_linear_backward_input(const Model *m, float *dinp, const float *dout, const float *w, const void *wq,
+                                 int qtype, int N, int C, int OC, int accumulate) {
+    if (qtype) m->be->matmul_backward_input_q(dinp, dout, wq, qtype, N, C, OC, accumulate);
+    else m->be->matmul_backward_input(dinp, dout, w, N, C, OC, accumulate);
+}
 
 double model_flops_per_token(const ModelConfig *c, int seq_len, int training) {
     /* matmul FLOPs: 2 per weight per token forward (the LM head counted,

@@ -31,6 +31,15 @@
  * sequence boundary, which is the block-diagonal causal mask of packing with
  * no padding at all, so no compute is spent on padding.
  *
+ * PEFT (common/lora.h): LoRA adapters are ordinary tensors appended to the
+ * table (PEFT names, `base_model.model.<module>.lora_A.weight`), so AdamW,
+ * clipping, checkpoints and resume treat them like any parameter; the base
+ * is frozen. Linear weights of the layers may instead be stored quantised
+ * (common/quant.h: ParamInfo.qtype != QUANT_NONE): their blocks live in
+ * Model.qparams, they take no room in params, get no gradient, and every
+ * matmul on them goes through the backend's *_q ops. Embeddings, norms,
+ * biases and the heads always stay fp32.
+ *
  * Usage for one micro-batch:
  *   model_forward(m, &batch)             hidden states for every token
  *   model_token_logprobs(m, targets, lp) LM head: log p(target | prefix)
@@ -44,6 +53,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "quant.h"
 
 typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } ModelArch;
 
@@ -85,7 +95,17 @@ typedef struct {
     long grad_offset;   /* element offset into Model.grads, -1 when frozen */
     int hf_transposed;  /* 1: HF files store this tensor as [in, out] */
     int no_decay;       /* 1: biases and norm weights get no weight decay */
+    int qtype;          /* QuantType: QUANT_NONE = fp32 in params; else blocks in qparams */
+    size_t qoffset;     /* byte offset into Model.qparams when quantised (offset unused) */
+    int lora;           /* 1: a LoRA adapter tensor (lora_A / lora_B) */
 } ParamInfo;
+
+/* Quantised weights of one layer (NULL / QUANT_NONE where fp32). Fused
+ * members share a type and are adjacent, so qkv and gate|up are one matrix. */
+typedef struct {
+    const void *qkv, *o, *up, *down; /* up: Llama gate|up, GPT-2 c_fc */
+    int t_qkv, t_o, t_up, t_down;
+} LayerQuant;
 
 /* Pointers to one layer's tensors (into params, or into grads with NULL for
  * frozen or absent tensors). */
@@ -113,6 +133,7 @@ typedef struct {
 } Batch;
 
 typedef struct ModelActs ModelActs; /* saved activations, private to model.c */
+typedef struct ModelLora ModelLora; /* LoRA state, private to lora.c */
 
 typedef struct {
     ModelConfig cfg;
@@ -126,10 +147,37 @@ typedef struct {
     ModelTensors w;       /* views into params */
     ModelTensors g;       /* views into grads (NULL = frozen) */
     ModelActs *acts;
+    uint8_t *qparams;     /* backend memory: quantised blocks (NULL when none) */
+    size_t n_qbytes;
+    LayerQuant *qw;       /* [n_layers] views into qparams */
+    ModelLora *lora;      /* NULL when no adapters are attached */
 } Model;
 
 /* Create a model with zeroed parameters and every tensor trainable. */
 Model *model_create(const ModelConfig *cfg, const Backend *be);
+/* The same with some linear weights stored quantised from the start (so
+ * their fp32 form is never allocated): pick returns the QuantType for each
+ * tensor model_quantizable accepts (QUANT_NONE keeps fp32). Members of a
+ * fused projection (q|k|v, gate|up) must agree, else the group stays fp32.
+ * Quantised tensors are frozen; their blocks are zero until filled with
+ * model_param_set_blocks. */
+typedef int (*ModelQuantPick)(const ParamInfo *p, void *ctx);
+Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantPick pick, void *ctx);
+/* 1 when p may be quantised: a 2-D linear weight inside a layer (attention
+ * and MLP projections) whose input size is a multiple of 32. */
+int model_quantizable(const ModelConfig *c, const ParamInfo *p);
+/* Quantise every quantizable base weight of an fp32 model to type t (the
+ * fp32 copies are released); they become frozen. Returns how many tensors
+ * were quantised, or -1. */
+int model_quantize_base(Model *m, QuantType t);
+/* One tensor as fp32 in HF-independent [out, in] layout on the host,
+ * dequantising a quantised one. out has p->numel floats. */
+int model_param_to_host(Model *m, const ParamInfo *p, float *out);
+/* Fill a quantised tensor with rows of blocks (host memory, p->shape[0] *
+ * quant_row_bytes(p->qtype, p->shape[1]) bytes). */
+int model_param_set_blocks(Model *m, const ParamInfo *p, const void *blocks);
+/* Bytes of weights held: fp32 params plus quantised blocks. */
+size_t model_weight_bytes(const Model *m);
 void model_free(Model *m);
 
 /* GPT-2 style init: N(0, 0.02) weights, residual projections scaled by
@@ -181,6 +229,18 @@ const float *model_rope_inv_freq(const Model *m);
 /* 6N per token for the dense weights plus the attention term, as llm.c's MFU
  * formula counts it; used by benchmarks. */
 double model_flops_per_token(const ModelConfig *c, int seq_len, int training);
+
+/* One linear layer's forward / backward-input on an fp32 weight w or a
+ * quantised one (wq, qtype != QUANT_NONE); shared by model.c, kvcache.c and
+ * lora.c. Same shapes as Backend.matmul_forward / matmul_backward_input. */
+void model_linear_forward(const Model *m, float *out, const float *inp, const float *w, const void *wq, int qtype,
+                          const float *bias, int N, int C, int OC);
+void model_linear_backward_input(const Model *m, float *dinp, const float *dout, const float *w, const void *wq,
+                                 int qtype, int N, int C, int OC, int accumulate);
+
+/* Append tensors (name, ndim, shape, numel, hf_transposed, no_decay, lora
+ * taken from extra; zero-filled, frozen) to the table and the flat buffer. */
+int model_append_params(Model *m, const ParamInfo *extra, int n);
 
 /* Helpers for building batches: next-token targets (-1 at each sequence's
  * last token) for a packed batch. */

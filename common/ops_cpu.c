@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "quant.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ memory */
@@ -582,6 +583,75 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, float 
     }
 }
 
+/* -------------------------------------------------- LoRA and quantised */
+
+static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+                alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, int accumulate) {
+    const float s = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float v = backend_dropout_keep(seed, i, p) ? inp[i] * s : 0.0f;
+        out[i] = accumulate ? out[i] + v : v;
+    }
+}
+
+/* Rows per dequantised tile: about 256 KiB of fp32, at least 16 rows. */
+static int q_tile_rows(int C, int OC) {
+    int r = (1 << 16) / (C > 0 ? C : 1);
+    if (r < 16) r = 16;
+    return r < OC ? r : OC;
+}
+
+static void dequant_tile(float *buf, const void *wq, int qtype, int r0, int rows, int C) {
+    size_t rb = quant_row_bytes((QuantType)qtype, C);
+    const uint8_t *src = (const uint8_t *)wq + (size_t)r0 * rb;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) quant_dequantize_rows((QuantType)qtype, src + r * rb, buf + (size_t)r * C, 1, C);
+}
+
+/* out[N,OC] = inp[N,C] @ dequant(wq)[OC,C]^T (+ bias), a tile of rows at a time */
+static void matmul_forward_q(float *out, const float *inp, const void *wq, int qtype, const float *bias,
+                             int N, int C, int OC) {
+    int T = q_tile_rows(C, OC);
+    float *buf = align_alloc((size_t)T * C * sizeof(float));
+    if (!buf) return;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, OC * sizeof(float));
+    }
+    for (int r0 = 0; r0 < OC; r0 += T) {
+        int rows = OC - r0 < T ? OC - r0 : T;
+        dequant_tile(buf, wq, qtype, r0, rows, C);
+        if (N == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, C, 1.0f, buf, C, inp, 1, bias ? 1.0f : 0.0f, out + r0, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, C, 1.0f, inp, C, buf, C,
+                        bias ? 1.0f : 0.0f, out + r0, OC);
+    }
+    align_free(buf);
+}
+
+/* dinp[N,C] (+)= dout[N,OC] @ dequant(wq)[OC,C], summed over row tiles */
+static void matmul_backward_input_q(float *dinp, const float *dout, const void *wq, int qtype, int N,
+                                    int C, int OC, int accumulate) {
+    int T = q_tile_rows(C, OC);
+    float *buf = align_alloc((size_t)T * C * sizeof(float));
+    if (!buf) return;
+    for (int r0 = 0; r0 < OC; r0 += T) {
+        int rows = OC - r0 < T ? OC - r0 : T;
+        dequant_tile(buf, wq, qtype, r0, rows, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, rows, 1.0f, dout + r0, OC, buf, C,
+                    (accumulate || r0 > 0) ? 1.0f : 0.0f, dinp, C);
+    }
+    align_free(buf);
+}
+
 const Backend backend_cpu = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -618,4 +688,8 @@ const Backend backend_cpu = {
     .logprobs_backward = logprobs_backward,
     .sum_squares = sum_squares,
     .adamw = adamw,
+    .gemm = gemm,
+    .dropout = dropout,
+    .matmul_forward_q = matmul_forward_q,
+    .matmul_backward_input_q = matmul_backward_input_q,
 };

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "optim.h"
+#include "peft.h"
 #include "rng.h"
 #include "util.h"
 
@@ -26,6 +28,8 @@ void train_args_defaults(TrainArgs *a) {
     a->seed = 42;
     a->device = "cpu";
     a->max_length = 1024;
+    a->lora_alpha = -1;   /* default: 2 * rank (TRL: r 16, alpha 32) */
+    a->lora_dropout = 0.05f;
 }
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
@@ -50,6 +54,13 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens"},
         {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
+        {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)"},
+        {"lora-alpha", CLI_FLOAT, &a->lora_alpha, "LoRA scale numerator: updates are scaled by alpha/rank (default 2*rank)"},
+        {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training"},
+        {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
+        {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
+        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
+        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1 or q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored); needs LoRA"},
     };
     memcpy(f, shared, sizeof shared);
     return TRAIN_ARGS_N_FLAGS;
@@ -60,7 +71,14 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     if (!be) return -1;
     const char *path = a->resume ? a->resume : model_path;
     if (!path) return align_errorf("no model given");
-    if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) return -1;
+    size_t len = strlen(path);
+    if (a->quantize_base && len > 5 && !strcmp(path + len - 5, ".gguf")) {
+        QuantType qt;
+        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
+        if (gguf_import_quant(path, be, qt, out)) return -1; /* the fp32 base never exists */
+    } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
+        return -1;
+    }
     *tmpl = CHAT_TEMPLATE_NONE;
     if (a->chat_template) {
         if (chat_template_from_name(a->chat_template, tmpl)) return align_error_prefix("--chat-template");
@@ -70,6 +88,75 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
         chat_template_detect(out->extras.chat_template_jinja, tmpl);
     }
     return 0;
+}
+
+int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
+    Model *m = policy->model;
+    int want_lora = a->lora_rank > 0 || a->lora_adapter;
+    if (a->quantize_base && !want_lora)
+        return align_errorf("--quantize-base needs LoRA (--lora-rank or --lora-adapter): quantised weights are frozen");
+    if (a->quantize_base) {
+        QuantType qt;
+        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
+        size_t before = model_weight_bytes(m);
+        int n = model_quantize_base(m, qt);
+        if (n < 0) return -1;
+        int kept = 0;
+        for (int i = 0; i < m->n_params; i++) kept += m->info[i].qtype != QUANT_NONE;
+        fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
+                quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+    }
+    if (!want_lora) {
+        for (int i = 0; i < policy->extras.n_tensors; i++)
+            if (strstr(policy->extras.tensors[i].name, ".lora_A.weight"))
+                return align_errorf("%s holds LoRA adapters: resume with the same --lora-* flags", a->resume);
+        return 0;
+    }
+    if (m->lora) return 0;
+    if (a->lora_adapter) {
+        if (peft_load_adapter(a->lora_adapter, m, (uint64_t)a->seed)) return -1;
+        const LoraConfig *lc = model_lora_config(m);
+        fprintf(stderr, "%s: LoRA adapter %s: rank %d, alpha %g\n", prog, a->lora_adapter, lc->rank, lc->alpha);
+    } else {
+        LoraConfig lc;
+        lora_config_defaults(&lc);
+        lc.rank = a->lora_rank;
+        lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * a->lora_rank;
+        lc.dropout = a->lora_dropout;
+        lc.seed = (uint64_t)a->seed;
+        if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc.targets)) return align_error_prefix("--lora-targets");
+        if (model_lora_attach(m, &lc)) return -1;
+    }
+    if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains with the adapters */
+    if (a->resume) {
+        int n = peft_adapter_from_extras(m, &policy->extras);
+        if (n < 0) return -1;
+        if (n == 0) return align_errorf("--resume %s: the checkpoint has no LoRA adapters (it was not trained with LoRA)", a->resume);
+    }
+    size_t total = 0;
+    for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
+    fprintf(stderr, "%s: LoRA: %zu trainable parameters (%.2f%% of %zu)\n", prog, model_trainable_elems(m),
+            100.0 * model_trainable_elems(m) / (double)total, total);
+    return 0;
+}
+
+int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy, const char *path) {
+    Model *m = policy->model;
+    if (m->lora) {
+        char dir[4096];
+        if (a->lora_out) {
+            snprintf(dir, sizeof dir, "%s", a->lora_out);
+        } else {
+            size_t len = strlen(path);
+            while (len > 1 && path[len - 1] == '/') len--;
+            if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
+            snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
+        }
+        if (peft_save_adapter(dir, m, NULL)) return -1;
+        fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
+    }
+    if (m->lora || m->qparams) return peft_save_merged(path, policy);
+    return model_save_any(path, policy);
 }
 
 int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, const Tokenizer *tok,
@@ -253,7 +340,10 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             int n = task->n_train - p.cursor < a->batch_size ? task->n_train - p.cursor : a->batch_size;
             memcpy(idx, order + p.cursor, n * sizeof(int32_t));
             p.cursor += n;
+            /* dropout masks keyed by the micro-step, so --resume draws the same ones */
+            model_lora_train_mode(m, 1, (uint64_t)p.step * a->grad_accum + micro);
             long t = task->micro_step(task->ctx, idx, n, 1.0f / a->grad_accum, &acc);
+            model_lora_train_mode(m, 0, 0);
             if (t < 0) goto restore;
             tokens += t;
         }
@@ -303,7 +393,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         free(policy->extras.tensors);
         policy->extras.tensors = NULL;
         policy->extras.n_tensors = 0;
-        if (model_save_any(a->out, policy)) goto restore;
+        if (trainer_save_model(prog, a, policy, a->out)) goto restore;
         fprintf(stderr, "%s: saved %s after %ld steps\n", prog, a->out, p.step);
     }
     rc = 0;

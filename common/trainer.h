@@ -33,12 +33,19 @@ typedef struct {
     int max_length;
     const char *chat_template;
     int skip_bad;
+    /* PEFT (common/lora.h, common/peft.h, common/quant.h) */
+    int lora_rank;              /* 0 = full fine-tuning */
+    float lora_alpha, lora_dropout;
+    const char *lora_targets;   /* comma list; default every attention and MLP projection */
+    const char *lora_adapter;   /* start from a peft adapter directory */
+    const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
+    const char *quantize_base;  /* q4_0, q4_1, q8_0: frozen base weights kept quantised */
 } TrainArgs;
 
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 20
+#define TRAIN_ARGS_N_FLAGS 27
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -63,6 +70,16 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
  * template is --chat-template, else the model's own, else none. */
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out,
                         ChatTemplate *tmpl);
+/* Quantise the base (--quantize-base), attach LoRA (--lora-rank or
+ * --lora-adapter) and, when resuming, restore the adapters from the
+ * checkpoint. Call after any change of heads (rm_from_base) and before
+ * trainer_run. With LoRA every base tensor is frozen. */
+int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy);
+/* Save the trained model: a plain model to `path` (adapters merged, a
+ * quantised base dequantised), and with LoRA the adapter alone as a peft
+ * directory (a->lora_out, default <path without .ckpt>-adapter). */
+int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy, const char *path);
+
 /* Load and tokenize a dataset with the shared options (max length,
  * skip-bad) and report what was kept, skipped and cut on stderr. */
 int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, const Tokenizer *tok,

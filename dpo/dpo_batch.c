@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include "lora.h"
 #include "seq_logprobs.h"
 #include "util.h"
 
@@ -23,8 +24,12 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         } else if (!ref) {
             align_errorf("this loss needs a reference model or precomputed reference log-probs");
             goto done;
-        } else if (seq_logprobs(ref, seqs, (int)s2, (int)s2, refs, counts)) {
-            goto done;
+        } else {
+            /* ref == policy: a LoRA policy whose reference is its base, adapters off */
+            int was = ref == policy ? model_lora_enable(policy, 0) : -1;
+            int bad = seq_logprobs(ref, seqs, (int)s2, (int)s2, refs, counts);
+            if (was >= 0) model_lora_enable(policy, was);
+            if (bad) goto done;
         }
     }
     if (ds_pack(seqs, (int)s2, 1, &p)) goto done;

@@ -5,7 +5,9 @@
  * dpo_pair_loss, and its per-token gradient (times scale / n: the batch
  * loss is the mean over pairs) goes back through the same packed batch.
  * Reference sums come from ref_sums (precomputed) or a forward of ref, or
- * are zero for reference-free losses. Metrics use TRL's names. */
+ * are zero for reference-free losses; ref may be the policy itself when it
+ * carries LoRA adapters: the reference is then its base, adapters off.
+ * Metrics use TRL's names. */
 #ifndef ALIGN_DPO_BATCH_H
 #define ALIGN_DPO_BATCH_H
 

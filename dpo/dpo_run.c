@@ -11,13 +11,17 @@
  * once before training and the reference is freed, so only one model is in
  * memory while training (the usual cure for running out of memory);
  * --ref-logprobs reads them from a file written by `logprobs` instead.
- * SimPO and ORPO need no reference at all. */
+ * SimPO and ORPO need no reference at all. With LoRA (--lora-rank or
+ * --lora-adapter) and no --ref, the reference is the policy's own frozen
+ * base with the adapters switched off (as TRL does for a PeftModel): no
+ * second model and no precomputation are needed. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dpo_batch.h"
+#include "lora.h"
 #include "seq_logprobs.h"
 #include "trainer.h"
 #include "util.h"
@@ -85,7 +89,10 @@ static double *precompute(Dpo *d, const Dataset *data) {
     double *table = malloc(2 * data->n * sizeof(double) + 1);
     int *counts = malloc(2 * data->n * sizeof(int) + 1);
     DsSeq *seqs = pair_seqs(data, NULL, (int)data->n);
-    if (!table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, table, counts)) {
+    int was = d->ref == d->policy ? model_lora_enable(d->policy, 0) : -1; /* the base, adapters off */
+    int bad = !table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, table, counts);
+    if (was >= 0) model_lora_enable(d->policy, was);
+    if (bad) {
         if (!table || !counts || !seqs) align_errorf("out of memory");
         free(table);
         table = NULL;
@@ -174,6 +181,7 @@ int main(int argc, char **argv) {
     if (trainer_load_policy(&a, policy_path, &policy, &tmpl)) align_die_error("dpo_run");
     d.policy = policy.model;
     if (!d.policy->cfg.lm_head) align_die("dpo_run", "the policy has no LM head (it is a reward/value model)");
+    if (trainer_setup_peft("dpo_run", &a, &policy)) align_die_error("dpo_run");
     if (trainer_load_data("dpo_run", &a, data, policy.tok, tmpl, DS_PREFERENCE, &d.train)) align_die_error("dpo_run");
     if (a.eval_data && trainer_load_data("dpo_run", &a, a.eval_data, policy.tok, tmpl, DS_PREFERENCE, &d.eval))
         align_die_error("dpo_run");
@@ -183,7 +191,15 @@ int main(int argc, char **argv) {
         if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error("dpo_run");
         if (a.eval_data) precompute_ref = 1; /* eval still needs a reference pass */
     }
-    if (need_ref && (!d.ref_train || a.eval_data)) {
+    if (need_ref && d.policy->lora && !ref_path && (!d.ref_train || a.eval_data)) {
+        d.ref = d.policy; /* the base with adapters off */
+        fprintf(stderr, "dpo_run: reference = the base model (LoRA adapters off), no second copy\n");
+        if (precompute_ref) {
+            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error("dpo_run");
+            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error("dpo_run");
+            d.ref = NULL;
+        }
+    } else if (need_ref && (!d.ref_train || a.eval_data)) {
         /* the reference is the STARTING policy, also when resuming */
         const char *rp = ref_path ? ref_path : policy_path;
         if (!rp) align_die("dpo_run", "--resume needs --policy or --ref to rebuild the reference model");
@@ -203,7 +219,7 @@ int main(int argc, char **argv) {
                       .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = shown};
     int rc = trainer_run("dpo_run", &a, &policy, &task);
     if (rc < 0) align_die_error("dpo_run");
-    if (d.ref) model_bundle_free(&ref);
+    if (d.ref && d.ref != d.policy) model_bundle_free(&ref);
     free(d.ref_train), free(d.ref_eval);
     ds_free(&d.train);
     if (a.eval_data) ds_free(&d.eval);

@@ -121,6 +121,7 @@ int main(int argc, char **argv) {
     ChatTemplate tmpl;
     if (trainer_load_policy(&a, model, &policy, &tmpl)) align_die_error("sft_run");
     if (!policy.model->cfg.lm_head) align_die("sft_run", "%s has no LM head (it is a reward/value model)", model);
+    if (trainer_setup_peft("sft_run", &a, &policy)) align_die_error("sft_run");
     if (pretrain) tmpl = CHAT_TEMPLATE_NONE;
     TrainArgs load = a;
     if (pretrain) load.max_length = 0; /* documents are windowed, not truncated */

@@ -143,7 +143,9 @@ int main(int argc, char **argv) {
 
     ModelBundle policy;
     ChatTemplate tmpl;
-    if (trainer_load_policy(&a, model_path, &policy, &tmpl)) align_die_error("rm_train");
+    TrainArgs load_args = a;
+    load_args.quantize_base = NULL; /* quantised after the score head is added (trainer_setup_peft) */
+    if (trainer_load_policy(&load_args, model_path, &policy, &tmpl)) align_die_error("rm_train");
     Model *rm;
     if (rm_from_base(policy.model, (uint64_t)a.seed, &rm)) align_die_error("rm_train");
     if (rm != policy.model) {
@@ -152,6 +154,7 @@ int main(int argc, char **argv) {
         policy.model = rm;
     }
     t.model = rm;
+    if (trainer_setup_peft("rm_train", &a, &policy)) align_die_error("rm_train");
     if (trainer_load_data("rm_train", &a, data, policy.tok, tmpl, DS_PREFERENCE, &t.train)) align_die_error("rm_train");
     if (a.eval_data && trainer_load_data("rm_train", &a, a.eval_data, policy.tok, tmpl, DS_PREFERENCE, &t.eval))
         align_die_error("rm_train");
@@ -167,7 +170,7 @@ int main(int argc, char **argv) {
         metrics_clear(&acc);
         double mean, std;
         if (score_all(&t, &t.train, &acc, &mean, &std) || add_reward_stats(&policy, mean, std, 2 * t.train.n) ||
-            model_save_any(a.out, &policy))
+            trainer_save_model("rm_train", &a, &policy, a.out))
             align_die_error("rm_train");
         fprintf(stderr, "rm_train: training set: accuracy %.4f, reward mean %.6g, std %.6g (stored in %s)\n",
                 metrics_get(&acc, "accuracy", 0), mean, std, a.out);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "cuda_common.cuh"
 
@@ -259,8 +260,16 @@ static const __nv_bfloat16 *bf16_copy(int slot, const float *src, long vecs, int
 
 /* C[m,n] (col-major, ldc) = op(A) op(B) + beta C, fp32 in and out, computed
  * as the current mode says. */
+static void gemm_a(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm_a(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* C = alpha op(A) op(B) + beta C (column-major), as gemm with a scale. */
+static void gemm_a(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) { /* an empty sum: C = beta C */
         if (beta == 0.0f) {
@@ -268,7 +277,7 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
         }
         return;
     }
-    const float one = 1.0f;
+    const float one = alpha;
     cublasHandle_t h = g_cublas;
     if (g_gemm == CUDA_GEMM_BF16) {
         /* stored shapes: op N keeps [rows x cols] = [m x k] for A, [k x n] for B */
@@ -316,11 +325,95 @@ static void cu_matmul_backward_weight(float *dw, float *dbias, const float *dout
     if (dbias) cuda_bias_backward(dbias, dout, ld_dout, N, OC);
 }
 
+/* ------------------------------------------------------------ LoRA and quantised weights */
+
+/* Row-major C[M,N] = alpha op(A) op(B) + beta C is column-major
+ * C^T = alpha op(B)^T op(A)^T. */
+static void cu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                    int ldb, float beta, float *C, int ldc) {
+    if (!cuda_ok() || M <= 0 || N <= 0) return;
+    gemm_a(tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+
+/* The same keep-test as backend_dropout_keep in backend.h. */
+__device__ __forceinline__ bool dropout_keep(uint64_t seed, uint64_t i, float p) {
+    uint64_t z = seed ^ (i * 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+__global__ void dropout_kernel(float *out, const float *inp, size_t n, float p, float s, uint64_t seed, int acc) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = dropout_keep(seed, i, p) ? inp[i] * s : 0.0f;
+        out[i] = acc ? out[i] + v : v;
+    }
+}
+
+static void cu_dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, int accumulate) {
+    if (!cuda_ok() || !n) return;
+    dropout_kernel<<<cuda_grid_for(n, 256), 256>>>(out, inp, n, p, 1.0f / (1.0f - p), seed, accumulate);
+    LAUNCH_CHECK("dropout_kernel");
+}
+
+/* One thread per 32-element block: ggml Q4_0 / Q4_1 / Q8_0 (common/quant.h). */
+__global__ void dequant_kernel(float *out, const uint8_t *q, int qtype, size_t n_blocks) {
+    for (size_t b = blockIdx.x * (size_t)blockDim.x + threadIdx.x; b < n_blocks; b += (size_t)gridDim.x * blockDim.x) {
+        float *o = out + b * 32;
+        if (qtype == 2) {
+            const uint8_t *s = q + b * 18;
+            float d = __half2float(__ushort_as_half((unsigned short)(s[0] | (s[1] << 8))));
+            for (int j = 0; j < 16; j++) {
+                o[j] = ((s[2 + j] & 0xF) - 8) * d;
+                o[j + 16] = ((s[2 + j] >> 4) - 8) * d;
+            }
+        } else if (qtype == 3) {
+            const uint8_t *s = q + b * 20;
+            float d = __half2float(__ushort_as_half((unsigned short)(s[0] | (s[1] << 8))));
+            float m = __half2float(__ushort_as_half((unsigned short)(s[2] | (s[3] << 8))));
+            for (int j = 0; j < 16; j++) {
+                o[j] = (s[4 + j] & 0xF) * d + m;
+                o[j + 16] = (s[4 + j] >> 4) * d + m;
+            }
+        } else {
+            const uint8_t *s = q + b * 34;
+            float d = __half2float(__ushort_as_half((unsigned short)(s[0] | (s[1] << 8))));
+            for (int j = 0; j < 32; j++) o[j] = (int8_t)s[2 + j] * d;
+        }
+    }
+}
+
+/* The whole matrix of one linear layer dequantised into scratch (a layer's
+ * weight, not the model's), then the fp32 path. */
+static const float *dequant(const void *wq, int qtype, int C, int OC) {
+    size_t blocks = (size_t)OC * (C / 32);
+    float *w = (float *)cuda_scratch(SCRATCH_DEQUANT, blocks * 32 * sizeof(float));
+    if (!w) return NULL;
+    dequant_kernel<<<cuda_grid_for(blocks, 128), 128>>>(w, (const uint8_t *)wq, qtype, blocks);
+    if (LAUNCH_CHECK("dequant_kernel")) return NULL;
+    return w;
+}
+
+static void cu_matmul_forward_q(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N,
+                                int C, int OC) {
+    if (!cuda_ok() || N <= 0 || OC <= 0) return;
+    const float *w = dequant(wq, qtype, C, OC);
+    if (w) cu_matmul_forward(out, inp, w, bias, N, C, OC);
+}
+
+static void cu_matmul_backward_input_q(float *dinp, const float *dout, const void *wq, int qtype, int N, int C,
+                                       int OC, int accumulate) {
+    if (!cuda_ok() || N <= 0 || C <= 0) return;
+    const float *w = dequant(wq, qtype, C, OC);
+    if (w) cu_matmul_backward_input(dinp, dout, w, N, C, OC, accumulate);
+}
+
 /* ------------------------------------------------------------ the table */
 
 /* The table is filled by position: a new op in backend.h must be added here
  * too, and this catches the struct growing without it. */
-static_assert(sizeof(Backend) == 35 * sizeof(void *), "backend.h changed: update backend_cuda");
+static_assert(sizeof(Backend) == 39 * sizeof(void *), "backend.h changed: update backend_cuda");
 
 extern "C" const Backend backend_cuda = {
     /* .name */ "cuda",
@@ -358,4 +451,8 @@ extern "C" const Backend backend_cuda = {
     /* .logprobs_backward */ cuda_logprobs_backward,
     /* .sum_squares */ cuda_sum_squares,
     /* .adamw */ cuda_adamw,
+    /* .gemm */ cu_gemm,
+    /* .dropout */ cu_dropout,
+    /* .matmul_forward_q */ cu_matmul_forward_q,
+    /* .matmul_backward_input_q */ cu_matmul_backward_input_q,
 };

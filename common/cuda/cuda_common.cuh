@@ -39,6 +39,7 @@ enum {
     SCRATCH_REDUCE,     /* column-reduction and sum-of-squares partials */
     SCRATCH_ATTN,       /* attention backward: rowsum(dO * O) */
     SCRATCH_INDEX,      /* embedding backward: bucketed row order */
+    SCRATCH_DEQUANT,    /* one quantised weight matrix dequantised to fp32 */
     SCRATCH_COUNT
 };
 /* A device buffer of at least `bytes` for this use; NULL (and failed) on OOM. */
