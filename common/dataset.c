@@ -429,7 +429,7 @@ static int fit_length(const DsOptions *opt, Ids *p, Ids *c, Ids *r) {
         int keep_min = p->n < L / 2 ? p->n : L / 2;
         int drop = p->n + longest - L;
         if (drop > p->n - keep_min) drop = p->n - keep_min;
-        memmove(p->v, p->v + drop, (size_t)(p->n - drop) * sizeof *p->v);
+        if (drop > 0) memmove(p->v, p->v + drop, (size_t)(p->n - drop) * sizeof *p->v); /* p->v may be NULL */
         p->n -= drop;
         int room = L - p->n;
         if (c->n > room) c->n = room;

@@ -345,7 +345,7 @@ WireMsg *wire_parse(const void *data, size_t len, const WireLimits *lim_in) {
         const char *k = kv->key.via.str.ptr;
         uint32_t kl = kv->key.via.str.size;
         for (int j = 0; j < m->n; j++)
-            if (m->key_len[j] == kl && !memcmp(m->key[j], k, kl)) {
+            if (m->key_len[j] == kl && (kl == 0 || !memcmp(m->key[j], k, kl))) { /* an empty key has no pointer */
                 align_errorf("field \"%.*s\" appears twice", (int)(kl > 40 ? 40 : kl), k);
                 goto fail;
             }
