@@ -6,6 +6,7 @@
  * for a string), and tensor ranges are checked against the data section.
  * Nested arrays are refused (llama.cpp writes none). */
 #include "gguf.h"
+#include "quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -330,25 +331,6 @@ const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name) {
 
 /* ------------------------------------------------------------------ dequant */
 
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else {
-            int e = -1;
-            do {
-                man <<= 1;
-                e++;
-            } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-    else bits = sign | ((exp + 112) << 23) | (man << 13);
-    float out;
-    memcpy(&out, &bits, 4);
-    return out;
-}
-
 static uint16_t ld16(const uint8_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
@@ -361,7 +343,7 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
     switch (t->type) {
     case GGML_F32: memcpy(out, src, n * 4); return 0;
     case GGML_F16:
-        for (size_t i = 0; i < n; i++) out[i] = f16_to_f32(ld16(src + 2 * i));
+        for (size_t i = 0; i < n; i++) out[i] = quant_f16_to_f32(ld16(src + 2 * i));
         return 0;
     case GGML_BF16:
         for (size_t i = 0; i < n; i++) {
@@ -370,28 +352,9 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
         }
         return 0;
     case GGML_Q4_0:
-        for (size_t b = 0; b < n / 32; b++, src += 18, out += 32) {
-            float d = f16_to_f32(ld16(src));
-            for (int j = 0; j < 16; j++) {
-                out[j] = ((src[2 + j] & 0xF) - 8) * d;
-                out[j + 16] = ((src[2 + j] >> 4) - 8) * d;
-            }
-        }
-        return 0;
     case GGML_Q4_1:
-        for (size_t b = 0; b < n / 32; b++, src += 20, out += 32) {
-            float d = f16_to_f32(ld16(src)), m = f16_to_f32(ld16(src + 2));
-            for (int j = 0; j < 16; j++) {
-                out[j] = (src[4 + j] & 0xF) * d + m;
-                out[j + 16] = (src[4 + j] >> 4) * d + m;
-            }
-        }
-        return 0;
-    case GGML_Q8_0:
-        for (size_t b = 0; b < n / 32; b++, src += 34, out += 32) {
-            float d = f16_to_f32(ld16(src));
-            for (int j = 0; j < 32; j++) out[j] = (int8_t)src[2 + j] * d;
-        }
+    case GGML_Q8_0: /* QuantType values are the ggml ids */
+        quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n);
         return 0;
     default: return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
     }

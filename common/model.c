@@ -435,10 +435,10 @@ fail:
     return NULL;
 }
 
-static void acts_release(const Backend *be, ModelActs *a) {
-    be->free(a->buf);
-    be->free(a->tokens);
-    be->free(a->pos);
+/* The LM-head buffers (lm_reserve grows them). */
+static void lm_release(const Backend *be, ModelActs *a) {
+    free(a->lm_rows_host);
+    free(a->lm_tgt_host);
     be->free(a->lm_rows);
     be->free(a->lm_tgt);
     be->free(a->lm_h);
@@ -446,9 +446,17 @@ static void acts_release(const Backend *be, ModelActs *a) {
     be->free(a->lm_lse);
     be->free(a->lm_dlogp);
     be->free(a->lm_dh);
+    a->lm_rows_host = a->lm_tgt_host = a->lm_rows = a->lm_tgt = NULL;
+    a->lm_h = a->lm_logits = a->lm_lse = a->lm_dlogp = a->lm_dh = NULL;
+    a->lm_cap = 0;
+}
+
+static void acts_release(const Backend *be, ModelActs *a) {
+    be->free(a->buf);
+    be->free(a->tokens);
+    be->free(a->pos);
     free(a->seq_start);
-    free(a->lm_rows_host);
-    free(a->lm_tgt_host);
+    lm_release(be, a);
 }
 
 void model_free(Model *m) {
@@ -797,16 +805,7 @@ static int lm_reserve(Model *m, int N) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
     if (N <= a->lm_cap) return 0;
-    free(a->lm_rows_host);
-    free(a->lm_tgt_host);
-    be->free(a->lm_rows);
-    be->free(a->lm_tgt);
-    be->free(a->lm_h);
-    be->free(a->lm_logits);
-    be->free(a->lm_lse);
-    be->free(a->lm_dlogp);
-    be->free(a->lm_dh);
-    a->lm_cap = 0;
+    lm_release(be, a);
     a->lm_rows_host = malloc(N * sizeof(int32_t));
     a->lm_tgt_host = malloc(N * sizeof(int32_t));
     a->lm_rows = be->alloc(N * sizeof(int32_t));

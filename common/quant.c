@@ -145,7 +145,7 @@ void quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, i
     }
 }
 
-/* The same arithmetic as gguf_read_f32, so a kept GGUF block and a
+/* gguf_read_f32 dequantises through this too, so a kept GGUF block and a
  * dequantised import agree bit for bit. */
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols) {
     int64_t nb = rows * (cols / QUANT_BLOCK);

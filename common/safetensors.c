@@ -15,6 +15,7 @@
  * header is padded with spaces to a multiple of 8 so the data section (and
  * every fp32 tensor in it) is 8-byte aligned in the mapped file. */
 #include "safetensors.h"
+#include "quant.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -315,25 +316,6 @@ const char *st_meta(const StFile *f, const char *key) {
     return NULL;
 }
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: renormalise */
-            int e = -1;
-            do {
-                man <<= 1;
-                e++;
-            } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-    else bits = sign | ((exp + 112) << 23) | (man << 13);
-    float out;
-    memcpy(&out, &bits, 4);
-    return out;
-}
-
 int st_read_f32(const StFile *f, const StTensor *t, float *out) {
     const uint8_t *src = f->data + t->begin;
     size_t n = (size_t)st_numel(t);
@@ -343,7 +325,7 @@ int st_read_f32(const StFile *f, const StTensor *t, float *out) {
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, src + 2 * i, 2);
-            out[i] = half_to_float(h);
+            out[i] = quant_f16_to_f32(h);
         }
         return 0;
     case ST_BF16:
