@@ -61,8 +61,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PINS = ["torch==2.15.0", "trl==1.16.0", "transformers==5.24.0", "accelerate==1.15.0", "datasets==5.2.0"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_setup import PINS, ROOT, ensure_model, ensure_venv, in_venv  # noqa: E402
+
 ROWS = ("ref_each_step", "precompute_ref")
 
 WORDS = (
@@ -81,32 +82,7 @@ def log(msg):
     print(f"dpo_vs_trl: {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- setup
-
-def in_venv(venv):
-    return os.path.realpath(sys.prefix) == os.path.realpath(venv)
-
-
-def ensure_venv(venv):
-    """Create and fill the venv if needed, then re-run this script in it."""
-    py = os.path.join(venv, "bin", "python")
-    if not os.path.exists(py):
-        log(f"creating {venv} (pip install {' '.join(PINS)}; several GB, a few minutes)")
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    probe = subprocess.run([py, "-c", "import torch, trl, transformers, datasets"], capture_output=True)
-    if probe.returncode != 0:
-        subprocess.run([py, "-m", "pip", "install", "-q", *PINS], check=True)
-    os.execv(py, [py, os.path.abspath(__file__), *sys.argv[1:]])
-
-
-def ensure_model(bin_dir, cache):
-    hf = os.path.join(cache, "smollm2-hf")
-    if os.path.exists(os.path.join(hf, "model.safetensors")):
-        return hf
-    gguf = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-smollm2.sh")], check=True,
-                          capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    subprocess.run([os.path.join(bin_dir, "ckpt_convert"), os.path.join(ROOT, gguf), hf + "/"], check=True)
-    return hf
+# ---------------------------------------------------------------- setup (bench_setup.py)
 
 
 def hf_tokenizer_dir(hf, work):
@@ -352,7 +328,7 @@ def main():
     if any(r not in ROWS for r in rows):
         ap.error(f"--rows: pick from {','.join(ROWS)}")
     if not in_venv(args.venv):
-        ensure_venv(args.venv)  # does not return
+        ensure_venv(args.venv, __file__, log)  # does not return
 
     os.makedirs(args.cache, exist_ok=True)
     hf = ensure_model(args.bin, args.cache)
