@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <math.h>
 
+#include "cli.h"
 #include "dataset.h"
 #include "gguf.h"
 #include "lora.h"
@@ -155,18 +156,18 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
 
 int main(int argc, char **argv) {
     Opts o = {NULL, 2, 1, 64, 192, 16};
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--gguf")) o.gguf = argv[i + 1];
-        else if (!strcmp(argv[i], "--steps")) o.steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--pairs")) o.pairs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--prompt")) o.prompt = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--completion")) o.completion = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rank")) o.rank = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "bench_dpo_memory: unknown flag %s\n", argv[i]);
-            return 1;
-        }
-    }
+    CliFlag flags[] = {
+        {"gguf", CLI_STRING, &o.gguf, "use this GGUF's weights (Q4 blocks kept for the 4-bit mode) instead of random ones"},
+        {"steps", CLI_INT, &o.steps, "timed DPO steps per mode"},
+        {"pairs", CLI_INT, &o.pairs, "preference pairs per step"},
+        {"prompt", CLI_INT, &o.prompt, "prompt tokens per sequence"},
+        {"completion", CLI_INT, &o.completion, "completion tokens per sequence"},
+        {"rank", CLI_INT, &o.rank, "LoRA rank"},
+    };
+    CliSpec spec = {.prog = "bench_dpo_memory", .usage = "bench_dpo_memory [flags]",
+                    .about = "Peak memory and steps/s of DPO on the SmolLM2-135M shape: full fine-tuning, LoRA, LoRA on a 4-bit base (each mode in its own process); prints JSON.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
     if (o.gguf && access(o.gguf, R_OK)) {
         fprintf(stderr, "bench_dpo_memory: %s not found (scripts/fetch-smollm2.sh fetches it)\n", o.gguf);
         return 1;
