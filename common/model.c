@@ -15,6 +15,9 @@
 /* Saved activations for one batch (backend memory unless noted). */
 struct ModelActs {
     int cap;                 /* tokens the buffers hold */
+    int stored;              /* layers whose activations are kept: all when anything
+                                trains, else 1 (a frozen model, e.g. a DPO/PPO
+                                reference, reuses one layer's buffers) */
     float *buf;              /* one allocation for everything below */
     float *resid;            /* [L+1][N,d]: input of layer l; resid[L] feeds the final norm */
     float *resid_mid;        /* [L][N,d]: after attention's residual add */
@@ -649,10 +652,11 @@ void model_zero_grad(Model *m) {
 
 static int acts_reserve(Model *m, int N) {
     ModelActs *a = m->acts;
-    if (N <= a->cap) return 0;
     const ModelConfig *c = &m->cfg;
+    int stored = m->n_grad_elems ? c->n_layers : 1;
+    if (N <= a->cap && stored == a->stored) return 0;
     const Backend *be = m->be;
-    size_t L = c->n_layers, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
+    size_t L = (size_t)stored, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
     size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
     size_t n = N;
     size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
@@ -693,6 +697,7 @@ static int acts_reserve(Model *m, int N) {
     TAKE(values, n);
 #undef TAKE
     a->cap = N;
+    a->stored = stored;
     return 0;
 }
 
@@ -766,25 +771,27 @@ int model_forward(Model *m, const Batch *b) {
     int lora = lora_begin_forward(m, N);
     if (lora < 0) return -1;
     be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
+    size_t S = (size_t)a->stored; /* layer slots: l % S; residual slots: l % (S + 1) */
     for (int l = 0; l < c->n_layers; l++) {
         const LayerTensors *w = &m->w.layers[l];
         const LayerQuant *qw = &m->qw[l];
-        float *in = a->resid + l * n * d, *out = a->resid + (l + 1) * n * d;
-        float *mid = a->resid_mid + l * n * d;
-        float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
-        float *qkv = a->qkv + l * n * q, *attn = a->attn + l * n * ao;
-        float *up = a->up + l * n * u, *act = a->act + l * n * F;
+        size_t k = l % S;
+        float *in = a->resid + (l % (S + 1)) * n * d, *out = a->resid + ((l + 1) % (S + 1)) * n * d;
+        float *mid = a->resid_mid + k * n * d;
+        float *norm1 = a->norm1 + k * n * d, *norm2 = a->norm2 + k * n * d;
+        float *qkv = a->qkv + k * n * q, *attn = a->attn + k * n * ao;
+        float *up = a->up + k * n * u, *act = a->act + k * n * F;
         /* attention block: mid = in + o(attn(norm(in))) */
-        norm_forward(m, norm1, a->stats1 + l * 2 * n, in, w->norm1_w, w->norm1_b, N);
+        norm_forward(m, norm1, a->stats1 + k * 2 * n, in, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) lora_forward(m, l, LORA_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
-        be->attention_forward(attn, a->lse + l * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
+        be->attention_forward(attn, a->lse + k * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
         model_linear_forward(m, a->dtmp, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
         if (lora) lora_forward(m, l, LORA_SLOT_O, attn, a->dtmp, c->dim, N, 1);
         be->add(mid, in, a->dtmp, n * d);
         /* MLP block: out = mid + down(act(up(norm(mid)))) */
-        norm_forward(m, norm2, a->stats2 + l * 2 * n, mid, w->norm2_w, w->norm2_b, N);
+        norm_forward(m, norm2, a->stats2 + k * 2 * n, mid, w->norm2_w, w->norm2_b, N);
         model_linear_forward(m, up, norm2, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up, w->b_up,
                              N, c->dim, (int)u);
         if (lora) lora_forward(m, l, LORA_SLOT_UP, norm2, up, (int)u, N, 1);
@@ -794,7 +801,7 @@ int model_forward(Model *m, const Batch *b) {
         if (lora) lora_forward(m, l, LORA_SLOT_DOWN, act, a->dtmp, c->dim, N, 1);
         be->add(out, mid, a->dtmp, n * d);
     }
-    norm_forward(m, a->normf, a->statsf, a->resid + c->n_layers * n * d, m->w.normf_w, m->w.normf_b, N);
+    norm_forward(m, a->normf, a->statsf, a->resid + (c->n_layers % (S + 1)) * n * d, m->w.normf_w, m->w.normf_b, N);
     a->forward_done = 1;
     return 0;
 }

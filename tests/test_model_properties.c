@@ -7,6 +7,8 @@
  *    of the combined batch (1e-5 relative);
  *  - frozen tensors: no gradient slot, no optimizer state, unchanged by a
  *    step, while trainable ones move;
+ *  - a frozen model (which keeps one layer's activations instead of all)
+ *    gives bit-identical log-probs and values to the same weights trainable;
  *  - LR schedules: the values transformers' get_*_schedule_with_warmup
  *    gives (hand-computed here).
  *  - bad batches are refused with an error, not a crash. */
@@ -187,6 +189,28 @@ static void test_frozen(void) {
     model_free(m);
 }
 
+static void test_frozen_forward_only(ModelArch arch) {
+    ModelConfig c;
+    tiny_config(&c, arch);
+    Model *train = model_create(&c, &backend_cpu), *frozen = model_create(&c, &backend_cpu);
+    model_init_random(train, 21);
+    memcpy(frozen->params, train->params, train->n_elems * sizeof(float));
+    model_set_trainable(frozen, "", 0);
+    Rng r;
+    rng_seed(&r, 22);
+    int32_t tokens[40], targets[40], starts[3] = {0, 15, 40};
+    random_tokens(&r, tokens, 40, c.vocab_size);
+    Batch b = {.n_tokens = 40, .n_seqs = 2, .tokens = tokens, .seq_start = starts};
+    batch_next_token_targets(&b, targets);
+    float lp1[40], lp2[40], v1[40], v2[40];
+    model_forward(train, &b), model_token_logprobs(train, targets, lp1), model_values(train, v1);
+    CHECK(model_forward(frozen, &b) == 0, "frozen forward: %s", align_error());
+    model_token_logprobs(frozen, targets, lp2), model_values(frozen, v2);
+    CHECK(!memcmp(lp1, lp2, sizeof lp1) && !memcmp(v1, v2, sizeof v1),
+          "%s: a frozen model's log-probs/values differ from the trainable one's", arch == ARCH_GPT2 ? "gpt2" : "llama");
+    model_free(train), model_free(frozen);
+}
+
 static void test_schedules(void) {
     OptimConfig c;
     optim_config_defaults(&c);
@@ -232,6 +256,8 @@ int main(void) {
     test_determinism();
     test_grad_accumulation();
     test_frozen();
+    test_frozen_forward_only(ARCH_GPT2);
+    test_frozen_forward_only(ARCH_LLAMA);
     test_schedules();
     test_bad_batches();
     return test_summary();
