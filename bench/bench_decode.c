@@ -11,7 +11,8 @@
  *   generate_b16  generate_run end to end (16 prompts, top-p sampling,
  *                 prefill included)
  *   prefill       tokens/s of one long prompt and of packed prompts
- *   ops_b1        (cpu) each linear layer at one row: the backend's sgemm
+ *   ops_b1        (cpu) each linear layer at one row: sgemm, cblas_sgemv (what
+ *                 the backend uses for one row)
  *                 against a plain OpenMP gemv and against its own
  *                 bandwidth bound, and the time of the rest of a step
  *
@@ -32,6 +33,7 @@
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
+#include "bench_util.h"
 #include "util.h"
 
 static void smollm2_135m(ModelConfig *c) {
@@ -216,35 +218,6 @@ static void time_linear(const Model *m, OpTime *op, const float *const *w, int n
     be->free(x), be->free(y);
 }
 
-/* The change proposed for ops_cpu.c's matmul_forward: one row goes to
- * cblas_sgemv (a bandwidth-bound kernel) instead of sgemm with M = 1.
- * Run through a copy of the CPU backend with this one pointer swapped. */
-static void matmul_forward_row_gemv(float *out, const float *inp, const float *w, const float *bias, int N, int C,
-                                    int OC) {
-    if (N != 1) {
-        backend_cpu.matmul_forward(out, inp, w, bias, N, C, OC);
-        return;
-    }
-    if (bias) memcpy(out, bias, OC * sizeof(float));
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, bias ? 1.0f : 0.0f, out, 1);
-}
-
-/* Peak-ish sgemm rate (FLOP/s): a large product, best of a few runs. */
-static double sgemm_peak(void) {
-    int M = 1024, N = 2048, K = 2048;
-    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N), *c = malloc(sizeof(float) * M * N);
-    for (long i = 0; i < (long)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-    for (long i = 0; i < (long)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
-    double best = 0;
-    for (int r = 0; r < 4; r++) {
-        double t = align_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        t = align_now() - t;
-        if (2.0 * M * N * K / t > best) best = 2.0 * M * N * K / t;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
 
 /* Cost of one empty OpenMP parallel region (fork + join), seconds. */
 static double omp_region_cost(void) {
@@ -296,15 +269,6 @@ int main(int argc, char **argv) {
     double tpsB = decode(m, B, P, steps16, &f16, &s16);
     double gen = generate_e2e(m, B, P, steps16);
     double pre1 = prefill(m, 1, 512), pre4 = prefill(m, 4, 128);
-    double tps1_patch = 0, f1p = 0, s1p = 0;
-    Backend patched;
-    if (is_cpu) {
-        patched = backend_cpu;
-        patched.matmul_forward = matmul_forward_row_gemv;
-        m->be = &patched;
-        tps1_patch = decode(m, 1, P, steps, &f1p, &s1p);
-        m->be = be;
-    }
 
     printf("{\n  \"model\": \"smollm2-135m shape (random weights)\",\n  \"device\": \"%s\",\n  \"threads\": %d,\n",
            be->name, omp_get_max_threads());
@@ -320,10 +284,6 @@ int main(int argc, char **argv) {
            B, tpsB, tpsB / tps1, f16 * 1e3, s16 * 1e3, steps16);
     printf("  \"generate_b%d\": {\"tokens_per_s\": %.2f, \"note\": \"generate_run, top_p 0.9, prefill of %d x %d included\"},\n",
            B, gen, B, P);
-    if (is_cpu)
-        printf("  \"decode_b1_with_row_gemv\": {\"tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, \"forward_ms\": %.2f, "
-               "\"note\": \"matmul_forward with N == 1 through cblas_sgemv (proposed ops_cpu.c change)\"},\n",
-               tps1_patch, tps1_patch / bound, f1p * 1e3);
     printf("  \"prefill\": {\"tokens_per_s_1x512\": %.1f, \"tokens_per_s_4x128\": %.1f}", pre1, pre4);
     if (is_cpu) {
         int L = c.n_layers;
@@ -347,7 +307,7 @@ int main(int argc, char **argv) {
             lin_sgemm += times * ops[k].sgemm_s, lin_gemv += times * ops[k].gemv_s, lin_bound += times * ops[k].bound_s;
             lin_sgemv += times * ops[k].sgemv_s, lin16 += times * ops[k].sgemm16_s;
         }
-        double peak = sgemm_peak();
+        double peak = bench_sgemm_peak();
         printf(",\n  \"ops_b1\": {\n");
         for (int k = 0; k < 5; k++)
             printf("    \"%s\": {\"shape\": [%d, %d], \"sgemm_us\": %.1f, \"cblas_sgemv_us\": %.1f, \"omp_gemv_us\": %.1f, "

@@ -16,25 +16,9 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "bench_util.h"
 #include "util.h"
 
-/* Peak-ish sgemm rate: a large square-ish product, best of a few runs. */
-static double measure_sgemm(void) {
-    int M = 1024, N = 2048, K = 2048;
-    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N), *c = malloc(sizeof(float) * M * N);
-    for (long i = 0; i < (long)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-    for (long i = 0; i < (long)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        double t = align_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        t = align_now() - t;
-        double f = 2.0 * M * N * K / t;
-        if (f > best) best = f;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
 
 static void shape(const char *name, ModelConfig *c) {
     if (!strcmp(name, "smollm2-135m")) {
@@ -106,7 +90,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    double sgemm = measure_sgemm();
+    double sgemm = bench_sgemm_peak();
     printf("{\n  \"threads\": %d,\n  \"sgemm_gflops_per_s\": %.2f,\n  \"train_step\": {\n", omp_get_max_threads(), sgemm / 1e9);
     int first = 1;
     if (strcmp(which, "gpt2")) {
