@@ -117,7 +117,7 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
         seqs[s] = (DsSeq){base, o->prompt, tok + (size_t)s * len + o->prompt, o->completion};
     }
     DsPacked p;
-    if (ds_pack(seqs, S, 1, &p)) return -1;
+    if (seq_pack_pairs(m, seqs, S / 2, &p)) return -1;
     int N = p.batch.n_tokens;
     float *logp = malloc(N * sizeof(float)), *dlogp = malloc(N * sizeof(float));
     const float beta = 0.1f;
@@ -125,7 +125,7 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
     for (int step = 0; step <= o->steps; step++) { /* step 0 warms up, untimed */
         if (step == 1) t0 = align_now();
         int was = ref == m ? model_lora_enable(m, 0) : -1;
-        if (seq_logprobs(ref, seqs, S, S, refs, counts)) return -1;
+        if (seq_logprobs_packed(ref, &p, refs, counts)) return -1;
         if (was >= 0) model_lora_enable(m, was);
         model_lora_train_mode(m, 1, (uint64_t)step);
         if (model_forward(m, &p.batch) || model_token_logprobs(m, p.targets, logp)) return -1;
@@ -137,7 +137,8 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
             loss += log1p(exp(-z)) / o->pairs;
             double g = -beta / (1.0 + exp(z)) / o->pairs; /* d loss / d logp(chosen) */
             for (int side = 0; side < 2; side++)
-                for (int t = p.seq_start[2 * i + side]; t < p.seq_start[2 * i + side + 1]; t++)
+                for (int t = p.seq_start[ds_packed_seq(&p, 2 * i + side)];
+                     t < p.seq_start[ds_packed_seq(&p, 2 * i + side) + 1]; t++)
                     if (p.loss_mask[t]) dlogp[t] = (float)(side ? -g : g);
         }
         if (model_backward(m, dlogp, NULL)) return -1;

@@ -154,6 +154,20 @@ typedef struct Backend {
                              const float *bias, int N, int C, int OC);
     void (*matmul_backward_input_q)(float *dinp, const float *dout, const void *wq, int qtype,
                                     int N, int C, int OC, int accumulate);
+
+    /* Optional (NULL where a backend lacks them; model_forward then refuses
+     * batches with shared prefixes): attention_forward / attention_backward
+     * where sequence s with seq_prefix[s] = p >= 0 also attends to every
+     * token of the earlier sequence p, which has no prefix itself. A DPO
+     * pair packed as [prompt | chosen | rejected] computes its prompt once.
+     * seq_prefix is a HOST array of n_seqs entries (-1: none) or NULL. */
+    void (*attention_forward_prefixed)(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                       const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
+                                       int hd);
+    void (*attention_backward_prefixed)(float *dqkv, const float *dout, const float *out, const float *lse,
+                                        const float *qkv, const int32_t *seq_start,
+                                        const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
+                                        int hd);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */

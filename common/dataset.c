@@ -758,12 +758,16 @@ void ds_packed_free(DsPacked *p) {
     free(p->seq_start);
     free(p->targets);
     free(p->loss_mask);
+    free(p->seq_prefix);
+    free(p->seq_of);
     memset(p, 0, sizeof *p);
 }
 
-int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *out) {
-    memset(out, 0, sizeof *out);
-    if (n_seqs <= 0) return align_errorf("cannot pack an empty batch");
+static int32_t seq_token(const DsSeq *q, int j) {
+    return j < q->n_prompt ? q->prompt[j] : q->completion[j - q->n_prompt];
+}
+
+static int pack_alloc(DsPacked *out, const DsSeq *seqs, int n_seqs, int n_packed) {
     size_t total = 0;
     for (int s = 0; s < n_seqs; s++) {
         if (seqs[s].n_prompt < 0 || seqs[s].n_completion < 0 || seqs[s].n_prompt + seqs[s].n_completion == 0)
@@ -774,34 +778,87 @@ int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *ou
     out->tokens = malloc(total * sizeof *out->tokens);
     out->targets = malloc(total * sizeof *out->targets);
     out->loss_mask = malloc(total);
-    out->seq_start = malloc(((size_t)n_seqs + 1) * sizeof *out->seq_start);
+    out->seq_start = malloc(((size_t)n_packed + 1) * sizeof *out->seq_start);
     if (!out->tokens || !out->targets || !out->loss_mask || !out->seq_start) {
         ds_packed_free(out);
         return align_errorf("out of memory packing %zu tokens", total);
     }
-    int pos = 0, n_loss = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        const DsSeq *q = &seqs[s];
-        int start = pos, n = q->n_prompt + q->n_completion;
-        out->seq_start[s] = start;
-        if (q->n_prompt) memcpy(out->tokens + pos, q->prompt, (size_t)q->n_prompt * sizeof(int32_t));
-        if (q->n_completion)
-            memcpy(out->tokens + pos + q->n_prompt, q->completion, (size_t)q->n_completion * sizeof(int32_t));
-        for (int j = 0; j < n; j++) {
-            int i = start + j, last = j == n - 1;
-            /* position j predicts token j+1, a completion token when j+1 >= n_prompt */
-            int m = !last && j + 1 >= q->n_prompt;
-            out->loss_mask[i] = (uint8_t)m;
-            n_loss += m;
-            out->targets[i] = last || (mask_prompt_targets && !m) ? -1 : out->tokens[i + 1];
-        }
-        pos += n;
+    out->n_inputs = n_seqs;
+    return 0;
+}
+
+/* Appends rows from..n-1 of q as packed sequence number s. */
+static void pack_rows(DsPacked *out, int s, const DsSeq *q, int from, int mask_prompt_targets) {
+    int start = out->batch.n_tokens, n = q->n_prompt + q->n_completion;
+    out->seq_start[s] = start;
+    for (int j = from; j < n; j++) {
+        int i = start + j - from, last = j == n - 1;
+        /* position j predicts token j+1, a completion token when j+1 >= n_prompt */
+        int m = !last && j + 1 >= q->n_prompt;
+        out->tokens[i] = seq_token(q, j);
+        out->loss_mask[i] = (uint8_t)m;
+        out->n_loss_tokens += m;
+        out->targets[i] = last || (mask_prompt_targets && !m) ? -1 : seq_token(q, j + 1);
     }
-    out->seq_start[n_seqs] = pos;
-    out->n_loss_tokens = n_loss;
-    out->batch.n_tokens = pos;
-    out->batch.n_seqs = n_seqs;
+    out->batch.n_tokens = start + n - from;
+}
+
+static void pack_finish(DsPacked *out, int n_packed) {
+    out->seq_start[n_packed] = out->batch.n_tokens;
+    out->batch.n_seqs = n_packed;
     out->batch.tokens = out->tokens;
     out->batch.seq_start = out->seq_start;
+    out->batch.seq_prefix = out->seq_prefix;
+}
+
+int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *out) {
+    memset(out, 0, sizeof *out);
+    if (n_seqs <= 0) return align_errorf("cannot pack an empty batch");
+    if (pack_alloc(out, seqs, n_seqs, n_seqs)) return -1;
+    for (int s = 0; s < n_seqs; s++) pack_rows(out, s, &seqs[s], 0, mask_prompt_targets);
+    pack_finish(out, n_seqs);
+    return 0;
+}
+
+/* Rows both sequences have alike and that predict nothing in either. */
+static int shared_rows(const DsSeq *a, const DsSeq *b) {
+    int k = (a->n_prompt < b->n_prompt ? a->n_prompt : b->n_prompt) - 1;
+    for (int j = 0; j < k; j++)
+        if (a->prompt[j] != b->prompt[j]) return j;
+    return k > 0 ? k : 0;
+}
+
+int ds_pack_pairs(const DsSeq *seqs, int n_pairs, int mask_prompt_targets, DsPacked *out) {
+    memset(out, 0, sizeof *out);
+    if (n_pairs <= 0) return align_errorf("cannot pack an empty batch");
+    if (pack_alloc(out, seqs, 2 * n_pairs, 3 * n_pairs)) return -1;
+    out->seq_prefix = malloc(3 * (size_t)n_pairs * sizeof(int32_t));
+    out->seq_of = malloc(2 * (size_t)n_pairs * sizeof(int32_t));
+    if (!out->seq_prefix || !out->seq_of) {
+        ds_packed_free(out);
+        return align_errorf("out of memory packing %d pairs", n_pairs);
+    }
+    int s = 0;
+    for (int i = 0; i < n_pairs; i++) {
+        const DsSeq *pair = &seqs[2 * i];
+        int k = shared_rows(&pair[0], &pair[1]), root = -1;
+        if (k > 0) { /* the shared rows: no targets */
+            root = s;
+            out->seq_start[s] = out->batch.n_tokens;
+            for (int j = 0; j < k; j++) {
+                int at = out->batch.n_tokens++;
+                out->tokens[at] = pair[0].prompt[j];
+                out->targets[at] = -1;
+                out->loss_mask[at] = 0;
+            }
+            out->seq_prefix[s++] = -1;
+        }
+        for (int side = 0; side < 2; side++) {
+            out->seq_of[2 * i + side] = s;
+            out->seq_prefix[s] = root;
+            pack_rows(out, s++, &pair[side], k, mask_prompt_targets);
+        }
+    }
+    pack_finish(out, s);
     return 0;
 }

@@ -141,9 +141,25 @@ typedef struct {
     int32_t *targets;
     uint8_t *loss_mask;
     int n_loss_tokens;  /* sum of loss_mask */
+    int32_t *seq_prefix; /* ds_pack_pairs: batch.seq_prefix; else NULL */
+    int32_t *seq_of;     /* ds_pack_pairs: input sequence -> packed sequence; else NULL (the same) */
+    int n_inputs;        /* input sequences */
 } DsPacked;
 
 int ds_pack(const DsSeq *seqs, int n_seqs, int mask_prompt_targets, DsPacked *out);
+
+/* Pairs (seqs[2i], seqs[2i+1]) packed so that the beginning they share and
+ * that predicts nothing (their common prompt but its last token) runs once:
+ * [shared | rest of 2i | rest of 2i+1], both rests extending the shared
+ * sequence (Batch.seq_prefix) and starting at the last prompt token, whose
+ * row predicts each one's first completion token. Log-probs, loss mask and
+ * gradients are those of ds_pack's layout; only the rows differ. A pair
+ * with nothing to share packs as two plain sequences. */
+int ds_pack_pairs(const DsSeq *seqs, int n_pairs, int mask_prompt_targets, DsPacked *out);
+
+/* The packed sequence that holds input sequence i's completion. */
+static inline int ds_packed_seq(const DsPacked *p, int i) { return p->seq_of ? p->seq_of[i] : i; }
+
 void ds_packed_free(DsPacked *p);
 
 #endif

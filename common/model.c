@@ -32,7 +32,8 @@ struct ModelActs {
     /* scratch for the backward pass */
     float *dresid, *dtmp, *dh, *dqkv, *dattn, *dup, *dact;
     int32_t *tokens, *pos;   /* backend copies */
-    int32_t *seq_start;      /* host copy, n_seqs + 1 */
+    int32_t *seq_start;      /* host copy, n_seqs + 1, then seq_prefix's n_seqs */
+    const int32_t *seq_prefix; /* into seq_start's allocation, or NULL */
     int seq_cap;
     int n_tokens, n_seqs;
     int forward_done;
@@ -721,14 +722,23 @@ static void norm_backward(const Model *m, float *dinp, float *dw, float *db, con
         m->be->rmsnorm_backward(dinp, dw, dout, inp, w, stats + N, N, c->dim);
 }
 
+int model_shares_prefixes(const Model *m) {
+    return m->be->attention_forward_prefixed && m->be->attention_backward_prefixed;
+}
+
 static int validate_batch(const Model *m, const Batch *b) {
     const ModelConfig *c = &m->cfg;
     if (b->n_tokens <= 0 || b->n_seqs <= 0) return align_errorf("empty batch");
     if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
         return align_errorf("batch offsets must start at 0 and end at n_tokens");
+    if (b->seq_prefix && !model_shares_prefixes(m))
+        return align_errorf("the %s backend cannot run batches with shared prefixes", m->be->name);
     for (int s = 0; s < b->n_seqs; s++) {
-        int len = b->seq_start[s + 1] - b->seq_start[s];
+        int len = b->seq_start[s + 1] - b->seq_start[s], p = b->seq_prefix ? b->seq_prefix[s] : -1;
         if (len <= 0) return align_errorf("batch sequence %d is empty", s);
+        if (p >= s || p < -1 || (p >= 0 && b->seq_prefix[p] != -1))
+            return align_errorf("batch sequence %d: prefix %d is not an earlier sequence without a prefix", s, p);
+        if (p >= 0) len += b->seq_start[p + 1] - b->seq_start[p];
         if (c->arch == ARCH_GPT2 && len > c->max_seq_len)
             return align_errorf("sequence of %d tokens is longer than the model's %d positions", len, c->max_seq_len);
     }
@@ -745,22 +755,30 @@ int model_forward(Model *m, const Batch *b) {
     int N = b->n_tokens;
     if (acts_reserve(m, N)) return -1;
     ModelActs *a = m->acts;
-    if (b->n_seqs + 1 > a->seq_cap) {
-        int32_t *s = realloc(a->seq_start, (b->n_seqs + 1) * sizeof(int32_t));
+    if (2 * b->n_seqs + 1 > a->seq_cap) {
+        int32_t *s = realloc(a->seq_start, (2 * b->n_seqs + 1) * sizeof(int32_t));
         if (!s) return align_errorf("out of memory for batch offsets");
         a->seq_start = s;
-        a->seq_cap = b->n_seqs + 1;
+        a->seq_cap = 2 * b->n_seqs + 1;
     }
     memcpy(a->seq_start, b->seq_start, (b->n_seqs + 1) * sizeof(int32_t));
+    a->seq_prefix = NULL;
+    if (b->seq_prefix) {
+        memcpy(a->seq_start + b->n_seqs + 1, b->seq_prefix, b->n_seqs * sizeof(int32_t));
+        a->seq_prefix = a->seq_start + b->n_seqs + 1;
+    }
     a->n_tokens = N;
     a->n_seqs = b->n_seqs;
     a->lm_done = a->values_done = 0;
 
-    /* per-sequence positions, restarting at 0 */
+    /* per-sequence positions, restarting at 0 (after the prefix, if any) */
     int32_t *pos = malloc(N * sizeof(int32_t));
     if (!pos) return align_errorf("out of memory for positions");
-    for (int s = 0; s < b->n_seqs; s++)
-        for (int i = b->seq_start[s]; i < b->seq_start[s + 1]; i++) pos[i] = i - b->seq_start[s];
+    for (int s = 0; s < b->n_seqs; s++) {
+        int p = b->seq_prefix ? b->seq_prefix[s] : -1;
+        int first = p >= 0 ? b->seq_start[p + 1] - b->seq_start[p] : 0;
+        for (int i = b->seq_start[s]; i < b->seq_start[s + 1]; i++) pos[i] = first + i - b->seq_start[s];
+    }
     be->to_device(a->pos, pos, N * sizeof(int32_t));
     be->to_device(a->tokens, b->tokens, N * sizeof(int32_t));
     free(pos);
@@ -786,7 +804,11 @@ int model_forward(Model *m, const Batch *b) {
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) lora_forward(m, l, LORA_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
-        be->attention_forward(attn, a->lse + k * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
+        if (a->seq_prefix)
+            be->attention_forward_prefixed(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs,
+                                           N, Hq, Hkv, hd);
+        else
+            be->attention_forward(attn, a->lse + k * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
         model_linear_forward(m, a->dtmp, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
         if (lora) lora_forward(m, l, LORA_SLOT_O, attn, a->dtmp, c->dim, N, 1);
         be->add(mid, in, a->dtmp, n * d);
@@ -1005,8 +1027,12 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, N, (int)ao, c->dim);
         model_linear_backward_input(m, a->dattn, a->dresid, w->wo, qw->o, qw->t_o, N, (int)ao, c->dim, 0);
         if (lora) lora_backward(m, l, LORA_SLOT_O, attn, a->dresid, c->dim, a->dattn, N);
-        be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
-                               a->n_seqs, N, Hq, Hkv, hd);
+        if (a->seq_prefix)
+            be->attention_backward_prefixed(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
+                                            a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd);
+        else
+            be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
+                                   a->n_seqs, N, Hq, Hkv, hd);
         if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
         float *dw[3] = {g->wq, g->wk, g->wv};
         float *db[3] = {g->bq, g->bk, g->bv};

@@ -130,6 +130,12 @@ typedef struct {
     int n_seqs;
     const int32_t *tokens;
     const int32_t *seq_start;
+    /* NULL, or per sequence -1 or the index p < s of a sequence this one
+     * extends: it attends to all of p's tokens and its positions continue
+     * after them (p extends nothing itself). A DPO pair packed as
+     * [prompt | chosen | rejected] so computes its prompt once. Needs a
+     * backend with attention_*_prefixed (model_shares_prefixes). */
+    const int32_t *seq_prefix;
 } Batch;
 
 typedef struct ModelActs ModelActs; /* saved activations, private to model.c */
@@ -152,6 +158,9 @@ typedef struct {
     LayerQuant *qw;       /* [n_layers] views into qparams */
     ModelLora *lora;      /* NULL when no adapters are attached */
 } Model;
+
+/* 1 when model_forward accepts batches with seq_prefix on m's backend. */
+int model_shares_prefixes(const Model *m);
 
 /* Create a model with zeroed parameters and every tensor trainable. */
 Model *model_create(const ModelConfig *cfg, const Backend *be);

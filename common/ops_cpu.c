@@ -255,27 +255,42 @@ static void rope_backward(float *dqkv, const int32_t *pos, const float *inv_freq
 
 /* ------------------------------------------------------------- attention */
 
-/* Scores S = scale * Q K^T of one (sequence, head), turned in place into
- * probabilities P = exp(S - lse) with the causal mask; lse computed when
+/* Attention of one (sequence, query head) may extend a shared prefix: the
+ * T queries see all Lp prefix keys (kp, vp; NULL when Lp == 0) and their own
+ * first i+1 keys. Scores and probabilities are T x (Lp + T), row-major with
+ * ld Lp + T: columns [0, Lp) the prefix, [Lp, Lp + T) the sequence. */
+typedef struct {
+    const float *q, *k, *v, *kp, *vp; /* rows of stride ld (qkv layout) */
+    int T, Lp, hd, ld;
+    float scale;
+} AttnTile;
+
+/* Scores S = scale * Q [Kp; K]^T turned in place into probabilities
+ * P = exp(S - lse) under the (prefix +) causal mask; lse computed when
  * lse_out is non-NULL, else read from lse_in. */
-static void attention_probs(float *S, const float *q, const float *k, int T, int hd, int ld,
-                            float scale, float *lse_out, const float *lse_in) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, S, T);
+static void attention_probs(float *S, const AttnTile *t, float *lse_out, const float *lse_in) {
+    int T = t->T, Lp = t->Lp, W = Lp + T;
+    if (Lp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Lp, t->hd, t->scale, t->q, t->ld, t->kp,
+                    t->ld, 0.0f, S, W);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, t->hd, t->scale, t->q, t->ld, t->k, t->ld,
+                0.0f, S + Lp, W);
     for (int i = 0; i < T; i++) {
-        float *s = S + (size_t)i * T;
+        float *s = S + (size_t)i * W;
+        int n = Lp + i + 1; /* visible keys */
         float l;
         if (lse_out) {
             float mx = -INFINITY;
-            for (int j = 0; j <= i; j++) mx = s[j] > mx ? s[j] : mx;
+            for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
             float sum = 0.0f;
-            for (int j = 0; j <= i; j++) sum += expf(s[j] - mx);
+            for (int j = 0; j < n; j++) sum += expf(s[j] - mx);
             l = mx + logf(sum);
             lse_out[i] = l;
         } else {
             l = lse_in[i];
         }
-        for (int j = 0; j <= i; j++) s[j] = expf(s[j] - l);
-        for (int j = i + 1; j < T; j++) s[j] = 0.0f;
+        for (int j = 0; j < n; j++) s[j] = expf(s[j] - l);
+        for (int j = n; j < W; j++) s[j] = 0.0f;
     }
 }
 
@@ -293,96 +308,167 @@ static float *thread_scratch(int slot, size_t floats) {
     return buf[slot];
 }
 
-static int max_seq_len_of(const int32_t *seq_start, int n_seqs) {
-    int mx = 0;
+static int seq_len_of(const int32_t *seq_start, int s) { return seq_start[s + 1] - seq_start[s]; }
+
+static int prefix_len_of(const int32_t *seq_start, const int32_t *seq_prefix, int s) {
+    return seq_prefix && seq_prefix[s] >= 0 ? seq_len_of(seq_start, seq_prefix[s]) : 0;
+}
+
+/* The largest score matrix any sequence needs, T x (Lp + T). */
+static size_t max_scores_of(const int32_t *seq_start, const int32_t *seq_prefix, int n_seqs) {
+    size_t mx = 0;
     for (int s = 0; s < n_seqs; s++) {
-        int t = seq_start[s + 1] - seq_start[s];
-        mx = t > mx ? t : mx;
+        size_t T = (size_t)seq_len_of(seq_start, s), W = T + prefix_len_of(seq_start, seq_prefix, s);
+        mx = T * W > mx ? T * W : mx;
     }
     return mx;
 }
 
-static void attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
-                              int n_seqs, int N, int Hq, int Hkv, int hd) {
-    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
-    int Tmax = max_seq_len_of(seq_start, n_seqs);
-    float scale = 1.0f / sqrtf((float)hd);
+/* The tile of query head h over sequence s (and its prefix, if any). */
+static AttnTile attn_tile(const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix, int s,
+                          int h, int g, int Hq, int Hkv, int hd) {
+    int ld = (Hq + 2 * Hkv) * hd, t0 = seq_start[s];
+    AttnTile t = {.T = seq_len_of(seq_start, s), .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd,
+                  .ld = ld, .scale = 1.0f / sqrtf((float)hd)};
+    t.q = qkv + (size_t)t0 * ld + h * hd;
+    t.k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
+    t.v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
+    if (t.Lp) {
+        int p0 = seq_start[seq_prefix[s]];
+        t.kp = qkv + (size_t)p0 * ld + (Hq + g) * hd;
+        t.vp = qkv + (size_t)p0 * ld + (Hq + Hkv + g) * hd;
+    }
+    return t;
+}
+
+/* Causal attention within each packed sequence; a sequence s with
+ * seq_prefix[s] = p >= 0 also attends to every token of sequence p (one
+ * level: p has no prefix itself). That is how a DPO pair shares its prompt:
+ * [prompt | chosen | rejected] with both completions extending the prompt. */
+static void attention_forward_prefixed(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                       const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
+                                       int hd) {
+    int ldo = Hq * hd, group = Hq / Hkv;
+    size_t smax = max_scores_of(seq_start, seq_prefix, n_seqs);
     int units = n_seqs * Hkv;
 #pragma omp parallel
     {
-        float *S = thread_scratch(0, (size_t)Tmax * Tmax);
+        float *S = thread_scratch(0, smax);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
-            int s = u / Hkv, g = u % Hkv;
-            int t0 = seq_start[s], T = seq_start[s + 1] - t0;
-            const float *k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
-            const float *v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
+            int s = u / Hkv, g = u % Hkv, t0 = seq_start[s];
             for (int h = g * group; h < (g + 1) * group; h++) {
-                const float *q = qkv + (size_t)t0 * ld + h * hd;
-                attention_probs(S, q, k, T, hd, ld, scale, lse + (size_t)h * N + t0, NULL);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v, ld,
-                            0.0f, out + (size_t)t0 * ldo + h * hd, ldo);
+                AttnTile t = attn_tile(qkv, seq_start, seq_prefix, s, h, g, Hq, Hkv, hd);
+                int W = t.Lp + t.T;
+                float *o = out + (size_t)t0 * ldo + h * hd;
+                attention_probs(S, &t, lse + (size_t)h * N + t0, NULL);
+                if (t.Lp)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.T, hd, t.Lp, 1.0f, S, W, t.vp,
+                                t.ld, 0.0f, o, ldo);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.T, hd, t.T, 1.0f, S + t.Lp, W, t.v,
+                            t.ld, t.Lp ? 1.0f : 0.0f, o, ldo);
             }
         }
     }
 }
 
-/* Flash-attention style backward: recompute P from the saved lse, then
- * dV += P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = dS K * scale,
- * dK += dS^T Q * scale. Units own whole kv heads, so no two threads write
- * the same dK/dV rows. */
-static void attention_backward(float *dqkv, const float *dout, const float *out, const float *lse,
-                               const float *qkv, const int32_t *seq_start, int n_seqs, int N,
-                               int Hq, int Hkv, int hd) {
+static void attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                              int n_seqs, int N, int Hq, int Hkv, int hd) {
+    attention_forward_prefixed(out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
+}
+
+/* Backward of one (sequence, query head) tile, flash-attention style:
+ * recompute P from the saved lse, then dV += P^T dO, dP = dO V^T,
+ * dS = P * (dP - rowsum(dO * O)), dQ = dS K * scale, dK += dS^T Q * scale,
+ * with [Kp; K] and [Vp; V] split at column Lp (dkp, dvp: the prefix's). */
+static void attention_backward_tile(const AttnTile *t, float *dq, float *dk, float *dv, float *dkp, float *dvp,
+                                    const float *o, const float *dO, int ldo, const float *lse, float *P,
+                                    float *dS, float *D) {
+    int T = t->T, Lp = t->Lp, W = Lp + T, hd = t->hd, ld = t->ld;
+    attention_probs(P, t, NULL, lse);
+    if (Lp) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, T, 1.0f, P, W, dO, ldo, 1.0f, dvp, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Lp, hd, 1.0f, dO, ldo, t->vp, ld, 0.0f, dS, W);
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P + Lp, W, dO, ldo, 1.0f, dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, ldo, t->v, ld, 0.0f, dS + Lp, W);
+    for (int i = 0; i < T; i++) {
+        float d = 0.0f;
+        for (int c = 0; c < hd; c++) d += dO[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
+        D[i] = d;
+    }
+    for (int i = 0; i < T; i++) {
+        float *ds = dS + (size_t)i * W;
+        const float *p = P + (size_t)i * W;
+        int n = Lp + i + 1;
+        for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - D[i]) * t->scale;
+        for (int j = n; j < W; j++) ds[j] = 0.0f;
+    }
+    if (Lp) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, Lp, 1.0f, dS, W, t->kp, ld, 0.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, T, 1.0f, dS, W, t->q, ld, 1.0f, dkp, ld);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS + Lp, W, t->k, ld,
+                Lp ? 1.0f : 0.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS + Lp, W, t->q, ld, 1.0f, dk, ld);
+}
+
+/* dqkv = (overwritten) gradient wrt qkv. A unit owns one kv head of one
+ * root sequence and of every sequence extending it, so the prefix's dK/dV
+ * rows, which all of them add into, are written by one thread only. */
+static void attention_backward_prefixed(float *dqkv, const float *dout, const float *out, const float *lse,
+                                        const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                        int n_seqs, int N, int Hq, int Hkv, int hd) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
-    int Tmax = max_seq_len_of(seq_start, n_seqs);
-    float scale = 1.0f / sqrtf((float)hd);
-    int units = n_seqs * Hkv;
+    size_t smax = max_scores_of(seq_start, seq_prefix, n_seqs);
+    int Tmax = 0;
+    for (int s = 0; s < n_seqs; s++) Tmax = seq_len_of(seq_start, s) > Tmax ? seq_len_of(seq_start, s) : Tmax;
+    /* roots[] and, per root, its extensions as a linked list: next[] */
+    int *roots = malloc(sizeof(int) * (size_t)n_seqs), *first = malloc(sizeof(int) * (size_t)n_seqs),
+        *next = malloc(sizeof(int) * (size_t)n_seqs);
+    if (!roots || !first || !next) align_die("align", "out of memory in attention backward");
+    int n_roots = 0;
+    for (int s = 0; s < n_seqs; s++) first[s] = next[s] = -1;
+    for (int s = n_seqs - 1; s >= 0; s--) {
+        int p = seq_prefix ? seq_prefix[s] : -1;
+        if (p >= 0) next[s] = first[p], first[p] = s;
+    }
+    for (int s = 0; s < n_seqs; s++)
+        if (!seq_prefix || seq_prefix[s] < 0) roots[n_roots++] = s;
+    int units = n_roots * Hkv;
 #pragma omp parallel
     {
-        float *P = thread_scratch(0, (size_t)Tmax * Tmax);
-        float *dS = thread_scratch(1, (size_t)Tmax * Tmax);
+        float *P = thread_scratch(0, smax);
+        float *dS = thread_scratch(1, smax);
         float *D = thread_scratch(2, (size_t)Tmax);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
-            int s = u / Hkv, g = u % Hkv;
-            int t0 = seq_start[s], T = seq_start[s + 1] - t0;
-            const float *k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
-            const float *v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
-            float *dk = dqkv + (size_t)t0 * ld + (Hq + g) * hd;
-            float *dv = dqkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
-            for (int i = 0; i < T; i++) {
-                memset(dk + (size_t)i * ld, 0, hd * sizeof(float));
-                memset(dv + (size_t)i * ld, 0, hd * sizeof(float));
-            }
-            for (int h = g * group; h < (g + 1) * group; h++) {
-                const float *q = qkv + (size_t)t0 * ld + h * hd;
-                const float *o = out + (size_t)t0 * ldo + h * hd;
-                const float *dO = dout + (size_t)t0 * ldo + h * hd;
-                float *dq = dqkv + (size_t)t0 * ld + h * hd;
-                attention_probs(P, q, k, T, hd, ld, scale, NULL, lse + (size_t)h * N + t0);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, ldo,
-                            1.0f, dv, ld);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, ldo, v, ld,
-                            0.0f, dS, T);
-                for (int i = 0; i < T; i++) {
-                    float d = 0.0f;
-                    for (int c = 0; c < hd; c++) d += dO[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
-                    D[i] = d;
+            int r = roots[u / Hkv], g = u % Hkv;
+            for (int s = r; s >= 0; s = s == r ? first[r] : next[s])
+                for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+                    memset(dqkv + (size_t)i * ld + (Hq + g) * hd, 0, hd * sizeof(float));
+                    memset(dqkv + (size_t)i * ld + (Hq + Hkv + g) * hd, 0, hd * sizeof(float));
                 }
-                for (int i = 0; i < T; i++) {
-                    float *ds = dS + (size_t)i * T;
-                    const float *p = P + (size_t)i * T;
-                    for (int j = 0; j <= i; j++) ds[j] = p[j] * (ds[j] - D[i]) * scale;
-                    for (int j = i + 1; j < T; j++) ds[j] = 0.0f;
+            float *dkp = dqkv + (size_t)seq_start[r] * ld + (Hq + g) * hd;
+            float *dvp = dqkv + (size_t)seq_start[r] * ld + (Hq + Hkv + g) * hd;
+            for (int s = r; s >= 0; s = s == r ? first[r] : next[s]) {
+                size_t t0 = (size_t)seq_start[s];
+                float *dk = dqkv + t0 * ld + (Hq + g) * hd, *dv = dqkv + t0 * ld + (Hq + Hkv + g) * hd;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    AttnTile t = attn_tile(qkv, seq_start, seq_prefix, s, h, g, Hq, Hkv, hd);
+                    attention_backward_tile(&t, dqkv + t0 * ld + h * hd, dk, dv, dkp, dvp, out + t0 * ldo + h * hd,
+                                            dout + t0 * ldo + h * hd, ldo, lse + (size_t)h * N + t0, P, dS, D);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, k, ld,
-                            0.0f, dq, ld);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, q, ld,
-                            1.0f, dk, ld);
             }
         }
     }
+    free(roots), free(first), free(next);
+}
+
+static void attention_backward(float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, const int32_t *seq_start, int n_seqs, int N,
+                               int Hq, int Hkv, int hd) {
+    attention_backward_prefixed(dqkv, dout, out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
 }
 
 static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
@@ -692,4 +778,6 @@ const Backend backend_cpu = {
     .dropout = dropout,
     .matmul_forward_q = matmul_forward_q,
     .matmul_backward_input_q = matmul_backward_input_q,
+    .attention_forward_prefixed = attention_forward_prefixed,
+    .attention_backward_prefixed = attention_backward_prefixed,
 };

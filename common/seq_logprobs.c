@@ -5,27 +5,39 @@
 #include "util.h"
 
 void seq_logprobs_reduce(const DsPacked *p, const float *logp, double *sums, int *counts) {
-    for (int s = 0; s < p->batch.n_seqs; s++) {
+    for (int k = 0; k < p->n_inputs; k++) {
+        int s = ds_packed_seq(p, k);
         double sum = 0;
         int n = 0;
         for (int i = p->seq_start[s]; i < p->seq_start[s + 1]; i++)
             if (p->loss_mask[i]) sum += logp[i], n++;
-        sums[s] = sum;
-        counts[s] = n;
+        sums[k] = sum;
+        counts[k] = n;
     }
 }
 
-int seq_logprobs(Model *m, const DsSeq *seqs, int n, int max_batch, double *sums, int *counts) {
-    if (max_batch <= 0) max_batch = 1;
+int seq_pack_pairs(const Model *m, const DsSeq *seqs, int n_pairs, DsPacked *out) {
+    return model_shares_prefixes(m) ? ds_pack_pairs(seqs, n_pairs, 1, out) : ds_pack(seqs, 2 * n_pairs, 1, out);
+}
+
+int seq_logprobs_packed(Model *m, const DsPacked *p, double *sums, int *counts) {
+    float *logp = malloc(p->batch.n_tokens * sizeof(float));
+    int rc = !logp ? align_errorf("out of memory")
+                   : model_forward(m, &p->batch) || model_token_logprobs(m, p->targets, logp);
+    if (!rc) seq_logprobs_reduce(p, logp, sums, counts);
+    free(logp);
+    return rc ? -1 : 0;
+}
+
+int seq_logprobs(Model *m, const DsSeq *seqs, int n, int max_batch, int pairs, double *sums, int *counts) {
+    if (pairs && n % 2) return align_errorf("an odd number of sequences cannot be pairs");
+    if (max_batch < 2) max_batch = pairs ? 2 : 1;
+    if (pairs) max_batch -= max_batch % 2;
     for (int at = 0; at < n; at += max_batch) {
         int k = n - at < max_batch ? n - at : max_batch;
         DsPacked p;
-        if (ds_pack(seqs + at, k, 1, &p)) return -1;
-        float *logp = malloc(p.batch.n_tokens * sizeof(float));
-        int rc = !logp ? align_errorf("out of memory")
-                       : model_forward(m, &p.batch) || model_token_logprobs(m, p.targets, logp);
-        if (!rc) seq_logprobs_reduce(&p, logp, sums + at, counts + at);
-        free(logp);
+        if (pairs ? seq_pack_pairs(m, seqs + at, k / 2, &p) : ds_pack(seqs + at, k, 1, &p)) return -1;
+        int rc = seq_logprobs_packed(m, &p, sums + at, counts + at);
         ds_packed_free(&p);
         if (rc) return -1;
     }

@@ -18,6 +18,8 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         align_errorf("out of memory");
         goto done;
     }
+    /* one packing for reference and policy: each pair's prompt runs once */
+    if (seq_pack_pairs(policy, seqs, n, &p)) goto done;
     if (!dpo_loss_reference_free(loss->type)) {
         if (ref_sums) {
             for (size_t i = 0; i < s2; i++) refs[i] = ref_sums[i];
@@ -27,12 +29,11 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         } else {
             /* ref == policy: a LoRA policy whose reference is its base, adapters off */
             int was = ref == policy ? model_lora_enable(policy, 0) : -1;
-            int bad = seq_logprobs(ref, seqs, (int)s2, (int)s2, refs, counts);
+            int bad = seq_logprobs_packed(ref, &p, refs, counts);
             if (was >= 0) model_lora_enable(policy, was);
             if (bad) goto done;
         }
     }
-    if (ds_pack(seqs, (int)s2, 1, &p)) goto done;
     logp = malloc(p.batch.n_tokens * sizeof(float));
     dlogp = calloc(p.batch.n_tokens, sizeof(float));
     if (!logp || !dlogp) {
@@ -47,7 +48,8 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         dpo_pair_loss(loss, &pair, &r);
         for (int side = 0; side < 2; side++) {
             float g = (float)((side ? r.dtok_rejected : r.dtok_chosen) * scale / n);
-            for (int t = p.seq_start[2 * i + side]; t < p.seq_start[2 * i + side + 1]; t++)
+            int s = ds_packed_seq(&p, 2 * i + side);
+            for (int t = p.seq_start[s]; t < p.seq_start[s + 1]; t++)
                 if (p.loss_mask[t]) dlogp[t] = g;
         }
         metrics_add(acc, "loss", r.loss, 1);
@@ -59,7 +61,8 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         metrics_add(acc, "logps/rejected", sums[2 * i + 1], 1);
     }
     if (train && model_backward(policy, dlogp, NULL)) goto done;
-    rc = p.batch.n_tokens;
+    rc = 0; /* the pairs' tokens, whatever sharing the prompt saved */
+    for (size_t i = 0; i < s2; i++) rc += seqs[i].n_prompt + seqs[i].n_completion;
 done:
     free(sums), free(refs), free(counts), free(logp), free(dlogp);
     ds_packed_free(&p);

@@ -90,7 +90,7 @@ static double *precompute(Dpo *d, const Dataset *data) {
     int *counts = malloc(2 * data->n * sizeof(int) + 1);
     DsSeq *seqs = pair_seqs(data, NULL, (int)data->n);
     int was = d->ref == d->policy ? model_lora_enable(d->policy, 0) : -1; /* the base, adapters off */
-    int bad = !table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, table, counts);
+    int bad = !table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, 1, table, counts);
     if (was >= 0) model_lora_enable(d->policy, was);
     if (bad) {
         if (!table || !counts || !seqs) align_errorf("out of memory");

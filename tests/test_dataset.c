@@ -527,6 +527,28 @@ static void test_pack(void) {
     ds_example_free(&ex);
 }
 
+/* Pairs: the shared target-less prompt rows once, each completion extending them. */
+static void test_pack_pairs(void) {
+    const int32_t p[] = {1, 2, 3, 4}, c[] = {5, 6}, r[] = {7}, q[] = {9, 2}, s[] = {8};
+    DsSeq seqs[4] = {{p, 4, c, 2}, {p, 4, r, 1}, {p, 2, s, 1}, {q, 2, s, 1}};
+    DsPacked pk;
+    CHECK(ds_pack_pairs(seqs, 2, 1, &pk) == 0, "pack pairs: %s", align_error());
+    const int32_t tokens[] = {1, 2, 3, 4, 5, 6, 4, 7, 1, 2, 8, 9, 2, 8}, starts[] = {0, 3, 6, 8, 11, 14};
+    const int32_t targets[] = {-1, -1, -1, 5, 6, -1, 7, -1, -1, 8, -1, -1, 8, -1};
+    const uint8_t mask[] = {0, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0};
+    const int32_t prefix[] = {-1, 0, 0, -1, -1}, seq_of[] = {1, 2, 3, 4};
+    CHECK(pk.batch.n_tokens == 14 && pk.batch.n_seqs == 5 && pk.n_inputs == 4, "sizes %d %d", pk.batch.n_tokens,
+          pk.batch.n_seqs);
+    CHECK(memcmp(pk.tokens, tokens, sizeof tokens) == 0, "tokens: prompt but its last token once");
+    CHECK(memcmp(pk.seq_start, starts, sizeof starts) == 0, "seq_start");
+    CHECK(memcmp(pk.targets, targets, sizeof targets) == 0, "targets");
+    CHECK(memcmp(pk.loss_mask, mask, sizeof mask) == 0 && pk.n_loss_tokens == 5, "loss mask");
+    CHECK(memcmp(pk.seq_prefix, prefix, sizeof prefix) == 0 && pk.batch.seq_prefix == pk.seq_prefix,
+          "the first pair's completions extend its prompt; the second pair (prompts differ) is plain");
+    CHECK(memcmp(pk.seq_of, seq_of, sizeof seq_of) == 0 && ds_packed_seq(&pk, 2) == 3, "input -> packed sequence");
+    ds_packed_free(&pk);
+}
+
 /* (tokenizer.c) A tokenizer.json whose Split regex PCRE2 rejects is an error
  * naming the file and the pattern, never a silent GPT-2 stand-in. Here
  * because datasets are where wrong ids would go unnoticed. */
@@ -569,6 +591,7 @@ int main(void) {
     test_skip_bad_and_arrays();
     test_truncation();
     test_pack();
+    test_pack_pairs();
     test_bad_split_regex();
     tok_free(tok);
     char cmd[128];

@@ -145,6 +145,54 @@ static void test_attention(void) {
     CHECK(!leak, "changing a token of sequence 2 changed attention outputs of sequence 1");
 }
 
+/* ---- attention with shared prefixes: [root | a | b | plain], a and b extend root ---- */
+enum { PN = 12 };
+static float pqkv0[PN * QD], pqkv1[PN * QD], patt[PN * HQ * HD], plse[HQ * PN], patr[PN * HQ * HD];
+static int32_t ppos[PN] = {0, 1, 2, 3, 4, 5, 6, 3, 4, 5, 0, 1}, pstart[5] = {0, 3, 7, 10, PN},
+               pprefix[4] = {-1, 0, 0, -1};
+static double loss_prefixed(void *ctx) {
+    memcpy(pqkv1, pqkv0, sizeof pqkv0);
+    be->rope_forward(pqkv1, ppos, invf, PN, HQ, HKV, HD);
+    be->attention_forward_prefixed(patt, plse, pqkv1, pstart, pprefix, 4, PN, HQ, HKV, HD);
+    return dot(patt, patr, PN * HQ * HD);
+}
+static void test_attention_prefixed(void) {
+    fill(pqkv0, PN * QD, 1), fill(patr, PN * HQ * HD, 1);
+    loss_prefixed(NULL);
+    float dqkv[PN * QD];
+    be->attention_backward_prefixed(dqkv, patr, patt, plse, pqkv1, pstart, pprefix, 4, PN, HQ, HKV, HD);
+    be->rope_backward(dqkv, ppos, invf, PN, HQ, HKV, HD);
+    check_grad("rope+attention with shared prefixes dqkv", pqkv0, dqkv, PN * QD, loss_prefixed, NULL);
+    /* b's rows equal plain causal attention over the contiguous root + b */
+    float cat[6 * QD], out[6 * HQ * HD], clse[HQ * 6];
+    int32_t cstart[2] = {0, 6};
+    memcpy(cat, pqkv1, 3 * QD * sizeof(float));
+    memcpy(cat + 3 * QD, pqkv1 + 7 * QD, 3 * QD * sizeof(float));
+    be->attention_forward(out, clse, cat, cstart, 1, 6, HQ, HKV, HD);
+    double worst = 0;
+    for (int i = 0; i < 3 * HQ * HD; i++) {
+        double d = fabs(out[3 * HQ * HD + i] - patt[7 * HQ * HD + i]);
+        worst = d > worst ? d : worst;
+    }
+    CHECK(worst < 1e-6, "a prefixed sequence's attention differs from the contiguous sequence by %g", worst);
+    /* a never sees b, the plain sequence never sees root; a sees root */
+    float before[PN * HQ * HD];
+    loss_prefixed(NULL); /* check_grad left the outputs of a perturbed input */
+    memcpy(before, patt, sizeof patt);
+    for (int c = 0; c < QD; c++) pqkv0[8 * QD + c] += 1.0f; /* a token of b */
+    loss_prefixed(NULL);
+    int leak = 0;
+    for (int i = 0; i < 7 * HQ * HD; i++) leak |= patt[i] != before[i];
+    for (int i = 10 * HQ * HD; i < PN * HQ * HD; i++) leak |= patt[i] != before[i];
+    CHECK(!leak, "changing a token of one extension changed the root, its sibling or another sequence");
+    for (int c = 0; c < QD; c++) pqkv0[1 * QD + c] += 1.0f; /* a token of root */
+    memcpy(before, patt, sizeof patt);
+    loss_prefixed(NULL);
+    int seen = 0;
+    for (int i = 3 * HQ * HD; i < 7 * HQ * HD; i++) seen |= patt[i] != before[i];
+    CHECK(seen, "changing a token of the root did not change its extension");
+}
+
 /* ---- embeddings and log-probs ---- */
 enum { V = 7 };
 static float logits[N * V], lsev[N], logp[N], lr_[N];
@@ -242,6 +290,7 @@ int main(void) {
     test_norms();
     test_activations();
     test_attention();
+    test_attention_prefixed();
     test_logprobs();
     test_embedding();
     test_model(ARCH_GPT2, 0);

@@ -11,14 +11,19 @@
  *    gives bit-identical log-probs and values to the same weights trainable;
  *  - LR schedules: the values transformers' get_*_schedule_with_warmup
  *    gives (hand-computed here).
+ *  - shared prefixes: preference pairs packed with each prompt computed
+ *    once (ds_pack_pairs) give the log-prob sums and the weight gradient of
+ *    the plain packing (1e-5 relative);
  *  - bad batches are refused with an error, not a crash. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataset.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "seq_logprobs.h"
 #include "test.h"
 #include "util.h"
 
@@ -67,6 +72,65 @@ static void test_packed_equals_separate(ModelArch arch) {
         }
     }
     CHECK(worst < 1e-5, "%s packed vs separate: worst relative difference %.3g", arch == ARCH_GPT2 ? "gpt2" : "llama", worst);
+    model_free(m);
+}
+
+/* Sums and weight gradient (malloc'd) of pairs packed by pairs ? ds_pack_pairs : ds_pack,
+ * with d(loss)/d(logp) = w[i][j] for the j-th completion token of sequence i. */
+static float *pair_grads(Model *m, const DsSeq *seqs, int n_pairs, int pairs, const float w[][16], double *sums) {
+    DsPacked p;
+    int counts[16];
+    CHECK((pairs ? ds_pack_pairs(seqs, n_pairs, 1, &p) : ds_pack(seqs, 2 * n_pairs, 1, &p)) == 0, "pack: %s",
+          align_error());
+    float *dlogp = calloc(p.batch.n_tokens, sizeof(float));
+    CHECK(seq_logprobs_packed(m, &p, sums, counts) == 0, "forward: %s", align_error());
+    for (int i = 0; i < 2 * n_pairs; i++) {
+        int s = ds_packed_seq(&p, i), j = 0;
+        for (int t = p.seq_start[s]; t < p.seq_start[s + 1]; t++)
+            if (p.loss_mask[t]) dlogp[t] = w[i][j++];
+    }
+    model_zero_grad(m);
+    CHECK(model_backward(m, dlogp, NULL) == 0, "backward: %s", align_error());
+    float *g = malloc(m->n_grad_elems * sizeof(float));
+    memcpy(g, m->grads, m->n_grad_elems * sizeof(float));
+    if (pairs) CHECK(p.batch.n_seqs > 2 * n_pairs, "some pair shared its prompt");
+    free(dlogp);
+    ds_packed_free(&p);
+    return g;
+}
+
+static void test_shared_prefix_equals_plain(ModelArch arch) {
+    ModelConfig c;
+    tiny_config(&c, arch);
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, 4);
+    Rng r;
+    rng_seed(&r, 6);
+    enum { NP = 4 };
+    /* same prompt; prompts apart after 3 tokens; nothing alike; a one-token prompt */
+    int32_t tok[2 * NP][3][12];
+    int np[2 * NP] = {7, 7, 6, 9, 5, 5, 1, 1}, nc[2 * NP] = {4, 6, 3, 5, 8, 2, 5, 4};
+    DsSeq seqs[2 * NP];
+    for (int i = 0; i < 2 * NP; i++) {
+        random_tokens(&r, tok[i][0], 12, c.vocab_size);
+        random_tokens(&r, tok[i][1], 12, c.vocab_size);
+    }
+    memcpy(tok[1][0], tok[0][0], sizeof tok[0][0]);
+    memcpy(tok[3][0], tok[2][0], 3 * sizeof(int32_t));
+    memcpy(tok[7][0], tok[6][0], sizeof tok[6][0]);
+    for (int i = 0; i < 2 * NP; i++) seqs[i] = (DsSeq){tok[i][0], np[i], tok[i][1], nc[i]};
+    float w[2 * NP][16];
+    for (int i = 0; i < 2 * NP; i++)
+        for (int j = 0; j < 16; j++) w[i][j] = (float)rng_uniform(&r) - 0.5f;
+    double plain[2 * NP], shared[2 * NP];
+    float *g0 = pair_grads(m, seqs, NP, 0, w, plain), *g1 = pair_grads(m, seqs, NP, 1, w, shared);
+    double worst = 0, num = 0, den = 0;
+    for (int i = 0; i < 2 * NP; i++) worst = fmax(worst, fabs(plain[i] - shared[i]) / (1e-3 + fabs(plain[i])));
+    for (size_t k = 0; k < m->n_grad_elems; k++) num += (double)(g0[k] - g1[k]) * (g0[k] - g1[k]), den += (double)g0[k] * g0[k];
+    const char *name = arch == ARCH_GPT2 ? "gpt2" : "llama";
+    CHECK(worst < 1e-5, "%s shared-prompt log-prob sums vs plain: worst relative difference %.3g", name, worst);
+    CHECK(sqrt(num / den) < 1e-5, "%s shared-prompt gradient vs plain: relative difference %.3g", name, sqrt(num / den));
+    free(g0), free(g1);
     model_free(m);
 }
 
@@ -244,6 +308,11 @@ static void test_bad_batches(void) {
     Batch l = {.n_tokens = 100, .n_seqs = 1, .tokens = longt, .seq_start = ls};
     CHECK(model_forward(m, &l) == -1 && strstr(align_error(), "positions"), "sequence longer than GPT-2 positions refused");
     free(longt);
+    int32_t ps[3] = {0, 2, 4}, cyclic[2] = {1, 0}, chained[3] = {-1, 0, 1}, cs[4] = {0, 1, 2, 4};
+    Batch pb = {.n_tokens = 4, .n_seqs = 2, .tokens = tokens, .seq_start = ps, .seq_prefix = cyclic};
+    CHECK(model_forward(m, &pb) == -1 && strstr(align_error(), "prefix"), "a prefix that is not an earlier sequence refused");
+    Batch pc = {.n_tokens = 4, .n_seqs = 3, .tokens = tokens, .seq_start = cs, .seq_prefix = chained};
+    CHECK(model_forward(m, &pc) == -1 && strstr(align_error(), "prefix"), "a chain of prefixes refused");
     ModelConfig bad = c;
     bad.n_kv_heads = 3;
     CHECK(model_create(&bad, &backend_cpu) == NULL, "inconsistent config refused");
@@ -253,6 +322,8 @@ static void test_bad_batches(void) {
 int main(void) {
     test_packed_equals_separate(ARCH_GPT2);
     test_packed_equals_separate(ARCH_LLAMA);
+    test_shared_prefix_equals_plain(ARCH_GPT2);
+    test_shared_prefix_equals_plain(ARCH_LLAMA);
     test_determinism();
     test_grad_accumulation();
     test_frozen();

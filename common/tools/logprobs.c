@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     if (!seqs || !sums || !counts) align_die("logprobs", "out of memory for %zu records", d.n);
     for (size_t i = 0; i < d.n; i++)
         for (int k = 0; k < per; k++) seqs[i * per + k] = ds_example_seq(&d.ex[i], k);
-    if (seq_logprobs(b.model, seqs, (int)n, a.batch_size, sums, counts)) align_die_error("logprobs");
+    if (seq_logprobs(b.model, seqs, (int)n, a.batch_size, pref, sums, counts)) align_die_error("logprobs");
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) align_die("logprobs", "--out %s: cannot open for writing", out_path);
     for (size_t i = 0; i < d.n; i++) {
