@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "quant.h"
 #include "util.h"
+#include "vexp.h"
 
 /* ------------------------------------------------------------------ memory */
 
@@ -265,6 +266,13 @@ typedef struct {
     float scale;
 } AttnTile;
 
+static float row_max(const float *x, int n) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
 /* Scores S = scale * Q [Kp; K]^T turned in place into probabilities
  * P = exp(S - lse) under the (prefix +) causal mask; lse computed when
  * lse_out is non-NULL, else read from lse_in. */
@@ -278,18 +286,18 @@ static void attention_probs(float *S, const AttnTile *t, float *lse_out, const f
     for (int i = 0; i < T; i++) {
         float *s = S + (size_t)i * W;
         int n = Lp + i + 1; /* visible keys */
-        float l;
         if (lse_out) {
-            float mx = -INFINITY;
-            for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-            float sum = 0.0f;
-            for (int j = 0; j < n; j++) sum += expf(s[j] - mx);
-            l = mx + logf(sum);
-            lse_out[i] = l;
+            float mx = row_max(s, n), sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < n; j++) sum += s[j] = vexp(s[j] - mx);
+            lse_out[i] = mx + logf(sum);
+            float inv = 1.0f / sum;
+            for (int j = 0; j < n; j++) s[j] *= inv;
         } else {
-            l = lse_in[i];
+            float l = lse_in[i];
+#pragma omp simd
+            for (int j = 0; j < n; j++) s[j] = vexp(s[j] - l);
         }
-        for (int j = 0; j < n; j++) s[j] = expf(s[j] - l);
         for (int j = n; j < W; j++) s[j] = 0.0f;
     }
 }
@@ -513,7 +521,8 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
                         mx = S[j] > mx ? S[j] : mx;
                     }
                     float sum = 0.0f;
-                    for (int j = 0; j < T; j++) sum += (S[j] = expf(S[j] - mx));
+#pragma omp simd reduction(+ : sum)
+                    for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
                     float *o = out + (size_t)i * ldo + h * hd;
                     memset(o, 0, hd * sizeof(float));
                     for (int j = 0; j < T; j++) {
@@ -556,7 +565,8 @@ static void swiglu_forward(float *out, const float *gate_up, int N, int F) {
     for (int i = 0; i < N; i++) {
         const float *g = gate_up + (size_t)i * 2 * F, *u = g + F;
         float *o = out + (size_t)i * F;
-        for (int j = 0; j < F; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+#pragma omp simd
+        for (int j = 0; j < F; j++) o[j] = g[j] / (1.0f + vexp(-g[j])) * u[j];
     }
 }
 
@@ -566,8 +576,9 @@ static void swiglu_backward(float *dgate_up, const float *dout, const float *gat
     for (int i = 0; i < N; i++) {
         const float *g = gate_up + (size_t)i * 2 * F, *u = g + F, *d = dout + (size_t)i * F;
         float *dg = dgate_up + (size_t)i * 2 * F, *du = dg + F;
+#pragma omp simd
         for (int j = 0; j < F; j++) {
-            float s = 1.0f / (1.0f + expf(-g[j]));
+            float s = 1.0f / (1.0f + vexp(-g[j]));
             du[j] = d[j] * g[j] * s;
             dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
         }
@@ -614,10 +625,9 @@ static void logprobs_forward(float *logp, float *lse, const float *logits, const
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const float *x = logits + (size_t)i * V;
-        float mx = -INFINITY;
-        for (int v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
-        float sum = 0.0f;
-        for (int v = 0; v < V; v++) sum += expf(x[v] - mx);
+        float mx = row_max(x, V), sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int v = 0; v < V; v++) sum += vexp(x[v] - mx);
         float l = mx + logf(sum);
         lse[i] = l;
         if (logp) logp[i] = x[tgt[i]] - l;
@@ -630,7 +640,8 @@ static void logprobs_backward(float *logits, const float *dlogp, const float *ls
     for (int i = 0; i < n; i++) {
         float *x = logits + (size_t)i * V;
         float d = dlogp[i], l = lse[i];
-        for (int v = 0; v < V; v++) x[v] = -d * expf(x[v] - l);
+#pragma omp simd
+        for (int v = 0; v < V; v++) x[v] = -d * vexp(x[v] - l);
         x[tgt[i]] += d;
     }
 }
