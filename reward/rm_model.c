@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rng.h"
+#include "seq_logprobs.h"
 #include "util.h"
 
 int rm_is_reward_model(const ModelConfig *c) { return c->value_head && !c->lm_head; }
@@ -86,10 +87,13 @@ int rm_score_seqs(Model *m, const DsSeq *seqs, int n, int max_batch_tokens, floa
     return 0;
 }
 
+/* The row of input sequence k's last token. */
+static int last_row(const DsPacked *p, int k) { return p->seq_start[ds_packed_seq(p, k) + 1] - 1; }
+
 long rm_pairs_step(const RmLossConfig *cfg, Model *m, const DsSeq *pairs, const float *margins, int n,
                    float scale, int train, Metrics *acc, float *scores_out) {
-    DsPacked p;
-    if (ds_pack(pairs, 2 * n, 0, &p)) return -1;
+    DsPacked p; /* each pair's prompt runs once where the backend can */
+    if (seq_pack_pairs(m, pairs, n, &p)) return -1;
     long N = p.batch.n_tokens;
     float *values = malloc((N + 1) * sizeof(float)), *dvalues = train ? calloc(N + 1, sizeof(float)) : NULL;
     float *sc = malloc(n * sizeof(float)), *sr = malloc(n * sizeof(float));
@@ -101,20 +105,21 @@ long rm_pairs_step(const RmLossConfig *cfg, Model *m, const DsSeq *pairs, const 
     }
     if (model_forward(m, &p.batch) || model_values(m, values)) goto done;
     for (int i = 0; i < n; i++) {
-        sc[i] = values[p.seq_start[2 * i + 1] - 1];
-        sr[i] = values[p.seq_start[2 * i + 2] - 1];
+        sc[i] = values[last_row(&p, 2 * i)];
+        sr[i] = values[last_row(&p, 2 * i + 1)];
         if (scores_out) scores_out[2 * i] = sc[i], scores_out[2 * i + 1] = sr[i];
     }
     rm_batch_loss(cfg, sc, sr, margins, n, dsc, dsr, acc);
     if (train) {
         /* only the last token of each sequence carries a gradient */
         for (int i = 0; i < n; i++) {
-            dvalues[p.seq_start[2 * i + 1] - 1] = (float)(dsc[i] * scale);
-            dvalues[p.seq_start[2 * i + 2] - 1] = (float)(dsr[i] * scale);
+            dvalues[last_row(&p, 2 * i)] = (float)(dsc[i] * scale);
+            dvalues[last_row(&p, 2 * i + 1)] = (float)(dsr[i] * scale);
         }
         if (model_backward(m, NULL, dvalues)) goto done;
     }
-    rc = N;
+    rc = 0; /* the pairs' tokens, whatever sharing the prompt saved */
+    for (int i = 0; i < 2 * n; i++) rc += pairs[i].n_prompt + pairs[i].n_completion;
 done:
     free(values), free(dvalues), free(sc), free(sr), free(dsc), free(dsr);
     ds_packed_free(&p);

@@ -49,10 +49,11 @@ int rm_score_batch(Model *m, const Batch *b, float *scores);
 int rm_score_seqs(Model *m, const DsSeq *seqs, int n, int max_batch_tokens, float *scores);
 
 /* One training micro-batch of n preference pairs: pairs[2i] chosen,
- * pairs[2i+1] rejected, packed into ONE forward; Bradley-Terry loss
- * (rm_loss) times scale backpropagated from the two last-token values of
- * each pair when train = 1. margins may be NULL. Metrics into acc; the
- * scores into scores_out[2n] when non-NULL. Returns tokens processed or -1. */
+ * pairs[2i+1] rejected, packed into ONE forward with each pair's prompt
+ * computed once (seq_pack_pairs); Bradley-Terry loss (rm_loss) times scale
+ * backpropagated from the two last-token values of each pair when
+ * train = 1. margins may be NULL. Metrics into acc; the scores into
+ * scores_out[2n] when non-NULL. Returns the pairs' tokens or -1. */
 long rm_pairs_step(const RmLossConfig *cfg, Model *m, const DsSeq *pairs, const float *margins, int n,
                    float scale, int train, Metrics *acc, float *scores_out);
 

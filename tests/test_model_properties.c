@@ -12,8 +12,8 @@
  *  - LR schedules: the values transformers' get_*_schedule_with_warmup
  *    gives (hand-computed here).
  *  - shared prefixes: preference pairs packed with each prompt computed
- *    once (ds_pack_pairs) give the log-prob sums and the weight gradient of
- *    the plain packing (1e-5 relative);
+ *    once (ds_pack_pairs) give the log-prob sums, last-token values and
+ *    weight gradient of the plain packing (1e-5 relative);
  *  - bad batches are refused with an error, not a crash. */
 #include <math.h>
 #include <stdlib.h>
@@ -75,9 +75,10 @@ static void test_packed_equals_separate(ModelArch arch) {
     model_free(m);
 }
 
-/* Sums and weight gradient (malloc'd) of pairs packed by pairs ? ds_pack_pairs : ds_pack,
+/* Sums, last-token values and weight gradient (malloc'd) of pairs packed by pairs ? ds_pack_pairs : ds_pack,
  * with d(loss)/d(logp) = w[i][j] for the j-th completion token of sequence i. */
-static float *pair_grads(Model *m, const DsSeq *seqs, int n_pairs, int pairs, const float w[][16], double *sums) {
+static float *pair_grads(Model *m, const DsSeq *seqs, int n_pairs, int pairs, const float w[][16], double *sums,
+                         float *last) {
     DsPacked p;
     int counts[16];
     CHECK((pairs ? ds_pack_pairs(seqs, n_pairs, 1, &p) : ds_pack(seqs, 2 * n_pairs, 1, &p)) == 0, "pack: %s",
@@ -89,6 +90,10 @@ static float *pair_grads(Model *m, const DsSeq *seqs, int n_pairs, int pairs, co
         for (int t = p.seq_start[s]; t < p.seq_start[s + 1]; t++)
             if (p.loss_mask[t]) dlogp[t] = w[i][j++];
     }
+    float *v = malloc(p.batch.n_tokens * sizeof(float));
+    CHECK(model_values(m, v) == 0, "values: %s", align_error());
+    for (int i = 0; i < 2 * n_pairs; i++) last[i] = v[p.seq_start[ds_packed_seq(&p, i) + 1] - 1];
+    free(v);
     model_zero_grad(m);
     CHECK(model_backward(m, dlogp, NULL) == 0, "backward: %s", align_error());
     float *g = malloc(m->n_grad_elems * sizeof(float));
@@ -123,12 +128,17 @@ static void test_shared_prefix_equals_plain(ModelArch arch) {
     for (int i = 0; i < 2 * NP; i++)
         for (int j = 0; j < 16; j++) w[i][j] = (float)rng_uniform(&r) - 0.5f;
     double plain[2 * NP], shared[2 * NP];
-    float *g0 = pair_grads(m, seqs, NP, 0, w, plain), *g1 = pair_grads(m, seqs, NP, 1, w, shared);
+    float vplain[2 * NP], vshared[2 * NP];
+    float *g0 = pair_grads(m, seqs, NP, 0, w, plain, vplain), *g1 = pair_grads(m, seqs, NP, 1, w, shared, vshared);
     double worst = 0, num = 0, den = 0;
-    for (int i = 0; i < 2 * NP; i++) worst = fmax(worst, fabs(plain[i] - shared[i]) / (1e-3 + fabs(plain[i])));
+    for (int i = 0; i < 2 * NP; i++) {
+        worst = fmax(worst, fabs(plain[i] - shared[i]) / (1e-3 + fabs(plain[i])));
+        worst = fmax(worst, fabs(vplain[i] - vshared[i]) / (1e-3 + fabs(vplain[i])));
+    }
     for (size_t k = 0; k < m->n_grad_elems; k++) num += (double)(g0[k] - g1[k]) * (g0[k] - g1[k]), den += (double)g0[k] * g0[k];
     const char *name = arch == ARCH_GPT2 ? "gpt2" : "llama";
-    CHECK(worst < 1e-5, "%s shared-prompt log-prob sums vs plain: worst relative difference %.3g", name, worst);
+    CHECK(worst < 1e-5, "%s shared-prompt log-prob sums and last values vs plain: worst relative difference %.3g", name,
+          worst);
     CHECK(sqrt(num / den) < 1e-5, "%s shared-prompt gradient vs plain: relative difference %.3g", name, sqrt(num / den));
     free(g0), free(g1);
     model_free(m);
