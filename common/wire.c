@@ -623,6 +623,57 @@ int wire_send(void *sock, const WireFrames *env, const void *body, size_t len, i
     return 0;
 }
 
+static void attach_release(const WireAttach *a) {
+    if (a->free_fn) a->free_fn((void *)a->data, a->hint);
+}
+
+int wire_send_attached(void *sock, const WireFrames *env, const void *body, size_t len, const WireAttach *att,
+                       int n_att, int flags) {
+    int i = 0, rc = 0;
+    if (n_att < 0 || n_att > WIRE_MAX_ATTACH) {
+        rc = align_errorf("send: %d attachments (at most %d)", n_att, WIRE_MAX_ATTACH);
+        goto release;
+    }
+    for (int e = 0; env && e < env->n_env; e++)
+        if (zmq_send(sock, env->env[e], env->env_len[e], flags | ZMQ_SNDMORE) < 0) {
+            rc = align_errorf("send: %s", zmq_strerror(errno));
+            goto release;
+        }
+    for (; i < n_att; i++) {
+        zmq_msg_t msg;
+        if (att[i].free_fn ? zmq_msg_init_data(&msg, (void *)att[i].data, att[i].len, att[i].free_fn, att[i].hint)
+                           : zmq_msg_init_size(&msg, att[i].len)) {
+            rc = align_errorf("send: cannot make a frame of %zu bytes", att[i].len);
+            goto release;
+        }
+        if (!att[i].free_fn && att[i].len) memcpy(zmq_msg_data(&msg), att[i].data, att[i].len);
+        if (zmq_msg_send(&msg, sock, flags | ZMQ_SNDMORE) < 0) {
+            rc = align_errorf("send: %s", zmq_strerror(errno));
+            zmq_msg_close(&msg); /* calls free_fn: attachment i is released */
+            i++;
+            goto release;
+        }
+    }
+    if (zmq_send(sock, body, len, flags) < 0) return align_errorf("send: %s", zmq_strerror(errno));
+    return 0;
+release:
+    for (; i < n_att; i++) attach_release(&att[i]);
+    return rc;
+}
+
+int wire_get_attachments(const WireMsg *m, int n_frames, int *k) {
+    *k = 0;
+    if (!wire_has(m, "attachments")) return 0;
+    uint64_t v;
+    if (wire_get_uint(m, "attachments", &v)) return -1;
+    if (v > WIRE_MAX_ATTACH) return align_errorf("field \"attachments\": %llu (at most %d)", (unsigned long long)v, WIRE_MAX_ATTACH);
+    if (v > 0 && (int)v > n_frames)
+        return align_errorf("field \"attachments\" says %llu frames but the message has %d", (unsigned long long)v,
+                            n_frames < 0 ? 0 : n_frames);
+    *k = (int)v;
+    return 0;
+}
+
 int wire_read_z85_key(const char *path, char key[41]) {
     FILE *f = fopen(path, "r");
     if (!f) return align_errorf("%s: cannot open the key file", path);

@@ -147,6 +147,34 @@ void wire_frames_free(WireFrames *f);
 /* Send env (may be NULL for a DEALER) then body as the last frame. */
 int wire_send(void *sock, const WireFrames *env, const void *body, size_t len, int flags);
 
+/* Attachments: bulk data (a model's parameters) as raw ZeroMQ frames, so it
+ * is never copied into msgpack and out again. They travel right BEFORE the
+ * body, which stays the last frame, and the body's "attachments" field
+ * (uint k) says how many: a receiver takes the k frames before the body out
+ * of the envelope (docs/PROTOCOL.md, "Attachments"). Each attachment is
+ * sent zero-copy when free_fn is set: ZeroMQ reads data in place after this
+ * call returns and calls free_fn(data, hint) once it is done with it (sent,
+ * or dropped with the socket), so data must stay valid and unchanged until
+ * then. Without free_fn the bytes are copied before the call returns. */
+typedef struct {
+    const void *data;
+    size_t len;
+    void (*free_fn)(void *data, void *hint);
+    void *hint;
+} WireAttach;
+
+#define WIRE_MAX_ATTACH 4
+
+/* Send env (may be NULL), the n_att attachments, then body. On failure the
+ * attachments not yet handed to ZeroMQ are released (free_fn called), so
+ * the caller's count of pending attachments stays right. */
+int wire_send_attached(void *sock, const WireFrames *env, const void *body, size_t len, const WireAttach *att,
+                       int n_att, int flags);
+/* The message's "attachments" count (0 when absent), checked against the
+ * n_frames frames that can be attachments (those before the body, less
+ * the routing envelope a ROUTER needs to reply): 0, or -1 with an error. */
+int wire_get_attachments(const WireMsg *m, int n_frames, int *k);
+
 /* CurveZMQ key files: the first 40-character Z85 key on a line of its own
  * (lines starting with # are comments). */
 int wire_read_z85_key(const char *path, char key[41]);

@@ -20,20 +20,32 @@
  * is ppo_value_loss's d loss / d V, weighted by vf_coef, through
  * model_backward(critic, NULL, dvalues). Old log-probs are the rollout
  * workers' (the same weights, sampled with the raw distribution), so the
- * first minibatch starts at ratio 1 up to float rounding. */
+ * first minibatch starts at ratio 1 up to float rounding (and LoRA
+ * dropout, which is on while training).
+ *
+ * LoRA (setup's lora_rank or lora_adapter): the actor trains adapters on its
+ * frozen base; the critic stays a full model. The rollout workers attached
+ * the same adapters to the same base, so the sync after an update sends the
+ * adapters alone (ppo_sync.h); with full fine-tuning it sends every
+ * parameter, as one raw frame read in place from the model's buffer. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "cli.h"
+#include "lora.h"
 #include "model_load.h"
 #include "optim.h"
+#include "peft.h"
 #include "ppo_batch.h"
 #include "ppo_math.h"
 #include "ppo_service.h"
+#include "ppo_sync.h"
 #include "rm_model.h"
 #include "trainer.h"
 #include "util.h"
@@ -54,6 +66,7 @@ typedef struct {
     Push push[64];
     int n_push;
     uint64_t push_id;
+    uint64_t base_fp; /* LoRA: the frozen base's fingerprint, sent with the adapters */
 } Policy;
 
 static void policy_free_models(Policy *p) {
@@ -107,6 +120,20 @@ static int do_setup(Policy *p, const WireMsg *m) {
         align_errorf("%s has no LM head: the policy must be a causal LM", apath);
         goto done;
     }
+    /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
+     * trained ones as extra tensors (its base is the same frozen base) */
+    int lora = ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    if (lora < 0) goto done;
+    if (resume) {
+        int n = lora ? peft_adapter_from_extras(p->actor.model, &p->actor.extras) : 0;
+        for (int i = 0; !lora && i < p->actor.extras.n_tensors; i++)
+            if (strstr(p->actor.extras.tensors[i].name, ".lora_A.weight")) n = -1;
+        if (n < 0 && !lora) align_errorf("--resume %s holds LoRA adapters: resume with the same --lora-* flags", resume);
+        else if (lora && n == 0) align_errorf("--resume %s: the checkpoint has no LoRA adapters (it was not trained with LoRA)", resume);
+        if (n < 0 || (lora && n == 0)) goto done;
+    }
+    p->base_fp = 0;
+    if (lora && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
     const char *cpath = resume_critic ? resume_critic : critic;
     if (cpath) {
         if (model_load_any(cpath, p->be, 0, &p->critic)) goto done;
@@ -236,10 +263,13 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
             gather(oldv, ro, idx, n, b_oldv), gather(ref, ro, idx, n, b_ref);
             PpoPolicyStats pst;
             PpoValueStats vst;
+            /* LoRA dropout masks keyed by the optimizer step: a resumed run draws the same */
+            model_lora_train_mode(p->actor.model, 1, (uint64_t)p->oa->step);
             int rc = ppo_forward(p->actor.model, &b, b_lp, NULL);
             for (int i = 0; !rc && i < b.n_resp; i++) b_ent[i] = -b_lp[i]; /* sampled entropy estimate */
             if (!rc) rc = ppo_policy_loss(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, 0, b_d, &pst);
             if (!rc) rc = ppo_backward(p->actor.model, &b, b_d, NULL);
+            model_lora_train_mode(p->actor.model, 0, 0);
             float lr = 0;
             double gn = rc ? 0 : optim_step(p->oa, &lr);
             if (!rc && p->have_critic) {
@@ -274,20 +304,46 @@ done:
     return w;
 }
 
-/* Push the actor's weights to every endpoint; ok[i] = 1 when it acked. */
-static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms, uint8_t *ok) {
+/* The payload stays alive while ZeroMQ may still read it: one reference
+ * per frame handed to ZeroMQ (released by wire_send_attached's free_fn,
+ * from ZeroMQ's I/O thread) plus do_sync's own. */
+typedef struct {
+    atomic_int refs;
+    PpoSyncPayload pl;
+} SyncHold;
+
+static void hold_release(void *data, void *hint) {
+    (void)data;
+    SyncHold *h = hint;
+    if (atomic_fetch_sub(&h->refs, 1) == 1) {
+        ppo_sync_payload_free(&h->pl);
+        free(h);
+    }
+}
+
+/* Push the actor's weights (its adapters with LoRA) to every endpoint as a
+ * "weights_raw" header + one raw frame sent in place; ok[i] = 1 when it
+ * acked. *bytes: the payload size per worker. */
+static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms, uint8_t *ok, size_t *bytes) {
     Model *a = p->actor.model;
-    float *host = ckpt_host_params(a, 1);
-    if (!host) return -1;
-    WireWriter *w = wire_writer_new("weights");
+    SyncHold *hold = calloc(1, sizeof *hold);
+    if (!hold) return align_errorf("out of memory");
+    if (ppo_sync_payload(a, &hold->pl)) {
+        free(hold);
+        return -1;
+    }
+    atomic_init(&hold->refs, 1);
+    WireWriter *w = ppo_sync_header(a, &hold->pl, version, p->base_fp);
     uint64_t id = ++p->push_id;
-    wire_put_uint(w, "id", id);
-    wire_put_int(w, "version", version);
-    wire_put_vec(w, "params", WIRE_F32, host, a->n_elems);
-    ckpt_host_params_release(a, host, 0);
+    if (w) wire_put_uint(w, "id", id);
     void *data;
     size_t len;
-    if (wire_finish(w, &data, &len)) return -1;
+    if (!w || wire_finish(w, &data, &len)) {
+        hold_release(NULL, hold);
+        return -1;
+    }
+    *bytes = hold->pl.numel * sizeof(float);
+    WireAttach att = {hold->pl.data, *bytes, hold_release, hold};
     int slot[64];
     for (int i = 0; i < n; i++) {
         ok[i] = 0;
@@ -306,7 +362,9 @@ static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms
             snprintf(q->ep, sizeof q->ep, "%s", eps[i]);
             slot[i] = p->n_push++;
         }
-        if (slot[i] >= 0 && wire_send(p->push[slot[i]].sock, NULL, data, len, 0)) slot[i] = -1;
+        if (slot[i] < 0) continue;
+        atomic_fetch_add(&hold->refs, 1);
+        if (wire_send_attached(p->push[slot[i]].sock, NULL, data, len, &att, 1, 0)) slot[i] = -1;
     }
     free(data);
     double deadline = align_now() + timeout_ms / 1000.0;
@@ -328,6 +386,10 @@ static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms
                 ok[map[j]] = 1;
                 pending--;
             } else if (r && !strcmp(wire_op(r), "error") && !wire_get_uint(r, "id", &got) && got == id) {
+                const char *msg = "";
+                size_t ml = 0;
+                wire_get_str(r, "message", &msg, &ml);
+                fprintf(stderr, "ppo_policy: %s refused the weights: %.*s\n", eps[map[j]], (int)ml, msg);
                 pending--;
                 slot[map[j]] = -1;
             }
@@ -345,10 +407,22 @@ static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms
             for (int j = 0; j < n; j++)
                 if (slot[j] == p->n_push) slot[j] = k;
         }
+    /* The frames are sent in place: nothing may change the weights before
+     * ZeroMQ has let go of every one (an acked frame is already released;
+     * one queued for a closed socket is dropped promptly). */
+    double until = align_now() + 60;
+    while (atomic_load(&hold->refs) > 1 && align_now() < until) usleep(1000);
+    if (atomic_load(&hold->refs) > 1)
+        fprintf(stderr, "ppo_policy: a weights frame is still held by ZeroMQ after 60 s\n");
+    hold_release(NULL, hold);
     return 0;
 }
 
-static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *state, int moments) {
+/* A checkpoint: with moments, everything --resume needs (LoRA adapters are
+ * ordinary tensors of the table); without, the plain model (LoRA merged,
+ * and the adapter alone in adapter_dir, peft's layout). */
+static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *state, int moments,
+                    const char *adapter_dir) {
     Model *m = b->model;
     cJSON *st = state ? cJSON_Parse(state) : cJSON_CreateObject();
     if (!st) st = cJSON_CreateObject();
@@ -366,7 +440,20 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
         b->extras.tensors = NULL;
         b->extras.n_tensors = 0;
         ckpt_extras_set(&b->extras.train_state, js);
-        rc = model_save_any(path, b);
+        if (m->lora) {
+            char dir[4096];
+            if (adapter_dir) {
+                snprintf(dir, sizeof dir, "%s", adapter_dir);
+            } else {
+                size_t len = strlen(path);
+                while (len > 1 && path[len - 1] == '/') len--;
+                if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
+                snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
+            }
+            rc = peft_save_adapter(dir, m, NULL) || peft_save_merged(path, b) ? -1 : 0;
+        } else {
+            rc = model_save_any(path, b);
+        }
     } else {
         size_t n = m->n_grad_elems;
         float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
@@ -421,6 +508,9 @@ int main(int argc, char **argv) {
                 wire_put_int(w, "n_params", (int64_t)p.actor.model->n_elems);
                 wire_put_int(w, "optim_step", p.oa->step);
                 wire_put_bool(w, "critic", p.have_critic);
+                Model *am = p.actor.model;
+                wire_put_str(w, "sync", am->lora ? "lora" : "full");
+                wire_put_uint(w, "sync_numel", am->lora ? model_lora_numel(am) : am->n_elems);
             }
         } else if (!p.actor.model) {
             ppo_service_error(svc, &r, "not_ready", "no model yet: send setup first");
@@ -433,24 +523,26 @@ int main(int argc, char **argv) {
             char **eps = NULL;
             size_t n = 0;
             uint8_t ok[64];
+            size_t bytes = 0;
             if (wire_get_str_array(r.msg, "endpoints", ppo_wire_limits(), &eps, &n) || n > 64) {
                 if (n > 64) align_errorf("at most 64 rollout endpoints");
                 failed = 1;
             } else if (!(failed = do_sync(&p, eps, (int)n, (int64_t)ppo_get_num(r.msg, "version", 0),
-                                          (int)ppo_get_num(r.msg, "timeout_ms", 30000), ok))) {
+                                          (int)ppo_get_num(r.msg, "timeout_ms", 30000), ok, &bytes))) {
                 w = wire_writer_new("synced");
                 wire_put_vec(w, "ok", WIRE_U8, ok, n);
+                wire_put_uint(w, "bytes", bytes);
             }
             free(eps);
         } else if (!strcmp(r.op, "save")) {
             char *path = ppo_get_strdup(r.msg, "path"), *cpath = ppo_get_strdup(r.msg, "critic_path"),
-                 *state = ppo_get_strdup(r.msg, "train_state");
+                 *state = ppo_get_strdup(r.msg, "train_state"), *adir = ppo_get_strdup(r.msg, "adapter_path");
             int moments = (int)ppo_get_num(r.msg, "moments", 1);
             if (!path) failed = align_errorf("save needs \"path\"") ? 1 : 1;
-            else failed = save_one(&p.actor, p.oa, path, state, moments) ||
-                          (p.have_critic && cpath && save_one(&p.critic, p.oc, cpath, state, moments));
+            else failed = save_one(&p.actor, p.oa, path, state, moments, adir) ||
+                          (p.have_critic && cpath && save_one(&p.critic, p.oc, cpath, state, moments, NULL));
             if (!failed) w = wire_writer_new("saved");
-            free(path), free(cpath), free(state);
+            free(path), free(cpath), free(state), free(adir);
         } else {
             snprintf(msg, sizeof msg, "unknown op \"%.64s\" (the policy serves setup, values, update, sync, save, ping)", r.op);
             ppo_service_error(svc, &r, "unknown_op", msg);

@@ -25,7 +25,10 @@
  *              advantages (GAE with the critic, or RLOO/GRPO with none), TRL's
  *              rollout metrics (ppo_math.h)
  *   update     ppo-epochs of minibatch steps on the policy process
- *   sync       the policy pushes the new weights to every rollout worker
+ *   sync       the policy pushes the new weights to every rollout worker:
+ *              with LoRA (--lora-rank, --lora-adapter) the adapters alone,
+ *              since every worker attached them to the same frozen base it
+ *              loaded from --policy; else every parameter
  *
  * Faults. ppo_run pings every worker each --heartbeat-ms (workers answer
  * while they compute) and watches its children's exit: a worker that exits
@@ -55,10 +58,12 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "lora.h"
 #include "metrics.h"
 #include "model_load.h"
 #include "ppo_math.h"
 #include "ppo_service.h"
+#include "ppo_sync.h"
 #include "safetensors.h"
 #include "trainer.h"
 #include "util.h"
@@ -109,6 +114,7 @@ static struct {
     const char *reward_model;
     int max_restarts;
     int64_t weights_version;
+    size_t sync_bytes; /* payload per rollout worker in the last sync */
     char last_ckpt[PATH_MAX];
 } G;
 
@@ -565,8 +571,9 @@ static int read_state(const char *path, const TrainArgs *a, int n_samples, RunSt
     return rc;
 }
 
-static void save_via_policy(const char *pol, const char *crit, const char *state, int moments) {
+static void save_via_policy(const char *pol, const char *crit, const char *state, int moments, const char *adapter) {
     WireWriter *w = wire_writer_new("save");
+    if (adapter) wire_put_str(w, "adapter_path", adapter);
     wire_put_str(w, "path", pol);
     wire_put_str(w, "critic_path", crit);
     wire_put_str(w, "train_state", state);
@@ -597,6 +604,7 @@ static void sync_rollouts(void) {
         need_reply_ok(run_calls(&c, 1, 0), "weight sync");
         WireArray ok;
         if (wire_get_array(c.reply, "ok", WIRE_U8, NULL, &ok) || (int)ok.numel != n) die("weight sync: a bad reply");
+        G.sync_bytes = (size_t)ppo_get_num(c.reply, "bytes", 0);
         /* a worker restarted meanwhile was synced by recover() already */
         for (int i = 0; i < n; i++)
             if (!((uint8_t *)ok.data)[i] && G.peer[idx[i]].restarts == restarts[i] && !G.peer[idx[i]].gone)
@@ -674,6 +682,21 @@ int main(int argc, char **argv) {
     if (a.batch_size <= 0 || n_samples <= 0 || max_new <= 0 || ppo_epochs <= 0 || minibatch < 0)
         die("--batch-size, --n, --max-new-tokens and --ppo-epochs must be positive");
     if (heartbeat_ms <= 0 || dead_after <= 0) die("--heartbeat-ms and --dead-after must be positive");
+    if (a.quantize_base)
+        die("--quantize-base is not supported by ppo_run (the reference and the rollout workers load the fp32 base); "
+            "use --lora-rank alone");
+    /* LoRA: the policy process trains adapters; every rollout worker attaches
+     * the same ones to the base it loads, so only adapters travel */
+    int use_lora = a.lora_rank > 0 || a.lora_adapter;
+    LoraConfig lc;
+    lora_config_defaults(&lc);
+    if (use_lora) {
+        lc.rank = a.lora_rank > 0 ? a.lora_rank : lc.rank;
+        lc.alpha = a.lora_alpha > 0 ? a.lora_alpha : 2.0f * lc.rank;
+        lc.dropout = a.lora_dropout;
+        lc.seed = (uint64_t)a.seed;
+        if (a.lora_targets && lora_parse_targets(a.lora_targets, &lc.targets)) die("--lora-targets: %s", align_error());
+    }
 
     PpoConfig c;
     ppo_config_defaults(&c);
@@ -820,6 +843,7 @@ int main(int argc, char **argv) {
         wire_put_float(w, "kl_loss_coef", c.kl_loss_coef);
         wire_put_str(w, "loss_agg", ppo_loss_agg_name(c.loss_agg));
         wire_put_int(w, "seed", a.seed);
+        if (use_lora) ppo_lora_put(w, &lc, a.lora_adapter);
         if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
         w = wire_writer_new("setup");
         wire_put_str(w, "model", policy_path);
@@ -834,6 +858,7 @@ int main(int argc, char **argv) {
             wire_put_int(w, "n", n_samples);
             wire_put_int(w, "seed", a.seed);
             wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
+            if (use_lora) ppo_lora_put(w, &lc, a.lora_adapter);
             Peer *p = &G.peer[G.rollout0 + i];
             if (wire_finish(w, &p->setup, &p->setup_len)) die("%s", align_error());
         }
@@ -848,7 +873,16 @@ int main(int argc, char **argv) {
             nc++;
         }
         need_reply_ok(run_calls(calls, nc, 0), "setting up the workers");
-        for (int i = 0; i < nc; i++) call_free(&calls[i]);
+        for (int i = 0; i < nc; i++) {
+            if (calls[i].peer == G.policy) {
+                char *kind = ppo_get_strdup(calls[i].reply, "sync");
+                double numel = ppo_get_num(calls[i].reply, "sync_numel", 0);
+                fprintf(stderr, PROG ": weight sync: %s, %.2f MiB per rollout worker\n",
+                        kind && !strcmp(kind, "lora") ? "LoRA adapters only" : "all parameters", numel * 4 / 1048576.0);
+                free(kind);
+            }
+            call_free(&calls[i]);
+        }
         G.weights_version = st.iteration;
         sync_rollouts();
     }
@@ -1023,6 +1057,7 @@ int main(int argc, char **argv) {
         metrics_set(&m, "time/score_all", t_score);
         metrics_set(&m, "time/update", t_up);
         metrics_set(&m, "time/weight_sync", t_sync);
+        metrics_set(&m, "weight_sync/bytes", (double)G.sync_bytes);
         metrics_set(&m, "time/iteration", t_all);
         metrics_set(&m, "tokens_per_s", t_gen > 0 ? T / t_gen : 0);
         metrics_set(&m, "val/mean_response_length", (double)T / S);
@@ -1039,7 +1074,7 @@ int main(int argc, char **argv) {
             char pol[PATH_MAX], crit[PATH_MAX];
             ckpt_paths(a.out, done_iters, pol, crit, sizeof pol);
             char *js = state_json(&s2, &a, n_samples);
-            save_via_policy(pol, crit, js, 1);
+            save_via_policy(pol, crit, js, 1, NULL);
             free(js);
             if (G.last_ckpt[0] && strcmp(G.last_ckpt, pol)) {
                 char op[PATH_MAX], oc[PATH_MAX];
@@ -1063,7 +1098,7 @@ int main(int argc, char **argv) {
         char pol[PATH_MAX], crit[PATH_MAX];
         ckpt_paths(a.out, -1, pol, crit, sizeof pol);
         char *js = state_json(&s2, &a, n_samples);
-        save_via_policy(pol, crit, js, 0);
+        save_via_policy(pol, crit, js, 0, a.lora_out);
         free(js);
         fprintf(stderr, PROG ": saved %s%s%s after %ld iterations\n", pol, use_critic ? " and " : "", use_critic ? crit : "",
                 st.iteration);

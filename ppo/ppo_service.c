@@ -60,7 +60,7 @@ static void send_parts(void *sock, zmq_msg_t *msgs, int n) {
 /* A small body that is {"op":"ping"}: answer it on the I/O thread. */
 static int answer_ping(PpoService *s, zmq_msg_t *parts, int n) {
     size_t len = zmq_msg_size(&parts[n - 1]);
-    if (len > 512) return 0;
+    if (len > 512 || n > WIRE_MAX_ENVELOPE + 1) return 0;
     WireMsg *m = wire_parse(zmq_msg_data(&parts[n - 1]), len, &PPO_LIMITS);
     if (!m) return 0;
     if (strcmp(wire_op(m), "ping")) {
@@ -93,7 +93,7 @@ static int answer_ping(PpoService *s, zmq_msg_t *parts, int n) {
 static void *io_thread(void *arg) {
     PpoService *s = arg;
     zmq_pollitem_t items[2] = {{s->router, 0, ZMQ_POLLIN, 0}, {s->pair_io, 0, ZMQ_POLLIN, 0}};
-    zmq_msg_t parts[WIRE_MAX_ENVELOPE + 1];
+    zmq_msg_t parts[WIRE_MAX_ENVELOPE + WIRE_MAX_ATTACH + 1];
     while (!atomic_load(&s->stop)) {
         int rc = zmq_poll(items, 2, 200);
         if (rc < 0) {
@@ -101,7 +101,7 @@ static void *io_thread(void *arg) {
             break; /* context terminated */
         }
         if (items[0].revents & ZMQ_POLLIN) {
-            int n = recv_parts(s->router, parts, WIRE_MAX_ENVELOPE + 1, ZMQ_DONTWAIT);
+            int n = recv_parts(s->router, parts, WIRE_MAX_ENVELOPE + WIRE_MAX_ATTACH + 1, ZMQ_DONTWAIT);
             if (n > 0) {
                 if (answer_ping(s, parts, n)) {
                     for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
@@ -111,7 +111,7 @@ static void *io_thread(void *arg) {
             }
         }
         if (items[1].revents & ZMQ_POLLIN) {
-            int n = recv_parts(s->pair_io, parts, WIRE_MAX_ENVELOPE + 1, ZMQ_DONTWAIT);
+            int n = recv_parts(s->pair_io, parts, WIRE_MAX_ENVELOPE + WIRE_MAX_ATTACH + 1, ZMQ_DONTWAIT);
             if (n > 0) send_parts(s->router, parts, n);
         }
     }
@@ -166,7 +166,17 @@ const char *ppo_service_endpoint(const PpoService *s) { return s->endpoint; }
 void ppo_request_free(PpoRequest *r) {
     wire_msg_free(r->msg);
     wire_frames_free(&r->env);
+    for (int i = 0; i < r->n_att; i++) {
+        zmq_msg_close(r->att[i]);
+        free(r->att[i]);
+    }
     memset(r, 0, sizeof *r);
+}
+
+const void *ppo_request_attachment(const PpoRequest *r, int i, size_t *len) {
+    if (i < 0 || i >= r->n_att) return NULL;
+    if (len) *len = zmq_msg_size(r->att[i]);
+    return zmq_msg_data(r->att[i]);
 }
 
 static int send_body(PpoService *s, PpoRequest *r, void *data, size_t len) {
@@ -197,25 +207,63 @@ int ppo_service_reply(PpoService *s, PpoRequest *r, WireWriter *w) {
     return send_body(s, r, data, len);
 }
 
+/* Frames [0, n) of one message into r: the last is the body (parsed), the
+ * k before it that the body announces are attachments (kept in ZeroMQ's
+ * buffers: a model's weights are not copied here), the rest is the
+ * envelope (copied, small). Consumes parts. 0, or -1 with an error
+ * (r->env filled as far as possible, so the error reply can be routed). */
+static int take_parts(PpoRequest *r, zmq_msg_t *parts, int n) {
+    int rc = 0, k = 0;
+    zmq_msg_t *body = &parts[n - 1];
+    size_t bl = zmq_msg_size(body);
+    if (bl > PPO_MAX_MESSAGE) rc = align_errorf("message over the size limit");
+    else if (!(r->msg = wire_parse(zmq_msg_data(body), bl, &PPO_LIMITS))) rc = -1;
+    else if (r->has_id = wire_has(r->msg, "id") && !wire_get_uint(r->msg, "id", &r->id),
+             wire_get_attachments(r->msg, n - 2, &k)) /* a ROUTER's first frame is the peer's identity */
+        rc = -1;
+    int n_env = n - 1 - k;
+    if (!rc && n_env > WIRE_MAX_ENVELOPE) rc = align_errorf("message over the size limit (too many frames)");
+    for (int i = 0; i < n - 1; i++) {
+        if (i < n_env && r->env.n_env < WIRE_MAX_ENVELOPE) {
+            size_t len = zmq_msg_size(&parts[i]);
+            void *c = malloc(len + 1);
+            if (c) {
+                memcpy(c, zmq_msg_data(&parts[i]), len);
+                r->env.env[r->env.n_env] = c;
+                r->env.env_len[r->env.n_env++] = len;
+            } else if (!rc) {
+                rc = align_errorf("out of memory");
+            }
+        } else if (i >= n_env && !rc) {
+            zmq_msg_t *a = malloc(sizeof *a);
+            if (!a) {
+                rc = align_errorf("out of memory");
+            } else {
+                zmq_msg_init(a);
+                zmq_msg_move(a, &parts[i]);
+                r->att[r->n_att++] = a;
+            }
+        }
+        zmq_msg_close(&parts[i]);
+    }
+    zmq_msg_close(body);
+    return rc;
+}
+
 int ppo_service_next(PpoService *s, PpoRequest *r) {
+    zmq_msg_t parts[WIRE_MAX_ENVELOPE + WIRE_MAX_ATTACH + 1];
     for (;;) {
         memset(r, 0, sizeof *r);
-        if (wire_recv(s->pair_work, &r->env, PPO_MAX_MESSAGE, 0)) {
+        int n = recv_parts(s->pair_work, parts, WIRE_MAX_ENVELOPE + WIRE_MAX_ATTACH + 1, 0);
+        if (n < 0) {
             if (errno == EINTR) continue;
-            return -1;
+            return align_errorf("receive: %s", zmq_strerror(errno));
         }
         atomic_store(&s->busy, 1);
-        if (r->env.bad_envelope || r->env.oversized) {
-            ppo_service_error(s, r, "too_large", "message over the size limit");
-            continue;
-        }
-        r->msg = wire_parse(r->env.body, r->env.body_len, &PPO_LIMITS);
-        free(r->env.body);
-        r->env.body = NULL;
-        if (!r->msg) {
+        if (take_parts(r, parts, n)) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", align_error());
-            ppo_service_error(s, r, "bad_request", msg);
+            ppo_service_error(s, r, strstr(msg, "size limit") ? "too_large" : "bad_request", msg);
             continue;
         }
         r->has_id = wire_has(r->msg, "id") && !wire_get_uint(r->msg, "id", &r->id);

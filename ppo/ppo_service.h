@@ -13,7 +13,9 @@
  * ppo_service_reply), so worker programs stay single-threaded.
  *
  * Only the ping peek is done on the I/O thread, and only for small bodies:
- * a 500 MB weights message is never parsed twice.
+ * a 500 MB weights message is never parsed twice. Attachment frames (wire.h:
+ * the weights of "weights_raw") pass from the I/O thread to the compute
+ * thread without a copy and reach the request as ZeroMQ's own buffers.
  *
  * This file depends on align_core alone (wire, util), so rollout/, which
  * links nothing else, compiles it into rollout_worker directly. */
@@ -37,6 +39,8 @@ typedef struct {
     const char *op; /* wire_op(msg) */
     uint64_t id;
     int has_id;
+    int n_att;      /* attachments (raw frames the body announced; wire.h) */
+    void *att[WIRE_MAX_ATTACH]; /* zmq_msg_t *, released with the request */
 } PpoRequest;
 
 /* Bind a ROUTER on endpoint and start the I/O thread. service: the name
@@ -45,8 +49,8 @@ PpoService *ppo_service_start(const char *service, const char *endpoint);
 /* The endpoint actually bound (tcp://127.0.0.1:* resolved). */
 const char *ppo_service_endpoint(const PpoService *s);
 /* Block until the next request that is not a ping. Messages that do not
- * parse or carry another protocol version are answered with an error here
- * and skipped. 0 with *r filled, -1 on a socket error. */
+ * parse, carry another protocol version or announce more attachments than
+ * they have are answered with an error here and skipped. 0 with *r filled, -1 on a socket error. */
 int ppo_service_next(PpoService *s, PpoRequest *r);
 /* Reply to r with w (consumed; "id" added when the request had one) and
  * release r. */
@@ -54,6 +58,9 @@ int ppo_service_reply(PpoService *s, PpoRequest *r, WireWriter *w);
 /* Reply with {"op":"error","code","message"} and release r. */
 int ppo_service_error(PpoService *s, PpoRequest *r, const char *code, const char *message);
 void ppo_request_free(PpoRequest *r);
+/* Attachment i of r in place (ZeroMQ's receive buffer, valid until the
+ * request is released), or NULL when r has fewer. */
+const void *ppo_request_attachment(const PpoRequest *r, int i, size_t *len);
 void ppo_service_stop(PpoService *s);
 
 /* The common limits for parsing PPO messages. */

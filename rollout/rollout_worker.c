@@ -11,14 +11,24 @@
  * index in the run's prompt stream, so which worker draws a prompt, how the
  * batch was split, or whether the run was resumed never changes the draw.
  *
- * The worker's socket service (ping answered while generating) is
- * ppo/ppo_service.c, compiled in here because rollout/ programs link only
- * align_core. */
+ * Weights. With full fine-tuning the policy sends every parameter after
+ * each update; with LoRA (lora_rank or lora_adapter in setup) the worker
+ * attaches the same adapters to the base it loaded itself from the same
+ * --policy file, and the policy sends the adapters alone ("weights_raw",
+ * ppo/ppo_sync.h). Either way the floats arrive as one raw frame and are
+ * copied once, from ZeroMQ's buffer into the model, after the header has
+ * been checked against this model. A restarted worker is set up again
+ * (loading the base) and then gets the current weights before it generates.
+ *
+ * The worker's socket service (ping answered while generating) and the sync
+ * messages are ppo/ppo_service.c and ppo/ppo_sync.c, compiled in here
+ * because rollout/ programs link only align_core. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../ppo/ppo_service.c"
+#include "../ppo/ppo_sync.c"
 #include "cli.h"
 #include "generate.h"
 #include "model_load.h"
@@ -29,6 +39,7 @@ typedef struct {
     GenConfig gc;
     int32_t stop_ids[8];
     int64_t version;
+    uint64_t base_fp; /* with LoRA: the base's fingerprint, checked against the policy's */
 } Worker;
 
 static int do_setup(Worker *w, const WireMsg *m, const Backend *be) {
@@ -44,6 +55,13 @@ static int do_setup(Worker *w, const WireMsg *m, const Backend *be) {
     }
     if (!w->mb.model->cfg.lm_head) return align_errorf("the policy has no LM head");
     model_set_trainable(w->mb.model, "", 0);
+    int lora = ppo_lora_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    w->base_fp = 0;
+    if (lora < 0 || (lora && !(w->base_fp = ppo_base_fingerprint(w->mb.model)))) {
+        model_bundle_free(&w->mb); /* half set up: take no weights, generate nothing */
+        memset(&w->mb, 0, sizeof w->mb);
+        return -1;
+    }
     generate_config_defaults(&w->gc);
     w->gc.max_new_tokens = (int)ppo_get_num(m, "max_new_tokens", 64);
     w->gc.sampler.temperature = (float)ppo_get_num(m, "temperature", 1.0);
@@ -64,6 +82,16 @@ static int do_setup(Worker *w, const WireMsg *m, const Backend *be) {
     return sampler_config_validate(&w->gc.sampler);
 }
 
+/* weights_raw: the header, and the floats in attachment 0. */
+static int do_weights_raw(Worker *w, const PpoRequest *r) {
+    if (!w->mb.model) return align_errorf("no model yet: send setup first");
+    if (r->n_att > 1) return align_errorf("weights_raw: %d attachment frames (one is expected)", r->n_att);
+    size_t len = 0;
+    const void *data = ppo_request_attachment(r, 0, &len);
+    return ppo_sync_apply(w->mb.model, w->base_fp, r->msg, data, len, &w->version);
+}
+
+/* weights (the inline form): the whole flat buffer as a msgpack array. */
 static int do_weights(Worker *w, const WireMsg *m) {
     if (!w->mb.model) return align_errorf("no model yet: send setup first");
     float *p;
@@ -155,8 +183,8 @@ int main(int argc, char **argv) {
                 wire_put_int(o, "n_params", (int64_t)w.mb.model->n_elems);
                 ppo_service_reply(svc, &r, o);
             }
-        } else if (!strcmp(r.op, "weights")) {
-            if (do_weights(&w, r.msg)) {
+        } else if (!strcmp(r.op, "weights") || !strcmp(r.op, "weights_raw")) {
+            if (!strcmp(r.op, "weights") ? do_weights(&w, r.msg) : do_weights_raw(&w, &r)) {
                 snprintf(msg, sizeof msg, "%s", align_error());
                 ppo_service_error(svc, &r, "bad_request", msg);
             } else {
@@ -173,7 +201,7 @@ int main(int argc, char **argv) {
                 ppo_service_reply(svc, &r, o);
             }
         } else {
-            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (a rollout worker serves setup, weights, generate, ping)", r.op);
+            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (a rollout worker serves setup, weights, weights_raw, generate, ping)", r.op);
             ppo_service_error(svc, &r, "unknown_op", msg);
         }
     }
