@@ -1,6 +1,7 @@
 /* ops_cpu: the CPU backend. fp32 everywhere; every matmul is an OpenBLAS
- * sgemm, everything else an OpenMP loop. It is the oracle the CUDA backend
- * is tested against, so clarity wins over cleverness outside the matmuls.
+ * sgemm (forward with up to 32 rows: matmul_small.c), everything else an
+ * OpenMP loop. It is the oracle the CUDA backend is tested against, so
+ * clarity wins over cleverness outside the matmuls.
  *
  * Determinism: reductions across rows (weight and bias gradients of norms
  * and embeddings, sums of squares) are split by COLUMN blocks or by fixed
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "matmul_small.h"
 #include "quant.h"
 #include "util.h"
 #include "vexp.h"
@@ -38,9 +40,8 @@ static void cpu_sync(void) {}
 /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias */
 static void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                            int N, int C, int OC) {
-    if (N == 1) { /* batch-1 decoding is bandwidth-bound; sgemm with M=1 is 2.6-4x slower than sgemv */
-        if (bias) memcpy(out, bias, OC * sizeof(float));
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, bias ? 1.0f : 0.0f, out, 1);
+    if (N <= MSMALL_MAX_ROWS) { /* decoding: 1.1-2x sgemv/sgemm at 1-32 rows (matmul_small.h) */
+        msmall_forward(out, inp, w, bias, N, C, OC);
         return;
     }
     float beta = 0.0f;
@@ -490,46 +491,44 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
         int t = past[s] + seq_start[s + 1] - seq_start[s];
         Tmax = t > Tmax ? t : Tmax;
     }
-    /* append the new keys and values to their slots */
-#pragma omp parallel for schedule(static)
-    for (int s = 0; s < n_seqs; s++) {
-        for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
-            size_t at = ((size_t)slots[s] * max_len + past[s] + (i - seq_start[s])) * kvd;
-            memcpy(kcache + at, qkv + (size_t)i * ld + Hq * hd, kvd * sizeof(float));
-            memcpy(vcache + at, qkv + (size_t)i * ld + (Hq + Hkv) * hd, kvd * sizeof(float));
-        }
-    }
-    int units = n_seqs * Hkv;
+    int units = n_seqs * Hq; /* one query head of one sequence: 9 units at batch 1, not 3 */
 #pragma omp parallel
     {
+        /* append the new keys and values to their slots */
+#pragma omp for schedule(static)
+        for (int s = 0; s < n_seqs; s++) {
+            for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+                size_t at = ((size_t)slots[s] * max_len + past[s] + (i - seq_start[s])) * kvd;
+                memcpy(kcache + at, qkv + (size_t)i * ld + Hq * hd, kvd * sizeof(float));
+                memcpy(vcache + at, qkv + (size_t)i * ld + (Hq + Hkv) * hd, kvd * sizeof(float));
+            }
+        }
         float *S = thread_scratch(0, (size_t)Tmax);
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
-            int s = u / Hkv, g = u % Hkv;
+            int s = u / Hq, h = u % Hq, g = h / group;
             const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
             const float *Vc = vcache + (size_t)slots[s] * max_len * kvd + g * hd;
             for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
                 int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
-                for (int h = g * group; h < (g + 1) * group; h++) {
-                    const float *q = qkv + (size_t)i * ld + h * hd;
-                    float mx = -INFINITY;
-                    for (int j = 0; j < T; j++) {
-                        const float *k = K + (size_t)j * kvd;
-                        float d = 0.0f;
-                        for (int c = 0; c < hd; c++) d += q[c] * k[c];
-                        S[j] = d * scale;
-                        mx = S[j] > mx ? S[j] : mx;
-                    }
-                    float sum = 0.0f;
+                const float *q = qkv + (size_t)i * ld + h * hd;
+                for (int j = 0; j < T; j++) {
+                    const float *k = K + (size_t)j * kvd;
+                    float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+                    for (int c = 0; c < hd; c++) d += q[c] * k[c];
+                    S[j] = d * scale;
+                }
+                float mx = row_max(S, T), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                    for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
-                    float *o = out + (size_t)i * ldo + h * hd;
-                    memset(o, 0, hd * sizeof(float));
-                    for (int j = 0; j < T; j++) {
-                        const float *v = Vc + (size_t)j * kvd;
-                        float p = S[j] / sum;
-                        for (int c = 0; c < hd; c++) o[c] += p * v[c];
-                    }
+                for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
+                float *o = out + (size_t)i * ldo + h * hd, inv = 1.0f / sum;
+                memset(o, 0, hd * sizeof(float));
+                for (int j = 0; j < T; j++) {
+                    const float *v = Vc + (size_t)j * kvd;
+                    float pj = S[j] * inv;
+#pragma omp simd
+                    for (int c = 0; c < hd; c++) o[c] += pj * v[c];
                 }
             }
         }
