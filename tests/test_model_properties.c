@@ -36,15 +36,21 @@ static void tiny_config(ModelConfig *c, ModelArch arch) {
     if (arch == ARCH_LLAMA) c->qkv_bias = 1;
 }
 
+/* A tiny model of arch with random weights from seed; its config in *c. */
+static Model *tiny_model(ModelArch arch, uint64_t seed, ModelConfig *c) {
+    tiny_config(c, arch);
+    Model *m = model_create(c, &backend_cpu);
+    model_init_random(m, seed);
+    return m;
+}
+
 static void random_tokens(Rng *r, int32_t *t, int n, int V) {
     for (int i = 0; i < n; i++) t[i] = (int32_t)rng_below(r, V);
 }
 
 static void test_packed_equals_separate(ModelArch arch) {
     ModelConfig c;
-    tiny_config(&c, arch);
-    Model *m = model_create(&c, &backend_cpu);
-    model_init_random(m, 3);
+    Model *m = tiny_model(arch, 3, &c);
     Rng r;
     rng_seed(&r, 5);
     enum { NS = 3 };
@@ -106,9 +112,7 @@ static float *pair_grads(Model *m, const DsSeq *seqs, int n_pairs, int pairs, co
 
 static void test_shared_prefix_equals_plain(ModelArch arch) {
     ModelConfig c;
-    tiny_config(&c, arch);
-    Model *m = model_create(&c, &backend_cpu);
-    model_init_random(m, 4);
+    Model *m = tiny_model(arch, 4, &c);
     Rng r;
     rng_seed(&r, 6);
     enum { NP = 4 };
