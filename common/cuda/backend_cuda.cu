@@ -413,7 +413,7 @@ static void cu_matmul_backward_input_q(float *dinp, const float *dout, const voi
 
 /* The table is filled by position: a new op in backend.h must be added here
  * too, and this catches the struct growing without it. */
-static_assert(sizeof(Backend) == 39 * sizeof(void *), "backend.h changed: update backend_cuda");
+static_assert(sizeof(Backend) == 41 * sizeof(void *), "backend.h changed: update backend_cuda");
 
 extern "C" const Backend backend_cuda = {
     /* .name */ "cuda",
@@ -455,4 +455,6 @@ extern "C" const Backend backend_cuda = {
     /* .dropout */ cu_dropout,
     /* .matmul_forward_q */ cu_matmul_forward_q,
     /* .matmul_backward_input_q */ cu_matmul_backward_input_q,
+    /* .attention_forward_prefixed */ NULL, /* not yet: DPO packs pairs plainly on CUDA */
+    /* .attention_backward_prefixed */ NULL,
 };
