@@ -512,24 +512,13 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
             for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
                 int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
                 const float *q = qkv + (size_t)i * ld + h * hd;
-                for (int j = 0; j < T; j++) {
-                    const float *k = K + (size_t)j * kvd;
-                    float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-                    for (int c = 0; c < hd; c++) d += q[c] * k[c];
-                    S[j] = d * scale;
-                }
+                /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K, kvd, q, 1, 0.0f, S, 1);
                 float mx = row_max(S, T), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
                 for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
-                float *o = out + (size_t)i * ldo + h * hd, inv = 1.0f / sum;
-                memset(o, 0, hd * sizeof(float));
-                for (int j = 0; j < T; j++) {
-                    const float *v = Vc + (size_t)j * kvd;
-                    float pj = S[j] * inv;
-#pragma omp simd
-                    for (int c = 0; c < hd; c++) o[c] += pj * v[c];
-                }
+                cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc, kvd, S, 1, 0.0f,
+                            out + (size_t)i * ldo + h * hd, 1);
             }
         }
     }
