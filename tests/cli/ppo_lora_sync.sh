@@ -22,23 +22,9 @@ set -u
 BIN=$1
 T=$(mktemp -d); [ -n "${KEEP:-}" ] && echo "keeping $T"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+. "$(dirname "$0")/lib/ppo.sh"
 
-python3 - "$T" <<'PY'
-import json, random, sys
-d = sys.argv[1]
-random.seed(0)
-def s(pa, n=8):
-    return "".join("a" if random.random() < pa else random.choice("bcd") for _ in range(n))
-with open(d + "/prefs.jsonl", "w") as f:
-    for i in range(32):
-        f.write(json.dumps({"prompt": "Write %d:" % (i % 16), "chosen": s(0.7), "rejected": s(0.1)}) + "\n")
-with open(d + "/prompts.jsonl", "w") as f:
-    for i in range(16):
-        f.write(json.dumps({"prompt": "Write %d:" % i}) + "\n")
-PY
+ppo_data "$T" 0 32
 "$BIN/model_init" --dim 32 --layers 2 --heads 2 --tokenizer byte --out "$T/init.ckpt" 2>/dev/null
 "$BIN/rm_train" "$T/prefs.jsonl" --model "$T/init.ckpt" --out "$T/rm.ckpt" --lr 1e-2 --batch-size 16 --max-steps 2 2>/dev/null
 check "tiny policy and reward models" "[ -s $T/init.ckpt ] && [ -s $T/rm.ckpt ]"
@@ -46,12 +32,6 @@ check "tiny policy and reward models" "[ -s $T/init.ckpt ] && [ -s $T/rm.ckpt ]"
 common=(--policy "$T/init.ckpt" --reward "$T/rm.ckpt" --prompts "$T/prompts.jsonl" --batch-size 8 --n 2
         --max-new-tokens 12 --lr 1e-2 --seed 3 --ppo-epochs 1 --rollout-workers 2)
 lora=(--lora-rank 4 --lora-dropout 0)
-data() { python3 -c "import struct,sys; b=open(sys.argv[1],'rb').read(); n=struct.unpack('<Q',b[:8])[0]; sys.stdout.buffer.write(b[8+n:])" "$1" | md5sum; }
-nontime() { python3 -c "
-import json, sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    print(json.dumps({k: v for k, v in r.items() if not k.startswith('time/') and 'per_s' not in k}, sort_keys=True))" "$1"; }
 # every iteration: approxkl below 1e-8 and the sync payload as expected ($2: lora or full)
 synced() { python3 - "$1" "$2" <<'PY'
 import json, sys

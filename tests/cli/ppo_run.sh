@@ -20,26 +20,9 @@ BIN=$1
 T=$(mktemp -d); [ -n "${KEEP:-}" ] && echo "keeping $T"
 SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+. "$(dirname "$0")/lib/ppo.sh"
 
-python3 - "$T" <<'PY'
-import json, random, sys
-d = sys.argv[1]
-random.seed(0)
-def s(pa, n=8):
-    return "".join("a" if random.random() < pa else random.choice("bcd") for _ in range(n))
-with open(d + "/sft.jsonl", "w") as f:
-    for i in range(128):
-        f.write(json.dumps({"prompt": "Write %d:" % (i % 16), "completion": s(0.25)}) + "\n")
-with open(d + "/prefs.jsonl", "w") as f:
-    for i in range(128):
-        f.write(json.dumps({"prompt": "Write %d:" % (i % 16), "chosen": s(0.7), "rejected": s(0.1)}) + "\n")
-with open(d + "/prompts.jsonl", "w") as f:
-    for i in range(16):
-        f.write(json.dumps({"prompt": "Write %d:" % i}) + "\n")
-PY
+ppo_data "$T" 128 128
 "$BIN/model_init" --dim 32 --layers 2 --heads 2 --tokenizer byte --out "$T/init.ckpt" 2>/dev/null
 "$BIN/sft_run" --model "$T/init.ckpt" --data "$T/sft.jsonl" --out "$T/sft.ckpt" --lr 1e-2 --batch-size 16 --max-steps 40 2>/dev/null
 "$BIN/rm_train" "$T/prefs.jsonl" --model "$T/init.ckpt" --out "$T/rm.ckpt" --lr 1e-2 --batch-size 16 --max-steps 40 2>/dev/null
@@ -47,13 +30,6 @@ check "tiny SFT and reward models" "[ -s $T/sft.ckpt ] && [ -s $T/rm.ckpt ]"
 
 common=(--policy "$T/sft.ckpt" --reward "$T/rm.ckpt" --prompts "$T/prompts.jsonl" --batch-size 8 --n 2
         --max-new-tokens 12 --lr 3e-3 --seed 3)
-data() { python3 -c "import struct,sys; b=open(sys.argv[1],'rb').read(); n=struct.unpack('<Q',b[:8])[0]; sys.stdout.buffer.write(b[8+n:])" "$1" | md5sum; }
-# metrics without the wall-clock keys, one line per iteration
-nontime() { python3 -c "
-import json, sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    print(json.dumps({k: v for k, v in r.items() if not k.startswith('time/') and 'per_s' not in k}, sort_keys=True))" "$1"; }
 
 # ---- 1. integration: two rollout workers, 8 iterations, checkpoints every 4
 timeout 120 "$BIN/ppo_run" "${common[@]}" --rollout-workers 2 --max-steps 8 --save-every 4 --out "$T/a.ckpt" \
