@@ -66,8 +66,6 @@ check "resumed metrics equal the unbroken run's" "diff <(nontime $T/a.jsonl | ta
 check "resumed weights bit-identical" "[ \"\$(data $T/a.ckpt)\" = \"\$(data $T/b.ckpt)\" ]"
 
 # ---- 3. a rollout worker killed mid-run gets the adapters again
-wait_lines() { for _ in $(seq 600); do [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
-pid_of() { grep "started $1 (pid" "$2" | tail -1 | sed 's/.*(pid \([0-9]*\)).*/\1/'; }
 timeout 120 "$BIN/ppo_run" "${common[@]}" "${lora[@]}" --max-steps 40 --out "$T/f.ckpt" --metrics "$T/f.jsonl" \
     2>"$T/f.err" &
 RP=$!

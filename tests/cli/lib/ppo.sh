@@ -33,3 +33,8 @@ import json, sys
 for l in open(sys.argv[1]):
     r = json.loads(l)
     print(json.dumps({k: v for k, v in r.items() if not k.startswith('time/') and 'per_s' not in k}, sort_keys=True))" "$1"; }
+
+# wait_lines FILE N: until FILE has N lines (30 s at most)
+wait_lines() { for _ in $(seq 600); do [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
+# pid_of WHAT LOG: the pid ppo_run logged for the last start of WHAT
+pid_of() { grep "started $1 (pid" "$2" | tail -1 | sed 's/.*(pid \([0-9]*\)).*/\1/'; }
