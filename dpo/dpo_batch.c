@@ -11,7 +11,7 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
     size_t s2 = 2 * (size_t)n;
     double *sums = malloc(s2 * sizeof(double)), *refs = calloc(s2, sizeof(double));
     int *counts = malloc(s2 * sizeof(int));
-    float *logp = NULL, *dlogp = NULL;
+    float *dlogp = NULL;
     DsPacked p = {0};
     long rc = -1;
     if (!sums || !refs || !counts) {
@@ -34,14 +34,12 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
             if (bad) goto done;
         }
     }
-    logp = malloc(p.batch.n_tokens * sizeof(float));
     dlogp = calloc(p.batch.n_tokens, sizeof(float));
-    if (!logp || !dlogp) {
+    if (!dlogp) {
         align_errorf("out of memory");
         goto done;
     }
-    if (model_forward(policy, &p.batch) || model_token_logprobs(policy, p.targets, logp)) goto done;
-    seq_logprobs_reduce(&p, logp, sums, counts);
+    if (seq_logprobs_packed(policy, &p, sums, counts)) goto done;
     for (int i = 0; i < n; i++) {
         DpoPair pair = {sums[2 * i], sums[2 * i + 1], refs[2 * i], refs[2 * i + 1], counts[2 * i], counts[2 * i + 1]};
         DpoPairResult r;
@@ -64,7 +62,7 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
     rc = 0; /* the pairs' tokens, whatever sharing the prompt saved */
     for (size_t i = 0; i < s2; i++) rc += seqs[i].n_prompt + seqs[i].n_completion;
 done:
-    free(sums), free(refs), free(counts), free(logp), free(dlogp);
+    free(sums), free(refs), free(counts), free(dlogp);
     ds_packed_free(&p);
     return rc;
 }
