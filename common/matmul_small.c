@@ -1,7 +1,8 @@
 /* matmul_small.c: see matmul_small.h for the design.
  *
- * Tile: 4 weight rows x NX input rows (NX = 3 or 2; 1 only when N = 1), 8
- * columns per step. With NX = 3 that is 12 accumulators, 3 input vectors
+ * Tile: 4 weight rows x NX input rows (NX = 1..3), 8 columns per step. The
+ * 4 rows are adjacent, or, at up to 3 input rows, one from each of 4 far
+ * apart parts of the thread's slice (4 memory streams). With NX = 3 that is 12 accumulators, 3 input vectors
  * and one weight vector: all 16 AVX2 registers, 7 loads per 12 FMAs, so the
  * FMA units, not the loads, set the pace once the weight tile is in L1,
  * where it stays for all the input tiles while the next one is prefetched.
@@ -37,21 +38,21 @@ MSMALL_INLINE __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* Columns [k0, k1) (multiples of 8) of out[i, o..o+3], i < NX: x rows ldx
- * apart, w rows C apart, out rows ldo apart. The 8-lane sums start at zero
- * when k0 == 0, else from part[NX][4][8], and go back there unless k1 is
- * C & ~7, when they are reduced into out: splitting the columns changes
- * nothing in the summation order. */
-MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const float *w, int C, const float *bias,
-                         int o, int NX, int k0, int k1, float *part, const char *pf) {
+/* Columns [k0, k1) (multiples of 8) of out[i, o + j*os], j < 4, i < NX:
+ * out points at out[0, o] and w at weight row o; x rows are ldx apart, the
+ * 4 weight rows ws apart, out rows ldo apart. With pf, each weight row's
+ * line pf floats ahead is prefetched every 64 bytes. The 8-lane sums start
+ * at zero when k0 == 0, else from part[NX][4][8], and go back there unless
+ * k1 is C & ~7, when they are reduced into out: splitting the columns
+ * changes nothing in the summation order. */
+MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const float *w, size_t ws, int C,
+                         const float *bias, int o, int os, int NX, int k0, int k1, float *part, int pf) {
     __m256 acc[3][4];
     for (int i = 0; i < NX; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = k0 ? _mm256_load_ps(part + (i * 4 + j) * 8) : _mm256_setzero_ps();
     for (int k = k0; k < k1; k += 8) {
-        if (pf) { /* the 2 lines of the next tile that match the 2 this step reads */
-            __builtin_prefetch(pf + (size_t)k * 16);
-            __builtin_prefetch(pf + (size_t)k * 16 + 64);
-        }
+        if (pf && !(k & 15)) /* every 64 bytes: each row's line pf floats ahead */
+            for (int j = 0; j < 4; j++) __builtin_prefetch(w + j * ws + k + pf);
         /* The empty asm statements keep xv and wv in registers: left to
          * itself the compiler folds them into the FMAs as memory operands,
          * 15-16 loads per 12 FMAs, and the loop is load-bound. */
@@ -61,7 +62,7 @@ MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const flo
             __asm__("" : "+x"(xv[i]));
         }
         for (int j = 0; j < 4; j++) {
-            __m256 wv = _mm256_loadu_ps(w + (size_t)j * C + k);
+            __m256 wv = _mm256_loadu_ps(w + j * ws + k);
             __asm__("" : "+x"(wv));
             for (int i = 0; i < NX; i++) acc[i][j] = _mm256_fmadd_ps(wv, xv[i], acc[i][j]);
         }
@@ -76,7 +77,8 @@ MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const flo
         float r[4];
         _mm_storeu_ps(r, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
         const float *xi = x + (size_t)i * ldx;
-        for (int j = 0; j < 4; j++) out[(size_t)i * ldo + j] = finish(r[j], w + (size_t)j * C, xi, C8, C, bias, o + j);
+        for (int j = 0; j < 4; j++)
+            out[(size_t)i * ldo + j * os] = finish(r[j], w + j * ws, xi, C8, C, bias, o + j * os);
     }
 }
 
@@ -101,8 +103,8 @@ MSMALL_INLINE void tile1(float *out, int ldo, const float *x, int ldx, const flo
 
 MSMALL_INLINE float lanes_sum(const float *l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
 
-MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const float *w, int C, const float *bias,
-                         int o, int NX, int k0, int k1, float *part, const char *pf) {
+MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const float *w, size_t ws, int C,
+                         const float *bias, int o, int os, int NX, int k0, int k1, float *part, int pf) {
     (void)pf;
     float acc[3][4][8];
     for (int i = 0; i < NX; i++)
@@ -111,7 +113,7 @@ MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const flo
     for (int k = k0; k < k1; k += 8)
         for (int j = 0; j < 4; j++)
             for (int i = 0; i < NX; i++)
-                for (int l = 0; l < 8; l++) acc[i][j][l] += w[(size_t)j * C + k + l] * x[(size_t)i * ldx + k + l];
+                for (int l = 0; l < 8; l++) acc[i][j][l] += w[j * ws + k + l] * x[(size_t)i * ldx + k + l];
     int C8 = C & ~7;
     if (k1 < C8) {
         for (int i = 0; i < NX; i++)
@@ -121,8 +123,8 @@ MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const flo
     }
     for (int i = 0; i < NX; i++)
         for (int j = 0; j < 4; j++)
-            out[(size_t)i * ldo + j] =
-                finish(lanes_sum(acc[i][j]), w + (size_t)j * C, x + (size_t)i * ldx, C8, C, bias, o + j);
+            out[(size_t)i * ldo + j * os] =
+                finish(lanes_sum(acc[i][j]), w + j * ws, x + (size_t)i * ldx, C8, C, bias, o + j * os);
 }
 
 MSMALL_INLINE void tile1(float *out, int ldo, const float *x, int ldx, const float *w, int C, const float *bias,
@@ -140,16 +142,36 @@ MSMALL_INLINE void tile1(float *out, int ldo, const float *x, int ldx, const flo
 /* Input-row tiles: as many 3-row tiles as possible without leaving a 1-row
  * one (16 = 3+3+3+3+2+2): a 1-row tile does 4 FMAs per 5 loads. */
 static int row_tiles(int N, int *start, int *rows) {
-    if (N == 1) {
-        start[0] = 0, rows[0] = 1;
-        return 1;
-    }
     int T = (N + 2) / 3, n3 = N - 2 * T;
     for (int t = 0, i = 0; t < T; t++) {
         start[t] = i, rows[t] = t < n3 ? 3 : 2;
         i += rows[t];
     }
     return T;
+}
+
+/* Up to 3 input rows (one input tile: bandwidth-bound). The thread's weight
+ * rows are read as MSMALL_STREAMS contiguous parts side by side, one row of
+ * each per tile: this machine's memory (and, generally, a core's hardware
+ * prefetchers) serves several independent streams much faster than one
+ * (measured 1.5-1.7x for the SmolLM2 linears at one row). */
+#define MSMALL_STREAMS 4 /* = the rows of tile4 */
+/* Each stream's line this many floats (512 bytes) ahead is prefetched every
+ * 64 bytes: 4-8% on top of the hardware prefetchers (measured 64-256). */
+#define MSMALL_STREAM_PREFETCH 128
+static void slice_streams(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                          int o0, int o1) {
+    int C8 = C & ~7, part = (o1 - o0) / MSMALL_STREAMS;
+    size_t ws = (size_t)part * C; /* from one stream's row to the next's */
+    for (int o = o0; o < o0 + part; o++) {
+        const float *wo = w + (size_t)o * C;
+        if (N == 1) tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 1, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
+        else if (N == 2) tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 2, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
+        else tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 3, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
+    }
+    for (int o = o0 + MSMALL_STREAMS * part; o < o1; o++)
+        for (int i = 0; i < N; i++)
+            tile1(out + (size_t)i * OC + o, OC, inp + (size_t)i * C, C, w + (size_t)o * C, C, bias, o, 1);
 }
 
 /* Weight rows [o0, o1) against all N input rows.
@@ -160,17 +182,19 @@ static int row_tiles(int N, int *start, int *rows) {
  * 1.3x slower at 16 rows). Shorter rows stay whole: chunks of C = 576 were
  * slower (the 8-lane sums go to memory and back between chunks).
  *
- * The weight tile the next 4 rows make (contiguous) is prefetched while
- * this one is worked on: at 16 rows a slice per (chunk, input tile), as the
- * arithmetic takes several times the tile's memory time and, left to the
- * hardware prefetcher, the two barely overlap (1.1-1.2x); at 1-3 rows (one
- * input tile, bandwidth-bound) 2 lines per step of the loop, which brought
- * it from 10% behind cblas_sgemv to level with it. */
+ * The weight tile the next 4 rows make (contiguous) is prefetched a slice
+ * per (chunk, input tile) while this one is worked on: the arithmetic takes
+ * several times the tile's memory time and, left to the hardware
+ * prefetcher, the two barely overlap (1.1-1.2x). */
 #define MSMALL_KC 640
 #define MSMALL_TILES ((MSMALL_MAX_ROWS + 2) / 3)
 static void slice(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC, int o0,
                   int o1) {
     int o = o0, C8 = C & ~7;
+    if (N <= 3) {
+        slice_streams(out, inp, w, bias, N, C, OC, o0, o1);
+        return;
+    }
     if (N <= MSMALL_MAX_ROWS) {
         int start[MSMALL_TILES], rows[MSMALL_TILES];
         float part[MSMALL_TILES][3 * 4 * 8] __attribute__((aligned(32)));
@@ -181,13 +205,6 @@ static void slice(float *out, const float *inp, const float *w, const float *bia
             const float *wo = w + (size_t)o * C;
             const char *next = (const char *)(wo + (size_t)4 * C);
             int pf = o + 8 <= o1;
-            if (T == 1) { /* up to 3 rows: the prefetch rides along the loop */
-                const char *p = pf ? next : NULL;
-                if (N == 1) tile4(out + o, OC, inp, C, wo, C, bias, o, 1, 0, C8, NULL, p);
-                else if (N == 2) tile4(out + o, OC, inp, C, wo, C, bias, o, 2, 0, C8, NULL, p);
-                else tile4(out + o, OC, inp, C, wo, C, bias, o, 3, 0, C8, NULL, p);
-                continue;
-            }
             for (int c = 0, step = 0; c < nck; c++) {
                 int k0 = C8 / 8 * c / nck * 8, k1 = C8 / 8 * (c + 1) / nck * 8;
                 for (int t = 0; t < T; t++, step++) {
@@ -195,18 +212,19 @@ static void slice(float *out, const float *inp, const float *w, const float *bia
                         for (size_t l = step * per; l < (step + 1) * per && l < lines; l++) __builtin_prefetch(next + 64 * l);
                     float *ot = out + (size_t)start[t] * OC + o;
                     const float *xt = inp + (size_t)start[t] * C;
-                    if (rows[t] == 3) tile4(ot, OC, xt, C, wo, C, bias, o, 3, k0, k1, part[t], NULL);
-                    else tile4(ot, OC, xt, C, wo, C, bias, o, 2, k0, k1, part[t], NULL);
+                    if (rows[t] == 3) tile4(ot, OC, xt, C, wo, C, C, bias, o, 1, 3, k0, k1, part[t], 0);
+                    else tile4(ot, OC, xt, C, wo, C, C, bias, o, 1, 2, k0, k1, part[t], 0);
                 }
             }
         }
     }
     for (; o + 4 <= o1; o += 4) { /* N above the tile table: plain order */
         const float *wo = w + (size_t)o * C;
+        float *oo = out + o;
         int i = 0;
-        for (; i + 3 <= N; i += 3) tile4(out + (size_t)i * OC + o, OC, inp + (size_t)i * C, C, wo, C, bias, o, 3, 0, C8, NULL, NULL);
-        if (N - i == 2) tile4(out + (size_t)i * OC + o, OC, inp + (size_t)i * C, C, wo, C, bias, o, 2, 0, C8, NULL, NULL);
-        if (N - i == 1) tile4(out + (size_t)i * OC + o, OC, inp + (size_t)i * C, C, wo, C, bias, o, 1, 0, C8, NULL, NULL);
+        for (; i + 3 <= N; i += 3) tile4(oo + (size_t)i * OC, OC, inp + (size_t)i * C, C, wo, C, C, bias, o, 1, 3, 0, C8, NULL, 0);
+        if (N - i == 2) tile4(oo + (size_t)i * OC, OC, inp + (size_t)i * C, C, wo, C, C, bias, o, 1, 2, 0, C8, NULL, 0);
+        if (N - i == 1) tile4(oo + (size_t)i * OC, OC, inp + (size_t)i * C, C, wo, C, C, bias, o, 1, 1, 0, C8, NULL, 0);
     }
     for (; o < o1; o++) {
         const float *wo = w + (size_t)o * C;
