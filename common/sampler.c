@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "vexp.h"
 
 #define SAMPLER_BUCKETS 1024
 #define SAMPLER_BUCKETS_PER_NAT 16.0f
@@ -153,19 +154,19 @@ static void top_k_select(int32_t *ids, int k, const float *l, int V) {
 static int prepare(Sampler *s, const SamplerConfig *c, const float *l, int32_t *argmax, double *lse,
                    int *n_cand, int *n_kept, double *kept_mass) {
     int V = s->V;
-    int32_t am = 0;
-    float mx = l[0];
-    for (int i = 1; i < V; i++)
-        if (l[i] > mx) mx = l[i], am = i;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
     if (!isfinite(mx)) return align_errorf("sampler: the logits hold NaN or +inf (max %g)", mx);
-    for (int i = 0; i < V; i++)
-        if (isnan(l[i])) return align_errorf("sampler: logit %d is NaN", i);
+    int32_t am = 0;
+    while (l[am] != mx) am++; /* the lowest id holding the max */
     double sum = 0;
     float *w = s->w;
-    for (int i = 0; i < V; i++) {
-        w[i] = expf(l[i] - mx);
-        sum += w[i];
-    }
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) sum += w[i] = vexp(l[i] - mx);
+    if (isnan(sum)) /* a NaN logit (the max skips NaN) */
+        for (int i = 0; i < V; i++)
+            if (isnan(l[i])) return align_errorf("sampler: logit %d is NaN", i);
     *argmax = am;
     *lse = mx + log(sum);
     if (c->temperature <= 0.0f) return 0;
@@ -177,10 +178,8 @@ static int prepare(Sampler *s, const SamplerConfig *c, const float *l, int32_t *
         /* top-p alone or nothing: we need every tempered weight */
         if (tempered_w) {
             sum = 0;
-            for (int i = 0; i < V; i++) {
-                w[i] = expf((l[i] - mx) * invT);
-                sum += w[i];
-            }
+#pragma omp simd reduction(+ : sum)
+            for (int i = 0; i < V; i++) sum += w[i] = vexp((l[i] - mx) * invT);
         }
         if (!use_p) {
             *n_cand = -1;
