@@ -24,7 +24,13 @@
  * fraction of it: a step only reads weights, and reading is slower than a
  * copy's read + write on some machines (this one: ~22 vs ~28 GB/s).
  *
- *   bench_decode [--steps N] [--prompt-len P] [--batch B] [--device cpu|cuda] */
+ * Rounds (--rounds, default 5): each measures the copy (and read) bandwidth,
+ * then batch 1, then batch B, back to back; fraction_of_bound and
+ * ratio_to_b1 are the medians of the per-round figures (each from one
+ * round's own measurements), tokens/s the medians over rounds, and every
+ * round's figure is listed (*_rounds) so the spread is visible.
+ *
+ *   bench_decode [--steps N] [--prompt-len P] [--batch B] [--rounds R] [--device cpu|cuda] */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -264,6 +270,36 @@ static void time_linear(const Model *m, OpTime *op, const float *const *w, int n
 }
 
 
+/* Median of x[0..n) (x is reordered). */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(const double *x, int n) {
+    double *t = malloc(sizeof(double) * n);
+    memcpy(t, x, sizeof(double) * n);
+    qsort(t, n, sizeof(double), cmp_double);
+    double m = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    free(t);
+    return m;
+}
+
+/* Median over rounds of a[r] / b[r]. */
+static double median_of_ratio(const double *a, const double *b, int n) {
+    double *t = malloc(sizeof(double) * n);
+    for (int r = 0; r < n; r++) t[r] = b[r] > 0 ? a[r] / b[r] : 0;
+    double m = median(t, n);
+    free(t);
+    return m;
+}
+
+/*     "name_rounds": [x0, x1, ...] (no newline) */
+static void print_rounds(const char *name, const double *x, int n, int decimals) {
+    printf("    \"%s_rounds\": [", name);
+    for (int r = 0; r < n; r++) printf("%s%.*f", r ? ", " : "", decimals, x[r]);
+    printf("]");
+}
+
 /* Cost of one empty OpenMP parallel region (fork + join), seconds. */
 static double omp_region_cost(void) {
     volatile int sink = 0;
@@ -278,19 +314,21 @@ static double omp_region_cost(void) {
 }
 
 int main(int argc, char **argv) {
-    int steps = 64, P = 32, B = 16;
+    int steps = 64, P = 32, B = 16, rounds = 5;
     const char *device = "cpu";
     CliFlag flags[] = {
         {"steps", CLI_INT, &steps, "decode steps timed"},
         {"prompt-len", CLI_INT, &P, "prompt tokens per sequence before decoding"},
         {"batch", CLI_INT, &B, "sequences in the batched decode"},
         {"device", CLI_STRING, &device, "cpu or cuda"},
+        {"rounds", CLI_INT, &rounds, "rounds of (bandwidth, batch 1, batch B); medians are reported"},
     };
     CliSpec spec = {.prog = "bench_decode", .usage = "bench_decode [flags]",
                     .about = "KV-cache decode and prefill throughput on the SmolLM2-135M shape; prints JSON.",
-                    .flags = flags, .n_flags = 4};
+                    .flags = flags, .n_flags = 5};
     cli_parse_or_exit(&spec, argc, argv);
-    if (steps <= 0 || P <= 0 || B <= 0) align_die("bench_decode", "--steps, --prompt-len and --batch must be positive");
+    if (steps <= 0 || P <= 0 || B <= 0 || rounds <= 0)
+        align_die("bench_decode", "--steps, --prompt-len, --batch and --rounds must be positive");
     const Backend *be = backend_get(device);
     if (!be) align_die_error("bench_decode");
     ModelConfig c;
@@ -303,32 +341,58 @@ int main(int argc, char **argv) {
 
     double wbytes = weight_bytes_per_token(m);
     size_t bw_bytes = (size_t)512 << 20;
-    double bw_memcpy = copy_bw(be, bw_bytes, 0), bw_omp = is_cpu ? copy_bw(be, bw_bytes, 1) : 0;
-    double bw = bw_memcpy > bw_omp ? bw_memcpy : bw_omp;
-    double bound = bw / wbytes, bw_read = is_cpu ? read_bw(bw_bytes) : 0;
+    double bw_memcpy = copy_bw(be, bw_bytes, 0);
 
-    double f1, s1, f16, s16;
-    decode(m, 1, P, 4, &f1, &s1); /* warm up */
-    double tps1 = decode(m, 1, P, steps, &f1, &s1);
+    /* Rounds: bandwidth, batch 1 and batch B measured back to back, so each
+     * round's fraction and ratio compare figures taken under the same
+     * conditions (a shared machine's speed drifts by 1.5x within minutes);
+     * the medians over rounds are reported. */
+    double f1 = 0, s1 = 0, f16 = 0, s16 = 0;
     int steps16 = steps / 2 > 8 ? steps / 2 : 8;
-    double tpsB = decode(m, B, P, steps16, &f16, &s16);
+    decode(m, 1, P, 4, &f16, &s16); /* warm up */
+    f16 = s16 = 0;
+    double *bw_r = malloc(sizeof(double) * 6 * rounds), *rd_r = bw_r + rounds, *tps1_r = rd_r + rounds,
+           *tpsB_r = tps1_r + rounds, *frac_r = tpsB_r + rounds, *ratio_r = frac_r + rounds;
+    for (int r = 0; r < rounds; r++) {
+        bw_r[r] = is_cpu ? copy_bw(be, bw_bytes, 1) : bw_memcpy;
+        if (bw_r[r] < bw_memcpy) bw_r[r] = bw_memcpy; /* the bound uses the faster copy */
+        rd_r[r] = is_cpu ? read_bw(bw_bytes) : 0;
+        double f, sm;
+        tps1_r[r] = decode(m, 1, P, steps, &f, &sm);
+        f1 += f / rounds, s1 += sm / rounds;
+        tpsB_r[r] = decode(m, B, P, steps16, &f, &sm);
+        f16 += f / rounds, s16 += sm / rounds;
+        frac_r[r] = tps1_r[r] * wbytes / bw_r[r], ratio_r[r] = tpsB_r[r] / tps1_r[r];
+    }
+    double bw = median(bw_r, rounds), bw_read = median(rd_r, rounds), bound = bw / wbytes;
+    double tps1 = median(tps1_r, rounds), tpsB = median(tpsB_r, rounds);
+    double frac = median(frac_r, rounds), ratio = median(ratio_r, rounds);
+    double frac_read = is_cpu ? median_of_ratio(tps1_r, rd_r, rounds) * wbytes : 0;
     double gen = generate_e2e(m, B, P, steps16);
     double pre1 = prefill(m, 1, 512), pre4 = prefill(m, 4, 128);
 
     printf("{\n  \"model\": \"smollm2-135m shape (random weights)\",\n  \"device\": \"%s\",\n  \"threads\": %d,\n",
            be->name, omp_get_max_threads());
     printf("  \"params\": %zu,\n  \"weight_bytes_per_token\": %.0f,\n", m->n_elems, wbytes);
-    printf("  \"copy_bandwidth_gb_s\": {\"memcpy\": %.2f, \"omp_copy\": %.2f, \"used\": %.2f},\n", bw_memcpy / 1e9,
-           bw_omp / 1e9, bw / 1e9);
+    printf("  \"rounds\": %d,\n", rounds);
+    printf("  \"copy_bandwidth_gb_s\": {\"memcpy\": %.2f, \"used_median\": %.2f},\n", bw_memcpy / 1e9, bw / 1e9);
     printf("  \"bandwidth_bound_tokens_per_s\": %.2f,\n", bound);
     if (is_cpu) printf("  \"read_bandwidth_gb_s\": %.2f,\n", bw_read / 1e9);
-    printf("  \"decode_b1\": {\"tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, ", tps1, tps1 / bound);
-    if (is_cpu) printf("\"fraction_of_read_bound\": %.3f, ", tps1 * wbytes / bw_read);
-    printf("\"forward_ms\": %.2f, \"sample_ms\": %.3f, \"prompt_len\": %d, \"steps\": %d},\n", f1 * 1e3, s1 * 1e3, P,
+    printf("  \"decode_b1\": {\"tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, ", tps1, frac);
+    if (is_cpu) printf("\"fraction_of_read_bound\": %.3f, ", frac_read);
+    printf("\"forward_ms\": %.2f, \"sample_ms\": %.3f, \"prompt_len\": %d, \"steps\": %d,\n", f1 * 1e3, s1 * 1e3, P,
            steps);
+    print_rounds("fraction_of_bound", frac_r, rounds, 3);
+    printf(",\n");
+    print_rounds("tokens_per_s", tps1_r, rounds, 1);
+    printf("},\n");
     printf("  \"decode_b%d\": {\"tokens_per_s\": %.2f, \"ratio_to_b1\": %.2f, \"forward_ms\": %.2f, \"sample_ms\": %.3f, "
-           "\"steps\": %d},\n",
-           B, tpsB, tpsB / tps1, f16 * 1e3, s16 * 1e3, steps16);
+           "\"steps\": %d,\n",
+           B, tpsB, ratio, f16 * 1e3, s16 * 1e3, steps16);
+    print_rounds("ratio_to_b1", ratio_r, rounds, 2);
+    printf(",\n");
+    print_rounds("tokens_per_s", tpsB_r, rounds, 1);
+    printf("},\n");
     printf("  \"generate_b%d\": {\"tokens_per_s\": %.2f, \"note\": \"generate_run, top_p 0.9, prefill of %d x %d included\"},\n",
            B, gen, B, P);
     printf("  \"prefill\": {\"tokens_per_s_1x512\": %.1f, \"tokens_per_s_4x128\": %.1f}", pre1, pre4);
@@ -371,6 +435,7 @@ int main(int argc, char **argv) {
         printf("    \"omp_parallel_region_us\": %.2f\n  }", omp_region_cost() * 1e6);
     }
     printf("\n}\n");
+    free(bw_r);
     model_free(m);
     cli_free(&spec);
     return 0;
