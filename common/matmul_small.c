@@ -50,6 +50,8 @@ MSMALL_INLINE void tile4(float *out, int ldo, const float *x, int ldx, const flo
     __m256 acc[3][4];
     for (int i = 0; i < NX; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = k0 ? _mm256_load_ps(part + (i * 4 + j) * 8) : _mm256_setzero_ps();
+    /* unrolled twice: the prefetch test folds away, 5-10% at 16 rows */
+#pragma GCC unroll 2
     for (int k = k0; k < k1; k += 8) {
         if (pf && !(k & 15)) /* every 64 bytes: each row's line pf floats ahead */
             for (int j = 0; j < 4; j++) __builtin_prefetch(w + j * ws + k + pf);

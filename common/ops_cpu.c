@@ -504,7 +504,11 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
             }
         }
         float *S = thread_scratch(0, (size_t)Tmax);
-#pragma omp for schedule(dynamic, 1)
+        /* static: each thread takes a run of consecutive units, so the heads
+         * of one kv group (and a sequence's groups) mostly stay on one thread
+         * with their K and V in its cache: at batch 16 over 800 keys 1.4x
+         * faster than dynamic, 1, and 1.1x faster than one group per chunk */
+#pragma omp for schedule(static)
         for (int u = 0; u < units; u++) {
             int s = u / Hq, h = u % Hq, g = h / group;
             const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
