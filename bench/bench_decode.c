@@ -11,6 +11,8 @@
  *   generate_b16  generate_run end to end (16 prompts, top-p sampling,
  *                 prefill included)
  *   prefill       tokens/s of one long prompt and of packed prompts
+ *   generate_n4   4 samples of a prompt sharing its prefill, against the
+ *                 same prompt repeated as 4 prompts of one sample
  *   ops_b1        (cpu) each linear layer at one row: the backend's matmul
  *                 (matmul_small.c for up to 32 rows), cblas_sgemv and a plain
  *                 OpenMP gemv against its own bandwidth bound; at 16 rows the
@@ -211,6 +213,28 @@ static double generate_e2e(Model *m, int B, int P, int steps) {
     return n / t;
 }
 
+/* Seconds for n samples of each of np prompts of P tokens (max_new new
+ * tokens each, temperature 1): with n_samples = n the samples of a prompt
+ * share its prefill; the same work as np * n prompts of one sample each
+ * (repeat) prefills every copy. */
+static double generate_samples(Model *m, int np, int n, int P, int max_new, int repeat) {
+    int32_t *tokens = malloc(sizeof(int32_t) * np * P);
+    fill_prompts(tokens, np * P, m->cfg.vocab_size, 10);
+    int n_prompts = repeat ? np * n : np;
+    GenPrompt *p = malloc(sizeof(GenPrompt) * n_prompts);
+    for (int i = 0; i < n_prompts; i++) p[i] = (GenPrompt){tokens + (repeat ? i / n : i) * P, P};
+    GenConfig gc;
+    generate_config_defaults(&gc);
+    gc.max_new_tokens = max_new, gc.n_slots = np * n, gc.seed = 1, gc.n_samples = repeat ? 1 : n;
+    GenOutput *out = calloc(np * n, sizeof *out);
+    double t = align_now();
+    if (generate_run(m, &gc, p, n_prompts, out, NULL, NULL)) align_die_error("bench_decode");
+    t = align_now() - t;
+    generate_outputs_free(out, np * n);
+    free(out), free(p), free(tokens);
+    return t;
+}
+
 /* y[OC] = W[OC,C] x[C]: the plain reference a one-row linear layer could be. */
 static void gemv(float *y, const float *x, const float *w, int C, int OC) {
 #pragma omp parallel for schedule(static)
@@ -370,6 +394,7 @@ int main(int argc, char **argv) {
     double frac_read = is_cpu ? median_of_ratio(tps1_r, rd_r, rounds) * wbytes : 0;
     double gen = generate_e2e(m, B, P, steps16);
     double pre1 = prefill(m, 1, 512), pre4 = prefill(m, 4, 128);
+    double n4_shared = generate_samples(m, 2, 4, 256, 8, 0), n4_own = generate_samples(m, 2, 4, 256, 8, 1);
 
     printf("{\n  \"model\": \"smollm2-135m shape (random weights)\",\n  \"device\": \"%s\",\n  \"threads\": %d,\n",
            be->name, omp_get_max_threads());
@@ -395,7 +420,10 @@ int main(int argc, char **argv) {
     printf("},\n");
     printf("  \"generate_b%d\": {\"tokens_per_s\": %.2f, \"note\": \"generate_run, top_p 0.9, prefill of %d x %d included\"},\n",
            B, gen, B, P);
-    printf("  \"prefill\": {\"tokens_per_s_1x512\": %.1f, \"tokens_per_s_4x128\": %.1f}", pre1, pre4);
+    printf("  \"prefill\": {\"tokens_per_s_1x512\": %.1f, \"tokens_per_s_4x128\": %.1f},\n", pre1, pre4);
+    printf("  \"generate_n4\": {\"shared_prompt_s\": %.2f, \"prompt_per_sample_s\": %.2f, \"speedup\": %.2f, "
+           "\"note\": \"2 prompts of 256 tokens x 4 samples x 8 new tokens\"}",
+           n4_shared, n4_own, n4_own / n4_shared);
     if (is_cpu) {
         int L = c.n_layers;
         const float **w = malloc(sizeof(float *) * L);

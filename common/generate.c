@@ -65,6 +65,29 @@ typedef struct {
     Rng rng;
 } Seq;
 
+/* Samples of one prompt prefill it once: a sample whose prompt an earlier
+ * admitted sample (the leader, earlier in active[]) is still reading waits;
+ * once some sample holds all but the prompt's last token in its cache, the
+ * others copy that prefix (kvcache_copy_prefix) and feed only the last
+ * token, whose logits are then their own. Returns 1 when active[a] must
+ * wait this step, 0 when it may go on (maybe after a copy), -1 on error. */
+static int share_prompt(Seq *active, int n_active, int a, KVCache *kv) {
+    Seq *s = &active[a];
+    int want = s->prompt->n_tokens - 1, wait = 0;
+    if (s->fed >= want) return 0;
+    for (int b = 0; b < n_active; b++) {
+        Seq *t = &active[b];
+        if (b == a || t->prompt != s->prompt) continue;
+        if (t->fed >= want && kvcache_len(kv, t->slot) >= want) { /* fed counts a chunk before it runs */
+            if (kvcache_copy_prefix(kv, s->slot, t->slot, want)) return -1;
+            s->fed = want;
+            return 0;
+        }
+        if (b < a) wait = 1;
+    }
+    return wait;
+}
+
 static int is_stop(const GenConfig *c, int32_t t) {
     for (int i = 0; i < c->n_stop_ids; i++)
         if (c->stop_ids[i] == t) return 1;
@@ -163,10 +186,17 @@ int generate_run(Model *m, const GenConfig *c, const GenPrompt *prompts, int n_p
         for (int a = 0; a < n_active; a++) {
             Seq *s = &active[a];
             int left = s->prompt->n_tokens - s->fed;
+            if (left > 1 && n > 1) {
+                int w = share_prompt(active, n_active, a, kv);
+                if (w < 0) goto fail;
+                if (w) continue;
+                left = s->prompt->n_tokens - s->fed;
+            }
             if (left > 0) {
                 int take = left < budget ? left : budget;
                 if (take == 0) continue;
                 memcpy(tokens + nt, s->prompt->tokens + s->fed, take * sizeof(int32_t));
+                s->out->prefilled += take;
                 budget -= take;
                 s->fed += take;
                 starts[nb] = nt;
@@ -180,10 +210,11 @@ int generate_run(Model *m, const GenConfig *c, const GenPrompt *prompts, int n_p
         }
         starts[nb] = nt;
         Batch b = {.n_tokens = nt, .n_seqs = nb, .tokens = tokens, .seq_start = starts};
-        if (model_forward_cached(m, kv, slots, &b, logits)) {
-            align_error_prefix("generate");
-            goto done;
-        }
+        if (model_forward_cached(m, kv, slots, &b, logits)) goto fail;
+        /* a prompt just read: its other samples copy it now, before its
+         * leader can finish and free the slot */
+        for (int a = 0; a < n_active && n > 1; a++)
+            if (share_prompt(active, n_active, a, kv) < 0) goto fail;
         /* sample: every sequence whose prompt is fully read */
         int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
@@ -229,6 +260,9 @@ int generate_run(Model *m, const GenConfig *c, const GenPrompt *prompts, int n_p
         n_active = kept;
     }
     rc = 0;
+    goto done;
+fail:
+    align_error_prefix("generate");
 done:
     if (samplers)
         for (int t = 0; t < n_threads; t++) sampler_free(samplers[t]);

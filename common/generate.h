@@ -9,6 +9,10 @@
  * one is admitted at the next step, so slots never idle while work is
  * waiting and no compute is spent on padding.
  *
+ * Samples of one prompt share its prefill: one sample reads the prompt, the
+ * others copy its cached keys and values (all but the last prompt token,
+ * which each feeds itself to get its own first logits).
+ *
  * Reproducibility: sequence (prompt i, sample j) draws from its own Rng,
  * seeded from (seed, prompt_index_base + i, j) alone, so its tokens do not depend on the batch
  * size, the slot it lands in, or which other prompts run beside it (up to
@@ -75,6 +79,9 @@ typedef struct {
     float *logprobs;        /* log p(token | prefix), raw model distribution */
     int n_tokens;
     GenFinish finish;
+    int prefilled;          /* prompt tokens run through the model for this
+                               sequence; the rest were copied from another
+                               sample of the same prompt (n_samples > 1) */
 } GenOutput;
 
 /* Called once per generated token (seq->tokens/logprobs already hold it, as

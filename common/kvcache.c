@@ -84,6 +84,22 @@ void kvcache_reset(KVCache *kv, int slot) {
     if (slot >= 0 && slot < kv->n_slots) kv->len[slot] = 0;
 }
 
+int kvcache_copy_prefix(KVCache *kv, int dst, int src, int len) {
+    if (dst < 0 || dst >= kv->n_slots || src < 0 || src >= kv->n_slots || dst == src)
+        return align_errorf("kv cache: cannot copy slot %d to slot %d (%d slots)", src, dst, kv->n_slots);
+    if (len < 0 || len > kv->len[src])
+        return align_errorf("kv cache: slot %d holds %d tokens, not %d", src, kv->len[src], len);
+    const ModelConfig *c = &kv->m->cfg;
+    size_t row = (size_t)c->n_kv_heads * c->head_dim, stride = layer_stride(kv);
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t from = l * stride + (size_t)src * kv->max_len * row, to = l * stride + (size_t)dst * kv->max_len * row;
+        kv->m->be->copy(kv->k + to, kv->k + from, len * row * sizeof(float));
+        kv->m->be->copy(kv->v + to, kv->v + from, len * row * sizeof(float));
+    }
+    kv->len[dst] = len;
+    return 0;
+}
+
 int kvcache_len(const KVCache *kv, int slot) { return slot >= 0 && slot < kv->n_slots ? kv->len[slot] : -1; }
 int kvcache_max_len(const KVCache *kv) { return kv->max_len; }
 

@@ -20,6 +20,10 @@ KVCache *kvcache_create(Model *m, int n_slots, int max_len);
 void kvcache_free(KVCache *kv);
 /* Forget a slot's tokens (start a new sequence there). */
 void kvcache_reset(KVCache *kv, int slot);
+/* Make slot dst hold the first len tokens of slot src (a shared prompt:
+ * several samples of one prompt prefill it once). dst's own tokens are
+ * dropped. Fails with an error for a bad slot or len > src's length. */
+int kvcache_copy_prefix(KVCache *kv, int dst, int src, int len);
 int kvcache_len(const KVCache *kv, int slot);
 int kvcache_max_len(const KVCache *kv);
 

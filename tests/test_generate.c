@@ -326,9 +326,19 @@ static void test_seeded_reproducible(void) {
     gc2.n_slots = 1, gc2.prefill_chunk = 4;
     generate_run(m, &gc2, prompts, NP, c, NULL, NULL);
     CHECK(same_outputs(a, c, N), "1 slot with chunks of 4 gives the same samples as 4 slots");
+    int own = 1; /* one slot: no two samples in flight, each reads its prompt */
+    for (int i = 0; i < N; i++) own &= c[i].prefilled == prompts[i / 3].n_tokens;
+    CHECK(own, "with one slot every sample prefills its whole prompt");
+    generate_outputs_free(c, N);
     gc2.n_slots = 21, gc2.prefill_chunk = 100000;
     generate_run(m, &gc2, prompts, NP, c + 0, NULL, NULL);
-    CHECK(same_outputs(a, c, N), "21 slots gives the same samples as 4 slots");
+    CHECK(same_outputs(a, c, N), "21 slots gives the same samples as 4 slots (shared prompts)");
+    int shared = 1; /* all in flight together: one sample reads the prompt, two copy it */
+    for (int i = 0; i < NP; i++) {
+        int P = prompts[i].n_tokens, sum = c[3 * i].prefilled + c[3 * i + 1].prefilled + c[3 * i + 2].prefilled;
+        shared &= c[3 * i].prefilled == P && sum == (P > 1 ? P + 2 : 3);
+    }
+    CHECK(shared, "the samples of a prompt prefill it once (plus its last token each)");
     generate_outputs_free(c, N);
     /* prompt 4 among different neighbours draws the same samples */
     GenPrompt other[NP];

@@ -94,6 +94,19 @@ static void check_arch(ModelArch arch) {
     int32_t dup[2] = {1, 1}, two[2] = {3, 4}, st3[3] = {0, 1, 2};
     Batch twice = {.n_tokens = 2, .n_seqs = 2, .tokens = two, .seq_start = st3};
     CHECK(model_forward_cached(m, kv, dup, &twice, got) == -1, "%s same slot twice refused", name);
+    /* a copied prefix continues like the original: slot 1 takes the first 7
+     * tokens of slot 3 (seq 2) and is fed the next two */
+    CHECK(kvcache_copy_prefix(kv, 1, slots[2], 7) == 0, "%s copy prefix: %s", name, align_error());
+    CHECK(kvcache_len(kv, 1) == 7, "%s copied slot holds 7 tokens", name);
+    int32_t cslot = 1, st4[2] = {0, 2};
+    Batch cont = {.n_tokens = 2, .n_seqs = 1, .tokens = seq[2] + 7, .seq_start = st4};
+    CHECK(model_forward_cached(m, kv, &cslot, &cont, got) == 0, "%s after copy: %s", name, align_error());
+    full_logits(m, seq[2], 9, want);
+    double copied = max_rel_diff(got, want, 40);
+    CHECK(copied < 1e-5, "%s copied prefix + 2 tokens vs full forward: %.3g", name, copied);
+    CHECK(kvcache_copy_prefix(kv, 1, slots[2], len[2] + 1) == -1, "%s copying more than the source holds refused", name);
+    CHECK(kvcache_copy_prefix(kv, 1, 1, 1) == -1 && kvcache_copy_prefix(kv, 4, 1, 1) == -1,
+          "%s copying onto itself or past the slots refused", name);
     kvcache_reset(kv, slots[0]);
     CHECK(kvcache_len(kv, slots[0]) == 0, "%s reset empties the slot", name);
     kvcache_free(kv);
