@@ -144,6 +144,10 @@ MSMALL_INLINE void tile1(float *out, int ldo, const float *x, int ldx, const flo
 /* Input-row tiles: as many 3-row tiles as possible without leaving a 1-row
  * one (16 = 3+3+3+3+2+2): a 1-row tile does 4 FMAs per 5 loads. */
 static int row_tiles(int N, int *start, int *rows) {
+    if (N == 1) {
+        start[0] = 0, rows[0] = 1;
+        return 1;
+    }
     int T = (N + 2) / 3, n3 = N - 2 * T;
     for (int t = 0, i = 0; t < T; t++) {
         start[t] = i, rows[t] = t < n3 ? 3 : 2;
@@ -152,24 +156,34 @@ static int row_tiles(int N, int *start, int *rows) {
     return T;
 }
 
-/* Up to 3 input rows (one input tile: bandwidth-bound). The thread's weight
- * rows are read as MSMALL_STREAMS contiguous parts side by side, one row of
- * each per tile: this machine's memory (and, generally, a core's hardware
- * prefetchers) serves several independent streams much faster than one
- * (measured 1.5-1.7x for the SmolLM2 linears at one row). */
+/* Up to MSMALL_STREAM_ROWS input rows (at most 2 input tiles), where a step
+ * waits mostly on memory. The thread's weight rows are read as
+ * MSMALL_STREAMS contiguous parts side by side, one row of each per tile:
+ * this machine's memory (and, generally, a core's hardware prefetchers)
+ * serves several independent streams much faster than one. Each stream's
+ * line 512 bytes ahead is prefetched while the first input tile reads the
+ * weight tile; the second finds it in L1. Measured against contiguous tiles
+ * over the SmolLM2 linears (medians of 15 alternating runs): 1.47x at one
+ * row, 1.26-1.28x at 2-3, 1.15-1.18x at 4-6, level at 8, 0.9x from 12 on. */
 #define MSMALL_STREAMS 4 /* = the rows of tile4 */
-/* Each stream's line this many floats (512 bytes) ahead is prefetched every
- * 64 bytes: 4-8% on top of the hardware prefetchers (measured 64-256). */
-#define MSMALL_STREAM_PREFETCH 128
+#define MSMALL_STREAM_ROWS 6
+#define MSMALL_STREAM_PREFETCH 128 /* floats; measured 64-256 */
+#define MSMALL_TILES ((MSMALL_MAX_ROWS + 2) / 3)
 static void slice_streams(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
                           int o0, int o1) {
-    int C8 = C & ~7, part = (o1 - o0) / MSMALL_STREAMS;
+    int C8 = C & ~7, part = (o1 - o0) / MSMALL_STREAMS, start[MSMALL_TILES], rows[MSMALL_TILES];
+    int T = row_tiles(N, start, rows);
     size_t ws = (size_t)part * C; /* from one stream's row to the next's */
     for (int o = o0; o < o0 + part; o++) {
         const float *wo = w + (size_t)o * C;
-        if (N == 1) tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 1, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
-        else if (N == 2) tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 2, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
-        else tile4(out + o, OC, inp, C, wo, ws, C, bias, o, part, 3, 0, C8, NULL, MSMALL_STREAM_PREFETCH);
+        for (int t = 0; t < T; t++) {
+            float *ot = out + (size_t)start[t] * OC + o;
+            const float *xt = inp + (size_t)start[t] * C;
+            int pf = t == 0 ? MSMALL_STREAM_PREFETCH : 0;
+            if (rows[t] == 1) tile4(ot, OC, xt, C, wo, ws, C, bias, o, part, 1, 0, C8, NULL, pf);
+            else if (rows[t] == 2) tile4(ot, OC, xt, C, wo, ws, C, bias, o, part, 2, 0, C8, NULL, pf);
+            else tile4(ot, OC, xt, C, wo, ws, C, bias, o, part, 3, 0, C8, NULL, pf);
+        }
     }
     for (int o = o0 + MSMALL_STREAMS * part; o < o1; o++)
         for (int i = 0; i < N; i++)
@@ -189,11 +203,10 @@ static void slice_streams(float *out, const float *inp, const float *w, const fl
  * several times the tile's memory time and, left to the hardware
  * prefetcher, the two barely overlap (1.1-1.2x). */
 #define MSMALL_KC 640
-#define MSMALL_TILES ((MSMALL_MAX_ROWS + 2) / 3)
 static void slice(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC, int o0,
                   int o1) {
     int o = o0, C8 = C & ~7;
-    if (N <= 3) {
+    if (N <= MSMALL_STREAM_ROWS) {
         slice_streams(out, inp, w, bias, N, C, OC, o0, o1);
         return;
     }

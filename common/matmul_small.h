@@ -7,9 +7,9 @@
  * thread, so every weight byte is read from memory once per call by one
  * thread, and a register-blocked dot-product kernel (4 weight rows x up to 3
  * input rows, AVX2 + FMA where the compiler targets it, plain C otherwise)
- * reuses each weight tile from L1 for all N input rows. At up to 3 rows
- * (bandwidth-bound) each thread reads its slice as 4 streams side by side,
- * which this machine's memory serves ~1.35x faster than one.
+ * reuses each weight tile from L1 for all N input rows. At up to 6 rows
+ * (mostly bandwidth-bound) each thread reads its slice as 4 streams side by
+ * side, which this machine's memory serves 1.15-1.5x faster than one.
  *
  * Every output element is summed in the same order whatever N, the tile it
  * falls in and the thread count, so a row's result does not depend on which
