@@ -1,11 +1,12 @@
 /* matmul_small.c: see matmul_small.h for the design.
  *
  * Tile: 4 weight rows x NX input rows (NX = 1..3), 8 columns per step. The
- * 4 rows are adjacent, or, at up to 3 input rows, one from each of 4 far
- * apart parts of the thread's slice (4 memory streams). With NX = 3 that is 12 accumulators, 3 input vectors
- * and one weight vector: all 16 AVX2 registers, 7 loads per 12 FMAs, so the
- * FMA units, not the loads, set the pace once the weight tile is in L1,
- * where it stays for all the input tiles while the next one is prefetched.
+ * 4 rows are adjacent, or, at up to 6 input rows, one from each of 4 far
+ * apart parts of the thread's slice (4 memory streams). With NX = 3 that is
+ * 12 accumulators, 3 input vectors and one weight vector: all 16 AVX2
+ * registers, 7 loads per 12 FMAs, so the FMA units, not the loads, set the
+ * pace once the weight tile is in L1, where it stays for all the input
+ * tiles while the next one is prefetched.
  *
  * Summation order of one element (fixed, shared by every tile shape and by
  * the portable build): 8 lane sums over the columns C & ~7, reduced as
