@@ -95,14 +95,14 @@ static double read_bw(size_t bytes) {
     for (size_t i = 0; i < n; i++) a[i] = 1.0f;
     double best = 0;
     volatile float sink = 0;
+    int nt = omp_get_max_threads();
+    size_t part = n / nt / 4, read = part * 4 * nt * sizeof(float);
     for (int r = 0; r < 5; r++) {
         double t = align_now();
         float tot = 0;
-#pragma omp parallel reduction(+ : tot)
+#pragma omp parallel num_threads(nt) reduction(+ : tot)
         {
-            int th = omp_get_thread_num(), nt = omp_get_num_threads();
-            size_t part = n / nt / 4;
-            const float *p = a + (size_t)th * 4 * part;
+            const float *p = a + (size_t)omp_get_thread_num() * 4 * part;
             float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
             for (size_t i = 0; i < part; i++) s0 += p[i], s1 += p[part + i], s2 += p[2 * part + i], s3 += p[3 * part + i];
@@ -110,7 +110,6 @@ static double read_bw(size_t bytes) {
         }
         t = align_now() - t;
         sink += tot;
-        size_t read = n / omp_get_max_threads() / 4 * 4 * omp_get_max_threads() * sizeof(float);
         if (read / t > best) best = read / t;
     }
     align_free(a);
@@ -294,7 +293,7 @@ static void time_linear(const Model *m, OpTime *op, const float *const *w, int n
 }
 
 
-/* Median of x[0..n) (x is reordered). */
+/* Median of x[0..n) (x is left as it is). */
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -304,15 +303,6 @@ static double median(const double *x, int n) {
     memcpy(t, x, sizeof(double) * n);
     qsort(t, n, sizeof(double), cmp_double);
     double m = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-    free(t);
-    return m;
-}
-
-/* Median over rounds of a[r] / b[r]. */
-static double median_of_ratio(const double *a, const double *b, int n) {
-    double *t = malloc(sizeof(double) * n);
-    for (int r = 0; r < n; r++) t[r] = b[r] > 0 ? a[r] / b[r] : 0;
-    double m = median(t, n);
     free(t);
     return m;
 }
@@ -375,8 +365,9 @@ int main(int argc, char **argv) {
     int steps16 = steps / 2 > 8 ? steps / 2 : 8;
     decode(m, 1, P, 4, &f16, &s16); /* warm up */
     f16 = s16 = 0;
-    double *bw_r = malloc(sizeof(double) * 6 * rounds), *rd_r = bw_r + rounds, *tps1_r = rd_r + rounds,
-           *tpsB_r = tps1_r + rounds, *frac_r = tpsB_r + rounds, *ratio_r = frac_r + rounds;
+    double *bw_r = malloc(sizeof(double) * 7 * rounds), *rd_r = bw_r + rounds, *tps1_r = rd_r + rounds,
+           *tpsB_r = tps1_r + rounds, *frac_r = tpsB_r + rounds, *ratio_r = frac_r + rounds,
+           *frac_read_r = ratio_r + rounds;
     for (int r = 0; r < rounds; r++) {
         bw_r[r] = is_cpu ? copy_bw(be, bw_bytes, 1) : bw_memcpy;
         if (bw_r[r] < bw_memcpy) bw_r[r] = bw_memcpy; /* the bound uses the faster copy */
@@ -387,11 +378,12 @@ int main(int argc, char **argv) {
         tpsB_r[r] = decode(m, B, P, steps16, &f, &sm);
         f16 += f / rounds, s16 += sm / rounds;
         frac_r[r] = tps1_r[r] * wbytes / bw_r[r], ratio_r[r] = tpsB_r[r] / tps1_r[r];
+        frac_read_r[r] = is_cpu ? tps1_r[r] * wbytes / rd_r[r] : 0;
     }
     double bw = median(bw_r, rounds), bw_read = median(rd_r, rounds), bound = bw / wbytes;
     double tps1 = median(tps1_r, rounds), tpsB = median(tpsB_r, rounds);
     double frac = median(frac_r, rounds), ratio = median(ratio_r, rounds);
-    double frac_read = is_cpu ? median_of_ratio(tps1_r, rd_r, rounds) * wbytes : 0;
+    double frac_read = median(frac_read_r, rounds);
     double gen = generate_e2e(m, B, P, steps16);
     double pre1 = prefill(m, 1, 512), pre4 = prefill(m, 4, 128);
     double n4_shared = generate_samples(m, 2, 4, 256, 8, 0), n4_own = generate_samples(m, 2, 4, 256, 8, 1);
