@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,27 @@ static CliFlag *find_flag(CliSpec *s, const char *name) {
     return NULL;
 }
 
+/* "" when x passes f's check, else what the flag accepts. */
+static const char *check_failure(const CliFlag *f, double x) {
+    if (f->type == CLI_FLOAT && !isfinite(x)) return "a finite number";
+    switch (f->check) {
+    case CLI_ANY: return "";
+    case CLI_NONNEG: return x >= 0 ? "" : "a number >= 0";
+    case CLI_POSITIVE: return x > 0 ? "" : "a number > 0";
+    case CLI_AT_LEAST_1: return x >= 1 ? "" : "a number >= 1";
+    case CLI_UNIT: return x >= 0 && x <= 1 ? "" : "a number in [0, 1]";
+    case CLI_UNIT_OPEN: return x >= 0 && x < 1 ? "" : "a number in [0, 1)";
+    case CLI_PORT: return x >= 0 && x <= 65535 ? "" : "a port in 1..65535 (0 = off)";
+    }
+    return "";
+}
+
+static int check_value(const CliFlag *f, double x, const char *where, const char *text) {
+    const char *want = check_failure(f, x);
+    if (*want) return align_errorf("%s --%s: expected %s, got '%s'", where, f->name, want, text);
+    return 0;
+}
+
 static int set_from_string(CliFlag *f, const char *v, const char *where) {
     char *end;
     errno = 0;
@@ -27,12 +49,14 @@ static int set_from_string(CliFlag *f, const char *v, const char *where) {
         long x = strtol(v, &end, 10);
         if (errno || *end || end == v || x < INT_MIN || x > INT_MAX)
             return align_errorf("%s --%s: expected an integer, got '%s'", where, f->name, v);
+        if (check_value(f, (double)x, where, v)) return -1;
         *(int *)f->dst = (int)x;
         break;
     }
     case CLI_FLOAT: {
         float x = strtof(v, &end);
         if (errno || *end || end == v) return align_errorf("%s --%s: expected a number, got '%s'", where, f->name, v);
+        if (check_value(f, (double)x, where, v)) return -1;
         *(float *)f->dst = x;
         break;
     }
@@ -73,6 +97,9 @@ static int apply_config(CliSpec *s, const char *path) {
             f->set = 1;
         } else if (cJSON_IsNumber(it) && (f->type == CLI_INT || f->type == CLI_FLOAT)) {
             double v = it->valuedouble;
+            char text[64];
+            snprintf(text, sizeof text, "%g", v);
+            if (check_value(f, v, where, text)) return -1;
             if (f->type == CLI_INT) {
                 if (v != (double)(int)v) return align_errorf("%s expected an integer", where);
                 *(int *)f->dst = (int)v;

@@ -11,11 +11,25 @@
 
 typedef enum { CLI_INT, CLI_FLOAT, CLI_STRING, CLI_BOOL } CliType;
 
+/* What a numeric flag accepts, checked when it is parsed (from argv or the
+ * config), so a bad value stops the program before it loads anything. A
+ * float flag is always finite, whatever its check. */
+typedef enum {
+    CLI_ANY = 0,    /* any (finite) value */
+    CLI_NONNEG,     /* >= 0 */
+    CLI_POSITIVE,   /* > 0 */
+    CLI_AT_LEAST_1, /* >= 1 (counts, sizes) */
+    CLI_UNIT,       /* in [0, 1] */
+    CLI_UNIT_OPEN,  /* in [0, 1) (dropout, label smoothing below 1) */
+    CLI_PORT,       /* a TCP port 1..65535, or 0 = off */
+} CliCheck;
+
 typedef struct {
     const char *name;   /* long name without dashes: "lr", "batch-size" */
     CliType type;
     void *dst;          /* int*, float*, const char**, int* (bool) */
     const char *help;
+    CliCheck check;     /* numeric flags: the values accepted */
     int set;            /* filled in: 1 when given by config or argv */
 } CliFlag;
 
