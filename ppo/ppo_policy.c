@@ -450,7 +450,7 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
                 if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
                 snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
             }
-            rc = peft_save_adapter(dir, m, NULL) || peft_save_merged(path, b) ? -1 : 0;
+            rc = peft_save_adapter(dir, m, NULL) || model_save_merged(path, b) ? -1 : 0;
         } else {
             rc = model_save_any(path, b);
         }

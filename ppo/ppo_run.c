@@ -727,14 +727,9 @@ int main(int argc, char **argv) {
     /* the prompts, tokenized as the policy's tokenizer and template do */
     ModelBundle pb;
     if (model_load_any(policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
-    ChatTemplate tmpl = CHAT_TEMPLATE_NONE;
-    if (a.chat_template) {
-        if (chat_template_from_name(a.chat_template, &tmpl)) die("--chat-template: %s", align_error());
-    } else if (pb.extras.chat_template) {
-        chat_template_from_name(pb.extras.chat_template, &tmpl);
-    } else if (pb.extras.chat_template_jinja) {
-        chat_template_detect(pb.extras.chat_template_jinja, &tmpl);
-    }
+    ChatTemplate tmpl;
+    if (chat_template_choose(a.chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja, &tmpl) < 0)
+        die("%s", align_error());
     int32_t stop_ids[4];
     int n_stop = 0;
     {

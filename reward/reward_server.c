@@ -642,14 +642,8 @@ int main(int argc, char **argv) {
         if (!s.tok) align_die_error("reward_server");
         s.tokenizer_json = b.extras.tokenizer_json;
     }
-    s.tmpl = CHAT_TEMPLATE_NONE;
-    if (chat_template) {
-        if (chat_template_from_name(chat_template, &s.tmpl)) align_die_error("reward_server");
-    } else if (b.extras.chat_template) {
-        chat_template_from_name(b.extras.chat_template, &s.tmpl);
-    } else if (b.extras.chat_template_jinja) {
-        chat_template_detect(b.extras.chat_template_jinja, &s.tmpl);
-    }
+    if (chat_template_choose(chat_template, b.extras.chat_template, b.extras.chat_template_jinja, &s.tmpl) < 0)
+        align_die_error("reward_server");
     s.chat_template_name = chat_template_name(s.tmpl);
     cJSON *st = b.extras.train_state ? cJSON_Parse(b.extras.train_state) : NULL;
     cJSON *mean = cJSON_GetObjectItem(st, "reward_mean"), *std = cJSON_GetObjectItem(st, "reward_std");

@@ -110,7 +110,6 @@ int main(int argc, char **argv) {
         sc.model = b.model;
         tok = b.tok;
         if (b.extras.chat_template) tmpl_name = strdup(b.extras.chat_template);
-        else if (b.extras.chat_template_jinja) chat_template_detect(b.extras.chat_template_jinja, &tmpl);
         if (normalize) {
             cJSON *st = b.extras.train_state ? cJSON_Parse(b.extras.train_state) : NULL;
             cJSON *m = cJSON_GetObjectItem(st, "reward_mean"), *s = cJSON_GetObjectItem(st, "reward_std");
@@ -134,8 +133,8 @@ int main(int argc, char **argv) {
         if (!(tok = tok_load_hf_json(tj, strlen(tj), connect))) align_die_error("rm_score");
         free(tj);
     }
-    if (tmpl_name) chat_template_from_name(tmpl_name, &tmpl);
-    if (chat_template && chat_template_from_name(chat_template, &tmpl)) align_die_error("rm_score");
+    if (chat_template_choose(chat_template, tmpl_name, b.extras.chat_template_jinja, &tmpl) < 0)
+        align_die_error("rm_score");
     free(tmpl_name);
 
     FILE *in = fopen(data, "r");

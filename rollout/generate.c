@@ -456,13 +456,10 @@ int main(int argc, char **argv) {
     Model *m = mb.model;
     if (!m->cfg.lm_head) align_die(PROG, "--model %s has no LM head (it is a reward/value model)", a.model);
 
-    ChatTemplate tmpl = CHAT_TEMPLATE_NONE;
-    if (a.chat_template) {
-        if (chat_template_from_name(a.chat_template, &tmpl)) align_die(PROG, "--chat-template: %s", align_error());
-    } else if (mb.extras.chat_template) {
-        if (chat_template_from_name(mb.extras.chat_template, &tmpl)) tmpl = CHAT_TEMPLATE_NONE;
-    } else if (mb.extras.chat_template_jinja &&
-               chat_template_detect(mb.extras.chat_template_jinja, &tmpl) == CHAT_DETECT_UNKNOWN) {
+    ChatTemplate tmpl;
+    int chosen = chat_template_choose(a.chat_template, mb.extras.chat_template, mb.extras.chat_template_jinja, &tmpl);
+    if (chosen < 0) align_die_error(PROG);
+    if (chosen == CHAT_DETECT_UNKNOWN) {
         fprintf(stderr, "%s: warning: %s has a chat template align cannot render; using none (set --chat-template)\n",
                 PROG, a.model);
     }

@@ -21,17 +21,16 @@
  * (loading the base) and then gets the current weights before it generates.
  *
  * The worker's socket service (ping answered while generating) and the sync
- * messages are ppo/ppo_service.c and ppo/ppo_sync.c, compiled in here
- * because rollout/ programs link only align_core. */
+ * messages are common/net/ppo_service.c and common/net/ppo_sync.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ppo/ppo_service.c"
-#include "../ppo/ppo_sync.c"
 #include "cli.h"
 #include "generate.h"
 #include "model_load.h"
+#include "ppo_service.h"
+#include "ppo_sync.h"
 #include "util.h"
 
 typedef struct {

@@ -53,14 +53,14 @@ int main(int argc, char **argv) {
         usage(stderr);
         align_die(PROG, "expected two arguments, IN and OUT");
     }
-    if (tmpl && strcmp(tmpl, "none") && !model_chat_template_jinja(tmpl))
+    if (tmpl && strcmp(tmpl, "none") && !chat_template_export_jinja(tmpl))
         align_die(PROG, "--chat-template: unknown template \"%s\" (chatml, llama3, hh, none)", tmpl);
     double t0 = align_now();
     ModelBundle b;
     if (model_load_any(in, &backend_cpu, 0, &b) != 0) align_die_error(PROG);
     if (tmpl) {
         if (ckpt_extras_set(&b.extras.chat_template, tmpl) ||
-            ckpt_extras_set(&b.extras.chat_template_jinja, model_chat_template_jinja(tmpl)))
+            ckpt_extras_set(&b.extras.chat_template_jinja, chat_template_export_jinja(tmpl)))
             align_die_error(PROG);
     }
     if (model_save_any(out, &b) != 0) {

@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     char *json = tok_to_hf_json(tok);
     if (!json || ckpt_extras_set(&b.extras.tokenizer_json, json) ||
         (strcmp(tmpl, "none") && (ckpt_extras_set(&b.extras.chat_template, tmpl) ||
-                                  ckpt_extras_set(&b.extras.chat_template_jinja, model_chat_template_jinja(tmpl)))))
+                                  ckpt_extras_set(&b.extras.chat_template_jinja, chat_template_export_jinja(tmpl)))))
         align_die_error("model_init");
     free(json);
     if (model_save_any(out, &b)) align_die_error("model_init");

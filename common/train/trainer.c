@@ -79,15 +79,8 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
         return -1;
     }
-    *tmpl = CHAT_TEMPLATE_NONE;
-    if (a->chat_template) {
-        if (chat_template_from_name(a->chat_template, tmpl)) return align_error_prefix("--chat-template");
-    } else if (out->extras.chat_template) {
-        chat_template_from_name(out->extras.chat_template, tmpl);
-    } else if (out->extras.chat_template_jinja) {
-        chat_template_detect(out->extras.chat_template_jinja, tmpl);
-    }
-    return 0;
+    return chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl) < 0
+               ? -1 : 0;
 }
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
@@ -155,7 +148,7 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
         if (peft_save_adapter(dir, m, NULL)) return -1;
         fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
     }
-    if (m->lora || m->qparams) return peft_save_merged(path, policy);
+    if (m->lora || m->qparams) return model_save_merged(path, policy);
     return model_save_any(path, policy);
 }
 

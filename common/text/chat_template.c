@@ -234,3 +234,25 @@ int chat_render_split_text(ChatTemplate t, const ChatMessage *prompt, int n_prom
     *completion_text = c.text;
     return 0;
 }
+
+const char *chat_template_detect_name(const char *jinja) {
+    ChatTemplate t;
+    if (!jinja || chat_template_detect(jinja, &t) != CHAT_DETECT_MATCHED) return NULL;
+    return chat_template_name(t);
+}
+
+const char *chat_template_export_jinja(const char *name) {
+    if (!name || !strcmp(name, "none")) return NULL;
+    return chat_template_jinja(name);
+}
+
+int chat_template_choose(const char *flag, const char *model_name, const char *model_jinja, ChatTemplate *out) {
+    *out = CHAT_TEMPLATE_NONE;
+    if (flag) return chat_template_from_name(flag, out) ? align_error_prefix("--chat-template") : 0;
+    if (model_name) {
+        if (chat_template_from_name(model_name, out)) *out = CHAT_TEMPLATE_NONE; /* a name from a newer align */
+        return 0;
+    }
+    if (model_jinja && chat_template_detect(model_jinja, out) == CHAT_DETECT_UNKNOWN) return CHAT_DETECT_UNKNOWN;
+    return 0;
+}

@@ -21,7 +21,7 @@ struct ModelLora {
     LoraConfig cfg;
     float scale;                 /* alpha / r */
     int enabled, merged;
-    int n_slot[LORA_N_SLOTS], slot_start[LORA_N_SLOTS], per_layer;
+    int n_slot[MODEL_N_SLOTS], slot_start[MODEL_N_SLOTS], per_layer;
     LoraAdapter *ad;             /* [n_layers][per_layer], slot-major */
     int first_param;             /* adapters are the table's last tensors */
     /* dropout state */
@@ -113,18 +113,18 @@ static int sites_of(const ModelConfig *c, unsigned targets, Site *s) {
     Site all[7];
     int na = 0;
     if (c->arch == ARCH_GPT2) {
-        all[na++] = (Site){LORA_SLOT_QKV, LORA_T_Q | LORA_T_K | LORA_T_V, "attn.c_attn", 0, 3 * d, d};
-        all[na++] = (Site){LORA_SLOT_O, LORA_T_O, "attn.c_proj", 0, d, d};
-        all[na++] = (Site){LORA_SLOT_UP, LORA_T_UP | LORA_T_GATE, "mlp.c_fc", 0, F, d};
-        all[na++] = (Site){LORA_SLOT_DOWN, LORA_T_DOWN, "mlp.c_proj", 0, d, F};
+        all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_Q | LORA_T_K | LORA_T_V, "attn.c_attn", 0, 3 * d, d};
+        all[na++] = (Site){MODEL_SLOT_O, LORA_T_O, "attn.c_proj", 0, d, d};
+        all[na++] = (Site){MODEL_SLOT_UP, LORA_T_UP | LORA_T_GATE, "mlp.c_fc", 0, F, d};
+        all[na++] = (Site){MODEL_SLOT_DOWN, LORA_T_DOWN, "mlp.c_proj", 0, d, F};
     } else {
-        all[na++] = (Site){LORA_SLOT_QKV, LORA_T_Q, "self_attn.q_proj", 0, q, d};
-        all[na++] = (Site){LORA_SLOT_QKV, LORA_T_K, "self_attn.k_proj", q, kv, d};
-        all[na++] = (Site){LORA_SLOT_QKV, LORA_T_V, "self_attn.v_proj", q + kv, kv, d};
-        all[na++] = (Site){LORA_SLOT_O, LORA_T_O, "self_attn.o_proj", 0, d, q};
-        all[na++] = (Site){LORA_SLOT_UP, LORA_T_GATE, "mlp.gate_proj", 0, F, d};
-        all[na++] = (Site){LORA_SLOT_UP, LORA_T_UP, "mlp.up_proj", F, F, d};
-        all[na++] = (Site){LORA_SLOT_DOWN, LORA_T_DOWN, "mlp.down_proj", 0, d, F};
+        all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_Q, "self_attn.q_proj", 0, q, d};
+        all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_K, "self_attn.k_proj", q, kv, d};
+        all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_V, "self_attn.v_proj", q + kv, kv, d};
+        all[na++] = (Site){MODEL_SLOT_O, LORA_T_O, "self_attn.o_proj", 0, d, q};
+        all[na++] = (Site){MODEL_SLOT_UP, LORA_T_GATE, "mlp.gate_proj", 0, F, d};
+        all[na++] = (Site){MODEL_SLOT_UP, LORA_T_UP, "mlp.up_proj", F, F, d};
+        all[na++] = (Site){MODEL_SLOT_DOWN, LORA_T_DOWN, "mlp.down_proj", 0, d, F};
     }
     for (int i = 0; i < na; i++)
         if (all[i].bits & targets) s[n++] = all[i];
@@ -134,6 +134,8 @@ static int sites_of(const ModelConfig *c, unsigned targets, Site *s) {
 static void layer_prefix(const ModelConfig *c, int l, char *buf, size_t n) {
     snprintf(buf, n, c->arch == ARCH_GPT2 ? "transformer.h.%d." : "model.layers.%d.", l);
 }
+
+static const ModelAdapterOps lora_ops;
 
 int model_lora_attach(Model *m, const LoraConfig *cfg) {
     const ModelConfig *c = &m->cfg;
@@ -158,7 +160,7 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
     L->enabled = 1;
     L->per_layer = ns;
     for (int i = 0; i < ns; i++) L->n_slot[sites[i].slot]++;
-    for (int s = 1; s < LORA_N_SLOTS; s++) L->slot_start[s] = L->slot_start[s - 1] + L->n_slot[s - 1];
+    for (int s = 1; s < MODEL_N_SLOTS; s++) L->slot_start[s] = L->slot_start[s - 1] + L->n_slot[s - 1];
     L->first_param = m->n_params;
     int r = cfg->rank, k = 0;
     for (int l = 0; l < c->n_layers; l++) {
@@ -196,8 +198,9 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
     }
     free(extra);
     m->lora = L;
+    m->adapter = &lora_ops;
     /* the base is frozen; only the adapters train */
-    for (int i = 0; i < m->n_params; i++) m->info[i].grad_offset = -1;
+    model_set_trainable(m, "", 0);
     model_set_trainable(m, ".lora_", 1);
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (peft: kaiming_uniform_ with a = sqrt(5)), B = 0 */
     Rng rng;
@@ -336,9 +339,9 @@ static int reserve(Model *m, ModelLora *L, int N, int save) {
     return 0;
 }
 
-int lora_reserve_scratch(Model *m, int N) { return m->lora ? reserve(m, m->lora, N, 0) : 0; }
+static int lora_reserve_scratch(Model *m, int N) { return m->lora ? reserve(m, m->lora, N, 0) : 0; }
 
-int lora_begin_forward(Model *m, int N) {
+static int lora_begin_forward(Model *m, int N) {
     ModelLora *L = m->lora;
     if (!L) return 0;
     L->fwd_active = L->enabled && !L->merged;
@@ -349,13 +352,13 @@ int lora_begin_forward(Model *m, int N) {
     return 1;
 }
 
-int lora_inference_active(const Model *m) { return m->lora && m->lora->enabled && !m->lora->merged; }
+static int lora_inference_active(const Model *m) { return m->lora && m->lora->enabled && !m->lora->merged; }
 
-int lora_backward_active(const Model *m) { return m->lora && m->lora->fwd_active; }
+static int lora_backward_active(const Model *m) { return m->lora && m->lora->fwd_active; }
 
 static uint64_t adapter_seed(const ModelLora *L, int index) { return mix64(L->fwd_seed + (uint64_t)index + 1); }
 
-void lora_forward(Model *m, int l, int slot, const float *x, float *y, int ldy, int N, int save) {
+static void lora_forward(Model *m, int l, int slot, const float *x, float *y, int ldy, int N, int save) {
     ModelLora *L = m->lora;
     const Backend *be = m->be;
     int r = L->cfg.rank;
@@ -374,7 +377,7 @@ void lora_forward(Model *m, int l, int slot, const float *x, float *y, int ldy, 
     }
 }
 
-void lora_backward(Model *m, int l, int slot, const float *x, const float *dy, int ldy, float *dx, int N) {
+static void lora_backward(Model *m, int l, int slot, const float *x, const float *dy, int ldy, float *dx, int N) {
     ModelLora *L = m->lora;
     const Backend *be = m->be;
     int r = L->cfg.rank;
@@ -405,7 +408,7 @@ void lora_backward(Model *m, int l, int slot, const float *x, const float *dy, i
     }
 }
 
-int lora_lowest_layer(const Model *m) {
+static int lora_lowest_layer(const Model *m) {
     const ModelLora *L = m->lora;
     if (!L || !L->fwd_active) return m->cfg.n_layers;
     for (int l = 0; l < m->cfg.n_layers; l++)
@@ -416,7 +419,7 @@ int lora_lowest_layer(const Model *m) {
     return m->cfg.n_layers;
 }
 
-void lora_free(Model *m) {
+static void lora_free(Model *m) {
     ModelLora *L = m->lora;
     if (!L) return;
     m->be->free(L->hs);
@@ -425,4 +428,16 @@ void lora_free(Model *m) {
     free(L->ad);
     free(L);
     m->lora = NULL;
+    m->adapter = NULL;
 }
+
+static const ModelAdapterOps lora_ops = {
+    .begin_forward = lora_begin_forward,
+    .forward = lora_forward,
+    .backward = lora_backward,
+    .reserve_scratch = lora_reserve_scratch,
+    .inference_active = lora_inference_active,
+    .backward_active = lora_backward_active,
+    .lowest_layer = lora_lowest_layer,
+    .free = lora_free,
+};

@@ -9,7 +9,7 @@
 #ifndef ALIGN_HF_EXPORT_H
 #define ALIGN_HF_EXPORT_H
 
-#include "model_load.h"
+#include "model_bundle.h"
 
 int hf_export_dir(const char *dir, Model *m, const CkptExtras *extras);
 

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora.h"
 #include "util.h"
 
 struct KVCache {
@@ -171,8 +170,8 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
             goto done;
         }
     if (scratch_reserve(kv, N, S)) goto done;
-    int lora = lora_inference_active(m);
-    if (lora && lora_reserve_scratch(m, N)) goto done;
+    int lora = m->adapter && m->adapter->inference_active(m);
+    if (lora && m->adapter->reserve_scratch(m, N)) goto done;
     be->to_device(kv->tokens, b->tokens, N * sizeof(int32_t));
     be->to_device(kv->pos, pos, N * sizeof(int32_t));
     be->to_device(kv->last_rows, last, S * sizeof(int32_t));
@@ -187,21 +186,21 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
         float *kc = kv->k + l * layer_stride(kv), *vc = kv->v + l * layer_stride(kv);
         norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
-        if (lora) lora_forward(m, l, LORA_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
         if (c->arch == ARCH_LLAMA) be->rope_forward(kv->qkv, kv->pos, kv->inv_freq, N, c->n_heads, c->n_kv_heads, c->head_dim);
         be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
                                      c->n_kv_heads, c->head_dim, kv->max_len);
         model_linear_forward(m, kv->tmp, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
-        if (lora) lora_forward(m, l, LORA_SLOT_O, kv->attn, kv->tmp, c->dim, N, 0);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, kv->attn, kv->tmp, c->dim, N, 0);
         be->add_inplace(kv->x, kv->tmp, n * d);
         norm(m, kv->norm, kv->stats, kv->x, w->norm2_w, w->norm2_b, N);
         model_linear_forward(m, kv->up, kv->norm, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
                              w->b_up, N, c->dim, u);
-        if (lora) lora_forward(m, l, LORA_SLOT_UP, kv->norm, kv->up, u, N, 0);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_UP, kv->norm, kv->up, u, N, 0);
         if (c->arch == ARCH_LLAMA) be->swiglu_forward(kv->act, kv->up, N, c->ffn_dim);
         else be->gelu_forward(kv->act, kv->up, n * c->ffn_dim);
         model_linear_forward(m, kv->tmp, kv->act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
-        if (lora) lora_forward(m, l, LORA_SLOT_DOWN, kv->act, kv->tmp, c->dim, N, 0);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, kv->act, kv->tmp, c->dim, N, 0);
         be->add_inplace(kv->x, kv->tmp, n * d);
     }
     /* only each sequence's last token needs the final norm and the LM head */

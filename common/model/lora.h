@@ -89,24 +89,4 @@ int model_lora_set(Model *m, const float *host);
  * For export to Hugging Face / .ckpt. */
 Model *model_export_copy(Model *m);
 
-/* ---- internal: hooks model.c and kvcache.c call ---- */
-enum { LORA_SLOT_QKV = 0, LORA_SLOT_O = 1, LORA_SLOT_UP = 2, LORA_SLOT_DOWN = 3, LORA_N_SLOTS = 4 };
-/* Start a forward of N tokens: 1 when adapters apply (and buffers are
- * ready), 0 when not, -1 on error. */
-int lora_begin_forward(Model *m, int N);
-/* y[:, slot columns] += adapters(x), x [N, in], y rows ldy apart. save = 1
- * keeps h for the backward pass (training forward); 0 for cached decoding
- * (scratch only, lora_reserve_scratch first). */
-void lora_forward(Model *m, int layer, int slot, const float *x, float *y, int ldy, int N, int save);
-int lora_reserve_scratch(Model *m, int N);
-/* 1 when adapters apply to an inference forward (attached, on, unmerged). */
-int lora_inference_active(const Model *m);
-/* 1 when the last lora_begin_forward applied adapters. */
-int lora_backward_active(const Model *m);
-/* Adds adapter gradients (dA, dB) and dx += d(adapter)/dx given dy. */
-void lora_backward(Model *m, int layer, int slot, const float *x, const float *dy, int ldy, float *dx, int N);
-/* Lowest layer with a trainable adapter; n_layers when none. */
-int lora_lowest_layer(const Model *m);
-void lora_free(Model *m);
-
 #endif

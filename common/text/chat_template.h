@@ -70,6 +70,20 @@ int chat_template_detect(const char *jinja, ChatTemplate *out);
  * name. */
 const char *chat_template_jinja(const char *name);
 
+/* The template a program uses with a model: `flag` (--chat-template) when
+ * given, else the template name stored with the model, else the one its
+ * Jinja template implements, else none. Returns 0, -1 for an unknown flag
+ * value (message set), or CHAT_DETECT_UNKNOWN when the model has a Jinja
+ * template align cannot render (*out is none: callers may warn). */
+int chat_template_choose(const char *flag, const char *model_name, const char *model_jinja, ChatTemplate *out);
+
+/* The built-in template name ("chatml", "llama3", "hh") a model's Jinja
+ * template implements; NULL when none matches (or jinja is NULL). */
+const char *chat_template_detect_name(const char *jinja);
+/* The Jinja source to store with a model that uses template `name`: NULL
+ * for "none" (a model without a template) or an unknown name. */
+const char *chat_template_export_jinja(const char *name);
+
 /* The control token that ends a completion ("<|im_end|>", "<|eot_id|>"), or
  * NULL (hh, none: the dataset layer appends the tokenizer's EOS id). */
 const char *chat_template_end_marker(ChatTemplate t);

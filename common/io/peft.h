@@ -13,7 +13,7 @@
 #define ALIGN_PEFT_H
 
 #include "lora.h"
-#include "model_load.h"
+#include "model_bundle.h"
 
 /* Write dir/adapter_model.safetensors and dir/adapter_config.json (the
  * directory is created when missing). base_name is recorded as
@@ -30,9 +30,5 @@ int peft_load_adapter(const char *dir, Model *m, uint64_t seed);
  * Returns how many were restored (0 when the checkpoint had none). */
 int peft_adapter_from_extras(Model *m, CkptExtras *e);
 
-/* Save what the model computes as a plain model (base dequantised,
- * adapters merged) to a .ckpt or a Hugging Face directory, with the
- * bundle's tokenizer and templates; the bundle itself is unchanged. */
-int peft_save_merged(const char *path, ModelBundle *b);
 
 #endif

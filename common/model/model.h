@@ -139,9 +139,30 @@ typedef struct {
 } Batch;
 
 typedef struct ModelActs ModelActs; /* saved activations, private to model.c */
-typedef struct ModelLora ModelLora; /* LoRA state, private to lora.c */
+typedef struct ModelLora ModelLora; /* adapter state, private to the adapter's file (lora.c) */
+typedef struct Model Model;
 
+/* Adapters plug into the decoder through this table, so the model knows no
+ * adapter type (lora.c fills it when adapters are attached). An adapter adds
+ * to the output of a linear at one of four slots. */
+enum { MODEL_SLOT_QKV = 0, MODEL_SLOT_O = 1, MODEL_SLOT_UP = 2, MODEL_SLOT_DOWN = 3, MODEL_N_SLOTS = 4 };
 typedef struct {
+    /* A forward of N tokens starts: 1 when adapters apply, 0 when not, -1 on error. */
+    int (*begin_forward)(Model *m, int N);
+    /* y[:, slot columns] += adapters(x), x [N, in], y rows ldy apart; save = 1
+     * keeps what backward needs (training forward), 0 uses scratch only
+     * (cached decoding, after reserve_scratch). */
+    void (*forward)(Model *m, int layer, int slot, const float *x, float *y, int ldy, int N, int save);
+    /* Adds the adapters' gradients and dx += d(adapter)/dx given dy. */
+    void (*backward)(Model *m, int layer, int slot, const float *x, const float *dy, int ldy, float *dx, int N);
+    int (*reserve_scratch)(Model *m, int N);
+    int (*inference_active)(const Model *m); /* adapters apply to an inference forward */
+    int (*backward_active)(const Model *m);  /* the last begin_forward applied them */
+    int (*lowest_layer)(const Model *m);     /* lowest layer with a trainable adapter; n_layers if none */
+    void (*free)(Model *m);
+} ModelAdapterOps;
+
+struct Model {
     ModelConfig cfg;
     const Backend *be;
     ParamInfo *info;
@@ -157,7 +178,8 @@ typedef struct {
     size_t n_qbytes;
     LayerQuant *qw;       /* [n_layers] views into qparams */
     ModelLora *lora;      /* NULL when no adapters are attached */
-} Model;
+    const ModelAdapterOps *adapter; /* the adapters' hooks; NULL when none */
+};
 
 /* 1 when model_forward accepts batches with seq_prefix on m's backend. */
 int model_shares_prefixes(const Model *m);

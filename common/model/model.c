@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora.h"
 #include "rng.h"
 #include "util.h"
 
@@ -470,7 +469,7 @@ void model_free(Model *m) {
         m->be->free(m->acts->inv_freq);
         free(m->acts);
     }
-    lora_free(m);
+    if (m->adapter) m->adapter->free(m);
     if (m->params) m->be->free(m->params);
     if (m->qparams) m->be->free(m->qparams);
     if (m->grads) m->be->free(m->grads);
@@ -786,7 +785,7 @@ int model_forward(Model *m, const Batch *b) {
     size_t d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim, n = N;
     int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
-    int lora = lora_begin_forward(m, N);
+    int lora = m->adapter ? m->adapter->begin_forward(m, N) : 0;
     if (lora < 0) return -1;
     be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
     size_t S = (size_t)a->stored; /* layer slots: l % S; residual slots: l % (S + 1) */
@@ -802,7 +801,7 @@ int model_forward(Model *m, const Batch *b) {
         /* attention block: mid = in + o(attn(norm(in))) */
         norm_forward(m, norm1, a->stats1 + k * 2 * n, in, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
-        if (lora) lora_forward(m, l, LORA_SLOT_QKV, norm1, qkv, (int)q, N, 1);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
         if (a->seq_prefix)
             be->attention_forward_prefixed(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs,
@@ -810,17 +809,17 @@ int model_forward(Model *m, const Batch *b) {
         else
             be->attention_forward(attn, a->lse + k * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
         model_linear_forward(m, a->dtmp, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
-        if (lora) lora_forward(m, l, LORA_SLOT_O, attn, a->dtmp, c->dim, N, 1);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, attn, a->dtmp, c->dim, N, 1);
         be->add(mid, in, a->dtmp, n * d);
         /* MLP block: out = mid + down(act(up(norm(mid)))) */
         norm_forward(m, norm2, a->stats2 + k * 2 * n, mid, w->norm2_w, w->norm2_b, N);
         model_linear_forward(m, up, norm2, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up, w->b_up,
                              N, c->dim, (int)u);
-        if (lora) lora_forward(m, l, LORA_SLOT_UP, norm2, up, (int)u, N, 1);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_UP, norm2, up, (int)u, N, 1);
         if (c->arch == ARCH_LLAMA) be->swiglu_forward(act, up, N, c->ffn_dim);
         else be->gelu_forward(act, up, n * F);
         model_linear_forward(m, a->dtmp, act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
-        if (lora) lora_forward(m, l, LORA_SLOT_DOWN, act, a->dtmp, c->dim, N, 1);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, act, a->dtmp, c->dim, N, 1);
         be->add(out, mid, a->dtmp, n * d);
     }
     norm_forward(m, a->normf, a->statsf, a->resid + (c->n_layers % (S + 1)) * n * d, m->w.normf_w, m->w.normf_b, N);
@@ -922,7 +921,7 @@ int model_values(Model *m, float *values) {
 static int lowest_trainable_layer(const Model *m) {
     const ModelConfig *c = &m->cfg;
     if (m->g.wte || m->g.wpe) return -1;
-    int lora = lora_lowest_layer(m); /* n_layers when no adapter trains */
+    int lora = m->adapter ? m->adapter->lowest_layer(m) : c->n_layers; /* n_layers when no adapter trains */
     for (int l = 0; l < c->n_layers && l < lora; l++) {
         const LayerTensors *g = &m->g.layers[l];
         const float *const *p = (const float *const *)g;
@@ -994,7 +993,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     }
 
     int stop = lowest_trainable_layer(m);
-    int lora = lora_backward_active(m);
+    int lora = m->adapter && m->adapter->backward_active(m);
     if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return 0;
     be->zero(a->dresid, n * d * sizeof(float));
     norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
@@ -1009,7 +1008,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         /* MLP block; dresid holds d(out) */
         be->matmul_backward_weight(g->w_down, g->b_down, a->dresid, c->dim, act, N, c->ffn_dim, c->dim);
         model_linear_backward_input(m, a->dact, a->dresid, w->w_down, qw->down, qw->t_down, N, c->ffn_dim, c->dim, 0);
-        if (lora) lora_backward(m, l, LORA_SLOT_DOWN, act, a->dresid, c->dim, a->dact, N);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_DOWN, act, a->dresid, c->dim, a->dact, N);
         if (c->arch == ARCH_LLAMA) {
             be->swiglu_backward(a->dup, a->dact, up, N, c->ffn_dim);
             float *dw[2] = {g->w_gate, g->w_up};
@@ -1021,12 +1020,12 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         }
         model_linear_backward_input(m, a->dtmp, a->dup, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
                                     N, c->dim, (int)u, 0);
-        if (lora) lora_backward(m, l, LORA_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, N);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, N);
         norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N);
         /* attention block; dresid now holds d(mid) */
         be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, N, (int)ao, c->dim);
         model_linear_backward_input(m, a->dattn, a->dresid, w->wo, qw->o, qw->t_o, N, (int)ao, c->dim, 0);
-        if (lora) lora_backward(m, l, LORA_SLOT_O, attn, a->dresid, c->dim, a->dattn, N);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, a->dresid, c->dim, a->dattn, N);
         if (a->seq_prefix)
             be->attention_backward_prefixed(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                             a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd);
@@ -1040,7 +1039,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         int has_bias = w->bq != NULL;
         fused_weight_grads(m, dw, has_bias ? db : NULL, rows, 3, a->dqkv, (int)q, norm1, N, c->dim);
         model_linear_backward_input(m, a->dtmp, a->dqkv, w->wq, qw->qkv, qw->t_qkv, N, c->dim, (int)q, 0);
-        if (lora) lora_backward(m, l, LORA_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, N);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, N);
         norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
     }
     if (stop < 0) be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "model_config_json.h"
+#include "chat_template.h"
 #include "util.h"
 
 #define HF_MAX_SHARDS 1024
@@ -176,7 +177,7 @@ int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) {
     if (file_exists(path) && !(out->extras.tokenizer_json = align_read_file(path, &len))) goto done;
     out->extras.chat_template_jinja = read_chat_template(dir);
     if (out->extras.chat_template_jinja) {
-        const char *name = model_detect_chat_template(out->extras.chat_template_jinja);
+        const char *name = chat_template_detect_name(out->extras.chat_template_jinja);
         if (name && ckpt_extras_set(&out->extras.chat_template, name)) goto done;
     }
     rc = 0;

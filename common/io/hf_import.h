@@ -11,7 +11,7 @@
 #ifndef ALIGN_HF_IMPORT_H
 #define ALIGN_HF_IMPORT_H
 
-#include "model_load.h"
+#include "model_bundle.h"
 
 int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out);
 

@@ -4,8 +4,6 @@
  * magic, or a safetensors header). */
 #include "model_load.h"
 
-#include "chat_template.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,19 +12,12 @@
 #include "gguf.h"
 #include "hf_export.h"
 #include "hf_import.h"
+#include "lora.h"
 #include "util.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-void model_bundle_free(ModelBundle *b) {
-    if (!b) return;
-    model_free(b->model);
-    if (b->tok) tok_free(b->tok);
-    ckpt_extras_free(&b->extras);
-    memset(b, 0, sizeof *b);
 }
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out) {
@@ -67,40 +58,18 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
     return 0;
 }
 
-int model_load(const char *path, const Backend *be, Model **model, Tokenizer **tok,
-               char **chat_template) {
-    ModelBundle b;
-    if (model_load_any(path, be, tok ? MODEL_LOAD_TOKENIZER : 0, &b) != 0) return -1;
-    *model = b.model;
-    b.model = NULL;
-    if (tok) {
-        *tok = b.tok;
-        b.tok = NULL;
-    }
-    if (chat_template) {
-        *chat_template = b.extras.chat_template;
-        b.extras.chat_template = NULL;
-    }
-    model_bundle_free(&b);
-    return 0;
-}
-
 int model_save_any(const char *path, ModelBundle *b) {
     if (ends_with(path, ".ckpt")) return ckpt_save(path, b->model, &b->extras);
     if (ends_with(path, ".gguf")) return align_errorf("%s: writing GGUF is not supported", path);
     return hf_export_dir(path, b->model, &b->extras);
 }
 
-/* ------------------------------------------------------------------ templates */
-
-/* One source of truth for templates: chat_template.c. */
-const char *model_detect_chat_template(const char *jinja) {
-    ChatTemplate t;
-    if (!jinja || chat_template_detect(jinja, &t) != CHAT_DETECT_MATCHED) return NULL;
-    return chat_template_name(t);
-}
-
-const char *model_chat_template_jinja(const char *name) {
-    if (!name || !strcmp(name, "none")) return NULL;
-    return chat_template_jinja(name);
+int model_save_merged(const char *path, ModelBundle *b) {
+    Model *e = model_export_copy(b->model);
+    if (!e) return -1;
+    ModelBundle tmp = *b;
+    tmp.model = e;
+    int rc = model_save_any(path, &tmp);
+    model_free(e);
+    return rc;
 }

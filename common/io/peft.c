@@ -240,13 +240,3 @@ int peft_adapter_from_extras(Model *m, CkptExtras *e) {
     e->n_tensors = k;
     return restored;
 }
-
-int peft_save_merged(const char *path, ModelBundle *b) {
-    Model *e = model_export_copy(b->model);
-    if (!e) return -1;
-    ModelBundle tmp = *b;
-    tmp.model = e;
-    int rc = model_save_any(path, &tmp);
-    model_free(e);
-    return rc;
-}

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ cursor */
@@ -669,7 +670,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     const char *ct = gguf_get_str(&f, "tokenizer.chat_template");
     if (ct) {
         if (ckpt_extras_set(&out->extras.chat_template_jinja, ct)) goto done;
-        const char *name = model_detect_chat_template(ct);
+        const char *name = chat_template_detect_name(ct);
         if (name && ckpt_extras_set(&out->extras.chat_template, name)) goto done;
     }
     rc = 0;

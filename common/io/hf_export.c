@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "model_config_json.h"
+#include "chat_template.h"
 #include "util.h"
 
 /* Write text to dir/name through a temporary file and a rename. */
@@ -70,7 +71,7 @@ static char *tokenizer_config_json(const ModelConfig *c, const CkptExtras *x) {
     cJSON_AddNumberToObject(r, "model_max_length", c->max_seq_len > 0 ? c->max_seq_len : 2048);
     cJSON_AddFalseToObject(r, "clean_up_tokenization_spaces");
     const char *jinja = x ? x->chat_template_jinja : NULL;
-    if (!jinja && x && x->chat_template) jinja = model_chat_template_jinja(x->chat_template);
+    if (!jinja && x && x->chat_template) jinja = chat_template_export_jinja(x->chat_template);
     if (jinja) cJSON_AddStringToObject(r, "chat_template", jinja);
     char *s = cJSON_Print(r);
     cJSON_Delete(r);

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 extern "C" {
-#include "../util.h"
+#include "util.h"
 }
 #include "backend_cuda.h"
 

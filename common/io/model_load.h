@@ -1,0 +1,27 @@
+/* model_load: open any model path the programs accept, and save to any.
+ *
+ * A path is a .ckpt (ckpt_load), a .gguf (gguf_import) or a directory
+ * holding a Hugging Face model (hf_import_dir). Every program calls
+ * model_load_any, so --model, --policy, --ref and --reward accept all three.
+ * The result is a ModelBundle: the model plus what travels with it (tokenizer
+ * text, chat template name and Jinja source, training state and extra
+ * tensors from a .ckpt). model_save_any writes a .ckpt, or exports a Hugging
+ * Face directory for any other path. */
+#ifndef ALIGN_MODEL_LOAD_H
+#define ALIGN_MODEL_LOAD_H
+
+#include "model_bundle.h"
+
+enum {
+    MODEL_LOAD_TOKENIZER = 1, /* also build bundle->tok (an error when the model has none) */
+};
+
+int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out);
+
+/* path ending in .ckpt: checkpoint; anything else: HF export directory. */
+int model_save_any(const char *path, ModelBundle *b);
+/* The same for a model with LoRA adapters or a quantised base: what it
+ * computes now, as a plain fp32 model (adapters merged, base dequantised). */
+int model_save_merged(const char *path, ModelBundle *b);
+
+#endif
