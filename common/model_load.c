@@ -67,24 +67,6 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
     return 0;
 }
 
-int model_load(const char *path, const Backend *be, Model **model, Tokenizer **tok,
-               char **chat_template) {
-    ModelBundle b;
-    if (model_load_any(path, be, tok ? MODEL_LOAD_TOKENIZER : 0, &b) != 0) return -1;
-    *model = b.model;
-    b.model = NULL;
-    if (tok) {
-        *tok = b.tok;
-        b.tok = NULL;
-    }
-    if (chat_template) {
-        *chat_template = b.extras.chat_template;
-        b.extras.chat_template = NULL;
-    }
-    model_bundle_free(&b);
-    return 0;
-}
-
 int model_save_any(const char *path, ModelBundle *b) {
     if (ends_with(path, ".ckpt")) return ckpt_save(path, b->model, &b->extras);
     if (ends_with(path, ".gguf")) return align_errorf("%s: writing GGUF is not supported", path);

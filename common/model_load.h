@@ -25,10 +25,6 @@ enum {
 };
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out);
-/* Convenience: model, tokenizer (may be NULL to skip) and chat template name
- * (malloc'd, NULL when unknown; may be NULL to skip). */
-int model_load(const char *path, const Backend *be, Model **model, Tokenizer **tok,
-               char **chat_template);
 void model_bundle_free(ModelBundle *b);
 
 /* path ending in .ckpt: checkpoint; anything else: HF export directory. */
