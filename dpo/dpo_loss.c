@@ -23,8 +23,6 @@ int dpo_loss_parse(const char *name, DpoLossType *out) {
     return align_errorf("--loss %s: expected sigmoid, robust, hinge, ipo, simpo or orpo", name);
 }
 
-const char *dpo_loss_name(DpoLossType t) { return t >= 0 && t < DPO_LOSS_COUNT ? NAMES[t] : "?"; }
-
 int dpo_loss_reference_free(DpoLossType t) { return t == DPO_SIMPO || t == DPO_ORPO; }
 
 /* log(sigmoid(x)) without overflow, and its derivative sigmoid(-x). */

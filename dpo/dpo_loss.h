@@ -51,7 +51,6 @@ typedef struct {
 void dpo_loss_defaults(DpoLossConfig *c);
 /* "sigmoid" | "robust" | "hinge" | "ipo" | "simpo" | "orpo" */
 int dpo_loss_parse(const char *name, DpoLossType *out);
-const char *dpo_loss_name(DpoLossType t);
 /* 1 when the loss uses no reference model. */
 int dpo_loss_reference_free(DpoLossType t);
 void dpo_pair_loss(const DpoLossConfig *c, const DpoPair *p, DpoPairResult *out);

@@ -9,10 +9,14 @@
  *     state and optimizer moments (Conv1D tensors really are stored [in,out]);
  *   - a flipped data byte, a truncated file, or a missing file is refused
  *     with an error naming the file;
- *   - HF export then import is bit-exact. */
+ *   - HF export then import is bit-exact;
+ *   - a save removes the temp files of its path left by dead processes (a
+ *     kill during a save), and keeps a live process's and other paths'. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -297,6 +301,41 @@ static void test_ckpt_round_trip(const ModelConfig *cfg, const char *what) {
     model_free(m);
 }
 
+static int exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void touch(const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (f) fputs("partial", f), fclose(f);
+}
+
+static void test_stale_temps(void) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0); /* reaped: its pid now names no process */
+    long dead = (long)child, live = (long)getppid();
+    char path[512], stale[600], stale2[600], alive[600], other[600], odd[600];
+    snprintf(path, sizeof path, "%s/stale.ckpt", tmpdir);
+    snprintf(stale, sizeof stale, "%s.tmp.%ld.0", path, dead);
+    snprintf(stale2, sizeof stale2, "%s.tmp.%ld.17", path, dead);
+    snprintf(alive, sizeof alive, "%s.tmp.%ld.0", path, live);
+    snprintf(other, sizeof other, "%s/other.ckpt.tmp.%ld.0", tmpdir, dead);
+    snprintf(odd, sizeof odd, "%s.tmp.%ld.0.keep", path, dead);
+    const char *all[] = {stale, stale2, alive, other, odd};
+    for (int i = 0; i < 5; i++) touch(all[i]);
+    ModelConfig c;
+    tiny_gpt2(&c);
+    Model *m = model_create(&c, &backend_cpu);
+    model_init_random(m, 5);
+    CHECK(ckpt_save(path, m, NULL) == 0, "save: %s", align_error());
+    CHECK(!exists(stale) && !exists(stale2), "a dead process's temp files of the path are removed");
+    CHECK(exists(alive), "a live process's temp file is kept");
+    CHECK(exists(other) && exists(odd), "temp files of other paths (or other names) are kept");
+    model_free(m);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/align_test_ckpt_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -307,6 +346,7 @@ int main(void) {
     test_ckpt_round_trip(&c, "gpt2");
     tiny_llama(&c);
     test_ckpt_round_trip(&c, "llama");
+    test_stale_temps();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

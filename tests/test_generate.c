@@ -76,7 +76,7 @@ static void test_greedy_and_logprob(void) {
         CHECK(t == 1 || t == 3, "top_k 2 drew %d", t);
         CHECK_CLOSE(lp, 3.0 - log(sum), 0, 1e-6, "tempered draw reports the raw log-prob");
     }
-    float bad[3] = {0, NAN, 1};
+    float bad[7] = {0, NAN, 1, 0, 0, 0, 0}; /* the sampler reads V = 7 logits */
     c.top_k = 0;
     CHECK(sampler_sample(s, &c, bad, &r, NULL) < 0 && strstr(align_error(), "NaN"), "NaN logits are refused: %s", align_error());
     c.temperature = -1;

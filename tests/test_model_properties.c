@@ -9,6 +9,9 @@
  *    step, while trainable ones move;
  *  - a frozen model (which keeps one layer's activations instead of all)
  *    gives bit-identical log-probs and values to the same weights trainable;
+ *    thawed after such a forward, its backward is refused when it needs the
+ *    layers' activations, and for the value head alone gives the gradient
+ *    of a fresh forward;
  *  - LR schedules: the values transformers' get_*_schedule_with_warmup
  *    gives (hand-computed here).
  *  - shared prefixes: preference pairs packed with each prompt computed
@@ -289,6 +292,43 @@ static void test_frozen_forward_only(ModelArch arch) {
     model_free(train), model_free(frozen);
 }
 
+static void test_thawed_after_frozen_forward(void) {
+    ModelConfig c;
+    Model *m = tiny_model(ARCH_LLAMA, 31, &c);
+    Rng r;
+    rng_seed(&r, 32);
+    int32_t tokens[20], targets[20], starts[3] = {0, 8, 20};
+    random_tokens(&r, tokens, 20, c.vocab_size);
+    Batch b = {.n_tokens = 20, .n_seqs = 2, .tokens = tokens, .seq_start = starts};
+    batch_next_token_targets(&b, targets);
+    float logp[20], dlogp[20], v[20], dv[20];
+    for (int i = 0; i < 20; i++) dlogp[i] = targets[i] >= 0 ? -1.0f : 0.0f, dv[i] = (float)(i % 3) - 1.0f;
+
+    model_set_trainable(m, "", 0);
+    CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, targets, logp) == 0, "frozen forward: %s", align_error());
+    model_set_trainable(m, "", 1);
+    CHECK(model_backward(m, dlogp, NULL) == -1 && strstr(align_error(), "kept no activations"),
+          "backward through the layers after a frozen forward refused: %s", align_error());
+    CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, targets, logp) == 0 && model_backward(m, dlogp, NULL) == 0,
+          "a new forward makes backward work again: %s", align_error());
+
+    /* The value head's gradient needs only the final hidden state, which
+     * even a frozen forward keeps. */
+    model_set_trainable(m, "", 0);
+    model_set_trainable(m, "score.weight", 1);
+    model_forward(m, &b), model_values(m, v);
+    float want[64], got[64];
+    CHECK(model_backward(m, NULL, dv) == 0, "value head backward after a stored-everything forward: %s", align_error());
+    memcpy(want, m->grads, c.dim * sizeof(float));
+    model_set_trainable(m, "", 0);
+    model_forward(m, &b), model_values(m, v);
+    model_set_trainable(m, "score.weight", 1);
+    CHECK(model_backward(m, NULL, dv) == 0, "value head backward after a frozen forward: %s", align_error());
+    memcpy(got, m->grads, c.dim * sizeof(float));
+    CHECK(!memcmp(want, got, c.dim * sizeof(float)), "the value head's gradient after a frozen forward differs");
+    model_free(m);
+}
+
 static void test_schedules(void) {
     OptimConfig c;
     optim_config_defaults(&c);
@@ -343,6 +383,7 @@ int main(void) {
     test_frozen();
     test_frozen_forward_only(ARCH_GPT2);
     test_frozen_forward_only(ARCH_LLAMA);
+    test_thawed_after_frozen_forward();
     test_schedules();
     test_bad_batches();
     return test_summary();

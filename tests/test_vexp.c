@@ -44,6 +44,11 @@ int main(void) {
     CHECK(isinf(vexp(INFINITY)) && isinf(vexp(100.0f)), "+inf above the range");
     CHECK(isnan(vexp(NAN)), "NaN stays NaN");
     CHECK(fabs(vexp(1.0f) - 2.718281828) < 3e-7, "exp(1)");
+    /* the vector path on the inputs the clamp exists for */
+    float sx[6] = {NAN, -NAN, INFINITY, -INFINITY, 3.4e38f, -3.4e38f}, sy[6];
+    vexp_array(sy, sx, 6);
+    CHECK(isnan(sy[0]) && isnan(sy[1]) && isinf(sy[2]) && sy[3] == 0.0f && isinf(sy[4]) && sy[5] == 0.0f,
+          "vectorized: NaN %g %g, inf %g, -inf %g, huge %g, -huge %g", sy[0], sy[1], sy[2], sy[3], sy[4], sy[5]);
     free(x), free(y);
     return test_summary();
 }

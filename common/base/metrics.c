@@ -38,15 +38,6 @@ double metrics_get(const Metrics *m, const char *key, double fallback) {
     return fallback;
 }
 
-void metrics_merge(Metrics *dst, const Metrics *src) {
-    for (int i = 0; i < src->n; i++) {
-        int j = slot(dst, src->key[i]);
-        if (j < 0) continue;
-        dst->sum[j] += src->sum[i];
-        dst->weight[j] += src->weight[i];
-    }
-}
-
 int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append) {
     memset(log, 0, sizeof *log);
     log->prog = prog;

@@ -25,8 +25,6 @@ void metrics_add(Metrics *m, const char *key, double value, double weight);
 void metrics_set(Metrics *m, const char *key, double value);
 /* Mean of key, or `fallback` when absent. */
 double metrics_get(const Metrics *m, const char *key, double fallback);
-/* Add every key of src into dst (sums and weights). */
-void metrics_merge(Metrics *dst, const Metrics *src);
 
 typedef struct {
     FILE *file;       /* NULL: no metrics file */

@@ -20,7 +20,10 @@
 
 static inline float vexp(float x) {
     const float hi = 88.3762626f, lo = -87.3365478f; /* n stays in [-126, 127] */
-    float c = x > hi ? hi : x < lo ? lo : x;
+    /* NaN fails both comparisons and leaves as hi, so n is always a small
+     * integer and the int conversion below is defined for every input */
+    float c = x < hi ? x : hi;
+    c = c > lo ? c : lo;
     /* n = round(c / ln2) via the 1.5 * 2^23 trick: exact for |n| < 2^22 */
     float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = c - n * 0.693359375f - n * -2.12194440e-4f; /* ln2 split in two: exact n * ln2_hi */
@@ -36,7 +39,7 @@ static inline float vexp(float x) {
     memcpy(&scale, &bits, sizeof scale);
     float y = p * scale;
     y = x < lo ? 0.0f : y;
-    return x > hi ? INFINITY : y;
+    return x <= hi ? y : x + INFINITY; /* +inf above the range, NaN stays NaN */
 }
 
 #endif

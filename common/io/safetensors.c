@@ -18,9 +18,11 @@
 #include "quant.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -500,7 +502,47 @@ static char *st_build_header(const StWriter *w, size_t *len_out) {
     return out;
 }
 
+/* The pid in a temp file name "<base>.tmp.PID.N" of ours, else 0. */
+static long temp_file_pid(const char *name, const char *base) {
+    size_t blen = strlen(base);
+    if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0) return 0;
+    const char *p = name + blen + 5;
+    long pid = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 10; p++, digits++) pid = pid * 10 + (*p - '0');
+    if (!digits || *p++ != '.' || !(*p >= '0' && *p <= '9')) return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    return *p || pid > INT32_MAX ? 0 : pid;
+}
+
+/* A process killed during a save (SIGKILL, the OOM killer) leaves its temp
+ * file behind, a whole checkpoint's size each time; repeated kills fill the
+ * disk. Before writing path again, remove its temp files whose writer is
+ * gone (kill(pid, 0) fails with ESRCH). A live pid keeps its file, be it a
+ * concurrent writer, a reused pid or another user's process (EPERM); so do
+ * our own, which may be a save in progress on another thread. A writer in
+ * another pid namespace sharing the directory would look dead: don't point
+ * containers with separate pid spaces at the same checkpoint path. Best
+ * effort: nothing here stops the save. */
+static void remove_stale_temps(const char *path) {
+    char *d = strdup(path), *b = strdup(path);
+    DIR *dp = d && b ? opendir(dirname(d)) : NULL;
+    if (dp) {
+        const char *base = basename(b);
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            long pid = temp_file_pid(e->d_name, base);
+            if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == -1 && errno == ESRCH)
+                unlinkat(dirfd(dp), e->d_name, 0);
+        }
+        closedir(dp);
+    }
+    free(d);
+    free(b);
+}
+
 int st_writer_save(StWriter *w, const char *path) {
+    remove_stale_temps(path);
     size_t hlen;
     char *hdr = st_build_header(w, &hlen);
     if (!hdr) return align_errorf("out of memory building the safetensors header for %s", path);

@@ -61,7 +61,8 @@ StWriter *st_writer_new(void);
 int st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const int64_t *shape,
                   const void *data);
 int st_writer_meta(StWriter *w, const char *key, const char *value);
-/* Atomic write (temp file, fsync, rename). */
+/* Atomic write (temp file "<path>.tmp.PID.N", fsync, rename). First removes
+ * the temp files of path left by writers that no longer run. */
 int st_writer_save(StWriter *w, const char *path);
 void st_writer_free(StWriter *w);
 

@@ -965,6 +965,14 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         if (model_ensure_grads(m)) return -1;
         model_zero_grad(m);
     }
+    /* A forward with nothing trainable kept one layer's activations (a->stored
+     * records that); the heads' gradients need none of them, anything below
+     * the final norm needs every layer's, so refuse rather than reuse the
+     * last layer's buffers for all of them. */
+    int stop = lowest_trainable_layer(m);
+    if (a->stored < c->n_layers && (stop < c->n_layers || m->g.normf_w || m->g.normf_b))
+        return align_errorf("the last forward kept no activations for backward: run the forward again after "
+                            "changing what is trainable");
     int N = a->n_tokens;
     size_t n = N, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim;
@@ -992,7 +1000,6 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         be->matmul_backward_input(a->dh, a->dact, m->w.score, N, c->dim, 1, 1);
     }
 
-    int stop = lowest_trainable_layer(m);
     int lora = m->adapter && m->adapter->backward_active(m);
     if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return 0;
     be->zero(a->dresid, n * d * sizeof(float));

@@ -248,7 +248,9 @@ int model_values(Model *m, float *values);
 
 /* Backpropagate d(loss)/d(logp) (from model_token_logprobs, rows without a
  * target are ignored) and/or d(loss)/d(values); either may be NULL. Adds into
- * m->grads. Host arrays of n_tokens floats. */
+ * m->grads. Host arrays of n_tokens floats. A forward run with nothing
+ * trainable keeps only one layer's activations: thawing tensors below the
+ * heads after it makes backward fail until the forward runs again. */
 int model_backward(Model *m, const float *dlogp, const float *dvalues);
 
 void model_zero_grad(Model *m);

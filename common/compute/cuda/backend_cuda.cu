@@ -103,8 +103,6 @@ int cuda_ok(void) {
     return g_inited && !g_failed;
 }
 
-cublasHandle_t cuda_cublas(void) { return g_cublas; }
-
 extern "C" int cuda_backend_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);

@@ -45,8 +45,6 @@ enum {
 /* A device buffer of at least `bytes` for this use; NULL (and failed) on OOM. */
 void *cuda_scratch(int slot, size_t bytes);
 
-cublasHandle_t cuda_cublas(void);
-
 /* Blocks for an elementwise grid-stride kernel over n items. */
 static inline unsigned cuda_grid_for(size_t n, int threads) {
     size_t b = (n + threads - 1) / threads;
