@@ -15,7 +15,7 @@
  * each update; with LoRA (lora_rank or lora_adapter in setup) the worker
  * attaches the same adapters to the base it loaded itself from the same
  * --policy file, and the policy sends the adapters alone ("weights_raw",
- * ppo/ppo_sync.h). Either way the floats arrive as one raw frame and are
+ * common/net/ppo_sync.h). Either way the floats arrive as one raw frame and are
  * copied once, from ZeroMQ's buffer into the model, after the header has
  * been checked against this model. A restarted worker is set up again
  * (loading the base) and then gets the current weights before it generates.

@@ -1,5 +1,5 @@
 /* test_ppo_sync: the weights the PPO policy pushes to its rollout workers
- * (ppo/ppo_sync.h, docs/PROTOCOL.md "weights_raw"), through a real worker
+ * (common/net/ppo_sync.h, docs/PROTOCOL.md "weights_raw"), through a real worker
  * socket (ppo_service on ipc:// in a temp dir) where the framing matters.
  *
  * Models: tiny Llama-shaped (vocab 64, dim 32, 2 layers), random weights.

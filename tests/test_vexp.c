@@ -1,4 +1,4 @@
-/* vexp (common/vexp.h) against double-precision exp: within 2 ulp of the
+/* vexp (common/base/vexp.h) against double-precision exp: within 2 ulp of the
  * correctly rounded result over [-87.3, 88.3] on a dense sweep and random
  * points, 0 below, +inf above, NaN kept; the vectorized loop (as the
  * softmax kernels run it) gives the same values as one-at-a-time calls. */

@@ -1,4 +1,4 @@
-/* The message layer (common/wire.h): what a builder writes a parser reads
+/* The message layer (common/net/wire.h): what a builder writes a parser reads
  * back exactly (every dtype, shapes, strings, string arrays, unaligned
  * bins); and every kind of malformed or hostile input is refused with a
  * sentence, without large allocations: truncation, trailing bytes, a

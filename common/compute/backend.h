@@ -131,7 +131,7 @@ typedef struct Backend {
                   float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float grad_scale);
 
-    /* ---- LoRA and quantised weights (common/lora.h, common/quant.h) ----
+    /* ---- LoRA and quantised weights (common/model/lora.h, common/compute/quant.h) ----
      * A plain strided GEMM, row-major: C[M,N] (ldc) = alpha * op(A) op(B)
      * + beta * C, op(X) = X^T when transX. A is [M,K] (or [K,M] when
      * transposed) with leading dimension lda; B likewise [K,N] / [N,K].

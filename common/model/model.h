@@ -31,11 +31,11 @@
  * sequence boundary, which is the block-diagonal causal mask of packing with
  * no padding at all, so no compute is spent on padding.
  *
- * PEFT (common/lora.h): LoRA adapters are ordinary tensors appended to the
+ * PEFT (common/model/lora.h): LoRA adapters are ordinary tensors appended to the
  * table (PEFT names, `base_model.model.<module>.lora_A.weight`), so AdamW,
  * clipping, checkpoints and resume treat them like any parameter; the base
  * is frozen. Linear weights of the layers may instead be stored quantised
- * (common/quant.h: ParamInfo.qtype != QUANT_NONE): their blocks live in
+ * (common/compute/quant.h: ParamInfo.qtype != QUANT_NONE): their blocks live in
  * Model.qparams, they take no room in params, get no gradient, and every
  * matmul on them goes through the backend's *_q ops. Embeddings, norms,
  * biases and the heads always stay fp32.

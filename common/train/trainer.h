@@ -33,7 +33,7 @@ typedef struct {
     int max_length;
     const char *chat_template;
     int skip_bad;
-    /* PEFT (common/lora.h, common/peft.h, common/quant.h) */
+    /* PEFT (common/model/lora.h, common/io/peft.h, common/compute/quant.h) */
     int lora_rank;              /* 0 = full fine-tuning */
     float lora_alpha, lora_dropout;
     const char *lora_targets;   /* comma list; default every attention and MLP projection */

@@ -1,4 +1,4 @@
-/* fuzz_dataset: libFuzzer target for dataset records (common/dataset.c).
+/* fuzz_dataset: libFuzzer target for dataset records (common/text/dataset.c).
  *
  * The input is the text of ONE JSONL record. It goes through
  * ds_parse_record for every DsKind (preference, SFT, prompt-only) and every

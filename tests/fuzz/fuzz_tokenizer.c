@@ -1,5 +1,5 @@
 /* fuzz_tokenizer: libFuzzer target for tokenizer.json loading
- * (tok_load_hf_json in common/tokenizer.c).
+ * (tok_load_hf_json in common/text/tokenizer.c).
  *
  * The input is the text of a tokenizer.json. When it loads, a fixed string
  * (ASCII, digits, contractions, whitespace runs, Chinese, emoji, a special

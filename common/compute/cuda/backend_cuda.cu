@@ -355,7 +355,7 @@ static void cu_dropout(float *out, const float *inp, size_t n, float p, uint64_t
     LAUNCH_CHECK("dropout_kernel");
 }
 
-/* One thread per 32-element block: ggml Q4_0 / Q4_1 / Q8_0 (common/quant.h). */
+/* One thread per 32-element block: ggml Q4_0 / Q4_1 / Q8_0 (common/compute/quant.h). */
 __global__ void dequant_kernel(float *out, const uint8_t *q, int qtype, size_t n_blocks) {
     for (size_t b = blockIdx.x * (size_t)blockDim.x + threadIdx.x; b < n_blocks; b += (size_t)gridDim.x * blockDim.x) {
         float *o = out + b * 32;

@@ -1,6 +1,6 @@
 /* backend_cuda: the CUDA implementation of the Backend interface.
  *
- * Every op keeps the CPU backend's semantics (common/ops_cpu.c is the
+ * Every op keeps the CPU backend's semantics (common/compute/cpu/ops_cpu.c is the
  * oracle) with fp32 buffers at the interface: parameters, gradients, AdamW
  * moments and activations are fp32 in device memory. Matrix products run on
  * the tensor cores with bf16 operands and fp32 accumulation by default (see
