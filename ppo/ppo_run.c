@@ -40,9 +40,16 @@
  * checkpoint to --resume from. ppo_run itself killed: --resume the newest
  * checkpoint; the prompt stream, the sampling seeds, the minibatch orders,
  * the KL coefficient and the running score moments all continue as in an
- * unbroken run. */
+ * unbroken run. Ctrl-C or SIGTERM: ppo_run finishes the iteration, saves
+ * the checkpoint to resume from and exits 130; the workers it starts live
+ * in their own process groups, so a terminal's Ctrl-C reaches ppo_run
+ * alone. Their sockets are in /tmp/ppo_run.<pid>.XXXXXX; a run killed with
+ * SIGKILL leaves its folder, which the next start removes once that pid is
+ * gone. A send to a worker waits at most --dead-after pings' time, then the
+ * worker counts as dead. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -113,6 +120,7 @@ static struct {
     double startup_s;
     const char *reward_model;
     int max_restarts;
+    int send_timeout_ms;
     int64_t weights_version;
     size_t sync_bytes; /* payload per rollout worker in the last sync */
     char last_ckpt[PATH_MAX];
@@ -174,6 +182,10 @@ static void spawn(Peer *p) {
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* ppo_run killed: its workers go too */
         if (getppid() != parent) _exit(1);
+        /* Out of the terminal's process group: Ctrl-C (SIGINT to the whole
+         * group) is ppo_run's to handle, by saving and stopping its workers
+         * itself; a worker killed by it would lose the run. */
+        setpgid(0, 0);
         dup2(2, 1);
         if (p->role == ROLE_REWARD)
             execl(prog, prog, "--model", G.reward_model, "--bind", p->ep, "--batch-wait-ms", "1", "--max-message-mb",
@@ -183,6 +195,7 @@ static void spawn(Peer *p) {
         fprintf(stderr, PROG ": cannot run %s: %s\n", prog, strerror(errno));
         _exit(127);
     }
+    setpgid(pid, pid); /* also here, so no Ctrl-C reaches it before it runs */
     p->pid = pid;
     fprintf(stderr, PROG ": started %s (pid %d) on %s\n", p->name, (int)pid, p->ep);
 }
@@ -192,6 +205,7 @@ static void peer_connect(Peer *p) {
     p->sock = zmq_socket(G.ctx, ZMQ_DEALER);
     int linger = 0, ivl = 50;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &G.send_timeout_ms, sizeof G.send_timeout_ms);
     zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     if (zmq_connect(p->sock, p->ep)) die("cannot connect to %s at %s: %s", p->name, p->ep, zmq_strerror(errno));
     p->born = p->last_seen = p->last_ping = align_now();
@@ -232,7 +246,13 @@ static void call_free(Call *c) {
     memset(c, 0, sizeof *c);
 }
 
-static int send_raw(Peer *p, const void *body, size_t len) { return wire_send(p->sock, NULL, body, len, 0); }
+/* A send waits at most --dead-after pings' time (ZMQ_SNDTIMEO): a peer that
+ * takes nothing in is dead, not a reason to hang the run. */
+static int send_raw(Peer *p, const void *body, size_t len) {
+    if (!wire_send(p->sock, NULL, body, len, 0)) return 0;
+    if (errno == EAGAIN) return align_errorf("it took no message within %d ms", G.send_timeout_ms);
+    return -1;
+}
 
 static void send_ping(Peer *p) {
     WireWriter *w = wire_writer_new("ping");
@@ -344,6 +364,21 @@ static int pick_rollout(void) {
     return -1;
 }
 
+/* Peer i is dead (why): recover it and send its calls again (to another
+ * rollout worker when it was dropped). 0, or -1 when the calls cannot go
+ * on. */
+static int peer_dead(Call *calls, int n, int i, const char *why, int recovering) {
+    if (recovering) return align_errorf("%s died again while being set up: %s", G.peer[i].name, why);
+    int usable = recover(i, why) == 0;
+    for (int j = 0; j < n; j++)
+        if (!calls[j].done && calls[j].peer == i) {
+            calls[j].sent = 0;
+            if (!usable) calls[j].peer = pick_rollout();
+            if (calls[j].peer < 0) return align_errorf("no rollout worker left");
+        }
+    return 0;
+}
+
 /* Send every call, wait for every reply, keep workers under watch. An
  * "error" reply fails the whole set (-1 with the worker's sentence). */
 static int run_calls(Call *calls, int n, int recovering) {
@@ -365,7 +400,12 @@ static int run_calls(Call *calls, int n, int recovering) {
                     if (wire_finish(c->w, &c->body, &c->len)) return -1;
                     c->w = NULL;
                 }
-                if (send_raw(&G.peer[c->peer], c->body, c->len)) return -1;
+                if (send_raw(&G.peer[c->peer], c->body, c->len)) {
+                    char why[200];
+                    snprintf(why, sizeof why, "%s", align_error());
+                    if (peer_dead(calls, n, c->peer, why, recovering)) return -1;
+                    continue; /* sent again on the next pass */
+                }
                 c->sent = 1;
                 c->t_sent = align_now();
             }
@@ -464,14 +504,7 @@ static int run_calls(Call *calls, int n, int recovering) {
                 why = buf;
             }
             if (why) {
-                if (recovering) return align_errorf("%s died again while being set up: %s", p->name, why);
-                int usable = recover(i, why) == 0;
-                for (int j = 0; j < n; j++)
-                    if (!calls[j].done && calls[j].peer == i) {
-                        calls[j].sent = 0;
-                        if (!usable) calls[j].peer = pick_rollout();
-                        if (calls[j].peer < 0) return align_errorf("no rollout worker left");
-                    }
+                if (peer_dead(calls, n, i, why, recovering)) return -1;
                 continue;
             }
             if (now - p->last_ping >= G.heartbeat_s) send_ping(p);
@@ -613,6 +646,35 @@ static void sync_rollouts(void) {
         call_free(&c);
         return;
     }
+}
+
+/* Socket folders are /tmp/ppo_run.<pid>.XXXXXX. A run killed with SIGKILL
+ * cannot remove its own, so each start removes the ones (of this user)
+ * whose run no longer exists; a live run's folder, or one whose pid now
+ * belongs to another process, is left alone. */
+static void remove_stale_socket_dirs(void) {
+    DIR *d = opendir("/tmp");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = 0;
+        int n = 0;
+        if (sscanf(e->d_name, "ppo_run.%ld.%n", &pid, &n) != 1 || n == 0 || pid <= 0 || strlen(e->d_name + n) != 6)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (EPERM: another user's process) */
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "/tmp/%s", e->d_name);
+        struct stat st;
+        if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+        DIR *sd = opendir(path);
+        if (!sd) continue;
+        struct dirent *f;
+        while ((f = readdir(sd)))
+            if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) unlinkat(dirfd(sd), f->d_name, 0);
+        closedir(sd);
+        if (!rmdir(path)) fprintf(stderr, PROG ": removed %s, left by run %ld, which no longer exists\n", path, pid);
+    }
+    closedir(d);
 }
 
 /* ------------------------------------------------------------ main */
@@ -783,6 +845,9 @@ int main(int argc, char **argv) {
     G.max_restarts = max_restarts;
     G.reward_model = reward_path;
     G.weights_version = -1;
+    /* a peer that has not taken a message in as long as a silent one may
+     * stay alive is treated as dead (at least a second) */
+    G.send_timeout_ms = dead_after * heartbeat_ms > 1000 ? dead_after * heartbeat_ms : 1000;
     /* Several processes share the cores, each idle most of the time: OpenMP
      * threads that spin-wait after a parallel region starve the one process
      * that has work (100x slower on 2 cores). Workers block instead, unless
@@ -793,7 +858,8 @@ int main(int argc, char **argv) {
     if (len <= 0) die("cannot find my own binary (/proc/self/exe)");
     G.bin_dir[len] = 0;
     *strrchr(G.bin_dir, '/') = 0;
-    snprintf(G.tmpdir, sizeof G.tmpdir, "/tmp/ppo_run.XXXXXX");
+    remove_stale_socket_dirs();
+    snprintf(G.tmpdir, sizeof G.tmpdir, "/tmp/ppo_run.%d.XXXXXX", (int)getpid());
     if (!mkdtemp(G.tmpdir)) die("cannot make a temp dir: %s", strerror(errno));
     chmod(G.tmpdir, 0700);
     struct sigaction sa = {0};
