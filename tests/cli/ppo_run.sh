@@ -18,7 +18,8 @@
 #    process is left behind;
 #  - a reward_server started by hand is used through --reward-connect (with
 #    --advantage rloo: no critic);
-#  - bad usage gets one clear error.
+#  - bad usage gets one clear error; out-of-range numbers are refused before
+#    anything starts.
 # Every run is bounded by `timeout`.
 set -u
 BIN=$1
@@ -142,6 +143,27 @@ check "Ctrl-C: no worker left behind" "[ \$(grep -c 'started' $T/c.err) -eq 4 ] 
 check "no reward model: exit 1 with a sentence" "[ $? -eq 1 ] && grep -q 'reward' $T/e1.err"
 "$BIN/ppo_run" "${common[@]}" --advantage rloo --n 1 --out "$T/x.ckpt" 2>"$T/e2.err"
 check "rloo with --n 1 refused" "[ $? -eq 1 ] && grep -q 'n 2 or more' $T/e2.err"
+# numbers out of range: the parser refuses them (exit 2, the flag named) before anything starts
+for bad in "kl-coef -0.1" "cliprange 1" "cliprange-value -1" "gamma 1.5" "lam -0.5" "kl-horizon 0" "top-p 1.5" \
+           "temperature -1" "top-k -1" "n 0" "max-new-tokens 0" "ppo-epochs 0" "minibatch-size -1" "rollout-workers 0" \
+           "heartbeat-ms 0" "dead-after 0" "startup-timeout 0" "max-restarts -1" "score-clip -1" "vf-coef -1" \
+           "missing-eos-penalty -1" "critic-lr -1" "kl-loss-coef -1" "kl-target -1" "max-prompt-length -1"; do
+    set -- $bad
+    "$BIN/ppo_run" "${common[@]}" --out "$T/x.ckpt" --$1 $2 2>"$T/e3.err"
+    check "--$1 $2 refused" "[ $? -eq 2 ] && grep -q -- '--$1' $T/e3.err && ! grep -q started $T/e3.err"
+done
+# and what a flag's check cannot say
+for bad in "cliprange 0" "top-p 0" "rollout-workers 65"; do
+    set -- $bad
+    "$BIN/ppo_run" "${common[@]}" --out "$T/x.ckpt" --$1 $2 2>"$T/e3.err"
+    check "--$1 $2 refused" "[ $? -eq 1 ] && grep -q -- '--$1 $2' $T/e3.err && ! grep -q started $T/e3.err"
+done
+for w in ppo_policy ppo_ref rollout_worker; do
+    "$BIN/$w" 2>"$T/e4.err"
+    check "$w without --bind refused" "[ $? -eq 1 ] && grep -q -- '--bind is required' $T/e4.err"
+done
+"$BIN/ppo_ref" --bind "ipc://$T/never.sock" --max-batch-tokens 0 2>"$T/e4.err"
+check "ppo_ref --max-batch-tokens 0 refused" "[ $? -eq 2 ] && grep -q -- '--max-batch-tokens' $T/e4.err"
 
 echo "ppo_run: $pass passed, $fail failed"
 [ $fail -eq 0 ]
