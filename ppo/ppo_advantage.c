@@ -3,7 +3,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "ppo_reward.h"
 #include "util.h"
 
 int ppo_gae(const PpoSeqs *s, const float *rewards, const float *values, double gamma, double lam, float *adv,
@@ -21,17 +20,6 @@ int ppo_gae(const PpoSeqs *s, const float *rewards, const float *values, double 
         }
     }
     return 0;
-}
-
-void ppo_whiten(float *x, int n, int shift_mean) {
-    if (n <= 0) return;
-    double mean = 0, var = 0;
-    for (int i = 0; i < n; i++) mean += x[i];
-    mean /= n;
-    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    var = n > 1 ? var / (n - 1) : 0.0; /* unbiased; torch would give NaN for n = 1 */
-    double rs = 1.0 / sqrt(var + 1e-8);
-    for (int i = 0; i < n; i++) x[i] = (float)((x[i] - mean) * rs + (shift_mean ? 0.0 : mean));
 }
 
 void ppo_returns_to_go(const PpoSeqs *s, const float *rewards, double gamma, float *ret) {

@@ -30,18 +30,12 @@
 #define ALIGN_PPO_ADVANTAGE_H
 
 #include "ppo_config.h"
+#include "ppo_reward.h" /* advantages are computed from rewards: the dependency runs this way only */
 
 /* GAE over each completion of s. values: V(s_t) from the critic at rollout
  * time. adv and ret may not alias rewards or values. */
 int ppo_gae(const PpoSeqs *s, const float *rewards, const float *values, double gamma, double lam, float *adv,
             float *ret);
-
-/* TRL's masked_whiten over all n entries: (x - mean) / sqrt(var + 1e-8) with
- * the unbiased variance; shift_mean = 0 adds the mean back (only the scale
- * changes). Whitening makes the step size independent of the reward's
- * scale, which drifts as the policy improves. n = 1 has no variance: the
- * entry becomes 0 (its mean with shift_mean = 0). In place. */
-void ppo_whiten(float *x, int n, int shift_mean);
 
 /* Returns-to-go sum_{u >= t} gamma^(u-t) rewards[u] within each completion. */
 void ppo_returns_to_go(const PpoSeqs *s, const float *rewards, double gamma, float *ret);

@@ -92,7 +92,6 @@ PARSER(ppo_advantage_parse, PpoAdvantage, ADV_NAMES)
 PARSER(ppo_score_norm_parse, PpoScoreNorm, NORM_NAMES)
 PARSER(ppo_no_eos_parse, PpoNoEos, EOS_NAMES)
 
-const char *ppo_kl_estimator_name(PpoKlEstimator e) { return e >= 0 && e < PPO_KL_COUNT ? KL_NAMES[e] : "?"; }
 const char *ppo_loss_agg_name(PpoLossAgg a) { return a >= 0 && a < PPO_AGG_COUNT ? AGG_NAMES[a] : "?"; }
 const char *ppo_advantage_name(PpoAdvantage a) { return a >= 0 && a < PPO_ADV_COUNT ? ADV_NAMES[a] : "?"; }
 

@@ -104,7 +104,6 @@ int ppo_loss_agg_parse(const char *flag, const char *name, PpoLossAgg *out);
 int ppo_advantage_parse(const char *flag, const char *name, PpoAdvantage *out);
 int ppo_score_norm_parse(const char *flag, const char *name, PpoScoreNorm *out);
 int ppo_no_eos_parse(const char *flag, const char *name, PpoNoEos *out);
-const char *ppo_kl_estimator_name(PpoKlEstimator e);
 const char *ppo_loss_agg_name(PpoLossAgg a);
 const char *ppo_advantage_name(PpoAdvantage a);
 

@@ -3,8 +3,8 @@
  *   ppo_config.h     settings (PpoConfig, defaults from TRL) and the ragged
  *                    batch layout (PpoSeqs)
  *   ppo_reward.h     KL estimators, score processing, per-token rewards,
- *                    KL controllers
- *   ppo_advantage.h  GAE, whitening, RLOO, GRPO, REINFORCE++
+ *                    whitening, KL controllers
+ *   ppo_advantage.h  GAE, RLOO, GRPO, REINFORCE++ (on ppo_reward.h)
  *   ppo_loss.h       clipped policy and value losses with gradients
  *   ppo_metrics.h    TRL-named metrics from the same arrays
  *

@@ -37,7 +37,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "cli.h"
 #include "lora.h"
 #include "model_load.h"
 #include "optim.h"
@@ -476,85 +475,70 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
     return rc;
 }
 
+static WireWriter *do_sync_request(Policy *p, const WireMsg *m) {
+    char **eps = NULL;
+    size_t n = 0, bytes = 0;
+    uint8_t ok[64];
+    WireWriter *w = NULL;
+    if (wire_get_str_array(m, "endpoints", ppo_wire_limits(), &eps, &n)) return NULL;
+    if (n > 64) align_errorf("at most 64 rollout endpoints");
+    else if (!do_sync(p, eps, (int)n, (int64_t)ppo_get_num(m, "version", 0), (int)ppo_get_num(m, "timeout_ms", 30000), ok,
+                      &bytes)) {
+        w = wire_writer_new("synced");
+        wire_put_vec(w, "ok", WIRE_U8, ok, n);
+        wire_put_uint(w, "bytes", bytes);
+    }
+    free(eps);
+    return w;
+}
+
+static WireWriter *do_save(Policy *p, const WireMsg *m) {
+    char *path = ppo_get_strdup(m, "path"), *cpath = ppo_get_strdup(m, "critic_path"),
+         *state = ppo_get_strdup(m, "train_state"), *adir = ppo_get_strdup(m, "adapter_path");
+    int moments = (int)ppo_get_num(m, "moments", 1), failed;
+    if (!path) failed = align_errorf("save needs \"path\"");
+    else failed = save_one(&p->actor, p->oa, path, state, moments, adir) ||
+                  (p->have_critic && cpath && save_one(&p->critic, p->oc, cpath, state, moments, NULL));
+    free(path), free(cpath), free(state), free(adir);
+    return failed ? NULL : wire_writer_new("saved");
+}
+
+static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const char **code) {
+    Policy *p = state;
+    p->be = be;
+    if (!strcmp(r->op, "setup")) {
+        if (do_setup(p, r->msg)) return NULL;
+        WireWriter *w = wire_writer_new("ready");
+        Model *am = p->actor.model;
+        wire_put_int(w, "n_params", (int64_t)am->n_elems);
+        wire_put_int(w, "optim_step", p->oa->step);
+        wire_put_bool(w, "critic", p->have_critic);
+        wire_put_str(w, "sync", am->lora ? "lora" : "full");
+        wire_put_uint(w, "sync_numel", am->lora ? model_lora_numel(am) : am->n_elems);
+        return w;
+    }
+    int known = !strcmp(r->op, "values") || !strcmp(r->op, "update") || !strcmp(r->op, "sync") || !strcmp(r->op, "save");
+    if (known && !p->actor.model) {
+        *code = "not_ready";
+        align_errorf("no model yet: send setup first");
+        return NULL;
+    }
+    if (!strcmp(r->op, "values")) return do_values(p, r->msg);
+    if (!strcmp(r->op, "update")) return do_update(p, r->msg);
+    if (!strcmp(r->op, "sync")) return do_sync_request(p, r->msg);
+    if (!strcmp(r->op, "save")) return do_save(p, r->msg);
+    *code = "unknown_op";
+    return NULL;
+}
+
 int main(int argc, char **argv) {
-    const char *bind = NULL, *device = "cpu";
-    int seed = 0;
-    CliFlag flags[] = {
-        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
-        {"device", CLI_STRING, &device, "cpu or cuda"},
-        {"seed", CLI_INT, &seed, "unused: the run's seed comes with setup and update"},
-    };
-    CliSpec spec = {.prog = "ppo_policy", .usage = "ppo_policy --bind EP [flags]",
-                    .about = "PPO policy worker: actor and critic with their optimizers; runs the PPO update and pushes "
-                             "weights to rollout workers (started by ppo_run).",
-                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
-    cli_parse_or_exit(&spec, argc, argv);
-    if (!bind) align_die("ppo_policy", "--bind is required (see --help)");
     Policy p;
     memset(&p, 0, sizeof p);
-    if (!(p.be = backend_get(device))) align_die_error("ppo_policy");
     p.ctx = zmq_ctx_new();
-    PpoService *svc = ppo_service_start("policy", bind);
-    if (!svc) align_die_error("ppo_policy");
-    fprintf(stderr, "ppo_policy: listening on %s\n", ppo_service_endpoint(svc));
-    PpoRequest r;
-    while (!ppo_service_next(svc, &r)) {
-        char msg[600];
-        WireWriter *w = NULL;
-        int failed = 0;
-        if (!strcmp(r.op, "setup")) {
-            if (!(failed = do_setup(&p, r.msg))) {
-                w = wire_writer_new("ready");
-                wire_put_int(w, "n_params", (int64_t)p.actor.model->n_elems);
-                wire_put_int(w, "optim_step", p.oa->step);
-                wire_put_bool(w, "critic", p.have_critic);
-                Model *am = p.actor.model;
-                wire_put_str(w, "sync", am->lora ? "lora" : "full");
-                wire_put_uint(w, "sync_numel", am->lora ? model_lora_numel(am) : am->n_elems);
-            }
-        } else if (!p.actor.model) {
-            ppo_service_error(svc, &r, "not_ready", "no model yet: send setup first");
-            continue;
-        } else if (!strcmp(r.op, "values")) {
-            failed = !(w = do_values(&p, r.msg));
-        } else if (!strcmp(r.op, "update")) {
-            failed = !(w = do_update(&p, r.msg));
-        } else if (!strcmp(r.op, "sync")) {
-            char **eps = NULL;
-            size_t n = 0;
-            uint8_t ok[64];
-            size_t bytes = 0;
-            if (wire_get_str_array(r.msg, "endpoints", ppo_wire_limits(), &eps, &n) || n > 64) {
-                if (n > 64) align_errorf("at most 64 rollout endpoints");
-                failed = 1;
-            } else if (!(failed = do_sync(&p, eps, (int)n, (int64_t)ppo_get_num(r.msg, "version", 0),
-                                          (int)ppo_get_num(r.msg, "timeout_ms", 30000), ok, &bytes))) {
-                w = wire_writer_new("synced");
-                wire_put_vec(w, "ok", WIRE_U8, ok, n);
-                wire_put_uint(w, "bytes", bytes);
-            }
-            free(eps);
-        } else if (!strcmp(r.op, "save")) {
-            char *path = ppo_get_strdup(r.msg, "path"), *cpath = ppo_get_strdup(r.msg, "critic_path"),
-                 *state = ppo_get_strdup(r.msg, "train_state"), *adir = ppo_get_strdup(r.msg, "adapter_path");
-            int moments = (int)ppo_get_num(r.msg, "moments", 1);
-            if (!path) failed = align_errorf("save needs \"path\"") ? 1 : 1;
-            else failed = save_one(&p.actor, p.oa, path, state, moments, adir) ||
-                          (p.have_critic && cpath && save_one(&p.critic, p.oc, cpath, state, moments, NULL));
-            if (!failed) w = wire_writer_new("saved");
-            free(path), free(cpath), free(state), free(adir);
-        } else {
-            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (the policy serves setup, values, update, sync, save, ping)", r.op);
-            ppo_service_error(svc, &r, "unknown_op", msg);
-            continue;
-        }
-        if (failed || !w) {
-            snprintf(msg, sizeof msg, "%s", align_error());
-            ppo_service_error(svc, &r, "internal", msg);
-        } else {
-            ppo_service_reply(svc, &r, w);
-        }
-    }
-    fprintf(stderr, "ppo_policy: %s\n", align_error());
-    return 1;
+    PpoWorker w = {.prog = "ppo_policy", .service = "policy",
+                   .about = "PPO policy worker: actor and critic with their optimizers; runs the PPO update and pushes "
+                            "weights to rollout workers (started by ppo_run).",
+                   .serves = "the policy serves setup, values, update, sync, save, ping",
+                   .seed_help = "unused: the run's seed comes with setup and update", .handle = handle};
+    return ppo_worker_main(&w, &p, argc, argv);
 }

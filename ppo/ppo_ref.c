@@ -14,78 +14,75 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
 #include "model_load.h"
 #include "ppo_batch.h"
 #include "ppo_service.h"
 #include "util.h"
 
-int main(int argc, char **argv) {
-    const char *bind = NULL, *device = "cpu";
-    int max_tokens = 8192, seed = 0;
-    CliFlag flags[] = {
-        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
-        {"device", CLI_STRING, &device, "cpu or cuda"},
-        {"max-batch-tokens", CLI_INT, &max_tokens, "tokens per forward (default 8192)"},
-        {"seed", CLI_INT, &seed, "unused (every program takes it)"},
-    };
-    CliSpec spec = {.prog = "ppo_ref", .usage = "ppo_ref --bind EP [flags]",
-                    .about = "PPO reference worker: a frozen model that answers response-token log-probs (started by ppo_run).",
-                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
-    cli_parse_or_exit(&spec, argc, argv);
-    if (!bind) align_die("ppo_ref", "--bind is required (see --help)");
-    const Backend *be = backend_get(device);
-    if (!be) align_die_error("ppo_ref");
-    PpoService *svc = ppo_service_start("reference", bind);
-    if (!svc) align_die_error("ppo_ref");
-    fprintf(stderr, "ppo_ref: listening on %s\n", ppo_service_endpoint(svc));
-    ModelBundle mb = {0};
-    PpoRequest r;
-    while (!ppo_service_next(svc, &r)) {
-        if (!strcmp(r.op, "setup")) {
-            char *path = ppo_get_strdup(r.msg, "model");
-            if (!path) {
-                ppo_service_error(svc, &r, "bad_request", "setup needs \"model\"");
-                continue;
-            }
-            if (mb.model) model_bundle_free(&mb);
-            memset(&mb, 0, sizeof mb);
-            if (model_load_any(path, be, 0, &mb)) {
-                char msg[600];
-                snprintf(msg, sizeof msg, "%s", align_error());
-                memset(&mb, 0, sizeof mb);
-                ppo_service_error(svc, &r, "internal", msg);
-            } else {
-                model_set_trainable(mb.model, "", 0);
-                WireWriter *w = wire_writer_new("ready");
-                wire_put_int(w, "n_params", (int64_t)mb.model->n_elems);
-                ppo_service_reply(svc, &r, w);
-            }
-            free(path);
-        } else if (!strcmp(r.op, "logprobs")) {
-            int32_t *pt = NULL, *po = NULL, *rt = NULL, *ro = NULL;
-            int np = 0, nr = 0;
-            float *lp = NULL;
-            if (!mb.model) {
-                ppo_service_error(svc, &r, "not_ready", "no model yet: send setup first");
-            } else if (ppo_get_ragged(r.msg, "prompt_tokens", "prompt_offsets", &pt, &po, &np) ||
-                       ppo_get_ragged(r.msg, "tokens", "offsets", &rt, &ro, &nr) || np != nr) {
-                ppo_service_error(svc, &r, "bad_request", np != nr ? "prompts and responses differ in count" : align_error());
-            } else if (!(lp = malloc(((size_t)ro[nr] + 1) * sizeof(float))) ||
-                       ppo_score_all(mb.model, pt, po, rt, ro, nr, max_tokens, lp, NULL)) {
-                ppo_service_error(svc, &r, "internal", lp ? align_error() : "out of memory");
-            } else {
-                WireWriter *w = wire_writer_new("logprobs");
-                wire_put_vec(w, "logprobs", WIRE_F32, lp, (size_t)ro[nr]);
-                ppo_service_reply(svc, &r, w);
-            }
-            free(pt), free(po), free(rt), free(ro), free(lp);
-        } else {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (the reference serves setup, logprobs, ping)", r.op);
-            ppo_service_error(svc, &r, "unknown_op", msg);
-        }
+typedef struct {
+    ModelBundle mb;
+    int max_tokens;
+} Ref;
+
+static WireWriter *do_setup(Ref *ref, const Backend *be, const WireMsg *m, const char **code) {
+    char *path = ppo_get_strdup(m, "model");
+    if (!path) {
+        *code = "bad_request";
+        align_errorf("setup needs \"model\"");
+        return NULL;
     }
-    fprintf(stderr, "ppo_ref: %s\n", align_error());
-    return 1;
+    if (ref->mb.model) model_bundle_free(&ref->mb);
+    memset(&ref->mb, 0, sizeof ref->mb);
+    int rc = model_load_any(path, be, 0, &ref->mb);
+    free(path);
+    if (rc) {
+        memset(&ref->mb, 0, sizeof ref->mb);
+        return NULL;
+    }
+    model_set_trainable(ref->mb.model, "", 0);
+    WireWriter *w = wire_writer_new("ready");
+    wire_put_int(w, "n_params", (int64_t)ref->mb.model->n_elems);
+    return w;
+}
+
+static WireWriter *do_logprobs(Ref *ref, const WireMsg *m, const char **code) {
+    int32_t *pt = NULL, *po = NULL, *rt = NULL, *ro = NULL;
+    int np = 0, nr = 0;
+    float *lp = NULL;
+    WireWriter *w = NULL;
+    if (!ref->mb.model) {
+        *code = "not_ready";
+        align_errorf("no model yet: send setup first");
+    } else if (ppo_get_ragged(m, "prompt_tokens", "prompt_offsets", &pt, &po, &np) ||
+               ppo_get_ragged(m, "tokens", "offsets", &rt, &ro, &nr) || np != nr) {
+        *code = "bad_request";
+        if (np != nr) align_errorf("prompts and responses differ in count");
+    } else if (!(lp = malloc(((size_t)ro[nr] + 1) * sizeof(float)))) {
+        align_errorf("out of memory");
+    } else if (!ppo_score_all(ref->mb.model, pt, po, rt, ro, nr, ref->max_tokens, lp, NULL)) {
+        w = wire_writer_new("logprobs");
+        wire_put_vec(w, "logprobs", WIRE_F32, lp, (size_t)ro[nr]);
+    }
+    free(pt), free(po), free(rt), free(ro), free(lp);
+    return w;
+}
+
+static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const char **code) {
+    Ref *ref = state;
+    if (!strcmp(r->op, "setup")) return do_setup(ref, be, r->msg, code);
+    if (!strcmp(r->op, "logprobs")) return do_logprobs(ref, r->msg, code);
+    *code = "unknown_op";
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    Ref ref = {.max_tokens = 8192};
+    CliFlag flags[] = {
+        {"max-batch-tokens", CLI_INT, &ref.max_tokens, "tokens per forward (default 8192)", CLI_AT_LEAST_1},
+    };
+    PpoWorker w = {.prog = "ppo_ref", .service = "reference",
+                   .about = "PPO reference worker: a frozen model that answers response-token log-probs (started by ppo_run).",
+                   .serves = "the reference serves setup, logprobs, ping", .seed_help = "unused (every program takes it)",
+                   .flags = flags, .n_flags = sizeof flags / sizeof *flags, .handle = handle};
+    return ppo_worker_main(&w, &ref, argc, argv);
 }

@@ -3,7 +3,6 @@
 #include <float.h>
 #include <math.h>
 
-#include "ppo_advantage.h"
 #include "util.h"
 
 /* ---- KL estimators ---- */
@@ -77,6 +76,18 @@ int ppo_process_scores(const PpoConfig *c, PpoRunningMoments *running, const flo
 }
 
 /* ---- per-token rewards ---- */
+
+void ppo_whiten(float *x, int n, int shift_mean) {
+    if (n <= 0) return;
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var = n > 1 ? var / (n - 1) : 0.0; /* unbiased; torch would give NaN for n = 1 */
+    double rs = 1.0 / sqrt(var + 1e-8);
+    for (int i = 0; i < n; i++) x[i] = (float)((x[i] - mean) * rs + (shift_mean ? 0.0 : mean));
+}
+
 
 int ppo_compute_rewards(const PpoConfig *c, const PpoSeqs *s, const float *kl, const float *scores, float *rewards) {
     if (ppo_seqs_check(s)) return -1;

@@ -62,6 +62,15 @@ int ppo_process_scores(const PpoConfig *c, PpoRunningMoments *running, const flo
 
 /* ---- per-token rewards ---- */
 
+/* TRL's masked_whiten over all n entries: (x - mean) / sqrt(var + 1e-8) with
+ * the unbiased variance; shift_mean = 0 adds the mean back (only the scale
+ * changes). Whitening makes the step size independent of the reward's
+ * scale, which drifts as the policy improves; rewards (whiten_rewards) and
+ * advantages (ppo_advantage.h) both use it, so it lives here, below both.
+ * n = 1 has no variance: the entry becomes 0 (its mean with shift_mean =
+ * 0). In place. */
+void ppo_whiten(float *x, int n, int shift_mean);
+
 /* rewards[t] = -kl_coef * kl[t], plus scores[s] on the last token of each
  * completion s; with whiten_rewards, then whitened over all tokens of the
  * batch keeping their mean (TRL's masked_whiten(shift_mean=False)). */

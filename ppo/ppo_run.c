@@ -40,9 +40,16 @@
  * checkpoint to --resume from. ppo_run itself killed: --resume the newest
  * checkpoint; the prompt stream, the sampling seeds, the minibatch orders,
  * the KL coefficient and the running score moments all continue as in an
- * unbroken run. */
+ * unbroken run. Ctrl-C or SIGTERM: ppo_run finishes the iteration, saves
+ * the checkpoint to resume from and exits 130; the workers it starts live
+ * in their own process groups, so a terminal's Ctrl-C reaches ppo_run
+ * alone. Their sockets are in /tmp/ppo_run.<pid>.XXXXXX; a run killed with
+ * SIGKILL leaves its folder, which the next start removes once that pid is
+ * gone. A send to a worker waits at most --dead-after pings' time, then the
+ * worker counts as dead. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -113,6 +120,7 @@ static struct {
     double startup_s;
     const char *reward_model;
     int max_restarts;
+    int send_timeout_ms;
     int64_t weights_version;
     size_t sync_bytes; /* payload per rollout worker in the last sync */
     char last_ckpt[PATH_MAX];
@@ -174,6 +182,10 @@ static void spawn(Peer *p) {
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* ppo_run killed: its workers go too */
         if (getppid() != parent) _exit(1);
+        /* Out of the terminal's process group: Ctrl-C (SIGINT to the whole
+         * group) is ppo_run's to handle, by saving and stopping its workers
+         * itself; a worker killed by it would lose the run. */
+        setpgid(0, 0);
         dup2(2, 1);
         if (p->role == ROLE_REWARD)
             execl(prog, prog, "--model", G.reward_model, "--bind", p->ep, "--batch-wait-ms", "1", "--max-message-mb",
@@ -183,6 +195,7 @@ static void spawn(Peer *p) {
         fprintf(stderr, PROG ": cannot run %s: %s\n", prog, strerror(errno));
         _exit(127);
     }
+    setpgid(pid, pid); /* also here, so no Ctrl-C reaches it before it runs */
     p->pid = pid;
     fprintf(stderr, PROG ": started %s (pid %d) on %s\n", p->name, (int)pid, p->ep);
 }
@@ -192,6 +205,7 @@ static void peer_connect(Peer *p) {
     p->sock = zmq_socket(G.ctx, ZMQ_DEALER);
     int linger = 0, ivl = 50;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &G.send_timeout_ms, sizeof G.send_timeout_ms);
     zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     if (zmq_connect(p->sock, p->ep)) die("cannot connect to %s at %s: %s", p->name, p->ep, zmq_strerror(errno));
     p->born = p->last_seen = p->last_ping = align_now();
@@ -232,7 +246,13 @@ static void call_free(Call *c) {
     memset(c, 0, sizeof *c);
 }
 
-static int send_raw(Peer *p, const void *body, size_t len) { return wire_send(p->sock, NULL, body, len, 0); }
+/* A send waits at most --dead-after pings' time (ZMQ_SNDTIMEO): a peer that
+ * takes nothing in is dead, not a reason to hang the run. */
+static int send_raw(Peer *p, const void *body, size_t len) {
+    if (!wire_send(p->sock, NULL, body, len, 0)) return 0;
+    if (errno == EAGAIN) return align_errorf("it took no message within %d ms", G.send_timeout_ms);
+    return -1;
+}
 
 static void send_ping(Peer *p) {
     WireWriter *w = wire_writer_new("ping");
@@ -344,6 +364,21 @@ static int pick_rollout(void) {
     return -1;
 }
 
+/* Peer i is dead (why): recover it and send its calls again (to another
+ * rollout worker when it was dropped). 0, or -1 when the calls cannot go
+ * on. */
+static int peer_dead(Call *calls, int n, int i, const char *why, int recovering) {
+    if (recovering) return align_errorf("%s died again while being set up: %s", G.peer[i].name, why);
+    int usable = recover(i, why) == 0;
+    for (int j = 0; j < n; j++)
+        if (!calls[j].done && calls[j].peer == i) {
+            calls[j].sent = 0;
+            if (!usable) calls[j].peer = pick_rollout();
+            if (calls[j].peer < 0) return align_errorf("no rollout worker left");
+        }
+    return 0;
+}
+
 /* Send every call, wait for every reply, keep workers under watch. An
  * "error" reply fails the whole set (-1 with the worker's sentence). */
 static int run_calls(Call *calls, int n, int recovering) {
@@ -365,7 +400,12 @@ static int run_calls(Call *calls, int n, int recovering) {
                     if (wire_finish(c->w, &c->body, &c->len)) return -1;
                     c->w = NULL;
                 }
-                if (send_raw(&G.peer[c->peer], c->body, c->len)) return -1;
+                if (send_raw(&G.peer[c->peer], c->body, c->len)) {
+                    char why[200];
+                    snprintf(why, sizeof why, "%s", align_error());
+                    if (peer_dead(calls, n, c->peer, why, recovering)) return -1;
+                    continue; /* sent again on the next pass */
+                }
                 c->sent = 1;
                 c->t_sent = align_now();
             }
@@ -464,14 +504,7 @@ static int run_calls(Call *calls, int n, int recovering) {
                 why = buf;
             }
             if (why) {
-                if (recovering) return align_errorf("%s died again while being set up: %s", p->name, why);
-                int usable = recover(i, why) == 0;
-                for (int j = 0; j < n; j++)
-                    if (!calls[j].done && calls[j].peer == i) {
-                        calls[j].sent = 0;
-                        if (!usable) calls[j].peer = pick_rollout();
-                        if (calls[j].peer < 0) return align_errorf("no rollout worker left");
-                    }
+                if (peer_dead(calls, n, i, why, recovering)) return -1;
                 continue;
             }
             if (now - p->last_ping >= G.heartbeat_s) send_ping(p);
@@ -615,169 +648,223 @@ static void sync_rollouts(void) {
     }
 }
 
-/* ------------------------------------------------------------ main */
+/* ------------------------------------------------------------ options */
 
-int main(int argc, char **argv) {
+typedef struct {
     TrainArgs a;
-    train_args_defaults(&a);
-    a.lr = 3e-6f; /* TRL's PPOConfig */
-    a.max_length = 512;
-    const char *policy_path = NULL, *reward_path = NULL, *prompts_path = NULL, *critic_path = NULL;
-    const char *policy_ep = NULL, *ref_ep = NULL, *reward_ep = NULL, *rollout_eps = NULL;
-    const char *kl_est = "k1", *adv_name = "gae", *loss_agg = "token-mean";
-    int n_rollout = 1, max_new = 64, top_k = 0, n_samples = 1, ppo_epochs = 4, minibatch = 0, whiten = 1;
-    int heartbeat_ms = 1000, dead_after = 3, startup_s = 120, max_restarts = 10, max_prompt_len = 0;
-    float temperature = 1.0f, top_p = 1.0f, kl_coef = 0.05f, kl_target = 0, kl_horizon = 10000, gamma = 1.0f,
-          lam = 0.95f, score_clip = 0, no_eos = 0, cliprange = 0.2f, cliprange_value = 0.2f, vf_coef = 0.1f,
-          critic_lr = -1, kl_loss_coef = 0;
-    enum { NF = 37 };
-    CliFlag flags[NF + TRAIN_ARGS_N_FLAGS] = {
-        {"policy", CLI_STRING, &policy_path, "starting policy (the SFT model): .ckpt, .gguf or a Hugging Face directory; also the reference"},
-        {"reward", CLI_STRING, &reward_path, "reward model (rm_train's .ckpt); served by a reward_server ppo_run starts, and the critic's start"},
-        {"prompts", CLI_STRING, &prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
-        {"critic", CLI_STRING, &critic_path, "the critic's starting model (default: --reward)"},
-        {"rollout-workers", CLI_INT, &n_rollout, "rollout worker processes to start (default 1)"},
-        {"policy-connect", CLI_STRING, &policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
-        {"ref-connect", CLI_STRING, &ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
-        {"reward-connect", CLI_STRING, &reward_ep, "use a reward_server started by hand"},
-        {"rollout-connect", CLI_STRING, &rollout_eps, "use rollout workers started by hand: EP[,EP...] (instead of --rollout-workers)"},
-        {"max-new-tokens", CLI_INT, &max_new, "longest completion sampled (default 64)"},
-        {"temperature", CLI_FLOAT, &temperature, "sampling temperature (default 1)"},
-        {"top-p", CLI_FLOAT, &top_p, "nucleus sampling (1 = off)"},
-        {"top-k", CLI_INT, &top_k, "top-k sampling (0 = off)"},
-        {"n", CLI_INT, &n_samples, "samples per prompt (default 1; RLOO/GRPO need >= 2)"},
-        {"kl-coef", CLI_FLOAT, &kl_coef, "KL penalty coefficient in the per-token reward (default 0.05)"},
-        {"kl-estimator", CLI_STRING, &kl_est, "k1, k2 or k3 (default k1); also what objective/kl logs"},
-        {"kl-target", CLI_FLOAT, &kl_target, "adaptive KL control toward this KL per completion (0 = fixed --kl-coef)"},
-        {"kl-horizon", CLI_FLOAT, &kl_horizon, "adaptive KL controller horizon (default 10000)"},
-        {"gamma", CLI_FLOAT, &gamma, "discount (default 1)"},
-        {"lam", CLI_FLOAT, &lam, "GAE lambda (default 0.95)"},
-        {"ppo-epochs", CLI_INT, &ppo_epochs, "passes over each rollout batch (default 4)"},
-        {"minibatch-size", CLI_INT, &minibatch, "completions per optimizer step (default: the whole batch)"},
-        {"advantage", CLI_STRING, &adv_name, "gae (critic), rloo, grpo or reinforce++ (no critic process)"},
-        {"whiten-advantages", CLI_BOOL, &whiten, "whiten advantages over the batch (default on; --no-whiten-advantages)"},
-        {"score-clip", CLI_FLOAT, &score_clip, "clip scores to +-this (0 = off)"},
-        {"missing-eos-penalty", CLI_FLOAT, &no_eos, "subtracted from the score of a completion cut at --max-new-tokens (0 = off)"},
-        {"cliprange", CLI_FLOAT, &cliprange, "policy ratio clip epsilon (default 0.2)"},
-        {"cliprange-value", CLI_FLOAT, &cliprange_value, "value clip (default 0.2; 0 = off)"},
-        {"vf-coef", CLI_FLOAT, &vf_coef, "weight of the value loss (default 0.1)"},
-        {"critic-lr", CLI_FLOAT, &critic_lr, "critic learning rate (default: --lr)"},
-        {"kl-loss-coef", CLI_FLOAT, &kl_loss_coef, "KL(pi||ref) in the policy loss instead of the reward (GRPO's beta; default 0)"},
-        {"loss-agg", CLI_STRING, &loss_agg, "token-mean, seq-mean-token-mean or seq-mean-token-sum"},
-        {"max-prompt-length", CLI_INT, &max_prompt_len, "keep the last N prompt tokens (0 = --max-length - --max-new-tokens)"},
-        {"heartbeat-ms", CLI_INT, &heartbeat_ms, "ping workers this often (default 1000)"},
-        {"dead-after", CLI_INT, &dead_after, "missed pings before a worker is dead (default 3)"},
-        {"startup-timeout", CLI_INT, &startup_s, "seconds a new worker may take to answer its first ping (default 120)"},
-        {"max-restarts", CLI_INT, &max_restarts, "restarts of one worker before the run gives up (default 10)"},
-    };
-    int nf = NF + train_args_flags(&a, flags + NF);
-    CliSpec spec = {.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt --prompts prompts.jsonl --out ppo.ckpt [flags]",
-                    .about = "PPO with separate policy, reference, reward and rollout processes over ZeroMQ; metrics named as TRL names them.",
-                    .flags = flags, .n_flags = nf};
-    cli_parse_or_exit(&spec, argc, argv);
-    if (!policy_path) die("--policy is required (the starting policy, also the reference; see --help)");
-    if (!prompts_path) die("--prompts is required (see --help)");
-    if (!a.out) die("--out is required (where the trained policy goes)");
-    if (!reward_path && !reward_ep) die("--reward (or --reward-connect) is required");
-    if (a.batch_size <= 0 || n_samples <= 0 || max_new <= 0 || ppo_epochs <= 0 || minibatch < 0)
-        die("--batch-size, --n, --max-new-tokens and --ppo-epochs must be positive");
-    if (heartbeat_ms <= 0 || dead_after <= 0) die("--heartbeat-ms and --dead-after must be positive");
-    if (a.quantize_base)
+    const char *policy_path, *reward_path, *prompts_path, *critic_path;
+    const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
+    const char *kl_est, *adv_name, *loss_agg;
+    int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
+    int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
+    float temperature, top_p, kl_coef, kl_target, kl_horizon, gamma, lam, score_clip, no_eos, cliprange,
+        cliprange_value, vf_coef, critic_lr, kl_loss_coef;
+    /* derived from the flags */
+    PpoConfig c;
+    LoraConfig lc;
+    int use_lora, use_critic;
+    long total_iters, opt_steps;
+    int S, mbs; /* completions per iteration, per minibatch */
+} Opts;
+
+static Opts O;
+
+/* ppo_run's own flags; the shared training flags (train_args_flags) follow
+ * them in the table cli_parse sees. */
+static CliFlag PPO_FLAGS[] = {
+    {"policy", CLI_STRING, &O.policy_path, "starting policy (the SFT model): .ckpt, .gguf or a Hugging Face directory; also the reference"},
+    {"reward", CLI_STRING, &O.reward_path, "reward model (rm_train's .ckpt); served by a reward_server ppo_run starts, and the critic's start"},
+    {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
+    {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: --reward)"},
+    {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
+    {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
+    {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
+    {"reward-connect", CLI_STRING, &O.reward_ep, "use a reward_server started by hand"},
+    {"rollout-connect", CLI_STRING, &O.rollout_eps, "use rollout workers started by hand: EP[,EP...] (instead of --rollout-workers)"},
+    {"max-new-tokens", CLI_INT, &O.max_new, "longest completion sampled (default 64)", CLI_AT_LEAST_1},
+    {"temperature", CLI_FLOAT, &O.temperature, "sampling temperature (default 1; 0 = greedy)", CLI_NONNEG},
+    {"top-p", CLI_FLOAT, &O.top_p, "nucleus sampling, in (0, 1] (1 = off)", CLI_UNIT},
+    {"top-k", CLI_INT, &O.top_k, "top-k sampling (0 = off)", CLI_NONNEG},
+    {"n", CLI_INT, &O.n_samples, "samples per prompt (default 1; RLOO/GRPO need >= 2)", CLI_AT_LEAST_1},
+    {"kl-coef", CLI_FLOAT, &O.kl_coef, "KL penalty coefficient in the per-token reward (default 0.05)", CLI_NONNEG},
+    {"kl-estimator", CLI_STRING, &O.kl_est, "k1, k2 or k3 (default k1); also what objective/kl logs"},
+    {"kl-target", CLI_FLOAT, &O.kl_target, "adaptive KL control toward this KL per completion (0 = fixed --kl-coef)", CLI_NONNEG},
+    {"kl-horizon", CLI_FLOAT, &O.kl_horizon, "adaptive KL controller horizon (default 10000)", CLI_POSITIVE},
+    {"gamma", CLI_FLOAT, &O.gamma, "discount, in [0, 1] (default 1)", CLI_UNIT},
+    {"lam", CLI_FLOAT, &O.lam, "GAE lambda, in [0, 1] (default 0.95)", CLI_UNIT},
+    {"ppo-epochs", CLI_INT, &O.ppo_epochs, "passes over each rollout batch (default 4)", CLI_AT_LEAST_1},
+    {"minibatch-size", CLI_INT, &O.minibatch, "completions per optimizer step (0 = the whole batch, the default)", CLI_NONNEG},
+    {"advantage", CLI_STRING, &O.adv_name, "gae (critic), rloo, grpo or reinforce++ (no critic process)"},
+    {"whiten-advantages", CLI_BOOL, &O.whiten, "whiten advantages over the batch (default on; --no-whiten-advantages)"},
+    {"score-clip", CLI_FLOAT, &O.score_clip, "clip scores to +-this (0 = off)", CLI_NONNEG},
+    {"missing-eos-penalty", CLI_FLOAT, &O.no_eos, "subtracted from the score of a completion cut at --max-new-tokens (0 = off)", CLI_NONNEG},
+    {"cliprange", CLI_FLOAT, &O.cliprange, "policy ratio clip epsilon, in (0, 1) (default 0.2)", CLI_UNIT_OPEN},
+    {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
+    {"vf-coef", CLI_FLOAT, &O.vf_coef, "weight of the value loss (default 0.1)", CLI_NONNEG},
+    {"critic-lr", CLI_FLOAT, &O.critic_lr, "critic learning rate (0 = --lr, the default)", CLI_NONNEG},
+    {"kl-loss-coef", CLI_FLOAT, &O.kl_loss_coef, "KL(pi||ref) in the policy loss instead of the reward (GRPO's beta; default 0)", CLI_NONNEG},
+    {"loss-agg", CLI_STRING, &O.loss_agg, "token-mean, seq-mean-token-mean or seq-mean-token-sum"},
+    {"max-prompt-length", CLI_INT, &O.max_prompt_len, "keep the last N prompt tokens (0 = --max-length - --max-new-tokens)", CLI_NONNEG},
+    {"heartbeat-ms", CLI_INT, &O.heartbeat_ms, "ping workers this often (default 1000)", CLI_AT_LEAST_1},
+    {"dead-after", CLI_INT, &O.dead_after, "missed pings before a worker is dead (default 3)", CLI_AT_LEAST_1},
+    {"startup-timeout", CLI_INT, &O.startup_s, "seconds a new worker may take to answer its first ping (default 120)", CLI_AT_LEAST_1},
+    {"max-restarts", CLI_INT, &O.max_restarts, "restarts of one worker before the run gives up (default 10)", CLI_NONNEG},
+};
+#define N_PPO_FLAGS ((int)(sizeof PPO_FLAGS / sizeof *PPO_FLAGS))
+
+static void opts_defaults(Opts *o) {
+    train_args_defaults(&o->a);
+    o->a.lr = 3e-6f; /* TRL's PPOConfig */
+    o->a.max_length = 512;
+    o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = "token-mean";
+    o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
+    o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
+    o->temperature = 1.0f, o->top_p = 1.0f, o->kl_coef = 0.05f, o->kl_horizon = 10000, o->gamma = 1.0f, o->lam = 0.95f;
+    o->cliprange = 0.2f, o->cliprange_value = 0.2f, o->vf_coef = 0.1f;
+}
+
+/* What the flags say, checked as a whole, into o->c (the PPO math's
+ * settings) and o->lc (LoRA). Exits 2 on a flag the parser refuses, 1 on a
+ * combination that cannot run. */
+static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
+    static CliFlag flags[N_PPO_FLAGS + TRAIN_ARGS_N_FLAGS];
+    opts_defaults(o);
+    memcpy(flags, PPO_FLAGS, sizeof PPO_FLAGS);
+    int nf = N_PPO_FLAGS + train_args_flags(&o->a, flags + N_PPO_FLAGS);
+    *spec = (CliSpec){.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt --prompts prompts.jsonl --out ppo.ckpt [flags]",
+                      .about = "PPO with separate policy, reference, reward and rollout processes over ZeroMQ; metrics named as TRL names them.",
+                      .flags = flags, .n_flags = nf};
+    cli_parse_or_exit(spec, argc, argv);
+    const TrainArgs *a = &o->a;
+    if (!o->policy_path) die("--policy is required (the starting policy, also the reference; see --help)");
+    if (!o->prompts_path) die("--prompts is required (see --help)");
+    if (!a->out) die("--out is required (where the trained policy goes)");
+    if (!o->reward_path && !o->reward_ep) die("--reward (or --reward-connect) is required");
+    if (a->batch_size <= 0) die("--batch-size %d: must be positive", a->batch_size);
+    if (!o->rollout_eps && o->n_rollout > 64) die("--rollout-workers %d: at most 64", o->n_rollout);
+    if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
+    if (!(o->top_p > 0)) die("--top-p %g: must be in (0, 1] (1 = off)", o->top_p);
+    if (a->quantize_base)
         die("--quantize-base is not supported by ppo_run (the reference and the rollout workers load the fp32 base); "
             "use --lora-rank alone");
     /* LoRA: the policy process trains adapters; every rollout worker attaches
      * the same ones to the base it loads, so only adapters travel */
-    int use_lora = a.lora_rank > 0 || a.lora_adapter;
-    LoraConfig lc;
-    lora_config_defaults(&lc);
-    if (use_lora) {
-        lc.rank = a.lora_rank > 0 ? a.lora_rank : lc.rank;
-        lc.alpha = a.lora_alpha > 0 ? a.lora_alpha : 2.0f * lc.rank;
-        lc.dropout = a.lora_dropout;
-        lc.seed = (uint64_t)a.seed;
-        if (a.lora_targets && lora_parse_targets(a.lora_targets, &lc.targets)) die("--lora-targets: %s", align_error());
+    o->use_lora = a->lora_rank > 0 || a->lora_adapter;
+    lora_config_defaults(&o->lc);
+    if (o->use_lora) {
+        o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;
+        o->lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * o->lc.rank;
+        o->lc.dropout = a->lora_dropout;
+        o->lc.seed = (uint64_t)a->seed;
+        if (a->lora_targets && lora_parse_targets(a->lora_targets, &o->lc.targets)) die("--lora-targets: %s", align_error());
     }
-
-    PpoConfig c;
-    ppo_config_defaults(&c);
-    if (ppo_kl_estimator_parse("--kl-estimator", kl_est, &c.kl_estimator) ||
-        ppo_advantage_parse("--advantage", adv_name, &c.advantage) ||
-        ppo_loss_agg_parse("--loss-agg", loss_agg, &c.loss_agg))
+    PpoConfig *c = &o->c;
+    ppo_config_defaults(c);
+    if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||
+        ppo_advantage_parse("--advantage", o->adv_name, &c->advantage) ||
+        ppo_loss_agg_parse("--loss-agg", o->loss_agg, &c->loss_agg))
         die("%s", align_error());
-    c.kl_coef = kl_coef;
-    c.adaptive_kl = kl_target > 0;
-    if (kl_target > 0) c.kl_target = kl_target;
-    c.kl_horizon = kl_horizon;
-    c.gamma = gamma, c.lam = lam;
-    c.whiten_advantages = whiten;
-    c.group_size = n_samples;
-    c.score_clip = score_clip;
-    if (no_eos > 0) c.no_eos = PPO_NO_EOS_SUBTRACT, c.no_eos_penalty = no_eos;
-    c.clip_low = c.clip_high = cliprange;
-    c.cliprange_value = cliprange_value;
-    c.vf_coef = vf_coef;
-    c.kl_loss_coef = kl_loss_coef;
-    if ((c.advantage == PPO_ADV_RLOO || c.advantage == PPO_ADV_GRPO) && n_samples < 2)
-        die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", adv_name);
-    if (ppo_config_check(&c)) die("%s", align_error());
-    int use_critic = c.advantage == PPO_ADV_GAE;
-    if (!critic_path) critic_path = reward_path;
-    if (use_critic && !critic_path) die("--advantage gae needs a critic: give --critic or --reward (or use --advantage rloo)");
+    c->kl_coef = o->kl_coef;
+    c->adaptive_kl = o->kl_target > 0;
+    if (o->kl_target > 0) c->kl_target = o->kl_target;
+    c->kl_horizon = o->kl_horizon;
+    c->gamma = o->gamma, c->lam = o->lam;
+    c->whiten_advantages = o->whiten;
+    c->group_size = o->n_samples;
+    c->score_clip = o->score_clip;
+    if (o->no_eos > 0) c->no_eos = PPO_NO_EOS_SUBTRACT, c->no_eos_penalty = o->no_eos;
+    c->clip_low = c->clip_high = o->cliprange;
+    c->cliprange_value = o->cliprange_value;
+    c->vf_coef = o->vf_coef;
+    c->kl_loss_coef = o->kl_loss_coef;
+    if ((c->advantage == PPO_ADV_RLOO || c->advantage == PPO_ADV_GRPO) && o->n_samples < 2)
+        die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
+    if (ppo_config_check(c)) die("%s", align_error());
+    o->use_critic = c->advantage == PPO_ADV_GAE;
+    if (!o->critic_path) o->critic_path = o->reward_path;
+    if (o->use_critic && !o->critic_path)
+        die("--advantage gae needs a critic: give --critic or --reward (or use --advantage rloo)");
+}
 
-    /* the prompts, tokenized as the policy's tokenizer and template do */
+/* ------------------------------------------------------------ the prompts */
+
+/* The prompts, tokenized as the policy's tokenizer and template do, and the
+ * token ids generation stops at. */
+static void load_prompts(const Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop) {
+    const TrainArgs *a = &o->a;
     ModelBundle pb;
-    if (model_load_any(policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
+    if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
     ChatTemplate tmpl;
-    if (chat_template_choose(a.chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja, &tmpl) < 0)
+    if (chat_template_choose(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja, &tmpl) < 0)
         die("%s", align_error());
-    int32_t stop_ids[4];
-    int n_stop = 0;
-    {
-        int32_t cand[3] = {tok_eos_id(pb.tok), pb.model->cfg.eos_id, -1};
-        const char *marker = chat_template_end_marker(tmpl);
-        if (marker) cand[2] = tok_token_id(pb.tok, marker);
-        for (int i = 0; i < 3; i++) {
-            int dup = 0;
-            for (int j = 0; j < n_stop; j++) dup |= stop_ids[j] == cand[i];
-            if (cand[i] >= 0 && cand[i] < pb.model->cfg.vocab_size && !dup) stop_ids[n_stop++] = cand[i];
-        }
+    *n_stop = 0;
+    int32_t cand[3] = {tok_eos_id(pb.tok), pb.model->cfg.eos_id, -1};
+    const char *marker = chat_template_end_marker(tmpl);
+    if (marker) cand[2] = tok_token_id(pb.tok, marker);
+    for (int i = 0; i < 3; i++) {
+        int dup = 0;
+        for (int j = 0; j < *n_stop; j++) dup |= stop_ids[j] == cand[i];
+        if (cand[i] >= 0 && cand[i] < pb.model->cfg.vocab_size && !dup) stop_ids[(*n_stop)++] = cand[i];
     }
-    Prompts ps = {.seed = a.seed, .epoch = -1};
-    {
-        DsOptions o;
-        ds_options_default(&o);
-        o.kind = DS_PROMPT;
-        o.chat_template = tmpl;
-        o.max_prompt_length = max_prompt_len > 0 ? max_prompt_len : (a.max_length > max_new ? a.max_length - max_new : 0);
-        o.skip_bad = a.skip_bad;
-        if (ds_load(prompts_path, pb.tok, &o, &ps.ds)) die("%s", align_error());
-        fprintf(stderr, PROG ": %s: %zu prompts\n", prompts_path, ps.ds.n);
-        for (size_t i = 0; i < ps.ds.n; i++)
-            if (ps.ds.ex[i].n_prompt < 1) die("%s: record %ld has an empty prompt", prompts_path, ps.ds.ex[i].line);
-        ps.order = malloc(ps.ds.n * sizeof(int32_t));
-    }
+    *ps = (Prompts){.seed = a->seed, .epoch = -1};
+    DsOptions opt;
+    ds_options_default(&opt);
+    opt.kind = DS_PROMPT;
+    opt.chat_template = tmpl;
+    opt.max_prompt_length =
+        o->max_prompt_len > 0 ? o->max_prompt_len : (a->max_length > o->max_new ? a->max_length - o->max_new : 0);
+    opt.skip_bad = a->skip_bad;
+    if (ds_load(o->prompts_path, pb.tok, &opt, &ps->ds)) die("%s", align_error());
+    fprintf(stderr, PROG ": %s: %zu prompts\n", o->prompts_path, ps->ds.n);
+    for (size_t i = 0; i < ps->ds.n; i++)
+        if (ps->ds.ex[i].n_prompt < 1) die("%s: record %ld has an empty prompt", o->prompts_path, ps->ds.ex[i].line);
+    ps->order = malloc(ps->ds.n * sizeof(int32_t));
     model_bundle_free(&pb);
+}
 
-    RunState st = {0, c.kl_coef, {0}};
-    ppo_running_init(&st.running);
-    if (a.resume) {
-        if (read_state(a.resume, &a, n_samples, &st)) die("%s", align_error());
-        fprintf(stderr, PROG ": resuming from %s at iteration %ld\n", a.resume, st.iteration);
+/* ------------------------------------------------------------ starting the processes */
+
+/* Socket folders are /tmp/ppo_run.<pid>.XXXXXX. A run killed with SIGKILL
+ * cannot remove its own, so each start removes the ones (of this user)
+ * whose run no longer exists; a live run's folder, or one whose pid now
+ * belongs to another process, is left alone. */
+static void remove_stale_socket_dirs(void) {
+    DIR *d = opendir("/tmp");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = 0;
+        int n = 0;
+        if (sscanf(e->d_name, "ppo_run.%ld.%n", &pid, &n) != 1 || n == 0 || pid <= 0 || strlen(e->d_name + n) != 6)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (EPERM: another user's process) */
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "/tmp/%s", e->d_name);
+        struct stat st;
+        if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+        DIR *sd = opendir(path);
+        if (!sd) continue;
+        struct dirent *f;
+        while ((f = readdir(sd)))
+            if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) unlinkat(dirfd(sd), f->d_name, 0);
+        closedir(sd);
+        if (!rmdir(path)) fprintf(stderr, PROG ": removed %s, left by run %ld, which no longer exists\n", path, pid);
     }
-    long total_iters = a.max_steps > 0 ? a.max_steps
-                                       : ((long)ps.ds.n * (a.epochs > 0 ? a.epochs : 1) + a.batch_size - 1) / a.batch_size;
-    int S = a.batch_size * n_samples;
-    int mbs = minibatch > 0 && minibatch < S ? minibatch : S;
-    long opt_steps = total_iters * ppo_epochs * ((S + mbs - 1) / mbs);
+    closedir(d);
+}
 
-    /* ---- processes ---- */
+/* The workers, started here or connected to (--*-connect). */
+static void start_processes(const Opts *o) {
     memset(&G, 0, sizeof G);
-    G.heartbeat_s = heartbeat_ms / 1000.0;
-    G.dead_after = dead_after;
-    G.startup_s = startup_s;
-    G.max_restarts = max_restarts;
-    G.reward_model = reward_path;
+    G.heartbeat_s = o->heartbeat_ms / 1000.0;
+    G.dead_after = o->dead_after;
+    G.startup_s = o->startup_s;
+    G.max_restarts = o->max_restarts;
+    G.reward_model = o->reward_path;
     G.weights_version = -1;
+    /* a peer that has not taken a message in as long as a silent one may
+     * stay alive is treated as dead (at least a second) */
+    G.send_timeout_ms = o->dead_after * o->heartbeat_ms > 1000 ? o->dead_after * o->heartbeat_ms : 1000;
     /* Several processes share the cores, each idle most of the time: OpenMP
      * threads that spin-wait after a parallel region starve the one process
      * that has work (100x slower on 2 cores). Workers block instead, unless
@@ -788,7 +875,8 @@ int main(int argc, char **argv) {
     if (len <= 0) die("cannot find my own binary (/proc/self/exe)");
     G.bin_dir[len] = 0;
     *strrchr(G.bin_dir, '/') = 0;
-    snprintf(G.tmpdir, sizeof G.tmpdir, "/tmp/ppo_run.XXXXXX");
+    remove_stale_socket_dirs();
+    snprintf(G.tmpdir, sizeof G.tmpdir, "/tmp/ppo_run.%d.XXXXXX", (int)getpid());
     if (!mkdtemp(G.tmpdir)) die("cannot make a temp dir: %s", strerror(errno));
     chmod(G.tmpdir, 0700);
     struct sigaction sa = {0};
@@ -796,315 +884,382 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (reward_ep == NULL && !reward_path) die("--reward is required");
-    G.policy = add_peer(ROLE_POLICY, 0, policy_ep);
-    G.ref = add_peer(ROLE_REF, 0, ref_ep);
-    G.reward = add_peer(ROLE_REWARD, 0, reward_ep);
+    G.policy = add_peer(ROLE_POLICY, 0, o->policy_ep);
+    G.ref = add_peer(ROLE_REF, 0, o->ref_ep);
+    G.reward = add_peer(ROLE_REWARD, 0, o->reward_ep);
     G.rollout0 = G.n_peers;
-    if (rollout_eps) {
-        char *list = strdup(rollout_eps), *save = NULL;
+    if (o->rollout_eps) {
+        char *list = strdup(o->rollout_eps), *save = NULL;
         for (char *e = strtok_r(list, ",", &save); e; e = strtok_r(NULL, ",", &save)) add_peer(ROLE_ROLLOUT, G.n_rollout++, e);
         free(list);
     } else {
-        if (n_rollout < 1 || n_rollout > 64) die("--rollout-workers must be in 1..64");
-        for (int i = 0; i < n_rollout; i++) add_peer(ROLE_ROLLOUT, G.n_rollout++, NULL);
+        for (int i = 0; i < o->n_rollout; i++) add_peer(ROLE_ROLLOUT, G.n_rollout++, NULL);
     }
+}
 
-    /* setup requests, kept for restarts (no id: the reply is matched by op) */
-    {
-        WireWriter *w = wire_writer_new("setup");
-        wire_put_str(w, "policy", policy_path);
-        if (use_critic) wire_put_str(w, "critic", critic_path);
+/* The setup requests (kept: a restarted worker gets its own again; no id,
+ * the reply is matched by op), sent to every worker; then the rollout
+ * workers get the policy's weights. */
+static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids, int n_stop) {
+    const TrainArgs *a = &o->a;
+    const PpoConfig *c = &o->c;
+    WireWriter *w = wire_writer_new("setup");
+    wire_put_str(w, "policy", o->policy_path);
+    if (o->use_critic) wire_put_str(w, "critic", o->critic_path);
+    if (a->resume) {
         char rp[PATH_MAX], rc_[PATH_MAX];
-        if (a.resume) {
-            snprintf(rp, sizeof rp, "%s", a.resume);
-            size_t l = strlen(rp);
-            if (l > 5 && !strcmp(rp + l - 5, ".ckpt")) rp[l - 5] = 0;
-            snprintf(rc_, sizeof rc_, "%s-critic.ckpt", rp);
-            wire_put_str(w, "resume", a.resume);
-            if (use_critic) wire_put_str(w, "resume_critic", rc_);
-        }
-        wire_put_float(w, "lr", a.lr);
-        wire_put_float(w, "critic_lr", critic_lr > 0 ? critic_lr : a.lr);
-        wire_put_float(w, "weight_decay", a.weight_decay);
-        wire_put_float(w, "max_grad_norm", a.max_grad_norm);
-        wire_put_str(w, "lr_schedule", a.lr_schedule);
-        wire_put_int(w, "warmup_steps", a.warmup_steps);
-        wire_put_int(w, "total_steps", opt_steps);
-        wire_put_float(w, "clip_low", c.clip_low);
-        wire_put_float(w, "clip_high", c.clip_high);
-        wire_put_float(w, "cliprange_value", c.cliprange_value);
-        wire_put_float(w, "vf_coef", c.vf_coef);
-        wire_put_float(w, "kl_loss_coef", c.kl_loss_coef);
-        wire_put_str(w, "loss_agg", ppo_loss_agg_name(c.loss_agg));
-        wire_put_int(w, "seed", a.seed);
-        if (use_lora) ppo_lora_put(w, &lc, a.lora_adapter);
-        if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
+        snprintf(rp, sizeof rp, "%s", a->resume);
+        size_t l = strlen(rp);
+        if (l > 5 && !strcmp(rp + l - 5, ".ckpt")) rp[l - 5] = 0;
+        snprintf(rc_, sizeof rc_, "%s-critic.ckpt", rp);
+        wire_put_str(w, "resume", a->resume);
+        if (o->use_critic) wire_put_str(w, "resume_critic", rc_);
+    }
+    wire_put_float(w, "lr", a->lr);
+    wire_put_float(w, "critic_lr", o->critic_lr > 0 ? o->critic_lr : a->lr);
+    wire_put_float(w, "weight_decay", a->weight_decay);
+    wire_put_float(w, "max_grad_norm", a->max_grad_norm);
+    wire_put_str(w, "lr_schedule", a->lr_schedule);
+    wire_put_int(w, "warmup_steps", a->warmup_steps);
+    wire_put_int(w, "total_steps", o->opt_steps);
+    wire_put_float(w, "clip_low", c->clip_low);
+    wire_put_float(w, "clip_high", c->clip_high);
+    wire_put_float(w, "cliprange_value", c->cliprange_value);
+    wire_put_float(w, "vf_coef", c->vf_coef);
+    wire_put_float(w, "kl_loss_coef", c->kl_loss_coef);
+    wire_put_str(w, "loss_agg", ppo_loss_agg_name(c->loss_agg));
+    wire_put_int(w, "seed", a->seed);
+    if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+    if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
+    w = wire_writer_new("setup");
+    wire_put_str(w, "model", o->policy_path);
+    if (wire_finish(w, &G.peer[G.ref].setup, &G.peer[G.ref].setup_len)) die("%s", align_error());
+    for (int i = 0; i < G.n_rollout; i++) {
         w = wire_writer_new("setup");
-        wire_put_str(w, "model", policy_path);
-        if (wire_finish(w, &G.peer[G.ref].setup, &G.peer[G.ref].setup_len)) die("%s", align_error());
-        for (int i = 0; i < G.n_rollout; i++) {
-            w = wire_writer_new("setup");
-            wire_put_str(w, "model", policy_path);
-            wire_put_int(w, "max_new_tokens", max_new);
-            wire_put_float(w, "temperature", temperature);
-            wire_put_float(w, "top_p", top_p);
-            wire_put_int(w, "top_k", top_k);
-            wire_put_int(w, "n", n_samples);
-            wire_put_int(w, "seed", a.seed);
-            wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
-            if (use_lora) ppo_lora_put(w, &lc, a.lora_adapter);
-            Peer *p = &G.peer[G.rollout0 + i];
-            if (wire_finish(w, &p->setup, &p->setup_len)) die("%s", align_error());
-        }
-        Call calls[MAX_PEERS];
-        int nc = 0;
-        for (int i = 0; i < G.n_peers; i++) {
-            if (!G.peer[i].setup) continue;
-            call_init(&calls[nc], i, NULL);
-            calls[nc].body = malloc(G.peer[i].setup_len);
-            memcpy(calls[nc].body, G.peer[i].setup, G.peer[i].setup_len);
-            calls[nc].len = G.peer[i].setup_len;
-            nc++;
-        }
-        need_reply_ok(run_calls(calls, nc, 0), "setting up the workers");
-        for (int i = 0; i < nc; i++) {
-            if (calls[i].peer == G.policy) {
-                char *kind = ppo_get_strdup(calls[i].reply, "sync");
-                double numel = ppo_get_num(calls[i].reply, "sync_numel", 0);
-                fprintf(stderr, PROG ": weight sync: %s, %.2f MiB per rollout worker\n",
-                        kind && !strcmp(kind, "lora") ? "LoRA adapters only" : "all parameters", numel * 4 / 1048576.0);
-                free(kind);
-            }
-            call_free(&calls[i]);
-        }
-        G.weights_version = st.iteration;
-        sync_rollouts();
+        wire_put_str(w, "model", o->policy_path);
+        wire_put_int(w, "max_new_tokens", o->max_new);
+        wire_put_float(w, "temperature", o->temperature);
+        wire_put_float(w, "top_p", o->top_p);
+        wire_put_int(w, "top_k", o->top_k);
+        wire_put_int(w, "n", o->n_samples);
+        wire_put_int(w, "seed", a->seed);
+        wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
+        if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+        Peer *p = &G.peer[G.rollout0 + i];
+        if (wire_finish(w, &p->setup, &p->setup_len)) die("%s", align_error());
     }
+    Call calls[MAX_PEERS];
+    int nc = 0;
+    for (int i = 0; i < G.n_peers; i++) {
+        if (!G.peer[i].setup) continue;
+        call_init(&calls[nc], i, NULL);
+        calls[nc].body = malloc(G.peer[i].setup_len);
+        memcpy(calls[nc].body, G.peer[i].setup, G.peer[i].setup_len);
+        calls[nc].len = G.peer[i].setup_len;
+        nc++;
+    }
+    need_reply_ok(run_calls(calls, nc, 0), "setting up the workers");
+    for (int i = 0; i < nc; i++) {
+        if (calls[i].peer == G.policy) {
+            char *kind = ppo_get_strdup(calls[i].reply, "sync");
+            double numel = ppo_get_num(calls[i].reply, "sync_numel", 0);
+            fprintf(stderr, PROG ": weight sync: %s, %.2f MiB per rollout worker\n",
+                    kind && !strcmp(kind, "lora") ? "LoRA adapters only" : "all parameters", numel * 4 / 1048576.0);
+            free(kind);
+        }
+        call_free(&calls[i]);
+    }
+    G.weights_version = iteration;
+    sync_rollouts();
+}
 
-    MetricsLog log;
-    memset(&log, 0, sizeof log);
-    if (metrics_log_open(&log, PROG, a.metrics, a.resume != NULL)) die("%s", align_error());
-    PpoKlController ctl;
-    ppo_kl_controller_init(&ctl, &c);
-    ctl.value = st.kl_coef;
-    static const char *shown[] = {"objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg",
-                                  "time/iteration", NULL};
-    int P = a.batch_size, rc = 0;
-
-    for (; st.iteration < total_iters; st.iteration++) {
-        double t_it = align_now();
-        Metrics m;
-        metrics_clear(&m);
-        long g0 = st.iteration * P;
-        /* ---- prompts ---- */
-        int32_t *pp_off = malloc(((size_t)P + 1) * sizeof(int32_t));
-        const DsExample **ex = malloc((size_t)P * sizeof *ex);
-        pp_off[0] = 0;
-        for (int i = 0; i < P; i++) {
-            ex[i] = prompt_at(&ps, g0 + i);
-            pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
-        }
-        int32_t *pp_tok = malloc((size_t)pp_off[P] * sizeof(int32_t));
-        for (int i = 0; i < P; i++) memcpy(pp_tok + pp_off[i], ex[i]->prompt, (size_t)ex[i]->n_prompt * sizeof(int32_t));
-        /* ---- generate: contiguous chunks, one per live rollout worker ---- */
-        double t0 = align_now();
-        int live[MAX_PEERS], nl = 0;
-        for (int i = 0; i < G.n_rollout; i++)
-            if (!G.peer[G.rollout0 + i].gone) live[nl++] = G.rollout0 + i;
-        int chunks = nl < P ? nl : P;
-        Call gen[MAX_PEERS];
-        int cstart[MAX_PEERS + 1];
-        for (int k = 0; k <= chunks; k++) cstart[k] = (int)((long)P * k / chunks);
-        for (int k = 0; k < chunks; k++) {
-            WireWriter *w = wire_writer_new("generate");
-            int s0 = cstart[k], s1 = cstart[k + 1];
-            int32_t *off = malloc(((size_t)(s1 - s0) + 1) * sizeof(int32_t));
-            for (int i = s0; i <= s1; i++) off[i - s0] = pp_off[i] - pp_off[s0];
-            ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", pp_tok + pp_off[s0], off, s1 - s0);
-            wire_put_int(w, "prompt_index_base", g0 + s0);
-            free(off);
-            call_init(&gen[k], live[k], w);
-        }
-        need_reply_ok(run_calls(gen, chunks, 0), "generation");
-        double t_gen = align_now() - t0;
-        /* ---- the batch: S completions, prompt-major ---- */
-        int32_t *poff = malloc(((size_t)S + 1) * sizeof(int32_t)), *roff = malloc(((size_t)S + 1) * sizeof(int32_t));
-        uint8_t *has_eos = malloc((size_t)S);
-        long T = 0, PT = 0;
-        for (int k = 0; k < chunks; k++) {
-            WireArray off;
-            if (wire_get_array(gen[k].reply, "offsets", WIRE_I32, ppo_wire_limits(), &off)) die("generation: %s", align_error());
-            T += ((int32_t *)off.data)[off.numel - 1];
-            free(off.data);
-        }
-        PT = 0;
-        for (int i = 0; i < P; i++) PT += (long)ex[i]->n_prompt * n_samples;
-        int32_t *ptok = malloc((size_t)PT * sizeof(int32_t)), *rtok = malloc((size_t)T * sizeof(int32_t));
-        float *old_logp = malloc((size_t)T * sizeof(float));
-        poff[0] = roff[0] = 0;
-        int s = 0;
-        for (int k = 0; k < chunks; k++) {
-            int32_t *tk, *of;
-            int ns;
-            float *lp;
-            WireArray fin;
-            if (ppo_get_ragged(gen[k].reply, "tokens", "offsets", &tk, &of, &ns) ||
-                ppo_get_f32(gen[k].reply, "logprobs", of[ns], &lp, NULL) ||
-                wire_get_array(gen[k].reply, "finish", WIRE_U8, ppo_wire_limits(), &fin))
-                die("generation: a bad reply: %s", align_error());
-            if (ns != (cstart[k + 1] - cstart[k]) * n_samples || (int)fin.numel != ns) die("generation: a reply of the wrong size");
-            for (int j = 0; j < ns; j++, s++) {
-                const DsExample *e = ex[cstart[k] + j / n_samples];
-                memcpy(ptok + poff[s], e->prompt, (size_t)e->n_prompt * sizeof(int32_t));
-                poff[s + 1] = poff[s] + e->n_prompt;
-                int nt = of[j + 1] - of[j];
-                if (nt < 1) die("generation: an empty completion");
-                memcpy(rtok + roff[s], tk + of[j], (size_t)nt * sizeof(int32_t));
-                memcpy(old_logp + roff[s], lp + of[j], (size_t)nt * sizeof(float));
-                roff[s + 1] = roff[s] + nt;
-                has_eos[s] = ((uint8_t *)fin.data)[j] == 1; /* GEN_FINISH_STOP */
-            }
-            free(tk), free(of), free(lp), free(fin.data);
-        }
-        for (int k = 0; k < chunks; k++) call_free(&gen[k]);
-        /* ---- reference, reward, values in parallel ---- */
-        t0 = align_now();
-        Call sc[3];
-        int nsc = 0, ci_ref, ci_rew, ci_val = -1;
-        WireWriter *w = wire_writer_new("logprobs");
-        ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", ptok, poff, S);
-        ppo_put_ragged(w, "tokens", "offsets", rtok, roff, S);
-        call_init(&sc[ci_ref = nsc++], G.ref, w);
-        w = wire_writer_new("score");
-        ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", ptok, poff, S);
-        ppo_put_ragged(w, "tokens", "offsets", rtok, roff, S);
-        call_init(&sc[ci_rew = nsc++], G.reward, w);
-        if (use_critic) {
-            w = wire_writer_new("values");
-            ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", ptok, poff, S);
-            ppo_put_ragged(w, "tokens", "offsets", rtok, roff, S);
-            call_init(&sc[ci_val = nsc++], G.policy, w);
-        }
-        need_reply_ok(run_calls(sc, nsc, 0), "scoring");
-        float *ref_logp, *raw, *values = NULL;
-        if (ppo_get_f32(sc[ci_ref].reply, "logprobs", T, &ref_logp, NULL) ||
-            ppo_get_f32(sc[ci_rew].reply, "scores", S, &raw, NULL) ||
-            (use_critic && ppo_get_f32(sc[ci_val].reply, "values", T, &values, NULL)))
-            die("scoring: a bad reply: %s", align_error());
-        double t_ref = sc[ci_ref].t_done - t0, t_rew = sc[ci_rew].t_done - t0,
-               t_val = use_critic ? sc[ci_val].t_done - t0 : 0, t_score = align_now() - t0;
-        for (int i = 0; i < nsc; i++) call_free(&sc[i]);
-        /* ---- the PPO math ---- */
-        c.kl_coef = ctl.value;
-        PpoSeqs seqs = {S, roff};
-        float *kl = malloc((size_t)T * sizeof(float)), *scores = malloc((size_t)S * sizeof(float));
-        float *rewards = malloc((size_t)T * sizeof(float)), *adv = malloc((size_t)T * sizeof(float)),
-              *ret = malloc((size_t)T * sizeof(float));
-        ppo_kl(c.kl_estimator, old_logp, ref_logp, (int)T, kl);
-        if (ppo_process_scores(&c, &st.running, raw, has_eos, S, scores) ||
-            ppo_advantages(&c, &seqs, scores, kl, values, rewards, adv, ret) ||
-            ppo_rollout_metrics(&c, &seqs, kl, old_logp, scores, raw, has_eos, NULL, values, use_critic ? ret : NULL, &m))
-            die("%s", align_error());
-        /* ---- update ---- */
-        t0 = align_now();
-        w = wire_writer_new("update");
-        ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", ptok, poff, S);
-        ppo_put_ragged(w, "tokens", "offsets", rtok, roff, S);
-        wire_put_vec(w, "old_logp", WIRE_F32, old_logp, (size_t)T);
-        wire_put_vec(w, "advantages", WIRE_F32, adv, (size_t)T);
-        if (use_critic) {
-            wire_put_vec(w, "returns", WIRE_F32, ret, (size_t)T);
-            wire_put_vec(w, "old_values", WIRE_F32, values, (size_t)T);
-        }
-        if (c.kl_loss_coef > 0) wire_put_vec(w, "ref_logp", WIRE_F32, ref_logp, (size_t)T);
-        wire_put_int(w, "ppo_epochs", ppo_epochs);
-        wire_put_int(w, "minibatch_size", mbs);
-        wire_put_int(w, "seed", a.seed);
-        wire_put_int(w, "iteration", st.iteration);
-        Call up;
-        call_init(&up, G.policy, w);
-        need_reply_ok(run_calls(&up, 1, 0), "the PPO update");
-        {
-            char **keys;
-            size_t nk;
-            WireArray vals;
-            if (wire_get_str_array(up.reply, "keys", ppo_wire_limits(), &keys, &nk) ||
-                wire_get_array(up.reply, "values", WIRE_F64, ppo_wire_limits(), &vals) || vals.numel != nk)
-                die("the PPO update: a bad reply: %s", align_error());
-            for (size_t i = 0; i < nk; i++) metrics_set(&m, keys[i], ((double *)vals.data)[i]);
-            free(keys), free(vals.data);
-        }
-        call_free(&up);
-        double t_up = align_now() - t0;
-        /* ---- KL control, weight sync ---- */
-        ctl.value = ppo_kl_controller_update(&ctl, metrics_get(&m, "objective/kl", 0), S);
-        st.kl_coef = ctl.value;
-        t0 = align_now();
-        G.weights_version = st.iteration + 1;
-        sync_rollouts();
-        double t_sync = align_now() - t0;
-        double t_all = align_now() - t_it;
-        metrics_set(&m, "time/generate", t_gen);
-        metrics_set(&m, "time/reference", t_ref);
-        metrics_set(&m, "time/reward", t_rew);
-        if (use_critic) metrics_set(&m, "time/values", t_val);
-        metrics_set(&m, "time/score_all", t_score);
-        metrics_set(&m, "time/update", t_up);
-        metrics_set(&m, "time/weight_sync", t_sync);
-        metrics_set(&m, "weight_sync/bytes", (double)G.sync_bytes);
-        metrics_set(&m, "time/iteration", t_all);
-        metrics_set(&m, "tokens_per_s", t_gen > 0 ? T / t_gen : 0);
-        metrics_set(&m, "val/mean_response_length", (double)T / S);
-        double epoch = (double)(st.iteration + 1) * P / ps.ds.n;
-        metrics_log_step(&log, st.iteration + 1, total_iters, epoch, &m, shown);
-        free(pp_off), free(ex), free(pp_tok), free(poff), free(roff), free(has_eos), free(ptok), free(rtok), free(old_logp);
-        free(ref_logp), free(raw), free(values), free(kl), free(scores), free(rewards), free(adv), free(ret);
-        /* ---- checkpoint ---- */
-        long done_iters = st.iteration + 1;
-        int periodic = a.save_every > 0 && done_iters % a.save_every == 0 && done_iters < total_iters;
-        if (periodic || interrupted) {
-            RunState s2 = st;
-            s2.iteration = done_iters;
-            char pol[PATH_MAX], crit[PATH_MAX];
-            ckpt_paths(a.out, done_iters, pol, crit, sizeof pol);
-            char *js = state_json(&s2, &a, n_samples);
-            save_via_policy(pol, crit, js, 1, NULL);
-            free(js);
-            if (G.last_ckpt[0] && strcmp(G.last_ckpt, pol)) {
-                char op[PATH_MAX], oc[PATH_MAX];
-                snprintf(op, sizeof op, "%s", G.last_ckpt);
-                size_t l = strlen(op);
-                if (l > 5) op[l - 5] = 0;
-                snprintf(oc, sizeof oc, "%s-critic.ckpt", op);
-                unlink(G.last_ckpt), unlink(oc);
-            }
-            snprintf(G.last_ckpt, sizeof G.last_ckpt, "%s", pol);
-            if (interrupted) {
-                fprintf(stderr, "\n" PROG ": interrupted after iteration %ld; saved %s (continue with --resume %s)\n",
-                        done_iters, pol, pol);
-                rc = 130;
-                break;
-            }
-        }
-    }
-    if (!rc) {
-        RunState s2 = st;
-        char pol[PATH_MAX], crit[PATH_MAX];
-        ckpt_paths(a.out, -1, pol, crit, sizeof pol);
-        char *js = state_json(&s2, &a, n_samples);
-        save_via_policy(pol, crit, js, 0, a.lora_out);
-        free(js);
-        fprintf(stderr, PROG ": saved %s%s%s after %ld iterations\n", pol, use_critic ? " and " : "", use_critic ? crit : "",
-                st.iteration);
-    }
-    metrics_log_close(&log);
+static void stop_processes(void) {
     kill_children();
     for (int i = 0; i < G.n_peers; i++) {
         if (G.peer[i].sock) zmq_close(G.peer[i].sock);
         free(G.peer[i].setup);
     }
     zmq_ctx_term(G.ctx);
+}
+
+/* ------------------------------------------------------------ one iteration */
+
+/* One iteration's S completions, prompt-major, in the ragged layout. */
+typedef struct {
+    int S;
+    long T;
+    int32_t *ptok, *poff, *rtok, *roff;
+    float *old_logp, *ref_logp, *raw, *values;
+    uint8_t *has_eos;
+} Rollout;
+
+static void rollout_free(Rollout *b) {
+    free(b->ptok), free(b->poff), free(b->rtok), free(b->roff), free(b->has_eos);
+    free(b->old_logp), free(b->ref_logp), free(b->raw), free(b->values);
+    memset(b, 0, sizeof *b);
+}
+
+/* The prompts at stream positions g0.. in contiguous chunks, one per live
+ * rollout worker; their completions and old log-probs into b. */
+static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
+    int P = o->a.batch_size, n_samples = o->n_samples, S = o->S;
+    int32_t *pp_off = malloc(((size_t)P + 1) * sizeof(int32_t));
+    const DsExample **ex = malloc((size_t)P * sizeof *ex);
+    pp_off[0] = 0;
+    for (int i = 0; i < P; i++) {
+        ex[i] = prompt_at(ps, g0 + i);
+        pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
+    }
+    int32_t *pp_tok = malloc((size_t)pp_off[P] * sizeof(int32_t));
+    for (int i = 0; i < P; i++) memcpy(pp_tok + pp_off[i], ex[i]->prompt, (size_t)ex[i]->n_prompt * sizeof(int32_t));
+    int live[MAX_PEERS], nl = 0;
+    for (int i = 0; i < G.n_rollout; i++)
+        if (!G.peer[G.rollout0 + i].gone) live[nl++] = G.rollout0 + i;
+    int chunks = nl < P ? nl : P;
+    Call gen[MAX_PEERS];
+    int cstart[MAX_PEERS + 1];
+    for (int k = 0; k <= chunks; k++) cstart[k] = (int)((long)P * k / chunks);
+    for (int k = 0; k < chunks; k++) {
+        WireWriter *w = wire_writer_new("generate");
+        int s0 = cstart[k], s1 = cstart[k + 1];
+        int32_t *off = malloc(((size_t)(s1 - s0) + 1) * sizeof(int32_t));
+        for (int i = s0; i <= s1; i++) off[i - s0] = pp_off[i] - pp_off[s0];
+        ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", pp_tok + pp_off[s0], off, s1 - s0);
+        wire_put_int(w, "prompt_index_base", g0 + s0);
+        free(off);
+        call_init(&gen[k], live[k], w);
+    }
+    need_reply_ok(run_calls(gen, chunks, 0), "generation");
+    memset(b, 0, sizeof *b);
+    b->S = S;
+    b->poff = malloc(((size_t)S + 1) * sizeof(int32_t)), b->roff = malloc(((size_t)S + 1) * sizeof(int32_t));
+    b->has_eos = malloc((size_t)S);
+    for (int k = 0; k < chunks; k++) {
+        WireArray off;
+        if (wire_get_array(gen[k].reply, "offsets", WIRE_I32, ppo_wire_limits(), &off)) die("generation: %s", align_error());
+        b->T += ((int32_t *)off.data)[off.numel - 1];
+        free(off.data);
+    }
+    long PT = 0;
+    for (int i = 0; i < P; i++) PT += (long)ex[i]->n_prompt * n_samples;
+    b->ptok = malloc((size_t)PT * sizeof(int32_t)), b->rtok = malloc((size_t)b->T * sizeof(int32_t));
+    b->old_logp = malloc((size_t)b->T * sizeof(float));
+    b->poff[0] = b->roff[0] = 0;
+    int s = 0;
+    for (int k = 0; k < chunks; k++) {
+        int32_t *tk, *of;
+        int ns;
+        float *lp;
+        WireArray fin;
+        if (ppo_get_ragged(gen[k].reply, "tokens", "offsets", &tk, &of, &ns) ||
+            ppo_get_f32(gen[k].reply, "logprobs", of[ns], &lp, NULL) ||
+            wire_get_array(gen[k].reply, "finish", WIRE_U8, ppo_wire_limits(), &fin))
+            die("generation: a bad reply: %s", align_error());
+        if (ns != (cstart[k + 1] - cstart[k]) * n_samples || (int)fin.numel != ns) die("generation: a reply of the wrong size");
+        for (int j = 0; j < ns; j++, s++) {
+            const DsExample *e = ex[cstart[k] + j / n_samples];
+            memcpy(b->ptok + b->poff[s], e->prompt, (size_t)e->n_prompt * sizeof(int32_t));
+            b->poff[s + 1] = b->poff[s] + e->n_prompt;
+            int nt = of[j + 1] - of[j];
+            if (nt < 1) die("generation: an empty completion");
+            memcpy(b->rtok + b->roff[s], tk + of[j], (size_t)nt * sizeof(int32_t));
+            memcpy(b->old_logp + b->roff[s], lp + of[j], (size_t)nt * sizeof(float));
+            b->roff[s + 1] = b->roff[s] + nt;
+            b->has_eos[s] = ((uint8_t *)fin.data)[j] == 1; /* GEN_FINISH_STOP */
+        }
+        free(tk), free(of), free(lp), free(fin.data);
+    }
+    for (int k = 0; k < chunks; k++) call_free(&gen[k]);
+    free(pp_off), free(ex), free(pp_tok);
+}
+
+static WireWriter *sequences_request(const char *op, const Rollout *b) {
+    WireWriter *w = wire_writer_new(op);
+    ppo_put_ragged(w, "prompt_tokens", "prompt_offsets", b->ptok, b->poff, b->S);
+    ppo_put_ragged(w, "tokens", "offsets", b->rtok, b->roff, b->S);
+    return w;
+}
+
+/* Reference log-probs, reward scores and (with a critic) the old values, in
+ * parallel; each one's time into m. */
+static void score(const Opts *o, Rollout *b, Metrics *m) {
+    double t0 = align_now();
+    Call sc[3];
+    int nsc = 0, ci_ref, ci_rew, ci_val = -1;
+    call_init(&sc[ci_ref = nsc++], G.ref, sequences_request("logprobs", b));
+    call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
+    if (o->use_critic) call_init(&sc[ci_val = nsc++], G.policy, sequences_request("values", b));
+    need_reply_ok(run_calls(sc, nsc, 0), "scoring");
+    if (ppo_get_f32(sc[ci_ref].reply, "logprobs", b->T, &b->ref_logp, NULL) ||
+        ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &b->raw, NULL) ||
+        (o->use_critic && ppo_get_f32(sc[ci_val].reply, "values", b->T, &b->values, NULL)))
+        die("scoring: a bad reply: %s", align_error());
+    metrics_set(m, "time/reference", sc[ci_ref].t_done - t0);
+    metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
+    if (o->use_critic) metrics_set(m, "time/values", sc[ci_val].t_done - t0);
+    metrics_set(m, "time/score_all", align_now() - t0);
+    for (int i = 0; i < nsc; i++) call_free(&sc[i]);
+}
+
+/* The PPO update on the policy process; its training metrics into m. */
+static void update(const Opts *o, const Rollout *b, const float *adv, const float *ret, long iteration, Metrics *m) {
+    size_t T = (size_t)b->T;
+    WireWriter *w = sequences_request("update", b);
+    wire_put_vec(w, "old_logp", WIRE_F32, b->old_logp, T);
+    wire_put_vec(w, "advantages", WIRE_F32, adv, T);
+    if (o->use_critic) {
+        wire_put_vec(w, "returns", WIRE_F32, ret, T);
+        wire_put_vec(w, "old_values", WIRE_F32, b->values, T);
+    }
+    if (o->c.kl_loss_coef > 0) wire_put_vec(w, "ref_logp", WIRE_F32, b->ref_logp, T);
+    wire_put_int(w, "ppo_epochs", o->ppo_epochs);
+    wire_put_int(w, "minibatch_size", o->mbs);
+    wire_put_int(w, "seed", o->a.seed);
+    wire_put_int(w, "iteration", iteration);
+    Call up;
+    call_init(&up, G.policy, w);
+    need_reply_ok(run_calls(&up, 1, 0), "the PPO update");
+    char **keys;
+    size_t nk;
+    WireArray vals;
+    if (wire_get_str_array(up.reply, "keys", ppo_wire_limits(), &keys, &nk) ||
+        wire_get_array(up.reply, "values", WIRE_F64, ppo_wire_limits(), &vals) || vals.numel != nk)
+        die("the PPO update: a bad reply: %s", align_error());
+    for (size_t i = 0; i < nk; i++) metrics_set(m, keys[i], ((double *)vals.data)[i]);
+    free(keys), free(vals.data);
+    call_free(&up);
+}
+
+/* Iteration st->iteration: generate, score, the PPO math, update, KL
+ * control, weight sync. Its metrics into m. */
+static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Metrics *m) {
+    double t_it = align_now(), t0 = t_it;
+    Rollout b;
+    generate(o, ps, st->iteration * o->a.batch_size, &b);
+    double t_gen = align_now() - t0;
+    score(o, &b, m);
+    /* the PPO math */
+    int S = b.S;
+    size_t T = (size_t)b.T;
+    o->c.kl_coef = ctl->value;
+    PpoSeqs seqs = {S, b.roff};
+    float *kl = malloc(T * sizeof(float)), *scores = malloc((size_t)S * sizeof(float));
+    float *rewards = malloc(T * sizeof(float)), *adv = malloc(T * sizeof(float)), *ret = malloc(T * sizeof(float));
+    ppo_kl(o->c.kl_estimator, b.old_logp, b.ref_logp, (int)T, kl);
+    if (ppo_process_scores(&o->c, &st->running, b.raw, b.has_eos, S, scores) ||
+        ppo_advantages(&o->c, &seqs, scores, kl, b.values, rewards, adv, ret) ||
+        ppo_rollout_metrics(&o->c, &seqs, kl, b.old_logp, scores, b.raw, b.has_eos, NULL, b.values,
+                            o->use_critic ? ret : NULL, m))
+        die("%s", align_error());
+    t0 = align_now();
+    update(o, &b, adv, ret, st->iteration, m);
+    double t_up = align_now() - t0;
+    /* KL control, weight sync */
+    ctl->value = ppo_kl_controller_update(ctl, metrics_get(m, "objective/kl", 0), S);
+    st->kl_coef = ctl->value;
+    t0 = align_now();
+    G.weights_version = st->iteration + 1;
+    sync_rollouts();
+    double t_sync = align_now() - t0;
+    metrics_set(m, "time/generate", t_gen);
+    metrics_set(m, "time/update", t_up);
+    metrics_set(m, "time/weight_sync", t_sync);
+    metrics_set(m, "weight_sync/bytes", (double)G.sync_bytes);
+    metrics_set(m, "time/iteration", align_now() - t_it);
+    metrics_set(m, "tokens_per_s", t_gen > 0 ? (double)T / t_gen : 0);
+    metrics_set(m, "val/mean_response_length", (double)T / S);
+    free(kl), free(scores), free(rewards), free(adv), free(ret);
+    rollout_free(&b);
+}
+
+/* ------------------------------------------------------------ saving */
+
+/* After iteration done_iters: the periodic checkpoint (replacing the
+ * previous one), or on SIGINT/SIGTERM the one to --resume from. */
+static void save_step(const Opts *o, const RunState *st, long done_iters) {
+    RunState s2 = *st;
+    s2.iteration = done_iters;
+    char pol[PATH_MAX], crit[PATH_MAX];
+    ckpt_paths(o->a.out, done_iters, pol, crit, sizeof pol);
+    char *js = state_json(&s2, &o->a, o->n_samples);
+    save_via_policy(pol, crit, js, 1, NULL);
+    free(js);
+    if (G.last_ckpt[0] && strcmp(G.last_ckpt, pol)) {
+        char op[PATH_MAX], oc[PATH_MAX];
+        snprintf(op, sizeof op, "%s", G.last_ckpt);
+        size_t l = strlen(op);
+        if (l > 5) op[l - 5] = 0;
+        snprintf(oc, sizeof oc, "%s-critic.ckpt", op);
+        unlink(G.last_ckpt), unlink(oc);
+    }
+    snprintf(G.last_ckpt, sizeof G.last_ckpt, "%s", pol);
+}
+
+/* The trained policy to --out (merged, with the adapter beside it under
+ * LoRA) and the critic next to it. */
+static void save_final(const Opts *o, const RunState *st) {
+    char pol[PATH_MAX], crit[PATH_MAX];
+    ckpt_paths(o->a.out, -1, pol, crit, sizeof pol);
+    char *js = state_json(st, &o->a, o->n_samples);
+    save_via_policy(pol, crit, js, 0, o->a.lora_out);
+    free(js);
+    fprintf(stderr, PROG ": saved %s%s%s after %ld iterations\n", pol, o->use_critic ? " and " : "",
+            o->use_critic ? crit : "", st->iteration);
+}
+
+/* ------------------------------------------------------------ main */
+
+int main(int argc, char **argv) {
+    CliSpec spec;
+    parse_options(&O, &spec, argc, argv);
+    const TrainArgs *a = &O.a;
+    Prompts ps;
+    int32_t stop_ids[4];
+    int n_stop;
+    load_prompts(&O, &ps, stop_ids, &n_stop);
+
+    RunState st = {0, O.c.kl_coef, {0}};
+    ppo_running_init(&st.running);
+    if (a->resume) {
+        if (read_state(a->resume, a, O.n_samples, &st)) die("%s", align_error());
+        fprintf(stderr, PROG ": resuming from %s at iteration %ld\n", a->resume, st.iteration);
+    }
+    O.total_iters = a->max_steps > 0 ? a->max_steps
+                                     : ((long)ps.ds.n * (a->epochs > 0 ? a->epochs : 1) + a->batch_size - 1) / a->batch_size;
+    O.S = a->batch_size * O.n_samples;
+    O.mbs = O.minibatch > 0 && O.minibatch < O.S ? O.minibatch : O.S;
+    O.opt_steps = O.total_iters * O.ppo_epochs * ((O.S + O.mbs - 1) / O.mbs);
+
+    start_processes(&O);
+    setup_workers(&O, st.iteration, stop_ids, n_stop);
+
+    MetricsLog log;
+    memset(&log, 0, sizeof log);
+    if (metrics_log_open(&log, PROG, a->metrics, a->resume != NULL)) die("%s", align_error());
+    PpoKlController ctl;
+    ppo_kl_controller_init(&ctl, &O.c);
+    ctl.value = st.kl_coef;
+    static const char *shown[] = {"objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg",
+                                  "time/iteration", NULL};
+    int rc = 0;
+    for (; st.iteration < O.total_iters; st.iteration++) {
+        Metrics m;
+        metrics_clear(&m);
+        iterate(&O, &ps, &st, &ctl, &m);
+        long done_iters = st.iteration + 1;
+        metrics_log_step(&log, done_iters, O.total_iters, (double)done_iters * a->batch_size / ps.ds.n, &m, shown);
+        int periodic = a->save_every > 0 && done_iters % a->save_every == 0 && done_iters < O.total_iters;
+        if (periodic || interrupted) save_step(&O, &st, done_iters);
+        if (interrupted) {
+            fprintf(stderr, "\n" PROG ": interrupted after iteration %ld; saved %s (continue with --resume %s)\n",
+                    done_iters, G.last_ckpt, G.last_ckpt);
+            rc = 130;
+            break;
+        }
+    }
+    if (!rc) save_final(&O, &st);
+    metrics_log_close(&log);
+    stop_processes();
     ds_free(&ps.ds);
     free(ps.order);
     cli_free(&spec);

@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
 #include "generate.h"
 #include "model_load.h"
 #include "ppo_service.h"
@@ -150,60 +149,34 @@ done:
     return wr;
 }
 
+static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const char **code) {
+    Worker *w = state;
+    if (!strcmp(r->op, "setup")) {
+        if (do_setup(w, r->msg, be)) return NULL;
+        WireWriter *o = wire_writer_new("ready");
+        wire_put_int(o, "n_params", (int64_t)w->mb.model->n_elems);
+        return o;
+    }
+    if (!strcmp(r->op, "weights") || !strcmp(r->op, "weights_raw")) {
+        if (!strcmp(r->op, "weights") ? do_weights(w, r->msg) : do_weights_raw(w, r)) {
+            *code = "bad_request";
+            return NULL;
+        }
+        WireWriter *o = wire_writer_new("weights_ok");
+        wire_put_int(o, "version", w->version);
+        return o;
+    }
+    if (!strcmp(r->op, "generate")) return do_generate(w, r->msg);
+    *code = "unknown_op";
+    return NULL;
+}
+
 int main(int argc, char **argv) {
-    const char *bind = NULL, *device = "cpu";
-    int seed = 0;
-    CliFlag flags[] = {
-        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
-        {"device", CLI_STRING, &device, "cpu or cuda"},
-        {"seed", CLI_INT, &seed, "unused: the sampling seed comes with setup"},
-    };
-    CliSpec spec = {.prog = "rollout_worker", .usage = "rollout_worker --bind EP [flags]",
-                    .about = "PPO rollout worker: samples completions with per-token log-probs (started by ppo_run).",
-                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
-    cli_parse_or_exit(&spec, argc, argv);
-    if (!bind) align_die("rollout_worker", "--bind is required (see --help)");
-    const Backend *be = backend_get(device);
-    if (!be) align_die_error("rollout_worker");
-    PpoService *svc = ppo_service_start("rollout", bind);
-    if (!svc) align_die_error("rollout_worker");
-    fprintf(stderr, "rollout_worker: listening on %s\n", ppo_service_endpoint(svc));
     Worker w;
     memset(&w, 0, sizeof w);
-    PpoRequest r;
-    while (!ppo_service_next(svc, &r)) {
-        char msg[600];
-        if (!strcmp(r.op, "setup")) {
-            if (do_setup(&w, r.msg, be)) {
-                snprintf(msg, sizeof msg, "%s", align_error());
-                ppo_service_error(svc, &r, "internal", msg);
-            } else {
-                WireWriter *o = wire_writer_new("ready");
-                wire_put_int(o, "n_params", (int64_t)w.mb.model->n_elems);
-                ppo_service_reply(svc, &r, o);
-            }
-        } else if (!strcmp(r.op, "weights") || !strcmp(r.op, "weights_raw")) {
-            if (!strcmp(r.op, "weights") ? do_weights(&w, r.msg) : do_weights_raw(&w, &r)) {
-                snprintf(msg, sizeof msg, "%s", align_error());
-                ppo_service_error(svc, &r, "bad_request", msg);
-            } else {
-                WireWriter *o = wire_writer_new("weights_ok");
-                wire_put_int(o, "version", w.version);
-                ppo_service_reply(svc, &r, o);
-            }
-        } else if (!strcmp(r.op, "generate")) {
-            WireWriter *o = do_generate(&w, r.msg);
-            if (!o) {
-                snprintf(msg, sizeof msg, "%s", align_error());
-                ppo_service_error(svc, &r, "internal", msg);
-            } else {
-                ppo_service_reply(svc, &r, o);
-            }
-        } else {
-            snprintf(msg, sizeof msg, "unknown op \"%.64s\" (a rollout worker serves setup, weights, weights_raw, generate, ping)", r.op);
-            ppo_service_error(svc, &r, "unknown_op", msg);
-        }
-    }
-    fprintf(stderr, "rollout_worker: %s\n", align_error());
-    return 1;
+    PpoWorker pw = {.prog = "rollout_worker", .service = "rollout",
+                    .about = "PPO rollout worker: samples completions with per-token log-probs (started by ppo_run).",
+                    .serves = "a rollout worker serves setup, weights, weights_raw, generate, ping",
+                    .seed_help = "unused: the sampling seed comes with setup", .handle = handle};
+    return ppo_worker_main(&pw, &w, argc, argv);
 }

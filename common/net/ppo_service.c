@@ -288,6 +288,46 @@ void ppo_service_stop(PpoService *s) {
     free(s);
 }
 
+/* ------------------------------------------------------------ a worker's main */
+
+int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv) {
+    const char *bind = NULL, *device = "cpu";
+    int seed = 0;
+    CliFlag flags[16] = {
+        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+        {"seed", CLI_INT, &seed, w->seed_help},
+    };
+    int nf = 3;
+    for (int i = 0; i < w->n_flags && nf < (int)(sizeof flags / sizeof *flags); i++) flags[nf++] = w->flags[i];
+    char usage[96];
+    snprintf(usage, sizeof usage, "%s --bind EP [flags]", w->prog);
+    CliSpec spec = {.prog = w->prog, .usage = usage, .about = w->about, .flags = flags, .n_flags = nf};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (!bind) align_die(w->prog, "--bind is required (see --help)");
+    const Backend *be = backend_get(device);
+    if (!be) align_die_error(w->prog);
+    PpoService *svc = ppo_service_start(w->service, bind);
+    if (!svc) align_die_error(w->prog);
+    fprintf(stderr, "%s: listening on %s\n", w->prog, ppo_service_endpoint(svc));
+    PpoRequest r;
+    while (!ppo_service_next(svc, &r)) {
+        const char *code = "internal";
+        WireWriter *reply = w->handle(state, be, &r, &code);
+        if (reply) {
+            ppo_service_reply(svc, &r, reply);
+            continue;
+        }
+        char msg[600];
+        if (!strcmp(code, "unknown_op")) snprintf(msg, sizeof msg, "unknown op \"%.64s\" (%s)", r.op, w->serves);
+        else snprintf(msg, sizeof msg, "%s", align_error());
+        ppo_service_error(svc, &r, code, msg);
+    }
+    fprintf(stderr, "%s: %s\n", w->prog, align_error());
+    cli_free(&spec);
+    return 1;
+}
+
 /* ------------------------------------------------------------ fields */
 
 int ppo_put_ragged(WireWriter *w, const char *key, const char *okey, const int32_t *data, const int32_t *off, int n) {

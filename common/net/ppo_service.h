@@ -17,7 +17,7 @@
  * the weights of "weights_raw") pass from the I/O thread to the compute
  * thread without a copy and reach the request as ZeroMQ's own buffers.
  *
- * This file depends on align_core alone (wire, util), so rollout/, which
+ * This file depends on align_core alone (wire, cli, backend, util), so rollout/, which
  * links nothing else, compiles it into rollout_worker directly. */
 #ifndef ALIGN_PPO_SERVICE_H
 #define ALIGN_PPO_SERVICE_H
@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+#include "cli.h"
 #include "wire.h"
 
 /* PPO messages carry whole models (weight sync) and whole rollout batches:
@@ -62,6 +64,32 @@ void ppo_request_free(PpoRequest *r);
  * request is released), or NULL when r has fewer. */
 const void *ppo_request_attachment(const PpoRequest *r, int i, size_t *len);
 void ppo_service_stop(PpoService *s);
+
+/* ---- a worker program's main ----
+ *
+ * Every worker (ppo_policy, ppo_ref, rollout_worker) parses --bind,
+ * --device and --seed, binds its service and answers requests one at a time
+ * until its socket fails; a program adds only its own flags and one
+ * function that answers a request. */
+
+typedef struct {
+    const char *prog;    /* "ppo_ref": the prefix of its messages */
+    const char *service; /* "reference": put in pongs */
+    const char *about;   /* --help's paragraph */
+    const char *serves;  /* "the reference serves setup, logprobs, ping": said of an unknown op */
+    const char *seed_help; /* --seed's help (workers get their seed with setup) */
+    CliFlag *flags;      /* the program's own flags, beyond --bind, --device and --seed */
+    int n_flags;
+    /* Answer r: the reply (ppo_worker_main sends it), or NULL with the error
+     * in align_error() and *code its wire code ("internal" unless the handler
+     * sets another). An op the program does not serve: NULL with *code =
+     * "unknown_op" and no message needed. */
+    WireWriter *(*handle)(void *state, const Backend *be, PpoRequest *r, const char **code);
+} PpoWorker;
+
+/* The whole of a worker's main: returns the exit status (1 once the socket
+ * fails; usage errors exit 2 inside). state goes to every handle call. */
+int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv);
 
 /* The common limits for parsing PPO messages. */
 const WireLimits *ppo_wire_limits(void);
