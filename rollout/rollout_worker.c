@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
     CliFlag flags[] = {
         {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
         {"device", CLI_STRING, &device, "cpu or cuda"},
-        {"seed", CLI_INT, &seed, "unused: the sampling seed comes with setup"},
+        {"seed", CLI_INT, &seed, "unused: the sampling seed comes with setup", CLI_ANY},
     };
     CliSpec spec = {.prog = "rollout_worker", .usage = "rollout_worker --bind EP [flags]",
                     .about = "PPO rollout worker: samples completions with per-token log-probs (started by ppo_run).",

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# No bad number gets in, no non-finite number gets out (issue 15):
+#  - a numeric flag out of its range (NaN, Inf, negative, zero where a count
+#    is needed) stops the program at parse time: exit 2 and one sentence
+#    naming the flag, from argv or --config; documented sentinels still work;
+#  - flags that combine badly get one sentence (exit 2);
+set -u
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=$HERE/../fixtures/hf_tiny_qwen2
+PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+
+python3 - "$T/sft.jsonl" "$T/prefs.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(12):
+        f.write(json.dumps({"question": "what is two plus two", "answer": "four"}) + "\n")
+with open(sys.argv[2], "w") as f:
+    for i in range(12):
+        f.write(json.dumps({"prompt": "rate it", "chosen": "great, loved it", "rejected": "awful"}) + "\n")
+PY
+
+# refused: program, the flag named in the message, then the arguments
+refused() {
+  local prog=$1 flag=$2
+  shift 2
+  timeout 60 "$BIN/$prog" "$@" >/dev/null 2>"$T/err"
+  local rc=$?
+  check "$prog $*: exit 2 naming $flag (rc $rc: $(head -c 300 "$T/err"))" \
+    "[ $rc -eq 2 ] && grep -q -- '$flag' '$T/err' && [ \$(wc -l < '$T/err') -eq 1 ] && ! grep -q 'step 1' '$T/err'"
+}
+SFT=(--model "$MODEL" --data "$T/sft.jsonl" --max-steps 1 --out "$T/x.ckpt")
+DPO=(--policy "$MODEL" --data "$T/prefs.jsonl" --max-steps 1 --out "$T/x.ckpt")
+RM=(--model "$MODEL" --data "$T/prefs.jsonl" --max-steps 1 --out "$T/x.ckpt")
+
+for bad in "--lr nan" "--lr inf" "--lr -1" "--weight-decay nan" "--max-length -1" "--max-grad-norm -1" \
+           "--lora-rank -2" "--lora-dropout 1.5" "--lora-alpha 0" "--batch-size 0" "--grad-accum 0" \
+           "--epochs 0" "--max-steps 0" "--warmup-steps -1" "--save-every -1" "--eval-every -3"; do
+  set -- $bad
+  refused sft_run "$1" "${SFT[@]}" $bad
+done
+refused dpo_run --beta "${DPO[@]}" --beta -1
+refused dpo_run --beta "${DPO[@]}" --beta 0
+refused dpo_run --label-smoothing "${DPO[@]}" --label-smoothing nan
+refused dpo_run --label-smoothing "${DPO[@]}" --label-smoothing 0.5
+refused dpo_run --label-smoothing "${DPO[@]}" --loss hinge --label-smoothing 0.1
+refused dpo_run --simpo-gamma "${DPO[@]}" --simpo-gamma 1
+refused dpo_run --rpo-alpha "${DPO[@]}" --rpo-alpha -0.5
+refused dpo_run --lr "${DPO[@]}" --lr -1
+refused rm_train --center-rewards "${RM[@]}" --center-rewards -1
+refused rm_train --lr "${RM[@]}" --lr nan
+refused logprobs --batch-size --model "$MODEL" --data "$PREFS" --batch-size 0
+refused logprobs --max-length --model "$MODEL" --data "$PREFS" --max-length -1
+refused generate --top-p --model "$MODEL" --prompts "$PREFS" --top-p 0
+refused generate --temperature --model "$MODEL" --prompts "$PREFS" --temperature nan
+refused generate --n --model "$MODEL" --prompts "$PREFS" --n 0
+refused model_init --dim --out "$T/m.ckpt" --dim 0
+refused model_init --rope-theta --out "$T/m.ckpt" --rope-theta inf
+refused model_init --kv-heads --out "$T/m.ckpt" --heads 4 --kv-heads 3
+refused bench_train --steps --steps 0
+refused bench_tokenizer --passes --passes 1
+echo '{"lr": "nan"}' > "$T/c1.json"
+refused sft_run '"lr"' "${SFT[@]}" --config "$T/c1.json"
+echo '{"beta": -1}' > "$T/c2.json"
+refused dpo_run '"beta"' "${DPO[@]}" --config "$T/c2.json"
+
+# documented sentinels still work
+timeout 120 "$BIN/sft_run" "${SFT[@]}" --max-steps -1 --epochs 1 --batch-size 12 --lora-rank 2 --lora-alpha -1 \
+  --out "$T/ok.ckpt" 2>"$T/ok.err"
+check "--max-steps -1 and --lora-alpha -1 accepted ($(tail -1 "$T/ok.err"))" "[ $? -eq 0 ] && [ -f '$T/ok.ckpt' ]"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
