@@ -1,6 +1,7 @@
 #include "trainer.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,8 +348,18 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             if (t < 0) goto restore;
             tokens += t;
         }
+        /* One non-finite step would make every weight NaN: stop before the
+         * update, so the last checkpoint written stays the last good one. */
+        double gnorm = optim_grad_norm(o), loss = metrics_get(&acc, "loss", 0);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            double bad = isfinite(loss) ? gnorm : loss;
+            align_errorf("step %ld: the %s is %s; stopped before updating the weights and saved nothing "
+                         "(lower --lr or --max-grad-norm, or look for bad records)",
+                         p.step + 1, isfinite(loss) ? "gradient norm" : "loss", isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf");
+            goto restore;
+        }
         float lr;
-        double gnorm = optim_step(o, &lr);
+        optim_step_with_norm(o, gnorm, &lr);
         p.step++;
         double dt = align_now() - t0;
         metrics_set(&acc, "lr", lr);

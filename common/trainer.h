@@ -9,7 +9,9 @@
  * schedule, metrics under TRL's names, evaluation, periodic checkpoints
  * with optimizer moments, Ctrl-C (finish the step, save, say how to
  * resume), and --resume, which continues exactly where the checkpoint
- * stopped: same data order, same LR, same moments, same weights. */
+ * stopped: same data order, same LR, same moments, same weights. A step
+ * whose loss or gradient norm is not finite stops the run before the
+ * update, naming the step; nothing is saved. */
 #ifndef ALIGN_TRAINER_H
 #define ALIGN_TRAINER_H
 

@@ -4,6 +4,8 @@
 #    is needed) stops the program at parse time: exit 2 and one sentence
 #    naming the flag, from argv or --config; documented sentinels still work;
 #  - flags that combine badly get one sentence (exit 2);
+#  - sft_run, dpo_run and rm_train stop on a non-finite loss (--lr 1e30),
+#    name the step, exit non-zero and leave no --out file;
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -72,6 +74,21 @@ refused dpo_run '"beta"' "${DPO[@]}" --config "$T/c2.json"
 timeout 120 "$BIN/sft_run" "${SFT[@]}" --max-steps -1 --epochs 1 --batch-size 12 --lora-rank 2 --lora-alpha -1 \
   --out "$T/ok.ckpt" 2>"$T/ok.err"
 check "--max-steps -1 and --lora-alpha -1 accepted ($(tail -1 "$T/ok.err"))" "[ $? -eq 0 ] && [ -f '$T/ok.ckpt' ]"
+
+# a non-finite loss stops the trainer at the step it happens
+for prog in sft_run dpo_run rm_train; do
+  case $prog in
+    sft_run) args=("${SFT[@]}") ;;
+    dpo_run) args=("${DPO[@]}") ;;
+    rm_train) args=("${RM[@]}") ;;
+  esac
+  rm -f "$T/x.ckpt"
+  timeout 120 "$BIN/$prog" "${args[@]}" --max-steps 4 --batch-size 4 --lr 1e30 2>"$T/nan.err"
+  rc=$?
+  check "$prog --lr 1e30 exits non-zero (rc $rc)" "[ $rc -ne 0 ]"
+  check "$prog names the step: $(tail -1 "$T/nan.err")" "grep -q '$prog: step [0-9]*: the \(loss\|gradient norm\) is' '$T/nan.err'"
+  check "$prog writes no --out" "[ ! -e '$T/x.ckpt' ]"
+done
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
