@@ -1,11 +1,13 @@
 #include "trainer.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -65,6 +67,57 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
     };
     memcpy(f, shared, sizeof shared);
     return TRAIN_ARGS_N_FLAGS;
+}
+
+/* Can a file be created in dir? Creating (and removing) one is the only
+ * test that answers for every case: read-only mounts, /proc, a file where
+ * a directory should be, and root, whom mode bits do not stop. */
+static int dir_accepts_files(const char *dir) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/.align-write-test-XXXXXX", dir);
+    int fd = mkstemp(tmp);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(tmp);
+    return 0;
+}
+
+/* The directory `path` will be created in (or written into, as_dir and it
+ * exists), so a bad --out stops the program before any work. */
+static int check_writable(const char *flag, const char *path, int as_dir) {
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    if (exists && as_dir && !S_ISDIR(sb.st_mode))
+        return align_errorf("%s %s: exists and is not a directory (a Hugging Face directory goes here)", flag, path);
+    if (exists && !as_dir && S_ISDIR(sb.st_mode)) return align_errorf("%s %s: is a directory, not a file", flag, path);
+    char dir[4096];
+    if (exists && as_dir) {
+        snprintf(dir, sizeof dir, "%s", path);
+    } else {
+        size_t len = strlen(path);
+        while (len > 1 && path[len - 1] == '/') len--;
+        while (len > 0 && path[len - 1] != '/') len--;
+        while (len > 1 && path[len - 1] == '/') len--;
+        if (len == 0) snprintf(dir, sizeof dir, ".");
+        else snprintf(dir, sizeof dir, "%.*s", (int)len, path);
+    }
+    if (dir_accepts_files(dir)) return align_errorf("%s %s: cannot write in %s: %s", flag, path, dir, strerror(errno));
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int trainer_check_args(const TrainArgs *a) {
+    if (!a->out) return align_errorf("--out is required (where the trained model goes)");
+    if (has_suffix(a->out, ".gguf")) return align_errorf("--out %s: writing GGUF is not supported (use .ckpt or a directory)", a->out);
+    if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
+    if (a->lora_out && (a->lora_rank > 0 || a->lora_adapter) && check_writable("--lora-out", a->lora_out, 1)) return -1;
+    if (a->eval_every > 0 && !a->eval_data)
+        return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
+    return 0;
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
@@ -290,7 +343,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     Model *m = policy->model;
     if (task->n_train <= 0) return align_errorf("no training examples");
     if (a->batch_size <= 0 || a->grad_accum <= 0) return align_errorf("--batch-size and --grad-accum must be positive");
-    if (!a->out) return align_errorf("--out is required (where the trained model goes)");
+    if (trainer_check_args(a)) return -1;
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.lr = a->lr;

@@ -62,6 +62,12 @@ typedef struct {
     const char *const *shown; /* metric keys for the progress line */
 } TrainTask;
 
+/* Checks that need no model, to run right after parsing: --out is given,
+ * is a .ckpt or a directory (not GGUF) and can be written (a file can be
+ * created where it goes; likewise --lora-out), and --eval-every has
+ * --eval-data. An error names the flag. trainer_run checks them again. */
+int trainer_check_args(const TrainArgs *a);
+
 /* Run the loop on policy->model; saves the result to a->out (a .ckpt or a
  * Hugging Face directory). Returns 0, 1 when interrupted (a checkpoint was
  * saved), -1 on error. */

@@ -177,6 +177,7 @@ int main(int argc, char **argv) {
         cli_usage_error(&spec, "--label-smoothing applies to --loss sigmoid, robust and simpo, not %s", loss_name);
     if (cli_was_set(&spec, "simpo-gamma") && d.loss.type != DPO_SIMPO)
         cli_usage_error(&spec, "--simpo-gamma applies to --loss simpo only, not %s", loss_name);
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
     d.loss.beta = beta;
     d.loss.simpo_gamma = gamma;
     d.loss.label_smoothing = ls;

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
     if (!data) align_die("sft_run", "--data is required (see --help)");
     int pretrain = !strcmp(mode, "pretrain");
     if (!pretrain && strcmp(mode, "sft")) cli_usage_error(&spec, "--mode %s: expected sft or pretrain", mode);
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
 
     ModelBundle policy;
     ChatTemplate tmpl;

@@ -137,6 +137,7 @@ int main(int argc, char **argv) {
     }
     if (!model_path && !a.resume) align_die("rm_train", "--model is required (see --help)");
     if (!data) align_die("rm_train", "a preference data file is required: rm_train prefs.jsonl --model M --out rm.ckpt");
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
     t.loss.center = center;
     t.batch_size = a.batch_size;
 

@@ -6,6 +6,7 @@
 #  - flags that combine badly get one sentence (exit 2);
 #  - sft_run, dpo_run and rm_train stop on a non-finite loss (--lr 1e30),
 #    name the step, exit non-zero and leave no --out file;
+#  - an unwritable --out is refused before loading anything;
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,7 @@ echo '{"lr": "nan"}' > "$T/c1.json"
 refused sft_run '"lr"' "${SFT[@]}" --config "$T/c1.json"
 echo '{"beta": -1}' > "$T/c2.json"
 refused dpo_run '"beta"' "${DPO[@]}" --config "$T/c2.json"
+refused sft_run --eval-every "${SFT[@]}" --eval-every 2
 
 # documented sentinels still work
 timeout 120 "$BIN/sft_run" "${SFT[@]}" --max-steps -1 --epochs 1 --batch-size 12 --lora-rank 2 --lora-alpha -1 \
@@ -89,6 +91,21 @@ for prog in sft_run dpo_run rm_train; do
   check "$prog names the step: $(tail -1 "$T/nan.err")" "grep -q '$prog: step [0-9]*: the \(loss\|gradient norm\) is' '$T/nan.err'"
   check "$prog writes no --out" "[ ! -e '$T/x.ckpt' ]"
 done
+
+# an unwritable --out is refused before the model is loaded
+touch "$T/file"
+for out in /proc/x.ckpt "$T/file/x.ckpt" "$T/file/hfdir" "$T/file" "$T/x.gguf"; do
+  timeout 60 "$BIN/sft_run" --model "$MODEL" --data "$T/sft.jsonl" --out "$out" 2>"$T/err"
+  rc=$?
+  check "--out $out refused (rc $rc: $(cat "$T/err"))" \
+    "[ $rc -eq 2 ] && grep -q -- '--out $out' '$T/err' && ! grep -q examples '$T/err'"
+done
+timeout 60 "$BIN/dpo_run" "${DPO[@]}" --out /proc/x.ckpt 2>"$T/err"
+check "dpo_run refuses --out /proc/x.ckpt" "[ $? -eq 2 ] && grep -q -- '--out /proc/x.ckpt' '$T/err'"
+timeout 60 "$BIN/rm_train" "${RM[@]}" --out /proc/x.ckpt 2>"$T/err"
+check "rm_train refuses --out /proc/x.ckpt" "[ $? -eq 2 ] && grep -q -- '--out /proc/x.ckpt' '$T/err'"
+timeout 60 "$BIN/sft_run" "${SFT[@]}" --lora-rank 2 --lora-out "$T/file/adapter" 2>"$T/err"
+check "an unwritable --lora-out is refused" "[ $? -eq 2 ] && grep -q -- '--lora-out' '$T/err'"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
