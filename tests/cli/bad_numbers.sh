@@ -7,6 +7,8 @@
 #  - sft_run, dpo_run and rm_train stop on a non-finite loss (--lr 1e30),
 #    name the step, exit non-zero and leave no --out file;
 #  - an unwritable --out is refused before loading anything;
+#  - logprobs on a model with a NaN weight stops, naming the record, and
+#    writes nothing (JSON has no NaN).
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -106,6 +108,28 @@ timeout 60 "$BIN/rm_train" "${RM[@]}" --out /proc/x.ckpt 2>"$T/err"
 check "rm_train refuses --out /proc/x.ckpt" "[ $? -eq 2 ] && grep -q -- '--out /proc/x.ckpt' '$T/err'"
 timeout 60 "$BIN/sft_run" "${SFT[@]}" --lora-rank 2 --lora-out "$T/file/adapter" 2>"$T/err"
 check "an unwritable --lora-out is refused" "[ $? -eq 2 ] && grep -q -- '--lora-out' '$T/err'"
+
+# logprobs: a NaN weight gives no "nan" in the output, but an error naming the record
+cp -r "$MODEL" "$T/nanmodel"
+python3 - "$T/nanmodel/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+t = h["model.norm.weight"]
+assert t["dtype"] == "F32"
+struct.pack_into("<f", b, 8 + n + t["data_offsets"][0], float("nan"))
+open(p, "wb").write(b)
+PY
+timeout 60 "$BIN/logprobs" --model "$T/nanmodel" --data "$PREFS" --out "$T/lp.jsonl" 2>"$T/err"
+rc=$?
+check "logprobs on a NaN model exits non-zero (rc $rc)" "[ $rc -ne 0 ]"
+check "logprobs names the record: $(cat "$T/err")" "grep -q 'prefs.jsonl:1: the chosen log-probability is NaN' '$T/err'"
+check "logprobs writes nothing" "[ ! -e '$T/lp.jsonl' ]"
+timeout 60 "$BIN/logprobs" --model "$T/nanmodel" --data "$T/sft.jsonl" 2>"$T/err" >"$T/lp2"
+check "logprobs (SFT records) never prints nan" "[ $? -ne 0 ] && ! grep -qi nan '$T/lp2' && grep -q 'sft.jsonl:1: the log-probability is NaN' '$T/err'"
+check "logprobs --help says so" "'$BIN/logprobs' --help | grep -q 'not finite'"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
