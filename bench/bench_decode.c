@@ -331,18 +331,16 @@ int main(int argc, char **argv) {
     int steps = 64, P = 32, B = 16, rounds = 5;
     const char *device = "cpu";
     CliFlag flags[] = {
-        {"steps", CLI_INT, &steps, "decode steps timed"},
-        {"prompt-len", CLI_INT, &P, "prompt tokens per sequence before decoding"},
-        {"batch", CLI_INT, &B, "sequences in the batched decode"},
+        {"steps", CLI_INT, &steps, "decode steps timed", CLI_AT_LEAST_1},
+        {"prompt-len", CLI_INT, &P, "prompt tokens per sequence before decoding", CLI_AT_LEAST_1},
+        {"batch", CLI_INT, &B, "sequences in the batched decode", CLI_AT_LEAST_1},
         {"device", CLI_STRING, &device, "cpu or cuda"},
-        {"rounds", CLI_INT, &rounds, "rounds of (bandwidth, batch 1, batch B); medians are reported"},
+        {"rounds", CLI_INT, &rounds, "rounds of (bandwidth, batch 1, batch B); medians are reported", CLI_AT_LEAST_1},
     };
     CliSpec spec = {.prog = "bench_decode", .usage = "bench_decode [flags]",
                     .about = "KV-cache decode and prefill throughput on the SmolLM2-135M shape; prints JSON.",
                     .flags = flags, .n_flags = 5};
     cli_parse_or_exit(&spec, argc, argv);
-    if (steps <= 0 || P <= 0 || B <= 0 || rounds <= 0)
-        align_die("bench_decode", "--steps, --prompt-len, --batch and --rounds must be positive");
     const Backend *be = backend_get(device);
     if (!be) align_die_error("bench_decode");
     ModelConfig c;

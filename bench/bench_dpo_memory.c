@@ -159,11 +159,11 @@ int main(int argc, char **argv) {
     Opts o = {NULL, 2, 1, 64, 192, 16};
     CliFlag flags[] = {
         {"gguf", CLI_STRING, &o.gguf, "use this GGUF's weights (Q4 blocks kept for the 4-bit mode) instead of random ones"},
-        {"steps", CLI_INT, &o.steps, "timed DPO steps per mode"},
-        {"pairs", CLI_INT, &o.pairs, "preference pairs per step"},
-        {"prompt", CLI_INT, &o.prompt, "prompt tokens per sequence"},
-        {"completion", CLI_INT, &o.completion, "completion tokens per sequence"},
-        {"rank", CLI_INT, &o.rank, "LoRA rank"},
+        {"steps", CLI_INT, &o.steps, "timed DPO steps per mode", CLI_AT_LEAST_1},
+        {"pairs", CLI_INT, &o.pairs, "preference pairs per step", CLI_AT_LEAST_1},
+        {"prompt", CLI_INT, &o.prompt, "prompt tokens per sequence", CLI_AT_LEAST_1},
+        {"completion", CLI_INT, &o.completion, "completion tokens per sequence", CLI_AT_LEAST_1},
+        {"rank", CLI_INT, &o.rank, "LoRA rank", CLI_AT_LEAST_1},
     };
     CliSpec spec = {.prog = "bench_dpo_memory", .usage = "bench_dpo_memory [flags]",
                     .about = "Peak memory and steps/s of DPO on the SmolLM2-135M shape: full fine-tuning, LoRA, LoRA on a 4-bit base (each mode in its own process); prints JSON.",

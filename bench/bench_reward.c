@@ -22,6 +22,7 @@
 #include <zmq.h>
 
 #include "ckpt.h"
+#include "cli.h"
 #include "model.h"
 #include "util.h"
 #include "wire.h"
@@ -89,15 +90,15 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *device = "cpu";
     int small = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--seq-len") && i + 1 < argc) seq_len = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(argv[i], "--small")) small = 1;
-        else {
-            fprintf(stderr, "usage: bench_reward [--seq-len N] [--device cpu|cuda] [--small]\n");
-            return 2;
-        }
-    }
+    CliFlag flags[] = {
+        {"seq-len", CLI_INT, &seq_len, "random tokens per request", CLI_AT_LEAST_1},
+        {"device", CLI_STRING, &device, "cpu or cuda"},
+        {"small", CLI_BOOL, &small, "a 2-layer model (a smoke run)"},
+    };
+    CliSpec spec = {.prog = "bench_reward", .usage = "bench_reward [--seq-len N] [--device cpu|cuda] [--small]",
+                    .about = "reward_server requests/s and latency at 1, 16 and 64 clients, against in-process scoring; prints JSON.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
     ModelConfig cfg;
     model_config_defaults(&cfg, ARCH_LLAMA);
     cfg.vocab_size = vocab;

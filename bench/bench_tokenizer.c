@@ -14,18 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static const char *USAGE =
-    "usage: bench_tokenizer [--gpt2-dir DIR | --tokenizer-json FILE] [--text FILE | --mb N]\n"
-    "                       [--dump-text FILE] [--passes N]\n"
-    "  --gpt2-dir DIR         encoder.json + vocab.bpe (default $ALIGN_SHARED_DIR/data/gpt2,\n"
-    "                         else ../shared/data/gpt2)\n"
-    "  --tokenizer-json FILE  a Hugging Face tokenizer.json instead\n"
-    "  --text FILE            text to encode (default: synthetic, --mb MB of it, default 4)\n"
-    "  --dump-text FILE       write the text used and exit\n"
-    "  --passes N             passes over the text (default 4; the first is reported as cold)\n";
+    "bench_tokenizer [--gpt2-dir DIR | --tokenizer-json FILE] [--text FILE | --mb N] [--dump-text FILE] [--passes N]";
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
 static uint32_t rnd(void) {
@@ -128,25 +122,20 @@ static char *synthetic_text(size_t bytes, size_t *out_len) {
 
 int main(int argc, char **argv) {
     const char *gpt2_dir = NULL, *hf_json = NULL, *text_path = NULL, *dump = NULL;
-    double mb = 4;
+    float mb = 4;
     int passes = 4;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(USAGE, stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) align_die("bench_tokenizer", "flag %s needs a value (see --help)", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--gpt2-dir") == 0) gpt2_dir = v;
-        else if (strcmp(a, "--tokenizer-json") == 0) hf_json = v;
-        else if (strcmp(a, "--text") == 0) text_path = v;
-        else if (strcmp(a, "--dump-text") == 0) dump = v;
-        else if (strcmp(a, "--mb") == 0) mb = atof(v);
-        else if (strcmp(a, "--passes") == 0) passes = atoi(v);
-        else align_die("bench_tokenizer", "unknown flag %s (see --help)", a);
-    }
-    if (passes < 2) passes = 2;
+    CliFlag flags[] = {
+        {"gpt2-dir", CLI_STRING, &gpt2_dir, "encoder.json + vocab.bpe (default $ALIGN_SHARED_DIR/data/gpt2, else ../shared/data/gpt2)"},
+        {"tokenizer-json", CLI_STRING, &hf_json, "a Hugging Face tokenizer.json instead"},
+        {"text", CLI_STRING, &text_path, "text to encode (default: synthetic, --mb MB of it)"},
+        {"mb", CLI_FLOAT, &mb, "megabytes of synthetic text", CLI_POSITIVE},
+        {"dump-text", CLI_STRING, &dump, "write the text used and exit"},
+        {"passes", CLI_INT, &passes, "passes over the text, 2 or more (the first is reported as cold)", CLI_AT_LEAST_1},
+    };
+    CliSpec spec = {.prog = "bench_tokenizer", .usage = USAGE, .about = "Tokenizer encode throughput, cold and warm; prints JSON.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (passes < 2) cli_usage_error(&spec, "--passes %d: expected 2 or more (the first pass is reported apart, as cold)", passes);
     size_t len;
     char *text = text_path ? align_read_file(text_path, &len) : synthetic_text((size_t)(mb * 1e6), &len);
     if (!text) align_die_error("bench_tokenizer");

@@ -17,6 +17,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "bench_util.h"
+#include "cli.h"
 #include "util.h"
 
 
@@ -80,16 +81,18 @@ static int run(const char *name, int B, int T, int steps, double sgemm, int firs
 int main(int argc, char **argv) {
     int steps = 3, B = 4, T = 256;
     const char *which = "all";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--model") && i + 1 < argc) which = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_train [--steps N] [--batch B] [--seq T] [--model smollm2|gpt2|all]\n");
-            return 2;
-        }
-    }
+    CliFlag flags[] = {
+        {"steps", CLI_INT, &steps, "timed training steps", CLI_AT_LEAST_1},
+        {"batch", CLI_INT, &B, "sequences per step", CLI_AT_LEAST_1},
+        {"seq", CLI_INT, &T, "tokens per sequence", CLI_AT_LEAST_1},
+        {"model", CLI_STRING, &which, "smollm2, gpt2 or all"},
+    };
+    CliSpec spec = {.prog = "bench_train", .usage = "bench_train [--steps N] [--batch B] [--seq T] [--model smollm2|gpt2|all]",
+                    .about = "One training step's tokens/s and FLOP/s (and the fraction of sgemm's) on the SmolLM2-135M and GPT-2 shapes; prints JSON.",
+                    .flags = flags, .n_flags = sizeof flags / sizeof *flags};
+    cli_parse_or_exit(&spec, argc, argv);
+    if (strcmp(which, "smollm2") && strcmp(which, "gpt2") && strcmp(which, "all"))
+        cli_usage_error(&spec, "--model %s: expected smollm2, gpt2 or all", which);
     double sgemm = bench_sgemm_peak();
     printf("{\n  \"threads\": %d,\n  \"sgemm_gflops_per_s\": %.2f,\n  \"train_step\": {\n", omp_get_max_threads(), sgemm / 1e9);
     int first = 1;

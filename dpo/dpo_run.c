@@ -148,16 +148,16 @@ int main(int argc, char **argv) {
     int precompute_ref = 0;
     Dpo d = {0};
     dpo_loss_defaults(&d.loss);
-    float beta = -1, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
+    float beta = 0.1f, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
     CliFlag flags[TRAIN_ARGS_N_FLAGS + 10] = {
         {"policy", CLI_STRING, &policy_path, "starting policy: .ckpt, .gguf or a Hugging Face directory"},
         {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected} (JSONL or .json)"},
         {"ref", CLI_STRING, &ref_path, "reference model (default: a frozen copy of the starting policy)"},
         {"loss", CLI_STRING, &loss_name, "sigmoid, robust, hinge, ipo, simpo or orpo"},
-        {"beta", CLI_FLOAT, &beta, "KL strength (default 0.1; 2.0 for simpo; ORPO's lambda)"},
-        {"label-smoothing", CLI_FLOAT, &ls, "conservative DPO smoothing for sigmoid/robust/simpo"},
-        {"simpo-gamma", CLI_FLOAT, &gamma, "SimPO's target reward margin"},
-        {"rpo-alpha", CLI_FLOAT, &rpo, "weight of an SFT term on the chosen completion (0 = off)"},
+        {"beta", CLI_FLOAT, &beta, "KL strength, > 0 (default 0.1; 2.0 for simpo; ORPO's lambda)", CLI_POSITIVE},
+        {"label-smoothing", CLI_FLOAT, &ls, "conservative DPO smoothing for sigmoid/robust/simpo, in [0, 0.5)", CLI_UNIT_OPEN},
+        {"simpo-gamma", CLI_FLOAT, &gamma, "SimPO's target reward margin", CLI_NONNEG},
+        {"rpo-alpha", CLI_FLOAT, &rpo, "weight of an SFT term on the chosen completion (0 = off)", CLI_NONNEG},
         {"precompute-ref", CLI_BOOL, &precompute_ref, "compute reference log-probs once, then free the reference"},
         {"ref-logprobs", CLI_STRING, &ref_logprobs, "read reference log-probs from a file written by logprobs"},
     };
@@ -168,12 +168,20 @@ int main(int argc, char **argv) {
     cli_parse_or_exit(&spec, argc, argv);
     if (!policy_path && !a.resume) align_die("dpo_run", "--policy is required (see --help)");
     if (!data) align_die("dpo_run", "--data is required (see --help)");
-    if (dpo_loss_parse(loss_name, &d.loss.type)) align_die_error("dpo_run");
-    d.loss.beta = beta >= 0 ? beta : d.loss.type == DPO_SIMPO ? 2.0f : 0.1f;
+    if (dpo_loss_parse(loss_name, &d.loss.type)) cli_usage_error(&spec, "%s", align_error());
+    if (!cli_was_set(&spec, "beta")) beta = d.loss.type == DPO_SIMPO ? 2.0f : 0.1f;
+    /* robust divides by 1 - 2 * label_smoothing; TRL asks for [0, 0.5) too */
+    if (ls >= 0.5f) cli_usage_error(&spec, "--label-smoothing %g: expected a number in [0, 0.5)", ls);
+    int smoothed = d.loss.type == DPO_SIGMOID || d.loss.type == DPO_ROBUST || d.loss.type == DPO_SIMPO;
+    if (ls > 0 && !smoothed)
+        cli_usage_error(&spec, "--label-smoothing applies to --loss sigmoid, robust and simpo, not %s", loss_name);
+    if (cli_was_set(&spec, "simpo-gamma") && d.loss.type != DPO_SIMPO)
+        cli_usage_error(&spec, "--simpo-gamma applies to --loss simpo only, not %s", loss_name);
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
+    d.loss.beta = beta;
     d.loss.simpo_gamma = gamma;
     d.loss.label_smoothing = ls;
     d.loss.rpo_alpha = rpo;
-    if (ls < 0 || ls >= 0.5f) align_die("dpo_run", "--label-smoothing must be in [0, 0.5)");
     d.batch_size = a.batch_size;
 
     ModelBundle policy, ref = {0};

@@ -236,7 +236,7 @@ int main(int argc, char **argv) {
     int seed = 1;
     CliFlag flags[] = {
         {"out-dir", CLI_STRING, &dir, "where data, models and logs go"},
-        {"seed", CLI_INT, &seed, "seed for weights, data order and sampling"},
+        {"seed", CLI_INT, &seed, "seed for weights, data order and sampling", CLI_ANY},
     };
     CliSpec spec = {.prog = "align_demo", .usage = "align_demo [flags]",
                     .about = "SFT from scratch, then DPO, and a reward model + PPO, towards calm answers on built-in data; prints before/after figures.",

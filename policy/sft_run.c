@@ -115,7 +115,8 @@ int main(int argc, char **argv) {
     if (!model && !a.resume) align_die("sft_run", "--model is required (see --help)");
     if (!data) align_die("sft_run", "--data is required (see --help)");
     int pretrain = !strcmp(mode, "pretrain");
-    if (!pretrain && strcmp(mode, "sft")) align_die("sft_run", "--mode %s: expected sft or pretrain", mode);
+    if (!pretrain && strcmp(mode, "sft")) cli_usage_error(&spec, "--mode %s: expected sft or pretrain", mode);
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
 
     ModelBundle policy;
     ChatTemplate tmpl;

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     CliFlag flags[TRAIN_ARGS_N_FLAGS + 3] = {
         {"model", CLI_STRING, &model_path, "starting model: .ckpt, .gguf or a Hugging Face directory (an LM or a reward model)"},
         {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected, margin?} (JSONL or .json); or the positional argument"},
-        {"center-rewards", CLI_FLOAT, &center, "coefficient of (sc + sr)^2 that keeps rewards centred on 0 (TRL's center_rewards_coefficient; 0 = off)"},
+        {"center-rewards", CLI_FLOAT, &center, "coefficient of (sc + sr)^2 that keeps rewards centred on 0 (TRL's center_rewards_coefficient; 0 = off)", CLI_NONNEG},
     };
     int nf = 3 + train_args_flags(&a, flags + 3);
     CliSpec spec = {.prog = "rm_train", .usage = "rm_train prefs.jsonl --model M --out rm.ckpt [flags]",
@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
     }
     if (!model_path && !a.resume) align_die("rm_train", "--model is required (see --help)");
     if (!data) align_die("rm_train", "a preference data file is required: rm_train prefs.jsonl --model M --out rm.ckpt");
-    if (center < 0) align_die("rm_train", "--center-rewards must be >= 0");
+    if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
     t.loss.center = center;
     t.batch_size = a.batch_size;
 

@@ -404,16 +404,16 @@ int main(int argc, char **argv) {
         {"out", CLI_STRING, &a.out, "write JSONL here (default stdout)"},
         {"chat", CLI_BOOL, &a.chat, "interactive chat on stdin/stdout (/reset, /quit)"},
         {"system", CLI_STRING, &a.system, "--chat: a system message opening the conversation"},
-        {"max-new-tokens", CLI_INT, &a.max_new_tokens, "most tokens generated per completion"},
-        {"temperature", CLI_FLOAT, &a.temperature, "sampling temperature; 0 = greedy"},
-        {"top-p", CLI_FLOAT, &a.top_p, "nucleus sampling: keep the smallest set reaching this probability (1 = off)"},
-        {"top-k", CLI_INT, &a.top_k, "keep only the k most likely tokens (0 = off)"},
-        {"n", CLI_INT, &a.n, "completions per prompt"},
-        {"seed", CLI_INT, &a.seed, "seed of the draws (each completion's from seed, record and sample index)"},
+        {"max-new-tokens", CLI_INT, &a.max_new_tokens, "most tokens generated per completion", CLI_AT_LEAST_1},
+        {"temperature", CLI_FLOAT, &a.temperature, "sampling temperature; 0 = greedy", CLI_NONNEG},
+        {"top-p", CLI_FLOAT, &a.top_p, "nucleus sampling: keep the smallest set reaching this probability (1 = off)", CLI_UNIT_POS},
+        {"top-k", CLI_INT, &a.top_k, "keep only the k most likely tokens (0 = off)", CLI_NONNEG},
+        {"n", CLI_INT, &a.n, "completions per prompt", CLI_AT_LEAST_1},
+        {"seed", CLI_INT, &a.seed, "seed of the draws (each completion's from seed, record and sample index)", CLI_ANY},
         {"stop", CLI_STRING, &a.stop, "stop strings, comma-separated or repeated (\\n, \\t escapes)"},
-        {"batch-size", CLI_INT, &a.batch_size, "sequences decoded together (KV-cache slots)"},
-        {"prefill-chunk", CLI_INT, &a.prefill_chunk, "most prompt tokens fed per step"},
-        {"max-length", CLI_INT, &a.max_length, "prompt + completion tokens; longer prompts keep their end (0 = no limit)"},
+        {"batch-size", CLI_INT, &a.batch_size, "sequences decoded together (KV-cache slots)", CLI_AT_LEAST_1},
+        {"prefill-chunk", CLI_INT, &a.prefill_chunk, "most prompt tokens fed per step", CLI_AT_LEAST_1},
+        {"max-length", CLI_INT, &a.max_length, "prompt + completion tokens; longer prompts keep their end (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a.chat_template, "none, chatml, llama3 or hh (default: the model's own)"},
         {"device", CLI_STRING, &a.device, "cpu or cuda"},
         {"skip-bad", CLI_BOOL, &a.skip_bad, "skip and count bad records instead of stopping"},
@@ -427,11 +427,6 @@ int main(int argc, char **argv) {
     cli_parse_or_exit(&spec, argc, argv);
     if (!a.model) align_die(PROG, "--model is required (see --help)");
     if (!a.chat && !a.prompts) align_die(PROG, "--prompts is required unless --chat (see --help)");
-    if (a.max_new_tokens <= 0) align_die(PROG, "--max-new-tokens %d must be positive", a.max_new_tokens);
-    if (a.n <= 0) align_die(PROG, "--n %d must be positive", a.n);
-    if (a.batch_size <= 0) align_die(PROG, "--batch-size %d must be positive", a.batch_size);
-    if (a.prefill_chunk <= 0) align_die(PROG, "--prefill-chunk %d must be positive", a.prefill_chunk);
-    if (a.max_length < 0) align_die(PROG, "--max-length %d must be >= 0", a.max_length);
 
     GenConfig gc;
     generate_config_defaults(&gc);

@@ -11,7 +11,10 @@
  *     with an error naming the file;
  *   - HF export then import is bit-exact;
  *   - a save removes the temp files of its path left by dead processes (a
- *     kill during a save), and keeps a live process's and other paths'. */
+ *     kill during a save), and keeps a live process's and other paths';
+ *   - a model holding a NaN or Inf is refused by both writers, naming the
+ *     parameter, and nothing is left on disk. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +339,31 @@ static void test_stale_temps(void) {
     model_free(m);
 }
 
+/* One NaN (then one Inf) anywhere in the flat buffer is enough. */
+static void test_refuses_non_finite(void) {
+    ModelConfig c;
+    tiny_llama(&c);
+    Model *m = model_create(&c, &backend_cpu);
+    CHECK(m != NULL, "create: %s", align_error());
+    if (!m) return;
+    model_init_random(m, 7);
+    const ParamInfo *p = &m->info[m->n_params - 1];
+    const float bad[2] = {NAN, -INFINITY};
+    for (int k = 0; k < 2; k++) {
+        m->params[p->offset + p->numel / 2] = bad[k];
+        char path[600], dir[600];
+        snprintf(path, sizeof path, "%s/nonfinite%d.ckpt", tmpdir, k);
+        snprintf(dir, sizeof dir, "%s/nonfinite%d_hf", tmpdir, k);
+        CHECK(ckpt_save(path, m, NULL) == -1 && strstr(align_error(), p->name) && strstr(align_error(), path),
+              "ckpt_save refuses a non-finite model, naming the parameter and file: %s", align_error());
+        CHECK(access(path, F_OK) != 0, "no .ckpt left behind");
+        CHECK(hf_export_dir(dir, m, NULL) == -1 && strstr(align_error(), p->name) && strstr(align_error(), dir),
+              "hf_export_dir refuses a non-finite model: %s", align_error());
+        CHECK(access(dir, F_OK) != 0, "no directory left behind");
+    }
+    model_free(m);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/align_test_ckpt_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -347,6 +375,7 @@ int main(void) {
     tiny_llama(&c);
     test_ckpt_round_trip(&c, "llama");
     test_stale_temps();
+    test_refuses_non_finite();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -1,7 +1,10 @@
 /* The shared command-line contract: flags of every type, --flag=value,
  * booleans and --no-X, --config JSON with flags overriding it, positionals,
- * and one clear error naming the flag or config key for bad input. */
+ * and one clear error naming the flag or config key for bad input; every
+ * CliCheck accepts its range and refuses the rest (floats always finite),
+ * from argv and from the config alike. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -71,6 +74,57 @@ int main(void) {
     char *a9[] = {"prog", "d", "--config", "/nonexistent/x.json"};
     CHECK(parse(4, a9, &s) == -1 && strstr(align_error(), "/nonexistent/x.json"), "missing config named: %s", align_error());
     cli_free(&s);
+
+    /* each check kind at its edges: value, whether accepted */
+    static const struct {
+        CliCheck check;
+        const char *value;
+        int ok;
+    } cases[] = {
+        {CLI_ANY, "-3.5", 1},          {CLI_ANY, "nan", 0},           {CLI_ANY, "inf", 0},
+        {CLI_ANY, "-inf", 0},          {CLI_ANY, "1e39", 0},          {CLI_NONNEG, "0", 1},
+        {CLI_NONNEG, "-1e-9", 0},      {CLI_POSITIVE, "1e-30", 1},    {CLI_POSITIVE, "0", 0},
+        {CLI_AT_LEAST_1, "1", 1},      {CLI_AT_LEAST_1, "0.5", 0},    {CLI_UNIT, "1", 1},
+        {CLI_UNIT, "1.5", 0},          {CLI_UNIT_OPEN, "0", 1},       {CLI_UNIT_OPEN, "1", 0},
+        {CLI_UNIT_POS, "1", 1},        {CLI_UNIT_POS, "0", 0},        {CLI_UNIT_POS, "0.9", 1},
+        {CLI_UNSET_OR_POSITIVE, "-1", 1}, {CLI_UNSET_OR_POSITIVE, "0", 0}, {CLI_UNSET_OR_POSITIVE, "-2", 0},
+        {CLI_UNSET_OR_POSITIVE, "0.25", 1}, {CLI_PORT, "65535", 1},   {CLI_PORT, "65536", 0},
+    };
+    float x = 0;
+    CliFlag one[] = {{"x", CLI_FLOAT, &x, "a number"}};
+    CliSpec cs = {.prog = "prog", .usage = "prog", .flags = one, .n_flags = 1};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        one[0].check = cases[i].check;
+        x = 42;
+        char *av[] = {"prog", "--x", (char *)cases[i].value};
+        int rc = cli_parse(&cs, 3, av);
+        if (cases[i].ok) {
+            CHECK(rc == 0 && x == strtof(cases[i].value, NULL), "check %d accepts %s: %s", cases[i].check, cases[i].value, align_error());
+        } else {
+            CHECK(rc == -1 && x == 42 && strstr(align_error(), "--x") && strstr(align_error(), cases[i].value),
+                  "check %d refuses %s, naming the flag and value: %s", cases[i].check, cases[i].value, align_error());
+        }
+    }
+    /* an int flag goes through the same checks */
+    int k = 5;
+    CliFlag ints[] = {{"k", CLI_INT, &k, "a count", CLI_UNSET_OR_POSITIVE}};
+    CliSpec is = {.prog = "prog", .usage = "prog", .flags = ints, .n_flags = 1};
+    char *ai1[] = {"prog", "--k", "-1"}, *ai2[] = {"prog", "--k=0"};
+    CHECK(cli_parse(&is, 3, ai1) == 0 && k == -1, "int -1 sentinel accepted: %s", align_error());
+    CHECK(cli_parse(&is, 2, ai2) == -1 && strstr(align_error(), "--k") && k == -1, "int 0 refused: %s", align_error());
+    /* the config file is checked as argv is: numbers and strings */
+    one[0].check = CLI_POSITIVE;
+    const char *configs[] = {"{\"x\": -1}", "{\"x\": 0}", "{\"x\": \"nan\"}", "{\"x\": 1e400}", "{\"x\": 1e39}"};
+    for (int i = 0; i < 5; i++) {
+        fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(write(fd, configs[i], strlen(configs[i])) > 0, "write config");
+        close(fd);
+        char *ac[] = {"prog", "--config", path};
+        x = 42;
+        CHECK(cli_parse(&cs, 3, ac) == -1 && x == 42 && strstr(align_error(), "\"x\"") && strstr(align_error(), path),
+              "config %s refused, naming the key and file: %s", configs[i], align_error());
+        cli_free(&cs);
+    }
     unlink(path);
     return test_summary();
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ static const char *check_failure(const CliFlag *f, double x) {
     case CLI_UNIT: return x >= 0 && x <= 1 ? "" : "a number in [0, 1]";
     case CLI_UNIT_OPEN: return x >= 0 && x < 1 ? "" : "a number in [0, 1)";
     case CLI_PORT: return x >= 0 && x <= 65535 ? "" : "a port in 1..65535 (0 = off)";
+    case CLI_UNIT_POS: return x > 0 && x <= 1 ? "" : "a number in (0, 1]";
+    case CLI_UNSET_OR_POSITIVE: return x == -1 || x > 0 ? "" : "-1 (unset) or a number > 0";
     }
     return "";
 }
@@ -99,9 +102,10 @@ static int apply_config(CliSpec *s, const char *path) {
             double v = it->valuedouble;
             char text[64];
             snprintf(text, sizeof text, "%g", v);
-            if (check_value(f, v, where, text)) return -1;
+            /* checked as stored: 1e39 is finite as a double but Inf as a float */
+            if (check_value(f, f->type == CLI_FLOAT ? (double)(float)v : v, where, text)) return -1;
             if (f->type == CLI_INT) {
-                if (v != (double)(int)v) return align_errorf("%s expected an integer", where);
+                if (!(v >= INT_MIN && v <= INT_MAX) || v != (double)(int)v) return align_errorf("%s expected an integer", where);
                 *(int *)f->dst = (int)v;
             } else {
                 *(float *)f->dst = (float)v;
@@ -214,4 +218,14 @@ void cli_parse_or_exit(CliSpec *s, int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", s->prog, align_error());
         exit(2);
     }
+}
+
+void cli_usage_error(const CliSpec *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", s->prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(2);
 }

@@ -22,6 +22,8 @@ typedef enum {
     CLI_UNIT,       /* in [0, 1] */
     CLI_UNIT_OPEN,  /* in [0, 1) (dropout, label smoothing below 1) */
     CLI_PORT,       /* a TCP port 1..65535, or 0 = off */
+    CLI_UNIT_POS,   /* in (0, 1] (top-p: a probability mass, 1 = off) */
+    CLI_UNSET_OR_POSITIVE, /* -1 (the documented "unset": off or a derived default) or > 0 */
 } CliCheck;
 
 typedef struct {
@@ -56,5 +58,9 @@ void cli_free(CliSpec *spec);
 /* Parse the whole program invocation or exit: prints help and exits 0 for
  * --help, prints "prog: error" and exits 2 for bad usage. */
 void cli_parse_or_exit(CliSpec *spec, int argc, char **argv);
+
+/* Bad usage found after parsing (flags that combine badly): prints
+ * "prog: sentence" and exits 2, as cli_parse_or_exit does for one flag. */
+void cli_usage_error(const CliSpec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
 #endif

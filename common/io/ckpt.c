@@ -10,6 +10,7 @@
 #include "ckpt.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,6 +277,14 @@ CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
             if (model_param_to_host(m, p, t)) goto fail;
             src = t;
         }
+        /* a NaN or Inf weight poisons every output: such a model is
+         * refused here, where every writer passes, for one read of it */
+        for (size_t k = 0; k < p->numel; k++)
+            if (!isfinite(src[k])) {
+                align_errorf("parameter %s holds %g at element %zu: refusing to write a model that is not finite",
+                             p->name, src[k], k);
+                goto fail;
+            }
         int64_t shape[2] = {p->shape[0], p->shape[1]};
         if (p->hf_transposed && p->ndim == 2) {
             int64_t R = p->shape[0], C = p->shape[1]; /* ours [out=R, in=C] -> HF [C, R] */

@@ -62,7 +62,8 @@ const CkptTensor *ckpt_extras_find(const CkptExtras *e, const char *name);
 int ckpt_extras_add_moments(CkptExtras *e, const Model *m, const float *m1, const float *m2);
 int ckpt_extras_get_moments(const CkptExtras *e, const Model *m, float *m1, float *m2);
 
-/* Save the model (and extras, which may be NULL) atomically. */
+/* Save the model (and extras, which may be NULL) atomically. A model with
+ * a NaN or Inf parameter is refused (nothing written), as by hf_export. */
 int ckpt_save(const char *path, Model *m, const CkptExtras *extras);
 
 /* Load a .ckpt onto backend be. extras_out (may be NULL) receives the

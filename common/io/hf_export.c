@@ -91,17 +91,25 @@ static char *generation_config_json(const ModelConfig *c) {
 }
 
 int hf_export_dir(const char *dir, Model *m, const CkptExtras *x) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return align_errorf("cannot create directory %s: %s", dir, strerror(errno));
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return align_errorf("%s exists and is not a directory", dir);
     char path[4096];
     int rc = -1;
     char *config = NULL, *tcfg = NULL, *gcfg = NULL;
     StWriter *w = st_writer_new();
     CkptStage *s = NULL;
-    if (!w || !(s = ckpt_stage_model(m, w))) goto done;
+    /* staged first: a model refused there (not finite) leaves no directory */
+    if (!w || !(s = ckpt_stage_model(m, w))) {
+        align_error_prefix("cannot save %s", dir);
+        goto done;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        align_errorf("cannot create directory %s: %s", dir, strerror(errno));
+        goto done;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        align_errorf("%s exists and is not a directory", dir);
+        goto done;
+    }
     if (st_writer_meta(w, "format", "pt")) goto done;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (st_writer_save(w, path)) goto done;

@@ -73,10 +73,11 @@ double optim_grad_norm(const Optimizer *o) {
     return sqrt(m->be->sum_squares(m->grads, m->n_grad_elems));
 }
 
-double optim_step(Optimizer *o, float *lr_used) {
+double optim_step(Optimizer *o, float *lr_used) { return optim_step_with_norm(o, optim_grad_norm(o), lr_used); }
+
+double optim_step_with_norm(Optimizer *o, double norm, float *lr_used) {
     Model *m = o->model;
     const OptimConfig *c = &o->cfg;
-    double norm = optim_grad_norm(o);
     float scale = 1.0f;
     /* torch.nn.utils.clip_grad_norm_: multiply by max/(norm + 1e-6) when above */
     if (c->max_grad_norm > 0 && norm > c->max_grad_norm) scale = (float)(c->max_grad_norm / (norm + 1e-6));

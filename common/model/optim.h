@@ -47,5 +47,8 @@ double optim_grad_norm(const Optimizer *o);
  * and zero the gradients. Returns the pre-clip gradient norm; *lr_used gets
  * the LR (may be NULL). */
 double optim_step(Optimizer *o, float *lr_used);
+/* optim_step with the norm the caller already has (optim_grad_norm of the
+ * current gradients), so a caller that checks it first reads them once. */
+double optim_step_with_norm(Optimizer *o, double norm, float *lr_used);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "chat_template.h"
 #include "model_load.h"
 #include "util.h"
 

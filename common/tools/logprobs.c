@@ -3,7 +3,13 @@
  * Preference records give chosen_logp, rejected_logp, chosen_tokens and
  * rejected_tokens per record (the reference log-probs dpo_run
  * --ref-logprobs reads); SFT records give logp and tokens. Prompt tokens
- * never count, as in DPO. One JSON line per record, in input order. */
+ * never count, as in DPO. One JSON line per record, in input order.
+ *
+ * A log-probability that is not finite (a model with NaN or Inf weights)
+ * stops the program with an error naming the first such record, and
+ * nothing is written: JSON has no NaN, and a null would only move the
+ * failure to whoever reads the file (dpo_run --ref-logprobs). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +19,16 @@
 #include "seq_logprobs.h"
 #include "trainer.h"
 #include "util.h"
+
+/* Where a record came from, as the dataset layer names records. */
+static void record_name(const char *path, const DsExample *ex, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    int c = ' ';
+    while (f && (c = fgetc(f)) != EOF && (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0xEF || c == 0xBB || c == 0xBF)) {}
+    if (f) fclose(f);
+    if (c == '[') snprintf(buf, n, "%s: element %ld", path, ex->line);
+    else snprintf(buf, n, "%s:%ld", path, ex->line);
+}
 
 /* Preference data when the first record mentions "chosen". */
 static int looks_like_preferences(const char *path) {
@@ -36,14 +52,16 @@ int main(int argc, char **argv) {
         {"data", CLI_STRING, &data, "preference or SFT records (JSONL or .json)"},
         {"kind", CLI_STRING, &kind, "auto, preference or sft"},
         {"out", CLI_STRING, &out_path, "output JSONL (default: standard output)"},
-        {"batch-size", CLI_INT, &a.batch_size, "sequences per forward"},
-        {"max-length", CLI_INT, &a.max_length, "longest prompt + completion in tokens"},
+        {"batch-size", CLI_INT, &a.batch_size, "sequences per forward", CLI_AT_LEAST_1},
+        {"max-length", CLI_INT, &a.max_length, "longest prompt + completion in tokens", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a.chat_template, "chatml, llama3, hh or none (default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a.skip_bad, "skip malformed records (counted) instead of stopping"},
         {"device", CLI_STRING, &a.device, "cpu or cuda"},
     };
     CliSpec spec = {.prog = "logprobs", .usage = "logprobs --model M --data F [flags]",
-                    .about = "Per record, the summed log-probability of the completion tokens (prompt excluded) and their count.",
+                    .about = "Per record, the summed log-probability of the completion tokens (prompt excluded) and their count. "
+                             "A log-probability that is not finite (NaN or Inf: a broken model) stops the program with an error "
+                             "naming the record, and nothing is written.",
                     .flags = flags, .n_flags = sizeof flags / sizeof *flags};
     cli_parse_or_exit(&spec, argc, argv);
     if (!model || !data) align_die("logprobs", "--model and --data are required (see --help)");
@@ -68,6 +86,13 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < d.n; i++)
         for (int k = 0; k < per; k++) seqs[i * per + k] = ds_example_seq(&d.ex[i], k);
     if (seq_logprobs(b.model, seqs, (int)n, a.batch_size, pref, sums, counts)) align_die_error("logprobs");
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(sums[i])) {
+            char where[4200];
+            record_name(data, &d.ex[i / per], where, sizeof where);
+            align_die("logprobs", "%s: the %slog-probability is %s under %s; nothing written", where,
+                      !pref ? "" : i % 2 ? "rejected " : "chosen ", isnan(sums[i]) ? "NaN" : sums[i] > 0 ? "+Inf" : "-Inf", model);
+        }
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) align_die("logprobs", "--out %s: cannot open for writing", out_path);
     for (size_t i = 0; i < d.n; i++) {

@@ -42,16 +42,16 @@ int main(int argc, char **argv) {
     float theta = 10000.0f;
     CliFlag flags[] = {
         {"arch", CLI_STRING, &arch, "llama (RMSNorm, RoPE, SwiGLU, GQA) or gpt2"},
-        {"dim", CLI_INT, &dim, "hidden size"},
-        {"layers", CLI_INT, &layers, "transformer blocks"},
-        {"heads", CLI_INT, &heads, "attention heads"},
-        {"kv-heads", CLI_INT, &kv_heads, "key/value heads (default: heads; llama only)"},
-        {"ffn", CLI_INT, &ffn, "MLP inner size (default 4*dim for gpt2, 8/3*dim rounded to 32 for llama)"},
-        {"max-seq-len", CLI_INT, &max_seq, "positions (gpt2's table size)"},
-        {"rope-theta", CLI_FLOAT, &theta, "RoPE base (llama)"},
+        {"dim", CLI_INT, &dim, "hidden size", CLI_AT_LEAST_1},
+        {"layers", CLI_INT, &layers, "transformer blocks", CLI_AT_LEAST_1},
+        {"heads", CLI_INT, &heads, "attention heads", CLI_AT_LEAST_1},
+        {"kv-heads", CLI_INT, &kv_heads, "key/value heads (default: heads; llama only)", CLI_NONNEG},
+        {"ffn", CLI_INT, &ffn, "MLP inner size (default 4*dim for gpt2, 8/3*dim rounded to 32 for llama)", CLI_NONNEG},
+        {"max-seq-len", CLI_INT, &max_seq, "positions (gpt2's table size)", CLI_AT_LEAST_1},
+        {"rope-theta", CLI_FLOAT, &theta, "RoPE base (llama)", CLI_POSITIVE},
         {"tokenizer", CLI_STRING, &tokenizer, "byte, a tokenizer.json, or a directory holding one (or GPT-2's encoder.json + vocab.bpe)"},
         {"chat-template", CLI_STRING, &tmpl, "chatml, llama3, hh or none"},
-        {"seed", CLI_INT, &seed, "seed for the weights"},
+        {"seed", CLI_INT, &seed, "seed for the weights", CLI_ANY},
         {"out", CLI_STRING, &out, "where to write it (.ckpt, or a directory for Hugging Face)"},
     };
     CliSpec spec = {.prog = "model_init", .usage = "model_init --out init.ckpt [flags]",
@@ -59,7 +59,9 @@ int main(int argc, char **argv) {
                     .flags = flags, .n_flags = sizeof flags / sizeof *flags};
     cli_parse_or_exit(&spec, argc, argv);
     if (!out) align_die("model_init", "--out is required (see --help)");
-    if (heads <= 0 || dim <= 0 || dim % heads) align_die("model_init", "--dim (%d) must be a positive multiple of --heads (%d)", dim, heads);
+    if (dim % heads) cli_usage_error(&spec, "--dim %d must be a multiple of --heads %d", dim, heads);
+    if (kv_heads > 0 && heads % kv_heads)
+        cli_usage_error(&spec, "--heads %d must be a multiple of --kv-heads %d (each key/value head serves a group)", heads, kv_heads);
     ChatTemplate parsed;
     if (chat_template_from_name(tmpl, &parsed)) align_die("model_init", "--chat-template %s: expected chatml, llama3, hh or none", tmpl);
 

@@ -1,10 +1,13 @@
 #include "trainer.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -34,29 +37,29 @@ void train_args_defaults(TrainArgs *a) {
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
     CliFlag shared[TRAIN_ARGS_N_FLAGS] = {
-        {"lr", CLI_FLOAT, &a->lr, "peak learning rate"},
-        {"batch-size", CLI_INT, &a->batch_size, "examples per micro-batch (one packed forward)"},
-        {"grad-accum", CLI_INT, &a->grad_accum, "micro-batches per optimizer step"},
-        {"epochs", CLI_INT, &a->epochs, "passes over the training data"},
-        {"max-steps", CLI_INT, &a->max_steps, "optimizer steps (overrides --epochs when > 0)"},
-        {"warmup-steps", CLI_INT, &a->warmup_steps, "linear LR warmup steps"},
+        {"lr", CLI_FLOAT, &a->lr, "peak learning rate", CLI_NONNEG},
+        {"batch-size", CLI_INT, &a->batch_size, "examples per micro-batch (one packed forward)", CLI_AT_LEAST_1},
+        {"grad-accum", CLI_INT, &a->grad_accum, "micro-batches per optimizer step", CLI_AT_LEAST_1},
+        {"epochs", CLI_INT, &a->epochs, "passes over the training data", CLI_AT_LEAST_1},
+        {"max-steps", CLI_INT, &a->max_steps, "optimizer steps, overriding --epochs (-1 = as many as --epochs give)", CLI_UNSET_OR_POSITIVE},
+        {"warmup-steps", CLI_INT, &a->warmup_steps, "linear LR warmup steps", CLI_NONNEG},
         {"lr-schedule", CLI_STRING, &a->lr_schedule, "constant, linear or cosine"},
-        {"weight-decay", CLI_FLOAT, &a->weight_decay, "AdamW decoupled weight decay (not on biases and norms)"},
-        {"max-grad-norm", CLI_FLOAT, &a->max_grad_norm, "clip gradients to this global norm (0 = off)"},
+        {"weight-decay", CLI_FLOAT, &a->weight_decay, "AdamW decoupled weight decay (not on biases and norms)", CLI_NONNEG},
+        {"max-grad-norm", CLI_FLOAT, &a->max_grad_norm, "clip gradients to this global norm (0 = off)", CLI_NONNEG},
         {"eval-data", CLI_STRING, &a->eval_data, "held-out data for evaluation"},
-        {"eval-every", CLI_INT, &a->eval_every, "evaluate every N steps (0 = at the end only)"},
-        {"save-every", CLI_INT, &a->save_every, "checkpoint every N steps (0 = off)"},
+        {"eval-every", CLI_INT, &a->eval_every, "evaluate every N steps (0 = at the end only)", CLI_NONNEG},
+        {"save-every", CLI_INT, &a->save_every, "checkpoint every N steps (0 = off)", CLI_NONNEG},
         {"resume", CLI_STRING, &a->resume, "continue from a checkpoint written by --save-every or Ctrl-C"},
         {"metrics", CLI_STRING, &a->metrics, "write one JSON object per step to this .jsonl file"},
         {"out", CLI_STRING, &a->out, "where to write the trained model (.ckpt or a directory for Hugging Face)"},
-        {"seed", CLI_INT, &a->seed, "seed for the data order (and anything random)"},
+        {"seed", CLI_INT, &a->seed, "seed for the data order (and anything random)", CLI_ANY},
         {"device", CLI_STRING, &a->device, "cpu or cuda"},
-        {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens"},
+        {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
-        {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)"},
-        {"lora-alpha", CLI_FLOAT, &a->lora_alpha, "LoRA scale numerator: updates are scaled by alpha/rank (default 2*rank)"},
-        {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training"},
+        {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)", CLI_NONNEG},
+        {"lora-alpha", CLI_FLOAT, &a->lora_alpha, "LoRA scale numerator: updates are scaled by alpha/rank (default, or -1: 2*rank)", CLI_UNSET_OR_POSITIVE},
+        {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
         {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
         {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
         {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
@@ -64,6 +67,57 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
     };
     memcpy(f, shared, sizeof shared);
     return TRAIN_ARGS_N_FLAGS;
+}
+
+/* Can a file be created in dir? Creating (and removing) one is the only
+ * test that answers for every case: read-only mounts, /proc, a file where
+ * a directory should be, and root, whom mode bits do not stop. */
+static int dir_accepts_files(const char *dir) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/.align-write-test-XXXXXX", dir);
+    int fd = mkstemp(tmp);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(tmp);
+    return 0;
+}
+
+/* The directory `path` will be created in (or written into, as_dir and it
+ * exists), so a bad --out stops the program before any work. */
+static int check_writable(const char *flag, const char *path, int as_dir) {
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    if (exists && as_dir && !S_ISDIR(sb.st_mode))
+        return align_errorf("%s %s: exists and is not a directory (a Hugging Face directory goes here)", flag, path);
+    if (exists && !as_dir && S_ISDIR(sb.st_mode)) return align_errorf("%s %s: is a directory, not a file", flag, path);
+    char dir[4096];
+    if (exists && as_dir) {
+        snprintf(dir, sizeof dir, "%s", path);
+    } else {
+        size_t len = strlen(path);
+        while (len > 1 && path[len - 1] == '/') len--;
+        while (len > 0 && path[len - 1] != '/') len--;
+        while (len > 1 && path[len - 1] == '/') len--;
+        if (len == 0) snprintf(dir, sizeof dir, ".");
+        else snprintf(dir, sizeof dir, "%.*s", (int)len, path);
+    }
+    if (dir_accepts_files(dir)) return align_errorf("%s %s: cannot write in %s: %s", flag, path, dir, strerror(errno));
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int trainer_check_args(const TrainArgs *a) {
+    if (!a->out) return align_errorf("--out is required (where the trained model goes)");
+    if (has_suffix(a->out, ".gguf")) return align_errorf("--out %s: writing GGUF is not supported (use .ckpt or a directory)", a->out);
+    if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
+    if (a->lora_out && (a->lora_rank > 0 || a->lora_adapter) && check_writable("--lora-out", a->lora_out, 1)) return -1;
+    if (a->eval_every > 0 && !a->eval_data)
+        return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
+    return 0;
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
@@ -282,7 +336,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     Model *m = policy->model;
     if (task->n_train <= 0) return align_errorf("no training examples");
     if (a->batch_size <= 0 || a->grad_accum <= 0) return align_errorf("--batch-size and --grad-accum must be positive");
-    if (!a->out) return align_errorf("--out is required (where the trained model goes)");
+    if (trainer_check_args(a)) return -1;
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.lr = a->lr;
@@ -340,8 +394,18 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             if (t < 0) goto restore;
             tokens += t;
         }
+        /* One non-finite step would make every weight NaN: stop before the
+         * update, so the last checkpoint written stays the last good one. */
+        double gnorm = optim_grad_norm(o), loss = metrics_get(&acc, "loss", 0);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            double bad = isfinite(loss) ? gnorm : loss;
+            align_errorf("step %ld: the %s is %s; stopped before updating the weights and saved nothing "
+                         "(lower --lr or --max-grad-norm, or look for bad records)",
+                         p.step + 1, isfinite(loss) ? "gradient norm" : "loss", isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf");
+            goto restore;
+        }
         float lr;
-        double gnorm = optim_step(o, &lr);
+        optim_step_with_norm(o, gnorm, &lr);
         p.step++;
         double dt = align_now() - t0;
         metrics_set(&acc, "lr", lr);

@@ -9,7 +9,9 @@
  * schedule, metrics under TRL's names, evaluation, periodic checkpoints
  * with optimizer moments, Ctrl-C (finish the step, save, say how to
  * resume), and --resume, which continues exactly where the checkpoint
- * stopped: same data order, same LR, same moments, same weights. */
+ * stopped: same data order, same LR, same moments, same weights. A step
+ * whose loss or gradient norm is not finite stops the run before the
+ * update, naming the step; nothing is saved. */
 #ifndef ALIGN_TRAINER_H
 #define ALIGN_TRAINER_H
 
@@ -59,6 +61,12 @@ typedef struct {
     int (*evaluate)(void *ctx, Metrics *out);
     const char *const *shown; /* metric keys for the progress line */
 } TrainTask;
+
+/* Checks that need no model, to run right after parsing: --out is given,
+ * is a .ckpt or a directory (not GGUF) and can be written (a file can be
+ * created where it goes; likewise --lora-out), and --eval-every has
+ * --eval-data. An error names the flag. trainer_run checks them again. */
+int trainer_check_args(const TrainArgs *a);
 
 /* Run the loop on policy->model; saves the result to a->out (a .ckpt or a
  * Hugging Face directory). Returns 0, 1 when interrupted (a checkpoint was
