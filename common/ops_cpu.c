@@ -10,10 +10,16 @@
  *
  * Attention calls sgemm per (sequence, head) from inside an OpenMP parallel
  * region; OpenBLAS's OpenMP build runs those calls single-threaded, so the
- * parallelism is over (sequence, kv head) units. */
+ * parallelism is over (sequence, kv head) units.
+ *
+ * Errors: an op that cannot allocate its scratch records the failure for
+ * Backend.status and returns without computing; none exits or crashes. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +40,39 @@ static void cpu_zero(void *p, size_t bytes) {
     if (bytes) memset(p, 0, bytes);
 }
 static void cpu_sync(void) {}
+
+/* ------------------------------------------------------------------ errors */
+
+/* The first failure since the last status() (Backend.status). Ops run on
+ * OpenMP threads and the message is read on the caller's, hence the lock
+ * rather than align_errorf's thread-local message. */
+static int g_failed;
+static char g_error[ALIGN_ERR_LEN];
+
+static void cpu_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void cpu_fail(const char *fmt, ...) {
+#pragma omp critical(cpu_status)
+    if (!g_failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g_error, sizeof g_error, fmt, ap);
+        va_end(ap);
+        g_failed = 1;
+    }
+}
+
+/* Reports and forgets: what fails here is memory, which a later, smaller
+ * call may find. */
+static int cpu_status(void) {
+    int failed;
+#pragma omp critical(cpu_status)
+    {
+        failed = g_failed;
+        g_failed = 0;
+        if (failed) align_errorf("%s", g_error);
+    }
+    return failed ? -1 : 0;
+}
 
 /* ------------------------------------------------------------------ linear */
 
@@ -217,14 +256,21 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 
 /* ---------------------------------------------------------------- rope */
 
+/* model_create refuses larger head dims; the angles of one token live on the stack. */
+#define ROPE_MAX_HALF 1024
+
 /* Rotate-half RoPE, as Hugging Face Llama: pairs (j, j + hd/2) rotate by
  * pos * inv_freq[j]. sign = +1 forward, -1 for the inverse (backward). */
 static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
                        int Hkv, int hd, float sign) {
     int half = hd / 2, row = (Hq + 2 * Hkv) * hd;
+    if (half > ROPE_MAX_HALF) {
+        cpu_fail("rope: head_dim %d is larger than %d", hd, 2 * ROPE_MAX_HALF);
+        return;
+    }
 #pragma omp parallel
     {
-        float *cs = malloc(sizeof(float) * half * 2);
+        float cs[2 * ROPE_MAX_HALF];
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++) {
             for (int j = 0; j < half; j++) {
@@ -241,7 +287,6 @@ static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, in
                 }
             }
         }
-        free(cs);
     }
 }
 
@@ -303,18 +348,62 @@ static void attention_probs(float *S, const AttnTile *t, float *lse_out, const f
     }
 }
 
+/* The most attention scratch one thread has held, in bytes, and failures
+ * to inject (backend_cpu_attention_scratch_peak and
+ * backend_cpu_inject_alloc_failures in backend.h). */
+static size_t g_scratch_peak;
+static atomic_int g_inject_failures;
+
 /* Per-thread scratch that survives across calls: the score matrices are
  * T x T floats, large enough that malloc would mmap (and page-fault) them
- * afresh in every layer. */
+ * afresh in every layer. NULL, with the failure recorded, when it cannot
+ * grow. */
 static float *thread_scratch(int slot, size_t floats) {
     static _Thread_local float *buf[3];
     static _Thread_local size_t cap[3];
+    int pending = atomic_load(&g_inject_failures);
+    while (pending > 0 && !atomic_compare_exchange_weak(&g_inject_failures, &pending, pending - 1)) {}
+    if (pending > 0) {
+        cpu_fail("out of memory for %.1f MiB of attention scratch (injected)", floats * 4.0 / 1048576);
+        return NULL;
+    }
     if (floats > cap[slot]) {
         free(buf[slot]);
         buf[slot] = malloc(floats * sizeof(float));
         cap[slot] = buf[slot] ? floats : 0;
+        if (!buf[slot]) {
+            cpu_fail("out of memory for %.1f MiB of attention scratch", floats * 4.0 / 1048576);
+            return NULL;
+        }
+        size_t held = (cap[0] + cap[1] + cap[2]) * sizeof(float);
+#pragma omp critical(cpu_scratch_peak)
+        if (held > g_scratch_peak) g_scratch_peak = held;
     }
     return buf[slot];
+}
+
+size_t backend_cpu_attention_scratch_peak(void) {
+    size_t p;
+#pragma omp critical(cpu_scratch_peak)
+    p = g_scratch_peak;
+    return p;
+}
+
+void backend_cpu_inject_alloc_failures(int n) { atomic_store(&g_inject_failures, n > 0 ? n : 0); }
+
+/* Inside a parallel region: every thread has taken its scratch (ok cleared
+ * by any that could not); 1 when the whole team may work. All threads must
+ * call it, since it waits for them. */
+static int team_ready(int *ok, int mine) {
+    if (!mine) {
+#pragma omp atomic write
+        *ok = 0;
+    }
+#pragma omp barrier
+    int all;
+#pragma omp atomic read
+    all = *ok;
+    return all;
 }
 
 static int seq_len_of(const int32_t *seq_start, int s) { return seq_start[s + 1] - seq_start[s]; }
@@ -359,10 +448,11 @@ static void attention_forward_prefixed(float *out, float *lse, const float *qkv,
                                        int hd) {
     int ldo = Hq * hd, group = Hq / Hkv;
     size_t smax = max_scores_of(seq_start, seq_prefix, n_seqs);
-    int units = n_seqs * Hkv;
+    int units = n_seqs * Hkv, ok = 1;
 #pragma omp parallel
     {
         float *S = thread_scratch(0, smax);
+        if (team_ready(&ok, S != NULL)) {
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
             int s = u / Hkv, g = u % Hkv, t0 = seq_start[s];
@@ -377,6 +467,7 @@ static void attention_forward_prefixed(float *out, float *lse, const float *qkv,
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.T, hd, t.T, 1.0f, S + t.Lp, W, t.v,
                             t.ld, t.Lp ? 1.0f : 0.0f, o, ldo);
             }
+        }
         }
     }
 }
@@ -435,7 +526,11 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
     /* roots[] and, per root, its extensions as a linked list: next[] */
     int *roots = malloc(sizeof(int) * (size_t)n_seqs), *first = malloc(sizeof(int) * (size_t)n_seqs),
         *next = malloc(sizeof(int) * (size_t)n_seqs);
-    if (!roots || !first || !next) align_die("align", "out of memory in attention backward");
+    if (!roots || !first || !next) {
+        free(roots), free(first), free(next);
+        cpu_fail("out of memory in attention backward");
+        return;
+    }
     int n_roots = 0;
     for (int s = 0; s < n_seqs; s++) first[s] = next[s] = -1;
     for (int s = n_seqs - 1; s >= 0; s--) {
@@ -444,12 +539,13 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
     }
     for (int s = 0; s < n_seqs; s++)
         if (!seq_prefix || seq_prefix[s] < 0) roots[n_roots++] = s;
-    int units = n_roots * Hkv;
+    int units = n_roots * Hkv, ok = 1;
 #pragma omp parallel
     {
         float *P = thread_scratch(0, smax);
         float *dS = thread_scratch(1, smax);
         float *D = thread_scratch(2, (size_t)Tmax);
+        if (team_ready(&ok, P && dS && D)) {
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
             int r = roots[u / Hkv], g = u % Hkv;
@@ -469,6 +565,7 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
                                             dout + t0 * ldo + h * hd, ldo, lse + (size_t)h * N + t0, P, dS, D);
                 }
             }
+        }
         }
     }
     free(roots), free(first), free(next);
@@ -491,7 +588,7 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
         int t = past[s] + seq_start[s + 1] - seq_start[s];
         Tmax = t > Tmax ? t : Tmax;
     }
-    int units = n_seqs * Hq; /* one query head of one sequence: 9 units at batch 1, not 3 */
+    int units = n_seqs * Hq, ok = 1; /* one query head of one sequence: 9 units at batch 1, not 3 */
 #pragma omp parallel
     {
         /* append the new keys and values to their slots */
@@ -508,6 +605,7 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
          * of one kv group (and a sequence's groups) mostly stay on one thread
          * with their K and V in its cache: at batch 16 over 800 keys 1.4x
          * faster than dynamic, 1, and 1.1x faster than one group per chunk */
+        if (team_ready(&ok, S != NULL)) {
 #pragma omp for schedule(static)
         for (int u = 0; u < units; u++) {
             int s = u / Hq, h = u % Hq, g = h / group;
@@ -524,6 +622,7 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
                 cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc, kvd, S, 1, 0.0f,
                             out + (size_t)i * ldo + h * hd, 1);
             }
+        }
         }
     }
 }
@@ -709,7 +808,10 @@ static void matmul_forward_q(float *out, const float *inp, const void *wq, int q
                              int N, int C, int OC) {
     int T = q_tile_rows(C, OC);
     float *buf = align_alloc((size_t)T * C * sizeof(float));
-    if (!buf) return;
+    if (!buf) {
+        cpu_fail("out of memory for a %.1f MiB dequantisation tile", (double)T * C * 4 / 1048576);
+        return;
+    }
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, OC * sizeof(float));
@@ -731,7 +833,10 @@ static void matmul_backward_input_q(float *dinp, const float *dout, const void *
                                     int C, int OC, int accumulate) {
     int T = q_tile_rows(C, OC);
     float *buf = align_alloc((size_t)T * C * sizeof(float));
-    if (!buf) return;
+    if (!buf) {
+        cpu_fail("out of memory for a %.1f MiB dequantisation tile", (double)T * C * 4 / 1048576);
+        return;
+    }
     for (int r0 = 0; r0 < OC; r0 += T) {
         int rows = OC - r0 < T ? OC - r0 : T;
         dequant_tile(buf, wq, qtype, r0, rows, C);
@@ -750,6 +855,7 @@ const Backend backend_cpu = {
     .copy = cpu_copy,
     .zero = cpu_zero,
     .sync = cpu_sync,
+    .status = cpu_status,
     .matmul_forward = matmul_forward,
     .matmul_backward_input = matmul_backward_input,
     .matmul_backward_weight = matmul_backward_weight,
