@@ -1,4 +1,5 @@
-/* backend.c: picking a backend by name at run time (--device cpu|cuda). */
+/* backend.c: picking a backend by name at run time (--device cpu|cuda), and
+ * turning a backend's recorded failure into a caller's error. */
 #include <string.h>
 
 #include "backend.h"
@@ -20,4 +21,9 @@ const Backend *backend_get(const char *name) {
     }
     align_errorf("--device %s: unknown device (expected cpu or cuda)", name);
     return NULL;
+}
+
+int backend_check(const Backend *be, const char *what) {
+    if (!be->status || !be->status()) return 0;
+    return align_error_prefix("%s", what);
 }

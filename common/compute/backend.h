@@ -29,6 +29,20 @@ typedef struct Backend {
     void (*zero)(void *p, size_t bytes);
     void (*sync)(void);
 
+    /* ---- errors ----
+     * Ops return nothing, so one that fails (out of memory for its scratch,
+     * a CUDA or cuBLAS error) records the failure and leaves its outputs
+     * undefined; later ops may then compute on garbage. status() is 0 when
+     * every op since the last status() succeeded, else -1 with the first
+     * failure's sentence in align_error(). Callers check it after a run of
+     * ops (model_forward, model_backward, model_forward_cached do) and before
+     * trusting what they computed. The CPU backend forgets a failure once
+     * reported (memory may be there next time); the CUDA backend keeps
+     * reporting a device error, since its ops do nothing after one. It does
+     * not wait for the device: a fault inside a kernel surfaces at the next
+     * call that waits (to_host, sync). */
+    int (*status)(void);
+
     /* ---- linear layers ----
      * out[N,OC] = inp[N,C] @ w[OC,C]^T (+ bias[OC] when non-NULL) */
     void (*matmul_forward)(float *out, const float *inp, const float *w, const float *bias,
@@ -180,6 +194,16 @@ static inline int backend_dropout_keep(uint64_t seed, uint64_t i, float p) {
 }
 
 extern const Backend backend_cpu;
+
+/* For tests of the CPU backend: the most attention scratch one thread has
+ * held so far, in bytes, and making the next n scratch requests fail as if
+ * memory had run out (0 stops). */
+size_t backend_cpu_attention_scratch_peak(void);
+void backend_cpu_inject_alloc_failures(int n);
+
+/* 0 when be->status() reports no failure, else -1 with align_error() as
+ * "what: <the failure>". */
+int backend_check(const Backend *be, const char *what);
 
 /* "cpu" or "cuda"; NULL with an error when unknown or not available. */
 const Backend *backend_get(const char *name);

@@ -208,6 +208,7 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
     norm(m, kv->norm, kv->stats, kv->last_h, m->w.normf_w, m->w.normf_b, S);
     be->matmul_forward(kv->logits, kv->norm, m->w.lm_head, NULL, S, c->dim, c->vocab_size);
     be->to_host(last_logits, kv->logits, (size_t)S * c->vocab_size * sizeof(float));
+    if (backend_check(be, "cached forward")) goto done; /* the slots keep their old lengths */
     for (int s = 0; s < S; s++) kv->len[slots[s]] += b->seq_start[s + 1] - b->seq_start[s];
     rc = 0;
 done:

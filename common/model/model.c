@@ -823,8 +823,8 @@ int model_forward(Model *m, const Batch *b) {
         be->add(out, mid, a->dtmp, n * d);
     }
     norm_forward(m, a->normf, a->statsf, a->resid + (c->n_layers % (S + 1)) * n * d, m->w.normf_w, m->w.normf_b, N);
-    a->forward_done = 1;
-    return 0;
+    a->forward_done = backend_check(be, "model forward") == 0;
+    return a->forward_done ? 0 : -1;
 }
 
 /* LM-head buffers for up to N rows. */
@@ -865,7 +865,7 @@ int model_logits(Model *m, const int32_t *rows, int n_rows, float *out) {
     be->gather_rows(a->lm_h, a->normf, a->lm_rows, n_rows, c->dim);
     be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n_rows, c->dim, c->vocab_size);
     be->to_host(out, a->lm_logits, (size_t)n_rows * c->vocab_size * sizeof(float));
-    return 0;
+    return backend_check(be, "model logits");
 }
 
 int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
@@ -900,6 +900,10 @@ int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
         for (int k = 0; k < n; k++) logp[a->lm_rows_host[k]] = tmp[k];
         free(tmp);
     }
+    if (backend_check(be, "model log-probs")) {
+        a->lm_done = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -911,6 +915,10 @@ int model_values(Model *m, float *values) {
     m->be->matmul_forward(a->values, a->normf, m->w.score, NULL, a->n_tokens, c->dim, 1);
     a->values_done = 1;
     if (values) m->be->to_host(values, a->values, a->n_tokens * sizeof(float));
+    if (backend_check(m->be, "model values")) {
+        a->values_done = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -1001,7 +1009,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     }
 
     int lora = m->adapter && m->adapter->backward_active(m);
-    if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return 0;
+    if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return backend_check(be, "model backward");
     be->zero(a->dresid, n * d * sizeof(float));
     norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
                   m->w.normf_w, a->statsf, N);
@@ -1050,7 +1058,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
     }
     if (stop < 0) be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);
-    return 0;
+    return backend_check(be, "model backward");
 }
 
 /* ------------------------------------------------------------ helpers */

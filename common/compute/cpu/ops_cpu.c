@@ -8,12 +8,19 @@
  * per-thread chunks summed in order, never by atomics, so the same inputs
  * and thread count give bit-identical results.
  *
- * Attention calls sgemm per (sequence, head) from inside an OpenMP parallel
- * region; OpenBLAS's OpenMP build runs those calls single-threaded, so the
- * parallelism is over (sequence, kv head) units. */
+ * Attention calls sgemm per block of query rows of one (sequence, head)
+ * from inside an OpenMP parallel region; OpenBLAS's OpenMP build runs those
+ * calls single-threaded, so the parallelism is over (block, kv head) units
+ * forward and (sequence, kv head) units backward.
+ *
+ * Errors: an op that cannot allocate its scratch records the failure for
+ * Backend.status and returns without computing; none exits or crashes. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +41,39 @@ static void cpu_zero(void *p, size_t bytes) {
     if (bytes) memset(p, 0, bytes);
 }
 static void cpu_sync(void) {}
+
+/* ------------------------------------------------------------------ errors */
+
+/* The first failure since the last status() (Backend.status). Ops run on
+ * OpenMP threads and the message is read on the caller's, hence the lock
+ * rather than align_errorf's thread-local message. */
+static int g_failed;
+static char g_error[ALIGN_ERR_LEN];
+
+static void cpu_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void cpu_fail(const char *fmt, ...) {
+#pragma omp critical(cpu_status)
+    if (!g_failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g_error, sizeof g_error, fmt, ap);
+        va_end(ap);
+        g_failed = 1;
+    }
+}
+
+/* Reports and forgets: what fails here is memory, which a later, smaller
+ * call may find. */
+static int cpu_status(void) {
+    int failed;
+#pragma omp critical(cpu_status)
+    {
+        failed = g_failed;
+        g_failed = 0;
+        if (failed) align_errorf("%s", g_error);
+    }
+    return failed ? -1 : 0;
+}
 
 /* ------------------------------------------------------------------ linear */
 
@@ -217,14 +257,21 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 
 /* ---------------------------------------------------------------- rope */
 
+/* model_create refuses larger head dims; the angles of one token live on the stack. */
+#define ROPE_MAX_HALF 1024
+
 /* Rotate-half RoPE, as Hugging Face Llama: pairs (j, j + hd/2) rotate by
  * pos * inv_freq[j]. sign = +1 forward, -1 for the inverse (backward). */
 static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
                        int Hkv, int hd, float sign) {
     int half = hd / 2, row = (Hq + 2 * Hkv) * hd;
+    if (half > ROPE_MAX_HALF) {
+        cpu_fail("rope: head_dim %d is larger than %d", hd, 2 * ROPE_MAX_HALF);
+        return;
+    }
 #pragma omp parallel
     {
-        float *cs = malloc(sizeof(float) * half * 2);
+        float cs[2 * ROPE_MAX_HALF];
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++) {
             for (int j = 0; j < half; j++) {
@@ -241,7 +288,6 @@ static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, in
                 }
             }
         }
-        free(cs);
     }
 }
 
@@ -257,15 +303,24 @@ static void rope_backward(float *dqkv, const int32_t *pos, const float *inv_freq
 
 /* ------------------------------------------------------------- attention */
 
-/* Attention of one (sequence, query head) may extend a shared prefix: the
- * T queries see all Lp prefix keys (kp, vp; NULL when Lp == 0) and their own
- * first i+1 keys. Scores and probabilities are T x (Lp + T), row-major with
- * ld Lp + T: columns [0, Lp) the prefix, [Lp, Lp + T) the sequence. */
+/* Query rows per block. Attention runs a block of rows at a time against
+ * every key the block can see, so its scratch is ATTN_BQ x (prefix + T)
+ * floats per buffer, linear in sequence length (a 30,000-token sequence:
+ * 7.3 MiB, where whole T x T score matrices took 3.4 GiB per thread), and
+ * keys after a block's last row, all masked, are never multiplied. 64 rows
+ * keep every product a sgemm big enough to run at full speed. */
+#define ATTN_BQ 64
+
+/* Rows r0 .. r0 + B - 1 of one (sequence, query head), a block of its T
+ * queries: they see all Lp prefix keys (kp, vp; NULL when Lp == 0) and the
+ * sequence's first r0 + i + 1 keys. Scores and probabilities are B x W,
+ * W = Lp + r0 + B, row-major with ld W: columns [0, Lp) the prefix, the
+ * rest the sequence. */
 typedef struct {
-    const float *q, *k, *v, *kp, *vp; /* rows of stride ld (qkv layout) */
-    int T, Lp, hd, ld;
+    const float *q, *k, *v, *kp, *vp; /* q: the block's first row; rows of stride ld (qkv layout) */
+    int B, r0, Lp, hd, ld;
     float scale;
-} AttnTile;
+} AttnBlock;
 
 static float row_max(const float *x, int n) {
     float mx = -INFINITY;
@@ -276,17 +331,17 @@ static float row_max(const float *x, int n) {
 
 /* Scores S = scale * Q [Kp; K]^T turned in place into probabilities
  * P = exp(S - lse) under the (prefix +) causal mask; lse computed when
- * lse_out is non-NULL, else read from lse_in. */
-static void attention_probs(float *S, const AttnTile *t, float *lse_out, const float *lse_in) {
-    int T = t->T, Lp = t->Lp, W = Lp + T;
+ * lse_out is non-NULL, else read from lse_in (both indexed by block row). */
+static void attention_probs(float *S, const AttnBlock *t, float *lse_out, const float *lse_in) {
+    int B = t->B, Lp = t->Lp, W = Lp + t->r0 + B;
     if (Lp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Lp, t->hd, t->scale, t->q, t->ld, t->kp,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Lp, t->hd, t->scale, t->q, t->ld, t->kp,
                     t->ld, 0.0f, S, W);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, t->hd, t->scale, t->q, t->ld, t->k, t->ld,
-                0.0f, S + Lp, W);
-    for (int i = 0; i < T; i++) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, t->r0 + B, t->hd, t->scale, t->q, t->ld, t->k,
+                t->ld, 0.0f, S + Lp, W);
+    for (int i = 0; i < B; i++) {
         float *s = S + (size_t)i * W;
-        int n = Lp + i + 1; /* visible keys */
+        int n = Lp + t->r0 + i + 1; /* visible keys */
         if (lse_out) {
             float mx = row_max(s, n), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -303,18 +358,61 @@ static void attention_probs(float *S, const AttnTile *t, float *lse_out, const f
     }
 }
 
-/* Per-thread scratch that survives across calls: the score matrices are
- * T x T floats, large enough that malloc would mmap (and page-fault) them
- * afresh in every layer. */
+/* The most attention scratch one thread has held, in bytes, and failures
+ * to inject (backend_cpu_attention_scratch_peak and
+ * backend_cpu_inject_alloc_failures in backend.h). */
+static size_t g_scratch_peak;
+static atomic_int g_inject_failures;
+
+/* Per-thread scratch that survives across calls: blocks of score rows are
+ * large enough that malloc would mmap (and page-fault) them afresh in every
+ * layer. NULL, with the failure recorded, when it cannot grow. */
 static float *thread_scratch(int slot, size_t floats) {
-    static _Thread_local float *buf[3];
-    static _Thread_local size_t cap[3];
+    static _Thread_local float *buf[2];
+    static _Thread_local size_t cap[2];
+    int pending = atomic_load(&g_inject_failures);
+    while (pending > 0 && !atomic_compare_exchange_weak(&g_inject_failures, &pending, pending - 1)) {}
+    if (pending > 0) {
+        cpu_fail("out of memory for %.1f MiB of attention scratch (injected)", floats * 4.0 / 1048576);
+        return NULL;
+    }
     if (floats > cap[slot]) {
         free(buf[slot]);
         buf[slot] = malloc(floats * sizeof(float));
         cap[slot] = buf[slot] ? floats : 0;
+        if (!buf[slot]) {
+            cpu_fail("out of memory for %.1f MiB of attention scratch", floats * 4.0 / 1048576);
+            return NULL;
+        }
+        size_t held = (cap[0] + cap[1]) * sizeof(float);
+#pragma omp critical(cpu_scratch_peak)
+        if (held > g_scratch_peak) g_scratch_peak = held;
     }
     return buf[slot];
+}
+
+size_t backend_cpu_attention_scratch_peak(void) {
+    size_t p;
+#pragma omp critical(cpu_scratch_peak)
+    p = g_scratch_peak;
+    return p;
+}
+
+void backend_cpu_inject_alloc_failures(int n) { atomic_store(&g_inject_failures, n > 0 ? n : 0); }
+
+/* Inside a parallel region: every thread has taken its scratch (ok cleared
+ * by any that could not); 1 when the whole team may work. All threads must
+ * call it, since it waits for them. */
+static int team_ready(int *ok, int mine) {
+    if (!mine) {
+#pragma omp atomic write
+        *ok = 0;
+    }
+#pragma omp barrier
+    int all;
+#pragma omp atomic read
+    all = *ok;
+    return all;
 }
 
 static int seq_len_of(const int32_t *seq_start, int s) { return seq_start[s + 1] - seq_start[s]; }
@@ -323,23 +421,25 @@ static int prefix_len_of(const int32_t *seq_start, const int32_t *seq_prefix, in
     return seq_prefix && seq_prefix[s] >= 0 ? seq_len_of(seq_start, seq_prefix[s]) : 0;
 }
 
-/* The largest score matrix any sequence needs, T x (Lp + T). */
-static size_t max_scores_of(const int32_t *seq_start, const int32_t *seq_prefix, int n_seqs) {
+/* The largest block of scores any sequence needs, at most ATTN_BQ x (Lp + T). */
+static size_t max_block_scores(const int32_t *seq_start, const int32_t *seq_prefix, int n_seqs) {
     size_t mx = 0;
     for (int s = 0; s < n_seqs; s++) {
         size_t T = (size_t)seq_len_of(seq_start, s), W = T + prefix_len_of(seq_start, seq_prefix, s);
-        mx = T * W > mx ? T * W : mx;
+        size_t rows = T < ATTN_BQ ? T : ATTN_BQ;
+        mx = rows * W > mx ? rows * W : mx;
     }
     return mx;
 }
 
-/* The tile of query head h over sequence s (and its prefix, if any). */
-static AttnTile attn_tile(const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix, int s,
-                          int h, int g, int Hq, int Hkv, int hd) {
-    int ld = (Hq + 2 * Hkv) * hd, t0 = seq_start[s];
-    AttnTile t = {.T = seq_len_of(seq_start, s), .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd,
-                  .ld = ld, .scale = 1.0f / sqrtf((float)hd)};
-    t.q = qkv + (size_t)t0 * ld + h * hd;
+/* The block of query head h over rows r0.. of sequence s (and its prefix, if any). */
+static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix, int s,
+                            int r0, int h, int g, int Hq, int Hkv, int hd) {
+    int ld = (Hq + 2 * Hkv) * hd, t0 = seq_start[s], T = seq_len_of(seq_start, s);
+    AttnBlock t = {.B = T - r0 < ATTN_BQ ? T - r0 : ATTN_BQ, .r0 = r0,
+                   .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd, .ld = ld,
+                   .scale = 1.0f / sqrtf((float)hd)};
+    t.q = qkv + (size_t)(t0 + r0) * ld + h * hd;
     t.k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
     t.v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
     if (t.Lp) {
@@ -353,32 +453,55 @@ static AttnTile attn_tile(const float *qkv, const int32_t *seq_start, const int3
 /* Causal attention within each packed sequence; a sequence s with
  * seq_prefix[s] = p >= 0 also attends to every token of sequence p (one
  * level: p has no prefix itself). That is how a DPO pair shares its prompt:
- * [prompt | chosen | rejected] with both completions extending the prompt. */
+ * [prompt | chosen | rejected] with both completions extending the prompt.
+ * Query blocks are independent here, so a unit of work is one block of one
+ * kv head's query heads: a single long sequence still spreads over every
+ * thread. */
 static void attention_forward_prefixed(float *out, float *lse, const float *qkv, const int32_t *seq_start,
                                        const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
                                        int hd) {
     int ldo = Hq * hd, group = Hq / Hkv;
-    size_t smax = max_scores_of(seq_start, seq_prefix, n_seqs);
-    int units = n_seqs * Hkv;
+    /* first_block[s]: sequence s's first query block, numbered across the batch */
+    int *first_block = malloc(sizeof(int) * ((size_t)n_seqs + 1));
+    if (!first_block) {
+        cpu_fail("out of memory in attention forward");
+        return;
+    }
+    first_block[0] = 0;
+    for (int s = 0; s < n_seqs; s++)
+        first_block[s + 1] = first_block[s] + (seq_len_of(seq_start, s) + ATTN_BQ - 1) / ATTN_BQ;
+    size_t smax = max_block_scores(seq_start, seq_prefix, n_seqs);
+    int n_blocks = first_block[n_seqs], units = n_blocks * Hkv, ok = 1;
 #pragma omp parallel
     {
         float *S = thread_scratch(0, smax);
+        if (team_ready(&ok, S != NULL)) {
 #pragma omp for schedule(dynamic, 1)
-        for (int u = 0; u < units; u++) {
-            int s = u / Hkv, g = u % Hkv, t0 = seq_start[s];
-            for (int h = g * group; h < (g + 1) * group; h++) {
-                AttnTile t = attn_tile(qkv, seq_start, seq_prefix, s, h, g, Hq, Hkv, hd);
-                int W = t.Lp + t.T;
-                float *o = out + (size_t)t0 * ldo + h * hd;
-                attention_probs(S, &t, lse + (size_t)h * N + t0, NULL);
-                if (t.Lp)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.T, hd, t.Lp, 1.0f, S, W, t.vp,
-                                t.ld, 0.0f, o, ldo);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.T, hd, t.T, 1.0f, S + t.Lp, W, t.v,
-                            t.ld, t.Lp ? 1.0f : 0.0f, o, ldo);
+            for (int u = 0; u < units; u++) {
+                /* backwards: a sequence's later blocks see more keys, so the
+                 * longest units start first */
+                int b = n_blocks - 1 - u / Hkv, g = u % Hkv, lo = 0, hi = n_seqs - 1;
+                while (lo < hi) { /* the sequence holding block b */
+                    int mid = (lo + hi + 1) / 2;
+                    if (first_block[mid] <= b) lo = mid;
+                    else hi = mid - 1;
+                }
+                int s = lo, t0 = seq_start[s], r0 = (b - first_block[s]) * ATTN_BQ;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd);
+                    int W = t.Lp + r0 + t.B;
+                    float *o = out + (size_t)(t0 + r0) * ldo + h * hd;
+                    attention_probs(S, &t, lse + (size_t)h * N + t0 + r0, NULL);
+                    if (t.Lp)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, t.Lp, 1.0f, S, W, t.vp,
+                                    t.ld, 0.0f, o, ldo);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, r0 + t.B, 1.0f, S + t.Lp, W,
+                                t.v, t.ld, t.Lp ? 1.0f : 0.0f, o, ldo);
+                }
             }
         }
     }
+    free(first_block);
 }
 
 static void attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
@@ -386,56 +509,57 @@ static void attention_forward(float *out, float *lse, const float *qkv, const in
     attention_forward_prefixed(out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
 }
 
-/* Backward of one (sequence, query head) tile, flash-attention style:
- * recompute P from the saved lse, then dV += P^T dO, dP = dO V^T,
- * dS = P * (dP - rowsum(dO * O)), dQ = dS K * scale, dK += dS^T Q * scale,
- * with [Kp; K] and [Vp; V] split at column Lp (dkp, dvp: the prefix's). */
-static void attention_backward_tile(const AttnTile *t, float *dq, float *dk, float *dv, float *dkp, float *dvp,
-                                    const float *o, const float *dO, int ldo, const float *lse, float *P,
-                                    float *dS, float *D) {
-    int T = t->T, Lp = t->Lp, W = Lp + T, hd = t->hd, ld = t->ld;
+/* Backward of one query block, flash-attention style: recompute P from the
+ * saved lse, then dV += P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)),
+ * dQ = dS K * scale, dK += dS^T Q * scale, with [Kp; K] and [Vp; V] split
+ * at column Lp (dkp, dvp: the prefix's). dq, o, dO and lse start at the
+ * block's first row; dk, dv at the sequence's. */
+static void attention_backward_block(const AttnBlock *t, float *dq, float *dk, float *dv, float *dkp, float *dvp,
+                                     const float *o, const float *dO, int ldo, const float *lse, float *P,
+                                     float *dS) {
+    int B = t->B, Lp = t->Lp, K = t->r0 + B, W = Lp + K, hd = t->hd, ld = t->ld;
     attention_probs(P, t, NULL, lse);
     if (Lp) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, T, 1.0f, P, W, dO, ldo, 1.0f, dvp, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, Lp, hd, 1.0f, dO, ldo, t->vp, ld, 0.0f, dS, W);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, B, 1.0f, P, W, dO, ldo, 1.0f, dvp, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Lp, hd, 1.0f, dO, ldo, t->vp, ld, 0.0f, dS, W);
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P + Lp, W, dO, ldo, 1.0f, dv, ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, ldo, t->v, ld, 0.0f, dS + Lp, W);
-    for (int i = 0; i < T; i++) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, P + Lp, W, dO, ldo, 1.0f, dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, 1.0f, dO, ldo, t->v, ld, 0.0f, dS + Lp, W);
+    for (int i = 0; i < B; i++) {
         float d = 0.0f;
         for (int c = 0; c < hd; c++) d += dO[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
-        D[i] = d;
-    }
-    for (int i = 0; i < T; i++) {
         float *ds = dS + (size_t)i * W;
         const float *p = P + (size_t)i * W;
-        int n = Lp + i + 1;
-        for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - D[i]) * t->scale;
+        int n = Lp + t->r0 + i + 1;
+        for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - d) * t->scale;
         for (int j = n; j < W; j++) ds[j] = 0.0f;
     }
     if (Lp) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, Lp, 1.0f, dS, W, t->kp, ld, 0.0f, dq, ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, T, 1.0f, dS, W, t->q, ld, 1.0f, dkp, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, Lp, 1.0f, dS, W, t->kp, ld, 0.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, B, 1.0f, dS, W, t->q, ld, 1.0f, dkp, ld);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS + Lp, W, t->k, ld,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, dS + Lp, W, t->k, ld,
                 Lp ? 1.0f : 0.0f, dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS + Lp, W, t->q, ld, 1.0f, dk, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, dS + Lp, W, t->q, ld, 1.0f, dk, ld);
 }
 
 /* dqkv = (overwritten) gradient wrt qkv. A unit owns one kv head of one
- * root sequence and of every sequence extending it, so the prefix's dK/dV
- * rows, which all of them add into, are written by one thread only. */
+ * root sequence and of every sequence extending it, so the dK/dV rows that
+ * all their query blocks add into (the prefix's too) are written by one
+ * thread only. */
 static void attention_backward_prefixed(float *dqkv, const float *dout, const float *out, const float *lse,
                                         const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
                                         int n_seqs, int N, int Hq, int Hkv, int hd) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
-    size_t smax = max_scores_of(seq_start, seq_prefix, n_seqs);
-    int Tmax = 0;
-    for (int s = 0; s < n_seqs; s++) Tmax = seq_len_of(seq_start, s) > Tmax ? seq_len_of(seq_start, s) : Tmax;
+    size_t smax = max_block_scores(seq_start, seq_prefix, n_seqs);
     /* roots[] and, per root, its extensions as a linked list: next[] */
     int *roots = malloc(sizeof(int) * (size_t)n_seqs), *first = malloc(sizeof(int) * (size_t)n_seqs),
         *next = malloc(sizeof(int) * (size_t)n_seqs);
-    if (!roots || !first || !next) align_die("align", "out of memory in attention backward");
+    if (!roots || !first || !next) {
+        free(roots), free(first), free(next);
+        cpu_fail("out of memory in attention backward");
+        return;
+    }
     int n_roots = 0;
     for (int s = 0; s < n_seqs; s++) first[s] = next[s] = -1;
     for (int s = n_seqs - 1; s >= 0; s--) {
@@ -444,29 +568,33 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
     }
     for (int s = 0; s < n_seqs; s++)
         if (!seq_prefix || seq_prefix[s] < 0) roots[n_roots++] = s;
-    int units = n_roots * Hkv;
+    int units = n_roots * Hkv, ok = 1;
 #pragma omp parallel
     {
         float *P = thread_scratch(0, smax);
         float *dS = thread_scratch(1, smax);
-        float *D = thread_scratch(2, (size_t)Tmax);
+        if (team_ready(&ok, P && dS)) {
 #pragma omp for schedule(dynamic, 1)
-        for (int u = 0; u < units; u++) {
-            int r = roots[u / Hkv], g = u % Hkv;
-            for (int s = r; s >= 0; s = s == r ? first[r] : next[s])
-                for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
-                    memset(dqkv + (size_t)i * ld + (Hq + g) * hd, 0, hd * sizeof(float));
-                    memset(dqkv + (size_t)i * ld + (Hq + Hkv + g) * hd, 0, hd * sizeof(float));
-                }
-            float *dkp = dqkv + (size_t)seq_start[r] * ld + (Hq + g) * hd;
-            float *dvp = dqkv + (size_t)seq_start[r] * ld + (Hq + Hkv + g) * hd;
-            for (int s = r; s >= 0; s = s == r ? first[r] : next[s]) {
-                size_t t0 = (size_t)seq_start[s];
-                float *dk = dqkv + t0 * ld + (Hq + g) * hd, *dv = dqkv + t0 * ld + (Hq + Hkv + g) * hd;
-                for (int h = g * group; h < (g + 1) * group; h++) {
-                    AttnTile t = attn_tile(qkv, seq_start, seq_prefix, s, h, g, Hq, Hkv, hd);
-                    attention_backward_tile(&t, dqkv + t0 * ld + h * hd, dk, dv, dkp, dvp, out + t0 * ldo + h * hd,
-                                            dout + t0 * ldo + h * hd, ldo, lse + (size_t)h * N + t0, P, dS, D);
+            for (int u = 0; u < units; u++) {
+                int r = roots[u / Hkv], g = u % Hkv;
+                for (int s = r; s >= 0; s = s == r ? first[r] : next[s])
+                    for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+                        memset(dqkv + (size_t)i * ld + (Hq + g) * hd, 0, hd * sizeof(float));
+                        memset(dqkv + (size_t)i * ld + (Hq + Hkv + g) * hd, 0, hd * sizeof(float));
+                    }
+                float *dkp = dqkv + (size_t)seq_start[r] * ld + (Hq + g) * hd;
+                float *dvp = dqkv + (size_t)seq_start[r] * ld + (Hq + Hkv + g) * hd;
+                for (int s = r; s >= 0; s = s == r ? first[r] : next[s]) {
+                    size_t t0 = (size_t)seq_start[s];
+                    float *dk = dqkv + t0 * ld + (Hq + g) * hd, *dv = dqkv + t0 * ld + (Hq + Hkv + g) * hd;
+                    for (int h = g * group; h < (g + 1) * group; h++)
+                        for (int r0 = 0; r0 < seq_len_of(seq_start, s); r0 += ATTN_BQ) {
+                            AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd);
+                            size_t row = t0 + r0;
+                            attention_backward_block(&t, dqkv + row * ld + h * hd, dk, dv, dkp, dvp,
+                                                     out + row * ldo + h * hd, dout + row * ldo + h * hd, ldo,
+                                                     lse + (size_t)h * N + row, P, dS);
+                        }
                 }
             }
         }
@@ -480,6 +608,8 @@ static void attention_backward(float *dqkv, const float *dout, const float *out,
     attention_backward_prefixed(dqkv, dout, out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
 }
 
+/* Decoding: each new token's scores are one row of at most past + new keys,
+ * so the scratch is already linear in the cache's length. */
 static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
                                      const int32_t *slots, const int32_t *past,
                                      const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
@@ -491,7 +621,7 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
         int t = past[s] + seq_start[s + 1] - seq_start[s];
         Tmax = t > Tmax ? t : Tmax;
     }
-    int units = n_seqs * Hq; /* one query head of one sequence: 9 units at batch 1, not 3 */
+    int units = n_seqs * Hq, ok = 1; /* one query head of one sequence: 9 units at batch 1, not 3 */
 #pragma omp parallel
     {
         /* append the new keys and values to their slots */
@@ -508,21 +638,23 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
          * of one kv group (and a sequence's groups) mostly stay on one thread
          * with their K and V in its cache: at batch 16 over 800 keys 1.4x
          * faster than dynamic, 1, and 1.1x faster than one group per chunk */
+        if (team_ready(&ok, S != NULL)) {
 #pragma omp for schedule(static)
-        for (int u = 0; u < units; u++) {
-            int s = u / Hq, h = u % Hq, g = h / group;
-            const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
-            const float *Vc = vcache + (size_t)slots[s] * max_len * kvd + g * hd;
-            for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
-                int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
-                const float *q = qkv + (size_t)i * ld + h * hd;
-                /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K, kvd, q, 1, 0.0f, S, 1);
-                float mx = row_max(S, T), sum = 0.0f;
+            for (int u = 0; u < units; u++) {
+                int s = u / Hq, h = u % Hq, g = h / group;
+                const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
+                const float *Vc = vcache + (size_t)slots[s] * max_len * kvd + g * hd;
+                for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+                    int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
+                    const float *q = qkv + (size_t)i * ld + h * hd;
+                    /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K, kvd, q, 1, 0.0f, S, 1);
+                    float mx = row_max(S, T), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
-                cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc, kvd, S, 1, 0.0f,
-                            out + (size_t)i * ldo + h * hd, 1);
+                    for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
+                    cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc, kvd, S, 1, 0.0f,
+                                out + (size_t)i * ldo + h * hd, 1);
+                }
             }
         }
     }
@@ -709,7 +841,10 @@ static void matmul_forward_q(float *out, const float *inp, const void *wq, int q
                              int N, int C, int OC) {
     int T = q_tile_rows(C, OC);
     float *buf = align_alloc((size_t)T * C * sizeof(float));
-    if (!buf) return;
+    if (!buf) {
+        cpu_fail("out of memory for a %.1f MiB dequantisation tile", (double)T * C * 4 / 1048576);
+        return;
+    }
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, OC * sizeof(float));
@@ -731,7 +866,10 @@ static void matmul_backward_input_q(float *dinp, const float *dout, const void *
                                     int C, int OC, int accumulate) {
     int T = q_tile_rows(C, OC);
     float *buf = align_alloc((size_t)T * C * sizeof(float));
-    if (!buf) return;
+    if (!buf) {
+        cpu_fail("out of memory for a %.1f MiB dequantisation tile", (double)T * C * 4 / 1048576);
+        return;
+    }
     for (int r0 = 0; r0 < OC; r0 += T) {
         int rows = OC - r0 < T ? OC - r0 : T;
         dequant_tile(buf, wq, qtype, r0, rows, C);
@@ -750,6 +888,7 @@ const Backend backend_cpu = {
     .copy = cpu_copy,
     .zero = cpu_zero,
     .sync = cpu_sync,
+    .status = cpu_status,
     .matmul_forward = matmul_forward,
     .matmul_backward_input = matmul_backward_input,
     .matmul_backward_weight = matmul_backward_weight,

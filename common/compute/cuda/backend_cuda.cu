@@ -409,50 +409,58 @@ static void cu_matmul_backward_input_q(float *dinp, const float *dout, const voi
 
 /* ------------------------------------------------------------ the table */
 
-/* The table is filled by position: a new op in backend.h must be added here
- * too, and this catches the struct growing without it. */
-static_assert(sizeof(Backend) == 41 * sizeof(void *), "backend.h changed: update backend_cuda");
+/* Backend.status: the sticky failure, else a launch or call error that no
+ * check has picked up yet. It does not synchronise (see backend.h). */
+static int cu_status(void) {
+    if (!cuda_ok()) return align_errorf("%s", g_first_error[0] ? g_first_error : "CUDA backend failed");
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_check_call(e, "an earlier CUDA call", __FILE__, __LINE__);
+    return 0;
+}
 
+/* Filled by name: an op that backend.h gains and this table lacks stays
+ * NULL instead of shifting every op after it onto the wrong slot. */
 extern "C" const Backend backend_cuda = {
-    /* .name */ "cuda",
-    /* .alloc */ cu_alloc,
-    /* .free */ cu_free,
-    /* .to_device */ cu_to_device,
-    /* .to_host */ cu_to_host,
-    /* .copy */ cu_copy,
-    /* .zero */ cu_zero,
-    /* .sync */ cu_sync,
-    /* .matmul_forward */ cu_matmul_forward,
-    /* .matmul_backward_input */ cu_matmul_backward_input,
-    /* .matmul_backward_weight */ cu_matmul_backward_weight,
-    /* .embedding_forward */ cuda_embedding_forward,
-    /* .embedding_backward */ cuda_embedding_backward,
-    /* .layernorm_forward */ cuda_layernorm_forward,
-    /* .layernorm_backward */ cuda_layernorm_backward,
-    /* .rmsnorm_forward */ cuda_rmsnorm_forward,
-    /* .rmsnorm_backward */ cuda_rmsnorm_backward,
-    /* .rope_forward */ cuda_rope_forward,
-    /* .rope_backward */ cuda_rope_backward,
-    /* .attention_forward */ cuda_attention_forward,
-    /* .attention_backward */ cuda_attention_backward,
-    /* .attention_forward_cached */ cuda_attention_forward_cached,
-    /* .gelu_forward */ cuda_gelu_forward,
-    /* .gelu_backward */ cuda_gelu_backward,
-    /* .swiglu_forward */ cuda_swiglu_forward,
-    /* .swiglu_backward */ cuda_swiglu_backward,
-    /* .add */ cuda_add,
-    /* .add_inplace */ cuda_add_inplace,
-    /* .scale */ cuda_scale,
-    /* .gather_rows */ cuda_gather_rows,
-    /* .scatter_add_rows */ cuda_scatter_add_rows,
-    /* .logprobs_forward */ cuda_logprobs_forward,
-    /* .logprobs_backward */ cuda_logprobs_backward,
-    /* .sum_squares */ cuda_sum_squares,
-    /* .adamw */ cuda_adamw,
-    /* .gemm */ cu_gemm,
-    /* .dropout */ cu_dropout,
-    /* .matmul_forward_q */ cu_matmul_forward_q,
-    /* .matmul_backward_input_q */ cu_matmul_backward_input_q,
-    /* .attention_forward_prefixed */ NULL, /* not yet: DPO packs pairs plainly on CUDA */
-    /* .attention_backward_prefixed */ NULL,
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .to_device = cu_to_device,
+    .to_host = cu_to_host,
+    .copy = cu_copy,
+    .zero = cu_zero,
+    .sync = cu_sync,
+    .status = cu_status,
+    .matmul_forward = cu_matmul_forward,
+    .matmul_backward_input = cu_matmul_backward_input,
+    .matmul_backward_weight = cu_matmul_backward_weight,
+    .embedding_forward = cuda_embedding_forward,
+    .embedding_backward = cuda_embedding_backward,
+    .layernorm_forward = cuda_layernorm_forward,
+    .layernorm_backward = cuda_layernorm_backward,
+    .rmsnorm_forward = cuda_rmsnorm_forward,
+    .rmsnorm_backward = cuda_rmsnorm_backward,
+    .rope_forward = cuda_rope_forward,
+    .rope_backward = cuda_rope_backward,
+    .attention_forward = cuda_attention_forward,
+    .attention_backward = cuda_attention_backward,
+    .attention_forward_cached = cuda_attention_forward_cached,
+    .gelu_forward = cuda_gelu_forward,
+    .gelu_backward = cuda_gelu_backward,
+    .swiglu_forward = cuda_swiglu_forward,
+    .swiglu_backward = cuda_swiglu_backward,
+    .add = cuda_add,
+    .add_inplace = cuda_add_inplace,
+    .scale = cuda_scale,
+    .gather_rows = cuda_gather_rows,
+    .scatter_add_rows = cuda_scatter_add_rows,
+    .logprobs_forward = cuda_logprobs_forward,
+    .logprobs_backward = cuda_logprobs_backward,
+    .sum_squares = cuda_sum_squares,
+    .adamw = cuda_adamw,
+    .gemm = cu_gemm,
+    .dropout = cu_dropout,
+    .matmul_forward_q = cu_matmul_forward_q,
+    .matmul_backward_input_q = cu_matmul_backward_input_q,
+    .attention_forward_prefixed = NULL, /* not yet: DPO packs pairs plainly on CUDA */
+    .attention_backward_prefixed = NULL,
 };

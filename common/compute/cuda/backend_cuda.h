@@ -10,8 +10,10 @@
  * unsupported shape) records one sentence with align_errorf() and leaves the
  * backend in a failed state; later ops do nothing, to_host fills its
  * destination with 0xFF bytes (NaN as floats, -1 as int32) and sum_squares
- * returns NaN, so a training loop sees a NaN loss or norm rather than wrong
- * numbers. cuda_backend_check() synchronises and reports that state.
+ * returns NaN. Backend.status reports that state without waiting for the
+ * device (model_forward, model_backward and model_forward_cached return it
+ * as their error); cuda_backend_check() synchronises first, so it also
+ * catches a fault inside a kernel still running.
  * alloc() failing (out of memory) is not sticky: it returns NULL with a
  * message giving the size asked for and the memory free.
  *
