@@ -12,7 +12,9 @@
  *     the right code, and the server keeps serving;
  *   - SIGTERM with 32 requests in flight: all answered, exit status 0;
  *   - CURVE with an allow-list: a listed client is served, an unlisted one
- *     gets nothing. Every wait is bounded. */
+ *     gets nothing, also when it calls after its handshake was refused;
+ *     a client whose server is down fails every call within its timeout.
+ * Every wait is bounded. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -248,6 +250,50 @@ static void test_malformed(const char *ep) {
     zmq_close(s);
 }
 
+/* ------------------------------------------------------------ bounded calls */
+
+/* A client call run on its own thread (and its own ZeroMQ context), so a
+ * call that never returns fails the check instead of hanging the test. */
+typedef struct {
+    const char *ep;
+    const RmCurveClient *curve;
+    int timeout_ms, n_calls, settle_ms;
+    int failed_in_time; /* calls that returned -1 */
+    char err[256];
+    volatile int done;
+} CallArg;
+
+static void *call_thread(void *p) {
+    CallArg *a = p;
+    RmClient *c = rm_client_connect(NULL, a->ep, a->curve, a->timeout_ms);
+    if (c && a->settle_ms) usleep(a->settle_ms * 1000); /* let a refused handshake finish first */
+    int32_t tok[3] = {1, 2, 3};
+    DsSeq q = {tok, 3, NULL, 0};
+    float sc;
+    for (int i = 0; c && i < a->n_calls; i++) {
+        if (rm_client_score_seqs(c, &q, 1, &sc) == -1) a->failed_in_time++;
+        snprintf(a->err, sizeof a->err, "%s", align_error());
+    }
+    rm_client_close(c);
+    a->done = 1;
+    return NULL;
+}
+
+/* Run the calls; 1 when they all returned within limit_s. A thread still
+ * stuck is left behind (detached): the process exits soon anyway. */
+static int bounded_calls(CallArg *a, double limit_s) {
+    pthread_t t;
+    pthread_create(&t, NULL, call_thread, a);
+    double t0 = align_now();
+    while (!a->done && align_now() - t0 < limit_s) usleep(10000);
+    if (!a->done) {
+        pthread_detach(t);
+        return 0;
+    }
+    pthread_join(t, NULL);
+    return 1;
+}
+
 /* ------------------------------------------------------------ main */
 
 static int make_reward_model(void) {
@@ -392,6 +438,17 @@ int main(void) {
     st = stop_server(pid);
     CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM with work in flight exits 0 (status %d)", st);
 
+    /* a server that is not there: every call fails within its timeout, also
+     * once more requests were sent than a socket queues (1000) */
+    {
+        char nowhere[320];
+        snprintf(nowhere, sizeof nowhere, "ipc://%s/nobody.sock", dir);
+        CallArg down = {.ep = nowhere, .timeout_ms = 2, .n_calls = 1100};
+        CHECK(bounded_calls(&down, 30) && down.failed_in_time == 1100,
+              "no server: all 1100 calls fail within their timeout (%d did; %s)", down.failed_in_time,
+              down.done ? down.err : "still blocked after 30 s");
+    }
+
     /* CURVE with an allow-list */
     if (zmq_has("curve")) {
         char spub[41], ssec[41], apub[41], asec[41], bpub[41], bsec[41], path[3][320];
@@ -422,6 +479,12 @@ int main(void) {
               "CURVE: a listed client is served (%s)", align_error());
         CHECK(B && rm_client_score_seqs(B, &q, 1, &sb) == -1 && strstr(align_error(), "no reply"),
               "CURVE: an unlisted client is not served");
+        /* the same unlisted client once its handshake has been refused: the
+         * connection is gone, and a send must not wait for it forever */
+        CallArg late = {.ep = ep, .curve = &cb, .timeout_ms = 1500, .n_calls = 1, .settle_ms = 3000};
+        CHECK(bounded_calls(&late, 15) && late.failed_in_time == 1 && strstr(late.err, "no reply"),
+              "CURVE: an unlisted client calling after its refused handshake fails within its timeout (%s)",
+              late.done ? late.err : "still blocked after 15 s");
         rm_client_close(A);
         rm_client_close(B);
         st = stop_server(pid);
