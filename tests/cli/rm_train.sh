@@ -9,7 +9,8 @@
 #  - rm_score in process and through reward_server (--connect) print the
 #    same records with the same scores (1e-5 relative), and HTTP
 #    /get_reward answers OpenRLHF's shape;
-#  - bad usage gets one clear error.
+#  - bad usage gets one clear error: numeric flags out of range are refused
+#    at parse time, an empty or directory --data is an error.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -103,6 +104,21 @@ check "missing data is an error" "[ $? -ne 0 ] && grep -q 'preference data' $T/e
 check "rm_score needs --model or --connect" "[ $? -ne 0 ] && grep -q -- '--connect' $T/e3"
 "$BIN/reward_server" --model "$MODEL" 2>"$T/e4"
 check "a model without a score head is refused" "[ $? -ne 0 ] && grep -q 'score head' $T/e4"
+
+# numeric flags are checked when parsed (exit 2, the flag named), before
+# anything is loaded or asked
+for bad in "--timeout 0" "--timeout -1" "--batch-size 0"; do
+    timeout 20 "$BIN/rm_score" --connect "ipc://$T/nobody.sock" --data "$T/score.jsonl" $bad 2>"$T/e7"
+    rc=$?
+    check "rm_score $bad is refused at parse time (exit $rc)" "[ $rc -eq 2 ] && grep -q -- '${bad%% *}' $T/e7"
+done
+timeout 20 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T" 2>"$T/e8"
+rc=$?
+check "rm_score --data DIR is an error naming it (exit $rc)" "[ $rc -eq 1 ] && grep -q -- '$T' $T/e8 && grep -q directory $T/e8"
+: > "$T/empty.jsonl"
+timeout 20 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T/empty.jsonl" 2>"$T/e9"
+rc=$?
+check "rm_score on an empty file is an error naming it (exit $rc)" "[ $rc -eq 1 ] && grep -q 'empty.jsonl: no records' $T/e9"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
