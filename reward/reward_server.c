@@ -8,8 +8,14 @@
  * together: dynamic batching. A batch closes when the queued tokens reach
  * --max-batch-tokens or the oldest request has waited --batch-wait-ms, so
  * one client alone pays at most that wait, and many clients share each
- * forward. Every request gets exactly one reply, on the envelope it came
- * with, in its own order (a request's scores are in its sequences' order).
+ * forward. A request of more tokens than one batch is "long": it is scored
+ * alone, one forward of at most --max-batch-tokens at a time, and the short
+ * batches waiting meanwhile take turns with its forwards, so one long
+ * request delays the others by one forward, not by its whole duration
+ * (docs/DECISIONS.md). A sequence longer than the model's positions (or
+ * --max-length) is refused with error too_long, never run. Every request
+ * gets exactly one reply, on the envelope it came with, in its own order (a
+ * request's scores are in its sequences' order).
  *
  * Robustness: a message that does not parse, is over --max-message-bytes,
  * names an unknown op or a wrong version, or carries bad tokens gets an
@@ -24,7 +30,10 @@
  * server says so. --curve-secret-file turns on CurveZMQ (encryption and
  * server authentication); --curve-allow FILE then admits only the listed
  * client public keys, checked by a ZAP handler thread. HTTP has no
- * authentication and binds 127.0.0.1 unless --http-bind says otherwise. */
+ * authentication and binds 127.0.0.1 unless --http-bind says otherwise; it
+ * bounds what clients can hold (connections in all and per address, an
+ * idle timeout), answers 413 to a body announced over the limit before
+ * reading it, and refuses NUL in texts as the ZeroMQ path does. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -58,7 +67,15 @@ typedef struct {
     int sock;       /* 0: the public socket, 1: the HTTP bridge */
     RmRequest req;
     double t_arrival;
+    int next_seq;   /* a long request: sequences scored so far */
+    float *scores;  /* a long request: their scores */
 } Pending;
+
+typedef struct {
+    Pending *v;
+    int len, cap;
+    long tokens;
+} PendingQueue;
 
 typedef struct {
     Model *model;
@@ -75,10 +92,11 @@ typedef struct {
     int have_stats;
     void *sock[2];
     int n_socks;
-    /* the queue of score requests */
-    Pending *q;
-    int q_len, q_cap;
-    long q_tokens;
+    /* score requests: those of at most max_batch_tokens are batched
+     * together; longer ones are scored alone, one forward at a time, taking
+     * turns with the short batches (long_turn: the next turn is theirs) */
+    PendingQueue shortq, longq;
+    int long_turn;
     /* counters */
     long served, errors, dropped_replies, batches, batch_seqs;
     int verbose;
@@ -128,7 +146,7 @@ static void send_info(Server *s, const WireFrames *env, int sock, int has_id, ui
     wire_put_int(w, "max_request_seqs", s->lim.max_seqs);
     wire_put_int(w, "max_message_bytes", (int64_t)s->max_message_bytes);
     wire_put_float(w, "batch_wait_ms", s->batch_wait_s * 1000);
-    wire_put_int(w, "queued", s->q_len);
+    wire_put_int(w, "queued", s->shortq.len + s->longq.len);
     wire_put_int(w, "served", s->served);
     wire_put_int(w, "errors", s->errors);
     wire_put_int(w, "dropped_replies", s->dropped_replies);
@@ -152,39 +170,38 @@ static void send_tokenizer(Server *s, const WireFrames *env, int sock, int has_i
 
 /* ------------------------------------------------------------ batching */
 
-/* Run the queue's first requests (at least one, up to max_batch_tokens)
- * through the model and answer them. */
-static int run_batch(Server *s) {
-    int k = 0;
-    long tokens = 0;
-    int n_seqs = 0;
-    while (k < s->q_len && (k == 0 || tokens + s->q[k].req.n_tokens <= s->max_batch_tokens)) {
-        tokens += s->q[k].req.n_tokens;
-        n_seqs += s->q[k].req.n_seqs;
-        k++;
+static DsSeq request_seq(const RmRequest *r, int j) {
+    DsSeq q;
+    q.prompt = r->poff ? r->prompt + r->poff[j] : NULL;
+    q.n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0;
+    q.completion = r->resp + r->roff[j];
+    q.n_completion = (int)(r->roff[j + 1] - r->roff[j]);
+    return q;
+}
+
+static void normalize_scores(const Server *s, float *scores, int n) {
+    if (!s->normalize || !s->have_stats) return;
+    for (int i = 0; i < n; i++) scores[i] = (float)((scores[i] - s->reward_mean) / (s->reward_std > 0 ? s->reward_std : 1));
+}
+
+static int queue_push(PendingQueue *q, const Pending *p) {
+    if (q->len == q->cap) {
+        int cap = q->cap * 2 + 16;
+        Pending *v = realloc(q->v, (size_t)cap * sizeof(Pending));
+        if (!v) return align_errorf("out of memory");
+        q->v = v, q->cap = cap;
     }
-    DsSeq *seqs = malloc((size_t)(n_seqs + 1) * sizeof(DsSeq));
-    float *scores = malloc((size_t)(n_seqs + 1) * sizeof(float));
-    int rc = 0;
-    if (!seqs || !scores) rc = align_errorf("out of memory");
-    for (int i = 0, at = 0; !rc && i < k; i++) {
-        const RmRequest *r = &s->q[i].req;
-        for (int j = 0; j < r->n_seqs; j++, at++) {
-            DsSeq *q = &seqs[at];
-            q->prompt = r->poff ? r->prompt + r->poff[j] : NULL;
-            q->n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0;
-            q->completion = r->resp + r->roff[j];
-            q->n_completion = (int)(r->roff[j + 1] - r->roff[j]);
-        }
-    }
-    if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
-    if (!rc && s->normalize && s->have_stats)
-        for (int i = 0; i < n_seqs; i++) scores[i] = (float)((scores[i] - s->reward_mean) / (s->reward_std > 0 ? s->reward_std : 1));
-    s->batches++;
-    s->batch_seqs += n_seqs;
+    q->v[q->len++] = *p;
+    q->tokens += p->req.n_tokens;
+    return 0;
+}
+
+/* Answer the first k requests of q (scores: theirs, concatenated; NULL: an
+ * internal error) and drop them. */
+static void queue_answer(Server *s, PendingQueue *q, int k, const float *scores) {
     for (int i = 0, at = 0; i < k; i++) {
-        Pending *p = &s->q[i];
-        if (rc) {
+        Pending *p = &q->v[i];
+        if (!scores) {
             send_error(s, &p->env, p->sock, "internal", align_error(), p->req.has_id, p->req.id);
         } else {
             void *data;
@@ -195,13 +212,65 @@ static int run_batch(Server *s) {
             }
         }
         at += p->req.n_seqs;
-        s->q_tokens -= p->req.n_tokens;
+        q->tokens -= p->req.n_tokens;
         rm_request_free(&p->req);
         wire_frames_free(&p->env);
+        free(p->scores);
     }
-    memmove(s->q, s->q + k, (size_t)(s->q_len - k) * sizeof(Pending));
-    s->q_len -= k;
+    memmove(q->v, q->v + k, (size_t)(q->len - k) * sizeof(Pending));
+    q->len -= k;
+}
+
+/* Run the short queue's first requests (at least one, up to
+ * max_batch_tokens) through the model and answer them. */
+static int run_batch(Server *s) {
+    PendingQueue *q = &s->shortq;
+    int k = 0;
+    long tokens = 0;
+    int n_seqs = 0;
+    while (k < q->len && (k == 0 || tokens + q->v[k].req.n_tokens <= s->max_batch_tokens)) {
+        tokens += q->v[k].req.n_tokens;
+        n_seqs += q->v[k].req.n_seqs;
+        k++;
+    }
+    DsSeq *seqs = malloc((size_t)(n_seqs + 1) * sizeof(DsSeq));
+    float *scores = malloc((size_t)(n_seqs + 1) * sizeof(float));
+    int rc = 0;
+    if (!seqs || !scores) rc = align_errorf("out of memory");
+    for (int i = 0, at = 0; !rc && i < k; i++)
+        for (int j = 0; j < q->v[i].req.n_seqs; j++) seqs[at++] = request_seq(&q->v[i].req, j);
+    if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
+    if (!rc) normalize_scores(s, scores, n_seqs);
+    s->batches++;
+    s->batch_seqs += n_seqs;
+    queue_answer(s, q, k, rc ? NULL : scores);
     free(seqs), free(scores);
+    return rc;
+}
+
+/* One forward of the oldest long request: its next sequences, up to
+ * max_batch_tokens (at least one, so a sequence longer than that goes
+ * alone); the request is answered with its last forward. */
+static int run_long_piece(Server *s) {
+    Pending *p = &s->longq.v[0];
+    const RmRequest *r = &p->req;
+    int first = p->next_seq, k = 0;
+    long tokens = 0;
+    while (first + k < r->n_seqs && (k == 0 || tokens + rm_request_len(r, first + k) <= s->max_batch_tokens)) {
+        tokens += rm_request_len(r, first + k);
+        k++;
+    }
+    DsSeq *seqs = malloc((size_t)k * sizeof(DsSeq));
+    int rc = seqs ? 0 : align_errorf("out of memory");
+    for (int j = 0; !rc && j < k; j++) seqs[j] = request_seq(r, first + j);
+    if (!rc) rc = rm_score_seqs(s->model, seqs, k, (int)s->max_batch_tokens, p->scores + first);
+    free(seqs);
+    s->batches++;
+    s->batch_seqs += k;
+    p->next_seq += k;
+    if (!rc && p->next_seq < r->n_seqs) return 0;
+    if (!rc) normalize_scores(s, p->scores, r->n_seqs);
+    queue_answer(s, &s->longq, 1, rc ? NULL : p->scores);
     return rc;
 }
 
@@ -227,8 +296,18 @@ static void handle(Server *s, int sock, WireFrames *f) {
         return;
     }
     uint64_t id = 0;
-    int has_id = rm_proto_get_id(m, &id);
+    int has_id = rm_proto_get_id(m, &id), k = 0;
     const char *op = wire_op(m);
+    /* frames a body announces must be there: the first routing frame is the
+     * peer's identity, the rest of the envelope can hold them */
+    if (wire_get_attachments(m, f->n_env - 1, &k)) {
+        send_error(s, f, sock, "bad_request", align_error(), has_id, id);
+        wire_msg_free(m);
+        wire_frames_free(f);
+        return;
+    }
+    /* no reward op reads attachments: they are not sent back with the reply */
+    while (k-- > 0) free(f->env[--f->n_env]);
     if (wire_version(m) != WIRE_VERSION) {
         char msg[128];
         snprintf(msg, sizeof msg, "protocol version %lld is not served (this server speaks version %d)",
@@ -244,18 +323,21 @@ static void handle(Server *s, int sock, WireFrames *f) {
         const char *code;
         if (rm_request_decode(m, s->tok, s->tmpl, &s->lim, &p.req, &code)) {
             send_error(s, f, sock, code, align_error(), p.req.has_id, p.req.id);
-        } else if (s->q_len == s->q_cap && !(s->q = realloc(s->q, (s->q_cap = s->q_cap * 2 + 16) * sizeof(Pending)))) {
-            fprintf(stderr, "reward_server: out of memory\n");
-            exit(1);
         } else {
+            int is_long = p.req.n_tokens > s->max_batch_tokens;
             p.env = *f; /* the envelope moves into the queue */
-            free(p.env.body);
             p.env.body = NULL;
-            memset(f, 0, sizeof *f);
             p.sock = sock;
             p.t_arrival = align_now();
-            s->q[s->q_len++] = p;
-            s->q_tokens += p.req.n_tokens;
+            if ((is_long && !(p.scores = malloc((size_t)p.req.n_seqs * sizeof(float)))) ||
+                queue_push(is_long ? &s->longq : &s->shortq, &p)) {
+                send_error(s, f, sock, "internal", "out of memory", p.req.has_id, p.req.id);
+                rm_request_free(&p.req);
+                free(p.scores);
+            } else {
+                free(f->body);
+                memset(f, 0, sizeof *f);
+            }
         }
     } else {
         char msg[160];
@@ -291,23 +373,35 @@ static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
             stop_at = align_now();
             fprintf(stderr, "reward_server: stopping: answering what is in flight\n");
         }
+        int queued = s->shortq.len + s->longq.len;
         long timeout_ms = 200;
-        if (s->q_len) {
-            double left = s->q[0].t_arrival + s->batch_wait_s - align_now();
+        if (s->longq.len) {
+            timeout_ms = 0;
+        } else if (s->shortq.len) {
+            double left = s->shortq.v[0].t_arrival + s->batch_wait_s - align_now();
             timeout_ms = left > 0 ? (long)(left * 1000) + 1 : 0;
         }
-        if (stop_at) timeout_ms = s->q_len ? 0 : (long)(drain_quiet_s * 1000);
+        if (stop_at) timeout_ms = queued ? 0 : (long)(drain_quiet_s * 1000);
         int n = zmq_poll(items, s->n_socks, timeout_ms);
         if (n < 0 && errno != EINTR) return align_errorf("poll: %s", zmq_strerror(errno));
         if (n > 0 && drain_sockets(s, 256) > 0) last_msg = align_now();
         double now = align_now();
-        while (s->q_len && (stop_at || s->q_tokens >= s->max_batch_tokens || now - s->q[0].t_arrival >= s->batch_wait_s)) {
+        /* One forward per turn, the sockets read between turns. While short
+         * batches and a long request both wait they alternate, so a short
+         * request waits for at most one forward of a long one, and a stream
+         * of short requests cannot starve a long one. */
+        int short_ready = s->shortq.len && (stop_at || s->shortq.tokens >= s->max_batch_tokens ||
+                                            now - s->shortq.v[0].t_arrival >= s->batch_wait_s);
+        if (short_ready && !(s->longq.len && s->long_turn)) {
             if (run_batch(s)) fprintf(stderr, "reward_server: batch failed: %s\n", align_error());
-            now = align_now();
-            /* requests that came in meanwhile join the next batch */
-            if (drain_sockets(s, 256) > 0) last_msg = align_now();
+            s->long_turn = 1;
+        } else if (s->longq.len) {
+            if (run_long_piece(s)) fprintf(stderr, "reward_server: long request failed: %s\n", align_error());
+            s->long_turn = 0;
         }
-        if (stop_at && !s->q_len && (now - last_msg >= drain_quiet_s || now - stop_at >= drain_max_s)) return 0;
+        now = align_now();
+        queued = s->shortq.len + s->longq.len;
+        if (stop_at && !queued && (now - last_msg >= drain_quiet_s || now - stop_at >= drain_max_s)) return 0;
     }
 }
 
@@ -456,28 +550,34 @@ static enum MHD_Result http_error(struct MHD_Connection *con, unsigned status, c
     return http_respond(con, status, o);
 }
 
-/* Score texts through the model thread (the in-process ROUTER). */
-static int http_score(Http *h, const char *const *texts, int n, float *scores, char *err, size_t errn) {
-    void *sock = zmq_socket(h->ctx, ZMQ_DEALER);
+/* Score texts through the model thread (the in-process ROUTER). On failure
+ * err holds the sentence and code the error's code ("timeout", "stopping",
+ * or the service's code: "too_long", "bad_request", ...). */
+static int http_score(Http *h, const char *const *texts, int n, float *scores, char *err, size_t errn, char *code,
+                      size_t coden) {
+    void *sock = zmq_socket(h->ctx, ZMQ_DEALER), *data = NULL;
     int linger = 0, rc = -1;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(sock, HTTP_INPROC)) {
+    size_t len;
+    snprintf(code, coden, "internal");
+    if (!sock) {
         snprintf(err, errn, "internal: %s", zmq_strerror(errno));
-        zmq_close(sock);
         return -1;
     }
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sock, ZMQ_SNDTIMEO, &h->timeout_ms, sizeof h->timeout_ms);
+    if (zmq_connect(sock, HTTP_INPROC)) {
+        snprintf(err, errn, "internal: %s", zmq_strerror(errno));
+        goto done;
+    }
     WireWriter *w = wire_writer_new("score");
-    void *data;
-    size_t len;
     wire_put_str_array(w, "texts", texts, NULL, n);
     if (wire_finish(w, &data, &len) || wire_send(sock, NULL, data, len, 0)) {
         snprintf(err, errn, "%s", align_error());
-        zmq_close(sock);
-        return -1;
+        goto done;
     }
-    free(data);
     double deadline = align_now() + h->timeout_ms / 1000.0;
     snprintf(err, errn, "timed out");
+    snprintf(code, coden, "timeout");
     while (align_now() < deadline && !h->stopping) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0) continue;
@@ -485,13 +585,16 @@ static int http_score(Http *h, const char *const *texts, int n, float *scores, c
         if (wire_recv(sock, &f, (size_t)1 << 30, ZMQ_DONTWAIT)) continue;
         WireMsg *m = f.body ? wire_parse(f.body, f.body_len, &(WireLimits){.max_bytes = (size_t)1 << 30}) : NULL;
         wire_frames_free(&f);
+        snprintf(code, coden, "internal");
         if (!m) {
             snprintf(err, errn, "internal: bad reply");
         } else if (!strcmp(wire_op(m), "error")) {
-            const char *msg = "";
-            size_t ml = 0;
+            const char *msg = "", *c = "";
+            size_t ml = 0, cl = 0;
             wire_get_str(m, "message", &msg, &ml);
+            wire_get_str(m, "code", &c, &cl);
             snprintf(err, errn, "%.*s", (int)ml, msg);
+            snprintf(code, coden, "%.*s", (int)cl, c);
         } else {
             WireArray a;
             if (!wire_get_array(m, "scores", WIRE_F32, NULL, &a) && (int)a.numel == n) {
@@ -503,9 +606,34 @@ static int http_score(Http *h, const char *const *texts, int n, float *scores, c
         wire_msg_free(m);
         break;
     }
-    if (h->stopping && rc) snprintf(err, errn, "the server is shutting down");
+    if (h->stopping && rc) {
+        snprintf(err, errn, "the server is shutting down");
+        snprintf(code, coden, "stopping");
+    }
+done:
+    free(data);
     zmq_close(sock);
     return rc;
+}
+
+/* 1 when a string of the JSON text holds a NUL (the escape \u0000, or a raw
+ * NUL byte): cJSON would keep the string only up to it, and a text scored
+ * in part is a wrong score, not an error. The ZeroMQ path refuses NUL in
+ * texts too. */
+static int json_has_nul(const char *p, size_t n) {
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!p[i]) return 1;
+        if (!in_str) {
+            in_str = p[i] == '"';
+        } else if (p[i] == '"') {
+            in_str = 0;
+        } else if (p[i] == '\\' && i + 1 < n) {
+            if (p[i + 1] == 'u' && i + 5 < n && !memcmp(p + i + 2, "0000", 4)) return 1;
+            i++; /* the escaped character */
+        }
+    }
+    return 0;
 }
 
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
@@ -516,6 +644,24 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     if (!b) { /* first call: headers only */
         if (!(b = calloc(1, sizeof *b))) return MHD_NO;
         *state = b;
+        /* a body announced over the limit is refused before it is read, so
+         * the client gets its answer instead of waiting on a body nobody takes */
+        const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (errno == ERANGE || v > h->max_body) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "request body of %s bytes is over the limit of %zu (--max-message-mb)", cl, h->max_body);
+                b->too_big = 1;
+                return http_error(con, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+            }
+        }
+        return MHD_YES;
+    }
+    if (b->too_big && *upload_size) { /* answered already: the rest of the body is dropped */
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -535,7 +681,9 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     }
     if (strcmp(url, "/get_reward")) return http_error(con, MHD_HTTP_NOT_FOUND, "not found: POST /get_reward");
     if (strcmp(method, "POST")) return http_error(con, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /get_reward");
-    if (b->too_big) return http_error(con, 413, "request body too large");
+    if (b->too_big) return http_error(con, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+    if (b->buf && json_has_nul(b->buf, b->len))
+        return http_error(con, MHD_HTTP_BAD_REQUEST, "a string in the body contains NUL (\\u0000)");
     cJSON *o = b->buf ? cJSON_ParseWithLength(b->buf, b->len) : NULL;
     cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "query");
     int n = cJSON_IsArray(q) ? cJSON_GetArraySize(q) : -1;
@@ -545,6 +693,11 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     }
     const char **texts = malloc((n + 1) * sizeof(char *));
     float *scores = malloc((n + 1) * sizeof(float));
+    if (!texts || !scores) {
+        free(texts), free(scores);
+        cJSON_Delete(o);
+        return http_error(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    }
     int i = 0;
     cJSON *it;
     cJSON_ArrayForEach(it, q) {
@@ -552,14 +705,19 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
         texts[i++] = it->valuestring;
     }
     enum MHD_Result rc;
-    char err[512];
+    char err[512], code[32];
     if (i != n) rc = http_error(con, MHD_HTTP_BAD_REQUEST, "every element of \"query\" must be a string");
     else if (n == 0) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddArrayToObject(r, "rewards");
         rc = http_respond(con, MHD_HTTP_OK, r);
-    } else if (http_score(h, texts, n, scores, err, sizeof err)) {
-        rc = http_error(con, h->stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, err);
+    } else if (http_score(h, texts, n, scores, err, sizeof err, code, sizeof code)) {
+        unsigned status = !strcmp(code, "stopping")                                ? MHD_HTTP_SERVICE_UNAVAILABLE
+                        : !strcmp(code, "timeout")                                 ? MHD_HTTP_GATEWAY_TIMEOUT
+                        : !strcmp(code, "too_long") || !strcmp(code, "too_large") ? MHD_HTTP_CONTENT_TOO_LARGE
+                        : !strcmp(code, "internal")                                ? MHD_HTTP_INTERNAL_SERVER_ERROR
+                                                                                   : MHD_HTTP_BAD_REQUEST;
+        rc = http_error(con, status, err);
     } else {
         cJSON *r = cJSON_CreateObject();
         cJSON *arr = cJSON_AddArrayToObject(r, "rewards");
@@ -590,28 +748,32 @@ int main(int argc, char **argv) {
     const char *curve_secret = NULL, *curve_allow = NULL, *keygen = NULL, *http_bind = "127.0.0.1";
     int http_port = -1, max_batch_tokens = 4096, max_request_tokens = 65536, max_request_seqs = 4096, seed = 0;
     int max_length = 0, max_message_mb = 64, normalize = 0, verbose = 0, http_timeout = 180;
+    int http_max_conn = 256, http_per_ip = 64, http_idle_s = 15;
     float batch_wait_ms = 5, drain_quiet_ms = 200, drain_max_ms = 5000;
     CliFlag flags[] = {
         {"model", CLI_STRING, &model_path, "reward model: .ckpt written by rm_train (or any model with a score head)"},
         {"bind", CLI_STRING, &bind_ep, "ZeroMQ endpoint (default tcp://127.0.0.1:5555; ipc://PATH; tcp://127.0.0.1:* picks a free port); another interface only when you name it"},
         {"device", CLI_STRING, &device, "cpu or cuda"},
         {"chat-template", CLI_STRING, &chat_template, "template for prompts/responses requests (default: the model's)"},
-        {"max-length", CLI_INT, &max_length, "longest sequence accepted, in tokens (default: the model's limit)"},
-        {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward when batching requests (default 4096)"},
-        {"batch-wait-ms", CLI_FLOAT, &batch_wait_ms, "how long the oldest request may wait for others to join its batch (default 5)"},
-        {"max-request-tokens", CLI_INT, &max_request_tokens, "tokens of one request (default 65536)"},
-        {"max-request-seqs", CLI_INT, &max_request_seqs, "sequences of one request (default 4096)"},
-        {"max-message-mb", CLI_INT, &max_message_mb, "largest message read, MiB (default 64); larger ones get an error reply"},
+        {"max-length", CLI_INT, &max_length, "longest sequence accepted, in tokens (default and most: the model's positions); longer ones get error too_long", CLI_NONNEG},
+        {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward (default 4096); a request over it is scored alone, a forward at a time, taking turns with the others", CLI_AT_LEAST_1},
+        {"batch-wait-ms", CLI_FLOAT, &batch_wait_ms, "how long the oldest request may wait for others to join its batch (default 5)", CLI_NONNEG},
+        {"max-request-tokens", CLI_INT, &max_request_tokens, "tokens of one request (default 65536)", CLI_AT_LEAST_1},
+        {"max-request-seqs", CLI_INT, &max_request_seqs, "sequences of one request (default 4096)", CLI_AT_LEAST_1},
+        {"max-message-mb", CLI_INT, &max_message_mb, "largest message read, MiB (default 64); larger ones get an error reply", CLI_AT_LEAST_1},
         {"normalize", CLI_BOOL, &normalize, "return (score - reward_mean) / reward_std with the statistics rm_train stored"},
         {"curve-secret-file", CLI_STRING, &curve_secret, "turn on CurveZMQ with this server secret key file"},
         {"curve-allow", CLI_STRING, &curve_allow, "file of client public keys (Z85, one per line) admitted under CURVE"},
         {"curve-keygen", CLI_STRING, &keygen, "write a new key pair to PREFIX.secret and PREFIX.public, print the public key, exit"},
-        {"http", CLI_INT, &http_port, "also serve OpenRLHF's POST /get_reward on this port (0 = any free port)"},
+        {"http", CLI_INT, &http_port, "also serve OpenRLHF's POST /get_reward on this port, 1..65535 (0 = any free port)", CLI_PORT},
         {"http-bind", CLI_STRING, &http_bind, "address for --http (default 127.0.0.1)"},
-        {"http-timeout", CLI_INT, &http_timeout, "seconds an HTTP request may wait for its scores (default 180)"},
-        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, keep answering until the socket has been quiet this long (default 200)"},
-        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, stop reading new requests after this long (default 5000)"},
-        {"seed", CLI_INT, &seed, "unused (every program takes it)"},
+        {"http-timeout", CLI_INT, &http_timeout, "seconds an HTTP request may wait for its scores (default 180)", CLI_AT_LEAST_1},
+        {"http-max-connections", CLI_INT, &http_max_conn, "HTTP connections open at once (default 256)", CLI_AT_LEAST_1},
+        {"http-per-ip", CLI_INT, &http_per_ip, "HTTP connections open at once from one address (default 64)", CLI_AT_LEAST_1},
+        {"http-idle-timeout", CLI_INT, &http_idle_s, "seconds an HTTP connection may stay silent, headers and body included, before it is closed (default 15)", CLI_AT_LEAST_1},
+        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, keep answering until the socket has been quiet this long (default 200)", CLI_NONNEG},
+        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, stop reading new requests after this long (default 5000)", CLI_NONNEG},
+        {"seed", CLI_INT, &seed, "accepted for a uniform command line; scoring draws no random numbers"},
         {"verbose", CLI_BOOL, &verbose, "log every error reply and dropped reply"},
     };
     CliSpec spec = {.prog = "reward_server", .usage = "reward_server --model rm.ckpt [--bind EP] [--http PORT] [flags]",
@@ -624,8 +786,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!model_path) align_die("reward_server", "--model is required (see --help)");
-    if (max_batch_tokens <= 0 || max_request_tokens <= 0 || max_request_seqs <= 0 || max_message_mb <= 0 || batch_wait_ms < 0)
-        align_die("reward_server", "--max-batch-tokens, --max-request-tokens, --max-request-seqs, --max-message-mb must be positive and --batch-wait-ms >= 0");
+    if (http_timeout > 86400) align_die("reward_server", "--http-timeout %d: at most 86400 seconds", http_timeout);
+    if (http_idle_s > 86400) align_die("reward_server", "--http-idle-timeout %d: at most 86400 seconds", http_idle_s);
+    if (max_message_mb > 1 << 20) align_die("reward_server", "--max-message-mb %d: at most %d", max_message_mb, 1 << 20);
     if (curve_allow && !curve_secret) align_die("reward_server", "--curve-allow needs --curve-secret-file (the allow-list is checked under CURVE)");
 
     const Backend *be = backend_get(device);
@@ -652,8 +815,13 @@ int main(int argc, char **argv) {
     if (normalize && !s.have_stats) align_die("reward_server", "--normalize: %s has no reward_mean/reward_std (written by rm_train)", model_path);
     s.normalize = normalize;
     s.lim.vocab_size = b.model->cfg.vocab_size;
-    /* learned positions (GPT-2) end at the table; RoPE models have no hard limit */
-    s.lim.max_seq_len = max_length > 0 ? max_length : b.model->cfg.arch == ARCH_GPT2 ? b.model->cfg.max_seq_len : 0;
+    /* A sequence past the model's positions (GPT-2's table, a RoPE model's
+     * max_position_embeddings / context_length) is refused, never run: its
+     * scores would be meaningless and its attention memory unbounded. */
+    int model_len = b.model->cfg.max_seq_len;
+    if (max_length > 0 && model_len > 0 && max_length > model_len)
+        align_die("reward_server", "--max-length %d is over the %d positions of %s", max_length, model_len, model_path);
+    s.lim.max_seq_len = max_length > 0 ? max_length : model_len;
     s.lim.max_tokens = max_request_tokens;
     s.lim.max_seqs = max_request_seqs;
     s.max_message_bytes = (size_t)max_message_mb << 20;
@@ -718,7 +886,9 @@ int main(int argc, char **argv) {
         if (inet_pton(AF_INET, http_bind, &addr.sin_addr) != 1) align_die("reward_server", "--http-bind %s: not an IPv4 address", http_bind);
         mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                                (uint16_t)http_port, NULL, NULL, http_handler, &http, MHD_OPTION_SOCK_ADDR, &addr,
-                               MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
+                               MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)http_per_ip,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)http_idle_s,
                                MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_END);
         if (!mhd) align_die("reward_server", "--http %d: cannot listen on %s", http_port, http_bind);
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -730,8 +900,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    fprintf(stderr, "reward_server: listening on %s (%s, %d layers, dim %d; batches of <= %d tokens, wait <= %g ms)\n", last,
-            model_path, b.model->cfg.n_layers, b.model->cfg.dim, max_batch_tokens, batch_wait_ms);
+    fprintf(stderr, "reward_server: listening on %s (%s, %d layers, dim %d; sequences of <= %d tokens; batches of <= %d tokens, wait <= %g ms)\n",
+            last, model_path, b.model->cfg.n_layers, b.model->cfg.dim, s.lim.max_seq_len, max_batch_tokens, batch_wait_ms);
     int rc = serve(&s, drain_quiet_ms / 1000.0, drain_max_ms / 1000.0);
     if (rc) fprintf(stderr, "reward_server: %s\n", align_error());
     if (mhd) {
@@ -744,7 +914,10 @@ int main(int argc, char **argv) {
     zmq_ctx_term(ctx);
     if (have_zap) pthread_join(zap_tid, NULL);
     free(zap.keys);
-    free(s.q);
+    for (int i = 0; i < s.shortq.len; i++) rm_request_free(&s.shortq.v[i].req), wire_frames_free(&s.shortq.v[i].env);
+    for (int i = 0; i < s.longq.len; i++)
+        rm_request_free(&s.longq.v[i].req), wire_frames_free(&s.longq.v[i].env), free(s.longq.v[i].scores);
+    free(s.shortq.v), free(s.longq.v);
     tok_free(s.tok);
     model_bundle_free(&b);
     cli_free(&spec);

@@ -34,8 +34,16 @@ RmClient *rm_client_connect(void *ctx, const char *endpoint, const RmCurveClient
         align_errorf("cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
         goto fail;
     }
-    int linger = 0;
+    /* A DEALER's send blocks while it has no peer to queue to (the server
+     * not up yet, or CURVE refused this client and the connection was
+     * dropped), and a blocking send has no timeout of its own: every send is
+     * bounded by the call's deadline (ZMQ_SNDTIMEO, set per call), and with
+     * ZMQ_IMMEDIATE a request is queued only to a connection whose handshake
+     * completed, so one that cannot be delivered fails instead of waiting in
+     * a queue nobody reads. Nothing lingers on close. */
+    int linger = 0, one = 1;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     if (curve && curve->server_public) {
         char secret[41], public[41];
         if (!curve->secret_file) {
@@ -79,10 +87,15 @@ int rm_client_call(RmClient *c, WireWriter *req, WireMsg **reply) {
     if (!req) return -1;
     wire_put_uint(req, "id", id);
     if (wire_finish(req, &data, &len)) return -1;
-    int rc = wire_send(c->sock, NULL, data, len, 0);
-    free(data);
-    if (rc) return -1;
     double deadline = align_now() + c->timeout_ms / 1000.0;
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    int rc = wire_send(c->sock, NULL, data, len, 0);
+    int send_errno = errno;
+    free(data);
+    if (rc && send_errno == EAGAIN)
+        return align_errorf("no reply from %s: the request could not be sent within %d ms (server down, or it refused "
+                            "this client's CURVE key)", c->endpoint, c->timeout_ms);
+    if (rc) return -1;
     for (;;) {
         double left = deadline - align_now();
         if (left <= 0) return align_errorf("no reply from %s within %d ms", c->endpoint, c->timeout_ms);
@@ -169,14 +182,6 @@ int rm_client_score_seqs(RmClient *c, const DsSeq *seqs, int n, float *scores) {
 done:
     free(p), free(r), free(po), free(ro);
     return rc;
-}
-
-int rm_client_score_texts(RmClient *c, const char *const *texts, int n, float *scores) {
-    WireWriter *w = wire_writer_new("score");
-    if (w) wire_put_str_array(w, "texts", texts, NULL, n);
-    WireMsg *m;
-    if (rm_client_call(c, w, &m)) return -1;
-    return read_scores(m, n, scores);
 }
 
 int rm_client_tokenizer(RmClient *c, char **tokenizer_json, char **chat_template) {

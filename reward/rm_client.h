@@ -22,7 +22,7 @@ typedef struct {
 } RmCurveClient;
 
 /* ctx may be NULL (the client makes and owns one). timeout_ms bounds
- * every call (0 = 60000). */
+ * every call, its send included (<= 0: 60000). */
 RmClient *rm_client_connect(void *ctx, const char *endpoint, const RmCurveClient *curve, int timeout_ms);
 void rm_client_close(RmClient *c);
 
@@ -33,8 +33,6 @@ int rm_client_call(RmClient *c, WireWriter *req, WireMsg **reply);
 /* Scores of n sequences given as (prompt, completion) token pairs; sent in
  * the split tokens form. */
 int rm_client_score_seqs(RmClient *c, const DsSeq *seqs, int n, float *scores);
-/* Scores of whole texts (the server tokenizes, special tokens allowed). */
-int rm_client_score_texts(RmClient *c, const char *const *texts, int n, float *scores);
 /* The server's tokenizer.json text and chat template name (malloc'd;
  * *tokenizer_json NULL when the model has none). */
 int rm_client_tokenizer(RmClient *c, char **tokenizer_json, char **chat_template);

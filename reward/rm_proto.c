@@ -201,8 +201,9 @@ int rm_request_decode(const WireMsg *m, const Tokenizer *tok, ChatTemplate tmpl,
             align_errorf("sequence %d is empty", i);
             rc = set_code(code, "bad_request");
         } else if (lim->max_seq_len > 0 && len > lim->max_seq_len) {
-            align_errorf("sequence %d has %ld tokens; this model takes at most %d", i, len, lim->max_seq_len);
-            rc = set_code(code, "too_large");
+            align_errorf("sequence %d has %ld tokens; this server scores at most %d (the model's positions or --max-length)",
+                         i, len, lim->max_seq_len);
+            rc = set_code(code, "too_long");
         }
     }
     if (rc) {

@@ -48,7 +48,9 @@ int rm_proto_get_id(const WireMsg *m, uint64_t *id);
 
 /* Decode a "score" request. tok may be NULL (then only the tokens form is
  * served). Returns 0, or -1 with a sentence for the error reply; *code is
- * set to "bad_request", "too_large" or "no_tokenizer". */
+ * set to "bad_request", "too_large" (the request is over a per-request
+ * limit: split it), "too_long" (one sequence is longer than max_seq_len:
+ * no split helps) or "no_tokenizer". */
 int rm_request_decode(const WireMsg *m, const Tokenizer *tok, ChatTemplate tmpl, const RmProtoLimits *lim,
                       RmRequest *out, const char **code);
 void rm_request_free(RmRequest *r);

@@ -12,9 +12,11 @@
  * tokenizer and template come from the server ("tokenizer" op) and token
  * ids travel, so the remote scores are the in-process scores. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "model_load.h"
@@ -78,17 +80,17 @@ int main(int argc, char **argv) {
         {"connect", CLI_STRING, &connect, "reward_server endpoint to ask instead (tcp://HOST:PORT or ipc://PATH)"},
         {"data", CLI_STRING, &data, "JSONL records: preference ({prompt?, chosen, rejected}) or SFT/text records"},
         {"out", CLI_STRING, &out_path, "output JSONL (default stdout)"},
-        {"batch-size", CLI_INT, &batch_size, "records per batch / request (default 16)"},
-        {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward in process (default 4096)"},
-        {"max-length", CLI_INT, &max_length, "truncate prompt + completion to this many tokens, as rm_train does (0 = no limit)"},
+        {"batch-size", CLI_INT, &batch_size, "records per batch / request (default 16)", CLI_AT_LEAST_1},
+        {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward in process (default 4096)", CLI_AT_LEAST_1},
+        {"max-length", CLI_INT, &max_length, "truncate prompt + completion to this many tokens, as rm_train does (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &chat_template, "chat template (default: the model's)"},
         {"device", CLI_STRING, &device, "cpu or cuda (in process)"},
         {"normalize", CLI_BOOL, &normalize, "in process: (score - reward_mean) / reward_std from the checkpoint"},
         {"curve-server-key", CLI_STRING, &server_key_file, "file with the server's CURVE public key (turns CURVE on)"},
         {"curve-secret-file", CLI_STRING, &secret_file, "this client's CURVE secret key file (reward_server --curve-keygen)"},
-        {"timeout", CLI_INT, &timeout, "seconds to wait for each reply (default 180)"},
+        {"timeout", CLI_INT, &timeout, "seconds each request may take, its send included (default 180)", CLI_AT_LEAST_1},
         {"skip-bad", CLI_BOOL, &skip_bad, "skip and count bad records instead of stopping"},
-        {"seed", CLI_INT, &seed, "unused (every program takes it)"},
+        {"seed", CLI_INT, &seed, "accepted for a uniform command line; scoring draws no random numbers"},
     };
     CliSpec spec = {.prog = "rm_score", .usage = "rm_score (--model RM | --connect EP) --data F [--out F]",
                     .about = "Score records with a reward model; JSONL in, the same records with scores out.",
@@ -96,7 +98,11 @@ int main(int argc, char **argv) {
     cli_parse_or_exit(&spec, argc, argv);
     if (!!model_path == !!connect) align_die("rm_score", "give exactly one of --model and --connect");
     if (!data) align_die("rm_score", "--data is required (see --help)");
-    if (batch_size <= 0 || max_batch_tokens <= 0) align_die("rm_score", "--batch-size and --max-batch-tokens must be positive");
+    if (timeout > 86400) align_die("rm_score", "--timeout %d: at most 86400 seconds", timeout);
+    /* checked before a model is loaded or a server asked */
+    struct stat dst;
+    if (stat(data, &dst)) align_die("rm_score", "--data %s: %s", data, strerror(errno));
+    if (S_ISDIR(dst.st_mode)) align_die("rm_score", "--data %s is a directory: give a JSONL file", data);
 
     Scorer sc = {.max_batch_tokens = max_batch_tokens, .normalize = normalize};
     ModelBundle b = {0};
@@ -138,7 +144,7 @@ int main(int argc, char **argv) {
     free(tmpl_name);
 
     FILE *in = fopen(data, "r");
-    if (!in) align_die("rm_score", "--data %s: cannot open", data);
+    if (!in) align_die("rm_score", "--data %s: cannot open: %s", data, strerror(errno));
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) align_die("rm_score", "--out %s: cannot write", out_path);
     DsOptions opt;
@@ -179,8 +185,12 @@ int main(int argc, char **argv) {
             n = 0;
         }
     }
+    if (ferror(in)) align_die("rm_score", "--data %s: read failed: %s", data, strerror(errno));
     if (n && flush(&sc, items, n, out)) align_die_error("rm_score");
     n_done += n;
+    /* an empty input is a mistake (a wrong path, a failed export), not a run */
+    if (!n_done && !n_bad) align_die("rm_score", "--data %s: no records in the file", data);
+    if (!n_done) align_die("rm_score", "--data %s: none of its %ld records could be scored (all skipped as bad)", data, n_bad);
     if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed", out_path);
     fclose(in);
     free(line);

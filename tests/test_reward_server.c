@@ -12,14 +12,27 @@
  *     the right code, and the server keeps serving;
  *   - SIGTERM with 32 requests in flight: all answered, exit status 0;
  *   - CURVE with an allow-list: a listed client is served, an unlisted one
- *     gets nothing. Every wait is bounded. */
+ *     gets nothing, also when it calls after its handshake was refused;
+ *     a client whose server is down fails every call within its timeout;
+ *   - one request never stalls the others or runs past the model: a
+ *     sequence over the model's positions gets too_long; short requests
+ *     sent right after a long one are answered before it; a body announcing
+ *     missing attachment frames gets bad_request;
+ *   - HTTP: 500 idle connections from one address do not lock others out;
+ *     an announced body over the limit gets 413 at once, a text over the
+ *     model's positions 413, a NUL in a text 400.
+ * Every wait is bounded. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -248,6 +261,318 @@ static void test_malformed(const char *ep) {
     zmq_close(s);
 }
 
+/* ------------------------------------------------------------ bounded calls */
+
+/* A client call run on its own thread (and its own ZeroMQ context), so a
+ * call that never returns fails the check instead of hanging the test. */
+typedef struct {
+    const char *ep;
+    const RmCurveClient *curve;
+    int timeout_ms, n_calls, settle_ms;
+    int failed_in_time; /* calls that returned -1 */
+    char err[256];
+    volatile int done;
+} CallArg;
+
+static void *call_thread(void *p) {
+    CallArg *a = p;
+    RmClient *c = rm_client_connect(NULL, a->ep, a->curve, a->timeout_ms);
+    if (c && a->settle_ms) usleep(a->settle_ms * 1000); /* let a refused handshake finish first */
+    int32_t tok[3] = {1, 2, 3};
+    DsSeq q = {tok, 3, NULL, 0};
+    float sc;
+    for (int i = 0; c && i < a->n_calls; i++) {
+        if (rm_client_score_seqs(c, &q, 1, &sc) == -1) a->failed_in_time++;
+        snprintf(a->err, sizeof a->err, "%s", align_error());
+    }
+    rm_client_close(c);
+    a->done = 1;
+    return NULL;
+}
+
+/* Run the calls; 1 when they all returned within limit_s. A thread still
+ * stuck is left behind (detached): the process exits soon anyway. */
+static int bounded_calls(CallArg *a, double limit_s) {
+    pthread_t t;
+    pthread_create(&t, NULL, call_thread, a);
+    double t0 = align_now();
+    while (!a->done && align_now() - t0 < limit_s) usleep(10000);
+    if (!a->done) {
+        pthread_detach(t);
+        return 0;
+    }
+    pthread_join(t, NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------ one request vs the others */
+
+static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
+    void *buf;
+    size_t len;
+    if (wire_finish(w, &buf, &len)) return NULL;
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    return recv_reply(s, timeout_ms);
+}
+
+static int is_error(WireMsg *m, const char *code, const char *in_message) {
+    const char *c = "", *msg = "";
+    size_t cl = 0, ml = 0;
+    if (!m || strcmp(wire_op(m), "error")) return 0;
+    wire_get_str(m, "code", &c, &cl);
+    wire_get_str(m, "message", &msg, &ml);
+    char text[512];
+    snprintf(text, sizeof text, "%.*s", (int)ml, msg);
+    return cl == strlen(code) && !memcmp(c, code, cl) && (!in_message || strstr(text, in_message));
+}
+
+/* The server runs with --max-batch-tokens 64. */
+static void test_one_request(const char *ep) {
+    void *s = dealer(ep);
+    /* 65 tokens: one past the fixture's 64 positions (max_position_embeddings) */
+    int32_t t65[65];
+    for (int i = 0; i < 65; i++) t65[i] = i % vocab;
+    int64_t off65[2] = {0, 65};
+    WireWriter *w = wire_writer_new("score");
+    wire_put_vec(w, "tokens", WIRE_I32, t65, 65);
+    wire_put_vec(w, "offsets", WIRE_I64, off65, 2);
+    WireMsg *m = call_raw(s, w, 10000);
+    CHECK(is_error(m, "too_long", "64"), "a sequence over the model's 64 positions gets error too_long, not scores (%s)",
+          m ? wire_op(m) : "no reply");
+    wire_msg_free(m);
+
+    /* a body announcing attachment frames that are not there */
+    int idx[2] = {3, 5};
+    int64_t off2[3] = {0, pool_len[3], pool_len[3] + pool_len[5]};
+    int32_t tok2[128];
+    memcpy(tok2, pool_tok[3], pool_len[3] * sizeof(int32_t));
+    memcpy(tok2 + pool_len[3], pool_tok[5], pool_len[5] * sizeof(int32_t));
+    w = wire_writer_new("score");
+    wire_put_uint(w, "attachments", 2);
+    wire_put_vec(w, "tokens", WIRE_I32, tok2, (size_t)off2[2]);
+    wire_put_vec(w, "offsets", WIRE_I64, off2, 3);
+    m = call_raw(s, w, 10000);
+    CHECK(is_error(m, "bad_request", "attachments"), "a body announcing 2 missing attachment frames gets bad_request (%s)",
+          m ? wire_op(m) : "no reply");
+    wire_msg_free(m);
+    /* one that is there: scored, and the reply does not carry it back */
+    w = wire_writer_new("score");
+    wire_put_uint(w, "id", 77);
+    wire_put_uint(w, "attachments", 1);
+    wire_put_vec(w, "tokens", WIRE_I32, tok2, (size_t)off2[2]);
+    wire_put_vec(w, "offsets", WIRE_I64, off2, 3);
+    void *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    zmq_send(s, "raw", 3, ZMQ_SNDMORE);
+    zmq_send(s, buf, len, 0);
+    free(buf);
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    int frames = 0;
+    m = NULL;
+    if (zmq_poll(&it, 1, 10000) == 1) {
+        WireFrames f;
+        if (!wire_recv(s, &f, 1 << 26, ZMQ_DONTWAIT)) {
+            frames = f.n_env + 1;
+            m = f.body ? wire_parse(f.body, f.body_len, NULL) : NULL;
+            wire_frames_free(&f);
+        }
+    }
+    char why[256] = "no reply";
+    CHECK(m && frames == 1 && scores_match(m, idx, 2, why, sizeof why),
+          "a body with its one attachment is scored and answered in one frame (%d frames; %s)", frames, why);
+    wire_msg_free(m);
+
+    /* a long request (every pool sequence 40 times: about 850 forwards of
+     * 64 tokens), then short ones from other clients once the server has
+     * read it */
+    enum { REPS = 40, N_SHORT = 4 };
+    int n_long = REPS * N_POOL;
+    int32_t *lt = malloc((size_t)n_long * 64 * sizeof(int32_t));
+    int64_t *lo = malloc((size_t)(n_long + 1) * sizeof(int64_t));
+    lo[0] = 0;
+    for (int i = 0; i < n_long; i++) {
+        memcpy(lt + lo[i], pool_tok[i % N_POOL], pool_len[i % N_POOL] * sizeof(int32_t));
+        lo[i + 1] = lo[i] + pool_len[i % N_POOL];
+    }
+    w = wire_writer_new("score");
+    wire_put_uint(w, "id", 1);
+    wire_put_vec(w, "tokens", WIRE_I32, lt, (size_t)lo[n_long]);
+    wire_put_vec(w, "offsets", WIRE_I64, lo, n_long + 1);
+    wire_finish(w, &buf, &len);
+    free(lt), free(lo);
+    void *shorts[N_SHORT];
+    for (int k = 0; k < N_SHORT; k++) {
+        shorts[k] = dealer(ep);
+        /* connected before the long request goes, so nothing waits on a handshake */
+        int one[1] = {k};
+        send_score(shorts[k], 100 + k, one, 1);
+        wire_msg_free(recv_reply(shorts[k], 10000));
+    }
+    double t0 = align_now(), t_long = -1, t_short_last = -1;
+    int short_ok = 0, long_ok = 0;
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    /* an info right behind it on the same connection: its reply means the
+     * long request has been read (a connection keeps its order) */
+    w = wire_writer_new("info");
+    wire_finish(w, &buf, &len);
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    for (int got_info = 0; !got_info && align_now() - t0 < 60;) {
+        WireMsg *r = recv_reply(s, 1000);
+        uint64_t id = 0;
+        if (r && !strcmp(wire_op(r), "info")) got_info = 1;
+        else if (r && !strcmp(wire_op(r), "scores") && !wire_get_uint(r, "id", &id) && id == 1) long_ok = 1, t_long = align_now() - t0;
+        wire_msg_free(r);
+    }
+    for (int k = 0; k < N_SHORT; k++) {
+        int one[1] = {k};
+        send_score(shorts[k], 200 + k, one, 1);
+    }
+    zmq_pollitem_t items[1 + N_SHORT];
+    items[0] = (zmq_pollitem_t){s, 0, ZMQ_POLLIN, 0};
+    for (int k = 0; k < N_SHORT; k++) items[1 + k] = (zmq_pollitem_t){shorts[k], 0, ZMQ_POLLIN, 0};
+    while ((!long_ok || short_ok < N_SHORT) && align_now() - t0 < 60) {
+        if (zmq_poll(items, 1 + N_SHORT, 1000) <= 0) continue;
+        for (int k = 0; k <= N_SHORT; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN)) continue;
+            WireMsg *r = recv_reply(items[k].socket, 0);
+            uint64_t id = 0;
+            int ok = r && !strcmp(wire_op(r), "scores") && !wire_get_uint(r, "id", &id);
+            if (ok && k == 0 && id == 1) long_ok = 1, t_long = align_now() - t0;
+            if (ok && k > 0 && id == (uint64_t)(199 + k)) short_ok++, t_short_last = align_now() - t0;
+            wire_msg_free(r);
+        }
+    }
+    printf("long request of %d sequences answered after %.3f s; %d short requests sent after it, the last answered after %.3f s\n",
+           n_long, t_long, N_SHORT, t_short_last);
+    CHECK(long_ok && short_ok == N_SHORT, "the long request and the short ones are all answered (%d, %d)", long_ok, short_ok);
+    CHECK(t_short_last >= 0 && t_short_last < t_long, "short requests sent after a long one are answered before it (%.3f s vs %.3f s)",
+          t_short_last, t_long);
+    for (int k = 0; k < N_SHORT; k++) zmq_close(shorts[k]);
+    zmq_close(s);
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+/* A TCP connection to 127.0.0.1:port from source address src (any
+ * 127.x.y.z works on loopback), not waiting for the handshake. */
+static int tcp_open(int port, const char *src) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    a.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* One HTTP exchange (the request sent as given, then read until the server
+ * closes): the status code, or -1 when none came within timeout_ms. The
+ * response (headers and body) goes to resp. */
+static int http_raw(int port, const char *src, const char *req, size_t req_len, int timeout_ms, char *resp, size_t respn) {
+    int fd = tcp_open(port, src);
+    size_t got = 0, sent = 0;
+    resp[0] = 0;
+    double deadline = align_now() + timeout_ms / 1000.0;
+    while (fd >= 0 && align_now() < deadline) {
+        struct pollfd p = {fd, (short)(POLLIN | (sent < req_len ? POLLOUT : 0)), 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        if ((p.revents & POLLOUT) && sent < req_len) {
+            ssize_t n = send(fd, req + sent, req_len - sent, MSG_NOSIGNAL);
+            if (n > 0) sent += (size_t)n;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(fd, resp + got, respn - 1 - got, 0);
+            if (n <= 0) break;
+            got += (size_t)n;
+            resp[got] = 0;
+        }
+    }
+    if (fd >= 0) close(fd);
+    int status = -1;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) status = -1;
+    return status;
+}
+
+static int http_post(int port, const char *src, const char *body, int timeout_ms, char *resp, size_t respn) {
+    char req[8192];
+    int n = snprintf(req, sizeof req,
+                     "POST /get_reward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     strlen(body), body);
+    return http_raw(port, src, req, (size_t)n, timeout_ms, resp, respn);
+}
+
+static void test_http(int port) {
+    char resp[8192];
+    int st = http_post(port, "127.0.0.2", "{\"query\": [\"hello there\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 200 && strstr(resp, "\"rewards\""), "HTTP: a plain request is served (status %d)", st);
+
+    /* 500 idle connections from one address, then a request from another */
+    enum { N_IDLE = 500 };
+    int idle[N_IDLE], n_idle = 0;
+    for (int i = 0; i < N_IDLE; i++)
+        if ((idle[n_idle] = tcp_open(port, "127.0.0.3")) >= 0) n_idle++;
+    usleep(500000);
+    double t0 = align_now();
+    st = http_post(port, "127.0.0.2", "{\"query\": [\"hello there\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 200, "HTTP: with %d idle connections open from one address, a request from another is served (status %d after %.1f s)",
+          n_idle, st, align_now() - t0);
+    for (int i = 0; i < n_idle; i++) close(idle[i]);
+
+    /* an announced body far over the limit: 413 now, not a wait for 10 GB */
+    const char *huge = "POST /get_reward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 10000000000\r\n\r\n{\"query\"";
+    t0 = align_now();
+    st = http_raw(port, "127.0.0.2", huge, strlen(huge), 5000, resp, sizeof resp);
+    CHECK(st == 413 && strstr(resp, "\"error\""), "HTTP: Content-Length 10000000000 gets 413 with a JSON error (status %d after %.1f s)",
+          st, align_now() - t0);
+
+    /* a text over the model's positions */
+    char body[4096] = "{\"query\": [\"";
+    for (int i = 0; i < 100; i++) strcat(body, "hello there ");
+    strcat(body, "\"]}");
+    st = http_post(port, "127.0.0.2", body, 10000, resp, sizeof resp);
+    CHECK(st == 413 && strstr(resp, "\"error\"") && strstr(resp, "64"),
+          "HTTP: a text longer than the model's 64 positions gets 413 with a JSON error (status %d)", st);
+
+    /* NUL inside a text: refused, not scored up to the NUL */
+    st = http_post(port, "127.0.0.2", "{\"query\": [\"hello\\u0000 there\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 400 && strstr(resp, "NUL"), "HTTP: a NUL inside a query text gets 400 (status %d)", st);
+    /* an escaped backslash followed by u0000 is text, not a NUL */
+    st = http_post(port, "127.0.0.2", "{\"query\": [\"a\\\\u0000\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 200, "HTTP: the text \\u0000 (backslash, u0000) is scored (status %d)", st);
+}
+
+/* The HTTP port the server announced on stderr (log), or -1. */
+static int http_port_from_log(const char *log) {
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        int port = -1;
+        while (f && fgets(line, sizeof line, f)) {
+            char *p = strstr(line, "http://127.0.0.1:");
+            if (p) port = atoi(p + strlen("http://127.0.0.1:"));
+        }
+        if (f) fclose(f);
+        if (port > 0) return port;
+        usleep(50000);
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------ main */
 
 static int make_reward_model(void) {
@@ -392,6 +717,32 @@ int main(void) {
     st = stop_server(pid);
     CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM with work in flight exits 0 (status %d)", st);
 
+    /* one request against the others, and HTTP */
+    {
+        char log4[300];
+        snprintf(ep, sizeof ep, "ipc://%s/rm4.sock", dir);
+        snprintf(log4, sizeof log4, "%s/server4.log", dir);
+        const char *x4[] = {"--max-batch-tokens", "64", "--http", "0", NULL};
+        pid = start_server(ep, x4, log4);
+        test_one_request(ep);
+        int port = http_port_from_log(log4);
+        CHECK(port > 0, "the HTTP port is announced");
+        if (port > 0) test_http(port);
+        st = stop_server(pid);
+        CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the fourth server exits 0 (status %d)", st);
+    }
+
+    /* a server that is not there: every call fails within its timeout, also
+     * once more requests were sent than a socket queues (1000) */
+    {
+        char nowhere[320];
+        snprintf(nowhere, sizeof nowhere, "ipc://%s/nobody.sock", dir);
+        CallArg down = {.ep = nowhere, .timeout_ms = 2, .n_calls = 1100};
+        CHECK(bounded_calls(&down, 30) && down.failed_in_time == 1100,
+              "no server: all 1100 calls fail within their timeout (%d did; %s)", down.failed_in_time,
+              down.done ? down.err : "still blocked after 30 s");
+    }
+
     /* CURVE with an allow-list */
     if (zmq_has("curve")) {
         char spub[41], ssec[41], apub[41], asec[41], bpub[41], bsec[41], path[3][320];
@@ -422,6 +773,12 @@ int main(void) {
               "CURVE: a listed client is served (%s)", align_error());
         CHECK(B && rm_client_score_seqs(B, &q, 1, &sb) == -1 && strstr(align_error(), "no reply"),
               "CURVE: an unlisted client is not served");
+        /* the same unlisted client once its handshake has been refused: the
+         * connection is gone, and a send must not wait for it forever */
+        CallArg late = {.ep = ep, .curve = &cb, .timeout_ms = 1500, .n_calls = 1, .settle_ms = 3000};
+        CHECK(bounded_calls(&late, 15) && late.failed_in_time == 1 && strstr(late.err, "no reply"),
+              "CURVE: an unlisted client calling after its refused handshake fails within its timeout (%s)",
+              late.done ? late.err : "still blocked after 15 s");
         rm_client_close(A);
         rm_client_close(B);
         st = stop_server(pid);

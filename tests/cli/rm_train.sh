@@ -9,7 +9,8 @@
 #  - rm_score in process and through reward_server (--connect) print the
 #    same records with the same scores (1e-5 relative), and HTTP
 #    /get_reward answers OpenRLHF's shape;
-#  - bad usage gets one clear error.
+#  - bad usage gets one clear error: numeric flags out of range are refused
+#    at parse time, an empty or directory --data is an error.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,12 +70,14 @@ PY"
 head -6 "$T/prefs.jsonl" > "$T/score.jsonl"
 echo '{"prompt": "how was it", "completion": "great"}' >> "$T/score.jsonl"
 echo '{"text": "plain text"}' >> "$T/score.jsonl"
-"$BIN/rm_score" --model "$T/a.ckpt" --data "$T/score.jsonl" --out "$T/local.jsonl" 2>"$T/s1.err"
+# --max-length 64 as in training: the fixture has 64 positions, and the
+# server refuses longer sequences (too_long) instead of scoring them
+"$BIN/rm_score" --model "$T/a.ckpt" --data "$T/score.jsonl" --out "$T/local.jsonl" --max-length 64 2>"$T/s1.err"
 check "rm_score in process exits 0" "[ $? -eq 0 ]"
 check "preference records get chosen/rejected scores" "grep -c chosen_score $T/local.jsonl | grep -qx 6 && grep -c '\"score\"' $T/local.jsonl | grep -qx 2"
 "$BIN/reward_server" --model "$T/a.ckpt" --bind "ipc://$T/rm.sock" --http 0 2>"$T/srv.err" &
 SP=$!
-"$BIN/rm_score" --connect "ipc://$T/rm.sock" --data "$T/score.jsonl" --out "$T/remote.jsonl" --timeout 30 2>"$T/s2.err"
+"$BIN/rm_score" --connect "ipc://$T/rm.sock" --data "$T/score.jsonl" --out "$T/remote.jsonl" --max-length 64 --timeout 30 2>"$T/s2.err"
 check "rm_score --connect exits 0" "[ $? -eq 0 ]"
 check "remote scores equal in-process scores" "python3 - $T/local.jsonl $T/remote.jsonl <<'PY'
 import json, sys
@@ -103,6 +106,29 @@ check "missing data is an error" "[ $? -ne 0 ] && grep -q 'preference data' $T/e
 check "rm_score needs --model or --connect" "[ $? -ne 0 ] && grep -q -- '--connect' $T/e3"
 "$BIN/reward_server" --model "$MODEL" 2>"$T/e4"
 check "a model without a score head is refused" "[ $? -ne 0 ] && grep -q 'score head' $T/e4"
+
+# numeric flags are checked when parsed (exit 2, the flag named); nothing
+# listens or loads first. timeout: an unchecked value would start serving.
+for bad in "--http 70000" "--http -5" "--batch-wait-ms nan" "--max-batch-tokens 0" "--drain-max-ms -1"; do
+    timeout 20 "$BIN/reward_server" --model "$T/a.ckpt" --bind "ipc://$T/bad.sock" $bad 2>"$T/e5"
+    rc=$?
+    check "reward_server $bad is refused at parse time (exit $rc)" "[ $rc -eq 2 ] && grep -q -- '${bad%% *}' $T/e5"
+done
+timeout 20 "$BIN/reward_server" --model "$T/a.ckpt" --bind "ipc://$T/bad.sock" --max-length 65 2>"$T/e6"
+rc=$?
+check "reward_server --max-length over the model's 64 positions is refused (exit $rc)" "[ $rc -eq 1 ] && grep -q 'positions' $T/e6"
+for bad in "--timeout 0" "--timeout -1" "--batch-size 0"; do
+    timeout 20 "$BIN/rm_score" --connect "ipc://$T/nobody.sock" --data "$T/score.jsonl" $bad 2>"$T/e7"
+    rc=$?
+    check "rm_score $bad is refused at parse time (exit $rc)" "[ $rc -eq 2 ] && grep -q -- '${bad%% *}' $T/e7"
+done
+timeout 20 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T" 2>"$T/e8"
+rc=$?
+check "rm_score --data DIR is an error naming it (exit $rc)" "[ $rc -eq 1 ] && grep -q -- '$T' $T/e8 && grep -q directory $T/e8"
+: > "$T/empty.jsonl"
+timeout 20 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T/empty.jsonl" 2>"$T/e9"
+rc=$?
+check "rm_score on an empty file is an error naming it (exit $rc)" "[ $rc -eq 1 ] && grep -q 'empty.jsonl: no records' $T/e9"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
