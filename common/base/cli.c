@@ -31,7 +31,7 @@ static const char *check_failure(const CliFlag *f, double x) {
     case CLI_AT_LEAST_1: return x >= 1 ? "" : "a number >= 1";
     case CLI_UNIT: return x >= 0 && x <= 1 ? "" : "a number in [0, 1]";
     case CLI_UNIT_OPEN: return x >= 0 && x < 1 ? "" : "a number in [0, 1)";
-    case CLI_PORT: return x >= 0 && x <= 65535 ? "" : "a port in 1..65535 (0 = off)";
+    case CLI_PORT: return x >= 0 && x <= 65535 ? "" : "a port number in 0..65535";
     case CLI_UNIT_POS: return x > 0 && x <= 1 ? "" : "a number in (0, 1]";
     case CLI_UNSET_OR_POSITIVE: return x == -1 || x > 0 ? "" : "-1 (unset) or a number > 0";
     }

@@ -21,7 +21,7 @@ typedef enum {
     CLI_AT_LEAST_1, /* >= 1 (counts, sizes) */
     CLI_UNIT,       /* in [0, 1] */
     CLI_UNIT_OPEN,  /* in [0, 1) (dropout, label smoothing below 1) */
-    CLI_PORT,       /* a TCP port 1..65535, or 0 = off */
+    CLI_PORT,       /* a TCP port number 0..65535 (what 0 means is the flag's to say) */
     CLI_UNIT_POS,   /* in (0, 1] (top-p: a probability mass, 1 = off) */
     CLI_UNSET_OR_POSITIVE, /* -1 (the documented "unset": off or a derived default) or > 0 */
 } CliCheck;
