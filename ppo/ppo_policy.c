@@ -160,6 +160,9 @@ static int do_setup(Policy *p, const WireMsg *m) {
     oc.lr = (float)ppo_get_num(m, "lr", 1e-6);
     oc.weight_decay = (float)ppo_get_num(m, "weight_decay", 0);
     oc.max_grad_norm = (float)ppo_get_num(m, "max_grad_norm", 1.0);
+    oc.beta1 = (float)ppo_get_num(m, "adam_beta1", oc.beta1);
+    oc.beta2 = (float)ppo_get_num(m, "adam_beta2", oc.beta2);
+    oc.eps = (float)ppo_get_num(m, "adam_epsilon", oc.eps);
     oc.warmup_steps = (int)ppo_get_num(m, "warmup_steps", 0);
     oc.total_steps = (int)ppo_get_num(m, "total_steps", 1);
     if (sched && optim_parse_schedule(sched, &oc.schedule)) goto done;
@@ -284,6 +287,7 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
             ppo_train_metrics_add(&acc, &p->c, &pst, p->have_critic ? &vst : NULL);
             metrics_add(&acc, "grad_norm", gn, 1);
             metrics_set(&acc, "lr", lr);
+            metrics_set(&acc, "learning_rate", lr);
         }
     }
     double dt = align_now() - t0;

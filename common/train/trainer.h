@@ -25,6 +25,9 @@
 
 typedef struct {
     float lr, weight_decay, max_grad_norm;
+    float adam_beta1, adam_beta2, adam_epsilon; /* AdamW (TRL's names and defaults) */
+    int logging_steps;      /* a progress line every N steps (off a terminal) */
+    int save_total_limit;   /* step checkpoints kept: the newest N (0 = all) */
     int batch_size, grad_accum, epochs, max_steps, warmup_steps;
     const char *lr_schedule;
     const char *eval_data;
@@ -47,7 +50,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 27
+#define TRAIN_ARGS_N_FLAGS 32
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
