@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "cli.h"
@@ -67,6 +68,16 @@ static int flush(Scorer *sc, Item *items, int n, FILE *out) {
     for (int i = 0; i < n; i++) cJSON_Delete(items[i].rec), ds_example_free(&items[i].ex);
     free(seqs), free(scores);
     return rc;
+}
+
+/* A full disk or a closed pipe stops the program naming the output, rather
+ * than reporting success over missing scores (the error flag is sticky, so
+ * this covers every fprintf since the last check). */
+static void check_written(FILE *out, const char *out_path) {
+    errno = 0;
+    if (fflush(out) || ferror(out))
+        align_die("rm_score", "%s%s: write failed (%s); the output is incomplete", out_path ? "--out " : "",
+                  out_path ? out_path : "standard output", errno ? strerror(errno) : "I/O error");
 }
 
 int main(int argc, char **argv) {
@@ -175,13 +186,15 @@ int main(int argc, char **argv) {
         it->pref = pref;
         if (++n == batch_size) {
             if (flush(&sc, items, n, out)) align_die_error("rm_score");
+            check_written(out, out_path);
             n_done += n;
             n = 0;
         }
     }
     if (n && flush(&sc, items, n, out)) align_die_error("rm_score");
     n_done += n;
-    if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed", out_path);
+    check_written(out, out_path);
+    if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed (%s)", out_path, strerror(errno));
     fclose(in);
     free(line);
     free(items);

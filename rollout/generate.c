@@ -25,6 +25,7 @@
  * --chat reads one user message per line from stdin and streams the reply
  * as it is generated, keeping the conversation; /reset forgets it, /quit
  * (or end of input) ends. It works the same when stdin is a pipe. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,16 @@ static void write_record(FILE *f, const Tokenizer *tok, long index, const int32_
     free(ptext);
 }
 
+/* A failed write (a full disk, a closed pipe) is an error naming where the
+ * records went: the stream's error flag is sticky, so checking it after
+ * each record covers every fputs/fprintf/fwrite before it. Callers clear
+ * errno before writing, so the reason shown is the failed write's. */
+static int check_written(FILE *f, const char *name, int flush) {
+    if ((flush && fflush(f)) || ferror(f))
+        return align_errorf("%s: write failed (%s); the output is incomplete", name, errno ? strerror(errno) : "I/O error");
+    return 0;
+}
+
 static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate tmpl, GenConfig *gc, StopStrings *stops) {
     DsOptions opt;
     ds_options_default(&opt);
@@ -247,6 +258,9 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     SeqText *seqs = calloc((size_t)chunk * gc->n_samples, sizeof *seqs);
     long base = 0, n_tokens = 0;
     int rc = 0, done = 0;
+    char where[4200];
+    if (a->out) snprintf(where, sizeof where, "--out %s", a->out);
+    else snprintf(where, sizeof where, "standard output");
     double t0 = align_now();
     while (!done && rc == 0) {
         int np = 0;
@@ -277,16 +291,19 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
             gc->prompt_index_base = base;
             if (generate_run(m, gc, gp, np, out, on_token, &run)) rc = -1;
             for (int i = 0; rc == 0 && i < no; i++) {
+                errno = 0;
                 write_record(f, tok, base + out[i].prompt_index, gp[out[i].prompt_index].tokens,
                              gp[out[i].prompt_index].n_tokens, &out[i], &seqs[i]);
                 n_tokens += out[i].n_tokens;
+                rc = check_written(f, where, 0);
             }
             generate_outputs_free(out, no);
             for (int i = 0; i < no; i++) free(seqs[i].text.s);
             base += np;
         }
         for (int i = 0; i < np; i++) free(ptoks[i]);
-        fflush(f);
+        errno = 0;
+        if (rc == 0) rc = check_written(f, where, 1);
     }
     size_t n_bad = 0;
     ds_reader_counts(rd, &n_bad, NULL, NULL);
@@ -297,7 +314,10 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
                 gc->n_samples, n_tokens, dt, n_tokens / (dt > 0 ? dt : 1), n_bad ? ", some records skipped" : "");
     if (n_bad) fprintf(stderr, "%s: skipped %zu bad records; the first: %s\n", PROG, n_bad, ds_reader_first_bad(rd));
     ds_reader_close(rd);
-    if (f != stdout && fclose(f) && rc == 0) rc = align_errorf("--out %s: write failed", a->out);
+    errno = 0;
+    if (rc == 0) rc = check_written(f, where, 1);
+    if (f != stdout && fclose(f) && rc == 0)
+        rc = align_errorf("%s: write failed (%s); the output is incomplete", where, errno ? strerror(errno) : "I/O error");
     free(ptoks), free(gp), free(out), free(seqs);
     return rc;
 }
@@ -380,8 +400,15 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         size_t len = seq_text_len(&st);
         if (len > st.shown) fwrite(st.text.s + st.shown, 1, len - st.shown, stdout);
         if (o.finish == GEN_FINISH_LENGTH && tty) fputs(" [max new tokens]", stdout);
+        errno = 0; /* the reply's writes happened since; a flush that fails sets it */
         putchar('\n');
-        fflush(stdout);
+        if (check_written(stdout, "standard output", 1)) {
+            free(st.text.s);
+            generate_outputs_free(&o, 1);
+            free(line);
+            cJSON_Delete(msgs);
+            return -1;
+        }
         char *reply = malloc(len + 1);
         memcpy(reply, st.text.s ? st.text.s : "", len);
         reply[len] = 0;
