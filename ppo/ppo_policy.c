@@ -453,8 +453,11 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
                 if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
                 snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
             }
-            rc = peft_save_adapter(dir, m, NULL) || model_save_merged(path, b) ? -1 : 0;
+            rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
+            ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
+            if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
         } else {
+            ckpt_extras_set(&b->extras.base_model, NULL); /* trained weights */
             rc = model_save_any(path, b);
         }
     } else {
@@ -470,7 +473,8 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
         rc = rc || ckpt_extras_set(&ex.tokenizer_json, b->extras.tokenizer_json) ||
              ckpt_extras_set(&ex.chat_template, b->extras.chat_template) ||
              ckpt_extras_set(&ex.chat_template_jinja, b->extras.chat_template_jinja) ||
-             ckpt_extras_set(&ex.train_state, js) || ckpt_extras_add_moments(&ex, m, m1, m2) || ckpt_save(path, m, &ex);
+             ckpt_extras_set(&ex.train_state, js) || ckpt_extras_add_moments(&ex, m, m1, m2) ||
+             (m->lora && ckpt_extras_set(&ex.base_model, b->extras.base_model)) || ckpt_save(path, m, &ex);
         rc = rc ? -1 : 0;
         ckpt_extras_free(&ex);
         free(m1), free(m2);

@@ -38,6 +38,14 @@ static int check_vocab(const char *path, const Tokenizer *tok, const Model *m) {
     return 0;
 }
 
+int model_load_note_source(ModelBundle *b, const char *path) {
+    if (b->extras.base_model) return 0;
+    char *abs = realpath(path, NULL);
+    int rc = ckpt_extras_set(&b->extras.base_model, abs ? abs : path);
+    free(abs);
+    return rc;
+}
+
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out) {
     memset(out, 0, sizeof *out);
     ckpt_extras_init(&out->extras);
@@ -61,6 +69,10 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
         else rc = ckpt_load(path, be, &out->model, &out->extras);
     }
     if (rc != 0) return -1;
+    if (model_load_note_source(out, path)) {
+        model_bundle_free(out);
+        return -1;
+    }
     if ((flags & MODEL_LOAD_TOKENIZER) && !out->tok) {
         if (!out->extras.tokenizer_json) {
             model_bundle_free(out);

@@ -140,6 +140,7 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
         QuantType qt;
         if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
         if (gguf_import_quant(path, be, qt, out)) return -1; /* the fp32 base never exists */
+        if (model_load_note_source(out, path)) return -1;
     } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
         return -1;
     }
@@ -209,9 +210,11 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
             if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
             snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
         }
-        if (peft_save_adapter(dir, m, NULL)) return -1;
+        if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
         fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
     }
+    /* trained weights are no longer those of the base they were loaded from */
+    ckpt_extras_set(&policy->extras.base_model, NULL);
     if (m->lora || m->qparams) return model_save_merged(path, policy);
     return model_save_any(path, policy);
 }
@@ -351,6 +354,8 @@ static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *po
              ckpt_extras_set(&ex.chat_template, policy->extras.chat_template) ||
              ckpt_extras_set(&ex.chat_template_jinja, policy->extras.chat_template_jinja) ||
              ckpt_extras_set(&ex.train_state, state) || ckpt_extras_add_moments(&ex, m, m1, m2) ||
+             /* LoRA leaves the base as loaded: --resume still knows it */
+             (m->lora && ckpt_extras_set(&ex.base_model, policy->extras.base_model)) ||
              ckpt_save(path, m, &ex);
     free(state);
     ckpt_extras_free(&ex);
