@@ -24,8 +24,10 @@
  *
  * --chat reads one user message per line from stdin and streams the reply
  * as it is generated, keeping the conversation; /reset forgets it, /quit
- * (or end of input) ends. It works the same when stdin is a pipe. */
+ * (or end of input) ends. Ctrl-C stops a reply and returns to the prompt;
+ * at the prompt it exits (130). It works the same when stdin is a pipe. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,8 +165,25 @@ static int is_stop_id(const GenConfig *gc, int32_t t) {
     return 0;
 }
 
+/* Ctrl-C in --chat, as llama.cpp and Ollama do it: during a reply it stops
+ * the reply (the callback below sees the flag) and the prompt comes back;
+ * at the prompt it ends the program. The handler exits itself there, so no
+ * check can miss a signal that lands just before getline blocks. */
+static volatile sig_atomic_t chat_replying, chat_stop;
+
+static void on_chat_sigint(int sig) {
+    (void)sig;
+    if (chat_replying) {
+        chat_stop = 1;
+        return;
+    }
+    (void)!write(STDERR_FILENO, "\n", 1);
+    _exit(130);
+}
+
 static int on_token(void *ctx, const GenOutput *o) {
     Run *r = ctx;
+    if (r->stream && chat_stop) return 1; /* Ctrl-C: end the reply here */
     SeqText *st = &r->seqs[o->prompt_index * r->gc->n_samples + o->sample_index];
     int32_t t = o->tokens[o->n_tokens - 1];
     if (is_stop_id(r->gc, t)) return 0; /* generate_run ends it; its text stays out */
@@ -354,9 +373,14 @@ static cJSON *new_conversation(const Args *a) {
 static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate tmpl, GenConfig *gc, StopStrings *stops) {
     int tty = isatty(0);
     if (tty)
-        fprintf(stderr, "%s: chat with %s (template %s); /reset starts over, /quit ends\n", PROG, a->model,
+        fprintf(stderr, "%s: chat with %s (template %s); /reset starts over, /quit or Ctrl-D ends, Ctrl-C stops a reply\n", PROG, a->model,
                 chat_template_name(tmpl));
     gc->n_samples = 1;
+    struct sigaction sa = {0}, old_int;
+    sa.sa_handler = on_chat_sigint;
+    sa.sa_flags = SA_RESTART; /* a write to stdout must not fail with EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
     cJSON *msgs = new_conversation(a);
     char *line = NULL;
     size_t cap = 0;
@@ -387,7 +411,12 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         SeqText st = {.cut = -1};
         Run run = {.tok = tok, .gc = gc, .stops = stops, .seqs = &st, .stream = 1};
         gc->prompt_index_base = turn++;
+        chat_stop = 0;
+        chat_replying = 1;
         int rc = generate_run(m, gc, &p, 1, &o, on_token, &run);
+        chat_replying = 0;
+        int stopped = chat_stop;
+        chat_stop = 0;
         ds_example_free(&ex);
         if (rc) {
             /* e.g. the conversation outgrew the model: keep the session */
@@ -400,6 +429,7 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         size_t len = seq_text_len(&st);
         if (len > st.shown) fwrite(st.text.s + st.shown, 1, len - st.shown, stdout);
         if (o.finish == GEN_FINISH_LENGTH && tty) fputs(" [max new tokens]", stdout);
+        if (stopped && tty) fputs(" [stopped]", stdout);
         errno = 0; /* the reply's writes happened since; a flush that fails sets it */
         putchar('\n');
         if (check_written(stdout, "standard output", 1)) {
@@ -407,18 +437,21 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
             generate_outputs_free(&o, 1);
             free(line);
             cJSON_Delete(msgs);
+            sigaction(SIGINT, &old_int, NULL);
             return -1;
         }
         char *reply = malloc(len + 1);
         memcpy(reply, st.text.s ? st.text.s : "", len);
         reply[len] = 0;
-        add_message(msgs, "assistant", reply);
+        add_message(msgs, "assistant", reply); /* the part shown stays in the conversation */
+        if (stopped && !tty) fprintf(stderr, "%s: reply stopped (Ctrl-C); Ctrl-C at the prompt or end of input exits\n", PROG);
         free(reply);
         free(st.text.s);
         generate_outputs_free(&o, 1);
     }
     free(line);
     cJSON_Delete(msgs);
+    sigaction(SIGINT, &old_int, NULL);
     return 0;
 }
 
