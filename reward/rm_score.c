@@ -169,6 +169,7 @@ int main(int argc, char **argv) {
         if (!*p) continue;
         char where[4200];
         snprintf(where, sizeof where, "%s:%ld", data, lineno);
+        if (ds_check_utf8(line, (size_t)len, where)) align_die_error("rm_score");
         cJSON *rec = cJSON_ParseWithLength(line, len);
         int pref = rec && cJSON_GetObjectItem(rec, "chosen") && cJSON_GetObjectItem(rec, "rejected");
         opt.kind = pref ? DS_PREFERENCE : DS_SFT;

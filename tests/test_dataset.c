@@ -580,16 +580,22 @@ static void test_not_utf8(void) {
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char rec[128];
         snprintf(rec, sizeof rec, "{\"question\":\"q%s\",\"answer\":\"a\"}", bad[i]);
-        DsExample ex;
-        CHECK(one(rec, DS_SFT, CHAT_TEMPLATE_NONE, &ex) == -1 && strstr(align_error(), "not valid UTF-8 (byte") &&
+        CHECK(ds_check_utf8(rec, strlen(rec), "f:3") == -1 && strstr(align_error(), "f:3: not valid UTF-8 (byte") &&
                   strstr(align_error(), "column 15"),
               "bad sequence %zu refused: %s", i, align_error());
     }
-    DsExample ex;
-    CHECK(one("{\"question\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"answer\":\"\xed\x9f\xbf\"}", DS_SFT,
-              CHAT_TEMPLATE_NONE, &ex) == 1,
-          "UTF-8 of 2, 3 and 4 bytes accepted: %s", align_error());
-    ds_example_free(&ex);
+    const char *good = "{\"question\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"answer\":\"\xed\x9f\xbf\"}";
+    CHECK(ds_check_utf8(good, strlen(good), "f:1") == 0, "UTF-8 of 2, 3 and 4 bytes accepted: %s", align_error());
+    /* under --skip-bad such a line is one bad record */
+    char *path = write_file("latin1.jsonl", "{\"question\":\"q\",\"answer\":\"a\"}\n{\"question\":\"\xe9t\xe9\",\"answer\":\"a\"}\n");
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = DS_SFT;
+    o.skip_bad = 1;
+    Dataset ds;
+    CHECK(ds_load(path, tok, &o, &ds) == 0 && ds.n == 1 && ds.n_bad == 1 && strstr(ds.first_bad, "latin1.jsonl:2: not valid UTF-8"),
+          "--skip-bad skips it: %s", align_error());
+    ds_free(&ds);
 }
 
 /* An hh-rlhf transcript under a chat template becomes its turns, not one

@@ -507,9 +507,8 @@ void ds_example_free(DsExample *ex) {
 
 /* Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no
  * overlong forms, no surrogates, nothing past U+10FFFF), or n. cJSON copies
- * such bytes into strings as they are, and the tokenizer would turn them
- * into U+FFFD: a file in Latin-1 or cp1252 would train on replacement
- * characters without a word. */
+ * such bytes into strings as they are: a file in Latin-1 or cp1252 would
+ * train on mojibake without a word. */
 static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
@@ -533,6 +532,13 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
     return n;
 }
 
+int ds_check_utf8(const char *text, size_t len, const char *where) {
+    size_t bad = utf8_bad_offset((const unsigned char *)text, len);
+    if (bad == len) return 0;
+    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                        where, (unsigned char)text[bad], bad + 1);
+}
+
 int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
                     const DsOptions *opt, DsExample *ex) {
     memset(ex, 0, sizeof *ex);
@@ -544,12 +550,6 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
     memset(&r, 0, sizeof r);
     r.score_chosen = r.score_rejected = NAN;
     Ids p = {0}, c = {0}, rj = {0};
-    size_t bad = utf8_bad_offset((const unsigned char *)json, len);
-    if (bad < len) {
-        align_errorf("not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                     (unsigned char)json[bad], bad + 1);
-        goto done;
-    }
     if (!o) {
         size_t col = end && end >= json ? (size_t)(end - json) + 1 : 1;
         align_errorf("not valid JSON (column %zu)", col);
@@ -730,7 +730,7 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
         }
         ds_example_free(&r->cur);
-        int rc = ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+        int rc = ds_check_utf8(text, len, where) ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
         if (rc == 1) {
             if (r->cur.truncated) r->n_truncated++;
             r->cur.line = r->array ? r->elem - 1 : r->lineno;
