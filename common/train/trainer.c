@@ -144,8 +144,21 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
         return -1;
     }
-    return chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl) < 0
-               ? -1 : 0;
+    int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
+    if (chosen < 0) return -1;
+    /* The trained model carries the template training rendered with, so
+     * transformers and llama.cpp format prompts as training did: a model's
+     * own Jinja may differ from align's rendering of it (SmolLM2's and
+     * Qwen2's add a default system message that align's chatml does not),
+     * and --chat-template may name another format. A Jinja template align
+     * cannot render (chosen == CHAT_DETECT_UNKNOWN) is kept as it is. */
+    if (chosen == 0) {
+        const char *name = chat_template_name(*tmpl);
+        if (ckpt_extras_set(&out->extras.chat_template, name) ||
+            ckpt_extras_set(&out->extras.chat_template_jinja, chat_template_export_jinja(name)))
+            return -1;
+    }
+    return 0;
 }
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {

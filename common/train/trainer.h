@@ -78,7 +78,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
 
 /* Load the model to train: the --resume checkpoint when given (weights,
  * moments and train state), else model_path; with its tokenizer. The chat
- * template is --chat-template, else the model's own, else none. */
+ * template is --chat-template, else the model's own, else none; the bundle
+ * then records that template (name and align's Jinja for it), so the
+ * trained model is saved with the template training rendered with. */
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out,
                         ChatTemplate *tmpl);
 /* Quantise the base (--quantize-base), attach LoRA (--lora-rank or
