@@ -4,7 +4,8 @@
  * rendered with the chat template; prompt tokens never count in the loss,
  * which is the token mean of the completion's negative log-likelihood over
  * the micro-batch (as TRL's SFTTrainer with completion-only loss). Examples
- * of a micro-batch are packed into one forward with no padding.
+ * of a micro-batch are packed into one forward with no padding. Like TRL it
+ * logs mean_token_accuracy: how many completion tokens are the argmax.
  *
  * --mode pretrain takes raw {text} records, puts the loss on every token,
  * and cuts long documents into --max-length windows instead of truncating
