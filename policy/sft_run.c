@@ -4,7 +4,8 @@
  * rendered with the chat template; prompt tokens never count in the loss,
  * which is the token mean of the completion's negative log-likelihood over
  * the micro-batch (as TRL's SFTTrainer with completion-only loss). Examples
- * of a micro-batch are packed into one forward with no padding.
+ * of a micro-batch are packed into one forward with no padding. Like TRL it
+ * logs mean_token_accuracy: how many completion tokens are the argmax.
  *
  * --mode pretrain takes raw {text} records, puts the loss on every token,
  * and cuts long documents into --max-length windows instead of truncating
@@ -27,6 +28,41 @@ typedef struct {
     int batch_size;
 } Sft;
 
+/* TRL's mean_token_accuracy: the share of loss tokens whose target is the
+ * logits' argmax. After model_forward and before model_token_logprobs (the
+ * logits reuse the LM head's buffers), in blocks of rows so the logits of
+ * a long batch never exist whole. Returns the count of correct tokens, or
+ * -1 on error. */
+static long count_correct(Model *m, const DsPacked *p) {
+    enum { BLOCK = 64 };
+    int V = m->cfg.vocab_size;
+    float *logits = malloc((size_t)BLOCK * V * sizeof(float));
+    int32_t rows[BLOCK];
+    if (!logits) return align_errorf("out of memory");
+    long correct = 0;
+    int n = 0;
+    for (int i = 0; i <= p->batch.n_tokens; i++) {
+        int full = i == p->batch.n_tokens || n == BLOCK;
+        if (full && n) {
+            if (model_logits(m, rows, n, logits)) {
+                free(logits);
+                return -1;
+            }
+            for (int r = 0; r < n; r++) {
+                const float *l = logits + (size_t)r * V;
+                int best = 0;
+                for (int v = 1; v < V; v++)
+                    if (l[v] > l[best]) best = v;
+                correct += best == p->targets[rows[r]];
+            }
+            n = 0;
+        }
+        if (i < p->batch.n_tokens && p->loss_mask[i] && p->targets[i] >= 0) rows[n++] = i;
+    }
+    free(logits);
+    return correct;
+}
+
 /* Forward + masked NLL (+ backward when train): returns tokens, -1 on error. */
 static long run_batch(Sft *s, const DsSeq *seqs, int n, float scale, int train, Metrics *acc) {
     DsPacked p;
@@ -37,7 +73,9 @@ static long run_batch(Sft *s, const DsSeq *seqs, int n, float scale, int train, 
         align_errorf("out of memory");
         goto done;
     }
-    if (model_forward(s->m, &p.batch) || model_token_logprobs(s->m, p.targets, logp)) goto done;
+    if (model_forward(s->m, &p.batch)) goto done;
+    long correct = count_correct(s->m, &p);
+    if (correct < 0 || model_token_logprobs(s->m, p.targets, logp)) goto done;
     double nll = 0;
     int n_loss = p.n_loss_tokens > 0 ? p.n_loss_tokens : 1;
     for (int i = 0; i < p.batch.n_tokens; i++) {
@@ -47,6 +85,7 @@ static long run_batch(Sft *s, const DsSeq *seqs, int n, float scale, int train, 
     if (train && model_backward(s->m, dlogp, NULL)) goto done;
     metrics_add(acc, "loss", nll / n_loss, p.n_loss_tokens);
     metrics_add(acc, "num_tokens", p.n_loss_tokens, 1);
+    if (p.n_loss_tokens > 0) metrics_add(acc, "mean_token_accuracy", (double)correct / p.n_loss_tokens, p.n_loss_tokens);
     rc = p.batch.n_tokens;
 done:
     free(logp), free(dlogp);

@@ -160,6 +160,9 @@ static int do_setup(Policy *p, const WireMsg *m) {
     oc.lr = (float)ppo_get_num(m, "lr", 1e-6);
     oc.weight_decay = (float)ppo_get_num(m, "weight_decay", 0);
     oc.max_grad_norm = (float)ppo_get_num(m, "max_grad_norm", 1.0);
+    oc.beta1 = (float)ppo_get_num(m, "adam_beta1", oc.beta1);
+    oc.beta2 = (float)ppo_get_num(m, "adam_beta2", oc.beta2);
+    oc.eps = (float)ppo_get_num(m, "adam_epsilon", oc.eps);
     oc.warmup_steps = (int)ppo_get_num(m, "warmup_steps", 0);
     oc.total_steps = (int)ppo_get_num(m, "total_steps", 1);
     if (sched && optim_parse_schedule(sched, &oc.schedule)) goto done;
@@ -284,6 +287,7 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
             ppo_train_metrics_add(&acc, &p->c, &pst, p->have_critic ? &vst : NULL);
             metrics_add(&acc, "grad_norm", gn, 1);
             metrics_set(&acc, "lr", lr);
+            metrics_set(&acc, "learning_rate", lr);
         }
     }
     double dt = align_now() - t0;
@@ -449,8 +453,11 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
                 if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
                 snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
             }
-            rc = peft_save_adapter(dir, m, NULL) || model_save_merged(path, b) ? -1 : 0;
+            rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
+            ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
+            if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
         } else {
+            ckpt_extras_set(&b->extras.base_model, NULL); /* trained weights */
             rc = model_save_any(path, b);
         }
     } else {
@@ -466,7 +473,8 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
         rc = rc || ckpt_extras_set(&ex.tokenizer_json, b->extras.tokenizer_json) ||
              ckpt_extras_set(&ex.chat_template, b->extras.chat_template) ||
              ckpt_extras_set(&ex.chat_template_jinja, b->extras.chat_template_jinja) ||
-             ckpt_extras_set(&ex.train_state, js) || ckpt_extras_add_moments(&ex, m, m1, m2) || ckpt_save(path, m, &ex);
+             ckpt_extras_set(&ex.train_state, js) || ckpt_extras_add_moments(&ex, m, m1, m2) ||
+             (m->lora && ckpt_extras_set(&ex.base_model, b->extras.base_model)) || ckpt_save(path, m, &ex);
         rc = rc ? -1 : 0;
         ckpt_extras_free(&ex);
         free(m1), free(m2);

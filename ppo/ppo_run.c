@@ -124,6 +124,8 @@ static struct {
     int64_t weights_version;
     size_t sync_bytes; /* payload per rollout worker in the last sync */
     char last_ckpt[PATH_MAX];
+    char *kept[64]; /* step checkpoints on disk, oldest first (--save-total-limit) */
+    int n_kept;
 } G;
 
 /* ------------------------------------------------------------ processes */
@@ -919,6 +921,9 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_float(w, "critic_lr", o->critic_lr > 0 ? o->critic_lr : a->lr);
     wire_put_float(w, "weight_decay", a->weight_decay);
     wire_put_float(w, "max_grad_norm", a->max_grad_norm);
+    wire_put_float(w, "adam_beta1", a->adam_beta1);
+    wire_put_float(w, "adam_beta2", a->adam_beta2);
+    wire_put_float(w, "adam_epsilon", a->adam_epsilon);
     wire_put_str(w, "lr_schedule", a->lr_schedule);
     wire_put_int(w, "warmup_steps", a->warmup_steps);
     wire_put_int(w, "total_steps", o->opt_steps);
@@ -1184,13 +1189,22 @@ static void save_step(const Opts *o, const RunState *st, long done_iters) {
     char *js = state_json(&s2, &o->a, o->n_samples);
     save_via_policy(pol, crit, js, 1, NULL);
     free(js);
-    if (G.last_ckpt[0] && strcmp(G.last_ckpt, pol)) {
-        char op[PATH_MAX], oc[PATH_MAX];
-        snprintf(op, sizeof op, "%s", G.last_ckpt);
-        size_t l = strlen(op);
-        if (l > 5) op[l - 5] = 0;
-        snprintf(oc, sizeof oc, "%s-critic.ckpt", op);
-        unlink(G.last_ckpt), unlink(oc);
+    /* keep the newest --save-total-limit (0 = all; past 64 the oldest go) */
+    if (!G.n_kept || strcmp(G.kept[G.n_kept - 1], pol)) {
+        char *copy = strdup(pol);
+        if (copy) G.kept[G.n_kept++] = copy;
+        int limit = o->a.save_total_limit > 0 && o->a.save_total_limit < 64 ? o->a.save_total_limit : 63;
+        while (G.n_kept > limit) {
+            char op[PATH_MAX], oc[PATH_MAX];
+            snprintf(op, sizeof op, "%s", G.kept[0]);
+            size_t l = strlen(op);
+            if (l > 5) op[l - 5] = 0;
+            snprintf(oc, sizeof oc, "%s-critic.ckpt", op);
+            unlink(G.kept[0]), unlink(oc);
+            free(G.kept[0]);
+            memmove(G.kept, G.kept + 1, (G.n_kept - 1) * sizeof *G.kept);
+            G.n_kept--;
+        }
     }
     snprintf(G.last_ckpt, sizeof G.last_ckpt, "%s", pol);
 }
@@ -1236,6 +1250,7 @@ int main(int argc, char **argv) {
     MetricsLog log;
     memset(&log, 0, sizeof log);
     if (metrics_log_open(&log, PROG, a->metrics, a->resume != NULL)) die("%s", align_error());
+    log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
     PpoKlController ctl;
     ppo_kl_controller_init(&ctl, &O.c);
     ctl.value = st.kl_coef;

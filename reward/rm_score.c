@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -69,6 +70,16 @@ static int flush(Scorer *sc, Item *items, int n, FILE *out) {
     for (int i = 0; i < n; i++) cJSON_Delete(items[i].rec), ds_example_free(&items[i].ex);
     free(seqs), free(scores);
     return rc;
+}
+
+/* A full disk or a closed pipe stops the program naming the output, rather
+ * than reporting success over missing scores (the error flag is sticky, so
+ * this covers every fprintf since the last check). */
+static void check_written(FILE *out, const char *out_path) {
+    errno = 0;
+    if (fflush(out) || ferror(out))
+        align_die("rm_score", "%s%s: write failed (%s); the output is incomplete", out_path ? "--out " : "",
+                  out_path ? out_path : "standard output", errno ? strerror(errno) : "I/O error");
 }
 
 int main(int argc, char **argv) {
@@ -164,6 +175,7 @@ int main(int argc, char **argv) {
         if (!*p) continue;
         char where[4200];
         snprintf(where, sizeof where, "%s:%ld", data, lineno);
+        if (ds_check_utf8(line, (size_t)len, where)) align_die_error("rm_score");
         cJSON *rec = cJSON_ParseWithLength(line, len);
         int pref = rec && cJSON_GetObjectItem(rec, "chosen") && cJSON_GetObjectItem(rec, "rejected");
         opt.kind = pref ? DS_PREFERENCE : DS_SFT;
@@ -181,6 +193,7 @@ int main(int argc, char **argv) {
         it->pref = pref;
         if (++n == batch_size) {
             if (flush(&sc, items, n, out)) align_die_error("rm_score");
+            check_written(out, out_path);
             n_done += n;
             n = 0;
         }
@@ -191,7 +204,8 @@ int main(int argc, char **argv) {
     /* an empty input is a mistake (a wrong path, a failed export), not a run */
     if (!n_done && !n_bad) align_die("rm_score", "--data %s: no records in the file", data);
     if (!n_done) align_die("rm_score", "--data %s: none of its %ld records could be scored (all skipped as bad)", data, n_bad);
-    if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed", out_path);
+    check_written(out, out_path);
+    if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed (%s)", out_path, strerror(errno));
     fclose(in);
     free(line);
     free(items);

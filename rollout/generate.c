@@ -24,7 +24,10 @@
  *
  * --chat reads one user message per line from stdin and streams the reply
  * as it is generated, keeping the conversation; /reset forgets it, /quit
- * (or end of input) ends. It works the same when stdin is a pipe. */
+ * (or end of input) ends. Ctrl-C stops a reply and returns to the prompt;
+ * at the prompt it exits (130). It works the same when stdin is a pipe. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,8 +165,25 @@ static int is_stop_id(const GenConfig *gc, int32_t t) {
     return 0;
 }
 
+/* Ctrl-C in --chat, as llama.cpp and Ollama do it: during a reply it stops
+ * the reply (the callback below sees the flag) and the prompt comes back;
+ * at the prompt it ends the program. The handler exits itself there, so no
+ * check can miss a signal that lands just before getline blocks. */
+static volatile sig_atomic_t chat_replying, chat_stop;
+
+static void on_chat_sigint(int sig) {
+    (void)sig;
+    if (chat_replying) {
+        chat_stop = 1;
+        return;
+    }
+    (void)!write(STDERR_FILENO, "\n", 1);
+    _exit(130);
+}
+
 static int on_token(void *ctx, const GenOutput *o) {
     Run *r = ctx;
+    if (r->stream && chat_stop) return 1; /* Ctrl-C: end the reply here */
     SeqText *st = &r->seqs[o->prompt_index * r->gc->n_samples + o->sample_index];
     int32_t t = o->tokens[o->n_tokens - 1];
     if (is_stop_id(r->gc, t)) return 0; /* generate_run ends it; its text stays out */
@@ -221,6 +241,16 @@ static void write_record(FILE *f, const Tokenizer *tok, long index, const int32_
     free(ptext);
 }
 
+/* A failed write (a full disk, a closed pipe) is an error naming where the
+ * records went: the stream's error flag is sticky, so checking it after
+ * each record covers every fputs/fprintf/fwrite before it. Callers clear
+ * errno before writing, so the reason shown is the failed write's. */
+static int check_written(FILE *f, const char *name, int flush) {
+    if ((flush && fflush(f)) || ferror(f))
+        return align_errorf("%s: write failed (%s); the output is incomplete", name, errno ? strerror(errno) : "I/O error");
+    return 0;
+}
+
 static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate tmpl, GenConfig *gc, StopStrings *stops) {
     DsOptions opt;
     ds_options_default(&opt);
@@ -247,6 +277,9 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     SeqText *seqs = calloc((size_t)chunk * gc->n_samples, sizeof *seqs);
     long base = 0, n_tokens = 0;
     int rc = 0, done = 0;
+    char where[4200];
+    if (a->out) snprintf(where, sizeof where, "--out %s", a->out);
+    else snprintf(where, sizeof where, "standard output");
     double t0 = align_now();
     while (!done && rc == 0) {
         int np = 0;
@@ -277,16 +310,19 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
             gc->prompt_index_base = base;
             if (generate_run(m, gc, gp, np, out, on_token, &run)) rc = -1;
             for (int i = 0; rc == 0 && i < no; i++) {
+                errno = 0;
                 write_record(f, tok, base + out[i].prompt_index, gp[out[i].prompt_index].tokens,
                              gp[out[i].prompt_index].n_tokens, &out[i], &seqs[i]);
                 n_tokens += out[i].n_tokens;
+                rc = check_written(f, where, 0);
             }
             generate_outputs_free(out, no);
             for (int i = 0; i < no; i++) free(seqs[i].text.s);
             base += np;
         }
         for (int i = 0; i < np; i++) free(ptoks[i]);
-        fflush(f);
+        errno = 0;
+        if (rc == 0) rc = check_written(f, where, 1);
     }
     size_t n_bad = 0;
     ds_reader_counts(rd, &n_bad, NULL, NULL);
@@ -297,7 +333,10 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
                 gc->n_samples, n_tokens, dt, n_tokens / (dt > 0 ? dt : 1), n_bad ? ", some records skipped" : "");
     if (n_bad) fprintf(stderr, "%s: skipped %zu bad records; the first: %s\n", PROG, n_bad, ds_reader_first_bad(rd));
     ds_reader_close(rd);
-    if (f != stdout && fclose(f) && rc == 0) rc = align_errorf("--out %s: write failed", a->out);
+    errno = 0;
+    if (rc == 0) rc = check_written(f, where, 1);
+    if (f != stdout && fclose(f) && rc == 0)
+        rc = align_errorf("%s: write failed (%s); the output is incomplete", where, errno ? strerror(errno) : "I/O error");
     free(ptoks), free(gp), free(out), free(seqs);
     return rc;
 }
@@ -334,9 +373,14 @@ static cJSON *new_conversation(const Args *a) {
 static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate tmpl, GenConfig *gc, StopStrings *stops) {
     int tty = isatty(0);
     if (tty)
-        fprintf(stderr, "%s: chat with %s (template %s); /reset starts over, /quit ends\n", PROG, a->model,
+        fprintf(stderr, "%s: chat with %s (template %s); /reset starts over, /quit or Ctrl-D ends, Ctrl-C stops a reply\n", PROG, a->model,
                 chat_template_name(tmpl));
     gc->n_samples = 1;
+    struct sigaction sa = {0}, old_int;
+    sa.sa_handler = on_chat_sigint;
+    sa.sa_flags = SA_RESTART; /* a write to stdout must not fail with EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
     cJSON *msgs = new_conversation(a);
     char *line = NULL;
     size_t cap = 0;
@@ -367,7 +411,12 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         SeqText st = {.cut = -1};
         Run run = {.tok = tok, .gc = gc, .stops = stops, .seqs = &st, .stream = 1};
         gc->prompt_index_base = turn++;
+        chat_stop = 0;
+        chat_replying = 1;
         int rc = generate_run(m, gc, &p, 1, &o, on_token, &run);
+        chat_replying = 0;
+        int stopped = chat_stop;
+        chat_stop = 0;
         ds_example_free(&ex);
         if (rc) {
             /* e.g. the conversation outgrew the model: keep the session */
@@ -380,18 +429,29 @@ static int run_chat(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         size_t len = seq_text_len(&st);
         if (len > st.shown) fwrite(st.text.s + st.shown, 1, len - st.shown, stdout);
         if (o.finish == GEN_FINISH_LENGTH && tty) fputs(" [max new tokens]", stdout);
+        if (stopped && tty) fputs(" [stopped]", stdout);
+        errno = 0; /* the reply's writes happened since; a flush that fails sets it */
         putchar('\n');
-        fflush(stdout);
+        if (check_written(stdout, "standard output", 1)) {
+            free(st.text.s);
+            generate_outputs_free(&o, 1);
+            free(line);
+            cJSON_Delete(msgs);
+            sigaction(SIGINT, &old_int, NULL);
+            return -1;
+        }
         char *reply = malloc(len + 1);
         memcpy(reply, st.text.s ? st.text.s : "", len);
         reply[len] = 0;
-        add_message(msgs, "assistant", reply);
+        add_message(msgs, "assistant", reply); /* the part shown stays in the conversation */
+        if (stopped && !tty) fprintf(stderr, "%s: reply stopped (Ctrl-C); Ctrl-C at the prompt or end of input exits\n", PROG);
         free(reply);
         free(st.text.s);
         generate_outputs_free(&o, 1);
     }
     free(line);
     cJSON_Delete(msgs);
+    sigaction(SIGINT, &old_int, NULL);
     return 0;
 }
 

@@ -125,6 +125,55 @@ int main(void) {
               "config %s refused, naming the key and file: %s", configs[i], align_error());
         cli_free(&cs);
     }
+
+    /* TRL's names: aliases and '_' for '-', on argv and as config keys */
+    static float alr;
+    static int abatch, aaccum, asteps;
+    static const char *aout;
+    CliFlag trl[] = {
+        {"lr", CLI_FLOAT, &alr, "learning rate", CLI_NONNEG},
+        {"batch-size", CLI_INT, &abatch, "batch", CLI_AT_LEAST_1},
+        {"grad-accum", CLI_INT, &aaccum, "accumulation", CLI_AT_LEAST_1},
+        {"max-steps", CLI_INT, &asteps, "steps", CLI_UNSET_OR_POSITIVE},
+        {"out", CLI_STRING, &aout, "output"},
+    };
+    CliSpec ts = {.prog = "prog", .usage = "prog", .flags = trl, .n_flags = 5};
+    char *at1[] = {"prog", "--learning_rate", "3e-4", "--per_device_train_batch_size=4", "--gradient-accumulation-steps", "2",
+                   "--max_steps", "9", "--output_dir", "o"};
+    CHECK(cli_parse(&ts, 10, at1) == 0, "TRL names on argv: %s", align_error());
+    CHECK(alr == 3e-4f && abatch == 4 && aaccum == 2 && asteps == 9 && !strcmp(aout, "o"), "TRL names set our flags");
+    CHECK(cli_was_set(&ts, "lr") && cli_was_set(&ts, "batch-size"), "an alias marks our flag as set");
+    char *at2[] = {"prog", "--learning-rate", "-1"};
+    CHECK(cli_parse(&ts, 3, at2) == -1 && strstr(align_error(), "--lr"), "an alias is checked as its flag: %s", align_error());
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *trl_json = "{\"learning_rate\": 1e-3, \"gradient_accumulation_steps\": 8, \"max_steps\": 5}";
+    CHECK(write(fd, trl_json, strlen(trl_json)) > 0, "write config");
+    close(fd);
+    char *at3[] = {"prog", "--config", path, "--lr", "0.5"};
+    alr = 0, aaccum = 0, asteps = 0;
+    CHECK(cli_parse(&ts, 3, at3) == 0 && alr == 1e-3f && aaccum == 8 && asteps == 5, "TRL keys in --config: %s", align_error());
+    for (int i = 0; i < ts.n_flags; i++) trl[i].set = 0;
+    CHECK(cli_parse(&ts, 5, at3) == 0 && alr == 0.5f, "our flag overrides the config's alias: %s", align_error());
+    cli_free(&ts);
+    /* an alias whose flag this program lacks is unknown */
+    char *at4[] = {"prog", "--num_train_epochs", "3"};
+    CHECK(cli_parse(&ts, 3, at4) == -1 && strstr(align_error(), "unknown flag --num_train_epochs"), "absent target: %s", align_error());
+
+    /* the nearest flag for a typo, through aliases too */
+    char *at5[] = {"prog", "--lerning-rate", "1"};
+    CHECK(cli_parse(&ts, 3, at5) == -1 && strstr(align_error(), "unknown flag --lerning-rate; did you mean --lr?"),
+          "typo of an alias: %s", align_error());
+    char *at6[] = {"prog", "--max-step", "1"};
+    CHECK(cli_parse(&ts, 3, at6) == -1 && strstr(align_error(), "did you mean --max-steps?"), "typo of a flag: %s", align_error());
+    char *at7[] = {"prog", "--zzzzzzzz", "1"};
+    CHECK(cli_parse(&ts, 3, at7) == -1 && !strstr(align_error(), "did you mean"), "nothing near, no guess: %s", align_error());
+    fd = open(path, O_WRONLY | O_TRUNC);
+    CHECK(write(fd, "{\"grad_acum\": 2}", 16) == 16, "write config");
+    close(fd);
+    char *at8[] = {"prog", "--config", path};
+    CHECK(cli_parse(&ts, 3, at8) == -1 && strstr(align_error(), "did you mean \"grad-accum\"?") && strstr(align_error(), path),
+          "typo of a config key: %s", align_error());
+    cli_free(&ts);
     unlink(path);
     return test_summary();
 }

@@ -570,6 +570,73 @@ static void test_bad_split_regex(void) {
     if (t) tok_free(t);
 }
 
+/* Bytes that are not UTF-8 (Latin-1 é, an overlong '/', a surrogate, a
+ * character cut short) are refused with file, line and column; UTF-8 of
+ * every length is accepted. */
+static void test_not_utf8(void) {
+    expect_error("{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n{\"prompt\":\"caf\xe9\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
+                 DS_PREFERENCE, "not valid UTF-8 (byte 0xE9 at column 15); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)", 2);
+    static const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\x80", "\xff"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char rec[128];
+        snprintf(rec, sizeof rec, "{\"question\":\"q%s\",\"answer\":\"a\"}", bad[i]);
+        CHECK(ds_check_utf8(rec, strlen(rec), "f:3") == -1 && strstr(align_error(), "f:3: not valid UTF-8 (byte") &&
+                  strstr(align_error(), "column 15"),
+              "bad sequence %zu refused: %s", i, align_error());
+    }
+    const char *good = "{\"question\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"answer\":\"\xed\x9f\xbf\"}";
+    CHECK(ds_check_utf8(good, strlen(good), "f:1") == 0, "UTF-8 of 2, 3 and 4 bytes accepted: %s", align_error());
+    /* under --skip-bad such a line is one bad record */
+    char *path = write_file("latin1.jsonl", "{\"question\":\"q\",\"answer\":\"a\"}\n{\"question\":\"\xe9t\xe9\",\"answer\":\"a\"}\n");
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = DS_SFT;
+    o.skip_bad = 1;
+    Dataset ds;
+    CHECK(ds_load(path, tok, &o, &ds) == 0 && ds.n == 1 && ds.n_bad == 1 && strstr(ds.first_bad, "latin1.jsonl:2: not valid UTF-8"),
+          "--skip-bad skips it: %s", align_error());
+    ds_free(&ds);
+}
+
+/* An hh-rlhf transcript under a chat template becomes its turns, not one
+ * user message holding the whole transcript; without a template it stays
+ * the raw text (TRL's way with string data). */
+static void test_hh_turns(void) {
+    const char *rec = "{\"chosen\":\"\\n\\nHuman: Hi\\n\\nAssistant: Hello.\\n\\nHuman: Color?\\n\\nAssistant: Blue.\","
+                      "\"rejected\":\"\\n\\nHuman: Hi\\n\\nAssistant: Hello.\\n\\nHuman: Color?\\n\\nAssistant: Seven.\"}";
+    DsExample ex;
+    CHECK(one(rec, DS_PREFERENCE, CHAT_TEMPLATE_CHATML, &ex) == 1, "hh on chatml: %s", align_error());
+    check_dec(ex.prompt, ex.n_prompt,
+              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nColor?<|im_end|>\n"
+              "<|im_start|>assistant\n",
+              "hh transcript split into chatml turns");
+    check_dec(ex.chosen, ex.n_chosen, "Blue.<|im_end|>", "the reply loses the marker's space");
+    check_dec(ex.rejected, ex.n_rejected, "Seven.<|im_end|>", "rejected likewise");
+    ds_example_free(&ex);
+    /* the hh template renders the turns back into the transcript */
+    DsExample raw;
+    CHECK(one(rec, DS_PREFERENCE, CHAT_TEMPLATE_HH, &ex) == 1 && one(rec, DS_PREFERENCE, CHAT_TEMPLATE_NONE, &raw) == 1,
+          "hh on hh / none: %s", align_error());
+    CHECK(ids_eq(ex.prompt, ex.n_prompt, raw.prompt, raw.n_prompt) && ids_eq(ex.chosen, ex.n_chosen, raw.chosen, raw.n_chosen),
+          "hh template on the split turns = the raw transcript");
+    check_dec(raw.prompt, raw.n_prompt, "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Color?\n\nAssistant:",
+              "no template: the transcript as it is");
+    ds_example_free(&ex);
+    ds_example_free(&raw);
+    /* SFT {prompt, completion} holding a transcript too */
+    CHECK(one("{\"prompt\":\"\\n\\nHuman: Hi\\n\\nAssistant:\",\"completion\":\" Hello.\"}", DS_SFT, CHAT_TEMPLATE_CHATML,
+              &ex) == 1,
+          "hh sft: %s", align_error());
+    check_dec(ex.prompt, ex.n_prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "hh SFT prompt");
+    check_dec(ex.chosen, ex.n_chosen, "Hello.<|im_end|>", "hh SFT completion");
+    ds_example_free(&ex);
+    /* a prompt that only mentions Human: stays one message */
+    CHECK(one("{\"prompt\":\"Who said Human: hi?\",\"completion\":\"me\"}", DS_SFT, CHAT_TEMPLATE_CHATML, &ex) == 1,
+          "plain: %s", align_error());
+    check_dec(ex.prompt, ex.n_prompt, "<|im_start|>user\nWho said Human: hi?<|im_end|>\n<|im_start|>assistant\n", "plain prompt");
+    ds_example_free(&ex);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/test_dataset_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -593,6 +660,8 @@ int main(void) {
     test_pack();
     test_pack_pairs();
     test_bad_split_regex();
+    test_not_utf8();
+    test_hh_turns();
     tok_free(tok);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

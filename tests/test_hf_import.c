@@ -213,6 +213,50 @@ static void test_errors(void) {
           "missing layer refused: %s", align_error());
 }
 
+/* A tokenizer that does not fit the model's vocabulary is refused at load:
+ * larger (ids without an embedding) or smaller by more than padding; the
+ * padding Hugging Face models carry is accepted. */
+static void test_vocab_mismatch(void) {
+    const char *specials[] = {"<|endoftext|>"};
+    Tokenizer *byte = tok_byte_level(specials, 1); /* 257 tokens */
+    char *tj = tok_to_hf_json(byte);
+    int t = tok_vocab_size(byte);
+    static const struct {
+        int vocab, ok;
+        const char *says;
+    } cases[] = {{257, 1, ""}, {257 + 64, 1, ""}, {257 + 128, 1, ""}, {200, 0, "ids 200 and up have no embedding"},
+                 {256, 0, "ids 256 and up"}, {257 + 129, 0, "more than padding"}, {4096, 0, "more than padding"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ModelConfig c;
+        model_config_defaults(&c, ARCH_LLAMA);
+        c.vocab_size = cases[i].vocab, c.dim = 16, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 2, c.ffn_dim = 32, c.head_dim = 8;
+        c.max_seq_len = 32;
+        Model *m = model_create(&c, &backend_cpu);
+        CHECK(m != NULL, "model: %s", align_error());
+        if (!m) continue;
+        model_init_random(m, 1);
+        CkptExtras ex;
+        ckpt_extras_init(&ex);
+        ckpt_extras_set(&ex.tokenizer_json, tj);
+        char path[600];
+        snprintf(path, sizeof path, "%s/vocab%d.ckpt", tmpdir, cases[i].vocab);
+        CHECK(ckpt_save(path, m, &ex) == 0, "save: %s", align_error());
+        ckpt_extras_free(&ex);
+        model_free(m);
+        ModelBundle b;
+        int rc = model_load_any(path, &backend_cpu, MODEL_LOAD_TOKENIZER, &b);
+        if (cases[i].ok) {
+            CHECK(rc == 0, "tokenizer %d, vocabulary %d accepted: %s", t, cases[i].vocab, align_error());
+            if (rc == 0) model_bundle_free(&b);
+        } else {
+            CHECK(rc == -1 && strstr(align_error(), path) && strstr(align_error(), cases[i].says),
+                  "tokenizer %d, vocabulary %d refused: %s", t, cases[i].vocab, rc ? align_error() : "(loaded)");
+        }
+    }
+    free(tj);
+    tok_free(byte);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/align_test_hf_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -220,6 +264,7 @@ int main(void) {
     test_fixture("hf_tiny_llama", "llama3", 0);
     test_fixture("hf_tiny_qwen2", "chatml", 1);
     test_errors();
+    test_vocab_mismatch();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

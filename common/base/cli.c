@@ -15,10 +15,96 @@
 static cJSON *config_trees[8];
 static int n_config_trees;
 
-static CliFlag *find_flag(CliSpec *s, const char *name) {
+/* Other names for our flags: TRL's TrainingArguments / SFTConfig /
+ * DPOConfig names and those of the TRL scripts and peft, so a TRL command
+ * line or config works unchanged. An alias counts only where its flag
+ * exists. Names are compared with '-' and '_' alike (name_eq), so
+ * --learning_rate, --learning-rate, --max_steps and the config key
+ * "max_steps" are all accepted. */
+static const struct {
+    const char *alias, *name;
+} cli_aliases[] = {
+    {"learning-rate", "lr"},
+    {"per-device-train-batch-size", "batch-size"},
+    {"gradient-accumulation-steps", "grad-accum"},
+    {"num-train-epochs", "epochs"},
+    {"lr-scheduler-type", "lr-schedule"},
+    {"save-steps", "save-every"},
+    {"eval-steps", "eval-every"},
+    {"output-dir", "out"},
+    {"resume-from-checkpoint", "resume"},
+    {"model-name-or-path", "model"},
+    {"max-seq-length", "max-length"},
+    {"lora-r", "lora-rank"},
+    {"lora-target-modules", "lora-targets"},
+};
+
+static int name_eq(const char *a, const char *b) {
+    for (;; a++, b++) {
+        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
+        if (x != y) return 0;
+        if (!x) return 1;
+    }
+}
+
+static CliFlag *find_exact(CliSpec *s, const char *name) {
     for (int i = 0; i < s->n_flags; i++)
-        if (!strcmp(s->flags[i].name, name)) return &s->flags[i];
+        if (name_eq(s->flags[i].name, name)) return &s->flags[i];
     return NULL;
+}
+
+static CliFlag *find_flag(CliSpec *s, const char *name) {
+    CliFlag *f = find_exact(s, name);
+    for (size_t i = 0; !f && i < sizeof cli_aliases / sizeof *cli_aliases; i++)
+        if (name_eq(cli_aliases[i].alias, name)) f = find_exact(s, cli_aliases[i].name);
+    return f;
+}
+
+/* Levenshtein distance with '-' == '_', capped at 99 (names are short). */
+static int edit_distance(const char *a, const char *b) {
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 98 || m > 98) return 99;
+    int row[100];
+    for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= n; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= m; j++) {
+            char x = a[i - 1] == '_' ? '-' : a[i - 1], y = b[j - 1] == '_' ? '-' : b[j - 1];
+            int best = diag + (x != y);
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = row[j];
+            row[j] = best;
+        }
+    }
+    return row[m];
+}
+
+/* The flag whose name or alias is nearest to an unknown `name`, when near
+ * enough to be a typo (a third of the name's length, at least 2 edits);
+ * NULL otherwise. */
+static const char *nearest_flag(CliSpec *s, const char *name) {
+    const char *best = NULL;
+    int best_d = 99, limit = (int)strlen(name) / 3;
+    if (limit < 2) limit = 2;
+    for (int i = 0; i < s->n_flags; i++) {
+        int d = edit_distance(name, s->flags[i].name);
+        if (d < best_d) best_d = d, best = s->flags[i].name;
+    }
+    for (size_t i = 0; i < sizeof cli_aliases / sizeof *cli_aliases; i++) {
+        CliFlag *f = find_exact(s, cli_aliases[i].name);
+        int d = f ? edit_distance(name, cli_aliases[i].alias) : 99;
+        if (d < best_d) best_d = d, best = f->name;
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+/* "unknown flag --x; did you mean --y? (see --help)" into the error. */
+static int unknown_flag(CliSpec *s, const char *name) {
+    const char *near = nearest_flag(s, name);
+    if (near) return align_errorf("unknown flag --%s; did you mean --%s? (see --help)", name, near);
+    return align_errorf("unknown flag --%s (see --help)", name);
 }
 
 /* "" when x passes f's check, else what the flag accepts. */
@@ -90,7 +176,13 @@ static int apply_config(CliSpec *s, const char *path) {
     for (cJSON *it = root->child; it; it = it->next) {
         if (!strcmp(it->string, "config")) continue;
         CliFlag *f = find_flag(s, it->string);
-        if (!f) return align_errorf("--config %s: unknown key \"%s\" (keys are %s's long flag names)", path, it->string, s->prog);
+        if (!f) {
+            const char *near = nearest_flag(s, it->string);
+            if (near)
+                return align_errorf("--config %s: unknown key \"%s\"; did you mean \"%s\"? (keys are %s's long flag names)",
+                                    path, it->string, near, s->prog);
+            return align_errorf("--config %s: unknown key \"%s\" (keys are %s's long flag names)", path, it->string, s->prog);
+        }
         char where[512];
         snprintf(where, sizeof where, "--config %s: key \"%s\":", path, it->string);
         if (cJSON_IsString(it)) {
@@ -151,13 +243,13 @@ int cli_parse(CliSpec *s, int argc, char **argv) {
         char name[128];
         const char *eq = strchr(a, '=');
         size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        if (n >= sizeof name) return align_errorf("unknown flag %s (see --help)", a);
+        if (n >= sizeof name) return align_errorf("unknown flag %.200s (see --help)", a);
         memcpy(name, a + 2, n);
         name[n] = 0;
         CliFlag *f = find_flag(s, name);
         int negated = 0;
         if (!f && !strncmp(name, "no-", 3) && (f = find_flag(s, name + 3)) && f->type == CLI_BOOL) negated = 1;
-        if (!f) return align_errorf("unknown flag --%s (see --help)", name);
+        if (!f) return unknown_flag(s, name);
         if (f->type == CLI_BOOL && !eq) {
             *(int *)f->dst = !negated;
             f->set = 1;
@@ -193,7 +285,16 @@ void cli_print_help(const CliSpec *s) {
         else if (f->type == CLI_INT) snprintf(def, sizeof def, " (default %d)", *(int *)f->dst);
         else if (f->type == CLI_FLOAT) snprintf(def, sizeof def, " (default %g)", *(float *)f->dst);
         else if (f->type == CLI_STRING && *(const char **)f->dst) snprintf(def, sizeof def, " (default %.40s)", *(const char **)f->dst);
-        printf("  %-26s %s%s\n", left, f->help, def);
+        char also[160] = ""; /* the TRL names, written as TRL writes them */
+        size_t k = 0;
+        for (size_t j = 0; j < sizeof cli_aliases / sizeof *cli_aliases; j++) {
+            if (strcmp(cli_aliases[j].name, f->name) || k + 48 > sizeof also) continue;
+            k += (size_t)snprintf(also + k, sizeof also - k, "%s", k ? ", " : " (TRL: ");
+            for (const char *c = cli_aliases[j].alias; *c; c++) also[k++] = *c == '-' ? '_' : *c;
+            also[k] = 0;
+        }
+        if (k) snprintf(also + k, sizeof also - k, ")");
+        printf("  %-26s %s%s%s\n", left, f->help, def, also);
     }
     printf("  %-26s %s\n", "--config FILE.json", "read flags from a JSON object");
     printf("  %-26s %s\n", "--help", "print this help");

@@ -4,8 +4,15 @@
  * help); cli_parse fills the destinations from `--config FILE.json` first
  * (keys are the long flag names, without dashes) and then from argv, so
  * flags override the config. `--help` prints the table. Every error names
- * the flag or the config file and key at fault. Positional arguments are
- * collected in order for the caller. */
+ * the flag or the config file and key at fault; an unknown one names the
+ * nearest flag ("did you mean --lr?"). Positional arguments are collected
+ * in order for the caller.
+ *
+ * Names compare with '-' and '_' alike, and TRL's TrainingArguments names
+ * (learning_rate, per_device_train_batch_size, gradient_accumulation_steps,
+ * num_train_epochs, lr_scheduler_type, save_steps, eval_steps, output_dir,
+ * ...) are aliases of ours wherever our flag exists, on the command line
+ * and as --config keys. */
 #ifndef ALIGN_CLI_H
 #define ALIGN_CLI_H
 

@@ -136,6 +136,7 @@ void ckpt_extras_free(CkptExtras *e) {
     free(e->chat_template);
     free(e->chat_template_jinja);
     free(e->train_state);
+    free(e->base_model);
     for (int i = 0; i < e->n_tensors; i++) {
         free(e->tensors[i].name);
         if (e->tensors[i].owned) align_free(e->tensors[i].data);
@@ -380,7 +381,8 @@ int ckpt_save(const char *path, Model *m, const CkptExtras *extras) {
             (extras->chat_template && st_writer_meta(w, "chat_template", extras->chat_template)) ||
             (extras->chat_template_jinja &&
              st_writer_meta(w, "chat_template_jinja", extras->chat_template_jinja)) ||
-            (extras->train_state && st_writer_meta(w, "train_state", extras->train_state)))
+            (extras->train_state && st_writer_meta(w, "train_state", extras->train_state)) ||
+            (extras->base_model && st_writer_meta(w, "base_model", extras->base_model)))
             goto done;
     }
     rc = st_writer_save(w, path);
@@ -484,7 +486,8 @@ int ckpt_load(const char *path, const Backend *be, Model **out, CkptExtras *extr
         if (ckpt_extras_set(&extras_out->tokenizer_json, st_meta(&f, "tokenizer")) ||
             ckpt_extras_set(&extras_out->chat_template, st_meta(&f, "chat_template")) ||
             ckpt_extras_set(&extras_out->chat_template_jinja, st_meta(&f, "chat_template_jinja")) ||
-            ckpt_extras_set(&extras_out->train_state, st_meta(&f, "train_state")))
+            ckpt_extras_set(&extras_out->train_state, st_meta(&f, "train_state")) ||
+            ckpt_extras_set(&extras_out->base_model, st_meta(&f, "base_model")))
             goto done;
     }
     ckpt_host_params_release(m, host, 1);

@@ -11,6 +11,9 @@
  *   "chat_template"   built-in template name (when known)
  *   "chat_template_jinja"  the model's own Jinja template (when known)
  *   "train_state"     the caller's JSON text (step, RNG, data cursor, ...)
+ *   "base_model"      the Hugging Face name or path these weights load from
+ *                     (when they are still those weights: a conversion, a
+ *                     LoRA run's checkpoint; a peft adapter names it)
  *   "checksum"        "xxh64:<16 hex digits>" of the whole data section
  * Extra tensors (optimizer moments "optim.m.<name>" / "optim.v.<name>", or
  * anything a caller adds) follow the model's. The checksum is verified on
@@ -41,6 +44,7 @@ typedef struct {
     char *chat_template;        /* name: "chatml", "llama3", "hh", "none" */
     char *chat_template_jinja;  /* the model's own template text */
     char *train_state;          /* caller's JSON text */
+    char *base_model;           /* HF name or path of the same weights (peft's base_model_name_or_path) */
     int n_tensors;
     CkptTensor *tensors;
 } CkptExtras;

@@ -667,6 +667,10 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     host = NULL;
     out->model = m;
     if (gguf_tokenizer(&f, out) != 0) goto done;
+    /* the Hugging Face repository the file was converted from, when the
+     * converter recorded it (peft adapters name it as their base) */
+    const char *repo = gguf_get_str(&f, "general.source.huggingface.repository");
+    if (repo && *repo && ckpt_extras_set(&out->extras.base_model, repo)) goto done;
     const char *ct = gguf_get_str(&f, "tokenizer.chat_template");
     if (ct) {
         if (ckpt_extras_set(&out->extras.chat_template_jinja, ct)) goto done;

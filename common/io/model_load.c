@@ -20,6 +20,32 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* A tokenizer belongs to the model when every id it makes has an embedding
+ * row, and the model's rows beyond it are no more than the padding Hugging
+ * Face models carry (vocab_size rounded up for the matmuls: Qwen2 151665 ->
+ * 151936, Pythia 50277 -> 50304, Phi-3 32011 -> 32064): at most 128 rows
+ * or 1/64 of the tokenizer. A bigger gap means a tokenizer from another
+ * model, whose ids would pick the wrong rows without any error. */
+static int check_vocab(const char *path, const Tokenizer *tok, const Model *m) {
+    int t = tok_vocab_size(tok), v = m->cfg.vocab_size;
+    if (t > v)
+        return align_errorf("%s: the tokenizer has %d tokens but the model's vocabulary has %d rows: ids %d and up "
+                            "have no embedding (a tokenizer from another model?)", path, t, v, v);
+    int pad = t / 64 > 128 ? t / 64 : 128;
+    if (v - t > pad)
+        return align_errorf("%s: the tokenizer has %d tokens but the model's vocabulary has %d rows, more than "
+                            "padding (a tokenizer from another model?)", path, t, v);
+    return 0;
+}
+
+int model_load_note_source(ModelBundle *b, const char *path) {
+    if (b->extras.base_model) return 0;
+    char *abs = realpath(path, NULL);
+    int rc = ckpt_extras_set(&b->extras.base_model, abs ? abs : path);
+    free(abs);
+    return rc;
+}
+
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out) {
     memset(out, 0, sizeof *out);
     ckpt_extras_init(&out->extras);
@@ -43,6 +69,10 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
         else rc = ckpt_load(path, be, &out->model, &out->extras);
     }
     if (rc != 0) return -1;
+    if (model_load_note_source(out, path)) {
+        model_bundle_free(out);
+        return -1;
+    }
     if ((flags & MODEL_LOAD_TOKENIZER) && !out->tok) {
         if (!out->extras.tokenizer_json) {
             model_bundle_free(out);
@@ -54,6 +84,10 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
             model_bundle_free(out);
             return -1;
         }
+    }
+    if (out->tok && check_vocab(path, out->tok, out->model)) {
+        model_bundle_free(out);
+        return -1;
     }
     return 0;
 }

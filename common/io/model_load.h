@@ -18,6 +18,12 @@ enum {
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out);
 
+/* Where the bundle's weights load from in Hugging Face terms, into
+ * extras.base_model when the importer found nothing better (a .ckpt's
+ * recorded base, a GGUF's source repository): the absolute path. A peft
+ * adapter records it as base_model_name_or_path. model_load_any calls it. */
+int model_load_note_source(ModelBundle *b, const char *path);
+
 /* path ending in .ckpt: checkpoint; anything else: HF export directory. */
 int model_save_any(const char *path, ModelBundle *b);
 /* The same for a model with LoRA adapters or a quantised base: what it

@@ -21,7 +21,9 @@ int optim_parse_schedule(const char *name, LrSchedule *out) {
     if (!strcmp(name, "constant")) *out = LR_CONSTANT;
     else if (!strcmp(name, "linear")) *out = LR_LINEAR;
     else if (!strcmp(name, "cosine")) *out = LR_COSINE;
-    else return align_errorf("--lr-schedule %s: expected constant, linear or cosine", name);
+    /* TRL's name for what "constant" is here: warmup (if any), then flat */
+    else if (!strcmp(name, "constant_with_warmup")) *out = LR_CONSTANT;
+    else return align_errorf("--lr-schedule %s: expected constant, linear or cosine (or constant_with_warmup)", name);
     return 0;
 }
 

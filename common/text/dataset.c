@@ -389,25 +389,83 @@ static int encode_completion(Ids *a, const Tokenizer *tok, ChatTemplate t, int u
     return rc ? -1 : 0;
 }
 
+/* An hh-rlhf transcript prompt ("\n\nHuman: q\n\nAssistant: a\n\nHuman:
+ * q2\n\nAssistant:") as chat turns, for a chat template: one user or
+ * assistant message per "Human: "/"Assistant: " section, the final empty
+ * "Assistant:" becoming the template's generation prompt. Returns the
+ * number of messages (into *out, contents in *owned), 0 when the text is
+ * not such a transcript (it stays one user message), -1 on error. */
+static int hh_turns(const char *text, ChatMessage **out, char **owned) {
+    static const char H[] = "\n\nHuman: ", A[] = "\n\nAssistant: ", END[] = "\n\nAssistant:";
+    if (strncmp(text, H, sizeof H - 1)) return 0;
+    size_t n = strlen(text);
+    if (n < sizeof END - 1 || strcmp(text + n - (sizeof END - 1), END)) return 0;
+    char *buf = strdup(text);
+    int cap = 4, k = 0;
+    ChatMessage *m = malloc((size_t)cap * sizeof *m);
+    if (!buf || !m) {
+        free(buf), free(m);
+        return align_errorf("out of memory");
+    }
+    buf[n - (sizeof END - 1)] = 0; /* the generation prompt */
+    char *p = buf;
+    const char *role = "user";
+    size_t skip = sizeof H - 1;
+    for (;;) {
+        p += skip;
+        char *nh = strstr(p, H), *na = strstr(p, A);
+        char *next = nh && (!na || nh < na) ? nh : na;
+        if (k == cap) {
+            ChatMessage *g = realloc(m, (size_t)(cap *= 2) * sizeof *m);
+            if (!g) {
+                free(buf), free(m);
+                return align_errorf("out of memory");
+            }
+            m = g;
+        }
+        m[k++] = (ChatMessage){role, p};
+        if (!next) break;
+        role = next == nh ? "user" : "assistant";
+        skip = next == nh ? sizeof H - 1 : sizeof A - 1;
+        *next = 0;
+        p = next;
+    }
+    if (strcmp(m[k - 1].role, "user")) { /* the last turn before the reply must be the human's */
+        free(buf), free(m);
+        return 0;
+    }
+    *out = m;
+    *owned = buf;
+    return k;
+}
+
 static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt, Ids *prompt, Ids *chosen,
                         Ids *rejected) {
     if (r->text_mode) return encode_text(chosen, tok, r->chosen, strlen(r->chosen)) ||
                               push_eos(chosen, tok, CHAT_TEMPLATE_NONE) ? -1 : 0;
     ChatTemplate t = opt->chat_template;
     int use_template = r->conv || t != CHAT_TEMPLATE_NONE;
+    int hh = 0;
     if (use_template) {
         const ChatMessage *pm = r->conv ? r->pmsgs : &r->user_msg;
         int npm = r->conv ? r->n_pmsgs : 1;
+        ChatMessage *turns = NULL;
+        char *owned = NULL;
+        if (!r->conv && (hh = hh_turns(r->prompt, &turns, &owned)) < 0) return -1;
+        if (hh > 0) pm = turns, npm = hh;
         ChatText ct;
-        if (chat_render(t, pm, npm, 1, &ct)) return -1;
-        int rc = encode_chat(prompt, tok, &ct);
-        chat_text_free(&ct);
+        int rc = chat_render(t, pm, npm, 1, &ct);
+        if (!rc) rc = encode_chat(prompt, tok, &ct), chat_text_free(&ct);
+        free(turns), free(owned);
         if (rc) return -1;
     } else if (encode_text(prompt, tok, r->prompt, strlen(r->prompt))) {
         return -1;
     }
-    if (r->chosen && encode_completion(chosen, tok, t, use_template, r->chosen)) return -1;
-    if (r->rejected && encode_completion(rejected, tok, t, use_template, r->rejected)) return -1;
+    /* an hh reply's leading space belongs to the "Assistant: " marker */
+    const char *c = r->chosen && hh > 0 && r->chosen[0] == ' ' ? r->chosen + 1 : r->chosen;
+    const char *rj = r->rejected && hh > 0 && r->rejected[0] == ' ' ? r->rejected + 1 : r->rejected;
+    if (c && encode_completion(chosen, tok, t, use_template, c)) return -1;
+    if (rj && encode_completion(rejected, tok, t, use_template, rj)) return -1;
     return 0;
 }
 
@@ -445,6 +503,40 @@ void ds_example_free(DsExample *ex) {
     free(ex->chosen);
     free(ex->rejected);
     memset(ex, 0, sizeof *ex);
+}
+
+/* Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), or n. cJSON copies
+ * such bytes into strings as they are: a file in Latin-1 or cp1252 would
+ * train on mojibake without a word. */
+static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c >= 0xE0 && c <= 0xEF) k = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4) k = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else return i;
+        if (i + k >= n) return i; /* cut short */
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (size_t j = 2; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80) return i;
+        i += k + 1;
+    }
+    return n;
+}
+
+int ds_check_utf8(const char *text, size_t len, const char *where) {
+    size_t bad = utf8_bad_offset((const unsigned char *)text, len);
+    if (bad == len) return 0;
+    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                        where, (unsigned char)text[bad], bad + 1);
 }
 
 int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
@@ -638,7 +730,7 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
         }
         ds_example_free(&r->cur);
-        int rc = ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+        int rc = ds_check_utf8(text, len, where) ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
         if (rc == 1) {
             if (r->cur.truncated) r->n_truncated++;
             r->cur.line = r->array ? r->elem - 1 : r->lineno;

@@ -108,6 +108,12 @@ void ds_reader_counts(const DsReader *r, size_t *n_bad, size_t *n_dropped, size_
 const char *ds_reader_first_bad(const DsReader *r);
 void ds_reader_close(DsReader *r);
 
+/* A data file's record must be UTF-8: -1 with "where: not valid UTF-8
+ * (byte 0xE9 at column 12) ..." otherwise. The reader checks every line
+ * (cJSON keeps such bytes in strings, so a Latin-1 file would train on
+ * mojibake without a word); programs reading files themselves call it. */
+int ds_check_utf8(const char *text, size_t len, const char *where);
+
 /* One record's JSON text -> example (ids malloc'd into ex: free with
  * ds_example_free). where names it in errors ("file:3"). Returns 1 = ok,
  * 0 = dropped (too long with DS_OVERFLOW_DROP), -1 = bad record. For fuzzing

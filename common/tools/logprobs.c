@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "cli.h"
@@ -102,7 +103,10 @@ int main(int argc, char **argv) {
         else
             fprintf(out, "{\"logp\": %.9g, \"tokens\": %d}\n", sums[i], counts[i]);
     }
-    if (fflush(out) != 0 || (out_path && fclose(out) != 0)) align_die("logprobs", "writing %s failed", out_path ? out_path : "standard output");
+    /* ferror too: a write that failed before the flush leaves nothing for fflush to report */
+    if (fflush(out) != 0 || ferror(out) || (out_path && fclose(out) != 0))
+        align_die("logprobs", "writing %s failed (%s); the output is incomplete", out_path ? out_path : "standard output",
+                  errno ? strerror(errno) : "I/O error");
     free(seqs), free(sums), free(counts);
     ds_free(&d);
     model_bundle_free(&b);

@@ -21,6 +21,11 @@ void train_args_defaults(TrainArgs *a) {
     a->lr = 5e-7f; /* TRL's DPOConfig default; programs override (sft: 2e-5) */
     a->weight_decay = 0.0f;
     a->max_grad_norm = 1.0f;
+    a->adam_beta1 = 0.9f; /* torch.optim.AdamW and TrainingArguments */
+    a->adam_beta2 = 0.999f;
+    a->adam_epsilon = 1e-8f;
+    a->logging_steps = 10;
+    a->save_total_limit = 1; /* the newest only, as before the flag existed */
     a->batch_size = 8;
     a->grad_accum = 1;
     a->epochs = 1;
@@ -46,6 +51,11 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lr-schedule", CLI_STRING, &a->lr_schedule, "constant, linear or cosine"},
         {"weight-decay", CLI_FLOAT, &a->weight_decay, "AdamW decoupled weight decay (not on biases and norms)", CLI_NONNEG},
         {"max-grad-norm", CLI_FLOAT, &a->max_grad_norm, "clip gradients to this global norm (0 = off)", CLI_NONNEG},
+        {"adam-beta1", CLI_FLOAT, &a->adam_beta1, "AdamW beta1, the first moment's decay, in [0, 1)", CLI_UNIT_OPEN},
+        {"adam-beta2", CLI_FLOAT, &a->adam_beta2, "AdamW beta2, the second moment's decay, in [0, 1)", CLI_UNIT_OPEN},
+        {"adam-epsilon", CLI_FLOAT, &a->adam_epsilon, "AdamW epsilon, added after the square root", CLI_POSITIVE},
+        {"logging-steps", CLI_INT, &a->logging_steps, "print a progress line every N steps when not on a terminal (--metrics has every step)", CLI_AT_LEAST_1},
+        {"save-total-limit", CLI_INT, &a->save_total_limit, "keep only the newest N --save-every checkpoints (0 = keep all)", CLI_NONNEG},
         {"eval-data", CLI_STRING, &a->eval_data, "held-out data for evaluation"},
         {"eval-every", CLI_INT, &a->eval_every, "evaluate every N steps (0 = at the end only)", CLI_NONNEG},
         {"save-every", CLI_INT, &a->save_every, "checkpoint every N steps (0 = off)", CLI_NONNEG},
@@ -130,11 +140,25 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
         QuantType qt;
         if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
         if (gguf_import_quant(path, be, qt, out)) return -1; /* the fp32 base never exists */
+        if (model_load_note_source(out, path)) return -1;
     } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
         return -1;
     }
-    return chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl) < 0
-               ? -1 : 0;
+    int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
+    if (chosen < 0) return -1;
+    /* The trained model carries the template training rendered with, so
+     * transformers and llama.cpp format prompts as training did: a model's
+     * own Jinja may differ from align's rendering of it (SmolLM2's and
+     * Qwen2's add a default system message that align's chatml does not),
+     * and --chat-template may name another format. A Jinja template align
+     * cannot render (chosen == CHAT_DETECT_UNKNOWN) is kept as it is. */
+    if (chosen == 0) {
+        const char *name = chat_template_name(*tmpl);
+        if (ckpt_extras_set(&out->extras.chat_template, name) ||
+            ckpt_extras_set(&out->extras.chat_template_jinja, chat_template_export_jinja(name)))
+            return -1;
+    }
+    return 0;
 }
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
@@ -199,9 +223,11 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
             if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
             snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
         }
-        if (peft_save_adapter(dir, m, NULL)) return -1;
+        if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
         fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
     }
+    /* trained weights are no longer those of the base they were loaded from */
+    ckpt_extras_set(&policy->extras.base_model, NULL);
     if (m->lora || m->qparams) return model_save_merged(path, policy);
     return model_save_any(path, policy);
 }
@@ -247,6 +273,40 @@ static void checkpoint_path(const char *out, long step, char *buf, size_t n) {
     while (len > 1 && out[len - 1] == '/') len--;
     if (len > 5 && !strncmp(out + len - 5, ".ckpt", 5)) len -= 5;
     snprintf(buf, n, "%.*s-step%ld.ckpt", (int)len, out, step);
+}
+
+/* The step checkpoints written so far, oldest first, so that only the
+ * newest `limit` stay on disk (--save-total-limit; 0 keeps all). Resuming
+ * starts a fresh list: checkpoints of the earlier run stay. */
+typedef struct {
+    int limit, n;
+    char **paths;
+} CkptRing;
+
+static void ckpt_ring_push(CkptRing *r, const char *path) {
+    if (r->n && !strcmp(r->paths[r->n - 1], path)) return; /* the same step saved twice (Ctrl-C on a save step) */
+    char **grown = realloc(r->paths, (r->n + 1) * sizeof *grown);
+    char *copy = strdup(path);
+    if (!grown || !copy) { /* keeping a file too many is the safe failure */
+        if (grown) r->paths = grown;
+        free(copy);
+        return;
+    }
+    r->paths = grown;
+    r->paths[r->n++] = copy;
+    while (r->limit > 0 && r->n > r->limit) {
+        unlink(r->paths[0]);
+        free(r->paths[0]);
+        memmove(r->paths, r->paths + 1, (r->n - 1) * sizeof *r->paths);
+        r->n--;
+    }
+}
+
+static void ckpt_ring_free(CkptRing *r) {
+    for (int i = 0; i < r->n; i++) free(r->paths[i]);
+    free(r->paths);
+    r->paths = NULL;
+    r->n = 0;
 }
 
 typedef struct {
@@ -307,6 +367,8 @@ static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *po
              ckpt_extras_set(&ex.chat_template, policy->extras.chat_template) ||
              ckpt_extras_set(&ex.chat_template_jinja, policy->extras.chat_template_jinja) ||
              ckpt_extras_set(&ex.train_state, state) || ckpt_extras_add_moments(&ex, m, m1, m2) ||
+             /* LoRA leaves the base as loaded: --resume still knows it */
+             (m->lora && ckpt_extras_set(&ex.base_model, policy->extras.base_model)) ||
              ckpt_save(path, m, &ex);
     free(state);
     ckpt_extras_free(&ex);
@@ -342,6 +404,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     oc.lr = a->lr;
     oc.weight_decay = a->weight_decay;
     oc.max_grad_norm = a->max_grad_norm;
+    oc.beta1 = a->adam_beta1;
+    oc.beta2 = a->adam_beta2;
+    oc.eps = a->adam_epsilon;
     oc.warmup_steps = a->warmup_steps;
     if (optim_parse_schedule(a->lr_schedule, &oc.schedule)) return -1;
     long per_step = (long)a->batch_size * a->grad_accum;
@@ -355,6 +420,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     int32_t *order = malloc(task->n_train * sizeof(int32_t)), *idx = malloc(a->batch_size * sizeof(int32_t));
     MetricsLog log;
     memset(&log, 0, sizeof log);
+    CkptRing ring = {.limit = a->save_total_limit};
     if (!order || !idx) {
         align_errorf("out of memory");
         goto done;
@@ -365,13 +431,13 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         fprintf(stderr, "%s: resuming from %s at step %ld (epoch %d, example %d)\n", prog, a->resume, p.step, p.epoch, p.cursor);
     }
     if (metrics_log_open(&log, prog, a->metrics, a->resume != NULL)) goto done;
+    log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
     trainer_epoch_order(a->seed, p.epoch, task->n_train, order);
     interrupted = 0;
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    char last_ckpt[4096] = "";
     model_zero_grad(m);
     while (p.step < p.total_steps) {
         Metrics acc;
@@ -409,6 +475,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         p.step++;
         double dt = align_now() - t0;
         metrics_set(&acc, "lr", lr);
+        metrics_set(&acc, "learning_rate", lr); /* TRL's key, for TRL's plotting scripts */
         metrics_set(&acc, "grad_norm", gnorm);
         metrics_set(&acc, "tokens_per_s", dt > 0 ? tokens / dt : 0);
         metrics_set(&acc, "step_time_s", dt);
@@ -424,8 +491,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             char path[4096];
             checkpoint_path(a->out, p.step, path, sizeof path);
             if (save_checkpoint(prog, a, policy, o, &p, path)) goto restore;
-            if (last_ckpt[0] && strcmp(last_ckpt, path)) unlink(last_ckpt); /* keep only the newest */
-            snprintf(last_ckpt, sizeof last_ckpt, "%s", path);
+            ckpt_ring_push(&ring, path);
             if (interrupted) {
                 fprintf(stderr, "\n%s: interrupted at step %ld; saved %s (continue with --resume %s)\n", prog, p.step, path, path);
                 rc = 1;
@@ -458,6 +524,7 @@ restore:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 done:
+    ckpt_ring_free(&ring);
     metrics_log_close(&log);
     free(order), free(idx);
     optim_free(o);

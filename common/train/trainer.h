@@ -25,6 +25,9 @@
 
 typedef struct {
     float lr, weight_decay, max_grad_norm;
+    float adam_beta1, adam_beta2, adam_epsilon; /* AdamW (TRL's names and defaults) */
+    int logging_steps;      /* a progress line every N steps (off a terminal) */
+    int save_total_limit;   /* step checkpoints kept: the newest N (0 = all) */
     int batch_size, grad_accum, epochs, max_steps, warmup_steps;
     const char *lr_schedule;
     const char *eval_data;
@@ -47,7 +50,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 27
+#define TRAIN_ARGS_N_FLAGS 32
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -75,7 +78,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
 
 /* Load the model to train: the --resume checkpoint when given (weights,
  * moments and train state), else model_path; with its tokenizer. The chat
- * template is --chat-template, else the model's own, else none. */
+ * template is --chat-template, else the model's own, else none; the bundle
+ * then records that template (name and align's Jinja for it), so the
+ * trained model is saved with the template training rendered with. */
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out,
                         ChatTemplate *tmpl);
 /* Quantise the base (--quantize-base), attach LoRA (--lora-rank or

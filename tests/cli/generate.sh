@@ -113,5 +113,14 @@ printf 'hello\n' | "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-toke
 check '[ "$(sed -n 1p "$T/chat")" = "$(sed -n 1p "$T/chat2")" ]' "end of input ends the chat"
 check '! cmp -s <(sed -n 1p "$T/chat") <(sed -n 2p "$T/chat")' "the second turn sees the conversation (a different reply)"
 
+# a full disk: every record's write is checked, the file is named, the exit is non-zero
+for i in $(seq 1 200); do echo "{\"prompt\": \"Hello there, number $i\"}"; done > "$T/many.jsonl"
+"$GEN" --model "$MODEL" --prompts "$T/many.jsonl" --temperature 0 --max-new-tokens 4 --out /dev/full 2> "$T/full.err"; rc=$?
+check '[ $rc -ne 0 ] && grep -q -- "--out /dev/full: write failed (No space left on device)" "$T/full.err" && ! grep -q "tokens/s" "$T/full.err"' "--out /dev/full fails naming the file ($(cat "$T/full.err"))"
+"$GEN" --model "$MODEL" --prompts "$T/many.jsonl" --temperature 0 --max-new-tokens 4 > /dev/full 2> "$T/full2.err"; rc=$?
+check '[ $rc -ne 0 ] && grep -q "standard output: write failed" "$T/full2.err"' "stdout on a full disk fails ($(cat "$T/full2.err"))"
+echo hi | "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 4 > /dev/full 2> "$T/full3.err"; rc=$?
+check '[ $rc -ne 0 ] && grep -q "standard output: write failed" "$T/full3.err"' "--chat on a full stdout fails ($(cat "$T/full3.err"))"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -39,5 +39,8 @@ check "bad record: non-zero exit naming file:line" "[ $? -ne 0 ] && grep -q 'bad
 "$BIN/logprobs" --model "$FX/hf_tiny_qwen2" --data "$T/none.jsonl" > /dev/null 2>"$T/e3"
 check "missing data file named" "[ $? -ne 0 ] && grep -q none.jsonl $T/e3"
 
+"$BIN/logprobs" --model "$FX/hf_tiny_qwen2" --data "$FX/logprobs/prefs.jsonl" --out /dev/full 2>"$T/e4"; rc=$?
+check "a full disk is an error naming the file ($(tail -1 $T/e4))" "[ $rc -ne 0 ] && grep -q 'writing /dev/full failed (No space left on device)' $T/e4"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -53,5 +53,14 @@ check "--quantize-base without LoRA refused" "[ $? -ne 0 ] && grep -q 'needs LoR
 "$BIN/sft_run" --model "$MODEL" --data "$T/sft.jsonl" --lora-rank 2 --lora-targets q_proj,bogus --out "$T/x.ckpt" 2>"$T/e2"
 check "bad --lora-targets named" "[ $? -ne 0 ] && grep -q 'bogus' $T/e2"
 
+# peft's base_model_name_or_path: the model the base was loaded from, so
+# AutoPeftModelForCausalLM.from_pretrained(adapter) finds it; a --resume
+# from a LoRA checkpoint still knows it; the merged (trained) model has none
+base_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["base_model_name_or_path"])' "$1"; }
+real=$(realpath "$MODEL")
+check "the adapter names its base ($(base_of $T/a-adapter/adapter_config.json))" "[ \"\$(base_of $T/a-adapter/adapter_config.json)\" = '$real' ]"
+check "a resumed run's adapter names the same base" "[ \"\$(base_of $T/b-adapter/adapter_config.json)\" = '$real' ]"
+check "the merged model records no base" "! grep -q '\"base_model\"' $T/a.ckpt"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

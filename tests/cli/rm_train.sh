@@ -75,6 +75,8 @@ echo '{"text": "plain text"}' >> "$T/score.jsonl"
 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T/score.jsonl" --out "$T/local.jsonl" --max-length 64 2>"$T/s1.err"
 check "rm_score in process exits 0" "[ $? -eq 0 ]"
 check "preference records get chosen/rejected scores" "grep -c chosen_score $T/local.jsonl | grep -qx 6 && grep -c '\"score\"' $T/local.jsonl | grep -qx 2"
+"$BIN/rm_score" --model "$T/a.ckpt" --data "$T/score.jsonl" --out /dev/full 2>"$T/s0.err"; rc=$?
+check "rm_score on a full disk fails naming the file ($(tail -1 $T/s0.err))" "[ $rc -ne 0 ] && grep -q -- '--out /dev/full: write failed' $T/s0.err && ! grep -q 'scored' $T/s0.err"
 "$BIN/reward_server" --model "$T/a.ckpt" --bind "ipc://$T/rm.sock" --http 0 2>"$T/srv.err" &
 SP=$!
 "$BIN/rm_score" --connect "ipc://$T/rm.sock" --data "$T/score.jsonl" --out "$T/remote.jsonl" --max-length 64 --timeout 30 2>"$T/s2.err"
