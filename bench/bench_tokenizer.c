@@ -20,8 +20,7 @@
 static const char *USAGE =
     "usage: bench_tokenizer [--gpt2-dir DIR | --tokenizer-json FILE] [--text FILE | --mb N]\n"
     "                       [--dump-text FILE] [--passes N]\n"
-    "  --gpt2-dir DIR         encoder.json + vocab.bpe (default $ALIGN_SHARED_DIR/data/gpt2,\n"
-    "                         else ../shared/data/gpt2)\n"
+    "  --gpt2-dir DIR         encoder.json + vocab.bpe (default " ALIGN_GPT2_DIR ")\n"
     "  --tokenizer-json FILE  a Hugging Face tokenizer.json instead\n"
     "  --text FILE            text to encode (default: synthetic, --mb MB of it, default 4)\n"
     "  --dump-text FILE       write the text used and exit\n"
@@ -156,11 +155,9 @@ int main(int argc, char **argv) {
             align_die("bench_tokenizer", "cannot write %s", dump);
         return 0;
     }
-    char enc[8192], voc[8192], def[4096];
+    char enc[8192], voc[8192];
     if (!hf_json) {
-        const char *shared = getenv("ALIGN_SHARED_DIR");
-        snprintf(def, sizeof def, "%s/data/gpt2", shared ? shared : "../shared");
-        if (!gpt2_dir) gpt2_dir = def;
+        if (!gpt2_dir) gpt2_dir = ALIGN_GPT2_DIR;
         snprintf(enc, sizeof enc, "%s/encoder.json", gpt2_dir);
         snprintf(voc, sizeof voc, "%s/vocab.bpe", gpt2_dir);
     }
