@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
     float mb = 4;
     int passes = 4;
     CliFlag flags[] = {
-        {"gpt2-dir", CLI_STRING, &gpt2_dir, "encoder.json + vocab.bpe (default $ALIGN_SHARED_DIR/data/gpt2, else ../shared/data/gpt2)"},
+        {"gpt2-dir", CLI_STRING, &gpt2_dir, "encoder.json + vocab.bpe (default " ALIGN_GPT2_DIR ")"},
         {"tokenizer-json", CLI_STRING, &hf_json, "a Hugging Face tokenizer.json instead"},
         {"text", CLI_STRING, &text_path, "text to encode (default: synthetic, --mb MB of it)"},
         {"mb", CLI_FLOAT, &mb, "megabytes of synthetic text", CLI_POSITIVE},
@@ -145,11 +145,9 @@ int main(int argc, char **argv) {
             align_die("bench_tokenizer", "cannot write %s", dump);
         return 0;
     }
-    char enc[8192], voc[8192], def[4096];
+    char enc[8192], voc[8192];
     if (!hf_json) {
-        const char *shared = getenv("ALIGN_SHARED_DIR");
-        snprintf(def, sizeof def, "%s/data/gpt2", shared ? shared : "../shared");
-        if (!gpt2_dir) gpt2_dir = def;
+        if (!gpt2_dir) gpt2_dir = ALIGN_GPT2_DIR;
         snprintf(enc, sizeof enc, "%s/encoder.json", gpt2_dir);
         snprintf(voc, sizeof voc, "%s/vocab.bpe", gpt2_dir);
     }

@@ -5,7 +5,7 @@ both single-threaded, on the same text and the same tokenizer.
 Runs bench_tokenizer (C) and then `tokenizers` (TOKENIZERS_PARALLELISM=false,
 one Tokenizer.encode call per ~2 KB document, no encode_batch) on the bytes
 bench_tokenizer uses, for GPT-2's vocabulary with GPT-2's and Llama-3's
-pre-tokenizers (tokenizer.json built from shared/data/gpt2 by the fixture
+pre-tokenizers (tokenizer.json built from tests/fixtures/gpt2 by the fixture
 script's spec). Prints one JSON object per tokenizer with both figures and
 the ratio (align / HF; above 1 means align is faster).
 
@@ -53,13 +53,13 @@ def hf_bench(tok, docs, passes):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
-    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    ap.add_argument("--gpt2-dir", default=fx.GPT2_DIR, help="encoder.json + vocab.bpe (default: %(default)s)")
     ap.add_argument("--text", help="a real text file (default: bench_tokenizer's synthetic text)")
     ap.add_argument("--mb", default="4")
     ap.add_argument("--passes", type=int, default=4)
     args = ap.parse_args()
     exe = os.path.join(args.bin, "bench_tokenizer")
-    vocab, merges = fx.load_gpt2(args.shared)
+    vocab, merges = fx.load_gpt2(args.gpt2_dir)
     specs = fx.variants()
     with tempfile.TemporaryDirectory() as tmp:
         text_path = args.text

@@ -5,7 +5,7 @@
  * Inputs per pair: policy log-probs of the chosen and rejected completions
  * summed over completion tokens (prompt excluded, TRL's default), the same
  * under the reference model, and the token counts. Notation as in
- * ../shared/REFERENCE.md: h = (pc - rc) - (pr - rr).
+ * docs/REFERENCE.md: h = (pc - rc) - (pr - rr).
  *
  *   sigmoid  -(1-ls) logsigmoid(b h) - ls logsigmoid(-b h)   (cDPO when ls > 0)
  *   robust   (-(1-ls) logsigmoid(b h) + ls logsigmoid(-b h)) / (1 - 2 ls)

@@ -6,8 +6,8 @@
  * (prompt tokens never appear here), and every per-token array is the
  * completions' arrays concatenated, tokens of s at [offsets[s],
  * offsets[s+1]). This is the layout the wire and the packed model batch
- * already use (DESIGN.md, docs/DECISIONS.md "varlen"), so no padding exists
- * and no padding-mask bug (the reward read at a pad position, TRL's "_p1"
+ * already use (docs/DESIGN.md, docs/DECISIONS.md "varlen"), so no padding
+ * exists and no padding-mask bug (the reward read at a pad position, TRL's "_p1"
  * masks) can happen. Per-token arrays are float (what the model produces);
  * every sum is accumulated in double.
  *

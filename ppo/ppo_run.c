@@ -1,5 +1,5 @@
-/* ppo_run: PPO as separate processes over ZeroMQ (DESIGN.md, "Processes and
- * the wire"; the ops are in docs/PROTOCOL.md, "PPO workers").
+/* ppo_run: PPO as separate processes over ZeroMQ (docs/DESIGN.md, "Processes
+ * and the wire"; the ops are in docs/PROTOCOL.md, "PPO workers").
  *
  *   ppo_run --policy sft.ckpt --reward rm.ckpt --prompts prompts.jsonl --out ppo.ckpt
  *

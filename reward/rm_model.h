@@ -16,7 +16,7 @@
  *
  * Last token. Batches are packed with no padding, so the last real token of
  * sequence i is seq_start[i+1] - 1: a score can never be read at a pad
- * position (the padding-side bug REFERENCE.md lists).
+ * position (the padding-side bug docs/REFERENCE.md lists).
  *
  * Batching. Scoring packs whole sequences into forwards of at most
  * max_batch_tokens tokens (a longer sequence goes alone). Attention never

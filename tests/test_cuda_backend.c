@@ -1,8 +1,8 @@
 /* test_cuda_backend: the CUDA backend against the CPU backend (the oracle).
  *
- * Without a CUDA build or a device it prints "skipped: no CUDA device" and
- * passes. With one, every op runs on both backends from the same random
- * inputs and the CUDA result must match the CPU's:
+ * Without a CUDA build or a device it prints "skipped: ..." and exits 77
+ * (ctest: skipped). With one, every op runs on both backends from the same
+ * random inputs and the CUDA result must match the CPU's:
  *   - fp32 ops (everything but matrix products): relative L2 error
  *     ||cuda - cpu|| / ||cpu|| <= 2e-5 (different summation orders only);
  *     the embedding scatter-add must be bit-identical (same order of adds);
@@ -558,13 +558,9 @@ static void test_models(void) {
 
 int main(void) {
 #ifndef ALIGN_HAVE_CUDA
-    printf("skipped: no CUDA device (this build has no CUDA backend)\n");
-    return test_summary();
+    test_skip("this build has no CUDA backend (configure with -DALIGN_CUDA=ON)");
 #else
-    if (!cuda_backend_available()) {
-        printf("skipped: no CUDA device\n");
-        return test_summary();
-    }
+    if (!cuda_backend_available()) test_skip("no CUDA device");
     rng_seed(&rng, 7);
     test_errors();
     CudaGemmMode modes[4] = {CUDA_GEMM_FP32, CUDA_GEMM_TF32, CUDA_GEMM_FAST_BF16, CUDA_GEMM_BF16};

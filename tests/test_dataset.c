@@ -2,7 +2,7 @@
  * hh-rlhf transcripts and message lists, UltraFeedback's shape, exact
  * "file:line: reason" messages for malformed records, skip_bad counts, both
  * overflow modes, a hand-checked packed batch, and that record text cannot
- * become a control token. The tokenizer is GPT-2's (shared/data/gpt2) plus
+ * become a control token. The tokenizer is GPT-2's (fixtures/gpt2) plus
  * ChatML's two control tokens added as ids 50257/50258. */
 #include <stdint.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ static Tokenizer *tok;
 static char dir[64];
 
 static Tokenizer *make_tokenizer(void) {
-    Tokenizer *g = tok_load_gpt2_files(ALIGN_SHARED_DIR "/data/gpt2/encoder.json", ALIGN_SHARED_DIR "/data/gpt2/vocab.bpe");
+    Tokenizer *g = tok_load_gpt2_files(ALIGN_TEST_DIR "/fixtures/gpt2/encoder.json", ALIGN_TEST_DIR "/fixtures/gpt2/vocab.bpe");
     if (!g) return NULL;
     char *json = tok_to_hf_json(g);
     tok_free(g);

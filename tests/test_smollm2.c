@@ -2,7 +2,8 @@
  * transformers loading the same file (issue 3 item 8).
  *
  * Runs when cache/SmolLM2-135M-Instruct.Q4_1.gguf exists
- * (scripts/fetch-smollm2.sh); otherwise prints "skipped: ..." and passes.
+ * (scripts/fetch-smollm2.sh); otherwise prints "skipped: ..." and exits 77
+ * (ctest: skipped), or fails when CI=true.
  * The reference is tests/fixtures/smollm2_reference.json, written by
  * tests/fixtures/make_smollm2_fixture.py (transformers' GGUF loader, fp32):
  *   - the conversation (an explicit system message, so SmolLM2's own Jinja
@@ -58,13 +59,10 @@ static int last_logits(Model *m, const int32_t *ids, int n, float *out) {
 }
 
 int main(void) {
-    char path[1024], fix[1024];
-    snprintf(path, sizeof path, "%s/../cache/SmolLM2-135M-Instruct.Q4_1.gguf", ALIGN_TEST_DIR);
+    const char *path = TEST_SMOLLM2_GGUF;
+    char fix[1024];
     snprintf(fix, sizeof fix, "%s/fixtures/smollm2_reference.json", ALIGN_TEST_DIR);
-    if (access(path, R_OK) != 0) {
-        printf("skipped: %s not present (scripts/fetch-smollm2.sh fetches it)\n", path);
-        return test_summary();
-    }
+    test_need_file(path, "scripts/fetch-smollm2.sh fetches it");
     size_t flen = 0;
     char *ftext = align_read_file(fix, &flen);
     CHECK(ftext != NULL, "read %s: %s", fix, align_error());

@@ -6,9 +6,9 @@
  * special-token strings, mixed newlines, random mixes) and the exact ids for
  * GPT-2's vocabulary under the GPT-2, Llama-3, Qwen2 and SmolLM2
  * pre-tokenizers with their added tokens. The tokenizer.json files are
- * assembled here from spec.json and GPT-2's real vocabulary in shared/data,
- * so the 2 MB vocabulary is not copied into the fixtures. Tolerance: none,
- * every id must match.
+ * assembled here from spec.json and GPT-2's real vocabulary in
+ * fixtures/gpt2, so the 1.5 MB vocabulary is stored once, not per variant.
+ * Tolerance: none, every id must match.
  *
  * `test_tokenizer --dump DIR` also writes tok_to_hf_json's output per variant
  * to DIR, for the fixture script's --check-export (HF loads our export). */
@@ -44,7 +44,7 @@ static cJSON *load_json(const char *path) {
 
 static void load_gpt2_merges(void) {
     size_t n;
-    char *s = align_read_file(ALIGN_SHARED_DIR "/data/gpt2/vocab.bpe", &n);
+    char *s = align_read_file(ALIGN_TEST_DIR "/fixtures/gpt2/vocab.bpe", &n);
     if (!s) exit(1);
     merges = malloc(60000 * sizeof *merges);
     char *line = strtok(s, "\n");
@@ -55,7 +55,7 @@ static void load_gpt2_merges(void) {
     free(s);
 }
 
-/* spec.json variant + shared/data vocabulary -> tokenizer.json text. */
+/* spec.json variant + fixtures/gpt2 vocabulary -> tokenizer.json text. */
 static char *build_hf_json(const char *variant) {
     const cJSON *v = cJSON_GetObjectItem(spec, variant);
     cJSON *root = cJSON_CreateObject();
@@ -185,7 +185,7 @@ static void test_detect_pretok(void) {
 }
 
 static void test_gpt2_files(void) {
-    Tokenizer *t = tok_load_gpt2_files(ALIGN_SHARED_DIR "/data/gpt2/encoder.json", ALIGN_SHARED_DIR "/data/gpt2/vocab.bpe");
+    Tokenizer *t = tok_load_gpt2_files(ALIGN_TEST_DIR "/fixtures/gpt2/encoder.json", ALIGN_TEST_DIR "/fixtures/gpt2/vocab.bpe");
     CHECK(t != NULL, "gpt2 files: %s", align_error());
     if (!t) return;
     check_corpus(t, "gpt2", "encoder.json+vocab.bpe");
@@ -409,7 +409,7 @@ int main(int argc, char **argv) {
     corpus = load_json(ALIGN_TEST_DIR "/fixtures/tokenizer/corpus.json");
     expected = load_json(ALIGN_TEST_DIR "/fixtures/tokenizer/expected.json");
     spec = load_json(ALIGN_TEST_DIR "/fixtures/tokenizer/spec.json");
-    encoder = load_json(ALIGN_SHARED_DIR "/data/gpt2/encoder.json");
+    encoder = load_json(ALIGN_TEST_DIR "/fixtures/gpt2/encoder.json");
     load_gpt2_merges();
     test_gpt2_files();
     test_hf_variants(dump);

@@ -5,7 +5,7 @@
  * anything is allocated, so a lying header cannot make us allocate without
  * limit or read out of bounds. Metadata values are typed; tensors of type
  * F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are dequantised to fp32 (block layouts
- * in REFERENCE.md).
+ * in docs/REFERENCE.md).
  *
  * gguf_import maps llama.cpp tensor names (token_embd, blk.N.attn_q, ...) to
  * Hugging Face names, undoes the q/k row permutation llama.cpp's converter

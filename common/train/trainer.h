@@ -3,7 +3,7 @@
  * A program supplies a TrainTask: how many training examples there are and
  * a micro_step that runs forward + loss + backward on a list of example
  * indices (gradients accumulate in the model). The trainer owns the rest:
- * the shared flags of DESIGN.md, a seeded data order (one permutation per
+ * the shared flags of docs/DESIGN.md, a seeded data order (one permutation per
  * epoch, derived from --seed and the epoch, so no state beyond a cursor is
  * needed to resume), gradient accumulation, AdamW with clipping and the LR
  * schedule, metrics under TRL's names, evaluation, periodic checkpoints

@@ -5,7 +5,7 @@
 # --n, --stop strings, --config, --out, a .ckpt of the same model giving the
 # same completions, bad input refused with a message, and --chat through a
 # pipe (/reset forgets the conversation, /quit ends).
-# usage: bash generate.sh BIN_DIR SHARED_DIR
+# usage: bash generate.sh BIN_DIR
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_llama

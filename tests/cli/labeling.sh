@@ -3,7 +3,7 @@
 # tests/test_labeling.py (Python 3 standard library only), which uses fake
 # generate / rm_score programs from tests/fixtures/labeling and, when
 # BIN_DIR holds a built generate, also the real one on the tiny Llama.
-# usage: bash labeling.sh BIN_DIR SHARED_DIR
+# usage: bash labeling.sh BIN_DIR
 BIN=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 if ! command -v python3 > /dev/null; then

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# tokenize end to end with GPT-2's real vocabulary (SHARED/data/gpt2):
+# tokenize end to end with GPT-2's real vocabulary (tests/fixtures/gpt2):
 #  - known ids for a known string; encode | decode is the identity on varied
 #    text (unicode, emoji, tabs, runs of spaces, special-token strings);
 #  - --special turns "<|endoftext|>" into 50256, without it the text stays text;
 #  - --data/--field read JSONL; a tokenizer.json directory and a .ckpt work too;
 #  - bad input (missing model, bad flag, bad JSONL line, bad id) exits 1 with
 #    a message naming the file/line/flag.
+# usage: bash tokenize.sh BIN_DIR
 set -u
 BIN=$1
-SHARED=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
-GPT2=$SHARED/data/gpt2
+GPT2=$HERE/../fixtures/gpt2
 TOK=$BIN/tokenize
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -49,10 +49,13 @@ if [ -f "$FIX/tokenizer.json" ]; then
     a=$(printf 'Hello world\n' | "$TOK" --model "$FIX")
     b=$(printf 'Hello world\n' | "$TOK" --model "$FIX/tokenizer.json")
     check "HF directory and its tokenizer.json agree ($a / $b)" "[ -n '$a' ] && [ '$a' = '$b' ]"
-    if [ -x "$BIN/ckpt_convert" ] && "$BIN/ckpt_convert" "$FIX" "$T/m.ckpt" 2>/dev/null; then
-        c=$(printf 'Hello world\n' | "$TOK" --model "$T/m.ckpt")
-        check "a .ckpt carries the same tokenizer ($c)" "[ '$a' = '$c' ]"
-    fi
+    "$BIN/ckpt_convert" "$FIX" "$T/m.ckpt" >/dev/null 2>"$T/conv"
+    rc=$?
+    check "ckpt_convert makes a .ckpt of the fixture ($(cat "$T/conv"))" "[ $rc -eq 0 ]"
+    c=$(printf 'Hello world\n' | "$TOK" --model "$T/m.ckpt")
+    check "a .ckpt carries the same tokenizer ($c)" "[ '$a' = '$c' ]"
+else
+    check "$FIX/tokenizer.json exists" false
 fi
 
 # errors

@@ -1,32 +1,56 @@
 #!/usr/bin/env bash
-# tests/gpu/check.sh: the CUDA backend's checks on a machine with a GPU, in
-# one command (about 3 minutes on one H200, at most 5):
-#   1. configure and build align with CUDA (Release, sm_80 + sm_90, -j16);
-#   2. run tests/test_cuda_backend (every op and a whole training step of a
-#      tiny GPT-2 and Llama against the CPU backend);
-#   3. run bench_gpu (bf16 GEMM peak, GEMM modes, attention, training-step
-#      tokens/s and MFU for GPT-2 124M, SmolLM2-135M and a 1B Llama), whose
-#      table is printed last.
-# Logs go to $OUT (the device tool's output folder) when set, else the build
-# folder. Exit status: the test's.
+# tests/gpu/check.sh: build align with CUDA and check its CUDA backend on this
+# machine's GPU, in one command (about 3 minutes on one H200, at most 5).
 #
-# Libraries: when pkg-config can't find OpenBLAS, cJSON, PCRE2, ZeroMQ and
-# msgpack-c (the GPU image has none of them), the .deb files that
-# tests/gpu/fetch_deps.sh saved in build-deps/debs are unpacked into a
-# private prefix and used from there: run fetch_deps.sh where a mirror is
-# reachable and carry `build-deps` with the call, e.g.
-#   run(command="bash tests/gpu/check.sh", carry=["build-deps"], timeout_s=420)
+#   usage: bash tests/gpu/check.sh [OUTPUT_DIR]     (default ./gpu-check-out)
+#
+# Needs: an NVIDIA GPU with its driver (nvidia-smi), the CUDA toolkit (nvcc on
+# PATH or in /usr/local/cuda/bin; cuBLAS), CMake, a C compiler, and the
+# libraries align links (OpenBLAS, cJSON, PCRE2, ZeroMQ, msgpack-c; see
+# scripts/install-deps.sh). Where they can't be installed, run
+# tests/gpu/fetch_deps.sh on a machine that reaches a Debian mirror and copy
+# the build-deps/ folder it fills to this checkout: the packages are then
+# unpacked into a private prefix and used from there.
+#
+# What it runs:
+#   1. configures and builds align with -DALIGN_CUDA=ON (Release, sm_80 +
+#      sm_90, $JOBS jobs, default 16) into $ALIGN_GPU_BUILD (default
+#      build-gpu/);
+#   2. tests/test_cuda_backend: every op and a whole training step of a tiny
+#      GPT-2 and Llama on the GPU against the CPU backend; a FAIL line names
+#      the op, the tolerance and the error measured;
+#   3. bench_gpu: bf16 GEMM peak, GEMM modes, attention, training-step
+#      tokens/s and MFU for GPT-2 124M, SmolLM2-135M and a 1B Llama.
+#
+# What it writes to OUTPUT_DIR: configure.log, build.log, test.log (the
+# test's output, ending "N passed, N failed") and bench.log. The benchmark's
+# table is printed last: one row per model with tokens per step, ms/step,
+# tokens/s, MFU (model FLOPs per token x tokens/s over the measured bf16 GEMM
+# peak of the first line) and the GPU memory the model and its step took
+# (GiB); "failed" in a row means that model's step could not run (its error
+# is in bench.log). The figures are for reading: nothing is asserted on them.
+#
+# Exit status: 0 when test_cuda_backend passed; 1 when a check failed or no
+# GPU was found (a GPU check that cannot run has not passed); 2 when the
+# build could not be made.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${ALIGN_GPU_BUILD:-$ROOT/build-gpu}
-LOG=${OUT:-$BUILD}
+LOG=${1:-./gpu-check-out}
 JOBS=${JOBS:-16}
-mkdir -p "$BUILD" "$LOG"
+mkdir -p "$BUILD" "$LOG" || { echo "check.sh: cannot create $BUILD or $LOG" >&2; exit 2; }
+LOG=$(cd "$LOG" && pwd)
 T0=$(date +%s)
 say() { echo "== check.sh [$(( $(date +%s) - T0 ))s] $*"; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 || true
+say "results go to $LOG"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 ||
+    echo "check.sh: nvidia-smi found no GPU (the test below will say so too)" >&2
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+if [ ! -x "$NVCC" ]; then
+    echo "check.sh: nvcc not found on PATH or in /usr/local/cuda/bin: install the CUDA toolkit" >&2
+    exit 2
+fi
 export PATH=$(dirname "$NVCC"):$PATH
 "$NVCC" --version | tail -1
 
@@ -38,15 +62,16 @@ if [ "${ALIGN_GPU_DEPS:-auto}" != force ] && command -v pkg-config >/dev/null &&
 else
     DEBS=$ROOT/build-deps/debs
     if ! ls "$DEBS"/*.deb >/dev/null 2>&1; then
-        echo "check.sh: pkg-config cannot find $LIBS and $DEBS holds no packages;" \
-             "run tests/gpu/fetch_deps.sh on a machine with a mirror and carry build-deps" >&2
+        echo "check.sh: pkg-config cannot find $LIBS and $DEBS holds no packages:" \
+             "install them (scripts/install-deps.sh), or run tests/gpu/fetch_deps.sh where a" \
+             "Debian mirror is reachable and copy its build-deps/ folder here" >&2
         exit 2
     fi
     SYS=/tmp/align-deps
     rm -rf "$SYS" && mkdir -p "$SYS"
     for f in "$DEBS"/*.deb; do dpkg-deb -x "$f" "$SYS"; done
     M=$SYS/usr/lib/x86_64-linux-gnu
-    # Requires.private names the static-link dependencies, whose .pc files we don't carry
+    # Requires.private names static-link dependencies whose .pc files fetch_deps.sh does not fetch
     find "$SYS" -name '*.pc' -exec sed -i '/^Requires.private/d' {} +
     export PKG_CONFIG_SYSROOT_DIR=$SYS
     export PKG_CONFIG_LIBDIR=$M/openblas-openmp/pkgconfig:$M/pkgconfig:$SYS/usr/share/pkgconfig
@@ -55,7 +80,7 @@ else
     PKGC=$(command -v pkg-config || echo "$SYS/usr/bin/pkgconf")
     export PKG_CONFIG=$PKGC
     CMAKE_EXTRA+=(-DPKG_CONFIG_EXECUTABLE="$PKGC")
-    "$PKGC" --exists $LIBS || { echo "check.sh: the carried libraries are incomplete" >&2; "$PKGC" --print-errors --exists $LIBS; exit 2; }
+    "$PKGC" --exists $LIBS || { echo "check.sh: the packages in $DEBS are incomplete (rerun tests/gpu/fetch_deps.sh)" >&2; "$PKGC" --print-errors --exists $LIBS; exit 2; }
     say "libraries from build-deps (unpacked in $SYS)"
 fi
 
@@ -65,14 +90,15 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DALIGN_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$NVCC" "-DCMAKE_CUDA_ARCHITECTURES=80-real;90" "${CMAKE_EXTRA[@]}" \
     > "$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; echo "check.sh: configure failed" >&2; exit 2; }
 say "build"
-cmake --build "$BUILD" -j"$JOBS" --target align_core > "$LOG/build.log" 2>&1 || { tail -40 "$LOG/build.log"; exit 2; }
+cmake --build "$BUILD" -j"$JOBS" --target align_core > "$LOG/build.log" 2>&1 ||
+    { tail -40 "$LOG/build.log"; echo "check.sh: the build failed ($LOG/build.log)" >&2; exit 2; }
 
 # Link a program by hand when the build has no target for it (tests/gpu not
 # included yet) or its link fails (the C++ runtime missing from align_cuda).
 link_by_hand() { # name source output
     say "linking $1 by hand"
     cc -O3 -std=gnu11 -DALIGN_HAVE_CUDA=1 -I"$ROOT/common" -I"$ROOT/tests" -I"$(dirname "$NVCC")/../include" \
-        -DALIGN_TEST_DIR="\"$ROOT/tests\"" -DALIGN_SHARED_DIR="\"$ROOT/../shared\"" -DALIGN_BIN_DIR="\"$BUILD/bin\"" \
+        -DALIGN_TEST_DIR="\"$ROOT/tests\"" -DALIGN_BIN_DIR="\"$BUILD/bin\"" \
         "$2" -o "$3" "$BUILD/common/libalign_core.a" "$BUILD/common/libalign_cuda.a" "$BUILD/common/libalign_core.a" \
         $(${PKG_CONFIG:-pkg-config} --libs $LIBS) -fopenmp -L"$(dirname "$NVCC")/../lib64" \
         -Wl,-rpath,"$(dirname "$NVCC")/../lib64" -lcublas -lcublasLt -lcudart -lstdc++ -lm >> "$LOG/build.log" 2>&1
@@ -91,8 +117,13 @@ say "test_cuda_backend"
 timeout 150 "$TEST" > "$LOG/test.log" 2>&1
 status=$?
 grep -E "FAIL|skipped|passed" "$LOG/test.log" | tail -40
+case $status in
+    0) verdict="test_cuda_backend passed" ;;
+    77) verdict="test_cuda_backend found no CUDA device: nothing was checked"; status=1 ;;
+    124) verdict="test_cuda_backend ran past 150 s"; status=1 ;;
+    *) verdict="test_cuda_backend failed (exit status $status; FAIL lines above, all in $LOG/test.log)"; status=1 ;;
+esac
 say "bench_gpu"
 timeout 170 "$BENCH" 2>&1 | tee "$LOG/bench.log"
-say "done; test exit status $status"
-tail -1 "$LOG/test.log"
+say "done: $verdict; logs in $LOG"
 exit $status

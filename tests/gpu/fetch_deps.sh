@@ -4,7 +4,7 @@
 # machine's image may lack (OpenBLAS, cJSON, PCRE2, ZeroMQ, msgpack-c, and
 # pkg-config itself), into build-deps/debs (ignored by git, under /build*/).
 # check.sh unpacks them into a private prefix there when pkg-config cannot
-# find the libraries. Carry `build-deps` in the device call.
+# find the libraries: copy build-deps/ to the GPU machine's checkout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEST=$ROOT/build-deps/debs

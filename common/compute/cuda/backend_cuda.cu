@@ -2,7 +2,7 @@
  * the Backend table that gathers the ops of the other files.
  *
  * Matrix products. The interface keeps fp32 buffers everywhere (fp32 master
- * weights, gradients and moments, as DESIGN.md asks), and the default mode
+ * weights, gradients and moments, as docs/DESIGN.md asks), and the default mode
  * (CUDA_GEMM_BF16) rounds both operands to bf16 into scratch buffers with one
  * small kernel each, then runs cuBLAS's bf16 x bf16 -> fp32 GEMM with fp32
  * accumulation, writing (or accumulating into) the fp32 output. That costs
