@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "model_load.h"
+#include "progress.h"
 #include "rm_client.h"
 #include "rm_model.h"
 #include "util.h"
@@ -146,6 +147,8 @@ int main(int argc, char **argv) {
     opt.chat_template = tmpl;
     opt.max_length = max_length;
     Item *items = calloc(batch_size, sizeof(Item));
+    Progress progress;
+    progress_start(&progress, "rm_score", "record", 0, progress_count_lines(data));
     int n = 0;
     long lineno = 0, n_bad = 0, n_done = 0;
     char *line = NULL;
@@ -167,20 +170,32 @@ int main(int argc, char **argv) {
         if (rc != 1) {
             cJSON_Delete(rec);
             ds_example_free(&it->ex);
-            if (!skip_bad) align_die_error("rm_score");
+            if (!skip_bad) {
+                progress_break(&progress);
+                align_die_error("rm_score");
+            }
             n_bad++;
             continue;
         }
         it->rec = rec;
         it->pref = pref;
         if (++n == batch_size) {
-            if (flush(&sc, items, n, out)) align_die_error("rm_score");
+            if (flush(&sc, items, n, out)) {
+                progress_break(&progress);
+                align_die_error("rm_score");
+            }
             n_done += n;
             n = 0;
+            progress_update(&progress, n_done + n_bad, NULL);
         }
     }
-    if (n && flush(&sc, items, n, out)) align_die_error("rm_score");
+    if (n && flush(&sc, items, n, out)) {
+        progress_break(&progress);
+        align_die_error("rm_score");
+    }
     n_done += n;
+    progress.done = n_done + n_bad;
+    progress_finish(&progress, NULL);
     if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed", out_path);
     fclose(in);
     free(line);

@@ -2,7 +2,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "util.h"
 
@@ -41,7 +40,6 @@ double metrics_get(const Metrics *m, const char *key, double fallback) {
 int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append) {
     memset(log, 0, sizeof *log);
     log->prog = prog;
-    log->tty = isatty(STDERR_FILENO);
     log->print_every = 10;
     if (path) {
         log->file = fopen(path, append ? "a" : "w");
@@ -68,16 +66,24 @@ int metrics_log_step(MetricsLog *log, long step, long total, double epoch, const
         fputs("}\n", log->file);
         if (fflush(log->file) != 0) return align_errorf("--metrics %s: write failed", log->path);
     }
-    if (!log->tty && step % log->print_every != 0 && step != total && step != 1) return 0;
+    if (!log->progress.unit && !log->progress.printed) {
+        /* the rate counts this run's steps only: a resumed run starts at step-1 */
+        progress_start(&log->progress, log->prog, "step", step - 1, total);
+        log->progress.every_n = log->print_every;
+    }
     char line[512];
-    int n = snprintf(line, sizeof line, "step %ld/%ld", step, total);
+    int n = 0;
+    line[0] = 0;
     for (int i = 0; shown && shown[i] && n < (int)sizeof line; i++) {
         double v = metrics_get(m, shown[i], 0.0 / 0.0);
-        if (v == v) n += snprintf(line + n, sizeof line - n, "  %s %.4g", shown[i], v);
+        if (v == v) n += snprintf(line + n, sizeof line - n, "%s%s %.4g", n ? "  " : "", shown[i], v);
     }
-    fprintf(stderr, log->tty ? "\r\033[K%s" : "%s\n", line);
-    if (log->tty && step == total) fputc('\n', stderr);
-    fflush(stderr);
+    if (step >= total) {
+        log->progress.done = step;
+        progress_finish(&log->progress, line);
+    } else {
+        progress_update(&log->progress, step, line);
+    }
     return 0;
 }
 
@@ -91,7 +97,7 @@ int metrics_log_eval(MetricsLog *log, long step, const Metrics *m) {
         fputs("}\n", log->file);
         fflush(log->file);
     }
-    if (log->tty) fputs("\r\033[K", stderr);
+    progress_break(&log->progress);
     fprintf(stderr, "eval at step %ld:", step);
     for (int i = 0; i < m->n; i++) fprintf(stderr, "  %s %.4g", m->key[i], m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0);
     fputc('\n', stderr);
@@ -99,6 +105,7 @@ int metrics_log_eval(MetricsLog *log, long step, const Metrics *m) {
 }
 
 void metrics_log_close(MetricsLog *log) {
+    progress_break(&log->progress);
     if (log->file) fclose(log->file);
     free(log->path);
     memset(log, 0, sizeof *log);

@@ -3,12 +3,15 @@
  * A Metrics is a small accumulator of (key, sum, weight) pairs: micro-steps
  * add weighted values, and the mean is what gets logged. A MetricsLog
  * writes one JSON object per optimizer step to a .jsonl file (--metrics)
- * and a progress line to the terminal: rewritten in place on a TTY, a plain
- * line every few steps otherwise (logs stay readable). */
+ * and a progress line (progress.h: steps done, rate, time left and the
+ * shown metrics) to the terminal: rewritten in place on a TTY, a plain
+ * line every 10 steps or 10 seconds otherwise (logs stay readable). */
 #ifndef ALIGN_METRICS_H
 #define ALIGN_METRICS_H
 
 #include <stdio.h>
+
+#include "progress.h"
 
 #define METRICS_MAX 48
 
@@ -29,9 +32,9 @@ double metrics_get(const Metrics *m, const char *key, double fallback);
 typedef struct {
     FILE *file;       /* NULL: no metrics file */
     char *path;
-    int tty;          /* progress line rewritten in place */
     int print_every;  /* non-TTY: a line every N steps */
     const char *prog;
+    Progress progress; /* started at the first logged step */
 } MetricsLog;
 
 /* path may be NULL (terminal only). */

@@ -252,9 +252,9 @@ static void checkpoint_path(const char *out, long step, char *buf, size_t n) {
 typedef struct {
     long step, total_steps;
     int epoch, cursor;
-} Progress;
+} TrainPos;
 
-static char *train_state_json(const char *prog, const TrainArgs *a, const Progress *p) {
+static char *train_state_json(const char *prog, const TrainArgs *a, const TrainPos *p) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "program", prog);
     cJSON_AddNumberToObject(o, "step", (double)p->step);
@@ -271,7 +271,7 @@ static char *train_state_json(const char *prog, const TrainArgs *a, const Progre
     return s;
 }
 
-static int parse_train_state(const char *json, const char *path, Progress *p) {
+static int parse_train_state(const char *json, const char *path, TrainPos *p) {
     cJSON *o = json ? cJSON_Parse(json) : NULL;
     cJSON *step = cJSON_GetObjectItem(o, "step"), *epoch = cJSON_GetObjectItem(o, "epoch"),
           *cursor = cJSON_GetObjectItem(o, "cursor");
@@ -288,7 +288,7 @@ static int parse_train_state(const char *json, const char *path, Progress *p) {
 
 /* A resumable checkpoint: weights, moments, train state. */
 static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *policy, Optimizer *o,
-                           const Progress *p, const char *path) {
+                           const TrainPos *p, const char *path) {
     Model *m = policy->model;
     size_t n = m->n_grad_elems;
     float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
@@ -346,7 +346,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (optim_parse_schedule(a->lr_schedule, &oc.schedule)) return -1;
     long per_step = (long)a->batch_size * a->grad_accum;
     long steps_per_epoch = (task->n_train + per_step - 1) / per_step;
-    Progress p = {0};
+    TrainPos p = {0};
     p.total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (a->epochs > 0 ? a->epochs : 1);
     oc.total_steps = (int)p.total_steps;
     Optimizer *o = optim_create(m, &oc);
