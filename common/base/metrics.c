@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_events.h"
 #include "util.h"
 
 void metrics_clear(Metrics *m) { m->n = 0; }
@@ -49,6 +50,32 @@ int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int ap
     return 0;
 }
 
+int metrics_log_tensorboard(MetricsLog *log, const char *dir) {
+    if (!(log->tb = tb_writer_open(dir))) return -1;
+    return 0;
+}
+
+/* The step's values as one TensorBoard event; eval keys get the prefix. */
+static int tb_write(MetricsLog *log, long step, const Metrics *m, const char *prefix, int with_epoch, double epoch) {
+    const char *tags[METRICS_MAX + 1];
+    char names[METRICS_MAX][56];
+    double vals[METRICS_MAX + 1];
+    int n = 0;
+    if (with_epoch) tags[n] = "epoch", vals[n++] = epoch;
+    for (int i = 0; i < m->n; i++) {
+        snprintf(names[i], sizeof names[i], "%s%s", prefix, m->key[i]);
+        tags[n] = names[i];
+        vals[n++] = m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0;
+    }
+    return tb_writer_scalars(log->tb, step, n, tags, vals);
+}
+
+void metrics_log_begin(MetricsLog *log, long step, long total) {
+    /* the rate counts this run's steps only: a resumed run starts at `step` */
+    progress_start(&log->progress, log->prog, "step", step, total);
+    log->progress.every_n = log->print_every;
+}
+
 /* JSON has no NaN/Inf: write null so readers don't choke. */
 static void json_number(FILE *f, double v) {
     if (v != v || v > 1e300 || v < -1e300) fputs("null", f);
@@ -66,11 +93,8 @@ int metrics_log_step(MetricsLog *log, long step, long total, double epoch, const
         fputs("}\n", log->file);
         if (fflush(log->file) != 0) return align_errorf("--metrics %s: write failed", log->path);
     }
-    if (!log->progress.unit && !log->progress.printed) {
-        /* the rate counts this run's steps only: a resumed run starts at step-1 */
-        progress_start(&log->progress, log->prog, "step", step - 1, total);
-        log->progress.every_n = log->print_every;
-    }
+    if (log->tb && tb_write(log, step, m, "", 1, epoch)) return -1;
+    if (!log->progress.unit && !log->progress.printed) metrics_log_begin(log, step - 1, total);
     char line[512];
     int n = 0;
     line[0] = 0;
@@ -97,6 +121,7 @@ int metrics_log_eval(MetricsLog *log, long step, const Metrics *m) {
         fputs("}\n", log->file);
         fflush(log->file);
     }
+    if (log->tb && tb_write(log, step, m, "eval_", 0, 0)) return -1;
     progress_break(&log->progress);
     fprintf(stderr, "eval at step %ld:", step);
     for (int i = 0; i < m->n; i++) fprintf(stderr, "  %s %.4g", m->key[i], m->weight[i] > 0 ? m->sum[i] / m->weight[i] : 0);
@@ -107,6 +132,7 @@ int metrics_log_eval(MetricsLog *log, long step, const Metrics *m) {
 void metrics_log_close(MetricsLog *log) {
     progress_break(&log->progress);
     if (log->file) fclose(log->file);
+    tb_writer_close(log->tb);
     free(log->path);
     memset(log, 0, sizeof *log);
 }

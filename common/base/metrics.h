@@ -35,10 +35,19 @@ typedef struct {
     int print_every;  /* non-TTY: a line every N steps */
     const char *prog;
     Progress progress; /* started at the first logged step */
+    struct TbWriter *tb; /* --report-to tensorboard: the same scalars as events */
 } MetricsLog;
 
 /* path may be NULL (terminal only). */
 int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append);
+/* Also write every logged value as a TensorBoard scalar (tb_events.h)
+ * into a new event file under dir, under the JSONL's names ("epoch" too,
+ * eval values as "eval_<key>"). */
+int metrics_log_tensorboard(MetricsLog *log, const char *dir);
+/* The run starts (or resumes) at `step` of `total`: the progress clock
+ * starts now, so the first step's rate is right. Without it the clock
+ * starts at the first logged step. */
+void metrics_log_begin(MetricsLog *log, long step, long total);
 /* One optimizer step: the JSON line (step, epoch and every key) and the
  * progress line showing `shown` keys (NULL-terminated list). */
 int metrics_log_step(MetricsLog *log, long step, long total_steps, double epoch, const Metrics *m,
