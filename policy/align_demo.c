@@ -13,6 +13,9 @@
  *   ppo_run     PPO from the SFT model against that reward model (separate
  *               policy, reference, reward and rollout processes)
  *   rm_score    the reward of the greedy held-out answers of SFT, DPO, PPO
+ *   align_report  report.html: the DPO and PPO curves overlaid and the
+ *               held-out answers of SFT, DPO and PPO side by side (DPO and
+ *               PPO also log to TensorBoard, in dpo-logs/ and ppo-logs/)
  *
  * The preference is checkable: the share of shouted answers must fall, the
  * held-out rewards/accuracies must reach 0.9, and PPO must raise the mean
@@ -256,14 +259,14 @@ int main(int argc, char **argv) {
     char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
         p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16],
         p_rm[PATH_MAX], p_ppo[PATH_MAX], p_train_prompts[PATH_MAX], p_g2[PATH_MAX], p_ppo_metrics[PATH_MAX],
-        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX];
+        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX], p_report[PATH_MAX];
 #define P(var, name) snprintf(var, sizeof var, "%s/%s", dir, name)
     P(p_init, "init.ckpt"), P(p_sft, "sft.ckpt"), P(p_dpo, "dpo.ckpt"), P(p_sftdata, "sft.jsonl");
     P(p_prefs, "prefs.jsonl"), P(p_held, "prefs_heldout.jsonl"), P(p_prompts, "prompts_heldout.jsonl");
     P(p_lp0, "logprobs_sft.jsonl"), P(p_lp1, "logprobs_dpo.jsonl"), P(p_g0, "samples_sft.jsonl");
     P(p_g1, "samples_dpo.jsonl"), P(p_metrics, "dpo_metrics.jsonl");
     P(p_rm, "rm.ckpt"), P(p_ppo, "ppo.ckpt"), P(p_train_prompts, "prompts_train.jsonl"), P(p_g2, "samples_ppo.jsonl");
-    P(p_ppo_metrics, "ppo_metrics.jsonl");
+    P(p_ppo_metrics, "ppo_metrics.jsonl"), P(p_report, "report.html");
     P(p_ans[0], "answers_sft.jsonl"), P(p_ans[1], "answers_dpo.jsonl"), P(p_ans[2], "answers_ppo.jsonl");
     P(p_scores[0], "scores_sft.jsonl"), P(p_scores[1], "scores_dpo.jsonl"), P(p_scores[2], "scores_ppo.jsonl");
 #undef P
@@ -282,7 +285,8 @@ int main(int argc, char **argv) {
     printf("\n== 3. DPO: calm answers preferred ==");
     run((const char *[]){"dpo_run", "--policy", p_sft, "--data", p_prefs, "--eval-data", p_held, "--out", p_dpo, "--loss", "sigmoid",
                          "--beta", "0.1", "--lr", "5e-5", "--batch-size", "8", "--max-steps", "40", "--warmup-steps", "5",
-                         "--lr-schedule", "cosine", "--precompute-ref", "--metrics", p_metrics, "--seed", s_seed, NULL});
+                         "--lr-schedule", "cosine", "--precompute-ref", "--metrics", p_metrics, "--report-to", "tensorboard",
+                         "--seed", s_seed, NULL});
     run((const char *[]){"logprobs", "--model", p_dpo, "--data", p_held, "--out", p_lp1, NULL});
     run((const char *[]){"generate", "--model", p_dpo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
                          "--out", p_g1, NULL});
@@ -292,9 +296,10 @@ int main(int argc, char **argv) {
                          "--batch-size", "8", "--max-steps", "30", "--seed", s_seed, NULL});
     run((const char *[]){"ppo_run", "--policy", p_sft, "--reward", p_rm, "--prompts", p_train_prompts, "--out", p_ppo,
                          "--max-steps", "20", "--batch-size", "8", "--n", "2", "--max-new-tokens", "48", "--lr", "5e-5",
-                         "--kl-coef", "0.05", "--metrics", p_ppo_metrics, "--seed", s_seed, NULL});
+                         "--kl-coef", "0.05", "--metrics", p_ppo_metrics, "--report-to", "tensorboard", "--seed", s_seed, NULL});
     run((const char *[]){"generate", "--model", p_ppo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
                          "--out", p_g2, NULL});
+    run((const char *[]){"align_report", p_metrics, p_ppo_metrics, p_g0, p_g1, p_g2, "--out", p_report, NULL});
 
     int n0, n1;
     double pref0 = calm_preferred(p_lp0, &n0), pref1 = calm_preferred(p_lp1, &n1);
@@ -328,6 +333,7 @@ int main(int argc, char **argv) {
         printf("  %s\n    SFT: %s\n    DPO: %s\n    PPO: %s\n", p, before[i * N_PROMPTS + i], after[i * N_PROMPTS + i],
                i * N_PROMPTS + i < k2 ? ppo[i * N_PROMPTS + i] : "");
     }
+    printf("curves and samples: %s (TensorBoard: tensorboard --logdir %s)\n", p_report, dir);
     int ok = acc >= 0.9 && shout1 < shout0 + (shout0 == 0) && reward[2] > reward[0];
     printf("%s\n", ok ? "the preference was learned." : "the preference was NOT learned well enough (accuracy < 0.9, no less shouting, or no higher reward after PPO).");
     cli_free(&spec);

@@ -749,6 +749,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (a->quantize_base)
         die("--quantize-base is not supported by ppo_run (the reference and the rollout workers load the fp32 base); "
             "use --lora-rank alone");
+    if (a->report_to && strcmp(a->report_to, "none") && strcmp(a->report_to, "tensorboard"))
+        die("--report-to %s: expected none or tensorboard", a->report_to);
     /* LoRA: the policy process trains adapters; every rollout worker attaches
      * the same ones to the base it loads, so only adapters travel */
     o->use_lora = a->lora_rank > 0 || a->lora_adapter;
@@ -1249,7 +1251,7 @@ int main(int argc, char **argv) {
 
     MetricsLog log;
     memset(&log, 0, sizeof log);
-    if (metrics_log_open(&log, PROG, a->metrics, a->resume != NULL)) die("%s", align_error());
+    if (trainer_metrics_open(PROG, a, &log)) die("%s", align_error());
     log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
     PpoKlController ctl;
     ppo_kl_controller_init(&ctl, &O.c);
@@ -1257,6 +1259,7 @@ int main(int argc, char **argv) {
     static const char *shown[] = {"objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg",
                                   "time/iteration", NULL};
     int rc = 0;
+    metrics_log_begin(&log, st.iteration, O.total_iters);
     for (; st.iteration < O.total_iters; st.iteration++) {
         Metrics m;
         metrics_clear(&m);
@@ -1274,6 +1277,7 @@ int main(int argc, char **argv) {
     }
     if (!rc) save_final(&O, &st);
     metrics_log_close(&log);
+    trainer_write_report(PROG, a);
     stop_processes();
     ds_free(&ps.ds);
     free(ps.order);

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "model_load.h"
+#include "progress.h"
 #include "rm_client.h"
 #include "rm_model.h"
 #include "util.h"
@@ -163,6 +164,8 @@ int main(int argc, char **argv) {
     opt.chat_template = tmpl;
     opt.max_length = max_length;
     Item *items = calloc(batch_size, sizeof(Item));
+    Progress progress;
+    progress_start(&progress, "rm_score", "record", 0, progress_count_lines(data));
     int n = 0;
     long lineno = 0, n_bad = 0, n_done = 0;
     char *line = NULL;
@@ -185,22 +188,34 @@ int main(int argc, char **argv) {
         if (rc != 1) {
             cJSON_Delete(rec);
             ds_example_free(&it->ex);
-            if (!skip_bad) align_die_error("rm_score");
+            if (!skip_bad) {
+                progress_break(&progress);
+                align_die_error("rm_score");
+            }
             n_bad++;
             continue;
         }
         it->rec = rec;
         it->pref = pref;
         if (++n == batch_size) {
-            if (flush(&sc, items, n, out)) align_die_error("rm_score");
+            if (flush(&sc, items, n, out)) {
+                progress_break(&progress);
+                align_die_error("rm_score");
+            }
             check_written(out, out_path);
             n_done += n;
             n = 0;
+            progress_update(&progress, n_done + n_bad, NULL);
         }
     }
     if (ferror(in)) align_die("rm_score", "--data %s: read failed: %s", data, strerror(errno));
-    if (n && flush(&sc, items, n, out)) align_die_error("rm_score");
+    if (n && flush(&sc, items, n, out)) {
+        progress_break(&progress);
+        align_die_error("rm_score");
+    }
     n_done += n;
+    progress.done = n_done + n_bad;
+    progress_finish(&progress, NULL);
     /* an empty input is a mistake (a wrong path, a failed export), not a run */
     if (!n_done && !n_bad) align_die("rm_score", "--data %s: no records in the file", data);
     if (!n_done) align_die("rm_score", "--data %s: none of its %ld records could be scored (all skipped as bad)", data, n_bad);

@@ -40,6 +40,7 @@
 #include "dataset.h"
 #include "generate.h"
 #include "model_load.h"
+#include "progress.h"
 #include "util.h"
 
 #define PROG "generate"
@@ -157,6 +158,8 @@ typedef struct {
     StopStrings *stops;
     SeqText *seqs;  /* one per output */
     int stream;     /* chat: print as it comes */
+    Progress *progress; /* file mode: completions finished so far */
+    long finished;
 } Run;
 
 static int is_stop_id(const GenConfig *gc, int32_t t) {
@@ -186,6 +189,10 @@ static int on_token(void *ctx, const GenOutput *o) {
     if (r->stream && chat_stop) return 1; /* Ctrl-C: end the reply here */
     SeqText *st = &r->seqs[o->prompt_index * r->gc->n_samples + o->sample_index];
     int32_t t = o->tokens[o->n_tokens - 1];
+    if (r->progress && (is_stop_id(r->gc, t) || o->n_tokens >= r->gc->max_new_tokens)) {
+        r->finished++;
+        progress_update(r->progress, r->finished, NULL);
+    }
     if (is_stop_id(r->gc, t)) return 0; /* generate_run ends it; its text stays out */
     const char *b;
     size_t n;
@@ -193,6 +200,10 @@ static int on_token(void *ctx, const GenOutput *o) {
     size_t from = st->text.len;
     buf_add(&st->text, b, n);
     if (r->stops->n) st->cut = stop_find(r->stops, st->text.s, st->text.len, from);
+    if (r->progress && st->cut >= 0 && o->n_tokens < r->gc->max_new_tokens) { /* a stop string ends it */
+        r->finished++;
+        progress_update(r->progress, r->finished, NULL);
+    }
     if (r->stream) {
         /* hold back what could still become a stop string */
         size_t upto = st->cut >= 0 ? (size_t)st->cut : st->text.len;
@@ -281,6 +292,9 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     if (a->out) snprintf(where, sizeof where, "--out %s", a->out);
     else snprintf(where, sizeof where, "standard output");
     double t0 = align_now();
+    Progress progress;
+    long n_lines = progress_count_lines(a->prompts);
+    progress_start(&progress, PROG, "completion", 0, n_lines > 0 ? n_lines * gc->n_samples : 0);
     while (!done && rc == 0) {
         int np = 0;
         while (np < chunk) {
@@ -306,7 +320,8 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
         if (rc == 0 && np > 0) {
             int no = np * gc->n_samples;
             for (int i = 0; i < no; i++) seqs[i] = (SeqText){.cut = -1};
-            Run run = {.tok = tok, .gc = gc, .stops = stops, .seqs = seqs};
+            Run run = {.tok = tok, .gc = gc, .stops = stops, .seqs = seqs, .progress = &progress,
+                       .finished = base * gc->n_samples};
             gc->prompt_index_base = base;
             if (generate_run(m, gc, gp, np, out, on_token, &run)) rc = -1;
             for (int i = 0; rc == 0 && i < no; i++) {
@@ -319,6 +334,7 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
             generate_outputs_free(out, no);
             for (int i = 0; i < no; i++) free(seqs[i].text.s);
             base += np;
+            progress_update(&progress, base * gc->n_samples, NULL); /* exact at each chunk's end */
         }
         for (int i = 0; i < np; i++) free(ptoks[i]);
         errno = 0;
@@ -328,6 +344,8 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     ds_reader_counts(rd, &n_bad, NULL, NULL);
     if (rc == 0 && base == 0) rc = align_errorf("%s: no prompts", a->prompts);
     double dt = align_now() - t0;
+    if (rc == 0) progress_finish(&progress, NULL);
+    else progress_break(&progress);
     if (rc == 0)
         fprintf(stderr, "%s: %ld prompts x %d samples, %ld tokens in %.1f s (%.1f tokens/s)%s\n", PROG, base,
                 gc->n_samples, n_tokens, dt, n_tokens / (dt > 0 ? dt : 1), n_bad ? ", some records skipped" : "");

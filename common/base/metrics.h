@@ -3,12 +3,15 @@
  * A Metrics is a small accumulator of (key, sum, weight) pairs: micro-steps
  * add weighted values, and the mean is what gets logged. A MetricsLog
  * writes one JSON object per optimizer step to a .jsonl file (--metrics)
- * and a progress line to the terminal: rewritten in place on a TTY, a plain
- * line every few steps otherwise (logs stay readable). */
+ * and a progress line (progress.h: steps done, rate, time left and the
+ * shown metrics) to the terminal: rewritten in place on a TTY, a plain
+ * line every 10 steps or 10 seconds otherwise (logs stay readable). */
 #ifndef ALIGN_METRICS_H
 #define ALIGN_METRICS_H
 
 #include <stdio.h>
+
+#include "progress.h"
 
 #define METRICS_MAX 48
 
@@ -29,13 +32,22 @@ double metrics_get(const Metrics *m, const char *key, double fallback);
 typedef struct {
     FILE *file;       /* NULL: no metrics file */
     char *path;
-    int tty;          /* progress line rewritten in place */
     int print_every;  /* non-TTY: a line every N steps */
     const char *prog;
+    Progress progress; /* started at the first logged step */
+    struct TbWriter *tb; /* --report-to tensorboard: the same scalars as events */
 } MetricsLog;
 
 /* path may be NULL (terminal only). */
 int metrics_log_open(MetricsLog *log, const char *prog, const char *path, int append);
+/* Also write every logged value as a TensorBoard scalar (tb_events.h)
+ * into a new event file under dir, under the JSONL's names ("epoch" too,
+ * eval values as "eval_<key>"). */
+int metrics_log_tensorboard(MetricsLog *log, const char *dir);
+/* The run starts (or resumes) at `step` of `total`: the progress clock
+ * starts now, so the first step's rate is right. Without it the clock
+ * starts at the first logged step. */
+void metrics_log_begin(MetricsLog *log, long step, long total);
 /* One optimizer step: the JSON line (step, epoch and every key) and the
  * progress line showing `shown` keys (NULL-terminated list). */
 int metrics_log_step(MetricsLog *log, long step, long total_steps, double epoch, const Metrics *m,

@@ -11,6 +11,7 @@
 
 #include "chat_template.h"
 #include "model_load.h"
+#include "progress.h"
 #include "util.h"
 
 static const char *PROG = "ckpt_convert";
@@ -58,16 +59,29 @@ int main(int argc, char **argv) {
         align_die(PROG, "--chat-template: unknown template \"%s\" (chatml, llama3, hh, none)", tmpl);
     double t0 = align_now();
     ModelBundle b;
-    if (model_load_any(in, &backend_cpu, 0, &b) != 0) align_die_error(PROG);
+    /* two phases, read then write, each a whole-model call: the line says
+     * which one runs and how long the first took */
+    Progress progress;
+    progress_start(&progress, PROG, "phase", 0, 2);
+    progress_update(&progress, 0, "reading");
+    if (model_load_any(in, &backend_cpu, 0, &b) != 0) {
+        progress_break(&progress);
+        align_die_error(PROG);
+    }
+    progress.every_n = 1;
+    progress_update(&progress, 1, "writing");
     if (tmpl) {
         if (ckpt_extras_set(&b.extras.chat_template, tmpl) ||
             ckpt_extras_set(&b.extras.chat_template_jinja, chat_template_export_jinja(tmpl)))
             align_die_error(PROG);
     }
     if (model_save_any(out, &b) != 0) {
+        progress_break(&progress);
         model_bundle_free(&b);
         align_die_error(PROG);
     }
+    progress.done = 2;
+    progress_finish(&progress, "done");
     const ModelConfig *c = &b.model->cfg;
     fprintf(stderr,
             "%s: wrote %s (%s, %d layers, dim %d, vocab %d, %.1fM parameters, template %s) in "

@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "model_load.h"
 #include "seq_logprobs.h"
+#include "progress.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -86,7 +87,20 @@ int main(int argc, char **argv) {
     if (!seqs || !sums || !counts) align_die("logprobs", "out of memory for %zu records", d.n);
     for (size_t i = 0; i < d.n; i++)
         for (int k = 0; k < per; k++) seqs[i * per + k] = ds_example_seq(&d.ex[i], k);
-    if (seq_logprobs(b.model, seqs, (int)n, a.batch_size, pref, sums, counts)) align_die_error("logprobs");
+    /* one forward of seq_logprobs' size at a time, so progress moves with each */
+    int step = a.batch_size < 1 ? 1 : a.batch_size;
+    if (pref) step = step < 2 ? 2 : step - step % 2;
+    Progress progress;
+    progress_start(&progress, "logprobs", "record", 0, (long)d.n);
+    for (size_t at = 0; at < n; at += step) {
+        int k = n - at < (size_t)step ? (int)(n - at) : step;
+        if (seq_logprobs(b.model, seqs + at, k, a.batch_size, pref, sums + at, counts + at)) {
+            progress_break(&progress);
+            align_die_error("logprobs");
+        }
+        progress_update(&progress, (long)((at + k) / per), NULL);
+    }
+    progress_finish(&progress, NULL);
     for (size_t i = 0; i < n; i++)
         if (!isfinite(sums[i])) {
             char where[4200];

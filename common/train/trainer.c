@@ -13,7 +13,9 @@
 #include "gguf.h"
 #include "optim.h"
 #include "peft.h"
+#include "report.h"
 #include "rng.h"
+#include "tb_events.h"
 #include "util.h"
 
 void train_args_defaults(TrainArgs *a) {
@@ -41,7 +43,7 @@ void train_args_defaults(TrainArgs *a) {
 }
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
-    CliFlag shared[TRAIN_ARGS_N_FLAGS] = {
+    CliFlag shared[] = {
         {"lr", CLI_FLOAT, &a->lr, "peak learning rate", CLI_NONNEG},
         {"batch-size", CLI_INT, &a->batch_size, "examples per micro-batch (one packed forward)", CLI_AT_LEAST_1},
         {"grad-accum", CLI_INT, &a->grad_accum, "micro-batches per optimizer step", CLI_AT_LEAST_1},
@@ -73,8 +75,13 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
         {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
         {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
+        {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
+        {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1 or q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored); needs LoRA"},
     };
+    /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
+     * without raising it stops the build instead of overrunning them */
+    _Static_assert(sizeof shared / sizeof *shared == TRAIN_ARGS_N_FLAGS, "TRAIN_ARGS_N_FLAGS must count train_args_flags' table");
     memcpy(f, shared, sizeof shared);
     return TRAIN_ARGS_N_FLAGS;
 }
@@ -127,7 +134,47 @@ int trainer_check_args(const TrainArgs *a) {
     if (a->lora_out && (a->lora_rank > 0 || a->lora_adapter) && check_writable("--lora-out", a->lora_out, 1)) return -1;
     if (a->eval_every > 0 && !a->eval_data)
         return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
+    if (a->report_to && strcmp(a->report_to, "none") && strcmp(a->report_to, "tensorboard"))
+        return align_errorf("--report-to %s: expected none or tensorboard", a->report_to);
     return 0;
+}
+
+void trainer_out_sibling(const char *out, const char *suffix, char *buf, size_t n) {
+    size_t len = strlen(out);
+    while (len > 1 && out[len - 1] == '/') len--;
+    if (len > 5 && !strncmp(out + len - 5, ".ckpt", 5)) len -= 5;
+    snprintf(buf, n, "%.*s%s", (int)len, out, suffix);
+}
+
+int trainer_metrics_open(const char *prog, const TrainArgs *a, MetricsLog *log) {
+    if (metrics_log_open(log, prog, a->metrics, a->resume != NULL)) return -1;
+    if (a->report_to && !strcmp(a->report_to, "tensorboard")) {
+        char dir[4096];
+        if (a->logging_dir) snprintf(dir, sizeof dir, "%s", a->logging_dir);
+        else trainer_out_sibling(a->out, "-logs", dir, sizeof dir);
+        if (metrics_log_tensorboard(log, dir)) {
+            metrics_log_close(log);
+            return -1;
+        }
+        fprintf(stderr, "%s: TensorBoard events in %s (tensorboard --logdir %s)\n", prog, tb_writer_path(log->tb), dir);
+    }
+    return 0;
+}
+
+void trainer_write_report(const char *prog, const TrainArgs *a) {
+    if (!a->metrics || !a->out) return;
+    char path[4096];
+    trainer_out_sibling(a->out, "-report.html", path, sizeof path);
+    /* this run's metrics, and the generate outputs beside them (samples
+     * before training, say); other runs' metrics there are left out */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", a->metrics);
+    char *slash = strrchr(dir, '/');
+    if (slash) slash[slash == dir] = 0; /* "/x.jsonl": the root */
+    else snprintf(dir, sizeof dir, ".");
+    const char *inputs[2] = {a->metrics, dir};
+    if (report_write(path, inputs, 2, 0)) fprintf(stderr, "%s: no report page: %s\n", prog, align_error());
+    else fprintf(stderr, "%s: wrote %s\n", prog, path);
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
@@ -218,10 +265,7 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
         if (a->lora_out) {
             snprintf(dir, sizeof dir, "%s", a->lora_out);
         } else {
-            size_t len = strlen(path);
-            while (len > 1 && path[len - 1] == '/') len--;
-            if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
-            snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
+            trainer_out_sibling(path, "-adapter", dir, sizeof dir);
         }
         if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
         fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
@@ -312,9 +356,9 @@ static void ckpt_ring_free(CkptRing *r) {
 typedef struct {
     long step, total_steps;
     int epoch, cursor;
-} Progress;
+} TrainPos;
 
-static char *train_state_json(const char *prog, const TrainArgs *a, const Progress *p) {
+static char *train_state_json(const char *prog, const TrainArgs *a, const TrainPos *p) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "program", prog);
     cJSON_AddNumberToObject(o, "step", (double)p->step);
@@ -331,7 +375,7 @@ static char *train_state_json(const char *prog, const TrainArgs *a, const Progre
     return s;
 }
 
-static int parse_train_state(const char *json, const char *path, Progress *p) {
+static int parse_train_state(const char *json, const char *path, TrainPos *p) {
     cJSON *o = json ? cJSON_Parse(json) : NULL;
     cJSON *step = cJSON_GetObjectItem(o, "step"), *epoch = cJSON_GetObjectItem(o, "epoch"),
           *cursor = cJSON_GetObjectItem(o, "cursor");
@@ -348,7 +392,7 @@ static int parse_train_state(const char *json, const char *path, Progress *p) {
 
 /* A resumable checkpoint: weights, moments, train state. */
 static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *policy, Optimizer *o,
-                           const Progress *p, const char *path) {
+                           const TrainPos *p, const char *path) {
     Model *m = policy->model;
     size_t n = m->n_grad_elems;
     float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
@@ -411,7 +455,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (optim_parse_schedule(a->lr_schedule, &oc.schedule)) return -1;
     long per_step = (long)a->batch_size * a->grad_accum;
     long steps_per_epoch = (task->n_train + per_step - 1) / per_step;
-    Progress p = {0};
+    TrainPos p = {0};
     p.total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (a->epochs > 0 ? a->epochs : 1);
     oc.total_steps = (int)p.total_steps;
     Optimizer *o = optim_create(m, &oc);
@@ -430,7 +474,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         o->step = p.step;
         fprintf(stderr, "%s: resuming from %s at step %ld (epoch %d, example %d)\n", prog, a->resume, p.step, p.epoch, p.cursor);
     }
-    if (metrics_log_open(&log, prog, a->metrics, a->resume != NULL)) goto done;
+    if (trainer_metrics_open(prog, a, &log)) goto done;
     log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
     trainer_epoch_order(a->seed, p.epoch, task->n_train, order);
     interrupted = 0;
@@ -439,6 +483,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     model_zero_grad(m);
+    metrics_log_begin(&log, p.step, p.total_steps);
     while (p.step < p.total_steps) {
         Metrics acc;
         metrics_clear(&acc);
@@ -526,6 +571,7 @@ restore:
 done:
     ckpt_ring_free(&ring);
     metrics_log_close(&log);
+    if (rc >= 0) trainer_write_report(prog, a); /* finished or interrupted: the curves so far */
     free(order), free(idx);
     optim_free(o);
     return rc;

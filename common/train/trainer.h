@@ -45,12 +45,15 @@ typedef struct {
     const char *lora_adapter;   /* start from a peft adapter directory */
     const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
     const char *quantize_base;  /* q4_0, q4_1, q8_0: frozen base weights kept quantised */
+    /* where the metrics go besides --metrics: "none" or "tensorboard" */
+    const char *report_to;
+    const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
 } TrainArgs;
 
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 32
+#define TRAIN_ARGS_N_FLAGS 34
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -70,6 +73,17 @@ typedef struct {
  * created where it goes; likewise --lora-out), and --eval-every has
  * --eval-data. An error names the flag. trainer_run checks them again. */
 int trainer_check_args(const TrainArgs *a);
+
+/* "<out without .ckpt or trailing />" + suffix into buf: where the files
+ * that belong to a run go (-adapter, -logs, -report.html). */
+void trainer_out_sibling(const char *out, const char *suffix, char *buf, size_t n);
+/* Open the run's metrics log: --metrics (appended to when resuming) and,
+ * with --report-to tensorboard, a new event file under --logging-dir. */
+int trainer_metrics_open(const char *prog, const TrainArgs *a, MetricsLog *log);
+/* At the end of a run with --metrics: <out>-report.html (report.h) from the
+ * metrics file and the generate outputs beside it. A failure is reported
+ * on stderr and does not fail the run: the model is saved by then. */
+void trainer_write_report(const char *prog, const TrainArgs *a);
 
 /* Run the loop on policy->model; saves the result to a->out (a .ckpt or a
  * Hugging Face directory). Returns 0, 1 when interrupted (a checkpoint was

@@ -13,12 +13,14 @@ check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL
 "$BIN/align_demo" --out-dir "$T/demo" > "$T/out" 2>&1
 rc=$?
 check "align_demo exits 0 (preference learned)" "[ $rc -eq 0 ]"
-for cmd in model_init sft_run logprobs generate dpo_run; do
+for cmd in model_init sft_run logprobs generate dpo_run align_report; do
   check "prints the $cmd command" "grep -q '^\\\$ $cmd ' $T/out"
 done
 acc=$(sed -n 's/^held-out pairs (topics DPO never saw): rewards\/accuracies \([0-9.]*\)$/\1/p' "$T/out")
 check "held-out rewards/accuracies >= 0.9 (got '$acc')" "python3 -c 'import sys; sys.exit(0 if float(\"$acc\" or 0) >= 0.9 else 1)'"
 check "the DPO model exists" "[ -s $T/demo/dpo.ckpt ]"
+check "the report page exists" "[ -s $T/demo/report.html ] && grep -q 'samples_ppo' $T/demo/report.html"
+check "DPO and PPO TensorBoard events exist" "ls $T/demo/dpo-logs/events.out.tfevents.* $T/demo/ppo-logs/events.out.tfevents.* >/dev/null"
 [ $fail -eq 0 ] || tail -30 "$T/out"
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
