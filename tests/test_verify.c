@@ -5,6 +5,8 @@
 
 #include "test.h"
 #include "util.h"
+#include "reward_http.h"
+#include "reward_terms.h"
 #include "verify.h"
 
 static void check_extract(const char *text, const char *want) {
@@ -101,5 +103,39 @@ int main(void) {
     CHECK_CLOSE(verify_overlong(64, 64, 16), -1.0, 0, 1e-15, "overlong at the limit");
     CHECK_CLOSE(verify_overlong(65, 64, 16), -1.0, 0, 1e-15, "overlong past the limit");
     CHECK_CLOSE(verify_overlong(10, 64, 0), 0.0, 0, 1e-15, "no buffer, under the limit");
+
+    /* the --reward list */
+    RewardSpec sp;
+    CHECK(reward_spec_parse("math,format:0.2,rm.ckpt:0.5,length:-0.1", &sp) == 0 && sp.n == 4, "spec: %s", align_error());
+    CHECK(sp.t[0].kind == RT_MATH && sp.t[0].weight == 1.0, "math weight 1");
+    CHECK(sp.t[1].kind == RT_FORMAT && sp.t[1].weight == 0.2, "format 0.2");
+    CHECK(sp.model == 2 && sp.t[2].kind == RT_MODEL && !strcmp(sp.t[2].path, "rm.ckpt") && sp.t[2].weight == 0.5,
+          "model term");
+    CHECK(sp.t[3].kind == RT_LENGTH && sp.t[3].weight == -0.1, "negative weight");
+    CHECK(reward_spec_parse("/models/a:b", &sp) == 0 && sp.model == 0 && !strcmp(sp.t[0].path, "/models/a:b") &&
+              sp.t[0].weight == 1.0, "a path with a colon");
+    CHECK(reward_spec_parse("math,math:2", &sp) == -1 && strstr(align_error(), "twice"), "%s", align_error());
+    CHECK(reward_spec_parse("a.ckpt,b.ckpt", &sp) == -1 && strstr(align_error(), "two reward models"), "%s", align_error());
+    CHECK(reward_spec_parse("math,,exact", &sp) == -1 && strstr(align_error(), "empty"), "%s", align_error());
+    RewardRuleCtx ctx = {NULL, 64, 16};
+    double v;
+    CHECK(reward_spec_parse("format,overlong", &sp) == 0, "spec");
+    CHECK(reward_term_eval(&sp.t[0], &ctx, "x", NULL, 1, &v) == -1 && strstr(align_error(), "--format-pattern"),
+          "format without a pattern: %s", align_error());
+    CHECK(reward_term_eval(&sp.t[1], &ctx, "x", NULL, 56, &v) == 0 && v == -0.5, "overlong term");
+
+    RewardUrl u;
+    CHECK(reward_url_parse("http://127.0.0.1:5000/get_reward", &u) == 0 && !strcmp(u.host, "127.0.0.1") &&
+              !strcmp(u.port, "5000") && !strcmp(u.path, "/get_reward"), "url");
+    CHECK(reward_url_parse("http://localhost", &u) == 0 && !strcmp(u.port, "80") && !strcmp(u.path, "/"), "url defaults");
+    CHECK(reward_url_parse("https://x/y", &u) == -1 && strstr(align_error(), "https"), "https refused");
+    CHECK(reward_url_parse("http://h:99999/", &u) == -1 && strstr(align_error(), "port"), "bad port");
+    /* nothing listens on port 1: a clear error after the retries */
+    RewardHttpOpts ho = {1.0, 1};
+    RewardHttpReply rep;
+    const char *q[1] = {"q"};
+    CHECK(reward_http_call("http://127.0.0.1:1/get_reward", &ho, q, q, NULL, 1, &rep) == -1 &&
+              strstr(align_error(), "after 2 tries") && strstr(align_error(), "connect"),
+          "refused: %s", align_error());
     return test_summary();
 }
