@@ -30,6 +30,7 @@
  * parameter, as one raw frame read in place from the model's buffer. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
     char *policy = ppo_get_strdup(m, "policy"), *critic = ppo_get_strdup(m, "critic");
     char *resume = ppo_get_strdup(m, "resume"), *resume_critic = ppo_get_strdup(m, "resume_critic");
     char *sched = ppo_get_strdup(m, "lr_schedule"), *agg = ppo_get_strdup(m, "loss_agg");
+    char *pl = ppo_get_strdup(m, "policy_loss");
     int rc = -1;
     const char *apath = resume ? resume : policy;
     if (!apath) {
@@ -153,7 +155,9 @@ static int do_setup(Policy *p, const WireMsg *m) {
     p->c.cliprange_value = ppo_get_num(m, "cliprange_value", p->c.cliprange_value);
     p->c.vf_coef = ppo_get_num(m, "vf_coef", p->c.vf_coef);
     p->c.kl_loss_coef = ppo_get_num(m, "kl_loss_coef", p->c.kl_loss_coef);
+    p->c.loss_norm_len = (int)ppo_get_num(m, "loss_norm_len", 0);
     if (agg && ppo_loss_agg_parse("loss_agg", agg, &p->c.loss_agg)) goto done;
+    if (pl && ppo_policy_loss_parse("policy_loss", pl, &p->c.policy_loss)) goto done;
     p->max_tokens = (int)ppo_get_num(m, "max_batch_tokens", 8192);
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -172,7 +176,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
     }
     rc = 0;
 done:
-    free(policy), free(critic), free(resume), free(resume_critic), free(sched), free(agg);
+    free(policy), free(critic), free(resume), free(resume_critic), free(sched), free(agg), free(pl);
     if (rc) {
         char keep[600];
         snprintf(keep, sizeof keep, "%s", align_error());
@@ -266,6 +270,20 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
             model_lora_train_mode(p->actor.model, 1, (uint64_t)p->oa->step);
             int rc = ppo_forward(p->actor.model, &b, b_lp, NULL);
             for (int i = 0; !rc && i < b.n_resp; i++) b_ent[i] = -b_lp[i]; /* sampled entropy estimate */
+            if (!rc && e == 0 && at == 0) {
+                /* Before the first optimizer step the policy's log-probs are
+                 * those of the weights the rollout workers sampled with: the
+                 * gap is the two engines' numerical mismatch (the whole batch
+                 * when one minibatch is the batch, else its first minibatch) */
+                double gmax = 0, gsum = 0;
+                for (int i = 0; i < b.n_resp; i++) {
+                    double d = fabs((double)b_lp[i] - (double)b_old[i]);
+                    gmax = d > gmax ? d : gmax;
+                    gsum += d;
+                }
+                metrics_set(&acc, "rollout/logp_diff_max", gmax);
+                metrics_set(&acc, "rollout/logp_diff_mean", b.n_resp ? gsum / b.n_resp : 0);
+            }
             if (!rc) rc = ppo_policy_loss(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, 0, b_d, &pst);
             if (!rc) rc = ppo_backward(p->actor.model, &b, b_d, NULL);
             model_lora_train_mode(p->actor.model, 0, 0);

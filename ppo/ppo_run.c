@@ -69,6 +69,8 @@
 #include "metrics.h"
 #include "model_load.h"
 #include "ppo_math.h"
+#include "reward_http.h"
+#include "reward_terms.h"
 #include "ppo_service.h"
 #include "ppo_sync.h"
 #include "safetensors.h"
@@ -654,7 +656,10 @@ typedef struct {
     TrainArgs a;
     const char *policy_path, *reward_path, *prompts_path, *critic_path;
     const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
-    const char *kl_est, *adv_name, *loss_agg;
+    const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
+    const char *reward_url, *format_pattern;
+    int reward_retries, overlong_buffer;
+    float reward_timeout, cliprange_high, tis_cap;
     int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
     float temperature, top_p, kl_coef, kl_target, kl_horizon, gamma, lam, score_clip, no_eos, cliprange,
@@ -663,6 +668,10 @@ typedef struct {
     PpoConfig c;
     LoraConfig lc;
     int use_lora, use_critic;
+    RewardSpec rs;            /* the --reward terms */
+    const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
+    VerifyPattern *format;    /* --format-pattern, compiled */
+    Tokenizer *tok;           /* the policy's: completions to text for the rule-based and remote terms */
     long total_iters, opt_steps;
     int S, mbs; /* completions per iteration, per minibatch */
 } Opts;
@@ -673,7 +682,12 @@ static Opts O;
  * them in the table cli_parse sees. */
 static CliFlag PPO_FLAGS[] = {
     {"policy", CLI_STRING, &O.policy_path, "starting policy (the SFT model): .ckpt, .gguf or a Hugging Face directory; also the reference"},
-    {"reward", CLI_STRING, &O.reward_path, "reward model (rm_train's .ckpt); served by a reward_server ppo_run starts, and the critic's start"},
+    {"reward", CLI_STRING, &O.reward_path, "the reward: weighted terms, e.g. math,format:0.2,rm.ckpt:0.5: math, exact, regex, format, length, overlong, url, or a reward model (rm_train's .ckpt, served by a reward_server ppo_run starts, and the critic's start)"},
+    {"reward-url", CLI_STRING, &O.reward_url, "a remote reward function speaking OpenRLHF's protocol: http://HOST:PORT/get_reward (the url term, weight 1 unless --reward names url:W)"},
+    {"reward-timeout", CLI_FLOAT, &O.reward_timeout, "seconds one --reward-url call may take (default 60)", CLI_POSITIVE},
+    {"reward-retries", CLI_INT, &O.reward_retries, "extra tries of a failed --reward-url call (default 2)", CLI_NONNEG},
+    {"format-pattern", CLI_STRING, &O.format_pattern, "the format term's PCRE2 pattern (DOTALL), e.g. ^<think>.*</think>"},
+    {"overlong-buffer", CLI_INT, &O.overlong_buffer, "the overlong term's soft buffer: tokens before --max-new-tokens where the penalty ramps from 0 to -1 (DAPO's L_cache; default max-new-tokens/4)", CLI_NONNEG},
     {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
     {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
@@ -699,11 +713,14 @@ static CliFlag PPO_FLAGS[] = {
     {"score-clip", CLI_FLOAT, &O.score_clip, "clip scores to +-this (0 = off)", CLI_NONNEG},
     {"missing-eos-penalty", CLI_FLOAT, &O.no_eos, "subtracted from the score of a completion cut at --max-new-tokens (0 = off)", CLI_NONNEG},
     {"cliprange", CLI_FLOAT, &O.cliprange, "policy ratio clip epsilon, in (0, 1) (default 0.2)", CLI_UNIT_OPEN},
+    {"cliprange-high", CLI_FLOAT, &O.cliprange_high, "upper clip epsilon (DAPO's clip-higher, 0.28; default --cliprange); the cap of cispo's weight", CLI_NONNEG},
+    {"policy-loss", CLI_STRING, &O.policy_loss, "vanilla (PPO/GRPO/DAPO), gspo (sequence ratio) or cispo (capped detached weight)"},
+    {"scale-rewards", CLI_STRING, &O.scale_rewards, "GRPO's advantage scale: group (default), batch or none (Dr. GRPO)"},
     {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
     {"vf-coef", CLI_FLOAT, &O.vf_coef, "weight of the value loss (default 0.1)", CLI_NONNEG},
     {"critic-lr", CLI_FLOAT, &O.critic_lr, "critic learning rate (0 = --lr, the default)", CLI_NONNEG},
     {"kl-loss-coef", CLI_FLOAT, &O.kl_loss_coef, "KL(pi||ref) in the policy loss instead of the reward (GRPO's beta; default 0)", CLI_NONNEG},
-    {"loss-agg", CLI_STRING, &O.loss_agg, "token-mean, seq-mean-token-mean or seq-mean-token-sum"},
+    {"loss-agg", CLI_STRING, &O.loss_agg, "token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm (Dr. GRPO; default token-mean, seq-mean-token-mean with gspo)"},
     {"max-prompt-length", CLI_INT, &O.max_prompt_len, "keep the last N prompt tokens (0 = --max-length - --max-new-tokens)", CLI_NONNEG},
     {"heartbeat-ms", CLI_INT, &O.heartbeat_ms, "ping workers this often (default 1000)", CLI_AT_LEAST_1},
     {"dead-after", CLI_INT, &O.dead_after, "missed pings before a worker is dead (default 3)", CLI_AT_LEAST_1},
@@ -716,7 +733,8 @@ static void opts_defaults(Opts *o) {
     train_args_defaults(&o->a);
     o->a.lr = 3e-6f; /* TRL's PPOConfig */
     o->a.max_length = 512;
-    o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = "token-mean";
+    o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = NULL, o->policy_loss = "vanilla", o->scale_rewards = "group";
+    o->reward_timeout = 60, o->reward_retries = 2, o->overlong_buffer = -1, o->cliprange_high = -1;
     o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
     o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
     o->temperature = 1.0f, o->top_p = 1.0f, o->kl_coef = 0.05f, o->kl_horizon = 10000, o->gamma = 1.0f, o->lam = 0.95f;
@@ -739,7 +757,29 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (!o->policy_path) die("--policy is required (the starting policy, also the reference; see --help)");
     if (!o->prompts_path) die("--prompts is required (see --help)");
     if (!a->out) die("--out is required (where the trained policy goes)");
-    if (!o->reward_path && !o->reward_ep) die("--reward (or --reward-connect) is required");
+    if (!o->reward_path && !o->reward_ep && !o->reward_url) die("--reward (or --reward-connect, --reward-url) is required");
+    /* the reward's terms */
+    memset(&o->rs, 0, sizeof o->rs);
+    o->rs.model = o->rs.url = -1;
+    if (o->reward_path && reward_spec_parse(o->reward_path, &o->rs)) die("%s", align_error());
+    /* the reward model's path: what a reward_server ppo_run starts serves, and the critic's start; with
+     * --reward-connect the hand-started server serves the model term (weight 1 when --reward names none) */
+    o->reward_model = o->rs.model >= 0 ? o->rs.t[o->rs.model].path : NULL;
+    if (o->reward_ep && o->rs.model < 0 && reward_spec_add(&o->rs, RT_MODEL, o->reward_ep, 1.0)) die("%s", align_error());
+    if (o->reward_url && o->rs.url < 0 && reward_spec_add(&o->rs, RT_URL, "url", 1.0)) die("%s", align_error());
+    if (o->rs.url >= 0 && !o->reward_url) die("--reward names the url term: give --reward-url http://HOST:PORT/PATH");
+    if (o->reward_url) {
+        RewardUrl u;
+        if (reward_url_parse(o->reward_url, &u)) die("%s", align_error());
+    }
+    o->format = NULL;
+    for (int i = 0; i < o->rs.n; i++)
+        if (o->rs.t[i].kind == RT_FORMAT) {
+            if (!o->format_pattern) die("--reward format: give the pattern completions must match with --format-pattern");
+            if (!(o->format = verify_pattern_new(o->format_pattern, "--format-pattern"))) die("%s", align_error());
+        }
+    if (o->overlong_buffer < 0) o->overlong_buffer = o->max_new / 4;
+    if (o->overlong_buffer > o->max_new) die("--overlong-buffer %d: at most --max-new-tokens (%d)", o->overlong_buffer, o->max_new);
     if (a->batch_size <= 0) die("--batch-size %d: must be positive", a->batch_size);
     if (!o->rollout_eps && o->n_rollout > 64) die("--rollout-workers %d: at most 64", o->n_rollout);
     if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
@@ -762,8 +802,13 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     ppo_config_defaults(c);
     if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||
         ppo_advantage_parse("--advantage", o->adv_name, &c->advantage) ||
-        ppo_loss_agg_parse("--loss-agg", o->loss_agg, &c->loss_agg))
+        ppo_policy_loss_parse("--policy-loss", o->policy_loss, &c->policy_loss) ||
+        ppo_scale_rewards_parse("--scale-rewards", o->scale_rewards, &c->grpo_scale_std))
         die("%s", align_error());
+    /* GSPO's ratio is per sequence: each sequence counts once unless told otherwise (verl's recipe) */
+    if (!o->loss_agg) o->loss_agg = c->policy_loss == PPO_PL_GSPO ? "seq-mean-token-mean" : "token-mean";
+    if (ppo_loss_agg_parse("--loss-agg", o->loss_agg, &c->loss_agg)) die("%s", align_error());
+    c->loss_norm_len = o->max_new;
     c->kl_coef = o->kl_coef;
     c->adaptive_kl = o->kl_target > 0;
     if (o->kl_target > 0) c->kl_target = o->kl_target;
@@ -774,6 +819,7 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     c->score_clip = o->score_clip;
     if (o->no_eos > 0) c->no_eos = PPO_NO_EOS_SUBTRACT, c->no_eos_penalty = o->no_eos;
     c->clip_low = c->clip_high = o->cliprange;
+    if (o->cliprange_high >= 0) c->clip_high = o->cliprange_high;
     c->cliprange_value = o->cliprange_value;
     c->vf_coef = o->vf_coef;
     c->kl_loss_coef = o->kl_loss_coef;
@@ -781,16 +827,16 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
     if (ppo_config_check(c)) die("%s", align_error());
     o->use_critic = c->advantage == PPO_ADV_GAE;
-    if (!o->critic_path) o->critic_path = o->reward_path;
+    if (!o->critic_path) o->critic_path = o->reward_model;
     if (o->use_critic && !o->critic_path)
-        die("--advantage gae needs a critic: give --critic or --reward (or use --advantage rloo)");
+        die("--advantage gae needs a critic: give --critic or a reward model in --reward (or use --advantage grpo or rloo)");
 }
 
 /* ------------------------------------------------------------ the prompts */
 
 /* The prompts, tokenized as the policy's tokenizer and template do, and the
  * token ids generation stops at. */
-static void load_prompts(const Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop) {
+static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop) {
     const TrainArgs *a = &o->a;
     ModelBundle pb;
     if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
@@ -819,6 +865,16 @@ static void load_prompts(const Opts *o, Prompts *ps, int32_t stop_ids[4], int *n
     for (size_t i = 0; i < ps->ds.n; i++)
         if (ps->ds.ex[i].n_prompt < 1) die("%s: record %ld has an empty prompt", o->prompts_path, ps->ds.ex[i].line);
     ps->order = malloc(ps->ds.n * sizeof(int32_t));
+    int verified = 0, labelled = 0;
+    for (int i = 0; i < o->rs.n; i++) verified |= o->rs.t[i].kind == RT_MATH || o->rs.t[i].kind == RT_EXACT || o->rs.t[i].kind == RT_REGEX;
+    for (size_t i = 0; i < ps->ds.n; i++) labelled += ps->ds.ex[i].label != NULL;
+    if (verified && !labelled)
+        die("%s: no record has an \"answer\" for the math/exact/regex reward to check against", o->prompts_path);
+    if (verified && (size_t)labelled < ps->ds.n)
+        fprintf(stderr, PROG ": %s: %zu of %zu records have no \"answer\"; their completions score 0 on math/exact/regex\n",
+                o->prompts_path, ps->ds.n - (size_t)labelled, ps->ds.n);
+    o->tok = pb.tok; /* kept: completions become text for the rule-based and remote terms */
+    pb.tok = NULL;
     model_bundle_free(&pb);
 }
 
@@ -860,7 +916,7 @@ static void start_processes(const Opts *o) {
     G.dead_after = o->dead_after;
     G.startup_s = o->startup_s;
     G.max_restarts = o->max_restarts;
-    G.reward_model = o->reward_path;
+    G.reward_model = o->reward_model;
     G.weights_version = -1;
     /* a peer that has not taken a message in as long as a silent one may
      * stay alive is treated as dead (at least a second) */
@@ -886,7 +942,7 @@ static void start_processes(const Opts *o) {
     signal(SIGPIPE, SIG_IGN);
     G.policy = add_peer(ROLE_POLICY, 0, o->policy_ep);
     G.ref = add_peer(ROLE_REF, 0, o->ref_ep);
-    G.reward = add_peer(ROLE_REWARD, 0, o->reward_ep);
+    G.reward = o->rs.model >= 0 ? add_peer(ROLE_REWARD, 0, o->reward_ep) : -1; /* rule-based or remote only: no reward model */
     G.rollout0 = G.n_peers;
     if (o->rollout_eps) {
         char *list = strdup(o->rollout_eps), *save = NULL;
@@ -928,6 +984,8 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_float(w, "vf_coef", c->vf_coef);
     wire_put_float(w, "kl_loss_coef", c->kl_loss_coef);
     wire_put_str(w, "loss_agg", ppo_loss_agg_name(c->loss_agg));
+    wire_put_int(w, "loss_norm_len", c->loss_norm_len);
+    wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
     if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
@@ -991,11 +1049,12 @@ typedef struct {
     int32_t *ptok, *poff, *rtok, *roff;
     float *old_logp, *ref_logp, *raw, *values;
     uint8_t *has_eos;
+    const char **label; /* per completion: its prompt record's answer (NULL: none) */
 } Rollout;
 
 static void rollout_free(Rollout *b) {
     free(b->ptok), free(b->poff), free(b->rtok), free(b->roff), free(b->has_eos);
-    free(b->old_logp), free(b->ref_logp), free(b->raw), free(b->values);
+    free(b->old_logp), free(b->ref_logp), free(b->raw), free(b->values), free(b->label);
     memset(b, 0, sizeof *b);
 }
 
@@ -1034,6 +1093,7 @@ static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
     b->S = S;
     b->poff = malloc(((size_t)S + 1) * sizeof(int32_t)), b->roff = malloc(((size_t)S + 1) * sizeof(int32_t));
     b->has_eos = malloc((size_t)S);
+    b->label = malloc((size_t)S * sizeof *b->label);
     for (int k = 0; k < chunks; k++) {
         WireArray off;
         if (wire_get_array(gen[k].reply, "offsets", WIRE_I32, ppo_wire_limits(), &off)) die("generation: %s", align_error());
@@ -1066,6 +1126,7 @@ static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
             memcpy(b->old_logp + b->roff[s], lp + of[j], (size_t)nt * sizeof(float));
             b->roff[s + 1] = b->roff[s] + nt;
             b->has_eos[s] = ((uint8_t *)fin.data)[j] == 1; /* GEN_FINISH_STOP */
+            b->label[s] = e->label;
         }
         free(tk), free(of), free(lp), free(fin.data);
     }
@@ -1080,25 +1141,110 @@ static WireWriter *sequences_request(const char *op, const Rollout *b) {
     return w;
 }
 
-/* Reference log-probs, reward scores and (with a critic) the old values, in
- * parallel; each one's time into m. */
+/* Completion s as text (its stop token dropped: the template's end of turn
+ * is not part of the answer), and its prompt. */
+static char *completion_text(const Opts *o, const Rollout *b, int s) {
+    int n = b->roff[s + 1] - b->roff[s] - (b->has_eos[s] ? 1 : 0);
+    size_t len;
+    char *t = tok_decode(o->tok, b->rtok + b->roff[s], n > 0 ? n : 0, &len);
+    char *c = verify_utf8_clean(t ? t : "", t ? len : 0);
+    free(t);
+    return c;
+}
+
+static char *prompt_text(const Opts *o, const Rollout *b, int s) {
+    size_t len;
+    char *t = tok_decode(o->tok, b->ptok + b->poff[s], b->poff[s + 1] - b->poff[s], &len);
+    char *c = verify_utf8_clean(t ? t : "", t ? len : 0);
+    free(t);
+    return c;
+}
+
+/* The rule-based and remote terms, and the weighted sum with the reward
+ * model's scores (rm, NULL when no model term) into b->raw; each term's
+ * mean into m (rewards/NAME/mean, TRL's names). */
+static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics *m) {
+    int S = b->S;
+    char **comp = malloc((size_t)S * sizeof *comp), **prom = NULL, **query = NULL;
+    for (int s = 0; s < S; s++) comp[s] = completion_text(o, b, s);
+    double *total = calloc((size_t)S, sizeof *total);
+    RewardRuleCtx ctx = {o->format, o->max_new, o->overlong_buffer};
+    double t0 = align_now();
+    for (int k = 0; k < o->rs.n; k++) {
+        const RewardTerm *t = &o->rs.t[k];
+        double sum = 0;
+        char key[96];
+        if (t->kind == RT_MODEL) {
+            for (int s = 0; s < S; s++) total[s] += t->weight * rm[s], sum += rm[s];
+        } else if (t->kind == RT_URL) {
+            prom = malloc((size_t)S * sizeof *prom), query = malloc((size_t)S * sizeof *query);
+            for (int s = 0; s < S; s++) {
+                prom[s] = prompt_text(o, b, s);
+                size_t pl = strlen(prom[s]), cl = strlen(comp[s]);
+                query[s] = malloc(pl + cl + 1);
+                memcpy(query[s], prom[s], pl), memcpy(query[s] + pl, comp[s], cl + 1);
+            }
+            RewardHttpOpts ho = {o->reward_timeout, o->reward_retries};
+            RewardHttpReply rep;
+            double th = align_now();
+            if (reward_http_call(o->reward_url, &ho, (const char *const *)query, (const char *const *)prom, b->label, S,
+                                 &rep))
+                die("%s", align_error());
+            metrics_set(m, "time/reward_url", align_now() - th);
+            for (int s = 0; s < S; s++) total[s] += t->weight * rep.rewards[s], sum += rep.rewards[s];
+            if (rep.scores) {
+                double ss = 0;
+                for (int s = 0; s < S; s++) ss += rep.scores[s];
+                metrics_set(m, "rewards/url/scores_mean", ss / S);
+            }
+            for (int i = 0; i < rep.n_logs; i++) {
+                snprintf(key, sizeof key, "rewards/url/%s", rep.log_keys[i]);
+                metrics_set(m, key, rep.log_means[i]);
+            }
+            reward_http_reply_free(&rep);
+        } else {
+            for (int s = 0; s < S; s++) {
+                double v;
+                if (reward_term_eval(t, &ctx, comp[s], b->label[s], b->roff[s + 1] - b->roff[s], &v)) die("%s", align_error());
+                total[s] += t->weight * v, sum += v;
+            }
+        }
+        snprintf(key, sizeof key, "rewards/%s/mean", t->name);
+        metrics_set(m, key, sum / S);
+    }
+    metrics_set(m, "time/reward_rules", align_now() - t0);
+    free(b->raw);
+    b->raw = malloc((size_t)S * sizeof(float));
+    for (int s = 0; s < S; s++) b->raw[s] = (float)total[s];
+    for (int s = 0; s < S; s++) {
+        free(comp[s]);
+        if (prom) free(prom[s]), free(query[s]);
+    }
+    free(comp), free(prom), free(query), free(total);
+}
+
+/* Reference log-probs, reward-model scores and (with a critic) the old
+ * values, in parallel; each one's time into m; then the whole reward. */
 static void score(const Opts *o, Rollout *b, Metrics *m) {
     double t0 = align_now();
     Call sc[3];
-    int nsc = 0, ci_ref, ci_rew, ci_val = -1;
+    int nsc = 0, ci_ref, ci_rew = -1, ci_val = -1;
     call_init(&sc[ci_ref = nsc++], G.ref, sequences_request("logprobs", b));
-    call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
+    if (G.reward >= 0) call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
     if (o->use_critic) call_init(&sc[ci_val = nsc++], G.policy, sequences_request("values", b));
     need_reply_ok(run_calls(sc, nsc, 0), "scoring");
+    float *rm = NULL;
     if (ppo_get_f32(sc[ci_ref].reply, "logprobs", b->T, &b->ref_logp, NULL) ||
-        ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &b->raw, NULL) ||
+        (ci_rew >= 0 && ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &rm, NULL)) ||
         (o->use_critic && ppo_get_f32(sc[ci_val].reply, "values", b->T, &b->values, NULL)))
         die("scoring: a bad reply: %s", align_error());
     metrics_set(m, "time/reference", sc[ci_ref].t_done - t0);
-    metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
+    if (ci_rew >= 0) metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
     if (o->use_critic) metrics_set(m, "time/values", sc[ci_val].t_done - t0);
-    metrics_set(m, "time/score_all", align_now() - t0);
     for (int i = 0; i < nsc; i++) call_free(&sc[i]);
+    combine_rewards(o, b, rm, m);
+    free(rm);
+    metrics_set(m, "time/score_all", align_now() - t0);
 }
 
 /* The PPO update on the policy process; its training metrics into m. */
@@ -1168,6 +1314,10 @@ static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Me
     metrics_set(m, "time/iteration", align_now() - t_it);
     metrics_set(m, "tokens_per_s", t_gen > 0 ? (double)T / t_gen : 0);
     metrics_set(m, "val/mean_response_length", (double)T / S);
+    double ent = 0; /* the sampled estimate: mean -log p of the drawn tokens (the full distribution stays on the worker) */
+    for (size_t t = 0; t < T; t++) ent -= b.old_logp[t];
+    metrics_set(m, "entropy", T ? ent / (double)T : 0);
+    if (ppo_completion_metrics(&seqs, b.has_eos, b.raw, o->n_samples, m)) die("%s", align_error());
     free(kl), free(scores), free(rewards), free(adv), free(ret);
     rollout_free(&b);
 }
@@ -1261,6 +1411,8 @@ int main(int argc, char **argv) {
     metrics_log_close(&log);
     stop_processes();
     ds_free(&ps.ds);
+    tok_free(O.tok);
+    verify_pattern_free(O.format);
     free(ps.order);
     cli_free(&spec);
     return rc;

@@ -279,3 +279,35 @@ double verify_overlong(int n_tokens, int max_tokens, int buffer) {
     if (buffer <= 0 || n_tokens <= free_len) return 0.0;
     return (double)(free_len - n_tokens) / buffer;
 }
+
+/* The length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+    if (p[0] < 0x80) return 1;
+    size_t k = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (!k || k > n) return 0;
+    for (size_t i = 1; i < k; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    /* overlong 3/4-byte forms, surrogates, beyond U+10FFFF */
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0) || (p[0] == 0xF0 && p[1] < 0x90) ||
+        (p[0] == 0xF4 && p[1] >= 0x90))
+        return 0;
+    return k;
+}
+
+char *verify_utf8_clean(const char *s, size_t n) {
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out) return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] ? utf8_len(p + i, n - i) : 0;
+        if (k) {
+            memcpy(o, p + i, k);
+            o += k, i += k;
+        } else { /* one bad byte (or a NUL) -> U+FFFD */
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3, i++;
+        }
+    }
+    *o = 0;
+    return out;
+}

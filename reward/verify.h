@@ -63,6 +63,12 @@ int verify_pattern_match(const VerifyPattern *p, const char *text);
  * record). -1 with a sentence when it does not compile. */
 int verify_regex(const char *completion, const char *label, double *out);
 
+/* Text as a verifier or a remote function may read it: every byte sequence
+ * that is not valid UTF-8 (a byte-level tokenizer's sample can stop inside a
+ * character, or be any bytes) becomes U+FFFD, as Hugging Face's decode does
+ * (errors="replace"); JSON needs valid UTF-8. A new string (malloc). */
+char *verify_utf8_clean(const char *s, size_t n);
+
 double verify_length(int n_tokens, int max_tokens);
 double verify_overlong(int n_tokens, int max_tokens, int buffer);
 

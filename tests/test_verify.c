@@ -104,6 +104,12 @@ int main(void) {
     CHECK_CLOSE(verify_overlong(65, 64, 16), -1.0, 0, 1e-15, "overlong past the limit");
     CHECK_CLOSE(verify_overlong(10, 64, 0), 0.0, 0, 1e-15, "no buffer, under the limit");
 
+    /* invalid UTF-8 becomes U+FFFD, valid text is kept */
+    char *u8 = verify_utf8_clean("a\xc3\xa9" "b\xf0\x9f\xcc\xed\xa0\x80", 10);
+    CHECK(u8 && !strcmp(u8, "a\xc3\xa9" "b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"),
+          "utf8 clean: %s", u8);
+    free(u8);
+
     /* the --reward list */
     RewardSpec sp;
     CHECK(reward_spec_parse("math,format:0.2,rm.ckpt:0.5,length:-0.1", &sp) == 0 && sp.n == 4, "spec: %s", align_error());
