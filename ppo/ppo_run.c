@@ -715,6 +715,7 @@ static CliFlag PPO_FLAGS[] = {
     {"cliprange", CLI_FLOAT, &O.cliprange, "policy ratio clip epsilon, in (0, 1) (default 0.2)", CLI_UNIT_OPEN},
     {"cliprange-high", CLI_FLOAT, &O.cliprange_high, "upper clip epsilon (DAPO's clip-higher, 0.28; default --cliprange); the cap of cispo's weight", CLI_NONNEG},
     {"policy-loss", CLI_STRING, &O.policy_loss, "vanilla (PPO/GRPO/DAPO), gspo (sequence ratio) or cispo (capped detached weight)"},
+    {"tis-cap", CLI_FLOAT, &O.tis_cap, "truncated importance sampling: weigh each token by min(pi_policy/pi_rollout, cap), cap >= 1 (e.g. 2; 0 = off); costs one forward pass", CLI_NONNEG},
     {"scale-rewards", CLI_STRING, &O.scale_rewards, "GRPO's advantage scale: group (default), batch or none (Dr. GRPO)"},
     {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
     {"vf-coef", CLI_FLOAT, &O.vf_coef, "weight of the value loss (default 0.1)", CLI_NONNEG},
@@ -820,6 +821,7 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (o->no_eos > 0) c->no_eos = PPO_NO_EOS_SUBTRACT, c->no_eos_penalty = o->no_eos;
     c->clip_low = c->clip_high = o->cliprange;
     if (o->cliprange_high >= 0) c->clip_high = o->cliprange_high;
+    c->tis_cap = o->tis_cap;
     c->cliprange_value = o->cliprange_value;
     c->vf_coef = o->vf_coef;
     c->kl_loss_coef = o->kl_loss_coef;
@@ -985,6 +987,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_float(w, "kl_loss_coef", c->kl_loss_coef);
     wire_put_str(w, "loss_agg", ppo_loss_agg_name(c->loss_agg));
     wire_put_int(w, "loss_norm_len", c->loss_norm_len);
+    wire_put_float(w, "tis_cap", c->tis_cap);
     wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);

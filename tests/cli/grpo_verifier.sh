@@ -68,7 +68,8 @@ PY"
 for flags in "--cliprange-high 0.28 --overlong-buffer 2 --reward exact,format:0.1,overlong:0.5" \
              "--scale-rewards none --loss-agg seq-mean-token-sum-norm --reward exact,format:0.1" \
              "--policy-loss gspo --cliprange 0.003 --cliprange-high 0.004 --reward exact,format:0.1" \
-             "--policy-loss cispo --cliprange-high 4 --reward math,format:0.1,length:-0.1"; do
+             "--policy-loss cispo --cliprange-high 4 --reward math,format:0.1,length:-0.1" \
+             "--tis-cap 2 --minibatch-size 8 --reward exact,format:0.1"; do
     timeout 60 "$BIN/ppo_run" "${common[@]}" $flags --format-pattern '^a' --max-steps 2 --out "$T/f.ckpt" \
         --metrics "$T/f.jsonl" 2>"$T/f.err"
     check "ppo_run $flags" "[ $? -eq 0 ] && [ \$(wc -l <$T/f.jsonl) -eq 2 ]"
@@ -103,8 +104,9 @@ s.serve_forever()
 PY
 serve() { # serve MODE: starts the server, sets SRV and PORT
     [ -n "$SRV" ] && kill $SRV 2>/dev/null && wait $SRV 2>/dev/null
+    rm -f "$T/port"
     python3 "$T/server.py" "$1" >"$T/port" & SRV=$!
-    for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+    for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.05; done # 30 s: python3 starts slowly on a busy machine
     PORT=$(head -1 "$T/port")
 }
 serve good
@@ -122,13 +124,13 @@ PY"
 for mode in error short hang; do
     serve $mode
     timeout 60 "$BIN/ppo_run" "${common[@]}" --reward-url "http://127.0.0.1:$PORT/get_reward" --reward-timeout 1 \
-        --reward-retries 1 --max-steps 2 --out "$T/e.ckpt" 2>"$T/e.err"
+        --reward-retries 1 --max-steps 2 --out "$T/e.ckpt" 2>"$T/e-$mode.err"
     rc=$?
     check "a server that misbehaves ($mode): one clear error" \
-        "[ $rc -eq 1 ] && grep -q 'reward-url http://127.0.0.1:$PORT/get_reward: no usable reply after 2 tries' $T/e.err"
+        "[ $rc -eq 1 ] && grep -q 'reward-url http://127.0.0.1:$PORT/get_reward: no usable reply after 2 tries' $T/e-$mode.err"
     check "no ppo_run left behind ($mode)" "! pgrep -f \"$T/e.ckpt\" >/dev/null"
 done
-grep -h "no usable reply" "$T/e.err"
+grep -h "no usable reply" "$T"/e-*.err
 kill $SRV 2>/dev/null; wait $SRV 2>/dev/null; SRV=
 
 # ---- 4. bad reward specs
