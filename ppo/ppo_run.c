@@ -557,6 +557,7 @@ typedef struct {
     long iteration;
     double kl_coef;
     PpoRunningMoments running;
+    long cursor; /* the next prompt's stream position (batch_size per iteration, more with dynamic sampling) */
 } RunState;
 
 static char *state_json(const RunState *s, const TrainArgs *a, int n_samples) {
@@ -564,7 +565,7 @@ static char *state_json(const RunState *s, const TrainArgs *a, int n_samples) {
     cJSON_AddStringToObject(o, "program", PROG);
     cJSON_AddNumberToObject(o, "step", (double)s->iteration);
     cJSON_AddNumberToObject(o, "iteration", (double)s->iteration);
-    cJSON_AddNumberToObject(o, "prompt_cursor", (double)s->iteration * a->batch_size);
+    cJSON_AddNumberToObject(o, "prompt_cursor", (double)s->cursor);
     cJSON_AddNumberToObject(o, "batch_size", a->batch_size);
     cJSON_AddNumberToObject(o, "n_samples", n_samples);
     cJSON_AddNumberToObject(o, "seed", a->seed);
@@ -595,6 +596,8 @@ static int read_state(const char *path, const TrainArgs *a, int n_samples, RunSt
                           (int)bs->valuedouble, (int)ns->valuedouble);
     } else {
         s->iteration = (long)it->valuedouble;
+        cJSON *cur = cJSON_GetObjectItem(o, "prompt_cursor");
+        s->cursor = cJSON_IsNumber(cur) ? (long)cur->valuedouble : s->iteration * a->batch_size;
         s->kl_coef = kl->valuedouble;
         s->running.mean = cJSON_GetObjectItem(r, "mean")->valuedouble;
         s->running.var = cJSON_GetObjectItem(r, "var")->valuedouble;
@@ -658,7 +661,7 @@ typedef struct {
     const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
     const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
     const char *reward_url, *format_pattern;
-    int reward_retries, overlong_buffer;
+    int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
     float reward_timeout, cliprange_high, tis_cap;
     int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
@@ -715,6 +718,8 @@ static CliFlag PPO_FLAGS[] = {
     {"cliprange", CLI_FLOAT, &O.cliprange, "policy ratio clip epsilon, in (0, 1) (default 0.2)", CLI_UNIT_OPEN},
     {"cliprange-high", CLI_FLOAT, &O.cliprange_high, "upper clip epsilon (DAPO's clip-higher, 0.28; default --cliprange); the cap of cispo's weight", CLI_NONNEG},
     {"policy-loss", CLI_STRING, &O.policy_loss, "vanilla (PPO/GRPO/DAPO), gspo (sequence ratio) or cispo (capped detached weight)"},
+    {"dynamic-sampling", CLI_BOOL, &O.dynamic_sampling, "DAPO's dynamic sampling: drop prompt groups whose rewards all agree and sample more prompts to refill the batch (grpo/rloo)"},
+    {"max-gen-batches", CLI_INT, &O.max_gen_batches, "with --dynamic-sampling: generation rounds per iteration at most (default 4); then train on the groups found", CLI_AT_LEAST_1},
     {"tis-cap", CLI_FLOAT, &O.tis_cap, "truncated importance sampling: weigh each token by min(pi_policy/pi_rollout, cap), cap >= 1 (e.g. 2; 0 = off); costs one forward pass", CLI_NONNEG},
     {"scale-rewards", CLI_STRING, &O.scale_rewards, "GRPO's advantage scale: group (default), batch or none (Dr. GRPO)"},
     {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
@@ -735,6 +740,7 @@ static void opts_defaults(Opts *o) {
     o->a.lr = 3e-6f; /* TRL's PPOConfig */
     o->a.max_length = 512;
     o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = NULL, o->policy_loss = "vanilla", o->scale_rewards = "group";
+    o->max_gen_batches = 4;
     o->reward_timeout = 60, o->reward_retries = 2, o->overlong_buffer = -1, o->cliprange_high = -1;
     o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
     o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
@@ -829,6 +835,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
     if (ppo_config_check(c)) die("%s", align_error());
     o->use_critic = c->advantage == PPO_ADV_GAE;
+    if (o->dynamic_sampling && c->advantage != PPO_ADV_GRPO && c->advantage != PPO_ADV_RLOO)
+        die("--dynamic-sampling needs groups of samples per prompt: use --advantage grpo or rloo with --n 2 or more");
     if (!o->critic_path) o->critic_path = o->reward_model;
     if (o->use_critic && !o->critic_path)
         die("--advantage gae needs a critic: give --critic or a reward model in --reward (or use --advantage grpo or rloo)");
@@ -1250,6 +1258,91 @@ static void score(const Opts *o, Rollout *b, Metrics *m) {
     metrics_set(m, "time/score_all", align_now() - t0);
 }
 
+/* Appends the completions of the groups (k completions each) with keep[g]
+ * set from src to acc (acc zeroed = empty). Prompt-major order is kept. */
+static void rollout_append_groups(Rollout *acc, const Rollout *src, const uint8_t *keep, int k, int max_groups) {
+    int add = 0;
+    long add_t = 0, add_p = 0;
+    for (int g = 0; g < src->S / k && acc->S / k + add < max_groups; g++)
+        if (keep[g]) {
+            add++;
+            add_t += src->roff[(g + 1) * k] - src->roff[g * k];
+            add_p += src->poff[(g + 1) * k] - src->poff[g * k];
+        }
+    if (!add) return;
+    int S0 = acc->S, S1 = S0 + add * k;
+    long T0 = acc->T, P0 = S0 ? acc->poff[S0] : 0;
+#define GROW(f, n) acc->f = realloc(acc->f, (size_t)(n) * sizeof *acc->f)
+    GROW(poff, S1 + 1), GROW(roff, S1 + 1), GROW(ptok, P0 + add_p), GROW(rtok, T0 + add_t);
+    GROW(old_logp, T0 + add_t), GROW(ref_logp, T0 + add_t), GROW(raw, S1), GROW(has_eos, S1), GROW(label, S1);
+    if (src->values) GROW(values, T0 + add_t);
+#undef GROW
+    if (!S0) acc->poff[0] = acc->roff[0] = 0;
+    int s = S0;
+    for (int g = 0, taken = 0; g < src->S / k && taken < add; g++) {
+        if (!keep[g]) continue;
+        taken++;
+        for (int j = g * k; j < (g + 1) * k; j++, s++) {
+            int np = src->poff[j + 1] - src->poff[j], nr = src->roff[j + 1] - src->roff[j];
+            memcpy(acc->ptok + acc->poff[s], src->ptok + src->poff[j], (size_t)np * sizeof(int32_t));
+            acc->poff[s + 1] = acc->poff[s] + np;
+            long r0 = acc->roff[s];
+            memcpy(acc->rtok + r0, src->rtok + src->roff[j], (size_t)nr * sizeof(int32_t));
+            memcpy(acc->old_logp + r0, src->old_logp + src->roff[j], (size_t)nr * sizeof(float));
+            memcpy(acc->ref_logp + r0, src->ref_logp + src->roff[j], (size_t)nr * sizeof(float));
+            if (src->values) memcpy(acc->values + r0, src->values + src->roff[j], (size_t)nr * sizeof(float));
+            acc->roff[s + 1] = (int32_t)(r0 + nr);
+            acc->raw[s] = src->raw[j], acc->has_eos[s] = src->has_eos[j], acc->label[s] = src->label[j];
+        }
+    }
+    acc->S = S1;
+    acc->T = acc->roff[S1];
+}
+
+/* One iteration's batch: batch_size prompts from the stream; with
+ * --dynamic-sampling, rounds of batch_size prompts until batch_size groups
+ * whose rewards differ are found (DAPO), at most --max-gen-batches rounds,
+ * then the groups found (the last round's batch when none). */
+static void collect(Opts *o, Prompts *ps, RunState *st, Rollout *b, Metrics *m) {
+    int P = o->a.batch_size, k = o->n_samples;
+    double t_gen = 0, t0 = align_now();
+    if (!o->dynamic_sampling) {
+        generate(o, ps, st->cursor, b);
+        metrics_set(m, "time/generate", align_now() - t0);
+        st->cursor += P;
+        score(o, b, m);
+        return;
+    }
+    Rollout acc;
+    memset(&acc, 0, sizeof acc);
+    uint8_t *keep = malloc((size_t)P);
+    int rounds = 0, seen = 0, kept = 0;
+    while (acc.S / k < P && rounds < o->max_gen_batches) {
+        Rollout r;
+        t0 = align_now();
+        generate(o, ps, st->cursor, &r);
+        t_gen += align_now() - t0;
+        st->cursor += P;
+        score(o, &r, m);
+        rounds++;
+        int n = ppo_groups_with_spread(r.S, k, r.raw, keep);
+        if (n < 0) die("%s", align_error());
+        seen += r.S / k, kept += n;
+        rollout_append_groups(&acc, &r, keep, k, P);
+        if (acc.S == 0 && rounds == o->max_gen_batches) { /* nothing to learn anywhere: the last round as it is */
+            acc = r;
+            break;
+        }
+        rollout_free(&r);
+    }
+    free(keep);
+    metrics_set(m, "time/generate", t_gen);
+    metrics_set(m, "dynamic_sampling/rounds", rounds);
+    metrics_set(m, "dynamic_sampling/kept_fraction", seen ? (double)kept / seen : 0);
+    metrics_set(m, "dynamic_sampling/groups", acc.S / k);
+    *b = acc;
+}
+
 /* The PPO update on the policy process; its training metrics into m. */
 static void update(const Opts *o, const Rollout *b, const float *adv, const float *ret, long iteration, Metrics *m) {
     size_t T = (size_t)b->T;
@@ -1284,9 +1377,8 @@ static void update(const Opts *o, const Rollout *b, const float *adv, const floa
 static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Metrics *m) {
     double t_it = align_now(), t0 = t_it;
     Rollout b;
-    generate(o, ps, st->iteration * o->a.batch_size, &b);
-    double t_gen = align_now() - t0;
-    score(o, &b, m);
+    collect(o, ps, st, &b, m);
+    double t_gen = metrics_get(m, "time/generate", 0);
     /* the PPO math */
     int S = b.S;
     size_t T = (size_t)b.T;
@@ -1310,7 +1402,6 @@ static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Me
     G.weights_version = st->iteration + 1;
     sync_rollouts();
     double t_sync = align_now() - t0;
-    metrics_set(m, "time/generate", t_gen);
     metrics_set(m, "time/update", t_up);
     metrics_set(m, "time/weight_sync", t_sync);
     metrics_set(m, "weight_sync/bytes", (double)G.sync_bytes);
@@ -1371,7 +1462,7 @@ int main(int argc, char **argv) {
     int n_stop;
     load_prompts(&O, &ps, stop_ids, &n_stop);
 
-    RunState st = {0, O.c.kl_coef, {0}};
+    RunState st = {0, O.c.kl_coef, {0}, 0};
     ppo_running_init(&st.running);
     if (a->resume) {
         if (read_state(a->resume, a, O.n_samples, &st)) die("%s", align_error());

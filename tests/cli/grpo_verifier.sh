@@ -7,7 +7,8 @@
 #    (each term's mean, completion lengths, clip fractions, zero-spread
 #    groups, entropy, the rollout/policy log-prob gap) are present and
 #    finite, and the gap is below 1e-5; the format reward rises;
-#  - the DAPO / Dr. GRPO / GSPO / CISPO flags run;
+#  - the DAPO / Dr. GRPO / GSPO / CISPO / TIS flags run; DAPO's dynamic
+#    sampling trains on groups with reward spread only;
 #  - a remote reward function (a python3 stdlib HTTP server on 127.0.0.1)
 #    through --reward-url: its rewards, scores and extra_logs arrive; a
 #    server that answers 500, one that answers too few rewards and one that
@@ -75,6 +76,24 @@ for flags in "--cliprange-high 0.28 --overlong-buffer 2 --reward exact,format:0.
     check "ppo_run $flags" "[ $? -eq 0 ] && [ \$(wc -l <$T/f.jsonl) -eq 2 ]"
     rm -f "$T/f.jsonl"
 done
+
+# ---- 2b. DAPO's dynamic sampling: groups without reward spread are dropped and refilled
+timeout 60 "$BIN/ppo_run" "${common[@]}" --reward exact,format:0.1 --format-pattern '^a' --dynamic-sampling \
+    --max-gen-batches 3 --max-steps 4 --out "$T/d.ckpt" --metrics "$T/d.jsonl" 2>"$T/d.err"
+check "--dynamic-sampling exits 0" "[ $? -eq 0 ]"
+check "the trained groups all have reward spread (unless every round came up empty)" "python3 - $T/d.jsonl <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print('dynamic_sampling rounds', [r['dynamic_sampling/rounds'] for r in rows], 'groups',
+      [r['dynamic_sampling/groups'] for r in rows])
+ok = len(rows) == 4 and all(1 <= r['dynamic_sampling/rounds'] <= 3 for r in rows)
+ok = ok and all(r['frac_reward_zero_std'] == 0 or r['dynamic_sampling/kept_fraction'] == 0 for r in rows)
+ok = ok and all(r['dynamic_sampling/groups'] == 4 or r['dynamic_sampling/rounds'] == 3 for r in rows)
+sys.exit(0 if ok else 1)
+PY"
+bad_ds() { timeout 20 "$BIN/ppo_run" --policy "$T/sft.ckpt" --prompts "$T/labelled.jsonl" --reward exact --dynamic-sampling \
+    --out "$T/x.ckpt" 2>&1 | grep -q "dynamic-sampling needs groups"; }
+check "--dynamic-sampling without groups refused" "bad_ds"
 
 # ---- 3. a remote reward function (OpenRLHF's protocol)
 cat >"$T/server.py" <<'PY'
