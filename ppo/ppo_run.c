@@ -675,6 +675,7 @@ typedef struct {
     const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
     VerifyPattern *format;    /* --format-pattern, compiled */
     Tokenizer *tok;           /* the policy's: completions to text for the rule-based and remote terms */
+    Dataset eval;             /* --eval-data (n = 0: none) */
     long total_iters, opt_steps;
     int S, mbs; /* completions per iteration, per minibatch */
 } Opts;
@@ -835,6 +836,7 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
     if (ppo_config_check(c)) die("%s", align_error());
     o->use_critic = c->advantage == PPO_ADV_GAE;
+    if (a->eval_every > 0 && !a->eval_data) die("--eval-every %d needs --eval-data (the held-out prompts)", a->eval_every);
     if (o->dynamic_sampling && c->advantage != PPO_ADV_GRPO && c->advantage != PPO_ADV_RLOO)
         die("--dynamic-sampling needs groups of samples per prompt: use --advantage grpo or rloo with --n 2 or more");
     if (!o->critic_path) o->critic_path = o->reward_model;
@@ -872,6 +874,11 @@ static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop)
     opt.skip_bad = a->skip_bad;
     if (ds_load(o->prompts_path, pb.tok, &opt, &ps->ds)) die("%s", align_error());
     fprintf(stderr, PROG ": %s: %zu prompts\n", o->prompts_path, ps->ds.n);
+    memset(&o->eval, 0, sizeof o->eval);
+    if (a->eval_data) {
+        if (ds_load(a->eval_data, pb.tok, &opt, &o->eval)) die("--eval-data: %s", align_error());
+        fprintf(stderr, PROG ": %s: %zu held-out prompts\n", a->eval_data, o->eval.n);
+    }
     for (size_t i = 0; i < ps->ds.n; i++)
         if (ps->ds.ex[i].n_prompt < 1) die("%s: record %ld has an empty prompt", o->prompts_path, ps->ds.ex[i].line);
     ps->order = malloc(ps->ds.n * sizeof(int32_t));
@@ -1071,15 +1078,11 @@ static void rollout_free(Rollout *b) {
 
 /* The prompts at stream positions g0.. in contiguous chunks, one per live
  * rollout worker; their completions and old log-probs into b. */
-static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
-    int P = o->a.batch_size, n_samples = o->n_samples, S = o->S;
+static void generate_examples(const Opts *o, const DsExample **ex, int P, long g0, Rollout *b) {
+    int n_samples = o->n_samples, S = P * n_samples;
     int32_t *pp_off = malloc(((size_t)P + 1) * sizeof(int32_t));
-    const DsExample **ex = malloc((size_t)P * sizeof *ex);
     pp_off[0] = 0;
-    for (int i = 0; i < P; i++) {
-        ex[i] = prompt_at(ps, g0 + i);
-        pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
-    }
+    for (int i = 0; i < P; i++) pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
     int32_t *pp_tok = malloc((size_t)pp_off[P] * sizeof(int32_t));
     for (int i = 0; i < P; i++) memcpy(pp_tok + pp_off[i], ex[i]->prompt, (size_t)ex[i]->n_prompt * sizeof(int32_t));
     int live[MAX_PEERS], nl = 0;
@@ -1142,7 +1145,16 @@ static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
         free(tk), free(of), free(lp), free(fin.data);
     }
     for (int k = 0; k < chunks; k++) call_free(&gen[k]);
-    free(pp_off), free(ex), free(pp_tok);
+    free(pp_off), free(pp_tok);
+}
+
+/* The training prompts at stream positions g0..g0 + batch_size. */
+static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
+    int P = o->a.batch_size;
+    const DsExample **ex = malloc((size_t)P * sizeof *ex);
+    for (int i = 0; i < P; i++) ex[i] = prompt_at(ps, g0 + i);
+    generate_examples(o, ex, P, g0, b);
+    free(ex);
 }
 
 static WireWriter *sequences_request(const char *op, const Rollout *b) {
@@ -1171,10 +1183,18 @@ static char *prompt_text(const Opts *o, const Rollout *b, int s) {
     return c;
 }
 
+/* The term whose value says "correct" in evaluation: the first of math,
+ * exact, regex in --reward; -1 when there is none. */
+static int verifier_term(const Opts *o) {
+    for (int k = 0; k < o->rs.n; k++)
+        if (o->rs.t[k].kind == RT_MATH || o->rs.t[k].kind == RT_EXACT || o->rs.t[k].kind == RT_REGEX) return k;
+    return -1;
+}
+
 /* The rule-based and remote terms, and the weighted sum with the reward
  * model's scores (rm, NULL when no model term) into b->raw; each term's
  * mean into m (rewards/NAME/mean, TRL's names). */
-static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics *m) {
+static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics *m, double *verified) {
     int S = b->S;
     char **comp = malloc((size_t)S * sizeof *comp), **prom = NULL, **query = NULL;
     for (int s = 0; s < S; s++) comp[s] = completion_text(o, b, s);
@@ -1218,6 +1238,7 @@ static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics 
                 double v;
                 if (reward_term_eval(t, &ctx, comp[s], b->label[s], b->roff[s + 1] - b->roff[s], &v)) die("%s", align_error());
                 total[s] += t->weight * v, sum += v;
+                if (verified && k == verifier_term(o)) verified[s] = v;
             }
         }
         snprintf(key, sizeof key, "rewards/%s/mean", t->name);
@@ -1253,9 +1274,59 @@ static void score(const Opts *o, Rollout *b, Metrics *m) {
     if (ci_rew >= 0) metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
     if (o->use_critic) metrics_set(m, "time/values", sc[ci_val].t_done - t0);
     for (int i = 0; i < nsc; i++) call_free(&sc[i]);
-    combine_rewards(o, b, rm, m);
+    combine_rewards(o, b, rm, m, NULL);
     free(rm);
     metrics_set(m, "time/score_all", align_now() - t0);
+}
+
+/* Held-out evaluation (--eval-data): every eval prompt sampled --n times
+ * as in training (same temperature, seeds from a range training never
+ * uses), each completion rewarded as in training. Into out:
+ *   mean@N  the mean reward over the N samples, averaged over prompts (verl's name)
+ *   pass@1  with the verifier term (the first of math, exact, regex): the
+ *           unbiased estimate from N samples, mean of c/N (Chen et al. 2021)
+ *   pass@N  the fraction of prompts with at least one correct sample
+ * A completion is correct when its verifier value is 1. */
+static void evaluate(const Opts *o, const Dataset *ev, Metrics *out) {
+    int P = o->a.batch_size, N = o->n_samples, vt = verifier_term(o);
+    double reward = 0, pass1 = 0, passn = 0;
+    double t0 = align_now();
+    for (size_t at = 0; at < ev->n; at += (size_t)P) {
+        int np = ev->n - at < (size_t)P ? (int)(ev->n - at) : P;
+        const DsExample **ex = malloc((size_t)np * sizeof *ex);
+        for (int i = 0; i < np; i++) ex[i] = &ev->ex[at + i];
+        Rollout b;
+        generate_examples(o, ex, np, (1L << 40) + (long)at, &b); /* seeds apart from the training stream's */
+        free(ex);
+        float *rm = NULL;
+        if (G.reward >= 0) {
+            Call c;
+            call_init(&c, G.reward, sequences_request("score", &b));
+            need_reply_ok(run_calls(&c, 1, 0), "scoring the eval set");
+            if (ppo_get_f32(c.reply, "scores", b.S, &rm, NULL)) die("scoring the eval set: a bad reply: %s", align_error());
+            call_free(&c);
+        }
+        Metrics scratch;
+        metrics_clear(&scratch);
+        double *ver = calloc((size_t)b.S, sizeof *ver);
+        combine_rewards(o, &b, rm, &scratch, ver);
+        for (int i = 0; i < np; i++) {
+            double r = 0, c = 0;
+            for (int j = 0; j < N; j++) r += b.raw[i * N + j], c += ver[i * N + j] == 1.0;
+            reward += r / N, pass1 += c / N, passn += c > 0;
+        }
+        free(ver), free(rm);
+        rollout_free(&b);
+    }
+    char key[32];
+    snprintf(key, sizeof key, "mean@%d", N);
+    metrics_set(out, key, reward / (double)ev->n);
+    if (vt >= 0) {
+        metrics_set(out, "pass@1", pass1 / (double)ev->n);
+        snprintf(key, sizeof key, "pass@%d", N);
+        metrics_set(out, key, passn / (double)ev->n);
+    }
+    metrics_set(out, "time", align_now() - t0);
 }
 
 /* Appends the completions of the groups (k completions each) with keep[g]
@@ -1486,12 +1557,24 @@ int main(int argc, char **argv) {
     static const char *shown[] = {"objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg",
                                   "time/iteration", NULL};
     int rc = 0;
+    if (O.eval.n) { /* the starting point, before any update */
+        Metrics em;
+        metrics_clear(&em);
+        evaluate(&O, &O.eval, &em);
+        metrics_log_eval(&log, st.iteration, &em);
+    }
     for (; st.iteration < O.total_iters; st.iteration++) {
         Metrics m;
         metrics_clear(&m);
         iterate(&O, &ps, &st, &ctl, &m);
         long done_iters = st.iteration + 1;
         metrics_log_step(&log, done_iters, O.total_iters, (double)done_iters * a->batch_size / ps.ds.n, &m, shown);
+        if (O.eval.n && ((a->eval_every > 0 && done_iters % a->eval_every == 0) || done_iters == O.total_iters)) {
+            Metrics em;
+            metrics_clear(&em);
+            evaluate(&O, &O.eval, &em);
+            metrics_log_eval(&log, done_iters, &em);
+        }
         int periodic = a->save_every > 0 && done_iters % a->save_every == 0 && done_iters < O.total_iters;
         if (periodic || interrupted) save_step(&O, &st, done_iters);
         if (interrupted) {
@@ -1506,6 +1589,7 @@ int main(int argc, char **argv) {
     stop_processes();
     ds_free(&ps.ds);
     tok_free(O.tok);
+    ds_free(&O.eval);
     verify_pattern_free(O.format);
     free(ps.order);
     cli_free(&spec);

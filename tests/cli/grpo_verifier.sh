@@ -7,6 +7,8 @@
 #    (each term's mean, completion lengths, clip fractions, zero-spread
 #    groups, entropy, the rollout/policy log-prob gap) are present and
 #    finite, and the gap is below 1e-5; the format reward rises;
+#  - --eval-data: pass@1, pass@N and mean@N on held-out prompts, before
+#    training and at each --eval-every;
 #  - the DAPO / Dr. GRPO / GSPO / CISPO / TIS flags run; DAPO's dynamic
 #    sampling trains on groups with reward spread only;
 #  - a remote reward function (a python3 stdlib HTTP server on 127.0.0.1)
@@ -63,6 +65,20 @@ import json, sys
 f = [json.loads(l)['rewards/format/mean'] for l in open(sys.argv[1])]
 print('rewards/format/mean', ' '.join('%.2f' % x for x in f))
 sys.exit(0 if sum(f[-3:]) / 3 > sum(f[:3]) / 3 + 0.2 else 1)
+PY"
+
+# ---- 1b. held-out evaluation by the verifier: before training and at each eval
+head -8 "$T/labelled.jsonl" >"$T/heldout.jsonl"
+timeout 60 "$BIN/ppo_run" "${common[@]}" --reward exact,format:0.1 --format-pattern '^a' --max-steps 4 \
+    --eval-data "$T/heldout.jsonl" --eval-every 2 --out "$T/v.ckpt" --metrics "$T/v.jsonl" 2>"$T/v.err"
+check "--eval-data run exits 0" "[ $? -eq 0 ]"
+check "eval lines at steps 0, 2, 4 with mean@4, pass@1, pass@4 in [0, 1]" "python3 - $T/v.jsonl <<'PY'
+import json, sys
+ev = [r for r in map(json.loads, open(sys.argv[1])) if 'eval_pass@1' in r]
+ok = [r['step'] for r in ev] == [0, 2, 4]
+ok = ok and all(0 <= r[k] <= 1.1 for r in ev for k in ('eval_mean@4', 'eval_pass@1', 'eval_pass@4'))
+ok = ok and all(r['eval_pass@1'] <= r['eval_pass@4'] for r in ev)
+sys.exit(0 if ok else 1)
 PY"
 
 # ---- 2. the loss family's flags
