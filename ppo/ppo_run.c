@@ -693,7 +693,7 @@ static CliFlag PPO_FLAGS[] = {
     {"format-pattern", CLI_STRING, &O.format_pattern, "the format term's PCRE2 pattern (DOTALL), e.g. ^<think>.*</think>"},
     {"overlong-buffer", CLI_INT, &O.overlong_buffer, "the overlong term's soft buffer: tokens before --max-new-tokens where the penalty ramps from 0 to -1 (DAPO's L_cache; default max-new-tokens/4)", CLI_NONNEG},
     {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
-    {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: --reward)"},
+    {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: the reward model in --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
     {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
     {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
@@ -757,7 +757,7 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     opts_defaults(o);
     memcpy(flags, PPO_FLAGS, sizeof PPO_FLAGS);
     int nf = N_PPO_FLAGS + train_args_flags(&o->a, flags + N_PPO_FLAGS);
-    *spec = (CliSpec){.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt --prompts prompts.jsonl --out ppo.ckpt [flags]",
+    *spec = (CliSpec){.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt|math,format:0.1,... --prompts prompts.jsonl --out ppo.ckpt [flags]",
                       .about = "PPO with separate policy, reference, reward and rollout processes over ZeroMQ; metrics named as TRL names them.",
                       .flags = flags, .n_flags = nf};
     cli_parse_or_exit(spec, argc, argv);
