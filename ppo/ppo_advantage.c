@@ -60,6 +60,14 @@ int ppo_rloo_advantages(int n_seq, int k, const double *seq_rewards, int normali
 
 int ppo_grpo_advantages(int n_seq, int k, const double *rewards, double eps, int scale_std, double *adv) {
     if (check_groups("grpo", n_seq, k)) return -1;
+    double batch_sd = 0;
+    if (scale_std == PPO_SCALE_BATCH) { /* TRL scale_rewards="batch": one std over every completion (unbiased) */
+        double mean = 0, var = 0;
+        for (int i = 0; i < n_seq; i++) mean += rewards[i];
+        mean /= n_seq;
+        for (int i = 0; i < n_seq; i++) var += (rewards[i] - mean) * (rewards[i] - mean);
+        batch_sd = sqrt(var / (n_seq - 1));
+    }
     for (int g = 0; g < n_seq; g += k) {
         double mean = 0, var = 0;
         int equal = 1;
@@ -69,14 +77,26 @@ int ppo_grpo_advantages(int n_seq, int k, const double *rewards, double eps, int
         }
         mean /= k;
         for (int j = 0; j < k; j++) var += (rewards[g + j] - mean) * (rewards[g + j] - mean);
-        double sd = sqrt(var / (k - 1));
+        double sd = scale_std == PPO_SCALE_BATCH ? batch_sd : sqrt(var / (k - 1));
         for (int j = 0; j < k; j++) {
             /* equal rewards: exactly 0, not the rounding error of their mean over eps */
             double a = equal ? 0.0 : rewards[g + j] - mean;
-            adv[g + j] = scale_std ? a / (sd + eps) : a;
+            adv[g + j] = scale_std != PPO_SCALE_NONE ? a / (sd + eps) : a;
         }
     }
     return 0;
+}
+
+int ppo_groups_with_spread(int n_seq, int k, const float *rewards, uint8_t *keep) {
+    if (check_groups("dynamic sampling", n_seq, k)) return -1;
+    int kept = 0;
+    for (int g = 0; g < n_seq; g += k) {
+        int equal = 1;
+        for (int j = 1; j < k; j++) equal &= rewards[g + j] == rewards[g];
+        keep[g / k] = !equal;
+        kept += !equal;
+    }
+    return kept;
 }
 
 void ppo_broadcast(const PpoSeqs *s, const double *per_seq, float *per_token) {

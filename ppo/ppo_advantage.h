@@ -46,10 +46,21 @@ void ppo_returns_to_go(const PpoSeqs *s, const float *rewards, double gamma, flo
  * (TRL's normalize_advantage, unbiased std). k >= 2. */
 int ppo_rloo_advantages(int n_seq, int k, const double *seq_rewards, int normalize, double *adv);
 
-/* GRPO: (r - mean_g) / (std_g + eps) within each group of k, or r - mean_g
- * when scale_std = 0. A group whose rewards are all equal carries no signal:
- * its advantages are exactly 0. k >= 2. */
+/* GRPO: (r - mean_g) / (std_g + eps) within each group of k
+ * (PPO_SCALE_GROUP), / (std of the whole batch + eps) (PPO_SCALE_BATCH), or
+ * r - mean_g (PPO_SCALE_NONE: Dr. GRPO, Liu et al. 2025: dividing by the
+ * group's std favours groups that are nearly all right or all wrong). A
+ * group whose rewards are all equal carries no signal: its advantages are
+ * exactly 0. k >= 2. */
 int ppo_grpo_advantages(int n_seq, int k, const double *rewards, double eps, int scale_std, double *adv);
+
+/* DAPO's dynamic sampling (Yu et al. 2025): a group whose k rewards all
+ * agree (all right, all wrong) has zero advantage everywhere and only
+ * dilutes the batch, so the caller drops it and samples more prompts.
+ * keep[g] = 1 for group g (of n_seq / k) whose rewards differ; returns the
+ * count kept, -1 on a bad layout. Exact equality: rule-based rewards are
+ * exactly equal when they agree. */
+int ppo_groups_with_spread(int n_seq, int k, const float *rewards, uint8_t *keep);
 
 /* per_token[t] = per_seq[s] for every token t of completion s. */
 void ppo_broadcast(const PpoSeqs *s, const double *per_seq, float *per_token);

@@ -32,6 +32,9 @@ void ppo_config_defaults(PpoConfig *c) {
     c->kl_loss_coef = 0.0;
     c->kl_loss_estimator = PPO_KL_K3;
     c->loss_agg = PPO_AGG_TOKEN_MEAN;
+    c->loss_norm_len = 0;
+    c->policy_loss = PPO_PL_VANILLA;
+    c->tis_cap = 0.0;
 }
 
 int ppo_config_check(const PpoConfig *c) {
@@ -56,11 +59,19 @@ int ppo_config_check(const PpoConfig *c) {
     if (c->cliprange_value < 0) return align_errorf("--cliprange-value %g: must be >= 0 (0 = off)", c->cliprange_value);
     if (c->kl_loss_coef < 0) return align_errorf("--kl-loss-coef %g: must be >= 0", c->kl_loss_coef);
     if (c->loss_agg < 0 || c->loss_agg >= PPO_AGG_COUNT) return align_errorf("--loss-agg: unknown aggregation");
+    if (c->loss_agg == PPO_AGG_SEQ_MEAN_TOKEN_SUM_NORM && c->loss_norm_len < 1)
+        return align_errorf("--loss-agg seq-mean-token-sum-norm: needs the length it divides by (--max-new-tokens)");
+    if (c->policy_loss < 0 || c->policy_loss >= PPO_PL_COUNT) return align_errorf("--policy-loss: unknown loss");
+    if (c->grpo_scale_std < PPO_SCALE_NONE || c->grpo_scale_std > PPO_SCALE_BATCH)
+        return align_errorf("--scale-rewards: unknown scaling %d", c->grpo_scale_std);
+    if (c->tis_cap != 0 && !(c->tis_cap >= 1)) return align_errorf("--tis-cap %g: must be >= 1 (0 = off)", c->tis_cap);
     return 0;
 }
 
 static const char *KL_NAMES[] = {"k1", "k2", "k3"};
-static const char *AGG_NAMES[] = {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"};
+static const char *AGG_NAMES[] = {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"};
+static const char *PL_NAMES[] = {"vanilla", "gspo", "cispo"};
+static const char *SCALE_NAMES[] = {"none", "group", "batch"}; /* indexed by PPO_SCALE_* */
 static const char *ADV_NAMES[] = {"gae", "rloo", "grpo", "reinforce++"};
 static const char *NORM_NAMES[] = {"raw", "stored", "running"};
 static const char *EOS_NAMES[] = {"keep", "subtract", "replace"};
@@ -71,7 +82,7 @@ static int parse(const char *flag, const char *name, const char *const *names, i
             *out = i;
             return 0;
         }
-    char list[160] = "";
+    char list[200] = "";
     for (int i = 0; i < n; i++) {
         strcat(list, i == 0 ? "" : i == n - 1 ? " or " : ", ");
         strcat(list, names[i]);
@@ -91,8 +102,11 @@ PARSER(ppo_loss_agg_parse, PpoLossAgg, AGG_NAMES)
 PARSER(ppo_advantage_parse, PpoAdvantage, ADV_NAMES)
 PARSER(ppo_score_norm_parse, PpoScoreNorm, NORM_NAMES)
 PARSER(ppo_no_eos_parse, PpoNoEos, EOS_NAMES)
+PARSER(ppo_policy_loss_parse, PpoPolicyLoss, PL_NAMES)
+PARSER(ppo_scale_rewards_parse, int, SCALE_NAMES)
 
 const char *ppo_loss_agg_name(PpoLossAgg a) { return a >= 0 && a < PPO_AGG_COUNT ? AGG_NAMES[a] : "?"; }
+const char *ppo_policy_loss_name(PpoPolicyLoss a) { return a >= 0 && a < PPO_PL_COUNT ? PL_NAMES[a] : "?"; }
 const char *ppo_advantage_name(PpoAdvantage a) { return a >= 0 && a < PPO_ADV_COUNT ? ADV_NAMES[a] : "?"; }
 
 int ppo_seqs_check(const PpoSeqs *s) {

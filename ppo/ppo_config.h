@@ -50,10 +50,30 @@ typedef enum {
 } PpoNoEos;
 
 /* How per-token losses become the batch loss (weights w_t, loss = sum w_t l_t):
- *   token-mean           w = 1/T over all T tokens of the batch (TRL's masked_mean; the default)
- *   seq-mean-token-mean  w = 1/(S n_s): each completion counts once (OpenRLHF's older default)
- *   seq-mean-token-sum   w = 1/S: long completions weigh more (Dr. GRPO-style, no length bias) */
-typedef enum { PPO_AGG_TOKEN_MEAN = 0, PPO_AGG_SEQ_MEAN_TOKEN_MEAN, PPO_AGG_SEQ_MEAN_TOKEN_SUM, PPO_AGG_COUNT } PpoLossAgg;
+ *   token-mean           w = 1/T over all T tokens of the batch (TRL's masked_mean; the default;
+ *                        DAPO's token-level loss)
+ *   seq-mean-token-mean  w = 1/(S n_s): each completion counts once (GRPO's paper, OpenRLHF's older
+ *                        default, GSPO)
+ *   seq-mean-token-sum   w = 1/S: long completions weigh more
+ *   seq-mean-token-sum-norm  w = 1/(S L), L = loss_norm_len (--max-new-tokens): Dr. GRPO's
+ *                        length-unbiased aggregation, a constant divisor (TRL's loss_type=dr_grpo;
+ *                        verl's name) */
+typedef enum {
+    PPO_AGG_TOKEN_MEAN = 0,
+    PPO_AGG_SEQ_MEAN_TOKEN_MEAN,
+    PPO_AGG_SEQ_MEAN_TOKEN_SUM,
+    PPO_AGG_SEQ_MEAN_TOKEN_SUM_NORM,
+    PPO_AGG_COUNT
+} PpoLossAgg;
+
+/* The policy-gradient surrogate (verl's policy_loss.loss_mode names; ppo_loss.h):
+ *   vanilla  PPO's clipped token ratio (GRPO, DAPO with clip_high > clip_low)
+ *   gspo     GSPO: one importance ratio per sequence, exp(mean_t(logp - old)), clipped
+ *   cispo    CISPO: -sg(min(ratio, 1 + clip_high)) * A * logp, every token keeps a gradient */
+typedef enum { PPO_PL_VANILLA = 0, PPO_PL_GSPO, PPO_PL_CISPO, PPO_PL_COUNT } PpoPolicyLoss;
+
+/* grpo_scale_std: how GRPO divides the centred reward (TRL's scale_rewards). */
+enum { PPO_SCALE_NONE = 0, PPO_SCALE_GROUP = 1, PPO_SCALE_BATCH = 2 };
 
 /* Where advantages come from. */
 typedef enum { PPO_ADV_GAE = 0, PPO_ADV_RLOO, PPO_ADV_GRPO, PPO_ADV_REINFORCE_PP, PPO_ADV_COUNT } PpoAdvantage;
@@ -78,7 +98,8 @@ typedef struct {
     int whiten_advantages;       /* 1 (GAE and RLOO) */
     int group_size;              /* k completions per prompt for RLOO/GRPO: 4 */
     double grpo_eps;             /* 1e-4 (TRL GRPOTrainer; OpenRLHF uses 1e-9) */
-    int grpo_scale_std;          /* 1; 0 = Dr. GRPO (centre only) */
+    int grpo_scale_std;          /* PPO_SCALE_GROUP (1); PPO_SCALE_NONE (0) = Dr. GRPO (centre only);
+                                  * PPO_SCALE_BATCH (2): the std of the whole batch (TRL's scale_rewards=batch) */
     /* --- losses (ppo_loss) --- */
     double clip_low, clip_high;  /* 0.2, 0.2: ratio kept in [1-clip_low, 1+clip_high] */
     double dual_clip;            /* 0 = off; else c > 1 (3.0): caps the loss of negative advantages */
@@ -87,6 +108,9 @@ typedef struct {
     double kl_loss_coef;         /* 0; > 0 adds coef * KL(pi||ref) to the policy loss (GRPO's beta) */
     PpoKlEstimator kl_loss_estimator; /* k3 */
     PpoLossAgg loss_agg;         /* token-mean */
+    int loss_norm_len;           /* L of seq-mean-token-sum-norm (ppo_run: --max-new-tokens); 0 = unset */
+    PpoPolicyLoss policy_loss;   /* vanilla */
+    double tis_cap;              /* 0 = off; else truncated importance sampling, weights min(w, cap) */
 } PpoConfig;
 
 /* The defaults above: TRL's PPOConfig where it has the setting. */
@@ -96,15 +120,19 @@ void ppo_config_defaults(PpoConfig *c);
 int ppo_config_check(const PpoConfig *c);
 
 /* Names: "k1" "k2" "k3"; "token-mean" "seq-mean-token-mean"
- * "seq-mean-token-sum"; "gae" "rloo" "grpo" "reinforce++"; "raw" "stored"
- * "running"; "keep" "subtract" "replace". Parsers return -1 with a sentence
- * naming `flag` on an unknown name. */
+ * "seq-mean-token-sum" "seq-mean-token-sum-norm"; "gae" "rloo" "grpo"
+ * "reinforce++"; "raw" "stored" "running"; "keep" "subtract" "replace";
+ * "vanilla" "gspo" "cispo"; scale: "none" "group" "batch". Parsers return
+ * -1 with a sentence naming `flag` on an unknown name. */
 int ppo_kl_estimator_parse(const char *flag, const char *name, PpoKlEstimator *out);
 int ppo_loss_agg_parse(const char *flag, const char *name, PpoLossAgg *out);
 int ppo_advantage_parse(const char *flag, const char *name, PpoAdvantage *out);
 int ppo_score_norm_parse(const char *flag, const char *name, PpoScoreNorm *out);
 int ppo_no_eos_parse(const char *flag, const char *name, PpoNoEos *out);
+int ppo_policy_loss_parse(const char *flag, const char *name, PpoPolicyLoss *out);
+int ppo_scale_rewards_parse(const char *flag, const char *name, int *out);
 const char *ppo_loss_agg_name(PpoLossAgg a);
+const char *ppo_policy_loss_name(PpoPolicyLoss a);
 const char *ppo_advantage_name(PpoAdvantage a);
 
 /* -1 with a sentence when offsets are not a valid ragged layout: n_seq < 1,

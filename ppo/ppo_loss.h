@@ -15,6 +15,20 @@
  * With kl_loss_coef > 0 (GRPO) the loss adds kl_loss_coef * k(logp, ref)
  * per token, the KL paid in the loss instead of the reward.
  *
+ * The family (c->policy_loss):
+ *   vanilla  the above, per token (GRPO; DAPO = clip_high > clip_low
+ *            ("clip-higher", 0.2/0.28) with token-mean aggregation)
+ *   gspo     (Zheng et al. 2025) one ratio per sequence,
+ *            s_i = exp(mean_t (logp - old)), in the clipped surrogate of
+ *            every token of i; the gradient is verl's GSPO-token form,
+ *            r_t = sg(s_i) exp(logp_t - sg(logp_t)), which equals the
+ *            sequence form when A is constant over i and the aggregation
+ *            is seq-mean-token-mean. Its clip ranges are ~1e-3, not 0.2.
+ *   cispo    (MiniMax-M1, 2025) l_t = -sg(min(r_t, 1 + clip_high)) A_t logp_t:
+ *            the ratio is a capped, detached weight, so no token loses its
+ *            gradient (tokens clipped away by PPO are often the rare
+ *            "reflection" tokens); only the upper cap, as MiniMax ran it.
+ *
  * Value. The critic regresses the returns R computed at rollout time:
  * 0.5 (V - R)^2. The value clip (PPO2 in OpenAI baselines, TRL, OpenRLHF)
  * makes it a trust region too:
@@ -50,7 +64,10 @@ typedef struct {
     double loss;          /* aggregated (policy + KL term) */
     double pg_loss;       /* the clipped surrogate alone, aggregated */
     double kl_loss;       /* token mean of k(logp, ref) (0 without the KL term) */
-    double clipfrac;      /* token fraction where the clipped surrogate won (TRL: pg_losses2 > pg_losses) */
+    double clipfrac;      /* token fraction where the clipped surrogate won (TRL: pg_losses2 > pg_losses);
+                           * cispo: where the weight was capped */
+    double clipfrac_low;  /* ratio < 1 - clip_low with A < 0 (TRL's clip_ratio/low_mean) */
+    double clipfrac_high; /* ratio > 1 + clip_high with A > 0 (TRL's clip_ratio/high_mean) */
     double dual_clipfrac; /* token fraction capped by the dual clip */
     double approxkl;      /* 0.5 * token mean of (logp - old)^2 (TRL's approxkl) */
     double ratio;         /* token mean of the ratio */
@@ -72,6 +89,20 @@ typedef struct {
  * NULL). */
 int ppo_policy_loss(const PpoConfig *c, const PpoSeqs *s, const float *logp, const float *old_logp, const float *adv,
                     const float *ref_logp, const float *entropy, double denom, float *dlogp, PpoPolicyStats *st);
+/* The same with per-token importance weights is_weight [T] (NULL = none):
+ * the surrogate of token t (not the KL term) and its gradient are
+ * multiplied by is_weight[t], a constant (truncated importance sampling). */
+int ppo_policy_loss_w(const PpoConfig *c, const PpoSeqs *s, const float *logp, const float *old_logp, const float *adv,
+                      const float *ref_logp, const float *entropy, const float *is_weight, double denom, float *dlogp,
+                      PpoPolicyStats *st);
+
+/* Truncated importance sampling (Yao et al. 2025, "Your efficient RL
+ * framework secretly brings you off-policy RL training"; verl's
+ * tis_imp_ratio_cap): the sampler's log-probs (rollout_logp) differ from
+ * the trainer's for the same weights (other kernels, batch shapes); the
+ * trainer's old_logp is the policy PPO's ratio is taken against, so each
+ * token is reweighted by w = min(exp(old_logp - rollout_logp), cap). */
+void ppo_tis_weights(const float *old_logp, const float *rollout_logp, int n, double cap, float *w);
 
 /* values: the critic now; old_values: at rollout; returns: targets.
  * dvalues [T] receives d loss / d values[t] (may be NULL). No clip when

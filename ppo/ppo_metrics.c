@@ -59,6 +59,9 @@ void ppo_train_metrics_add(Metrics *m, const PpoConfig *c, const PpoPolicyStats 
         double w = p->n_tokens;
         metrics_add(m, "policy/approxkl_avg", p->approxkl, w);
         metrics_add(m, "policy/clipfrac_avg", p->clipfrac, w);
+        metrics_add(m, "clip_ratio/low_mean", p->clipfrac_low, w);
+        metrics_add(m, "clip_ratio/high_mean", p->clipfrac_high, w);
+        metrics_add(m, "clip_ratio/region_mean", p->clipfrac_low + p->clipfrac_high, w);
         metrics_add(m, "policy/entropy_avg", p->entropy, w);
         metrics_add(m, "loss/policy_avg", p->pg_loss, w);
         metrics_add(m, "val/ratio", p->ratio, w);
@@ -71,4 +74,31 @@ void ppo_train_metrics_add(Metrics *m, const PpoConfig *c, const PpoPolicyStats 
         metrics_add(m, "val/clipfrac_avg", v->clipfrac, w);
         metrics_add(m, "val/vpred", v->vpred, w);
     }
+}
+
+int ppo_completion_metrics(const PpoSeqs *s, const uint8_t *has_eos, const float *rewards, int group_size, Metrics *m) {
+    if (ppo_seqs_check(s)) return -1;
+    int S = s->n_seq, mn = 0, mx = 0;
+    double sum = 0, cut = 0;
+    for (int i = 0; i < S; i++) {
+        int n = s->offsets[i + 1] - s->offsets[i];
+        mn = i == 0 || n < mn ? n : mn;
+        mx = n > mx ? n : mx;
+        sum += n;
+        cut += has_eos && !has_eos[i];
+    }
+    metrics_set(m, "completions/mean_length", sum / S);
+    metrics_set(m, "completions/min_length", mn);
+    metrics_set(m, "completions/max_length", mx);
+    metrics_set(m, "completions/clipped_ratio", cut / S);
+    if (rewards && group_size >= 2 && S % group_size == 0) {
+        int zero = 0;
+        for (int g = 0; g < S; g += group_size) {
+            int equal = 1;
+            for (int j = 1; j < group_size; j++) equal &= rewards[g + j] == rewards[g];
+            zero += equal;
+        }
+        metrics_set(m, "frac_reward_zero_std", (double)zero / (S / group_size));
+    }
+    return 0;
 }

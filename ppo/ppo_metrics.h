@@ -26,7 +26,10 @@
  * the calls of a step; TRL averages micro-batch means unweighted):
  *   policy/approxkl_avg, policy/clipfrac_avg, policy/entropy_avg,
  *   loss/policy_avg, loss/value_avg, val/clipfrac_avg, val/ratio,
- *   policy/dual_clipfrac_avg (dual clip on), loss/kl_avg (KL in the loss). */
+ *   policy/dual_clipfrac_avg (dual clip on), loss/kl_avg (KL in the loss),
+ *   clip_ratio/low_mean, clip_ratio/high_mean, clip_ratio/region_mean
+ *   (TRL's GRPOTrainer: ratio below 1 - clip_low with A < 0, above
+ *   1 + clip_high with A > 0, either). */
 #ifndef ALIGN_PPO_METRICS_H
 #define ALIGN_PPO_METRICS_H
 
@@ -47,6 +50,14 @@ double ppo_explained_variance(const float *values, const float *returns, int n);
 int ppo_rollout_metrics(const PpoConfig *c, const PpoSeqs *s, const float *kl, const float *logp,
                         const float *scores, const float *raw_scores, const uint8_t *has_eos,
                         const float *entropy, const float *values, const float *returns, Metrics *m);
+
+/* What users of rule-based rewards watch (TRL's GRPOTrainer names):
+ * completions/mean_length, min_length, max_length (tokens), and
+ * clipped_ratio (the fraction cut at the length limit: has_eos[s] == 0;
+ * has_eos may be NULL = none cut); with rewards [S] (a completion's total
+ * reward) and group_size >= 2, frac_reward_zero_std: the fraction of
+ * groups whose rewards all agree, which teach nothing under GRPO. */
+int ppo_completion_metrics(const PpoSeqs *s, const uint8_t *has_eos, const float *rewards, int group_size, Metrics *m);
 
 /* Adds one loss call's stats, weighted by its tokens. v may be NULL
  * (critic-free). */

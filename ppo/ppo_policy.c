@@ -30,6 +30,7 @@
  * parameter, as one raw frame read in place from the model's buffer. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
     char *policy = ppo_get_strdup(m, "policy"), *critic = ppo_get_strdup(m, "critic");
     char *resume = ppo_get_strdup(m, "resume"), *resume_critic = ppo_get_strdup(m, "resume_critic");
     char *sched = ppo_get_strdup(m, "lr_schedule"), *agg = ppo_get_strdup(m, "loss_agg");
+    char *pl = ppo_get_strdup(m, "policy_loss");
     int rc = -1;
     const char *apath = resume ? resume : policy;
     if (!apath) {
@@ -153,7 +155,10 @@ static int do_setup(Policy *p, const WireMsg *m) {
     p->c.cliprange_value = ppo_get_num(m, "cliprange_value", p->c.cliprange_value);
     p->c.vf_coef = ppo_get_num(m, "vf_coef", p->c.vf_coef);
     p->c.kl_loss_coef = ppo_get_num(m, "kl_loss_coef", p->c.kl_loss_coef);
+    p->c.loss_norm_len = (int)ppo_get_num(m, "loss_norm_len", 0);
+    p->c.tis_cap = ppo_get_num(m, "tis_cap", 0);
     if (agg && ppo_loss_agg_parse("loss_agg", agg, &p->c.loss_agg)) goto done;
+    if (pl && ppo_policy_loss_parse("policy_loss", pl, &p->c.policy_loss)) goto done;
     p->max_tokens = (int)ppo_get_num(m, "max_batch_tokens", 8192);
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -175,7 +180,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
     }
     rc = 0;
 done:
-    free(policy), free(critic), free(resume), free(resume_critic), free(sched), free(agg);
+    free(policy), free(critic), free(resume), free(resume_critic), free(sched), free(agg), free(pl);
     if (rc) {
         char keep[600];
         snprintf(keep, sizeof keep, "%s", align_error());
@@ -240,16 +245,48 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
     long iteration = (long)ppo_get_num(m, "iteration", 0);
     if (mbs <= 0 || mbs > S) mbs = S;
     order = malloc((size_t)S * sizeof(int32_t));
-    buf = malloc((size_t)(T + 1) * 9 * sizeof(float));
+    buf = malloc((size_t)(T + 1) * 11 * sizeof(float));
     if (!order || !buf) {
         align_errorf("out of memory");
         goto done;
     }
     float *b_old = buf, *b_adv = buf + T + 1, *b_ret = buf + 2 * (T + 1), *b_oldv = buf + 3 * (T + 1),
           *b_ref = buf + 4 * (T + 1), *b_lp = buf + 5 * (T + 1), *b_d = buf + 6 * (T + 1), *b_v = buf + 7 * (T + 1),
-          *b_ent = buf + 8 * (T + 1);
+          *b_ent = buf + 8 * (T + 1), *tis = buf + 9 * (T + 1), *b_w = buf + 10 * (T + 1);
     Metrics acc;
     metrics_clear(&acc);
+    int use_tis = p->c.tis_cap > 0;
+    if (use_tis) {
+        /* Truncated importance sampling: the trainer's own log-probs of the
+         * batch before any step (old), one forward pass in minibatches; the
+         * PPO ratio is taken against them, and each token is weighted by
+         * min(exp(old - rollout), cap) (ppo_loss.h) */
+        float *own = malloc((size_t)(T + 1) * sizeof(float));
+        int32_t *all = malloc((size_t)S * sizeof(int32_t));
+        int rc = own && all ? 0 : align_errorf("out of memory");
+        for (int i = 0; i < S; i++) all[i] = i;
+        for (int at = 0; !rc && at < S; at += mbs) {
+            int n = S - at < mbs ? S - at : mbs;
+            PpoPacked b;
+            if ((rc = ppo_pack(pt, po, rt, ro, all + at, n, &b))) break;
+            rc = ppo_forward(p->actor.model, &b, own + ro[at], NULL);
+            ppo_packed_free(&b);
+        }
+        double gmax = 0, gsum = 0;
+        for (long t = 0; !rc && t < T; t++) {
+            double d = fabs((double)own[t] - (double)old[t]);
+            gmax = d > gmax ? d : gmax;
+            gsum += d;
+        }
+        if (!rc) {
+            ppo_tis_weights(own, old, (int)T, p->c.tis_cap, tis);
+            memcpy(old, own, (size_t)T * sizeof(float));
+            metrics_set(&acc, "rollout/logp_diff_max", gmax);
+            metrics_set(&acc, "rollout/logp_diff_mean", T ? gsum / T : 0);
+        }
+        free(own), free(all);
+        if (rc) goto done;
+    }
     double t0 = align_now();
     long tokens = 0;
     for (int e = 0; e < epochs; e++) {
@@ -263,13 +300,30 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
             PpoSeqs seqs = {n, b.resp_off};
             gather(old, ro, idx, n, b_old), gather(adv, ro, idx, n, b_adv), gather(ret, ro, idx, n, b_ret);
             gather(oldv, ro, idx, n, b_oldv), gather(ref, ro, idx, n, b_ref);
+            if (use_tis) gather(tis, ro, idx, n, b_w);
             PpoPolicyStats pst;
             PpoValueStats vst;
             /* LoRA dropout masks keyed by the optimizer step: a resumed run draws the same */
             model_lora_train_mode(p->actor.model, 1, (uint64_t)p->oa->step);
             int rc = ppo_forward(p->actor.model, &b, b_lp, NULL);
             for (int i = 0; !rc && i < b.n_resp; i++) b_ent[i] = -b_lp[i]; /* sampled entropy estimate */
-            if (!rc) rc = ppo_policy_loss(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, 0, b_d, &pst);
+            if (!rc && e == 0 && at == 0 && !use_tis) {
+                /* Before the first optimizer step the policy's log-probs are
+                 * those of the weights the rollout workers sampled with: the
+                 * gap is the two engines' numerical mismatch (the whole batch
+                 * when one minibatch is the batch, else its first minibatch) */
+                double gmax = 0, gsum = 0;
+                for (int i = 0; i < b.n_resp; i++) {
+                    double d = fabs((double)b_lp[i] - (double)b_old[i]);
+                    gmax = d > gmax ? d : gmax;
+                    gsum += d;
+                }
+                metrics_set(&acc, "rollout/logp_diff_max", gmax);
+                metrics_set(&acc, "rollout/logp_diff_mean", b.n_resp ? gsum / b.n_resp : 0);
+            }
+            if (!rc)
+                rc = ppo_policy_loss_w(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, use_tis ? b_w : NULL, 0,
+                                       b_d, &pst);
             if (!rc) rc = ppo_backward(p->actor.model, &b, b_d, NULL);
             model_lora_train_mode(p->actor.model, 0, 0);
             float lr = 0;

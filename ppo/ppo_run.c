@@ -69,6 +69,8 @@
 #include "metrics.h"
 #include "model_load.h"
 #include "ppo_math.h"
+#include "reward_http.h"
+#include "reward_terms.h"
 #include "ppo_service.h"
 #include "ppo_sync.h"
 #include "safetensors.h"
@@ -557,6 +559,7 @@ typedef struct {
     long iteration;
     double kl_coef;
     PpoRunningMoments running;
+    long cursor; /* the next prompt's stream position (batch_size per iteration, more with dynamic sampling) */
 } RunState;
 
 static char *state_json(const RunState *s, const TrainArgs *a, int n_samples) {
@@ -564,7 +567,7 @@ static char *state_json(const RunState *s, const TrainArgs *a, int n_samples) {
     cJSON_AddStringToObject(o, "program", PROG);
     cJSON_AddNumberToObject(o, "step", (double)s->iteration);
     cJSON_AddNumberToObject(o, "iteration", (double)s->iteration);
-    cJSON_AddNumberToObject(o, "prompt_cursor", (double)s->iteration * a->batch_size);
+    cJSON_AddNumberToObject(o, "prompt_cursor", (double)s->cursor);
     cJSON_AddNumberToObject(o, "batch_size", a->batch_size);
     cJSON_AddNumberToObject(o, "n_samples", n_samples);
     cJSON_AddNumberToObject(o, "seed", a->seed);
@@ -595,6 +598,8 @@ static int read_state(const char *path, const TrainArgs *a, int n_samples, RunSt
                           (int)bs->valuedouble, (int)ns->valuedouble);
     } else {
         s->iteration = (long)it->valuedouble;
+        cJSON *cur = cJSON_GetObjectItem(o, "prompt_cursor");
+        s->cursor = cJSON_IsNumber(cur) ? (long)cur->valuedouble : s->iteration * a->batch_size;
         s->kl_coef = kl->valuedouble;
         s->running.mean = cJSON_GetObjectItem(r, "mean")->valuedouble;
         s->running.var = cJSON_GetObjectItem(r, "var")->valuedouble;
@@ -656,7 +661,10 @@ typedef struct {
     TrainArgs a;
     const char *policy_path, *reward_path, *prompts_path, *critic_path;
     const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
-    const char *kl_est, *adv_name, *loss_agg;
+    const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
+    const char *reward_url, *format_pattern;
+    int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
+    float reward_timeout, cliprange_high, tis_cap;
     int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
     float temperature, top_p, kl_coef, kl_target, kl_horizon, gamma, lam, score_clip, no_eos, cliprange,
@@ -665,6 +673,11 @@ typedef struct {
     PpoConfig c;
     LoraConfig lc;
     int use_lora, use_critic;
+    RewardSpec rs;            /* the --reward terms */
+    const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
+    VerifyPattern *format;    /* --format-pattern, compiled */
+    Tokenizer *tok;           /* the policy's: completions to text for the rule-based and remote terms */
+    Dataset eval;             /* --eval-data (n = 0: none) */
     long total_iters, opt_steps;
     int S, mbs; /* completions per iteration, per minibatch */
 } Opts;
@@ -675,9 +688,14 @@ static Opts O;
  * them in the table cli_parse sees. */
 static CliFlag PPO_FLAGS[] = {
     {"policy", CLI_STRING, &O.policy_path, "starting policy (the SFT model): .ckpt, .gguf or a Hugging Face directory; also the reference"},
-    {"reward", CLI_STRING, &O.reward_path, "reward model (rm_train's .ckpt); served by a reward_server ppo_run starts, and the critic's start"},
+    {"reward", CLI_STRING, &O.reward_path, "the reward: weighted terms, e.g. math,format:0.2,rm.ckpt:0.5: math, exact, regex, format, length, overlong, url, or a reward model (rm_train's .ckpt, served by a reward_server ppo_run starts, and the critic's start)"},
+    {"reward-url", CLI_STRING, &O.reward_url, "a remote reward function speaking OpenRLHF's protocol: http://HOST:PORT/get_reward (the url term, weight 1 unless --reward names url:W)"},
+    {"reward-timeout", CLI_FLOAT, &O.reward_timeout, "seconds one --reward-url call may take (default 60)", CLI_POSITIVE},
+    {"reward-retries", CLI_INT, &O.reward_retries, "extra tries of a failed --reward-url call (default 2)", CLI_NONNEG},
+    {"format-pattern", CLI_STRING, &O.format_pattern, "the format term's PCRE2 pattern (DOTALL), e.g. ^<think>.*</think>"},
+    {"overlong-buffer", CLI_INT, &O.overlong_buffer, "the overlong term's soft buffer: tokens before --max-new-tokens where the penalty ramps from 0 to -1 (DAPO's L_cache; default max-new-tokens/4)", CLI_NONNEG},
     {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
-    {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: --reward)"},
+    {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: the reward model in --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
     {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
     {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
@@ -701,11 +719,17 @@ static CliFlag PPO_FLAGS[] = {
     {"score-clip", CLI_FLOAT, &O.score_clip, "clip scores to +-this (0 = off)", CLI_NONNEG},
     {"missing-eos-penalty", CLI_FLOAT, &O.no_eos, "subtracted from the score of a completion cut at --max-new-tokens (0 = off)", CLI_NONNEG},
     {"cliprange", CLI_FLOAT, &O.cliprange, "policy ratio clip epsilon, in (0, 1) (default 0.2)", CLI_UNIT_OPEN},
+    {"cliprange-high", CLI_FLOAT, &O.cliprange_high, "upper clip epsilon (DAPO's clip-higher, 0.28; default --cliprange); the cap of cispo's weight", CLI_NONNEG},
+    {"policy-loss", CLI_STRING, &O.policy_loss, "vanilla (PPO/GRPO/DAPO), gspo (sequence ratio) or cispo (capped detached weight)"},
+    {"dynamic-sampling", CLI_BOOL, &O.dynamic_sampling, "DAPO's dynamic sampling: drop prompt groups whose rewards all agree and sample more prompts to refill the batch (grpo/rloo)"},
+    {"max-gen-batches", CLI_INT, &O.max_gen_batches, "with --dynamic-sampling: generation rounds per iteration at most (default 4); then train on the groups found", CLI_AT_LEAST_1},
+    {"tis-cap", CLI_FLOAT, &O.tis_cap, "truncated importance sampling: weigh each token by min(pi_policy/pi_rollout, cap), cap >= 1 (e.g. 2; 0 = off); costs one forward pass", CLI_NONNEG},
+    {"scale-rewards", CLI_STRING, &O.scale_rewards, "GRPO's advantage scale: group (default), batch or none (Dr. GRPO)"},
     {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
     {"vf-coef", CLI_FLOAT, &O.vf_coef, "weight of the value loss (default 0.1)", CLI_NONNEG},
     {"critic-lr", CLI_FLOAT, &O.critic_lr, "critic learning rate (0 = --lr, the default)", CLI_NONNEG},
     {"kl-loss-coef", CLI_FLOAT, &O.kl_loss_coef, "KL(pi||ref) in the policy loss instead of the reward (GRPO's beta; default 0)", CLI_NONNEG},
-    {"loss-agg", CLI_STRING, &O.loss_agg, "token-mean, seq-mean-token-mean or seq-mean-token-sum"},
+    {"loss-agg", CLI_STRING, &O.loss_agg, "token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm (Dr. GRPO; default token-mean, seq-mean-token-mean with gspo)"},
     {"max-prompt-length", CLI_INT, &O.max_prompt_len, "keep the last N prompt tokens (0 = --max-length - --max-new-tokens)", CLI_NONNEG},
     {"heartbeat-ms", CLI_INT, &O.heartbeat_ms, "ping workers this often (default 1000)", CLI_AT_LEAST_1},
     {"dead-after", CLI_INT, &O.dead_after, "missed pings before a worker is dead (default 3)", CLI_AT_LEAST_1},
@@ -718,7 +742,9 @@ static void opts_defaults(Opts *o) {
     train_args_defaults(&o->a);
     o->a.lr = 3e-6f; /* TRL's PPOConfig */
     o->a.max_length = 512;
-    o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = "token-mean";
+    o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = NULL, o->policy_loss = "vanilla", o->scale_rewards = "group";
+    o->max_gen_batches = 4;
+    o->reward_timeout = 60, o->reward_retries = 2, o->overlong_buffer = -1, o->cliprange_high = -1;
     o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
     o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
     o->temperature = 1.0f, o->top_p = 1.0f, o->kl_coef = 0.05f, o->kl_horizon = 10000, o->gamma = 1.0f, o->lam = 0.95f;
@@ -733,7 +759,7 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     opts_defaults(o);
     memcpy(flags, PPO_FLAGS, sizeof PPO_FLAGS);
     int nf = N_PPO_FLAGS + train_args_flags(&o->a, flags + N_PPO_FLAGS);
-    *spec = (CliSpec){.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt --prompts prompts.jsonl --out ppo.ckpt [flags]",
+    *spec = (CliSpec){.prog = PROG, .usage = "ppo_run --policy sft.ckpt --reward rm.ckpt|math,format:0.1,... --prompts prompts.jsonl --out ppo.ckpt [flags]",
                       .about = "PPO with separate policy, reference, reward and rollout processes over ZeroMQ; metrics named as TRL names them.",
                       .flags = flags, .n_flags = nf};
     cli_parse_or_exit(spec, argc, argv);
@@ -741,7 +767,29 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (!o->policy_path) die("--policy is required (the starting policy, also the reference; see --help)");
     if (!o->prompts_path) die("--prompts is required (see --help)");
     if (!a->out) die("--out is required (where the trained policy goes)");
-    if (!o->reward_path && !o->reward_ep) die("--reward (or --reward-connect) is required");
+    if (!o->reward_path && !o->reward_ep && !o->reward_url) die("--reward (or --reward-connect, --reward-url) is required");
+    /* the reward's terms */
+    memset(&o->rs, 0, sizeof o->rs);
+    o->rs.model = o->rs.url = -1;
+    if (o->reward_path && reward_spec_parse(o->reward_path, &o->rs)) die("%s", align_error());
+    /* the reward model's path: what a reward_server ppo_run starts serves, and the critic's start; with
+     * --reward-connect the hand-started server serves the model term (weight 1 when --reward names none) */
+    o->reward_model = o->rs.model >= 0 ? o->rs.t[o->rs.model].path : NULL;
+    if (o->reward_ep && o->rs.model < 0 && reward_spec_add(&o->rs, RT_MODEL, o->reward_ep, 1.0)) die("%s", align_error());
+    if (o->reward_url && o->rs.url < 0 && reward_spec_add(&o->rs, RT_URL, "url", 1.0)) die("%s", align_error());
+    if (o->rs.url >= 0 && !o->reward_url) die("--reward names the url term: give --reward-url http://HOST:PORT/PATH");
+    if (o->reward_url) {
+        RewardUrl u;
+        if (reward_url_parse(o->reward_url, &u)) die("%s", align_error());
+    }
+    o->format = NULL;
+    for (int i = 0; i < o->rs.n; i++)
+        if (o->rs.t[i].kind == RT_FORMAT) {
+            if (!o->format_pattern) die("--reward format: give the pattern completions must match with --format-pattern");
+            if (!(o->format = verify_pattern_new(o->format_pattern, "--format-pattern"))) die("%s", align_error());
+        }
+    if (o->overlong_buffer < 0) o->overlong_buffer = o->max_new / 4;
+    if (o->overlong_buffer > o->max_new) die("--overlong-buffer %d: at most --max-new-tokens (%d)", o->overlong_buffer, o->max_new);
     if (a->batch_size <= 0) die("--batch-size %d: must be positive", a->batch_size);
     if (!o->rollout_eps && o->n_rollout > 64) die("--rollout-workers %d: at most 64", o->n_rollout);
     if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
@@ -766,8 +814,13 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     ppo_config_defaults(c);
     if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||
         ppo_advantage_parse("--advantage", o->adv_name, &c->advantage) ||
-        ppo_loss_agg_parse("--loss-agg", o->loss_agg, &c->loss_agg))
+        ppo_policy_loss_parse("--policy-loss", o->policy_loss, &c->policy_loss) ||
+        ppo_scale_rewards_parse("--scale-rewards", o->scale_rewards, &c->grpo_scale_std))
         die("%s", align_error());
+    /* GSPO's ratio is per sequence: each sequence counts once unless told otherwise (verl's recipe) */
+    if (!o->loss_agg) o->loss_agg = c->policy_loss == PPO_PL_GSPO ? "seq-mean-token-mean" : "token-mean";
+    if (ppo_loss_agg_parse("--loss-agg", o->loss_agg, &c->loss_agg)) die("%s", align_error());
+    c->loss_norm_len = o->max_new;
     c->kl_coef = o->kl_coef;
     c->adaptive_kl = o->kl_target > 0;
     if (o->kl_target > 0) c->kl_target = o->kl_target;
@@ -778,6 +831,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     c->score_clip = o->score_clip;
     if (o->no_eos > 0) c->no_eos = PPO_NO_EOS_SUBTRACT, c->no_eos_penalty = o->no_eos;
     c->clip_low = c->clip_high = o->cliprange;
+    if (o->cliprange_high >= 0) c->clip_high = o->cliprange_high;
+    c->tis_cap = o->tis_cap;
     c->cliprange_value = o->cliprange_value;
     c->vf_coef = o->vf_coef;
     c->kl_loss_coef = o->kl_loss_coef;
@@ -785,16 +840,19 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
     if (ppo_config_check(c)) die("%s", align_error());
     o->use_critic = c->advantage == PPO_ADV_GAE;
-    if (!o->critic_path) o->critic_path = o->reward_path;
+    if (a->eval_every > 0 && !a->eval_data) die("--eval-every %d needs --eval-data (the held-out prompts)", a->eval_every);
+    if (o->dynamic_sampling && c->advantage != PPO_ADV_GRPO && c->advantage != PPO_ADV_RLOO)
+        die("--dynamic-sampling needs groups of samples per prompt: use --advantage grpo or rloo with --n 2 or more");
+    if (!o->critic_path) o->critic_path = o->reward_model;
     if (o->use_critic && !o->critic_path)
-        die("--advantage gae needs a critic: give --critic or --reward (or use --advantage rloo)");
+        die("--advantage gae needs a critic: give --critic or a reward model in --reward (or use --advantage grpo or rloo)");
 }
 
 /* ------------------------------------------------------------ the prompts */
 
 /* The prompts, tokenized as the policy's tokenizer and template do, and the
  * token ids generation stops at. */
-static void load_prompts(const Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop) {
+static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop) {
     const TrainArgs *a = &o->a;
     ModelBundle pb;
     if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
@@ -820,9 +878,24 @@ static void load_prompts(const Opts *o, Prompts *ps, int32_t stop_ids[4], int *n
     opt.skip_bad = a->skip_bad;
     if (ds_load(o->prompts_path, pb.tok, &opt, &ps->ds)) die("%s", align_error());
     fprintf(stderr, PROG ": %s: %zu prompts\n", o->prompts_path, ps->ds.n);
+    memset(&o->eval, 0, sizeof o->eval);
+    if (a->eval_data) {
+        if (ds_load(a->eval_data, pb.tok, &opt, &o->eval)) die("--eval-data: %s", align_error());
+        fprintf(stderr, PROG ": %s: %zu held-out prompts\n", a->eval_data, o->eval.n);
+    }
     for (size_t i = 0; i < ps->ds.n; i++)
         if (ps->ds.ex[i].n_prompt < 1) die("%s: record %ld has an empty prompt", o->prompts_path, ps->ds.ex[i].line);
     ps->order = malloc(ps->ds.n * sizeof(int32_t));
+    int verified = 0, labelled = 0;
+    for (int i = 0; i < o->rs.n; i++) verified |= o->rs.t[i].kind == RT_MATH || o->rs.t[i].kind == RT_EXACT || o->rs.t[i].kind == RT_REGEX;
+    for (size_t i = 0; i < ps->ds.n; i++) labelled += ps->ds.ex[i].label != NULL;
+    if (verified && !labelled)
+        die("%s: no record has an \"answer\" for the math/exact/regex reward to check against", o->prompts_path);
+    if (verified && (size_t)labelled < ps->ds.n)
+        fprintf(stderr, PROG ": %s: %zu of %zu records have no \"answer\"; their completions score 0 on math/exact/regex\n",
+                o->prompts_path, ps->ds.n - (size_t)labelled, ps->ds.n);
+    o->tok = pb.tok; /* kept: completions become text for the rule-based and remote terms */
+    pb.tok = NULL;
     model_bundle_free(&pb);
 }
 
@@ -864,7 +937,7 @@ static void start_processes(const Opts *o) {
     G.dead_after = o->dead_after;
     G.startup_s = o->startup_s;
     G.max_restarts = o->max_restarts;
-    G.reward_model = o->reward_path;
+    G.reward_model = o->reward_model;
     G.weights_version = -1;
     /* a peer that has not taken a message in as long as a silent one may
      * stay alive is treated as dead (at least a second) */
@@ -890,7 +963,7 @@ static void start_processes(const Opts *o) {
     signal(SIGPIPE, SIG_IGN);
     G.policy = add_peer(ROLE_POLICY, 0, o->policy_ep);
     G.ref = add_peer(ROLE_REF, 0, o->ref_ep);
-    G.reward = add_peer(ROLE_REWARD, 0, o->reward_ep);
+    G.reward = o->rs.model >= 0 ? add_peer(ROLE_REWARD, 0, o->reward_ep) : -1; /* rule-based or remote only: no reward model */
     G.rollout0 = G.n_peers;
     if (o->rollout_eps) {
         char *list = strdup(o->rollout_eps), *save = NULL;
@@ -935,6 +1008,9 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_float(w, "vf_coef", c->vf_coef);
     wire_put_float(w, "kl_loss_coef", c->kl_loss_coef);
     wire_put_str(w, "loss_agg", ppo_loss_agg_name(c->loss_agg));
+    wire_put_int(w, "loss_norm_len", c->loss_norm_len);
+    wire_put_float(w, "tis_cap", c->tis_cap);
+    wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
     if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
@@ -998,25 +1074,22 @@ typedef struct {
     int32_t *ptok, *poff, *rtok, *roff;
     float *old_logp, *ref_logp, *raw, *values;
     uint8_t *has_eos;
+    const char **label; /* per completion: its prompt record's answer (NULL: none) */
 } Rollout;
 
 static void rollout_free(Rollout *b) {
     free(b->ptok), free(b->poff), free(b->rtok), free(b->roff), free(b->has_eos);
-    free(b->old_logp), free(b->ref_logp), free(b->raw), free(b->values);
+    free(b->old_logp), free(b->ref_logp), free(b->raw), free(b->values), free(b->label);
     memset(b, 0, sizeof *b);
 }
 
 /* The prompts at stream positions g0.. in contiguous chunks, one per live
  * rollout worker; their completions and old log-probs into b. */
-static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
-    int P = o->a.batch_size, n_samples = o->n_samples, S = o->S;
+static void generate_examples(const Opts *o, const DsExample **ex, int P, long g0, Rollout *b) {
+    int n_samples = o->n_samples, S = P * n_samples;
     int32_t *pp_off = malloc(((size_t)P + 1) * sizeof(int32_t));
-    const DsExample **ex = malloc((size_t)P * sizeof *ex);
     pp_off[0] = 0;
-    for (int i = 0; i < P; i++) {
-        ex[i] = prompt_at(ps, g0 + i);
-        pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
-    }
+    for (int i = 0; i < P; i++) pp_off[i + 1] = pp_off[i] + ex[i]->n_prompt;
     int32_t *pp_tok = malloc((size_t)pp_off[P] * sizeof(int32_t));
     for (int i = 0; i < P; i++) memcpy(pp_tok + pp_off[i], ex[i]->prompt, (size_t)ex[i]->n_prompt * sizeof(int32_t));
     int live[MAX_PEERS], nl = 0;
@@ -1041,6 +1114,7 @@ static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
     b->S = S;
     b->poff = malloc(((size_t)S + 1) * sizeof(int32_t)), b->roff = malloc(((size_t)S + 1) * sizeof(int32_t));
     b->has_eos = malloc((size_t)S);
+    b->label = malloc((size_t)S * sizeof *b->label);
     for (int k = 0; k < chunks; k++) {
         WireArray off;
         if (wire_get_array(gen[k].reply, "offsets", WIRE_I32, ppo_wire_limits(), &off)) die("generation: %s", align_error());
@@ -1073,11 +1147,21 @@ static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
             memcpy(b->old_logp + b->roff[s], lp + of[j], (size_t)nt * sizeof(float));
             b->roff[s + 1] = b->roff[s] + nt;
             b->has_eos[s] = ((uint8_t *)fin.data)[j] == 1; /* GEN_FINISH_STOP */
+            b->label[s] = e->label;
         }
         free(tk), free(of), free(lp), free(fin.data);
     }
     for (int k = 0; k < chunks; k++) call_free(&gen[k]);
-    free(pp_off), free(ex), free(pp_tok);
+    free(pp_off), free(pp_tok);
+}
+
+/* The training prompts at stream positions g0..g0 + batch_size. */
+static void generate(const Opts *o, Prompts *ps, long g0, Rollout *b) {
+    int P = o->a.batch_size;
+    const DsExample **ex = malloc((size_t)P * sizeof *ex);
+    for (int i = 0; i < P; i++) ex[i] = prompt_at(ps, g0 + i);
+    generate_examples(o, ex, P, g0, b);
+    free(ex);
 }
 
 static WireWriter *sequences_request(const char *op, const Rollout *b) {
@@ -1087,25 +1171,254 @@ static WireWriter *sequences_request(const char *op, const Rollout *b) {
     return w;
 }
 
-/* Reference log-probs, reward scores and (with a critic) the old values, in
- * parallel; each one's time into m. */
+/* Completion s as text (its stop token dropped: the template's end of turn
+ * is not part of the answer), and its prompt. */
+static char *completion_text(const Opts *o, const Rollout *b, int s) {
+    int n = b->roff[s + 1] - b->roff[s] - (b->has_eos[s] ? 1 : 0);
+    size_t len;
+    char *t = tok_decode(o->tok, b->rtok + b->roff[s], n > 0 ? n : 0, &len);
+    char *c = verify_utf8_clean(t ? t : "", t ? len : 0);
+    free(t);
+    return c;
+}
+
+static char *prompt_text(const Opts *o, const Rollout *b, int s) {
+    size_t len;
+    char *t = tok_decode(o->tok, b->ptok + b->poff[s], b->poff[s + 1] - b->poff[s], &len);
+    char *c = verify_utf8_clean(t ? t : "", t ? len : 0);
+    free(t);
+    return c;
+}
+
+/* The term whose value says "correct" in evaluation: the first of math,
+ * exact, regex in --reward; -1 when there is none. */
+static int verifier_term(const Opts *o) {
+    for (int k = 0; k < o->rs.n; k++)
+        if (o->rs.t[k].kind == RT_MATH || o->rs.t[k].kind == RT_EXACT || o->rs.t[k].kind == RT_REGEX) return k;
+    return -1;
+}
+
+/* The rule-based and remote terms, and the weighted sum with the reward
+ * model's scores (rm, NULL when no model term) into b->raw; each term's
+ * mean into m (rewards/NAME/mean, TRL's names). */
+static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics *m, double *verified) {
+    int S = b->S;
+    char **comp = malloc((size_t)S * sizeof *comp), **prom = NULL, **query = NULL;
+    for (int s = 0; s < S; s++) comp[s] = completion_text(o, b, s);
+    double *total = calloc((size_t)S, sizeof *total);
+    RewardRuleCtx ctx = {o->format, o->max_new, o->overlong_buffer};
+    double t0 = align_now();
+    for (int k = 0; k < o->rs.n; k++) {
+        const RewardTerm *t = &o->rs.t[k];
+        double sum = 0;
+        char key[96];
+        if (t->kind == RT_MODEL) {
+            for (int s = 0; s < S; s++) total[s] += t->weight * rm[s], sum += rm[s];
+        } else if (t->kind == RT_URL) {
+            prom = malloc((size_t)S * sizeof *prom), query = malloc((size_t)S * sizeof *query);
+            for (int s = 0; s < S; s++) {
+                prom[s] = prompt_text(o, b, s);
+                size_t pl = strlen(prom[s]), cl = strlen(comp[s]);
+                query[s] = malloc(pl + cl + 1);
+                memcpy(query[s], prom[s], pl), memcpy(query[s] + pl, comp[s], cl + 1);
+            }
+            RewardHttpOpts ho = {o->reward_timeout, o->reward_retries};
+            RewardHttpReply rep;
+            double th = align_now();
+            if (reward_http_call(o->reward_url, &ho, (const char *const *)query, (const char *const *)prom, b->label, S,
+                                 &rep))
+                die("%s", align_error());
+            metrics_set(m, "time/reward_url", align_now() - th);
+            for (int s = 0; s < S; s++) total[s] += t->weight * rep.rewards[s], sum += rep.rewards[s];
+            if (rep.scores) {
+                double ss = 0;
+                for (int s = 0; s < S; s++) ss += rep.scores[s];
+                metrics_set(m, "rewards/url/scores_mean", ss / S);
+            }
+            for (int i = 0; i < rep.n_logs; i++) {
+                snprintf(key, sizeof key, "rewards/url/%s", rep.log_keys[i]);
+                metrics_set(m, key, rep.log_means[i]);
+            }
+            reward_http_reply_free(&rep);
+        } else {
+            for (int s = 0; s < S; s++) {
+                double v;
+                if (reward_term_eval(t, &ctx, comp[s], b->label[s], b->roff[s + 1] - b->roff[s], &v)) die("%s", align_error());
+                total[s] += t->weight * v, sum += v;
+                if (verified && k == verifier_term(o)) verified[s] = v;
+            }
+        }
+        snprintf(key, sizeof key, "rewards/%s/mean", t->name);
+        metrics_set(m, key, sum / S);
+    }
+    metrics_set(m, "time/reward_rules", align_now() - t0);
+    free(b->raw);
+    b->raw = malloc((size_t)S * sizeof(float));
+    for (int s = 0; s < S; s++) b->raw[s] = (float)total[s];
+    for (int s = 0; s < S; s++) {
+        free(comp[s]);
+        if (prom) free(prom[s]), free(query[s]);
+    }
+    free(comp), free(prom), free(query), free(total);
+}
+
+/* Reference log-probs, reward-model scores and (with a critic) the old
+ * values, in parallel; each one's time into m; then the whole reward. */
 static void score(const Opts *o, Rollout *b, Metrics *m) {
     double t0 = align_now();
     Call sc[3];
-    int nsc = 0, ci_ref, ci_rew, ci_val = -1;
+    int nsc = 0, ci_ref, ci_rew = -1, ci_val = -1;
     call_init(&sc[ci_ref = nsc++], G.ref, sequences_request("logprobs", b));
-    call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
+    if (G.reward >= 0) call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
     if (o->use_critic) call_init(&sc[ci_val = nsc++], G.policy, sequences_request("values", b));
     need_reply_ok(run_calls(sc, nsc, 0), "scoring");
+    float *rm = NULL;
     if (ppo_get_f32(sc[ci_ref].reply, "logprobs", b->T, &b->ref_logp, NULL) ||
-        ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &b->raw, NULL) ||
+        (ci_rew >= 0 && ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &rm, NULL)) ||
         (o->use_critic && ppo_get_f32(sc[ci_val].reply, "values", b->T, &b->values, NULL)))
         die("scoring: a bad reply: %s", align_error());
     metrics_set(m, "time/reference", sc[ci_ref].t_done - t0);
-    metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
+    if (ci_rew >= 0) metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
     if (o->use_critic) metrics_set(m, "time/values", sc[ci_val].t_done - t0);
-    metrics_set(m, "time/score_all", align_now() - t0);
     for (int i = 0; i < nsc; i++) call_free(&sc[i]);
+    combine_rewards(o, b, rm, m, NULL);
+    free(rm);
+    metrics_set(m, "time/score_all", align_now() - t0);
+}
+
+/* Held-out evaluation (--eval-data): every eval prompt sampled --n times
+ * as in training (same temperature, seeds from a range training never
+ * uses), each completion rewarded as in training. Into out:
+ *   mean@N  the mean reward over the N samples, averaged over prompts (verl's name)
+ *   pass@1  with the verifier term (the first of math, exact, regex): the
+ *           unbiased estimate from N samples, mean of c/N (Chen et al. 2021)
+ *   pass@N  the fraction of prompts with at least one correct sample
+ * A completion is correct when its verifier value is 1. */
+static void evaluate(const Opts *o, const Dataset *ev, Metrics *out) {
+    int P = o->a.batch_size, N = o->n_samples, vt = verifier_term(o);
+    double reward = 0, pass1 = 0, passn = 0;
+    double t0 = align_now();
+    for (size_t at = 0; at < ev->n; at += (size_t)P) {
+        int np = ev->n - at < (size_t)P ? (int)(ev->n - at) : P;
+        const DsExample **ex = malloc((size_t)np * sizeof *ex);
+        for (int i = 0; i < np; i++) ex[i] = &ev->ex[at + i];
+        Rollout b;
+        generate_examples(o, ex, np, (1L << 40) + (long)at, &b); /* seeds apart from the training stream's */
+        free(ex);
+        float *rm = NULL;
+        if (G.reward >= 0) {
+            Call c;
+            call_init(&c, G.reward, sequences_request("score", &b));
+            need_reply_ok(run_calls(&c, 1, 0), "scoring the eval set");
+            if (ppo_get_f32(c.reply, "scores", b.S, &rm, NULL)) die("scoring the eval set: a bad reply: %s", align_error());
+            call_free(&c);
+        }
+        Metrics scratch;
+        metrics_clear(&scratch);
+        double *ver = calloc((size_t)b.S, sizeof *ver);
+        combine_rewards(o, &b, rm, &scratch, ver);
+        for (int i = 0; i < np; i++) {
+            double r = 0, c = 0;
+            for (int j = 0; j < N; j++) r += b.raw[i * N + j], c += ver[i * N + j] == 1.0;
+            reward += r / N, pass1 += c / N, passn += c > 0;
+        }
+        free(ver), free(rm);
+        rollout_free(&b);
+    }
+    char key[32];
+    snprintf(key, sizeof key, "mean@%d", N);
+    metrics_set(out, key, reward / (double)ev->n);
+    if (vt >= 0) {
+        metrics_set(out, "pass@1", pass1 / (double)ev->n);
+        snprintf(key, sizeof key, "pass@%d", N);
+        metrics_set(out, key, passn / (double)ev->n);
+    }
+    metrics_set(out, "time", align_now() - t0);
+}
+
+/* Appends the completions of the groups (k completions each) with keep[g]
+ * set from src to acc (acc zeroed = empty). Prompt-major order is kept. */
+static void rollout_append_groups(Rollout *acc, const Rollout *src, const uint8_t *keep, int k, int max_groups) {
+    int add = 0;
+    long add_t = 0, add_p = 0;
+    for (int g = 0; g < src->S / k && acc->S / k + add < max_groups; g++)
+        if (keep[g]) {
+            add++;
+            add_t += src->roff[(g + 1) * k] - src->roff[g * k];
+            add_p += src->poff[(g + 1) * k] - src->poff[g * k];
+        }
+    if (!add) return;
+    int S0 = acc->S, S1 = S0 + add * k;
+    long T0 = acc->T, P0 = S0 ? acc->poff[S0] : 0;
+#define GROW(f, n) acc->f = realloc(acc->f, (size_t)(n) * sizeof *acc->f)
+    GROW(poff, S1 + 1), GROW(roff, S1 + 1), GROW(ptok, P0 + add_p), GROW(rtok, T0 + add_t);
+    GROW(old_logp, T0 + add_t), GROW(ref_logp, T0 + add_t), GROW(raw, S1), GROW(has_eos, S1), GROW(label, S1);
+    if (src->values) GROW(values, T0 + add_t);
+#undef GROW
+    if (!S0) acc->poff[0] = acc->roff[0] = 0;
+    int s = S0;
+    for (int g = 0, taken = 0; g < src->S / k && taken < add; g++) {
+        if (!keep[g]) continue;
+        taken++;
+        for (int j = g * k; j < (g + 1) * k; j++, s++) {
+            int np = src->poff[j + 1] - src->poff[j], nr = src->roff[j + 1] - src->roff[j];
+            memcpy(acc->ptok + acc->poff[s], src->ptok + src->poff[j], (size_t)np * sizeof(int32_t));
+            acc->poff[s + 1] = acc->poff[s] + np;
+            long r0 = acc->roff[s];
+            memcpy(acc->rtok + r0, src->rtok + src->roff[j], (size_t)nr * sizeof(int32_t));
+            memcpy(acc->old_logp + r0, src->old_logp + src->roff[j], (size_t)nr * sizeof(float));
+            memcpy(acc->ref_logp + r0, src->ref_logp + src->roff[j], (size_t)nr * sizeof(float));
+            if (src->values) memcpy(acc->values + r0, src->values + src->roff[j], (size_t)nr * sizeof(float));
+            acc->roff[s + 1] = (int32_t)(r0 + nr);
+            acc->raw[s] = src->raw[j], acc->has_eos[s] = src->has_eos[j], acc->label[s] = src->label[j];
+        }
+    }
+    acc->S = S1;
+    acc->T = acc->roff[S1];
+}
+
+/* One iteration's batch: batch_size prompts from the stream; with
+ * --dynamic-sampling, rounds of batch_size prompts until batch_size groups
+ * whose rewards differ are found (DAPO), at most --max-gen-batches rounds,
+ * then the groups found (the last round's batch when none). */
+static void collect(Opts *o, Prompts *ps, RunState *st, Rollout *b, Metrics *m) {
+    int P = o->a.batch_size, k = o->n_samples;
+    double t_gen = 0, t0 = align_now();
+    if (!o->dynamic_sampling) {
+        generate(o, ps, st->cursor, b);
+        metrics_set(m, "time/generate", align_now() - t0);
+        st->cursor += P;
+        score(o, b, m);
+        return;
+    }
+    Rollout acc;
+    memset(&acc, 0, sizeof acc);
+    uint8_t *keep = malloc((size_t)P);
+    int rounds = 0, seen = 0, kept = 0;
+    while (acc.S / k < P && rounds < o->max_gen_batches) {
+        Rollout r;
+        t0 = align_now();
+        generate(o, ps, st->cursor, &r);
+        t_gen += align_now() - t0;
+        st->cursor += P;
+        score(o, &r, m);
+        rounds++;
+        int n = ppo_groups_with_spread(r.S, k, r.raw, keep);
+        if (n < 0) die("%s", align_error());
+        seen += r.S / k, kept += n;
+        rollout_append_groups(&acc, &r, keep, k, P);
+        if (acc.S == 0 && rounds == o->max_gen_batches) { /* nothing to learn anywhere: the last round as it is */
+            acc = r;
+            break;
+        }
+        rollout_free(&r);
+    }
+    free(keep);
+    metrics_set(m, "time/generate", t_gen);
+    metrics_set(m, "dynamic_sampling/rounds", rounds);
+    metrics_set(m, "dynamic_sampling/kept_fraction", seen ? (double)kept / seen : 0);
+    metrics_set(m, "dynamic_sampling/groups", acc.S / k);
+    *b = acc;
 }
 
 /* The PPO update on the policy process; its training metrics into m. */
@@ -1142,9 +1455,8 @@ static void update(const Opts *o, const Rollout *b, const float *adv, const floa
 static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Metrics *m) {
     double t_it = align_now(), t0 = t_it;
     Rollout b;
-    generate(o, ps, st->iteration * o->a.batch_size, &b);
-    double t_gen = align_now() - t0;
-    score(o, &b, m);
+    collect(o, ps, st, &b, m);
+    double t_gen = metrics_get(m, "time/generate", 0);
     /* the PPO math */
     int S = b.S;
     size_t T = (size_t)b.T;
@@ -1168,13 +1480,16 @@ static void iterate(Opts *o, Prompts *ps, RunState *st, PpoKlController *ctl, Me
     G.weights_version = st->iteration + 1;
     sync_rollouts();
     double t_sync = align_now() - t0;
-    metrics_set(m, "time/generate", t_gen);
     metrics_set(m, "time/update", t_up);
     metrics_set(m, "time/weight_sync", t_sync);
     metrics_set(m, "weight_sync/bytes", (double)G.sync_bytes);
     metrics_set(m, "time/iteration", align_now() - t_it);
     metrics_set(m, "tokens_per_s", t_gen > 0 ? (double)T / t_gen : 0);
     metrics_set(m, "val/mean_response_length", (double)T / S);
+    double ent = 0; /* the sampled estimate: mean -log p of the drawn tokens (the full distribution stays on the worker) */
+    for (size_t t = 0; t < T; t++) ent -= b.old_logp[t];
+    metrics_set(m, "entropy", T ? ent / (double)T : 0);
+    if (ppo_completion_metrics(&seqs, b.has_eos, b.raw, o->n_samples, m)) die("%s", align_error());
     free(kl), free(scores), free(rewards), free(adv), free(ret);
     rollout_free(&b);
 }
@@ -1234,7 +1549,7 @@ int main(int argc, char **argv) {
     int n_stop;
     load_prompts(&O, &ps, stop_ids, &n_stop);
 
-    RunState st = {0, O.c.kl_coef, {0}};
+    RunState st = {0, O.c.kl_coef, {0}, 0};
     ppo_running_init(&st.running);
     if (a->resume) {
         if (read_state(a->resume, a, O.n_samples, &st)) die("%s", align_error());
@@ -1260,12 +1575,24 @@ int main(int argc, char **argv) {
                                   "time/iteration", NULL};
     int rc = 0;
     metrics_log_begin(&log, st.iteration, O.total_iters);
+    if (O.eval.n) { /* the starting point, before any update */
+        Metrics em;
+        metrics_clear(&em);
+        evaluate(&O, &O.eval, &em);
+        metrics_log_eval(&log, st.iteration, &em);
+    }
     for (; st.iteration < O.total_iters; st.iteration++) {
         Metrics m;
         metrics_clear(&m);
         iterate(&O, &ps, &st, &ctl, &m);
         long done_iters = st.iteration + 1;
         metrics_log_step(&log, done_iters, O.total_iters, (double)done_iters * a->batch_size / ps.ds.n, &m, shown);
+        if (O.eval.n && ((a->eval_every > 0 && done_iters % a->eval_every == 0) || done_iters == O.total_iters)) {
+            Metrics em;
+            metrics_clear(&em);
+            evaluate(&O, &O.eval, &em);
+            metrics_log_eval(&log, done_iters, &em);
+        }
         int periodic = a->save_every > 0 && done_iters % a->save_every == 0 && done_iters < O.total_iters;
         if (periodic || interrupted) save_step(&O, &st, done_iters);
         if (interrupted) {
@@ -1280,6 +1607,9 @@ int main(int argc, char **argv) {
     trainer_write_report(PROG, a);
     stop_processes();
     ds_free(&ps.ds);
+    tok_free(O.tok);
+    ds_free(&O.eval);
+    verify_pattern_free(O.format);
     free(ps.order);
     cli_free(&spec);
     return rc;

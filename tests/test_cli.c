@@ -50,6 +50,23 @@ int main(void) {
     CHECK(steps == 3 && lr == 2.0f && !strcmp(out, "c.ckpt") && verbose == 0, "flags override the config");
     cli_free(&s);
 
+    /* a list for a string flag (ppo_run's --reward terms): joined with ',' */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *list = "{\"out\": [\"math\", \"format:0.2\", \"rm.ckpt:0.5\"], \"max-steps\": 4}";
+    CHECK(write(fd, list, strlen(list)) == (ssize_t)strlen(list), "write config");
+    close(fd);
+    char *a2b[] = {"prog", "--config", path, "d"};
+    CHECK(parse(4, a2b, &s) == 0 && !strcmp(out, "math,format:0.2,rm.ckpt:0.5") && steps == 4, "list joined: %s",
+          align_error());
+    cli_free(&s);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *badlist = "{\"out\": [\"math\", 2]}";
+    CHECK(write(fd, badlist, strlen(badlist)) == (ssize_t)strlen(badlist), "write config");
+    close(fd);
+    CHECK(parse(4, a2b, &s) == -1 && strstr(align_error(), "strings only") && strstr(align_error(), "\"out\""),
+          "a list of non-strings: %s", align_error());
+    cli_free(&s);
+
     char *a3[] = {"prog", "d", "--max-steps", "seven"};
     CHECK(parse(4, a3, &s) == -1 && strstr(align_error(), "--max-steps") && strstr(align_error(), "seven"), "bad integer names the flag: %s", align_error());
     char *a4[] = {"prog", "d", "--bogus", "1"};

@@ -265,6 +265,22 @@ static void test_sft_and_prompt_records(void) {
           "prompt from a preference record");
     check_dec(ex.prompt, ex.n_prompt, "\n\nHuman: Hi\n\nAssistant:", "implicit prompt reused");
     ds_example_free(&ex);
+    /* labels for verifiable rewards: "answer" as a string or a number */
+    CHECK(one("{\"question\":\"2+2?\",\"answer\":\"2+2=4\\n#### 4\"}", DS_PROMPT, CHAT_TEMPLATE_NONE, &ex) == 1 &&
+              ex.label && !strcmp(ex.label, "2+2=4\n#### 4"),
+          "GSM8K label: %s", ex.label ? ex.label : "(none)");
+    check_dec(ex.prompt, ex.n_prompt, "2+2?", "the answer stays out of the prompt");
+    ds_example_free(&ex);
+    CHECK(one("{\"prompt\":\"p\",\"answer\":42}", DS_PROMPT, CHAT_TEMPLATE_NONE, &ex) == 1 && ex.label &&
+              !strcmp(ex.label, "42"),
+          "numeric label");
+    ds_example_free(&ex);
+    CHECK(one("{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"}],\"answer\":\"7\"}", DS_PROMPT,
+              CHAT_TEMPLATE_HH, &ex) == 1 && ex.label && !strcmp(ex.label, "7"),
+          "messages plus answer");
+    ds_example_free(&ex);
+    CHECK(one("{\"prompt\":\"p\"}", DS_PROMPT, CHAT_TEMPLATE_NONE, &ex) == 1 && ex.label == NULL, "no label");
+    ds_example_free(&ex);
 }
 
 static void test_no_injection(void) {

@@ -333,6 +333,7 @@ static void test_micro_batches(void) {
         PpoConfig cfg;
         ppo_config_defaults(&cfg);
         cfg.loss_agg = (PpoLossAgg)agg;
+        cfg.loss_norm_len = 8;
         double denom = agg == PPO_AGG_TOKEN_MEAN ? 11 : 4;
         PpoPolicyStats p, pa, pb;
         PpoValueStats q, qa, qb;
@@ -415,6 +416,65 @@ static void test_errors(void) {
           "kl loss without ref log-probs: %s", align_error());
 }
 
+/* The GRPO family (DAPO, Dr. GRPO, GSPO, CISPO, truncated importance
+ * sampling) against their formulas in PyTorch: loss, gradient, clip stats. */
+static void test_family(cJSON *root) {
+    float *adv = farr(get(root, "advantages_for_losses")), *lp = farr(get(root, "logp_new"));
+    float *roll = farr(get(root, "rollout_logp"));
+    float *g = malloc(T * sizeof *g), *w = malloc(T * sizeof *w);
+    cJSON *c;
+    cJSON_ArrayForEach(c, get(root, "family_cases")) {
+        const char *name = str(c, "name");
+        PpoConfig cfg;
+        ppo_config_defaults(&cfg);
+        CHECK(ppo_policy_loss_parse("--policy-loss", str(c, "policy_loss"), &cfg.policy_loss) == 0, "%s", name);
+        CHECK(ppo_loss_agg_parse("--loss-agg", str(c, "loss_agg"), &cfg.loss_agg) == 0, "%s", name);
+        cfg.clip_low = num(c, "clip_low");
+        cfg.clip_high = num(c, "clip_high");
+        cfg.loss_norm_len = get(c, "norm_len")->valueint;
+        cfg.tis_cap = num(c, "tis_cap");
+        cfg.kl_loss_coef = num(c, "kl_loss_coef");
+        CHECK(ppo_config_check(&cfg) == 0, "%s: config: %s", name, align_error());
+        if (cfg.tis_cap > 0) ppo_tis_weights(logp, roll, T, cfg.tis_cap, w);
+        PpoPolicyStats st;
+        CHECK(ppo_policy_loss_w(&cfg, &seqs, lp, logp, adv, ref_logp, NULL, cfg.tis_cap > 0 ? w : NULL, 0, g, &st) == 0,
+              "%s: %s", name, align_error());
+        check_tokens(g, get(c, "dlogp"), T, "dlogp", name);
+        cJSON *want = get(c, "stats");
+        check_scalar(st.loss, num(want, "loss"), "loss", name);
+        check_scalar(st.pg_loss, num(want, "pg_loss"), "pg_loss", name);
+        check_scalar(st.clipfrac_low, num(want, "clipfrac_low"), "clipfrac_low", name);
+        check_scalar(st.clipfrac_high, num(want, "clipfrac_high"), "clipfrac_high", name);
+        check_scalar(st.ratio, num(want, "ratio"), "ratio", name);
+    }
+    /* the length-normalised aggregation needs its length */
+    PpoConfig cfg;
+    ppo_config_defaults(&cfg);
+    cfg.loss_agg = PPO_AGG_SEQ_MEAN_TOKEN_SUM_NORM;
+    CHECK(ppo_config_check(&cfg) == -1 && strstr(align_error(), "--max-new-tokens"), "%s", align_error());
+    free(adv), free(lp), free(roll), free(g), free(w);
+}
+
+/* Dynamic sampling's group filter and the completion metrics, by hand. */
+static void test_dynamic_sampling(void) {
+    float r[12] = {1, 0, 1, 1, /* spread */ 0, 0, 0, 0, /* all wrong */ 0.5f, 0.5f, 0.5f, 0.25f /* spread */};
+    uint8_t keep[3];
+    CHECK(ppo_groups_with_spread(12, 4, r, keep) == 2 && keep[0] && !keep[1] && keep[2], "two groups kept");
+    CHECK(ppo_groups_with_spread(10, 4, r, keep) == -1, "groups must divide the batch");
+    int32_t off[5] = {0, 3, 4, 10, 12};
+    PpoSeqs s4 = {4, off};
+    uint8_t eos[4] = {1, 0, 1, 0};
+    float rr[4] = {1, 1, 0, 2};
+    Metrics m;
+    metrics_clear(&m);
+    CHECK(ppo_completion_metrics(&s4, eos, rr, 2, &m) == 0, "completion metrics");
+    CHECK(metrics_get(&m, "completions/mean_length", 0) == 3.0, "mean length 12/4");
+    CHECK(metrics_get(&m, "completions/min_length", 0) == 1.0, "min length");
+    CHECK(metrics_get(&m, "completions/max_length", 0) == 6.0, "max length");
+    CHECK(metrics_get(&m, "completions/clipped_ratio", 0) == 0.5, "two of four cut");
+    CHECK(metrics_get(&m, "frac_reward_zero_std", -1) == 0.5, "one of two groups without spread");
+}
+
 int main(void) {
     size_t len;
     char *text = align_read_file(ALIGN_TEST_DIR "/fixtures/ppo_math.json", &len);
@@ -433,6 +493,8 @@ int main(void) {
     test_kl_estimators();
     test_train_metrics();
     test_errors();
+    test_family(root);
+    test_dynamic_sampling();
     cJSON_Delete(root);
     free(text);
     return test_summary();

@@ -187,6 +187,25 @@ static int apply_config(CliSpec *s, const char *path) {
         snprintf(where, sizeof where, "--config %s: key \"%s\":", path, it->string);
         if (cJSON_IsString(it)) {
             if (set_from_string(f, it->valuestring, where)) return -1;
+        } else if (cJSON_IsArray(it) && f->type == CLI_STRING) {
+            /* a list-valued flag (ppo_run's --reward terms): the strings joined with ',' as on the command line */
+            size_t len = 1;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, it) {
+                if (!cJSON_IsString(e)) return align_errorf("%s a list for this flag holds strings only", where);
+                len += strlen(e->valuestring) + 1;
+            }
+            char *joined = calloc(1, len);
+            if (!joined) return align_errorf("%s out of memory", where);
+            cJSON_ArrayForEach(e, it) {
+                if (*joined) strcat(joined, ",");
+                strcat(joined, e->valuestring);
+            }
+            cJSON *str = cJSON_CreateString(joined); /* lives in the tree, as string values do */
+            free(joined);
+            if (!str || !cJSON_ReplaceItemViaPointer(root, it, str)) return align_errorf("%s out of memory", where);
+            it = str;
+            if (set_from_string(f, it->valuestring, where)) return -1;
         } else if (cJSON_IsBool(it) && f->type == CLI_BOOL) {
             *(int *)f->dst = cJSON_IsTrue(it);
             f->set = 1;

@@ -502,6 +502,7 @@ void ds_example_free(DsExample *ex) {
     free(ex->prompt);
     free(ex->chosen);
     free(ex->rejected);
+    free(ex->label);
     memset(ex, 0, sizeof *ex);
 }
 
@@ -568,7 +569,12 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
               : opt->kind == DS_SFT      ? parse_sft(o, &r)
                                          : parse_prompt_only(o, &r);
     if (prc) goto done;
-    if (opt->kind == DS_PROMPT) r.chosen = r.rejected = NULL;
+    if (opt->kind == DS_PROMPT) {
+        r.chosen = r.rejected = NULL;
+        const cJSON *ans = field(o, "answer"); /* the label a verifier checks (RLVR) */
+        if (cJSON_IsString(ans)) ex->label = strdup(ans->valuestring);
+        else if (cJSON_IsNumber(ans)) ex->label = cJSON_PrintUnformatted(ans);
+    }
     if (opt->kind == DS_SFT) r.rejected = NULL;
     if (tokenize_rec(&r, tok, opt, &p, &c, &rj)) goto done;
     int fit = fit_length(opt, &p, &c, &rj);
@@ -587,6 +593,10 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
     ex->score_rejected = r.score_rejected;
     rc = 1;
 done:
+    if (rc != 1) {
+        free(ex->label);
+        ex->label = NULL;
+    }
     if (rc < 0 && where) align_error_prefix("%s", where);
     free(p.v);
     free(c.v);
@@ -809,6 +819,7 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
         DsExample *d = &out->ex[out->n++];
         *d = ex;
         d->prompt = d->chosen = d->rejected = NULL;
+        d->label = ex.label ? strdup(ex.label) : NULL; /* the reader frees its own copy */
     }
     ds_reader_counts(r, &out->n_bad, &out->n_dropped, &out->n_truncated);
     snprintf(out->first_bad, sizeof out->first_bad, "%s", ds_reader_first_bad(r));
@@ -832,6 +843,7 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
 
 void ds_free(Dataset *ds) {
     if (!ds) return;
+    for (size_t i = 0; i < ds->n; i++) free(ds->ex[i].label);
     free(ds->ex);
     free(ds->pool);
     memset(ds, 0, sizeof *ds);

@@ -12,6 +12,9 @@
  *   prompt-only {prompt} (string or messages), {question}, {messages} (a
  *               trailing assistant message is dropped), and any preference or
  *               SFT record (its prompt is taken), so one file serves both.
+ *               An "answer" field is kept as the example's label (RL with
+ *               verifiable rewards: GSM8K's {question, answer: "...#### 42"},
+ *               {prompt, answer}, {messages, answer}).
  *
  * Tokens: control tokens of the chat template are looked up by id; all text
  * (roles, content, plain markup) is encoded with special tokens disallowed,
@@ -77,6 +80,8 @@ typedef struct {
     float margin;      /* "margin", 0 when absent */
     int has_margin;
     float score_chosen, score_rejected; /* UltraFeedback metadata, NAN when absent */
+    char *label;       /* DS_PROMPT: the record's "answer" (a string, or a number as written), the
+                        * reference a rule-based reward checks against; NULL when absent */
     long line;         /* JSONL: 1-based line; .json array: 0-based element */
     int truncated;     /* 1 when max_length/max_prompt_length cut it */
 } DsExample;
