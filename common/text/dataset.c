@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "table_reader.h"
 #include "util.h"
 
 void ds_options_default(DsOptions *o) {
@@ -613,6 +614,7 @@ struct DsReader {
     const Tokenizer *tok;
     DsOptions opt;
     int array;
+    TableReader *table; /* .csv, .tsv, .xlsx: rows as JSON records (table_reader.h) */
     FILE *f; /* JSONL */
     char *line;
     size_t line_cap;
@@ -637,6 +639,18 @@ DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions
     r->path = strdup(path);
     r->tok = tok;
     r->opt = *opt;
+    if (table_is_table_path(path)) {
+        if (!(r->table = table_open(path, opt->sheet))) {
+            ds_reader_close(r);
+            return NULL;
+        }
+        return r;
+    }
+    if (opt->sheet) {
+        align_errorf("%s: --sheet %s names an Excel worksheet, and this is not an .xlsx file", path, opt->sheet);
+        ds_reader_close(r);
+        return NULL;
+    }
     r->f = fopen(path, "rb");
     if (!r->f) {
         align_errorf("cannot open data file %s", path);
@@ -717,7 +731,16 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
         if (r->done) return 0;
         const char *text = NULL;
         size_t len = 0;
-        if (r->array) {
+        long row = 0;
+        if (r->table) {
+            int k = table_next(r->table, &text, &len, &row);
+            if (k == 0 || k == -2) {
+                r->done = k == 0;
+                return k == 0 ? 0 : -1;
+            }
+            snprintf(where, sizeof where, "%s:%ld", r->path, row);
+            if (k < 0) goto bad; /* a bad cell: named by the table reader */
+        } else if (r->array) {
             int k = next_element(r, &text, &len);
             if (k <= 0) return k;
             snprintf(where, sizeof where, "%s: element %ld", r->path, r->elem);
@@ -743,7 +766,7 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
         int rc = ds_check_utf8(text, len, where) ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
         if (rc == 1) {
             if (r->cur.truncated) r->n_truncated++;
-            r->cur.line = r->array ? r->elem - 1 : r->lineno;
+            r->cur.line = r->table ? row : r->array ? r->elem - 1 : r->lineno;
             *ex = r->cur;
             return 1;
         }
@@ -751,6 +774,7 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             r->n_dropped++;
             continue;
         }
+    bad:
         if (!r->opt.skip_bad) return -1;
         if (r->n_bad++ == 0) snprintf(r->first_bad, sizeof r->first_bad, "%s", align_error());
     }
@@ -767,6 +791,7 @@ const char *ds_reader_first_bad(const DsReader *r) { return r->first_bad; }
 void ds_reader_close(DsReader *r) {
     if (!r) return;
     if (r->f) fclose(r->f);
+    table_close(r->table);
     free(r->line);
     free(r->buf);
     free(r->path);

@@ -1,4 +1,4 @@
-/* dataset: JSON Lines / .json array records -> tokenized examples -> packed batches.
+/* dataset: JSON Lines / .json array / table records -> tokenized examples -> packed batches.
  *
  * Records (one JSON object per line, or the elements of one top-level array):
  *   preference  {prompt?, chosen, rejected, margin?, score_chosen?, score_rejected?}
@@ -29,7 +29,13 @@
  * (keeps its end, TRL's keep_end) but not below half of max_length, then
  * cuts the completion's END; DS_OVERFLOW_DROP drops the example and counts it.
  *
- * Errors: one sentence "FILE:LINE: reason" (JSONL, 1-based lines) or
+ * Tables: a path ending in .csv, .tsv or .xlsx is read by table_reader.h,
+ * each row (after the header row naming the fields) becoming the JSON
+ * object above, so the same shapes and checks apply: columns question and
+ * answer make SFT records, prompt/chosen/rejected preference records.
+ *
+ * Errors: one sentence "FILE:LINE: reason" (JSONL, 1-based lines; tables:
+ * the row, or the CSV line it starts on) or
  * "FILE: element N: reason" (.json arrays, 0-based index as jq counts).
  * With skip_bad the record is skipped, counted, and the first message kept.
  *
@@ -65,6 +71,7 @@ typedef struct {
     int max_prompt_length; /* applied first, keeping the end; 0 = no limit */
     DsOverflow overflow;
     int skip_bad;          /* 1: skip and count bad records instead of failing */
+    const char *sheet;     /* .xlsx: the worksheet to read (NULL = the first) */
 } DsOptions;
 
 /* kind DS_PREFERENCE, template none, no limits, overflow truncate, skip_bad 0. */
@@ -82,7 +89,7 @@ typedef struct {
     float score_chosen, score_rejected; /* UltraFeedback metadata, NAN when absent */
     char *label;       /* DS_PROMPT: the record's "answer" (a string, or a number as written), the
                         * reference a rule-based reward checks against; NULL when absent */
-    long line;         /* JSONL: 1-based line; .json array: 0-based element */
+    long line;         /* JSONL: 1-based line; .json array: 0-based element; table: row */
     int truncated;     /* 1 when max_length/max_prompt_length cut it */
 } DsExample;
 

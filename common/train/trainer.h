@@ -38,6 +38,7 @@ typedef struct {
     int max_length;
     const char *chat_template;
     int skip_bad;
+    const char *sheet, *eval_sheet; /* .xlsx worksheets of --data and --eval-data (NULL = the first) */
     /* PEFT (common/model/lora.h, common/io/peft.h, common/compute/quant.h) */
     int lora_rank;              /* 0 = full fine-tuning */
     float lora_alpha, lora_dropout;
@@ -53,7 +54,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 34
+#define TRAIN_ARGS_N_FLAGS 36
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
