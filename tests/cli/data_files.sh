@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# CSV, TSV and Excel data files train like JSONL (tiny Qwen2 fixture):
+#  - sft_run --data qa.csv trains, with the same losses step for step as
+#    the JSONL that Python's csv module makes of the same file;
+#  - dpo_run --data prefs.xlsx (first sheet) and sft_run --sheet qa train,
+#    with the losses of the JSONL written by hand from the workbook;
+#  - rm_train --data prefs.tsv trains;
+#  - a bad cell or a missing sheet stops with "file:row: column ..." / the
+#    sheet names, exit 1.
+set -u
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=$HERE/../fixtures/hf_tiny_qwen2
+TAB=$HERE/../fixtures/tables
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+losses() { python3 -c 'import json,sys; print(" ".join("%.6g" % json.loads(l)["loss"] for l in open(sys.argv[1])))' "$1"; }
+
+python3 - "$TAB/qa.csv" "$T/qa.jsonl" <<'PY'
+import csv, json, sys
+with open(sys.argv[1], newline="", encoding="utf-8-sig") as f, open(sys.argv[2], "w") as out:
+    for row in csv.DictReader(f):
+        if any(row.values()):
+            out.write(json.dumps({"question": row["question"], "answer": row["answer"]}) + "\n")
+PY
+cat > "$T/prefs.jsonl" <<'J'
+{"prompt": "Name a color.", "chosen": "Bold move", "rejected": "No.", "margin": 1.5}
+{"prompt": "Say hi.", "chosen": "Hi there!", "rejected": "Go & stay away."}
+{"prompt": "Count to three.", "chosen": "one two three", "rejected": "four", "margin": 0.1}
+J
+cat > "$T/qa_sheet.jsonl" <<'J'
+{"question": "What is 6*7?", "answer": "42"}
+{"question": "What is 1/10?", "answer": "0.1"}
+{"question": "Is water wet?", "answer": "TRUE"}
+J
+sft=(--model "$MODEL" --lr 1e-2 --batch-size 2 --max-length 64 --max-steps 6)
+
+"$BIN/sft_run" "${sft[@]}" --data "$TAB/qa.csv" --out "$T/a.ckpt" --metrics "$T/a.jsonl" 2>"$T/a.err"; rc=$?
+check "sft_run --data qa.csv exits 0 ($(tail -1 "$T/a.err"))" "[ $rc -eq 0 ] && [ -f $T/a.ckpt ]"
+check "qa.csv: 4 examples" "grep -q 'qa.csv: 4 examples' $T/a.err"
+"$BIN/sft_run" "${sft[@]}" --data "$T/qa.jsonl" --out "$T/b.ckpt" --metrics "$T/b.jsonl" 2>"$T/b.err"
+check "qa.csv losses equal its JSONL's ($(losses "$T/a.jsonl"))" "[ -s $T/a.jsonl ] && [ \"\$(losses $T/a.jsonl)\" = \"\$(losses $T/b.jsonl)\" ]"
+check "the loss falls" "python3 -c 'import sys; l=[float(x) for x in sys.argv[1:]]; sys.exit(0 if l[-1] < l[0] else 1)' $(losses "$T/a.jsonl")"
+
+dpo=(--policy "$MODEL" --lr 1e-2 --batch-size 2 --max-length 64 --max-steps 3)
+"$BIN/dpo_run" "${dpo[@]}" --data "$TAB/prefs.xlsx" --out "$T/c.ckpt" --metrics "$T/c.jsonl" 2>"$T/c.err"; rc=$?
+check "dpo_run --data prefs.xlsx exits 0 ($(tail -1 "$T/c.err"))" "[ $rc -eq 0 ] && [ -f $T/c.ckpt ] && grep -q 'prefs.xlsx: 3 examples' $T/c.err"
+"$BIN/dpo_run" "${dpo[@]}" --data "$T/prefs.jsonl" --out "$T/d.ckpt" --metrics "$T/d.jsonl" 2>"$T/d.err"
+check "prefs.xlsx losses equal the JSONL's ($(losses "$T/c.jsonl"))" "[ -s $T/c.jsonl ] && [ \"\$(losses $T/c.jsonl)\" = \"\$(losses $T/d.jsonl)\" ]"
+
+"$BIN/sft_run" "${sft[@]}" --max-steps 2 --data "$TAB/prefs.xlsx" --sheet qa --out "$T/e.ckpt" --metrics "$T/e.jsonl" 2>"$T/e.err"; rc=$?
+"$BIN/sft_run" "${sft[@]}" --max-steps 2 --data "$T/qa_sheet.jsonl" --out "$T/f.ckpt" --metrics "$T/f.jsonl" 2>/dev/null
+check "sft_run --sheet qa trains like its JSONL ($(tail -1 "$T/e.err"))" "[ $rc -eq 0 ] && [ -s $T/e.jsonl ] && [ \"\$(losses $T/e.jsonl)\" = \"\$(losses $T/f.jsonl)\" ]"
+
+"$BIN/rm_train" --model "$MODEL" --data "$TAB/prefs.tsv" --lr 1e-3 --batch-size 2 --max-length 64 --max-steps 2 --out "$T/g.ckpt" 2>"$T/g.err"; rc=$?
+check "rm_train --data prefs.tsv exits 0 ($(tail -1 "$T/g.err"))" "[ $rc -eq 0 ] && grep -q 'prefs.tsv: 3 examples' $T/g.err"
+
+printf 'question,answer\nsay hi,hi there\nname a color,\n' > "$T/bad.csv"
+"$BIN/sft_run" "${sft[@]}" --data "$T/bad.csv" --out "$T/h.ckpt" 2>"$T/h.err"; rc=$?
+check "an empty cell is named ($(cat "$T/h.err"))" "[ $rc -eq 1 ] && grep -q 'bad.csv:3: column \"answer\" is empty' $T/h.err"
+"$BIN/dpo_run" "${dpo[@]}" --data "$TAB/prefs.xlsx" --sheet train --out "$T/i.ckpt" 2>"$T/i.err"; rc=$?
+check "a missing sheet lists the sheets ($(cat "$T/i.err"))" "[ $rc -eq 1 ] && grep -q 'no sheet named \"train\" (the workbook has \"prefs\", \"qa\")' $T/i.err"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
