@@ -69,6 +69,14 @@ def dataset():
         put("fuzz_dataset", name + ".json", json.dumps(r, ensure_ascii=False))
 
 
+def table():
+    # the table fixtures, each behind fuzz_table's format byte (0 CSV, 1 TSV, 2 xlsx, 3 xlsx --sheet qa)
+    tab = os.path.join(FIX, "tables")
+    for byte, name in [(0, "qa.csv"), (0, "kto.csv"), (1, "prefs.tsv"), (2, "prefs.xlsx"), (3, "prefs.xlsx")]:
+        with open(os.path.join(tab, name), "rb") as f:
+            put("fuzz_table", "%d_%s" % (byte, name), bytes([byte]) + f.read())
+
+
 def tokenizer():
     for d in ("hf_tiny_gpt2", "hf_tiny_llama", "hf_tiny_qwen2"):
         shutil.copyfile(os.path.join(FIX, d, "tokenizer.json"),
@@ -189,6 +197,7 @@ def main():
     bin_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bin")
     os.makedirs(os.path.join(CORPUS, "fuzz_tokenizer"), exist_ok=True)
     dataset()
+    table()
     tokenizer()
     safetensors()
     gguf()
