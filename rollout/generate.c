@@ -41,6 +41,7 @@
 #include "generate.h"
 #include "model_load.h"
 #include "progress.h"
+#include "table_reader.h"
 #include "util.h"
 
 #define PROG "generate"
@@ -293,7 +294,9 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     else snprintf(where, sizeof where, "standard output");
     double t0 = align_now();
     Progress progress;
-    long n_lines = progress_count_lines(a->prompts);
+    /* one record a line for JSONL; a table's lines (a header, quoted
+     * newlines, a zip) do not count its rows, so its total stays unknown */
+    long n_lines = table_is_table_path(a->prompts) ? -1 : progress_count_lines(a->prompts);
     progress_start(&progress, PROG, "completion", 0, n_lines > 0 ? n_lines * gc->n_samples : 0);
     while (!done && rc == 0) {
         int np = 0;

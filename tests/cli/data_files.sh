@@ -4,7 +4,7 @@
 #    the JSONL that Python's csv module makes of the same file;
 #  - dpo_run --data prefs.xlsx (first sheet) and sft_run --sheet qa train,
 #    with the losses of the JSONL written by hand from the workbook;
-#  - rm_train --data prefs.tsv trains;
+#  - rm_train --data prefs.tsv trains; generate --prompts qa.csv samples;
 #  - a bad cell or a missing sheet stops with "file:row: column ..." / the
 #    sheet names, exit 1.
 set -u
@@ -56,6 +56,9 @@ check "sft_run --sheet qa trains like its JSONL ($(tail -1 "$T/e.err"))" "[ $rc 
 
 "$BIN/rm_train" --model "$MODEL" --data "$TAB/prefs.tsv" --lr 1e-3 --batch-size 2 --max-length 64 --max-steps 2 --out "$T/g.ckpt" 2>"$T/g.err"; rc=$?
 check "rm_train --data prefs.tsv exits 0 ($(tail -1 "$T/g.err"))" "[ $rc -eq 0 ] && grep -q 'prefs.tsv: 3 examples' $T/g.err"
+
+"$BIN/generate" --model "$MODEL" --prompts "$TAB/qa.csv" --max-new-tokens 2 > "$T/gen.jsonl" 2>"$T/gen.err"; rc=$?
+check "generate --prompts qa.csv: one completion per row ($(tail -1 "$T/gen.err"))" "[ $rc -eq 0 ] && [ \$(wc -l < $T/gen.jsonl) -eq 4 ] && grep -q 'Say \\\\\"hi' $T/gen.jsonl"
 
 printf 'question,answer\nsay hi,hi there\nname a color,\n' > "$T/bad.csv"
 "$BIN/sft_run" "${sft[@]}" --data "$T/bad.csv" --out "$T/h.ckpt" 2>"$T/h.err"; rc=$?
