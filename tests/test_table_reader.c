@@ -234,6 +234,10 @@ static void test_errors(void) {
     CHECK(rc == -1 && strstr(align_error(), ":3: a quote inside"), "skip_bad stops at a CSV syntax error (%s)",
           rc ? align_error() : "loaded");
     if (rc == 0) ds_free(&ds);
+    /* capitalised field names in the header */
+    p = write_file("caps.csv", " Question ,ANSWER,Notes\nq,a,n\n");
+    Want caps = {2, "{\"question\":\"q\",\"answer\":\"a\",\"Notes\":\"n\"}"};
+    expect_rows(table_open(p, NULL), "caps.csv", &caps, 1);
     /* all-empty rows are skipped; fewer cells than columns are missing values */
     p = write_file("gaps.csv", "question,answer,id\nq1,a1\n,,\nq2,a2,7\n");
     Want w[] = {{2, "{\"question\":\"q1\",\"answer\":\"a1\"}"}, {4, "{\"question\":\"q2\",\"answer\":\"a2\",\"id\":\"7\"}"}};

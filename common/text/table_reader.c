@@ -43,6 +43,8 @@ int table_is_table_path(const char *path) {
 static const char *const TEXT_COLUMNS[] = {"prompt", "question", "answer", "completion",
                                            "chosen", "rejected", "text", "messages"};
 static const char *const NUMBER_COLUMNS[] = {"margin", "score_chosen", "score_rejected"};
+static const char *const KNOWN_COLUMNS[] = {"prompt", "question", "answer", "completion", "chosen", "rejected", "text",
+                                            "messages", "margin", "score_chosen", "score_rejected", "label"};
 
 static int in_list(const char *name, const char *const *list, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -219,6 +221,9 @@ static int take_header(TableReader *t, Row *h) {
             free(s);
             continue;
         }
+        /* "Question", "ANSWER": a spreadsheet's capitalised header names the record field */
+        for (size_t k = 0; k < sizeof KNOWN_COLUMNS / sizeof *KNOWN_COLUMNS; k++)
+            if (!strcasecmp(s, KNOWN_COLUMNS[k])) strcpy(s, KNOWN_COLUMNS[k]);
         for (int j = 0; j < i; j++)
             if (t->names[j] && !strcmp(t->names[j], s)) {
                 align_errorf("%s:%ld: the header row names column \"%s\" twice", t->path, h->row, s);

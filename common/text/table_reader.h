@@ -10,7 +10,8 @@
  *   label                              true/false (TRUE, 1, yes / FALSE, 0, no)
  *   any other column                   the cell's text as a string (an .xlsx
  *                                      number as Excel shows it, "42", "0.1")
- * An empty cell is a missing value: in the record text columns (prompt,
+ * Header names are trimmed, and the field names above match in any case
+ * ("Question", "ANSWER"). An empty cell is a missing value: in the record text columns (prompt,
  * question, answer, completion, chosen, rejected, text, messages) it is an
  * error naming the column ("qa.csv:3: column \"answer\" is empty"); in any
  * other column the field is left out. Columns with an empty header (the
