@@ -234,6 +234,33 @@ static void test_errors(void) {
     CHECK(rc == -1 && strstr(align_error(), ":3: a quote inside"), "skip_bad stops at a CSV syntax error (%s)",
           rc ? align_error() : "loaded");
     if (rc == 0) ds_free(&ds);
+    /* .xlsx: an error cell and a missing shared string are bad rows (skipped
+     * with skip_bad, reading goes on); a sheet cut off stops the load */
+    expect_error(TABLES "bad.xlsx", NULL, "errors", DS_SFT, "%s:3: column \"answer\" holds the Excel error #N/A");
+    ds_options_default(&o);
+    o.kind = DS_SFT;
+    o.skip_bad = 1;
+    o.sheet = "errors";
+    rc = ds_load(TABLES "bad.xlsx", tok, &o, &ds);
+    CHECK(rc == 0 && ds.n == 2 && ds.n_bad == 2 && ds.ex[0].line == 2 && ds.ex[1].line == 5 &&
+              strstr(ds.first_bad, "bad.xlsx:3: column \"answer\" holds the Excel error #N/A"),
+          "bad.xlsx errors: 2 kept, 2 skipped (%s)", rc ? align_error() : ds.first_bad);
+    if (rc == 0) ds_free(&ds);
+    TableReader *t = table_open(TABLES "bad.xlsx", "errors");
+    const char *json;
+    size_t len;
+    long row;
+    int k = t ? table_next(t, &json, &len, &row) : -9;
+    k = t ? table_next(t, &json, &len, &row) : -9;
+    k = t ? table_next(t, &json, &len, &row) : -9;
+    CHECK(k == -1 && strstr(align_error(), "bad.xlsx:4: column \"answer\": shared string 7 does not exist (1 in the workbook)"),
+          "a missing shared string (%d: %s)", k, align_error());
+    table_close(t);
+    o.sheet = "broken";
+    rc = ds_load(TABLES "bad.xlsx", tok, &o, &ds);
+    CHECK(rc == -1 && strstr(align_error(), "bad.xlsx: the sheet is not valid XML (in row 3)"), "a cut-off sheet stops (%s)",
+          rc ? align_error() : "loaded");
+    if (rc == 0) ds_free(&ds);
     /* capitalised field names in the header */
     p = write_file("caps.csv", " Question ,ANSWER,Notes\nq,a,n\n");
     Want caps = {2, "{\"question\":\"q\",\"answer\":\"a\",\"Notes\":\"n\"}"};

@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <libxml/xmlreader.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +26,10 @@
 #include "dataset.h"
 #include "util.h"
 
-/* The largest zip entry read (the sheet or shared strings XML): a guard
- * against a zip bomb, far above Excel's 1M-row sheets of typical text. */
-#define TABLE_MAX_XML ((zip_uint64_t)1 << 31)
+/* The largest zip entry read whole (workbook.xml and its relationships,
+ * a few KB): a guard against a zip bomb. The sheet and the shared strings
+ * are streamed. */
+#define TABLE_MAX_XML ((zip_uint64_t)64 << 20)
 
 static int ends_with_ci(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
@@ -194,9 +196,9 @@ struct TableReader {
     int eof;
     /* .xlsx */
     zip_t *zip;
-    xmlDoc *sheet;
-    xmlNode *next_row;
+    xmlTextReaderPtr xml; /* the sheet, streamed */
     long last_row;
+    char err[ALIGN_ERR_LEN]; /* a bad cell's message while its row is read to the end */
     char **sst;
     size_t n_sst;
 };
@@ -424,63 +426,115 @@ static char *attr(const xmlNode *n, const char *name) {
     return (char *)xmlGetProp(n, (const xmlChar *)name);
 }
 
-/* The text of every <t> under n, in order, leaving out phonetic runs
- * (<rPh>): a rich-text cell's runs make its string. */
-static int append_text(const xmlNode *n, char **s, size_t *len) {
-    for (const xmlNode *c = n->children; c; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE || is_elem(c, "rPh")) continue;
-        if (is_elem(c, "t")) {
-            char *x = (char *)xmlNodeGetContent(c);
-            size_t k = x ? strlen(x) : 0;
-            char *g = realloc(*s, *len + k + 1);
-            if (!g) {
-                xmlFree(x);
-                return align_errorf("out of memory");
-            }
-            if (k) memcpy(g + *len, x, k);
-            *len += k;
-            g[*len] = 0;
-            *s = g;
-            xmlFree(x);
-        } else if (append_text(c, s, len)) {
-            return -1;
-        }
-    }
+/* ------------------------------------------------------------ streaming XML */
+
+/* The shared strings and the sheet are streamed (xmlTextReader over
+ * zip_fread): memory is the strings and one row, not a tree of the sheet,
+ * which for 100k rows of Q&A is ~300 MB as a DOM. */
+static int zip_read_cb(void *ctx, char *buf, int len) {
+    zip_int64_t n = zip_fread(ctx, buf, (zip_uint64_t)len);
+    return n < 0 ? -1 : (int)n;
+}
+
+static int zip_close_cb(void *ctx) {
+    zip_fclose(ctx);
     return 0;
 }
 
-static char *rich_text(const xmlNode *n) {
-    char *s = strdup("");
-    size_t len = 0;
-    if (!s || append_text(n, &s, &len)) {
-        free(s);
-        align_errorf("out of memory");
+static xmlTextReaderPtr zip_stream(TableReader *t, const char *name) {
+    zip_file_t *zf = zip_fopen(t->zip, name, 0);
+    if (!zf) {
+        align_errorf("%s: not an Excel .xlsx workbook (cannot open %s inside: %s)", t->path, name, zip_strerror(t->zip));
         return NULL;
     }
-    return s;
+    /* on failure libxml2 has called zip_close_cb already */
+    xmlTextReaderPtr rd = xmlReaderForIO(zip_read_cb, zip_close_cb, zf, name, NULL,
+                                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (!rd) align_errorf("out of memory");
+    return rd;
+}
+
+static int node_is(xmlTextReaderPtr rd, int type, const char *local) {
+    const xmlChar *n = xmlTextReaderConstLocalName(rd);
+    return xmlTextReaderNodeType(rd) == type && n && !strcmp((const char *)n, local);
+}
+
+static int is_text_node(xmlTextReaderPtr rd) {
+    int ty = xmlTextReaderNodeType(rd);
+    return ty == XML_READER_TYPE_TEXT || ty == XML_READER_TYPE_CDATA || ty == XML_READER_TYPE_WHITESPACE ||
+           ty == XML_READER_TYPE_SIGNIFICANT_WHITESPACE;
+}
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+} Str;
+
+static int str_add(Str *b, const char *x) {
+    size_t k = strlen(x);
+    if (b->len + k + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + k + 1) cap *= 2;
+        char *g = realloc(b->s, cap);
+        if (!g) return align_errorf("out of memory");
+        b->s = g;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, x, k);
+    b->len += k;
+    b->s[b->len] = 0;
+    return 0;
+}
+
+/* Inside a rich-text element (<si> or <is>, the reader on its start tag):
+ * the text of its <t> elements in order, leaving out phonetic runs
+ * (<rPh>), up to its end tag. 0, or -1 (out of memory) / -2 (bad XML). */
+static int read_rich(xmlTextReaderPtr rd, Str *out) {
+    out->len = 0;
+    if (str_add(out, "")) return -1;
+    if (xmlTextReaderIsEmptyElement(rd)) return 0;
+    int depth = xmlTextReaderDepth(rd), in_t = 0, rph = 0, k;
+    while ((k = xmlTextReaderRead(rd)) == 1) {
+        int ty = xmlTextReaderNodeType(rd);
+        if (ty == XML_READER_TYPE_END_ELEMENT && xmlTextReaderDepth(rd) == depth) return 0;
+        if (node_is(rd, XML_READER_TYPE_ELEMENT, "rPh") && !xmlTextReaderIsEmptyElement(rd)) rph++;
+        else if (node_is(rd, XML_READER_TYPE_END_ELEMENT, "rPh")) rph--;
+        else if (node_is(rd, XML_READER_TYPE_ELEMENT, "t")) in_t = !xmlTextReaderIsEmptyElement(rd);
+        else if (node_is(rd, XML_READER_TYPE_END_ELEMENT, "t")) in_t = 0;
+        else if (in_t && !rph && is_text_node(rd) && str_add(out, (const char *)xmlTextReaderConstValue(rd))) return -1;
+    }
+    return -2;
 }
 
 static int read_shared_strings(TableReader *t) {
     if (zip_name_locate(t->zip, "xl/sharedStrings.xml", 0) < 0) return 0; /* a workbook without text cells */
-    xmlDoc *d = zip_xml(t, "xl/sharedStrings.xml", 1);
-    if (!d) return -1;
-    xmlNode *root = xmlDocGetRootElement(d);
-    size_t n = 0;
-    for (xmlNode *c = root->children; c; c = c->next) n += is_elem(c, "si");
-    t->sst = calloc(n ? n : 1, sizeof *t->sst);
-    if (!t->sst) {
-        xmlFreeDoc(d);
-        return align_errorf("out of memory");
-    }
-    for (xmlNode *c = root->children; c; c = c->next) {
-        if (!is_elem(c, "si")) continue;
-        if (!(t->sst[t->n_sst++] = rich_text(c))) {
-            xmlFreeDoc(d);
-            return -1;
+    xmlTextReaderPtr rd = zip_stream(t, "xl/sharedStrings.xml");
+    if (!rd) return -1;
+    size_t cap = 0;
+    Str b = {0};
+    int k, rc = 0;
+    while (rc == 0 && (k = xmlTextReaderRead(rd)) == 1) {
+        if (!node_is(rd, XML_READER_TYPE_ELEMENT, "si")) continue;
+        if (t->n_sst == cap) {
+            cap = cap ? 2 * cap : 1024;
+            char **g = realloc(t->sst, cap * sizeof *g);
+            if (!g) {
+                rc = align_errorf("out of memory");
+                break;
+            }
+            t->sst = g;
         }
+        int r = read_rich(rd, &b);
+        if (r == 0 && !(t->sst[t->n_sst] = strdup(b.s))) r = -1;
+        if (r == -1) rc = align_errorf("out of memory");
+        if (r == -2) k = -1;
+        if (r) break;
+        t->n_sst++;
     }
-    xmlFreeDoc(d);
-    return 0;
+    if (rc == 0 && k < 0) rc = align_errorf("%s: xl/sharedStrings.xml in the workbook is not valid XML", t->path);
+    free(b.s);
+    xmlFreeTextReader(rd);
+    return rc;
 }
 
 /* The zip path of the worksheet named `sheet` (NULL = the first). */
@@ -555,34 +609,31 @@ static const char *col_desc(const TableReader *t, int col, char *buf, size_t cap
     return buf;
 }
 
-/* A cell's text as the sheet shows it; NULL with an error, or *out = NULL
- * for an empty cell. */
-static int cell_text(TableReader *t, const xmlNode *c, long row, int col, char **out) {
+/* A cell's text as the sheet shows it, from its type (t="...") and value
+ * (<v>, or the inline string's text): 0 with *out (NULL = empty), or -1
+ * with an error naming the row and column. */
+static int cell_text(TableReader *t, const char *type, const char *vs, const char *inl, long row, int col, char **out) {
     *out = NULL;
-    char *type = attr(c, "t");
-    xmlNode *v = child(c, "v");
-    char *vs = v ? (char *)xmlNodeGetContent(v) : NULL;
     int rc = 0;
     const char *tp = type ? type : "n";
     char num[64], cd[300];
-    const char *copy = NULL; /* the text to copy, when it is not built here */
+    const char *copy = NULL;
     if (!strcmp(tp, "inlineStr")) {
-        xmlNode *is = child(c, "is");
-        if (is && !(*out = rich_text(is))) rc = -1;
+        copy = inl;
     } else if (!vs) {
         /* no value: an empty (formatted) cell */
     } else if (!strcmp(tp, "s")) {
         char *end;
         unsigned long i = strtoul(vs, &end, 10);
         if (end == vs || *end || i >= t->n_sst)
-            rc = align_errorf("%s:%ld: %s: shared string %s does not exist (%zu in the workbook)", t->path, row,
+            rc = align_errorf("%s:%ld: %s: shared string %.20s does not exist (%zu in the workbook)", t->path, row,
                               col_desc(t, col, cd, sizeof cd), vs, t->n_sst);
         else
             copy = t->sst[i];
     } else if (!strcmp(tp, "b")) {
         copy = !strcmp(vs, "1") ? "TRUE" : "FALSE";
     } else if (!strcmp(tp, "e")) {
-        rc = align_errorf("%s:%ld: %s holds the Excel error %s", t->path, row, col_desc(t, col, cd, sizeof cd), vs);
+        rc = align_errorf("%s:%ld: %s holds the Excel error %.20s", t->path, row, col_desc(t, col, cd, sizeof cd), vs);
     } else if (!strcmp(tp, "n")) {
         /* a number as Excel shows it: 15 significant digits, so the stored
          * binary double 0.10000000000000001 reads "0.1" */
@@ -597,36 +648,92 @@ static int cell_text(TableReader *t, const xmlNode *c, long row, int col, char *
         copy = vs;
     }
     if (copy && !(*out = strdup(copy))) rc = align_errorf("out of memory");
-    xmlFree(vs);
+    return rc;
+}
+
+static char *get_attr(xmlTextReaderPtr rd, const char *name) {
+    return (char *)xmlTextReaderGetAttribute(rd, (const xmlChar *)name);
+}
+
+/* One <c> (the reader on its start tag) into the row. 0, -1 = a bad cell
+ * (the reader is past it), -2 = bad XML. */
+static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
+    xmlTextReaderPtr rd = t->xml;
+    char *ref = get_attr(rd, "r"), *type = get_attr(rd, "t");
+    int k = ref ? column_of(ref) : -1;
+    xmlFree(ref);
+    *col = k >= 0 ? k : *col + 1;
+    Str v = {0}, inl = {0};
+    int has_v = 0, has_is = 0, rc = 0;
+    if (!xmlTextReaderIsEmptyElement(rd)) {
+        int depth = xmlTextReaderDepth(rd), in_v = 0, r;
+        while ((r = xmlTextReaderRead(rd)) == 1) {
+            if (xmlTextReaderNodeType(rd) == XML_READER_TYPE_END_ELEMENT && xmlTextReaderDepth(rd) == depth) break;
+            if (node_is(rd, XML_READER_TYPE_ELEMENT, "v")) {
+                has_v = 1;
+                in_v = !xmlTextReaderIsEmptyElement(rd);
+                if (str_add(&v, "")) rc = -1;
+            } else if (node_is(rd, XML_READER_TYPE_END_ELEMENT, "v")) {
+                in_v = 0;
+            } else if (in_v && is_text_node(rd)) {
+                if (str_add(&v, (const char *)xmlTextReaderConstValue(rd))) rc = -1;
+            } else if (node_is(rd, XML_READER_TYPE_ELEMENT, "is")) {
+                has_is = 1;
+                int q = read_rich(rd, &inl);
+                if (q == -2) r = -1;
+                if (q) rc = -1;
+                if (q == -2) break;
+            }
+        }
+        if (r != 1) rc = -2;
+    }
+    char *text = NULL;
+    if (rc == 0) rc = cell_text(t, type, has_v ? v.s : NULL, has_is ? inl.s : NULL, rowno, *col, &text);
+    if (rc == 0 && row_set(out, *col, text)) rc = -1;
+    free(v.s);
+    free(inl.s);
     xmlFree(type);
     return rc;
 }
 
-/* The next <row> as cells: 1, 0 = end, -1 = bad row. */
+/* The next <row> as cells: 1, 0 = end, -1 = a bad row (read past), -2 =
+ * the sheet cannot be read further (bad XML). */
 static int xlsx_next_row(TableReader *t, Row *out) {
-    while (t->next_row && !is_elem(t->next_row, "row")) t->next_row = t->next_row->next;
-    xmlNode *r = t->next_row;
-    if (!r) return 0;
-    t->next_row = r->next;
-    char *rs = attr(r, "r");
+    xmlTextReaderPtr rd = t->xml;
+    memset(out, 0, sizeof *out);
+    int k;
+    while ((k = xmlTextReaderRead(rd)) == 1 && !node_is(rd, XML_READER_TYPE_ELEMENT, "row")) {
+    }
+    if (k == 0) return 0;
+    if (k < 0) return align_errorf("%s: the sheet is not valid XML (after row %ld)", t->path, t->last_row), -2;
+    char *rs = get_attr(rd, "r");
     long rowno = rs ? strtol(rs, NULL, 10) : 0;
     xmlFree(rs);
     if (rowno <= 0) rowno = t->last_row + 1;
     t->last_row = rowno;
-    memset(out, 0, sizeof *out);
     out->row = rowno;
-    int col = -1;
-    for (xmlNode *c = r->children; c; c = c->next) {
-        if (!is_elem(c, "c")) continue;
-        char *ref = attr(c, "r");
-        int k = ref ? column_of(ref) : -1;
-        xmlFree(ref);
-        col = k >= 0 ? k : col + 1;
-        char *text = NULL;
-        if (cell_text(t, c, rowno, col, &text) || row_set(out, col, text)) {
-            row_free(out);
-            return -1;
+    if (xmlTextReaderIsEmptyElement(rd)) return 1;
+    int depth = xmlTextReaderDepth(rd), col = -1, bad = 0;
+    while ((k = xmlTextReaderRead(rd)) == 1) {
+        if (xmlTextReaderNodeType(rd) == XML_READER_TYPE_END_ELEMENT && xmlTextReaderDepth(rd) == depth) break;
+        if (!node_is(rd, XML_READER_TYPE_ELEMENT, "c")) continue;
+        int c = read_cell(t, out, rowno, &col);
+        if (c == -2) {
+            k = -1;
+            break;
         }
+        if (c < 0 && !bad) {
+            bad = 1; /* keep the first message, read on to the row's end */
+            snprintf(t->err, sizeof t->err, "%s", align_error());
+        }
+    }
+    if (k != 1) {
+        row_free(out);
+        return align_errorf("%s: the sheet is not valid XML (in row %ld)", t->path, rowno), -2;
+    }
+    if (bad) {
+        row_free(out);
+        return align_errorf("%s", t->err);
     }
     return 1;
 }
@@ -648,11 +755,14 @@ static int xlsx_open(TableReader *t, const char *sheet, zip_source_t *src) {
         free(path);
         return -1;
     }
-    t->sheet = zip_xml(t, path, 1);
+    if (zip_name_locate(t->zip, path, 0) < 0) {
+        align_errorf("%s: not an Excel .xlsx workbook (no %s inside)", t->path, path);
+        free(path);
+        return -1;
+    }
+    t->xml = zip_stream(t, path);
     free(path);
-    if (!t->sheet) return -1;
-    xmlNode *data = child(xmlDocGetRootElement(t->sheet), "sheetData");
-    t->next_row = data ? data->children : NULL;
+    if (!t->xml) return -1;
     Row h;
     for (;;) { /* the header: the first row with a cell */
         int k = xlsx_next_row(t, &h);
@@ -723,9 +833,9 @@ int table_next(TableReader *t, const char **json, size_t *len, long *row) {
         int k = t->xlsx ? xlsx_next_row(t, &r) : csv_next_row(t, &r);
         if (k == 0) return 0;
         if (k < 0) {
-            /* a CSV that libcsv stopped on cannot go on; a bad .xlsx cell spoils one row */
-            if (!t->xlsx) t->fatal = 1;
-            return t->xlsx ? -1 : -2;
+            /* a CSV that libcsv stopped on, or bad XML, cannot go on; a bad .xlsx cell spoils one row */
+            if (!t->xlsx || k == -2) t->fatal = 1;
+            return t->fatal ? -2 : -1;
         }
         k = emit(t, &r, json, len, row);
         row_free(&r);
@@ -744,7 +854,7 @@ void table_close(TableReader *t) {
     row_free(&t->cur);
     for (int i = 0; i < t->q_n; i++) row_free(&t->queue[t->q_head + i]);
     free(t->queue);
-    if (t->sheet) xmlFreeDoc(t->sheet);
+    if (t->xml) xmlFreeTextReader(t->xml);
     if (t->zip) zip_discard(t->zip);
     for (size_t i = 0; i < t->n_sst; i++) free(t->sst[i]);
     free(t->sst);

@@ -27,7 +27,9 @@
  * .xlsx: the first worksheet, or the one named by `sheet`, read with libzip
  * and libxml2: shared strings (rich text included), inline strings, formula
  * results, numbers, booleans. Rows are named by Excel's row number. The
- * sheet's XML is parsed whole (a sheet is at most 1M rows). */
+ * shared strings and the sheet are streamed (xmlTextReader), so memory is
+ * the workbook's strings plus one row. An error cell (#N/A) or a missing
+ * shared string spoils its row only; XML cut off stops the reading. */
 #ifndef ALIGN_TABLE_READER_H
 #define ALIGN_TABLE_READER_H
 

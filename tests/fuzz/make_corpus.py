@@ -72,7 +72,7 @@ def dataset():
 def table():
     # the table fixtures, each behind fuzz_table's format byte (0 CSV, 1 TSV, 2 xlsx, 3 xlsx --sheet qa)
     tab = os.path.join(FIX, "tables")
-    for byte, name in [(0, "qa.csv"), (0, "kto.csv"), (1, "prefs.tsv"), (2, "prefs.xlsx"), (3, "prefs.xlsx")]:
+    for byte, name in [(0, "qa.csv"), (0, "kto.csv"), (1, "prefs.tsv"), (2, "prefs.xlsx"), (3, "prefs.xlsx"), (2, "bad.xlsx")]:
         with open(os.path.join(tab, name), "rb") as f:
             put("fuzz_table", "%d_%s" % (byte, name), bytes([byte]) + f.read())
 
