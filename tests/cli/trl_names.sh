@@ -31,7 +31,7 @@ J
 "$BIN/sft_run" --model "$MODEL" --data "$T/sft.jsonl" --max-length 64 --config "$T/trl.json" --metrics "$T/a.jsonl" 2>"$T/a.err"; rc=$?
 check "sft_run takes a TRL config ($(tail -1 "$T/a.err"))" "[ $rc -eq 0 ] && [ -f $T/a.ckpt ]"
 check "8 steps logged" "[ \$(wc -l < $T/a.jsonl) -eq 8 ]"
-check "--logging_steps 1 prints every step off a terminal" "[ \$(grep -c '^step [0-9]*/8' $T/a.err) -eq 8 ]"
+check "--logging_steps 1 prints every step off a terminal" "[ \$(grep -c '^sft_run: step [0-9]*/8' $T/a.err) -eq 8 ]"
 check "learning_rate logged, equal to lr, constant" "python3 - $T/a.jsonl <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
