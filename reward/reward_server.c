@@ -17,7 +17,7 @@
  * gets exactly one reply, on the envelope it came with, in its own order (a
  * request's scores are in its sequences' order).
  *
- * Robustness: a message that does not parse, is over --max-message-bytes,
+ * Robustness: a message that does not parse, is over --max-message-mb,
  * names an unknown op or a wrong version, or carries bad tokens gets an
  * "error" reply and the server goes on. ZMQ_ROUTER_MANDATORY makes a reply
  * to a vanished client an error we count instead of a silent drop, and
@@ -85,6 +85,7 @@ typedef struct {
     char *tokenizer_json;
     RmProtoLimits lim;
     size_t max_message_bytes;
+    int max_message_mb; /* the flag that set it, named in too_large replies */
     long max_batch_tokens;
     double batch_wait_s;
     int normalize;
@@ -283,8 +284,8 @@ static void handle(Server *s, int sock, WireFrames *f) {
     }
     if (f->oversized) {
         char msg[160];
-        snprintf(msg, sizeof msg, "message of %zu bytes is over the limit of %zu (--max-message-bytes)", f->body_len,
-                 s->max_message_bytes);
+        snprintf(msg, sizeof msg, "message of %zu bytes is over the limit of %zu bytes (--max-message-mb %d)",
+                 f->body_len, s->max_message_bytes, s->max_message_mb);
         send_error(s, f, sock, "too_large", msg, 0, 0);
         wire_frames_free(f);
         return;
@@ -825,6 +826,7 @@ int main(int argc, char **argv) {
     s.lim.max_tokens = max_request_tokens;
     s.lim.max_seqs = max_request_seqs;
     s.max_message_bytes = (size_t)max_message_mb << 20;
+    s.max_message_mb = max_message_mb;
     s.lim.wire.max_bytes = s.max_message_bytes;
     s.lim.wire.max_strings = (size_t)max_request_seqs;
     s.max_batch_tokens = max_batch_tokens;

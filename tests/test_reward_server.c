@@ -202,14 +202,40 @@ static void *vanish_thread(void *p) {
 
 /* ------------------------------------------------------------ malformed */
 
-static void expect_error(void *s, const void *bytes, size_t len, const char *code, const char *what) {
+/* An error reply with this code, whose message holds in_message (NULL: any). */
+static int is_error(WireMsg *m, const char *code, const char *in_message) {
+    const char *c = "", *msg = "";
+    size_t cl = 0, ml = 0;
+    if (!m || strcmp(wire_op(m), "error")) return 0;
+    wire_get_str(m, "code", &c, &cl);
+    wire_get_str(m, "message", &msg, &ml);
+    char text[512];
+    snprintf(text, sizeof text, "%.*s", (int)ml, msg);
+    return cl == strlen(code) && !memcmp(c, code, cl) && (!in_message || strstr(text, in_message));
+}
+
+/* The reply's message, for a failed check's report. */
+static const char *reply_text(WireMsg *m, char *buf, size_t n) {
+    const char *msg = "";
+    size_t ml = 0;
+    if (!m) return "no reply";
+    wire_get_str(m, "message", &msg, &ml);
+    snprintf(buf, n, "%s: %.*s", wire_op(m), (int)ml, msg);
+    return buf;
+}
+
+static void expect_error_msg(void *s, const void *bytes, size_t len, const char *code, const char *in_message,
+                             const char *what) {
     wire_send(s, NULL, bytes, len, 0);
     WireMsg *m = recv_reply(s, 10000);
-    const char *c = "";
-    size_t cl = 0;
-    if (m && !strcmp(wire_op(m), "error")) wire_get_str(m, "code", &c, &cl);
-    CHECK(m && cl == strlen(code) && !memcmp(c, code, cl), "%s: expected an error reply with code %s", what, code);
+    char why[600];
+    CHECK(is_error(m, code, in_message), "%s: expected an error reply with code %s%s%s (%s)", what, code,
+          in_message ? " naming " : "", in_message ? in_message : "", reply_text(m, why, sizeof why));
     wire_msg_free(m);
+}
+
+static void expect_error(void *s, const void *bytes, size_t len, const char *code, const char *what) {
+    expect_error_msg(s, bytes, len, code, NULL, what);
 }
 
 static void finish_and_expect(void *s, WireWriter *w, const char *code, const char *what) {
@@ -247,7 +273,7 @@ static void test_malformed(const char *ep) {
     /* 1.5 MiB against --max-message-mb 1 */
     size_t big = 3 << 19;
     uint8_t *huge = calloc(1, big);
-    expect_error(s, huge, big, "too_large", "oversized message");
+    expect_error_msg(s, huge, big, "too_large", "--max-message-mb 1", "oversized message (the reply names the real flag)");
     free(huge);
     /* still serving */
     int idx[2] = {3, 5};
@@ -314,17 +340,6 @@ static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
     wire_send(s, NULL, buf, len, 0);
     free(buf);
     return recv_reply(s, timeout_ms);
-}
-
-static int is_error(WireMsg *m, const char *code, const char *in_message) {
-    const char *c = "", *msg = "";
-    size_t cl = 0, ml = 0;
-    if (!m || strcmp(wire_op(m), "error")) return 0;
-    wire_get_str(m, "code", &c, &cl);
-    wire_get_str(m, "message", &msg, &ml);
-    char text[512];
-    snprintf(text, sizeof text, "%.*s", (int)ml, msg);
-    return cl == strlen(code) && !memcmp(c, code, cl) && (!in_message || strstr(text, in_message));
 }
 
 /* The server runs with --max-batch-tokens 64. */
