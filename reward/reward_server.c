@@ -33,7 +33,8 @@
  * authentication and binds 127.0.0.1 unless --http-bind says otherwise; it
  * bounds what clients can hold (connections in all and per address, an
  * idle timeout), answers 413 to a body announced over the limit before
- * reading it, and refuses NUL in texts as the ZeroMQ path does. */
+ * reading it, and refuses NUL and bytes that are not UTF-8 in texts as the
+ * ZeroMQ path does. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -707,8 +708,18 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     }
     enum MHD_Result rc;
     char err[512], code[32];
+    /* cJSON passes bytes that are not UTF-8 through; the model thread would
+     * refuse them too, but naming "texts", a field this client never sent */
+    long bad_at = -1;
+    int bad = 0;
+    for (; i == n && bad < n; bad++)
+        if ((bad_at = rm_proto_utf8_invalid(texts[bad], strlen(texts[bad]))) >= 0) break;
     if (i != n) rc = http_error(con, MHD_HTTP_BAD_REQUEST, "every element of \"query\" must be a string");
-    else if (n == 0) {
+    else if (bad_at >= 0) {
+        snprintf(err, sizeof err, "\"query\": string %d is not valid UTF-8 (byte 0x%02x at offset %ld)", bad,
+                 (unsigned char)texts[bad][bad_at], bad_at);
+        rc = http_error(con, MHD_HTTP_BAD_REQUEST, err);
+    } else if (n == 0) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddArrayToObject(r, "rewards");
         rc = http_respond(con, MHD_HTTP_OK, r);

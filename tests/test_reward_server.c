@@ -246,6 +246,23 @@ static void finish_and_expect(void *s, WireWriter *w, const char *code, const ch
     free(buf);
 }
 
+static void finish_and_expect_msg(void *s, WireWriter *w, const char *code, const char *in_message, const char *what) {
+    void *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    expect_error_msg(s, buf, len, code, in_message, what);
+    free(buf);
+}
+
+static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
+    void *buf;
+    size_t len;
+    if (wire_finish(w, &buf, &len)) return NULL;
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    return recv_reply(s, timeout_ms);
+}
+
 static void test_malformed(const char *ep) {
     void *s = dealer(ep);
     expect_error(s, "garbage!", 8, "bad_request", "garbage bytes");
@@ -270,6 +287,27 @@ static void test_malformed(const char *ep) {
     finish_and_expect(s, w, "bad_request", "float tokens");
     w = wire_writer_new("score");
     finish_and_expect(s, w, "bad_request", "score without sequences");
+    /* text that is not UTF-8 is refused, naming the field and the string */
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"fine", "caf\xe9 latin-1"}, NULL, 2);
+    finish_and_expect_msg(s, w, "bad_request", "\"texts\": string 1 is not valid UTF-8", "texts in latin-1");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "prompts", (const char *[]){"ok", "ok"}, NULL, 2);
+    wire_put_str_array(w, "responses", (const char *[]){"good", "a surrogate \xed\xa0\x80"}, NULL, 2);
+    finish_and_expect_msg(s, w, "bad_request", "\"responses\": string 1 is not valid UTF-8", "a UTF-16 surrogate in a response");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "prompts", (const char *[]){"overlong \xc0\xaf"}, NULL, 1);
+    wire_put_str_array(w, "responses", (const char *[]){"x"}, NULL, 1);
+    finish_and_expect_msg(s, w, "bad_request", "\"prompts\": string 0 is not valid UTF-8", "an overlong form in a prompt");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"cut short \xe2\x9c"}, NULL, 1);
+    finish_and_expect_msg(s, w, "bad_request", "string 0 is not valid UTF-8 (byte 0xe2 at offset 10)", "a sequence cut short");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"}, NULL, 1);
+    WireMsg *um = call_raw(s, w, 10000);
+    char uwhy[600];
+    CHECK(um && !strcmp(wire_op(um), "scores"), "UTF-8 of 2, 3 and 4 bytes (up to U+10FFFF) is scored (%s)", reply_text(um, uwhy, sizeof uwhy));
+    wire_msg_free(um);
     /* 1.5 MiB against --max-message-mb 1 */
     size_t big = 3 << 19;
     uint8_t *huge = calloc(1, big);
@@ -332,15 +370,6 @@ static int bounded_calls(CallArg *a, double limit_s) {
 }
 
 /* ------------------------------------------------------------ one request vs the others */
-
-static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
-    void *buf;
-    size_t len;
-    if (wire_finish(w, &buf, &len)) return NULL;
-    wire_send(s, NULL, buf, len, 0);
-    free(buf);
-    return recv_reply(s, timeout_ms);
-}
 
 /* The server runs with --max-batch-tokens 64. */
 static void test_one_request(const char *ep) {
@@ -566,6 +595,10 @@ static void test_http(int port) {
     /* NUL inside a text: refused, not scored up to the NUL */
     st = http_post(port, "127.0.0.2", "{\"query\": [\"hello\\u0000 there\"]}", 10000, resp, sizeof resp);
     CHECK(st == 400 && strstr(resp, "NUL"), "HTTP: a NUL inside a query text gets 400 (status %d)", st);
+    /* bytes that are not UTF-8 (cJSON passes them through) */
+    st = http_post(port, "127.0.0.2", "{\"query\": [\"fine\", \"caf\xe9\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 400 && strstr(resp, "\\\"query\\\": string 1 is not valid UTF-8"),
+          "HTTP: a query text that is not UTF-8 gets 400 naming query and the string (status %d: %s)", st, resp);
     /* an escaped backslash followed by u0000 is text, not a NUL */
     st = http_post(port, "127.0.0.2", "{\"query\": [\"a\\\\u0000\"]}", 10000, resp, sizeof resp);
     CHECK(st == 200, "HTTP: the text \\u0000 (backslash, u0000) is scored (status %d)", st);
