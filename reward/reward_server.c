@@ -22,8 +22,11 @@
  * "error" reply and the server goes on. ZMQ_ROUTER_MANDATORY makes a reply
  * to a vanished client an error we count instead of a silent drop, and
  * replies never block (a client that stops reading loses its replies, not
- * everyone else's). SIGTERM/SIGINT: stop reading new work only once the
- * socket has been quiet for a moment, answer everything received, exit 0.
+ * everyone else's). SIGTERM/SIGINT: what waits at the sockets is taken,
+ * and what arrives within --drain-quiet-ms more (sent before the signal);
+ * from then on new score requests get error shutting_down at once, what was
+ * taken is answered, and whatever is still queued when --drain-max-ms has
+ * passed gets shutting_down too; exit 0 (docs/DECISIONS.md).
  *
  * Security: endpoints default to loopback; binding another interface is the
  * user's explicit choice (--bind tcp://0.0.0.0:...) and without CURVE the
@@ -99,8 +102,12 @@ typedef struct {
      * turns with the short batches (long_turn: the next turn is theirs) */
     PendingQueue shortq, longq;
     int long_turn;
+    /* shutting down: stopping once the signal is seen, refusing once new
+     * score requests are no longer taken */
+    int stopping, refusing;
+    double last_forward_s; /* the last forward's duration: none is started that would end past the drain limit */
     /* counters */
-    long served, errors, dropped_replies, batches, batch_seqs;
+    long served, errors, dropped_replies, batches, batch_seqs, refused;
     int verbose;
 } Server;
 
@@ -143,6 +150,7 @@ static void send_info(Server *s, const WireFrames *env, int sock, int has_id, ui
         wire_put_float(w, "reward_std", s->reward_std);
     }
     wire_put_bool(w, "normalized", s->normalize);
+    wire_put_bool(w, "stopping", s->stopping);
     wire_put_int(w, "max_batch_tokens", s->max_batch_tokens);
     wire_put_int(w, "max_request_tokens", s->lim.max_tokens);
     wire_put_int(w, "max_request_seqs", s->lim.max_seqs);
@@ -198,13 +206,14 @@ static int queue_push(PendingQueue *q, const Pending *p) {
     return 0;
 }
 
-/* Answer the first k requests of q (scores: theirs, concatenated; NULL: an
- * internal error) and drop them. */
-static void queue_answer(Server *s, PendingQueue *q, int k, const float *scores) {
+/* Answer the first k requests of q (scores: theirs, concatenated; NULL: the
+ * error err_code, "internal" when NULL, with align_error()'s sentence) and
+ * drop them. */
+static void queue_answer(Server *s, PendingQueue *q, int k, const float *scores, const char *err_code) {
     for (int i = 0, at = 0; i < k; i++) {
         Pending *p = &q->v[i];
         if (!scores) {
-            send_error(s, &p->env, p->sock, "internal", align_error(), p->req.has_id, p->req.id);
+            send_error(s, &p->env, p->sock, err_code ? err_code : "internal", align_error(), p->req.has_id, p->req.id);
         } else {
             void *data;
             size_t len;
@@ -241,11 +250,13 @@ static int run_batch(Server *s) {
     if (!seqs || !scores) rc = align_errorf("out of memory");
     for (int i = 0, at = 0; !rc && i < k; i++)
         for (int j = 0; j < q->v[i].req.n_seqs; j++) seqs[at++] = request_seq(&q->v[i].req, j);
+    double t0 = align_now();
     if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
+    s->last_forward_s = align_now() - t0;
     if (!rc) normalize_scores(s, scores, n_seqs);
     s->batches++;
     s->batch_seqs += n_seqs;
-    queue_answer(s, q, k, rc ? NULL : scores);
+    queue_answer(s, q, k, rc ? NULL : scores, NULL);
     free(seqs), free(scores);
     return rc;
 }
@@ -265,14 +276,16 @@ static int run_long_piece(Server *s) {
     DsSeq *seqs = malloc((size_t)k * sizeof(DsSeq));
     int rc = seqs ? 0 : align_errorf("out of memory");
     for (int j = 0; !rc && j < k; j++) seqs[j] = request_seq(r, first + j);
+    double t0 = align_now();
     if (!rc) rc = rm_score_seqs(s->model, seqs, k, (int)s->max_batch_tokens, p->scores + first);
+    s->last_forward_s = align_now() - t0;
     free(seqs);
     s->batches++;
     s->batch_seqs += k;
     p->next_seq += k;
     if (!rc && p->next_seq < r->n_seqs) return 0;
     if (!rc) normalize_scores(s, p->scores, r->n_seqs);
-    queue_answer(s, &s->longq, 1, rc ? NULL : p->scores);
+    queue_answer(s, &s->longq, 1, rc ? NULL : p->scores, NULL);
     return rc;
 }
 
@@ -319,6 +332,10 @@ static void handle(Server *s, int sock, WireFrames *f) {
         send_info(s, f, sock, has_id, id);
     } else if (!strcmp(op, "tokenizer")) {
         send_tokenizer(s, f, sock, has_id, id);
+    } else if (!strcmp(op, "score") && s->refusing) {
+        s->refused++;
+        send_error(s, f, sock, "shutting_down", "the server is shutting down and takes no new requests; send it elsewhere or retry later",
+                   has_id, id);
     } else if (!strcmp(op, "score")) {
         Pending p;
         memset(&p, 0, sizeof p);
@@ -350,11 +367,12 @@ static void handle(Server *s, int sock, WireFrames *f) {
     wire_frames_free(f);
 }
 
-/* Read everything waiting on the sockets (bounded, so a flood cannot keep
- * the model idle forever). Returns messages read. */
-static int drain_sockets(Server *s, int budget) {
+/* Read everything waiting on the sockets (at most budget messages, until
+ * the time until when not 0, so a flood cannot keep the model idle
+ * forever). Returns messages read. */
+static int drain_sockets(Server *s, int budget, double until) {
     int got = 0, progress = 1;
-    while (progress && got < budget) {
+    while (progress && got < budget && (!until || align_now() < until)) {
         progress = 0;
         for (int i = 0; i < s->n_socks && got < budget; i++) {
             WireFrames f;
@@ -366,28 +384,83 @@ static int drain_sockets(Server *s, int budget) {
     return got;
 }
 
+/* Shutting down: every request still queued gets shutting_down, and so
+ * does every one already waiting at the sockets (up to a bound), so their
+ * clients hear it now instead of at their timeout. */
+static void refuse_rest(Server *s, double drain_max_s) {
+    int n = s->shortq.len + s->longq.len;
+    if (n) {
+        align_errorf("the server is shutting down and could not score this request within --drain-max-ms %g", drain_max_s * 1000);
+        s->refused += n;
+        queue_answer(s, &s->shortq, s->shortq.len, NULL, "shutting_down");
+        queue_answer(s, &s->longq, s->longq.len, NULL, "shutting_down");
+    }
+    s->refusing = 1;
+    drain_sockets(s, 4096, 0);
+}
+
+/* 1 when a forward started now would end past the drain limit (its length
+ * guessed from the last one's). */
+static int past_drain_limit(const Server *s, double stop_at, double drain_max_s) {
+    return stop_at && align_now() + s->last_forward_s > stop_at + drain_max_s;
+}
+
+/* The model thread's loop. After SIGTERM/SIGINT (stop_at) the first read
+ * takes everything waiting at the sockets, however much (it was sent
+ * before the signal, even if a forward kept the server from reading it),
+ * and requests arriving within drain_quiet_s after that read are taken
+ * too (in transit when the signal came). Then new score requests are
+ * refused as they come (shutting_down), what was taken is answered, and
+ * by drain_max_s after the signal the rest is refused and the loop
+ * returns. Reading goes on while draining, so a refused client hears so at
+ * once instead of at its timeout, and the queue cannot refill: a flood of
+ * new requests no longer holds the server (it kept serving one for 195 s). */
 static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
     zmq_pollitem_t items[2];
     for (int i = 0; i < s->n_socks; i++) items[i] = (zmq_pollitem_t){s->sock[i], 0, ZMQ_POLLIN, 0};
-    double stop_at = 0, last_msg = align_now();
+    double stop_at = 0, take_until = 0;
     for (;;) {
+        double now = align_now();
         if (stop_requested && !stop_at) {
-            stop_at = align_now();
-            fprintf(stderr, "reward_server: stopping: answering what is in flight\n");
+            stop_at = now;
+            s->stopping = 1;
+            fprintf(stderr, "reward_server: stopping: answering what is in flight (at most %g ms)\n", drain_max_s * 1000);
+            drain_sockets(s, 1 << 30, now + drain_quiet_s); /* until the sockets are empty */
+            take_until = align_now() + drain_quiet_s;
+            now = align_now();
+        }
+        if (stop_at && !s->refusing && now >= take_until) {
+            s->refusing = 1;
+            if (s->verbose)
+                fprintf(stderr, "reward_server: stopping: %d requests taken; new ones get shutting_down\n",
+                        s->shortq.len + s->longq.len);
         }
         int queued = s->shortq.len + s->longq.len;
+        if (stop_at && s->refusing && !queued) {
+            drain_sockets(s, 4096, 0); /* what came meanwhile: refused, not left unanswered */
+            return 0;
+        }
+        if (queued && past_drain_limit(s, stop_at, drain_max_s)) {
+            refuse_rest(s, drain_max_s);
+            return 0;
+        }
         long timeout_ms = 200;
         if (s->longq.len) {
             timeout_ms = 0;
         } else if (s->shortq.len) {
-            double left = s->shortq.v[0].t_arrival + s->batch_wait_s - align_now();
+            double left = s->shortq.v[0].t_arrival + s->batch_wait_s - now;
             timeout_ms = left > 0 ? (long)(left * 1000) + 1 : 0;
         }
-        if (stop_at) timeout_ms = queued ? 0 : (long)(drain_quiet_s * 1000);
+        if (stop_at) /* no batch waits for company; idle, wake when taking ends */
+            timeout_ms = queued || now >= take_until ? 0 : (long)((take_until - now) * 1000) + 1;
         int n = zmq_poll(items, s->n_socks, timeout_ms);
         if (n < 0 && errno != EINTR) return align_errorf("poll: %s", zmq_strerror(errno));
-        if (n > 0 && drain_sockets(s, 256) > 0) last_msg = align_now();
-        double now = align_now();
+        if (n > 0) drain_sockets(s, 256, 0);
+        if ((s->shortq.len || s->longq.len) && past_drain_limit(s, stop_at, drain_max_s)) {
+            refuse_rest(s, drain_max_s);
+            return 0;
+        }
+        now = align_now();
         /* One forward per turn, the sockets read between turns. While short
          * batches and a long request both wait they alternate, so a short
          * request waits for at most one forward of a long one, and a stream
@@ -401,9 +474,6 @@ static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
             if (run_long_piece(s)) fprintf(stderr, "reward_server: long request failed: %s\n", align_error());
             s->long_turn = 0;
         }
-        now = align_now();
-        queued = s->shortq.len + s->longq.len;
-        if (stop_at && !queued && (now - last_msg >= drain_quiet_s || now - stop_at >= drain_max_s)) return 0;
     }
 }
 
@@ -724,7 +794,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
         cJSON_AddArrayToObject(r, "rewards");
         rc = http_respond(con, MHD_HTTP_OK, r);
     } else if (http_score(h, texts, n, scores, err, sizeof err, code, sizeof code)) {
-        unsigned status = !strcmp(code, "stopping")                                ? MHD_HTTP_SERVICE_UNAVAILABLE
+        unsigned status = !strcmp(code, "stopping") || !strcmp(code, "shutting_down") ? MHD_HTTP_SERVICE_UNAVAILABLE
                         : !strcmp(code, "timeout")                                 ? MHD_HTTP_GATEWAY_TIMEOUT
                         : !strcmp(code, "too_long") || !strcmp(code, "too_large") ? MHD_HTTP_CONTENT_TOO_LARGE
                         : !strcmp(code, "internal")                                ? MHD_HTTP_INTERNAL_SERVER_ERROR
@@ -783,8 +853,8 @@ int main(int argc, char **argv) {
         {"http-max-connections", CLI_INT, &http_max_conn, "HTTP connections open at once (default 256)", CLI_AT_LEAST_1},
         {"http-per-ip", CLI_INT, &http_per_ip, "HTTP connections open at once from one address (default 64)", CLI_AT_LEAST_1},
         {"http-idle-timeout", CLI_INT, &http_idle_s, "seconds an HTTP connection may stay silent, headers and body included, before it is closed (default 15)", CLI_AT_LEAST_1},
-        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, keep answering until the socket has been quiet this long (default 200)", CLI_NONNEG},
-        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, stop reading new requests after this long (default 5000)", CLI_NONNEG},
+        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, what waits at the sockets is taken, and what arrives this much longer (default 200: requests in transit); later ones get error shutting_down", CLI_NONNEG},
+        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, exit within this long: requests not scored by then get error shutting_down (default 5000)", CLI_NONNEG},
         {"seed", CLI_INT, &seed, "accepted for a uniform command line; scoring draws no random numbers"},
         {"verbose", CLI_BOOL, &verbose, "log every error reply and dropped reply"},
     };
@@ -921,8 +991,8 @@ int main(int argc, char **argv) {
         http.stopping = 1;
         MHD_stop_daemon(mhd);
     }
-    fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld replies undeliverable); bye\n",
-            s.served, s.batches, s.errors, s.dropped_replies);
+    fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld of them shutting_down; %ld replies undeliverable); bye\n",
+            s.served, s.batches, s.errors, s.refused, s.dropped_replies);
     for (int i = 0; i < s.n_socks; i++) zmq_close(s.sock[i]);
     zmq_ctx_term(ctx);
     if (have_zap) pthread_join(zap_tid, NULL);

@@ -200,8 +200,6 @@ static void *vanish_thread(void *p) {
     return NULL;
 }
 
-/* ------------------------------------------------------------ malformed */
-
 /* An error reply with this code, whose message holds in_message (NULL: any). */
 static int is_error(WireMsg *m, const char *code, const char *in_message) {
     const char *c = "", *msg = "";
@@ -223,6 +221,146 @@ static const char *reply_text(WireMsg *m, char *buf, size_t n) {
     snprintf(buf, n, "%s: %.*s", wire_op(m), (int)ml, msg);
     return buf;
 }
+
+/* ------------------------------------------------------------ SIGTERM under load */
+
+/* Dealers that each keep FLOOD_DEPTH requests outstanding, sending a new one
+ * for every reply, until told to stop: the queue never runs dry. */
+enum { FLOOD_SOCKS = 8, FLOOD_DEPTH = 4, FLOOD_SEQS = 4, FLOOD_MAX = 200000 };
+typedef struct {
+    const char *ep;
+    volatile int stop;
+    double t_kill;          /* set by main when it sends SIGTERM (0 before) */
+    double *t_sent;         /* per request id */
+    signed char *outcome;   /* per request id: 0 none, 1 scores, 2 shutting_down, 3 other */
+    int n_sent;
+    double last_scored_sent_after_kill; /* latest send time (after the signal) of a request that was scored */
+} Flood;
+
+static void *flood_thread(void *p) {
+    Flood *a = p;
+    void *socks[FLOOD_SOCKS];
+    zmq_pollitem_t items[FLOOD_SOCKS];
+    for (int k = 0; k < FLOOD_SOCKS; k++) {
+        socks[k] = dealer(a->ep);
+        items[k] = (zmq_pollitem_t){socks[k], 0, ZMQ_POLLIN, 0};
+    }
+    int idx[FLOOD_SEQS];
+    for (int k = 0; k < FLOOD_SOCKS; k++)
+        for (int d = 0; d < FLOOD_DEPTH && a->n_sent < FLOOD_MAX; d++) {
+            for (int j = 0; j < FLOOD_SEQS; j++) idx[j] = (a->n_sent * 7 + j * 13) % N_POOL;
+            a->t_sent[a->n_sent] = align_now();
+            send_score(socks[k], (uint64_t)a->n_sent, idx, FLOOD_SEQS);
+            a->n_sent++;
+        }
+    while (!a->stop) {
+        if (zmq_poll(items, FLOOD_SOCKS, 20) <= 0) continue;
+        for (int k = 0; k < FLOOD_SOCKS; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN)) continue;
+            WireMsg *m = recv_reply(socks[k], 0);
+            uint64_t id = 0;
+            if (m && !wire_get_uint(m, "id", &id) && id < (uint64_t)a->n_sent) {
+                int scored = !strcmp(wire_op(m), "scores");
+                a->outcome[id] = scored ? 1 : is_error(m, "shutting_down", NULL) ? 2 : 3;
+                if (scored && a->t_kill > 0 && a->t_sent[id] > a->t_kill &&
+                    a->t_sent[id] - a->t_kill > a->last_scored_sent_after_kill)
+                    a->last_scored_sent_after_kill = a->t_sent[id] - a->t_kill;
+            }
+            wire_msg_free(m);
+            if (a->n_sent < FLOOD_MAX) {
+                for (int j = 0; j < FLOOD_SEQS; j++) idx[j] = (a->n_sent * 7 + j * 13) % N_POOL;
+                a->t_sent[a->n_sent] = align_now();
+                send_score(socks[k], (uint64_t)a->n_sent, idx, FLOOD_SEQS);
+                a->n_sent++;
+            }
+        }
+    }
+    for (int k = 0; k < FLOOD_SOCKS; k++) zmq_close(socks[k]);
+    return NULL;
+}
+
+/* SIGTERM while clients keep the queue full: the server answers what it
+ * holds (or refuses it with shutting_down at --drain-max-ms), takes nothing
+ * sent well after the signal, and exits within the limit. */
+static void test_drain_under_load(void) {
+    char ep[320], log[320];
+    snprintf(ep, sizeof ep, "ipc://%s/rm5.sock", dir);
+    snprintf(log, sizeof log, "%s/server5.log", dir);
+    const char *x[] = {"--max-batch-tokens", "160", "--drain-quiet-ms", "100", "--drain-max-ms", "700",
+                       "--max-request-tokens", "2000000", "--max-request-seqs", "20000", NULL};
+    pid_t pid = start_server(ep, x, log);
+    void *probe = dealer(ep);
+    int one[1] = {0};
+    send_score(probe, 1, one, 1);
+    WireMsg *pm = recv_reply(probe, 20000);
+    CHECK(pm != NULL, "drain server answers");
+    wire_msg_free(pm);
+    zmq_close(probe);
+    Flood f = {.ep = ep, .t_sent = calloc(FLOOD_MAX, sizeof(double)), .outcome = calloc(FLOOD_MAX, 1)};
+    pthread_t th;
+    pthread_create(&th, NULL, flood_thread, &f);
+    usleep(300000);
+    /* and a long request (20000 sequences of the model's 64 positions:
+     * 10000 forwards, seconds), which the limit must cut short */
+    enum { N_LONG = 20000 };
+    int32_t *lt = malloc((size_t)N_LONG * 64 * sizeof(int32_t));
+    int64_t *lo = malloc((size_t)(N_LONG + 1) * sizeof(int64_t));
+    for (int i = 0; i < N_LONG * 64; i++) lt[i] = (int32_t)((i * 31 + 7) % vocab);
+    for (int i = 0; i <= N_LONG; i++) lo[i] = (int64_t)i * 64;
+    WireWriter *w = wire_writer_new("score");
+    wire_put_uint(w, "id", 7);
+    wire_put_vec(w, "tokens", WIRE_I32, lt, (size_t)lo[N_LONG]);
+    wire_put_vec(w, "offsets", WIRE_I64, lo, N_LONG + 1);
+    void *longs = dealer(ep), *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    wire_send(longs, NULL, buf, len, 0);
+    free(buf), free(lt), free(lo);
+    usleep(100000);
+    f.t_kill = align_now();
+    kill(pid, SIGTERM);
+    int st = -1;
+    double t_exit = -1;
+    while (align_now() - f.t_kill < 6) { /* the flood goes on meanwhile */
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            t_exit = align_now() - f.t_kill;
+            break;
+        }
+        usleep(10000);
+    }
+    usleep(200000); /* replies still in the client's pipes */
+    f.stop = 1;
+    pthread_join(th, NULL);
+    if (t_exit < 0) st = stop_server(pid); /* the flood has stopped: it may drain now */
+    int before = 0, before_answered = 0, scored_after = 0, refused = 0;
+    for (int i = 0; i < f.n_sent; i++) {
+        if (f.t_sent[i] < f.t_kill) before++, before_answered += f.outcome[i] == 1 || f.outcome[i] == 2;
+        scored_after += f.t_sent[i] > f.t_kill && f.outcome[i] == 1;
+        refused += f.outcome[i] == 2;
+    }
+    printf("drain under load: %d requests sent (%d before SIGTERM); exit %.3f s after it; %d sent after it scored "
+           "(the last sent %.3f s after), %d refused with shutting_down\n",
+           f.n_sent, before, t_exit, scored_after, f.last_scored_sent_after_kill, refused);
+    /* the slack is for a loaded machine; before the fix it served the flood for as long as it lasted */
+    CHECK(t_exit >= 0 && t_exit < 0.7 + 2.5 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "SIGTERM under load: exit 0 within --drain-max-ms 700 (+2.5 s slack) while clients keep sending (exit after %.3f s, "
+          "status %d)", t_exit, st);
+    CHECK(before_answered == before, "SIGTERM under load: each of the %d requests sent before the signal got scores or "
+          "shutting_down (%d did)", before, before_answered);
+    CHECK(f.last_scored_sent_after_kill < 0.1 + 1.5,
+          "SIGTERM under load: no request sent more than --drain-quiet-ms 100 (+1.5 s slack) after the signal is scored "
+          "(one sent %.3f s after was)", f.last_scored_sent_after_kill);
+    WireMsg *lm = recv_reply(longs, 1000);
+    char why[600];
+    CHECK(is_error(lm, "shutting_down", "--drain-max-ms 700"),
+          "SIGTERM under load: a long request not done at --drain-max-ms gets shutting_down naming the flag (%s)",
+          reply_text(lm, why, sizeof why));
+    wire_msg_free(lm);
+    zmq_close(longs);
+    free(f.t_sent), free(f.outcome);
+}
+
+/* ------------------------------------------------------------ malformed */
 
 static void expect_error_msg(void *s, const void *bytes, size_t len, const char *code, const char *in_message,
                              const char *what) {
@@ -744,26 +882,36 @@ int main(void) {
     void *socks[8];
     int all[N_POOL];
     for (int i = 0; i < N_POOL; i++) all[i] = i;
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < 8; k++) { /* connected first: a request waiting on its handshake has not been sent */
         socks[k] = dealer(ep);
-        for (int r = 0; r < 4; r++) send_score(socks[k], (uint64_t)k * 10 + r, all, N_POOL);
+        WireMsg *im = call_raw(socks[k], wire_writer_new("info"), 20000);
+        wire_msg_free(im);
     }
+    for (int k = 0; k < 8; k++)
+        for (int r = 0; r < 4; r++) send_score(socks[k], (uint64_t)k * 10 + r, all, N_POOL);
     usleep(20000);
     kill(pid, SIGTERM);
     int in_flight_answered = 0;
+    char last_why[600] = "";
     for (int k = 0; k < 8; k++)
         for (int r = 0; r < 4; r++) {
             WireMsg *rm = recv_reply(socks[k], 20000);
-            char why[256];
+            char why[600] = "";
             uint64_t id;
             if (rm && !wire_get_uint(rm, "id", &id) && id == (uint64_t)k * 10 + r && scores_match(rm, all, N_POOL, why, sizeof why))
                 in_flight_answered++;
+            else
+                snprintf(last_why, sizeof last_why, "request %d: %s", k * 10 + r, why[0] ? why : reply_text(rm, why, sizeof why));
             wire_msg_free(rm);
         }
     for (int k = 0; k < 8; k++) zmq_close(socks[k]);
-    CHECK(in_flight_answered == 32, "SIGTERM: all 32 requests in flight answered (%d)", in_flight_answered);
+    CHECK(in_flight_answered == 32, "SIGTERM: all 32 requests in flight answered (%d; %s)", in_flight_answered, last_why);
     st = stop_server(pid);
     CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM with work in flight exits 0 (status %d)", st);
+
+    double t_drain = align_now();
+    test_drain_under_load();
+    printf("drain under load: the check took %.2f s\n", align_now() - t_drain);
 
     /* one request against the others, and HTTP */
     {
