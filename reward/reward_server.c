@@ -596,6 +596,7 @@ typedef struct {
     void *ctx;
     size_t max_body;
     int timeout_ms;
+    int idle_s; /* --http-idle-timeout */
     volatile int stopping;
 } Http;
 
@@ -603,12 +604,62 @@ typedef struct {
     char *buf;
     size_t len, cap;
     int too_big;
+    const char *announced; /* Content-Length as sent, or NULL */
 } HttpBody;
+
+/* libmicrohttpd 0.9.75 closes a connection whose body stops short of its
+ * Content-Length at the idle timeout without a word, so the client cannot
+ * tell its own short body from a network fault: http_completed writes the
+ * 408 itself when no response was queued (MHD calls it before it shuts the
+ * socket). HttpConn is the per-connection state that tells. */
+typedef struct {
+    int responded; /* a response is queued for the current request */
+} HttpConn;
+
+static HttpConn *http_conn(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static int http_fd(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* A whole response written to the socket directly (MHD has given up on
+ * the connection), never blocking: a peer that does not read loses it. */
+static void http_write_error(int fd, unsigned status, const char *reason, const char *msg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    char *body = cJSON_PrintUnformatted(o), resp[1024];
+    cJSON_Delete(o);
+    if (!body) return;
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, reason, strlen(body), body);
+    free(body);
+    if (n > 0 && (size_t)n < sizeof resp && send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        /* the peer has gone or stopped reading: nothing more to do */
+    }
+}
+
+static void http_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code) {
+    (void)cls, (void)con;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(HttpConn));
+    } else {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
 
 static enum MHD_Result http_respond(struct MHD_Connection *con, unsigned status, cJSON *o) {
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text) return MHD_NO;
+    HttpConn *c = http_conn(con);
+    if (c) c->responded = 1;
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result rc = MHD_queue_response(con, status, r);
@@ -716,9 +767,12 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     if (!b) { /* first call: headers only */
         if (!(b = calloc(1, sizeof *b))) return MHD_NO;
         *state = b;
+        HttpConn *c = http_conn(con);
+        if (c) c->responded = 0;
         /* a body announced over the limit is refused before it is read, so
          * the client gets its answer instead of waiting on a body nobody takes */
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        b->announced = cl;
         if (cl) {
             char *end;
             errno = 0;
@@ -812,8 +866,17 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
 }
 
 static void http_completed(void *cls, struct MHD_Connection *con, void **state, enum MHD_RequestTerminationCode t) {
-    (void)cls, (void)con, (void)t;
+    Http *h = cls;
     HttpBody *b = *state;
+    HttpConn *c = http_conn(con);
+    int fd = http_fd(con);
+    if (t == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && c && !c->responded && !h->stopping && fd >= 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "the request body did not arrive within --http-idle-timeout %d s (%zu of %s bytes)",
+                 h->idle_s, b ? b->len : 0, b && b->announced ? b->announced : "the announced");
+        http_write_error(fd, 408, "Request Timeout", msg);
+    }
+    if (c) c->responded = 0;
     if (b) free(b->buf), free(b);
     *state = NULL;
 }
@@ -955,7 +1018,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "reward_server: warning: %s is reachable from other machines and unauthenticated (use --curve-secret-file and --curve-allow)\n", last);
     s.sock[0] = router;
     s.n_socks = 1;
-    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000};
+    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000, .idle_s = http_idle_s};
     struct MHD_Daemon *mhd = NULL;
     if (http_port >= 0) {
         void *bridge = zmq_socket(ctx, ZMQ_ROUTER);
@@ -972,7 +1035,8 @@ int main(int argc, char **argv) {
                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)http_per_ip,
                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)http_idle_s,
-                               MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_END);
+                               MHD_OPTION_NOTIFY_COMPLETED, http_completed, &http,
+                               MHD_OPTION_NOTIFY_CONNECTION, http_connection, &http, MHD_OPTION_END);
         if (!mhd) align_die("reward_server", "--http %d: cannot listen on %s", http_port, http_bind);
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
         fprintf(stderr, "reward_server: HTTP on http://%s:%u/get_reward\n", http_bind, di ? di->port : (unsigned)http_port);

@@ -19,8 +19,12 @@
  *     sent right after a long one are answered before it; a body announcing
  *     missing attachment frames gets bad_request;
  *   - HTTP: 500 idle connections from one address do not lock others out;
- *     an announced body over the limit gets 413 at once, a text over the
- *     model's positions 413, a NUL in a text 400.
+ *     an announced body over the limit gets 413 at once, a body short of
+ *     its Content-Length 408 at the idle timeout, a text over the model's
+ *     positions 413, a NUL or a byte that is not UTF-8 in a text 400;
+ *   - SIGTERM under a flood of pipelined requests: exit within
+ *     --drain-max-ms, nothing sent well after the signal scored, every
+ *     request sent before it answered (scores or shutting_down).
  * Every wait is bounded. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -722,6 +726,16 @@ static void test_http(int port) {
     CHECK(st == 413 && strstr(resp, "\"error\""), "HTTP: Content-Length 10000000000 gets 413 with a JSON error (status %d after %.1f s)",
           st, align_now() - t0);
 
+    /* a body shorter than its Content-Length: 408 at the idle timeout (2 s), not a silent close */
+    const char *shortb = "POST /get_reward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 100\r\n\r\n{\"query\"";
+    t0 = align_now();
+    st = http_raw(port, "127.0.0.2", shortb, strlen(shortb), 6000, resp, sizeof resp);
+    double t_short = align_now() - t0;
+    CHECK(st == 408 && strstr(resp, "--http-idle-timeout 2") && strstr(resp, "8 of 100 bytes") && t_short < 2 + 1.5,
+          "HTTP: a body 92 bytes short of its Content-Length gets 408 naming --http-idle-timeout within it (status %d after %.1f s: %s)",
+          st, t_short, resp);
+
     /* a text over the model's positions */
     char body[4096] = "{\"query\": [\"";
     for (int i = 0; i < 100; i++) strcat(body, "hello there ");
@@ -871,7 +885,9 @@ int main(void) {
 
     /* SIGTERM with requests in flight: a fresh server, heavy requests */
     snprintf(ep, sizeof ep, "ipc://%s/rm2.sock", dir);
-    pid = start_server(ep, NULL, log);
+    /* a limit no loaded machine reaches: this checks that all is answered (the limit: test_drain_under_load) */
+    const char *x2[] = {"--drain-max-ms", "120000", NULL};
+    pid = start_server(ep, x2, log);
     void *probe = dealer(ep);
     int one[1] = {0};
     send_score(probe, 1, one, 1);
@@ -918,7 +934,7 @@ int main(void) {
         char log4[300];
         snprintf(ep, sizeof ep, "ipc://%s/rm4.sock", dir);
         snprintf(log4, sizeof log4, "%s/server4.log", dir);
-        const char *x4[] = {"--max-batch-tokens", "64", "--http", "0", NULL};
+        const char *x4[] = {"--max-batch-tokens", "64", "--http", "0", "--http-idle-timeout", "2", NULL};
         pid = start_server(ep, x4, log4);
         test_one_request(ep);
         int port = http_port_from_log(log4);
