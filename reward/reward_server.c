@@ -36,8 +36,9 @@
  * authentication and binds 127.0.0.1 unless --http-bind says otherwise; it
  * bounds what clients can hold (connections in all and per address, an
  * idle timeout), answers 413 to a body announced over the limit before
- * reading it, and refuses NUL and bytes that are not UTF-8 in texts as the
- * ZeroMQ path does. */
+ * reading it, 400 to a first line that is not HTTP and 408 to a request
+ * unfinished at the idle timeout (http_gate.h), and refuses NUL and bytes
+ * that are not UTF-8 in texts as the ZeroMQ path does. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -52,6 +53,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "http_gate.h"
 #include "model_load.h"
 #include "rm_model.h"
 #include "rm_proto.h"
@@ -881,6 +883,10 @@ static void http_completed(void *cls, struct MHD_Connection *con, void **state, 
     *state = NULL;
 }
 
+static void http_gate_accept(void *cls, int fd, const struct sockaddr *addr, socklen_t addr_len) {
+    MHD_add_connection(cls, fd, addr, addr_len); /* closes fd when it cannot take it (its limits) */
+}
+
 /* ------------------------------------------------------------ main */
 
 static int is_loopback_endpoint(const char *ep) {
@@ -1020,6 +1026,7 @@ int main(int argc, char **argv) {
     s.n_socks = 1;
     Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000, .idle_s = http_idle_s};
     struct MHD_Daemon *mhd = NULL;
+    HttpGate *gate = NULL;
     if (http_port >= 0) {
         void *bridge = zmq_socket(ctx, ZMQ_ROUTER);
         zmq_setsockopt(bridge, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
@@ -1030,16 +1037,18 @@ int main(int argc, char **argv) {
         addr.sin_family = AF_INET;
         addr.sin_port = htons((uint16_t)http_port);
         if (inet_pton(AF_INET, http_bind, &addr.sin_addr) != 1) align_die("reward_server", "--http-bind %s: not an IPv4 address", http_bind);
-        mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                               (uint16_t)http_port, NULL, NULL, http_handler, &http, MHD_OPTION_SOCK_ADDR, &addr,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
+        /* the gate listens and hands MHD the connections whose first line is HTTP (http_gate.h) */
+        mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                                   MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+                               0, NULL, NULL, http_handler, &http, MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)http_per_ip,
                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)http_idle_s,
                                MHD_OPTION_NOTIFY_COMPLETED, http_completed, &http,
                                MHD_OPTION_NOTIFY_CONNECTION, http_connection, &http, MHD_OPTION_END);
-        if (!mhd) align_die("reward_server", "--http %d: cannot listen on %s", http_port, http_bind);
-        const union MHD_DaemonInfo *di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
-        fprintf(stderr, "reward_server: HTTP on http://%s:%u/get_reward\n", http_bind, di ? di->port : (unsigned)http_port);
+        if (!mhd) align_die("reward_server", "--http %d: cannot start the HTTP server", http_port);
+        if (!(gate = http_gate_start(&addr, http_max_conn, http_per_ip, http_idle_s, http_gate_accept, mhd)))
+            align_die("reward_server", "--http %d: cannot listen on %s: %s", http_port, http_bind, align_error());
+        fprintf(stderr, "reward_server: HTTP on http://%s:%d/get_reward\n", http_bind, http_gate_port(gate));
         if (strcmp(http_bind, "127.0.0.1"))
             fprintf(stderr, "reward_server: warning: the HTTP endpoint has no authentication and listens on %s\n", http_bind);
     }
@@ -1053,6 +1062,7 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "reward_server: %s\n", align_error());
     if (mhd) {
         http.stopping = 1;
+        http_gate_stop(gate);
         MHD_stop_daemon(mhd);
     }
     fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld of them shutting_down; %ld replies undeliverable); bye\n",

@@ -19,8 +19,9 @@
  *     sent right after a long one are answered before it; a body announcing
  *     missing attachment frames gets bad_request;
  *   - HTTP: 500 idle connections from one address do not lock others out;
- *     an announced body over the limit gets 413 at once, a body short of
- *     its Content-Length 408 at the idle timeout, a text over the model's
+ *     an announced body over the limit gets 413 at once, a request line
+ *     that is not HTTP 400, a body short of its Content-Length or a request
+ *     line that never ends 408 at the idle timeout, a text over the model's
  *     positions 413, a NUL or a byte that is not UTF-8 in a text 400;
  *   - SIGTERM under a flood of pipelined requests: exit within
  *     --drain-max-ms, nothing sent well after the signal scored, every
@@ -692,6 +693,21 @@ static int http_raw(int port, const char *src, const char *req, size_t req_len, 
     return status;
 }
 
+typedef struct {
+    int port;
+    const char *req;
+    int timeout_ms;
+    char *resp;
+    size_t respn;
+    int status;
+} HttpRawArg;
+
+static void *http_raw_thread(void *p) {
+    HttpRawArg *a = p;
+    a->status = http_raw(a->port, "127.0.0.4", a->req, strlen(a->req), a->timeout_ms, a->resp, a->respn);
+    return NULL;
+}
+
 static int http_post(int port, const char *src, const char *body, int timeout_ms, char *resp, size_t respn) {
     char req[8192];
     int n = snprintf(req, sizeof req,
@@ -726,15 +742,38 @@ static void test_http(int port) {
     CHECK(st == 413 && strstr(resp, "\"error\""), "HTTP: Content-Length 10000000000 gets 413 with a JSON error (status %d after %.1f s)",
           st, align_now() - t0);
 
-    /* a body shorter than its Content-Length: 408 at the idle timeout (2 s), not a silent close */
+    /* a request line that is not HTTP: 400 at once, not a silent close */
+    t0 = align_now();
+    st = http_raw(port, "127.0.0.2", "garbage\r\n\r\n", strlen("garbage\r\n\r\n"), 5000, resp, sizeof resp);
+    CHECK(st == 400 && strstr(resp, "not an HTTP request") && align_now() - t0 < 1.5,
+          "HTTP: the request line \"garbage\" gets 400 with a JSON error at once (status %d after %.1f s: %s)", st,
+          align_now() - t0, resp);
+    const char *get = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    st = http_raw(port, "127.0.0.2", get, strlen(get), 5000, resp, sizeof resp);
+    CHECK(st == 404, "HTTP: a well-formed request for another path still gets libmicrohttpd's handling: 404 (status %d)", st);
+
+    /* at the idle timeout (2 s): a body shorter than its Content-Length, and
+     * a request line that never ends, each get 408, not a silent close (run
+     * side by side, so the test waits once) */
     const char *shortb = "POST /get_reward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          "Content-Length: 100\r\n\r\n{\"query\"";
+    char resp2[8192];
+    int st2 = -1;
     t0 = align_now();
+    HttpRawArg ha = {port, "garbage without an end", 6000, resp2, sizeof resp2, -1};
+    pthread_t ht;
+    pthread_create(&ht, NULL, http_raw_thread, &ha);
     st = http_raw(port, "127.0.0.2", shortb, strlen(shortb), 6000, resp, sizeof resp);
     double t_short = align_now() - t0;
+    pthread_join(ht, NULL);
+    st2 = ha.status;
+    double t_both = align_now() - t0;
     CHECK(st == 408 && strstr(resp, "--http-idle-timeout 2") && strstr(resp, "8 of 100 bytes") && t_short < 2 + 1.5,
           "HTTP: a body 92 bytes short of its Content-Length gets 408 naming --http-idle-timeout within it (status %d after %.1f s: %s)",
           st, t_short, resp);
+    CHECK(st2 == 408 && strstr(resp2, "--http-idle-timeout 2") && t_both < 2 + 1.5,
+          "HTTP: a request line that never ends gets 408 naming --http-idle-timeout within it (status %d, %.1f s: %s)", st2,
+          t_both, resp2);
 
     /* a text over the model's positions */
     char body[4096] = "{\"query\": [\"";
