@@ -429,6 +429,7 @@ static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
             fprintf(stderr, "reward_server: stopping: answering what is in flight (at most %g ms)\n", drain_max_s * 1000);
             drain_sockets(s, 1 << 30, now + drain_quiet_s); /* until the sockets are empty */
             take_until = align_now() + drain_quiet_s;
+            if (take_until > stop_at + drain_max_s) take_until = stop_at + drain_max_s;
             now = align_now();
         }
         if (stop_at && !s->refusing && now >= take_until) {

@@ -235,7 +235,7 @@ enum { FLOOD_SOCKS = 8, FLOOD_DEPTH = 4, FLOOD_SEQS = 4, FLOOD_MAX = 200000 };
 typedef struct {
     const char *ep;
     volatile int stop;
-    double t_kill;          /* set by main when it sends SIGTERM (0 before) */
+    volatile double t_kill; /* set by main when it sends SIGTERM (0 before) */
     double *t_sent;         /* per request id */
     signed char *outcome;   /* per request id: 0 none, 1 scores, 2 shutting_down, 3 other */
     int n_sent;
