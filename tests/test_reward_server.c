@@ -227,6 +227,15 @@ static const char *reply_text(WireMsg *m, char *buf, size_t n) {
     return buf;
 }
 
+static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
+    void *buf;
+    size_t len;
+    if (wire_finish(w, &buf, &len)) return NULL;
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    return recv_reply(s, timeout_ms);
+}
+
 /* ------------------------------------------------------------ SIGTERM under load */
 
 /* Dealers that each keep FLOOD_DEPTH requests outstanding, sending a new one
@@ -365,6 +374,27 @@ static void test_drain_under_load(void) {
     free(f.t_sent), free(f.outcome);
 }
 
+/* --drain-max-ms bounds the intake window too: an idle server told to take
+ * late requests for 20 s still exits within its 200 ms limit (plus the
+ * process's own teardown) */
+static void test_drain_limit_idle(void) {
+    char ep[320], log[320];
+    snprintf(ep, sizeof ep, "ipc://%s/rm6.sock", dir);
+    snprintf(log, sizeof log, "%s/server6.log", dir);
+    const char *x[] = {"--drain-quiet-ms", "20000", "--drain-max-ms", "200", NULL};
+    pid_t pid = start_server(ep, x, log);
+    void *probe = dealer(ep);
+    WireMsg *pm = call_raw(probe, wire_writer_new("info"), 20000);
+    CHECK(pm != NULL, "sixth server answers");
+    wire_msg_free(pm);
+    zmq_close(probe);
+    double t0 = align_now();
+    int st = stop_server(pid); /* SIGKILL after 10 s */
+    CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && align_now() - t0 < 8,
+          "SIGTERM: --drain-quiet-ms 20000 does not outlast --drain-max-ms 200 (exit after %.1f s, status %d)",
+          align_now() - t0, st);
+}
+
 /* ------------------------------------------------------------ malformed */
 
 static void expect_error_msg(void *s, const void *bytes, size_t len, const char *code, const char *in_message,
@@ -397,14 +427,6 @@ static void finish_and_expect_msg(void *s, WireWriter *w, const char *code, cons
     free(buf);
 }
 
-static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
-    void *buf;
-    size_t len;
-    if (wire_finish(w, &buf, &len)) return NULL;
-    wire_send(s, NULL, buf, len, 0);
-    free(buf);
-    return recv_reply(s, timeout_ms);
-}
 
 static void test_malformed(const char *ep) {
     void *s = dealer(ep);
@@ -967,6 +989,7 @@ int main(void) {
     double t_drain = align_now();
     test_drain_under_load();
     printf("drain under load: the check took %.2f s\n", align_now() - t_drain);
+    test_drain_limit_idle();
 
     /* one request against the others, and HTTP */
     {
