@@ -17,13 +17,16 @@
  * gets exactly one reply, on the envelope it came with, in its own order (a
  * request's scores are in its sequences' order).
  *
- * Robustness: a message that does not parse, is over --max-message-bytes,
+ * Robustness: a message that does not parse, is over --max-message-mb,
  * names an unknown op or a wrong version, or carries bad tokens gets an
  * "error" reply and the server goes on. ZMQ_ROUTER_MANDATORY makes a reply
  * to a vanished client an error we count instead of a silent drop, and
  * replies never block (a client that stops reading loses its replies, not
- * everyone else's). SIGTERM/SIGINT: stop reading new work only once the
- * socket has been quiet for a moment, answer everything received, exit 0.
+ * everyone else's). SIGTERM/SIGINT: what waits at the sockets is taken,
+ * and what arrives within --drain-quiet-ms more (sent before the signal);
+ * from then on new score requests get error shutting_down at once, what was
+ * taken is answered, and whatever is still queued when --drain-max-ms has
+ * passed gets shutting_down too; exit 0 (docs/DECISIONS.md).
  *
  * Security: endpoints default to loopback; binding another interface is the
  * user's explicit choice (--bind tcp://0.0.0.0:...) and without CURVE the
@@ -33,7 +36,9 @@
  * authentication and binds 127.0.0.1 unless --http-bind says otherwise; it
  * bounds what clients can hold (connections in all and per address, an
  * idle timeout), answers 413 to a body announced over the limit before
- * reading it, and refuses NUL in texts as the ZeroMQ path does. */
+ * reading it, 400 to a first line that is not HTTP and 408 to a request
+ * unfinished at the idle timeout (http_gate.h), and refuses NUL and bytes
+ * that are not UTF-8 in texts as the ZeroMQ path does. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -48,6 +53,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "http_gate.h"
 #include "model_load.h"
 #include "rm_model.h"
 #include "rm_proto.h"
@@ -85,6 +91,7 @@ typedef struct {
     char *tokenizer_json;
     RmProtoLimits lim;
     size_t max_message_bytes;
+    int max_message_mb; /* the flag that set it, named in too_large replies */
     long max_batch_tokens;
     double batch_wait_s;
     int normalize;
@@ -97,8 +104,12 @@ typedef struct {
      * turns with the short batches (long_turn: the next turn is theirs) */
     PendingQueue shortq, longq;
     int long_turn;
+    /* shutting down: stopping once the signal is seen, refusing once new
+     * score requests are no longer taken */
+    int stopping, refusing;
+    double last_forward_s; /* the last forward's duration: none is started that would end past the drain limit */
     /* counters */
-    long served, errors, dropped_replies, batches, batch_seqs;
+    long served, errors, dropped_replies, batches, batch_seqs, refused;
     int verbose;
 } Server;
 
@@ -141,6 +152,7 @@ static void send_info(Server *s, const WireFrames *env, int sock, int has_id, ui
         wire_put_float(w, "reward_std", s->reward_std);
     }
     wire_put_bool(w, "normalized", s->normalize);
+    wire_put_bool(w, "stopping", s->stopping);
     wire_put_int(w, "max_batch_tokens", s->max_batch_tokens);
     wire_put_int(w, "max_request_tokens", s->lim.max_tokens);
     wire_put_int(w, "max_request_seqs", s->lim.max_seqs);
@@ -196,13 +208,14 @@ static int queue_push(PendingQueue *q, const Pending *p) {
     return 0;
 }
 
-/* Answer the first k requests of q (scores: theirs, concatenated; NULL: an
- * internal error) and drop them. */
-static void queue_answer(Server *s, PendingQueue *q, int k, const float *scores) {
+/* Answer the first k requests of q (scores: theirs, concatenated; NULL: the
+ * error err_code, "internal" when NULL, with align_error()'s sentence) and
+ * drop them. */
+static void queue_answer(Server *s, PendingQueue *q, int k, const float *scores, const char *err_code) {
     for (int i = 0, at = 0; i < k; i++) {
         Pending *p = &q->v[i];
         if (!scores) {
-            send_error(s, &p->env, p->sock, "internal", align_error(), p->req.has_id, p->req.id);
+            send_error(s, &p->env, p->sock, err_code ? err_code : "internal", align_error(), p->req.has_id, p->req.id);
         } else {
             void *data;
             size_t len;
@@ -239,11 +252,13 @@ static int run_batch(Server *s) {
     if (!seqs || !scores) rc = align_errorf("out of memory");
     for (int i = 0, at = 0; !rc && i < k; i++)
         for (int j = 0; j < q->v[i].req.n_seqs; j++) seqs[at++] = request_seq(&q->v[i].req, j);
+    double t0 = align_now();
     if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
+    s->last_forward_s = align_now() - t0;
     if (!rc) normalize_scores(s, scores, n_seqs);
     s->batches++;
     s->batch_seqs += n_seqs;
-    queue_answer(s, q, k, rc ? NULL : scores);
+    queue_answer(s, q, k, rc ? NULL : scores, NULL);
     free(seqs), free(scores);
     return rc;
 }
@@ -263,14 +278,16 @@ static int run_long_piece(Server *s) {
     DsSeq *seqs = malloc((size_t)k * sizeof(DsSeq));
     int rc = seqs ? 0 : align_errorf("out of memory");
     for (int j = 0; !rc && j < k; j++) seqs[j] = request_seq(r, first + j);
+    double t0 = align_now();
     if (!rc) rc = rm_score_seqs(s->model, seqs, k, (int)s->max_batch_tokens, p->scores + first);
+    s->last_forward_s = align_now() - t0;
     free(seqs);
     s->batches++;
     s->batch_seqs += k;
     p->next_seq += k;
     if (!rc && p->next_seq < r->n_seqs) return 0;
     if (!rc) normalize_scores(s, p->scores, r->n_seqs);
-    queue_answer(s, &s->longq, 1, rc ? NULL : p->scores);
+    queue_answer(s, &s->longq, 1, rc ? NULL : p->scores, NULL);
     return rc;
 }
 
@@ -283,8 +300,8 @@ static void handle(Server *s, int sock, WireFrames *f) {
     }
     if (f->oversized) {
         char msg[160];
-        snprintf(msg, sizeof msg, "message of %zu bytes is over the limit of %zu (--max-message-bytes)", f->body_len,
-                 s->max_message_bytes);
+        snprintf(msg, sizeof msg, "message of %zu bytes is over the limit of %zu bytes (--max-message-mb %d)",
+                 f->body_len, s->max_message_bytes, s->max_message_mb);
         send_error(s, f, sock, "too_large", msg, 0, 0);
         wire_frames_free(f);
         return;
@@ -317,6 +334,10 @@ static void handle(Server *s, int sock, WireFrames *f) {
         send_info(s, f, sock, has_id, id);
     } else if (!strcmp(op, "tokenizer")) {
         send_tokenizer(s, f, sock, has_id, id);
+    } else if (!strcmp(op, "score") && s->refusing) {
+        s->refused++;
+        send_error(s, f, sock, "shutting_down", "the server is shutting down and takes no new requests; send it elsewhere or retry later",
+                   has_id, id);
     } else if (!strcmp(op, "score")) {
         Pending p;
         memset(&p, 0, sizeof p);
@@ -348,11 +369,12 @@ static void handle(Server *s, int sock, WireFrames *f) {
     wire_frames_free(f);
 }
 
-/* Read everything waiting on the sockets (bounded, so a flood cannot keep
- * the model idle forever). Returns messages read. */
-static int drain_sockets(Server *s, int budget) {
+/* Read everything waiting on the sockets (at most budget messages, until
+ * the time until when not 0, so a flood cannot keep the model idle
+ * forever). Returns messages read. */
+static int drain_sockets(Server *s, int budget, double until) {
     int got = 0, progress = 1;
-    while (progress && got < budget) {
+    while (progress && got < budget && (!until || align_now() < until)) {
         progress = 0;
         for (int i = 0; i < s->n_socks && got < budget; i++) {
             WireFrames f;
@@ -364,28 +386,84 @@ static int drain_sockets(Server *s, int budget) {
     return got;
 }
 
+/* Shutting down: every request still queued gets shutting_down, and so
+ * does every one already waiting at the sockets (up to a bound), so their
+ * clients hear it now instead of at their timeout. */
+static void refuse_rest(Server *s, double drain_max_s) {
+    int n = s->shortq.len + s->longq.len;
+    if (n) {
+        align_errorf("the server is shutting down and could not score this request within --drain-max-ms %g", drain_max_s * 1000);
+        s->refused += n;
+        queue_answer(s, &s->shortq, s->shortq.len, NULL, "shutting_down");
+        queue_answer(s, &s->longq, s->longq.len, NULL, "shutting_down");
+    }
+    s->refusing = 1;
+    drain_sockets(s, 4096, 0);
+}
+
+/* 1 when a forward started now would end past the drain limit (its length
+ * guessed from the last one's). */
+static int past_drain_limit(const Server *s, double stop_at, double drain_max_s) {
+    return stop_at && align_now() + s->last_forward_s > stop_at + drain_max_s;
+}
+
+/* The model thread's loop. After SIGTERM/SIGINT (stop_at) the first read
+ * takes everything waiting at the sockets, however much (it was sent
+ * before the signal, even if a forward kept the server from reading it),
+ * and requests arriving within drain_quiet_s after that read are taken
+ * too (in transit when the signal came). Then new score requests are
+ * refused as they come (shutting_down), what was taken is answered, and
+ * by drain_max_s after the signal the rest is refused and the loop
+ * returns. Reading goes on while draining, so a refused client hears so at
+ * once instead of at its timeout, and the queue cannot refill: a flood of
+ * new requests no longer holds the server (it kept serving one for 195 s). */
 static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
     zmq_pollitem_t items[2];
     for (int i = 0; i < s->n_socks; i++) items[i] = (zmq_pollitem_t){s->sock[i], 0, ZMQ_POLLIN, 0};
-    double stop_at = 0, last_msg = align_now();
+    double stop_at = 0, take_until = 0;
     for (;;) {
+        double now = align_now();
         if (stop_requested && !stop_at) {
-            stop_at = align_now();
-            fprintf(stderr, "reward_server: stopping: answering what is in flight\n");
+            stop_at = now;
+            s->stopping = 1;
+            fprintf(stderr, "reward_server: stopping: answering what is in flight (at most %g ms)\n", drain_max_s * 1000);
+            drain_sockets(s, 1 << 30, now + drain_quiet_s); /* until the sockets are empty */
+            take_until = align_now() + drain_quiet_s;
+            if (take_until > stop_at + drain_max_s) take_until = stop_at + drain_max_s;
+            now = align_now();
+        }
+        if (stop_at && !s->refusing && now >= take_until) {
+            s->refusing = 1;
+            if (s->verbose)
+                fprintf(stderr, "reward_server: stopping: %d requests taken; new ones get shutting_down\n",
+                        s->shortq.len + s->longq.len);
         }
         int queued = s->shortq.len + s->longq.len;
+        if (stop_at && s->refusing && !queued) {
+            drain_sockets(s, 4096, 0); /* what came meanwhile: refused, not left unanswered */
+            return 0;
+        }
+        if (queued && past_drain_limit(s, stop_at, drain_max_s)) {
+            refuse_rest(s, drain_max_s);
+            return 0;
+        }
         long timeout_ms = 200;
         if (s->longq.len) {
             timeout_ms = 0;
         } else if (s->shortq.len) {
-            double left = s->shortq.v[0].t_arrival + s->batch_wait_s - align_now();
+            double left = s->shortq.v[0].t_arrival + s->batch_wait_s - now;
             timeout_ms = left > 0 ? (long)(left * 1000) + 1 : 0;
         }
-        if (stop_at) timeout_ms = queued ? 0 : (long)(drain_quiet_s * 1000);
+        if (stop_at) /* no batch waits for company; idle, wake when taking ends */
+            timeout_ms = queued || now >= take_until ? 0 : (long)((take_until - now) * 1000) + 1;
         int n = zmq_poll(items, s->n_socks, timeout_ms);
         if (n < 0 && errno != EINTR) return align_errorf("poll: %s", zmq_strerror(errno));
-        if (n > 0 && drain_sockets(s, 256) > 0) last_msg = align_now();
-        double now = align_now();
+        if (n > 0) drain_sockets(s, 256, 0);
+        if ((s->shortq.len || s->longq.len) && past_drain_limit(s, stop_at, drain_max_s)) {
+            refuse_rest(s, drain_max_s);
+            return 0;
+        }
+        now = align_now();
         /* One forward per turn, the sockets read between turns. While short
          * batches and a long request both wait they alternate, so a short
          * request waits for at most one forward of a long one, and a stream
@@ -399,9 +477,6 @@ static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
             if (run_long_piece(s)) fprintf(stderr, "reward_server: long request failed: %s\n", align_error());
             s->long_turn = 0;
         }
-        now = align_now();
-        queued = s->shortq.len + s->longq.len;
-        if (stop_at && !queued && (now - last_msg >= drain_quiet_s || now - stop_at >= drain_max_s)) return 0;
     }
 }
 
@@ -524,6 +599,7 @@ typedef struct {
     void *ctx;
     size_t max_body;
     int timeout_ms;
+    int idle_s; /* --http-idle-timeout */
     volatile int stopping;
 } Http;
 
@@ -531,12 +607,62 @@ typedef struct {
     char *buf;
     size_t len, cap;
     int too_big;
+    const char *announced; /* Content-Length as sent, or NULL */
 } HttpBody;
+
+/* libmicrohttpd 0.9.75 closes a connection whose body stops short of its
+ * Content-Length at the idle timeout without a word, so the client cannot
+ * tell its own short body from a network fault: http_completed writes the
+ * 408 itself when no response was queued (MHD calls it before it shuts the
+ * socket). HttpConn is the per-connection state that tells. */
+typedef struct {
+    int responded; /* a response is queued for the current request */
+} HttpConn;
+
+static HttpConn *http_conn(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static int http_fd(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* A whole response written to the socket directly (MHD has given up on
+ * the connection), never blocking: a peer that does not read loses it. */
+static void http_write_error(int fd, unsigned status, const char *reason, const char *msg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    char *body = cJSON_PrintUnformatted(o), resp[1024];
+    cJSON_Delete(o);
+    if (!body) return;
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, reason, strlen(body), body);
+    free(body);
+    if (n > 0 && (size_t)n < sizeof resp && send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        /* the peer has gone or stopped reading: nothing more to do */
+    }
+}
+
+static void http_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code) {
+    (void)cls, (void)con;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(HttpConn));
+    } else {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
 
 static enum MHD_Result http_respond(struct MHD_Connection *con, unsigned status, cJSON *o) {
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text) return MHD_NO;
+    HttpConn *c = http_conn(con);
+    if (c) c->responded = 1;
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result rc = MHD_queue_response(con, status, r);
@@ -644,9 +770,12 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     if (!b) { /* first call: headers only */
         if (!(b = calloc(1, sizeof *b))) return MHD_NO;
         *state = b;
+        HttpConn *c = http_conn(con);
+        if (c) c->responded = 0;
         /* a body announced over the limit is refused before it is read, so
          * the client gets its answer instead of waiting on a body nobody takes */
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        b->announced = cl;
         if (cl) {
             char *end;
             errno = 0;
@@ -706,13 +835,23 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     }
     enum MHD_Result rc;
     char err[512], code[32];
+    /* cJSON passes bytes that are not UTF-8 through; the model thread would
+     * refuse them too, but naming "texts", a field this client never sent */
+    long bad_at = -1;
+    int bad = 0;
+    for (; i == n && bad < n; bad++)
+        if ((bad_at = rm_proto_utf8_invalid(texts[bad], strlen(texts[bad]))) >= 0) break;
     if (i != n) rc = http_error(con, MHD_HTTP_BAD_REQUEST, "every element of \"query\" must be a string");
-    else if (n == 0) {
+    else if (bad_at >= 0) {
+        snprintf(err, sizeof err, "\"query\": string %d is not valid UTF-8 (byte 0x%02x at offset %ld)", bad,
+                 (unsigned char)texts[bad][bad_at], bad_at);
+        rc = http_error(con, MHD_HTTP_BAD_REQUEST, err);
+    } else if (n == 0) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddArrayToObject(r, "rewards");
         rc = http_respond(con, MHD_HTTP_OK, r);
     } else if (http_score(h, texts, n, scores, err, sizeof err, code, sizeof code)) {
-        unsigned status = !strcmp(code, "stopping")                                ? MHD_HTTP_SERVICE_UNAVAILABLE
+        unsigned status = !strcmp(code, "stopping") || !strcmp(code, "shutting_down") ? MHD_HTTP_SERVICE_UNAVAILABLE
                         : !strcmp(code, "timeout")                                 ? MHD_HTTP_GATEWAY_TIMEOUT
                         : !strcmp(code, "too_long") || !strcmp(code, "too_large") ? MHD_HTTP_CONTENT_TOO_LARGE
                         : !strcmp(code, "internal")                                ? MHD_HTTP_INTERNAL_SERVER_ERROR
@@ -730,10 +869,23 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
 }
 
 static void http_completed(void *cls, struct MHD_Connection *con, void **state, enum MHD_RequestTerminationCode t) {
-    (void)cls, (void)con, (void)t;
+    Http *h = cls;
     HttpBody *b = *state;
+    HttpConn *c = http_conn(con);
+    int fd = http_fd(con);
+    if (t == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && c && !c->responded && !h->stopping && fd >= 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "the request body did not arrive within --http-idle-timeout %d s (%zu of %s bytes)",
+                 h->idle_s, b ? b->len : 0, b && b->announced ? b->announced : "the announced");
+        http_write_error(fd, 408, "Request Timeout", msg);
+    }
+    if (c) c->responded = 0;
     if (b) free(b->buf), free(b);
     *state = NULL;
+}
+
+static void http_gate_accept(void *cls, int fd, const struct sockaddr *addr, socklen_t addr_len) {
+    MHD_add_connection(cls, fd, addr, addr_len); /* closes fd when it cannot take it (its limits) */
 }
 
 /* ------------------------------------------------------------ main */
@@ -771,8 +923,8 @@ int main(int argc, char **argv) {
         {"http-max-connections", CLI_INT, &http_max_conn, "HTTP connections open at once (default 256)", CLI_AT_LEAST_1},
         {"http-per-ip", CLI_INT, &http_per_ip, "HTTP connections open at once from one address (default 64)", CLI_AT_LEAST_1},
         {"http-idle-timeout", CLI_INT, &http_idle_s, "seconds an HTTP connection may stay silent, headers and body included, before it is closed (default 15)", CLI_AT_LEAST_1},
-        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, keep answering until the socket has been quiet this long (default 200)", CLI_NONNEG},
-        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, stop reading new requests after this long (default 5000)", CLI_NONNEG},
+        {"drain-quiet-ms", CLI_FLOAT, &drain_quiet_ms, "on SIGTERM, what waits at the sockets is taken, and what arrives this much longer (default 200: requests in transit); later ones get error shutting_down", CLI_NONNEG},
+        {"drain-max-ms", CLI_FLOAT, &drain_max_ms, "on SIGTERM, exit within this long: requests not scored by then get error shutting_down (default 5000)", CLI_NONNEG},
         {"seed", CLI_INT, &seed, "accepted for a uniform command line; scoring draws no random numbers"},
         {"verbose", CLI_BOOL, &verbose, "log every error reply and dropped reply"},
     };
@@ -825,6 +977,7 @@ int main(int argc, char **argv) {
     s.lim.max_tokens = max_request_tokens;
     s.lim.max_seqs = max_request_seqs;
     s.max_message_bytes = (size_t)max_message_mb << 20;
+    s.max_message_mb = max_message_mb;
     s.lim.wire.max_bytes = s.max_message_bytes;
     s.lim.wire.max_strings = (size_t)max_request_seqs;
     s.max_batch_tokens = max_batch_tokens;
@@ -872,8 +1025,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "reward_server: warning: %s is reachable from other machines and unauthenticated (use --curve-secret-file and --curve-allow)\n", last);
     s.sock[0] = router;
     s.n_socks = 1;
-    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000};
+    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000, .idle_s = http_idle_s};
     struct MHD_Daemon *mhd = NULL;
+    HttpGate *gate = NULL;
     if (http_port >= 0) {
         void *bridge = zmq_socket(ctx, ZMQ_ROUTER);
         zmq_setsockopt(bridge, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
@@ -884,15 +1038,18 @@ int main(int argc, char **argv) {
         addr.sin_family = AF_INET;
         addr.sin_port = htons((uint16_t)http_port);
         if (inet_pton(AF_INET, http_bind, &addr.sin_addr) != 1) align_die("reward_server", "--http-bind %s: not an IPv4 address", http_bind);
-        mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                               (uint16_t)http_port, NULL, NULL, http_handler, &http, MHD_OPTION_SOCK_ADDR, &addr,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
+        /* the gate listens and hands MHD the connections whose first line is HTTP (http_gate.h) */
+        mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                                   MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+                               0, NULL, NULL, http_handler, &http, MHD_OPTION_CONNECTION_LIMIT, (unsigned)http_max_conn,
                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)http_per_ip,
                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)http_idle_s,
-                               MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_END);
-        if (!mhd) align_die("reward_server", "--http %d: cannot listen on %s", http_port, http_bind);
-        const union MHD_DaemonInfo *di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT);
-        fprintf(stderr, "reward_server: HTTP on http://%s:%u/get_reward\n", http_bind, di ? di->port : (unsigned)http_port);
+                               MHD_OPTION_NOTIFY_COMPLETED, http_completed, &http,
+                               MHD_OPTION_NOTIFY_CONNECTION, http_connection, &http, MHD_OPTION_END);
+        if (!mhd) align_die("reward_server", "--http %d: cannot start the HTTP server", http_port);
+        if (!(gate = http_gate_start(&addr, http_max_conn, http_per_ip, http_idle_s, http_gate_accept, mhd)))
+            align_die("reward_server", "--http %d: cannot listen on %s: %s", http_port, http_bind, align_error());
+        fprintf(stderr, "reward_server: HTTP on http://%s:%d/get_reward\n", http_bind, http_gate_port(gate));
         if (strcmp(http_bind, "127.0.0.1"))
             fprintf(stderr, "reward_server: warning: the HTTP endpoint has no authentication and listens on %s\n", http_bind);
     }
@@ -906,10 +1063,11 @@ int main(int argc, char **argv) {
     if (rc) fprintf(stderr, "reward_server: %s\n", align_error());
     if (mhd) {
         http.stopping = 1;
+        http_gate_stop(gate);
         MHD_stop_daemon(mhd);
     }
-    fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld replies undeliverable); bye\n",
-            s.served, s.batches, s.errors, s.dropped_replies);
+    fprintf(stderr, "reward_server: served %ld requests in %ld batches (%ld error replies, %ld of them shutting_down; %ld replies undeliverable); bye\n",
+            s.served, s.batches, s.errors, s.refused, s.dropped_replies);
     for (int i = 0; i < s.n_socks; i++) zmq_close(s.sock[i]);
     zmq_ctx_term(ctx);
     if (have_zap) pthread_join(zap_tid, NULL);

@@ -74,6 +74,52 @@ static int pool_add(Pool *p, const int32_t *ids, size_t n) {
     return 0;
 }
 
+long rm_proto_utf8_invalid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        size_t k;
+        unsigned lo = 0x80, hi = 0xBF; /* the range of the second byte */
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            if (c == 0xE0) lo = 0xA0;      /* overlong */
+            else if (c == 0xED) hi = 0x9F; /* UTF-16 surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            if (c == 0xF0) lo = 0x90;      /* overlong */
+            else if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+        } else {
+            return (long)i; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+        }
+        if (i + k >= n) return (long)i; /* cut short */
+        if (p[i + 1] < lo || p[i + 1] > hi) return (long)i;
+        for (size_t j = 2; j <= k; j++)
+            if ((p[i + j] & 0xC0) != 0x80) return (long)i;
+        i += k + 1;
+    }
+    return -1;
+}
+
+/* Every string of a text field must be UTF-8: the msgpack str type promises
+ * it, the tokenizer's pre-tokenizer reads UTF-8, and bytes that are not
+ * would be scored as something the client did not mean. */
+static int check_utf8(char **a, size_t n, const char *field) {
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(a[i]);
+        long at = rm_proto_utf8_invalid(a[i], len);
+        if (at >= 0)
+            return align_errorf("field \"%s\": string %zu is not valid UTF-8 (byte 0x%02x at offset %ld)", field, i,
+                                (unsigned char)a[i][at], at);
+    }
+    return 0;
+}
+
 static int decode_texts(const WireMsg *m, const Tokenizer *tok, ChatTemplate tmpl, const RmProtoLimits *lim,
                         RmRequest *out, const char **code) {
     int split = !wire_has(m, "texts");
@@ -90,6 +136,10 @@ static int decode_texts(const WireMsg *m, const Tokenizer *tok, ChatTemplate tmp
             return set_code(code, "bad_request");
         }
     } else if (wire_get_str_array(m, "texts", &lim->wire, &a, &na)) {
+        return set_code(code, "bad_request");
+    }
+    if (check_utf8(a, na, split ? "prompts" : "texts") || (split && check_utf8(b, nb, "responses"))) {
+        free(a), free(b);
         return set_code(code, "bad_request");
     }
     if ((long)na > lim->max_seqs) {

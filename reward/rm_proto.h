@@ -18,6 +18,7 @@
 #ifndef ALIGN_RM_PROTO_H
 #define ALIGN_RM_PROTO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "chat_template.h"
@@ -58,6 +59,13 @@ void rm_request_free(RmRequest *r);
 static inline long rm_request_len(const RmRequest *r, int i) {
     return (r->poff ? r->poff[i + 1] - r->poff[i] : 0) + (r->roff[i + 1] - r->roff[i]);
 }
+
+/* Offset of the first byte of s[0..n) that does not begin a well-formed
+ * UTF-8 sequence (RFC 3629: no overlong forms, surrogates or code points
+ * past U+10FFFF), or -1 when all of it is UTF-8. Text fields ("texts",
+ * "prompts", "responses"; HTTP's "query") are refused with bad_request
+ * naming the field and index when it is >= 0. */
+long rm_proto_utf8_invalid(const char *s, size_t n);
 
 /* {"op":"scores","v","scores": f32 [n][,"id"]} (malloc'd). */
 int rm_reply_scores(int has_id, uint64_t id, const float *scores, int n, void **data, size_t *len);

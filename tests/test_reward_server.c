@@ -19,8 +19,13 @@
  *     sent right after a long one are answered before it; a body announcing
  *     missing attachment frames gets bad_request;
  *   - HTTP: 500 idle connections from one address do not lock others out;
- *     an announced body over the limit gets 413 at once, a text over the
- *     model's positions 413, a NUL in a text 400.
+ *     an announced body over the limit gets 413 at once, a request line
+ *     that is not HTTP 400, a body short of its Content-Length or a request
+ *     line that never ends 408 at the idle timeout, a text over the model's
+ *     positions 413, a NUL or a byte that is not UTF-8 in a text 400;
+ *   - SIGTERM under a flood of pipelined requests: exit within
+ *     --drain-max-ms, nothing sent well after the signal scored, every
+ *     request sent before it answered (scores or shutting_down).
  * Every wait is bounded. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -200,16 +205,189 @@ static void *vanish_thread(void *p) {
     return NULL;
 }
 
+/* An error reply with this code, whose message holds in_message (NULL: any). */
+static int is_error(WireMsg *m, const char *code, const char *in_message) {
+    const char *c = "", *msg = "";
+    size_t cl = 0, ml = 0;
+    if (!m || strcmp(wire_op(m), "error")) return 0;
+    wire_get_str(m, "code", &c, &cl);
+    wire_get_str(m, "message", &msg, &ml);
+    char text[512];
+    snprintf(text, sizeof text, "%.*s", (int)ml, msg);
+    return cl == strlen(code) && !memcmp(c, code, cl) && (!in_message || strstr(text, in_message));
+}
+
+/* The reply's message, for a failed check's report. */
+static const char *reply_text(WireMsg *m, char *buf, size_t n) {
+    const char *msg = "";
+    size_t ml = 0;
+    if (!m) return "no reply";
+    wire_get_str(m, "message", &msg, &ml);
+    snprintf(buf, n, "%s: %.*s", wire_op(m), (int)ml, msg);
+    return buf;
+}
+
+static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
+    void *buf;
+    size_t len;
+    if (wire_finish(w, &buf, &len)) return NULL;
+    wire_send(s, NULL, buf, len, 0);
+    free(buf);
+    return recv_reply(s, timeout_ms);
+}
+
+/* ------------------------------------------------------------ SIGTERM under load */
+
+/* Dealers that each keep FLOOD_DEPTH requests outstanding, sending a new one
+ * for every reply, until told to stop: the queue never runs dry. */
+enum { FLOOD_SOCKS = 8, FLOOD_DEPTH = 4, FLOOD_SEQS = 4, FLOOD_MAX = 200000 };
+typedef struct {
+    const char *ep;
+    volatile int stop;
+    volatile double t_kill; /* set by main when it sends SIGTERM (0 before) */
+    double *t_sent;         /* per request id */
+    signed char *outcome;   /* per request id: 0 none, 1 scores, 2 shutting_down, 3 other */
+    int n_sent;
+    double last_scored_sent_after_kill; /* latest send time (after the signal) of a request that was scored */
+} Flood;
+
+static void *flood_thread(void *p) {
+    Flood *a = p;
+    void *socks[FLOOD_SOCKS];
+    zmq_pollitem_t items[FLOOD_SOCKS];
+    for (int k = 0; k < FLOOD_SOCKS; k++) {
+        socks[k] = dealer(a->ep);
+        items[k] = (zmq_pollitem_t){socks[k], 0, ZMQ_POLLIN, 0};
+    }
+    int idx[FLOOD_SEQS];
+    for (int k = 0; k < FLOOD_SOCKS; k++)
+        for (int d = 0; d < FLOOD_DEPTH && a->n_sent < FLOOD_MAX; d++) {
+            for (int j = 0; j < FLOOD_SEQS; j++) idx[j] = (a->n_sent * 7 + j * 13) % N_POOL;
+            a->t_sent[a->n_sent] = align_now();
+            send_score(socks[k], (uint64_t)a->n_sent, idx, FLOOD_SEQS);
+            a->n_sent++;
+        }
+    while (!a->stop) {
+        if (zmq_poll(items, FLOOD_SOCKS, 20) <= 0) continue;
+        for (int k = 0; k < FLOOD_SOCKS; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN)) continue;
+            WireMsg *m = recv_reply(socks[k], 0);
+            uint64_t id = 0;
+            if (m && !wire_get_uint(m, "id", &id) && id < (uint64_t)a->n_sent) {
+                int scored = !strcmp(wire_op(m), "scores");
+                a->outcome[id] = scored ? 1 : is_error(m, "shutting_down", NULL) ? 2 : 3;
+                if (scored && a->t_kill > 0 && a->t_sent[id] > a->t_kill &&
+                    a->t_sent[id] - a->t_kill > a->last_scored_sent_after_kill)
+                    a->last_scored_sent_after_kill = a->t_sent[id] - a->t_kill;
+            }
+            wire_msg_free(m);
+            if (a->n_sent < FLOOD_MAX) {
+                for (int j = 0; j < FLOOD_SEQS; j++) idx[j] = (a->n_sent * 7 + j * 13) % N_POOL;
+                a->t_sent[a->n_sent] = align_now();
+                send_score(socks[k], (uint64_t)a->n_sent, idx, FLOOD_SEQS);
+                a->n_sent++;
+            }
+        }
+    }
+    for (int k = 0; k < FLOOD_SOCKS; k++) zmq_close(socks[k]);
+    return NULL;
+}
+
+/* SIGTERM while clients keep the queue full: the server answers what it
+ * holds (or refuses it with shutting_down at --drain-max-ms), takes nothing
+ * sent well after the signal, and exits within the limit. */
+static void test_drain_under_load(void) {
+    char ep[320], log[320];
+    snprintf(ep, sizeof ep, "ipc://%s/rm5.sock", dir);
+    snprintf(log, sizeof log, "%s/server5.log", dir);
+    const char *x[] = {"--max-batch-tokens", "160", "--drain-quiet-ms", "100", "--drain-max-ms", "700",
+                       "--max-request-tokens", "2000000", "--max-request-seqs", "20000", NULL};
+    pid_t pid = start_server(ep, x, log);
+    void *probe = dealer(ep);
+    int one[1] = {0};
+    send_score(probe, 1, one, 1);
+    WireMsg *pm = recv_reply(probe, 20000);
+    CHECK(pm != NULL, "drain server answers");
+    wire_msg_free(pm);
+    zmq_close(probe);
+    Flood f = {.ep = ep, .t_sent = calloc(FLOOD_MAX, sizeof(double)), .outcome = calloc(FLOOD_MAX, 1)};
+    pthread_t th;
+    pthread_create(&th, NULL, flood_thread, &f);
+    usleep(300000);
+    /* and a long request (20000 sequences of the model's 64 positions:
+     * 10000 forwards, seconds), which the limit must cut short */
+    enum { N_LONG = 20000 };
+    int32_t *lt = malloc((size_t)N_LONG * 64 * sizeof(int32_t));
+    int64_t *lo = malloc((size_t)(N_LONG + 1) * sizeof(int64_t));
+    for (int i = 0; i < N_LONG * 64; i++) lt[i] = (int32_t)((i * 31 + 7) % vocab);
+    for (int i = 0; i <= N_LONG; i++) lo[i] = (int64_t)i * 64;
+    WireWriter *w = wire_writer_new("score");
+    wire_put_uint(w, "id", 7);
+    wire_put_vec(w, "tokens", WIRE_I32, lt, (size_t)lo[N_LONG]);
+    wire_put_vec(w, "offsets", WIRE_I64, lo, N_LONG + 1);
+    void *longs = dealer(ep), *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    wire_send(longs, NULL, buf, len, 0);
+    free(buf), free(lt), free(lo);
+    usleep(100000);
+    f.t_kill = align_now();
+    kill(pid, SIGTERM);
+    int st = -1;
+    double t_exit = -1;
+    while (align_now() - f.t_kill < 6) { /* the flood goes on meanwhile */
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            t_exit = align_now() - f.t_kill;
+            break;
+        }
+        usleep(10000);
+    }
+    usleep(200000); /* replies still in the client's pipes */
+    f.stop = 1;
+    pthread_join(th, NULL);
+    if (t_exit < 0) st = stop_server(pid); /* the flood has stopped: it may drain now */
+    int before = 0, before_answered = 0, scored_after = 0, refused = 0;
+    for (int i = 0; i < f.n_sent; i++) {
+        if (f.t_sent[i] < f.t_kill) before++, before_answered += f.outcome[i] == 1 || f.outcome[i] == 2;
+        scored_after += f.t_sent[i] > f.t_kill && f.outcome[i] == 1;
+        refused += f.outcome[i] == 2;
+    }
+    printf("drain under load: %d requests sent (%d before SIGTERM); exit %.3f s after it; %d sent after it scored "
+           "(the last sent %.3f s after), %d refused with shutting_down\n",
+           f.n_sent, before, t_exit, scored_after, f.last_scored_sent_after_kill, refused);
+    /* the slack is for a loaded machine; before the fix it served the flood for as long as it lasted */
+    CHECK(t_exit >= 0 && t_exit < 0.7 + 2.5 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "SIGTERM under load: exit 0 within --drain-max-ms 700 (+2.5 s slack) while clients keep sending (exit after %.3f s, "
+          "status %d)", t_exit, st);
+    CHECK(before_answered == before, "SIGTERM under load: each of the %d requests sent before the signal got scores or "
+          "shutting_down (%d did)", before, before_answered);
+    CHECK(f.last_scored_sent_after_kill < 0.1 + 1.5,
+          "SIGTERM under load: no request sent more than --drain-quiet-ms 100 (+1.5 s slack) after the signal is scored "
+          "(one sent %.3f s after was)", f.last_scored_sent_after_kill);
+    WireMsg *lm = recv_reply(longs, 1000);
+    char why[600];
+    CHECK(is_error(lm, "shutting_down", "--drain-max-ms 700"),
+          "SIGTERM under load: a long request not done at --drain-max-ms gets shutting_down naming the flag (%s)",
+          reply_text(lm, why, sizeof why));
+    wire_msg_free(lm);
+    zmq_close(longs);
+    free(f.t_sent), free(f.outcome);
+}
+
 /* ------------------------------------------------------------ malformed */
 
-static void expect_error(void *s, const void *bytes, size_t len, const char *code, const char *what) {
+static void expect_error_msg(void *s, const void *bytes, size_t len, const char *code, const char *in_message,
+                             const char *what) {
     wire_send(s, NULL, bytes, len, 0);
     WireMsg *m = recv_reply(s, 10000);
-    const char *c = "";
-    size_t cl = 0;
-    if (m && !strcmp(wire_op(m), "error")) wire_get_str(m, "code", &c, &cl);
-    CHECK(m && cl == strlen(code) && !memcmp(c, code, cl), "%s: expected an error reply with code %s", what, code);
+    char why[600];
+    CHECK(is_error(m, code, in_message), "%s: expected an error reply with code %s%s%s (%s)", what, code,
+          in_message ? " naming " : "", in_message ? in_message : "", reply_text(m, why, sizeof why));
     wire_msg_free(m);
+}
+
+static void expect_error(void *s, const void *bytes, size_t len, const char *code, const char *what) {
+    expect_error_msg(s, bytes, len, code, NULL, what);
 }
 
 static void finish_and_expect(void *s, WireWriter *w, const char *code, const char *what) {
@@ -219,6 +397,15 @@ static void finish_and_expect(void *s, WireWriter *w, const char *code, const ch
     expect_error(s, buf, len, code, what);
     free(buf);
 }
+
+static void finish_and_expect_msg(void *s, WireWriter *w, const char *code, const char *in_message, const char *what) {
+    void *buf;
+    size_t len;
+    wire_finish(w, &buf, &len);
+    expect_error_msg(s, buf, len, code, in_message, what);
+    free(buf);
+}
+
 
 static void test_malformed(const char *ep) {
     void *s = dealer(ep);
@@ -244,10 +431,31 @@ static void test_malformed(const char *ep) {
     finish_and_expect(s, w, "bad_request", "float tokens");
     w = wire_writer_new("score");
     finish_and_expect(s, w, "bad_request", "score without sequences");
+    /* text that is not UTF-8 is refused, naming the field and the string */
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"fine", "caf\xe9 latin-1"}, NULL, 2);
+    finish_and_expect_msg(s, w, "bad_request", "\"texts\": string 1 is not valid UTF-8", "texts in latin-1");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "prompts", (const char *[]){"ok", "ok"}, NULL, 2);
+    wire_put_str_array(w, "responses", (const char *[]){"good", "a surrogate \xed\xa0\x80"}, NULL, 2);
+    finish_and_expect_msg(s, w, "bad_request", "\"responses\": string 1 is not valid UTF-8", "a UTF-16 surrogate in a response");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "prompts", (const char *[]){"overlong \xc0\xaf"}, NULL, 1);
+    wire_put_str_array(w, "responses", (const char *[]){"x"}, NULL, 1);
+    finish_and_expect_msg(s, w, "bad_request", "\"prompts\": string 0 is not valid UTF-8", "an overlong form in a prompt");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"cut short \xe2\x9c"}, NULL, 1);
+    finish_and_expect_msg(s, w, "bad_request", "string 0 is not valid UTF-8 (byte 0xe2 at offset 10)", "a sequence cut short");
+    w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", (const char *[]){"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"}, NULL, 1);
+    WireMsg *um = call_raw(s, w, 10000);
+    char uwhy[600];
+    CHECK(um && !strcmp(wire_op(um), "scores"), "UTF-8 of 2, 3 and 4 bytes (up to U+10FFFF) is scored (%s)", reply_text(um, uwhy, sizeof uwhy));
+    wire_msg_free(um);
     /* 1.5 MiB against --max-message-mb 1 */
     size_t big = 3 << 19;
     uint8_t *huge = calloc(1, big);
-    expect_error(s, huge, big, "too_large", "oversized message");
+    expect_error_msg(s, huge, big, "too_large", "--max-message-mb 1", "oversized message (the reply names the real flag)");
     free(huge);
     /* still serving */
     int idx[2] = {3, 5};
@@ -306,26 +514,6 @@ static int bounded_calls(CallArg *a, double limit_s) {
 }
 
 /* ------------------------------------------------------------ one request vs the others */
-
-static WireMsg *call_raw(void *s, WireWriter *w, int timeout_ms) {
-    void *buf;
-    size_t len;
-    if (wire_finish(w, &buf, &len)) return NULL;
-    wire_send(s, NULL, buf, len, 0);
-    free(buf);
-    return recv_reply(s, timeout_ms);
-}
-
-static int is_error(WireMsg *m, const char *code, const char *in_message) {
-    const char *c = "", *msg = "";
-    size_t cl = 0, ml = 0;
-    if (!m || strcmp(wire_op(m), "error")) return 0;
-    wire_get_str(m, "code", &c, &cl);
-    wire_get_str(m, "message", &msg, &ml);
-    char text[512];
-    snprintf(text, sizeof text, "%.*s", (int)ml, msg);
-    return cl == strlen(code) && !memcmp(c, code, cl) && (!in_message || strstr(text, in_message));
-}
 
 /* The server runs with --max-batch-tokens 64. */
 static void test_one_request(const char *ep) {
@@ -506,6 +694,21 @@ static int http_raw(int port, const char *src, const char *req, size_t req_len, 
     return status;
 }
 
+typedef struct {
+    int port;
+    const char *req;
+    int timeout_ms;
+    char *resp;
+    size_t respn;
+    int status;
+} HttpRawArg;
+
+static void *http_raw_thread(void *p) {
+    HttpRawArg *a = p;
+    a->status = http_raw(a->port, "127.0.0.4", a->req, strlen(a->req), a->timeout_ms, a->resp, a->respn);
+    return NULL;
+}
+
 static int http_post(int port, const char *src, const char *body, int timeout_ms, char *resp, size_t respn) {
     char req[8192];
     int n = snprintf(req, sizeof req,
@@ -540,6 +743,39 @@ static void test_http(int port) {
     CHECK(st == 413 && strstr(resp, "\"error\""), "HTTP: Content-Length 10000000000 gets 413 with a JSON error (status %d after %.1f s)",
           st, align_now() - t0);
 
+    /* a request line that is not HTTP: 400 at once, not a silent close */
+    t0 = align_now();
+    st = http_raw(port, "127.0.0.2", "garbage\r\n\r\n", strlen("garbage\r\n\r\n"), 5000, resp, sizeof resp);
+    CHECK(st == 400 && strstr(resp, "not an HTTP request") && align_now() - t0 < 1.5,
+          "HTTP: the request line \"garbage\" gets 400 with a JSON error at once (status %d after %.1f s: %s)", st,
+          align_now() - t0, resp);
+    const char *get = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    st = http_raw(port, "127.0.0.2", get, strlen(get), 5000, resp, sizeof resp);
+    CHECK(st == 404, "HTTP: a well-formed request for another path still gets libmicrohttpd's handling: 404 (status %d)", st);
+
+    /* at the idle timeout (2 s): a body shorter than its Content-Length, and
+     * a request line that never ends, each get 408, not a silent close (run
+     * side by side, so the test waits once) */
+    const char *shortb = "POST /get_reward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 100\r\n\r\n{\"query\"";
+    char resp2[8192];
+    int st2 = -1;
+    t0 = align_now();
+    HttpRawArg ha = {port, "garbage without an end", 6000, resp2, sizeof resp2, -1};
+    pthread_t ht;
+    pthread_create(&ht, NULL, http_raw_thread, &ha);
+    st = http_raw(port, "127.0.0.2", shortb, strlen(shortb), 6000, resp, sizeof resp);
+    double t_short = align_now() - t0;
+    pthread_join(ht, NULL);
+    st2 = ha.status;
+    double t_both = align_now() - t0;
+    CHECK(st == 408 && strstr(resp, "--http-idle-timeout 2") && strstr(resp, "8 of 100 bytes") && t_short < 2 + 1.5,
+          "HTTP: a body 92 bytes short of its Content-Length gets 408 naming --http-idle-timeout within it (status %d after %.1f s: %s)",
+          st, t_short, resp);
+    CHECK(st2 == 408 && strstr(resp2, "--http-idle-timeout 2") && t_both < 2 + 1.5,
+          "HTTP: a request line that never ends gets 408 naming --http-idle-timeout within it (status %d, %.1f s: %s)", st2,
+          t_both, resp2);
+
     /* a text over the model's positions */
     char body[4096] = "{\"query\": [\"";
     for (int i = 0; i < 100; i++) strcat(body, "hello there ");
@@ -551,6 +787,10 @@ static void test_http(int port) {
     /* NUL inside a text: refused, not scored up to the NUL */
     st = http_post(port, "127.0.0.2", "{\"query\": [\"hello\\u0000 there\"]}", 10000, resp, sizeof resp);
     CHECK(st == 400 && strstr(resp, "NUL"), "HTTP: a NUL inside a query text gets 400 (status %d)", st);
+    /* bytes that are not UTF-8 (cJSON passes them through) */
+    st = http_post(port, "127.0.0.2", "{\"query\": [\"fine\", \"caf\xe9\"]}", 10000, resp, sizeof resp);
+    CHECK(st == 400 && strstr(resp, "\\\"query\\\": string 1 is not valid UTF-8"),
+          "HTTP: a query text that is not UTF-8 gets 400 naming query and the string (status %d: %s)", st, resp);
     /* an escaped backslash followed by u0000 is text, not a NUL */
     st = http_post(port, "127.0.0.2", "{\"query\": [\"a\\\\u0000\"]}", 10000, resp, sizeof resp);
     CHECK(st == 200, "HTTP: the text \\u0000 (backslash, u0000) is scored (status %d)", st);
@@ -685,7 +925,9 @@ int main(void) {
 
     /* SIGTERM with requests in flight: a fresh server, heavy requests */
     snprintf(ep, sizeof ep, "ipc://%s/rm2.sock", dir);
-    pid = start_server(ep, NULL, log);
+    /* a limit no loaded machine reaches: this checks that all is answered (the limit: test_drain_under_load) */
+    const char *x2[] = {"--drain-max-ms", "120000", NULL};
+    pid = start_server(ep, x2, log);
     void *probe = dealer(ep);
     int one[1] = {0};
     send_score(probe, 1, one, 1);
@@ -696,40 +938,56 @@ int main(void) {
     void *socks[8];
     int all[N_POOL];
     for (int i = 0; i < N_POOL; i++) all[i] = i;
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < 8; k++) { /* connected first: a request waiting on its handshake has not been sent */
         socks[k] = dealer(ep);
-        for (int r = 0; r < 4; r++) send_score(socks[k], (uint64_t)k * 10 + r, all, N_POOL);
+        WireMsg *im = call_raw(socks[k], wire_writer_new("info"), 20000);
+        wire_msg_free(im);
     }
+    for (int k = 0; k < 8; k++)
+        for (int r = 0; r < 4; r++) send_score(socks[k], (uint64_t)k * 10 + r, all, N_POOL);
     usleep(20000);
     kill(pid, SIGTERM);
     int in_flight_answered = 0;
+    char last_why[600] = "";
     for (int k = 0; k < 8; k++)
         for (int r = 0; r < 4; r++) {
             WireMsg *rm = recv_reply(socks[k], 20000);
-            char why[256];
+            char why[600] = "";
             uint64_t id;
             if (rm && !wire_get_uint(rm, "id", &id) && id == (uint64_t)k * 10 + r && scores_match(rm, all, N_POOL, why, sizeof why))
                 in_flight_answered++;
+            else
+                snprintf(last_why, sizeof last_why, "request %d: %s", k * 10 + r, why[0] ? why : reply_text(rm, why, sizeof why));
             wire_msg_free(rm);
         }
     for (int k = 0; k < 8; k++) zmq_close(socks[k]);
-    CHECK(in_flight_answered == 32, "SIGTERM: all 32 requests in flight answered (%d)", in_flight_answered);
+    CHECK(in_flight_answered == 32, "SIGTERM: all 32 requests in flight answered (%d; %s)", in_flight_answered, last_why);
     st = stop_server(pid);
     CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM with work in flight exits 0 (status %d)", st);
+
+    double t_drain = align_now();
+    test_drain_under_load();
+    printf("drain under load: the check took %.2f s\n", align_now() - t_drain);
 
     /* one request against the others, and HTTP */
     {
         char log4[300];
         snprintf(ep, sizeof ep, "ipc://%s/rm4.sock", dir);
         snprintf(log4, sizeof log4, "%s/server4.log", dir);
-        const char *x4[] = {"--max-batch-tokens", "64", "--http", "0", NULL};
+        /* --drain-quiet-ms over --drain-max-ms: the limit bounds the intake window too */
+        const char *x4[] = {"--max-batch-tokens", "64", "--http", "0", "--http-idle-timeout", "2",
+                            "--drain-quiet-ms", "20000", "--drain-max-ms", "200", NULL};
         pid = start_server(ep, x4, log4);
         test_one_request(ep);
         int port = http_port_from_log(log4);
         CHECK(port > 0, "the HTTP port is announced");
         if (port > 0) test_http(port);
-        st = stop_server(pid);
-        CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the fourth server exits 0 (status %d)", st);
+        double t_stop = align_now();
+        st = stop_server(pid); /* SIGKILL after 10 s */
+        t_stop = align_now() - t_stop;
+        CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && t_stop < 8,
+              "the fourth server exits 0, its --drain-quiet-ms 20000 cut to --drain-max-ms 200 (exit after %.1f s, status %d)",
+              t_stop, st);
     }
 
     /* a server that is not there: every call fails within its timeout, also
