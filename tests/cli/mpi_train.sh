@@ -4,7 +4,7 @@
 #  - sft_run on 2 ranks (plain data parallelism, grad-accum 2, an epoch
 #    boundary, a micro-batch split by loss tokens) gives the losses and
 #    weights of 1 process within 1e-5; on 3 ranks (uneven shards) too;
-#  - dpo_run on 2 ranks with ZeRO-1 (each rank keeps half the moments)
+#  - dpo_run and rm_train on 2 ranks with ZeRO-1 (each rank keeps half the moments)
 #    equals 1 process; rank 0 alone writes metrics and checkpoints;
 #  - --resume with another number of ranks: a 2-rank checkpoint resumed by
 #    1 process and a 1-process checkpoint resumed by 2 ranks end where the
@@ -93,6 +93,15 @@ check "... and ends where the unbroken run ends ($(close ckpt "$T/d1.ckpt" "$T/r
 check "a 1-process checkpoint resumes on 2 ranks" "[ $? -eq 0 ]"
 check "... with the same last 3 losses ($(close metrics <(tail -3 "$T/d1.jsonl") "$T/r2.jsonl"))" "close metrics <(tail -3 $T/d1.jsonl) $T/r2.jsonl >/dev/null"
 check "... and weights ($(close ckpt "$T/d1.ckpt" "$T/r2.ckpt"))" "close ckpt $T/d1.ckpt $T/r2.ckpt >/dev/null"
+
+RM=(--model "$MODEL" --data "$PREFS" --lr 2e-4 --batch-size 4 --max-steps 4)
+"$BIN/rm_train" "${RM[@]}" --out "$T/m1.ckpt" --metrics "$T/m1.jsonl" 2>"$T/m1.err"
+check "rm_train, 1 process, exits 0" "[ $? -eq 0 ]"
+"${MPI[@]}" -np 2 "$BIN/rm_train" "${RM[@]}" --zero-stage 1 --out "$T/m2.ckpt" --metrics "$T/m2.jsonl" 2>"$T/m2.err"
+check "rm_train, 2 ranks, exits 0 ($(tail -1 "$T/m2.err"))" "[ $? -eq 0 ]"
+check "rm_train: 2 ranks' losses equal 1 process's ($(close metrics "$T/m1.jsonl" "$T/m2.jsonl"))" "close metrics $T/m1.jsonl $T/m2.jsonl >/dev/null"
+check "rm_train: rank 0 alone stores the reward statistics" "[ \$(grep -c 'stored in' $T/m2.err) -eq 1 ]"
+check "rm_train: 2 ranks' weights equal 1 process's ($(close ckpt "$T/m1.ckpt" "$T/m2.ckpt"))" "close ckpt $T/m1.ckpt $T/m2.ckpt >/dev/null"
 
 # A rank killed mid-run: the other stops within seconds and says which and where to resume.
 LONG=(--model "$MODEL" --data "$T/sft.jsonl" --lr 1e-3 --batch-size 4 --max-length 64 --max-steps 1000000 --save-every 3)
