@@ -10,7 +10,8 @@
 #    1 process and a 1-process checkpoint resumed by 2 ranks end where the
 #    unbroken runs end;
 #  - a rank SIGKILLed mid-run ends the job non-zero within seconds with one
-#    line naming the lost rank and a whole checkpoint to resume from.
+#    line naming the lost rank and a whole checkpoint to resume from; a
+#    hung (stopped) rank ends it after --dist-timeout with the same advice.
 # Skipped (77) without mpirun or when the programs were built without MPI.
 set -u
 BIN=$1
@@ -103,21 +104,24 @@ check "rm_train: 2 ranks' losses equal 1 process's ($(close metrics "$T/m1.jsonl
 check "rm_train: rank 0 alone stores the reward statistics" "[ \$(grep -c 'stored in' $T/m2.err) -eq 1 ]"
 check "rm_train: 2 ranks' weights equal 1 process's ($(close ckpt "$T/m1.ckpt" "$T/m2.ckpt"))" "close ckpt $T/m1.ckpt $T/m2.ckpt >/dev/null"
 
-# A rank killed mid-run: the other stops within seconds and says which and where to resume.
-LONG=(--model "$MODEL" --data "$T/sft.jsonl" --lr 1e-3 --batch-size 4 --max-length 64 --max-steps 1000000 --save-every 3)
-timeout 60 mpirun --oversubscribe -np 2 "$BIN/sft_run" "${LONG[@]}" --out "$T/k.ckpt" 2>"$T/k.err" &
-tpid=$!
-victim=""
-for _ in $(seq 100); do # until a checkpoint exists and rank 1 is found
-  sleep 0.1
-  ls "$T"/k-step*.ckpt >/dev/null 2>&1 || continue
-  for mp in $(pgrep -P $tpid); do
-    for p in $(pgrep -P "$mp"); do
-      tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && victim=$p
+# The pid of rank 1 of the job under `timeout` pid $1, once it has written a checkpoint.
+rank1_of() {
+  for _ in $(seq 100); do
+    sleep 0.1
+    ls "$2"-step*.ckpt >/dev/null 2>&1 || continue
+    for mp in $(pgrep -P "$1"); do
+      for p in $(pgrep -P "$mp"); do
+        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && { echo "$p"; return; }
+      done
     done
   done
-  [ -n "$victim" ] && break
-done
+}
+LONG=(--model "$MODEL" --data "$T/sft.jsonl" --lr 1e-3 --batch-size 4 --max-length 64 --max-steps 1000000 --save-every 3)
+
+# A rank killed mid-run: the other stops within seconds and says which and where to resume.
+timeout 60 mpirun --oversubscribe -np 2 "$BIN/sft_run" "${LONG[@]}" --out "$T/k.ckpt" 2>"$T/k.err" &
+tpid=$!
+victim=$(rank1_of $tpid "$T/k")
 if [ -n "$victim" ]; then
   t0=$(date +%s%N)
   kill -KILL "$victim"
@@ -130,10 +134,28 @@ if [ -n "$victim" ]; then
   check "... with one line naming the lost rank: $line" "[ \$(grep -c 'the job was stopped' $T/k.err) -eq 1 ] && grep -q 'rank 1 (pid $victim) was lost' $T/k.err"
   ck=$(sed -n 's/.*resume with --resume \([^ ]*\) .*/\1/p' "$T/k.err")
   check "... and a checkpoint that exists ($ck)" "[ -n '$ck' ] && [ -f '$ck' ]"
-  "$BIN/sft_run" "${LONG[@]}" --max-steps 1000000 --out "$T/k2.ckpt" --resume "$ck" --max-steps $(( $(echo "$ck" | sed 's/.*step\([0-9]*\).ckpt/\1/') + 1 )) 2>"$T/k2.err"
+  "$BIN/sft_run" "${LONG[@]}" --out "$T/k2.ckpt" --resume "$ck" --max-steps $(( $(echo "$ck" | sed 's/.*step\([0-9]*\).ckpt/\1/') + 1 )) 2>"$T/k2.err"
   check "... which resumes (whole, not half written)" "[ $? -eq 0 ]"
 else
-  fail=$((fail+1)); echo "FAIL: did not find rank 1 of the long run"; cat "$T/k.err" | tail -5
+  fail=$((fail+1)); echo "FAIL: did not find rank 1 of the long run"; tail -5 "$T/k.err"
+  kill $tpid 2>/dev/null; wait $tpid
+fi
+
+# A hung rank (stopped, not dead): the collective's timeout aborts the job.
+timeout 60 mpirun --oversubscribe -np 2 "$BIN/sft_run" "${LONG[@]}" --dist-timeout 2 --out "$T/h.ckpt" 2>"$T/h.err" &
+tpid=$!
+victim=$(rank1_of $tpid "$T/h")
+if [ -n "$victim" ]; then
+  t0=$(date +%s%N)
+  kill -STOP "$victim"
+  wait $tpid
+  rc=$?
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  kill -KILL "$victim" 2>/dev/null # a stopped process never acts on mpirun's SIGTERM
+  check "a hung rank ends the job non-zero after --dist-timeout (rc $rc, ${ms} ms)" "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $ms -lt 15000 ]"
+  check "... saying so: $(grep 'waited more than' "$T/h.err")" "grep -q 'a collective waited more than 2 s .*resume with --resume .*h-step[0-9]*.ckpt' $T/h.err"
+else
+  fail=$((fail+1)); echo "FAIL: did not find rank 1 of the hung run"; tail -5 "$T/h.err"
   kill $tpid 2>/dev/null; wait $tpid
 fi
 
