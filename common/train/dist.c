@@ -21,7 +21,15 @@ static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
 static char g_hint[4096];         /* the last checkpoint, for the fault lines */
 static double g_comm_time;
 
-int dist_rank(void) { return g_rank; }
+/* Before dist_init, the launcher's word (so loading messages can be
+ * printed once per job, not once per rank). */
+int dist_rank(void) {
+    if (g_inited) return g_rank;
+    const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    for (int i = 0; i < 3; i++)
+        if (getenv(names[i])) return atoi(getenv(names[i]));
+    return 0;
+}
 int dist_size(void) { return g_size; }
 
 void dist_set_resume_hint(const char *path) { snprintf(g_hint, sizeof g_hint, "%s", path ? path : ""); }

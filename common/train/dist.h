@@ -25,6 +25,7 @@
 /* Join the job when started by a launcher (idempotent). prog prefixes the
  * fault messages; timeout_s bounds every collective (0 = no bound). */
 int dist_init(const char *prog, double timeout_s);
+/* This process's rank (before dist_init: the launcher's, from the environment). */
 int dist_rank(void);
 int dist_size(void);
 /* Whether this build can run more than one rank. */

@@ -291,6 +291,7 @@ int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, co
     o.max_length = a->max_length;
     o.skip_bad = a->skip_bad;
     if (ds_load(path, tok, &o, out)) return -1;
+    if (dist_rank() != 0) return 0; /* every rank loads the same data: say it once */
     fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);
     if (out->n_truncated) fprintf(stderr, ", %zu cut to --max-length %d", out->n_truncated, a->max_length);
     if (out->n_dropped) fprintf(stderr, ", %zu dropped as too long", out->n_dropped);
