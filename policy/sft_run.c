@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -84,7 +85,10 @@ static long run_batch(Sft *s, const DsSeq *seqs, int n, float scale, int train, 
     }
     if (train && model_backward(s->m, dlogp, NULL)) goto done;
     metrics_add(acc, "loss", nll / n_loss, p.n_loss_tokens);
-    metrics_add(acc, "num_tokens", p.n_loss_tokens, 1);
+    /* tokens per micro-batch: a data-parallel rank holds 1/N of it, so its
+     * count weighs 1/N (merged, the whole micro-batch's count) */
+    int world = train ? dist_size() : 1;
+    metrics_add(acc, "num_tokens", (double)p.n_loss_tokens * world, 1.0 / world);
     if (p.n_loss_tokens > 0) metrics_add(acc, "mean_token_accuracy", (double)correct / p.n_loss_tokens, p.n_loss_tokens);
     rc = p.batch.n_tokens;
 done:
@@ -101,6 +105,20 @@ static long sft_micro_step(void *ctx, const int32_t *idx, int n, float scale, Me
     long t = run_batch(s, batch, n, scale, 1, acc);
     free(batch);
     return t;
+}
+
+/* The loss is a mean over the micro-batch's loss tokens: a data-parallel
+ * rank's share of it is its examples' loss tokens (as ds_pack counts them). */
+static double sft_weight(void *ctx, const int32_t *idx, int n) {
+    Sft *s = ctx;
+    DsSeq *batch = malloc(n * sizeof(DsSeq));
+    if (!batch) return -1;
+    for (int i = 0; i < n; i++) batch[i] = s->seqs[idx[i]];
+    DsPacked p;
+    double w = ds_pack(batch, n, 1, &p) ? -1 : p.n_loss_tokens;
+    if (w >= 0) ds_packed_free(&p);
+    free(batch);
+    return w;
 }
 
 static int sft_evaluate(void *ctx, Metrics *out) {
@@ -174,7 +192,7 @@ int main(int argc, char **argv) {
             align_die_error("sft_run");
     }
     static const char *shown[] = {"loss", "lr", "grad_norm", "tokens_per_s", NULL};
-    TrainTask task = {.ctx = &s, .n_train = s.n_seqs, .micro_step = sft_micro_step,
+    TrainTask task = {.ctx = &s, .n_train = s.n_seqs, .micro_step = sft_micro_step, .weight = sft_weight,
                       .evaluate = a.eval_data ? sft_evaluate : NULL, .shown = shown};
     int rc = trainer_run("sft_run", &a, &policy, &task);
     if (rc < 0) align_die_error("sft_run");

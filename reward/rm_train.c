@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "rm_model.h"
 #include "trainer.h"
 #include "util.h"
@@ -164,7 +165,7 @@ int main(int argc, char **argv) {
                       .evaluate = a.eval_data ? rm_evaluate : NULL, .shown = shown};
     int rc = trainer_run("rm_train", &a, &policy, &task);
     if (rc < 0) align_die_error("rm_train");
-    if (rc == 0) {
+    if (rc == 0 && dist_rank() == 0) { /* under mpirun, rank 0 writes (dist.h) */
         /* reward statistics of the trained model on its training data */
         Metrics acc;
         metrics_clear(&acc);

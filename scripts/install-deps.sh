@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libopenblas-openmp-dev libzmq3-dev libmsgpack-dev libcjson-dev libpcre2-dev
       libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler python3
-      libcsv-dev libzip-dev libxml2-dev)
+      libcsv-dev libzip-dev libxml2-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

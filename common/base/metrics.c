@@ -32,6 +32,15 @@ void metrics_set(Metrics *m, const char *key, double value) {
     m->weight[i] = 1;
 }
 
+void metrics_merge(Metrics *m, const Metrics *from) {
+    for (int j = 0; j < from->n; j++) {
+        int i = slot(m, from->key[j]);
+        if (i < 0) return;
+        m->sum[i] += from->sum[j];
+        m->weight[i] += from->weight[j];
+    }
+}
+
 double metrics_get(const Metrics *m, const char *key, double fallback) {
     for (int i = 0; i < m->n; i++)
         if (!strcmp(m->key[i], key)) return m->weight[i] > 0 ? m->sum[i] / m->weight[i] : fallback;

@@ -26,6 +26,10 @@ void metrics_clear(Metrics *m);
 void metrics_add(Metrics *m, const char *key, double value, double weight);
 /* Set a value (replaces whatever was accumulated). */
 void metrics_set(Metrics *m, const char *key, double value);
+/* Add another accumulator's sums and weights into m, key by key (keys
+ * only in `from` are appended): data-parallel ranks merge their shards'
+ * metrics into the global step's. */
+void metrics_merge(Metrics *m, const Metrics *from);
 /* Mean of key, or `fallback` when absent. */
 double metrics_get(const Metrics *m, const char *key, double fallback);
 

@@ -28,6 +28,11 @@ int optim_parse_schedule(const char *name, LrSchedule *out) {
 }
 
 Optimizer *optim_create(Model *m, const OptimConfig *cfg) {
+    if (model_ensure_grads(m)) return NULL;
+    return optim_create_shard(m, cfg, 0, m->n_grad_elems);
+}
+
+Optimizer *optim_create_shard(Model *m, const OptimConfig *cfg, size_t lo, size_t hi) {
     Optimizer *o = calloc(1, sizeof *o);
     if (!o) {
         align_errorf("out of memory creating the optimizer");
@@ -39,11 +44,15 @@ Optimizer *optim_create(Model *m, const OptimConfig *cfg) {
         free(o);
         return NULL;
     }
-    if (m->n_grad_elems) {
-        o->m = m->be->alloc(m->n_grad_elems * sizeof(float));
-        o->v = m->be->alloc(m->n_grad_elems * sizeof(float));
+    if (hi > m->n_grad_elems) hi = m->n_grad_elems;
+    if (lo > hi) lo = hi;
+    o->shard_lo = lo;
+    o->shard_hi = hi;
+    if (hi > lo) {
+        o->m = m->be->alloc((hi - lo) * sizeof(float));
+        o->v = m->be->alloc((hi - lo) * sizeof(float));
         if (!o->m || !o->v) {
-            align_error_prefix("optimizer moments for %zu parameters", m->n_grad_elems);
+            align_error_prefix("optimizer moments for %zu parameters", hi - lo);
             optim_free(o);
             return NULL;
         }
@@ -87,13 +96,17 @@ double optim_step_with_norm(Optimizer *o, double norm, float *lr_used) {
     o->step++;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)o->step));
     float bc2 = (float)(1.0 - pow(c->beta2, (double)o->step));
-    /* one call per tensor, so biases and norm weights skip weight decay */
+    /* one call per tensor (its part in the slice), so biases and norm
+     * weights skip weight decay */
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
         if (p->grad_offset < 0) continue;
+        size_t g0 = (size_t)p->grad_offset, g1 = g0 + p->numel;
+        size_t from = g0 > o->shard_lo ? g0 : o->shard_lo, to = g1 < o->shard_hi ? g1 : o->shard_hi;
+        if (from >= to) continue;
         float wd = p->no_decay ? 0.0f : c->weight_decay;
-        m->be->adamw(m->params + p->offset, m->grads + p->grad_offset, o->m + p->grad_offset,
-                     o->v + p->grad_offset, p->numel, lr, c->beta1, c->beta2, c->eps, wd, bc1, bc2, scale);
+        m->be->adamw(m->params + p->offset + (from - g0), m->grads + from, o->m + (from - o->shard_lo),
+                     o->v + (from - o->shard_lo), to - from, lr, c->beta1, c->beta2, c->eps, wd, bc1, bc2, scale);
     }
     model_zero_grad(m);
     if (lr_used) *lr_used = lr;

@@ -28,13 +28,20 @@ typedef struct {
 typedef struct {
     OptimConfig cfg;
     Model *model;
-    float *m, *v;          /* backend memory, model->n_grad_elems each */
+    float *m, *v;          /* backend memory, shard_hi - shard_lo each */
     long step;             /* optimizer steps taken */
+    /* The slice [shard_lo, shard_hi) of the flat gradient buffer this
+     * optimizer owns (ZeRO-1: each data-parallel rank updates its slice of
+     * the parameters and keeps only its slice of the moments; the trainer
+     * all-gathers the parameters). The whole buffer by default. */
+    size_t shard_lo, shard_hi;
 } Optimizer;
 
 void optim_config_defaults(OptimConfig *c); /* lr 1e-5 ... as TRL: betas .9/.999, eps 1e-8, wd 0 */
 int optim_parse_schedule(const char *name, LrSchedule *out); /* "constant" | "linear" | "cosine" */
 Optimizer *optim_create(Model *m, const OptimConfig *cfg);
+/* An optimizer for the slice [lo, hi) of the gradient buffer only. */
+Optimizer *optim_create_shard(Model *m, const OptimConfig *cfg, size_t lo, size_t hi);
 void optim_free(Optimizer *o);
 
 /* The learning rate used at 0-based optimizer step `step`. */
@@ -43,8 +50,8 @@ float optim_lr_at(const OptimConfig *c, long step);
 /* Global L2 norm of all gradients. */
 double optim_grad_norm(const Optimizer *o);
 
-/* Clip (when max_grad_norm > 0), take one AdamW step with the scheduled LR,
- * and zero the gradients. Returns the pre-clip gradient norm; *lr_used gets
+/* Clip (when max_grad_norm > 0), take one AdamW step with the scheduled LR
+ * on the optimizer's slice, and zero the gradients (all of them). Returns the pre-clip gradient norm; *lr_used gets
  * the LR (may be NULL). */
 double optim_step(Optimizer *o, float *lr_used);
 /* optim_step with the norm the caller already has (optim_grad_norm of the

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dist.h"
 #include "gguf.h"
 #include "optim.h"
 #include "peft.h"
@@ -40,6 +42,7 @@ void train_args_defaults(TrainArgs *a) {
     a->max_length = 1024;
     a->lora_alpha = -1;   /* default: 2 * rank (TRL: r 16, alpha 32) */
     a->lora_dropout = 0.05f;
+    a->dist_timeout = 600; /* longer than any evaluation or save rank 0 makes the others wait for */
 }
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
@@ -79,6 +82,8 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
+        {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
+        {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1 or q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored); needs LoRA"},
     };
     /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
@@ -136,6 +141,7 @@ int trainer_check_args(const TrainArgs *a) {
     if (a->lora_out && (a->lora_rank > 0 || a->lora_adapter) && check_writable("--lora-out", a->lora_out, 1)) return -1;
     if (a->eval_every > 0 && !a->eval_data)
         return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
+    if (a->zero_stage > 1) return align_errorf("--zero-stage %d: expected 0 or 1 (ZeRO-2 and 3 are not built)", a->zero_stage);
     if (a->report_to && strcmp(a->report_to, "none") && strcmp(a->report_to, "tensorboard"))
         return align_errorf("--report-to %s: expected none or tensorboard", a->report_to);
     return 0;
@@ -288,6 +294,7 @@ int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, co
     o.skip_bad = a->skip_bad;
     o.sheet = path == a->eval_data ? a->eval_sheet : a->sheet;
     if (ds_load(path, tok, &o, out)) return -1;
+    if (dist_rank() != 0) return 0; /* every rank loads the same data: say it once */
     fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);
     if (out->n_truncated) fprintf(stderr, ", %zu cut to --max-length %d", out->n_truncated, a->max_length);
     if (out->n_dropped) fprintf(stderr, ", %zu dropped as too long", out->n_dropped);
@@ -393,20 +400,85 @@ static int parse_train_state(const char *json, const char *path, TrainPos *p) {
     return 0;
 }
 
-/* A resumable checkpoint: weights, moments, train state. */
+/* Each rank's slice [lo, hi) of the flat gradient buffer under ZeRO-1:
+ * counts and displacements in floats, for MPI_Gatherv/Allgatherv. */
+typedef struct {
+    int world;
+    size_t *count, *displ; /* [world] each */
+} Shards;
+
+static int shards_make(Shards *s, size_t n, int world) {
+    s->world = world;
+    s->count = malloc(2 * (size_t)world * sizeof(size_t));
+    if (!s->count) return align_errorf("out of memory");
+    s->displ = s->count + world;
+    for (int r = 0; r < world; r++) {
+        s->displ[r] = n * r / world;
+        s->count[r] = n * (r + 1) / world - s->displ[r];
+    }
+    return 0;
+}
+
+/* After each rank updated its slice of the parameters: share them. The
+ * trainable tensors' parameters lie in runs that are contiguous both in
+ * Model.params and in the gradient buffer (all of them, in a full
+ * fine-tune); each run is one in-place MPI_Allgatherv, so no staging copy
+ * of the parameters ever exists. */
+static int allgather_params(Model *m, const Shards *sh) {
+    size_t *cnt = malloc(2 * (size_t)sh->world * sizeof(size_t));
+    if (!cnt) return align_errorf("out of memory");
+    size_t *dsp = cnt + sh->world;
+    int rc = 0;
+    for (int i = 0; i < m->n_params && rc == 0;) {
+        if (m->info[i].grad_offset < 0) {
+            i++;
+            continue;
+        }
+        size_t g0 = (size_t)m->info[i].grad_offset, g1 = g0 + m->info[i].numel, p0 = m->info[i].offset;
+        int j = i + 1;
+        while (j < m->n_params && m->info[j].grad_offset >= 0 && (size_t)m->info[j].grad_offset == g1 &&
+               m->info[j].offset == p0 + (g1 - g0)) {
+            g1 += m->info[j].numel;
+            j++;
+        }
+        for (int r = 0; r < sh->world; r++) {
+            size_t lo = sh->displ[r], hi = lo + sh->count[r];
+            size_t from = lo > g0 ? lo : g0, to = hi < g1 ? hi : g1;
+            cnt[r] = from < to ? to - from : 0;
+            dsp[r] = from < to ? from - g0 : 0;
+        }
+        rc = dist_allgatherv(m->params + p0, cnt, dsp);
+        i = j;
+    }
+    free(cnt);
+    return rc;
+}
+
+/* A resumable checkpoint: weights, moments, train state. Every rank calls
+ * it (ZeRO-1 gathers the moments' slices to rank 0); rank 0 writes. */
 static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *policy, Optimizer *o,
-                           const TrainPos *p, const char *path) {
+                           const Shards *sh, const TrainPos *p, const char *path) {
     Model *m = policy->model;
     size_t n = m->n_grad_elems;
-    float *m1 = malloc(n * sizeof(float) + 1), *m2 = malloc(n * sizeof(float) + 1);
-    if (!m1 || !m2) {
-        free(m1), free(m2);
-        return align_errorf("out of memory saving a checkpoint");
+    int rank = dist_rank();
+    float *m1 = NULL, *m2 = NULL;
+    if (rank == 0 || !sh) {
+        m1 = malloc(n * sizeof(float) + 1), m2 = malloc(n * sizeof(float) + 1);
+        if (!m1 || !m2) {
+            free(m1), free(m2);
+            return align_errorf("out of memory saving a checkpoint");
+        }
     }
-    if (n) {
+    if (sh) {
+        if (dist_gatherv(o->m, m1, sh->count, sh->displ, 0) || dist_gatherv(o->v, m2, sh->count, sh->displ, 0)) {
+            free(m1), free(m2);
+            return -1;
+        }
+    } else if (n && m1) {
         m->be->to_host(m1, o->m, n * sizeof(float));
         m->be->to_host(m2, o->v, n * sizeof(float));
     }
+    if (rank != 0) return 0;
     CkptExtras ex;
     ckpt_extras_init(&ex);
     char *state = train_state_json(prog, a, p);
@@ -423,9 +495,11 @@ static int save_checkpoint(const char *prog, const TrainArgs *a, ModelBundle *po
     return rc ? -1 : 0;
 }
 
+/* The checkpoint's moments, or this rank's slice of them: the checkpoint
+ * holds them whole, so any number of ranks can resume from it. */
 static int restore_moments(ModelBundle *policy, Optimizer *o) {
     Model *m = policy->model;
-    size_t n = m->n_grad_elems;
+    size_t n = m->n_grad_elems, k = o->shard_hi - o->shard_lo;
     if (!n) return 0;
     float *m1 = malloc(n * sizeof(float)), *m2 = malloc(n * sizeof(float));
     if (!m1 || !m2) {
@@ -433,11 +507,34 @@ static int restore_moments(ModelBundle *policy, Optimizer *o) {
         return align_errorf("out of memory restoring optimizer moments");
     }
     int rc = ckpt_extras_get_moments(&policy->extras, m, m1, m2);
-    if (rc == 0) {
-        m->be->to_device(o->m, m1, n * sizeof(float));
-        m->be->to_device(o->v, m2, n * sizeof(float));
+    if (rc == 0 && k) {
+        m->be->to_device(o->m, m1 + o->shard_lo, k * sizeof(float));
+        m->be->to_device(o->v, m2 + o->shard_lo, k * sizeof(float));
     }
     free(m1), free(m2);
+    return rc;
+}
+
+/* A rank's share of a micro-batch's loss: its shard's weight over the
+ * whole micro-batch's (every rank knows the whole micro-batch). */
+static double shard_share(const TrainTask *task, const int32_t *idx, int n, int lo, int hi) {
+    if (!task->weight) return (double)(hi - lo) / n;
+    double all = task->weight(task->ctx, idx, n);
+    if (!(all > 0)) return (double)(hi - lo) / n;
+    return hi > lo ? task->weight(task->ctx, idx + lo, hi - lo) / all : 0.0;
+}
+
+/* Every rank's metrics of this step merged, in rank order, on every rank
+ * (so all ranks see the same loss and stop together on a bad one). */
+static int merge_metrics(Metrics *acc, int world) {
+    Metrics *all = malloc((size_t)world * sizeof *all);
+    if (!all) return align_errorf("out of memory");
+    int rc = dist_allgather_bytes(acc, all, sizeof *acc);
+    if (rc == 0) {
+        metrics_clear(acc);
+        for (int r = 0; r < world; r++) metrics_merge(acc, &all[r]);
+    }
+    free(all);
     return rc;
 }
 
@@ -446,6 +543,11 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (task->n_train <= 0) return align_errorf("no training examples");
     if (a->batch_size <= 0 || a->grad_accum <= 0) return align_errorf("--batch-size and --grad-accum must be positive");
     if (trainer_check_args(a)) return -1;
+    if (dist_init(prog, a->dist_timeout)) return -1;
+    int rank = dist_rank(), world = dist_size();
+    if (world > 1 && a->device && strcmp(a->device, "cpu"))
+        return align_errorf("--device %s: training over %d ranks runs on the CPU (MPI_Allreduce of host memory); "
+                            "the NCCL path is not built", a->device, world);
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.lr = a->lr;
@@ -461,13 +563,30 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     TrainPos p = {0};
     p.total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (a->epochs > 0 ? a->epochs : 1);
     oc.total_steps = (int)p.total_steps;
-    Optimizer *o = optim_create(m, &oc);
-    if (!o) return -1;
+    if (model_ensure_grads(m)) return -1;
+    Shards shards = {0}, *sh = NULL;
+    if (world > 1 && a->zero_stage == 1) {
+        if (shards_make(&shards, m->n_grad_elems, world)) return -1;
+        sh = &shards;
+    }
+    Optimizer *o = sh ? optim_create_shard(m, &oc, sh->displ[rank], sh->displ[rank] + sh->count[rank])
+                      : optim_create(m, &oc);
+    if (!o) {
+        free(shards.count);
+        return -1;
+    }
+    if (world > 1 && rank == 0) {
+        double full = 2.0 * m->n_grad_elems * sizeof(float) / 1048576.0;
+        double mine = 2.0 * (o->shard_hi - o->shard_lo) * sizeof(float) / 1048576.0;
+        fprintf(stderr, "%s: %d ranks (data parallel), %d examples per rank per micro-batch; ZeRO-%d: AdamW moments %.1f MiB per rank (%.1f MiB unsharded)\n",
+                prog, world, (a->batch_size + world - 1) / world, sh ? 1 : 0, mine, full);
+    }
     int rc = -1;
     int32_t *order = malloc(task->n_train * sizeof(int32_t)), *idx = malloc(a->batch_size * sizeof(int32_t));
     MetricsLog log;
     memset(&log, 0, sizeof log);
     CkptRing ring = {.limit = a->save_total_limit};
+    struct sigaction sa = {0}, old_int, old_term;
     if (!order || !idx) {
         align_errorf("out of memory");
         goto done;
@@ -475,18 +594,25 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (a->resume) {
         if (parse_train_state(policy->extras.train_state, a->resume, &p) || restore_moments(policy, o)) goto done;
         o->step = p.step;
-        fprintf(stderr, "%s: resuming from %s at step %ld (epoch %d, example %d)\n", prog, a->resume, p.step, p.epoch, p.cursor);
+        dist_set_resume_hint(a->resume);
+        if (rank == 0)
+            fprintf(stderr, "%s: resuming from %s at step %ld (epoch %d, example %d)\n", prog, a->resume, p.step, p.epoch, p.cursor);
     }
-    if (trainer_metrics_open(prog, a, &log)) goto done;
-    log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
+    if (rank == 0) {
+        if (trainer_metrics_open(prog, a, &log)) goto done;
+        log.print_every = a->logging_steps > 0 ? a->logging_steps : 10;
+    }
     trainer_epoch_order(a->seed, p.epoch, task->n_train, order);
     interrupted = 0;
-    struct sigaction sa = {0}, old_int, old_term;
+    /* under mpirun, dist.h owns SIGINT/SIGTERM: mpirun stops the whole job */
     sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    if (world == 1) {
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+    }
     model_zero_grad(m);
-    metrics_log_begin(&log, p.step, p.total_steps);
+    if (rank == 0) metrics_log_begin(&log, p.step, p.total_steps);
+    dist_take_comm_time();
     while (p.step < p.total_steps) {
         Metrics acc;
         metrics_clear(&acc);
@@ -501,12 +627,25 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             int n = task->n_train - p.cursor < a->batch_size ? task->n_train - p.cursor : a->batch_size;
             memcpy(idx, order + p.cursor, n * sizeof(int32_t));
             p.cursor += n;
+            /* this rank's contiguous shard of the global micro-batch */
+            int lo = (int)((long)n * rank / world), hi = (int)((long)n * (rank + 1) / world);
+            float scale = world == 1 ? 1.0f / a->grad_accum : (float)(shard_share(task, idx, n, lo, hi) / a->grad_accum);
+            if (hi == lo) continue; /* fewer examples than ranks: this one adds nothing */
             /* dropout masks keyed by the micro-step, so --resume draws the same ones */
             model_lora_train_mode(m, 1, (uint64_t)p.step * a->grad_accum + micro);
-            long t = task->micro_step(task->ctx, idx, n, 1.0f / a->grad_accum, &acc);
+            long t = task->micro_step(task->ctx, idx + lo, hi - lo, scale, &acc);
             model_lora_train_mode(m, 0, 0);
             if (t < 0) goto restore;
             tokens += t;
+        }
+        if (world > 1) {
+            /* the shards' losses were scaled by their share, so the sum is
+             * the whole batch's gradient */
+            double tok = (double)tokens;
+            if ((m->n_grad_elems && dist_allreduce_sum(m->grads, m->n_grad_elems)) || merge_metrics(&acc, world) ||
+                dist_allreduce_sum_double(&tok, 1))
+                goto restore;
+            tokens = (long)tok;
         }
         /* One non-finite step would make every weight NaN: stop before the
          * update, so the last checkpoint written stays the last good one. */
@@ -520,6 +659,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         }
         float lr;
         optim_step_with_norm(o, gnorm, &lr);
+        if (sh && allgather_params(m, sh)) goto restore;
         p.step++;
         double dt = align_now() - t0;
         metrics_set(&acc, "lr", lr);
@@ -527,9 +667,10 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         metrics_set(&acc, "grad_norm", gnorm);
         metrics_set(&acc, "tokens_per_s", dt > 0 ? tokens / dt : 0);
         metrics_set(&acc, "step_time_s", dt);
+        if (world > 1) metrics_set(&acc, "comm_time_s", dist_take_comm_time()); /* rank 0's wait in collectives */
         double epoch = p.epoch + (double)p.cursor / task->n_train;
-        if (metrics_log_step(&log, p.step, p.total_steps, epoch, &acc, task->shown)) goto restore;
-        if (task->evaluate && a->eval_every > 0 && p.step % a->eval_every == 0 && p.step < p.total_steps) {
+        if (rank == 0 && metrics_log_step(&log, p.step, p.total_steps, epoch, &acc, task->shown)) goto restore;
+        if (rank == 0 && task->evaluate && a->eval_every > 0 && p.step % a->eval_every == 0 && p.step < p.total_steps) {
             Metrics ev;
             metrics_clear(&ev);
             if (task->evaluate(task->ctx, &ev) || metrics_log_eval(&log, p.step, &ev)) goto restore;
@@ -538,8 +679,11 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         if (periodic || interrupted) {
             char path[4096];
             checkpoint_path(a->out, p.step, path, sizeof path);
-            if (save_checkpoint(prog, a, policy, o, &p, path)) goto restore;
-            ckpt_ring_push(&ring, path);
+            if (save_checkpoint(prog, a, policy, o, sh, &p, path)) goto restore;
+            /* the fault message may name it once it is whole on disk */
+            if (world > 1 && dist_barrier()) goto restore;
+            dist_set_resume_hint(path);
+            if (rank == 0) ckpt_ring_push(&ring, path);
             if (interrupted) {
                 fprintf(stderr, "\n%s: interrupted at step %ld; saved %s (continue with --resume %s)\n", prog, p.step, path, path);
                 rc = 1;
@@ -547,12 +691,12 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             }
         }
     }
-    if (task->evaluate) {
+    if (rank == 0 && task->evaluate) {
         Metrics ev;
         metrics_clear(&ev);
         if (task->evaluate(task->ctx, &ev) || metrics_log_eval(&log, p.step, &ev)) goto restore;
     }
-    {
+    if (rank == 0) {
         char *state = train_state_json(prog, a, &p);
         ckpt_extras_set(&policy->extras.train_state, state);
         free(state);
@@ -569,13 +713,23 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     }
     rc = 0;
 restore:
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    if (world == 1) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
 done:
     ckpt_ring_free(&ring);
     metrics_log_close(&log);
-    if (rc >= 0) trainer_write_report(prog, a); /* finished or interrupted: the curves so far */
+    if (rc >= 0 && rank == 0) trainer_write_report(prog, a); /* finished or interrupted: the curves so far */
+    if (world > 1) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            fprintf(stderr, "%s: rank %d of %d: peak memory %.1f MiB\n", prog, rank, world, ru.ru_maxrss / 1024.0);
+    }
     free(order), free(idx);
     optim_free(o);
+    free(shards.count);
+    /* one rank's failure is the job's: the others wait in a collective */
+    if (rc < 0 && world > 1) dist_abort(align_error(), 1);
     return rc;
 }

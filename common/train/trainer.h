@@ -49,12 +49,15 @@ typedef struct {
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
+    /* data parallelism (dist.h): started by mpirun -np N */
+    int zero_stage;             /* 0: every rank keeps all AdamW moments; 1: each keeps 1/N (ZeRO-1) */
+    float dist_timeout;         /* seconds a collective may wait before the job aborts (0 = forever) */
 } TrainArgs;
 
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 36
+#define TRAIN_ARGS_N_FLAGS 38
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -67,6 +70,12 @@ typedef struct {
     /* Evaluate on the eval set into out; NULL when there is none. */
     int (*evaluate)(void *ctx, Metrics *out);
     const char *const *shown; /* metric keys for the progress line */
+    /* Data parallelism: the weight of examples idx[0..n) in the loss's
+     * mean (SFT: their loss tokens, as the loss is a token mean), so a
+     * rank scales its shard's loss by its share of the micro-batch and the
+     * summed gradients equal one process's. NULL: every example weighs 1
+     * (the loss is a mean over examples: DPO, reward models). */
+    double (*weight)(void *ctx, const int32_t *idx, int n);
 } TrainTask;
 
 /* Checks that need no model, to run right after parsing: --out is given,
@@ -88,7 +97,17 @@ void trainer_write_report(const char *prog, const TrainArgs *a);
 
 /* Run the loop on policy->model; saves the result to a->out (a .ckpt or a
  * Hugging Face directory). Returns 0, 1 when interrupted (a checkpoint was
- * saved), -1 on error. */
+ * saved), -1 on error.
+ *
+ * Under mpirun -np N (dist.h) the loop is data-parallel: every rank runs
+ * the same global batches (same --seed, --batch-size, --grad-accum) and
+ * takes its contiguous shard of each micro-batch; gradients are summed
+ * with MPI_Allreduce before clipping and AdamW, metrics are merged so rank
+ * 0 logs the global values, and rank 0 alone writes checkpoints, metrics
+ * and the model. With --zero-stage 1 each rank keeps 1/N of the moments,
+ * updates its slice of the parameters and MPI_Allgatherv shares them. The
+ * data cursor is global, so --resume works with any number of ranks. A
+ * rank that fails aborts the job (MPI_Abort). */
 int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task);
 
 /* Load the model to train: the --resume checkpoint when given (weights,

@@ -1,0 +1,346 @@
+#include "dist.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifdef ALIGN_HAVE_MPI
+#include <mpi.h>
+#include <pthread.h>
+#endif
+
+static int g_rank = 0, g_size = 1, g_inited = 0;
+static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
+static char g_hint[4096];         /* the last checkpoint, for the fault lines */
+static double g_comm_time;
+
+/* Before dist_init, the launcher's word (so loading messages can be
+ * printed once per job, not once per rank). */
+int dist_rank(void) {
+    if (g_inited) return g_rank;
+    const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    for (int i = 0; i < 3; i++)
+        if (getenv(names[i])) return atoi(getenv(names[i]));
+    return 0;
+}
+int dist_size(void) { return g_size; }
+
+void dist_set_resume_hint(const char *path) { snprintf(g_hint, sizeof g_hint, "%s", path ? path : ""); }
+
+double dist_take_comm_time(void) {
+    double t = g_comm_time;
+    g_comm_time = 0;
+    return t;
+}
+
+#ifdef ALIGN_HAVE_MPI
+int dist_available(void) { return 1; }
+
+/* Where each rank runs, so a SIGTERM from mpirun can name the rank whose
+ * process is gone (those on this host; a remote one shows as "another host"). */
+typedef struct {
+    int pid;
+    char host[64];
+} Peer;
+static Peer *g_peers;
+static char g_host[64];
+
+/* The watchdog's view of the collective in flight (0 = none), in ms. */
+static atomic_llong g_coll_since;
+static double g_timeout_s;
+
+static long long now_ms(void) { return (long long)(align_now() * 1000.0); }
+
+/* async-signal-safe output: write(2) of pieces */
+static void say(const char *s) {
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = write(2, s, n);
+        if (w <= 0) return;
+        s += w, n -= (size_t)w;
+    }
+}
+static void say_int(long v) {
+    char b[24];
+    int i = sizeof b - 1;
+    b[i] = 0;
+    int neg = v < 0;
+    unsigned long u = neg ? -(unsigned long)v : (unsigned long)v;
+    do b[--i] = (char)('0' + u % 10), u /= 10;
+    while (u && i > 1);
+    if (neg) b[--i] = '-';
+    say(b + i);
+}
+
+static void say_resume(void) {
+    if (g_hint[0]) {
+        say("; resume with --resume ");
+        say(g_hint);
+        say(" (any number of ranks)\n");
+    } else {
+        say("; no checkpoint was written yet (--save-every N keeps one), so start again\n");
+    }
+}
+
+/* mpirun ends the whole job when one rank dies: every other rank gets
+ * SIGTERM. Name the lost ones on this host, say where to resume, leave. */
+static void on_term(int sig) {
+    (void)sig;
+    int lost = 0, lower_alive = 0;
+    for (int r = 0; r < g_size; r++) {
+        if (r == g_rank || !g_peers || strcmp(g_peers[r].host, g_host)) continue;
+        int gone = kill(g_peers[r].pid, 0) != 0 && errno == ESRCH;
+        if (!gone && r < g_rank) lower_alive = 1;
+    }
+    if (!lower_alive) { /* one line for the job: the lowest surviving rank's */
+        say(g_prefix);
+        say("the job was stopped: ");
+        for (int r = 0; r < g_size; r++) {
+            if (r == g_rank || !g_peers || strcmp(g_peers[r].host, g_host)) continue;
+            if (kill(g_peers[r].pid, 0) != 0 && errno == ESRCH) {
+                say(lost++ ? ", rank " : "rank ");
+                say_int(r);
+                say(" (pid ");
+                say_int(g_peers[r].pid);
+                say(")");
+            }
+        }
+        if (lost) say(lost > 1 ? " were lost" : " was lost");
+        else say("mpirun was interrupted or a rank on another host was lost");
+        say("; nothing was written half");
+        say_resume();
+    }
+    _exit(1);
+}
+
+static void *watchdog(void *arg) {
+    (void)arg;
+    for (;;) {
+        sleep(1);
+        long long since = atomic_load(&g_coll_since);
+        if (since && (now_ms() - since) / 1000.0 > g_timeout_s) {
+            say(g_prefix);
+            say("a collective waited more than ");
+            say_int((long)g_timeout_s);
+            say(" s (a rank is hung or unreachable); aborting the job");
+            say_resume();
+            MPI_Abort(MPI_COMM_WORLD, 1);
+            _exit(1);
+        }
+    }
+    return NULL;
+}
+
+static void finalize_at_exit(void) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+}
+
+static int mpi_fail(int rc, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    /* most often a peer is gone: say where to resume, as the SIGTERM path does */
+    if (g_hint[0])
+        return align_errorf("%s failed on rank %d of %d: %.*s (a rank may have been lost; resume with --resume %s)", what,
+                            g_rank, g_size, len, msg, g_hint);
+    return align_errorf("%s failed on rank %d of %d: %.*s (a rank may have been lost; no checkpoint was written yet)",
+                        what, g_rank, g_size, len, msg);
+}
+
+static void coll_begin(void) { atomic_store(&g_coll_since, now_ms()); }
+static void coll_end(long long t0) {
+    atomic_store(&g_coll_since, 0);
+    g_comm_time += (now_ms() - t0) / 1000.0;
+}
+
+int dist_init(const char *prog, double timeout_s) {
+    if (g_inited) return 0;
+    g_inited = 1;
+    const char *launched = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!launched) launched = getenv("PMIX_RANK");
+    if (!launched) launched = getenv("PMI_RANK");
+    if (!launched) return 0; /* no launcher: a world of one, MPI untouched */
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return align_errorf("MPI_Init failed (started by mpirun?)");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    atexit(finalize_at_exit);
+    snprintf(g_prefix, sizeof g_prefix, "%s: rank %d of %d: ", prog, g_rank, g_size);
+    gethostname(g_host, sizeof g_host - 1);
+    g_peers = calloc((size_t)g_size, sizeof *g_peers);
+    if (!g_peers) return align_errorf("out of memory");
+    Peer me = {.pid = (int)getpid()};
+    memcpy(me.host, g_host, sizeof me.host);
+    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, g_peers, sizeof me, MPI_BYTE, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return align_errorf("MPI_Allgather of the ranks' hosts failed");
+    struct sigaction sa = {0};
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    g_timeout_s = timeout_s;
+    if (timeout_s > 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, watchdog, NULL) == 0) pthread_detach(t);
+    }
+    return 0;
+}
+
+/* MPI counts are ints: bigger buffers go in buckets. */
+#define BUCKET (64L << 20)
+
+int dist_allreduce_sum(float *buf, size_t n) {
+    if (g_size == 1) return 0;
+    long long t0 = now_ms();
+    coll_begin();
+    for (size_t at = 0; at < n; at += BUCKET) {
+        int k = (int)(n - at < (size_t)BUCKET ? n - at : (size_t)BUCKET);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) {
+            coll_end(t0);
+            return mpi_fail(rc, "MPI_Allreduce of the gradients");
+        }
+    }
+    coll_end(t0);
+    return 0;
+}
+
+static int allreduce_double(double *buf, int n, MPI_Op op) {
+    if (g_size == 1) return 0;
+    long long t0 = now_ms();
+    coll_begin();
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, op, MPI_COMM_WORLD);
+    coll_end(t0);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allreduce");
+}
+int dist_allreduce_sum_double(double *buf, int n) { return allreduce_double(buf, n, MPI_SUM); }
+int dist_allreduce_max_double(double *buf, int n) { return allreduce_double(buf, n, MPI_MAX); }
+
+int dist_allgather_bytes(const void *mine, void *all, size_t bytes) {
+    if (g_size == 1) {
+        memcpy(all, mine, bytes);
+        return 0;
+    }
+    if (bytes > INT_MAX) return align_errorf("MPI_Allgather of %zu bytes: too large", bytes);
+    long long t0 = now_ms();
+    coll_begin();
+    int rc = MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    coll_end(t0);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allgather");
+}
+
+/* int counts and displacements, or an error past INT_MAX elements */
+static int int_layout(const size_t *counts, const size_t *displs, int *ic, int *id) {
+    for (int r = 0; r < g_size; r++) {
+        if (counts[r] > INT_MAX || displs[r] > INT_MAX)
+            return align_errorf("a sharded run of %zu floats at %zu exceeds MPI's int counts", counts[r], displs[r]);
+        ic[r] = (int)counts[r];
+        id[r] = (int)displs[r];
+    }
+    return 0;
+}
+
+int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs) {
+    if (g_size == 1) return 0;
+    int *ic = malloc(2 * (size_t)g_size * sizeof(int));
+    if (!ic) return align_errorf("out of memory");
+    int *id = ic + g_size, rc = int_layout(counts, displs, ic, id);
+    if (rc == 0) {
+        long long t0 = now_ms();
+        coll_begin();
+        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, ic, id, MPI_FLOAT, MPI_COMM_WORLD);
+        coll_end(t0);
+        rc = rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allgatherv of the parameters");
+    }
+    free(ic);
+    return rc;
+}
+
+int dist_gatherv(const float *mine, float *all, const size_t *counts, const size_t *displs, int root) {
+    if (g_size == 1) {
+        if (counts[0]) memcpy(all + displs[0], mine, counts[0] * sizeof(float));
+        return 0;
+    }
+    int *ic = malloc(2 * (size_t)g_size * sizeof(int));
+    if (!ic) return align_errorf("out of memory");
+    int *id = ic + g_size, rc = int_layout(counts, displs, ic, id);
+    if (rc == 0) {
+        long long t0 = now_ms();
+        coll_begin();
+        rc = MPI_Gatherv(mine, ic[g_rank], MPI_FLOAT, all, ic, id, MPI_FLOAT, root, MPI_COMM_WORLD);
+        coll_end(t0);
+        rc = rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Gatherv of the optimizer moments");
+    }
+    free(ic);
+    return rc;
+}
+
+int dist_bcast(void *buf, size_t bytes, int root) {
+    if (g_size == 1) return 0;
+    if (bytes > INT_MAX) return align_errorf("MPI_Bcast of %zu bytes: too large", bytes);
+    long long t0 = now_ms();
+    coll_begin();
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+    coll_end(t0);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Bcast");
+}
+
+int dist_barrier(void) {
+    if (g_size == 1) return 0;
+    long long t0 = now_ms();
+    coll_begin();
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    coll_end(t0);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Barrier");
+}
+
+void dist_abort(const char *why, int code) {
+    fprintf(stderr, "%s%s\n", g_prefix, why);
+    if (g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+#else /* no MPI in this build: a world of one */
+
+int dist_available(void) { return 0; }
+
+int dist_init(const char *prog, double timeout_s) {
+    (void)timeout_s;
+    if (g_inited) return 0;
+    g_inited = 1;
+    if (getenv("OMPI_COMM_WORLD_SIZE") && atoi(getenv("OMPI_COMM_WORLD_SIZE")) > 1)
+        return align_errorf("%s was started by mpirun but built without MPI (install libopenmpi-dev and rebuild)", prog);
+    return 0;
+}
+int dist_allreduce_sum(float *buf, size_t n) { return (void)buf, (void)n, 0; }
+int dist_allreduce_sum_double(double *buf, int n) { return (void)buf, (void)n, 0; }
+int dist_allreduce_max_double(double *buf, int n) { return (void)buf, (void)n, 0; }
+int dist_allgather_bytes(const void *mine, void *all, size_t bytes) {
+    memcpy(all, mine, bytes);
+    return 0;
+}
+int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs) {
+    return (void)buf, (void)counts, (void)displs, 0;
+}
+int dist_gatherv(const float *mine, float *all, const size_t *counts, const size_t *displs, int root) {
+    (void)root;
+    if (counts[0]) memcpy(all + displs[0], mine, counts[0] * sizeof(float));
+    return 0;
+}
+int dist_bcast(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
+int dist_barrier(void) { return 0; }
+void dist_abort(const char *why, int code) {
+    fprintf(stderr, "%s%s\n", g_prefix, why);
+    exit(code);
+}
+#endif

@@ -1,0 +1,57 @@
+/* dist: the processes of a data-parallel job, over MPI.
+ *
+ * `mpirun -np N sft_run ...` starts N ranks; OpenMPI tells each its place
+ * through OMPI_COMM_WORLD_* (PMIX_RANK, PMI_RANK for other launchers), and
+ * only then is MPI initialised: a program started without a launcher is a
+ * world of size 1 and never touches MPI, and a build without MPI (no
+ * libopenmpi-dev) is always a world of size 1.
+ *
+ * The collectives are MPI's own (MPI_Allreduce, MPI_Bcast, MPI_Allgatherv,
+ * MPI_Gatherv); the wrappers only split counts past INT_MAX and turn an MPI
+ * error into an align_errorf sentence.
+ *
+ * Faults: when a rank dies, mpirun ends the job by sending SIGTERM to the
+ * others. dist_init installs a SIGTERM/SIGINT handler that prints one line
+ * naming the lost rank (the peers on this host whose process is gone) and
+ * the last checkpoint to resume from (dist_set_resume_hint), then exits 1
+ * at once: the atomic writers (.ckpt, metrics) leave no half file behind.
+ * A collective that waits longer than the timeout (a hung peer) aborts the
+ * job with the same kind of line. */
+#ifndef ALIGN_DIST_H
+#define ALIGN_DIST_H
+
+#include <stddef.h>
+
+/* Join the job when started by a launcher (idempotent). prog prefixes the
+ * fault messages; timeout_s bounds every collective (0 = no bound). */
+int dist_init(const char *prog, double timeout_s);
+/* This process's rank (before dist_init: the launcher's, from the environment). */
+int dist_rank(void);
+int dist_size(void);
+/* Whether this build can run more than one rank. */
+int dist_available(void);
+
+/* Sum buf over the ranks, in place (in buckets of at most 64 Mi floats). */
+int dist_allreduce_sum(float *buf, size_t n);
+int dist_allreduce_sum_double(double *buf, int n);
+int dist_allreduce_max_double(double *buf, int n);
+/* Every rank's `bytes` of `mine` into all (size() * bytes, rank order). */
+int dist_allgather_bytes(const void *mine, void *all, size_t bytes);
+/* buf holds every rank's part (counts[r] floats at displs[r]); rank r
+ * filled its own: afterwards every rank holds them all (in place). */
+int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs);
+/* Rank `root` receives every rank's part into all (counts/displs as above);
+ * `mine` is this rank's counts[rank] floats. all may be NULL elsewhere. */
+int dist_gatherv(const float *mine, float *all, const size_t *counts, const size_t *displs, int root);
+int dist_bcast(void *buf, size_t bytes, int root);
+int dist_barrier(void);
+/* Stop every rank: one line on stderr, then MPI_Abort (exit(code) alone
+ * when single). */
+void dist_abort(const char *why, int code);
+
+/* The checkpoint the fault messages tell the user to resume from. */
+void dist_set_resume_hint(const char *path);
+/* Seconds spent inside collectives since the last call (and reset). */
+double dist_take_comm_time(void);
+
+#endif

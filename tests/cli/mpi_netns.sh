@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Two "hosts" on this machine: network namespaces made here, joined by a
+# veth pair, OpenMPI restricted to TCP over that link (no shared memory).
+# mpirun runs in the first; its rsh agent starts the second host's daemon
+# in the second (ip netns exec), as ssh would on a real second machine.
+#  - rank 1 runs in the other namespace;
+#  - dpo_run on the 2 hosts with ZeRO-1 trains to 1 process's losses and
+#    weights (within 1e-5).
+# Skipped (77) without mpirun, an MPI build, or the right to make
+# namespaces (root or CAP_NET_ADMIN).
+set -u
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=$HERE/../fixtures/hf_tiny_qwen2
+PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
+command -v mpirun >/dev/null || { echo "skip: no mpirun (apt-get install openmpi-bin libopenmpi-dev)"; exit 77; }
+command -v ip >/dev/null || { echo "skip: no ip (iproute2)"; exit 77; }
+# names unique to this run: namespaces and links are machine-wide
+A=alA$$ B=alB$$
+ip netns add "$A" 2>/dev/null || { echo "skip: cannot make network namespaces here (needs root or CAP_NET_ADMIN)"; exit 77; }
+T=$(mktemp -d)
+trap 'ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null; rm -rf "$T"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+
+NET=10.216.77
+ip netns add "$B" && ip link add "v$A" type veth peer name "v$B" && ip link set "v$A" netns "$A" &&
+  ip link set "v$B" netns "$B" &&
+  ip -n "$A" addr add $NET.1/24 dev "v$A" && ip -n "$A" link set "v$A" up && ip -n "$A" link set lo up &&
+  ip -n "$B" addr add $NET.2/24 dev "v$B" && ip -n "$B" link set "v$B" up && ip -n "$B" link set lo up ||
+  { echo "skip: could not wire the namespaces"; exit 77; }
+cat > "$T/agent" <<EOF
+#!/bin/sh
+# OpenMPI's rsh agent: "agent HOST COMMAND..." runs COMMAND on HOST (its namespace)
+host=\$1; shift
+case \$host in $NET.1) ns=$A ;; $NET.2) ns=$B ;; *) echo "agent: unknown host \$host" >&2; exit 1 ;; esac
+exec ip netns exec \$ns /bin/sh -c "\$*"
+EOF
+chmod +x "$T/agent"
+
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# under ASan, OpenMPI's own allocations show as leaks: ranks skip that check
+NOLEAK="ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+MPI=(timeout 120 env "$NOLEAK" ip netns exec "$A" mpirun --mca plm_rsh_agent "$T/agent" --host $NET.1,$NET.2 -np 2
+     --mca btl self,tcp --mca btl_tcp_if_include $NET.0/24 --mca oob_tcp_if_include $NET.0/24)
+
+"${MPI[@]}" sh -c 'echo "$OMPI_COMM_WORLD_RANK $(ip netns identify $$)"' >"$T/where" 2>"$T/where.err"
+check "each rank runs in its own namespace ($(sort "$T/where" | tr '\n' ' '))" "sort $T/where | tr '\n' ' ' | grep -qx '0 $A 1 $B '"
+
+DPO=(--policy "$MODEL" --data "$PREFS" --lr 1e-3 --batch-size 4 --max-steps 5)
+"$BIN/dpo_run" "${DPO[@]}" --out "$T/d1.ckpt" --metrics "$T/d1.jsonl" 2>"$T/d1.err"
+check "dpo_run, 1 process, exits 0" "[ $? -eq 0 ]"
+"${MPI[@]}" "$BIN/dpo_run" "${DPO[@]}" --zero-stage 1 --out "$T/d2.ckpt" --metrics "$T/d2.jsonl" 2>"$T/d2.err"
+rc=$?
+if grep -q "built without MPI" "$T/d2.err"; then echo "skip: the programs were built without MPI"; exit 77; fi
+check "dpo_run on 2 namespaced hosts exits 0 ($(tail -1 "$T/d2.err"))" "[ $rc -eq 0 ]"
+python3 - "$T/d1.jsonl" "$T/d2.jsonl" "$T/d1.ckpt" "$T/d2.ckpt" >"$T/diff" <<'PY'
+import json, struct, sys
+from array import array
+def tensors(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+    h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
+            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
+la = [json.loads(l)['loss'] for l in open(sys.argv[1])]
+lb = [json.loads(l)['loss'] for l in open(sys.argv[2])]
+x, y = tensors(sys.argv[3]), tensors(sys.argv[4])
+assert len(la) == len(lb) == 5 and x.keys() == y.keys()
+print(max(abs(u - v) for u, v in zip(la, lb)), max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x))
+PY
+read dl dw < "$T/diff"
+check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "python3 -c 'import sys; sys.exit(0 if $dl <= 1e-5 and $dw <= 1e-5 else 1)'"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
