@@ -1,4 +1,5 @@
-/* quant.c: ggml's Q4_0, Q4_1 and Q8_0 blocks (see quant.h). */
+/* quant.c: ggml's block formats (see quant.h): Q4_0, Q4_1 and Q8_0 both
+ * ways, Q5_0, Q5_1 and the K-quants dequantised only. */
 #include "quant.h"
 
 #include <float.h>
@@ -20,23 +21,41 @@ const char *quant_name(QuantType t) {
     switch (t) {
     case QUANT_Q4_0: return "q4_0";
     case QUANT_Q4_1: return "q4_1";
+    case QUANT_Q5_0: return "q5_0";
+    case QUANT_Q5_1: return "q5_1";
     case QUANT_Q8_0: return "q8_0";
+    case QUANT_Q2_K: return "q2_k";
+    case QUANT_Q3_K: return "q3_k";
+    case QUANT_Q4_K: return "q4_k";
+    case QUANT_Q5_K: return "q5_k";
+    case QUANT_Q6_K: return "q6_k";
     default: return "f32";
     }
 }
 
-int quant_supported(int t) { return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q8_0; }
+int quant_supported(int t) { return t != QUANT_NONE && quant_block_bytes((QuantType)t) != 0; }
+
+int quant_can_quantize(int t) { return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q8_0; }
+
+int quant_block_elems(QuantType t) { return t >= QUANT_Q2_K && t <= QUANT_Q6_K ? 256 : QUANT_BLOCK; }
 
 size_t quant_block_bytes(QuantType t) {
     switch (t) {
     case QUANT_Q4_0: return 18;
     case QUANT_Q4_1: return 20;
+    case QUANT_Q5_0: return 22;
+    case QUANT_Q5_1: return 24;
     case QUANT_Q8_0: return 34;
+    case QUANT_Q2_K: return 84;
+    case QUANT_Q3_K: return 110;
+    case QUANT_Q4_K: return 144;
+    case QUANT_Q5_K: return 176;
+    case QUANT_Q6_K: return 210;
     default: return 0;
     }
 }
 
-size_t quant_row_bytes(QuantType t, int64_t cols) { return (size_t)(cols / QUANT_BLOCK) * quant_block_bytes(t); }
+size_t quant_row_bytes(QuantType t, int64_t cols) { return (size_t)(cols / quant_block_elems(t)) * quant_block_bytes(t); }
 
 float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -131,7 +150,8 @@ static void q8_0_block(const float *x, uint8_t *y) {
     for (int j = 0; j < 32; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
 }
 
-void quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols) {
+int quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols) {
+    if (!quant_can_quantize(t)) return align_errorf("align does not quantise to %s (q4_0, q4_1 or q8_0)", quant_name(t));
     size_t bb = quant_block_bytes(t);
     int64_t nb = (int64_t)rows * (cols / QUANT_BLOCK);
     uint8_t *y = out;
@@ -143,33 +163,171 @@ void quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, i
         else if (t == QUANT_Q4_1) q4_1_block(xb, yb);
         else q8_0_block(xb, yb);
     }
+    return 0;
+}
+
+/* ---- dequantisation, one block at a time, as ggml-quants.c's
+ * dequantize_row_* (same operations in the same order, so equal floats) */
+
+static void dq_q4_0(const uint8_t *s, float *o) {
+    float d = quant_f16_to_f32(ld16(s));
+    for (int j = 0; j < 16; j++) {
+        o[j] = ((s[2 + j] & 0xF) - 8) * d;
+        o[j + 16] = ((s[2 + j] >> 4) - 8) * d;
+    }
+}
+
+static void dq_q4_1(const uint8_t *s, float *o) {
+    float d = quant_f16_to_f32(ld16(s)), m = quant_f16_to_f32(ld16(s + 2));
+    for (int j = 0; j < 16; j++) {
+        o[j] = (s[4 + j] & 0xF) * d + m;
+        o[j + 16] = (s[4 + j] >> 4) * d + m;
+    }
+}
+
+/* Q5_0 / Q5_1: bit j of the 32-bit qh is the fifth bit of input j. */
+static void dq_q5(const uint8_t *s, float *o, int has_min) {
+    float d = quant_f16_to_f32(ld16(s)), m = has_min ? quant_f16_to_f32(ld16(s + 2)) : 0.0f;
+    const uint8_t *p = s + (has_min ? 4 : 2), *qs = p + 4;
+    uint32_t qh;
+    memcpy(&qh, p, 4);
+    for (int j = 0; j < 16; j++) {
+        int x0 = (qs[j] & 0xF) | (((qh >> j) << 4) & 0x10);
+        int x1 = (qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+        if (has_min) {
+            o[j] = x0 * d + m;
+            o[j + 16] = x1 * d + m;
+        } else {
+            o[j] = (x0 - 16) * d;
+            o[j + 16] = (x1 - 16) * d;
+        }
+    }
+}
+
+static void dq_q8_0(const uint8_t *s, float *o) {
+    float d = quant_f16_to_f32(ld16(s));
+    for (int j = 0; j < 32; j++) o[j] = (int8_t)s[2 + j] * d;
+}
+
+/* block_q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin */
+static void dq_q2_k(const uint8_t *s, float *y) {
+    const uint8_t *sc = s, *q = s + 16;
+    float d = quant_f16_to_f32(ld16(s + 80)), min = quant_f16_to_f32(ld16(s + 82));
+    int is = 0;
+    for (int n = 0; n < 256; n += 128) {
+        for (int shift = 0; shift < 8; shift += 2) {
+            for (int half = 0; half < 2; half++) {
+                int c = sc[is++];
+                float dl = d * (c & 0xF), ml = min * (c >> 4);
+                for (int l = 0; l < 16; l++) *y++ = dl * (int8_t)((q[l + 16 * half] >> shift) & 3) - ml;
+            }
+        }
+        q += 32;
+    }
+}
+
+/* block_q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales), d */
+static void dq_q3_k(const uint8_t *s, float *y) {
+    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+    const uint8_t *hm = s, *q = s + 32;
+    float d_all = quant_f16_to_f32(ld16(s + 108));
+    uint32_t aux[4];
+    memcpy(aux, s + 96, 12);
+    uint32_t tmp = aux[2];
+    aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+    aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+    aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+    aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+    int8_t scales[16];
+    memcpy(scales, aux, 16);
+    int is = 0;
+    uint8_t m = 1;
+    for (int n = 0; n < 256; n += 128) {
+        for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+            for (int half = 0; half < 2; half++) {
+                float dl = d_all * (scales[is++] - 32);
+                const uint8_t *qq = q + 16 * half, *hh = hm + 16 * half;
+                for (int l = 0; l < 16; l++) *y++ = dl * ((int8_t)((qq[l] >> shift) & 3) - ((hh[l] & m) ? 0 : 4));
+            }
+        }
+        q += 32;
+    }
+}
+
+/* ggml get_scale_min_k4: eight 6-bit scales and mins in 12 bytes */
+static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* block_q4_K / block_q5_K: d, dmin, scales[12], (q5: qh[32]), qs[128] */
+static void dq_q45_k(const uint8_t *s, float *y, int five) {
+    float d = quant_f16_to_f32(ld16(s)), min = quant_f16_to_f32(ld16(s + 2));
+    const uint8_t *scales = s + 4, *qh = s + 16, *ql = s + (five ? 48 : 16);
+    uint8_t sc, mn, u1 = 1, u2 = 2;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
+        scale_min_k4(is, scales, &sc, &mn);
+        float d1 = d * sc, m1 = min * mn;
+        scale_min_k4(is + 1, scales, &sc, &mn);
+        float d2 = d * sc, m2 = min * mn;
+        if (five) {
+            for (int l = 0; l < 32; l++) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            u1 <<= 2, u2 <<= 2;
+        } else {
+            for (int l = 0; l < 32; l++) *y++ = d1 * (ql[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (ql[l] >> 4) - m2;
+        }
+        ql += 32;
+    }
+}
+
+/* block_q6_K: ql[128], qh[64], int8 scales[16], d */
+static void dq_q6_k(const uint8_t *s, float *y) {
+    const uint8_t *ql = s, *qh = s + 128;
+    const int8_t *sc = (const int8_t *)(s + 192);
+    float d = quant_f16_to_f32(ld16(s + 208));
+    for (int n = 0; n < 256; n += 128) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = (int8_t)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+        }
+        y += 128, ql += 64, qh += 32, sc += 8;
+    }
 }
 
 /* gguf_read_f32 dequantises through this too, so a kept GGUF block and a
  * dequantised import agree bit for bit. */
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols) {
-    int64_t nb = rows * (cols / QUANT_BLOCK);
+    int ne = quant_block_elems(t);
+    size_t bb = quant_block_bytes(t);
+    int64_t nb = rows * (cols / ne);
     const uint8_t *src = blocks;
-    if (t == QUANT_Q4_0) {
-        for (int64_t b = 0; b < nb; b++, src += 18, out += 32) {
-            float d = quant_f16_to_f32(ld16(src));
-            for (int j = 0; j < 16; j++) {
-                out[j] = ((src[2 + j] & 0xF) - 8) * d;
-                out[j + 16] = ((src[2 + j] >> 4) - 8) * d;
-            }
-        }
-    } else if (t == QUANT_Q4_1) {
-        for (int64_t b = 0; b < nb; b++, src += 20, out += 32) {
-            float d = quant_f16_to_f32(ld16(src)), m = quant_f16_to_f32(ld16(src + 2));
-            for (int j = 0; j < 16; j++) {
-                out[j] = (src[4 + j] & 0xF) * d + m;
-                out[j + 16] = (src[4 + j] >> 4) * d + m;
-            }
-        }
-    } else if (t == QUANT_Q8_0) {
-        for (int64_t b = 0; b < nb; b++, src += 34, out += 32) {
-            float d = quant_f16_to_f32(ld16(src));
-            for (int j = 0; j < 32; j++) out[j] = (int8_t)src[2 + j] * d;
+    for (int64_t b = 0; b < nb; b++, src += bb, out += ne) {
+        switch (t) {
+        case QUANT_Q4_0: dq_q4_0(src, out); break;
+        case QUANT_Q4_1: dq_q4_1(src, out); break;
+        case QUANT_Q5_0: dq_q5(src, out, 0); break;
+        case QUANT_Q5_1: dq_q5(src, out, 1); break;
+        case QUANT_Q8_0: dq_q8_0(src, out); break;
+        case QUANT_Q2_K: dq_q2_k(src, out); break;
+        case QUANT_Q3_K: dq_q3_k(src, out); break;
+        case QUANT_Q4_K: dq_q45_k(src, out, 0); break;
+        case QUANT_Q5_K: dq_q45_k(src, out, 1); break;
+        case QUANT_Q6_K: dq_q6_k(src, out); break;
+        default: return;
         }
     }
 }

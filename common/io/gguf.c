@@ -142,10 +142,10 @@ static int type_block(uint32_t type, size_t *block, size_t *bytes) {
     case GGML_F32: *block = 1, *bytes = 4; return 0;
     case GGML_F16: *block = 1, *bytes = 2; return 0;
     case GGML_BF16: *block = 1, *bytes = 2; return 0;
-    case GGML_Q4_0: *block = 32, *bytes = 18; return 0;
-    case GGML_Q4_1: *block = 32, *bytes = 20; return 0;
-    case GGML_Q8_0: *block = 32, *bytes = 34; return 0;
-    default: return -1;
+    default: /* the block types: QuantType values are the ggml ids */
+        if (!quant_supported((int)type)) return -1;
+        *block = (size_t)quant_block_elems((QuantType)type), *bytes = quant_block_bytes((QuantType)type);
+        return 0;
     }
 }
 
@@ -176,7 +176,8 @@ static int read_tensor_info(Cur *c, GgufTensor *t) {
     size_t block, bytes;
     if (type_block(t->type, &block, &bytes) != 0)
         return align_errorf("%s: tensor %.64s has ggml type %u, which is not supported (F32, F16, "
-                            "BF16, Q8_0, Q4_0, Q4_1)",
+                            "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; "
+                            "not the IQ types)",
                             c->origin, t->name, t->type);
     if (t->ne[0] % (int64_t)block != 0)
         return align_errorf("%s: tensor %.64s row of %lld is not a whole number of %zu-blocks",
@@ -352,13 +353,12 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
             memcpy(&out[i], &bits, 4);
         }
         return 0;
-    case GGML_Q4_0:
-    case GGML_Q4_1:
-    case GGML_Q8_0: /* QuantType values are the ggml ids */
-        quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n);
+    default:
+        if (!quant_supported((int)t->type)) break;
+        quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n); /* QuantType values are the ggml ids */
         return 0;
-    default: return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
     }
+    return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
 }
 
 /* ------------------------------------------------------------------ import */
@@ -608,7 +608,7 @@ out:
 int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
 
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
-    if (!quant_supported(fallback)) return align_errorf("unsupported quantisation type %d", fallback);
+    if (!quant_can_quantize(fallback)) return align_errorf("unsupported quantisation type %d", fallback);
     return import_impl(path, be, 1, fallback, out);
 }
 
