@@ -220,6 +220,24 @@ static void test_kquant_gguf(void) {
     model_bundle_free(&a), model_bundle_free(&q);
 }
 
+/* A block of hf_tiny_llama's weights (bf16 values) where x * id + 8.5 is
+ * 1.99999990 exactly but 2.0 in float32: ggml's reference (and the gguf
+ * package's port) rounds the product first and gets nibble 2; a fused
+ * multiply-add got 1. The blocks are gguf.quants.quantize's. */
+static void test_q4_0_rounding(void) {
+    static const uint32_t bits[32] = {
+        0x3cd40000, 0xbc750000, 0x3b860000, 0xbd090000, 0xbca80000, 0x3ab40000, 0xbd070000, 0x3c230000,
+        0xbba20000, 0x3c180000, 0x3be90000, 0xbc9a0000, 0xbbff0000, 0xbba10000, 0xbb0a0000, 0x3c7f0000,
+        0x3be80000, 0xbcee0000, 0xbae50000, 0x3c140000, 0xbc9f0000, 0x3d140000, 0xbad30000, 0x3b240000,
+        0xbc390000, 0x3d130000, 0xbb8e0000, 0xbb0d0000, 0x3d020000, 0x3d200000, 0x3d030000, 0x3c360000};
+    static const uint8_t want[18] = {0, 157, 115, 235, 135, 111, 204, 24, 143, 118, 169, 22, 151, 140, 42, 9, 24, 101};
+    float x[32];
+    uint8_t got[18];
+    memcpy(x, bits, sizeof x);
+    quant_quantize_rows(QUANT_Q4_0, x, got, 1, 32);
+    CHECK(!memcmp(got, want, 18), "q4_0 rounds as ggml's reference quantizer (byte 14: %d, want %d)", got[14], want[14]);
+}
+
 static void test_matmuls(void) {
     /* C = 4096 gives tiles of 16 rows: OC = 40 is three tiles, the last partial */
     enum { N = 3, C = 4096, OC = 40 };
@@ -390,6 +408,7 @@ int main(int argc, char **argv) {
     }
     test_blocks();
     test_fixture_blocks();
+    test_q4_0_rounding();
     test_kquant_gguf();
     test_matmuls();
     test_quant_model();

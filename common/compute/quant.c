@@ -2,6 +2,16 @@
  * ways, Q5_0, Q5_1 and the K-quants dequantised only. */
 #include "quant.h"
 
+/* ggml's reference code rounds every float operation on its own; a fused
+ * multiply-add (what -march=native with GCC's default fp-contract=fast
+ * makes of x * id + 8.5f) rounds once and can land on the other side of a
+ * .5 tie, giving a block llama.cpp's reference quantizer would not. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <float.h>
 #include <math.h>
 #include <string.h>

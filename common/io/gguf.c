@@ -363,9 +363,7 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
 
 /* ------------------------------------------------------------------ import */
 
-/* llama.cpp name -> HF name for one parameter of our model, or NULL when
- * the HF name has no GGUF counterpart. */
-static int gguf_name_for(const char *hf, ModelArch arch, char *out, size_t n) {
+int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n) {
     int l;
     char rest[96];
     static const char *const llama_map[][2] = {
@@ -566,7 +564,7 @@ typedef struct {
 static int pick_quant(const ParamInfo *p, void *ctx) {
     const QuantPick *q = ctx;
     char gname[128];
-    if (gguf_name_for(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
+    if (gguf_tensor_name(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
     const GgufTensor *t = gguf_find_tensor(q->f, gname);
     if (!t) return QUANT_NONE;
     return quant_supported((int)t->type) ? (int)t->type : q->fallback;
@@ -633,7 +631,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
         char gname[128];
-        if (gguf_name_for(p->name, cfg.arch, gname, sizeof gname) != 0) {
+        if (gguf_tensor_name(p->name, cfg.arch, gname, sizeof gname) != 0) {
             align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);
             goto done;
         }

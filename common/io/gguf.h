@@ -84,6 +84,10 @@ int64_t gguf_tensor_numel(const GgufTensor *t);
 /* Dequantise/convert a tensor into out[gguf_tensor_numel(t)]. */
 int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out);
 
+/* The llama.cpp name (blk.N.attn_q.weight, ...) of a parameter's Hugging
+ * Face name for arch; -1 when it has none (LoRA tensors, a value head). */
+int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n);
+
 /* Import a whole model (see the header comment). */
 int gguf_import(const char *path, const Backend *be, ModelBundle *out);
 /* The same, keeping the layers' linear weights quantised (model.h,
