@@ -150,10 +150,19 @@ def main():
             want = T.BF16
         elif typ == "f16" or w.shape[1] % 32:
             want = T.F16
-        elif typ == "q8_0" or g in ("token_embd.weight", "output.weight"):
+        elif typ == "q8_0" or (typ == "q4_0" and g in ("token_embd.weight", "output.weight")):
             want = T.Q8_0
-        else:
+        elif typ == "q4_0":
             want = T.Q4_0
+        else:  # q4_k_m: llama-quantize's llama_tensor_get_type for Q4_K_M
+            n = cfg["num_hidden_layers"]
+            layer = int(g.split(".")[1]) if g.startswith("blk.") else -1
+            more = layer >= 0 and (layer < n // 8 or layer >= 7 * n // 8 or (layer - n // 8) % 3 == 2)
+            big = g == "output.weight" or (more and (".attn_v." in g or ".ffn_down." in g))
+            if w.shape[1] % 256:
+                want = T.Q8_0 if big else T.Q5_0
+            else:
+                want = T.Q6_K if big else T.Q4_K
         check(t.tensor_type == want, "%s type %s, want %s" % (g, t.tensor_type.name, want.name))
         if t.tensor_type != want:
             continue
@@ -164,6 +173,9 @@ def main():
             ok = np.array_equal(raw.reshape(w.shape), w.astype(np.float16))
         elif want == T.BF16:
             ok = np.array_equal(gq.dequantize(raw, want).reshape(w.shape), gq.dequantize(gq.quantize(w, want), want).reshape(w.shape))
+        elif want in (T.Q4_K, T.Q6_K):  # the gguf package has no K-quant quantizer: values within a step
+            got = gq.dequantize(raw, want).reshape(w.shape)
+            ok = np.abs(got - w).max() <= 0.15 * np.abs(w).max()
         else:
             ok = np.array_equal(raw.reshape(-1).view(np.uint8), gq.quantize(w, want).reshape(-1).view(np.uint8))
         check(ok, "%s data equals convert_hf_to_gguf's %s" % (g, want.name))

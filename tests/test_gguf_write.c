@@ -6,10 +6,11 @@
  *     tensor reads back bit for bit, logits equal, the tokenizer encodes
  *     the same ids (special tokens included), bos/eos/pad and the chat
  *     template survive
- *   f16, bf16, q8_0, q4_0: every tensor reads back as exactly the rounding
- *     of the original to that type (fp16 / bf16 round-to-nearest-even,
- *     ggml's reference quantizers; q4_0 keeps embeddings at q8_0, norms
- *     f32); logits close
+ *   f16, bf16, q8_0, q4_0, q4_k_m: every tensor reads back as exactly the
+ *     rounding of the original to its type (fp16 / bf16 round-to-nearest-
+ *     even, ggml's reference quantizers; q4_0 keeps embeddings at q8_0,
+ *     norms f32; q4_k_m as llama-quantize's recipe, with its Q5_0 / Q8_0
+ *     fallbacks for rows of 64); logits close
  *   a base kept as Q8_0 blocks (QLoRA) writes its blocks unchanged
  *   refused with an error: a reward model (value head), unmerged LoRA,
  *     a GGUF type for a non-.gguf path */
@@ -70,9 +71,8 @@ static uint16_t bf16_of(float f) {
 
 /* what writing as `type` and reading back must give for this tensor */
 static void expected(const ParamInfo *p, GgufOutType type, float *x) {
-    if (p->ndim == 1 || type == GGUF_OUT_F32) return;
-    int emb = strstr(p->name, "embed_tokens") || !strcmp(p->name, "lm_head.weight") || strstr(p->name, ".wte.") ||
-              strstr(p->name, ".wpe.");
+    if (p->ndim == 1 || type == GGUF_OUT_F32 || strstr(p->name, ".wpe.")) return;
+    int emb = strstr(p->name, "embed_tokens") || !strcmp(p->name, "lm_head.weight") || strstr(p->name, ".wte.");
     if (type == GGUF_OUT_F16 || p->shape[1] % 32) {
         for (size_t i = 0; i < p->numel; i++) x[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
     } else if (type == GGUF_OUT_BF16) {
@@ -82,9 +82,15 @@ static void expected(const ParamInfo *p, GgufOutType type, float *x) {
         }
     } else {
         QuantType q = type == GGUF_OUT_Q8_0 || emb ? QUANT_Q8_0 : QUANT_Q4_0;
+        if (type == GGUF_OUT_Q4_K_M) { /* llama-quantize's Q4_K_M recipe for 2 layers: v and down of layer 1 */
+            int big = !strcmp(p->name, "lm_head.weight") || strstr(p->name, "c_attn") ||
+                      (strstr(p->name, "layers.1.") && (strstr(p->name, "v_proj") || strstr(p->name, "down_proj"))) ||
+                      (strstr(p->name, "h.1.") && strstr(p->name, "mlp.c_proj"));
+            q = p->shape[1] % 256 ? (big ? QUANT_Q8_0 : QUANT_Q5_0) : big ? QUANT_Q6_K : QUANT_Q4_K;
+        }
         void *blk = malloc(p->numel * 2);
-        quant_quantize_rows(q, x, blk, p->shape[0], p->shape[1]);
-        quant_dequantize_rows(q, blk, x, p->shape[0], p->shape[1]);
+        if (quant_quantize_rows(q, x, blk, p->shape[0], p->shape[1])) x[0] = INFINITY; /* fails the check */
+        else quant_dequantize_rows(q, blk, x, p->shape[0], p->shape[1]);
         free(blk);
     }
 }
@@ -98,7 +104,7 @@ static void logits_of(Model *m, float *out) {
 }
 
 static void round_trip(const char *label, ModelConfig c, GgufOutType type) {
-    static const char *const tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+    static const char *const tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
     char path[256];
     snprintf(path, sizeof path, "%s/%s_%s.gguf", dir, label, tn[type]);
     ModelBundle a, r;
@@ -130,7 +136,7 @@ static void round_trip(const char *label, ModelConfig c, GgufOutType type) {
     logits_of(a.model, l1), logits_of(r.model, l2);
     double dl = 0, scale = 0;
     for (int i = 0; i < 9 * V; i++) dl = fmax(dl, fabs(l1[i] - l2[i])), scale = fmax(scale, fabs(l1[i]));
-    double tol = type == GGUF_OUT_F32 ? 0 : type == GGUF_OUT_Q4_0 ? 0.2 : 0.02;
+    double tol = type == GGUF_OUT_F32 ? 0 : type >= GGUF_OUT_Q4_0 ? 0.2 : 0.02;
     CHECK(dl <= tol * (1 + scale), "%s %s: logits %s (max diff %.3g, logits up to %.3g)", label, tn[type],
           type == GGUF_OUT_F32 ? "equal" : "close", dl, scale);
     printf("%s %s: logits max diff %.3g (logits up to %.3g)\n", label, tn[type], dl, scale);
@@ -201,7 +207,7 @@ static void refusals(void) {
     CHECK(model_save_as(path, &a, "q8_0") != 0 && strstr(align_error(), ".gguf"), "a GGUF type for a .ckpt is refused: %s",
           align_error());
     GgufOutType t;
-    CHECK(gguf_out_type_parse("q4_k_m", &t) != 0 && strstr(align_error(), "q4_0"), "an unknown type names the known ones");
+    CHECK(gguf_out_type_parse("q5_k_m", &t) != 0 && strstr(align_error(), "q4_k_m"), "an unknown type names the known ones");
     model_bundle_free(&a);
 }
 
@@ -215,6 +221,14 @@ int main(void) {
     round_trip("gpt2", tiny(ARCH_GPT2, 0), GGUF_OUT_F32);
     for (int t = GGUF_OUT_F16; t <= GGUF_OUT_Q4_0; t++) round_trip("llama", tiny(ARCH_LLAMA, 0), (GgufOutType)t);
     round_trip("gpt2", tiny(ARCH_GPT2, 0), GGUF_OUT_Q8_0);
+    /* q4_k_m: rows of 64 take the fallbacks (Q5_0, Q8_0); rows of 256 the K-quants */
+    round_trip("llama", tiny(ARCH_LLAMA, 0), GGUF_OUT_Q4_K_M);
+    ModelConfig wide = tiny(ARCH_LLAMA, 0);
+    wide.dim = 256, wide.ffn_dim = 256, wide.n_heads = 4, wide.head_dim = 64, wide.n_kv_heads = 2;
+    round_trip("llama256", wide, GGUF_OUT_Q4_K_M);
+    ModelConfig wide2 = tiny(ARCH_GPT2, 0);
+    wide2.dim = 256, wide2.ffn_dim = 512, wide2.head_dim = 64;
+    round_trip("gpt2_256", wide2, GGUF_OUT_Q4_K_M);
     kept_blocks();
     refusals();
     rmdir(dir);

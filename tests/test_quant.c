@@ -5,6 +5,9 @@
  *     ggml-quants.c in numpy) on random blocks: fixtures/quant/blocks.bin,
  *     made by fixtures/make_quant_fixtures.py; K-quant matmul tiles equal
  *     dequantise-then-fp32
+ *   quantisation to Q4_0, Q5_0, Q8_0, Q4_K and Q6_K gives the bytes of
+ *     ggml's own quantize_row_*_ref (fixtures/quant/quantize_ref.bin: loud,
+ *     all-zero, one-signed, outlier and tied super-blocks)
  *   fixtures/quant/tiny_kquant.gguf (a tiny llama of random Q2_K..Q6_K,
  *     Q5_0 and Q5_1 blocks mixed as in a Q4_K_M file): gguf_import_quant
  *     keeps every block as stored except the mixed-type q|k|v of layer 0,
@@ -134,8 +137,8 @@ static void test_fixture_blocks(void) {
         seen++;
     }
     CHECK(seen == 10, "ten block types in the fixture (%d)", seen);
-    CHECK(!quant_can_quantize(QUANT_Q4_K) && quant_quantize_rows(QUANT_Q4_K, NULL, NULL, 1, 256) != 0,
-          "quantising to a K-quant is refused with an error");
+    CHECK(!quant_can_quantize(QUANT_Q5_K) && quant_quantize_rows(QUANT_Q5_K, NULL, NULL, 1, 256) != 0,
+          "quantising to Q5_K (not written) is refused with an error");
     free(buf);
 }
 
@@ -218,6 +221,37 @@ static void test_kquant_gguf(void) {
     CHECK(gw < 1e-4 * gmax, "LoRA gradients on the K-quant base = on the fp32 import (%.3g of %.3g)", gw, gmax);
     free(l1), free(l2);
     model_bundle_free(&a), model_bundle_free(&q);
+}
+
+static void test_quantize_ref(void) {
+    size_t len;
+    uint8_t *buf = (uint8_t *)align_read_file(ALIGN_TEST_DIR "/fixtures/quant/quantize_ref.bin", &len);
+    CHECK(buf && len > 8 && !memcmp(buf, "AQQZ", 4), "fixtures/quant/quantize_ref.bin: %s", buf ? "bad magic" : align_error());
+    if (!buf || len <= 8) return;
+    uint32_t n = rd32(buf + 4);
+    size_t at = 8;
+    int seen = 0;
+    for (uint32_t e = 0; e < n && at + 8 <= len; e++) {
+        QuantType t = (QuantType)rd32(buf + at);
+        uint32_t nv = rd32(buf + at + 4);
+        float *x = malloc((size_t)nv * 4);
+        memcpy(x, buf + at + 8, (size_t)nv * 4);
+        at += 8 + (size_t)nv * 4;
+        uint32_t nbytes = rd32(buf + at);
+        const uint8_t *want = buf + at + 4;
+        at += 4 + nbytes;
+        CHECK(at <= len && quant_row_bytes(t, nv) == nbytes, "%s: %u bytes for %u values", quant_name(t), nbytes, nv);
+        uint8_t *got = calloc(nbytes + 1, 1);
+        /* three rows, so the row loop is exercised */
+        CHECK(quant_quantize_rows(t, x, got, 3, nv / 3) == 0, "%s quantises: %s", quant_name(t), align_error());
+        size_t diff = 0;
+        for (uint32_t i = 0; i < nbytes; i++) diff += got[i] != want[i];
+        CHECK(diff == 0, "%s: quantize_rows = ggml's quantize_row_%s_ref (%zu of %u bytes differ)", quant_name(t), quant_name(t), diff, nbytes);
+        free(x), free(got);
+        seen++;
+    }
+    CHECK(seen == 5, "five types in the fixture (%d)", seen);
+    free(buf);
 }
 
 /* A block of hf_tiny_llama's weights (bf16 values) where x * id + 8.5 is
@@ -409,6 +443,7 @@ int main(int argc, char **argv) {
     test_blocks();
     test_fixture_blocks();
     test_q4_0_rounding();
+    test_quantize_ref();
     test_kquant_gguf();
     test_matmuls();
     test_quant_model();

@@ -15,9 +15,10 @@
  * The K-quants pack 256 inputs in a super-block of 16 or 8 sub-blocks whose
  * scales are themselves quantised (ggml-quants.c dequantize_row_q*_K):
  *   Q2_K  84 B, Q3_K 110 B, Q4_K 144 B, Q5_K 176 B, Q6_K 210 B per 256.
- * They, Q5_0 and Q5_1 are read and kept as stored (a GGUF's Q4_K_M mixes
- * Q4_K, Q6_K and, for rows not a multiple of 256, Q5_0/Q8_0), not written:
- * quant_can_quantize says which types quant_quantize_rows produces.
+ * All are read and kept as stored (a GGUF's Q4_K_M mixes Q4_K, Q6_K and,
+ * for rows not a multiple of 256, Q5_0/Q8_0). quant_quantize_rows writes
+ * Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K as ggml's quantize_row_*_ref (no
+ * importance matrix), what a Q4_K_M GGUF needs; quant_can_quantize says so.
  * Quantisation follows ggml's reference quantize_row_*_ref, so a tensor
  * quantised here equals what llama.cpp's quantizer writes, and a Q4_0 or
  * Q8_0 tensor that was dequantised re-quantises to the same blocks.
@@ -46,7 +47,7 @@ int quant_parse(const char *name, QuantType *out);
 const char *quant_name(QuantType t);
 /* 1 when t is one of the types above (kept and dequantised). */
 int quant_supported(int t);
-/* 1 when quant_quantize_rows writes t (Q4_0, Q4_1, Q8_0). */
+/* 1 when quant_quantize_rows writes t (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K). */
 int quant_can_quantize(int t);
 /* Inputs per block (32, or 256 for a K-quant); bytes of one block, and of
  * one row of `cols` inputs (cols a multiple of quant_block_elems). */

@@ -606,7 +606,8 @@ out:
 int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
 
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
-    if (!quant_can_quantize(fallback)) return align_errorf("unsupported quantisation type %d", fallback);
+    if (!quant_can_quantize(fallback) || quant_block_elems((QuantType)fallback) != QUANT_BLOCK)
+        return align_errorf("unsupported quantisation type %d for the base", fallback);
     return import_impl(path, be, 1, fallback, out);
 }
 

@@ -22,13 +22,13 @@
 #define ALIGNMENT 32
 
 /* llama.cpp's llama_ftype values for general.file_type */
-enum { FTYPE_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_BF16 = 32 };
+enum { FTYPE_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_Q4_K_M = 15, FTYPE_BF16 = 32 };
 
 int gguf_out_type_parse(const char *name, GgufOutType *out) {
-    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-    for (int i = 0; i < 5; i++)
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
+    for (int i = 0; i < 6; i++)
         if (!strcasecmp(name, names[i])) return *out = (GgufOutType)i, 0;
-    return align_errorf("unknown GGUF type '%s' (expected f32, f16, bf16, q8_0 or q4_0)", name);
+    return align_errorf("unknown GGUF type '%s' (expected f32, f16, bf16, q8_0, q4_0 or q4_k_m)", name);
 }
 
 /* ------------------------------------------------------------ header buffer */
@@ -211,15 +211,32 @@ static size_t row_bytes(int type, int64_t cols) {
     }
 }
 
-static int pick_type(const ParamInfo *p, GgufOutType t) {
-    if (p->ndim == 1 || t == GGUF_OUT_F32) return GGML_F32;
+/* llama.cpp's use_more_bits: the first and last eighth of the layers and
+ * every third one between get the bigger type in Q4_K_M */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* llama.cpp's fallback for a K-quant whose rows are not whole super-blocks */
+static int k_or_fallback(int k, int64_t cols) {
+    if (cols % 256 == 0) return k;
+    return k == GGML_Q4_K ? GGML_Q5_0 : GGML_Q8_0;
+}
+
+static int pick_type(const ParamInfo *p, GgufOutType t, int n_layers) {
+    /* GPT-2's position table stays F32: llama.cpp never quantises it */
+    if (p->ndim == 1 || t == GGUF_OUT_F32 || strstr(p->name, ".wpe.")) return GGML_F32;
     if (t == GGUF_OUT_F16) return GGML_F16;
     if (t == GGUF_OUT_BF16) return GGML_BF16;
     if (p->shape[1] % QUANT_BLOCK) return GGML_F16;
     if (t == GGUF_OUT_Q8_0) return GGML_Q8_0;
-    int head = !strcmp(p->name, "lm_head.weight") || strstr(p->name, "embed_tokens") || strstr(p->name, ".wte.") ||
-               strstr(p->name, ".wpe.");
-    return head ? GGML_Q8_0 : GGML_Q4_0;
+    int head = !strcmp(p->name, "lm_head.weight"), emb = strstr(p->name, "embed_tokens") || strstr(p->name, ".wte.");
+    if (t == GGUF_OUT_Q4_0) return head || emb ? GGML_Q8_0 : GGML_Q4_0;
+    /* Q4_K_M */
+    int layer = -1;
+    if (sscanf(p->name, "model.layers.%d.", &layer) != 1) sscanf(p->name, "transformer.h.%d.", &layer);
+    int big = head || strstr(p->name, "attn.c_attn.") ||
+              (layer >= 0 && (strstr(p->name, "v_proj.") || strstr(p->name, "down_proj.") || strstr(p->name, "mlp.c_proj.")) &&
+               use_more_bits(layer, n_layers));
+    return k_or_fallback(big ? GGML_Q6_K : GGML_Q4_K, p->shape[1]);
 }
 
 /* HF row h*hd + s*hd/2 + j goes to row h*hd + 2j + s (gguf.c undoes it). */
@@ -297,7 +314,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     int rc = -1;
     if (!ts) goto oom;
 
-    static const int ftype[] = {FTYPE_F32, FTYPE_F16, FTYPE_BF16, FTYPE_Q8_0, FTYPE_Q4_0};
+    static const int ftype[] = {FTYPE_F32, FTYPE_F16, FTYPE_BF16, FTYPE_Q8_0, FTYPE_Q4_0, FTYPE_Q4_K_M};
     kv_str(&kv, "general.architecture", arch);
     kv_str(&kv, "general.type", "model");
     /* the last part of the base model's name or path, as llama.cpp shows it */
@@ -305,7 +322,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     const char *slash = strrchr(bm, '/');
     kv_str(&kv, "general.name", slash && slash[1] ? slash + 1 : bm);
     kv_u32(&kv, "general.file_type", (uint32_t)ftype[type]);
-    if (type == GGUF_OUT_Q8_0 || type == GGUF_OUT_Q4_0) kv_u32(&kv, "general.quantization_version", 2);
+    if (type >= GGUF_OUT_Q8_0) kv_u32(&kv, "general.quantization_version", 2);
     kv_arch_u32(&kv, arch, "context_length", (uint32_t)c->max_seq_len);
     kv_arch_u32(&kv, arch, "embedding_length", (uint32_t)c->dim);
     kv_arch_u32(&kv, arch, "feed_forward_length", (uint32_t)c->ffn_dim);
@@ -347,7 +364,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             align_errorf("%s: %s has no GGUF counterpart", path, p->name);
             goto fail;
         }
-        t->type = pick_type(p, type);
+        t->type = pick_type(p, type, c->n_layers);
         if (!is_gpt2 && !qwen2 && p->ndim == 2) {
             if (strstr(p->name, "self_attn.q_proj.weight")) t->heads = c->n_heads;
             else if (strstr(p->name, "self_attn.k_proj.weight")) t->heads = c->n_kv_heads;

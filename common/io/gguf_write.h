@@ -8,12 +8,18 @@
  * token_type, merges, pre, bos/eos/padding ids, add_bos_token) from the
  * bundle's tokenizer.json; tokenizer.chat_template from its Jinja source.
  *
- * Tensor types: 1-D tensors (norms, biases) are always F32; 2-D ones take
+ * Tensor types: 1-D tensors (norms, biases) and GPT-2's position table are
+ * always F32; 2-D ones take
  * the requested type, except that a row not a multiple of 32 falls back to
- * F16 for q8_0/q4_0, and q4_0 keeps the token embedding and output head at
- * Q8_0 (llama.cpp's quantizer gives them a higher-precision type too; align
- * writes no K-quants). A weight kept quantised in the model (a QLoRA base)
- * in the requested block type is copied as it is, not re-quantised.
+ * F16 for the block types, and q4_0 keeps the token embedding and output
+ * head at Q8_0 (llama-quantize gives the head Q6_K). q4_k_m follows
+ * llama-quantize's Q4_K_M recipe (llama_tensor_get_type, no importance
+ * matrix): Q4_K, with attn_v and ffn_down at Q6_K in the layers
+ * use_more_bits picks, the output head Q6_K, GPT-2's fused attn_qkv Q6_K
+ * (llama.cpp: Q5_K, which align does not write), and rows not a multiple
+ * of 256 at Q5_0 (for Q4_K) or Q8_0 (for Q6_K), as llama.cpp falls back.
+ * A weight kept quantised in the model (a QLoRA base) in the type chosen
+ * for it is copied as it is, not re-quantised.
  *
  * Refused with an error: LoRA adapters not merged (save merged), a value
  * head (reward models have no GGUF form), Llama-3.1 rope scaling. */
@@ -22,9 +28,10 @@
 
 #include "model_bundle.h"
 
-typedef enum { GGUF_OUT_F32, GGUF_OUT_F16, GGUF_OUT_BF16, GGUF_OUT_Q8_0, GGUF_OUT_Q4_0 } GgufOutType;
+typedef enum { GGUF_OUT_F32, GGUF_OUT_F16, GGUF_OUT_BF16, GGUF_OUT_Q8_0, GGUF_OUT_Q4_0, GGUF_OUT_Q4_K_M } GgufOutType;
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive); -1 with an error. */
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m" (case-insensitive); -1
+ * with an error. */
 int gguf_out_type_parse(const char *name, GgufOutType *out);
 
 /* Write b's model (and tokenizer, chat template) to path, through a

@@ -28,7 +28,7 @@ int model_load_note_source(ModelBundle *b, const char *path);
  * anything else: HF export directory. */
 int model_save_any(const char *path, ModelBundle *b);
 /* The same, with the GGUF tensor type ("f32", "f16", "bf16", "q8_0",
- * "q4_0"; NULL: f16); a type with any other output is an error. */
+ * "q4_0", "q4_k_m"; NULL: f16); a type with any other output is an error. */
 int model_save_as(const char *path, ModelBundle *b, const char *gguf_type);
 /* The same for a model with LoRA adapters or a quantised base: what it
  * computes now, as a plain fp32 model (adapters merged, base dequantised). */

@@ -1,6 +1,6 @@
 /* ckpt_convert: convert between model formats.
  *
- *   ckpt_convert IN OUT [--type f32|f16|bf16|q8_0|q4_0]
+ *   ckpt_convert IN OUT [--type f32|f16|bf16|q8_0|q4_0|q4_k_m]
  *
  * IN is a Hugging Face model directory, a .gguf file or a .ckpt; OUT is a
  * .ckpt file, a .gguf file for llama.cpp / Ollama (--type, default f16), or
@@ -27,7 +27,8 @@ static void usage(FILE *out) {
             "       write a Hugging Face model into\n"
             "\n"
             "options:\n"
-            "  --type TYPE           GGUF tensor type: f32, f16 (default), bf16, q8_0, q4_0\n"
+            "  --type TYPE           GGUF tensor type: f32, f16 (default), bf16, q8_0, q4_0,\n"
+            "                        q4_k_m (llama-quantize's recipe, no importance matrix)\n"
             "                        (norms stay f32; q4_0 keeps embeddings and head at q8_0)\n"
             "  --chat-template NAME  record this built-in chat template (chatml, llama3, hh,\n"
             "                        none) instead of the one detected from IN\n"
@@ -44,7 +45,7 @@ int main(int argc, char **argv) {
             if (++i >= argc) align_die(PROG, "--chat-template needs a value");
             tmpl = argv[i];
         } else if (!strcmp(argv[i], "--type")) {
-            if (++i >= argc) align_die(PROG, "--type needs a value (f32, f16, bf16, q8_0 or q4_0)");
+            if (++i >= argc) align_die(PROG, "--type needs a value (f32, f16, bf16, q8_0, q4_0 or q4_k_m)");
             type = argv[i];
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             usage(stderr);

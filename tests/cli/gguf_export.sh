@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ckpt_convert HF_DIR OUT.gguf --type T end to end on the tiny fixtures:
-#  - every type (f32, f16, bf16, q8_0, q4_0) converts, the file reads back
+#  - every type (f32, f16, bf16, q8_0, q4_0, q4_k_m) converts, the file reads back
 #    through align (ckpt_convert OUT.gguf x.ckpt), a .ckpt converts to GGUF
 #    too, and bad --type uses are one clear error each;
 #  - the `gguf` PyPI package's reader (tests/gguf_check.py) checks every
@@ -23,7 +23,7 @@ check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL
 cp -r "$HERE/../fixtures/hf_tiny_llama" "$T/llama"
 sed -i '/"rope_scaling": {/,/},/d' "$T/llama/config.json"
 check "the llama fixture lost its rope_scaling" "! grep -q rope_scaling $T/llama/config.json"
-for t in f32 f16 bf16 q8_0 q4_0; do
+for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
     "$BIN/ckpt_convert" "$T/llama" "$T/llama_$t.gguf" --type "$t" 2>"$T/err"
     check "ckpt_convert --type $t exits 0" "[ $? -eq 0 ]"
     check "llama_$t.gguf starts with GGUF" "[ \"\$(head -c 4 $T/llama_$t.gguf)\" = GGUF ]"
@@ -40,8 +40,8 @@ check ".ckpt -> GGUF" "[ $? -eq 0 ]"
 # bytes, after a header of about 8 KB: vocabulary, merges, chat template)
 n=$(( $(stat -c %s "$T/llama_f32.gguf") - 16384 ))
 check ".ckpt -> GGUF: the tensor data of HF -> GGUF" "cmp -s <(tail -c $n $T/from_ckpt.gguf) <(tail -c $n $T/llama_f32.gguf)"
-"$BIN/ckpt_convert" "$T/llama" "$T/x.gguf" --type q4_k_m 2>"$T/err"
-check "--type q4_k_m is refused naming the types" "[ $? -ne 0 ] && grep -q \"unknown GGUF type 'q4_k_m' (expected f32, f16, bf16, q8_0 or q4_0)\" $T/err && [ ! -e $T/x.gguf ]"
+"$BIN/ckpt_convert" "$T/llama" "$T/x.gguf" --type q5_k_m 2>"$T/err"
+check "--type q5_k_m is refused naming the types" "[ $? -ne 0 ] && grep -q \"unknown GGUF type 'q5_k_m' (expected f32, f16, bf16, q8_0, q4_0 or q4_k_m)\" $T/err && [ ! -e $T/x.gguf ]"
 "$BIN/ckpt_convert" "$T/llama" "$T/x.ckpt" --type q8_0 2>"$T/err"
 check "--type with a .ckpt output is refused" "[ $? -ne 0 ] && grep -q 'OUT must be a .gguf file' $T/err"
 "$BIN/ckpt_convert" "$HERE/../fixtures/hf_tiny_llama" "$T/x.gguf" 2>"$T/err"
@@ -57,7 +57,7 @@ if [ -z "$py" ]; then
     echo "skipped: no python with the gguf package (set ALIGN_GGUF_PYTHON or make a .venv with gguf and numpy)"
     exit 77
 fi
-for t in f32 f16 bf16 q8_0 q4_0; do
+for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
     "$py" "$HERE/../gguf_check.py" "$T/llama" "$T/llama_$t.gguf" "$t"
     check "gguf reader: llama_$t.gguf is what convert_hf_to_gguf.py writes" "[ $? -eq 0 ]"
 done
