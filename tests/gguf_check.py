@@ -158,7 +158,8 @@ def main():
             n = cfg["num_hidden_layers"]
             layer = int(g.split(".")[1]) if g.startswith("blk.") else -1
             more = layer >= 0 and (layer < n // 8 or layer >= 7 * n // 8 or (layer - n // 8) % 3 == 2)
-            big = g == "output.weight" or (more and (".attn_v." in g or ".ffn_down." in g))
+            tied = "output.weight" not in tensors  # then token_embd is the head
+            big = g == "output.weight" or (tied and g == "token_embd.weight") or (more and (".attn_v." in g or ".ffn_down." in g))
             if w.shape[1] % 256:
                 want = T.Q8_0 if big else T.Q5_0
             else:

@@ -221,7 +221,7 @@ static int k_or_fallback(int k, int64_t cols) {
     return k == GGML_Q4_K ? GGML_Q5_0 : GGML_Q8_0;
 }
 
-static int pick_type(const ParamInfo *p, GgufOutType t, int n_layers) {
+static int pick_type(const ParamInfo *p, GgufOutType t, const ModelConfig *c) {
     /* GPT-2's position table stays F32: llama.cpp never quantises it */
     if (p->ndim == 1 || t == GGUF_OUT_F32 || strstr(p->name, ".wpe.")) return GGML_F32;
     if (t == GGUF_OUT_F16) return GGML_F16;
@@ -233,9 +233,10 @@ static int pick_type(const ParamInfo *p, GgufOutType t, int n_layers) {
     /* Q4_K_M */
     int layer = -1;
     if (sscanf(p->name, "model.layers.%d.", &layer) != 1) sscanf(p->name, "transformer.h.%d.", &layer);
-    int big = head || strstr(p->name, "attn.c_attn.") ||
+    /* a tied embedding is the output head too: llama.cpp gives it the head's type */
+    int big = head || (emb && c->tied_embeddings) || strstr(p->name, "attn.c_attn.") ||
               (layer >= 0 && (strstr(p->name, "v_proj.") || strstr(p->name, "down_proj.") || strstr(p->name, "mlp.c_proj.")) &&
-               use_more_bits(layer, n_layers));
+               use_more_bits(layer, c->n_layers));
     return k_or_fallback(big ? GGML_Q6_K : GGML_Q4_K, p->shape[1]);
 }
 
@@ -364,7 +365,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             align_errorf("%s: %s has no GGUF counterpart", path, p->name);
             goto fail;
         }
-        t->type = pick_type(p, type, c->n_layers);
+        t->type = pick_type(p, type, c);
         if (!is_gpt2 && !qwen2 && p->ndim == 2) {
             if (strstr(p->name, "self_attn.q_proj.weight")) t->heads = c->n_heads;
             else if (strstr(p->name, "self_attn.k_proj.weight")) t->heads = c->n_kv_heads;

@@ -15,7 +15,8 @@
  * head at Q8_0 (llama-quantize gives the head Q6_K). q4_k_m follows
  * llama-quantize's Q4_K_M recipe (llama_tensor_get_type, no importance
  * matrix): Q4_K, with attn_v and ffn_down at Q6_K in the layers
- * use_more_bits picks, the output head Q6_K, GPT-2's fused attn_qkv Q6_K
+ * use_more_bits picks, the output head (a tied embedding is the head) Q6_K,
+ * GPT-2's fused attn_qkv Q6_K
  * (llama.cpp: Q5_K, which align does not write), and rows not a multiple
  * of 256 at Q5_0 (for Q4_K) or Q8_0 (for Q6_K), as llama.cpp falls back.
  * A weight kept quantised in the model (a QLoRA base) in the type chosen

@@ -32,6 +32,8 @@ for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
 done
 "$BIN/ckpt_convert" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2.gguf" --type q8_0 2>"$T/err"
 check "qwen2 -> q8_0 GGUF" "[ $? -eq 0 ]"
+"$BIN/ckpt_convert" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" --type q4_k_m 2>"$T/err"
+check "qwen2 -> q4_k_m GGUF (tied embeddings)" "[ $? -eq 0 ]"
 "$BIN/ckpt_convert" "$HERE/../fixtures/hf_tiny_gpt2" "$T/gpt2.gguf" 2>"$T/err"
 check "gpt2 -> GGUF (f16 default)" "[ $? -eq 0 ]"
 "$BIN/ckpt_convert" "$T/back_f32.ckpt" "$T/from_ckpt.gguf" --type f32 2>"$T/err"
@@ -63,5 +65,7 @@ for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
 done
 "$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2.gguf" q8_0
 check "gguf reader: qwen2.gguf (unpermuted, biases)" "[ $? -eq 0 ]"
+"$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" q4_k_m
+check "gguf reader: qwen2_k.gguf (the tied embedding typed as the head)" "[ $? -eq 0 ]"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
