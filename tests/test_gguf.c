@@ -289,7 +289,7 @@ static void test_malformed(void) {
         {"rank 5", {"t", 5, {1, 1, 1, 1, 1}, GGML_F32, data, 4}, 0, "dimensions"},
         {"zero dimension", {"t", 1, {0}, GGML_F32, data, 4}, 0, "dimension"},
         {"huge dimensions", {"t", 2, {1LL << 40, 1LL << 40}, GGML_F32, data, 4}, 0, "dimension"},
-        {"unknown ggml type", {"t", 1, {32}, 12, data, 32}, 0, "not supported"},
+        {"unsupported ggml type (IQ2_XXS)", {"t", 1, {256}, 16, data, 32}, 0, "not supported"},
         {"row not whole blocks", {"t", 1, {16}, GGML_Q8_0, data, 32}, 0, "block"},
         {"tensor past the data", {"t", 1, {64}, GGML_F32, data, 32}, 0, "outside"},
         {"offset past the data", {"t", 1, {8}, GGML_F32, data, 32}, 1ULL << 40, "outside"},

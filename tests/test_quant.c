@@ -1,5 +1,19 @@
 /* test_quant: 4-bit (and 8-bit) base weights, and LoRA on top of them.
  *
+ *   dequantisation of every block type read from GGUF (Q4_0, Q4_1, Q5_0,
+ *     Q5_1, Q8_0, Q2_K .. Q6_K) equals the `gguf` package's (llama.cpp's
+ *     ggml-quants.c in numpy) on random blocks: fixtures/quant/blocks.bin,
+ *     made by fixtures/make_quant_fixtures.py; K-quant matmul tiles equal
+ *     dequantise-then-fp32
+ *   quantisation to Q4_0, Q5_0, Q8_0, Q4_K and Q6_K gives the bytes of
+ *     ggml's own quantize_row_*_ref (fixtures/quant/quantize_ref.bin: loud,
+ *     all-zero, one-signed, outlier and tied super-blocks)
+ *   fixtures/quant/tiny_kquant.gguf (a tiny llama of random Q2_K..Q6_K,
+ *     Q5_0 and Q5_1 blocks mixed as in a Q4_K_M file): gguf_import_quant
+ *     keeps every block as stored except the mixed-type q|k|v of layer 0,
+ *     and gives the dequantised import's logits (1e-4); LoRA on that frozen
+ *     base gets the adapter gradients of LoRA on the fp32 import (1e-4 of
+ *     the largest), so a Q4_K_M file is a QLoRA base
  *   block formats: a dequantised Q4_0 / Q8_0 tensor re-quantises to the
  *     same bytes; Q4_1 to within one code; per-element error within half a
  *     step (d/2) of the block's scale
@@ -67,6 +81,195 @@ static void test_blocks(void) {
         CHECK(d < 1e-2, "%s: re-quantising is stable (%.3g)", quant_name(t), d);
     }
     CHECK(quant_f16_to_f32(quant_f32_to_f16(0.1f)) == 0.0999755859375f, "fp16 round to nearest");
+}
+
+static uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void test_fixture_blocks(void) {
+    size_t len;
+    uint8_t *buf = (uint8_t *)align_read_file(ALIGN_TEST_DIR "/fixtures/quant/blocks.bin", &len);
+    CHECK(buf && len > 8 && !memcmp(buf, "AQFX", 4), "fixtures/quant/blocks.bin: %s", buf ? "bad magic" : align_error());
+    if (!buf || len <= 8) return;
+    uint32_t n = rd32(buf + 4);
+    size_t at = 8;
+    int seen = 0;
+    for (uint32_t e = 0; e < n && at + 16 <= len; e++) {
+        QuantType t = (QuantType)rd32(buf + at);
+        uint32_t nb = rd32(buf + at + 4), ne = rd32(buf + at + 8), bb = rd32(buf + at + 12);
+        at += 16;
+        const uint8_t *blocks = buf + at;
+        at += (size_t)nb * bb;
+        float *want = malloc((size_t)nb * ne * 4), *got = malloc((size_t)nb * ne * 4);
+        memcpy(want, buf + at, (size_t)nb * ne * 4);
+        at += (size_t)nb * ne * 4;
+        CHECK(at <= len, "fixture entry %u lies inside the file", e);
+        CHECK(quant_supported(t) && quant_block_elems(t) == (int)ne && quant_block_bytes(t) == bb,
+              "%s: %u elements in %u bytes per block", quant_name(t), ne, bb);
+        /* two rows, so row strides are exercised too */
+        quant_dequantize_rows(t, blocks, got, 2, (int64_t)nb / 2 * ne);
+        double worst = 0, scale = 0;
+        for (size_t i = 0; i < (size_t)nb * ne; i++)
+            worst = fmax(worst, fabs(want[i] - got[i])), scale = fmax(scale, fabs(want[i]));
+        /* one rounding apart at most: the compiler may fuse d*q - m */
+        printf("%s: %u blocks, max |align - gguf| %.3g (values up to %.3g)\n", quant_name(t), nb, worst, scale);
+        CHECK(worst <= 2.4e-7 * scale, "%s dequantises as llama.cpp (max diff %.3g, values up to %.3g)", quant_name(t), worst, scale);
+        if (ne == 256) {
+            /* matmul tiles of K-quant rows: 2 rows of nb/2 super-blocks */
+            int C = (int)(nb / 2 * ne), OC = 2, N = 3;
+            float *x = malloc((size_t)N * C * 4), *o1 = malloc(N * OC * 4), *o2 = malloc(N * OC * 4);
+            float *dy = malloc(N * OC * 4), *d1 = malloc((size_t)N * C * 4), *d2 = malloc((size_t)N * C * 4);
+            fill(x, (size_t)N * C, 1), fill(dy, N * OC, 1);
+            be->matmul_forward(o1, x, got, NULL, N, C, OC);
+            be->matmul_forward_q(o2, x, blocks, t, NULL, N, C, OC);
+            be->matmul_backward_input(d1, dy, got, N, C, OC, 0);
+            be->matmul_backward_input_q(d2, dy, blocks, t, N, C, OC, 0);
+            double wf = 0, wb = 0;
+            for (int i = 0; i < N * OC; i++) wf = fmax(wf, fabs(o1[i] - o2[i]) / (1 + fabs(o1[i])));
+            for (int i = 0; i < N * C; i++) wb = fmax(wb, fabs(d1[i] - d2[i]) / (1 + fabs(d1[i])));
+            CHECK(wf < 1e-5 && wb < 1e-5, "%s matmul_forward_q / backward_input_q = fp32 (%.3g, %.3g)", quant_name(t), wf, wb);
+            free(x), free(o1), free(o2), free(dy), free(d1), free(d2);
+        }
+        free(want), free(got);
+        seen++;
+    }
+    CHECK(seen == 10, "ten block types in the fixture (%d)", seen);
+    CHECK(!quant_can_quantize(QUANT_Q5_K) && quant_quantize_rows(QUANT_Q5_K, NULL, NULL, 1, 256) != 0,
+          "quantising to Q5_K (not written) is refused with an error");
+    free(buf);
+}
+
+static void test_kquant_gguf(void) {
+    const char *path = ALIGN_TEST_DIR "/fixtures/quant/tiny_kquant.gguf";
+    ModelBundle a, q;
+    CHECK(gguf_import(path, be, &a) == 0, "import %s: %s", path, align_error());
+    CHECK(gguf_import_quant(path, be, QUANT_Q8_0, &q) == 0, "import keeping blocks: %s", align_error());
+    if (!a.model || !q.model) return;
+    static const struct {
+        const char *name;
+        int type;
+    } want[] = {
+        {"model.layers.0.self_attn.q_proj.weight", QUANT_NONE}, /* q, k Q4_K with v Q6_K: one fused matmul, fp32 */
+        {"model.layers.0.self_attn.v_proj.weight", QUANT_NONE},
+        {"model.layers.0.self_attn.o_proj.weight", QUANT_Q5_K},
+        {"model.layers.0.mlp.gate_proj.weight", QUANT_Q4_K},
+        {"model.layers.0.mlp.up_proj.weight", QUANT_Q4_K},
+        {"model.layers.0.mlp.down_proj.weight", QUANT_Q6_K},
+        {"model.layers.1.self_attn.q_proj.weight", QUANT_Q3_K},
+        {"model.layers.1.self_attn.k_proj.weight", QUANT_Q3_K},
+        {"model.layers.1.self_attn.v_proj.weight", QUANT_Q3_K},
+        {"model.layers.1.self_attn.o_proj.weight", QUANT_Q2_K},
+        {"model.layers.1.mlp.gate_proj.weight", QUANT_Q5_0},
+        {"model.layers.1.mlp.down_proj.weight", QUANT_Q5_1},
+        {"lm_head.weight", QUANT_NONE},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const ParamInfo *p = model_find_param(q.model, want[i].name);
+        CHECK(p && p->qtype == want[i].type, "%s kept as %s (%s)", want[i].name, quant_name((QuantType)want[i].type),
+              p ? quant_name((QuantType)p->qtype) : "missing");
+    }
+    printf("tiny K-quant GGUF: weights %.2f MiB kept vs %.2f MiB dequantised\n", model_weight_bytes(q.model) / 1048576.0,
+           model_weight_bytes(a.model) / 1048576.0);
+    int32_t t[7] = {1, 5, 9, 3, 17, 30, 2}, s[2] = {0, 7}, rows[7] = {0, 1, 2, 3, 4, 5, 6};
+    Batch b = {7, 1, t, s};
+    int V = a.model->cfg.vocab_size;
+    float *l1 = malloc(7 * V * 4), *l2 = malloc(7 * V * 4);
+    model_forward(a.model, &b), model_logits(a.model, rows, 7, l1);
+    model_forward(q.model, &b), model_logits(q.model, rows, 7, l2);
+    double worst = 0, scale = 0;
+    for (int i = 0; i < 7 * V; i++) worst = fmax(worst, fabs(l1[i] - l2[i])), scale = fmax(scale, fabs(l1[i]));
+    CHECK(worst < 1e-4 * (1 + scale), "kept K-quant blocks = dequantised import (%.3g, logits up to %.3g)", worst, scale);
+
+    /* the same adapters on both: equal gradients through the kept blocks */
+    LoraConfig lc;
+    lora_config_defaults(&lc);
+    lc.rank = 2, lc.alpha = 4, lc.dropout = 0;
+    Model *ms[2] = {a.model, q.model};
+    int32_t tg[7];
+    float w7[7] = {1, 1, 1, 1, 1, 1, 0};
+    batch_next_token_targets(&b, tg);
+    for (int k = 0; k < 2; k++) {
+        Model *m = ms[k];
+        CHECK(model_lora_attach(m, &lc) == 0, "attach LoRA: %s", align_error());
+        Rng r;
+        rng_seed(&r, 5);
+        for (int i = 0; i < m->n_params; i++)
+            if (m->info[i].lora)
+                for (size_t j = 0; j < m->info[i].numel; j++) m->params[m->info[i].offset + j] = (float)(rng_normal(&r) * 0.05);
+        model_zero_grad(m);
+        model_forward(m, &b);
+        model_token_logprobs(m, tg, NULL);
+        model_backward(m, w7, NULL);
+    }
+    double gw = 0, gmax = 1e-9;
+    int n_lora = 0;
+    for (int i = 0; i < q.model->n_params; i++) {
+        const ParamInfo *pq = &q.model->info[i];
+        if (!pq->lora) continue;
+        const ParamInfo *pa = model_find_param(a.model, pq->name);
+        if (!pa || pa->numel != pq->numel) continue;
+        n_lora++;
+        for (size_t j = 0; j < pq->numel; j++) {
+            float g1 = a.model->grads[pa->grad_offset + j], g2 = q.model->grads[pq->grad_offset + j];
+            gw = fmax(gw, fabs(g1 - g2)), gmax = fmax(gmax, fabs(g1));
+        }
+    }
+    CHECK(n_lora >= 2 * 7 * 2, "LoRA on every projection (%d tensors)", n_lora);
+    CHECK(gw < 1e-4 * gmax, "LoRA gradients on the K-quant base = on the fp32 import (%.3g of %.3g)", gw, gmax);
+    free(l1), free(l2);
+    model_bundle_free(&a), model_bundle_free(&q);
+}
+
+static void test_quantize_ref(void) {
+    size_t len;
+    uint8_t *buf = (uint8_t *)align_read_file(ALIGN_TEST_DIR "/fixtures/quant/quantize_ref.bin", &len);
+    CHECK(buf && len > 8 && !memcmp(buf, "AQQZ", 4), "fixtures/quant/quantize_ref.bin: %s", buf ? "bad magic" : align_error());
+    if (!buf || len <= 8) return;
+    uint32_t n = rd32(buf + 4);
+    size_t at = 8;
+    int seen = 0;
+    for (uint32_t e = 0; e < n && at + 8 <= len; e++) {
+        QuantType t = (QuantType)rd32(buf + at);
+        uint32_t nv = rd32(buf + at + 4);
+        float *x = malloc((size_t)nv * 4);
+        memcpy(x, buf + at + 8, (size_t)nv * 4);
+        at += 8 + (size_t)nv * 4;
+        uint32_t nbytes = rd32(buf + at);
+        const uint8_t *want = buf + at + 4;
+        at += 4 + nbytes;
+        CHECK(at <= len && quant_row_bytes(t, nv) == nbytes, "%s: %u bytes for %u values", quant_name(t), nbytes, nv);
+        uint8_t *got = calloc(nbytes + 1, 1);
+        /* three rows, so the row loop is exercised */
+        CHECK(quant_quantize_rows(t, x, got, 3, nv / 3) == 0, "%s quantises: %s", quant_name(t), align_error());
+        size_t diff = 0;
+        for (uint32_t i = 0; i < nbytes; i++) diff += got[i] != want[i];
+        CHECK(diff == 0, "%s: quantize_rows = ggml's quantize_row_%s_ref (%zu of %u bytes differ)", quant_name(t), quant_name(t), diff, nbytes);
+        free(x), free(got);
+        seen++;
+    }
+    CHECK(seen == 5, "five types in the fixture (%d)", seen);
+    free(buf);
+}
+
+/* A block of hf_tiny_llama's weights (bf16 values) where x * id + 8.5 is
+ * 1.99999990 exactly but 2.0 in float32: ggml's reference (and the gguf
+ * package's port) rounds the product first and gets nibble 2; a fused
+ * multiply-add got 1. The blocks are gguf.quants.quantize's. */
+static void test_q4_0_rounding(void) {
+    static const uint32_t bits[32] = {
+        0x3cd40000, 0xbc750000, 0x3b860000, 0xbd090000, 0xbca80000, 0x3ab40000, 0xbd070000, 0x3c230000,
+        0xbba20000, 0x3c180000, 0x3be90000, 0xbc9a0000, 0xbbff0000, 0xbba10000, 0xbb0a0000, 0x3c7f0000,
+        0x3be80000, 0xbcee0000, 0xbae50000, 0x3c140000, 0xbc9f0000, 0x3d140000, 0xbad30000, 0x3b240000,
+        0xbc390000, 0x3d130000, 0xbb8e0000, 0xbb0d0000, 0x3d020000, 0x3d200000, 0x3d030000, 0x3c360000};
+    static const uint8_t want[18] = {0, 157, 115, 235, 135, 111, 204, 24, 143, 118, 169, 22, 151, 140, 42, 9, 24, 101};
+    float x[32];
+    uint8_t got[18];
+    memcpy(x, bits, sizeof x);
+    quant_quantize_rows(QUANT_Q4_0, x, got, 1, 32);
+    CHECK(!memcmp(got, want, 18), "q4_0 rounds as ggml's reference quantizer (byte 14: %d, want %d)", got[14], want[14]);
 }
 
 static void test_matmuls(void) {
@@ -238,6 +441,10 @@ int main(int argc, char **argv) {
         return test_summary();
     }
     test_blocks();
+    test_fixture_blocks();
+    test_q4_0_rounding();
+    test_quantize_ref();
+    test_kquant_gguf();
     test_matmuls();
     test_quant_model();
     return test_summary();

@@ -142,10 +142,10 @@ static int type_block(uint32_t type, size_t *block, size_t *bytes) {
     case GGML_F32: *block = 1, *bytes = 4; return 0;
     case GGML_F16: *block = 1, *bytes = 2; return 0;
     case GGML_BF16: *block = 1, *bytes = 2; return 0;
-    case GGML_Q4_0: *block = 32, *bytes = 18; return 0;
-    case GGML_Q4_1: *block = 32, *bytes = 20; return 0;
-    case GGML_Q8_0: *block = 32, *bytes = 34; return 0;
-    default: return -1;
+    default: /* the block types: QuantType values are the ggml ids */
+        if (!quant_supported((int)type)) return -1;
+        *block = (size_t)quant_block_elems((QuantType)type), *bytes = quant_block_bytes((QuantType)type);
+        return 0;
     }
 }
 
@@ -176,7 +176,8 @@ static int read_tensor_info(Cur *c, GgufTensor *t) {
     size_t block, bytes;
     if (type_block(t->type, &block, &bytes) != 0)
         return align_errorf("%s: tensor %.64s has ggml type %u, which is not supported (F32, F16, "
-                            "BF16, Q8_0, Q4_0, Q4_1)",
+                            "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; "
+                            "not the IQ types)",
                             c->origin, t->name, t->type);
     if (t->ne[0] % (int64_t)block != 0)
         return align_errorf("%s: tensor %.64s row of %lld is not a whole number of %zu-blocks",
@@ -352,20 +353,17 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
             memcpy(&out[i], &bits, 4);
         }
         return 0;
-    case GGML_Q4_0:
-    case GGML_Q4_1:
-    case GGML_Q8_0: /* QuantType values are the ggml ids */
-        quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n);
+    default:
+        if (!quant_supported((int)t->type)) break;
+        quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n); /* QuantType values are the ggml ids */
         return 0;
-    default: return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
     }
+    return align_errorf("%s: tensor %s has unsupported type %u", f->path, t->name, t->type);
 }
 
 /* ------------------------------------------------------------------ import */
 
-/* llama.cpp name -> HF name for one parameter of our model, or NULL when
- * the HF name has no GGUF counterpart. */
-static int gguf_name_for(const char *hf, ModelArch arch, char *out, size_t n) {
+int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n) {
     int l;
     char rest[96];
     static const char *const llama_map[][2] = {
@@ -566,7 +564,7 @@ typedef struct {
 static int pick_quant(const ParamInfo *p, void *ctx) {
     const QuantPick *q = ctx;
     char gname[128];
-    if (gguf_name_for(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
+    if (gguf_tensor_name(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
     const GgufTensor *t = gguf_find_tensor(q->f, gname);
     if (!t) return QUANT_NONE;
     return quant_supported((int)t->type) ? (int)t->type : q->fallback;
@@ -608,7 +606,8 @@ out:
 int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
 
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
-    if (!quant_supported(fallback)) return align_errorf("unsupported quantisation type %d", fallback);
+    if (!quant_can_quantize(fallback) || quant_block_elems((QuantType)fallback) != QUANT_BLOCK)
+        return align_errorf("unsupported quantisation type %d for the base", fallback);
     return import_impl(path, be, 1, fallback, out);
 }
 
@@ -633,7 +632,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
         char gname[128];
-        if (gguf_name_for(p->name, cfg.arch, gname, sizeof gname) != 0) {
+        if (gguf_tensor_name(p->name, cfg.arch, gname, sizeof gname) != 0) {
             align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);
             goto done;
         }

@@ -4,8 +4,9 @@
  * every count and length is checked against the bytes that remain before
  * anything is allocated, so a lying header cannot make us allocate without
  * limit or read out of bounds. Metadata values are typed; tensors of type
- * F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are dequantised to fp32 (block layouts
- * in docs/REFERENCE.md).
+ * F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q2_K to
+ * Q6_K are dequantised to fp32 (block layouts in quant.h and
+ * docs/REFERENCE.md); the IQ types are refused by name.
  *
  * gguf_import maps llama.cpp tensor names (token_embd, blk.N.attn_q, ...) to
  * Hugging Face names, undoes the q/k row permutation llama.cpp's converter
@@ -28,7 +29,10 @@ typedef enum {
 } GgufType;
 
 /* ggml tensor types we read. */
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
+    GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_BF16 = 30
+};
 
 typedef struct {
     char *key;
@@ -83,11 +87,19 @@ int64_t gguf_tensor_numel(const GgufTensor *t);
 /* Dequantise/convert a tensor into out[gguf_tensor_numel(t)]. */
 int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out);
 
+/* The llama.cpp name (blk.N.attn_q.weight, ...) of a parameter's Hugging
+ * Face name for arch; -1 when it has none (LoRA tensors, a value head). */
+int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n);
+
 /* Import a whole model (see the header comment). */
 int gguf_import(const char *path, const Backend *be, ModelBundle *out);
 /* The same, keeping the layers' linear weights quantised (model.h,
- * quant.h): Q4_0, Q4_1 and Q8_0 tensors keep their blocks as stored (rows
- * un-permuted for llama), other linear weights are quantised to `fallback`;
+ * quant.h): tensors of any block type quant_supported accepts (Q4_0 to
+ * Q8_0 and the K-quants: a Q4_K_M file as it is) keep their blocks as
+ * stored (rows un-permuted for llama), other linear weights are quantised
+ * to `fallback` (Q4_0, Q4_1 or Q8_0); q|k|v or gate|up of mixed types
+ * (Q4_K_M stores v as Q6_K) are dequantised to fp32, since one fused
+ * matmul serves them;
  * embeddings, norms and heads are dequantised to fp32. The fp32 form of
  * the quantised weights never exists. */
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "gguf.h"
+#include "gguf_write.h"
 #include "hf_export.h"
 #include "hf_import.h"
 #include "lora.h"
@@ -92,9 +93,17 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
     return 0;
 }
 
-int model_save_any(const char *path, ModelBundle *b) {
+int model_save_any(const char *path, ModelBundle *b) { return model_save_as(path, b, NULL); }
+
+int model_save_as(const char *path, ModelBundle *b, const char *gguf_type) {
+    if (ends_with(path, ".gguf")) {
+        /* f16 by default, as convert_hf_to_gguf.py's default output */
+        GgufOutType t = GGUF_OUT_F16;
+        if (gguf_type && gguf_out_type_parse(gguf_type, &t)) return -1;
+        return gguf_write(path, b, t);
+    }
+    if (gguf_type) return align_errorf("%s: a GGUF type (%s) applies to a .gguf output only", path, gguf_type);
     if (ends_with(path, ".ckpt")) return ckpt_save(path, b->model, &b->extras);
-    if (ends_with(path, ".gguf")) return align_errorf("%s: writing GGUF is not supported", path);
     return hf_export_dir(path, b->model, &b->extras);
 }
 

@@ -5,8 +5,8 @@
  * model_load_any, so --model, --policy, --ref and --reward accept all three.
  * The result is a ModelBundle: the model plus what travels with it (tokenizer
  * text, chat template name and Jinja source, training state and extra
- * tensors from a .ckpt). model_save_any writes a .ckpt, or exports a Hugging
- * Face directory for any other path. */
+ * tensors from a .ckpt). model_save_any writes a .ckpt, a .gguf (gguf_write,
+ * f16) or exports a Hugging Face directory for any other path. */
 #ifndef ALIGN_MODEL_LOAD_H
 #define ALIGN_MODEL_LOAD_H
 
@@ -24,8 +24,12 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
  * adapter records it as base_model_name_or_path. model_load_any calls it. */
 int model_load_note_source(ModelBundle *b, const char *path);
 
-/* path ending in .ckpt: checkpoint; anything else: HF export directory. */
+/* path ending in .ckpt: checkpoint; .gguf: GGUF for llama.cpp (f16);
+ * anything else: HF export directory. */
 int model_save_any(const char *path, ModelBundle *b);
+/* The same, with the GGUF tensor type ("f32", "f16", "bf16", "q8_0",
+ * "q4_0", "q4_k_m"; NULL: f16); a type with any other output is an error. */
+int model_save_as(const char *path, ModelBundle *b, const char *gguf_type);
 /* The same for a model with LoRA adapters or a quantised base: what it
  * computes now, as a plain fp32 model (adapters merged, base dequantised). */
 int model_save_merged(const char *path, ModelBundle *b);

@@ -541,7 +541,9 @@ int model_param_set_blocks(Model *m, const ParamInfo *p, const void *blocks) {
 size_t model_weight_bytes(const Model *m) { return m->n_elems * sizeof(float) + m->n_qbytes; }
 
 int model_quantize_base(Model *m, QuantType t) {
-    if (!quant_supported(t)) return align_errorf("unsupported quantisation type %d", (int)t);
+    /* model_quantizable checks rows of 32: the 256-element K-quants come only from a GGUF */
+    if (!quant_can_quantize(t) || quant_block_elems(t) != QUANT_BLOCK)
+        return align_errorf("unsupported quantisation type %s for the base", quant_name(t));
     const Backend *be = m->be;
     int n = m->n_params, count = 0;
     int *qt = calloc(n, sizeof(int));

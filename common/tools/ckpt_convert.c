@@ -1,10 +1,11 @@
 /* ckpt_convert: convert between model formats.
  *
- *   ckpt_convert IN OUT
+ *   ckpt_convert IN OUT [--type f32|f16|bf16|q8_0|q4_0|q4_k_m]
  *
  * IN is a Hugging Face model directory, a .gguf file or a .ckpt; OUT is a
- * .ckpt file or a directory to export a Hugging Face model into. Quantised
- * GGUF tensors are dequantised to fp32. All the work is model_load_any and
+ * .ckpt file, a .gguf file for llama.cpp / Ollama (--type, default f16), or
+ * a directory to export a Hugging Face model into. Quantised GGUF tensors
+ * are dequantised to fp32 on reading. All the work is model_load_any and
  * model_save_any; this program only parses its arguments and reports. */
 #include <stdio.h>
 #include <string.h>
@@ -18,20 +19,24 @@ static const char *PROG = "ckpt_convert";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: ckpt_convert [--chat-template NAME] IN OUT\n"
+            "usage: ckpt_convert [--chat-template NAME] [--type TYPE] IN OUT\n"
             "\n"
             "Convert a model between formats.\n"
             "  IN   Hugging Face model directory, .gguf file, or .ckpt checkpoint\n"
-            "  OUT  .ckpt checkpoint, or a directory to write a Hugging Face model into\n"
+            "  OUT  .ckpt checkpoint, .gguf file (llama.cpp, Ollama), or a directory to\n"
+            "       write a Hugging Face model into\n"
             "\n"
             "options:\n"
+            "  --type TYPE           GGUF tensor type: f32, f16 (default), bf16, q8_0, q4_0,\n"
+            "                        q4_k_m (llama-quantize's recipe, no importance matrix)\n"
+            "                        (norms stay f32; q4_0 keeps embeddings and head at q8_0)\n"
             "  --chat-template NAME  record this built-in chat template (chatml, llama3, hh,\n"
             "                        none) instead of the one detected from IN\n"
             "  --help                show this help\n");
 }
 
 int main(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *tmpl = NULL;
+    const char *in = NULL, *out = NULL, *tmpl = NULL, *type = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -39,6 +44,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--chat-template")) {
             if (++i >= argc) align_die(PROG, "--chat-template needs a value");
             tmpl = argv[i];
+        } else if (!strcmp(argv[i], "--type")) {
+            if (++i >= argc) align_die(PROG, "--type needs a value (f32, f16, bf16, q8_0, q4_0 or q4_k_m)");
+            type = argv[i];
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             usage(stderr);
             align_die(PROG, "unknown option %s", argv[i]);
@@ -55,6 +63,9 @@ int main(int argc, char **argv) {
         usage(stderr);
         align_die(PROG, "expected two arguments, IN and OUT");
     }
+    size_t out_len = strlen(out);
+    if (type && (out_len < 5 || strcmp(out + out_len - 5, ".gguf")))
+        align_die(PROG, "--type %s: OUT must be a .gguf file to take a tensor type", type);
     if (tmpl && strcmp(tmpl, "none") && !chat_template_export_jinja(tmpl))
         align_die(PROG, "--chat-template: unknown template \"%s\" (chatml, llama3, hh, none)", tmpl);
     double t0 = align_now();
@@ -75,7 +86,7 @@ int main(int argc, char **argv) {
             ckpt_extras_set(&b.extras.chat_template_jinja, chat_template_export_jinja(tmpl)))
             align_die_error(PROG);
     }
-    if (model_save_any(out, &b) != 0) {
+    if (model_save_as(out, &b, type) != 0) {
         progress_break(&progress);
         model_bundle_free(&b);
         align_die_error(PROG);

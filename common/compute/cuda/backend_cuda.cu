@@ -385,6 +385,14 @@ __global__ void dequant_kernel(float *out, const uint8_t *q, int qtype, size_t n
 /* The whole matrix of one linear layer dequantised into scratch (a layer's
  * weight, not the model's), then the fp32 path. */
 static const float *dequant(const void *wq, int qtype, int C, int OC) {
+    /* the kernel knows Q4_0 (2), Q4_1 (3) and Q8_0 (8); a GGUF's Q5_0/Q5_1
+     * and K-quant blocks run on the CPU backend only */
+    if (qtype != 2 && qtype != 3 && qtype != 8) {
+        static const char *const names[15] = {0, 0, 0, 0, 0, 0, "Q5_0", "Q5_1", 0, 0, "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+        cuda_fail("the CUDA backend does not support %s weights (ggml type %d) kept from a GGUF; use --device cpu",
+                  qtype >= 0 && qtype < 15 && names[qtype] ? names[qtype] : "these", qtype);
+        return NULL;
+    }
     size_t blocks = (size_t)OC * (C / 32);
     float *w = (float *)cuda_scratch(SCRATCH_DEQUANT, blocks * 32 * sizeof(float));
     if (!w) return NULL;

@@ -1,0 +1,429 @@
+/* gguf_write: see the header.
+ *
+ * The header (key/values and tensor infos) is built in memory, since its
+ * counts come first; tensor data then streams one tensor at a time, so only
+ * one tensor's fp32 copy exists at once. */
+#include "gguf_write.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "gguf.h"
+#include "quant.h"
+#include "tokenizer.h"
+#include "util.h"
+
+#define ALIGNMENT 32
+
+/* llama.cpp's llama_ftype values for general.file_type */
+enum { FTYPE_F32 = 0, FTYPE_F16 = 1, FTYPE_Q4_0 = 2, FTYPE_Q8_0 = 7, FTYPE_Q4_K_M = 15, FTYPE_BF16 = 32 };
+
+int gguf_out_type_parse(const char *name, GgufOutType *out) {
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
+    for (int i = 0; i < 6; i++)
+        if (!strcasecmp(name, names[i])) return *out = (GgufOutType)i, 0;
+    return align_errorf("unknown GGUF type '%s' (expected f32, f16, bf16, q8_0, q4_0 or q4_k_m)", name);
+}
+
+/* ------------------------------------------------------------ header buffer */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+    uint64_t count; /* key/values or tensor infos written */
+} Buf;
+
+static void put(Buf *b, const void *x, size_t n) {
+    if (b->oom) return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n) cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->n, x, n);
+    b->n += n;
+}
+static void put_u32(Buf *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(Buf *b, uint64_t v) { put(b, &v, 8); }
+static void put_str(Buf *b, const char *s) {
+    size_t n = strlen(s);
+    put_u64(b, n);
+    put(b, s, n);
+}
+static void kv_key(Buf *b, const char *key, GgufType t) {
+    put_str(b, key);
+    put_u32(b, t);
+    b->count++;
+}
+static void kv_str(Buf *b, const char *key, const char *v) { kv_key(b, key, GGUF_STRING), put_str(b, v); }
+static void kv_u32(Buf *b, const char *key, uint32_t v) { kv_key(b, key, GGUF_UINT32), put_u32(b, v); }
+static void kv_f32(Buf *b, const char *key, float v) { kv_key(b, key, GGUF_FLOAT32), put(b, &v, 4); }
+static void kv_bool(Buf *b, const char *key, int v) {
+    uint8_t x = v != 0;
+    kv_key(b, key, GGUF_BOOL), put(b, &x, 1);
+}
+static void kv_arch_u32(Buf *b, const char *arch, const char *key, uint32_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    kv_u32(b, k, v);
+}
+static void kv_arch_f32(Buf *b, const char *arch, const char *key, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    kv_f32(b, k, v);
+}
+
+/* ------------------------------------------------------------ tokenizer */
+
+/* 1 when the tokenizer.json's post-processor puts a special token first in
+ * a single sequence (Llama 3's TemplateProcessing adds <|begin_of_text|>). */
+static int adds_bos(const cJSON *pp) {
+    if (!cJSON_IsObject(pp)) return 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(pp, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Sequence")) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors")) {
+            if (adds_bos(it)) return 1;
+        }
+        return 0;
+    }
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "TemplateProcessing")) return 0;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    return cJSON_IsArray(single) && cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken") != NULL;
+}
+
+/* tokenizer.ggml.* from the bundle's tokenizer.json, padded to the model's
+ * vocabulary with [PAD<id>] tokens of type unused, as convert_hf_to_gguf. */
+static int put_tokenizer(Buf *kv, const ModelBundle *b) {
+    const char *json = b->extras.tokenizer_json;
+    const ModelConfig *c = &b->model->cfg;
+    if (!json) return 0; /* a model without a tokenizer still converts */
+    int V = c->vocab_size, rc = -1;
+    cJSON *root = cJSON_Parse(json);
+    Tokenizer *tok = tok_load_hf_json(json, strlen(json), "the model's tokenizer.json");
+    char **toks = calloc(V, sizeof *toks);
+    int32_t *types = calloc(V, sizeof *types);
+    char pad[32];
+    if (!root || !tok || !toks || !types) {
+        if (!tok) align_error_prefix("GGUF tokenizer");
+        else align_errorf("cannot read the model's tokenizer.json for the GGUF tokenizer");
+        goto out;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") || !cJSON_IsObject(vocab)) {
+        align_errorf("the model's tokenizer is not byte-level BPE; GGUF export writes only that (\"gpt2\")");
+        goto out;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        int id = cJSON_IsNumber(it) ? it->valueint : -1;
+        if (id < 0 || id >= V) {
+            align_errorf("tokenizer token \"%.40s\" has id %d, outside the model's vocabulary of %d", it->string, id, V);
+            goto out;
+        }
+        toks[id] = it->string, types[id] = 1; /* normal */
+    }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "added_tokens")) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id"), *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(content)) continue;
+        if (id->valueint < 0 || id->valueint >= V) {
+            align_errorf("added token \"%.40s\" has id %d, outside the model's vocabulary of %d", content->valuestring, id->valueint, V);
+            goto out;
+        }
+        toks[id->valueint] = content->valuestring;
+        types[id->valueint] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")) ? 3 : 4; /* control, user-defined */
+    }
+    kv_str(kv, "tokenizer.ggml.model", "gpt2");
+    kv_str(kv, "tokenizer.ggml.pre", tok_pretok_name(tok_pretok(tok)));
+    kv_key(kv, "tokenizer.ggml.tokens", GGUF_ARRAY);
+    put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)V);
+    for (int i = 0; i < V; i++) {
+        if (!toks[i]) snprintf(pad, sizeof pad, "[PAD%d]", i), types[i] = 5; /* unused */
+        put_str(kv, toks[i] ? toks[i] : pad);
+    }
+    kv_key(kv, "tokenizer.ggml.token_type", GGUF_ARRAY);
+    put_u32(kv, GGUF_INT32), put_u64(kv, (uint64_t)V);
+    put(kv, types, (size_t)V * 4);
+    if (cJSON_IsArray(merges)) {
+        kv_key(kv, "tokenizer.ggml.merges", GGUF_ARRAY);
+        put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)cJSON_GetArraySize(merges));
+        cJSON_ArrayForEach(it, merges) {
+            if (cJSON_IsString(it)) { /* "a b" */
+                put_str(kv, it->valuestring);
+            } else { /* ["a", "b"]: GGUF has only the "a b" form */
+                const cJSON *x = cJSON_GetArrayItem(it, 0), *y = cJSON_GetArrayItem(it, 1);
+                if (!cJSON_IsString(x) || !cJSON_IsString(y)) {
+                    align_errorf("the model's tokenizer.json has a malformed merge");
+                    goto out;
+                }
+                size_t lx = strlen(x->valuestring), ly = strlen(y->valuestring);
+                put_u64(kv, lx + 1 + ly), put(kv, x->valuestring, lx), put(kv, " ", 1), put(kv, y->valuestring, ly);
+            }
+        }
+    }
+    int bos = c->bos_id >= 0 ? c->bos_id : tok_bos_id(tok), eos = c->eos_id >= 0 ? c->eos_id : tok_eos_id(tok);
+    int padid = c->pad_id >= 0 ? c->pad_id : tok_pad_id(tok);
+    if (bos >= 0 && bos < V) kv_u32(kv, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+    if (eos >= 0 && eos < V) kv_u32(kv, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+    if (padid >= 0 && padid < V) kv_u32(kv, "tokenizer.ggml.padding_token_id", (uint32_t)padid);
+    kv_bool(kv, "tokenizer.ggml.add_bos_token", adds_bos(cJSON_GetObjectItemCaseSensitive(root, "post_processor")));
+    kv_bool(kv, "tokenizer.ggml.add_space_prefix", 0);
+    rc = 0;
+out:
+    free(toks), free(types);
+    tok_free(tok);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------ tensors */
+
+typedef struct {
+    const ParamInfo *p;
+    char name[128];
+    int type;        /* ggml type */
+    int heads;       /* > 0: permute this many heads' rows (llama q/k) */
+    size_t bytes;
+    uint64_t offset; /* in the data section */
+} OutTensor;
+
+static size_t row_bytes(int type, int64_t cols) {
+    switch (type) {
+    case GGML_F32: return (size_t)cols * 4;
+    case GGML_F16:
+    case GGML_BF16: return (size_t)cols * 2;
+    default: return quant_row_bytes((QuantType)type, cols);
+    }
+}
+
+/* llama.cpp's use_more_bits: the first and last eighth of the layers and
+ * every third one between get the bigger type in Q4_K_M */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* llama.cpp's fallback for a K-quant whose rows are not whole super-blocks */
+static int k_or_fallback(int k, int64_t cols) {
+    if (cols % 256 == 0) return k;
+    return k == GGML_Q4_K ? GGML_Q5_0 : GGML_Q8_0;
+}
+
+static int pick_type(const ParamInfo *p, GgufOutType t, const ModelConfig *c) {
+    /* GPT-2's position table stays F32: llama.cpp never quantises it */
+    if (p->ndim == 1 || t == GGUF_OUT_F32 || strstr(p->name, ".wpe.")) return GGML_F32;
+    if (t == GGUF_OUT_F16) return GGML_F16;
+    if (t == GGUF_OUT_BF16) return GGML_BF16;
+    if (p->shape[1] % QUANT_BLOCK) return GGML_F16;
+    if (t == GGUF_OUT_Q8_0) return GGML_Q8_0;
+    int head = !strcmp(p->name, "lm_head.weight"), emb = strstr(p->name, "embed_tokens") || strstr(p->name, ".wte.");
+    if (t == GGUF_OUT_Q4_0) return head || emb ? GGML_Q8_0 : GGML_Q4_0;
+    /* Q4_K_M */
+    int layer = -1;
+    if (sscanf(p->name, "model.layers.%d.", &layer) != 1) sscanf(p->name, "transformer.h.%d.", &layer);
+    /* a tied embedding is the output head too: llama.cpp gives it the head's type */
+    int big = head || (emb && c->tied_embeddings) || strstr(p->name, "attn.c_attn.") ||
+              (layer >= 0 && (strstr(p->name, "v_proj.") || strstr(p->name, "down_proj.") || strstr(p->name, "mlp.c_proj.")) &&
+               use_more_bits(layer, c->n_layers));
+    return k_or_fallback(big ? GGML_Q6_K : GGML_Q4_K, p->shape[1]);
+}
+
+/* HF row h*hd + s*hd/2 + j goes to row h*hd + 2j + s (gguf.c undoes it). */
+static void permute_rows(uint8_t *w, int heads, int hd, size_t rb, uint8_t *tmp) {
+    int half = hd / 2;
+    for (int h = 0; h < heads; h++) {
+        uint8_t *blk = w + (size_t)h * hd * rb;
+        memcpy(tmp, blk, (size_t)hd * rb);
+        for (int s = 0; s < 2; s++)
+            for (int j = 0; j < half; j++) memcpy(blk + (size_t)(2 * j + s) * rb, tmp + (size_t)(s * half + j) * rb, rb);
+    }
+}
+
+/* ggml_compute_fp32_to_bf16: round to nearest even, NaN kept quiet */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64);
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+/* One tensor's bytes in its output type (out holds t->bytes). */
+static int tensor_bytes(Model *m, const OutTensor *t, float *x, uint8_t *out, uint8_t *tmp) {
+    const ParamInfo *p = t->p;
+    int64_t rows = p->ndim == 1 ? 1 : p->shape[0], cols = p->ndim == 1 ? p->shape[0] : p->shape[1];
+    if (p->qtype && p->qtype == t->type) { /* kept blocks of the same type: no second rounding */
+        m->be->to_host(out, m->qparams + p->qoffset, t->bytes);
+    } else {
+        if (model_param_to_host(m, p, x)) return -1;
+        switch (t->type) {
+        case GGML_F32: memcpy(out, x, p->numel * 4); break;
+        case GGML_F16:
+            for (size_t i = 0; i < p->numel; i++) {
+                uint16_t h = quant_f32_to_f16(x[i]);
+                memcpy(out + 2 * i, &h, 2);
+            }
+            break;
+        case GGML_BF16:
+            for (size_t i = 0; i < p->numel; i++) {
+                uint16_t h = f32_to_bf16(x[i]);
+                memcpy(out + 2 * i, &h, 2);
+            }
+            break;
+        default:
+            if (quant_quantize_rows((QuantType)t->type, x, out, rows, cols)) return -1;
+        }
+    }
+    if (t->heads) permute_rows(out, t->heads, m->cfg.head_dim, row_bytes(t->type, cols), tmp);
+    return 0;
+}
+
+/* ------------------------------------------------------------ the file */
+
+int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
+    Model *m = b->model;
+    const ModelConfig *c = &m->cfg;
+    int is_gpt2 = c->arch == ARCH_GPT2, qwen2 = !is_gpt2 && c->qkv_bias;
+    const char *arch = is_gpt2 ? "gpt2" : qwen2 ? "qwen2" : "llama";
+    if (c->value_head || !c->lm_head)
+        return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
+    if (c->rope_scaling == ROPE_SCALING_LLAMA3)
+        return align_errorf("%s: Llama-3.1 rope scaling is not written to GGUF yet (export a Hugging Face directory "
+                            "and convert it with llama.cpp's convert_hf_to_gguf.py)",
+                            path);
+    for (int i = 0; i < m->n_params; i++)
+        if (m->info[i].lora)
+            return align_errorf("%s: the model carries LoRA adapters; save it merged to write a GGUF", path);
+
+    Buf kv = {0}, ti = {0};
+    OutTensor *ts = calloc(m->n_params, sizeof *ts);
+    float *x = NULL;
+    uint8_t *data = NULL, *tmp = NULL;
+    FILE *f = NULL;
+    char *tmp_path = NULL;
+    int rc = -1;
+    if (!ts) goto oom;
+
+    static const int ftype[] = {FTYPE_F32, FTYPE_F16, FTYPE_BF16, FTYPE_Q8_0, FTYPE_Q4_0, FTYPE_Q4_K_M};
+    kv_str(&kv, "general.architecture", arch);
+    kv_str(&kv, "general.type", "model");
+    /* the last part of the base model's name or path, as llama.cpp shows it */
+    const char *bm = b->extras.base_model && *b->extras.base_model ? b->extras.base_model : "align model";
+    const char *slash = strrchr(bm, '/');
+    kv_str(&kv, "general.name", slash && slash[1] ? slash + 1 : bm);
+    kv_u32(&kv, "general.file_type", (uint32_t)ftype[type]);
+    if (type >= GGUF_OUT_Q8_0) kv_u32(&kv, "general.quantization_version", 2);
+    kv_arch_u32(&kv, arch, "context_length", (uint32_t)c->max_seq_len);
+    kv_arch_u32(&kv, arch, "embedding_length", (uint32_t)c->dim);
+    kv_arch_u32(&kv, arch, "feed_forward_length", (uint32_t)c->ffn_dim);
+    kv_arch_u32(&kv, arch, "block_count", (uint32_t)c->n_layers);
+    kv_arch_u32(&kv, arch, "attention.head_count", (uint32_t)c->n_heads);
+    if (is_gpt2) {
+        kv_arch_f32(&kv, arch, "attention.layer_norm_epsilon", c->norm_eps);
+    } else {
+        kv_arch_u32(&kv, arch, "attention.head_count_kv", (uint32_t)c->n_kv_heads);
+        kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", c->norm_eps);
+        kv_arch_f32(&kv, arch, "rope.freq_base", c->rope_theta);
+        kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)c->head_dim);
+        if (c->head_dim * c->n_heads != c->dim) {
+            kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)c->head_dim);
+            kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)c->head_dim);
+        }
+        kv_arch_u32(&kv, arch, "vocab_size", (uint32_t)c->vocab_size);
+        if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+            char k[64];
+            snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+            kv_str(&kv, k, "linear");
+            kv_arch_f32(&kv, arch, "rope.scaling.factor", c->rope_factor);
+        }
+    }
+    if (put_tokenizer(&kv, b)) goto fail;
+    const char *jinja = b->extras.chat_template_jinja;
+    if (!jinja && b->extras.chat_template) jinja = chat_template_export_jinja(b->extras.chat_template);
+    if (jinja && *jinja) kv_str(&kv, "tokenizer.chat_template", jinja);
+
+    /* tensor infos, offsets aligned as ggml expects */
+    int nt = 0;
+    uint64_t off = 0;
+    size_t max_numel = 0, max_bytes = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->info[i];
+        OutTensor *t = &ts[nt++];
+        t->p = p;
+        if (gguf_tensor_name(p->name, c->arch, t->name, sizeof t->name)) {
+            align_errorf("%s: %s has no GGUF counterpart", path, p->name);
+            goto fail;
+        }
+        t->type = pick_type(p, type, c);
+        if (!is_gpt2 && !qwen2 && p->ndim == 2) {
+            if (strstr(p->name, "self_attn.q_proj.weight")) t->heads = c->n_heads;
+            else if (strstr(p->name, "self_attn.k_proj.weight")) t->heads = c->n_kv_heads;
+        }
+        int64_t ne0 = p->ndim == 1 ? p->shape[0] : p->shape[1], ne1 = p->ndim == 1 ? 1 : p->shape[0];
+        t->bytes = row_bytes(t->type, ne0) * (size_t)ne1;
+        t->offset = off;
+        off += (t->bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+        if (p->numel > max_numel) max_numel = p->numel;
+        if (t->bytes > max_bytes) max_bytes = t->bytes;
+        put_str(&ti, t->name);
+        put_u32(&ti, (uint32_t)p->ndim);
+        put_u64(&ti, (uint64_t)ne0);
+        if (p->ndim == 2) put_u64(&ti, (uint64_t)ne1);
+        put_u32(&ti, (uint32_t)t->type);
+        put_u64(&ti, t->offset);
+    }
+    if (kv.oom || ti.oom) goto oom;
+    x = malloc((max_numel ? max_numel : 1) * sizeof(float));
+    data = malloc(max_bytes ? max_bytes : 1);
+    tmp = malloc((size_t)(c->head_dim > 0 ? c->head_dim : 1) * (size_t)c->dim * 4 + 64);
+    tmp_path = malloc(strlen(path) + 8);
+    if (!x || !data || !tmp || !tmp_path) goto oom;
+    sprintf(tmp_path, "%s.tmp", path);
+    if (!(f = fopen(tmp_path, "wb"))) {
+        align_errorf("cannot write %s: %s", tmp_path, strerror(errno));
+        goto fail;
+    }
+    static const uint8_t zeros[ALIGNMENT] = {0};
+    uint32_t version = 3;
+    uint64_t counts[2] = {(uint64_t)nt, kv.count};
+    int ok = fwrite("GGUF", 1, 4, f) == 4 && fwrite(&version, 4, 1, f) == 1 && fwrite(counts, 8, 2, f) == 2 &&
+             fwrite(kv.p, 1, kv.n, f) == kv.n && fwrite(ti.p, 1, ti.n, f) == ti.n;
+    size_t hdr = 24 + kv.n + ti.n, padn = (ALIGNMENT - hdr % ALIGNMENT) % ALIGNMENT;
+    ok = ok && fwrite(zeros, 1, padn, f) == padn;
+    for (int i = 0; ok && i < nt; i++) {
+        if (tensor_bytes(m, &ts[i], x, data, tmp)) goto fail;
+        size_t tail = (ALIGNMENT - ts[i].bytes % ALIGNMENT) % ALIGNMENT;
+        ok = fwrite(data, 1, ts[i].bytes, f) == ts[i].bytes && fwrite(zeros, 1, tail, f) == tail;
+    }
+    if (!ok || fflush(f) || ferror(f)) {
+        align_errorf("cannot write %s: %s", tmp_path, strerror(errno));
+        goto fail;
+    }
+    int closed = fclose(f);
+    f = NULL;
+    if (closed || rename(tmp_path, path)) {
+        align_errorf("cannot write %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    rc = 0;
+    goto done;
+oom:
+    align_errorf("out of memory writing %s", path);
+fail:
+    if (f) fclose(f);
+    if (tmp_path) unlink(tmp_path);
+done:
+    free(kv.p), free(ti.p), free(ts), free(x), free(data), free(tmp), free(tmp_path);
+    return rc;
+}

@@ -1,0 +1,236 @@
+/* test_gguf_write: GGUF out (gguf_write), read back by align's GGUF reader,
+ * whose layout and q/k un-permutation are checked against real llama.cpp
+ * files (test_gguf, test_gguf_smollm2).
+ *
+ *   f32, tiny llama / qwen2-style (q/k/v biases, unpermuted) / gpt2: every
+ *     tensor reads back bit for bit, logits equal, the tokenizer encodes
+ *     the same ids (special tokens included), bos/eos/pad and the chat
+ *     template survive
+ *   f16, bf16, q8_0, q4_0, q4_k_m: every tensor reads back as exactly the
+ *     rounding of the original to its type (fp16 / bf16 round-to-nearest-
+ *     even, ggml's reference quantizers; q4_0 keeps embeddings at q8_0,
+ *     norms f32; q4_k_m as llama-quantize's recipe, with its Q5_0 / Q8_0
+ *     fallbacks for rows of 64); logits close
+ *   a base kept as Q8_0 blocks (QLoRA) writes its blocks unchanged
+ *   refused with an error: a reward model (value head), unmerged LoRA,
+ *     a GGUF type for a non-.gguf path */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "gguf.h"
+#include "gguf_write.h"
+#include "lora.h"
+#include "model_load.h"
+#include "quant.h"
+#include "test.h"
+#include "util.h"
+
+static const Backend *be = &backend_cpu;
+static char dir[] = "/tmp/test_gguf_write_XXXXXX";
+
+static ModelConfig tiny(ModelArch arch, int qkv_bias) {
+    ModelConfig c;
+    model_config_defaults(&c, arch);
+    c.vocab_size = 260, c.dim = 64, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = arch == ARCH_GPT2 ? 4 : 2;
+    c.head_dim = 16, c.ffn_dim = 96, c.max_seq_len = 32, c.qkv_bias = qkv_bias, c.tied_embeddings = arch == ARCH_GPT2;
+    c.rope_theta = 5000.0f, c.norm_eps = 1e-5f, c.bos_id = 256, c.eos_id = 257, c.pad_id = 258;
+    return c;
+}
+
+/* a model with a byte-level tokenizer, its specials and a chat template */
+static void make_bundle(ModelBundle *b, ModelConfig c, uint64_t seed) {
+    memset(b, 0, sizeof *b);
+    ckpt_extras_init(&b->extras);
+    b->model = model_create(&c, be);
+    model_init_random(b->model, seed);
+    const char *specials[3] = {"<|im_start|>", "<|im_end|>", "<|endoftext|>"};
+    Tokenizer *t = tok_byte_level(specials, 3);
+    char *json = tok_to_hf_json(t);
+    ckpt_extras_set(&b->extras.tokenizer_json, json);
+    ckpt_extras_set(&b->extras.chat_template, "chatml");
+    ckpt_extras_set(&b->extras.chat_template_jinja, chat_template_export_jinja("chatml"));
+    free(json);
+    tok_free(t);
+}
+
+static float *params_of(Model *m, const ParamInfo *p) {
+    float *x = malloc(p->numel * sizeof(float));
+    model_param_to_host(m, p, x);
+    return x;
+}
+
+static uint16_t bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+/* what writing as `type` and reading back must give for this tensor */
+static void expected(const ParamInfo *p, GgufOutType type, int tied, float *x) {
+    if (p->ndim == 1 || type == GGUF_OUT_F32 || strstr(p->name, ".wpe.")) return;
+    int emb = strstr(p->name, "embed_tokens") || !strcmp(p->name, "lm_head.weight") || strstr(p->name, ".wte.");
+    if (type == GGUF_OUT_F16 || p->shape[1] % 32) {
+        for (size_t i = 0; i < p->numel; i++) x[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
+    } else if (type == GGUF_OUT_BF16) {
+        for (size_t i = 0; i < p->numel; i++) {
+            uint32_t u = (uint32_t)bf16_of(x[i]) << 16;
+            memcpy(&x[i], &u, 4);
+        }
+    } else {
+        QuantType q = type == GGUF_OUT_Q8_0 || emb ? QUANT_Q8_0 : QUANT_Q4_0;
+        if (type == GGUF_OUT_Q4_K_M) { /* llama-quantize's Q4_K_M recipe for 2 layers: v and down of layer 1 */
+            int big = !strcmp(p->name, "lm_head.weight") || (emb && tied) || strstr(p->name, "c_attn") ||
+                      (strstr(p->name, "layers.1.") && (strstr(p->name, "v_proj") || strstr(p->name, "down_proj"))) ||
+                      (strstr(p->name, "h.1.") && strstr(p->name, "mlp.c_proj"));
+            q = p->shape[1] % 256 ? (big ? QUANT_Q8_0 : QUANT_Q5_0) : big ? QUANT_Q6_K : QUANT_Q4_K;
+        }
+        void *blk = malloc(p->numel * 2);
+        if (quant_quantize_rows(q, x, blk, p->shape[0], p->shape[1])) x[0] = INFINITY; /* fails the check */
+        else quant_dequantize_rows(q, blk, x, p->shape[0], p->shape[1]);
+        free(blk);
+    }
+}
+
+static void logits_of(Model *m, float *out) {
+    int32_t t[9] = {256, 72, 101, 108, 108, 111, 33, 257, 10}, s[2] = {0, 9}, rows[9];
+    for (int i = 0; i < 9; i++) rows[i] = i;
+    Batch b = {9, 1, t, s};
+    model_forward(m, &b);
+    model_logits(m, rows, 9, out);
+}
+
+static void round_trip(const char *label, ModelConfig c, GgufOutType type) {
+    static const char *const tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s_%s.gguf", dir, label, tn[type]);
+    ModelBundle a, r;
+    make_bundle(&a, c, 7);
+    CHECK(gguf_write(path, &a, type) == 0, "%s %s: write: %s", label, tn[type], align_error());
+    CHECK(gguf_import(path, be, &r) == 0, "%s %s: read back: %s", label, tn[type], align_error());
+    if (!r.model) {
+        model_bundle_free(&a);
+        return;
+    }
+    int same_cfg = r.model->cfg.arch == c.arch && r.model->cfg.n_layers == c.n_layers && r.model->cfg.dim == c.dim &&
+                   r.model->cfg.n_kv_heads == c.n_kv_heads && r.model->cfg.qkv_bias == c.qkv_bias &&
+                   r.model->cfg.tied_embeddings == c.tied_embeddings && (c.arch == ARCH_GPT2 || r.model->cfg.rope_theta == c.rope_theta) &&
+                   r.model->cfg.bos_id == 256 && r.model->cfg.eos_id == 257 && r.model->cfg.pad_id == 258;
+    CHECK(same_cfg, "%s %s: config and special ids read back", label, tn[type]);
+    CHECK(r.model->n_params == a.model->n_params, "%s %s: %d tensors", label, tn[type], r.model->n_params);
+    double worst = 0;
+    for (int i = 0; i < a.model->n_params && i < r.model->n_params; i++) {
+        const ParamInfo *p = &a.model->info[i];
+        float *want = params_of(a.model, p), *got = params_of(r.model, model_find_param(r.model, p->name));
+        expected(p, type, c.tied_embeddings, want);
+        for (size_t k = 0; k < p->numel; k++) worst = fmax(worst, fabs(want[k] - got[k]));
+        free(want), free(got);
+    }
+    CHECK(worst == 0, "%s %s: every tensor reads back as the original rounded to the type (max diff %.3g)", label, tn[type],
+          worst);
+    int V = c.vocab_size;
+    float *l1 = malloc(9 * V * 4), *l2 = malloc(9 * V * 4);
+    logits_of(a.model, l1), logits_of(r.model, l2);
+    double dl = 0, scale = 0;
+    for (int i = 0; i < 9 * V; i++) dl = fmax(dl, fabs(l1[i] - l2[i])), scale = fmax(scale, fabs(l1[i]));
+    double tol = type == GGUF_OUT_F32 ? 0 : type >= GGUF_OUT_Q4_0 ? 0.2 : 0.02;
+    CHECK(dl <= tol * (1 + scale), "%s %s: logits %s (max diff %.3g, logits up to %.3g)", label, tn[type],
+          type == GGUF_OUT_F32 ? "equal" : "close", dl, scale);
+    printf("%s %s: logits max diff %.3g (logits up to %.3g)\n", label, tn[type], dl, scale);
+    free(l1), free(l2);
+    if (type == GGUF_OUT_F32) {
+        Tokenizer *t0 = tok_load_hf_json(a.extras.tokenizer_json, strlen(a.extras.tokenizer_json), "orig");
+        const char *text = "<|im_start|>user\nHéllo, wörld! 123<|im_end|>\n";
+        int32_t *i0 = NULL, *i1 = NULL;
+        int n0 = 0, n1 = 0;
+        CHECK(r.tok != NULL, "%s: the tokenizer reads back", label);
+        if (r.tok && t0) {
+            tok_encode(t0, text, strlen(text), 1, &i0, &n0);
+            tok_encode(r.tok, text, strlen(text), 1, &i1, &n1);
+            CHECK(n0 == n1 && n0 > 0 && !memcmp(i0, i1, n0 * sizeof *i0), "%s: the same ids (%d vs %d)", label, n0, n1);
+            CHECK(tok_is_special(r.tok, 256) && tok_token_id(r.tok, "<|im_end|>") == 257, "%s: specials keep their ids", label);
+        }
+        free(i0), free(i1);
+        tok_free(t0);
+        CHECK(r.extras.chat_template_jinja && !strcmp(r.extras.chat_template_jinja, a.extras.chat_template_jinja),
+              "%s: the chat template survives", label);
+    }
+    model_bundle_free(&a), model_bundle_free(&r);
+    unlink(path);
+}
+
+static void kept_blocks(void) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/kept.gguf", dir);
+    ModelBundle a, r;
+    make_bundle(&a, tiny(ARCH_LLAMA, 0), 9);
+    CHECK(model_quantize_base(a.model, QUANT_Q8_0) > 0, "quantise the base to q8_0");
+    CHECK(gguf_write(path, &a, GGUF_OUT_Q8_0) == 0, "write a kept-q8_0 base: %s", align_error());
+    CHECK(gguf_import_quant(path, be, QUANT_Q8_0, &r) == 0, "read back keeping blocks: %s", align_error());
+    if (r.model) {
+        int same = 1, n = 0;
+        for (int i = 0; i < a.model->n_params; i++) {
+            const ParamInfo *p = &a.model->info[i], *q = model_find_param(r.model, p->name);
+            if (!p->qtype) continue;
+            size_t bytes = (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]);
+            same &= q && q->qtype == p->qtype && !memcmp(a.model->qparams + p->qoffset, r.model->qparams + q->qoffset, bytes);
+            n++;
+        }
+        CHECK(same && n == 14, "the %d kept blocks are written as they are (no second rounding)", n);
+        model_bundle_free(&r);
+    }
+    model_bundle_free(&a);
+    unlink(path);
+}
+
+static void refusals(void) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/no.gguf", dir);
+    ModelBundle a;
+    ModelConfig c = tiny(ARCH_LLAMA, 0);
+    c.lm_head = 0, c.value_head = 1;
+    make_bundle(&a, c, 1);
+    CHECK(gguf_write(path, &a, GGUF_OUT_F16) != 0 && strstr(align_error(), "reward model"), "a value-head model is refused: %s",
+          align_error());
+    model_bundle_free(&a);
+    make_bundle(&a, tiny(ARCH_LLAMA, 0), 1);
+    LoraConfig lc;
+    lora_config_defaults(&lc);
+    model_lora_attach(a.model, &lc);
+    CHECK(gguf_write(path, &a, GGUF_OUT_F16) != 0 && strstr(align_error(), "LoRA"), "unmerged LoRA is refused: %s",
+          align_error());
+    CHECK(access(path, F_OK) != 0, "nothing is left behind");
+    snprintf(path, sizeof path, "%s/x.ckpt", dir);
+    CHECK(model_save_as(path, &a, "q8_0") != 0 && strstr(align_error(), ".gguf"), "a GGUF type for a .ckpt is refused: %s",
+          align_error());
+    GgufOutType t;
+    CHECK(gguf_out_type_parse("q5_k_m", &t) != 0 && strstr(align_error(), "q4_k_m"), "an unknown type names the known ones");
+    model_bundle_free(&a);
+}
+
+int main(void) {
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    round_trip("llama", tiny(ARCH_LLAMA, 0), GGUF_OUT_F32);
+    round_trip("qwen2", tiny(ARCH_LLAMA, 1), GGUF_OUT_F32);
+    round_trip("gpt2", tiny(ARCH_GPT2, 0), GGUF_OUT_F32);
+    for (int t = GGUF_OUT_F16; t <= GGUF_OUT_Q4_0; t++) round_trip("llama", tiny(ARCH_LLAMA, 0), (GgufOutType)t);
+    round_trip("gpt2", tiny(ARCH_GPT2, 0), GGUF_OUT_Q8_0);
+    /* q4_k_m: rows of 64 take the fallbacks (Q5_0, Q8_0); rows of 256 the K-quants */
+    round_trip("llama", tiny(ARCH_LLAMA, 0), GGUF_OUT_Q4_K_M);
+    ModelConfig wide = tiny(ARCH_LLAMA, 0);
+    wide.dim = 256, wide.ffn_dim = 256, wide.n_heads = 4, wide.head_dim = 64, wide.n_kv_heads = 2;
+    round_trip("llama256", wide, GGUF_OUT_Q4_K_M);
+    ModelConfig wide2 = tiny(ARCH_GPT2, 0);
+    wide2.dim = 256, wide2.ffn_dim = 512, wide2.head_dim = 64;
+    round_trip("gpt2_256", wide2, GGUF_OUT_Q4_K_M);
+    kept_blocks();
+    refusals();
+    rmdir(dir);
+    return test_summary();
+}
