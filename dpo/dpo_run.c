@@ -14,25 +14,107 @@
  * SimPO and ORPO need no reference at all. With LoRA (--lora-rank or
  * --lora-adapter) and no --ref, the reference is the policy's own frozen
  * base with the adapters switched off (as TRL does for a PeftModel): no
- * second model and no precomputation are needed. */
+ * second model and no precomputation are needed.
+ *
+ * --loss kto trains KTO instead (kto_batch.c): unpaired examples
+ * {prompt, completion, label}, and preference records split into one
+ * desirable and one undesirable example each; every example is one unit
+ * of the data order. Built a second time as kto_run, whose --loss
+ * defaults to kto (TRL has a separate KTOTrainer; both names run the same
+ * code). */
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dpo_batch.h"
+#include "kto_batch.h"
 #include "lora.h"
 #include "seq_logprobs.h"
 #include "trainer.h"
 #include "util.h"
 
+#ifdef DPO_RUN_KTO /* the kto_run build */
+#define PROG "kto_run"
+#define DEFAULT_LOSS "kto"
+#else
+#define PROG "dpo_run"
+#define DEFAULT_LOSS "sigmoid"
+#endif
+
+/* KTO's units: the examples' present sides, (example, side) with side 0 =
+ * chosen (desirable), 1 = rejected (undesirable). */
+typedef struct {
+    int32_t *ex;
+    uint8_t *side;
+    int n, n_desirable;
+} KtoUnits;
+
 typedef struct {
     Model *policy, *ref;
     DpoLossConfig loss;
+    int kto;
+    KtoLossConfig kto_loss;
+    KtoUnits kto_train, kto_eval;
     Dataset train, eval;
     double *ref_train, *ref_eval; /* precomputed: [2*i] chosen, [2*i+1] rejected */
     int batch_size;
 } Dpo;
+
+static int kto_units(const Dataset *d, KtoUnits *u) {
+    u->ex = malloc(2 * d->n * sizeof(int32_t) + 1);
+    u->side = malloc(2 * d->n + 1);
+    u->n = u->n_desirable = 0;
+    if (!u->ex || !u->side) return align_errorf("out of memory");
+    for (size_t i = 0; i < d->n; i++)
+        for (int side = 0; side < 2; side++)
+            if (side ? d->ex[i].n_rejected : d->ex[i].n_chosen) {
+                u->ex[u->n] = (int32_t)i, u->side[u->n++] = (uint8_t)side;
+                u->n_desirable += !side;
+            }
+    return 0;
+}
+
+static void kto_units_free(KtoUnits *u) { free(u->ex), free(u->side); }
+
+/* TRL's advice when the labels are unbalanced (KTO paper, eq. 8): the
+ * weighted counts should satisfy 1 <= wd*nd / (wu*nu) <= 4/3. */
+static void kto_report_balance(const KtoUnits *u, float wd, float wu) {
+    int nd = u->n_desirable, nu = u->n - u->n_desirable;
+    fprintf(stderr, PROG ": KTO on %d desirable and %d undesirable examples\n", nd, nu);
+    if (nd == 0 || nu == 0) {
+        fprintf(stderr, PROG ": warning: every example is %s; KTO learns from both labels\n",
+                nd ? "desirable" : "undesirable");
+        return;
+    }
+    double ratio = (double)wd * nd / ((double)wu * nu);
+    if (nd != nu && (ratio < 1 || ratio > 4.0 / 3.0))
+        fprintf(stderr,
+                PROG ": warning: desirable_weight * %d / (undesirable_weight * %d) = %.2f; the KTO paper suggests "
+                "1 to 1.33: --desirable-weight in [%.2f, %.2f] or --undesirable-weight in [%.2f, %.2f]\n",
+                nd, nu, ratio, (double)nu * wu / nd, (double)nu * wu / nd * 1.33, (double)nd * wd / nu / 1.33,
+                (double)nd * wd / nu);
+}
+
+/* KTO units by unit index (NULL: the first n). */
+static long run_kto(Dpo *d, const Dataset *data, const KtoUnits *u, const int32_t *idx, int n, float scale,
+                    int train, Metrics *acc) {
+    DsSeq *seqs = malloc((size_t)n * sizeof(DsSeq));
+    int *des = malloc((size_t)n * sizeof(int));
+    if (!seqs || !des) {
+        free(seqs), free(des);
+        return align_errorf("out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        int k = idx ? idx[i] : i;
+        seqs[i] = ds_example_seq(&data->ex[u->ex[k]], u->side[k]);
+        des[i] = !u->side[k];
+    }
+    long rc = kto_batch(&d->kto_loss, d->policy, d->ref, seqs, des, n, scale, train, acc);
+    free(seqs), free(des);
+    return rc;
+}
 
 /* The 2n sequences of n pairs: chosen and rejected side by side. */
 static DsSeq *pair_seqs(const Dataset *d, const int32_t *idx, int n) {
@@ -67,17 +149,20 @@ static long run_pairs(Dpo *d, const Dataset *data, const double *table, const in
 
 static long dpo_micro_step(void *ctx, const int32_t *idx, int n, float scale, Metrics *acc) {
     Dpo *d = ctx;
+    if (d->kto) return run_kto(d, &d->train, &d->kto_train, idx, n, scale, 1, acc);
     return run_pairs(d, &d->train, d->ref_train, idx, n, scale, 1, acc);
 }
 
 static int dpo_evaluate(void *ctx, Metrics *out) {
     Dpo *d = ctx;
-    for (size_t at = 0; at < d->eval.n; at += d->batch_size) {
-        int n = d->eval.n - at < (size_t)d->batch_size ? (int)(d->eval.n - at) : d->batch_size;
+    size_t total = d->kto ? (size_t)d->kto_eval.n : d->eval.n;
+    for (size_t at = 0; at < total; at += d->batch_size) {
+        int n = total - at < (size_t)d->batch_size ? (int)(total - at) : d->batch_size;
         int32_t *idx = malloc(n * sizeof(int32_t));
         if (!idx) return align_errorf("out of memory");
         for (int i = 0; i < n; i++) idx[i] = (int32_t)(at + i);
-        long rc = run_pairs(d, &d->eval, d->ref_eval, idx, n, 0, 0, out);
+        long rc = d->kto ? run_kto(d, &d->eval, &d->kto_eval, idx, n, 0, 0, out)
+                         : run_pairs(d, &d->eval, d->ref_eval, idx, n, 0, 0, out);
         free(idx);
         if (rc < 0) return -1;
     }
@@ -144,91 +229,124 @@ static double *read_ref_logprobs(const char *path, size_t n) {
 int main(int argc, char **argv) {
     TrainArgs a;
     train_args_defaults(&a);
-    const char *policy_path = NULL, *data = NULL, *ref_path = NULL, *loss_name = "sigmoid", *ref_logprobs = NULL;
+    const char *policy_path = NULL, *data = NULL, *ref_path = NULL, *loss_name = DEFAULT_LOSS, *ref_logprobs = NULL;
     int precompute_ref = 0;
     Dpo d = {0};
     dpo_loss_defaults(&d.loss);
+    kto_loss_defaults(&d.kto_loss);
     float beta = 0.1f, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
-    CliFlag flags[TRAIN_ARGS_N_FLAGS + 10] = {
+    float wd = d.kto_loss.desirable_weight, wu = d.kto_loss.undesirable_weight;
+    CliFlag flags[TRAIN_ARGS_N_FLAGS + 12] = {
         {"policy", CLI_STRING, &policy_path, "starting policy: .ckpt, .gguf or a Hugging Face directory"},
-        {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected} (JSONL or .json)"},
+        {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected}; KTO also {prompt, completion, label} (JSONL or .json)"},
         {"ref", CLI_STRING, &ref_path, "reference model (default: a frozen copy of the starting policy)"},
-        {"loss", CLI_STRING, &loss_name, "sigmoid, robust, hinge, ipo, simpo or orpo"},
+        {"loss", CLI_STRING, &loss_name, "sigmoid, robust, hinge, ipo, simpo, orpo or kto (default " DEFAULT_LOSS ")"},
         {"beta", CLI_FLOAT, &beta, "KL strength, > 0 (default 0.1; 2.0 for simpo; ORPO's lambda)", CLI_POSITIVE},
         {"label-smoothing", CLI_FLOAT, &ls, "conservative DPO smoothing for sigmoid/robust/simpo, in [0, 0.5)", CLI_UNIT_OPEN},
         {"simpo-gamma", CLI_FLOAT, &gamma, "SimPO's target reward margin", CLI_NONNEG},
         {"rpo-alpha", CLI_FLOAT, &rpo, "weight of an SFT term on the chosen completion (0 = off)", CLI_NONNEG},
         {"precompute-ref", CLI_BOOL, &precompute_ref, "compute reference log-probs once, then free the reference"},
         {"ref-logprobs", CLI_STRING, &ref_logprobs, "read reference log-probs from a file written by logprobs"},
+        {"desirable-weight", CLI_FLOAT, &wd, "KTO: weight of the desirable (label true) examples' loss (default 1)", CLI_NONNEG},
+        {"undesirable-weight", CLI_FLOAT, &wu, "KTO: weight of the undesirable (label false) examples' loss (default 1)", CLI_NONNEG},
     };
-    int nf = 10 + train_args_flags(&a, flags + 10);
-    CliSpec spec = {.prog = "dpo_run", .usage = "dpo_run --policy M --data prefs.jsonl --out O [flags]",
-                    .about = "DPO and its family (sigmoid, robust, hinge, IPO, SimPO, ORPO), metrics named as TRL names them.",
+    int nf = 12 + train_args_flags(&a, flags + 12);
+    CliSpec spec = {.prog = PROG, .usage = PROG " --policy M --data prefs.jsonl --out O [flags]",
+                    .about = "DPO and its family (sigmoid, robust, hinge, IPO, SimPO, ORPO) and KTO on unpaired "
+                             "thumbs-up/down data, metrics named as TRL names them.",
                     .flags = flags, .n_flags = nf};
     cli_parse_or_exit(&spec, argc, argv);
-    if (!policy_path && !a.resume) align_die("dpo_run", "--policy is required (see --help)");
-    if (!data) align_die("dpo_run", "--data is required (see --help)");
-    if (dpo_loss_parse(loss_name, &d.loss.type)) cli_usage_error(&spec, "%s", align_error());
+    if (!policy_path && !a.resume) align_die(PROG, "--policy is required (see --help)");
+    if (!data) align_die(PROG, "--data is required (see --help)");
+    d.kto = strcmp(loss_name, "kto") == 0;
+    if (!d.kto && dpo_loss_parse(loss_name, &d.loss.type))
+        cli_usage_error(&spec, "--loss %s: expected sigmoid, robust, hinge, ipo, simpo, orpo or kto", loss_name);
+    if (d.kto) {
+        static const char *not_kto[] = {"label-smoothing", "simpo-gamma", "rpo-alpha", "precompute-ref", "ref-logprobs"};
+        for (size_t i = 0; i < sizeof not_kto / sizeof *not_kto; i++)
+            if (cli_was_set(&spec, not_kto[i]))
+                cli_usage_error(&spec, "--%s does not apply to --loss kto%s", not_kto[i],
+                                i >= 3 ? " (its reference point needs reference log-probs of each micro-batch's "
+                                         "mismatched pairs; the reference stays loaded)"
+                                       : "");
+        /* TRL refuses per_device_train_batch_size 1 for the same reason */
+        if (a.batch_size < 2)
+            cli_usage_error(&spec, "--batch-size %d: KTO needs at least 2 examples per micro-batch (its KL estimate "
+                                   "pairs each prompt with another example's completion)", a.batch_size);
+        if (wd == 0 && wu == 0) cli_usage_error(&spec, "--desirable-weight and --undesirable-weight are both 0");
+    } else {
+        if (cli_was_set(&spec, "desirable-weight") || cli_was_set(&spec, "undesirable-weight"))
+            cli_usage_error(&spec, "--desirable-weight and --undesirable-weight apply to --loss kto only, not %s", loss_name);
+    }
     if (!cli_was_set(&spec, "beta")) beta = d.loss.type == DPO_SIMPO ? 2.0f : 0.1f;
     /* robust divides by 1 - 2 * label_smoothing; TRL asks for [0, 0.5) too */
     if (ls >= 0.5f) cli_usage_error(&spec, "--label-smoothing %g: expected a number in [0, 0.5)", ls);
-    int smoothed = d.loss.type == DPO_SIGMOID || d.loss.type == DPO_ROBUST || d.loss.type == DPO_SIMPO;
-    if (ls > 0 && !smoothed)
+    int smoothed = !d.kto && (d.loss.type == DPO_SIGMOID || d.loss.type == DPO_ROBUST || d.loss.type == DPO_SIMPO);
+    if (ls > 0 && !smoothed && !d.kto)
         cli_usage_error(&spec, "--label-smoothing applies to --loss sigmoid, robust and simpo, not %s", loss_name);
-    if (cli_was_set(&spec, "simpo-gamma") && d.loss.type != DPO_SIMPO)
+    if (cli_was_set(&spec, "simpo-gamma") && d.loss.type != DPO_SIMPO && !d.kto)
         cli_usage_error(&spec, "--simpo-gamma applies to --loss simpo only, not %s", loss_name);
     if (trainer_check_args(&a)) cli_usage_error(&spec, "%s", align_error());
     d.loss.beta = beta;
     d.loss.simpo_gamma = gamma;
     d.loss.label_smoothing = ls;
     d.loss.rpo_alpha = rpo;
+    d.kto_loss.beta = beta;
+    d.kto_loss.desirable_weight = wd;
+    d.kto_loss.undesirable_weight = wu;
     d.batch_size = a.batch_size;
 
     ModelBundle policy, ref = {0};
     ChatTemplate tmpl;
-    if (trainer_load_policy(&a, policy_path, &policy, &tmpl)) align_die_error("dpo_run");
+    if (trainer_load_policy(&a, policy_path, &policy, &tmpl)) align_die_error(PROG);
     d.policy = policy.model;
-    if (!d.policy->cfg.lm_head) align_die("dpo_run", "the policy has no LM head (it is a reward/value model)");
-    if (trainer_setup_peft("dpo_run", &a, &policy)) align_die_error("dpo_run");
-    if (trainer_load_data("dpo_run", &a, data, policy.tok, tmpl, DS_PREFERENCE, &d.train)) align_die_error("dpo_run");
-    if (a.eval_data && trainer_load_data("dpo_run", &a, a.eval_data, policy.tok, tmpl, DS_PREFERENCE, &d.eval))
-        align_die_error("dpo_run");
+    if (!d.policy->cfg.lm_head) align_die(PROG, "the policy has no LM head (it is a reward/value model)");
+    if (trainer_setup_peft(PROG, &a, &policy)) align_die_error(PROG);
+    DsKind kind = d.kto ? DS_UNPAIRED : DS_PREFERENCE;
+    if (trainer_load_data(PROG, &a, data, policy.tok, tmpl, kind, &d.train)) align_die_error(PROG);
+    if (a.eval_data && trainer_load_data(PROG, &a, a.eval_data, policy.tok, tmpl, kind, &d.eval))
+        align_die_error(PROG);
+    if (d.kto && (kto_units(&d.train, &d.kto_train) || (a.eval_data && kto_units(&d.eval, &d.kto_eval))))
+        align_die_error(PROG);
+    if (d.kto) kto_report_balance(&d.kto_train, wd, wu);
 
-    int need_ref = !dpo_loss_reference_free(d.loss.type);
+    int need_ref = d.kto || !dpo_loss_reference_free(d.loss.type);
     if (need_ref && ref_logprobs) {
-        if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error("dpo_run");
+        if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error(PROG);
         if (a.eval_data) precompute_ref = 1; /* eval still needs a reference pass */
     }
     if (need_ref && d.policy->lora && !ref_path && (!d.ref_train || a.eval_data)) {
         d.ref = d.policy; /* the base with adapters off */
-        fprintf(stderr, "dpo_run: reference = the base model (LoRA adapters off), no second copy\n");
+        fprintf(stderr, PROG ": reference = the base model (LoRA adapters off), no second copy\n");
         if (precompute_ref) {
-            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error("dpo_run");
-            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error("dpo_run");
+            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error(PROG);
+            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error(PROG);
             d.ref = NULL;
         }
     } else if (need_ref && (!d.ref_train || a.eval_data)) {
         /* the reference is the STARTING policy, also when resuming */
         const char *rp = ref_path ? ref_path : policy_path;
-        if (!rp) align_die("dpo_run", "--resume needs --policy or --ref to rebuild the reference model");
-        if (model_load_any(rp, policy.model->be, 0, &ref)) align_die_error("dpo_run");
+        if (!rp) align_die(PROG, "--resume needs --policy or --ref to rebuild the reference model");
+        if (model_load_any(rp, policy.model->be, 0, &ref)) align_die_error(PROG);
         model_set_trainable(ref.model, "", 0); /* frozen: no gradients, no optimizer state */
         d.ref = ref.model;
         if (precompute_ref) {
-            fprintf(stderr, "dpo_run: precomputing reference log-probs\n");
-            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error("dpo_run");
-            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error("dpo_run");
+            fprintf(stderr, PROG ": precomputing reference log-probs\n");
+            if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error(PROG);
+            if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error(PROG);
             model_bundle_free(&ref); /* train with one model in memory */
             d.ref = NULL;
         }
     }
     static const char *shown[] = {"loss", "rewards/accuracies", "rewards/margins", "lr", "tokens_per_s", NULL};
-    TrainTask task = {.ctx = &d, .n_train = (int)d.train.n, .micro_step = dpo_micro_step,
-                      .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = shown};
-    int rc = trainer_run("dpo_run", &a, &policy, &task);
-    if (rc < 0) align_die_error("dpo_run");
+    static const char *shown_kto[] = {"loss", "kl", "rewards/margins", "lr", "tokens_per_s", NULL};
+    TrainTask task = {.ctx = &d, .n_train = d.kto ? d.kto_train.n : (int)d.train.n, .micro_step = dpo_micro_step,
+                      .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = d.kto ? shown_kto : shown};
+    int rc = trainer_run(PROG, &a, &policy, &task);
+    if (rc < 0) align_die_error(PROG);
     if (d.ref && d.ref != d.policy) model_bundle_free(&ref);
     free(d.ref_train), free(d.ref_eval);
+    kto_units_free(&d.kto_train), kto_units_free(&d.kto_eval);
     ds_free(&d.train);
     if (a.eval_data) ds_free(&d.eval);
     model_bundle_free(&policy);
