@@ -21,7 +21,13 @@
  * desirable and one undesirable example each; every example is one unit
  * of the data order. Built a second time as kto_run, whose --loss
  * defaults to kto (TRL has a separate KTOTrainer; both names run the same
- * code). */
+ * code).
+ *
+ * --online trains on fresh pairs (dpo_online.c): --data holds prompts; in
+ * every micro-step the current policy samples --n completions of each
+ * prompt, a judge (--reward RM in process, or --reward-connect EP, a
+ * reward_server) scores them, and best vs worst is the pair the DPO loss
+ * then trains on. --online-data FILE keeps every judged pair. */
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +35,9 @@
 #include <string.h>
 
 #include "dpo_batch.h"
+#include "dpo_online.h"
 #include "kto_batch.h"
+#include "rm_model.h"
 #include "lora.h"
 #include "seq_logprobs.h"
 #include "trainer.h"
@@ -59,7 +67,13 @@ typedef struct {
     KtoUnits kto_train, kto_eval;
     Dataset train, eval;
     double *ref_train, *ref_eval; /* precomputed: [2*i] chosen, [2*i+1] rejected */
-    int batch_size;
+    int batch_size, grad_accum;
+    /* --online */
+    int online;
+    DpoOnline judge;
+    TrainTask *task;    /* its micro_key seeds the samples */
+    const Tokenizer *tok;
+    FILE *online_out;   /* --online-data */
 } Dpo;
 
 static int kto_units(const Dataset *d, KtoUnits *u) {
@@ -147,8 +161,61 @@ static long run_pairs(Dpo *d, const Dataset *data, const double *table, const in
     return rc;
 }
 
+/* One JSON line per judged pair: the prompt's record (line or element
+ * of --data), the step, the texts and scores. */
+static int write_online(Dpo *d, const DpoOnlinePairs *op, const int32_t *idx) {
+    for (int p = 0; p < op->n_pairs; p++) {
+        cJSON *o = cJSON_CreateObject();
+        const DsExample *ex = &d->train.ex[idx[op->prompt_of[p]]];
+        cJSON_AddNumberToObject(o, "step", (double)(d->task->micro_key / d->grad_accum + 1));
+        cJSON_AddNumberToObject(o, "record", (double)ex->line);
+        for (int side = 0; side < 2; side++) {
+            const DsSeq *q = &op->seqs[2 * p + side];
+            char *text = side == 0 ? tok_decode(d->tok, q->prompt, q->n_prompt, NULL) : NULL;
+            if (text) cJSON_AddStringToObject(o, "prompt", text);
+            free(text);
+            text = tok_decode(d->tok, q->completion, q->n_completion, NULL);
+            cJSON_AddStringToObject(o, side ? "rejected" : "chosen", text ? text : "");
+            free(text);
+        }
+        cJSON_AddNumberToObject(o, "score_chosen", op->score_chosen[p]);
+        cJSON_AddNumberToObject(o, "score_rejected", op->score_rejected[p]);
+        char *line = cJSON_PrintUnformatted(o);
+        int bad = !line || fprintf(d->online_out, "%s\n", line) < 0;
+        free(line);
+        cJSON_Delete(o);
+        if (bad) return align_errorf("--online-data: write failed");
+    }
+    return fflush(d->online_out) ? align_errorf("--online-data: write failed") : 0;
+}
+
+/* Online: sample, judge, then one DPO micro-batch on the pairs found. */
+static long online_step(Dpo *d, const int32_t *idx, int n, float scale, Metrics *acc) {
+    DsSeq *prompts = malloc((size_t)n * sizeof *prompts);
+    if (!prompts) return align_errorf("out of memory");
+    for (int i = 0; i < n; i++) prompts[i] = ds_example_seq(&d->train.ex[idx[i]], 0);
+    long key = d->task->micro_key;
+    /* sampling sees the policy as it is, without LoRA dropout */
+    model_lora_train_mode(d->policy, 0, 0);
+    DpoOnlinePairs op;
+    int bad = dpo_online_pairs(&d->judge, d->policy, prompts, n, key * d->batch_size, &op, acc);
+    model_lora_train_mode(d->policy, 1, (uint64_t)key);
+    free(prompts);
+    if (bad) return -1;
+    long rc = 0;
+    for (int s = 0; s < op.n_outs; s++) rc += op.outs[s].n_tokens;
+    if (d->online_out && write_online(d, &op, idx)) rc = -1;
+    if (rc >= 0 && op.n_pairs > 0) {
+        long t = dpo_batch(&d->loss, d->policy, d->ref, op.seqs, op.n_pairs, NULL, scale, 1, acc);
+        rc = t < 0 ? -1 : rc + t;
+    }
+    dpo_online_pairs_free(&op);
+    return rc;
+}
+
 static long dpo_micro_step(void *ctx, const int32_t *idx, int n, float scale, Metrics *acc) {
     Dpo *d = ctx;
+    if (d->online) return online_step(d, idx, n, scale, acc);
     if (d->kto) return run_kto(d, &d->train, &d->kto_train, idx, n, scale, 1, acc);
     return run_pairs(d, &d->train, d->ref_train, idx, n, scale, 1, acc);
 }
@@ -226,6 +293,51 @@ static double *read_ref_logprobs(const char *path, size_t n) {
     return table;
 }
 
+static void stop_add(int32_t *ids, int *n, int32_t id, int vocab) {
+    if (id < 0 || id >= vocab) return;
+    for (int i = 0; i < *n; i++)
+        if (ids[i] == id) return;
+    ids[(*n)++] = id;
+}
+
+/* The judge, the sampling settings and --online-data. */
+static int online_setup(Dpo *d, ModelBundle *policy, ChatTemplate tmpl, const TrainArgs *a, const char *reward_path,
+                        const char *reward_ep, int n, int max_new, float temperature, float eos_penalty,
+                        const char *online_data, ModelBundle *judge) {
+    static int32_t stop[3];
+    int n_stop = 0, vocab = policy->model->cfg.vocab_size;
+    stop_add(stop, &n_stop, tok_eos_id(policy->tok), vocab);
+    stop_add(stop, &n_stop, policy->model->cfg.eos_id, vocab);
+    const char *marker = chat_template_end_marker(tmpl);
+    if (marker) stop_add(stop, &n_stop, tok_token_id(policy->tok, marker), vocab);
+    generate_config_defaults(&d->judge.gen);
+    d->judge.gen.n_samples = n;
+    d->judge.gen.max_new_tokens = max_new;
+    d->judge.gen.sampler.temperature = temperature;
+    d->judge.gen.seed = (uint64_t)a->seed;
+    d->judge.gen.stop_ids = stop;
+    d->judge.gen.n_stop_ids = n_stop;
+    d->judge.missing_eos_penalty = eos_penalty;
+    d->judge.rm_max_batch_tokens = 4096;
+    d->tok = policy->tok;
+    if (reward_path) {
+        if (model_load_any(reward_path, policy->model->be, 0, judge)) return -1;
+        if (!rm_is_reward_model(&judge->model->cfg))
+            return align_errorf("--reward %s is not a reward model (no score head; rm_train makes one)", reward_path);
+        if (judge->model->cfg.vocab_size != vocab)
+            return align_errorf("--reward %s has a vocabulary of %d tokens, the policy %d: the judge reads the "
+                                "policy's token ids, so both need one tokenizer", reward_path,
+                                judge->model->cfg.vocab_size, vocab);
+        model_set_trainable(judge->model, "", 0);
+        d->judge.rm = judge->model;
+    } else if (!(d->judge.client = rm_client_connect(NULL, reward_ep, NULL, 60000))) {
+        return -1;
+    }
+    if (online_data && !(d->online_out = fopen(online_data, "a")))
+        return align_errorf("--online-data %s: cannot open for appending", online_data);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     TrainArgs a;
     train_args_defaults(&a);
@@ -236,7 +348,10 @@ int main(int argc, char **argv) {
     kto_loss_defaults(&d.kto_loss);
     float beta = 0.1f, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
     float wd = d.kto_loss.desirable_weight, wu = d.kto_loss.undesirable_weight;
-    CliFlag flags[TRAIN_ARGS_N_FLAGS + 12] = {
+    const char *reward_path = NULL, *reward_ep = NULL, *online_data = NULL;
+    int online = 0, n_samples = 2, max_new = 64;
+    float temperature = 0.9f, eos_penalty = 0;
+    CliFlag flags[TRAIN_ARGS_N_FLAGS + 21] = {
         {"policy", CLI_STRING, &policy_path, "starting policy: .ckpt, .gguf or a Hugging Face directory"},
         {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected}; KTO also {prompt, completion, label} (JSONL or .json)"},
         {"ref", CLI_STRING, &ref_path, "reference model (default: a frozen copy of the starting policy)"},
@@ -249,8 +364,17 @@ int main(int argc, char **argv) {
         {"ref-logprobs", CLI_STRING, &ref_logprobs, "read reference log-probs from a file written by logprobs"},
         {"desirable-weight", CLI_FLOAT, &wd, "KTO: weight of the desirable (label true) examples' loss (default 1)", CLI_NONNEG},
         {"undesirable-weight", CLI_FLOAT, &wu, "KTO: weight of the undesirable (label false) examples' loss (default 1)", CLI_NONNEG},
+        {"online", CLI_BOOL, &online, "online DPO: --data holds prompts; each step samples from the policy and a judge picks the pair"},
+        {"reward", CLI_STRING, &reward_path, "online: the judge, a reward model (.ckpt or HF directory) run in process"},
+        {"reward-connect", CLI_STRING, &reward_ep, "online: the judge, a reward_server endpoint (tcp://host:port)"},
+        {"n", CLI_INT, &n_samples, "online: completions sampled per prompt (default 2)", CLI_AT_LEAST_1},
+        {"max-new-tokens", CLI_INT, &max_new, "online: most tokens per completion (default 64)", CLI_AT_LEAST_1},
+        {"temperature", CLI_FLOAT, &temperature, "online: sampling temperature (default 0.9; 0 = greedy)", CLI_NONNEG},
+        {"missing-eos-penalty", CLI_FLOAT, &eos_penalty, "online: subtracted from the score of a completion that did not end (default 0)", CLI_NONNEG},
+        {"online-data", CLI_STRING, &online_data, "online: append every judged pair to this JSONL file"},
     };
-    int nf = 12 + train_args_flags(&a, flags + 12);
+    const int n_own = 20;
+    int nf = n_own + train_args_flags(&a, flags + n_own);
     CliSpec spec = {.prog = PROG, .usage = PROG " --policy M --data prefs.jsonl --out O [flags]",
                     .about = "DPO and its family (sigmoid, robust, hinge, IPO, SimPO, ORPO) and KTO on unpaired "
                              "thumbs-up/down data, metrics named as TRL names them.",
@@ -274,7 +398,21 @@ int main(int argc, char **argv) {
             cli_usage_error(&spec, "--batch-size %d: KTO needs at least 2 examples per micro-batch (its KL estimate "
                                    "pairs each prompt with another example's completion)", a.batch_size);
         if (wd == 0 && wu == 0) cli_usage_error(&spec, "--desirable-weight and --undesirable-weight are both 0");
+    }
+    if (online) {
+        if (d.kto) cli_usage_error(&spec, "--online trains a pairwise loss, not --loss kto");
+        if (!reward_path == !reward_ep) cli_usage_error(&spec, "--online needs one judge: --reward RM or --reward-connect EP");
+        if (n_samples < 2) cli_usage_error(&spec, "--n %d: online DPO needs at least 2 completions per prompt", n_samples);
+        if (precompute_ref || ref_logprobs)
+            cli_usage_error(&spec, "--%s does not apply to --online (the samples are new every step)",
+                            precompute_ref ? "precompute-ref" : "ref-logprobs");
     } else {
+        static const char *only_online[] = {"reward", "reward-connect", "n", "max-new-tokens", "temperature",
+                                            "missing-eos-penalty", "online-data"};
+        for (size_t i = 0; i < sizeof only_online / sizeof *only_online; i++)
+            if (cli_was_set(&spec, only_online[i])) cli_usage_error(&spec, "--%s applies to --online only", only_online[i]);
+    }
+    if (!d.kto) {
         if (cli_was_set(&spec, "desirable-weight") || cli_was_set(&spec, "undesirable-weight"))
             cli_usage_error(&spec, "--desirable-weight and --undesirable-weight apply to --loss kto only, not %s", loss_name);
     }
@@ -295,6 +433,8 @@ int main(int argc, char **argv) {
     d.kto_loss.desirable_weight = wd;
     d.kto_loss.undesirable_weight = wu;
     d.batch_size = a.batch_size;
+    d.grad_accum = a.grad_accum;
+    d.online = online;
 
     ModelBundle policy, ref = {0};
     ChatTemplate tmpl;
@@ -303,13 +443,17 @@ int main(int argc, char **argv) {
     if (!d.policy->cfg.lm_head) align_die(PROG, "the policy has no LM head (it is a reward/value model)");
     if (trainer_setup_peft(PROG, &a, &policy)) align_die_error(PROG);
     DsKind kind = d.kto ? DS_UNPAIRED : DS_PREFERENCE;
-    if (trainer_load_data(PROG, &a, data, policy.tok, tmpl, kind, &d.train)) align_die_error(PROG);
+    if (trainer_load_data(PROG, &a, data, policy.tok, tmpl, online ? DS_PROMPT : kind, &d.train)) align_die_error(PROG);
     if (a.eval_data && trainer_load_data(PROG, &a, a.eval_data, policy.tok, tmpl, kind, &d.eval))
         align_die_error(PROG);
     if (d.kto && (kto_units(&d.train, &d.kto_train) || (a.eval_data && kto_units(&d.eval, &d.kto_eval))))
         align_die_error(PROG);
     if (d.kto) kto_report_balance(&d.kto_train, wd, wu);
 
+    ModelBundle judge = {0};
+    if (online && online_setup(&d, &policy, tmpl, &a, reward_path, reward_ep, n_samples, max_new, temperature,
+                               eos_penalty, online_data, &judge))
+        align_die_error(PROG);
     int need_ref = d.kto || !dpo_loss_reference_free(d.loss.type);
     if (need_ref && ref_logprobs) {
         if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error(PROG);
@@ -342,11 +486,18 @@ int main(int argc, char **argv) {
     static const char *shown_kto[] = {"loss", "kl", "rewards/margins", "lr", "tokens_per_s", NULL};
     TrainTask task = {.ctx = &d, .n_train = d.kto ? d.kto_train.n : (int)d.train.n, .micro_step = dpo_micro_step,
                       .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = d.kto ? shown_kto : shown};
+    static const char *shown_online[] = {"loss", "objective/scores", "objective/scores_margin", "rewards/margins",
+                                         "lr", NULL};
+    if (online) task.shown = shown_online;
+    d.task = &task;
     int rc = trainer_run(PROG, &a, &policy, &task);
     if (rc < 0) align_die_error(PROG);
     if (d.ref && d.ref != d.policy) model_bundle_free(&ref);
     free(d.ref_train), free(d.ref_eval);
     kto_units_free(&d.kto_train), kto_units_free(&d.kto_eval);
+    if (d.online_out) fclose(d.online_out);
+    if (d.judge.client) rm_client_close(d.judge.client);
+    model_bundle_free(&judge);
     ds_free(&d.train);
     if (a.eval_data) ds_free(&d.eval);
     model_bundle_free(&policy);

@@ -388,7 +388,8 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             memcpy(idx, order + p.cursor, n * sizeof(int32_t));
             p.cursor += n;
             /* dropout masks keyed by the micro-step, so --resume draws the same ones */
-            model_lora_train_mode(m, 1, (uint64_t)p.step * a->grad_accum + micro);
+            task->micro_key = (long)p.step * a->grad_accum + micro;
+            model_lora_train_mode(m, 1, (uint64_t)task->micro_key);
             long t = task->micro_step(task->ctx, idx, n, 1.0f / a->grad_accum, &acc);
             model_lora_train_mode(m, 0, 0);
             if (t < 0) goto restore;

@@ -60,6 +60,9 @@ typedef struct {
     /* Evaluate on the eval set into out; NULL when there is none. */
     int (*evaluate)(void *ctx, Metrics *out);
     const char *const *shown; /* metric keys for the progress line */
+    /* Set by the trainer before each micro_step: step * grad_accum + micro,
+     * the same after --resume (online sampling seeds its draws with it). */
+    long micro_key;
 } TrainTask;
 
 /* Checks that need no model, to run right after parsing: --out is given,
