@@ -27,7 +27,14 @@
  * every micro-step the current policy samples --n completions of each
  * prompt, a judge (--reward RM in process, or --reward-connect EP, a
  * reward_server) scores them, and best vs worst is the pair the DPO loss
- * then trains on. --online-data FILE keeps every judged pair. */
+ * then trains on. --online-data FILE keeps every judged pair.
+ *
+ * --rounds R is iterative DPO: each round samples and judges the whole
+ * prompt set with the current policy, keeps the pairs on disk
+ * (<out>-round<r>.pairs.jsonl), trains on them as offline DPO (--epochs or
+ * --max-steps per round, a fresh optimizer) and saves <out>-round<r>.ckpt;
+ * the last round's model is --out. The reference stays the starting
+ * model. */
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,7 +80,8 @@ typedef struct {
     DpoOnline judge;
     TrainTask *task;    /* its micro_key seeds the samples */
     const Tokenizer *tok;
-    FILE *online_out;   /* --online-data */
+    FILE *online_out;   /* --online-data, or this round's pairs */
+    int round;          /* --rounds: the round being sampled */
 } Dpo;
 
 static int kto_units(const Dataset *d, KtoUnits *u) {
@@ -167,7 +175,8 @@ static int write_online(Dpo *d, const DpoOnlinePairs *op, const int32_t *idx) {
     for (int p = 0; p < op->n_pairs; p++) {
         cJSON *o = cJSON_CreateObject();
         const DsExample *ex = &d->train.ex[idx[op->prompt_of[p]]];
-        cJSON_AddNumberToObject(o, "step", (double)(d->task->micro_key / d->grad_accum + 1));
+        if (d->round) cJSON_AddNumberToObject(o, "round", d->round);
+        else cJSON_AddNumberToObject(o, "step", (double)(d->task->micro_key / d->grad_accum + 1));
         cJSON_AddNumberToObject(o, "record", (double)ex->line);
         for (int side = 0; side < 2; side++) {
             const DsSeq *q = &op->seqs[2 * p + side];
@@ -210,6 +219,111 @@ static long online_step(Dpo *d, const int32_t *idx, int n, float scale, Metrics 
         rc = t < 0 ? -1 : rc + t;
     }
     dpo_online_pairs_free(&op);
+    return rc;
+}
+
+/* "dir/name.ckpt" + "-round2" + ".pairs.jsonl" -> "dir/name-round2.pairs.jsonl" */
+static void round_path(const char *base, int r, const char *ext, char *out, size_t cap) {
+    size_t n = strlen(base);
+    const char *dot = strrchr(base, '.'), *slash = strrchr(base, '/');
+    if (dot && (!slash || dot > slash)) n = (size_t)(dot - base);
+    snprintf(out, cap, "%.*s-round%d%s", (int)n, base, r, ext ? ext : (dot && (!slash || dot > slash) ? dot : ""));
+}
+
+/* One round's pairs, sampled and judged over the whole prompt set. */
+typedef struct {
+    DpoOnlinePairs *chunks;
+    int n_chunks;
+    Dataset pairs; /* ex[] points into chunks' tokens and the prompts' pool */
+} Round;
+
+static void round_free(Round *r) {
+    for (int i = 0; i < r->n_chunks; i++) dpo_online_pairs_free(&r->chunks[i]);
+    free(r->chunks);
+    free(r->pairs.ex);
+    memset(r, 0, sizeof *r);
+}
+
+static int round_sample(Dpo *d, const Dataset *prompts, int round, const char *pairs_path, Round *r) {
+    memset(r, 0, sizeof *r);
+    const int chunk = 16;
+    int n = (int)prompts->n;
+    r->chunks = calloc((size_t)(n + chunk - 1) / chunk, sizeof *r->chunks);
+    r->pairs.ex = calloc(prompts->n, sizeof *r->pairs.ex);
+    int32_t *idx = malloc((size_t)chunk * sizeof(int32_t));
+    DsSeq *seqs = malloc((size_t)chunk * sizeof(DsSeq));
+    if (!r->chunks || !r->pairs.ex || !idx || !seqs) {
+        free(idx), free(seqs);
+        return align_errorf("out of memory");
+    }
+    d->online_out = fopen(pairs_path, "w");
+    if (!d->online_out) {
+        free(idx), free(seqs);
+        return align_errorf("cannot write %s", pairs_path);
+    }
+    Metrics acc;
+    metrics_clear(&acc);
+    int rc = 0;
+    d->round = round;
+    for (int at = 0; at < n && !rc; at += chunk) {
+        int k = n - at < chunk ? n - at : chunk;
+        for (int i = 0; i < k; i++) idx[i] = at + i, seqs[i] = ds_example_seq(&prompts->ex[at + i], 0);
+        DpoOnlinePairs *op = &r->chunks[r->n_chunks++];
+        /* sample j of prompt i in round r: seeded by (seed, r * n + i, j) */
+        if (dpo_online_pairs(&d->judge, d->policy, seqs, k, (long)round * n + at, op, &acc) ||
+            write_online(d, op, idx)) {
+            rc = -1;
+            break;
+        }
+        for (int p = 0; p < op->n_pairs; p++) {
+            DsExample *ex = &r->pairs.ex[r->pairs.n++];
+            ex->prompt = (int32_t *)op->seqs[2 * p].prompt, ex->n_prompt = op->seqs[2 * p].n_prompt;
+            ex->chosen = (int32_t *)op->seqs[2 * p].completion, ex->n_chosen = op->seqs[2 * p].n_completion;
+            ex->rejected = (int32_t *)op->seqs[2 * p + 1].completion, ex->n_rejected = op->seqs[2 * p + 1].n_completion;
+            ex->line = prompts->ex[at + op->prompt_of[p]].line;
+        }
+    }
+    if (fclose(d->online_out) && !rc) rc = align_errorf("cannot write %s", pairs_path);
+    d->online_out = NULL;
+    free(idx), free(seqs);
+    if (!rc)
+        fprintf(stderr, PROG ": round %d: %d prompts -> %zu pairs in %s (objective/scores %.4g, "
+                "objective/scores_margin %.4g, val/contain_eos_token %.3g)\n", round, n, r->pairs.n, pairs_path,
+                metrics_get(&acc, "objective/scores", 0), metrics_get(&acc, "objective/scores_margin", 0),
+                metrics_get(&acc, "val/contain_eos_token", 0));
+    return rc;
+}
+
+/* Iterative DPO: sample + judge the prompt set, train offline on it, repeat. */
+static int run_rounds(Dpo *d, const TrainArgs *a0, ModelBundle *policy, TrainTask *task, int rounds) {
+    Dataset prompts = d->train;
+    int rc = 0;
+    for (int r = 1; r <= rounds && rc == 0; r++) {
+        char pairs_path[4096], out[4096], metrics[4096];
+        round_path(a0->out, r, ".pairs.jsonl", pairs_path, sizeof pairs_path);
+        round_path(a0->out, r, NULL, out, sizeof out);
+        TrainArgs a = *a0;
+        a.out = r == rounds ? a0->out : out;
+        if (a0->metrics) round_path(a0->metrics, r, NULL, metrics, sizeof metrics), a.metrics = metrics;
+        Round rd;
+        if (round_sample(d, &prompts, r, pairs_path, &rd)) {
+            round_free(&rd);
+            rc = -1;
+            break;
+        }
+        if (rd.pairs.n == 0) {
+            round_free(&rd);
+            rc = align_errorf("round %d: no prompt gave two completions the judge scored differently", r);
+            break;
+        }
+        d->online = 0; /* train on the round's pairs as offline DPO */
+        d->train = rd.pairs;
+        task->n_train = (int)rd.pairs.n;
+        rc = trainer_run(PROG, &a, policy, task);
+        d->online = 1;
+        d->train = prompts;
+        round_free(&rd);
+    }
     return rc;
 }
 
@@ -349,9 +463,9 @@ int main(int argc, char **argv) {
     float beta = 0.1f, gamma = d.loss.simpo_gamma, ls = 0, rpo = 0;
     float wd = d.kto_loss.desirable_weight, wu = d.kto_loss.undesirable_weight;
     const char *reward_path = NULL, *reward_ep = NULL, *online_data = NULL;
-    int online = 0, n_samples = 2, max_new = 64;
+    int online = 0, n_samples = 2, max_new = 64, rounds = 0;
     float temperature = 0.9f, eos_penalty = 0;
-    CliFlag flags[TRAIN_ARGS_N_FLAGS + 21] = {
+    CliFlag flags[TRAIN_ARGS_N_FLAGS + 22] = {
         {"policy", CLI_STRING, &policy_path, "starting policy: .ckpt, .gguf or a Hugging Face directory"},
         {"data", CLI_STRING, &data, "preference records {prompt?, chosen, rejected}; KTO also {prompt, completion, label} (JSONL or .json)"},
         {"ref", CLI_STRING, &ref_path, "reference model (default: a frozen copy of the starting policy)"},
@@ -372,8 +486,9 @@ int main(int argc, char **argv) {
         {"temperature", CLI_FLOAT, &temperature, "online: sampling temperature (default 0.9; 0 = greedy)", CLI_NONNEG},
         {"missing-eos-penalty", CLI_FLOAT, &eos_penalty, "online: subtracted from the score of a completion that did not end (default 0)", CLI_NONNEG},
         {"online-data", CLI_STRING, &online_data, "online: append every judged pair to this JSONL file"},
+        {"rounds", CLI_INT, &rounds, "online: iterative DPO in R rounds (sample + judge every prompt, train on the pairs, repeat)", CLI_AT_LEAST_1},
     };
-    const int n_own = 20;
+    const int n_own = 21;
     int nf = n_own + train_args_flags(&a, flags + n_own);
     CliSpec spec = {.prog = PROG, .usage = PROG " --policy M --data prefs.jsonl --out O [flags]",
                     .about = "DPO and its family (sigmoid, robust, hinge, IPO, SimPO, ORPO) and KTO on unpaired "
@@ -406,9 +521,12 @@ int main(int argc, char **argv) {
         if (precompute_ref || ref_logprobs)
             cli_usage_error(&spec, "--%s does not apply to --online (the samples are new every step)",
                             precompute_ref ? "precompute-ref" : "ref-logprobs");
+        if (rounds && a.resume) cli_usage_error(&spec, "--resume continues one training run, not --rounds");
+        if (rounds && online_data)
+            cli_usage_error(&spec, "--online-data with --rounds: each round's pairs go to <out>-round<r>.pairs.jsonl");
     } else {
         static const char *only_online[] = {"reward", "reward-connect", "n", "max-new-tokens", "temperature",
-                                            "missing-eos-penalty", "online-data"};
+                                            "missing-eos-penalty", "online-data", "rounds"};
         for (size_t i = 0; i < sizeof only_online / sizeof *only_online; i++)
             if (cli_was_set(&spec, only_online[i])) cli_usage_error(&spec, "--%s applies to --online only", only_online[i]);
     }
@@ -488,9 +606,9 @@ int main(int argc, char **argv) {
                       .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = d.kto ? shown_kto : shown};
     static const char *shown_online[] = {"loss", "objective/scores", "objective/scores_margin", "rewards/margins",
                                          "lr", NULL};
-    if (online) task.shown = shown_online;
+    if (online && !rounds) task.shown = shown_online;
     d.task = &task;
-    int rc = trainer_run(PROG, &a, &policy, &task);
+    int rc = rounds ? run_rounds(&d, &a, &policy, &task, rounds) : trainer_run(PROG, &a, &policy, &task);
     if (rc < 0) align_die_error(PROG);
     if (d.ref && d.ref != d.policy) model_bundle_free(&ref);
     free(d.ref_train), free(d.ref_eval);

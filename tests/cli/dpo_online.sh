@@ -7,6 +7,8 @@
 #    unbroken run (the draws are keyed by the micro-step);
 #  - a reward_server through --reward-connect gives the same run;
 #  - --eval-data (offline pairs) reports held-out preference accuracy;
+#  - --rounds 2 (iterative DPO) samples and judges every prompt per round,
+#    keeps each round's pairs, model and metrics, and trains on them;
 #  - flags that do not fit get one clear error.
 set -u
 BIN=$1
@@ -70,6 +72,27 @@ for x, y in zip(a, c):
         assert abs(x[k] - y[k]) <= 1e-4 * max(1, abs(x[k])), (k, x[k], y[k])
 PY"
 
+# ---- iterative DPO: 2 rounds, each round's pairs kept on disk
+"$BIN/dpo_run" "${common[@]}" --reward "$T/rm.ckpt" --rounds 2 --epochs 1 --out "$T/it.ckpt" --metrics "$T/it.jsonl" \
+    2>"$T/it.err"
+check "--rounds exits 0" "[ $? -eq 0 ]"
+check "each round's pairs, model and metrics kept" \
+    "[ -s $T/it-round1.pairs.jsonl ] && [ -s $T/it-round2.pairs.jsonl ] && [ -f $T/it-round1.ckpt ] && [ -f $T/it.ckpt ] && [ -s $T/it-round1.jsonl ] && [ -s $T/it-round2.jsonl ]"
+check "rounds judged the whole prompt set, then trained on it" "python3 - $T <<'PY'
+import json, sys
+d = sys.argv[1]
+for r in (1, 2):
+    pairs = [json.loads(l) for l in open('%s/it-round%d.pairs.jsonl' % (d, r), encoding='utf-8', errors='replace')]
+    assert pairs and all(p['round'] == r and p['score_chosen'] > p['score_rejected'] for p in pairs), r
+    steps = [json.loads(l) for l in open('%s/it-round%d.jsonl' % (d, r))]
+    assert len(steps) == (len(pairs) + 3) // 4, (r, len(steps), len(pairs))  # one epoch of batch 4
+    assert 'rewards/accuracies' in steps[-1]
+r1 = [json.loads(l)['chosen'] for l in open(d + '/it-round1.pairs.jsonl', encoding='utf-8', errors='replace')]
+r2 = [json.loads(l)['chosen'] for l in open(d + '/it-round2.pairs.jsonl', encoding='utf-8', errors='replace')]
+assert r1 != r2
+PY"
+check "rounds reported" "grep -q 'round 2: 8 prompts -> ' $T/it.err"
+
 bad() { # name, expected text, args...
   local name=$1 want=$2; shift 2
   "$@" 2>"$T/e" >/dev/null
@@ -81,6 +104,8 @@ bad "no judge" "--online needs one judge" "$BIN/dpo_run" "${common[@]}" --out "$
 bad "two judges" "--online needs one judge" "$BIN/dpo_run" "${common[@]}" --out "$T/x.ckpt" --reward a --reward-connect b
 bad "one sample" "--n 1: online DPO needs at least 2" "$BIN/dpo_run" "${common[@]}" --reward a --out "$T/x.ckpt" --n 1
 bad "kto online" "--online trains a pairwise loss" "$BIN/dpo_run" "${common[@]}" --reward a --out "$T/x.ckpt" --loss kto
+bad "rounds and resume" "--resume continues one training run, not --rounds" \
+    "$BIN/dpo_run" "${common[@]}" --reward a --out "$T/x.ckpt" --rounds 2 --resume "$T/a-step2.ckpt"
 bad "sampling flag offline" "--temperature applies to --online only" \
     "$BIN/dpo_run" --policy "$MODEL" --data "$T/pairs.jsonl" --out "$T/x.ckpt" --temperature 0.7
 "$BIN/dpo_run" "${common[@]}" --reward "$MODEL" --out "$T/x.ckpt" 2>"$T/e"
