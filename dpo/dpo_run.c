@@ -334,6 +334,33 @@ static long dpo_micro_step(void *ctx, const int32_t *idx, int n, float scale, Me
     return run_pairs(d, &d->train, d->ref_train, idx, n, scale, 1, acc);
 }
 
+/* KTO evaluated on preference pairs also reports DPO's rewards/accuracies
+ * (chosen's beta * log-ratio above rejected's), so KTO and DPO compare on
+ * the same held-out labels. */
+static int kto_pair_accuracy(Dpo *d, Metrics *out) {
+    int32_t *idx = malloc(d->eval.n * sizeof(int32_t) + 1);
+    if (!idx) return align_errorf("out of memory");
+    int n = 0;
+    for (size_t i = 0; i < d->eval.n; i++)
+        if (d->eval.ex[i].n_chosen && d->eval.ex[i].n_rejected) idx[n++] = (int32_t)i;
+    DpoLossConfig sig;
+    dpo_loss_defaults(&sig);
+    sig.beta = d->kto_loss.beta;
+    DpoLossConfig keep = d->loss;
+    d->loss = sig;
+    long rc = 0;
+    for (int at = 0; at < n && rc >= 0; at += d->batch_size) {
+        int k = n - at < d->batch_size ? n - at : d->batch_size;
+        Metrics m;
+        metrics_clear(&m);
+        rc = run_pairs(d, &d->eval, NULL, idx + at, k, 0, 0, &m);
+        if (rc >= 0) metrics_add(out, "rewards/accuracies", metrics_get(&m, "rewards/accuracies", 0), k);
+    }
+    d->loss = keep;
+    free(idx);
+    return rc < 0 ? -1 : 0;
+}
+
 static int dpo_evaluate(void *ctx, Metrics *out) {
     Dpo *d = ctx;
     size_t total = d->kto ? (size_t)d->kto_eval.n : d->eval.n;
@@ -347,7 +374,7 @@ static int dpo_evaluate(void *ctx, Metrics *out) {
         free(idx);
         if (rc < 0) return -1;
     }
-    return 0;
+    return d->kto ? kto_pair_accuracy(d, out) : 0;
 }
 
 /* Reference log-probs of every example of a dataset, in one pass. */

@@ -3,7 +3,8 @@
 #  - kto_run trains on thumbs-up/down records {prompt, completion, label}
 #    (strings and message lists mixed): the loss falls, the desirable
 #    completions' reward rises above the undesirable ones', and TRL's
-#    metric names are logged (kl, rewards/*, logps/*), eval ones too;
+#    metric names are logged (kl, rewards/*, logps/*), eval ones too, and
+#    held-out pairs also give DPO's rewards/accuracies;
 #  - dpo_run --loss kto is the same run;
 #  - a paired preference file is split into one desirable and one
 #    undesirable example per pair;
@@ -32,7 +33,7 @@ PY
 common=(--policy "$MODEL" --data "$T/kto.jsonl" --lr 5e-3 --batch-size 4 --max-length 64 --seed 3)
 
 "$BIN/kto_run" "${common[@]}" --max-steps 12 --out "$T/a.ckpt" --metrics "$T/a.jsonl" \
-    --eval-data "$T/kto.jsonl" --eval-every 12 2>"$T/a.err"
+    --eval-data "$T/pairs.jsonl" --eval-every 12 2>"$T/a.err"
 check "kto_run exits 0" "[ $? -eq 0 ]"
 check "labels counted" "grep -q 'KTO on 8 desirable and 8 undesirable examples' $T/a.err"
 check "metrics under TRL's names, kl not negative, loss and margin move" "python3 - $T/a.jsonl <<'PY'
@@ -46,6 +47,7 @@ for k in ['kl', 'rewards/chosen', 'rewards/rejected', 'logps/chosen', 'logps/rej
 assert all(r['kl'] >= 0 for r in train)
 assert train[-1]['loss'] < 0.8 * train[0]['loss'], (train[0]['loss'], train[-1]['loss'])
 assert ev[-1]['eval_rewards/margins'] > 0, ev[-1]
+assert 0 <= ev[-1]['eval_rewards/accuracies'] <= 1, ev[-1]  # paired eval data: DPO's accuracy too
 PY"
 
 "$BIN/dpo_run" "${common[@]}" --loss kto --max-steps 2 --out "$T/b.ckpt" --metrics "$T/b.jsonl" 2>/dev/null
