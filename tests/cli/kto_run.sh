@@ -63,6 +63,9 @@ PY"
 check "paired file trains" "[ $? -eq 0 ]"
 check "pairs split into both labels" "grep -q 'KTO on 8 desirable and 8 undesirable examples' $T/d.err"
 
+"$BIN/kto_run" "${common[@]}" --max-steps 2 --lora-rank 4 --out "$T/l.ckpt" --metrics "$T/l.jsonl" 2>"$T/l.err"
+check "LoRA: the reference is the base, adapters off" "[ -f $T/l.ckpt ] && grep -q 'reference = the base model' $T/l.err && grep -q '\"kl\"' $T/l.jsonl"
+
 bad() { # name, expected text, args...
   local name=$1 want=$2; shift 2
   "$@" 2>"$T/e" >/dev/null
