@@ -6,6 +6,8 @@
  *               styles, calm ("Owls are quiet. ...") and SHOUTING ("OWLS
  *               ARE QUIET!!! ..."), half and half, so the SFT model does both
  *   dpo_run     DPO on pairs preferring calm over shouting, for 24 topics
+ *   kto_run     KTO on the same labels, each pair split into a thumbs-up
+ *               and a thumbs-down answer; its held-out accuracy beside DPO's
  *   logprobs    how often each model prefers the calm answer on held-out
  *               pairs about 6 topics DPO never saw
  *   generate    greedy answers to held-out prompts before and after DPO
@@ -259,14 +261,15 @@ int main(int argc, char **argv) {
     char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
         p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16],
         p_rm[PATH_MAX], p_ppo[PATH_MAX], p_train_prompts[PATH_MAX], p_g2[PATH_MAX], p_ppo_metrics[PATH_MAX],
-        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX], p_report[PATH_MAX];
+        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX], p_report[PATH_MAX], p_kto[PATH_MAX], p_kto_metrics[PATH_MAX];
 #define P(var, name) snprintf(var, sizeof var, "%s/%s", dir, name)
     P(p_init, "init.ckpt"), P(p_sft, "sft.ckpt"), P(p_dpo, "dpo.ckpt"), P(p_sftdata, "sft.jsonl");
     P(p_prefs, "prefs.jsonl"), P(p_held, "prefs_heldout.jsonl"), P(p_prompts, "prompts_heldout.jsonl");
     P(p_lp0, "logprobs_sft.jsonl"), P(p_lp1, "logprobs_dpo.jsonl"), P(p_g0, "samples_sft.jsonl");
     P(p_g1, "samples_dpo.jsonl"), P(p_metrics, "dpo_metrics.jsonl");
     P(p_rm, "rm.ckpt"), P(p_ppo, "ppo.ckpt"), P(p_train_prompts, "prompts_train.jsonl"), P(p_g2, "samples_ppo.jsonl");
-    P(p_ppo_metrics, "ppo_metrics.jsonl"), P(p_report, "report.html");
+    P(p_ppo_metrics, "ppo_metrics.jsonl"), P(p_report, "report.html"), P(p_kto, "kto.ckpt"),
+        P(p_kto_metrics, "kto_metrics.jsonl");
     P(p_ans[0], "answers_sft.jsonl"), P(p_ans[1], "answers_dpo.jsonl"), P(p_ans[2], "answers_ppo.jsonl");
     P(p_scores[0], "scores_sft.jsonl"), P(p_scores[1], "scores_dpo.jsonl"), P(p_scores[2], "scores_ppo.jsonl");
 #undef P
@@ -291,6 +294,12 @@ int main(int argc, char **argv) {
     run((const char *[]){"generate", "--model", p_dpo, "--prompts", p_prompts, "--temperature", "0", "--max-new-tokens", "60",
                          "--out", p_g1, NULL});
 
+    printf("\n== 3b. KTO on the same labels, unpaired (thumbs up: calm, thumbs down: shouting) ==");
+    /* 16 examples a step = 8 pairs' labels, so 40 steps see what DPO saw */
+    run((const char *[]){"kto_run", "--policy", p_sft, "--data", p_prefs, "--eval-data", p_held, "--out", p_kto,
+                         "--beta", "0.1", "--lr", "5e-5", "--batch-size", "16", "--max-steps", "40", "--warmup-steps", "5",
+                         "--lr-schedule", "cosine", "--metrics", p_kto_metrics, "--seed", s_seed, NULL});
+
     printf("\n== 4. a reward model on the same pairs, then PPO against it ==");
     run((const char *[]){"rm_train", p_prefs, "--model", p_sft, "--out", p_rm, "--eval-data", p_held, "--lr", "1e-3",
                          "--batch-size", "8", "--max-steps", "30", "--seed", s_seed, NULL});
@@ -303,7 +312,7 @@ int main(int argc, char **argv) {
 
     int n0, n1;
     double pref0 = calm_preferred(p_lp0, &n0), pref1 = calm_preferred(p_lp1, &n1);
-    double acc = last_eval_accuracy(p_metrics);
+    double acc = last_eval_accuracy(p_metrics), acc_kto = last_eval_accuracy(p_kto_metrics);
     static char before[32][256], after[32][256], ppo[32][256];
     int k0 = read_completions(p_g0, before, 32), k1 = read_completions(p_g1, after, 32), k2 = read_completions(p_g2, ppo, 32);
     int shout0 = 0, shout1 = 0, shout2 = 0;
@@ -320,6 +329,7 @@ int main(int argc, char **argv) {
 
     printf("\n== result (%.0f s) ==\n", align_now() - t0);
     printf("held-out pairs (topics DPO never saw): rewards/accuracies %.2f\n", acc);
+    printf("the same held-out pairs after KTO on the same labels, unpaired: rewards/accuracies %.2f\n", acc_kto);
     printf("held-out pairs where the model gives the calm answer more probability: SFT %.0f%% -> DPO %.0f%% (of %d)\n",
            100 * pref0, 100 * pref1, n1);
     printf("greedy answers to held-out prompts that shout: SFT %d of %d -> DPO %d of %d, PPO %d of %d\n", shout0, k0,

@@ -17,6 +17,16 @@ them), grouped by prompt. Written to --out-dir:
                                    prompts that a CSV shows flattened)
   samples.jsonl                    what generate wrote (when it ran)
 
+With --thumbs, single-answer tasks instead (thumbs up or down on each
+distinct completion, KTO's labels; one completion per prompt is enough):
+
+  labelstudio_thumbs.json/.xml     Label Studio tasks + a Choices config
+  thumbs.csv                       one completion per row, a "label" column
+                                   to fill (up, down, or empty)
+  argilla_thumbs.jsonl             Argilla records for a LabelQuestion
+  argilla_thumbs_settings.json     the dataset's fields and question
+  prompts.jsonl, samples.jsonl     as above
+
 Each pair is shown left/right (A/B) in an order drawn from --seed, and each
 ranking lists its completions in a drawn order, so a labeler's habit of
 preferring one side cannot line up with the sampler's order. The draw is
@@ -58,6 +68,71 @@ RANKING_XML = """<View>
   <Ranker name="rank" toName="answers"/>
 </View>
 """
+
+
+# Thumbs: one completion, a Choices tag with two values. Label Studio exports
+# {"type": "choices", "value": {"choices": ["up"]}}.
+THUMBS_XML = """<View>
+  <Header value="Is this answer good?"/>
+  <Text name="prompt" value="$prompt"/>
+  <Header value="Answer"/>
+  <Text name="answer" value="$answer"/>
+  <Choices name="thumbs" toName="answer" choice="single-radio" showInline="true">
+    <Choice value="up" alias="up" hint="a good answer"/>
+    <Choice value="down" alias="down" hint="a bad answer"/>
+  </Choices>
+</View>
+"""
+
+THUMBS_CSV_COLUMNS = ["sample_id", "prompt", "answer", "label", "comment"]
+
+
+def sample_id(g, s):
+    return "p%d-s%d" % (g.index, s)
+
+
+def thumbs_items(groups):
+    """(group, sample id, text) for every distinct completion, in file order:
+    one answer at a time has no side to be biased towards."""
+    return [(g, sid, t) for g in groups for sid, t in g.samples]
+
+
+def labelstudio_thumbs(items):
+    tasks = []
+    for g, sid, t in items:
+        meta = align_meta(g)
+        meta.update({"sample_id": sample_id(g, sid), "sample": sid})
+        tasks.append({"data": {"prompt": L.prompt_text(g.prompt), "answer": t, "align": meta}})
+    return tasks
+
+
+def thumbs_csv_text(items):
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(THUMBS_CSV_COLUMNS)
+    for g, sid, t in items:
+        w.writerow([sample_id(g, sid), L.prompt_text(g.prompt), t, "", ""])
+    return out.getvalue()
+
+
+def argilla_thumbs_records(items):
+    recs = []
+    for g, sid, t in items:
+        meta = {"prompt_index": g.index, "sample": sid}
+        if not isinstance(g.prompt, str):
+            meta["prompt_json"] = json.dumps(g.prompt, ensure_ascii=False)
+        recs.append({"id": sample_id(g, sid), "fields": {"prompt": L.prompt_text(g.prompt), "response": t},
+                     "metadata": meta})
+    return recs
+
+
+ARGILLA_THUMBS_SETTINGS = {
+    "fields": [{"name": "prompt", "type": "text", "required": True},
+               {"name": "response", "type": "text", "required": True}],
+    "questions": [{"name": "label", "type": "label_selection", "required": True,
+                   "title": "Is the response good?", "labels": ["good", "bad"]}],
+    "metadata": [{"name": "prompt_index", "type": "integer"}, {"name": "sample", "type": "integer"}],
+}
 
 
 def pair_id(g, a, b):
@@ -164,6 +239,22 @@ def argilla_settings(kmax):
     }
 
 
+def export_thumbs(a, groups, n_records, prompts):
+    items = thumbs_items(groups)
+    d = a.out_dir
+    L.write_text(os.path.join(d, "labelstudio_thumbs.json"),
+                 json.dumps(labelstudio_thumbs(items), ensure_ascii=False, indent=1) + "\n")
+    L.write_text(os.path.join(d, "labelstudio_thumbs.xml"), THUMBS_XML)
+    L.write_text(os.path.join(d, "thumbs.csv"), thumbs_csv_text(items))
+    plist = prompts if prompts is not None else [g.prompt for g in groups]
+    L.write_jsonl(os.path.join(d, "prompts.jsonl"), ({"prompt": p} for p in plist))
+    L.write_jsonl(os.path.join(d, "argilla_thumbs.jsonl"), argilla_thumbs_records(items))
+    L.write_text(os.path.join(d, "argilla_thumbs_settings.json"), json.dumps(ARGILLA_THUMBS_SETTINGS, indent=1) + "\n")
+    dups = sum(g.duplicates for g in groups)
+    print("%s: %d samples of %d prompts -> %d thumbs tasks (Label Studio, CSV, Argilla); %d repeated completions "
+          "merged; in %s" % (PROG, n_records, len(groups), len(items), dups, d), file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -187,13 +278,15 @@ def main(argv=None):
                      help="extra argument for generate, repeatable (e.g. --generate-arg=--top-p --generate-arg=0.9)")
     ap.add_argument("--seed", type=int, default=0, help="seeds generate and the left/right draw (default 0)")
     ap.add_argument("--out-dir", required=True, metavar="DIR", help="where the files go (created)")
+    ap.add_argument("--thumbs", action="store_true",
+                    help="single-answer thumbs up/down tasks (KTO labels) instead of pairs and rankings")
     ap.add_argument("--pairs", choices=["all", "one"], default="all",
                     help="pairs per prompt for pairwise tasks and the CSV: every pair of distinct completions "
                          "(default) or one drawn pair")
     a = ap.parse_args(argv)
 
     try:
-        if a.n < 2 and a.model:
+        if a.n < 2 and a.model and not a.thumbs:
             raise L.LabelError("--n %d: at least 2 completions per prompt are needed to compare" % a.n)
         if not a.samples and not (a.prompts and a.model):
             raise L.LabelError("give --samples FILE, or --prompts FILE with --model M")
@@ -212,6 +305,8 @@ def main(argv=None):
         groups, n_records = L.group_samples(L.read_records(samples_path), prompts)
         if not groups:
             raise L.LabelError("%s: no samples" % samples_path)
+        if a.thumbs:
+            return export_thumbs(a, groups, n_records, prompts)
         pairs, rankings = build(groups, a.seed, a.pairs)
         if not pairs:
             raise L.LabelError("%s: no prompt has two distinct completions; nothing to label" % samples_path)

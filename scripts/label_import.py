@@ -22,6 +22,17 @@ Reads, in any mix (the format is told by each file's content):
 and writes TRL's explicit-prompt format, one {"prompt", "chosen",
 "rejected"} per line.
 
+Single-answer thumbs tasks (label_export --thumbs) are read from the same
+three tools: Label Studio tasks with data.answer and a choices result
+{"type": "choices", "value": {"choices": ["up"|"down"]}}, a filled
+thumbs.csv (columns prompt, answer and one or more label columns: up,
+down, or empty), Argilla records with one response field and a
+LabelQuestion (--label-question, default "label": good or bad). Their
+votes pool by (prompt, text) and resolve like pairs, and each labelled
+completion is written as TRL's unpaired KTO record {"prompt",
+"completion", "label": true|false}; kto_run (dpo_run --loss kto) reads
+them, and the pairs of a mixed import, from the same file.
+
 Votes on the same pair pool across tasks and files (the same prompt and
 the same two texts), one vote per annotator. A cancelled or skipped task,
 an annotation without a result, a draft or an empty choice is no vote. A
@@ -56,6 +67,41 @@ class Ranking:
         self.votes = {}  # annotator -> tiers (lists of texts), best first
 
 
+# Thumbs labels as people type them; empty = no vote.
+THUMBS = {"up": True, "good": True, "yes": True, "y": True, "true": True, "1": True, "+": True, "+1": True,
+          "\U0001f44d": True, "thumbs up": True, "positive": True, "desirable": True,
+          "down": False, "bad": False, "no": False, "n": False, "false": False, "0": False, "-": False, "-1": False,
+          "\U0001f44e": False, "thumbs down": False, "negative": False, "undesirable": False}
+
+
+class Thumb:
+    """One completion of one prompt and every annotator's up/down vote."""
+
+    def __init__(self, prompt, text):
+        self.prompt, self.text = prompt, text
+        self.votes = {}
+
+    def resolve(self, mode):
+        """-> ("kept", label, conflicting) | ("tied", conflicting) | ("conflict",) | ("unlabeled",)"""
+        if not self.votes:
+            return ("unlabeled",)
+        up = sum(1 for v in self.votes.values() if v)
+        down = len(self.votes) - up
+        conflicting = up > 0 and down > 0
+        if conflicting and mode == "drop":
+            return ("conflict",)
+        if up == down:
+            return ("tied", conflicting)
+        return ("kept", up > down, conflicting)
+
+
+def thumbs_label(cell, what):
+    v = THUMBS.get(cell.strip().lower())
+    if v is None:
+        raise E("%s: %s is not up, down (good, bad, yes, no, 1, 0) or empty" % (what, json.dumps(cell)))
+    return v
+
+
 class Importer:
     def __init__(self, args):
         self.a = args
@@ -63,7 +109,9 @@ class Importer:
         self.rankings, self.rank_order = {}, []
         self.prompts = L.read_prompts(args.prompts) if args.prompts else None
         self.n = dict.fromkeys(["files", "tasks", "annotations", "cancelled", "no_result", "drafts", "bad_skipped",
-                                "unusable", "left", "right", "tie_votes"], 0)
+                                "unusable", "left", "right", "tie_votes", "thumbs_tasks", "up_votes",
+                                "down_votes"], 0)
+        self.thumbs, self.thumb_order = {}, []
         self.first_bad = None
 
     # ---------------------------------------------------------------- shared
@@ -109,6 +157,25 @@ class Importer:
         else:
             self.n[side] += 1
             comp.vote(annotator, a if side == "left" else b, self.coll.stats)
+
+    def thumb(self, prompt, text):
+        """The thumbs item for one completion, or None (counted) when empty."""
+        self.n["thumbs_tasks"] += 1
+        if not text:
+            self.n["unusable"] += 1
+            return None
+        k = (L.prompt_key(prompt), text)
+        t = self.thumbs.get(k)
+        if t is None:
+            t = self.thumbs[k] = Thumb(prompt, text)
+            self.thumb_order.append(t)
+        return t
+
+    def thumb_vote(self, t, annotator, up):
+        self.n["up_votes" if up else "down_votes"] += 1
+        if annotator in t.votes:
+            self.coll.stats["votes_replaced"] += 1
+        t.votes[annotator] = up
 
     def ranking(self, prompt, texts, where):
         uniq = list(dict.fromkeys(texts))
@@ -166,6 +233,8 @@ class Importer:
         self.n["tasks"] += 1
         if "items" in data:
             return self.ls_ranking(task, data, prompt, anns, path, i)
+        if "answer" in data and "answer1" not in data:
+            return self.ls_thumbs(data, prompt, anns, path, i)
         for f in ("answer1", "answer2"):
             if not isinstance(data.get(f), str):
                 raise E('data.%s is missing or not a string (a pairwise task has prompt, answer1, answer2)' % f)
@@ -184,6 +253,24 @@ class Importer:
         if comp:
             for who, sel in votes:
                 self.pair_vote(comp, who, sel, a, b)
+
+    def ls_thumbs(self, data, prompt, anns, path, i):
+        if not isinstance(data["answer"], str):
+            raise E("data.answer is not a string")
+        votes = []
+        for j, ann in enumerate(anns):
+            v = self.ls_annotation(ann, j, "choices", path, i)
+            if v is None:
+                continue
+            ch = v[1].get("choices") if isinstance(v[1], dict) else None
+            if not isinstance(ch, list) or len(ch) != 1 or not isinstance(ch[0], str):
+                raise E("annotation %d: choices value.choices is %s, expected one of [\"up\"] or [\"down\"]"
+                        % (j, json.dumps(ch)))
+            votes.append((v[0], thumbs_label(ch[0], "annotation %d: choice" % j)))
+        t = self.thumb(prompt, data["answer"])
+        if t:
+            for who, up in votes:
+                self.thumb_vote(t, who, up)
 
     def ls_annotation(self, ann, j, kind, path, i):
         """(annotator, value) of one annotation, or None when it holds no
@@ -268,6 +355,8 @@ class Importer:
                 cols = [h.strip().lower().replace(" ", "_") for h in header]
                 alias = {"answer1": "answer_a", "answer2": "answer_b"}
                 cols = [alias.get(c, c) for c in cols]
+                if "answer" in cols and "answer_a" not in cols:
+                    return self.csv_thumbs(path, rd, header, cols)
                 missing = [c for c in ("prompt", "answer_a", "answer_b") if c not in cols]
                 choice_cols = [k for k, c in enumerate(cols) if c.startswith("choice")]
                 if missing or not choice_cols:
@@ -287,6 +376,42 @@ class Importer:
                 raise E("%s: not UTF-8 text (byte %d); save the sheet as CSV UTF-8" % (path, e.start))
             except csv.Error as e:
                 raise E("%s: line %d: %s" % (path, rd.line_num, e))
+
+    def csv_thumbs(self, path, rd, header, cols):
+        label_cols = [k for k, c in enumerate(cols) if c.startswith("label")]
+        if "prompt" not in cols or not label_cols:
+            raise E("%s: line 1: a thumbs sheet needs columns prompt, answer and label (found: %s)"
+                    % (path, ", ".join(header)))
+        idx = {c: cols.index(c) for c in ("prompt", "answer", "sample_id") if c in cols}
+        src = os.path.abspath(path)
+        line = 2
+        for n, row in enumerate(rd, 1):
+            where = "%s: row %d (line %d)" % (path, n, line)
+            line = rd.line_num + 1
+            if not any(c.strip() for c in row):
+                continue
+            self.guard(where, lambda: self.csv_thumbs_row(row, idx, label_cols, header, src))
+
+    def csv_thumbs_row(self, row, idx, label_cols, header, src):
+        if len(row) < len(header):
+            row = row + [""] * (len(header) - len(row))
+        self.n["tasks"] += 1
+        shown, text = row[idx["prompt"]], row[idx["answer"]]
+        pid = row[idx["sample_id"]].strip() if "sample_id" in idx else None
+        if not shown.strip():
+            raise E("the prompt cell is empty")
+        prompt = self.restore_prompt(shown, pid or None)
+        votes = []
+        for k in label_cols:
+            self.n["annotations"] += 1
+            if not row[k].strip():
+                self.n["no_result"] += 1
+                continue
+            votes.append(("csv:%s#%s" % (src, header[k].strip()), thumbs_label(row[k], 'column "%s"' % header[k])))
+        t = self.thumb(prompt, text)
+        if t:
+            for who, up in votes:
+                self.thumb_vote(t, who, up)
 
     def csv_row(self, row, idx, choice_cols, header, src):
         if len(row) < len(header):
@@ -342,6 +467,8 @@ class Importer:
             if not isinstance(prompt, str):
                 L.check_messages(prompt, "metadata.prompt_json")
         names = {k: v for k, v in fields.items() if k != pf and isinstance(v, str)}
+        if len(names) == 1:  # one response: a thumbs record (label_export --thumbs)
+            return self.ag_thumbs(rec, prompt, list(names.values())[0])
         r = self.ranking(prompt, list(names.values()), where)
         votes = []
         for who, status, value in self.ag_responses(rec, q):
@@ -377,6 +504,30 @@ class Importer:
         if r:
             for who, tiers in votes:
                 self.rank_vote(r, who, tiers)
+
+    def ag_thumbs(self, rec, prompt, text):
+        q = self.a.label_question
+        votes = []
+        for who, status, value in self.ag_responses(rec, q):
+            self.n["annotations"] += 1
+            if status == "discarded":
+                self.n["cancelled"] += 1
+                continue
+            if status == "draft":
+                self.n["drafts"] += 1
+                continue
+            if isinstance(value, list) and len(value) == 1:  # a multi-label question's answer
+                value = value[0]
+            if value is None:
+                self.n["no_result"] += 1
+                continue
+            if not isinstance(value, str):
+                raise E('response of %s: the "%s" value is not a label' % (who, q))
+            votes.append(("argilla:%s" % who, thumbs_label(value, "response of %s" % who)))
+        t = self.thumb(prompt, text)
+        if t:
+            for who, up in votes:
+                self.thumb_vote(t, who, up)
 
     @staticmethod
     def ag_responses(rec, q):
@@ -471,6 +622,22 @@ class Importer:
 
         for comp in self.coll.order:
             take(comp)
+        c["kept_desirable"] = c["kept_undesirable"] = c["thumbs_kept_disagreed"] = 0
+        for t in self.thumb_order:
+            res = t.resolve(mode)
+            if res[0] == "kept":
+                out.append({"prompt": t.prompt, "completion": t.text, "label": res[1]})
+                c["kept_desirable" if res[1] else "kept_undesirable"] += 1
+                c["thumbs_kept_disagreed"] += res[2]
+                c["conflicting"] += res[2]
+            elif res[0] == "tied":
+                c["tied"] += 1
+                c["conflicting"] += res[1]
+            elif res[0] == "conflict":
+                c["conflicting"] += 1
+                c["conflicting_dropped"] += 1
+            else:
+                c["unlabeled"] += 1
         for r in self.rank_order:
             if not r.votes:
                 c["unlabeled"] += 1
@@ -509,6 +676,8 @@ def main(argv=None):
     ap.add_argument("--prompts", metavar="FILE", help="label_export's prompts.jsonl: restores message-list prompts "
                     "from the p<i> ids (needed for a CSV of chat prompts; checked against the text shown)")
     ap.add_argument("--question", default="ranking", help="Argilla ranking question name (default ranking)")
+    ap.add_argument("--label-question", default="label",
+                    help="Argilla thumbs label question name (default label; values good/bad, up/down)")
     ap.add_argument("--prompt-field", default="prompt", help="Argilla field holding the prompt (default prompt)")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed tasks/rows/records "
                     "instead of stopping at the first")
@@ -531,10 +700,15 @@ def main(argv=None):
                    s["kept_disagreed"], s["tied"],
                    s["conflicting_dropped"], s["unlabeled"], s["unusable"], s["duplicates"], s["bad_skipped"], s["votes_replaced"],
                    s["left"], s["right"], s["tie_votes"]))
+        if s["thumbs_tasks"]:
+            line += ("; thumbs: %d completions labelled (%d up, %d down; %d over disagreeing annotators), "
+                     "%d up and %d down votes" % (s["kept_desirable"] + s["kept_undesirable"], s["kept_desirable"],
+                                                  s["kept_undesirable"], s["thumbs_kept_disagreed"], s["up_votes"],
+                                                  s["down_votes"]))
         if a.summary:
             L.write_text(a.summary, json.dumps(s, indent=1) + "\n")
         if not out:
-            raise E("no preference pairs to write (%s)" % line)
+            raise E("no preference pairs or labelled completions to write (%s)" % line)
         L.write_jsonl(a.out, out)
     except E as e:
         L.die(PROG, e)

@@ -157,6 +157,40 @@ static void test_implicit_hh(void) {
     ds_example_free(&ex);
 }
 
+/* KTO data: a label puts the completion on one side; a preference record
+ * in the same file keeps both. */
+static void test_unpaired(void) {
+    char *path = write_file("kto.jsonl",
+                            "{\"prompt\":\"Is water wet?\",\"completion\":\" Yes.\",\"label\":true}\n"
+                            "{\"prompt\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"completion\":[{\"role\":"
+                            "\"assistant\",\"content\":\"Go away.\"}],\"label\":false}\n"
+                            "{\"prompt\":\"Q\",\"chosen\":\" a\",\"rejected\":\" b\"}\n");
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = DS_UNPAIRED;
+    o.chat_template = CHAT_TEMPLATE_CHATML;
+    Dataset ds;
+    CHECK(ds_load(path, tok, &o, &ds) == 0 && ds.n == 3, "unpaired file: %s", align_error());
+    if (ds.n != 3) return;
+    DsExample ex;
+    CHECK(one("{\"prompt\":\"Is water wet?\",\"chosen\":\" Yes.\",\"rejected\":\" No.\"}", DS_PREFERENCE,
+              CHAT_TEMPLATE_CHATML, &ex) == 1, "paired twin: %s", align_error());
+    CHECK(ids_eq(ds.ex[0].prompt, ds.ex[0].n_prompt, ex.prompt, ex.n_prompt) &&
+              ids_eq(ds.ex[0].chosen, ds.ex[0].n_chosen, ex.chosen, ex.n_chosen),
+          "label true: the completion is tokenized as a chosen completion");
+    CHECK(ds.ex[0].n_rejected == 0 && ds.ex[0].rejected == NULL, "label true: no rejected side");
+    ds_example_free(&ex);
+    CHECK(one("{\"prompt\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"chosen\":\"Hello!\",\"rejected\":\"Go away.\"}",
+              DS_PREFERENCE, CHAT_TEMPLATE_CHATML, &ex) == 1, "paired twin: %s", align_error());
+    CHECK(ids_eq(ds.ex[1].prompt, ds.ex[1].n_prompt, ex.prompt, ex.n_prompt) &&
+              ids_eq(ds.ex[1].rejected, ds.ex[1].n_rejected, ex.rejected, ex.n_rejected),
+          "label false, message lists: the completion is tokenized as a rejected completion");
+    CHECK(ds.ex[1].n_chosen == 0 && ds.ex[1].chosen == NULL, "label false: no chosen side");
+    ds_example_free(&ex);
+    CHECK(ds.ex[2].n_chosen > 0 && ds.ex[2].n_rejected > 0, "a preference record keeps both sides");
+    ds_free(&ds);
+}
+
 static void test_messages(void) {
     DsExample ex;
     /* explicit prompt messages, completions as one assistant message each, ChatML */
@@ -338,8 +372,16 @@ static void test_bad_records(void) {
                  "field \"margin\" must be a number", 1);
     expect_error("{\"chosen\":\"same\",\"rejected\":\"same\"}\n", DS_PREFERENCE, "\"chosen\" and \"rejected\" are identical", 1);
     expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":true}\n", DS_PREFERENCE,
-                 "unpaired records {prompt, completion, label} are not supported yet; pair them as {prompt, chosen, rejected}",
+                 "an unpaired record {prompt, completion, label} is KTO data (--loss kto); "
+                 "the pairwise losses need {prompt, chosen, rejected}",
                  1);
+    expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":1}\n", DS_UNPAIRED,
+                 "field \"label\" must be true or false", 1);
+    expect_error("{\"prompt\":\"p\",\"completion\":\"c\"}\n", DS_UNPAIRED,
+                 "missing field \"label\" (true = desirable, false = undesirable)", 1);
+    expect_error("{\"completion\":\"c\",\"label\":true}\n", DS_UNPAIRED, "missing field \"prompt\"", 1);
+    expect_error("{\"prompt\":\"p\",\"completion\":\"\",\"label\":false}\n", DS_UNPAIRED,
+                 "field \"completion\" is empty", 1);
     expect_error("{\"prompt\":[{\"role\":\"user\"}],\"chosen\":\"a\",\"rejected\":\"b\"}\n", DS_PREFERENCE,
                  "field \"prompt\": message 0 is not a {role, content} object with string values", 1);
     expect_error("{\"chosen\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}],"
@@ -668,6 +710,7 @@ int main(void) {
     test_preference_strings();
     test_implicit_hh();
     test_messages();
+    test_unpaired();
     test_sft_and_prompt_records();
     test_no_injection();
     test_bad_records();

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Preference-labeling scripts (scripts/label_export.py, label_import.py,
-label_auto.py), end to end through their command lines.
+label_auto.py), end to end through their command lines, pairs and rankings
+as well as single-answer thumbs tasks imported as KTO records.
 
 Inputs are hand-made files in the exact shapes the tools write
 (tests/fixtures/labeling/: a Label Studio JSON export with several
@@ -507,6 +508,133 @@ class RoundTrip(Base):
                            universal_newlines=True, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("%d examples" % len(recs), r.stderr)  # every record read, message prompts included
+
+
+# ====================================================================== thumbs (KTO)
+
+
+class Thumbs(Base):
+    """Single-answer thumbs tasks: label_export --thumbs, label_import -> KTO records."""
+
+    def export(self):
+        d = self.path("th")
+        err = self.ok("label_export", "--samples", fx("samples.jsonl"), "--thumbs", "--out-dir", d)
+        return d, err
+
+    def test_export_one_task_per_distinct_completion(self):
+        d, err = self.export()
+        with open(os.path.join(d, "labelstudio_thumbs.json")) as f:
+            tasks = json.load(f)
+        # samples.jsonl: 3 + 2 + 1 (repeated twice) + 1 distinct completions; one each is enough here
+        self.assertEqual(len(tasks), 7)
+        self.assertIn("7 thumbs tasks", err)
+        self.assertEqual(set(tasks[0]["data"]), {"prompt", "answer", "align"})
+        self.assertEqual(tasks[0]["data"]["align"]["sample_id"], "p0-s0")
+        with open(os.path.join(d, "labelstudio_thumbs.xml")) as f:
+            xml = f.read()
+        self.assertIn('<Choices name="thumbs" toName="answer"', xml)
+        self.assertIn('<Choice value="up"', xml)
+        with open(os.path.join(d, "thumbs.csv"), encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        self.assertEqual(rows[0], ["sample_id", "prompt", "answer", "label", "comment"])
+        self.assertEqual(len(rows), 8)
+        recs = read_jsonl(os.path.join(d, "argilla_thumbs.jsonl"))
+        self.assertEqual(set(recs[0]["fields"]), {"prompt", "response"})
+        with open(os.path.join(d, "argilla_thumbs_settings.json")) as f:
+            q = json.load(f)["questions"][0]
+        self.assertEqual((q["name"], q["labels"]), ("label", ["good", "bad"]))
+        self.assertFalse(os.path.exists(os.path.join(d, "labelstudio_pairwise.json")))
+
+    def ls_labelled(self, d, who, pick):
+        with open(os.path.join(d, "labelstudio_thumbs.json")) as f:
+            tasks = json.load(f)
+        for i, t in enumerate(tasks):
+            t["id"] = 700 + i
+            ch = pick(t["data"]["answer"])
+            res = [] if ch is None else [{"from_name": "thumbs", "to_name": "answer", "type": "choices",
+                                          "value": {"choices": [ch]}}]
+            t["annotations"] = [{"id": 1, "completed_by": who, "was_cancelled": False, "result": res}]
+        return self.write("ls_%s.json" % who, json.dumps(tasks))
+
+    def csv_labelled(self, d, pick, bob=None):
+        with open(os.path.join(d, "thumbs.csv"), encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        if bob:
+            rows[0].append("label_bob")
+        for r in rows[1:]:
+            r[3] = pick(r[2]) or ""
+            if bob:
+                r.append(bob(r[2]) or "")
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerows(rows)
+        return self.write("filled.csv", buf.getvalue())
+
+    def test_label_studio_csv_and_argilla_votes_pool_into_kto_records(self):
+        d, _ = self.export()
+        long_up = lambda t: "up" if len(t) > 3 else "down"
+        ls = self.ls_labelled(d, 3, long_up)
+        # the sheet's two labelers: one agrees with Label Studio's, one says down to "Seven is prime."
+        sheet = self.csv_labelled(d, long_up, bob=lambda t: "down" if t == "Seven is prime." else None)
+        ag = [json.loads(l) for l in open(os.path.join(d, "argilla_thumbs.jsonl"), encoding="utf-8")]
+        for r in ag:  # Argilla 2.x nested: one more "down" on "Seven is prime." makes it 2 up, 2 down: tied
+            v = "bad" if r["fields"]["response"] == "Seven is prime." else None
+            r["responses"] = {"label": [{"value": v, "user_id": "u9"}]} if v else {}
+        agf = self.write("ag.jsonl", "\n".join(json.dumps(r) for r in ag) + "\n")
+        recs, s = self.imp(ls, sheet, agf, "--prompts", os.path.join(d, "prompts.jsonl"))
+        by = {(json.dumps(r["prompt"]), r["completion"]): r["label"] for r in recs}
+        self.assertTrue(all(set(r) == {"prompt", "completion", "label"} for r in recs))
+        self.assertEqual(by[(json.dumps(P1), "7")], False)
+        self.assertEqual(by[(json.dumps("Only one."), "alone")], True)
+        self.assertNotIn((json.dumps(P1), "Seven is prime."), by)  # 2 up, 2 down: tied, counted
+        self.assertEqual(s["tied"], 1)
+        self.assertIn([{"role": "user", "content": 'Say hi,\nthen "bye".'}], [r["prompt"] for r in recs])
+        self.assertEqual((s["kept_desirable"], s["kept_undesirable"]), (4, 2))
+        self.assertEqual(s["kept"], 0)  # no pairs
+
+    def test_drop_removes_disagreements(self):
+        d, _ = self.export()
+        sheet = self.csv_labelled(d, lambda t: "good", bob=lambda t: "bad" if t == "9" else "yes")
+        recs, s = self.imp(sheet, "--resolve", "drop")
+        self.assertEqual(len(recs), 6)
+        self.assertEqual(s["conflicting_dropped"], 1)
+
+    def test_argilla_1x_thumbs(self):
+        rec = {"id": "p0-s1", "fields": {"prompt": P1, "response": "Seven is prime."}, "metadata": {},
+               "responses": [{"user_id": "a", "values": {"label": {"value": "good"}}, "status": "submitted"},
+                             {"user_id": "b", "values": {"label": {"value": "good"}}, "status": "discarded"}]}
+        recs, s = self.imp(self.write("a1.jsonl", json.dumps(rec) + "\n"))
+        self.assertEqual(recs, [{"prompt": P1, "completion": "Seven is prime.", "label": True}])
+        self.assertEqual(s["cancelled"], 1)
+
+    def test_bad_labels_are_named(self):
+        d, _ = self.export()
+        sheet = self.csv_labelled(d, lambda t: "maybe" if t == "9" else "up")
+        msg = self.fails("label_import", sheet, "--out", self.path("o.jsonl"))
+        self.assertIn('filled.csv: row 3 (line 4): column "label": "maybe" is not up, down', msg)
+        ls = self.ls_labelled(d, 1, lambda t: "sideways")
+        msg = self.fails("label_import", ls, "--out", self.path("o.jsonl"))
+        self.assertIn("task 0 (id 700): annotation 0: choice: \"sideways\" is not up, down", msg)
+
+    def test_pairs_and_thumbs_in_one_import(self):
+        d, _ = self.export()
+        recs, s = self.imp(fx("ls_pairwise_export.json"), self.ls_labelled(d, 3, lambda t: "up"))
+        kinds = {tuple(sorted(r)) for r in recs}
+        self.assertEqual(kinds, {("chosen", "prompt", "rejected"), ("completion", "label", "prompt")})
+        self.assertGreater(s["kept"], 0)
+
+    def test_kto_run_trains_on_imported_thumbs(self):
+        kto = os.path.join(BIN, "kto_run")
+        model = os.path.join(HERE, "fixtures", "hf_tiny_llama")
+        if not (os.access(kto, os.X_OK) and os.path.isdir(model)):
+            self.skipTest("no built kto_run in %s" % BIN)
+        d, _ = self.export()
+        recs, _ = self.imp(self.ls_labelled(d, 3, lambda t: "up" if len(t) > 3 else "down"))
+        r = subprocess.run([kto, "--policy", model, "--data", self.path("prefs.jsonl"), "--out", self.path("o.ckpt"),
+                            "--max-steps", "1", "--batch-size", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        up = sum(1 for x in recs if x["label"])
+        self.assertIn("KTO on %d desirable and %d undesirable examples" % (up, len(recs) - up), r.stderr)
 
 
 # ====================================================================== auto

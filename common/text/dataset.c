@@ -220,8 +220,8 @@ static int completion_field(Rec *r, const cJSON *v, const char *name, const char
 static int parse_preference(const cJSON *o, Rec *r) {
     const cJSON *p = field(o, "prompt"), *c = field(o, "chosen"), *rj = field(o, "rejected");
     if (!c && field(o, "completion") && field(o, "label"))
-        return align_errorf("unpaired records {prompt, completion, label} are not supported yet; "
-                            "pair them as {prompt, chosen, rejected}");
+        return align_errorf("an unpaired record {prompt, completion, label} is KTO data (--loss kto); "
+                            "the pairwise losses need {prompt, chosen, rejected}");
     if (!c) return align_errorf("missing field \"chosen\"");
     if (!rj) return align_errorf("missing field \"rejected\"");
     if (check_text_or_msgs(c, "chosen") || check_text_or_msgs(rj, "rejected")) return -1;
@@ -244,6 +244,23 @@ static int parse_preference(const cJSON *o, Rec *r) {
     if (opt_number(o, "margin", &r->margin, &r->has_margin)) return -1;
     if (opt_number(o, "score_chosen", &r->score_chosen, NULL)) return -1;
     if (opt_number(o, "score_rejected", &r->score_rejected, NULL)) return -1;
+    return 0;
+}
+
+/* KTO data: {prompt, completion, label} puts the completion on the chosen
+ * side (label true, desirable) or the rejected side (false, undesirable);
+ * a preference record keeps both sides, one example of each label. */
+static int parse_unpaired(const cJSON *o, Rec *r) {
+    if (field(o, "chosen") || field(o, "rejected") || !field(o, "completion")) return parse_preference(o, r);
+    const cJSON *p = field(o, "prompt"), *c = field(o, "completion"), *label = field(o, "label");
+    if (!p) return align_errorf("missing field \"prompt\"");
+    if (!label) return align_errorf("missing field \"label\" (true = desirable, false = undesirable)");
+    if (!cJSON_IsBool(label)) return align_errorf("field \"label\" must be true or false");
+    const char *text;
+    if (take_prompt(r, p, "prompt") || completion_field(r, c, "completion", &text)) return -1;
+    if (!*text) return align_errorf("field \"completion\" is empty");
+    if (cJSON_IsTrue(label)) r->chosen = text;
+    else r->rejected = text;
     return 0;
 }
 
@@ -567,6 +584,7 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
         goto done;
     }
     int prc = opt->kind == DS_PREFERENCE ? parse_preference(o, &r)
+              : opt->kind == DS_UNPAIRED ? parse_unpaired(o, &r)
               : opt->kind == DS_SFT      ? parse_sft(o, &r)
                                          : parse_prompt_only(o, &r);
     if (prc) goto done;
@@ -859,8 +877,8 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
     for (size_t i = 0; i < out->n; i++) {
         DsExample *d = &out->ex[i];
         d->prompt = out->pool + offs[3 * i];
-        d->chosen = d->n_chosen || opt->kind != DS_PROMPT ? out->pool + offs[3 * i + 1] : NULL;
-        d->rejected = opt->kind == DS_PREFERENCE ? out->pool + offs[3 * i + 2] : NULL;
+        d->chosen = d->n_chosen || (opt->kind != DS_PROMPT && opt->kind != DS_UNPAIRED) ? out->pool + offs[3 * i + 1] : NULL;
+        d->rejected = opt->kind == DS_PREFERENCE || d->n_rejected ? out->pool + offs[3 * i + 2] : NULL;
     }
     free(offs);
     return 0;

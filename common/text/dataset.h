@@ -6,6 +6,12 @@
  *               is what chosen and rejected share (hh-rlhf strings: up to the
  *               last "\n\nAssistant:" they share; messages: the shared leading
  *               messages). Unpaired {prompt, completion, label} is refused.
+ *   unpaired    (DS_UNPAIRED, KTO) {prompt, completion, label: true|false}
+ *               (TRL's format; strings or message lists): the completion is
+ *               `chosen` when label is true, `rejected` when false, the
+ *               other side empty (n = 0); preference records are read as
+ *               above and keep both sides (one desirable and one
+ *               undesirable example).
  *   SFT         {messages} (loss on the LAST assistant message only; earlier
  *               turns are prompt), {question, answer}, {prompt, completion},
  *               {text} (pretraining: empty prompt, loss on every token).
@@ -57,6 +63,7 @@ typedef enum {
     DS_PREFERENCE = 0, /* prompt, chosen, rejected */
     DS_SFT,            /* prompt, completion */
     DS_PROMPT,         /* prompt only (rollouts, generation) */
+    DS_UNPAIRED,       /* KTO: {prompt, completion, label} or a preference record */
 } DsKind;
 
 typedef enum {
@@ -80,9 +87,9 @@ void ds_options_default(DsOptions *o);
 typedef struct {
     int32_t *prompt;   /* includes the generation prompt (assistant header) */
     int n_prompt;
-    int32_t *chosen;   /* SFT: the completion; DS_PROMPT: NULL */
+    int32_t *chosen;   /* SFT: the completion; DS_PROMPT: NULL; unpaired: NULL when absent */
     int n_chosen;
-    int32_t *rejected; /* preference only */
+    int32_t *rejected; /* preference and unpaired only (unpaired: NULL when absent) */
     int n_rejected;
     float margin;      /* "margin", 0 when absent */
     int has_margin;

@@ -632,7 +632,8 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             float scale = world == 1 ? 1.0f / a->grad_accum : (float)(shard_share(task, idx, n, lo, hi) / a->grad_accum);
             if (hi == lo) continue; /* fewer examples than ranks: this one adds nothing */
             /* dropout masks keyed by the micro-step, so --resume draws the same ones */
-            model_lora_train_mode(m, 1, (uint64_t)p.step * a->grad_accum + micro);
+            task->micro_key = (long)p.step * a->grad_accum + micro;
+            model_lora_train_mode(m, 1, (uint64_t)task->micro_key);
             long t = task->micro_step(task->ctx, idx + lo, hi - lo, scale, &acc);
             model_lora_train_mode(m, 0, 0);
             if (t < 0) goto restore;

@@ -76,6 +76,9 @@ typedef struct {
      * summed gradients equal one process's. NULL: every example weighs 1
      * (the loss is a mean over examples: DPO, reward models). */
     double (*weight)(void *ctx, const int32_t *idx, int n);
+    /* Set by the trainer before each micro_step: step * grad_accum + micro,
+     * the same after --resume (online sampling seeds its draws with it). */
+    long micro_key;
 } TrainTask;
 
 /* Checks that need no model, to run right after parsing: --out is given,

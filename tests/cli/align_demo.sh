@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job: align_demo trains a model from scratch (SFT), runs
-# DPO towards calm answers, and must show the preference learned on
+# DPO (and KTO, on the same labels unpaired) towards calm answers, and
+# must show the preference learned on
 # held-out topics: rewards/accuracies >= 0.9 and fewer shouted answers
 # (align_demo exits non-zero otherwise); every step's command is printed.
 set -u
@@ -13,7 +14,7 @@ check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL
 "$BIN/align_demo" --out-dir "$T/demo" > "$T/out" 2>&1
 rc=$?
 check "align_demo exits 0 (preference learned)" "[ $rc -eq 0 ]"
-for cmd in model_init sft_run logprobs generate dpo_run align_report; do
+for cmd in model_init sft_run logprobs generate dpo_run kto_run align_report; do
   check "prints the $cmd command" "grep -q '^\\\$ $cmd ' $T/out"
 done
 acc=$(sed -n 's/^held-out pairs (topics DPO never saw): rewards\/accuracies \([0-9.]*\)$/\1/p' "$T/out")
@@ -21,6 +22,8 @@ check "held-out rewards/accuracies >= 0.9 (got '$acc')" "python3 -c 'import sys;
 check "the DPO model exists" "[ -s $T/demo/dpo.ckpt ]"
 check "the report page exists" "[ -s $T/demo/report.html ] && grep -q 'samples_ppo' $T/demo/report.html"
 check "DPO and PPO TensorBoard events exist" "ls $T/demo/dpo-logs/events.out.tfevents.* $T/demo/ppo-logs/events.out.tfevents.* >/dev/null"
+kacc=$(sed -n 's/^the same held-out pairs after KTO on the same labels, unpaired: rewards\/accuracies \([0-9.]*\)$/\1/p' "$T/out")
+check "KTO's held-out rewards/accuracies shown beside DPO's (got '$kacc')" "python3 -c 'import sys; sys.exit(0 if 0 <= float(\"$kacc\" or -1) <= 1 else 1)'"
 [ $fail -eq 0 ] || tail -30 "$T/out"
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

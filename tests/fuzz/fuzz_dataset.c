@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const ChatTemplate tmpls[] = {CHAT_TEMPLATE_NONE, CHAT_TEMPLATE_CHATML, CHAT_TEMPLATE_LLAMA3,
                                          CHAT_TEMPLATE_HH};
     static const int max_lens[] = {0, 6, 24, 0, 3};
-    for (int kind = DS_PREFERENCE; kind <= DS_PROMPT; kind++) {
+    for (int kind = DS_PREFERENCE; kind <= DS_UNPAIRED; kind++) {
         for (size_t ti = 0; ti < sizeof tmpls / sizeof tmpls[0]; ti++) {
             const Tokenizer *tok = tmpls[ti] == CHAT_TEMPLATE_LLAMA3 ? tok_llama3 : tok_chatml;
             DsOptions o;
@@ -69,17 +69,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 check_ids(tok, ex.prompt, ex.n_prompt);
                 check_ids(tok, ex.chosen, ex.n_chosen);
                 check_ids(tok, ex.rejected, ex.n_rejected);
-                if (kind != DS_PROMPT && ex.n_chosen < 1) abort();
+                if (kind != DS_PROMPT && kind != DS_UNPAIRED && ex.n_chosen < 1) abort();
+                if (kind == DS_UNPAIRED && ex.n_chosen < 1 && ex.n_rejected < 1) abort(); /* a side is labelled */
                 if (kind == DS_PREFERENCE && ex.n_rejected < 1) abort();
                 if (o.max_length > 0 && o.overflow == DS_OVERFLOW_TRUNCATE && kind != DS_PROMPT) {
                     int longest = ex.n_chosen > ex.n_rejected ? ex.n_chosen : ex.n_rejected;
                     if (ex.n_prompt + longest > o.max_length) abort();
                 }
-                if (kind != DS_PROMPT && ex.n_prompt + ex.n_chosen > 0) {
+                if (kind != DS_PROMPT && ex.n_prompt + ex.n_chosen + ex.n_rejected > 0) {
                     DsSeq seqs[2];
                     int n = 0;
-                    seqs[n++] = ds_example_seq(&ex, 0);
-                    if (kind == DS_PREFERENCE) seqs[n++] = ds_example_seq(&ex, 1);
+                    if (ex.n_chosen || kind != DS_UNPAIRED) seqs[n++] = ds_example_seq(&ex, 0);
+                    if (kind == DS_PREFERENCE || (kind == DS_UNPAIRED && ex.n_rejected)) seqs[n++] = ds_example_seq(&ex, 1);
                     DsPacked p;
                     if (ds_pack(seqs, n, (int)(size & 1), &p) == 0) ds_packed_free(&p);
                 }

@@ -62,6 +62,7 @@ def dataset():
         "sft_qa": {"question": "2+2?", "answer": "4"},
         "sft_prompt_completion": {"prompt": "Say hi", "completion": " hi \u4f60\u597d \U0001F600"},
         "sft_text": {"text": "Plain pretraining text, digits 12345 and   spaces."},
+        "kto_unpaired": {"prompt": [m("user", "Hi")], "completion": [m("assistant", "Go away.")], "label": False},
         "prompt_only": {"prompt": [m("user", "Tell a joke")]},
         "prompt_messages_trailing": {"messages": [m("user", "Q"), m("assistant", "dropped")]},
     }

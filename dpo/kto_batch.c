@@ -1,0 +1,75 @@
+#include "kto_batch.h"
+
+#include <stdlib.h>
+
+#include "lora.h"
+#include "seq_logprobs.h"
+#include "util.h"
+
+long kto_batch(const KtoLossConfig *loss, Model *policy, Model *ref, const DsSeq *seqs, const int *desirable,
+               int n, float scale, int train, Metrics *acc) {
+    if (n <= 0) return align_errorf("kto_batch: an empty micro-batch");
+    if (!ref) return align_errorf("KTO needs a reference model");
+    size_t s2 = 2 * (size_t)n;
+    DsSeq *both = malloc(s2 * sizeof *both);
+    double *sums = malloc(s2 * sizeof(double)), *refs = malloc(s2 * sizeof(double));
+    double *own = malloc(4 * (size_t)n * sizeof(double)), *grad = malloc((size_t)n * sizeof(double));
+    int *counts = malloc(s2 * sizeof(int));
+    float *dlogp = NULL;
+    DsPacked p = {0};
+    long rc = -1;
+    if (!both || !sums || !refs || !own || !grad || !counts) {
+        align_errorf("out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const DsSeq *other = &seqs[(i + n - 1) % n]; /* TRL: [completions[-1]] + completions[:-1] */
+        both[2 * i] = seqs[i];
+        both[2 * i + 1] = (DsSeq){seqs[i].prompt, seqs[i].n_prompt, other->completion, other->n_completion};
+    }
+    if (seq_pack_pairs(policy, both, n, &p)) goto done;
+    {
+        int was = ref == policy ? model_lora_enable(policy, 0) : -1; /* the base, adapters off */
+        int bad = seq_logprobs_packed(ref, &p, refs, counts);
+        if (was >= 0) model_lora_enable(policy, was);
+        if (bad) goto done;
+    }
+    dlogp = calloc(p.batch.n_tokens, sizeof(float));
+    if (!dlogp) {
+        align_errorf("out of memory");
+        goto done;
+    }
+    if (seq_logprobs_packed(policy, &p, sums, counts)) goto done;
+    /* own[0..n) policy, [n..2n) reference of the examples; [2n..3n), [3n..4n) the mismatched pairs */
+    for (int i = 0; i < n; i++) {
+        own[i] = sums[2 * i], own[n + i] = refs[2 * i];
+        own[2 * n + i] = sums[2 * i + 1], own[3 * n + i] = refs[2 * i + 1];
+    }
+    KtoBatchResult r;
+    double z = kto_kl_estimate(own + 2 * (size_t)n, own + 3 * (size_t)n, n);
+    kto_batch_loss(loss, n, desirable, own, own + n, z, grad, &r);
+    for (int i = 0; i < n; i++) {
+        int s = ds_packed_seq(&p, 2 * i);
+        float g = (float)(grad[i] * scale);
+        for (int t = p.seq_start[s]; t < p.seq_start[s + 1]; t++)
+            if (p.loss_mask[t]) dlogp[t] = g;
+    }
+    metrics_add(acc, "loss", r.loss, 1);
+    metrics_add(acc, "kl", r.kl, 1);
+    if (r.n_chosen) {
+        metrics_add(acc, "rewards/chosen", r.rewards_chosen, 1);
+        metrics_add(acc, "logps/chosen", r.logps_chosen, 1);
+    }
+    if (r.n_rejected) {
+        metrics_add(acc, "rewards/rejected", r.rewards_rejected, 1);
+        metrics_add(acc, "logps/rejected", r.logps_rejected, 1);
+    }
+    if (r.n_chosen && r.n_rejected) metrics_add(acc, "rewards/margins", r.rewards_chosen - r.rewards_rejected, 1);
+    if (train && model_backward(policy, dlogp, NULL)) goto done;
+    rc = 0;
+    for (size_t i = 0; i < s2; i++) rc += both[i].n_prompt + both[i].n_completion;
+done:
+    free(both), free(sums), free(refs), free(own), free(grad), free(counts), free(dlogp);
+    ds_packed_free(&p);
+    return rc;
+}
