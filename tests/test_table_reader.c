@@ -131,8 +131,8 @@ static void expect_same_as_json(const char *path, const char *sheet, DsKind kind
         int k = ds_parse_record(want[i].json, strlen(want[i].json), "want", tok, &o, &e);
         const DsExample *g = &ds.ex[i];
         int same = k == 1 && g->n_prompt == e.n_prompt && g->n_chosen == e.n_chosen && g->n_rejected == e.n_rejected &&
-                   !memcmp(g->prompt, e.prompt, (size_t)e.n_prompt * 4) &&
-                   !memcmp(g->chosen, e.chosen, (size_t)e.n_chosen * 4) &&
+                   (!e.n_prompt || !memcmp(g->prompt, e.prompt, (size_t)e.n_prompt * 4)) &&
+                   (!e.n_chosen || !memcmp(g->chosen, e.chosen, (size_t)e.n_chosen * 4)) &&
                    (!e.n_rejected || !memcmp(g->rejected, e.rejected, (size_t)e.n_rejected * 4)) &&
                    g->margin == e.margin && g->has_margin == e.has_margin;
         CHECK(same, "%s example %d equals the JSONL record's", path, i);
