@@ -614,6 +614,16 @@ int model_set_trainable(Model *m, const char *substring, int trainable) {
     return matched;
 }
 
+int model_set_trainable_mask(Model *m, const unsigned char *train) {
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        m->info[i].grad_offset = train[i] && !m->info[i].qtype ? 0 : -1;
+        n += m->info[i].grad_offset == 0;
+    }
+    layout_grads(m);
+    return n;
+}
+
 int model_append_params(Model *m, const ParamInfo *extra, int n) {
     ParamInfo *info = realloc(m->info, (m->n_params + n) * sizeof *info);
     if (!info) return align_errorf("out of memory growing the parameter table");
