@@ -6,13 +6,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "quant_bnb.h"
 #include "util.h"
 
 int quant_parse(const char *name, QuantType *out) {
     if (!strcasecmp(name, "q4_0")) *out = QUANT_Q4_0;
     else if (!strcasecmp(name, "q4_1")) *out = QUANT_Q4_1;
     else if (!strcasecmp(name, "q8_0")) *out = QUANT_Q8_0;
-    else return align_errorf("unknown quantisation '%s' (expected q4_0, q4_1 or q8_0)", name);
+    else if (!strcasecmp(name, "nf4")) *out = QUANT_NF4;
+    else if (!strcasecmp(name, "fp4")) *out = QUANT_FP4;
+    else return align_errorf("unknown quantisation '%s' (expected q4_0, q4_1, q8_0, nf4 or fp4)", name);
     return 0;
 }
 
@@ -21,11 +24,15 @@ const char *quant_name(QuantType t) {
     case QUANT_Q4_0: return "q4_0";
     case QUANT_Q4_1: return "q4_1";
     case QUANT_Q8_0: return "q8_0";
+    case QUANT_NF4: return "nf4";
+    case QUANT_FP4: return "fp4";
     default: return "f32";
     }
 }
 
-int quant_supported(int t) { return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q8_0; }
+int quant_is_ggml(int t) { return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q8_0; }
+int quant_supported(int t) { return quant_is_ggml(t) || t == QUANT_NF4 || t == QUANT_FP4; }
+int quant_col_multiple(QuantType t) { return t == QUANT_NF4 || t == QUANT_FP4 ? QUANT_BNB_BLOCK : QUANT_BLOCK; }
 
 size_t quant_block_bytes(QuantType t) {
     switch (t) {
@@ -36,7 +43,10 @@ size_t quant_block_bytes(QuantType t) {
     }
 }
 
-size_t quant_row_bytes(QuantType t, int64_t cols) { return (size_t)(cols / QUANT_BLOCK) * quant_block_bytes(t); }
+size_t quant_row_bytes(QuantType t, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) return quant_bnb_row_bytes(cols);
+    return (size_t)(cols / QUANT_BLOCK) * quant_block_bytes(t);
+}
 
 float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -131,7 +141,8 @@ static void q8_0_block(const float *x, uint8_t *y) {
     for (int j = 0; j < 32; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
 }
 
-void quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols) {
+int quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) return quant_bnb_quantize(t == QUANT_FP4, x, out, rows, cols);
     size_t bb = quant_block_bytes(t);
     int64_t nb = (int64_t)rows * (cols / QUANT_BLOCK);
     uint8_t *y = out;
@@ -143,11 +154,16 @@ void quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, i
         else if (t == QUANT_Q4_1) q4_1_block(xb, yb);
         else q8_0_block(xb, yb);
     }
+    return 0;
 }
 
 /* gguf_read_f32 dequantises through this too, so a kept GGUF block and a
  * dequantised import agree bit for bit. */
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) {
+        quant_bnb_dequantize_rows(t == QUANT_FP4, blocks, out, rows, cols);
+        return;
+    }
     int64_t nb = rows * (cols / QUANT_BLOCK);
     const uint8_t *src = blocks;
     if (t == QUANT_Q4_0) {
@@ -173,3 +189,7 @@ void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t 
         }
     }
 }
+
+const float *quant_nf4_codebook(void) { return quant_bnb_nf4(); }
+const float *quant_fp4_codebook(void) { return quant_bnb_fp4(); }
+const float *quant_dynamic_map(void) { return quant_bnb_dynamic(); }

@@ -569,7 +569,10 @@ static int pick_quant(const ParamInfo *p, void *ctx) {
     if (gguf_name_for(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
     const GgufTensor *t = gguf_find_tensor(q->f, gname);
     if (!t) return QUANT_NONE;
-    return quant_supported((int)t->type) ? (int)t->type : q->fallback;
+    /* NF4/FP4 (QLoRA) are asked for as the base's type: a GGUF block type
+     * is re-quantised to them rather than kept */
+    if (q->fallback == QUANT_NF4 || q->fallback == QUANT_FP4) return q->fallback;
+    return quant_is_ggml((int)t->type) ? (int)t->type : q->fallback;
 }
 
 static int import_impl(const char *path, const Backend *be, int quant, int fallback, ModelBundle *out);
@@ -590,7 +593,13 @@ static int import_quantised(Model *m, const ParamInfo *p, const GgufFile *f, con
     } else {
         if (!(x = malloc(p->numel * sizeof(float)))) goto oom;
         if (gguf_read_f32(f, t, x) != 0) goto out;
-        quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1]);
+        if (heads) { /* undo llama.cpp's q/k row order before quantising: NF4 groups span rows */
+            size_t xrb = (size_t)p->shape[1] * sizeof(float);
+            if (!(tmp = malloc((size_t)c->head_dim * xrb))) goto oom;
+            unpermute_rows_bytes((uint8_t *)x, heads, c->head_dim, xrb, tmp);
+            heads = 0;
+        }
+        if (quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1])) goto out;
     }
     if (heads) {
         if (!(tmp = malloc((size_t)c->head_dim * rb))) goto oom;

@@ -87,7 +87,8 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out);
 int gguf_import(const char *path, const Backend *be, ModelBundle *out);
 /* The same, keeping the layers' linear weights quantised (model.h,
  * quant.h): Q4_0, Q4_1 and Q8_0 tensors keep their blocks as stored (rows
- * un-permuted for llama), other linear weights are quantised to `fallback`;
+ * un-permuted for llama), other linear weights are quantised to `fallback`
+ * (with fallback NF4 or FP4 every linear weight is, GGUF blocks included);
  * embeddings, norms and heads are dequantised to fp32. The fp32 form of
  * the quantised weights never exists. */
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out);

@@ -400,7 +400,7 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
         }
         for (int i = 0; i < t.n; i++) {
             int q = model_quantizable(cfg, &t.info[i]) ? pick(&t.info[i], ctx) : QUANT_NONE;
-            qt[i] = quant_supported(q) ? q : QUANT_NONE;
+            qt[i] = quant_supported(q) && t.info[i].shape[1] % quant_col_multiple((QuantType)q) == 0 ? q : QUANT_NONE;
         }
         fix_groups(m, qt);
         for (int i = 0; i < t.n; i++) t.info[i].qtype = qt[i];
@@ -551,7 +551,10 @@ int model_quantize_base(Model *m, QuantType t) {
         return align_errorf("out of memory");
     }
     memcpy(old, m->info, n * sizeof(ParamInfo));
-    for (int i = 0; i < n; i++) qt[i] = old[i].qtype ? old[i].qtype : model_quantizable(&m->cfg, &old[i]) ? (int)t : QUANT_NONE;
+    for (int i = 0; i < n; i++)
+        qt[i] = old[i].qtype                                                                            ? old[i].qtype
+                : model_quantizable(&m->cfg, &old[i]) && old[i].shape[1] % quant_col_multiple(t) == 0 ? (int)t
+                                                                                                        : QUANT_NONE;
     fix_groups(m, qt);
     for (int i = 0; i < n; i++) count += qt[i] != old[i].qtype;
     if (!count) {

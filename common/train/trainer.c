@@ -78,7 +78,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
-        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1 or q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored); needs LoRA"},
+        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
         {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only) or freeze (--trainable-layers/--trainable-modules); default full fine-tuning, or LoRA with --lora-rank"},
         {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
         {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
@@ -236,15 +236,12 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     if (!be) return -1;
     const char *path = a->resume ? a->resume : model_path;
     if (!path) return align_errorf("no model given");
-    size_t len = strlen(path);
-    if (a->quantize_base && len > 5 && !strcmp(path + len - 5, ".gguf")) {
-        QuantType qt;
-        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
-        if (gguf_import_quant(path, be, qt, out)) return -1; /* the fp32 base never exists */
-        if (model_load_note_source(out, path)) return -1;
-    } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
-        return -1;
-    }
+    QuantType qt = QUANT_NONE;
+    if (a->quantize_base && quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
+    if ((qt == QUANT_NF4 || qt == QUANT_FP4) && strcmp(be->name, "cpu"))
+        return align_errorf("--quantize-base %s runs on the CPU backend only for now (--device cpu)", a->quantize_base);
+    /* quantised tensor by tensor while reading: the fp32 base never exists */
+    if (model_load_any_quant(path, be, MODEL_LOAD_TOKENIZER, qt, out)) return -1;
     int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
     if (chosen < 0) return -1;
     /* The trained model carries the template training rendered with, so
@@ -277,8 +274,10 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
         if (n < 0) return -1;
         int kept = 0;
         for (int i = 0; i < m->n_params; i++) kept += m->info[i].qtype != QUANT_NONE;
-        fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
-                quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+        if (n) fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
+                       quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+        else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog, kept,
+                     quant_name(qt), model_weight_bytes(m) / 1048576.0);
     }
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)

@@ -44,7 +44,7 @@ typedef struct {
     const char *lora_targets;   /* comma list; default every attention and MLP projection */
     const char *lora_adapter;   /* start from a peft adapter directory */
     const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
-    const char *quantize_base;  /* q4_0, q4_1, q8_0: frozen base weights kept quantised */
+    const char *quantize_base;  /* q4_0, q4_1, q8_0, nf4, fp4: frozen base weights kept quantised */
     const char *peft;           /* lora, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
     const char *train_only;     /* "bias": BitFit, as --peft bitfit */
     int trainable_layers;       /* freeze tuning: the last N layers train (0 = unset: 2) */
