@@ -24,7 +24,10 @@
  *     model on an NF4 base as for the GGUF types
  *   `test_quant --smollm2` (ctest: test_quant_smollm2), the SmolLM2 GGUF:
  *     kept Q4_1 blocks give the dequantised import's logits (1e-3) at 1/4
- *     of the weight memory; skips without cache/'s file (fails if CI=true) */
+ *     of the weight memory; re-quantised to NF4, the same greedy token and
+ *     logits moved no more than 1.5x what re-quantising to Q4_0 moves
+ *     them; skips without cache/'s file
+ *     (fails if CI=true) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,6 +379,31 @@ static void test_gguf(void) {
     double worst = 0, scale = 0;
     for (int i = 0; i < V; i++) worst = fmax(worst, fabs(l1[i] - l2[i])), scale = fmax(scale, fabs(l1[i]));
     CHECK(worst < 1e-3 * (1 + scale), "kept blocks = dequantised import (%.3g, logits up to %.3g)", worst, scale);
+    model_bundle_free(&q);
+
+    /* NF4: every linear weight re-quantised from the Q4_1 blocks. Its
+     * logits move by re-quantisation error, which must be of the size
+     * Q4_0's re-quantisation of the same weights gives (a wrong layout or
+     * scale would give noise) and keep the greedy token */
+    CHECK(gguf_import_quant(path, be, QUANT_NF4, &q) == 0, "import as nf4: %s", align_error());
+    int nf4 = 0;
+    for (int i = 0; i < q.model->n_params; i++) nf4 += q.model->info[i].qtype == QUANT_NF4;
+    float *l3 = malloc(V * 4);
+    model_forward(q.model, &b), model_logits(q.model, &row, 1, l2);
+    CHECK(model_quantize_base(a.model, QUANT_Q4_0) == 30 * 7, "the fp32 import re-quantised to q4_0");
+    model_forward(a.model, &b), model_logits(a.model, &row, 1, l3);
+    int am1 = 0, am2 = 0;
+    double d_nf4 = 0, d_q4 = 0;
+    for (int i = 0; i < V; i++) {
+        d_nf4 = fmax(d_nf4, fabs(l1[i] - l2[i])), d_q4 = fmax(d_q4, fabs(l1[i] - l3[i]));
+        if (l1[i] > l1[am1]) am1 = i;
+        if (l2[i] > l2[am2]) am2 = i;
+    }
+    printf("SmolLM2 NF4: %d tensors, weights %.1f MiB; logits off the Q4_1 model's by at most %.3g (Q4_0 re-quantised: %.3g)\n",
+           nf4, model_weight_bytes(q.model) / 1048576.0, d_nf4, d_q4);
+    CHECK(nf4 == 30 * 7 && am1 == am2 && d_nf4 < 1.5 * d_q4, "nf4: %d tensors, argmax %d vs %d, max diff %.3g (q4_0: %.3g)", nf4,
+          am1, am2, d_nf4, d_q4);
+    free(l3);
     free(l1), free(l2);
     model_bundle_free(&a), model_bundle_free(&q);
 }

@@ -82,7 +82,8 @@ int model_train_layers(Model *m, int layers, const char *modules) {
                     char one[96];
                     snprintf(one, sizeof one, "%.*s", len, mod);
                     if (module_listed(have, one)) continue;
-                    used += (size_t)snprintf(have + used, used < sizeof have ? sizeof have - used : 0, "%s%s",
+                    if (used + strlen(one) + 2 >= sizeof have) break;
+                    used += (size_t)snprintf(have + used, sizeof have - used, "%s%s",
                                              used ? "," : "", one);
                 }
                 return align_errorf("--trainable-modules: no module \"%.*s\" in the model's layers (they have %s)", (int)k,

@@ -231,15 +231,22 @@ static int setup_frozen_base(const char *prog, const TrainArgs *a, Model *m, int
     return 0;
 }
 
+/* --quantize-base's type, refused where the backend cannot run it */
+static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType *qt) {
+    if (quant_parse(a->quantize_base, qt)) return align_error_prefix("--quantize-base");
+    /* the CUDA dequantisation kernel knows the GGUF block types only */
+    if ((*qt == QUANT_NF4 || *qt == QUANT_FP4) && strcmp(be->name, "cpu"))
+        return align_errorf("--quantize-base %s runs on the CPU backend only for now (--device cpu)", a->quantize_base);
+    return 0;
+}
+
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
     const Backend *be = backend_get(a->device);
     if (!be) return -1;
     const char *path = a->resume ? a->resume : model_path;
     if (!path) return align_errorf("no model given");
     QuantType qt = QUANT_NONE;
-    if (a->quantize_base && quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
-    if ((qt == QUANT_NF4 || qt == QUANT_FP4) && strcmp(be->name, "cpu"))
-        return align_errorf("--quantize-base %s runs on the CPU backend only for now (--device cpu)", a->quantize_base);
+    if (a->quantize_base && parse_quantize_base(a, be, &qt)) return -1;
     /* quantised tensor by tensor while reading: the fp32 base never exists */
     if (model_load_any_quant(path, be, MODEL_LOAD_TOKENIZER, qt, out)) return -1;
     int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
@@ -268,7 +275,7 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
         return align_errorf("--quantize-base needs LoRA (--lora-rank or --lora-adapter): quantised weights are frozen");
     if (a->quantize_base) {
         QuantType qt;
-        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
+        if (parse_quantize_base(a, m->be, &qt)) return -1;
         size_t before = model_weight_bytes(m);
         int n = model_quantize_base(m, qt);
         if (n < 0) return -1;
