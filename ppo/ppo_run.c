@@ -801,7 +801,14 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--report-to %s: expected none or tensorboard", a->report_to);
     /* LoRA: the policy process trains adapters; every rollout worker attaches
      * the same ones to the base it loads, so only adapters travel */
-    o->use_lora = a->lora_rank > 0 || a->lora_adapter;
+    int peft = trainer_peft_mode(a);
+    if (peft < 0) die("%s", align_error());
+    /* the actor and the rollout workers exchange either the whole model or
+     * the adapters; a subset of base tensors has no sync path yet */
+    if (peft == TRAIN_PEFT_BITFIT || peft == TRAIN_PEFT_FREEZE)
+        die("--peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it); use --peft lora or full fine-tuning",
+            peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
+    o->use_lora = peft == TRAIN_PEFT_LORA;
     lora_config_defaults(&o->lc);
     if (o->use_lora) {
         o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;

@@ -27,16 +27,31 @@
  *     on a Q4_0 base, with dropout 0.2 under a fixed key, and of the
  *     layer input through the quantised backward-input path
  *   cached decoding on a quantised base with adapters = full forward
+ *   NF4 / FP4 (QLoRA), against tests/fixtures/nf4_reference.json, an
+ *     independent PyTorch implementation of bitsandbytes' scheme
+ *     (make_nf4_fixtures.py): the codebooks and the dynamic map are equal;
+ *     the reference's codes, absmax codes, group scales and offset laid
+ *     out as quant.h's rows dequantise to the reference's values bit for
+ *     bit (also a row range alone, across a group boundary inside a row);
+ *     align's quantiser gives the reference's codes (all but ties: at
+ *     least 99.9%) and values within 1e-6 of the largest; matmuls and a
+ *     model on an NF4 base as for the GGUF types
  *   `test_quant --smollm2` (ctest: test_quant_smollm2), the SmolLM2 GGUF:
  *     kept Q4_1 blocks give the dequantised import's logits (1e-3) at 1/4
- *     of the weight memory; skips without cache/'s file (fails if CI=true) */
+ *     of the weight memory; re-quantised to NF4, the same greedy token and
+ *     logits moved no more than 1.5x what re-quantising to Q4_0 moves
+ *     them; skips without cache/'s file
+ *     (fails if CI=true) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "gguf.h"
+#include "model_load.h"
 #include "kvcache.h"
 #include "lora.h"
 #include "quant.h"
@@ -279,8 +294,8 @@ static void test_matmuls(void) {
     float *o1 = malloc(N * OC * 4), *o2 = malloc(N * OC * 4), *dy = malloc(N * OC * 4), *d1 = malloc(N * C * 4), *d2 = malloc(N * C * 4);
     uint8_t *q = malloc((size_t)OC * C * 2);
     fill(x, N * C, 1), fill(w, (size_t)OC * C, 0.05f), fill(bias, OC, 1), fill(dy, N * OC, 1);
-    QuantType types[3] = {QUANT_Q4_0, QUANT_Q4_1, QUANT_Q8_0};
-    for (int k = 0; k < 3; k++) {
+    QuantType types[5] = {QUANT_Q4_0, QUANT_Q4_1, QUANT_Q8_0, QUANT_NF4, QUANT_FP4};
+    for (int k = 0; k < 5; k++) {
         QuantType t = types[k];
         quant_quantize_rows(t, w, q, OC, C);
         quant_dequantize_rows(t, q, wd, OC, C);
@@ -410,6 +425,143 @@ static void test_quant_model(void) {
     model_free(fp), model_free(m), model_free(deq);
 }
 
+/* The generator make_nf4_fixtures.py's bnb_input reproduces: exact in fp32. */
+static void bnb_input(float *x, int64_t n, uint32_t seed) {
+    uint32_t st = seed;
+    for (int64_t i = 0; i < n; i++) {
+        st = st * 1664525u + 1013904223u;
+        double v = ((st >> 8) / 16777216.0 - 0.5) / 16.0;
+        if (i % 97 == 0) v *= 8.0;
+        x[i] = (float)v;
+    }
+}
+
+/* hex of the fixture into bytes; returns the byte count */
+static size_t unhex(const cJSON *o, const char *key, void *out, size_t cap) {
+    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(o, key));
+    size_t n = h ? strlen(h) / 2 : 0;
+    if (n > cap) n = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(h + 2 * i, "%2x", &v);
+        ((uint8_t *)out)[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+static void test_bnb_reference(void) {
+    size_t len;
+    char *text = align_read_file(ALIGN_TEST_DIR "/fixtures/nf4_reference.json", &len);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    CHECK(root != NULL, "read nf4_reference.json: %s", align_error());
+    if (!root) return;
+    float table[256];
+    CHECK(unhex(root, "dynamic_map", table, sizeof table) == sizeof table && !memcmp(table, quant_dynamic_map(), sizeof table),
+          "the dynamic map (create_dynamic_map) equals PyTorch's");
+    CHECK(unhex(root, "nf4", table, 64) == 64 && !memcmp(table, quant_nf4_codebook(), 64), "the NF4 codebook");
+    CHECK(unhex(root, "fp4", table, 64) == 64 && !memcmp(table, quant_fp4_codebook(), 64), "the FP4 codebook");
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(root, "cases")) {
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItem(c, "kind"));
+        QuantType t;
+        quant_parse(kind, &t);
+        int rows = cJSON_GetObjectItem(c, "rows")->valueint, cols = cJSON_GetObjectItem(c, "cols")->valueint;
+        int64_t n = (int64_t)rows * cols, nb = cols / 64, nblocks = n / 64, ngroups = (nblocks + 255) / 256;
+        int K = (int)(nb / 256) + 2;
+        uint8_t *codes = malloc(n), *q8 = malloc(nblocks), *blk = malloc(rows * quant_row_bytes(t, cols)),
+                *mine = malloc(rows * quant_row_bytes(t, cols));
+        float *a2 = malloc(ngroups * 4), *want = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n * 4), offset;
+        CHECK(unhex(c, "codes", codes, n) == (size_t)n && unhex(c, "qabsmax", q8, nblocks) == (size_t)nblocks &&
+                  unhex(c, "group_absmax", a2, ngroups * 4) == (size_t)ngroups * 4 && unhex(c, "offset", &offset, 4) == 4 &&
+                  unhex(c, "dequantised", want, n * 4) == (size_t)n * 4,
+              "%s [%d, %d]: fixture fields", kind, rows, cols);
+        /* the reference's quantisation in quant.h's row layout */
+        size_t rb = quant_row_bytes(t, cols);
+        for (int r = 0; r < rows; r++) {
+            uint8_t *row = blk + r * rb;
+            int64_t b0 = r * nb;
+            uint32_t phase = (uint32_t)(b0 % 256);
+            memcpy(row, &offset, 4), memcpy(row + 4, &phase, 4);
+            for (int k = 0; k < K; k++) {
+                float v = b0 / 256 + k < ngroups ? a2[b0 / 256 + k] : 0.0f;
+                memcpy(row + 8 + 4 * k, &v, 4);
+            }
+            memcpy(row + 8 + 4 * K, q8 + b0, nb);
+            for (int64_t j = 0; j < cols; j += 2) row[8 + 4 * K + nb + j / 2] = (uint8_t)(codes[r * cols + j] << 4 | codes[r * cols + j + 1]);
+        }
+        quant_dequantize_rows(t, blk, got, rows, cols);
+        CHECK(!memcmp(got, want, n * 4), "%s [%d, %d]: dequantised = PyTorch's, bit for bit", kind, rows, cols);
+        quant_dequantize_rows(t, blk + (rows - 1) * rb, got, 1, cols);
+        CHECK(!memcmp(got, want + (rows - 1) * cols, cols * 4), "%s [%d, %d]: the last row alone", kind, rows, cols);
+
+        /* align's own quantiser on the same input */
+        bnb_input(x, n, (uint32_t)cJSON_GetObjectItem(c, "seed")->valueint);
+        CHECK(quant_quantize_rows(t, x, mine, rows, cols) == 0, "quantise: %s", align_error());
+        quant_dequantize_rows(t, mine, got, rows, cols);
+        int64_t same = 0, same8 = 0;
+        double worst = 0, amax = 0;
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *row = mine + r * rb;
+            for (int64_t j = 0; j < nb; j++) same8 += row[8 + 4 * K + j] == q8[r * nb + j];
+            for (int64_t j = 0; j < cols; j++) {
+                uint8_t b = row[8 + 4 * K + nb + j / 2];
+                same += ((j % 2 ? b & 0xF : b >> 4) == codes[r * cols + j]);
+            }
+        }
+        for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(got[i] - want[i])), amax = fmax(amax, fabs(want[i]));
+        CHECK(same >= n - n / 1000 && same8 >= nblocks - nblocks / 100, "%s [%d, %d]: align's codes = the reference's (%lld/%lld, absmax %lld/%lld)",
+              kind, rows, cols, (long long)same, (long long)n, (long long)same8, (long long)nblocks);
+        CHECK(worst <= 1e-6 * amax, "%s [%d, %d]: align's quantisation dequantises to the reference's (%.3g of %.3g)", kind, rows, cols,
+              worst, amax);
+        free(codes), free(q8), free(blk), free(mine), free(a2), free(want), free(got), free(x);
+    }
+    cJSON_Delete(root);
+    free(text);
+}
+
+/* A model on an NF4 / FP4 base = the fp32 model of its dequantised weights;
+ * inputs not a multiple of 64 (down_proj's 96) stay fp32. */
+static void test_bnb_model(QuantType t) {
+    ModelConfig c = tiny();
+    int32_t tg[11];
+    Batch b = {11, 2, toks, starts};
+    batch_next_token_targets(&b, tg);
+    Model *fp = model_create(&c, be);
+    model_init_random(fp, 11);
+    Model *m = model_create(&c, be);
+    model_init_random(m, 11);
+    int nq = model_quantize_base(m, t);
+    CHECK(nq == 2 * 6, "%s: q,k,v,o,gate,up of 2 layers quantised, got %d", quant_name(t), nq);
+    CHECK(model_weight_bytes(m) < model_weight_bytes(fp), "%s: weights %zu bytes vs %zu fp32", quant_name(t), model_weight_bytes(m),
+          model_weight_bytes(fp));
+    Model *deq = model_export_copy(m);
+    int32_t rows[11];
+    for (int i = 0; i < 11; i++) rows[i] = i;
+    float *l1 = malloc(11 * 50 * 4), *l2 = malloc(11 * 50 * 4), *l0 = malloc(11 * 50 * 4);
+    model_forward(m, &b), model_logits(m, rows, 11, l1);
+    model_forward(deq, &b), model_logits(deq, rows, 11, l2);
+    model_forward(fp, &b), model_logits(fp, rows, 11, l0);
+    double worst = 0, drift = 0;
+    for (int i = 0; i < 11 * 50; i++) worst = fmax(worst, fabs(l1[i] - l2[i])), drift = fmax(drift, fabs(l1[i] - l0[i]));
+    CHECK(worst < 1e-4, "%s model = fp32 model of the dequantised weights (%.3g)", quant_name(t), worst);
+    CHECK(drift > 0 && drift < 0.5, "%s model near the fp32 one (%.3g)", quant_name(t), drift);
+    free(l0), free(l1), free(l2);
+    model_free(fp), model_free(m), model_free(deq);
+}
+
+/* Quantising while reading (tensor by tensor) = reading fp32, then
+ * quantising the whole model: the same blocks, so the same logits. */
+static void test_load_quant(void) {
+    ModelBundle a, q;
+    const char *dir = ALIGN_TEST_DIR "/fixtures/hf_tiny_gpt2";
+    CHECK(model_load_any(dir, be, 0, &a) == 0 && model_load_any_quant(dir, be, 0, QUANT_NF4, &q) == 0, "load: %s", align_error());
+    CHECK(model_quantize_base(a.model, QUANT_NF4) == 2, "the two MLP c_proj weights (64 inputs) quantised");
+    CHECK(a.model->n_elems == q.model->n_elems && a.model->n_qbytes == q.model->n_qbytes &&
+              !memcmp(a.model->qparams, q.model->qparams, a.model->n_qbytes),
+          "read-time NF4 blocks = NF4 blocks of the fp32 load");
+    model_bundle_free(&a), model_bundle_free(&q);
+}
+
 static void test_gguf(void) {
     const char *path = TEST_SMOLLM2_GGUF;
     test_need_file(path, "scripts/fetch-smollm2.sh fetches it");
@@ -430,6 +582,31 @@ static void test_gguf(void) {
     double worst = 0, scale = 0;
     for (int i = 0; i < V; i++) worst = fmax(worst, fabs(l1[i] - l2[i])), scale = fmax(scale, fabs(l1[i]));
     CHECK(worst < 1e-3 * (1 + scale), "kept blocks = dequantised import (%.3g, logits up to %.3g)", worst, scale);
+    model_bundle_free(&q);
+
+    /* NF4: every linear weight re-quantised from the Q4_1 blocks. Its
+     * logits move by re-quantisation error, which must be of the size
+     * Q4_0's re-quantisation of the same weights gives (a wrong layout or
+     * scale would give noise) and keep the greedy token */
+    CHECK(gguf_import_quant(path, be, QUANT_NF4, &q) == 0, "import as nf4: %s", align_error());
+    int nf4 = 0;
+    for (int i = 0; i < q.model->n_params; i++) nf4 += q.model->info[i].qtype == QUANT_NF4;
+    float *l3 = malloc(V * 4);
+    model_forward(q.model, &b), model_logits(q.model, &row, 1, l2);
+    CHECK(model_quantize_base(a.model, QUANT_Q4_0) == 30 * 7, "the fp32 import re-quantised to q4_0");
+    model_forward(a.model, &b), model_logits(a.model, &row, 1, l3);
+    int am1 = 0, am2 = 0;
+    double d_nf4 = 0, d_q4 = 0;
+    for (int i = 0; i < V; i++) {
+        d_nf4 = fmax(d_nf4, fabs(l1[i] - l2[i])), d_q4 = fmax(d_q4, fabs(l1[i] - l3[i]));
+        if (l1[i] > l1[am1]) am1 = i;
+        if (l2[i] > l2[am2]) am2 = i;
+    }
+    printf("SmolLM2 NF4: %d tensors, weights %.1f MiB; logits off the Q4_1 model's by at most %.3g (Q4_0 re-quantised: %.3g)\n",
+           nf4, model_weight_bytes(q.model) / 1048576.0, d_nf4, d_q4);
+    CHECK(nf4 == 30 * 7 && am1 == am2 && d_nf4 < 1.5 * d_q4, "nf4: %d tensors, argmax %d vs %d, max diff %.3g (q4_0: %.3g)", nf4,
+          am1, am2, d_nf4, d_q4);
+    free(l3);
     free(l1), free(l2);
     model_bundle_free(&a), model_bundle_free(&q);
 }
@@ -445,6 +622,10 @@ int main(int argc, char **argv) {
     test_q4_0_rounding();
     test_quantize_ref();
     test_kquant_gguf();
+    test_bnb_reference();
+    test_bnb_model(QUANT_NF4);
+    test_bnb_model(QUANT_FP4);
+    test_load_quant();
     test_matmuls();
     test_quant_model();
     return test_summary();

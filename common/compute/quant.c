@@ -17,13 +17,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "quant_bnb.h"
 #include "util.h"
 
 int quant_parse(const char *name, QuantType *out) {
     if (!strcasecmp(name, "q4_0")) *out = QUANT_Q4_0;
     else if (!strcasecmp(name, "q4_1")) *out = QUANT_Q4_1;
     else if (!strcasecmp(name, "q8_0")) *out = QUANT_Q8_0;
-    else return align_errorf("unknown quantisation '%s' (expected q4_0, q4_1 or q8_0)", name);
+    else if (!strcasecmp(name, "nf4")) *out = QUANT_NF4;
+    else if (!strcasecmp(name, "fp4")) *out = QUANT_FP4;
+    else return align_errorf("unknown quantisation '%s' (expected q4_0, q4_1, q8_0, nf4 or fp4)", name);
     return 0;
 }
 
@@ -39,17 +42,28 @@ const char *quant_name(QuantType t) {
     case QUANT_Q4_K: return "q4_k";
     case QUANT_Q5_K: return "q5_k";
     case QUANT_Q6_K: return "q6_k";
+    case QUANT_NF4: return "nf4";
+    case QUANT_FP4: return "fp4";
     default: return "f32";
     }
 }
 
-int quant_supported(int t) { return t != QUANT_NONE && quant_block_bytes((QuantType)t) != 0; }
+int quant_is_ggml(int t) { return t != QUANT_NONE && quant_block_bytes((QuantType)t) != 0; }
+int quant_supported(int t) { return quant_is_ggml(t) || t == QUANT_NF4 || t == QUANT_FP4; }
 
 int quant_can_quantize(int t) {
-    return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q8_0 || t == QUANT_Q4_K || t == QUANT_Q6_K;
+    return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q8_0 || t == QUANT_Q4_K || t == QUANT_Q6_K ||
+           t == QUANT_NF4 || t == QUANT_FP4;
 }
 
-int quant_block_elems(QuantType t) { return t >= QUANT_Q2_K && t <= QUANT_Q6_K ? 256 : QUANT_BLOCK; }
+int quant_base_type(int t) {
+    return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q8_0 || t == QUANT_NF4 || t == QUANT_FP4;
+}
+
+int quant_block_elems(QuantType t) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) return QUANT_BNB_BLOCK;
+    return t >= QUANT_Q2_K && t <= QUANT_Q6_K ? 256 : QUANT_BLOCK;
+}
 
 size_t quant_block_bytes(QuantType t) {
     switch (t) {
@@ -67,7 +81,10 @@ size_t quant_block_bytes(QuantType t) {
     }
 }
 
-size_t quant_row_bytes(QuantType t, int64_t cols) { return (size_t)(cols / quant_block_elems(t)) * quant_block_bytes(t); }
+size_t quant_row_bytes(QuantType t, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) return quant_bnb_row_bytes(cols);
+    return (size_t)(cols / quant_block_elems(t)) * quant_block_bytes(t);
+}
 
 float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -397,6 +414,7 @@ static void q6_k_block(const float *x, uint8_t *y) {
 }
 
 int quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) return quant_bnb_quantize(t == QUANT_FP4, x, out, rows, cols);
     if (!quant_can_quantize(t))
         return align_errorf("align does not quantise to %s (q4_0, q4_1, q5_0, q8_0, q4_k or q6_k)", quant_name(t));
     int ne = quant_block_elems(t);
@@ -554,6 +572,10 @@ static void dq_q6_k(const uint8_t *s, float *y) {
 /* gguf_read_f32 dequantises through this too, so a kept GGUF block and a
  * dequantised import agree bit for bit. */
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols) {
+    if (t == QUANT_NF4 || t == QUANT_FP4) {
+        quant_bnb_dequantize_rows(t == QUANT_FP4, blocks, out, rows, cols);
+        return;
+    }
     int ne = quant_block_elems(t);
     size_t bb = quant_block_bytes(t);
     int64_t nb = rows * (cols / ne);
@@ -574,3 +596,7 @@ void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t 
         }
     }
 }
+
+const float *quant_nf4_codebook(void) { return quant_bnb_nf4(); }
+const float *quant_fp4_codebook(void) { return quant_bnb_fp4(); }
+const float *quant_dynamic_map(void) { return quant_bnb_dynamic(); }

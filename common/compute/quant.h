@@ -23,6 +23,23 @@
  * quantised here equals what llama.cpp's quantizer writes, and a Q4_0 or
  * Q8_0 tensor that was dequantised re-quantises to the same blocks.
  *
+ * NF4 and FP4 (QLoRA, bitsandbytes' quantize_4bit with double quantisation)
+ * are align's own types, not GGUF ones: blocks of 64 inputs scaled by their
+ * absmax, 4-bit codes into the 16-value NF4 (normal quantiles) or FP4
+ * (e2m1) codebook; the absmax of every block, less the tensor's mean absmax
+ * (the offset), is quantised to 8 bits in the dynamic map in groups of 256
+ * consecutive blocks (flattened order over the whole tensor), each group
+ * scaled by its own fp32 absmax. Dequantisation is bitsandbytes':
+ *   absmax = dynamic[q8] * group_absmax + offset;  x = code4[q4] * absmax
+ * To keep "a row range is a byte range", every row carries what its blocks
+ * need: [fp32 offset][u32 phase = first block's place in its group]
+ * [fp32 group absmax of each group the row touches: nb/256 + 2 slots]
+ * [u8 qabsmax of its nb = cols/64 blocks][cols/2 bytes of codes, two per
+ * byte, the first in the high nibble as bitsandbytes packs them]. That is
+ * 4.13 bits a weight plus 8 + 4 (nb/256 + 2) bytes a row (SmolLM2's rows:
+ * 4.35 bits; Q4_0: 4.5). A tensor is quantised whole (the offset and the
+ * groups span it); cols must be a multiple of 64.
+ *
  * The backend's matmul_forward_q / matmul_backward_input_q dequantise tiles
  * of rows into a small fp32 buffer and run sgemm on the tile, so the fp32
  * matrix never exists whole. */
@@ -32,33 +49,52 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Values are the ggml type ids; QUANT_NONE (0, ggml's F32) is plain fp32. */
+/* Values are the ggml type ids; QUANT_NONE (0, ggml's F32) is plain fp32.
+ * NF4 and FP4 have ids no ggml type uses (no GGUF file holds them). */
 typedef enum {
     QUANT_NONE = 0, QUANT_Q4_0 = 2, QUANT_Q4_1 = 3, QUANT_Q5_0 = 6, QUANT_Q5_1 = 7, QUANT_Q8_0 = 8,
-    QUANT_Q2_K = 10, QUANT_Q3_K = 11, QUANT_Q4_K = 12, QUANT_Q5_K = 13, QUANT_Q6_K = 14
+    QUANT_Q2_K = 10, QUANT_Q3_K = 11, QUANT_Q4_K = 12, QUANT_Q5_K = 13, QUANT_Q6_K = 14,
+    QUANT_NF4 = 200, QUANT_FP4 = 201
 } QuantType;
 
 /* The smallest block (every type's block is a multiple of it). */
 #define QUANT_BLOCK 32
+#define QUANT_BNB_BLOCK 64        /* NF4/FP4 weights per absmax */
+#define QUANT_BNB_GROUP 256       /* absmax values per double-quantisation group */
 
-/* "q4_0", "q4_1", "q8_0" (case-insensitive): the types align quantises
- * to; -1 with an error otherwise. */
+/* "q4_0", "q4_1", "q8_0", "nf4", "fp4" (case-insensitive): the types a
+ * base can be quantised to; -1 with an error otherwise. */
 int quant_parse(const char *name, QuantType *out);
 const char *quant_name(QuantType t);
-/* 1 when t is one of the types above (kept and dequantised). */
+/* 1 when t is one of the types above (kept and dequantised);
+ * quant_is_ggml: a block type a GGUF file can hold (Q4_0 .. Q6_K). */
 int quant_supported(int t);
-/* 1 when quant_quantize_rows writes t (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K). */
+int quant_is_ggml(int t);
+/* 1 when quant_quantize_rows writes t (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K,
+ * NF4, FP4). */
 int quant_can_quantize(int t);
-/* Inputs per block (32, or 256 for a K-quant); bytes of one block, and of
- * one row of `cols` inputs (cols a multiple of quant_block_elems). */
+/* 1 when t may be asked for as a frozen base's type (--quantize-base):
+ * q4_0, q4_1, q8_0, nf4, fp4. K-quants come only as a GGUF stores them. */
+int quant_base_type(int t);
+/* Inputs a row's length must be a multiple of: a block's inputs (32, 256
+ * for a K-quant, 64 for NF4/FP4). Bytes of one block (GGUF types; 0 for
+ * NF4/FP4), and of one row of `cols` inputs. */
 int quant_block_elems(QuantType t);
 size_t quant_block_bytes(QuantType t);
 size_t quant_row_bytes(QuantType t, int64_t cols);
 
-/* Quantise rows x[rows, cols] into blocks (-1 with an error for a type
- * quant_can_quantize refuses); dequantise them back. */
+/* Quantise rows x[rows, cols] into blocks (for NF4/FP4 x must be the whole
+ * tensor; -1 with an error for a type quant_can_quantize refuses, or out of
+ * memory); dequantise them back (any row range). */
 int quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols);
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols);
+
+/* The 16 values of NF4 / FP4 (bitsandbytes' get_4bit_type, by code) and
+ * the 256 of the dynamic map the absmax values are quantised with
+ * (create_dynamic_map(signed=True), ascending). */
+const float *quant_nf4_codebook(void);
+const float *quant_fp4_codebook(void);
+const float *quant_dynamic_map(void);
 
 float quant_f16_to_f32(uint16_t h);
 uint16_t quant_f32_to_f16(float f);

@@ -342,6 +342,32 @@ int ckpt_read_param(const ParamInfo *p, const StFile *f, const StTensor *t, floa
     return 0;
 }
 
+int ckpt_read_param_into(Model *m, const ParamInfo *p, const StFile *f, const StTensor *t, float *host) {
+    if (!p->qtype) return ckpt_read_param(p, f, t, host);
+    ParamInfo one = *p;
+    one.offset = 0;
+    size_t bytes = (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]);
+    float *x = align_alloc(p->numel * sizeof(float));
+    void *blk = malloc(bytes ? bytes : 1);
+    int rc = -1;
+    if (!x || !blk) align_errorf("out of memory reading %s", p->name);
+    else if (ckpt_read_param(&one, f, t, x) == 0 &&
+             quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1]) == 0)
+        rc = model_param_set_blocks(m, p, blk);
+    align_free(x);
+    free(blk);
+    return rc;
+}
+
+static int pick_fixed(const ParamInfo *p, void *ctx) {
+    (void)p;
+    return *(const int *)ctx;
+}
+
+Model *ckpt_model_create(const ModelConfig *cfg, const Backend *be, int qtype) {
+    return qtype ? model_create_quant(cfg, be, pick_fixed, &qtype) : model_create(cfg, be);
+}
+
 /* ------------------------------------------------------------------ save / load */
 
 int ckpt_save(const char *path, Model *m, const CkptExtras *extras) {
@@ -424,6 +450,10 @@ int ckpt_read_config(const char *path, ModelConfig *cfg) {
 }
 
 int ckpt_load(const char *path, const Backend *be, Model **out, CkptExtras *extras_out) {
+    return ckpt_load_quant(path, be, 0, out, extras_out);
+}
+
+int ckpt_load_quant(const char *path, const Backend *be, int qtype, Model **out, CkptExtras *extras_out) {
     *out = NULL;
     if (extras_out) ckpt_extras_init(extras_out);
     StFile f;
@@ -445,7 +475,7 @@ int ckpt_load(const char *path, const Backend *be, Model **out, CkptExtras *extr
                      want, sum);
         goto done;
     }
-    if (!(m = model_create(&cfg, be))) {
+    if (!(m = ckpt_model_create(&cfg, be, qtype))) {
         align_error_prefix("%s", path);
         goto done;
     }
@@ -463,7 +493,7 @@ int ckpt_load(const char *path, const Backend *be, Model **out, CkptExtras *extr
             goto done;
         }
         seen[t - f.tensors] = 1;
-        if (ckpt_read_param(p, &f, t, host) != 0) goto done;
+        if (ckpt_read_param_into(m, p, &f, t, host) != 0) goto done;
     }
     for (int i = 0; i < f.n_tensors; i++) {
         const StTensor *t = &f.tensors[i];

@@ -74,6 +74,10 @@ int ckpt_save(const char *path, Model *m, const CkptExtras *extras);
  * metadata and every tensor that is not a model parameter; free it with
  * ckpt_extras_free. */
 int ckpt_load(const char *path, const Backend *be, Model **out, CkptExtras *extras_out);
+/* The same with the linear weights model_quantizable accepts stored as
+ * qtype (QuantType; 0 = fp32), each quantised as it is read, so the whole
+ * fp32 model never exists. */
+int ckpt_load_quant(const char *path, const Backend *be, int qtype, Model **out, CkptExtras *extras_out);
 
 /* Read only the config of a .ckpt (cheap: no tensor data is touched). */
 int ckpt_read_config(const char *path, ModelConfig *cfg);
@@ -92,6 +96,12 @@ void ckpt_host_params_release(Model *m, float *host, int commit);
 /* Convert one file tensor (HF layout, F32/F16/BF16/F64) into parameter p of
  * host[] (transposing hf_transposed tensors); -1 on a shape mismatch. */
 int ckpt_read_param(const ParamInfo *p, const StFile *f, const StTensor *t, float *host);
+/* The same for any parameter of m: a quantised one is read into a buffer of
+ * its own size, quantised and stored as blocks. */
+int ckpt_read_param_into(Model *m, const ParamInfo *p, const StFile *f, const StTensor *t, float *host);
+/* model_create, or with qtype != 0 model_create_quant with every
+ * quantizable weight of that type. */
+Model *ckpt_model_create(const ModelConfig *cfg, const Backend *be, int qtype);
 
 /* ---- the checksum: XXH64 (seed 0), streaming ---- */
 typedef struct {

@@ -143,7 +143,7 @@ static int type_block(uint32_t type, size_t *block, size_t *bytes) {
     case GGML_F16: *block = 1, *bytes = 2; return 0;
     case GGML_BF16: *block = 1, *bytes = 2; return 0;
     default: /* the block types: QuantType values are the ggml ids */
-        if (!quant_supported((int)type)) return -1;
+        if (!quant_is_ggml((int)type)) return -1;
         *block = (size_t)quant_block_elems((QuantType)type), *bytes = quant_block_bytes((QuantType)type);
         return 0;
     }
@@ -354,7 +354,7 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out) {
         }
         return 0;
     default:
-        if (!quant_supported((int)t->type)) break;
+        if (!quant_is_ggml((int)t->type)) break;
         quant_dequantize_rows((QuantType)t->type, src, out, 1, (int64_t)n); /* QuantType values are the ggml ids */
         return 0;
     }
@@ -567,7 +567,10 @@ static int pick_quant(const ParamInfo *p, void *ctx) {
     if (gguf_tensor_name(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
     const GgufTensor *t = gguf_find_tensor(q->f, gname);
     if (!t) return QUANT_NONE;
-    return quant_supported((int)t->type) ? (int)t->type : q->fallback;
+    /* NF4/FP4 (QLoRA) are asked for as the base's type: a GGUF block type
+     * is re-quantised to them rather than kept */
+    if (q->fallback == QUANT_NF4 || q->fallback == QUANT_FP4) return q->fallback;
+    return quant_is_ggml((int)t->type) ? (int)t->type : q->fallback;
 }
 
 static int import_impl(const char *path, const Backend *be, int quant, int fallback, ModelBundle *out);
@@ -588,7 +591,13 @@ static int import_quantised(Model *m, const ParamInfo *p, const GgufFile *f, con
     } else {
         if (!(x = malloc(p->numel * sizeof(float)))) goto oom;
         if (gguf_read_f32(f, t, x) != 0) goto out;
-        quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1]);
+        if (heads) { /* undo llama.cpp's q/k row order before quantising: NF4 groups span rows */
+            size_t xrb = (size_t)p->shape[1] * sizeof(float);
+            if (!(tmp = malloc((size_t)c->head_dim * xrb))) goto oom;
+            unpermute_rows_bytes((uint8_t *)x, heads, c->head_dim, xrb, tmp);
+            heads = 0;
+        }
+        if (quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1])) goto out;
     }
     if (heads) {
         if (!(tmp = malloc((size_t)c->head_dim * rb))) goto oom;
@@ -606,7 +615,7 @@ out:
 int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
 
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
-    if (!quant_can_quantize(fallback) || quant_block_elems((QuantType)fallback) != QUANT_BLOCK)
+    if (!quant_base_type(fallback))
         return align_errorf("unsupported quantisation type %d for the base", fallback);
     return import_impl(path, be, 1, fallback, out);
 }

@@ -97,7 +97,8 @@ int gguf_import(const char *path, const Backend *be, ModelBundle *out);
  * quant.h): tensors of any block type quant_supported accepts (Q4_0 to
  * Q8_0 and the K-quants: a Q4_K_M file as it is) keep their blocks as
  * stored (rows un-permuted for llama), other linear weights are quantised
- * to `fallback` (Q4_0, Q4_1 or Q8_0); q|k|v or gate|up of mixed types
+ * to `fallback` (Q4_0, Q4_1 or Q8_0; with fallback NF4 or FP4 every
+ * linear weight is, GGUF blocks included); q|k|v or gate|up of mixed types
  * (Q4_K_M stores v as Q6_K) are dequantised to fp32, since one fused
  * matmul serves them;
  * embeddings, norms and heads are dequantised to fp32. The fp32 form of

@@ -134,7 +134,9 @@ static char *read_chat_template(const char *dir) {
     return out;
 }
 
-int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) {
+int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) { return hf_import_dir_quant(dir, be, 0, out); }
+
+int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBundle *out) {
     memset(out, 0, sizeof *out);
     ckpt_extras_init(&out->extras);
     char path[4096];
@@ -153,7 +155,7 @@ int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) {
     float *host = NULL;
     rc = -1;
     if (shards_open(sh, dir) != 0) goto done;
-    if (!(m = model_create(&cfg, be))) {
+    if (!(m = ckpt_model_create(&cfg, be, qtype))) {
         align_error_prefix("%s", dir);
         goto done;
     }
@@ -168,7 +170,7 @@ int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) {
             align_errorf("%s lacks tensor %s that its config.json requires", dir, p->name);
             goto done;
         }
-        if (ckpt_read_param(p, f, t, host) != 0) goto done;
+        if (ckpt_read_param_into(m, p, f, t, host) != 0) goto done;
     }
     ckpt_host_params_release(m, host, 1);
     host = NULL;

@@ -14,5 +14,8 @@
 #include "model_bundle.h"
 
 int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out);
+/* The same with the quantizable linear weights stored as qtype (QuantType,
+ * 0 = fp32), quantised tensor by tensor while reading (ckpt_load_quant). */
+int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBundle *out);
 
 #endif

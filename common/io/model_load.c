@@ -48,13 +48,17 @@ int model_load_note_source(ModelBundle *b, const char *path) {
 }
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out) {
+    return model_load_any_quant(path, be, flags, 0, out);
+}
+
+int model_load_any_quant(const char *path, const Backend *be, int flags, int qtype, ModelBundle *out) {
     memset(out, 0, sizeof *out);
     ckpt_extras_init(&out->extras);
     struct stat sb;
     if (stat(path, &sb) != 0) return align_errorf("model path %s does not exist", path);
     int rc;
     if (S_ISDIR(sb.st_mode)) {
-        rc = hf_import_dir(path, be, out);
+        rc = hf_import_dir_quant(path, be, qtype, out);
     } else {
         int is_gguf = ends_with(path, ".gguf");
         if (!is_gguf && !ends_with(path, ".ckpt")) {
@@ -66,8 +70,8 @@ int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *
             }
             is_gguf = memcmp(magic, "GGUF", 4) == 0;
         }
-        if (is_gguf) rc = gguf_import(path, be, out);
-        else rc = ckpt_load(path, be, &out->model, &out->extras);
+        if (is_gguf) rc = qtype ? gguf_import_quant(path, be, qtype, out) : gguf_import(path, be, out);
+        else rc = ckpt_load_quant(path, be, qtype, &out->model, &out->extras);
     }
     if (rc != 0) return -1;
     if (model_load_note_source(out, path)) {

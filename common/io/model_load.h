@@ -17,6 +17,11 @@ enum {
 };
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out);
+/* The same with the linear weights of the layers stored as qtype (QuantType;
+ * 0 = fp32), each quantised as it is read from any of the three formats, so
+ * the fp32 model never exists whole. A GGUF's Q4_0/Q4_1/Q8_0 tensors are
+ * kept as stored for the GGUF types; NF4 and FP4 re-quantise them. */
+int model_load_any_quant(const char *path, const Backend *be, int flags, int qtype, ModelBundle *out);
 
 /* Where the bundle's weights load from in Hugging Face terms, into
  * extras.base_model when the importer found nothing better (a .ckpt's

@@ -400,7 +400,7 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
         }
         for (int i = 0; i < t.n; i++) {
             int q = model_quantizable(cfg, &t.info[i]) ? pick(&t.info[i], ctx) : QUANT_NONE;
-            qt[i] = quant_supported(q) ? q : QUANT_NONE;
+            qt[i] = quant_supported(q) && t.info[i].shape[1] % quant_block_elems((QuantType)q) == 0 ? q : QUANT_NONE;
         }
         fix_groups(m, qt);
         for (int i = 0; i < t.n; i++) t.info[i].qtype = qt[i];
@@ -541,9 +541,8 @@ int model_param_set_blocks(Model *m, const ParamInfo *p, const void *blocks) {
 size_t model_weight_bytes(const Model *m) { return m->n_elems * sizeof(float) + m->n_qbytes; }
 
 int model_quantize_base(Model *m, QuantType t) {
-    /* model_quantizable checks rows of 32: the 256-element K-quants come only from a GGUF */
-    if (!quant_can_quantize(t) || quant_block_elems(t) != QUANT_BLOCK)
-        return align_errorf("unsupported quantisation type %s for the base", quant_name(t));
+    /* the 256-element K-quants come only as a GGUF stores them */
+    if (!quant_base_type(t)) return align_errorf("unsupported quantisation type %s for the base", quant_name(t));
     const Backend *be = m->be;
     int n = m->n_params, count = 0;
     int *qt = calloc(n, sizeof(int));
@@ -553,7 +552,10 @@ int model_quantize_base(Model *m, QuantType t) {
         return align_errorf("out of memory");
     }
     memcpy(old, m->info, n * sizeof(ParamInfo));
-    for (int i = 0; i < n; i++) qt[i] = old[i].qtype ? old[i].qtype : model_quantizable(&m->cfg, &old[i]) ? (int)t : QUANT_NONE;
+    for (int i = 0; i < n; i++)
+        qt[i] = old[i].qtype                                                                            ? old[i].qtype
+                : model_quantizable(&m->cfg, &old[i]) && old[i].shape[1] % quant_block_elems(t) == 0 ? (int)t
+                                                                                                        : QUANT_NONE;
     fix_groups(m, qt);
     for (int i = 0; i < n; i++) count += qt[i] != old[i].qtype;
     if (!count) {
@@ -614,6 +616,16 @@ int model_set_trainable(Model *m, const char *substring, int trainable) {
     }
     layout_grads(m);
     return matched;
+}
+
+int model_set_trainable_mask(Model *m, const unsigned char *train) {
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        m->info[i].grad_offset = train[i] && !m->info[i].qtype ? 0 : -1;
+        n += m->info[i].grad_offset == 0;
+    }
+    layout_grads(m);
+    return n;
 }
 
 int model_append_params(Model *m, const ParamInfo *extra, int n) {

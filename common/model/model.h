@@ -222,6 +222,9 @@ ParamInfo *model_find_param(Model *m, const char *name);
  * `substring` ("" matches all). Re-lays out the gradient buffer, so call it
  * before creating the optimizer. Returns the number of tensors matched. */
 int model_set_trainable(Model *m, const char *substring, int trainable);
+/* The same for every tensor at once: tensor i trains when train[i] (a
+ * quantised one never does). Returns how many train. */
+int model_set_trainable_mask(Model *m, const unsigned char *train);
 size_t model_trainable_elems(const Model *m);
 /* Allocate the gradient buffer (zeroed) if it is not there yet; model_backward,
  * model_zero_grad and optim_create call it, so inference never pays for it. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dist.h"
+#include "freeze.h"
 #include "gguf.h"
 #include "optim.h"
 #include "peft.h"
@@ -84,7 +85,11 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
-        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1 or q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored); needs LoRA"},
+        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
+        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only) or freeze (--trainable-layers/--trainable-modules); default full fine-tuning, or LoRA with --lora-rank"},
+        {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
+        {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
+        {"trainable-modules", CLI_STRING, &a->trainable_modules, "freeze tuning: modules of those layers that train, e.g. mlp,self_attn (default all)"},
     };
     /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
      * without raising it stops the build instead of overrunning them */
@@ -138,7 +143,9 @@ int trainer_check_args(const TrainArgs *a) {
     if (!a->out) return align_errorf("--out is required (where the trained model goes)");
     if (has_suffix(a->out, ".gguf")) return align_errorf("--out %s: writing GGUF is not supported (use .ckpt or a directory)", a->out);
     if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
-    if (a->lora_out && (a->lora_rank > 0 || a->lora_adapter) && check_writable("--lora-out", a->lora_out, 1)) return -1;
+    int mode = trainer_peft_mode(a);
+    if (mode < 0) return -1;
+    if (a->lora_out && mode == TRAIN_PEFT_LORA && check_writable("--lora-out", a->lora_out, 1)) return -1;
     if (a->eval_every > 0 && !a->eval_data)
         return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
     if (a->zero_stage > 1) return align_errorf("--zero-stage %d: expected 0 or 1 (ZeRO-2 and 3 are not built)", a->zero_stage);
@@ -185,20 +192,71 @@ void trainer_write_report(const char *prog, const TrainArgs *a) {
     else fprintf(stderr, "%s: wrote %s\n", prog, path);
 }
 
+int trainer_peft_mode(const TrainArgs *a) {
+    static const char *const later[] = {"dora", "ia3", "prompt", "prefix", "p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
+    int lora_flags = a->lora_rank > 0 || a->lora_adapter;
+    int freeze_flags = a->trainable_layers != 0 || a->trainable_modules;
+    int mode;
+    if (a->train_only && strcmp(a->train_only, "bias"))
+        return align_errorf("--train-only %s: expected bias (BitFit); --peft freeze trains whole layers", a->train_only);
+    if (a->peft) {
+        if (!strcmp(a->peft, "lora")) mode = TRAIN_PEFT_LORA;
+        else if (!strcmp(a->peft, "bitfit")) mode = TRAIN_PEFT_BITFIT;
+        else if (!strcmp(a->peft, "freeze")) mode = TRAIN_PEFT_FREEZE;
+        else {
+            for (int i = 0; later[i]; i++)
+                if (!strcmp(a->peft, later[i]))
+                    return align_errorf("--peft %s: not implemented yet (available: lora, bitfit, freeze)", a->peft);
+            return align_errorf("--peft %s: unknown method (expected lora, bitfit or freeze)", a->peft);
+        }
+        if (a->train_only && mode != TRAIN_PEFT_BITFIT)
+            return align_errorf("--train-only bias is BitFit: it cannot be combined with --peft %s", a->peft);
+    } else {
+        mode = a->train_only ? TRAIN_PEFT_BITFIT : freeze_flags ? TRAIN_PEFT_FREEZE : lora_flags ? TRAIN_PEFT_LORA : TRAIN_PEFT_FULL;
+    }
+    const char *name = mode == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze";
+    if (lora_flags && (mode == TRAIN_PEFT_BITFIT || mode == TRAIN_PEFT_FREEZE))
+        return align_errorf("--peft %s trains base tensors: it cannot be combined with %s", name,
+                            a->lora_adapter ? "--lora-adapter" : "--lora-rank");
+    if (freeze_flags && mode != TRAIN_PEFT_FREEZE)
+        return align_errorf("%s chooses layers for freeze tuning: it needs --peft freeze, not %s",
+                            a->trainable_modules ? "--trainable-modules" : "--trainable-layers",
+                            mode == TRAIN_PEFT_LORA ? "LoRA" : "BitFit");
+    return mode;
+}
+
+/* BitFit or freeze tuning: freeze the base but for the chosen tensors. */
+static int setup_frozen_base(const char *prog, const TrainArgs *a, Model *m, int mode) {
+    int n = mode == TRAIN_PEFT_BITFIT ? model_train_only_biases(m)
+                                      : model_train_layers(m, a->trainable_layers ? a->trainable_layers : 2, a->trainable_modules);
+    if (n < 0) return -1;
+    if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains too */
+    size_t total = 0;
+    for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
+    fprintf(stderr, "%s: %s: %zu trainable parameters (%.2f%% of %zu) in %d tensors\n", prog,
+            mode == TRAIN_PEFT_BITFIT ? "BitFit" : "freeze tuning", model_trainable_elems(m),
+            100.0 * model_trainable_elems(m) / (double)total, total, n);
+    return 0;
+}
+
+/* --quantize-base's type, refused where the backend cannot run it */
+static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType *qt) {
+    if (quant_parse(a->quantize_base, qt)) return align_error_prefix("--quantize-base");
+    /* the CUDA dequantisation kernel knows the GGUF block types only */
+    if ((*qt == QUANT_NF4 || *qt == QUANT_FP4) && strcmp(be->name, "cpu"))
+        return align_errorf("--quantize-base %s runs on the CPU backend only for now (--device cpu)", a->quantize_base);
+    return 0;
+}
+
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
     const Backend *be = backend_get(a->device);
     if (!be) return -1;
     const char *path = a->resume ? a->resume : model_path;
     if (!path) return align_errorf("no model given");
-    size_t len = strlen(path);
-    if (a->quantize_base && len > 5 && !strcmp(path + len - 5, ".gguf")) {
-        QuantType qt;
-        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
-        if (gguf_import_quant(path, be, qt, out)) return -1; /* the fp32 base never exists */
-        if (model_load_note_source(out, path)) return -1;
-    } else if (model_load_any(path, be, MODEL_LOAD_TOKENIZER, out)) {
-        return -1;
-    }
+    QuantType qt = QUANT_NONE;
+    if (a->quantize_base && parse_quantize_base(a, be, &qt)) return -1;
+    /* quantised tensor by tensor while reading: the fp32 base never exists */
+    if (model_load_any_quant(path, be, MODEL_LOAD_TOKENIZER, qt, out)) return -1;
     int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
     if (chosen < 0) return -1;
     /* The trained model carries the template training rendered with, so
@@ -218,25 +276,29 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
     Model *m = policy->model;
-    int want_lora = a->lora_rank > 0 || a->lora_adapter;
+    int mode = trainer_peft_mode(a);
+    if (mode < 0) return -1;
+    int want_lora = mode == TRAIN_PEFT_LORA;
     if (a->quantize_base && !want_lora)
         return align_errorf("--quantize-base needs LoRA (--lora-rank or --lora-adapter): quantised weights are frozen");
     if (a->quantize_base) {
         QuantType qt;
-        if (quant_parse(a->quantize_base, &qt)) return align_error_prefix("--quantize-base");
+        if (parse_quantize_base(a, m->be, &qt)) return -1;
         size_t before = model_weight_bytes(m);
         int n = model_quantize_base(m, qt);
         if (n < 0) return -1;
         int kept = 0;
         for (int i = 0; i < m->n_params; i++) kept += m->info[i].qtype != QUANT_NONE;
-        fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
-                quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+        if (n) fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
+                       quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+        else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog, kept,
+                     quant_name(qt), model_weight_bytes(m) / 1048576.0);
     }
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)
             if (strstr(policy->extras.tensors[i].name, ".lora_A.weight"))
                 return align_errorf("%s holds LoRA adapters: resume with the same --lora-* flags", a->resume);
-        return 0;
+        return mode == TRAIN_PEFT_FULL ? 0 : setup_frozen_base(prog, a, m, mode);
     }
     if (m->lora) return 0;
     if (a->lora_adapter) {
@@ -246,8 +308,8 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
     } else {
         LoraConfig lc;
         lora_config_defaults(&lc);
-        lc.rank = a->lora_rank;
-        lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * a->lora_rank;
+        if (a->lora_rank > 0) lc.rank = a->lora_rank; /* --peft lora alone: peft's default rank */
+        lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * lc.rank;
         lc.dropout = a->lora_dropout;
         lc.seed = (uint64_t)a->seed;
         if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc.targets)) return align_error_prefix("--lora-targets");

@@ -45,7 +45,11 @@ typedef struct {
     const char *lora_targets;   /* comma list; default every attention and MLP projection */
     const char *lora_adapter;   /* start from a peft adapter directory */
     const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
-    const char *quantize_base;  /* q4_0, q4_1, q8_0: frozen base weights kept quantised */
+    const char *quantize_base;  /* q4_0, q4_1, q8_0, nf4, fp4: frozen base weights kept quantised */
+    const char *peft;           /* lora, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
+    const char *train_only;     /* "bias": BitFit, as --peft bitfit */
+    int trainable_layers;       /* freeze tuning: the last N layers train (0 = unset: 2) */
+    const char *trainable_modules; /* freeze tuning: modules of those layers (default all) */
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
@@ -57,7 +61,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 38
+#define TRAIN_ARGS_N_FLAGS 42
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -113,6 +117,14 @@ void trainer_write_report(const char *prog, const TrainArgs *a);
  * rank that fails aborts the job (MPI_Abort). */
 int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task);
 
+/* Which parameters train (--peft and the flags that imply a method). */
+typedef enum { TRAIN_PEFT_FULL = 0, TRAIN_PEFT_LORA, TRAIN_PEFT_BITFIT, TRAIN_PEFT_FREEZE } TrainPeftMode;
+/* The method the flags ask for; -1 with an error naming the flag for
+ * unknown or not yet implemented methods and for flags that contradict
+ * each other (--lora-rank with --peft bitfit, --trainable-layers without
+ * freeze tuning). */
+int trainer_peft_mode(const TrainArgs *a);
+
 /* Load the model to train: the --resume checkpoint when given (weights,
  * moments and train state), else model_path; with its tokenizer. The chat
  * template is --chat-template, else the model's own, else none; the bundle
@@ -122,8 +134,10 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
                         ChatTemplate *tmpl);
 /* Quantise the base (--quantize-base), attach LoRA (--lora-rank or
  * --lora-adapter) and, when resuming, restore the adapters from the
- * checkpoint. Call after any change of heads (rm_from_base) and before
- * trainer_run. With LoRA every base tensor is frozen. */
+ * checkpoint; or, for BitFit and freeze tuning (common/model/freeze.h),
+ * freeze all but the chosen tensors. Call after any change of heads
+ * (rm_from_base) and before trainer_run. With LoRA every base tensor is
+ * frozen; a value head trains with every method. */
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy);
 /* Save the trained model: a plain model to `path` (adapters merged, a
  * quantised base dequantised), and with LoRA the adapter alone as a peft

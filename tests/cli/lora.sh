@@ -7,7 +7,11 @@
 #  - --resume from a periodic checkpoint (adapters + moments, dropout on)
 #    gives the unbroken run's losses and bit-identical adapters;
 #  - --lora-adapter starts another stage from that adapter;
-#  - --quantize-base without LoRA is refused with one sentence.
+#  - --quantize-base without LoRA is refused with one sentence;
+#  - QLoRA's NF4 base on the tiny GPT-2 (its MLP c_proj, 64 inputs, is the
+#    one weight NF4's blocks of 64 fit), read tensor by tensor from the
+#    Hugging Face directory: dpo_run's first loss is ln 2, the adapter and
+#    the merged model are saved.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +56,15 @@ check "sft_run starts from the adapter" "[ $? -eq 0 ] && grep -q 'LoRA adapter' 
 check "--quantize-base without LoRA refused" "[ $? -ne 0 ] && grep -q 'needs LoRA' $T/e1"
 "$BIN/sft_run" --model "$MODEL" --data "$T/sft.jsonl" --lora-rank 2 --lora-targets q_proj,bogus --out "$T/x.ckpt" 2>"$T/e2"
 check "bad --lora-targets named" "[ $? -ne 0 ] && grep -q 'bogus' $T/e2"
+
+GPT2=$HERE/../fixtures/hf_tiny_gpt2
+"$BIN/dpo_run" --policy "$GPT2" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 64 --lora-rank 4 \
+  --quantize-base nf4 --chat-template none --max-steps 2 --out "$T/n.ckpt" --metrics "$T/n.jsonl" 2>"$T/n.err"
+check "dpo_run on an nf4 base exits 0" "[ $? -eq 0 ]"
+check "two weights quantised to nf4 while loading" "grep -q '2 tensors quantised (nf4) while loading' $T/n.err"
+first=$(head -1 "$T/n.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["loss"])')
+check "nf4: first loss is ln 2 ($first)" "python3 -c 'import math,sys; sys.exit(0 if abs($first - math.log(2)) < 1e-6 else 1)'"
+check "nf4: adapter and merged model saved" "[ -f $T/n-adapter/adapter_model.safetensors ] && [ -f $T/n.ckpt ]"
 
 # peft's base_model_name_or_path: the model the base was loaded from, so
 # AutoPeftModelForCausalLM.from_pretrained(adapter) finds it; a --resume
