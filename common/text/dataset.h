@@ -6,7 +6,9 @@
  *               is what chosen and rejected share (hh-rlhf strings: up to the
  *               last "\n\nAssistant:" they share; messages: the shared leading
  *               messages). Unpaired {prompt, completion, label} is refused.
- *   SFT         {messages} (loss on the LAST assistant message only; earlier
+ *   SFT         {messages} (loss on every assistant message, its content and
+ *               end marker, never on system/user text, as TRL's
+ *               assistant_only_loss; last_turn_only: the last one only, earlier
  *               turns are prompt), {question, answer}, {prompt, completion},
  *               {text} (pretraining: empty prompt, loss on every token).
  *   prompt-only {prompt} (string or messages), {question}, {messages} (a
@@ -62,6 +64,7 @@ typedef struct {
     int max_prompt_length; /* applied first, keeping the end; 0 = no limit */
     DsOverflow overflow;
     int skip_bad;          /* 1: skip and count bad records instead of failing */
+    int last_turn_only;    /* SFT {messages}: train the last assistant turn only */
 } DsOptions;
 
 /* kind DS_PREFERENCE, template none, no limits, overflow truncate, skip_bad 0. */
@@ -72,6 +75,8 @@ typedef struct {
     int n_prompt;
     int32_t *chosen;   /* SFT: the completion; DS_PROMPT: NULL */
     int n_chosen;
+    uint8_t *chosen_mask; /* multi-turn SFT: [n_chosen], 1 where the loss applies
+                           * (assistant turns), 0 between them; NULL = all 1 */
     int32_t *rejected; /* preference only */
     int n_rejected;
     float margin;      /* "margin", 0 when absent */
@@ -91,6 +96,8 @@ typedef struct {
     /* private: the id pool the examples point into */
     int32_t *pool;
     size_t pool_len, pool_cap;
+    uint8_t *mask_pool; /* the examples' chosen_mask */
+    size_t mask_len, mask_cap;
 } Dataset;
 
 /* Load and tokenize a whole file. Returns -1 on the first bad record (unless
@@ -124,6 +131,7 @@ typedef struct {
     int n_prompt;
     const int32_t *completion;
     int n_completion;
+    const uint8_t *completion_mask; /* NULL: every completion token counts in the loss */
 } DsSeq;
 
 /* which: 0 = chosen (SFT completion), 1 = rejected. */
@@ -131,7 +139,8 @@ DsSeq ds_example_seq(const DsExample *ex, int which);
 
 /* A packed batch: batch.tokens/seq_start point at tokens/seq_start here.
  * targets[i] = tokens[i+1] inside a sequence, -1 at each sequence's last
- * token; loss_mask[i] = 1 when targets[i] is a completion token. With
+ * token; loss_mask[i] = 1 when targets[i] is a completion token (that the
+ * sequence's completion_mask, if any, trains). With
  * mask_prompt_targets, targets[i] = -1 wherever loss_mask[i] == 0, so the LM
  * head skips prompt rows. */
 typedef struct {

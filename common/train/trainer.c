@@ -57,6 +57,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
+        {"last-turn-only", CLI_BOOL, &a->last_turn_only, "SFT {messages}: train only the last assistant turn (default: every assistant turn, as TRL's assistant_only_loss)"},
         {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)", CLI_NONNEG},
         {"lora-alpha", CLI_FLOAT, &a->lora_alpha, "LoRA scale numerator: updates are scaled by alpha/rank (default, or -1: 2*rank)", CLI_UNSET_OR_POSITIVE},
         {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
@@ -214,6 +215,7 @@ int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, co
     o.chat_template = tmpl;
     o.max_length = a->max_length;
     o.skip_bad = a->skip_bad;
+    o.last_turn_only = a->last_turn_only;
     if (ds_load(path, tok, &o, out)) return -1;
     fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);
     if (out->n_truncated) fprintf(stderr, ", %zu cut to --max-length %d", out->n_truncated, a->max_length);

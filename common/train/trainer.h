@@ -35,6 +35,7 @@ typedef struct {
     int max_length;
     const char *chat_template;
     int skip_bad;
+    int last_turn_only;         /* SFT {messages}: loss on the last assistant turn only */
     /* PEFT (common/model/lora.h, common/io/peft.h, common/compute/quant.h) */
     int lora_rank;              /* 0 = full fine-tuning */
     float lora_alpha, lora_dropout;
@@ -47,7 +48,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 27
+#define TRAIN_ARGS_N_FLAGS 28
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
