@@ -141,12 +141,27 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                                 origin, sw, c->max_seq_len);
     }
     c->rope_scaling = ROPE_SCALING_NONE;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(r, "rope_scaling");
+    /* transformers 5 writes "rope_parameters" ({rope_type, rope_theta,
+     * factor, ...}) instead of "rope_scaling" and a top-level "rope_theta";
+     * missing it silently left theta at 10000 and the llama3 scaling off. */
+    const char *rs_name = "rope_scaling";
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(r, rs_name);
+    if (!rs || cJSON_IsNull(rs)) {
+        rs_name = "rope_parameters";
+        rs = cJSON_GetObjectItemCaseSensitive(r, rs_name);
+    }
     if (rs && !cJSON_IsNull(rs)) {
-        if (!cJSON_IsObject(rs)) return align_errorf("%s: rope_scaling is not an object", origin);
+        if (!cJSON_IsObject(rs)) return align_errorf("%s: %s is not an object", origin, rs_name);
+        if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta") && get_float(rs, "rope_theta", &c->rope_theta, origin))
+            return -1;
+        float partial = 1.0f;
+        if (get_float(rs, "partial_rotary_factor", &partial, origin)) return -1;
+        if (partial != 1.0f)
+            return align_errorf("%s: %s partial_rotary_factor %g is not supported (RoPE on the whole head only)",
+                                origin, rs_name, partial);
         const char *type = get_str(rs, "rope_type");
         if (!type) type = get_str(rs, "type");
-        if (!type) return align_errorf("%s: rope_scaling has no rope_type", origin);
+        if (!type) return align_errorf("%s: %s has no rope_type (per-layer RoPE parameters are not supported)", origin, rs_name);
         c->rope_factor = 1.0f;
         if (get_float(rs, "factor", &c->rope_factor, origin)) return -1;
         if (strcmp(type, "default") == 0) {
@@ -163,8 +178,8 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                 get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
                 return -1;
         } else {
-            return align_errorf("%s: rope_scaling type \"%s\" is not supported (llama3, linear)",
-                                origin, type);
+            return align_errorf("%s: %s type \"%s\" is not supported (llama3, linear)",
+                                origin, rs_name, type);
         }
     }
     return 0;
