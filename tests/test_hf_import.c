@@ -189,6 +189,11 @@ static void test_fixture(const char *name, const char *want_template, int want_t
         ModelBundle d;
         if (model_load_any(path, &backend_cpu, 0, &d) == 0) {
             CHECK(same_params(m, d.model), "%s: export -> import not bit-exact", name);
+            CHECK(d.model->cfg.sliding_window == m->cfg.sliding_window &&
+                      d.model->cfg.window_from_layer == m->cfg.window_from_layer &&
+                      c.model->cfg.sliding_window == m->cfg.sliding_window,
+                  "%s: sliding window kept by .ckpt and export (%d from layer %d)", name, d.model->cfg.sliding_window,
+                  d.model->cfg.window_from_layer);
             model_bundle_free(&d);
         } else {
             CHECK(0, "%s: re-import: %s", name, align_error());
@@ -215,6 +220,48 @@ static void test_fixture(const char *name, const char *want_template, int want_t
     }
     model_bundle_free(&b);
     cJSON_Delete(ref);
+}
+
+/* The windowed fixtures test the window: what their configs say is read,
+ * and the same weights without the window miss transformers' log-probs. */
+static void test_window_matters(void) {
+    static const struct {
+        const char *name;
+        int window, from;
+    } fx[] = {{"hf_tiny_mistral_sw", 5, 0}, {"hf_tiny_qwen2_sw", 7, 1}};
+    for (int i = 0; i < 2; i++) {
+        char dir[1024], path[1200];
+        snprintf(dir, sizeof dir, "%s/fixtures/%s", ALIGN_TEST_DIR, fx[i].name);
+        ModelBundle b;
+        if (model_load_any(dir, &backend_cpu, 0, &b)) {
+            CHECK(0, "%s: %s", fx[i].name, align_error());
+            continue;
+        }
+        Model *m = b.model;
+        CHECK(m->cfg.sliding_window == fx[i].window && m->cfg.window_from_layer == fx[i].from &&
+                  model_layer_window(&m->cfg, 0) == (fx[i].from ? 0 : fx[i].window) &&
+                  model_layer_window(&m->cfg, 1) == fx[i].window,
+              "%s: window %d from layer %d read (got %d from %d)", fx[i].name, fx[i].window, fx[i].from,
+              m->cfg.sliding_window, m->cfg.window_from_layer);
+        snprintf(path, sizeof path, "%s/reference.json", dir);
+        cJSON *ref = read_json(path);
+        const cJSON *seq = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "sequences"), 0);
+        const cJSON *lp = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "logprobs"), 0);
+        int n = cJSON_GetArraySize(seq);
+        int32_t tokens[128], starts[2] = {0, n}, targets[128];
+        float got[128];
+        for (int k = 0; k < n; k++) tokens[k] = cJSON_GetArrayItem(seq, k)->valueint;
+        m->cfg.sliding_window = 0; /* full attention on the same weights */
+        Batch bt = {n, 1, tokens, starts};
+        batch_next_token_targets(&bt, targets);
+        double worst = 0;
+        if (model_forward(m, &bt) == 0 && model_token_logprobs(m, targets, got) == 0)
+            for (int k = 0; k + 1 < n; k++)
+                worst = fmax(worst, fabs(got[k] - cJSON_GetArrayItem(lp, k)->valuedouble));
+        CHECK(worst > 1e-2, "%s: without the window the log-probs move (by %.3g)", fx[i].name, worst);
+        cJSON_Delete(ref);
+        model_bundle_free(&b);
+    }
 }
 
 static void test_errors(void) {
@@ -244,6 +291,9 @@ int main(void) {
     test_fixture("hf_tiny_llama", "llama3", 0);
     test_fixture("hf_tiny_qwen2", "chatml", 1);
     test_fixture("hf_tiny_llama31", "llama3", 0); /* rope_parameters (transformers 5), llama3 scaling */
+    test_fixture("hf_tiny_mistral_sw", "llama3", 0); /* sliding_window 5 < the 56-token sequence */
+    test_fixture("hf_tiny_qwen2_sw", "chatml", 1);   /* window 7 on layer 1 only (max_window_layers 1) */
+    test_window_matters();
     test_errors();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
