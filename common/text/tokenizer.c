@@ -35,7 +35,9 @@
  * token. Such a token's raw bytes are its string with "▁" as a space (or
  * its byte), and decoding drops the one leading space the prefix put there,
  * as the Strip decoder of those tokenizer.json files does. Unigram models
- * (T5, ALBERT, XLNet) and the Precompiled normalizer are not implemented.
+ * take the same text path with a Viterbi search for the segmentation of
+ * highest score in place of merges (uni_piece); their Precompiled
+ * normalizer (T5, ALBERT, XLNet ship one) is not implemented.
  *
  * Not implemented: normalizers other than NFC, which is accepted and kept
  * for export but not applied (text is taken to be NFC already; for text that
@@ -46,6 +48,7 @@
 
 #include <cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -416,6 +419,9 @@ struct Tokenizer {
     int spm_split;         /* Metaspace split = true: pieces start at each "▁" */
     int spm_no_bytes;      /* SentencePiece without byte_fallback: <0xXX> tokens are ordinary */
     int spm_metaspace;     /* came as a Metaspace pre-tokenizer (else as a normalizer) */
+    double *uni_score;     /* Unigram model: log-probability per id (NULL: BPE) */
+    double uni_unk_score;  /* the unknown token's: lowest score - 10, as tokenizers */
+    int uni_max_len;       /* longest piece in bytes */
     int32_t unk, bos, eos, pad;
     char *post_processor;  /* JSON text kept from the source, or NULL */
     pthread_mutex_t cache_lock;
@@ -467,6 +473,7 @@ void tok_free(Tokenizer *t) {
         pcre2_code_free(t->steps[i].re);
     }
     free(t->post_processor);
+    free(t->uni_score);
     strmap_free(&t->cache);
     free(t->cache_ids);
     pthread_mutex_destroy(&t->cache_lock);
@@ -841,14 +848,17 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
         align_errorf("%s: no \"model\" object", origin);
         goto fail;
     }
-    if (cJSON_IsString(mtype) && strcmp(mtype->valuestring, "BPE") != 0) {
-        align_errorf("%s: model type \"%s\" is not supported (BPE only: byte-level, or SentencePiece-style with "
-                     "byte fallback; not Unigram or WordPiece)",
+    int uni = cJSON_IsString(mtype) && strcmp(mtype->valuestring, "Unigram") == 0;
+    if (cJSON_IsString(mtype) && strcmp(mtype->valuestring, "BPE") != 0 && !uni) {
+        align_errorf("%s: model type \"%s\" is not supported (BPE: byte-level or SentencePiece-style; Unigram; "
+                     "not WordPiece)",
                      origin, mtype->valuestring);
         goto fail;
     }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        align_errorf("%s: model has no \"vocab\" object and \"merges\" list", origin);
+    if (uni ? !cJSON_IsArray(vocab) : !cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
+        align_errorf(uni ? "%s: Unigram model has no \"vocab\" list" : "%s: model has no \"vocab\" object and "
+                                                                       "\"merges\" list",
+                     origin);
         goto fail;
     }
     int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
@@ -862,6 +872,17 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     }
     int max_id = -1;
     cJSON_ArrayForEach(it, vocab) {
+        if (uni) { /* [piece, score]; the id is the index */
+            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 || !cJSON_IsString(it->child) ||
+                !cJSON_IsNumber(it->child->next) || !isfinite(it->child->next->valuedouble)) {
+                /* a score of 1e999 reads as infinity, which JSON cannot write back
+                 * (found by tests/fuzz/fuzz_tokenizer) */
+                align_errorf("%s: Unigram vocab entry %d is not [piece, finite score]", origin, max_id + 1);
+                goto fail;
+            }
+            max_id++;
+            continue;
+        }
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 1e8) {
             align_errorf("%s: vocab entry \"%s\" has no valid id", origin, it->string);
             goto fail;
@@ -888,17 +909,41 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     /* Ids are (nearly) contiguous in every real file; a lone huge id would
      * make a few bytes of JSON allocate tables for millions of tokens
      * (found by tests/fuzz/fuzz_tokenizer). */
-    long n_entries = count_distinct_ids(vocab, added);
+    long n_entries = uni ? cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added) : count_distinct_ids(vocab, added);
     if (n_entries < 0) goto fail;
     if (max_id >= 2 * n_entries + 1024) {
         align_errorf("%s: token id %d is far beyond the %ld ids listed (ids must be contiguous)", origin, max_id,
                      n_entries);
         goto fail;
     }
-    t = tok_alloc(max_id + 1, (size_t)cJSON_GetArraySize(merges));
+    t = tok_alloc(max_id + 1, uni ? 0 : (size_t)cJSON_GetArraySize(merges));
     if (!t) goto fail;
-    cJSON_ArrayForEach(it, vocab) {
-        if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) goto fail_prefix;
+    if (uni) {
+        t->uni_score = malloc(sizeof(double) * (size_t)(max_id + 1));
+        if (!t->uni_score) {
+            align_errorf("out of memory for Unigram scores");
+            goto fail_prefix;
+        }
+        double lowest = 0.0;
+        int i = 0;
+        cJSON_ArrayForEach(it, vocab) {
+            const char *piece = it->child->valuestring;
+            size_t pl = strlen(piece);
+            if (tok_put(t, i, piece, pl, ID_MODEL)) goto fail_prefix;
+            t->uni_score[i] = it->child->next->valuedouble;
+            lowest = i == 0 || t->uni_score[i] < lowest ? t->uni_score[i] : lowest;
+            if ((int)pl > t->uni_max_len) t->uni_max_len = (int)pl;
+            i++;
+        }
+        t->uni_unk_score = lowest - 10.0;
+        for (; i <= max_id; i++) t->uni_score[i] = 0.0; /* added tokens past the vocabulary */
+        const cJSON *uid = cJSON_GetObjectItemCaseSensitive(model, "unk_id");
+        if (cJSON_IsNumber(uid) && uid->valueint >= 0 && uid->valueint < cJSON_GetArraySize(vocab))
+            t->unk = uid->valueint;
+    } else {
+        cJSON_ArrayForEach(it, vocab) {
+            if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) goto fail_prefix;
+        }
     }
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
@@ -935,6 +980,11 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     if (byte_fallback && !spm) {
         align_errorf("BPE byte_fallback without SentencePiece's \"▁\" (a Replace normalizer or a Metaspace "
                      "pre-tokenizer) is not supported");
+        goto fail_prefix;
+    }
+    if (uni && !spm) {
+        align_errorf("a Unigram model needs SentencePiece's \"▁\" (a Metaspace pre-tokenizer or a Replace "
+                     "normalizer); this normalizer/pre-tokenizer (e.g. Precompiled) is not supported");
         goto fail_prefix;
     }
     if (spm && !byte_fallback) t->spm_no_bytes = 1;
@@ -1107,6 +1157,11 @@ Tokenizer *tok_from_spm(const char *const *tokens, const float *scores, const in
         align_errorf("the vocabulary is empty");
         return NULL;
     }
+    for (int i = 0; scores && i < n_tokens; i++)
+        if (!isfinite(scores[i])) {
+            align_errorf("piece %d has a score that is not a finite number", i);
+            return NULL;
+        }
     Tokenizer *t = tok_alloc(n_tokens, (size_t)n_tokens * 2);
     SpmMerge *mg = NULL;
     if (!t) return NULL;
@@ -1309,6 +1364,20 @@ char *tok_to_hf_json(const Tokenizer *t) {
     cJSON_AddItemToObject(root, "post_processor", post);
     if (!t->spm) cJSON_AddItemToObject(root, "decoder", bytelevel_obj(1));
     cJSON *model = cJSON_AddObjectToObject(root, "model");
+    if (t->uni_score) {
+        cJSON_AddStringToObject(model, "type", "Unigram");
+        if (t->unk >= 0) cJSON_AddNumberToObject(model, "unk_id", t->unk);
+        else cJSON_AddNullToObject(model, "unk_id");
+        cJSON *v = cJSON_AddArrayToObject(model, "vocab");
+        for (int i = 0; i < t->n_ids && t->str[i] && (t->flags[i] & ID_MODEL); i++) {
+            cJSON *e = cJSON_CreateArray();
+            cJSON_AddItemToArray(e, cJSON_CreateString(t->str[i]));
+            cJSON_AddItemToArray(e, cJSON_CreateNumber(t->uni_score[i]));
+            cJSON_AddItemToArray(v, e);
+        }
+        cJSON_AddBoolToObject(model, "byte_fallback", !t->spm_no_bytes);
+        goto print;
+    }
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddNullToObject(model, "dropout");
     if (t->unk >= 0 && t->str[t->unk])
@@ -1350,6 +1419,7 @@ char *tok_to_hf_json(const Tokenizer *t) {
             if (s != stackbuf) free(s);
         }
     }
+print:;
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!out) align_errorf("out of memory writing tokenizer.json");
@@ -1632,6 +1702,73 @@ static int spm_piece(Enc *e, const uint8_t *p, size_t n) {
     return bpe_merge(e, m);
 }
 
+/* Unigram: the segmentation of highest total score (Viterbi over byte
+ * positions, pieces tried shortest first, a later one winning only when
+ * strictly better, as `tokenizers` does). A character no piece starts with
+ * is the unknown token at lowest score - 10; runs of them are fused and
+ * then given as their bytes' <0xXX> tokens under byte fallback. */
+static int uni_piece(Enc *e, const uint8_t *p, size_t n) {
+    const Tokenizer *t = e->t;
+    if (n == 0) return 0;
+    double *best = malloc((n + 1) * sizeof *best);
+    int32_t *from = malloc((n + 1) * sizeof *from), *via = malloc((n + 1) * sizeof *via);
+    if (!best || !from || !via) {
+        free(best), free(from), free(via);
+        return align_errorf("out of memory encoding text");
+    }
+    for (size_t i = 0; i <= n; i++) from[i] = -1;
+    best[0] = 0.0;
+    for (size_t s = 0; s < n; s = utf8_next(p, s, n)) {
+        if (s > 0 && from[s] < 0) continue; /* not reached (inside an invalid sequence) */
+        size_t ch = utf8_next(p, s, n) - s;
+        int single = 0;
+        for (size_t len = 1; len <= (size_t)t->uni_max_len && s + len <= n; len++) {
+            int32_t id = vocab_lookup(t, (const char *)p + s, len);
+            if (id < 0 || !(t->flags[id] & ID_MODEL)) continue;
+            double c = best[s] + t->uni_score[id];
+            if (from[s + len] < 0 || c > best[s + len]) best[s + len] = c, from[s + len] = (int32_t)s, via[s + len] = id;
+            single |= len == ch;
+        }
+        if (!single) {
+            double c = best[s] + t->uni_unk_score;
+            if (from[s + ch] < 0 || c > best[s + ch]) best[s + ch] = c, from[s + ch] = (int32_t)s, via[s + ch] = -1;
+        }
+    }
+    /* back from the end: (start, id) pairs in reverse into from/via order */
+    int m = 0;
+    for (size_t i = n; i > 0; i = (size_t)from[i]) m++;
+    int32_t *st = malloc(sizeof(int32_t) * (size_t)(m + 1)), *id = malloc(sizeof(int32_t) * (size_t)(m + 1));
+    int rc = 0;
+    if (!st || !id) {
+        rc = align_errorf("out of memory encoding text");
+        goto done;
+    }
+    int k = m;
+    for (size_t i = n; i > 0; i = (size_t)from[i]) st[--k] = from[i], id[k] = via[i];
+    st[m] = (int32_t)n;
+    for (int a = 0; a < m && rc == 0;) {
+        if (id[a] >= 0) {
+            rc = enc_push(e, id[a++]);
+            continue;
+        }
+        int b = a;
+        while (b < m && id[b] < 0) b++; /* fuse the unknown run [a, b) */
+        const uint8_t *u = p + st[a];
+        size_t ul = (size_t)(st[b] - st[a]);
+        int32_t whole = vocab_lookup(t, (const char *)u, ul), all = !t->spm_no_bytes;
+        for (size_t q = 0; q < ul; q++) all &= t->byte_id[u[q]] >= 0;
+        if (whole >= 0 && (t->flags[whole] & ID_MODEL)) rc = enc_push(e, whole);
+        else if (all)
+            for (size_t q = 0; q < ul && rc == 0; q++) rc = enc_push(e, t->byte_id[u[q]]);
+        else if (t->unk >= 0) rc = enc_push(e, t->unk);
+        else rc = align_errorf("text \"%.*s\" has no piece, and the Unigram model no unknown token", (int)ul, u);
+        a = b;
+    }
+done:
+    free(best), free(from), free(via), free(st), free(id);
+    return rc;
+}
+
 /* A stretch of text between added tokens: spaces become "▁", the dummy
  * prefix goes in front as spm_prepend says (first: the stretch starts the
  * text), and with Metaspace split each "▁" starts a new piece. */
@@ -1653,15 +1790,16 @@ static int spm_stretch(Enc *e, const uint8_t *text, size_t n, int first) {
     for (size_t i = 0; i < n; i++)
         if (text[i] == ' ') memcpy(b + k, SPM_SPACE, 3), k += 3;
         else b[k++] = text[i];
-    if (!t->spm_split) return spm_piece(e, b, k);
+    int (*piece)(Enc *, const uint8_t *, size_t) = t->uni_score ? uni_piece : spm_piece;
+    if (!t->spm_split) return piece(e, b, k);
     size_t a = 0;
     for (size_t i = 3; i + 3 <= k; i++)
         if (memcmp(b + i, SPM_SPACE, 3) == 0) {
-            if (spm_piece(e, b + a, i - a)) return -1;
+            if (piece(e, b + a, i - a)) return -1;
             a = i;
             i += 2;
         }
-    return spm_piece(e, b + a, k - a);
+    return piece(e, b + a, k - a);
 }
 
 static int is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }

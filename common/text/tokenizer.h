@@ -1,7 +1,8 @@
-/* tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM families) and
+/* tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM families),
  * SentencePiece-style BPE with byte fallback (Llama 2, Mistral, TinyLlama:
  * spaces as "▁", a dummy prefix, <0xXX> tokens for what the vocabulary
- * lacks), from tokenizer.json or GGUF's "llama" tokenizer.
+ * lacks), from tokenizer.json or GGUF's "llama" tokenizer, and Unigram
+ * models in tokenizer.json (Metaspace, no Precompiled normalizer).
  *
  * Sources: a Hugging Face tokenizer.json, GPT-2's encoder.json + vocab.bpe,
  * or a vocabulary + merges list (GGUF metadata). Text is split by the
