@@ -170,11 +170,11 @@ static int run_batch(Server *s) {
     for (int i = 0, at = 0; !rc && i < k; i++) {
         const RmRequest *r = &s->q[i].req;
         for (int j = 0; j < r->n_seqs; j++, at++) {
-            DsSeq *q = &seqs[at];
-            q->prompt = r->poff ? r->prompt + r->poff[j] : NULL;
-            q->n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0;
-            q->completion = r->resp + r->roff[j];
-            q->n_completion = (int)(r->roff[j + 1] - r->roff[j]);
+            /* a compound literal: fields not named here (the loss mask) are zero */
+            seqs[at] = (DsSeq){.prompt = r->poff ? r->prompt + r->poff[j] : NULL,
+                               .n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0,
+                               .completion = r->resp + r->roff[j],
+                               .n_completion = (int)(r->roff[j + 1] - r->roff[j])};
         }
     }
     if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
