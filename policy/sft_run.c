@@ -3,7 +3,9 @@
  * SFT records ({messages}, {question, answer}, {prompt, completion}) are
  * rendered with the chat template; prompt tokens never count in the loss,
  * which is the token mean of the completion's negative log-likelihood over
- * the micro-batch (as TRL's SFTTrainer with completion-only loss). Examples
+ * the micro-batch (as TRL's SFTTrainer with completion-only loss). In a
+ * multi-turn {messages} record every assistant turn is a completion
+ * (--last-turn-only: the last one). Examples
  * of a micro-batch are packed into one forward with no padding. Like TRL it
  * logs mean_token_accuracy: how many completion tokens are the argmax.
  *

@@ -20,10 +20,9 @@ int ppo_pack(const int32_t *ptok, const int32_t *poff, const int32_t *rtok, cons
     out->resp_off[0] = 0;
     for (int i = 0; i < n; i++) {
         int s = idx ? idx[i] : i;
-        seqs[i].prompt = ptok + poff[s];
-        seqs[i].n_prompt = poff[s + 1] - poff[s];
-        seqs[i].completion = rtok + roff[s];
-        seqs[i].n_completion = roff[s + 1] - roff[s];
+        /* a compound literal: fields not named here (the loss mask) are zero */
+        seqs[i] = (DsSeq){.prompt = ptok + poff[s], .n_prompt = poff[s + 1] - poff[s],
+                          .completion = rtok + roff[s], .n_completion = roff[s + 1] - roff[s]};
         if (seqs[i].n_prompt < 1 || seqs[i].n_completion < 1) {
             free(seqs);
             ppo_packed_free(out);

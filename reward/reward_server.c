@@ -183,7 +183,7 @@ static void send_tokenizer(Server *s, const WireFrames *env, int sock, int has_i
 /* ------------------------------------------------------------ batching */
 
 static DsSeq request_seq(const RmRequest *r, int j) {
-    DsSeq q;
+    DsSeq q = {0}; /* fields not set here (the loss mask) stay zero */
     q.prompt = r->poff ? r->prompt + r->poff[j] : NULL;
     q.n_prompt = r->poff ? (int)(r->poff[j + 1] - r->poff[j]) : 0;
     q.completion = r->resp + r->roff[j];

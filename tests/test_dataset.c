@@ -88,6 +88,15 @@ static void check_dec(const int32_t *ids, int n, const char *want, const char *w
     free(s);
 }
 
+static int one_last_turn(const char *json, DsKind kind, ChatTemplate t, DsExample *ex) {
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = kind;
+    o.chat_template = t;
+    o.last_turn_only = 1;
+    return ds_parse_record(json, strlen(json), "rec", tok, &o, ex);
+}
+
 /* Parse one record (no file). */
 static int one(const char *json, DsKind kind, ChatTemplate t, DsExample *ex) {
     DsOptions o;
@@ -263,8 +272,8 @@ static void test_sft_and_prompt_records(void) {
     check_dec(ex.chosen, ex.n_chosen, "hi<|im_end|>", "p/c completion");
     ds_example_free(&ex);
 
-    /* multi-turn: loss on the last assistant message; earlier turns are prompt */
-    CHECK(one("{\"messages\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"U1\"},"
+    /* multi-turn, last_turn_only: loss on the last assistant message; earlier turns are prompt */
+    CHECK(one_last_turn("{\"messages\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"U1\"},"
               "{\"role\":\"assistant\",\"content\":\"A1\"},{\"role\":\"user\",\"content\":\"U2\"},"
               "{\"role\":\"assistant\",\"content\":\"A2\"}]}",
               DS_SFT, CHAT_TEMPLATE_CHATML, &ex) == 1,
@@ -315,6 +324,132 @@ static void test_sft_and_prompt_records(void) {
     ds_example_free(&ex);
     CHECK(one("{\"prompt\":\"p\"}", DS_PROMPT, CHAT_TEMPLATE_NONE, &ex) == 1 && ex.label == NULL, "no label");
     ds_example_free(&ex);
+}
+
+/* What packing one SFT sequence trains: the predicted tokens under the loss
+ * mask, decoded, and the rest (the whole sequence but its first token). */
+static void trained_text(const DsSeq *q, char **trained, char **untrained) {
+    DsPacked p;
+    *trained = *untrained = NULL;
+    if (ds_pack(q, 1, 1, &p)) return;
+    int32_t on[512], off[512];
+    int n_on = 0, n_off = 0;
+    for (int i = 0; i + 1 < p.batch.n_tokens && i < 511; i++) {
+        if (p.loss_mask[i]) on[n_on++] = p.targets[i];
+        else off[n_off++] = p.tokens[i + 1];
+    }
+    CHECK(n_on == p.n_loss_tokens, "n_loss_tokens counts the mask");
+    *trained = dec(on, n_on);
+    *untrained = dec(off, n_off);
+    ds_packed_free(&p);
+}
+
+#define CONV3 "{\"messages\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"U1\"}," \
+              "{\"role\":\"assistant\",\"content\":\"A1\"},{\"role\":\"user\",\"content\":\"U2\"}," \
+              "{\"role\":\"assistant\",\"content\":\" A2 \"},{\"role\":\"tool\",\"content\":\"T\"}," \
+              "{\"role\":\"user\",\"content\":\"U3\"},{\"role\":\"assistant\",\"content\":\"A3\"}]}"
+
+/* Multi-turn SFT trains every assistant turn (content + end marker), as
+ * TRL's assistant_only_loss, and nothing of the system/user/tool text; the
+ * tokens are the whole conversation as the template renders it. */
+static void test_multi_turn(void) {
+    static const ChatMessage conv[] = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"},
+                                       {"assistant", " A2 "}, {"tool", "T"}, {"user", "U3"}, {"assistant", "A3"}};
+    static const struct {
+        ChatTemplate t;
+        const char *trained, *untrained_tail; /* untrained: the prompt (but its first token) + tail */
+    } cases[] = {
+        {CHAT_TEMPLATE_CHATML, "A1<|im_end|> A2 <|im_end|>A3<|im_end|>",
+         "\n<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n"
+         "\n<|im_start|>tool\nT<|im_end|>\n<|im_start|>user\nU3<|im_end|>\n<|im_start|>assistant\n"},
+        {CHAT_TEMPLATE_LLAMA3, "A1<|eot_id|>A2<|eot_id|>A3<|eot_id|>",
+         "<|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+         "<|start_header_id|>tool<|end_header_id|>\n\nT<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU3"
+         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+        /* hh: no end marker; the EOS ends the conversation only */
+        {CHAT_TEMPLATE_HH, " A1  A2  A3<|endoftext|>", "\n\nHuman: U2\n\nAssistant:T\n\nHuman: U3\n\nAssistant:"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        DsExample ex;
+        const char *name = chat_template_name(cases[c].t);
+        if (one(CONV3, DS_SFT, cases[c].t, &ex) != 1) {
+            CHECK(0, "%s: multi-turn record: %s", name, align_error());
+            continue;
+        }
+        /* prompt + completion = the rendered conversation (less ChatML's final "\n") */
+        char *whole = chat_render_text(cases[c].t, conv, 8, 0);
+        size_t wl = strlen(whole);
+        if (cases[c].t == CHAT_TEMPLATE_CHATML) whole[--wl] = 0;
+        int32_t all[512];
+        int n = 0;
+        for (int i = 0; i < ex.n_prompt; i++) all[n++] = ex.prompt[i];
+        for (int i = 0; i < ex.n_chosen; i++) all[n++] = ex.chosen[i];
+        char *got = dec(all, n), *want = whole;
+        char buf[1024];
+        if (cases[c].t == CHAT_TEMPLATE_HH) {
+            snprintf(buf, sizeof buf, "%s<|endoftext|>", whole);
+            want = buf;
+        }
+        CHECK(got && strcmp(got, want) == 0, "%s: prompt + completion = the conversation: [%s]", name, got);
+        free(got);
+        char *trained, *untrained;
+        DsSeq q = ds_example_seq(&ex, 0);
+        trained_text(&q, &trained, &untrained);
+        CHECK(trained && strcmp(trained, cases[c].trained) == 0, "%s: every assistant turn trained: got [%s] want [%s]",
+              name, trained, cases[c].trained);
+        /* untrained: the prompt (but its first token) then the text between turns */
+        char *pr = dec(ex.prompt + 1, ex.n_prompt - 1);
+        snprintf(buf, sizeof buf, "%s%s", pr, cases[c].untrained_tail);
+        CHECK(untrained && strcmp(untrained, buf) == 0, "%s: system/user/tool text untrained: got [%s] want [%s]", name,
+              untrained, buf);
+        free(pr), free(trained), free(untrained), free(whole);
+        ds_example_free(&ex);
+    }
+
+    /* last_turn_only: earlier turns are prompt, only A3 is trained */
+    DsExample ex;
+    CHECK(one_last_turn(CONV3, DS_SFT, CHAT_TEMPLATE_CHATML, &ex) == 1, "last turn only: %s", align_error());
+    check_dec(ex.chosen, ex.n_chosen, "A3<|im_end|>", "last turn only: the completion");
+    CHECK(ex.chosen_mask == NULL, "last turn only: no mask");
+    ds_example_free(&ex);
+
+    /* one assistant turn: no mask, as before */
+    CHECK(one("{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":\"A\"}]}",
+              DS_SFT, CHAT_TEMPLATE_CHATML, &ex) == 1 && ex.chosen_mask == NULL,
+          "single turn: no mask");
+    ds_example_free(&ex);
+
+    /* through a file (the dataset's mask pool), and cut by max_length */
+    const char *path = write_file("multi.jsonl", CONV3 "\n{\"prompt\":\"P\",\"completion\":\"C\"}\n" CONV3 "\n");
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = DS_SFT;
+    o.chat_template = CHAT_TEMPLATE_CHATML;
+    Dataset d;
+    if (ds_load(path, tok, &o, &d) == 0) {
+        CHECK(d.n == 3 && d.ex[0].chosen_mask && !d.ex[1].chosen_mask && d.ex[2].chosen_mask, "masks kept per example");
+        for (size_t i = 0; i < d.n; i += 2) {
+            char *trained, *untrained;
+            DsSeq q = ds_example_seq(&d.ex[i], 0);
+            trained_text(&q, &trained, &untrained);
+            CHECK(trained && !strcmp(trained, cases[0].trained), "loaded example %zu trains every turn: [%s]", i, trained);
+            free(trained), free(untrained);
+        }
+        ds_free(&d);
+    } else {
+        CHECK(0, "load multi-turn file: %s", align_error());
+    }
+    /* max_length: the completion's end is cut, its mask with it */
+    DsExample full;
+    CHECK(one(CONV3, DS_SFT, CHAT_TEMPLATE_CHATML, &full) == 1, "full");
+    o.max_length = full.n_prompt + 6;
+    CHECK(ds_parse_record(CONV3, strlen(CONV3), "rec", tok, &o, &ex) == 1 && ex.truncated, "cut: %s", align_error());
+    CHECK(ex.n_chosen < full.n_chosen && ex.n_prompt + ex.n_chosen == o.max_length &&
+              !memcmp(ex.chosen, full.chosen, (size_t)ex.n_chosen * sizeof *ex.chosen) &&
+              !memcmp(ex.chosen_mask, full.chosen_mask, (size_t)ex.n_chosen),
+          "cut: the completion's end goes, its mask with it");
+    ds_example_free(&ex);
+    ds_example_free(&full);
 }
 
 static void test_no_injection(void) {
@@ -712,6 +847,7 @@ int main(void) {
     test_messages();
     test_unpaired();
     test_sft_and_prompt_records();
+    test_multi_turn();
     test_no_injection();
     test_bad_records();
     test_skip_bad_and_arrays();

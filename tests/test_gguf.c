@@ -66,6 +66,23 @@ static void kv_str(Buf *b, const char *k, const char *v) {
     put_str(b, v);
 }
 
+static void kv_arr(Buf *b, const char *k, uint32_t type, const void *v, uint64_t n, size_t each) {
+    put_str(b, k);
+    put_u32(b, GGUF_ARRAY);
+    put_u32(b, type);
+    put_u64(b, n);
+    if (type == GGUF_STRING)
+        for (uint64_t i = 0; i < n; i++) put_str(b, ((const char *const *)v)[i]);
+    else
+        put(b, v, n * each);
+}
+static void kv_bool(Buf *b, const char *k, int v) {
+    uint8_t x = (uint8_t)v;
+    put_str(b, k);
+    put_u32(b, GGUF_BOOL);
+    put(b, &x, 1);
+}
+
 typedef struct {
     const char *name;
     int ndim;
@@ -421,6 +438,71 @@ static void test_llama_import(void) {
           "model_load_any recognises GGUF by its magic: %s", rc ? align_error() : "");
     if (rc == 0) model_bundle_free(&b);
     unlink(path);
+
+    /* With a SentencePiece ("llama") tokenizer: pieces, scores and types and
+     * add_space_prefix reach tok_from_spm (tests/test_spm.c checks it
+     * against sentencepiece); the ids equal its own on the same arrays. */
+    static const char *const pieces[12] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "c",
+                                           "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "bc", "\xe2\x96\x81" "c"};
+    static const float scores[12] = {0, 0, 0, -1, -2, -3, -4, -5, -6, -7, -8, -9};
+    static const int32_t types[12] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const char *const texts[] = {"ab", "abc cab", " a b  c", "abd"};
+    for (int prefix = 0; prefix < 2; prefix++) {
+        Buf kv2 = {0};
+        put(&kv2, kvs.p, kvs.n);
+        kv_str(&kv2, "tokenizer.ggml.model", "llama");
+        kv_arr(&kv2, "tokenizer.ggml.tokens", GGUF_STRING, pieces, 12, 0);
+        kv_arr(&kv2, "tokenizer.ggml.scores", GGUF_FLOAT32, scores, 12, 4);
+        kv_arr(&kv2, "tokenizer.ggml.token_type", GGUF_INT32, types, 12, 4);
+        kv_bool(&kv2, "tokenizer.ggml.add_space_prefix", prefix);
+        Buf g2 = make_gguf(&kv2, 15, t, n);
+        strcpy(path, "/tmp/align_test_gguf_XXXXXX");
+        fd = mkstemp(path);
+        CHECK(fd >= 0 && write(fd, g2.p, g2.n) == (ssize_t)g2.n, "write temp gguf");
+        close(fd);
+        rc = gguf_import(path, &backend_cpu, &b);
+        CHECK(rc == 0 && b.tok && b.extras.tokenizer_json, "import with a llama tokenizer: %s",
+              rc ? align_error() : "no tokenizer");
+        Tokenizer *ref = tok_from_spm(pieces, scores, types, 12, prefix);
+        for (size_t k = 0; rc == 0 && ref && k < sizeof texts / sizeof *texts; k++) {
+            int32_t *a = NULL, *r = NULL;
+            int na = 0, nr = 0;
+            tok_encode(b.tok, texts[k], strlen(texts[k]), 0, &a, &na);
+            tok_encode(ref, texts[k], strlen(texts[k]), 0, &r, &nr);
+            CHECK(na == nr && !memcmp(a, r, sizeof(int32_t) * (size_t)na) && na > 0,
+                  "\"%s\", add_space_prefix %d: the GGUF tokenizer's ids are tok_from_spm's", texts[k], prefix);
+            free(a), free(r);
+        }
+        if (rc == 0) {
+            int32_t *a = NULL;
+            int na = 0;
+            tok_encode(b.tok, "ab", 2, 0, &a, &na);
+            CHECK(na == 1 && a[0] == (prefix ? 9 : 8), "add_space_prefix %d: \"ab\" -> %s", prefix,
+                  prefix ? "\"\xe2\x96\x81" "ab\"" : "\"ab\"");
+            free(a);
+            model_bundle_free(&b);
+        }
+        tok_free(ref);
+        unlink(path);
+        free(kv2.p);
+        free(g2.p);
+    }
+    /* other tokenizer models are refused by name */
+    Buf kv3 = {0};
+    put(&kv3, kvs.p, kvs.n);
+    kv_str(&kv3, "tokenizer.ggml.model", "t5");
+    kv_arr(&kv3, "tokenizer.ggml.tokens", GGUF_STRING, pieces, 12, 0);
+    Buf g3 = make_gguf(&kv3, 12, t, n);
+    strcpy(path, "/tmp/align_test_gguf_XXXXXX");
+    fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, g3.p, g3.n) == (ssize_t)g3.n, "write temp gguf");
+    close(fd);
+    CHECK(gguf_import(path, &backend_cpu, &b) == -1 && strstr(align_error(), "\"t5\""),
+          "tokenizer model t5 refused: %s", align_error());
+    unlink(path);
+    free(kv3.p);
+    free(g3.p);
+
     for (int i = 0; i < n; i++) free(bufs[i]);
     free(kvs.p);
     free(g.p);

@@ -5,7 +5,8 @@
  *    fp32 (eps 1e-2 on O(1) inputs; tolerance 2e-2 relative to the largest
  *    gradient, the usual fp32 finite-difference budget).
  * 2. The whole model (tiny GPT-2, tiny Llama with GQA + bias + tied
- *    embeddings, and a value head), on a packed batch of two sequences:
+ *    embeddings, and a value head, and with a sliding window of 2 on its
+ *    second layer), on a packed batch of two sequences:
  *    d(loss)/d(param) for sampled entries of EVERY tensor. */
 #include <math.h>
 #include <stdlib.h>
@@ -193,6 +194,30 @@ static void test_attention_prefixed(void) {
     CHECK(seen, "changing a token of the root did not change its extension");
 }
 
+/* ---- sliding-window attention on the same prefixed batch: window 2 ---- */
+static int pwindow;
+static double loss_window(void *ctx) {
+    memcpy(pqkv1, pqkv0, sizeof pqkv0);
+    be->rope_forward(pqkv1, ppos, invf, PN, HQ, HKV, HD);
+    be->attention_forward_window(patt, plse, pqkv1, pstart, ctx ? pprefix : NULL, 4, PN, HQ, HKV, HD, pwindow);
+    return dot(patt, patr, PN * HQ * HD);
+}
+static void test_attention_window(void) {
+    for (int prefixed = 0; prefixed < 2; prefixed++)
+        for (pwindow = 1; pwindow <= 3; pwindow++) {
+            void *ctx = prefixed ? (void *)1 : NULL;
+            fill(pqkv0, PN * QD, 1), fill(patr, PN * HQ * HD, 1);
+            loss_window(ctx);
+            float dqkv[PN * QD];
+            be->attention_backward_window(dqkv, patr, patt, plse, pqkv1, pstart, ctx ? pprefix : NULL, 4, PN, HQ, HKV,
+                                          HD, pwindow);
+            be->rope_backward(dqkv, ppos, invf, PN, HQ, HKV, HD);
+            char what[96];
+            snprintf(what, sizeof what, "rope+attention, window %d%s, dqkv", pwindow, prefixed ? ", prefixed" : "");
+            check_grad(what, pqkv0, dqkv, PN * QD, loss_window, ctx);
+        }
+}
+
 /* ---- embeddings and log-probs ---- */
 enum { V = 7 };
 static float logits[N * V], lsev[N], logp[N], lr_[N];
@@ -252,10 +277,11 @@ static double loss_model(void *ctx) {
     return L;
 }
 
-static void test_model(ModelArch arch, int value_head) {
+static void test_model(ModelArch arch, int value_head, int window) {
     ModelConfig c;
     model_config_defaults(&c, arch);
     c.vocab_size = 11, c.dim = 12, c.n_layers = 2, c.n_heads = 4, c.head_dim = 3 * 2, c.ffn_dim = 10;
+    c.sliding_window = window, c.window_from_layer = window ? 1 : 0; /* Qwen2-style: layer 1 only */
     c.n_kv_heads = arch == ARCH_LLAMA ? 2 : 4;
     if (arch == ARCH_GPT2) c.head_dim = 3, c.max_seq_len = 16;
     else c.qkv_bias = 1, c.tied_embeddings = 1;
@@ -278,7 +304,8 @@ static void test_model(ModelArch arch, int value_head) {
     for (int i = 0; i < m->n_params; i++) {
         ParamInfo *p = &m->info[i];
         char what[160];
-        snprintf(what, sizeof what, "%s %s", arch == ARCH_GPT2 ? "gpt2" : "llama", p->name);
+        snprintf(what, sizeof what, "%s%s %s", arch == ARCH_GPT2 ? "gpt2" : "llama", window ? " windowed" : "",
+                 p->name);
         check_grad(what, m->params + p->offset, m->grads + p->grad_offset, p->numel, loss_model, &mc);
     }
     model_free(m);
@@ -291,10 +318,12 @@ int main(void) {
     test_activations();
     test_attention();
     test_attention_prefixed();
+    test_attention_window();
     test_logprobs();
     test_embedding();
-    test_model(ARCH_GPT2, 0);
-    test_model(ARCH_LLAMA, 0);
-    test_model(ARCH_LLAMA, 1);
+    test_model(ARCH_GPT2, 0, 0);
+    test_model(ARCH_LLAMA, 0, 0);
+    test_model(ARCH_LLAMA, 1, 0);
+    test_model(ARCH_LLAMA, 0, 2);
     return test_summary();
 }

@@ -8,7 +8,10 @@
  *   - every imported tensor equals the file's tensor (transposed where HF
  *     stores Conv1D [in, out]);
  *   - next-token log-probs of two sequences, packed in one batch, match
- *     transformers' within 1e-4 (fp32 arithmetic, weights exactly as stored);
+ *     transformers' within 1e-5 (fp32 arithmetic, weights exactly as stored);
+ *   - hf_tiny_llama31 (transformers 5's "rope_parameters", llama3 scaling,
+ *     a 56-token sequence past original_max_position_embeddings, weights
+ *     large enough that attention is not uniform): also its RoPE table;
  *   - .ckpt round trip and HF export -> re-import are bit-exact;
  *   - the chat template is recognised, and the tokenizer (when tokenizer.c
  *     is built) encodes the sample text to transformers' ids. */
@@ -116,8 +119,29 @@ static void check_logprobs(const char *name, Model *m, const cJSON *ref) {
     double worst = 0;
     for (int i = 0; i < n; i++)
         if (targets[i] >= 0) worst = fmax(worst, fabs(got[i] - want[i]));
-    printf("%s: max |logp - transformers| = %.3g over %d tokens\n", name, worst, n - n_seqs);
-    CHECK(worst <= 1e-4, "%s: log-probs differ from transformers by %.3g", name, worst);
+    double worst_sum = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        double d = 0;
+        for (int i = starts[s]; i < starts[s + 1] - 1; i++) d += got[i] - want[i];
+        worst_sum = fmax(worst_sum, fabs(d));
+    }
+    printf("%s: max |logp - transformers| = %.3g over %d tokens, summed per sequence %.3g\n", name, worst,
+           n - n_seqs, worst_sum);
+    CHECK(worst <= 1e-5, "%s: log-probs differ from transformers by %.3g", name, worst);
+    CHECK(worst_sum <= 1e-4, "%s: summed log-probs differ from transformers by %.3g", name, worst_sum);
+    /* The RoPE table itself, where the fixture records transformers' */
+    const cJSON *inv = cJSON_GetObjectItem(ref, "inv_freq");
+    if (inv) {
+        const float *ours = model_rope_inv_freq(m);
+        int k = cJSON_GetArraySize(inv), same = k == m->cfg.head_dim / 2;
+        double rel = 0;
+        for (int j = 0; same && j < k; j++) {
+            double w = cJSON_GetArrayItem(inv, j)->valuedouble;
+            rel = fmax(rel, fabs(ours[j] - w) / w);
+        }
+        printf("%s: RoPE inverse frequencies: max relative difference %.3g\n", name, rel);
+        CHECK(same && rel <= 1e-6, "%s: RoPE inverse frequencies differ from transformers' (relative %.3g)", name, rel);
+    }
 }
 
 static int same_params(const Model *a, const Model *b) {
@@ -165,6 +189,11 @@ static void test_fixture(const char *name, const char *want_template, int want_t
         ModelBundle d;
         if (model_load_any(path, &backend_cpu, 0, &d) == 0) {
             CHECK(same_params(m, d.model), "%s: export -> import not bit-exact", name);
+            CHECK(d.model->cfg.sliding_window == m->cfg.sliding_window &&
+                      d.model->cfg.window_from_layer == m->cfg.window_from_layer &&
+                      c.model->cfg.sliding_window == m->cfg.sliding_window,
+                  "%s: sliding window kept by .ckpt and export (%d from layer %d)", name, d.model->cfg.sliding_window,
+                  d.model->cfg.window_from_layer);
             model_bundle_free(&d);
         } else {
             CHECK(0, "%s: re-import: %s", name, align_error());
@@ -191,6 +220,48 @@ static void test_fixture(const char *name, const char *want_template, int want_t
     }
     model_bundle_free(&b);
     cJSON_Delete(ref);
+}
+
+/* The windowed fixtures test the window: what their configs say is read,
+ * and the same weights without the window miss transformers' log-probs. */
+static void test_window_matters(void) {
+    static const struct {
+        const char *name;
+        int window, from;
+    } fx[] = {{"hf_tiny_mistral_sw", 5, 0}, {"hf_tiny_qwen2_sw", 7, 1}};
+    for (int i = 0; i < 2; i++) {
+        char dir[1024], path[1200];
+        snprintf(dir, sizeof dir, "%s/fixtures/%s", ALIGN_TEST_DIR, fx[i].name);
+        ModelBundle b;
+        if (model_load_any(dir, &backend_cpu, 0, &b)) {
+            CHECK(0, "%s: %s", fx[i].name, align_error());
+            continue;
+        }
+        Model *m = b.model;
+        CHECK(m->cfg.sliding_window == fx[i].window && m->cfg.window_from_layer == fx[i].from &&
+                  model_layer_window(&m->cfg, 0) == (fx[i].from ? 0 : fx[i].window) &&
+                  model_layer_window(&m->cfg, 1) == fx[i].window,
+              "%s: window %d from layer %d read (got %d from %d)", fx[i].name, fx[i].window, fx[i].from,
+              m->cfg.sliding_window, m->cfg.window_from_layer);
+        snprintf(path, sizeof path, "%s/reference.json", dir);
+        cJSON *ref = read_json(path);
+        const cJSON *seq = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "sequences"), 0);
+        const cJSON *lp = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "logprobs"), 0);
+        int n = cJSON_GetArraySize(seq);
+        int32_t tokens[128], starts[2] = {0, n}, targets[128];
+        float got[128];
+        for (int k = 0; k < n; k++) tokens[k] = cJSON_GetArrayItem(seq, k)->valueint;
+        m->cfg.sliding_window = 0; /* full attention on the same weights */
+        Batch bt = {n, 1, tokens, starts};
+        batch_next_token_targets(&bt, targets);
+        double worst = 0;
+        if (model_forward(m, &bt) == 0 && model_token_logprobs(m, targets, got) == 0)
+            for (int k = 0; k + 1 < n; k++)
+                worst = fmax(worst, fabs(got[k] - cJSON_GetArrayItem(lp, k)->valuedouble));
+        CHECK(worst > 1e-2, "%s: without the window the log-probs move (by %.3g)", fx[i].name, worst);
+        cJSON_Delete(ref);
+        model_bundle_free(&b);
+    }
 }
 
 static void test_errors(void) {
@@ -263,6 +334,10 @@ int main(void) {
     test_fixture("hf_tiny_gpt2", NULL, 1);
     test_fixture("hf_tiny_llama", "llama3", 0);
     test_fixture("hf_tiny_qwen2", "chatml", 1);
+    test_fixture("hf_tiny_llama31", "llama3", 0); /* rope_parameters (transformers 5), llama3 scaling */
+    test_fixture("hf_tiny_mistral_sw", "llama3", 0); /* sliding_window 5 < the 56-token sequence */
+    test_fixture("hf_tiny_qwen2_sw", "chatml", 1);   /* window 7 on layer 1 only (max_window_layers 1) */
+    test_window_matters();
     test_errors();
     test_vocab_mismatch();
     char cmd[600];

@@ -182,6 +182,22 @@ typedef struct Backend {
                                         const float *qkv, const int32_t *seq_start,
                                         const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
                                         int hd);
+
+    /* Optional (NULL where a backend lacks them; model_create then refuses a
+     * model with sliding-window layers): the attention ops above with a
+     * sliding window, as Mistral's and Qwen2's: a query at position i sees
+     * the keys at positions j with i - window < j <= i (window keys, itself
+     * included; positions count from the start of the prefix, when there is
+     * one). window 0 is plain causal attention. seq_prefix may be NULL. */
+    void (*attention_forward_window)(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                     const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
+                                     int window);
+    void (*attention_backward_window)(float *dqkv, const float *dout, const float *out, const float *lse,
+                                      const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                      int n_seqs, int N, int Hq, int Hkv, int hd, int window);
+    void (*attention_forward_cached_window)(float *out, const float *qkv, float *kcache, float *vcache,
+                                            const int32_t *slots, const int32_t *past, const int32_t *seq_start,
+                                            int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */

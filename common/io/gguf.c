@@ -508,16 +508,57 @@ static TokPretok pretok_for(const char *pre) {
     return TOK_PRE_GPT2;
 }
 
+/* The tokenizer's special ids from the model config, then its JSON form. */
+static int gguf_tokenizer_finish(const GgufFile *f, ModelBundle *b) {
+    const ModelConfig *c = &b->model->cfg;
+    tok_set_special_ids(b->tok, c->bos_id, c->eos_id, c->pad_id);
+    b->extras.tokenizer_json = tok_to_hf_json(b->tok);
+    if (!b->extras.tokenizer_json)
+        return align_errorf("%s: cannot serialise the tokenizer as tokenizer.json", f->path);
+    return 0;
+}
+
+/* tokenizer.ggml.model "llama": SentencePiece pieces with scores and types
+ * (no merges; tok_from_spm derives them), add_space_prefix default true. */
+static int gguf_spm_tokenizer(const GgufFile *f, ModelBundle *b, const GgufKV *toks) {
+    const GgufKV *sc = gguf_find_kv(f, "tokenizer.ggml.scores");
+    const GgufKV *types = gguf_find_kv(f, "tokenizer.ggml.token_type");
+    if (!sc || sc->type != GGUF_ARRAY || sc->arr_type != GGUF_FLOAT32 || sc->arr_n != toks->arr_n)
+        return align_errorf("%s: a \"llama\" tokenizer needs tokenizer.ggml.scores, one float per token", f->path);
+    size_t n = toks->arr_n ? toks->arr_n : 1;
+    float *scores = malloc(n * sizeof *scores);
+    int32_t *tt = NULL;
+    if (!scores) return align_errorf("out of memory reading %s", f->path);
+    memcpy(scores, sc->arr, toks->arr_n * sizeof *scores);
+    if (types && types->type == GGUF_ARRAY && types->arr_type == GGUF_INT32 && types->arr_n == toks->arr_n) {
+        tt = malloc(n * sizeof *tt);
+        if (!tt) {
+            free(scores);
+            return align_errorf("out of memory reading %s", f->path);
+        }
+        memcpy(tt, types->arr, toks->arr_n * sizeof *tt);
+    }
+    int64_t prefix = 1;
+    gguf_get_int(f, "tokenizer.ggml.add_space_prefix", &prefix);
+    b->tok = tok_from_spm((const char *const *)toks->arr_str, scores, tt, (int)toks->arr_n, prefix != 0);
+    free(scores);
+    free(tt);
+    if (!b->tok) return align_error_prefix("%s", f->path);
+    return gguf_tokenizer_finish(f, b);
+}
+
 static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
     const char *model = gguf_get_str(f, "tokenizer.ggml.model");
     const GgufKV *toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
     if (!model || !toks) return 0; /* no tokenizer: the model still imports */
-    if (strcmp(model, "gpt2") != 0)
-        return align_errorf("%s: tokenizer model \"%.32s\" is not supported (byte-level BPE, "
-                            "\"gpt2\", only)",
+    int spm = strcmp(model, "llama") == 0;
+    if (strcmp(model, "gpt2") != 0 && !spm)
+        return align_errorf("%s: tokenizer model \"%.32s\" is not supported (\"gpt2\": byte-level BPE, "
+                            "\"llama\": SentencePiece BPE)",
                             f->path, model);
     if (toks->type != GGUF_ARRAY || toks->arr_type != GGUF_STRING || toks->arr_n > 0x7fffffff)
         return align_errorf("%s: tokenizer.ggml.tokens is not a string array", f->path);
+    if (spm) return gguf_spm_tokenizer(f, b, toks);
     const GgufKV *merges = gguf_find_kv(f, "tokenizer.ggml.merges");
     if (merges && (merges->type != GGUF_ARRAY || merges->arr_type != GGUF_STRING ||
                    merges->arr_n > 0x7fffffff))
@@ -536,12 +577,7 @@ static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
                             pretok_for(gguf_get_str(f, "tokenizer.ggml.pre")));
     free(tt);
     if (!b->tok) return align_error_prefix("%s", f->path);
-    const ModelConfig *c = &b->model->cfg;
-    tok_set_special_ids(b->tok, c->bos_id, c->eos_id, c->pad_id);
-    b->extras.tokenizer_json = tok_to_hf_json(b->tok);
-    if (!b->extras.tokenizer_json)
-        return align_errorf("%s: cannot serialise the tokenizer as tokenizer.json", f->path);
-    return 0;
+    return gguf_tokenizer_finish(f, b);
 }
 
 /* Row permutation of unpermute_rows on rows of `rb` bytes (quantised). */

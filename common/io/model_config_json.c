@@ -87,6 +87,50 @@ static int parse_gpt2(const cJSON *r, ModelConfig *c, const char *origin) {
     return 0;
 }
 
+/* Sliding-window attention. Mistral: "sliding_window" on every layer (null:
+ * none). Qwen2: only with "use_sliding_window", on layers from
+ * "max_window_layers" on (transformers' default 28). transformers 5 also
+ * writes "layer_types" ("full_attention" / "sliding_attention" per layer),
+ * which wins; only full layers followed by sliding ones can be represented.
+ * A window at least as long as max_position_embeddings changes nothing
+ * within the context and is dropped, so such models keep running on
+ * backends without windowed attention. */
+static int parse_sliding_window(const cJSON *r, ModelConfig *c, const char *origin, int qwen2) {
+    int sw = 0, from = 0;
+    if (get_int(r, "sliding_window", &sw, origin)) return -1;
+    if (qwen2) {
+        int use = 0;
+        get_bool(r, "use_sliding_window", &use);
+        if (!use) sw = 0;
+        from = 28;
+        if (get_int(r, "max_window_layers", &from, origin)) return -1;
+    }
+    const cJSON *types = cJSON_GetObjectItemCaseSensitive(r, "layer_types");
+    if (cJSON_IsArray(types)) {
+        int n = cJSON_GetArraySize(types), first = n, l = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, types) {
+            const char *t = cJSON_IsString(it) ? it->valuestring : "";
+            int sliding = !strcmp(t, "sliding_attention");
+            if (!sliding && strcmp(t, "full_attention"))
+                return align_errorf("%s: layer_types[%d] \"%s\" is not supported (full_attention, sliding_attention)",
+                                    origin, l, t);
+            if (sliding && first == n) first = l;
+            if (!sliding && first < n)
+                return align_errorf("%s: layer_types has a full_attention layer (%d) after a sliding_attention one "
+                                    "(%d); only sliding layers after full ones are supported",
+                                    origin, l, first);
+            l++;
+        }
+        from = first;
+    }
+    if (sw < 0) return align_errorf("%s: sliding_window %d is negative", origin, sw);
+    if (sw == 0 || sw >= c->max_seq_len || from >= c->n_layers) sw = from = 0;
+    c->sliding_window = sw;
+    c->window_from_layer = from;
+    return 0;
+}
+
 static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int qwen2) {
     model_config_defaults(c, ARCH_LLAMA);
     c->vocab_size = 32000;
@@ -125,28 +169,29 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                             "only Qwen2's q/k/v biases are",
                             origin);
     c->qkv_bias = qwen2;
-    /* Sliding-window attention only differs from full attention beyond the
-     * window; refuse it when the window is shorter than the context. */
-    int use_sw = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "sliding_window"));
-    if (qwen2) {
-        use_sw = 0;
-        get_bool(r, "use_sliding_window", &use_sw);
-    }
-    if (use_sw) {
-        int sw = 0;
-        if (get_int(r, "sliding_window", &sw, origin)) return -1;
-        if (sw > 0 && sw < c->max_seq_len)
-            return align_errorf("%s: sliding_window %d shorter than max_position_embeddings %d is "
-                                "not supported",
-                                origin, sw, c->max_seq_len);
-    }
+    if (parse_sliding_window(r, c, origin, qwen2)) return -1;
     c->rope_scaling = ROPE_SCALING_NONE;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(r, "rope_scaling");
+    /* transformers 5 writes "rope_parameters" ({rope_type, rope_theta,
+     * factor, ...}) instead of "rope_scaling" and a top-level "rope_theta";
+     * missing it silently left theta at 10000 and the llama3 scaling off. */
+    const char *rs_name = "rope_scaling";
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(r, rs_name);
+    if (!rs || cJSON_IsNull(rs)) {
+        rs_name = "rope_parameters";
+        rs = cJSON_GetObjectItemCaseSensitive(r, rs_name);
+    }
     if (rs && !cJSON_IsNull(rs)) {
-        if (!cJSON_IsObject(rs)) return align_errorf("%s: rope_scaling is not an object", origin);
+        if (!cJSON_IsObject(rs)) return align_errorf("%s: %s is not an object", origin, rs_name);
+        if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta") && get_float(rs, "rope_theta", &c->rope_theta, origin))
+            return -1;
+        float partial = 1.0f;
+        if (get_float(rs, "partial_rotary_factor", &partial, origin)) return -1;
+        if (partial != 1.0f)
+            return align_errorf("%s: %s partial_rotary_factor %g is not supported (RoPE on the whole head only)",
+                                origin, rs_name, partial);
         const char *type = get_str(rs, "rope_type");
         if (!type) type = get_str(rs, "type");
-        if (!type) return align_errorf("%s: rope_scaling has no rope_type", origin);
+        if (!type) return align_errorf("%s: %s has no rope_type (per-layer RoPE parameters are not supported)", origin, rs_name);
         c->rope_factor = 1.0f;
         if (get_float(rs, "factor", &c->rope_factor, origin)) return -1;
         if (strcmp(type, "default") == 0) {
@@ -163,8 +208,8 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                 get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
                 return -1;
         } else {
-            return align_errorf("%s: rope_scaling type \"%s\" is not supported (llama3, linear)",
-                                origin, type);
+            return align_errorf("%s: %s type \"%s\" is not supported (llama3, linear)",
+                                origin, rs_name, type);
         }
     }
     return 0;
@@ -264,14 +309,18 @@ char *model_config_to_hf_json(const ModelConfig *c) {
     }
     int classifier = c->value_head && !c->lm_head;
     int qwen2 = c->arch == ARCH_LLAMA && c->qkv_bias;
+    /* Llama has no sliding window in transformers: a windowed model without
+     * q/k/v biases is a Mistral */
+    int mistral = c->arch == ARCH_LLAMA && !qwen2 && c->sliding_window > 0;
     const char *arch;
     if (c->arch == ARCH_GPT2) arch = classifier ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
     else if (qwen2) arch = classifier ? "Qwen2ForSequenceClassification" : "Qwen2ForCausalLM";
+    else if (mistral) arch = classifier ? "MistralForSequenceClassification" : "MistralForCausalLM";
     else arch = classifier ? "LlamaForSequenceClassification" : "LlamaForCausalLM";
     cJSON *archs = cJSON_AddArrayToObject(r, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString(arch));
     cJSON_AddStringToObject(r, "model_type",
-                            c->arch == ARCH_GPT2 ? "gpt2" : (qwen2 ? "qwen2" : "llama"));
+                            c->arch == ARCH_GPT2 ? "gpt2" : (qwen2 ? "qwen2" : (mistral ? "mistral" : "llama")));
     cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
     if (c->arch == ARCH_GPT2) {
         cJSON_AddNumberToObject(r, "n_embd", c->dim);
@@ -302,7 +351,15 @@ char *model_config_to_hf_json(const ModelConfig *c) {
             cJSON_AddFalseToObject(r, "attention_bias");
             cJSON_AddFalseToObject(r, "mlp_bias");
         } else {
-            cJSON_AddFalseToObject(r, "use_sliding_window");
+            cJSON_AddBoolToObject(r, "use_sliding_window", c->sliding_window > 0);
+        }
+        if (c->sliding_window > 0) {
+            cJSON_AddNumberToObject(r, "sliding_window", c->sliding_window);
+            if (qwen2) cJSON_AddNumberToObject(r, "max_window_layers", c->window_from_layer);
+            cJSON *types = cJSON_AddArrayToObject(r, "layer_types");
+            for (int l = 0; l < c->n_layers; l++)
+                cJSON_AddItemToArray(types, cJSON_CreateString(model_layer_window(c, l) ? "sliding_attention"
+                                                                                        : "full_attention"));
         }
         cJSON_AddNumberToObject(r, "attention_dropout", 0.0);
         if (c->rope_scaling == ROPE_SCALING_NONE) {

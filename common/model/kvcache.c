@@ -188,8 +188,13 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
         model_linear_forward(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
         if (c->arch == ARCH_LLAMA) be->rope_forward(kv->qkv, kv->pos, kv->inv_freq, N, c->n_heads, c->n_kv_heads, c->head_dim);
-        be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
-                                     c->n_kv_heads, c->head_dim, kv->max_len);
+        int window = model_layer_window(c, l);
+        if (window)
+            be->attention_forward_cached_window(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N,
+                                                c->n_heads, c->n_kv_heads, c->head_dim, kv->max_len, window);
+        else
+            be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
+                                         c->n_kv_heads, c->head_dim, kv->max_len);
         model_linear_forward(m, kv->tmp, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, kv->attn, kv->tmp, c->dim, N, 0);
         be->add_inplace(kv->x, kv->tmp, n * d);

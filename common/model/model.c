@@ -79,8 +79,17 @@ int model_config_validate(const ModelConfig *c) {
     if (!c->lm_head && !c->value_head) return align_errorf("model config: a model needs an LM head or a value head");
     if (!(c->norm_eps > 0)) return align_errorf("model config: norm_eps must be positive");
     if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0)) return align_errorf("model config: rope_theta must be positive");
+    if (c->sliding_window < 0 || c->window_from_layer < 0)
+        return align_errorf("model config: sliding_window (%d) and its first layer (%d) must not be negative",
+                            c->sliding_window, c->window_from_layer);
+    if (c->sliding_window && c->arch != ARCH_LLAMA) return align_errorf("model config: GPT-2 has no sliding window");
     return 0;
 }
+
+int model_layer_window(const ModelConfig *c, int l) { return l >= c->window_from_layer ? c->sliding_window : 0; }
+
+/* Does any layer of c use its sliding window? */
+static int uses_window(const ModelConfig *c) { return c->sliding_window > 0 && c->window_from_layer < c->n_layers; }
 
 static int qkv_dim(const ModelConfig *c) { return (c->n_heads + 2 * c->n_kv_heads) * c->head_dim; }
 static int up_dim(const ModelConfig *c) { return c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim; }
@@ -381,6 +390,13 @@ Model *model_create(const ModelConfig *cfg, const Backend *be) { return model_cr
 
 Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantPick pick, void *ctx) {
     if (model_config_validate(cfg)) return NULL;
+    if (uses_window(cfg) && (!be->attention_forward_window || !be->attention_backward_window ||
+                             !be->attention_forward_cached_window)) {
+        align_errorf("sliding-window attention (sliding_window %d) is not implemented on the %s backend; "
+                     "use --device cpu",
+                     cfg->sliding_window, be->name);
+        return NULL;
+    }
     Model *m = calloc(1, sizeof *m);
     if (!m) {
         align_errorf("out of memory creating the model");
@@ -817,7 +833,11 @@ int model_forward(Model *m, const Batch *b) {
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
-        if (a->seq_prefix)
+        int window = model_layer_window(c, l);
+        if (window)
+            be->attention_forward_window(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs, N,
+                                         Hq, Hkv, hd, window);
+        else if (a->seq_prefix)
             be->attention_forward_prefixed(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs,
                                            N, Hq, Hkv, hd);
         else
@@ -1055,7 +1075,11 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, N, (int)ao, c->dim);
         model_linear_backward_input(m, a->dattn, a->dresid, w->wo, qw->o, qw->t_o, N, (int)ao, c->dim, 0);
         if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, a->dresid, c->dim, a->dattn, N);
-        if (a->seq_prefix)
+        int window = model_layer_window(c, l);
+        if (window)
+            be->attention_backward_window(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
+                                          a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd, window);
+        else if (a->seq_prefix)
             be->attention_backward_prefixed(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                             a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd);
         else

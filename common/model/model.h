@@ -5,7 +5,8 @@
  *          every linear, LM head tied to the token embedding.
  *   Llama: RMSNorm, RoPE (theta, optional llama3 scaling), SwiGLU,
  *          grouped-query attention, optional q/k/v bias (Qwen2), optional
- *          tied embeddings (SmolLM2).
+ *          tied embeddings (SmolLM2), optional sliding-window attention on
+ *          the later layers (Mistral, Qwen2).
  * Heads: the LM head (per-token log-probs of given targets) and a scalar
  * value/score head (`score.weight`, reward models and critics) on the final
  * normalised hidden state.
@@ -74,6 +75,11 @@ typedef struct {
     RopeScaling rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    /* Sliding-window attention (Mistral's sliding_window, Qwen2's with
+     * use_sliding_window): layers window_from_layer.. let a query see only
+     * the sliding_window latest keys, itself included. 0 = full attention. */
+    int sliding_window;
+    int window_from_layer; /* Qwen2's max_window_layers; 0 for Mistral */
     int qkv_bias;        /* Llama family only (Qwen2); GPT-2 always has biases */
     int tied_embeddings; /* LM head shares the token embedding */
     int lm_head;         /* 1: model has the LM head */
@@ -85,6 +91,9 @@ typedef struct {
 void model_config_defaults(ModelConfig *c, ModelArch arch);
 /* Check a config for consistency; returns -1 with an error naming the field. */
 int model_config_validate(const ModelConfig *c);
+/* The attention window of layer l: c->sliding_window from
+ * window_from_layer on, else 0 (full causal attention). */
+int model_layer_window(const ModelConfig *c, int l);
 
 typedef struct {
     char name[96];      /* Hugging Face tensor name */

@@ -217,6 +217,20 @@ int chat_render_split(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
     return 0;
 }
 
+int chat_render_between(ChatTemplate t, const ChatMessage *msgs, int n_msgs, ChatText *out) {
+    memset(out, 0, sizeof *out);
+    if ((unsigned)t >= 4) return align_errorf("unknown chat template %d", (int)t);
+    if (ct_add(out, "", 0, 0)) return -1;
+    if (t == CHAT_TEMPLATE_CHATML && ct_str(out, "\n")) goto fail;
+    for (int i = 0; i < n_msgs; i++)
+        if (render_msg(t, &msgs[i], 0, out)) goto fail;
+    if (render_gen_prompt(t, 0, out)) goto fail;
+    return 0;
+fail:
+    chat_text_free(out);
+    return -1;
+}
+
 char *chat_render_text(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_generation_prompt) {
     ChatText ct;
     if (chat_render(t, msgs, n_msgs, add_generation_prompt, &ct)) return NULL;

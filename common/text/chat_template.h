@@ -104,6 +104,14 @@ int chat_render(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_gen
 int chat_render_split(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
                       const char *completion, ChatText *prompt_out, ChatText *completion_out);
 
+/* Multi-turn training: the text between one assistant completion (as
+ * chat_render_split ends it) and the next assistant's content: ChatML's "\n"
+ * after <|im_end|>, the messages in between (never the first of the
+ * conversation, so no llama3 <|begin_of_text|>), and the generation prompt.
+ * prompt, then each completion followed by its "between" text, equals
+ * chat_render of the whole conversation (less ChatML's final "\n"). */
+int chat_render_between(ChatTemplate t, const ChatMessage *msgs, int n_msgs, ChatText *out);
+
 /* Plain-text conveniences (malloc'd strings, caller frees). */
 char *chat_render_text(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_generation_prompt);
 int chat_render_split_text(ChatTemplate t, const ChatMessage *prompt, int n_prompt,

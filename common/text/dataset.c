@@ -40,7 +40,10 @@ typedef struct {
     ChatMessage *pmsgs;  /* conv: prompt messages (points into the cJSON tree) */
     int n_pmsgs;
     const char *prompt;  /* !conv: prompt text */
-    const char *chosen;  /* completion content (SFT: the completion) */
+    const char *chosen;  /* completion content (SFT: the completion; multi-turn: the first assistant turn) */
+    const ChatMessage *later; /* multi-turn SFT: the messages after the first assistant turn (ends with
+                               * an assistant turn); NULL otherwise */
+    int n_later;
     const char *rejected;
     int text_mode;       /* {text}: no prompt, no template */
     float margin;
@@ -272,9 +275,11 @@ static int need_string(const cJSON *o, const char *name, const char **out) {
     return 0;
 }
 
-/* {messages}: everything before the last message is the prompt; the last
- * must be the assistant's. */
-static int messages_record(const cJSON *o, Rec *r, int prompt_only) {
+/* {messages}: the last message must be the assistant's. With last_turn
+ * everything before it is the prompt; otherwise the prompt ends at the
+ * first assistant message and every assistant turn from there on is trained
+ * (r->later holds the messages after the first). */
+static int messages_record(const cJSON *o, Rec *r, int prompt_only, int last_turn) {
     const cJSON *m = field(o, "messages");
     if (!cJSON_IsArray(m)) return align_errorf("field \"messages\" must be a list of {role, content} messages");
     if (parse_msgs(m, "messages", &r->pmsgs, &r->n_pmsgs)) return -1;
@@ -286,13 +291,25 @@ static int messages_record(const cJSON *o, Rec *r, int prompt_only) {
         return 0;
     }
     if (!last_is_asst) return align_errorf("the last message in \"messages\" is not from the assistant");
-    r->chosen = r->pmsgs[--r->n_pmsgs].content;
+    int first = r->n_pmsgs - 1;
+    if (!last_turn)
+        for (int i = 0; i < r->n_pmsgs; i++)
+            if (strcmp(r->pmsgs[i].role, "assistant") == 0) {
+                first = i;
+                break;
+            }
+    r->chosen = r->pmsgs[first].content;
+    if (first < r->n_pmsgs - 1) {
+        r->later = r->pmsgs + first + 1;
+        r->n_later = r->n_pmsgs - first - 1;
+    }
+    r->n_pmsgs = first;
     return 0;
 }
 
-static int parse_sft(const cJSON *o, Rec *r) {
+static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
     if (field(o, "messages")) {
-        if (messages_record(o, r, 0)) return -1;
+        if (messages_record(o, r, 0, last_turn)) return -1;
     } else if (field(o, "text")) {
         if (need_string(o, "text", &r->chosen)) return -1;
         r->text_mode = 1;
@@ -325,7 +342,7 @@ static int parse_prompt_only(const cJSON *o, Rec *r) {
         if (need_string(o, "question", &q)) return -1;
         set_string_prompt(r, q);
     } else if (field(o, "messages")) {
-        return messages_record(o, r, 1);
+        return messages_record(o, r, 1, 1);
     } else if (field(o, "chosen") && field(o, "rejected")) {
         return parse_preference(o, r);
     } else {
@@ -457,8 +474,46 @@ static int hh_turns(const char *text, ChatMessage **out, char **owned) {
     return k;
 }
 
+/* Pads the loss mask with v up to the completion's length. */
+static int mask_to(Ids *mask, int n, int32_t v) {
+    while (mask->n < n)
+        if (ids_push(mask, &v, 1)) return -1;
+    return 0;
+}
+
+/* Multi-turn SFT: the completion runs from the first assistant turn to the
+ * last; mask is 1 over each assistant turn (content + end marker) and 0
+ * over the text between turns (ChatML's "\n", the user/system/tool
+ * messages, the next assistant header). Templates without an end marker
+ * (hh, none) get the EOS once, after the last turn: it ends the
+ * conversation, and the rendered conversation has none between turns. */
+static int encode_turns(const Rec *r, const Tokenizer *tok, ChatTemplate t, Ids *c, Ids *mask) {
+    const char *content = r->chosen;
+    int at = 0; /* the first message of r->later not yet encoded */
+    for (;;) {
+        ChatText p, ct;
+        if (chat_render_split(t, NULL, 0, content, &p, &ct)) return -1;
+        int rc = encode_chat(c, tok, &ct);
+        chat_text_free(&p);
+        chat_text_free(&ct);
+        if (rc || mask_to(mask, c->n, 1)) return -1;
+        int next = at;
+        while (next < r->n_later && strcmp(r->later[next].role, "assistant") != 0) next++;
+        if (next == r->n_later) break; /* content was the last turn */
+        ChatText between;
+        if (chat_render_between(t, r->later + at, next - at, &between)) return -1;
+        rc = encode_chat(c, tok, &between);
+        chat_text_free(&between);
+        if (rc || mask_to(mask, c->n, 0)) return -1;
+        content = r->later[next].content;
+        at = next + 1;
+    }
+    if (push_eos(c, tok, t)) return -1;
+    return mask_to(mask, c->n, 1);
+}
+
 static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt, Ids *prompt, Ids *chosen,
-                        Ids *rejected) {
+                        Ids *rejected, Ids *mask) {
     if (r->text_mode) return encode_text(chosen, tok, r->chosen, strlen(r->chosen)) ||
                               push_eos(chosen, tok, CHAT_TEMPLATE_NONE) ? -1 : 0;
     ChatTemplate t = opt->chat_template;
@@ -479,6 +534,7 @@ static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt
     } else if (encode_text(prompt, tok, r->prompt, strlen(r->prompt))) {
         return -1;
     }
+    if (r->later) return encode_turns(r, tok, t, chosen, mask);
     /* an hh reply's leading space belongs to the "Assistant: " marker */
     const char *c = r->chosen && hh > 0 && r->chosen[0] == ' ' ? r->chosen + 1 : r->chosen;
     const char *rj = r->rejected && hh > 0 && r->rejected[0] == ' ' ? r->rejected + 1 : r->rejected;
@@ -521,6 +577,7 @@ void ds_example_free(DsExample *ex) {
     free(ex->chosen);
     free(ex->rejected);
     free(ex->label);
+    free(ex->chosen_mask);
     memset(ex, 0, sizeof *ex);
 }
 
@@ -568,7 +625,7 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
     Rec r;
     memset(&r, 0, sizeof r);
     r.score_chosen = r.score_rejected = NAN;
-    Ids p = {0}, c = {0}, rj = {0};
+    Ids p = {0}, c = {0}, rj = {0}, mask = {0};
     if (!o) {
         size_t col = end && end >= json ? (size_t)(end - json) + 1 : 1;
         align_errorf("not valid JSON (column %zu)", col);
@@ -585,7 +642,7 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
     }
     int prc = opt->kind == DS_PREFERENCE ? parse_preference(o, &r)
               : opt->kind == DS_UNPAIRED ? parse_unpaired(o, &r)
-              : opt->kind == DS_SFT      ? parse_sft(o, &r)
+              : opt->kind == DS_SFT      ? parse_sft(o, &r, opt->last_turn_only)
                                          : parse_prompt_only(o, &r);
     if (prc) goto done;
     if (opt->kind == DS_PROMPT) {
@@ -595,7 +652,7 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
         else if (cJSON_IsNumber(ans)) ex->label = cJSON_PrintUnformatted(ans);
     }
     if (opt->kind == DS_SFT) r.rejected = NULL;
-    if (tokenize_rec(&r, tok, opt, &p, &c, &rj)) goto done;
+    if (tokenize_rec(&r, tok, opt, &p, &c, &rj, &mask)) goto done;
     int fit = fit_length(opt, &p, &c, &rj);
     if (fit < 0) {
         rc = 0;
@@ -606,6 +663,15 @@ int ds_parse_record(const char *json, size_t len, const char *where, const Token
     ex->chosen = c.v, ex->n_chosen = c.n;
     ex->rejected = rj.v, ex->n_rejected = rj.n;
     p.v = c.v = rj.v = NULL;
+    if (mask.n > 0) { /* follows the completion, cut or not */
+        ex->chosen_mask = malloc((size_t)ex->n_chosen + 1);
+        if (!ex->chosen_mask) {
+            ds_example_free(ex);
+            align_errorf("out of memory");
+            goto done;
+        }
+        for (int i = 0; i < ex->n_chosen; i++) ex->chosen_mask[i] = (uint8_t)mask.v[i];
+    }
     ex->margin = r.has_margin ? r.margin : 0.0f;
     ex->has_margin = r.has_margin;
     ex->score_chosen = r.score_chosen;
@@ -620,6 +686,7 @@ done:
     free(p.v);
     free(c.v);
     free(rj.v);
+    free(mask.v);
     rec_free(&r);
     cJSON_Delete(o);
     return rc;
@@ -834,18 +901,34 @@ static int pool_add(Dataset *ds, const int32_t *x, int n, size_t *off) {
     return 0;
 }
 
+static int mask_pool_add(Dataset *ds, const uint8_t *x, int n, size_t *off) {
+    if (ds->mask_len + (size_t)n > ds->mask_cap) {
+        size_t cap = ds->mask_cap ? ds->mask_cap : 1 << 16;
+        while (cap < ds->mask_len + (size_t)n) cap *= 2;
+        uint8_t *p = realloc(ds->mask_pool, cap);
+        if (!p) return align_errorf("out of memory loading a dataset's loss masks");
+        ds->mask_pool = p;
+        ds->mask_cap = cap;
+    }
+    *off = ds->mask_len;
+    if (n) memcpy(ds->mask_pool + ds->mask_len, x, (size_t)n);
+    ds->mask_len += (size_t)n;
+    return 0;
+}
+
 int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Dataset *out) {
     memset(out, 0, sizeof *out);
     DsReader *r = ds_reader_open(path, tok, opt);
     if (!r) return -1;
-    size_t cap = 0, *offs = NULL; /* 3 pool offsets per example, turned into pointers at the end */
+    size_t cap = 0, *offs = NULL; /* 4 pool offsets per example (the 4th in the mask pool, SIZE_MAX for
+                                   * none), turned into pointers at the end */
     DsExample ex;
     int k;
     while ((k = ds_reader_next(r, &ex)) == 1) {
         if (out->n == cap) {
             cap = cap ? 2 * cap : 1024;
             DsExample *e = realloc(out->ex, cap * sizeof *e);
-            size_t *o = realloc(offs, 3 * cap * sizeof *o);
+            size_t *o = realloc(offs, 4 * cap * sizeof *o);
             if (e) out->ex = e;
             if (o) offs = o;
             if (!e || !o) {
@@ -853,9 +936,11 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
                 break;
             }
         }
-        size_t *o = offs + 3 * out->n;
+        size_t *o = offs + 4 * out->n;
+        o[3] = SIZE_MAX;
         if (pool_add(out, ex.prompt, ex.n_prompt, &o[0]) || pool_add(out, ex.chosen, ex.n_chosen, &o[1]) ||
-            pool_add(out, ex.rejected, ex.n_rejected, &o[2])) {
+            pool_add(out, ex.rejected, ex.n_rejected, &o[2]) ||
+            (ex.chosen_mask && mask_pool_add(out, ex.chosen_mask, ex.n_chosen, &o[3]))) {
             k = -1;
             break;
         }
@@ -863,6 +948,7 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
         *d = ex;
         d->prompt = d->chosen = d->rejected = NULL;
         d->label = ex.label ? strdup(ex.label) : NULL; /* the reader frees its own copy */
+        d->chosen_mask = NULL;
     }
     ds_reader_counts(r, &out->n_bad, &out->n_dropped, &out->n_truncated);
     snprintf(out->first_bad, sizeof out->first_bad, "%s", ds_reader_first_bad(r));
@@ -876,9 +962,10 @@ int ds_load(const char *path, const Tokenizer *tok, const DsOptions *opt, Datase
     }
     for (size_t i = 0; i < out->n; i++) {
         DsExample *d = &out->ex[i];
-        d->prompt = out->pool + offs[3 * i];
-        d->chosen = d->n_chosen || (opt->kind != DS_PROMPT && opt->kind != DS_UNPAIRED) ? out->pool + offs[3 * i + 1] : NULL;
-        d->rejected = opt->kind == DS_PREFERENCE || d->n_rejected ? out->pool + offs[3 * i + 2] : NULL;
+        d->prompt = out->pool + offs[4 * i];
+        d->chosen = d->n_chosen || (opt->kind != DS_PROMPT && opt->kind != DS_UNPAIRED) ? out->pool + offs[4 * i + 1] : NULL;
+        d->rejected = opt->kind == DS_PREFERENCE || d->n_rejected ? out->pool + offs[4 * i + 2] : NULL;
+        d->chosen_mask = offs[4 * i + 3] == SIZE_MAX ? NULL : out->mask_pool + offs[4 * i + 3];
     }
     free(offs);
     return 0;
@@ -889,13 +976,15 @@ void ds_free(Dataset *ds) {
     for (size_t i = 0; i < ds->n; i++) free(ds->ex[i].label);
     free(ds->ex);
     free(ds->pool);
+    free(ds->mask_pool);
     memset(ds, 0, sizeof *ds);
 }
 
 /* ============================================================ packing */
 
 DsSeq ds_example_seq(const DsExample *ex, int which) {
-    DsSeq s = {ex->prompt, ex->n_prompt, which ? ex->rejected : ex->chosen, which ? ex->n_rejected : ex->n_chosen};
+    DsSeq s = {ex->prompt, ex->n_prompt, which ? ex->rejected : ex->chosen, which ? ex->n_rejected : ex->n_chosen,
+               which ? NULL : ex->chosen_mask};
     return s;
 }
 
@@ -940,8 +1029,9 @@ static void pack_rows(DsPacked *out, int s, const DsSeq *q, int from, int mask_p
     out->seq_start[s] = start;
     for (int j = from; j < n; j++) {
         int i = start + j - from, last = j == n - 1;
-        /* position j predicts token j+1, a completion token when j+1 >= n_prompt */
-        int m = !last && j + 1 >= q->n_prompt;
+        /* position j predicts token j+1, a completion token when j+1 >= n_prompt
+         * (and, with a completion mask, one the mask trains) */
+        int m = !last && j + 1 >= q->n_prompt && (!q->completion_mask || q->completion_mask[j + 1 - q->n_prompt]);
         out->tokens[i] = seq_token(q, j);
         out->loss_mask[i] = (uint8_t)m;
         out->n_loss_tokens += m;

@@ -12,7 +12,9 @@
  *               other side empty (n = 0); preference records are read as
  *               above and keep both sides (one desirable and one
  *               undesirable example).
- *   SFT         {messages} (loss on the LAST assistant message only; earlier
+ *   SFT         {messages} (loss on every assistant message, its content and
+ *               end marker, never on system/user text, as TRL's
+ *               assistant_only_loss; last_turn_only: the last one only, earlier
  *               turns are prompt), {question, answer}, {prompt, completion},
  *               {text} (pretraining: empty prompt, loss on every token).
  *   prompt-only {prompt} (string or messages), {question}, {messages} (a
@@ -79,6 +81,7 @@ typedef struct {
     DsOverflow overflow;
     int skip_bad;          /* 1: skip and count bad records instead of failing */
     const char *sheet;     /* .xlsx: the worksheet to read (NULL = the first) */
+    int last_turn_only;    /* SFT {messages}: train the last assistant turn only */
 } DsOptions;
 
 /* kind DS_PREFERENCE, template none, no limits, overflow truncate, skip_bad 0. */
@@ -89,6 +92,8 @@ typedef struct {
     int n_prompt;
     int32_t *chosen;   /* SFT: the completion; DS_PROMPT: NULL; unpaired: NULL when absent */
     int n_chosen;
+    uint8_t *chosen_mask; /* multi-turn SFT: [n_chosen], 1 where the loss applies
+                           * (assistant turns), 0 between them; NULL = all 1 */
     int32_t *rejected; /* preference and unpaired only (unpaired: NULL when absent) */
     int n_rejected;
     float margin;      /* "margin", 0 when absent */
@@ -110,6 +115,8 @@ typedef struct {
     /* private: the id pool the examples point into */
     int32_t *pool;
     size_t pool_len, pool_cap;
+    uint8_t *mask_pool; /* the examples' chosen_mask */
+    size_t mask_len, mask_cap;
 } Dataset;
 
 /* Load and tokenize a whole file. Returns -1 on the first bad record (unless
@@ -149,6 +156,7 @@ typedef struct {
     int n_prompt;
     const int32_t *completion;
     int n_completion;
+    const uint8_t *completion_mask; /* NULL: every completion token counts in the loss */
 } DsSeq;
 
 /* which: 0 = chosen (SFT completion), 1 = rejected. */
@@ -156,7 +164,8 @@ DsSeq ds_example_seq(const DsExample *ex, int which);
 
 /* A packed batch: batch.tokens/seq_start point at tokens/seq_start here.
  * targets[i] = tokens[i+1] inside a sequence, -1 at each sequence's last
- * token; loss_mask[i] = 1 when targets[i] is a completion token. With
+ * token; loss_mask[i] = 1 when targets[i] is a completion token (that the
+ * sequence's completion_mask, if any, trains). With
  * mask_prompt_targets, targets[i] = -1 wherever loss_mask[i] == 0, so the LM
  * head skips prompt rows. */
 typedef struct {

@@ -25,6 +25,20 @@
  * one thread at a time uses it, others encode without it, nobody waits. So
  * tok_encode is safe to call from several threads on one Tokenizer.
  *
+ * SentencePiece-style BPE (Llama 2, Mistral; tok_from_spm for GGUF's
+ * "llama" tokenizer) shares the merge loop and the added-token stage but
+ * not the rest: a stretch of text between added tokens gets its spaces
+ * replaced by "▁" and a "▁" dummy prefix (spm_prepend says when), and is
+ * then one piece (no pre-tokenizer; Metaspace split = true cuts it before
+ * each "▁"), starting as one symbol per character that is a model token,
+ * else that character's <0xXX> byte tokens (byte fallback) or the unknown
+ * token. Such a token's raw bytes are its string with "▁" as a space (or
+ * its byte), and decoding drops the one leading space the prefix put there,
+ * as the Strip decoder of those tokenizer.json files does. Unigram models
+ * take the same text path with a Viterbi search for the segmentation of
+ * highest score in place of merges (uni_piece); their Precompiled
+ * normalizer (T5, ALBERT, XLNet ship one) is not implemented.
+ *
  * Not implemented: normalizers other than NFC, which is accepted and kept
  * for export but not applied (text is taken to be NFC already; for text that
  * is not, Qwen2's ids can differ from Hugging Face's, decoding is still
@@ -34,6 +48,7 @@
 
 #include <cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -359,6 +374,24 @@ typedef struct {
 
 enum { ID_HOLE = 0, ID_MODEL = 1, ID_ADDED = 2, ID_SPECIAL = 4 };
 
+/* SentencePiece's dummy prefix, as the tokenizer.json forms write it:
+ * NORMALIZER: a Prepend("▁") normalizer (Llama 2, Mistral; llama.cpp's
+ * add_space_prefix): every stretch of text between added tokens, unless
+ * empty. ALWAYS / FIRST: Metaspace prepend_scheme, only when the stretch
+ * does not start with "▁" already, FIRST only for the stretch at the start
+ * of the text. */
+enum { SPM_PREPEND_NONE = 0, SPM_PREPEND_NORMALIZER, SPM_PREPEND_ALWAYS, SPM_PREPEND_FIRST };
+static const char SPM_SPACE[] = "\xe2\x96\x81"; /* U+2581 "▁" */
+
+/* "<0xXX>" -> the byte, else -1. */
+static int spm_byte_token(const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    if (strlen(s) != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    const char *h = strchr(hex, s[3]), *l = strchr(hex, s[4]);
+    if (!h || !l || !s[3] || !s[4]) return -1;
+    return (int)((h - hex) * 16 + (l - hex));
+}
+
 struct Tokenizer {
     int n_ids;
     char **str;            /* stored form per id; NULL for an unused id */
@@ -381,6 +414,14 @@ struct Tokenizer {
     int n_steps;
     int ignore_merges;
     int nfc;               /* source declared an NFC normalizer (kept for export) */
+    int spm;               /* SentencePiece-style BPE: tokens spell spaces as "▁", bytes as <0xXX> */
+    int spm_prepend;       /* SPM_PREPEND_*: where a "▁" goes before a stretch of text */
+    int spm_split;         /* Metaspace split = true: pieces start at each "▁" */
+    int spm_no_bytes;      /* SentencePiece without byte_fallback: <0xXX> tokens are ordinary */
+    int spm_metaspace;     /* came as a Metaspace pre-tokenizer (else as a normalizer) */
+    double *uni_score;     /* Unigram model: log-probability per id (NULL: BPE) */
+    double uni_unk_score;  /* the unknown token's: lowest score - 10, as tokenizers */
+    int uni_max_len;       /* longest piece in bytes */
     int32_t unk, bos, eos, pad;
     char *post_processor;  /* JSON text kept from the source, or NULL */
     pthread_mutex_t cache_lock;
@@ -432,6 +473,7 @@ void tok_free(Tokenizer *t) {
         pcre2_code_free(t->steps[i].re);
     }
     free(t->post_processor);
+    free(t->uni_score);
     strmap_free(&t->cache);
     free(t->cache_ids);
     pthread_mutex_destroy(&t->cache_lock);
@@ -594,7 +636,25 @@ static int tok_finish(Tokenizer *t) {
         t->boff[i] = (uint32_t)o;
         if (!t->str[i]) continue;
         size_t len = strlen(t->str[i]);
-        long nb = (t->flags[i] & ID_ADDED) ? -1 : alphabet_to_bytes(t->str[i], len, (uint8_t *)t->bytes + o);
+        long nb = -1;
+        if (t->spm && !(t->flags[i] & ID_ADDED)) { /* "▁" is a space, <0xXX> its byte */
+            int by = t->spm_no_bytes ? -1 : spm_byte_token(t->str[i]);
+            if (by >= 0) {
+                t->bytes[o] = (char)by;
+                nb = 1;
+            } else {
+                nb = 0;
+                for (size_t k = 0; k < len;)
+                    if (k + 3 <= len && memcmp(t->str[i] + k, SPM_SPACE, 3) == 0) {
+                        t->bytes[o + (size_t)nb++] = ' ';
+                        k += 3;
+                    } else {
+                        t->bytes[o + (size_t)nb++] = t->str[i][k++];
+                    }
+            }
+        } else if (!(t->flags[i] & ID_ADDED)) {
+            nb = alphabet_to_bytes(t->str[i], len, (uint8_t *)t->bytes + o);
+        }
         if (nb < 0) {  /* added token or not in the alphabet: it stands for its own text */
             memcpy(t->bytes + o, t->str[i], len);
             nb = (long)len;
@@ -604,10 +664,10 @@ static int tok_finish(Tokenizer *t) {
     }
     t->bytes_len = o;
     for (int b = 0; b < 256; b++) {
-        char s[3];
+        char s[8];
         uint8_t by = (uint8_t)b;
-        size_t n = bytes_to_alphabet(&by, 1, s);
-        t->byte_id[b] = vocab_lookup(t, s, n);
+        size_t n = t->spm ? (size_t)snprintf(s, sizeof s, "<0x%02X>", b) : bytes_to_alphabet(&by, 1, s);
+        t->byte_id[b] = t->spm_no_bytes ? -1 : vocab_lookup(t, s, n);
     }
     t->added_order = malloc(((size_t)t->n_added + 1) * sizeof *t->added_order);
     if (!t->added_order) return align_errorf("out of memory for added tokens");
@@ -627,7 +687,7 @@ static int tok_finish(Tokenizer *t) {
         }
     }
     t->added_start[256] = k;
-    if (t->n_steps == 0 && set_known_pretok(t, TOK_PRE_GPT2)) return -1;
+    if (t->n_steps == 0 && !t->spm && set_known_pretok(t, TOK_PRE_GPT2)) return -1;
     return 0;
 }
 
@@ -717,6 +777,59 @@ static long count_distinct_ids(const cJSON *vocab, const cJSON *added) {
     return d;
 }
 
+static int json_str_is(const cJSON *o, const char *key, const char *want) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
+}
+
+/* SentencePiece's text handling, in either form transformers writes it:
+ * normalizer [Prepend("▁"),] Replace(" ", "▁") and no pre-tokenizer
+ * (Llama 2's legacy form), or no normalizer and a Metaspace pre-tokenizer.
+ * Sets t->spm*. Returns 1 when the file is SentencePiece-style, 0 when it
+ * is not (neither form), -1 for a form align cannot follow. */
+static int parse_spm(Tokenizer *t, const cJSON *norm, const cJSON *pre) {
+    int has_norm = norm && !cJSON_IsNull(norm), has_pre = pre && !cJSON_IsNull(pre);
+    if (has_pre && json_str_is(pre, "type", "Metaspace")) {
+        if (has_norm) return align_errorf("a normalizer together with a Metaspace pre-tokenizer is not supported");
+        const cJSON *rep = cJSON_GetObjectItemCaseSensitive(pre, "replacement");
+        if (!cJSON_IsString(rep) || strcmp(rep->valuestring, SPM_SPACE) != 0)
+            return align_errorf("Metaspace replacement other than \"▁\" is not supported");
+        const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(pre, "prepend_scheme");
+        const char *sc = cJSON_IsString(scheme) ? scheme->valuestring
+                         : cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "add_prefix_space")) ? "never"
+                                                                                                   : "always";
+        if (!strcmp(sc, "always")) t->spm_prepend = SPM_PREPEND_ALWAYS;
+        else if (!strcmp(sc, "first")) t->spm_prepend = SPM_PREPEND_FIRST;
+        else if (!strcmp(sc, "never")) t->spm_prepend = SPM_PREPEND_NONE;
+        else return align_errorf("Metaspace prepend_scheme \"%s\" is not supported", sc);
+        t->spm_split = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "split"));
+        t->spm = t->spm_metaspace = 1;
+        return 1;
+    }
+    if (!has_norm) return 0;
+    /* [Prepend("▁"),] Replace(" ", "▁"), alone or in a Sequence */
+    const cJSON *list = json_str_is(norm, "type", "Sequence") ? cJSON_GetObjectItemCaseSensitive(norm, "normalizers")
+                                                             : NULL;
+    const cJSON *first = list ? cJSON_GetArrayItem(list, 0) : norm;
+    int n = list ? cJSON_GetArraySize(list) : 1, k = 0, prepend = 0;
+    const cJSON *it = first;
+    if (it && json_str_is(it, "type", "Prepend") && json_str_is(it, "prepend", SPM_SPACE)) {
+        prepend = 1;
+        k++;
+        it = list ? cJSON_GetArrayItem(list, 1) : NULL;
+    }
+    const cJSON *pat = it ? cJSON_GetObjectItemCaseSensitive(it, "pattern") : NULL;
+    if (!(it && k + 1 == n && json_str_is(it, "type", "Replace") && json_str_is(pat, "String", " ") &&
+          json_str_is(it, "content", SPM_SPACE)))
+        return prepend ? align_errorf("a Prepend(\"▁\") normalizer without Replace(\" \", \"▁\") after it is not "
+                                      "supported")
+                       : 0;
+    if (has_pre) return align_errorf("SentencePiece's Replace(\" \", \"▁\") normalizer with a pre-tokenizer is not supported");
+    t->spm = 1;
+    t->spm_prepend = prepend ? SPM_PREPEND_NORMALIZER : SPM_PREPEND_NONE;
+    return 1;
+}
+
 Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     if (!origin) origin = "tokenizer.json";
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -735,18 +848,20 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
         align_errorf("%s: no \"model\" object", origin);
         goto fail;
     }
-    if (cJSON_IsString(mtype) && strcmp(mtype->valuestring, "BPE") != 0) {
-        align_errorf("%s: model type \"%s\" is not supported (byte-level BPE only)", origin, mtype->valuestring);
+    int uni = cJSON_IsString(mtype) && strcmp(mtype->valuestring, "Unigram") == 0;
+    if (cJSON_IsString(mtype) && strcmp(mtype->valuestring, "BPE") != 0 && !uni) {
+        align_errorf("%s: model type \"%s\" is not supported (BPE: byte-level or SentencePiece-style; Unigram; "
+                     "not WordPiece)",
+                     origin, mtype->valuestring);
         goto fail;
     }
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        align_errorf("%s: model has no \"vocab\" object and \"merges\" list", origin);
+    if (uni ? !cJSON_IsArray(vocab) : !cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
+        align_errorf(uni ? "%s: Unigram model has no \"vocab\" list" : "%s: model has no \"vocab\" object and "
+                                                                       "\"merges\" list",
+                     origin);
         goto fail;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"))) {
-        align_errorf("%s: BPE byte_fallback (SentencePiece-style) is not supported (byte-level BPE only)", origin);
-        goto fail;
-    }
+    int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int i = 0; i < 2; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(model, affix[i]);
@@ -757,6 +872,17 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     }
     int max_id = -1;
     cJSON_ArrayForEach(it, vocab) {
+        if (uni) { /* [piece, score]; the id is the index */
+            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 || !cJSON_IsString(it->child) ||
+                !cJSON_IsNumber(it->child->next) || !isfinite(it->child->next->valuedouble)) {
+                /* a score of 1e999 reads as infinity, which JSON cannot write back
+                 * (found by tests/fuzz/fuzz_tokenizer) */
+                align_errorf("%s: Unigram vocab entry %d is not [piece, finite score]", origin, max_id + 1);
+                goto fail;
+            }
+            max_id++;
+            continue;
+        }
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > 1e8) {
             align_errorf("%s: vocab entry \"%s\" has no valid id", origin, it->string);
             goto fail;
@@ -783,17 +909,41 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     /* Ids are (nearly) contiguous in every real file; a lone huge id would
      * make a few bytes of JSON allocate tables for millions of tokens
      * (found by tests/fuzz/fuzz_tokenizer). */
-    long n_entries = count_distinct_ids(vocab, added);
+    long n_entries = uni ? cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added) : count_distinct_ids(vocab, added);
     if (n_entries < 0) goto fail;
     if (max_id >= 2 * n_entries + 1024) {
         align_errorf("%s: token id %d is far beyond the %ld ids listed (ids must be contiguous)", origin, max_id,
                      n_entries);
         goto fail;
     }
-    t = tok_alloc(max_id + 1, (size_t)cJSON_GetArraySize(merges));
+    t = tok_alloc(max_id + 1, uni ? 0 : (size_t)cJSON_GetArraySize(merges));
     if (!t) goto fail;
-    cJSON_ArrayForEach(it, vocab) {
-        if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) goto fail_prefix;
+    if (uni) {
+        t->uni_score = malloc(sizeof(double) * (size_t)(max_id + 1));
+        if (!t->uni_score) {
+            align_errorf("out of memory for Unigram scores");
+            goto fail_prefix;
+        }
+        double lowest = 0.0;
+        int i = 0;
+        cJSON_ArrayForEach(it, vocab) {
+            const char *piece = it->child->valuestring;
+            size_t pl = strlen(piece);
+            if (tok_put(t, i, piece, pl, ID_MODEL)) goto fail_prefix;
+            t->uni_score[i] = it->child->next->valuedouble;
+            lowest = i == 0 || t->uni_score[i] < lowest ? t->uni_score[i] : lowest;
+            if ((int)pl > t->uni_max_len) t->uni_max_len = (int)pl;
+            i++;
+        }
+        t->uni_unk_score = lowest - 10.0;
+        for (; i <= max_id; i++) t->uni_score[i] = 0.0; /* added tokens past the vocabulary */
+        const cJSON *uid = cJSON_GetObjectItemCaseSensitive(model, "unk_id");
+        if (cJSON_IsNumber(uid) && uid->valueint >= 0 && uid->valueint < cJSON_GetArraySize(vocab))
+            t->unk = uid->valueint;
+    } else {
+        cJSON_ArrayForEach(it, vocab) {
+            if (tok_put(t, it->valueint, it->string, strlen(it->string), ID_MODEL)) goto fail_prefix;
+        }
     }
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
@@ -824,7 +974,23 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) t->unk = tok_token_id(t, unk->valuestring);
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm)) {
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    int spm = parse_spm(t, norm, pre);
+    if (spm < 0) goto fail_prefix;
+    if (byte_fallback && !spm) {
+        align_errorf("BPE byte_fallback without SentencePiece's \"▁\" (a Replace normalizer or a Metaspace "
+                     "pre-tokenizer) is not supported");
+        goto fail_prefix;
+    }
+    if (uni && !spm) {
+        align_errorf("a Unigram model needs SentencePiece's \"▁\" (a Metaspace pre-tokenizer or a Replace "
+                     "normalizer); this normalizer/pre-tokenizer (e.g. Precompiled) is not supported");
+        goto fail_prefix;
+    }
+    if (spm && !byte_fallback) t->spm_no_bytes = 1;
+    if (spm) {
+        /* the normalizer and pre-tokenizer were SentencePiece's */
+    } else if (norm && !cJSON_IsNull(norm)) {
         const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
         if (cJSON_IsString(nt) && strcmp(nt->valuestring, "NFC") == 0) {
@@ -837,13 +1003,14 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
             goto fail_prefix;
         }
     }
-    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
-    if (!pre || cJSON_IsNull(pre)) {
-        align_errorf("there is no pre_tokenizer (byte-level BPE needs ByteLevel)");
-        goto fail_prefix;
+    if (!spm) {
+        if (!pre || cJSON_IsNull(pre)) {
+            align_errorf("there is no pre_tokenizer (byte-level BPE needs ByteLevel)");
+            goto fail_prefix;
+        }
+        if (parse_pretok(t, pre)) goto fail_prefix;
+        t->pre = classify_steps(t);
     }
-    if (parse_pretok(t, pre)) goto fail_prefix;
-    t->pre = classify_steps(t);
     const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
     if (post && !cJSON_IsNull(post)) t->post_processor = cJSON_PrintUnformatted(post);
     if (tok_finish(t)) goto fail_prefix;
@@ -961,6 +1128,105 @@ fail:
     return NULL;
 }
 
+/* Code points in s[0, n). */
+static int utf8_count(const char *s, size_t n) {
+    int c = 0;
+    for (size_t i = 0; i < n; i++) c += ((uint8_t)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+typedef struct {
+    int32_t l, r, order;
+    float score;
+    int len_l, len_r;
+} SpmMerge;
+
+/* transformers' generate_merges order: score, then the left piece's length,
+ * then the right's, all descending; ties keep the order of discovery. */
+static int cmp_spm_merge(const void *pa, const void *pb) {
+    const SpmMerge *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->len_l != b->len_l) return a->len_l > b->len_l ? -1 : 1;
+    if (a->len_r != b->len_r) return a->len_r > b->len_r ? -1 : 1;
+    return (a->order > b->order) - (a->order < b->order);
+}
+
+Tokenizer *tok_from_spm(const char *const *tokens, const float *scores, const int32_t *token_types, int n_tokens,
+                        int add_space_prefix) {
+    if (n_tokens <= 0) {
+        align_errorf("the vocabulary is empty");
+        return NULL;
+    }
+    for (int i = 0; scores && i < n_tokens; i++)
+        if (!isfinite(scores[i])) {
+            align_errorf("piece %d has a score that is not a finite number", i);
+            return NULL;
+        }
+    Tokenizer *t = tok_alloc(n_tokens, (size_t)n_tokens * 2);
+    SpmMerge *mg = NULL;
+    if (!t) return NULL;
+    t->spm = 1;
+    t->spm_prepend = add_space_prefix ? SPM_PREPEND_NORMALIZER : SPM_PREPEND_NONE;
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] && tokens[i][0] && tok_put(t, i, tokens[i], strlen(tokens[i]), ID_MODEL)) goto fail;
+    /* SentencePiece control and unknown pieces are special added tokens,
+     * user-defined ones plain added tokens, as transformers converts them */
+    for (int i = 0; i < n_tokens; i++) {
+        int type = token_types ? token_types[i] : 1;
+        if (!tokens[i] || !tokens[i][0] || (type != 2 && type != 3 && type != 4)) continue;
+        if (tok_add_added(t, tokens[i], i, type != 4, 0, 0, 0, 0)) goto fail;
+        if (type == 2 && t->unk < 0) t->unk = i;
+    }
+    /* Merges from the scores, as transformers' generate_merges derives them
+     * (for each piece in id order, every split into two pieces of the
+     * vocabulary, by (left id, right id)), so ids equal a tokenizer.json
+     * converted from the same model. */
+    size_t n = 0, cap = 1024;
+    mg = malloc(cap * sizeof *mg);
+    if (!mg) goto oom;
+    for (int i = 0; i < n_tokens; i++) {
+        const char *p = tokens[i];
+        if (!p) continue;
+        size_t len = strlen(p), first = n;
+        for (size_t k = 1; k < len; k++) {
+            if (((uint8_t)p[k] & 0xC0) == 0x80) continue; /* split between characters only */
+            int32_t l = vocab_lookup(t, p, k), r = vocab_lookup(t, p + k, len - k);
+            if (l < 0 || r < 0) continue;
+            if (n == cap) {
+                SpmMerge *nm = realloc(mg, 2 * cap * sizeof *mg);
+                if (!nm) goto oom;
+                mg = nm;
+                cap *= 2;
+            }
+            mg[n++] = (SpmMerge){l, r, 0, scores ? scores[i] : 0.0f, utf8_count(p, k), utf8_count(p + k, len - k)};
+        }
+        for (size_t a = first + 1; a < n; a++) /* by (left id, right id) within the piece */
+            for (size_t b = a; b > first && (mg[b - 1].l > mg[b].l || (mg[b - 1].l == mg[b].l && mg[b - 1].r > mg[b].r));
+                 b--) {
+                SpmMerge x = mg[b];
+                mg[b] = mg[b - 1];
+                mg[b - 1] = x;
+            }
+    }
+    for (size_t i = 0; i < n; i++) mg[i].order = (int32_t)i;
+    qsort(mg, n, sizeof *mg, cmp_spm_merge);
+    for (size_t i = 0; i < n; i++) {
+        const char *a = t->str[mg[i].l], *b = t->str[mg[i].r];
+        if (tok_merge(t, a, strlen(a), b, strlen(b))) goto fail;
+    }
+    free(mg);
+    mg = NULL;
+    if (tok_finish(t)) goto fail;
+    guess_special_ids(t);
+    return t;
+oom:
+    align_errorf("out of memory deriving merges for a vocabulary of %d pieces", n_tokens);
+fail:
+    free(mg);
+    tok_free(t);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Export.                                                                   */
 
@@ -971,6 +1237,57 @@ static cJSON *bytelevel_obj(int use_regex) {
     cJSON_AddTrueToObject(o, "trim_offsets");
     cJSON_AddBoolToObject(o, "use_regex", use_regex);
     return o;
+}
+
+static cJSON *typed(const char *type) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    return o;
+}
+
+/* SentencePiece's normalizer, pre-tokenizer and decoder, in the form they
+ * came in (Llama 2's normalizer, or Metaspace). */
+static void spm_json(const Tokenizer *t, cJSON *root) {
+    if (t->spm_metaspace) {
+        cJSON_AddNullToObject(root, "normalizer");
+        cJSON *m = typed("Metaspace");
+        cJSON_AddStringToObject(m, "replacement", SPM_SPACE);
+        cJSON_AddStringToObject(m, "prepend_scheme", t->spm_prepend == SPM_PREPEND_FIRST    ? "first"
+                                                     : t->spm_prepend == SPM_PREPEND_ALWAYS ? "always"
+                                                                                            : "never");
+        cJSON_AddBoolToObject(m, "split", t->spm_split);
+        cJSON_AddItemToObject(root, "pre_tokenizer", m);
+    } else {
+        cJSON *n = cJSON_AddObjectToObject(root, "normalizer");
+        cJSON_AddStringToObject(n, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(n, "normalizers");
+        if (t->spm_prepend == SPM_PREPEND_NORMALIZER) {
+            cJSON *p = typed("Prepend");
+            cJSON_AddStringToObject(p, "prepend", SPM_SPACE);
+            cJSON_AddItemToArray(list, p);
+        }
+        cJSON *r = typed("Replace");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", " ");
+        cJSON_AddStringToObject(r, "content", SPM_SPACE);
+        cJSON_AddItemToArray(list, r);
+        cJSON_AddNullToObject(root, "pre_tokenizer");
+    }
+    cJSON *d = typed("Sequence");
+    cJSON *list = cJSON_AddArrayToObject(d, "decoders");
+    cJSON *r = typed("Replace");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", SPM_SPACE);
+    cJSON_AddStringToObject(r, "content", " ");
+    cJSON_AddItemToArray(list, r);
+    if (!t->spm_no_bytes) cJSON_AddItemToArray(list, typed("ByteFallback"));
+    cJSON_AddItemToArray(list, typed("Fuse"));
+    if (t->spm_prepend != SPM_PREPEND_NONE) {
+        cJSON *s = typed("Strip");
+        cJSON_AddStringToObject(s, "content", " ");
+        cJSON_AddNumberToObject(s, "start", 1);
+        cJSON_AddNumberToObject(s, "stop", 0);
+        cJSON_AddItemToArray(list, s);
+    }
+    cJSON_AddItemToObject(root, "decoder", d);
 }
 
 char *tok_to_hf_json(const Tokenizer *t) {
@@ -1002,7 +1319,9 @@ char *tok_to_hf_json(const Tokenizer *t) {
         cJSON_AddItemToArray(added, o);
     }
     free(order);
-    if (t->nfc) {
+    if (t->spm) {
+        spm_json(t, root);
+    } else if (t->nfc) {
         cJSON *n = cJSON_AddObjectToObject(root, "normalizer");
         cJSON_AddStringToObject(n, "type", "NFC");
     } else {
@@ -1010,7 +1329,9 @@ char *tok_to_hf_json(const Tokenizer *t) {
     }
     /* A GPT-2 regex as the last step is ByteLevel's own regex. */
     int last_bl = t->n_steps > 0 && strcmp(t->steps[t->n_steps - 1].pattern, PAT_GPT2) == 0;
-    if (t->n_steps == 1 && last_bl) {
+    if (t->spm) {
+        /* written by spm_json */
+    } else if (t->n_steps == 1 && last_bl) {
         cJSON_AddItemToObject(root, "pre_tokenizer", bytelevel_obj(1));
     } else {
         cJSON *seq = cJSON_AddObjectToObject(root, "pre_tokenizer");
@@ -1034,13 +1355,29 @@ char *tok_to_hf_json(const Tokenizer *t) {
         cJSON_AddItemToArray(list, bytelevel_obj(last_bl));
     }
     cJSON *post = t->post_processor ? cJSON_Parse(t->post_processor) : NULL;
-    if (!post) {
+    if (!post && t->spm) {
+        post = cJSON_CreateNull();
+    } else if (!post) {
         post = bytelevel_obj(1);
         cJSON_ReplaceItemInObjectCaseSensitive(post, "trim_offsets", cJSON_CreateFalse());
     }
     cJSON_AddItemToObject(root, "post_processor", post);
-    cJSON_AddItemToObject(root, "decoder", bytelevel_obj(1));
+    if (!t->spm) cJSON_AddItemToObject(root, "decoder", bytelevel_obj(1));
     cJSON *model = cJSON_AddObjectToObject(root, "model");
+    if (t->uni_score) {
+        cJSON_AddStringToObject(model, "type", "Unigram");
+        if (t->unk >= 0) cJSON_AddNumberToObject(model, "unk_id", t->unk);
+        else cJSON_AddNullToObject(model, "unk_id");
+        cJSON *v = cJSON_AddArrayToObject(model, "vocab");
+        for (int i = 0; i < t->n_ids && t->str[i] && (t->flags[i] & ID_MODEL); i++) {
+            cJSON *e = cJSON_CreateArray();
+            cJSON_AddItemToArray(e, cJSON_CreateString(t->str[i]));
+            cJSON_AddItemToArray(e, cJSON_CreateNumber(t->uni_score[i]));
+            cJSON_AddItemToArray(v, e);
+        }
+        cJSON_AddBoolToObject(model, "byte_fallback", !t->spm_no_bytes);
+        goto print;
+    }
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddNullToObject(model, "dropout");
     if (t->unk >= 0 && t->str[t->unk])
@@ -1049,8 +1386,8 @@ char *tok_to_hf_json(const Tokenizer *t) {
         cJSON_AddNullToObject(model, "unk_token");
     cJSON_AddStringToObject(model, "continuing_subword_prefix", "");
     cJSON_AddStringToObject(model, "end_of_word_suffix", "");
-    cJSON_AddFalseToObject(model, "fuse_unk");
-    cJSON_AddFalseToObject(model, "byte_fallback");
+    cJSON_AddBoolToObject(model, "fuse_unk", t->spm);
+    cJSON_AddBoolToObject(model, "byte_fallback", t->spm && !t->spm_no_bytes);
     cJSON_AddBoolToObject(model, "ignore_merges", t->ignore_merges);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
     /* Added tokens go into the vocabulary too, at their own ids, as real
@@ -1082,6 +1419,7 @@ char *tok_to_hf_json(const Tokenizer *t) {
             if (s != stackbuf) free(s);
         }
     }
+print:;
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!out) align_errorf("out of memory writing tokenizer.json");
@@ -1129,6 +1467,8 @@ static int enc_reserve(Enc *e, size_t more) {
     return 0;
 }
 
+static int bpe_merge(Enc *e, size_t n);
+
 /* BPE of one piece; appends its ids. */
 static int bpe_piece(Enc *e, const uint8_t *p, size_t n) {
     const Tokenizer *t = e->t;
@@ -1142,6 +1482,13 @@ static int bpe_piece(Enc *e, const uint8_t *p, size_t n) {
         }
         out[i] = id;
     }
+    return bpe_merge(e, n);
+}
+
+/* Merges the n symbols at e->v + e->n by rank and appends the result. */
+static int bpe_merge(Enc *e, size_t n) {
+    const Tokenizer *t = e->t;
+    int32_t *out = e->v + e->n;
     if (n <= BPE_SHORT) {
         /* rank[i]: rank of the pair (out[i], out[i+1]); merge the lowest, leftmost first */
         int32_t rank[BPE_SHORT], merged[BPE_SHORT];
@@ -1323,6 +1670,138 @@ static int pretok(Enc *e, int k, const uint8_t *text, size_t a, size_t b) {
     return pretok(e, k + 1, text, a + pos, b);
 }
 
+/* SentencePiece BPE of one piece of normalized text ("▁" for spaces): one
+ * symbol per character that is a model token, else its bytes' <0xXX>
+ * tokens (all of them, or the unknown token for the character), runs of
+ * unknown fused into one as `tokenizers` does (fuse_unk); then merges. */
+static int spm_piece(Enc *e, const uint8_t *p, size_t n) {
+    const Tokenizer *t = e->t;
+    if (n == 0) return 0;
+    if (enc_reserve(e, n)) return -1;
+    int32_t *out = e->v + e->n;
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = utf8_next(p, i, n);
+        int32_t id = vocab_lookup(t, (const char *)p + i, j - i);
+        if (id >= 0 && (t->flags[id] & ID_MODEL)) {
+            out[m++] = id;
+        } else {
+            int all = 1;
+            for (size_t k = i; k < j; k++) all &= t->byte_id[p[k]] >= 0;
+            if (all) {
+                for (size_t k = i; k < j; k++) out[m++] = t->byte_id[p[k]];
+            } else if (t->unk < 0) {
+                return align_errorf("character \"%.*s\" has no token and no byte tokens in this vocabulary",
+                                    (int)(j - i), (const char *)p + i);
+            } else if (m == 0 || out[m - 1] != t->unk) {
+                out[m++] = t->unk;
+            }
+        }
+        i = j;
+    }
+    return bpe_merge(e, m);
+}
+
+/* Unigram: the segmentation of highest total score (Viterbi over byte
+ * positions, pieces tried shortest first, a later one winning only when
+ * strictly better, as `tokenizers` does). A character no piece starts with
+ * is the unknown token at lowest score - 10; runs of them are fused and
+ * then given as their bytes' <0xXX> tokens under byte fallback. */
+static int uni_piece(Enc *e, const uint8_t *p, size_t n) {
+    const Tokenizer *t = e->t;
+    if (n == 0) return 0;
+    double *best = malloc((n + 1) * sizeof *best);
+    int32_t *from = malloc((n + 1) * sizeof *from), *via = malloc((n + 1) * sizeof *via);
+    if (!best || !from || !via) {
+        free(best), free(from), free(via);
+        return align_errorf("out of memory encoding text");
+    }
+    for (size_t i = 0; i <= n; i++) from[i] = -1;
+    best[0] = 0.0;
+    for (size_t s = 0; s < n; s = utf8_next(p, s, n)) {
+        if (s > 0 && from[s] < 0) continue; /* not reached (inside an invalid sequence) */
+        size_t ch = utf8_next(p, s, n) - s;
+        int single = 0;
+        for (size_t len = 1; len <= (size_t)t->uni_max_len && s + len <= n; len++) {
+            int32_t id = vocab_lookup(t, (const char *)p + s, len);
+            if (id < 0 || !(t->flags[id] & ID_MODEL)) continue;
+            double c = best[s] + t->uni_score[id];
+            if (from[s + len] < 0 || c > best[s + len]) best[s + len] = c, from[s + len] = (int32_t)s, via[s + len] = id;
+            single |= len == ch;
+        }
+        if (!single) {
+            double c = best[s] + t->uni_unk_score;
+            if (from[s + ch] < 0 || c > best[s + ch]) best[s + ch] = c, from[s + ch] = (int32_t)s, via[s + ch] = -1;
+        }
+    }
+    /* back from the end: (start, id) pairs in reverse into from/via order */
+    int m = 0;
+    for (size_t i = n; i > 0; i = (size_t)from[i]) m++;
+    int32_t *st = malloc(sizeof(int32_t) * (size_t)(m + 1)), *id = malloc(sizeof(int32_t) * (size_t)(m + 1));
+    int rc = 0;
+    if (!st || !id) {
+        rc = align_errorf("out of memory encoding text");
+        goto done;
+    }
+    int k = m;
+    for (size_t i = n; i > 0; i = (size_t)from[i]) st[--k] = from[i], id[k] = via[i];
+    st[m] = (int32_t)n;
+    for (int a = 0; a < m && rc == 0;) {
+        if (id[a] >= 0) {
+            rc = enc_push(e, id[a++]);
+            continue;
+        }
+        int b = a;
+        while (b < m && id[b] < 0) b++; /* fuse the unknown run [a, b) */
+        const uint8_t *u = p + st[a];
+        size_t ul = (size_t)(st[b] - st[a]);
+        int32_t whole = vocab_lookup(t, (const char *)u, ul), all = !t->spm_no_bytes;
+        for (size_t q = 0; q < ul; q++) all &= t->byte_id[u[q]] >= 0;
+        if (whole >= 0 && (t->flags[whole] & ID_MODEL)) rc = enc_push(e, whole);
+        else if (all)
+            for (size_t q = 0; q < ul && rc == 0; q++) rc = enc_push(e, t->byte_id[u[q]]);
+        else if (t->unk >= 0) rc = enc_push(e, t->unk);
+        else rc = align_errorf("text \"%.*s\" has no piece, and the Unigram model no unknown token", (int)ul, u);
+        a = b;
+    }
+done:
+    free(best), free(from), free(via), free(st), free(id);
+    return rc;
+}
+
+/* A stretch of text between added tokens: spaces become "▁", the dummy
+ * prefix goes in front as spm_prepend says (first: the stretch starts the
+ * text), and with Metaspace split each "▁" starts a new piece. */
+static int spm_stretch(Enc *e, const uint8_t *text, size_t n, int first) {
+    const Tokenizer *t = e->t;
+    if (n == 0) return 0;
+    int pre = t->spm_prepend == SPM_PREPEND_NORMALIZER ||
+              ((t->spm_prepend == SPM_PREPEND_ALWAYS || (t->spm_prepend == SPM_PREPEND_FIRST && first)) &&
+               text[0] != ' ' && !(n >= 3 && memcmp(text, SPM_SPACE, 3) == 0));
+    size_t cap = 3 * n + 3, k = 0;
+    if (e->scratch_cap < cap) {
+        char *ns = realloc(e->scratch, cap);
+        if (!ns) return align_errorf("out of memory encoding text");
+        e->scratch = ns;
+        e->scratch_cap = cap;
+    }
+    uint8_t *b = (uint8_t *)e->scratch;
+    if (pre) memcpy(b, SPM_SPACE, 3), k = 3;
+    for (size_t i = 0; i < n; i++)
+        if (text[i] == ' ') memcpy(b + k, SPM_SPACE, 3), k += 3;
+        else b[k++] = text[i];
+    int (*piece)(Enc *, const uint8_t *, size_t) = t->uni_score ? uni_piece : spm_piece;
+    if (!t->spm_split) return piece(e, b, k);
+    size_t a = 0;
+    for (size_t i = 3; i + 3 <= k; i++)
+        if (memcmp(b + i, SPM_SPACE, 3) == 0) {
+            if (piece(e, b + a, i - a)) return -1;
+            a = i;
+            i += 2;
+        }
+    return piece(e, b + a, k - a);
+}
+
 static int is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 static int is_word(uint8_t c) { return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z'); }
 
@@ -1370,13 +1849,12 @@ int tok_encode(const Tokenizer *t, const char *text, size_t len, int allow_speci
     size_t pos = 0, ms, me;
     int32_t id;
     while (pos < len) {
-        if (t->n_added && find_added(t, s, len, pos, allow_special, &ms, &me, &id)) {
-            if (pretok(&e, 0, s, pos, ms) || enc_push(&e, id)) goto unlock;
-            pos = me;
-        } else {
-            if (pretok(&e, 0, s, pos, len)) goto unlock;
-            pos = len;
-        }
+        size_t end = len;
+        int found = t->n_added && find_added(t, s, len, pos, allow_special, &ms, &me, &id);
+        if (found) end = ms;
+        if (t->spm ? spm_stretch(&e, s + pos, end - pos, pos == 0) : pretok(&e, 0, s, pos, end)) goto unlock;
+        if (found && enc_push(&e, id)) goto unlock;
+        pos = found ? me : len;
     }
     rc = 0;
 unlock:
@@ -1416,6 +1894,12 @@ char *tok_decode(const Tokenizer *t, const int32_t *ids, int n_ids, size_t *len)
     for (int i = 0; i < n_ids; i++) {
         memcpy(out + o, t->bytes + t->boff[ids[i]], t->blen[ids[i]]);
         o += t->blen[ids[i]];
+    }
+    /* SentencePiece's decoder drops the dummy prefix: one leading space
+     * (Strip(" ", 1, 0) in tokenizer.json), so decode(encode(s)) == s */
+    if (t->spm && t->spm_prepend != SPM_PREPEND_NONE && o > 0 && out[0] == ' ') {
+        memmove(out, out + 1, o - 1);
+        o--;
     }
     out[o] = 0;
     if (len) *len = o;

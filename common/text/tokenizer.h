@@ -1,11 +1,17 @@
-/* tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM families).
+/* tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM families),
+ * SentencePiece-style BPE with byte fallback (Llama 2, Mistral, TinyLlama:
+ * spaces as "▁", a dummy prefix, <0xXX> tokens for what the vocabulary
+ * lacks), from tokenizer.json or GGUF's "llama" tokenizer, and Unigram
+ * models in tokenizer.json (Metaspace, no Precompiled normalizer).
  *
  * Sources: a Hugging Face tokenizer.json, GPT-2's encoder.json + vocab.bpe,
  * or a vocabulary + merges list (GGUF metadata). Text is split by the
  * family's pre-tokenizer pattern (PCRE2, UTF-8 + UCP), each piece is mapped
  * to GPT-2's byte-to-unicode alphabet and merged by BPE rank. Added/special
  * tokens are matched on the raw text before any of that. Decoding is exact:
- * decode(encode(s)) == s for every valid UTF-8 string s.
+ * decode(encode(s)) == s for every valid UTF-8 string s
+ * (special-token strings taken as text), but for a SentencePiece Metaspace
+ * "first" tokenizer on text that starts with a space, as in `tokenizers`.
  *
  * (Contract shared by the formats, datasets and programs; the implementation
  * lives in tokenizer.c.) */
@@ -34,6 +40,13 @@ Tokenizer *tok_load_gpt2_files(const char *encoder_json_path, const char *vocab_
  * (user-defined) mark added tokens. */
 Tokenizer *tok_from_vocab(const char *const *tokens, int n_tokens, const char *const *merges,
                           int n_merges, const int32_t *token_types, TokPretok pre);
+/* A SentencePiece BPE vocabulary as GGUF stores it (tokenizer.ggml.model
+ * "llama": pieces, scores, types 1 normal, 2 unknown, 3 control, 4
+ * user-defined, 6 byte) and llama.cpp's add_space_prefix. Merges are derived
+ * from the scores as transformers does when it converts such a model, so
+ * ids equal its tokenizer.json's. */
+Tokenizer *tok_from_spm(const char *const *tokens, const float *scores, const int32_t *token_types,
+                        int n_tokens, int add_space_prefix);
 /* The smallest byte-level BPE: one token per byte (ids 0..255, byte order),
  * no merges, then the given special tokens (ids 256...). Every text
  * round-trips; used to build models from scratch with nothing to download. */

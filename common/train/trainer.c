@@ -75,6 +75,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
         {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data file (default: the first)"},
         {"eval-sheet", CLI_STRING, &a->eval_sheet, "the worksheet of an .xlsx --eval-data file (default: the first)"},
+        {"last-turn-only", CLI_BOOL, &a->last_turn_only, "SFT {messages}: train only the last assistant turn (default: every assistant turn, as TRL's assistant_only_loss)"},
         {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)", CLI_NONNEG},
         {"lora-alpha", CLI_FLOAT, &a->lora_alpha, "LoRA scale numerator: updates are scaled by alpha/rank (default, or -1: 2*rank)", CLI_UNSET_OR_POSITIVE},
         {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
@@ -355,6 +356,7 @@ int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, co
     o.max_length = a->max_length;
     o.skip_bad = a->skip_bad;
     o.sheet = path == a->eval_data ? a->eval_sheet : a->sheet;
+    o.last_turn_only = a->last_turn_only;
     if (ds_load(path, tok, &o, out)) return -1;
     if (dist_rank() != 0) return 0; /* every rank loads the same data: say it once */
     fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);

@@ -39,6 +39,7 @@ typedef struct {
     const char *chat_template;
     int skip_bad;
     const char *sheet, *eval_sheet; /* .xlsx worksheets of --data and --eval-data (NULL = the first) */
+    int last_turn_only;         /* SFT {messages}: loss on the last assistant turn only */
     /* PEFT (common/model/lora.h, common/io/peft.h, common/compute/quant.h) */
     int lora_rank;              /* 0 = full fine-tuning */
     float lora_alpha, lora_dropout;
@@ -61,7 +62,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 42
+#define TRAIN_ARGS_N_FLAGS 43
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {

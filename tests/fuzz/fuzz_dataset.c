@@ -9,7 +9,9 @@
  * ALIGN_FUZZ_FIXTURES). The length limits vary with the input size so both
  * overflow modes and prompt truncation are reached. Accepted examples are
  * checked (ids inside the vocabulary, counts sane, chosen present when it
- * must be) and packed with ds_pack. Seeds: tests/fuzz/corpus/fuzz_dataset. */
+ * must be) and packed with ds_pack. Multi-turn SFT records train every
+ * assistant turn or, for every other input size, the last only. Seeds:
+ * tests/fuzz/corpus/fuzz_dataset. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             o.max_length = max_lens[(size + ti) % 5];
             o.max_prompt_length = (size + kind) % 3 == 0 ? 4 : 0;
             o.overflow = (size + kind + ti) % 2 ? DS_OVERFLOW_DROP : DS_OVERFLOW_TRUNCATE;
+            o.last_turn_only = (int)((size >> 1) & 1);
             DsExample ex;
             int rc = ds_parse_record((const char *)data, size, "fuzz.jsonl:1", tok, &o, &ex);
             if (rc == 1) {
@@ -82,7 +85,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     if (ex.n_chosen || kind != DS_UNPAIRED) seqs[n++] = ds_example_seq(&ex, 0);
                     if (kind == DS_PREFERENCE || (kind == DS_UNPAIRED && ex.n_rejected)) seqs[n++] = ds_example_seq(&ex, 1);
                     DsPacked p;
-                    if (ds_pack(seqs, n, (int)(size & 1), &p) == 0) ds_packed_free(&p);
+                    if (ds_pack(seqs, n, (int)(size & 1), &p) == 0) {
+                        /* a multi-turn mask only ever removes completion rows from the loss */
+                        if (p.n_loss_tokens > ex.n_chosen + ex.n_rejected) abort();
+                        ds_packed_free(&p);
+                    }
                 }
             } else if (rc != 0 && rc != -1) {
                 abort();

@@ -313,14 +313,28 @@ static void rope_backward(float *dqkv, const int32_t *pos, const float *inv_freq
 
 /* Rows r0 .. r0 + B - 1 of one (sequence, query head), a block of its T
  * queries: they see all Lp prefix keys (kp, vp; NULL when Lp == 0) and the
- * sequence's first r0 + i + 1 keys. Scores and probabilities are B x W,
- * W = Lp + r0 + B, row-major with ld W: columns [0, Lp) the prefix, the
- * rest the sequence. */
+ * sequence's first r0 + i + 1 keys. Key columns are numbered by position:
+ * [0, Lp) the prefix, the rest the sequence. With a sliding window, row i
+ * (position Lp + r0 + i) sees only columns > its position - window, so
+ * the block computes columns [c0, Lp + r0 + B) and no others: c0 is its
+ * first row's lowest visible column (0 without a window). Scores and
+ * probabilities are B x Wb, Wb = Lp + r0 + B - c0, row-major with ld Wb:
+ * the first pc = max(Lp - c0, 0) columns are prefix keys from c0, the rest
+ * sequence keys from ks0 = max(c0 - Lp, 0). */
 typedef struct {
     const float *q, *k, *v, *kp, *vp; /* q: the block's first row; rows of stride ld (qkv layout) */
     int B, r0, Lp, hd, ld;
+    int window;        /* 0: causal only */
+    int c0, pc, ks0, Wb;
     float scale;
 } AttnBlock;
+
+/* The columns row i of the block sees: [*a, *e) of its score row. */
+static void attn_row_span(const AttnBlock *t, int i, int *a, int *e) {
+    int pos = t->Lp + t->r0 + i, lo = t->window > 0 && pos - t->window + 1 > 0 ? pos - t->window + 1 : 0;
+    *a = lo - t->c0;
+    *e = pos + 1 - t->c0;
+}
 
 static float row_max(const float *x, int n) {
     float mx = -INFINITY;
@@ -333,15 +347,19 @@ static float row_max(const float *x, int n) {
  * P = exp(S - lse) under the (prefix +) causal mask; lse computed when
  * lse_out is non-NULL, else read from lse_in (both indexed by block row). */
 static void attention_probs(float *S, const AttnBlock *t, float *lse_out, const float *lse_in) {
-    int B = t->B, Lp = t->Lp, W = Lp + t->r0 + B;
-    if (Lp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Lp, t->hd, t->scale, t->q, t->ld, t->kp,
-                    t->ld, 0.0f, S, W);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, t->r0 + B, t->hd, t->scale, t->q, t->ld, t->k,
-                t->ld, 0.0f, S + Lp, W);
+    int B = t->B, W = t->Wb, pc = t->pc;
+    if (pc)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, pc, t->hd, t->scale, t->q, t->ld,
+                    t->kp + (size_t)t->c0 * t->ld, t->ld, 0.0f, S, W);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, W - pc, t->hd, t->scale, t->q, t->ld,
+                t->k + (size_t)t->ks0 * t->ld, t->ld, 0.0f, S + pc, W);
     for (int i = 0; i < B; i++) {
         float *s = S + (size_t)i * W;
-        int n = Lp + t->r0 + i + 1; /* visible keys */
+        int a, n; /* visible keys: columns [a, n) */
+        attn_row_span(t, i, &a, &n);
+        for (int j = 0; j < a; j++) s[j] = 0.0f;
+        s += a;
+        n -= a;
         if (lse_out) {
             float mx = row_max(s, n), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -354,7 +372,7 @@ static void attention_probs(float *S, const AttnBlock *t, float *lse_out, const 
 #pragma omp simd
             for (int j = 0; j < n; j++) s[j] = vexp(s[j] - l);
         }
-        for (int j = n; j < W; j++) s[j] = 0.0f;
+        for (int j = n; j < W - a; j++) s[j] = 0.0f;
     }
 }
 
@@ -434,11 +452,16 @@ static size_t max_block_scores(const int32_t *seq_start, const int32_t *seq_pref
 
 /* The block of query head h over rows r0.. of sequence s (and its prefix, if any). */
 static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix, int s,
-                            int r0, int h, int g, int Hq, int Hkv, int hd) {
+                            int r0, int h, int g, int Hq, int Hkv, int hd, int window) {
     int ld = (Hq + 2 * Hkv) * hd, t0 = seq_start[s], T = seq_len_of(seq_start, s);
     AttnBlock t = {.B = T - r0 < ATTN_BQ ? T - r0 : ATTN_BQ, .r0 = r0,
-                   .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd, .ld = ld,
+                   .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd, .ld = ld, .window = window,
                    .scale = 1.0f / sqrtf((float)hd)};
+    int first = t.Lp + r0; /* the block's first row's position */
+    t.c0 = window > 0 && first - window + 1 > 0 ? first - window + 1 : 0;
+    t.pc = t.Lp > t.c0 ? t.Lp - t.c0 : 0;
+    t.ks0 = t.c0 > t.Lp ? t.c0 - t.Lp : 0;
+    t.Wb = t.Lp + r0 + t.B - t.c0;
     t.q = qkv + (size_t)(t0 + r0) * ld + h * hd;
     t.k = qkv + (size_t)t0 * ld + (Hq + g) * hd;
     t.v = qkv + (size_t)t0 * ld + (Hq + Hkv + g) * hd;
@@ -457,9 +480,9 @@ static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const in
  * Query blocks are independent here, so a unit of work is one block of one
  * kv head's query heads: a single long sequence still spreads over every
  * thread. */
-static void attention_forward_prefixed(float *out, float *lse, const float *qkv, const int32_t *seq_start,
-                                       const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
-                                       int hd) {
+static void attention_forward_window(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                     const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
+                                     int window) {
     int ldo = Hq * hd, group = Hq / Hkv;
     /* first_block[s]: sequence s's first query block, numbered across the batch */
     int *first_block = malloc(sizeof(int) * ((size_t)n_seqs + 1));
@@ -488,15 +511,15 @@ static void attention_forward_prefixed(float *out, float *lse, const float *qkv,
                 }
                 int s = lo, t0 = seq_start[s], r0 = (b - first_block[s]) * ATTN_BQ;
                 for (int h = g * group; h < (g + 1) * group; h++) {
-                    AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd);
-                    int W = t.Lp + r0 + t.B;
+                    AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window);
+                    int W = t.Wb, pc = t.pc;
                     float *o = out + (size_t)(t0 + r0) * ldo + h * hd;
                     attention_probs(S, &t, lse + (size_t)h * N + t0 + r0, NULL);
-                    if (t.Lp)
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, t.Lp, 1.0f, S, W, t.vp,
-                                    t.ld, 0.0f, o, ldo);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, r0 + t.B, 1.0f, S + t.Lp, W,
-                                t.v, t.ld, t.Lp ? 1.0f : 0.0f, o, ldo);
+                    if (pc)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, pc, 1.0f, S, W,
+                                    t.vp + (size_t)t.c0 * t.ld, t.ld, 0.0f, o, ldo);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t.B, hd, W - pc, 1.0f, S + pc, W,
+                                t.v + (size_t)t.ks0 * t.ld, t.ld, pc ? 1.0f : 0.0f, o, ldo);
                 }
             }
         }
@@ -504,52 +527,62 @@ static void attention_forward_prefixed(float *out, float *lse, const float *qkv,
     free(first_block);
 }
 
+static void attention_forward_prefixed(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                       const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
+                                       int hd) {
+    attention_forward_window(out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, 0);
+}
+
 static void attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
                               int n_seqs, int N, int Hq, int Hkv, int hd) {
-    attention_forward_prefixed(out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
+    attention_forward_window(out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd, 0);
 }
 
 /* Backward of one query block, flash-attention style: recompute P from the
  * saved lse, then dV += P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)),
- * dQ = dS K * scale, dK += dS^T Q * scale, with [Kp; K] and [Vp; V] split
- * at column Lp (dkp, dvp: the prefix's). dq, o, dO and lse start at the
- * block's first row; dk, dv at the sequence's. */
+ * dQ = dS K * scale, dK += dS^T Q * scale, over the block's columns (see
+ * AttnBlock: pc prefix columns from c0, then sequence keys from ks0; dkp,
+ * dvp: the prefix's). dq, o, dO and lse start at the block's first row;
+ * dk, dv, dkp, dvp at their sequence's. */
 static void attention_backward_block(const AttnBlock *t, float *dq, float *dk, float *dv, float *dkp, float *dvp,
                                      const float *o, const float *dO, int ldo, const float *lse, float *P,
                                      float *dS) {
-    int B = t->B, Lp = t->Lp, K = t->r0 + B, W = Lp + K, hd = t->hd, ld = t->ld;
+    int B = t->B, pc = t->pc, W = t->Wb, K = W - pc, hd = t->hd, ld = t->ld;
+    size_t pk = (size_t)t->c0 * ld, sk = (size_t)t->ks0 * ld; /* first prefix / sequence key rows */
     attention_probs(P, t, NULL, lse);
-    if (Lp) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, B, 1.0f, P, W, dO, ldo, 1.0f, dvp, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Lp, hd, 1.0f, dO, ldo, t->vp, ld, 0.0f, dS, W);
+    if (pc) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, pc, hd, B, 1.0f, P, W, dO, ldo, 1.0f, dvp + pk, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, pc, hd, 1.0f, dO, ldo, t->vp + pk, ld, 0.0f, dS, W);
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, P + Lp, W, dO, ldo, 1.0f, dv, ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, 1.0f, dO, ldo, t->v, ld, 0.0f, dS + Lp, W);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, P + pc, W, dO, ldo, 1.0f, dv + sk, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, 1.0f, dO, ldo, t->v + sk, ld, 0.0f, dS + pc, W);
     for (int i = 0; i < B; i++) {
         float d = 0.0f;
         for (int c = 0; c < hd; c++) d += dO[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
         float *ds = dS + (size_t)i * W;
         const float *p = P + (size_t)i * W;
-        int n = Lp + t->r0 + i + 1;
-        for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - d) * t->scale;
+        int a, n; /* P is 0 outside [a, n) */
+        attn_row_span(t, i, &a, &n);
+        for (int j = 0; j < a; j++) ds[j] = 0.0f;
+        for (int j = a; j < n; j++) ds[j] = p[j] * (ds[j] - d) * t->scale;
         for (int j = n; j < W; j++) ds[j] = 0.0f;
     }
-    if (Lp) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, Lp, 1.0f, dS, W, t->kp, ld, 0.0f, dq, ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lp, hd, B, 1.0f, dS, W, t->q, ld, 1.0f, dkp, ld);
+    if (pc) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, pc, 1.0f, dS, W, t->kp + pk, ld, 0.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, pc, hd, B, 1.0f, dS, W, t->q, ld, 1.0f, dkp + pk, ld);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, dS + Lp, W, t->k, ld,
-                Lp ? 1.0f : 0.0f, dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, dS + Lp, W, t->q, ld, 1.0f, dk, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, dS + pc, W, t->k + sk, ld,
+                pc ? 1.0f : 0.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, hd, B, 1.0f, dS + pc, W, t->q, ld, 1.0f, dk + sk, ld);
 }
 
 /* dqkv = (overwritten) gradient wrt qkv. A unit owns one kv head of one
  * root sequence and of every sequence extending it, so the dK/dV rows that
  * all their query blocks add into (the prefix's too) are written by one
  * thread only. */
-static void attention_backward_prefixed(float *dqkv, const float *dout, const float *out, const float *lse,
-                                        const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
-                                        int n_seqs, int N, int Hq, int Hkv, int hd) {
+static void attention_backward_window(float *dqkv, const float *dout, const float *out, const float *lse,
+                                      const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                      int n_seqs, int N, int Hq, int Hkv, int hd, int window) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
     size_t smax = max_block_scores(seq_start, seq_prefix, n_seqs);
     /* roots[] and, per root, its extensions as a linked list: next[] */
@@ -589,7 +622,7 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
                     float *dk = dqkv + t0 * ld + (Hq + g) * hd, *dv = dqkv + t0 * ld + (Hq + Hkv + g) * hd;
                     for (int h = g * group; h < (g + 1) * group; h++)
                         for (int r0 = 0; r0 < seq_len_of(seq_start, s); r0 += ATTN_BQ) {
-                            AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd);
+                            AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window);
                             size_t row = t0 + r0;
                             attention_backward_block(&t, dqkv + row * ld + h * hd, dk, dv, dkp, dvp,
                                                      out + row * ldo + h * hd, dout + row * ldo + h * hd, ldo,
@@ -602,18 +635,25 @@ static void attention_backward_prefixed(float *dqkv, const float *dout, const fl
     free(roots), free(first), free(next);
 }
 
+static void attention_backward_prefixed(float *dqkv, const float *dout, const float *out, const float *lse,
+                                        const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                        int n_seqs, int N, int Hq, int Hkv, int hd) {
+    attention_backward_window(dqkv, dout, out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, 0);
+}
+
 static void attention_backward(float *dqkv, const float *dout, const float *out, const float *lse,
                                const float *qkv, const int32_t *seq_start, int n_seqs, int N,
                                int Hq, int Hkv, int hd) {
-    attention_backward_prefixed(dqkv, dout, out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
+    attention_backward_window(dqkv, dout, out, lse, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd, 0);
 }
 
-/* Decoding: each new token's scores are one row of at most past + new keys,
- * so the scratch is already linear in the cache's length. */
-static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
-                                     const int32_t *slots, const int32_t *past,
-                                     const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
-                                     int hd, int max_len) {
+/* Decoding: each new token's scores are one row of at most past + new keys
+ * (the last `window` of them with a sliding window), so the scratch is
+ * already linear in the cache's length. */
+static void attention_forward_cached_window(float *out, const float *qkv, float *kcache, float *vcache,
+                                            const int32_t *slots, const int32_t *past,
+                                            const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
+                                            int hd, int max_len, int window) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, kvd = Hkv * hd, group = Hq / Hkv;
     float scale = 1.0f / sqrtf((float)hd);
     int Tmax = 0;
@@ -645,19 +685,29 @@ static void attention_forward_cached(float *out, const float *qkv, float *kcache
                 const float *K = kcache + (size_t)slots[s] * max_len * kvd + g * hd;
                 const float *Vc = vcache + (size_t)slots[s] * max_len * kvd + g * hd;
                 for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
-                    int T = past[s] + (i - seq_start[s]) + 1; /* keys visible to this token */
+                    int end = past[s] + (i - seq_start[s]) + 1; /* keys [lo, end) are visible to this token */
+                    int lo = window > 0 && end > window ? end - window : 0, T = end - lo;
                     const float *q = qkv + (size_t)i * ld + h * hd;
                     /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K, kvd, q, 1, 0.0f, S, 1);
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K + (size_t)lo * kvd, kvd, q, 1, 0.0f,
+                                S, 1);
                     float mx = row_max(S, T), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
                     for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
-                    cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc, kvd, S, 1, 0.0f,
-                                out + (size_t)i * ldo + h * hd, 1);
+                    cblas_sgemv(CblasRowMajor, CblasTrans, T, hd, 1.0f / sum, Vc + (size_t)lo * kvd, kvd, S, 1,
+                                0.0f, out + (size_t)i * ldo + h * hd, 1);
                 }
             }
         }
     }
+}
+
+static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
+                                     const int32_t *slots, const int32_t *past,
+                                     const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
+                                     int hd, int max_len) {
+    attention_forward_cached_window(out, qkv, kcache, vcache, slots, past, seq_start, n_seqs, N, Hq, Hkv, hd,
+                                    max_len, 0);
 }
 
 /* ------------------------------------------------------------ activations */
@@ -922,4 +972,7 @@ const Backend backend_cpu = {
     .matmul_backward_input_q = matmul_backward_input_q,
     .attention_forward_prefixed = attention_forward_prefixed,
     .attention_backward_prefixed = attention_backward_prefixed,
+    .attention_forward_window = attention_forward_window,
+    .attention_backward_window = attention_backward_window,
+    .attention_forward_cached_window = attention_forward_cached_window,
 };

@@ -471,4 +471,8 @@ extern "C" const Backend backend_cuda = {
     .matmul_backward_input_q = cu_matmul_backward_input_q,
     .attention_forward_prefixed = NULL, /* not yet: DPO packs pairs plainly on CUDA */
     .attention_backward_prefixed = NULL,
+    /* not yet: model_create refuses a model with sliding-window layers here */
+    .attention_forward_window = NULL,
+    .attention_backward_window = NULL,
+    .attention_forward_cached_window = NULL,
 };
