@@ -8,8 +8,7 @@ set -u
 BIN=$1
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 "$BIN/align_demo" --out-dir "$T/demo" > "$T/out" 2>&1
 rc=$?
@@ -25,5 +24,4 @@ check "DPO and PPO TensorBoard events exist" "ls $T/demo/dpo-logs/events.out.tfe
 kacc=$(sed -n 's/^the same held-out pairs after KTO on the same labels, unpaired: rewards\/accuracies \([0-9.]*\)$/\1/p' "$T/out")
 check "KTO's held-out rewards/accuracies shown beside DPO's (got '$kacc')" "python3 -c 'import sys; sys.exit(0 if 0 <= float(\"$kacc\" or -1) <= 1 else 1)'"
 [ $fail -eq 0 ] || tail -30 "$T/out"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

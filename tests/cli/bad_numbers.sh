@@ -16,8 +16,7 @@ MODEL=$HERE/../fixtures/hf_tiny_qwen2
 PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/sft.jsonl" "$T/prefs.jsonl" <<'PY'
 import json, sys
@@ -131,5 +130,4 @@ timeout 60 "$BIN/logprobs" --model "$T/nanmodel" --data "$T/sft.jsonl" 2>"$T/err
 check "logprobs (SFT records) never prints nan" "[ $? -ne 0 ] && ! grep -qi nan '$T/lp2' && grep -q 'sft.jsonl:1: the log-probability is NaN' '$T/err'"
 check "logprobs --help says so" "'$BIN/logprobs' --help | grep -q 'not finite'"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

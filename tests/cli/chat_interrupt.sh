@@ -10,8 +10,7 @@ T=$(mktemp -d)
 GP=
 cleanup() { [ -n "$GP" ] && kill "$GP" 2>/dev/null; exec 3>&- 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 # wait (up to 20 s) until a command succeeds
 wait_for() { for _ in $(seq 200); do eval "$1" && return 0; sleep 0.1; done; return 1; }
 
@@ -52,5 +51,4 @@ GP=
 exec 3>&-
 check "Ctrl-C at the prompt exits 130 (rc $rc)" "[ $rc -eq 130 ]"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

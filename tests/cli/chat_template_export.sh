@@ -11,8 +11,7 @@ BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 cp -r "$HERE/../fixtures/hf_tiny_qwen2" "$T/smol"
 python3 - "$T/smol/tokenizer_config.json" <<'PY'
@@ -51,5 +50,4 @@ else
     echo "skipped the jinja2 check (python3-jinja2 not installed)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -14,8 +14,7 @@ MODEL=$HERE/../fixtures/hf_tiny_qwen2
 TAB=$HERE/../fixtures/tables
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 losses() { python3 -c 'import json,sys; print(" ".join("%.6g" % json.loads(l)["loss"] for l in open(sys.argv[1])))' "$1"; }
 
 python3 - "$TAB/qa.csv" "$T/qa.jsonl" <<'PY'
@@ -66,5 +65,4 @@ check "an empty cell is named ($(cat "$T/h.err"))" "[ $rc -eq 1 ] && grep -q 'ba
 "$BIN/dpo_run" "${dpo[@]}" --data "$TAB/prefs.xlsx" --sheet train --out "$T/i.ckpt" 2>"$T/i.err"; rc=$?
 check "a missing sheet lists the sheets ($(cat "$T/i.err"))" "[ $rc -eq 1 ] && grep -q 'no sheet named \"train\" (the workbook has \"prefs\", \"qa\")' $T/i.err"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

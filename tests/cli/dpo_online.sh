@@ -17,8 +17,7 @@ MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/pairs.jsonl" "$T/prompts.jsonl" <<'PY'
 import json, sys
@@ -111,5 +110,4 @@ bad "sampling flag offline" "--temperature applies to --online only" \
 "$BIN/dpo_run" "${common[@]}" --reward "$MODEL" --out "$T/x.ckpt" 2>"$T/e"
 check "a policy as the judge is refused" "grep -q 'is not a reward model' $T/e"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

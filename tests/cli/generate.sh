@@ -12,7 +12,7 @@ MODEL=$HERE/../fixtures/hf_tiny_llama
 GEN=$BIN/generate
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
+. "$(dirname "$0")/lib/check.sh" # finish; this script keeps its own check (condition first)
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { if eval "$1"; then ok; else bad "$2"; fi; }
@@ -122,5 +122,4 @@ check '[ $rc -ne 0 ] && grep -q "standard output: write failed" "$T/full2.err"' 
 echo hi | "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 4 > /dev/full 2> "$T/full3.err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "standard output: write failed" "$T/full3.err"' "--chat on a full stdout fails ($(cat "$T/full3.err"))"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

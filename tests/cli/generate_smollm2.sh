@@ -25,7 +25,7 @@ fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
+. "$(dirname "$0")/lib/check.sh" # finish; this script keeps its own check (condition first)
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { if eval "$1"; then ok; else bad "$2"; fi; }
@@ -69,5 +69,4 @@ for i in $(seq 16); do echo "{\"prompt\": \"Write a short sentence about the num
 check '[ $rc -eq 0 ] && [ $(wc -l < "$T/out16") -eq 16 ]' "16 prompts at --batch-size 16 ($(cat "$T/err16"))"
 echo "batch 16: $(grep tokens/s "$T/err16")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -16,8 +16,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 # hf_tiny_llama without its Llama-3.1 rope scaling (GGUF export refuses that)
 cp -r "$HERE/../fixtures/hf_tiny_llama" "$T/llama"
@@ -67,5 +66,4 @@ done
 check "gguf reader: qwen2.gguf (unpermuted, biases)" "[ $? -eq 0 ]"
 "$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" q4_k_m
 check "gguf reader: qwen2_k.gguf (the tied embedding typed as the head)" "[ $? -eq 0 ]"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

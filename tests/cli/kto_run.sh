@@ -15,8 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T" <<'PY'
 import json, sys
@@ -87,5 +86,4 @@ check "bad label names file:line" "grep -q 'bad.jsonl:2: field \"label\" must be
 "$BIN/dpo_run" --policy "$MODEL" --data "$T/kto.jsonl" --out "$T/x.ckpt" 2>"$T/e"
 check "DPO on unpaired data points at KTO" "grep -q 'is KTO data (--loss kto)' $T/e"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

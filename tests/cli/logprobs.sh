@@ -9,8 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 FX=$HERE/../fixtures
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 "$BIN/logprobs" --model "$FX/hf_tiny_qwen2" --data "$FX/logprobs/prefs.jsonl" --out "$T/lp.jsonl" 2>"$T/err"
 check "logprobs exits 0" "[ $? -eq 0 ]"
@@ -42,5 +41,4 @@ check "missing data file named" "[ $? -ne 0 ] && grep -q none.jsonl $T/e3"
 "$BIN/logprobs" --model "$FX/hf_tiny_qwen2" --data "$FX/logprobs/prefs.jsonl" --out /dev/full 2>"$T/e4"; rc=$?
 check "a full disk is an error naming the file ($(tail -1 $T/e4))" "[ $rc -ne 0 ] && grep -q 'writing /dev/full failed (No space left on device)' $T/e4"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

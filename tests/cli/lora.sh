@@ -18,8 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/prefs.jsonl" "$T/sft.jsonl" <<'PY'
 import json, sys
@@ -75,5 +74,4 @@ check "the adapter names its base ($(base_of $T/a-adapter/adapter_config.json))"
 check "a resumed run's adapter names the same base" "[ \"\$(base_of $T/b-adapter/adapter_config.json)\" = '$real' ]"
 check "the merged model records no base" "! grep -q '\"base_model\"' $T/a.ckpt"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

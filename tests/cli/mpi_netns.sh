@@ -20,8 +20,7 @@ A=alA$$ B=alB$$
 ip netns add "$A" 2>/dev/null || { echo "skip: cannot make network namespaces here (needs root or CAP_NET_ADMIN)"; exit 77; }
 T=$(mktemp -d)
 trap 'ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null; rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 NET=10.216.77
 ip netns add "$B" && ip link add "v$A" type veth peer name "v$B" && ip link set "v$A" netns "$A" &&
@@ -71,5 +70,4 @@ PY
 read dl dw < "$T/diff"
 check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "python3 -c 'import sys; sys.exit(0 if $dl <= 1e-5 and $dw <= 1e-5 else 1)'"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

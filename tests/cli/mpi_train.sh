@@ -21,8 +21,7 @@ PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
 command -v mpirun >/dev/null || { echo "skip: no mpirun (apt-get install openmpi-bin libopenmpi-dev)"; exit 77; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # shared memory and loopback only: nothing to probe, no warnings about other networks
 export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
@@ -163,5 +162,4 @@ else
   kill $tpid 2>/dev/null; wait $tpid
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

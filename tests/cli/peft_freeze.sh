@@ -18,8 +18,7 @@ GPT2=$HERE/../fixtures/hf_tiny_gpt2
 LLAMA=$HERE/../fixtures/hf_tiny_llama
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 python3 - "$T/sft.jsonl" "$T/prefs.jsonl" <<'PY'
@@ -94,5 +93,4 @@ check "a bad --trainable-modules name is named" "[ $? -ne 0 ] && grep -q 'bogus'
 "$BIN/ppo_run" --policy "$GPT2" --prompts "$T/sft.jsonl" --reward exact --peft freeze --out "$T/x.ckpt" 2>"$T/e6"
 check "ppo_run refuses freeze tuning" "[ $? -ne 0 ] && grep -q 'not supported by ppo_run yet' $T/e6"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

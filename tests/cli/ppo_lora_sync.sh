@@ -86,5 +86,4 @@ check "--quantize-base refused" "[ $? -eq 1 ] && grep -q 'quantize-base is not s
 timeout 60 "$BIN/ppo_run" "${common[@]}" --max-steps 6 --out "$T/x.ckpt" --resume "$T/a-step3.ckpt" 2>"$T/e2.err"
 check "a LoRA checkpoint resumed without --lora-rank refused" "[ $? -eq 1 ] && grep -q 'holds LoRA adapters' $T/e2.err"
 
-echo "ppo_lora_sync: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish ppo_lora_sync

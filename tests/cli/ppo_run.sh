@@ -165,5 +165,4 @@ done
 "$BIN/ppo_ref" --bind "ipc://$T/never.sock" --max-batch-tokens 0 2>"$T/e4.err"
 check "ppo_ref --max-batch-tokens 0 refused" "[ $? -eq 2 ] && grep -q -- '--max-batch-tokens' $T/e4.err"
 
-echo "ppo_run: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish ppo_run

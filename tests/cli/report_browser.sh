@@ -17,8 +17,7 @@ MODEL=$HERE/../fixtures/hf_tiny_qwen2
 ART=$(cd "$BIN/.." && pwd)/artifacts
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 mkdir -p "$T/run_a" "$T/run_b"
 python3 - "$T" <<'PY'
@@ -133,5 +132,4 @@ rm -f "$ART/report.png"
 timeout 120 "$browser" "${flags[@]}" --window-size=1400,2600 --screenshot="$ART/report.png" "file://$T/report.html" >/dev/null 2>&1
 check "screenshot kept in $ART/report.png" "[ \$(stat -c %s $ART/report.png 2>/dev/null || echo 0) -gt 20000 ]"
 cp "$T/report.html" "$ART/report.html" 2>/dev/null
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -18,8 +18,7 @@ MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 SP=
 trap '[ -n "$SP" ] && kill $SP 2>/dev/null; rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/prefs.jsonl" <<'PY'
 import json, random, sys
@@ -132,5 +131,4 @@ timeout 20 "$BIN/rm_score" --model "$T/a.ckpt" --data "$T/empty.jsonl" 2>"$T/e9"
 rc=$?
 check "rm_score on an empty file is an error naming it (exit $rc)" "[ $rc -eq 1 ] && grep -q 'empty.jsonl: no records' $T/e9"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -12,8 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/sft.jsonl" <<'PY'
 import json, sys
@@ -74,5 +73,4 @@ check "--skip-bad skips and counts" "grep -q '1 bad records skipped' $T/e3"
 "$BIN/sft_run" --model /nonexistent --data "$T/sft.jsonl" --out "$T/x.ckpt" 2>"$T/e4"
 check "missing model named" "grep -q /nonexistent $T/e4"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -14,8 +14,7 @@ GPT2=$HERE/../fixtures/gpt2
 TOK=$BIN/tokenize
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 "$TOK" --help >"$T/help" 2>&1
 check "--help exits 0" "[ $? -eq 0 ] && grep -q 'usage: tokenize' $T/help"
@@ -82,5 +81,4 @@ check "bad id named" "[ $? -eq 1 ] && grep -q 'stdin:2: \"x\" is not a token id'
 printf '99999999\n' | "$TOK" --model "$GPT2" --decode >/dev/null 2>"$T/e9"
 check "id out of range" "[ $? -eq 1 ] && grep -q 'stdin:1: token id 99999999 is outside the vocabulary (0..50256)' $T/e9"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -10,8 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_qwen2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "$0")/lib/check.sh"
 
 python3 - "$T/sft.jsonl" <<'PY'
 import json, sys
@@ -69,5 +68,4 @@ check "a config typo names the nearest key ($(cat "$T/g.err"))" "[ $rc -eq 2 ] &
 "$BIN/sft_run" --help > "$T/help"
 check "--help shows TRL's names" "grep -q 'TRL: learning_rate' $T/help && grep -q -- '--save-total-limit' $T/help"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -1,7 +1,6 @@
 # Shared by the PPO CLI tests (sourced): the check counter, the tiny
 # "Write N:" data sets, and the comparisons resume tests make.
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 # ppo_data DIR N_SFT N_PREFS: DIR/sft.jsonl (when N_SFT > 0), DIR/prefs.jsonl
