@@ -130,9 +130,7 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
     double t0 = 0;
     for (int step = 0; step <= o->steps; step++) { /* step 0 warms up, untimed */
         if (step == 1) t0 = align_now();
-        int was = ref == m ? model_lora_enable(m, 0) : -1;
-        if (seq_logprobs_packed(ref, &p, refs, counts)) return -1;
-        if (was >= 0) model_lora_enable(m, was);
+        if (seq_logprobs_reference(ref, m, &p, refs, counts)) return -1;
         model_lora_train_mode(m, 1, (uint64_t)step);
         if (model_forward(m, &p.batch) || model_token_logprobs(m, p.targets, logp)) return -1;
         seq_logprobs_reduce(&p, logp, sums, counts);

@@ -26,12 +26,8 @@ long dpo_batch(const DpoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         } else if (!ref) {
             align_errorf("this loss needs a reference model or precomputed reference log-probs");
             goto done;
-        } else {
-            /* ref == policy: a LoRA policy whose reference is its base, adapters off */
-            int was = ref == policy ? model_lora_enable(policy, 0) : -1;
-            int bad = seq_logprobs_packed(ref, &p, refs, counts);
-            if (was >= 0) model_lora_enable(policy, was);
-            if (bad) goto done;
+        } else if (seq_logprobs_reference(ref, policy, &p, refs, counts)) {
+            goto done;
         }
     }
     dlogp = calloc(p.batch.n_tokens, sizeof(float));

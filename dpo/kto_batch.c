@@ -28,12 +28,7 @@ long kto_batch(const KtoLossConfig *loss, Model *policy, Model *ref, const DsSeq
         both[2 * i + 1] = (DsSeq){seqs[i].prompt, seqs[i].n_prompt, other->completion, other->n_completion};
     }
     if (seq_pack_pairs(policy, both, n, &p)) goto done;
-    {
-        int was = ref == policy ? model_lora_enable(policy, 0) : -1; /* the base, adapters off */
-        int bad = seq_logprobs_packed(ref, &p, refs, counts);
-        if (was >= 0) model_lora_enable(policy, was);
-        if (bad) goto done;
-    }
+    if (seq_logprobs_reference(ref, policy, &p, refs, counts)) goto done;
     dlogp = calloc(p.batch.n_tokens, sizeof(float));
     if (!dlogp) {
         align_errorf("out of memory");

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include "lora.h"
 #include "util.h"
 
 void seq_logprobs_reduce(const DsPacked *p, const float *logp, double *sums, int *counts) {
@@ -42,4 +43,11 @@ int seq_logprobs(Model *m, const DsSeq *seqs, int n, int max_batch, int pairs, d
         if (rc) return -1;
     }
     return 0;
+}
+
+int seq_logprobs_reference(Model *ref, Model *policy, const DsPacked *p, double *sums, int *counts) {
+    int was = ref == policy ? model_lora_enable(policy, 0) : -1;
+    int rc = seq_logprobs_packed(ref, p, sums, counts);
+    if (was >= 0) model_lora_enable(policy, was);
+    return rc;
 }

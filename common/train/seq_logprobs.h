@@ -21,6 +21,9 @@ int seq_pack_pairs(const Model *m, const DsSeq *seqs, int n_pairs, DsPacked *out
 
 /* Forward of one packed batch: sums and counts per input sequence. */
 int seq_logprobs_packed(Model *m, const DsPacked *p, double *sums, int *counts);
+/* The same under the reference model of `policy`: ref == policy is a LoRA
+ * policy whose reference is its base, so its adapters are off for the pass. */
+int seq_logprobs_reference(Model *ref, Model *policy, const DsPacked *p, double *sums, int *counts);
 
 /* Forward only: sums[i], counts[i] for seqs[i]. pairs = 1: seqs are
  * (chosen, rejected) pairs, packed with seq_pack_pairs (n and the
