@@ -302,6 +302,8 @@ int main(int argc, char **argv) {
     printf("align demo: teach a model to answer, then to prefer calm answers over SHOUTING ones.\n"
            "Data in %s/: %d SFT examples (both styles), %d preference pairs on %d topics, %d held-out pairs on %d unseen topics.\n",
            dir, N_TOPICS * N_PROMPTS * 2, N_TRAIN * N_PROMPTS, N_TRAIN, (N_TOPICS - N_TRAIN) * N_PROMPTS, N_TOPICS - N_TRAIN);
+    printf("Then arithmetic checked by a verifier: %d \"N+1=\" answers from a careless teacher for SFT, %d labelled prompts "
+           "for GRPO, %d held out.\n", ARITH_SFT, ARITH_RL, ARITH_HELD);
 
     char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
         p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16],
