@@ -24,14 +24,12 @@ default loss_type "dapo", align's default), AdamW lr 1e-6, fp32, N threads
 different work are changed: gradient checkpointing and bf16 off. align does
 not whiten advantages here (--no-whiten-advantages: TRL does not).
 
-align: ppo_run (orchestrator + policy, reference and rollout-worker
-processes, OMP_NUM_THREADS=N each; no reward_server: the verifier runs in
-the orchestrator); its --metrics give per iteration time/generate (the
-rollout worker sampling), time/score_all (reference log-probs + the
-verifier, concurrent), time/update (the policy's GRPO step) and
-time/weight_sync (new weights to the rollout worker). align always runs the
-reference forward (it logs objective/kl even at --kl-coef 0); TRL with beta
-0 loads no reference model: align does that extra work.
+align: ppo_run (orchestrator + policy and rollout-worker processes,
+OMP_NUM_THREADS=N each; at --kl-coef 0 no reference process, as TRL loads
+no reference model at beta 0; no reward_server: the verifier runs in the
+orchestrator); its --metrics give per iteration time/generate (the rollout
+worker sampling), time/score_all (the verifier), time/update (the policy's
+GRPO step) and time/weight_sync (new weights to the rollout worker).
 
 TRL: trl.GRPOTrainer (bench_setup.PINS, the .venv-bench that dpo_vs_trl.py
 uses) in a child process (torch.set_num_threads(N)); wrappers around the
