@@ -18,10 +18,16 @@
  *   align_report  report.html: the DPO and PPO curves overlaid and the
  *               held-out answers of SFT, DPO and PPO side by side (DPO and
  *               PPO also log to TensorBoard, in dpo-logs/ and ppo-logs/)
+ *   sft_run + ppo_run --advantage grpo --reward math
+ *               RL with a verifiable reward: "N+1=" taught by a careless
+ *               teacher (half its answers forget the +1), then GRPO graded
+ *               by the math verifier alone, evaluated (eval_pass@1) on
+ *               numbers neither SFT nor GRPO ever saw
  *
  * The preference is checkable: the share of shouted answers must fall, the
  * held-out rewards/accuracies must reach 0.9, and PPO must raise the mean
- * reward of held-out answers. Exit status 0 when all three hold. */
+ * reward of held-out answers; GRPO must raise held-out pass@1. Exit status
+ * 0 when all four hold. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -115,6 +121,42 @@ static void write_data(const char *dir) {
         }
     }
     fclose(sft), fclose(prefs), fclose(heldout), fclose(prompts), fclose(train_prompts);
+}
+
+/* The verifiable task: "N+1=" for three-digit N not ending in 9 (no carry,
+ * so the answer is N's first digits copied and the last one counted up: a
+ * rule the small model can learn, not a table it must memorise). The
+ * numbers are shuffled once with a fixed generator, so the task is the same
+ * for every --seed; disjoint slices go to SFT, GRPO and evaluation. The SFT
+ * teacher is careless: every other answer repeats N, so the SFT model
+ * answers right about half the time, and the verifier has something to
+ * teach that generalises to numbers it never saw. */
+enum { ARITH_SFT = 300, ARITH_RL = 160, ARITH_HELD = 40 };
+
+static void write_arith(const char *dir) {
+    int nums[810], n = 0;
+    for (int v = 100; v < 1000; v++)
+        if (v % 10 != 9) nums[n++] = v;
+    unsigned long long x = 88172645463325252ULL; /* xorshift64: the same on every platform */
+    for (int i = n - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int j = (int)(x % (unsigned long long)(i + 1)), t = nums[i];
+        nums[i] = nums[j], nums[j] = t;
+    }
+    FILE *sft = open_out(dir, "arith_sft.jsonl"), *rl = open_out(dir, "arith_prompts.jsonl"),
+         *held = open_out(dir, "arith_heldout.jsonl");
+    char q[16], a[16];
+    for (int i = 0; i < ARITH_SFT + ARITH_RL + ARITH_HELD; i++) {
+        snprintf(q, sizeof q, "%d+1=", nums[i]);
+        if (i < ARITH_SFT) {
+            snprintf(a, sizeof a, "%d", nums[i] + (i % 2 == 0)); /* the careless teacher */
+            write_record(sft, "question", q, "answer", a, NULL, NULL);
+        } else {
+            snprintf(a, sizeof a, "%d", nums[i] + 1);
+            write_record(i < ARITH_SFT + ARITH_RL ? rl : held, "prompt", q, "answer", a, NULL, NULL);
+        }
+    }
+    fclose(sft), fclose(rl), fclose(held);
 }
 
 /* Print the command, run it, stop the demo if it fails. */
@@ -215,23 +257,27 @@ static double mean_score(const char *path) {
     return n ? sum / n : 0;
 }
 
-/* The last value of a metric in a metrics JSONL file. */
-static double last_metric(const char *path, const char *key) {
+/* The first (first = 1) or last value of a metric in a metrics JSONL file
+ * (-1 when absent). */
+static double find_metric(const char *path, const char *key, int first) {
     FILE *f = fopen(path, "r");
     if (!f) align_die("align_demo", "cannot read %s", path);
     char *line = NULL;
     size_t cap = 0;
     double v = -1;
-    while (getline(&line, &cap, f) > 0) {
+    int found = 0;
+    while (getline(&line, &cap, f) > 0 && !(first && found)) {
         cJSON *o = cJSON_Parse(line);
         cJSON *a = cJSON_GetObjectItem(o, key);
-        if (cJSON_IsNumber(a)) v = a->valuedouble;
+        if (cJSON_IsNumber(a)) v = a->valuedouble, found = 1;
         cJSON_Delete(o);
     }
     free(line);
     fclose(f);
     return v;
 }
+
+static double last_metric(const char *path, const char *key) { return find_metric(path, key, 0); }
 
 /* eval_rewards/accuracies of dpo_run's last evaluation. */
 static double last_eval_accuracy(const char *path) { return last_metric(path, "eval_rewards/accuracies"); }
@@ -244,7 +290,7 @@ int main(int argc, char **argv) {
         {"seed", CLI_INT, &seed, "seed for weights, data order and sampling", CLI_ANY},
     };
     CliSpec spec = {.prog = "align_demo", .usage = "align_demo [flags]",
-                    .about = "SFT from scratch, then DPO, and a reward model + PPO, towards calm answers on built-in data; prints before/after figures.",
+                    .about = "SFT from scratch, then DPO, and a reward model + PPO, towards calm answers on built-in data; then GRPO with a math verifier on built-in arithmetic; prints before/after figures.",
                     .flags = flags, .n_flags = 2};
     cli_parse_or_exit(&spec, argc, argv);
     ssize_t len = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
@@ -253,15 +299,20 @@ int main(int argc, char **argv) {
     *strrchr(bin_dir, '/') = 0;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) align_die("align_demo", "--out-dir %s: %s", dir, strerror(errno));
     write_data(dir);
+    write_arith(dir);
     double t0 = align_now();
     printf("align demo: teach a model to answer, then to prefer calm answers over SHOUTING ones.\n"
            "Data in %s/: %d SFT examples (both styles), %d preference pairs on %d topics, %d held-out pairs on %d unseen topics.\n",
            dir, N_TOPICS * N_PROMPTS * 2, N_TRAIN * N_PROMPTS, N_TRAIN, (N_TOPICS - N_TRAIN) * N_PROMPTS, N_TOPICS - N_TRAIN);
+    printf("Then arithmetic checked by a verifier: %d \"N+1=\" answers from a careless teacher for SFT, %d labelled prompts "
+           "for GRPO, %d held out.\n", ARITH_SFT, ARITH_RL, ARITH_HELD);
 
     char p_init[PATH_MAX], p_sft[PATH_MAX], p_dpo[PATH_MAX], p_sftdata[PATH_MAX], p_prefs[PATH_MAX], p_held[PATH_MAX],
         p_prompts[PATH_MAX], p_lp0[PATH_MAX], p_lp1[PATH_MAX], p_g0[PATH_MAX], p_g1[PATH_MAX], p_metrics[PATH_MAX], s_seed[16],
         p_rm[PATH_MAX], p_ppo[PATH_MAX], p_train_prompts[PATH_MAX], p_g2[PATH_MAX], p_ppo_metrics[PATH_MAX],
-        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX], p_report[PATH_MAX], p_kto[PATH_MAX], p_kto_metrics[PATH_MAX];
+        p_ans[3][PATH_MAX], p_scores[3][PATH_MAX], p_report[PATH_MAX], p_kto[PATH_MAX], p_kto_metrics[PATH_MAX],
+        p_arith_sft[PATH_MAX], p_arith_rl[PATH_MAX], p_arith_held[PATH_MAX], p_arith_model[PATH_MAX], p_grpo[PATH_MAX],
+        p_grpo_metrics[PATH_MAX];
 #define P(var, name) snprintf(var, sizeof var, "%s/%s", dir, name)
     P(p_init, "init.ckpt"), P(p_sft, "sft.ckpt"), P(p_dpo, "dpo.ckpt"), P(p_sftdata, "sft.jsonl");
     P(p_prefs, "prefs.jsonl"), P(p_held, "prefs_heldout.jsonl"), P(p_prompts, "prompts_heldout.jsonl");
@@ -271,6 +322,8 @@ int main(int argc, char **argv) {
     P(p_ppo_metrics, "ppo_metrics.jsonl"), P(p_report, "report.html"), P(p_kto, "kto.ckpt"),
         P(p_kto_metrics, "kto_metrics.jsonl");
     P(p_ans[0], "answers_sft.jsonl"), P(p_ans[1], "answers_dpo.jsonl"), P(p_ans[2], "answers_ppo.jsonl");
+    P(p_arith_sft, "arith_sft.jsonl"), P(p_arith_rl, "arith_prompts.jsonl"), P(p_arith_held, "arith_heldout.jsonl");
+    P(p_arith_model, "arith_sft.ckpt"), P(p_grpo, "grpo.ckpt"), P(p_grpo_metrics, "grpo_metrics.jsonl");
     P(p_scores[0], "scores_sft.jsonl"), P(p_scores[1], "scores_dpo.jsonl"), P(p_scores[2], "scores_ppo.jsonl");
 #undef P
     snprintf(s_seed, sizeof s_seed, "%d", seed);
@@ -327,6 +380,25 @@ int main(int argc, char **argv) {
     }
     double ppo_kl = last_metric(p_ppo_metrics, "objective/kl");
 
+    /* SFT: the copy-and-count rule appears suddenly (the loss drops from
+     * ~1.7 to ~0.3 somewhere between steps 200 and 300, depending on the
+     * data order), so 600 steps leave a margin; 400 sometimes stopped
+     * before it. GRPO as TRL runs it by default (beta 0: no KL term, one
+     * pass over each batch), with a short warmup: the first full-size Adam
+     * steps on this small model undo half of what SFT taught. */
+    printf("\n== 5. RL with a verifiable reward: GRPO on \"N+1=\", graded by the math verifier, no reward model ==");
+    run((const char *[]){"sft_run", "--model", p_init, "--data", p_arith_sft, "--out", p_arith_model, "--lr", "3e-3",
+                         "--batch-size", "16", "--max-steps", "600", "--warmup-steps", "10", "--lr-schedule", "cosine",
+                         "--weight-decay", "0.1", "--seed", s_seed, NULL});
+    run((const char *[]){"ppo_run", "--policy", p_arith_model, "--prompts", p_arith_rl, "--advantage", "grpo", "--reward",
+                         "math", "--n", "8", "--batch-size", "16", "--max-new-tokens", "6", "--lr", "1e-3",
+                         "--warmup-steps", "3", "--ppo-epochs", "1", "--kl-coef", "0", "--max-steps", "30", "--eval-data",
+                         p_arith_held, "--eval-every", "10", "--out", p_grpo, "--metrics", p_grpo_metrics, "--seed", s_seed,
+                         NULL});
+    double pass0 = find_metric(p_grpo_metrics, "eval_pass@1", 1), pass1 = find_metric(p_grpo_metrics, "eval_pass@1", 0);
+    double train0 = find_metric(p_grpo_metrics, "rewards/math/mean", 1),
+           train1 = find_metric(p_grpo_metrics, "rewards/math/mean", 0);
+
     printf("\n== result (%.0f s) ==\n", align_now() - t0);
     printf("held-out pairs (topics DPO never saw): rewards/accuracies %.2f\n", acc);
     printf("the same held-out pairs after KTO on the same labels, unpaired: rewards/accuracies %.2f\n", acc_kto);
@@ -343,9 +415,14 @@ int main(int argc, char **argv) {
         printf("  %s\n    SFT: %s\n    DPO: %s\n    PPO: %s\n", p, before[i * N_PROMPTS + i], after[i * N_PROMPTS + i],
                i * N_PROMPTS + i < k2 ? ppo[i * N_PROMPTS + i] : "");
     }
+    printf("held-out \"N+1=\" (numbers neither SFT nor GRPO saw), pass@1 by the math verifier: SFT %.2f -> GRPO %.2f "
+           "(training batches' mean reward %.2f -> %.2f)\n", pass0, pass1, train0, train1);
     printf("curves and samples: %s (TensorBoard: tensorboard --logdir %s)\n", p_report, dir);
     int ok = acc >= 0.9 && shout1 < shout0 + (shout0 == 0) && reward[2] > reward[0];
     printf("%s\n", ok ? "the preference was learned." : "the preference was NOT learned well enough (accuracy < 0.9, no less shouting, or no higher reward after PPO).");
+    int ok_rl = pass1 >= pass0 + 0.05;
+    printf("%s\n", ok_rl ? "the verifier's lesson was learned." : "GRPO did NOT raise held-out pass@1 by 0.05 or more.");
+    ok = ok && ok_rl;
     cli_free(&spec);
     return ok ? 0 : 1;
 }

@@ -672,7 +672,7 @@ typedef struct {
     /* derived from the flags */
     PpoConfig c;
     LoraConfig lc;
-    int use_lora, use_critic;
+    int use_lora, use_critic, use_ref; /* use_ref 0: no KL anywhere, no reference process */
     RewardSpec rs;            /* the --reward terms */
     const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
     VerifyPattern *format;    /* --format-pattern, compiled */
@@ -706,7 +706,7 @@ static CliFlag PPO_FLAGS[] = {
     {"top-p", CLI_FLOAT, &O.top_p, "nucleus sampling, in (0, 1] (1 = off)", CLI_UNIT},
     {"top-k", CLI_INT, &O.top_k, "top-k sampling (0 = off)", CLI_NONNEG},
     {"n", CLI_INT, &O.n_samples, "samples per prompt (default 1; RLOO/GRPO need >= 2)", CLI_AT_LEAST_1},
-    {"kl-coef", CLI_FLOAT, &O.kl_coef, "KL penalty coefficient in the per-token reward (default 0.05)", CLI_NONNEG},
+    {"kl-coef", CLI_FLOAT, &O.kl_coef, "KL penalty coefficient in the per-token reward (default 0.05; 0 with no --kl-loss-coef/--kl-target: no reference process, TRL's GRPO beta 0)", CLI_NONNEG},
     {"kl-estimator", CLI_STRING, &O.kl_est, "k1, k2 or k3 (default k1); also what objective/kl logs"},
     {"kl-target", CLI_FLOAT, &O.kl_target, "adaptive KL control toward this KL per completion (0 = fixed --kl-coef)", CLI_NONNEG},
     {"kl-horizon", CLI_FLOAT, &O.kl_horizon, "adaptive KL controller horizon (default 10000)", CLI_POSITIVE},
@@ -847,6 +847,11 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--advantage %s needs --n 2 or more (a baseline from the other samples of a prompt)", o->adv_name);
     if (ppo_config_check(c)) die("%s", align_error());
     o->use_critic = c->advantage == PPO_ADV_GAE;
+    /* No KL in the reward or the loss (TRL's GRPO default, beta 0): the
+     * reference's log-probs would be computed only to log objective/kl, so
+     * no reference process is started and the KL is logged as 0, as TRL
+     * loads no reference model then. --ref-connect still uses one. */
+    o->use_ref = c->kl_coef > 0 || c->kl_loss_coef > 0 || c->adaptive_kl || o->ref_ep;
     if (a->eval_every > 0 && !a->eval_data) die("--eval-every %d needs --eval-data (the held-out prompts)", a->eval_every);
     if (o->dynamic_sampling && c->advantage != PPO_ADV_GRPO && c->advantage != PPO_ADV_RLOO)
         die("--dynamic-sampling needs groups of samples per prompt: use --advantage grpo or rloo with --n 2 or more");
@@ -969,7 +974,7 @@ static void start_processes(const Opts *o) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     G.policy = add_peer(ROLE_POLICY, 0, o->policy_ep);
-    G.ref = add_peer(ROLE_REF, 0, o->ref_ep);
+    G.ref = o->use_ref ? add_peer(ROLE_REF, 0, o->ref_ep) : -1;
     G.reward = o->rs.model >= 0 ? add_peer(ROLE_REWARD, 0, o->reward_ep) : -1; /* rule-based or remote only: no reward model */
     G.rollout0 = G.n_peers;
     if (o->rollout_eps) {
@@ -1021,9 +1026,11 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
     if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
-    w = wire_writer_new("setup");
-    wire_put_str(w, "model", o->policy_path);
-    if (wire_finish(w, &G.peer[G.ref].setup, &G.peer[G.ref].setup_len)) die("%s", align_error());
+    if (G.ref >= 0) {
+        w = wire_writer_new("setup");
+        wire_put_str(w, "model", o->policy_path);
+        if (wire_finish(w, &G.peer[G.ref].setup, &G.peer[G.ref].setup_len)) die("%s", align_error());
+    }
     for (int i = 0; i < G.n_rollout; i++) {
         w = wire_writer_new("setup");
         wire_put_str(w, "model", o->policy_path);
@@ -1274,17 +1281,23 @@ static void combine_rewards(const Opts *o, Rollout *b, const float *rm, Metrics 
 static void score(const Opts *o, Rollout *b, Metrics *m) {
     double t0 = align_now();
     Call sc[3];
-    int nsc = 0, ci_ref, ci_rew = -1, ci_val = -1;
-    call_init(&sc[ci_ref = nsc++], G.ref, sequences_request("logprobs", b));
+    int nsc = 0, ci_ref = -1, ci_rew = -1, ci_val = -1;
+    if (G.ref >= 0) call_init(&sc[ci_ref = nsc++], G.ref, sequences_request("logprobs", b));
     if (G.reward >= 0) call_init(&sc[ci_rew = nsc++], G.reward, sequences_request("score", b));
     if (o->use_critic) call_init(&sc[ci_val = nsc++], G.policy, sequences_request("values", b));
     need_reply_ok(run_calls(sc, nsc, 0), "scoring");
     float *rm = NULL;
-    if (ppo_get_f32(sc[ci_ref].reply, "logprobs", b->T, &b->ref_logp, NULL) ||
+    if ((ci_ref >= 0 && ppo_get_f32(sc[ci_ref].reply, "logprobs", b->T, &b->ref_logp, NULL)) ||
         (ci_rew >= 0 && ppo_get_f32(sc[ci_rew].reply, "scores", b->S, &rm, NULL)) ||
         (o->use_critic && ppo_get_f32(sc[ci_val].reply, "values", b->T, &b->values, NULL)))
         die("scoring: a bad reply: %s", align_error());
-    metrics_set(m, "time/reference", sc[ci_ref].t_done - t0);
+    if (ci_ref >= 0) {
+        metrics_set(m, "time/reference", sc[ci_ref].t_done - t0);
+    } else { /* no reference: itself, so every KL estimate is exactly 0 */
+        free(b->ref_logp);
+        b->ref_logp = malloc((size_t)b->T * sizeof(float));
+        memcpy(b->ref_logp, b->old_logp, (size_t)b->T * sizeof(float));
+    }
     if (ci_rew >= 0) metrics_set(m, "time/reward", sc[ci_rew].t_done - t0);
     if (o->use_critic) metrics_set(m, "time/values", sc[ci_val].t_done - t0);
     for (int i = 0; i < nsc; i++) call_free(&sc[i]);

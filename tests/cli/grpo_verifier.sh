@@ -11,6 +11,7 @@
 #    training and at each --eval-every;
 #  - the DAPO / Dr. GRPO / GSPO / CISPO / TIS flags run; DAPO's dynamic
 #    sampling trains on groups with reward spread only;
+#  - --kl-coef 0 (beta 0) starts no reference process and logs a KL of 0;
 #  - a remote reward function (a python3 stdlib HTTP server on 127.0.0.1)
 #    through --reward-url: its rewards, scores and extra_logs arrive; a
 #    server that answers 500, one that answers too few rewards and one that
@@ -65,6 +66,19 @@ import json, sys
 f = [json.loads(l)['rewards/format/mean'] for l in open(sys.argv[1])]
 print('rewards/format/mean', ' '.join('%.2f' % x for x in f))
 sys.exit(0 if sum(f[-3:]) / 3 > sum(f[:3]) / 3 + 0.2 else 1)
+PY"
+
+# ---- 1a. beta 0 (no KL in the reward nor the loss, TRL's GRPO default): no
+# reference process is started and objective/kl is exactly 0
+timeout 60 "$BIN/ppo_run" "${common[@]}" --reward exact --kl-coef 0 --max-steps 2 \
+    --out "$T/k0.ckpt" --metrics "$T/k0.jsonl" 2>"$T/k0.err"
+check "--kl-coef 0 exits 0" "[ $? -eq 0 ]"
+check "--kl-coef 0 starts no reference process (policy and rollout only)" \
+    "! grep -q 'started reference' $T/k0.err && [ \$(grep -c started $T/k0.err) -eq 2 ]"
+check "--kl-coef 0 logs objective/kl exactly 0" "python3 - $T/k0.jsonl <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(0 if len(rows) == 2 and all(r['objective/kl'] == 0 for r in rows) else 1)
 PY"
 
 # ---- 1b. held-out evaluation by the verifier: before training and at each eval
