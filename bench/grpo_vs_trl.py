@@ -59,7 +59,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_setup import PINS, ROOT, ensure_model, ensure_venv, in_venv  # noqa: E402
-from ppo_vs_trl import run_child  # noqa: E402  (process-tree memory and rusage, shared)
+from ppo_vs_trl import run_child, trl_side  # noqa: E402  (process-tree memory and rusage; the TRL child run)
 
 PROBLEMS = [(17, 25), (38, 46), (123, 77), (9, 64)]
 PROMPTS = [(f"What is {a} + {b}? Answer with the number only.", str(a + b)) for a, b in PROBLEMS]
@@ -221,26 +221,6 @@ def trl_child(args):
         json.dump(out, f)
 
 
-def trl_side(args, hf, env, work):
-    res = os.path.join(work, "trl_result.json")
-    if os.path.exists(res):
-        os.unlink(res)
-    cmd = [sys.executable, os.path.abspath(__file__), "--trl-child", "--trl-out", res, "--hf", hf, "--work", work,
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps),
-           "--max-new-tokens", str(args.max_new_tokens)]
-    logp = os.path.join(work, "trl.log")
-    log(f"TRL: {' '.join(cmd)}")
-    rc, ru, wall, memory = run_child(cmd, env, logp)
-    if rc != 0 or not os.path.exists(res):
-        tail = open(logp).read()[-1500:]
-        return {"available": False, "reason": f"TRL child failed ({rc}); see {logp}: ...{tail}"}
-    out = {"available": True, **json.load(open(res))}
-    out["process_wall_s"] = round(wall, 1)
-    out["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)
-    out["memory"] = memory
-    return out
-
-
 # ---------------------------------------------------------------- main
 
 def main():
@@ -309,7 +289,7 @@ def main():
         report["trl"] = {"available": False, "reason": "--no-trl"}
     else:
         report["machine"]["loadavg_before_trl"] = [round(x, 2) for x in os.getloadavg()]
-        report["trl"] = trl_side(args, hf, env, work)
+        report["trl"] = trl_side(args, hf, env, work, script=__file__, say=log)
         report["machine"]["loadavg_after_trl"] = [round(x, 2) for x in os.getloadavg()]
         if report["trl"].get("available"):
             log(f"TRL: {report['trl']['s_per_iteration']} s/iteration {report['trl']['phase_mean_s']}")

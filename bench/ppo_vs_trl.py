@@ -377,15 +377,17 @@ def trl_child(args):
         json.dump(out, f)
 
 
-def trl_side(args, hf, env, work):
+def trl_side(args, hf, env, work, script=__file__, say=None):
+    """Run `script --trl-child` (this file's, or grpo_vs_trl's) and read its result."""
+    say = say or log
     res = os.path.join(work, "trl_result.json")
     if os.path.exists(res):
         os.unlink(res)
-    cmd = [sys.executable, os.path.abspath(__file__), "--trl-child", "--trl-out", res, "--hf", hf, "--work", work,
+    cmd = [sys.executable, os.path.abspath(script), "--trl-child", "--trl-out", res, "--hf", hf, "--work", work,
            "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--max-new-tokens", str(args.max_new_tokens)]
     logp = os.path.join(work, "trl.log")
-    log(f"TRL: {' '.join(cmd)}")
+    say(f"TRL: {' '.join(cmd)}")
     rc, ru, wall, memory = run_child(cmd, env, logp)
     if rc != 0 or not os.path.exists(res):
         tail = open(logp).read()[-1500:]
