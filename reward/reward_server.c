@@ -255,7 +255,10 @@ static int run_batch(Server *s) {
     double t0 = align_now();
     if (!rc && n_seqs > 0) rc = rm_score_seqs(s->model, seqs, n_seqs, (int)s->max_batch_tokens, scores);
     s->last_forward_s = align_now() - t0;
-    if (!rc) normalize_scores(s, scores, n_seqs);
+    /* the HTTP bridge gets raw scores and normalises them itself: it answers
+     * both (OpenRLHF's "rewards" and "scores") */
+    for (int i = 0, at = 0; !rc && i < k; at += q->v[i].req.n_seqs, i++)
+        if (q->v[i].sock != 1) normalize_scores(s, scores + at, q->v[i].req.n_seqs);
     s->batches++;
     s->batch_seqs += n_seqs;
     queue_answer(s, q, k, rc ? NULL : scores, NULL);
@@ -286,7 +289,7 @@ static int run_long_piece(Server *s) {
     s->batch_seqs += k;
     p->next_seq += k;
     if (!rc && p->next_seq < r->n_seqs) return 0;
-    if (!rc) normalize_scores(s, p->scores, r->n_seqs);
+    if (!rc && p->sock != 1) normalize_scores(s, p->scores, r->n_seqs); /* HTTP: raw, as run_batch */
     queue_answer(s, &s->longq, 1, rc ? NULL : p->scores, NULL);
     return rc;
 }
@@ -597,6 +600,7 @@ static int curve_keygen(const char *prefix) {
 
 typedef struct {
     void *ctx;
+    const Server *s; /* --normalize and its statistics, fixed before the HTTP threads start */
     size_t max_body;
     int timeout_ms;
     int idle_s; /* --http-idle-timeout */
@@ -849,6 +853,8 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
     } else if (n == 0) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddArrayToObject(r, "rewards");
+        cJSON_AddArrayToObject(r, "scores");
+        cJSON_AddObjectToObject(r, "extra_logs");
         rc = http_respond(con, MHD_HTTP_OK, r);
     } else if (http_score(h, texts, n, scores, err, sizeof err, code, sizeof code)) {
         unsigned status = !strcmp(code, "stopping") || !strcmp(code, "shutting_down") ? MHD_HTTP_SERVICE_UNAVAILABLE
@@ -858,9 +864,19 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *con, const
                                                                                    : MHD_HTTP_BAD_REQUEST;
         rc = http_error(con, status, err);
     } else {
+        /* OpenRLHF's reply: "rewards" (what the trainer optimises: normalised
+         * under --normalize, as the ZeroMQ path answers), "scores" (the
+         * model's raw scores) and "extra_logs" (per-item lists its trainers
+         * log as means) */
         cJSON *r = cJSON_CreateObject();
-        cJSON *arr = cJSON_AddArrayToObject(r, "rewards");
-        for (int k = 0; k < n; k++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(scores[k]));
+        cJSON *rew = cJSON_AddArrayToObject(r, "rewards"), *sc = cJSON_AddArrayToObject(r, "scores");
+        cJSON *raw = cJSON_AddArrayToObject(cJSON_AddObjectToObject(r, "extra_logs"), "raw_score");
+        for (int k = 0; k < n; k++) {
+            cJSON_AddItemToArray(sc, cJSON_CreateNumber(scores[k]));
+            cJSON_AddItemToArray(raw, cJSON_CreateNumber(scores[k]));
+        }
+        normalize_scores(h->s, scores, n);
+        for (int k = 0; k < n; k++) cJSON_AddItemToArray(rew, cJSON_CreateNumber(scores[k]));
         rc = http_respond(con, MHD_HTTP_OK, r);
     }
     free(texts), free(scores);
@@ -1025,7 +1041,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "reward_server: warning: %s is reachable from other machines and unauthenticated (use --curve-secret-file and --curve-allow)\n", last);
     s.sock[0] = router;
     s.n_socks = 1;
-    Http http = {.ctx = ctx, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000, .idle_s = http_idle_s};
+    Http http = {.ctx = ctx, .s = &s, .max_body = s.max_message_bytes, .timeout_ms = http_timeout * 1000, .idle_s = http_idle_s};
     struct MHD_Daemon *mhd = NULL;
     HttpGate *gate = NULL;
     if (http_port >= 0) {

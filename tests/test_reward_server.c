@@ -28,6 +28,7 @@
  *     request sent before it answered (scores or shutting_down).
  * Every wait is bounded. */
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -718,6 +719,51 @@ static int http_post(int port, const char *src, const char *body, int timeout_ms
     return http_raw(port, src, req, (size_t)n, timeout_ms, resp, respn);
 }
 
+/* The list `key` of a JSON object as n floats; 0 when it is not one. */
+static int json_floats(const cJSON *o, const char *key, float *out, int n) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key), *v;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n) return 0;
+    int i = 0;
+    cJSON_ArrayForEach(v, a) {
+        if (!cJSON_IsNumber(v)) return 0;
+        out[i++] = (float)v->valuedouble;
+    }
+    return 1;
+}
+
+/* OpenRLHF's reply shape: {"rewards", "scores", "extra_logs": {"raw_score"}},
+ * one entry per query; with no --normalize the three lists are the ZeroMQ
+ * path's scores for the same texts. */
+static void test_http_reply(int port, const char *ep) {
+    const char *texts[] = {"hello there", "bye"};
+    char resp[8192];
+    int st = http_post(port, "127.0.0.2", "{\"query\": [\"hello there\", \"bye\"], \"prompts\": [\"\", \"\"]}", 10000,
+                       resp, sizeof resp);
+    const char *body = strstr(resp, "\r\n\r\n");
+    cJSON *o = st == 200 && body ? cJSON_Parse(body + 4) : NULL;
+    float rew[2] = {0}, sc[2] = {0}, raw[2] = {0}, zq[2] = {0};
+    int have = json_floats(o, "rewards", rew, 2), have_sc = json_floats(o, "scores", sc, 2);
+    int have_raw = json_floats(cJSON_GetObjectItemCaseSensitive(o, "extra_logs"), "raw_score", raw, 2);
+    CHECK(have && have_sc && have_raw, "HTTP: the reply has rewards, scores and extra_logs.raw_score, 2 floats each (status %d: %.300s)",
+          st, body ? body : resp);
+    cJSON_Delete(o);
+    void *d = dealer(ep);
+    WireWriter *w = wire_writer_new("score");
+    wire_put_str_array(w, "texts", texts, NULL, 2);
+    WireMsg *m = call_raw(d, w, 20000);
+    WireArray a = {0};
+    int zok = m && !wire_get_array(m, "scores", WIRE_F32, NULL, &a) && a.numel == 2;
+    if (zok) memcpy(zq, a.data, sizeof zq);
+    free(a.data);
+    wire_msg_free(m);
+    zmq_close(d);
+    int same = zok;
+    for (int i = 0; i < 2; i++)
+        same &= fabsf(sc[i] - zq[i]) <= 1e-5f * fabsf(zq[i]) + 1e-5f && rew[i] == sc[i] && raw[i] == sc[i];
+    CHECK(same, "HTTP: scores equal the ZeroMQ path's (%.7g %.7g vs %.7g %.7g), and rewards and raw_score equal them without --normalize",
+          sc[0], sc[1], zq[0], zq[1]);
+}
+
 static void test_http(int port) {
     char resp[8192];
     int st = http_post(port, "127.0.0.2", "{\"query\": [\"hello there\"]}", 10000, resp, sizeof resp);
@@ -981,6 +1027,7 @@ int main(void) {
         test_one_request(ep);
         int port = http_port_from_log(log4);
         CHECK(port > 0, "the HTTP port is announced");
+        if (port > 0) test_http_reply(port, ep);
         if (port > 0) test_http(port);
         double t_stop = align_now();
         st = stop_server(pid); /* SIGKILL after 10 s */

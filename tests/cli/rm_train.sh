@@ -8,7 +8,8 @@
 #    and the same per-step metrics as the unbroken run;
 #  - rm_score in process and through reward_server (--connect) print the
 #    same records with the same scores (1e-5 relative), and HTTP
-#    /get_reward answers OpenRLHF's shape;
+#    /get_reward answers OpenRLHF's shape (rewards, raw scores, extra_logs),
+#    also under --normalize, which still normalises the ZeroMQ path;
 #  - bad usage gets one clear error: numeric flags out of range are refused
 #    at parse time, an empty or directory --data is an error.
 set -u
@@ -93,10 +94,45 @@ URL=$(grep -o 'http://127.0.0.1:[0-9]*/get_reward' "$T/srv.err" | head -1)
 check "HTTP endpoint announced on 127.0.0.1" "[ -n '$URL' ]"
 curl -s -m 20 -X POST -H 'Content-Type: application/json' --data '{"query": ["hello there", "bye"], "prompts": ["", ""]}' "$URL" >"$T/http.json"
 check "POST /get_reward answers {rewards: [2 floats]}" "python3 -c 'import json; r=json.load(open(\"$T/http.json\"))[\"rewards\"]; assert len(r)==2 and all(isinstance(x,float) for x in r)'"
+check "without --normalize, scores and extra_logs.raw_score equal rewards" "python3 -c 'import json; r=json.load(open(\"$T/http.json\")); assert r[\"scores\"]==r[\"rewards\"]==r[\"extra_logs\"][\"raw_score\"]'"
 code=$(curl -s -m 20 -o /dev/null -w '%{http_code}' -X POST --data '{"nope": 1}' "$URL")
 check "bad HTTP body gets 400" "[ '$code' = 400 ]"
 kill -TERM $SP; wait $SP
 check "reward_server exits 0 on SIGTERM" "[ $? -eq 0 ]"
+SP=
+# --normalize: rewards are (score - reward_mean) / reward_std with the
+# checkpoint's statistics; scores stay the raw ones
+"$BIN/reward_server" --model "$T/a.ckpt" --bind "ipc://$T/rmn.sock" --http 0 --normalize 2>"$T/srvn.err" &
+SP=$!
+for _ in $(seq 600); do grep -q 'get_reward' "$T/srvn.err" && break; sleep 0.05; done
+URL=$(grep -o 'http://127.0.0.1:[0-9]*/get_reward' "$T/srvn.err" | head -1)
+curl -s -m 20 -X POST -H 'Content-Type: application/json' --data '{"query": ["hello there", "bye"], "prompts": ["", ""]}' "$URL" >"$T/httpn.json"
+check "--normalize over HTTP: scores raw, rewards normalised with the checkpoint's reward_mean/std" "python3 - $T/a.ckpt $T/http.json $T/httpn.json <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+st = json.loads(json.loads(b[8:8 + n])['__metadata__']['train_state'])
+plain, norm = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+close = lambda x, y: abs(x - y) <= 1e-5 * abs(y) + 1e-5
+ok = all(close(x, y) for x, y in zip(norm['scores'], plain['scores'])) and norm['extra_logs']['raw_score'] == norm['scores']
+ok = ok and len(norm['rewards']) == 2 and all(close(r, (s - st['reward_mean']) / st['reward_std']) for r, s in zip(norm['rewards'], norm['scores']))
+ok = ok and norm['rewards'] != norm['scores']
+sys.exit(0 if ok else 1)
+PY"
+"$BIN/rm_score" --connect "ipc://$T/rmn.sock" --data "$T/score.jsonl" --out "$T/remoten.jsonl" --max-length 64 --timeout 30 2>"$T/s3.err"
+check "--normalize over ZeroMQ: still (score - reward_mean) / reward_std" "python3 - $T/a.ckpt $T/remote.jsonl $T/remoten.jsonl <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+st = json.loads(json.loads(b[8:8 + n])['__metadata__']['train_state'])
+a = [json.loads(l) for l in open(sys.argv[2])]; c = [json.loads(l) for l in open(sys.argv[3])]
+ok = len(a) == len(c) == 8
+for x, y in zip(a, c):
+    for k in ('score', 'chosen_score', 'rejected_score'):
+        if k in x:
+            want = (x[k] - st['reward_mean']) / st['reward_std']
+            ok = ok and abs(y[k] - want) <= 1e-5 * abs(want) + 1e-5
+sys.exit(0 if ok else 1)
+PY"
+kill -TERM $SP; wait $SP
 SP=
 
 "$BIN/rm_train" "$T/prefs.jsonl" --model "$MODEL" 2>"$T/e1"
