@@ -16,6 +16,8 @@
 #    through --reward-url: its rewards, scores and extra_logs arrive; a
 #    server that answers 500, one that answers too few rewards and one that
 #    never answers each stop the run with one sentence naming the URL;
+#    align's own reward_server --http as that URL: its scores and
+#    extra_logs reach the metrics;
 #  - bad reward specs are refused before anything starts.
 set -u
 BIN=$1
@@ -180,6 +182,26 @@ for mode in error short hang; do
     check "no ppo_run left behind ($mode)" "! pgrep -f \"$T/e.ckpt\" >/dev/null"
 done
 grep -h "no usable reply" "$T"/e-*.err
+kill $SRV 2>/dev/null; wait $SRV 2>/dev/null; SRV=
+
+# ---- 3b. align's own reward_server --http as the --reward-url: its scores
+# and extra_logs (raw_score) arrive as OpenRLHF's server sends them
+mkdir -p "$T/rmd" && ppo_data "$T/rmd" 0 32
+"$BIN/rm_train" "$T/rmd/prefs.jsonl" --model "$T/init.ckpt" --out "$T/rm.ckpt" --batch-size 16 --max-steps 2 2>/dev/null
+"$BIN/reward_server" --model "$T/rm.ckpt" --bind "ipc://$T/rm.sock" --http 0 2>"$T/rs.err" & SRV=$!
+for _ in $(seq 600); do grep -q get_reward "$T/rs.err" && break; sleep 0.05; done
+URL=$(grep -o 'http://127.0.0.1:[0-9]*/get_reward' "$T/rs.err" | head -1)
+timeout 60 "$BIN/ppo_run" "${common[@]}" --reward-url "$URL" --reward url --max-steps 2 --out "$T/r.ckpt" \
+    --metrics "$T/r.jsonl" 2>"$T/r.err"
+check "--reward-url at reward_server --http exits 0" "[ $? -eq 0 ]"
+check "reward_server's rewards, scores and raw_score reach the metrics" "python3 - $T/r.jsonl <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+# no --normalize: rewards, scores and raw_score are the same numbers
+ok = len(rows) == 2 and all(abs(r['rewards/url/scores_mean'] - r['rewards/url/mean']) < 1e-5 and
+                            abs(r['rewards/url/raw_score'] - r['rewards/url/mean']) < 1e-5 for r in rows)
+sys.exit(0 if ok else 1)
+PY"
 kill $SRV 2>/dev/null; wait $SRV 2>/dev/null; SRV=
 
 # ---- 4. bad reward specs
