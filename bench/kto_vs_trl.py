@@ -129,6 +129,7 @@ def trl_side(args, part, hf, tokdir, data, env, work):
                 "gradient_checkpointing": False, "trainer": r["trainer"]})
     if part == "online":
         out["completion_tokens_each_step"] = r.get("completion_tokens")
+        out["generate_s_each_step"] = [round(x, 3) for x in r.get("generate_s", [])]
     return out
 
 
@@ -140,7 +141,7 @@ def trl_child(args):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    step_end, cpu_marks, tokens, completion_tokens = [], [], [], []
+    step_end, cpu_marks, tokens, completion_tokens, generate_s = [], [], [], [], []
 
     class Timer(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
@@ -186,7 +187,9 @@ def trl_child(args):
 
         class Counting(OnlineDPOTrainer):
             def _generate(self, *a, **k):
+                t = time.perf_counter()
                 out = super()._generate(*a, **k)
+                generate_s.append(time.perf_counter() - t)
                 try:  # (prompt_ids, prompt_mask, completion_ids, completion_mask, ...) in trl 1.16
                     completion_tokens.append(int(out[3].sum()))
                 except Exception:  # noqa: BLE001 - a count for the report only
@@ -204,6 +207,7 @@ def trl_child(args):
         tokens = [0] * len(st)
     with open(args._result, "w") as f:
         json.dump({"step_times": st, "cpu_marks": cpu_marks, "tokens": tokens, "completion_tokens": completion_tokens,
+                   "generate_s": generate_s,
                    "loss_last": out.training_loss, "trainer": name}, f)
 
 
