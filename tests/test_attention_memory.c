@@ -17,97 +17,17 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "attention_reference.h"
 #include "kvcache.h"
 #include "model.h"
 #include "rng.h"
 #include "test.h"
 #include "util.h"
 
-/* ---------------------------------------------------------- reference */
-
-/* The keys query row i of sequence s sees, as token rows: its prefix
- * sequence's (if any), then its own first i + 1. */
-static int visible_rows(const int32_t *seq_start, const int32_t *seq_prefix, int s, int i, int *rows) {
-    int n = 0;
-    if (seq_prefix && seq_prefix[s] >= 0)
-        for (int j = seq_start[seq_prefix[s]]; j < seq_start[seq_prefix[s] + 1]; j++) rows[n++] = j;
-    for (int j = seq_start[s]; j <= seq_start[s] + i; j++) rows[n++] = j;
-    return n;
-}
-
-/* Attention forward (out, lse) and, when dout is non-NULL, the gradient
- * wrt qkv, all in double from the definition. */
-static void reference_attention(float *out, float *lse, float *dqkv, const float *dout, const float *qkv,
-                                const int32_t *seq_start, const int32_t *seq_prefix, int n_seqs, int N, int Hq,
-                                int Hkv, int hd) {
-    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
-    double scale = 1.0 / sqrt((double)hd);
-    int *rows = malloc(sizeof(int) * (size_t)N);
-    double *p = malloc(sizeof(double) * (size_t)N), *o = malloc(sizeof(double) * hd);
-    if (dqkv) memset(dqkv, 0, sizeof(float) * (size_t)N * ld);
-    for (int s = 0; s < n_seqs; s++)
-        for (int h = 0; h < Hq; h++) {
-            int g = h / group;
-            for (int i = 0; i < seq_start[s + 1] - seq_start[s]; i++) {
-                int t = seq_start[s] + i, n = visible_rows(seq_start, seq_prefix, s, i, rows);
-                const float *q = qkv + (size_t)t * ld + h * hd;
-                double mx = -INFINITY, sum = 0.0;
-                for (int j = 0; j < n; j++) {
-                    const float *k = qkv + (size_t)rows[j] * ld + (Hq + g) * hd;
-                    double d = 0.0;
-                    for (int c = 0; c < hd; c++) d += (double)q[c] * k[c];
-                    p[j] = d * scale;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
-                for (int c = 0; c < hd; c++) o[c] = 0.0;
-                for (int j = 0; j < n; j++) {
-                    p[j] /= sum;
-                    const float *v = qkv + (size_t)rows[j] * ld + (Hq + Hkv + g) * hd;
-                    for (int c = 0; c < hd; c++) o[c] += p[j] * v[c];
-                }
-                if (out) {
-                    for (int c = 0; c < hd; c++) out[(size_t)t * ldo + h * hd + c] = (float)o[c];
-                    lse[(size_t)h * N + t] = (float)(mx + log(sum));
-                }
-                if (!dqkv) continue;
-                const float *dO = dout + (size_t)t * ldo + h * hd;
-                double D = 0.0;
-                for (int c = 0; c < hd; c++) D += dO[c] * o[c];
-                for (int j = 0; j < n; j++) {
-                    const float *k = qkv + (size_t)rows[j] * ld + (Hq + g) * hd;
-                    const float *v = qkv + (size_t)rows[j] * ld + (Hq + Hkv + g) * hd;
-                    float *dq = dqkv + (size_t)t * ld + h * hd;
-                    float *dk = dqkv + (size_t)rows[j] * ld + (Hq + g) * hd;
-                    float *dv = dqkv + (size_t)rows[j] * ld + (Hq + Hkv + g) * hd;
-                    double dp = 0.0;
-                    for (int c = 0; c < hd; c++) dp += (double)dO[c] * v[c];
-                    double ds = p[j] * (dp - D) * scale;
-                    for (int c = 0; c < hd; c++) {
-                        dv[c] += (float)(p[j] * dO[c]);
-                        dq[c] += (float)(ds * k[c]);
-                        dk[c] += (float)(ds * q[c]);
-                    }
-                }
-            }
-        }
-    free(rows), free(p), free(o);
-}
-
 static double max_abs(const float *x, size_t n) {
     double m = 0.0;
     for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
     return m;
-}
-
-/* The largest |got - want|, relative to the largest |want|. */
-static double rel_err(const float *got, const float *want, size_t n) {
-    double e = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        e = d > e || isnan(d) ? d : e;
-    }
-    return e / (max_abs(want, n) + 1e-30);
 }
 
 /* Sequences longer than a block (and one shorter, and one of one token),
@@ -137,10 +57,10 @@ static void test_blocks_match_reference(int prefixed) {
         be->attention_backward(dqkv, dout, out, lse, qkv, seq_start, NS, N, HQ, HKV, HD);
     }
     CHECK(be->status() == 0, "attention failed: %s", align_error());
-    reference_attention(rout, rlse, rdqkv, dout, qkv, seq_start, pre, NS, N, HQ, HKV, HD);
+    reference_attention(rout, rlse, rdqkv, dout, qkv, seq_start, pre, NS, N, HQ, HKV, HD, 0);
     const char *what = prefixed ? "prefixed" : "plain";
-    double e_out = rel_err(out, rout, (size_t)N * ldo), e_lse = rel_err(lse, rlse, (size_t)N * HQ);
-    double e_d = rel_err(dqkv, rdqkv, (size_t)N * ld);
+    double e_out = reference_rel_err(out, rout, (size_t)N * ldo), e_lse = reference_rel_err(lse, rlse, (size_t)N * HQ);
+    double e_d = reference_rel_err(dqkv, rdqkv, (size_t)N * ld);
     printf("%s attention against the reference: output %.2g, lse %.2g, gradient %.2g (relative)\n", what, e_out,
            e_lse, e_d);
     CHECK(e_out < 1e-5, "%s attention output differs from the reference by %.3g (relative)", what, e_out);
@@ -160,7 +80,7 @@ static void long_config(ModelConfig *c) {
 /* The reference attention as a backend op, to run a whole model with. */
 static void reference_attention_forward(float *out, float *lse, const float *qkv, const int32_t *seq_start,
                                         int n_seqs, int N, int Hq, int Hkv, int hd) {
-    reference_attention(out, lse, NULL, NULL, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd);
+    reference_attention(out, lse, NULL, NULL, qkv, seq_start, NULL, n_seqs, N, Hq, Hkv, hd, 0);
 }
 
 /* Bytes of address space this process maps now. */
@@ -200,8 +120,8 @@ static void test_long_sequence(void) {
     model_init_random(mr, 7);
     CHECK(model_forward(mr, &b) == 0 && model_logits(mr, &last, 1, want) == 0, "reference forward: %s",
           align_error());
-    CHECK(rel_err(got, want, c.vocab_size) < 1e-5, "last-token logits at %d tokens differ from the reference by %.3g",
-          TM, rel_err(got, want, c.vocab_size));
+    CHECK(reference_rel_err(got, want, c.vocab_size) < 1e-5, "last-token logits at %d tokens differ from the reference by %.3g",
+          TM, reference_rel_err(got, want, c.vocab_size));
     model_free(mr);
 
     /* then 30,000 tokens under a limit that no T x T buffer fits in */
@@ -291,7 +211,7 @@ static void test_failure_surfaces(void) {
               align_error());
         CHECK(kvcache_len(kv, 0) == 0, "a failed cached forward left %d tokens in its slot", kvcache_len(kv, 0));
         CHECK(model_forward_cached(m, kv, &slot, &b, again) == 0, "cached forward after a failure: %s", align_error());
-        CHECK(rel_err(again, clean, c.vocab_size) < 1e-5, "cached logits after a failure differ");
+        CHECK(reference_rel_err(again, clean, c.vocab_size) < 1e-5, "cached logits after a failure differ");
         kvcache_free(kv);
     }
     backend_cpu_inject_alloc_failures(0);

@@ -16,83 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention_reference.h"
 #include "kvcache.h"
 #include "model.h"
 #include "model_config_json.h"
 #include "rng.h"
 #include "test.h"
 #include "util.h"
-
-/* Attention out/lse and the gradient wrt qkv from the definition, in
- * double. Query i of sequence s sits at position Lp + i (Lp: its prefix's
- * length) and sees the keys at positions j, i - window < j <= i. */
-static void reference(float *out, float *lse, float *dqkv, const float *dout, const float *qkv,
-                      const int32_t *seq_start, const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv,
-                      int hd, int window) {
-    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
-    double scale = 1.0 / sqrt((double)hd);
-    int *rows = malloc(sizeof(int) * (size_t)N);
-    double *p = malloc(sizeof(double) * (size_t)N), *o = malloc(sizeof(double) * hd);
-    memset(dqkv, 0, sizeof(float) * (size_t)N * ld);
-    for (int s = 0; s < n_seqs; s++) {
-        int pre = seq_prefix && seq_prefix[s] >= 0 ? seq_prefix[s] : -1;
-        int Lp = pre >= 0 ? seq_start[pre + 1] - seq_start[pre] : 0;
-        for (int h = 0; h < Hq; h++) {
-            int g = h / group;
-            for (int i = 0; i < seq_start[s + 1] - seq_start[s]; i++) {
-                int t = seq_start[s] + i, qpos = Lp + i, n = 0;
-                for (int kpos = 0; kpos <= qpos; kpos++) {
-                    if (window > 0 && kpos <= qpos - window) continue;
-                    rows[n++] = kpos < Lp ? seq_start[pre] + kpos : seq_start[s] + kpos - Lp;
-                }
-                const float *q = qkv + (size_t)t * ld + h * hd;
-                double mx = -INFINITY, sum = 0.0;
-                for (int j = 0; j < n; j++) {
-                    const float *k = qkv + (size_t)rows[j] * ld + (Hq + g) * hd;
-                    double d = 0.0;
-                    for (int c = 0; c < hd; c++) d += (double)q[c] * k[c];
-                    p[j] = d * scale;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
-                for (int c = 0; c < hd; c++) o[c] = 0.0;
-                for (int j = 0; j < n; j++) {
-                    p[j] /= sum;
-                    const float *v = qkv + (size_t)rows[j] * ld + (Hq + Hkv + g) * hd;
-                    for (int c = 0; c < hd; c++) o[c] += p[j] * v[c];
-                }
-                for (int c = 0; c < hd; c++) out[(size_t)t * ldo + h * hd + c] = (float)o[c];
-                lse[(size_t)h * N + t] = (float)(mx + log(sum));
-                const float *dO = dout + (size_t)t * ldo + h * hd;
-                double D = 0.0;
-                for (int c = 0; c < hd; c++) D += dO[c] * o[c];
-                for (int j = 0; j < n; j++) {
-                    const float *k = qkv + (size_t)rows[j] * ld + (Hq + g) * hd;
-                    const float *v = qkv + (size_t)rows[j] * ld + (Hq + Hkv + g) * hd;
-                    double dp = 0.0;
-                    for (int c = 0; c < hd; c++) dp += (double)dO[c] * v[c];
-                    double ds = p[j] * (dp - D) * scale;
-                    for (int c = 0; c < hd; c++) {
-                        dqkv[(size_t)rows[j] * ld + (Hq + Hkv + g) * hd + c] += (float)(p[j] * dO[c]);
-                        dqkv[(size_t)t * ld + h * hd + c] += (float)(ds * k[c]);
-                        dqkv[(size_t)rows[j] * ld + (Hq + g) * hd + c] += (float)(ds * q[c]);
-                    }
-                }
-            }
-        }
-    }
-    free(rows), free(p), free(o);
-}
-
-static double rel_err(const float *got, const float *want, size_t n) {
-    double e = 0.0, m = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        e = d > e || isnan(d) ? d : e;
-        m = fabs(want[i]) > m ? fabs(want[i]) : m;
-    }
-    return e / m;
-}
 
 static void test_ops_match_reference(void) {
     enum { NS = 5, HQ = 4, HKV = 2, HD = 16 };
@@ -119,8 +49,8 @@ static void test_ops_match_reference(void) {
             be->attention_forward_window(out, lse, qkv, seq_start, pre, NS, N, HQ, HKV, HD, W);
             be->attention_backward_window(dqkv, dout, out, lse, qkv, seq_start, pre, NS, N, HQ, HKV, HD, W);
             CHECK(be->status() == 0, "window %d: %s", W, align_error());
-            reference(rout, rlse, rdqkv, dout, qkv, seq_start, pre, NS, N, HQ, HKV, HD, W);
-            double eo = rel_err(out, rout, no), el = rel_err(lse, rlse, nl), ed = rel_err(dqkv, rdqkv, nq);
+            reference_attention(rout, rlse, rdqkv, dout, qkv, seq_start, pre, NS, N, HQ, HKV, HD, W);
+            double eo = reference_rel_err(out, rout, no), el = reference_rel_err(lse, rlse, nl), ed = reference_rel_err(dqkv, rdqkv, nq);
             printf("window %4d%s: output %.2g, lse %.2g, gradient %.2g (relative to the reference)\n", W,
                    prefixed ? ", prefixed" : "", eo, el, ed);
             CHECK(eo < 1e-5 && el < 1e-5 && ed < 1e-5,
@@ -179,7 +109,7 @@ static void test_cached_decoding(void) {
             Batch fb = {len, 1, tok[s], fs};
             CHECK(model_forward(m, &fb) == 0 && model_logits(m, &last, 1, want) == 0, "full forward: %s",
                   align_error());
-            worst = fmax(worst, rel_err(got + s * c.vocab_size, want, c.vocab_size));
+            worst = fmax(worst, reference_rel_err(got + s * c.vocab_size, want, c.vocab_size));
         }
         int32_t step[2] = {tok[0][len0], tok[1][len1]}, ss[3] = {0, 1, 2};
         Batch sb = {2, 2, step, ss};
@@ -195,8 +125,8 @@ static void test_cached_decoding(void) {
     m->cfg.sliding_window = 0;
     model_forward(m, &fb);
     model_logits(m, &last, 1, got);
-    CHECK(rel_err(got, want, c.vocab_size) > 1e-3, "the window changes nothing in this test (%.3g)",
-          rel_err(got, want, c.vocab_size));
+    CHECK(reference_rel_err(got, want, c.vocab_size) > 1e-3, "the window changes nothing in this test (%.3g)",
+          reference_rel_err(got, want, c.vocab_size));
     kvcache_free(kv);
     model_free(m);
 }
