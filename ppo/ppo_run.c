@@ -116,6 +116,7 @@ static struct {
     Peer peer[MAX_PEERS];
     int n_peers;
     int policy, ref, reward, rollout0, n_rollout;
+    int policy_ranks; /* > 1: the policy is started as mpirun -np N ppo_policy */
     uint64_t next_id;
     double heartbeat_s;
     int dead_after;
@@ -194,7 +195,13 @@ static void spawn(Peer *p) {
         if (p->role == ROLE_REWARD)
             execl(prog, prog, "--model", G.reward_model, "--bind", p->ep, "--batch-wait-ms", "1", "--max-message-mb",
                   "1024", "--drain-max-ms", "500", (char *)NULL);
-        else
+        else if (p->role == ROLE_POLICY && G.policy_ranks > 1) {
+            char np[16];
+            snprintf(np, sizeof np, "%d", G.policy_ranks);
+            execlp("mpirun", "mpirun", "-np", np, "--oversubscribe", prog, "--bind", p->ep, (char *)NULL);
+            fprintf(stderr, PROG ": --policy-ranks %s: cannot run mpirun (%s): apt-get install openmpi-bin\n", np, strerror(errno));
+            _exit(127);
+        } else
             execl(prog, prog, "--bind", p->ep, (char *)NULL);
         fprintf(stderr, PROG ": cannot run %s: %s\n", prog, strerror(errno));
         _exit(127);
@@ -665,7 +672,7 @@ typedef struct {
     const char *reward_url, *format_pattern;
     int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
     float reward_timeout, cliprange_high, tis_cap;
-    int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
+    int n_rollout, policy_ranks, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
     float temperature, top_p, kl_coef, kl_target, kl_horizon, gamma, lam, score_clip, no_eos, cliprange,
         cliprange_value, vf_coef, critic_lr, kl_loss_coef;
@@ -697,7 +704,8 @@ static CliFlag PPO_FLAGS[] = {
     {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
     {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: the reward model in --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
-    {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
+    {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP, or mpirun -np N ppo_policy --bind EP)"},
+    {"policy-ranks", CLI_INT, &O.policy_ranks, "run the policy as N data-parallel ranks under mpirun (CPU; 1..256, default 1): each takes 1/N of every minibatch", CLI_AT_LEAST_1},
     {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
     {"reward-connect", CLI_STRING, &O.reward_ep, "use a reward_server started by hand"},
     {"rollout-connect", CLI_STRING, &O.rollout_eps, "use rollout workers started by hand: EP[,EP...] (instead of --rollout-workers)"},
@@ -745,7 +753,7 @@ static void opts_defaults(Opts *o) {
     o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = NULL, o->policy_loss = "vanilla", o->scale_rewards = "group";
     o->max_gen_batches = 4;
     o->reward_timeout = 60, o->reward_retries = 2, o->overlong_buffer = -1, o->cliprange_high = -1;
-    o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
+    o->n_rollout = 1, o->policy_ranks = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
     o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
     o->temperature = 1.0f, o->top_p = 1.0f, o->kl_coef = 0.05f, o->kl_horizon = 10000, o->gamma = 1.0f, o->lam = 0.95f;
     o->cliprange = 0.2f, o->cliprange_value = 0.2f, o->vf_coef = 0.1f;
@@ -792,6 +800,10 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (o->overlong_buffer > o->max_new) die("--overlong-buffer %d: at most --max-new-tokens (%d)", o->overlong_buffer, o->max_new);
     if (a->batch_size <= 0) die("--batch-size %d: must be positive", a->batch_size);
     if (!o->rollout_eps && o->n_rollout > 64) die("--rollout-workers %d: at most 64", o->n_rollout);
+    if (o->policy_ranks > 256) die("--policy-ranks %d: at most 256", o->policy_ranks);
+    if (o->policy_ranks > 1 && o->policy_ep)
+        die("--policy-ranks starts the policy under mpirun; with --policy-connect start it yourself: mpirun -np %d ppo_policy --bind EP",
+            o->policy_ranks);
     if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
     if (!(o->top_p > 0)) die("--top-p %g: must be in (0, 1] (1 = off)", o->top_p);
     if (a->quantize_base)
@@ -948,6 +960,7 @@ static void start_processes(const Opts *o) {
     G.heartbeat_s = o->heartbeat_ms / 1000.0;
     G.dead_after = o->dead_after;
     G.startup_s = o->startup_s;
+    G.policy_ranks = o->policy_ranks;
     G.max_restarts = o->max_restarts;
     G.reward_model = o->reward_model;
     G.weights_version = -1;

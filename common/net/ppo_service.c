@@ -307,6 +307,11 @@ int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv) {
     if (!bind) align_die(w->prog, "--bind is required (see --help)");
     const Backend *be = backend_get(device);
     if (!be) align_die_error(w->prog);
+    int followed = w->follow ? w->follow(state, be) : -1;
+    if (followed >= 0) {
+        cli_free(&spec);
+        return followed;
+    }
     PpoService *svc = ppo_service_start(w->service, bind);
     if (!svc) align_die_error(w->prog);
     fprintf(stderr, "%s: listening on %s\n", w->prog, ppo_service_endpoint(svc));

@@ -295,6 +295,18 @@ int dist_bcast(void *buf, size_t bytes, int root) {
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Bcast");
 }
 
+int dist_bcast_idle(void *buf, size_t bytes, int root) {
+    if (g_size == 1) return 0;
+    if (bytes > INT_MAX) return align_errorf("MPI_Ibcast of %zu bytes: too large", bytes);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    for (int done = 0; rc == MPI_SUCCESS && !done;) {
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (!done) usleep(1000); /* a waiting rank must not take a core from the busy processes beside it */
+    }
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Ibcast");
+}
+
 int dist_barrier(void) {
     if (g_size == 1) return 0;
     long long t0 = now_ms();
@@ -338,9 +350,24 @@ int dist_gatherv(const float *mine, float *all, const size_t *counts, const size
     return 0;
 }
 int dist_bcast(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
+int dist_bcast_idle(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
 int dist_barrier(void) { return 0; }
 void dist_abort(const char *why, int code) {
     fprintf(stderr, "%s%s\n", g_prefix, why);
     exit(code);
 }
 #endif
+
+int dist_merge_metrics(Metrics *acc) {
+    int world = dist_size();
+    if (world == 1) return 0;
+    Metrics *all = malloc((size_t)world * sizeof *all);
+    if (!all) return align_errorf("out of memory");
+    int rc = dist_allgather_bytes(acc, all, sizeof *acc);
+    if (rc == 0) {
+        metrics_clear(acc);
+        for (int r = 0; r < world; r++) metrics_merge(acc, &all[r]);
+    }
+    free(all);
+    return rc;
+}

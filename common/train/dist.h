@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 
+#include "metrics.h"
+
 /* Join the job when started by a launcher (idempotent). prog prefixes the
  * fault messages; timeout_s bounds every collective (0 = no bound). */
 int dist_init(const char *prog, double timeout_s);
@@ -44,7 +46,14 @@ int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs);
  * `mine` is this rank's counts[rank] floats. all may be NULL elsewhere. */
 int dist_gatherv(const float *mine, float *all, const size_t *counts, const size_t *displs, int root);
 int dist_bcast(void *buf, size_t bytes, int root);
+/* The same for a rank that waits for work of unknown length (a worker
+ * between requests): no timeout, and it sleeps between polls instead of
+ * spinning as a blocking MPI_Bcast does. */
+int dist_bcast_idle(void *buf, size_t bytes, int root);
 int dist_barrier(void);
+/* Every rank's metric accumulators merged, in rank order, on every rank
+ * (so all ranks see the same loss and stop together on a bad one). */
+int dist_merge_metrics(Metrics *acc);
 /* Stop every rank: one line on stderr, then MPI_Abort (exit(code) alone
  * when single). */
 void dist_abort(const char *why, int code);

@@ -588,20 +588,6 @@ static double shard_share(const TrainTask *task, const int32_t *idx, int n, int 
     return hi > lo ? task->weight(task->ctx, idx + lo, hi - lo) / all : 0.0;
 }
 
-/* Every rank's metrics of this step merged, in rank order, on every rank
- * (so all ranks see the same loss and stop together on a bad one). */
-static int merge_metrics(Metrics *acc, int world) {
-    Metrics *all = malloc((size_t)world * sizeof *all);
-    if (!all) return align_errorf("out of memory");
-    int rc = dist_allgather_bytes(acc, all, sizeof *acc);
-    if (rc == 0) {
-        metrics_clear(acc);
-        for (int r = 0; r < world; r++) metrics_merge(acc, &all[r]);
-    }
-    free(all);
-    return rc;
-}
-
 int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task) {
     Model *m = policy->model;
     if (task->n_train <= 0) return align_errorf("no training examples");
@@ -707,7 +693,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             /* the shards' losses were scaled by their share, so the sum is
              * the whole batch's gradient */
             double tok = (double)tokens;
-            if ((m->n_grad_elems && dist_allreduce_sum(m->grads, m->n_grad_elems)) || merge_metrics(&acc, world) ||
+            if ((m->n_grad_elems && dist_allreduce_sum(m->grads, m->n_grad_elems)) || dist_merge_metrics(&acc) ||
                 dist_allreduce_sum_double(&tok, 1))
                 goto restore;
             tokens = (long)tok;
