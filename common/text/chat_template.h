@@ -31,6 +31,8 @@ typedef enum {
     CHAT_TEMPLATE_HH,       /* \n\nHuman: content\n\nAssistant: content */
     /* Model families, rendered as their own Jinja renders (chat_template_families.c) */
     CHAT_TEMPLATE_SMOLLM2,           /* ChatML + SmolLM2's default system message */
+    CHAT_TEMPLATE_SMOLLM3,           /* SmolLM3: dated system block, /think and /no_think */
+    CHAT_TEMPLATE_SMOLLM3_NOTHINK,   /* the same template with enable_thinking=False */
     CHAT_TEMPLATE_QWEN25,            /* ChatML + "You are Qwen, created by Alibaba Cloud. ..." */
     CHAT_TEMPLATE_QWEN3,             /* ChatML + <think> blocks (enable_thinking on, the default) */
     CHAT_TEMPLATE_QWEN3_NOTHINK,     /* the same template with enable_thinking=False */

@@ -58,6 +58,19 @@ static void strip_set(const char **s, size_t *n, const char *set, int left, int 
     while (right && *n && strchr(set, (*s)[*n - 1])) (*n)--;
 }
 
+/* strftime_now("%d %b %Y") (long = 0) or ("%d %B %Y") (long = 1), in the C
+ * locale whatever the process's locale is, as Python's strftime gives it. */
+static void today(char out[24], int long_month) {
+    static const char *const MON[] = {"January", "February", "March",     "April",   "May",      "June",
+                                      "July",    "August",   "September", "October", "November", "December"};
+    const char *e = getenv("SOURCE_DATE_EPOCH");
+    time_t t = e && *e ? (time_t)strtoll(e, NULL, 10) : time(NULL);
+    struct tm tm;
+    if (e && *e) gmtime_r(&t, &tm);
+    else localtime_r(&t, &tm);
+    snprintf(out, 24, "%02d %.*s %04d", tm.tm_mday, long_month ? 9 : 3, MON[tm.tm_mon % 12], tm.tm_year + 1900);
+}
+
 /* ---------------------------------------------------------------- ChatML */
 
 /* <|im_start|>role\ncontent<|im_end|>\n: SmolLM2, Qwen2.5 and Qwen3 share it. */
@@ -71,6 +84,7 @@ static int im_msg(ChatText *o, const char *role, const char *s, size_t n) {
 static int im_gen(ChatText *o) { return ctl(o, "<|im_start|>") || str(o, "assistant\n") ? -1 : 0; }
 
 enum { SMOLLM2 = 1, QWEN25 };
+enum { THINK = 0, NO_THINK = 1 }; /* Qwen3's and SmolLM3's enable_thinking */
 static const char SMOLLM2_SYSTEM[] = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 static const char QWEN25_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
@@ -99,8 +113,6 @@ static int reply_plain(const ChatFamily *f, const char *c, ChatText *o) {
 }
 
 /* ---------------------------------------------------------------- Qwen3 */
-
-enum { THINK = 0, NO_THINK = 1 };
 
 /* content's reasoning and answer as Qwen3's Jinja splits them at </think> */
 static void qwen3_split(const char *c, const char **rs, size_t *rn, const char **as, size_t *an) {
@@ -182,20 +194,112 @@ static int reply_qwen3(const ChatFamily *f, const char *c, ChatText *o) {
     return qwen3_think_block(o, rs, rn, as, an);
 }
 
+/* ---------------------------------------------------------------- SmolLM3 */
+
+static const char SMOLLM3_THINK[] =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves "
+    "thoroughly exploring questions through a systematic thinking process before providing the final precise and "
+    "accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, "
+    "reassessment, reflection, backtracking, and iteration to develop well-considered thinking process. Please "
+    "structure your response into two main sections: Thought and Solution using the specified format: <think> "
+    "Thought section </think> Solution section. In the Thought section, detail your reasoning process in steps. Each "
+    "step should include detailed considerations such as analysing questions, summarizing relevant findings, "
+    "brainstorming new ideas, verifying the accuracy of the current steps, refining any errors, and revisiting "
+    "previous steps. In the Solution section, based on various attempts, explorations, and reflections from the "
+    "Thought section, systematically present the final solution that you deem correct. The Solution section should "
+    "be logical, accurate, and concise and detail necessary steps needed to reach the conclusion.\n\n";
+static const char SMOLLM3_NO_THINK[] = "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n";
+
+/* s with every occurrence of each of the NULL-terminated words removed, then
+ * rstrip()'d: the Jinja's .replace(...).replace(...).rstrip() */
+static char *without(const char *s, const char *const *words) {
+    char *o = strdup(s);
+    if (!o) return NULL;
+    for (int w = 0; words[w]; w++) {
+        size_t wn = strlen(words[w]);
+        char *p;
+        while ((p = strstr(o, words[w]))) memmove(p, p + wn, strlen(p + wn) + 1);
+    }
+    size_t n = strlen(o);
+    while (n && chat_is_space((unsigned char)o[n - 1])) o[--n] = 0;
+    return o;
+}
+
+/* The system block: metadata, the reasoning mode (the system message's
+ * /think or /no_think wins over enable_thinking), the custom instructions
+ * or a default by mode; "/system_override" keeps the system message alone.
+ * Without tools the block has no <|im_end|>: the template writes it only
+ * after a tool list. */
+static int smollm3_system(ChatText *o, const char *sys, int think) {
+    static const char *const FLAGS[] = {"/no_think", "/think", NULL};
+    static const char *const OVERRIDE[] = {"/system_override", NULL};
+    char *custom = sys ? without(sys, FLAGS) : NULL;
+    if (sys && !custom) return align_errorf("out of memory rendering a chat template");
+    int rc = ctl(o, "<|im_start|>") || str(o, "system\n");
+    if (!rc && sys && strstr(sys, "/system_override")) {
+        char *alone = without(custom, OVERRIDE);
+        rc = !alone || str(o, alone) || ctl(o, "<|im_end|>") || str(o, "\n");
+        free(alone);
+    } else if (!rc) {
+        char date[24];
+        today(date, 1);
+        rc = str(o, "## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: ") || str(o, date) ||
+             str(o, "\nReasoning Mode: ") || str(o, think ? "/think" : "/no_think") ||
+             str(o, "\n\n## Custom Instructions\n\n");
+        if (!rc && custom && *custom) rc = str(o, custom) || str(o, "\n\n");
+        else if (!rc) rc = str(o, think ? SMOLLM3_THINK : SMOLLM3_NO_THINK);
+    }
+    free(custom);
+    return rc ? -1 : 0;
+}
+
+static int smollm3_no_think_block(ChatText *o) {
+    return ctl(o, "<think>") || str(o, "\n\n") || ctl(o, "</think>") || str(o, "\n") ? -1 : 0;
+}
+
+/* Multi-turn pieces (cont) cannot see the system message, so a /think or
+ * /no_think flag in it does not reach them: the family's mode holds there. */
+static int render_smollm3(const ChatFamily *f, const ChatMessage *m, int n, int gen, int cont, ChatText *o) {
+    int think = f->variant == THINK;
+    if (!cont) {
+        const char *sys = n > 0 && is(&m[0], "system") ? C(&m[0]) : NULL;
+        if (sys && strstr(sys, "/no_think")) think = 0;
+        else if (sys && strstr(sys, "/think")) think = 1;
+        TRY(smollm3_system(o, sys, think));
+    }
+    for (int i = 0; i < n; i++) {
+        const char *c = C(&m[i]);
+        if (is(&m[i], "user")) {
+            TRY(im_msg(o, "user", c, strlen(c)));
+        } else if (is(&m[i], "assistant")) {
+            size_t cn = strlen(c);
+            strip_set(&c, &cn, "\n", 1, 0);
+            TRY(ctl(o, "<|im_start|>") || str(o, "assistant\n"));
+            if (!think) TRY(smollm3_no_think_block(o));
+            TRY(add(o, c, cn) || ctl(o, "<|im_end|>") || str(o, "\n"));
+        } else if (!is(&m[i], "system")) {
+            return refuse_role(f, &m[i]); /* the Jinja renders a system message only as the first */
+        }
+    }
+    if (gen) {
+        TRY(im_gen(o));
+        if (!think) TRY(smollm3_no_think_block(o));
+    }
+    return 0;
+}
+
+/* Either mode: the answer after the generation prompt (which holds the
+ * empty think block with thinking off). */
+static int reply_smollm3(const ChatFamily *f, const char *c, ChatText *o) {
+    (void)f;
+    size_t cn = strlen(c);
+    strip_set(&c, &cn, "\n", 1, 0);
+    return add(o, c, cn);
+}
+
 /* ---------------------------------------------------------------- Llama 3.1 / 3.2 */
 
 enum { LLAMA31 = 0, LLAMA32 = 1 };
-
-static void today(char out[16]) {
-    static const char *const MON[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    const char *e = getenv("SOURCE_DATE_EPOCH");
-    time_t t = e && *e ? (time_t)strtoll(e, NULL, 10) : time(NULL);
-    struct tm tm;
-    if (e && *e) gmtime_r(&t, &tm);
-    else localtime_r(&t, &tm);
-    snprintf(out, 16, "%02d %s %04d", tm.tm_mday, MON[tm.tm_mon % 12], tm.tm_year + 1900);
-}
 
 static int llama_msg(ChatText *o, const char *role, const char *content) {
     return ctl(o, "<|start_header_id|>") || str(o, role) || ctl(o, "<|end_header_id|>") || str(o, "\n\n") ||
@@ -207,8 +311,8 @@ static int llama_msg(ChatText *o, const char *role, const char *content) {
 static int render_llama31(const ChatFamily *f, const ChatMessage *m, int n, int gen, int cont, ChatText *o) {
     int i = 0;
     if (!cont) {
-        char date[16] = "26 Jul 2024";
-        if (f->variant == LLAMA32) today(date);
+        char date[24] = "26 Jul 2024";
+        if (f->variant == LLAMA32) today(date, 0);
         const char *sys = "";
         if (n > 0 && is(&m[0], "system")) sys = C(&m[0]), i = 1;
         TRY(ctl(o, "<|begin_of_text|>") || ctl(o, "<|start_header_id|>") || str(o, "system") ||
@@ -404,6 +508,12 @@ static const ChatFamily FAMILIES[] = {
     {CHAT_TEMPLATE_SMOLLM2, "smollm2", "<|im_end|>", "\n",
      {"<|im_start|>", "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
      {"Reasoning Mode", "Metadata", "<think>", "strftime"}, render_chatml_default, reply_plain, SMOLLM2},
+    {CHAT_TEMPLATE_SMOLLM3, "smollm3", "<|im_end|>", "\n",
+     {"<|im_start|>", "Knowledge Cutoff Date: June 2025", "Reasoning Mode", "/system_override", "custom_instructions",
+      "strftime_now"},
+     {NULL}, render_smollm3, reply_smollm3, THINK},
+    {CHAT_TEMPLATE_SMOLLM3_NOTHINK, "smollm3-nothink", "<|im_end|>", "\n", {NULL}, {NULL}, render_smollm3,
+     reply_smollm3, NO_THINK},
     {CHAT_TEMPLATE_QWEN25, "qwen2.5", "<|im_end|>", "\n",
      {"<|im_start|>", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
      {"<think>", "enable_thinking"}, render_chatml_default, reply_plain, QWEN25},
