@@ -157,6 +157,11 @@ static void test_renderings(const cJSON *templates) {
             int prefix = !strncmp(w, p, pl) && !strncmp(w + pl, comp, cl);
             CHECK(prefix, "%s / %s: prompt + completion starts the rendering:\n [%s%s]\n [%s]", family, name, p, comp,
                   w);
+            /* and what follows is only what the template writes after the
+             * end marker and the model never generates */
+            const char *rest = prefix ? w + pl + cl : "";
+            CHECK(!strcmp(rest, "") || !strcmp(rest, "\n") || !strcmp(rest, "\n<|endoftext|>"),
+                  "%s / %s: after the reply only the trailer: [%s]", family, name, rest);
             free(p);
             free(comp);
         }

@@ -7,22 +7,15 @@
 #define ALIGN_CHAT_TEXT_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "chat_template.h"
 
 /* Append n bytes of s as a text (control 0) or control-token (1) span.
  * Returns 0, or -1 when out of memory (message set). */
 int chat_text_add(ChatText *ct, const char *s, size_t n, int control);
-static inline int chat_text_str(ChatText *ct, const char *s) {
-    size_t n = 0;
-    while (s[n]) n++;
-    return chat_text_add(ct, s, n, 0);
-}
-static inline int chat_text_ctl(ChatText *ct, const char *s) {
-    size_t n = 0;
-    while (s[n]) n++;
-    return chat_text_add(ct, s, n, 1);
-}
+static inline int chat_text_str(ChatText *ct, const char *s) { return chat_text_add(ct, s, strlen(s), 0); }
+static inline int chat_text_ctl(ChatText *ct, const char *s) { return chat_text_add(ct, s, strlen(s), 1); }
 
 /* Jinja's whitespace set for `trim` (Python str.strip(); ASCII here). */
 static inline int chat_is_space(unsigned char c) {
