@@ -91,16 +91,11 @@ static const char QWEN25_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You
 /* SmolLM2 and Qwen2.5: ChatML plus a default system message when the
  * conversation has none (SmolLM2 only before a first message). */
 static int render_chatml_default(const ChatFamily *f, const ChatMessage *m, int n, int gen, int cont, ChatText *o) {
-    int i = 0;
-    if (!cont) {
-        const char *dflt = f->variant == SMOLLM2 ? SMOLLM2_SYSTEM : QWEN25_SYSTEM;
-        if (n > 0 && is(&m[0], "system")) {
-            /* rendered by the loop below for SmolLM2, here for Qwen2.5: same bytes */
-        } else if (n > 0 || f->variant == QWEN25) {
-            TRY(im_msg(o, "system", dflt, strlen(dflt)));
-        }
-    }
-    for (; i < n; i++) {
+    const char *dflt = f->variant == SMOLLM2 ? SMOLLM2_SYSTEM : QWEN25_SYSTEM;
+    if (!cont && !(n > 0 && is(&m[0], "system")) && (n > 0 || f->variant == QWEN25))
+        TRY(im_msg(o, "system", dflt, strlen(dflt)));
+    /* a system message of the conversation is plain ChatML in both Jinjas */
+    for (int i = 0; i < n; i++) {
         if (is(&m[i], "tool")) return refuse_role(f, &m[i]);
         TRY(im_msg(o, R(&m[i]), C(&m[i]), strlen(C(&m[i]))));
     }
