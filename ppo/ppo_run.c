@@ -881,7 +881,8 @@ static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop)
     ModelBundle pb;
     if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
     ChatTemplate tmpl;
-    if (chat_template_choose(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja, &tmpl) < 0)
+    if (chat_template_choose_for_training(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja,
+                                          &tmpl))
         die("%s", align_error());
     *n_stop = 0;
     int32_t cand[3] = {tok_eos_id(pb.tok), pb.model->cfg.eos_id, -1};

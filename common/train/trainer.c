@@ -71,7 +71,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"seed", CLI_INT, &a->seed, "seed for the data order (and anything random)", CLI_ANY},
         {"device", CLI_STRING, &a->device, "cpu or cuda"},
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
-        {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
+        {"chat-template", CLI_STRING, &a->chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
         {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data file (default: the first)"},
         {"eval-sheet", CLI_STRING, &a->eval_sheet, "the worksheet of an .xlsx --eval-data file (default: the first)"},
@@ -258,21 +258,24 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     if (a->quantize_base && parse_quantize_base(a, be, &qt)) return -1;
     /* quantised tensor by tensor while reading: the fp32 base never exists */
     if (model_load_any_quant(path, be, MODEL_LOAD_TOKENIZER, qt, out)) return -1;
-    int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
-    if (chosen < 0) return -1;
+    /* a template align cannot render exactly stops training here, naming --chat-template */
+    if (chat_template_choose_for_training(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja,
+                                          tmpl))
+        return -1;
     /* The trained model carries the template training rendered with, so
-     * transformers and llama.cpp format prompts as training did: a model's
-     * own Jinja may differ from align's rendering of it (SmolLM2's and
-     * Qwen2's add a default system message that align's chatml does not),
-     * and --chat-template may name another format. A Jinja template align
-     * cannot render (chosen == CHAT_DETECT_UNKNOWN) is kept as it is. */
-    if (chosen == 0) {
-        const char *name = chat_template_name(*tmpl);
-        if (ckpt_extras_set(&out->extras.chat_template, name) ||
-            ckpt_extras_set(&out->extras.chat_template_jinja, chat_template_export_jinja(name)))
-            return -1;
-    }
-    return 0;
+     * transformers and llama.cpp format prompts as training did: align's
+     * Jinja for a built-in format (--chat-template may name another format
+     * than the model's), the model's own for a model family it renders
+     * exactly (none when --chat-template forced a family the model's Jinja
+     * is not). */
+    const char *name = chat_template_name(*tmpl);
+    char *jinja = NULL;
+    const char *own = chat_template_own_jinja(*tmpl, out->extras.chat_template_jinja);
+    if (own && !(jinja = strdup(own))) return align_errorf("out of memory");
+    int rc = ckpt_extras_set(&out->extras.chat_template, name) ||
+             ckpt_extras_set(&out->extras.chat_template_jinja, jinja);
+    free(jinja);
+    return rc ? -1 : 0;
 }
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
