@@ -177,13 +177,13 @@ static void check_family(const char *name, int qk_norm, int phi3) {
     check_grads(m, &r, dir);
     check_cached(m, &r);
 
-    /* export -> import: HF directory and .ckpt give the same logits */
+    /* export -> import: HF directory, .ckpt and an f32 GGUF give the same logits */
     char tmp[] = "/tmp/test_families_XXXXXX";
     CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
-    const char *outs[2] = {"hf", "m.ckpt"};
-    for (int k = 0; k < 2; k++) {
+    const char *outs[3] = {"hf", "m.ckpt", "m.gguf"};
+    for (int k = 0; k < 3; k++) {
         snprintf(path, sizeof path, "%s/%s", tmp, outs[k]);
-        CHECK(model_save_any(path, &b) == 0, "export %s: %s", path, align_error());
+        CHECK(model_save_as(path, &b, k == 2 ? "f32" : NULL) == 0, "export %s: %s", path, align_error());
         ModelBundle b2;
         CHECK(model_load_any(path, &backend_cpu, 0, &b2) == 0, "re-import %s: %s", path, align_error());
         if (!b2.model) continue;
