@@ -227,6 +227,28 @@ static void check_family(const char *name, int qk_norm, int phi3) {
         CHECK(e < 1e-4, "%s: GGUF import differs from transformers by %.3g", path, e);
         model_bundle_free(&b);
     }
+    /* a quantised base (QLoRA) from either file: the fused groups stay one
+     * type and land in their rows (a misplaced block would move the logits
+     * by far more than q8_0's rounding) */
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, k ? "%s/model.gguf" : "%s", dir);
+        CHECK(model_load_any_quant(path, &backend_cpu, 0, QUANT_Q8_0, &b) == 0, "q8_0 import %s: %s", path,
+              align_error());
+        if (!b.model) continue;
+        int nq = 0;
+        for (int i = 0; i < b.model->n_params; i++) nq += b.model->info[i].qtype == QUANT_Q8_0;
+        const ParamInfo *q = model_find_param(b.model, "model.layers.1.self_attn.q_proj.weight");
+        const ParamInfo *v = model_find_param(b.model, "model.layers.1.self_attn.v_proj.weight");
+        const ParamInfo *u = model_find_param(b.model, "model.layers.1.mlp.up_proj.weight");
+        CHECK(q && v && u && q->qtype == QUANT_Q8_0 && v->qtype == QUANT_Q8_0 && u->qtype == QUANT_Q8_0,
+              "%s: q|k|v and gate|up are quantised as groups", name);
+        max_err(b.model, &r, again);
+        double rel = rel_err(again, logits, r.n_seqs * r.vocab);
+        printf("  q8_0 base from %s (%d tensors quantised): logits within %.2g (relative) of fp32\n",
+               k ? "GGUF" : "HF", nq, rel);
+        CHECK(rel < 5e-2, "%s: the q8_0 base moves the logits by %.3g", path, rel);
+        model_bundle_free(&b);
+    }
     free(logits), free(again), free(r.last_logits);
 }
 
