@@ -159,6 +159,43 @@ static void check_cached(Model *m, const Reference *r) {
     free(got), free(want);
 }
 
+/* LoRA adapters (on q|k|v, under Qwen3's norms, and on Phi-3's groups)
+ * give the logits of their merge into the base, and off, the base's. */
+static void check_lora_merge(const char *dir, const Reference *r, const char *name) {
+    ModelBundle b;
+    CHECK(model_load_any(dir, &backend_cpu, 0, &b) == 0, "%s", align_error());
+    if (!b.model) return;
+    Model *m = b.model;
+    size_t n = (size_t)r->n_seqs * r->vocab;
+    float *base = malloc(n * sizeof(float)), *on = malloc(n * sizeof(float)), *merged = malloc(n * sizeof(float)),
+          *off = malloc(n * sizeof(float));
+    max_err(m, r, base);
+    LoraConfig lc;
+    lora_config_defaults(&lc);
+    lc.rank = 2;
+    lc.dropout = 0;
+    CHECK(model_lora_attach(m, &lc) == 0, "%s: attach: %s", name, align_error());
+    unsigned x = 99;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->info[i].lora)
+            for (size_t k = 0; k < m->info[i].numel; k++) {
+                x = x * 1103515245u + 12345u;
+                m->params[m->info[i].offset + k] = ((x >> 9) / 4194304.0f - 1.0f) * 0.3f;
+            }
+    max_err(m, r, on);
+    model_lora_enable(m, 0);
+    max_err(m, r, off);
+    model_lora_enable(m, 1);
+    CHECK(model_lora_merge(m) == 0, "%s: merge: %s", name, align_error());
+    max_err(m, r, merged);
+    double moved = rel_err(on, base, (int)n), e = rel_err(merged, on, (int)n);
+    printf("  LoRA: adapters move the logits by %.2g, merged equals adapted within %.2g\n", moved, e);
+    CHECK(moved > 1e-2 && e < 1e-5 && !memcmp(off, base, n * sizeof(float)),
+          "%s: LoRA adapted %.3g, merged %.3g, off equals base %d", name, moved, e, !memcmp(off, base, n * sizeof(float)));
+    model_bundle_free(&b);
+    free(base), free(on), free(merged), free(off);
+}
+
 static void check_family(const char *name, int qk_norm, int phi3) {
     char dir[512], path[600];
     snprintf(dir, sizeof dir, FIX "%s", name);
@@ -178,6 +215,7 @@ static void check_family(const char *name, int qk_norm, int phi3) {
     CHECK(e < 1e-4, "%s: HF import differs from transformers by %.3g", name, e);
     check_grads(m, &r, dir);
     check_cached(m, &r);
+    check_lora_merge(dir, &r, name);
 
     /* export -> import: HF directory, .ckpt and an f32 GGUF give the same logits */
     char tmp[] = "/tmp/test_families_XXXXXX";
@@ -368,7 +406,26 @@ static void check_phi3_adapter(void) {
     model_bundle_free(&b);
 }
 
+/* A backend without the q/k norm op (CUDA today) refuses a Qwen3 by name. */
+static void check_backend_refuses(void) {
+    Backend nb = backend_cpu;
+    nb.name = "test";
+    nb.head_rmsnorm_forward = NULL;
+    nb.head_rmsnorm_backward = NULL;
+    ModelConfig c;
+    CHECK(parse("{\"model_type\": \"qwen3\", " BASE ", \"head_dim\": 12}", &c) == 0, "%s", align_error());
+    Model *m = model_create(&c, &nb);
+    CHECK(!m && strstr(align_error(), "q/k norms") && strstr(align_error(), "test backend"),
+          "a backend without head_rmsnorm refuses Qwen3: %s", align_error());
+    model_free(m);
+    c.qk_norm = 0; /* the same sizes without the norms are fine there */
+    m = model_create(&c, &nb);
+    CHECK(m != NULL, "without q/k norms: %s", align_error());
+    model_free(m);
+}
+
 int main(void) {
+    check_backend_refuses();
     check_configs();
     check_family("qwen3", 1, 0);
     check_family("phi3", 0, 1);
