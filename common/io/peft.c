@@ -29,91 +29,6 @@ static int write_text_atomic(const char *path, const char *text) {
     return 0;
 }
 
-/* Phi-3's files fuse q|k|v into qkv_proj and gate|up into gate_up_proj,
- * so peft adapts those modules, not our members. Member adapters (rank r
- * each, scale alpha/r) are exactly one fused adapter of rank n*r over the
- * n members present: A stacks the members' A, B places each member's B in
- * its rows and its own r columns (zero elsewhere); peft's rank_pattern and
- * alpha_pattern (alpha*n) keep the scale at alpha/r. */
-typedef struct {
-    const char *fused;
-    const char *member[3];
-} Phi3Group;
-static const Phi3Group phi3_groups[2] = {{"self_attn.qkv_proj", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
-                                         {"mlp.gate_up_proj", {"mlp.gate_proj", "mlp.up_proj", NULL}}};
-
-/* Members of group g of layer l that carry adapters: their A and B params
- * (NULL when absent) and the rows each takes in the fused output. */
-static int phi3_members(Model *m, int l, int g, const ParamInfo **A, const ParamInfo **B, int64_t *rows) {
-    const ModelConfig *c = &m->cfg;
-    int n = 0;
-    for (int k = 0; k < 3 && phi3_groups[g].member[k]; k++) {
-        char nm[128];
-        snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, phi3_groups[g].member[k]);
-        A[k] = model_find_param(m, nm);
-        snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, phi3_groups[g].member[k]);
-        B[k] = model_find_param(m, nm);
-        rows[k] = g ? c->ffn_dim : (int64_t)(k ? c->n_kv_heads : c->n_heads) * c->head_dim;
-        n += A[k] != NULL;
-    }
-    return n;
-}
-
-/* Stage the fused adapters of every layer into w (buffers appended to
- * bufs, freed by the caller); *n_present[g] receives the members per group. */
-static int phi3_stage_fused(Model *m, StWriter *w, const float *host, size_t base, float ***bufs, int *n_bufs,
-                            int *n_present) {
-    const ModelConfig *c = &m->cfg;
-    int r = model_lora_config(m)->rank;
-    n_present[0] = n_present[1] = 0;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int g = 0; g < 2; g++) {
-            const ParamInfo *A[3] = {0}, *B[3] = {0};
-            int64_t rows[3] = {0};
-            int n = phi3_members(m, l, g, A, B, rows), k_count = g ? 2 : 3;
-            n_present[g] = n;
-            if (!n) continue;
-            int64_t R = n * r, C = A[0] ? A[0]->shape[1] : A[1] ? A[1]->shape[1] : A[2]->shape[1], OC = 0;
-            for (int k = 0; k < k_count; k++) OC += rows[k];
-            float **nb = realloc(*bufs, (*n_bufs + 2) * sizeof *nb);
-            if (!nb) return align_errorf("out of memory saving the adapter");
-            *bufs = nb;
-            float *fa = calloc((size_t)(R * C), sizeof(float)), *fb = calloc((size_t)(OC * R), sizeof(float));
-            nb[(*n_bufs)++] = fa;
-            nb[(*n_bufs)++] = fb;
-            if (!fa || !fb) return align_errorf("out of memory saving the adapter");
-            int64_t row0 = 0, j = 0;
-            for (int k = 0; k < k_count; k++) {
-                if (A[k]) {
-                    memcpy(fa + j * r * C, host + (A[k]->offset - base), A[k]->numel * sizeof(float));
-                    const float *b = host + (B[k]->offset - base);
-                    for (int64_t i = 0; i < rows[k]; i++) memcpy(fb + (row0 + i) * R + j * r, b + i * r, r * sizeof(float));
-                    j++;
-                }
-                row0 += rows[k];
-            }
-            char nm[128];
-            int64_t sa[2] = {R, C}, sb[2] = {OC, R};
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, phi3_groups[g].fused);
-            if (st_writer_add(w, nm, ST_F32, 2, sa, fa)) return -1;
-            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, phi3_groups[g].fused);
-            if (st_writer_add(w, nm, ST_F32, 2, sb, fb)) return -1;
-        }
-    return 0;
-}
-
-/* 1 when name is a member adapter of a Phi-3 fused group. */
-static int phi3_member_name(const Model *m, const char *name) {
-    if (!m->cfg.phi3) return 0;
-    for (int g = 0; g < 2; g++)
-        for (int k = 0; k < 3 && phi3_groups[g].member[k]; k++) {
-            char needle[48];
-            snprintf(needle, sizeof needle, ".%s.lora_", phi3_groups[g].member[k]);
-            if (strstr(name, needle)) return 1;
-        }
-    return 0;
-}
-
 static int score_trains(Model *m) {
     ParamInfo *p = model_find_param(m, "score.weight");
     return p && p->grad_offset >= 0;
@@ -131,8 +46,6 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
     char path[4096];
     cJSON *cfg = NULL;
     char *text = NULL;
-    float **fbufs = NULL;
-    int n_fbufs = 0, n_present[2] = {0, 0};
     if (!host || !w) {
         align_errorf("out of memory saving the adapter");
         goto done;
@@ -141,10 +54,9 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
     size_t base = m->info[m->n_params - 1].offset + m->info[m->n_params - 1].numel - n;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
-        if (!p->lora || phi3_member_name(m, p->name)) continue;
+        if (!p->lora) continue;
         if (st_writer_add(w, p->name, ST_F32, 2, p->shape, host + (p->offset - base))) goto done;
     }
-    if (m->cfg.phi3 && phi3_stage_fused(m, w, host, base, &fbufs, &n_fbufs, n_present)) goto done;
     if (score) {
         m->be->to_host(host + n, m->params + score->offset, score->numel * sizeof(float));
         if (st_writer_add(w, "base_model.model.score.weight", ST_F32, 2, score->shape, host + n)) goto done;
@@ -155,6 +67,14 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
 
     char names[8][24];
     int nt = lora_target_modules(lc->targets, m->cfg.arch, names);
+    if (m->cfg.phi3) { /* peft adapts Phi-3's fused modules, as our adapters do (lora.c) */
+        unsigned t = lc->targets;
+        nt = 0;
+        if (t & (LORA_T_Q | LORA_T_K | LORA_T_V)) strcpy(names[nt++], "qkv_proj");
+        if (t & LORA_T_O) strcpy(names[nt++], "o_proj");
+        if (t & (LORA_T_GATE | LORA_T_UP)) strcpy(names[nt++], "gate_up_proj");
+        if (t & LORA_T_DOWN) strcpy(names[nt++], "down_proj");
+    }
     cfg = cJSON_CreateObject();
     cJSON_AddStringToObject(cfg, "peft_type", "LORA");
     cJSON_AddStringToObject(cfg, "task_type", score ? "SEQ_CLS" : "CAUSAL_LM");
@@ -164,20 +84,7 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
     cJSON_AddNumberToObject(cfg, "lora_alpha", lc->alpha);
     cJSON_AddNumberToObject(cfg, "lora_dropout", lc->dropout);
     cJSON *tm = cJSON_AddArrayToObject(cfg, "target_modules");
-    for (int i = 0; i < nt; i++)
-        if (!phi3_member_name(m, (snprintf(path, sizeof path, ".mlp.%s.lora_", names[i]), path)) &&
-            !phi3_member_name(m, (snprintf(path, sizeof path, ".self_attn.%s.lora_", names[i]), path)))
-            cJSON_AddItemToArray(tm, cJSON_CreateString(names[i]));
-    if (n_present[0] || n_present[1]) {
-        cJSON *rp = cJSON_AddObjectToObject(cfg, "rank_pattern"), *ap = cJSON_AddObjectToObject(cfg, "alpha_pattern");
-        for (int g = 0; g < 2; g++) {
-            if (!n_present[g]) continue;
-            const char *mod = strchr(phi3_groups[g].fused, '.') + 1;
-            cJSON_AddItemToArray(tm, cJSON_CreateString(mod));
-            cJSON_AddNumberToObject(rp, mod, lc->rank * n_present[g]);
-            cJSON_AddNumberToObject(ap, mod, lc->alpha * n_present[g]);
-        }
-    }
+    for (int i = 0; i < nt; i++) cJSON_AddItemToArray(tm, cJSON_CreateString(names[i]));
     cJSON_AddStringToObject(cfg, "bias", "none");
     cJSON_AddBoolToObject(cfg, "fan_in_fan_out", m->cfg.arch == ARCH_GPT2);
     cJSON_AddBoolToObject(cfg, "inference_mode", 1);
@@ -198,8 +105,6 @@ done:
     free(text);
     cJSON_Delete(cfg);
     st_writer_free(w);
-    for (int i = 0; i < n_fbufs; i++) free(fbufs[i]);
-    free(fbufs);
     free(host);
     return rc;
 }
