@@ -283,10 +283,10 @@ CkptStage *ckpt_stage_model_hf(Model *m, StWriter *w, int hf_names) {
             float *t = align_alloc(p->numel * sizeof(float));
             if (!t) goto fail;
             s->bufs[s->n_bufs++] = t;
-            for (int k = 0, off = 0; k < members; k++) {
+            for (size_t k = 0, off = 0; k < (size_t)members; k++) {
                 const ParamInfo *mp = &m->info[i + k];
                 if (model_param_to_host(m, mp, t + off)) goto fail;
-                off += (int)mp->numel;
+                off += mp->numel;
             }
             src = t;
         }
