@@ -198,6 +198,19 @@ typedef struct Backend {
     void (*attention_forward_cached_window)(float *out, const float *qkv, float *kcache, float *vcache,
                                             const int32_t *slots, const int32_t *past, const int32_t *seq_start,
                                             int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window);
+
+    /* Optional (NULL where a backend lacks them; model_create then refuses a
+     * model with q/k norms): Qwen3's per-head RMSNorm of q and k, in place in
+     * qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq query heads by
+     * wq[hd], each of the Hkv key heads by wk[hd], v untouched. saved
+     * [N, (Hq+Hkv)*hd] receives the inputs and rstd [N*(Hq+Hkv)] their
+     * 1/rms for backward; both may be NULL (inference). */
+    void (*head_rmsnorm_forward)(float *qkv, float *saved, float *rstd, const float *wq, const float *wk, int N,
+                                 int Hq, int Hkv, int hd, float eps);
+    /* dqkv's q and k parts turn in place from d(normed) into d(input);
+     * dwq, dwk += (either may be NULL when frozen). */
+    void (*head_rmsnorm_backward)(float *dqkv, float *dwq, float *dwk, const float *saved, const float *rstd,
+                                  const float *wq, const float *wk, int N, int Hq, int Hkv, int hd);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */

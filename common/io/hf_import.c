@@ -11,6 +11,7 @@
 
 #include "model_config_json.h"
 #include "chat_template.h"
+#include "phi3_fused.h"
 #include "util.h"
 
 #define HF_MAX_SHARDS 1024
@@ -162,6 +163,10 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
     if (!(host = ckpt_host_params(m, 0))) goto done;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
+        ParamInfo group;
+        int fused = phi3_fused_group(&m->cfg, p, &group);
+        if (fused == 2) continue; /* read with its group's first member */
+        if (fused == 1) p = &group;
         const StFile *f = NULL;
         const StTensor *t = shards_find(sh, p->name, &f);
         /* The original GPT-2 checkpoints name tensors without the prefix. */

@@ -67,6 +67,14 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
 
     char names[8][24];
     int nt = lora_target_modules(lc->targets, m->cfg.arch, names);
+    if (m->cfg.phi3) { /* peft adapts Phi-3's fused modules, as our adapters do (lora.c) */
+        unsigned t = lc->targets;
+        nt = 0;
+        if (t & (LORA_T_Q | LORA_T_K | LORA_T_V)) strcpy(names[nt++], "qkv_proj");
+        if (t & LORA_T_O) strcpy(names[nt++], "o_proj");
+        if (t & (LORA_T_GATE | LORA_T_UP)) strcpy(names[nt++], "gate_up_proj");
+        if (t & LORA_T_DOWN) strcpy(names[nt++], "down_proj");
+    }
     cfg = cJSON_CreateObject();
     cJSON_AddStringToObject(cfg, "peft_type", "LORA");
     cJSON_AddStringToObject(cfg, "task_type", score ? "SEQ_CLS" : "CAUSAL_LM");

@@ -187,6 +187,9 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
         norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
+        if (c->qk_norm)
+            be->head_rmsnorm_forward(kv->qkv, NULL, NULL, w->q_norm, w->k_norm, N, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, c->norm_eps);
         if (c->arch == ARCH_LLAMA) be->rope_forward(kv->qkv, kv->pos, kv->inv_freq, N, c->n_heads, c->n_kv_heads, c->head_dim);
         int window = model_layer_window(c, l);
         if (window)

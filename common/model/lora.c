@@ -58,6 +58,7 @@ int lora_parse_targets(const char *list, unsigned *out) {
         {"gate_proj", LORA_T_GATE}, {"up_proj", LORA_T_UP}, {"down_proj", LORA_T_DOWN},
         {"c_attn", LORA_T_Q | LORA_T_K | LORA_T_V}, {"c_proj", LORA_T_O | LORA_T_DOWN},
         {"attn.c_proj", LORA_T_O}, {"mlp.c_proj", LORA_T_DOWN}, {"c_fc", LORA_T_UP},
+        {"qkv_proj", LORA_T_Q | LORA_T_K | LORA_T_V}, {"gate_up_proj", LORA_T_GATE | LORA_T_UP}, /* Phi-3's */
         {"all", LORA_T_ALL}, {"all-linear", LORA_T_ALL},
     };
     unsigned bits = 0;
@@ -106,6 +107,7 @@ typedef struct {
     unsigned bits;
     const char *module; /* after the layer prefix */
     int col0, OC, C;
+    const char *base;   /* the base weight's module when not `module` (Phi-3: a group's first member) */
 } Site;
 
 static int sites_of(const ModelConfig *c, unsigned targets, Site *s) {
@@ -117,6 +119,14 @@ static int sites_of(const ModelConfig *c, unsigned targets, Site *s) {
         all[na++] = (Site){MODEL_SLOT_O, LORA_T_O, "attn.c_proj", 0, d, d};
         all[na++] = (Site){MODEL_SLOT_UP, LORA_T_UP | LORA_T_GATE, "mlp.c_fc", 0, F, d};
         all[na++] = (Site){MODEL_SLOT_DOWN, LORA_T_DOWN, "mlp.c_proj", 0, d, F};
+    } else if (c->phi3) {
+        /* one adapter per fused module, as peft sees Phi-3 (the members are
+         * adjacent rows of the first one's weight) */
+        all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_Q | LORA_T_K | LORA_T_V, "self_attn.qkv_proj", 0, q + 2 * kv, d,
+                           "self_attn.q_proj"};
+        all[na++] = (Site){MODEL_SLOT_O, LORA_T_O, "self_attn.o_proj", 0, d, q, NULL};
+        all[na++] = (Site){MODEL_SLOT_UP, LORA_T_GATE | LORA_T_UP, "mlp.gate_up_proj", 0, 2 * F, d, "mlp.gate_proj"};
+        all[na++] = (Site){MODEL_SLOT_DOWN, LORA_T_DOWN, "mlp.down_proj", 0, d, F, NULL};
     } else {
         all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_Q, "self_attn.q_proj", 0, q, d};
         all[na++] = (Site){MODEL_SLOT_QKV, LORA_T_K, "self_attn.k_proj", q, kv, d};
@@ -168,7 +178,7 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
         layer_prefix(c, l, pre, sizeof pre);
         for (int i = 0; i < ns; i++, k++) {
             const Site *s = &sites[i];
-            snprintf(base, sizeof base, "%s%s.weight", pre, s->module);
+            snprintf(base, sizeof base, "%s%s.weight", pre, s->base ? s->base : s->module);
             ParamInfo *pb = model_find_param(m, base);
             if (!pb) {
                 free(L->ad), free(L), free(extra);

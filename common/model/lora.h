@@ -15,7 +15,9 @@
  * c_attn is one module (one adapter over q|k|v); its names map so:
  * q_proj/k_proj/v_proj/c_attn -> attn.c_attn, o_proj -> attn.c_proj,
  * gate_proj/up_proj/c_fc -> mlp.c_fc, down_proj -> mlp.c_proj, and c_proj
- * means both c_proj modules (peft's suffix match).
+ * means both c_proj modules (peft's suffix match). Phi-3 likewise (its
+ * files fuse them, so peft adapts them whole): q_proj/k_proj/v_proj/qkv_proj
+ * -> self_attn.qkv_proj, gate_proj/up_proj/gate_up_proj -> mlp.gate_up_proj.
  *
  * Cost per adapted linear: two thin matmuls forward (x A^T, then h B^T
  * accumulated into the base output), four backward; the saved activation is

@@ -23,6 +23,7 @@ struct ModelActs {
     float *norm1, *norm2;    /* [L][N,d] */
     float *stats1, *stats2;  /* [L][2N]: mean (LayerNorm only) and rstd */
     float *qkv;              /* [L][N,qkv_dim], q and k after RoPE */
+    float *qkn, *qkn_rstd;   /* qk_norm: [L][N,(Hq+Hkv)*hd] q and k before their norm, [L][N*(Hq+Hkv)] */
     float *attn;             /* [L][N,Hq*hd] */
     float *lse;              /* [L][Hq*N] */
     float *up;               /* [L][N,up_dim] before the activation */
@@ -83,6 +84,8 @@ int model_config_validate(const ModelConfig *c) {
         return align_errorf("model config: sliding_window (%d) and its first layer (%d) must not be negative",
                             c->sliding_window, c->window_from_layer);
     if (c->sliding_window && c->arch != ARCH_LLAMA) return align_errorf("model config: GPT-2 has no sliding window");
+    if ((c->qk_norm || c->phi3) && c->arch != ARCH_LLAMA)
+        return align_errorf("model config: q/k norms and Phi-3's fused files belong to the Llama family, not GPT-2");
     return 0;
 }
 
@@ -164,6 +167,10 @@ static int build_table(const ModelConfig *c, Table *out) {
                 ADD(L("self_attn.q_proj.bias"), Hq * hd, 0, 0);
                 ADD(L("self_attn.k_proj.bias"), Hkv * hd, 0, 0);
                 ADD(L("self_attn.v_proj.bias"), Hkv * hd, 0, 0);
+            }
+            if (c->qk_norm) {
+                ADD(L("self_attn.q_norm.weight"), hd, 0, 0);
+                ADD(L("self_attn.k_norm.weight"), hd, 0, 0);
             }
             ADD(L("self_attn.o_proj.weight"), d, Hq * hd, 0);
             ADD(L("post_attention_layernorm.weight"), d, 0, 0);
@@ -253,6 +260,8 @@ static void bind_views(Model *m, ModelTensors *v, float *base, int grads) {
             t->b_up = NULL;
             t->w_down = TL("model.layers.%d.mlp.down_proj.weight");
             t->b_down = NULL;
+            t->q_norm = TL("model.layers.%d.self_attn.q_norm.weight");
+            t->k_norm = TL("model.layers.%d.self_attn.k_norm.weight");
         }
     }
     v->lm_head = c->lm_head ? (c->tied_embeddings ? v->wte : T("lm_head.weight")) : NULL;
@@ -395,6 +404,10 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
         align_errorf("sliding-window attention (sliding_window %d) is not implemented on the %s backend; "
                      "use --device cpu",
                      cfg->sliding_window, be->name);
+        return NULL;
+    }
+    if (cfg->qk_norm && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward)) {
+        align_errorf("the q/k norms of Qwen3 are not implemented on the %s backend; use --device cpu", be->name);
         return NULL;
     }
     Model *m = calloc(1, sizeof *m);
@@ -688,9 +701,9 @@ static int acts_reserve(Model *m, int N) {
     const Backend *be = m->be;
     size_t L = (size_t)stored, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
     size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
-    size_t n = N;
+    size_t n = N, qkh = c->qk_norm ? (size_t)(c->n_heads + c->n_kv_heads) : 0; /* normed heads per token */
     size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
-                       H * n + n * u + n * F;
+                       H * n + n * u + n * F + n * qkh * (c->head_dim + 1) /* qkn, qkn_rstd */;
     size_t total = L * per_layer + (L + 1) * n * d + n * d + 2 * n /* normf */ +
                    n * d * 3 /* dresid, dtmp, dh */ + n * q + n * ao + n * u + n * F + n /* values */;
     be->free(a->buf);
@@ -711,6 +724,8 @@ static int acts_reserve(Model *m, int N) {
     TAKE(stats1, L * 2 * n);
     TAKE(stats2, L * 2 * n);
     TAKE(qkv, L * n * q);
+    TAKE(qkn, L * n * qkh * c->head_dim);
+    TAKE(qkn_rstd, L * n * qkh);
     TAKE(attn, L * n * ao);
     TAKE(lse, L * H * n);
     TAKE(up, L * n * u);
@@ -832,6 +847,9 @@ int model_forward(Model *m, const Batch *b) {
         norm_forward(m, norm1, a->stats1 + k * 2 * n, in, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, norm1, qkv, (int)q, N, 1);
+        if (c->qk_norm)
+            be->head_rmsnorm_forward(qkv, a->qkn + k * n * (Hq + Hkv) * hd, a->qkn_rstd + k * n * (Hq + Hkv), w->q_norm,
+                                     w->k_norm, N, Hq, Hkv, hd, c->norm_eps);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
         int window = model_layer_window(c, l);
         if (window)
@@ -1086,6 +1104,9 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                    a->n_seqs, N, Hq, Hkv, hd);
         if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
+        if (c->qk_norm)
+            be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * (Hq + Hkv) * hd,
+                                      a->qkn_rstd + l * n * (Hq + Hkv), w->q_norm, w->k_norm, N, Hq, Hkv, hd);
         float *dw[3] = {g->wq, g->wk, g->wv};
         float *db[3] = {g->bq, g->bk, g->bv};
         int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};

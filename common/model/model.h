@@ -6,7 +6,8 @@
  *   Llama: RMSNorm, RoPE (theta, optional llama3 scaling), SwiGLU,
  *          grouped-query attention, optional q/k/v bias (Qwen2), optional
  *          tied embeddings (SmolLM2), optional sliding-window attention on
- *          the later layers (Mistral, Qwen2).
+ *          the later layers (Mistral, Qwen2), optional per-head q/k
+ *          RMSNorm (Qwen3); Phi-3/4 are this family with fused files.
  * Heads: the LM head (per-token log-probs of given targets) and a scalar
  * value/score head (`score.weight`, reward models and critics) on the final
  * normalised hidden state.
@@ -85,6 +86,13 @@ typedef struct {
     int lm_head;         /* 1: model has the LM head */
     int value_head;      /* 1: model has score.weight [1, dim] */
     int bos_id, eos_id, pad_id; /* -1 when unknown */
+    /* Qwen3: RMSNorm of each q and k head (self_attn.q_norm / k_norm, weight
+     * [head_dim], eps norm_eps) after the projections, before RoPE. */
+    int qk_norm;
+    /* Phi-3/3.5/4 (model_type phi3): the same maths as Llama; only its files
+     * differ, fusing qkv_proj and gate_up_proj, which the importers split
+     * into our q|k|v and gate|up (already adjacent) and the exporters fuse. */
+    int phi3;
 } ModelConfig;
 
 /* Fill a config with the family's defaults; sizes must then be set. */
@@ -125,6 +133,7 @@ typedef struct {
     float *norm2_w, *norm2_b;
     float *w_gate, *w_up, *b_up;        /* Llama: gate then up, adjacent; GPT-2: w_up = c_fc */
     float *w_down, *b_down;
+    float *q_norm, *k_norm;             /* Qwen3's per-head norms [head_dim]; NULL otherwise */
 } LayerTensors;
 
 typedef struct {

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "head_norm.h"
 #include "matmul_small.h"
 #include "quant.h"
 #include "util.h"
@@ -975,4 +976,6 @@ const Backend backend_cpu = {
     .attention_forward_window = attention_forward_window,
     .attention_backward_window = attention_backward_window,
     .attention_forward_cached_window = attention_forward_cached_window,
+    .head_rmsnorm_forward = cpu_head_rmsnorm_forward,
+    .head_rmsnorm_backward = cpu_head_rmsnorm_backward,
 };
