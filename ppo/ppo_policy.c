@@ -50,6 +50,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "dist.h"
 #include "lora.h"
 #include "model_load.h"
@@ -442,7 +443,15 @@ static void hold_release(void *data, void *hint) {
 /* Push the actor's weights (its adapters with LoRA) to every endpoint as a
  * "weights_raw" header + one raw frame sent in place; ok[i] = 1 when it
  * acked. *bytes: the payload size per worker. */
-static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms, uint8_t *ok, size_t *bytes) {
+/* CURVE for the rollout workers started by hand (ppo_run's sync request
+ * names them): the workers' public key and the key pair to connect as. */
+typedef struct {
+    const uint8_t *on; /* [n] 1: this endpoint needs CURVE (NULL: none does) */
+    const char *server_key, *secret_file;
+} SyncCurve;
+
+static int do_sync(Policy *p, char **eps, int n, const SyncCurve *cv, int64_t version, int timeout_ms, uint8_t *ok,
+                   size_t *bytes) {
     Model *a = p->actor.model;
     SyncHold *hold = calloc(1, sizeof *hold);
     if (!hold) return align_errorf("out of memory");
@@ -473,6 +482,11 @@ static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms
             q->sock = zmq_socket(p->ctx, ZMQ_DEALER);
             int linger = 0;
             zmq_setsockopt(q->sock, ZMQ_LINGER, &linger, sizeof linger);
+            if (cv->on && cv->on[i] && curve_client_apply_key(q->sock, cv->server_key, cv->secret_file)) {
+                fprintf(stderr, "ppo_policy: weight sync to %s: %s\n", eps[i], align_error());
+                zmq_close(q->sock);
+                continue;
+            }
             if (zmq_connect(q->sock, eps[i])) {
                 zmq_close(q->sock);
                 continue;
@@ -604,14 +618,23 @@ static WireWriter *do_sync_request(Policy *p, const WireMsg *m) {
     uint8_t ok[64];
     WireWriter *w = NULL;
     if (wire_get_str_array(m, "endpoints", ppo_wire_limits(), &eps, &n)) return NULL;
-    if (n > 64) align_errorf("at most 64 rollout endpoints");
-    else if (!do_sync(p, eps, (int)n, (int64_t)ppo_get_num(m, "version", 0), (int)ppo_get_num(m, "timeout_ms", 30000), ok,
-                      &bytes)) {
+    SyncCurve cv = {0};
+    WireArray on = {0};
+    char *key = NULL, *secret = NULL;
+    int failed = n > 64 ? align_errorf("at most 64 rollout endpoints") : 0;
+    if (!failed && wire_has(m, "curve")) {
+        key = ppo_get_strdup(m, "curve_server_key"), secret = ppo_get_strdup(m, "curve_secret_file");
+        if (wire_get_array(m, "curve", WIRE_U8, ppo_wire_limits(), &on) || on.numel != n || !key || strlen(key) != 40 || !secret)
+            failed = align_errorf("sync: \"curve\" needs one flag per endpoint, \"curve_server_key\" and \"curve_secret_file\"");
+        else cv = (SyncCurve){on.data, key, secret};
+    }
+    if (!failed && !do_sync(p, eps, (int)n, &cv, (int64_t)ppo_get_num(m, "version", 0), (int)ppo_get_num(m, "timeout_ms", 30000),
+                            ok, &bytes)) {
         w = wire_writer_new("synced");
         wire_put_vec(w, "ok", WIRE_U8, ok, n);
         wire_put_uint(w, "bytes", bytes);
     }
-    free(eps);
+    free(eps), free(on.data), free(key), free(secret);
     return w;
 }
 

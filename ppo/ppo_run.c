@@ -65,6 +65,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "curve.h"
 #include "lora.h"
 #include "metrics.h"
 #include "model_load.h"
@@ -90,6 +91,7 @@ typedef struct {
     int spawned;       /* 1: ppo_run started it and may restart it */
     pid_t pid;
     void *sock;
+    void *monitor;     /* a worker started by hand: its socket's handshake failures */
     double last_seen, last_ping, born;
     int ever_seen;
     int gone;          /* an external rollout worker declared dead: not used again */
@@ -117,6 +119,8 @@ static struct {
     int n_peers;
     int policy, ref, reward, rollout0, n_rollout;
     int policy_ranks; /* > 1: the policy is started as mpirun -np N ppo_policy */
+    char curve_server[41];      /* the hand-started workers' public key ("": no CURVE) */
+    const char *curve_secret;   /* ppo_run's (and the policy's) secret key file */
     uint64_t next_id;
     double heartbeat_s;
     int dead_after;
@@ -211,13 +215,62 @@ static void spawn(Peer *p) {
     fprintf(stderr, PROG ": started %s (pid %d) on %s\n", p->name, (int)pid, p->ep);
 }
 
+/* A worker started by hand whose handshake fails (a CURVE key it does not
+ * accept, CURVE on one side only) would only look silent until
+ * --startup-timeout: watch the socket's handshake events instead, so the
+ * run stops at once with the reason. */
+static void peer_monitor(Peer *p) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://ppo-run-monitor-%p", (void *)p);
+    if (zmq_socket_monitor(p->sock, ep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+        return; /* no monitor: the startup timeout still ends it */
+    p->monitor = zmq_socket(G.ctx, ZMQ_PAIR);
+    int linger = 0;
+    zmq_setsockopt(p->monitor, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(p->monitor, ep)) {
+        zmq_close(p->monitor);
+        p->monitor = NULL;
+    }
+}
+
+static void peer_check_handshake(const Peer *p) {
+    if (!p->monitor) return;
+    zmq_msg_t ev;
+    zmq_msg_init(&ev);
+    int got = zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) >= 6;
+    uint16_t event = 0;
+    if (got) memcpy(&event, zmq_msg_data(&ev), sizeof event);
+    zmq_msg_close(&ev);
+    while (got) { /* the frame naming the endpoint */
+        zmq_msg_init(&ev);
+        int more = zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) >= 0 && zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (!more) break;
+    }
+    if (!got) return;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        die("%s at %s refused ppo_run's CURVE key: add ppo_run's public key (the pair of --curve-secret-file) to its --curve-allow file",
+            p->name, p->ep);
+    if (G.curve_server[0])
+        die("%s at %s: the CURVE handshake failed: is --curve-server-key the public key of its --curve-secret-file, "
+            "and does it run with CURVE?", p->name, p->ep);
+    die("%s at %s: the handshake failed: if it runs with --curve-secret-file, give ppo_run --curve-server-key and "
+        "--curve-secret-file", p->name, p->ep);
+}
+
 static void peer_connect(Peer *p) {
     if (p->sock) zmq_close(p->sock);
+    if (p->monitor) zmq_close(p->monitor);
+    p->monitor = NULL;
     p->sock = zmq_socket(G.ctx, ZMQ_DEALER);
     int linger = 0, ivl = 50;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &G.send_timeout_ms, sizeof G.send_timeout_ms);
     zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    if (!p->spawned && G.curve_server[0] && curve_client_apply_key(p->sock, G.curve_server, G.curve_secret))
+        die("%s at %s: %s", p->name, p->ep, align_error());
+    if (!p->spawned) peer_monitor(p);
     if (zmq_connect(p->sock, p->ep)) die("cannot connect to %s at %s: %s", p->name, p->ep, zmq_strerror(errno));
     p->born = p->last_seen = p->last_ping = align_now();
     p->ever_seen = 0;
@@ -312,6 +365,24 @@ static WireMsg *stash_take(int peer, uint64_t id) {
 
 /* A worker is dead: start it again (when ours) and set it up; for an
  * external rollout worker, drop it. Returns 0 when p is usable again. */
+/* A "sync" request's rollout endpoints (peers idx[0..n)) and, for those
+ * started by hand under CURVE, what the policy needs to reach them. */
+static void put_sync_endpoints(WireWriter *w, const int *idx, int n) {
+    const char *eps[MAX_PEERS];
+    uint8_t curve[MAX_PEERS];
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        eps[i] = G.peer[idx[i]].ep;
+        curve[i] = !G.peer[idx[i]].spawned && G.curve_server[0];
+        any |= curve[i];
+    }
+    wire_put_str_array(w, "endpoints", eps, NULL, (size_t)n);
+    if (!any) return;
+    wire_put_vec(w, "curve", WIRE_U8, curve, (size_t)n);
+    wire_put_str(w, "curve_server_key", G.curve_server);
+    wire_put_str(w, "curve_secret_file", G.curve_secret);
+}
+
 static int recover(int pi, const char *why) {
     Peer *p = &G.peer[pi];
     fprintf(stderr, PROG ": %s (%s) is dead: %s\n", p->name, p->ep, why);
@@ -350,8 +421,7 @@ static int recover(int pi, const char *why) {
     }
     if (p->role == ROLE_ROLLOUT && G.weights_version >= 0) {
         WireWriter *w = wire_writer_new("sync");
-        const char *ep = p->ep;
-        wire_put_str_array(w, "endpoints", &ep, NULL, 1);
+        put_sync_endpoints(w, &pi, 1);
         wire_put_int(w, "version", G.weights_version);
         Call c;
         call_init(&c, G.policy, w);
@@ -502,6 +572,7 @@ static int run_calls(Call *calls, int n, int recovering) {
             const char *why = NULL;
             char buf[128];
             int status;
+            peer_check_handshake(p);
             if (p->spawned && p->pid > 0 && waitpid(p->pid, &status, WNOHANG) == p->pid) {
                 snprintf(buf, sizeof buf, "process %d %s %d", (int)p->pid, WIFSIGNALED(status) ? "killed by signal" : "exited with",
                          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
@@ -635,13 +706,12 @@ static void save_via_policy(const char *pol, const char *crit, const char *state
 
 static void sync_rollouts(void) {
     for (;;) {
-        const char *eps[MAX_PEERS];
         int idx[MAX_PEERS], n = 0;
         for (int i = 0; i < G.n_rollout; i++)
-            if (!G.peer[G.rollout0 + i].gone) idx[n] = G.rollout0 + i, eps[n++] = G.peer[G.rollout0 + i].ep;
+            if (!G.peer[G.rollout0 + i].gone) idx[n++] = G.rollout0 + i;
         if (!n) die("no rollout worker left");
         WireWriter *w = wire_writer_new("sync");
-        wire_put_str_array(w, "endpoints", eps, NULL, (size_t)n);
+        put_sync_endpoints(w, idx, n);
         wire_put_int(w, "version", G.weights_version);
         wire_put_int(w, "timeout_ms", (int64_t)(G.dead_after * G.heartbeat_s * 1000 + 5000));
         int restarts[MAX_PEERS];
@@ -668,6 +738,7 @@ typedef struct {
     TrainArgs a;
     const char *policy_path, *reward_path, *prompts_path, *critic_path;
     const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
+    const char *curve_server_key, *curve_secret; /* CURVE with the workers started by hand */
     const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
     const char *reward_url, *format_pattern;
     int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
@@ -705,6 +776,8 @@ static CliFlag PPO_FLAGS[] = {
     {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: the reward model in --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
     {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP, or mpirun -np N ppo_policy --bind EP)"},
+    {"curve-server-key", CLI_STRING, &O.curve_server_key, "file with the public key of the workers started by hand (their --curve-secret-file's pair): turns CurveZMQ on for every --*-connect endpoint"},
+    {"curve-secret-file", CLI_STRING, &O.curve_secret, "ppo_run's own CURVE secret key file (reward_server --curve-keygen); the policy also uses it for the weight sync to rollout workers started by hand"},
     {"policy-ranks", CLI_INT, &O.policy_ranks, "run the policy as N data-parallel ranks under mpirun (CPU; 1..256, default 1): each takes 1/N of every minibatch", CLI_AT_LEAST_1},
     {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
     {"reward-connect", CLI_STRING, &O.reward_ep, "use a reward_server started by hand"},
@@ -962,6 +1035,15 @@ static void start_processes(const Opts *o) {
     G.dead_after = o->dead_after;
     G.startup_s = o->startup_s;
     G.policy_ranks = o->policy_ranks;
+    if (o->curve_server_key || o->curve_secret) {
+        if (!o->curve_server_key || !o->curve_secret)
+            die("CURVE needs both --curve-server-key (the workers' public key) and --curve-secret-file (ppo_run's own key)");
+        char sec[41], pub[41];
+        if (wire_read_z85_key(o->curve_server_key, G.curve_server) || wire_read_z85_key(o->curve_secret, sec))
+            die("%s", align_error());
+        if (zmq_curve_public(pub, sec)) die("--curve-secret-file %s: not a valid CURVE secret key", o->curve_secret);
+        G.curve_secret = o->curve_secret;
+    }
     G.max_restarts = o->max_restarts;
     G.reward_model = o->reward_model;
     G.weights_version = -1;
@@ -1088,6 +1170,7 @@ static void stop_processes(void) {
     kill_children();
     for (int i = 0; i < G.n_peers; i++) {
         if (G.peer[i].sock) zmq_close(G.peer[i].sock);
+        if (G.peer[i].monitor) zmq_close(G.peer[i].monitor);
         free(G.peer[i].setup);
     }
     zmq_ctx_term(G.ctx);

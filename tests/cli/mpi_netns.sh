@@ -7,7 +7,8 @@
 #  - dpo_run on the 2 hosts with ZeRO-1 trains to 1 process's losses and
 #    weights (within 1e-5);
 #  - PPO across the hosts: the policy as 2 ranks on the first (ppo_run
-#    --policy-ranks 2), a rollout worker on the second (tcp://), trains to
+#    --policy-ranks 2), a rollout worker on the second (tcp:// with CURVE
+#    keys and an allow-list), trains to
 #    the weights of a one-process policy with a local rollout worker.
 # Skipped (77) without mpirun, an MPI build, or the right to make
 # namespaces (root or CAP_NET_ADMIN).
@@ -85,13 +86,16 @@ PPO=(--policy "$T/sft.ckpt" --reward length:-0.1 --prompts "$T/prompts.jsonl" --
 timeout 120 "$BIN/ppo_run" "${PPO[@]}" --out "$T/p1.ckpt" 2>"$T/p1.err"
 check "ppo_run, one policy process and a local rollout worker, exits 0" "[ $? -eq 0 ]"
 PORT=$((20000 + $$ % 20000))
-env "$NOLEAK" ip netns exec "$B" "$BIN/rollout_worker" --bind tcp://$NET.2:$PORT 2>"$T/rw.err" &
+"$BIN/reward_server" --curve-keygen "$T/worker" >/dev/null && "$BIN/reward_server" --curve-keygen "$T/run" >/dev/null
+env "$NOLEAK" ip netns exec "$B" "$BIN/rollout_worker" --bind tcp://$NET.2:$PORT --curve-secret-file "$T/worker.secret" \
+    --curve-allow "$T/run.public" 2>"$T/rw.err" &
 RW=$!
 timeout 120 env "$NOLEAK" OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo \
     ip netns exec "$A" "$BIN/ppo_run" "${PPO[@]}" --policy-ranks 2 --rollout-connect tcp://$NET.2:$PORT \
-    --out "$T/p2.ckpt" 2>"$T/p2.err"
+    --curve-server-key "$T/worker.public" --curve-secret-file "$T/run.secret" --out "$T/p2.ckpt" 2>"$T/p2.err"
 check "ppo_run on host A, policy as 2 ranks, rollout worker on host B: exits 0 ($(tail -1 "$T/p2.err"))" "[ $? -eq 0 ]"
-check "... the rollout worker in the other namespace served it" "grep -q 'listening on tcp://$NET.2:$PORT' $T/rw.err"
+check "... the rollout worker in the other namespace served it, under CURVE" \
+    "grep -q 'listening on tcp://$NET.2:$PORT' $T/rw.err && grep -q 'CURVE on' $T/rw.err"
 python3 - "$T/p1.ckpt" "$T/p2.ckpt" >"$T/pdiff" <<'PY'
 import json, struct, sys
 from array import array
