@@ -16,7 +16,7 @@
 #include <pthread.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_inited = 0;
+static int g_rank = 0, g_size = 1, g_inited = 0, g_launched = 0;
 static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
 static char g_hint[4096];         /* the last checkpoint, for the fault lines */
 static double g_comm_time;
@@ -169,6 +169,7 @@ int dist_init(const char *prog, double timeout_s) {
     if (!launched) launched = getenv("PMIX_RANK");
     if (!launched) launched = getenv("PMI_RANK");
     if (!launched) return 0; /* no launcher: a world of one, MPI untouched */
+    g_launched = 1;
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return align_errorf("MPI_Init failed (started by mpirun?)");
@@ -371,3 +372,5 @@ int dist_merge_metrics(Metrics *acc) {
     free(all);
     return rc;
 }
+
+int dist_launched(void) { return g_launched; }

@@ -58,6 +58,19 @@ int dist_merge_metrics(Metrics *acc);
  * when single). */
 void dist_abort(const char *why, int code);
 
+/* Whether the job was started by a launcher (mpirun), whatever its size. */
+int dist_launched(void);
+
+/* ---- NCCL (dist_nccl.c): gradients in GPU memory ----
+ * Under a launcher with --device cuda, the trainer sums gradients with
+ * ncclAllReduce on one communicator over the MPI world (its id sent from
+ * rank 0 by MPI_Bcast; each rank takes the GPU of its local rank). With
+ * `mpirun -np 1` the path runs with a world of one (tests/gpu/check.sh). */
+int dist_nccl_available(void); /* this build has NCCL */
+int dist_nccl_init(void);      /* after dist_init; idempotent */
+int dist_nccl_allreduce_sum(float *dev_buf, size_t n);
+void dist_nccl_finalize(void);
+
 /* The checkpoint the fault messages tell the user to resume from. */
 void dist_set_resume_hint(const char *path);
 /* Seconds spent inside collectives since the last call (and reset). */

@@ -598,9 +598,13 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (trainer_check_args(a)) return -1;
     if (dist_init(prog, a->dist_timeout)) return -1;
     int rank = dist_rank(), world = dist_size();
-    if (world > 1 && a->device && strcmp(a->device, "cpu"))
-        return align_errorf("--device %s: training over %d ranks runs on the CPU (MPI_Allreduce of host memory); "
-                            "the NCCL path is not built", a->device, world);
+    /* Under a launcher the GPU's gradients are summed by NCCL, whatever the
+     * world size (mpirun -np 1 runs that path alone: tests/gpu/check.sh). */
+    int nccl = dist_launched() && a->device && strcmp(a->device, "cpu");
+    if (nccl && a->zero_stage == 1 && world > 1)
+        return align_errorf("--zero-stage 1 on --device %s: the sharded optimizer runs on the CPU for now; use --zero-stage 0 "
+                            "(plain data parallelism, gradients summed by NCCL)", a->device);
+    if (nccl && dist_nccl_init()) return -1;
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.lr = a->lr;
@@ -692,13 +696,14 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             if (t < 0) goto restore;
             tokens += t;
         }
-        if (world > 1) {
+        if (world > 1 || nccl) {
             /* the shards' losses were scaled by their share, so the sum is
              * the whole batch's gradient */
             double tok = (double)tokens;
-            if ((m->n_grad_elems && dist_allreduce_sum(m->grads, m->n_grad_elems)) || dist_merge_metrics(&acc) ||
-                dist_allreduce_sum_double(&tok, 1))
-                goto restore;
+            int summed = !m->n_grad_elems ? 0
+                       : nccl ? dist_nccl_allreduce_sum(m->grads, m->n_grad_elems)
+                              : dist_allreduce_sum(m->grads, m->n_grad_elems);
+            if (summed || dist_merge_metrics(&acc) || dist_allreduce_sum_double(&tok, 1)) goto restore;
             tokens = (long)tok;
         }
         /* One non-finite step would make every weight NaN: stop before the
@@ -783,6 +788,7 @@ done:
     free(order), free(idx);
     optim_free(o);
     free(shards.count);
+    if (nccl) dist_nccl_finalize();
     /* one rank's failure is the job's: the others wait in a collective */
     if (rc < 0 && world > 1) dist_abort(align_error(), 1);
     return rc;
