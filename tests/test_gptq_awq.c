@@ -7,7 +7,7 @@
  *     fp32(scale) * (q - zero), for GPTQ v1 and v2, group sizes 32, 64, 128
  *     and per row, act-order on and off, and AWQ gemm 32 and 128;
  *   - the logits equal transformers' on the dequantised weights (1e-4);
- *   - the weights take about 4.2-4.8 bits instead of 32;
+ *   - the kept weights take 4.2-4.8 bits a weight (act-order: + 4 or 8);
  *   - LoRA trains on such a base (gradients reach the adapters through
  *     the quantised matmuls);
  *   - unsupported configurations are refused naming the file and field;
@@ -34,8 +34,10 @@ static const char *const linears[7] = {"self_attn.q_proj", "self_attn.k_proj", "
                                        "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 /* want_down: down_proj's type (its 256 inputs make two groups of 128 in
- * gptq_g128_act, the only weight act-order shuffles there) */
-static void test_variant(const char *name, QuantType want_type, QuantType want_down) {
+ * gptq_g128_act, the only weight act-order shuffles there); want_qkv:
+ * q|k|v's (gptq_g32_act_v2's k_proj is in plain order, so the fused group
+ * has no one type and is dequantised to fp32 while loading). */
+static void test_variant(const char *name, QuantType want_type, QuantType want_down, QuantType want_qkv) {
     char dir[512], exp[512];
     snprintf(dir, sizeof dir, FIX "%s", name);
     snprintf(exp, sizeof exp, FIX "%s.expected.safetensors", name);
@@ -48,7 +50,7 @@ static void test_variant(const char *name, QuantType want_type, QuantType want_d
     CHECK(st_open(&ef, exp) == 0, "%s: %s", exp, align_error());
     Model *m = b.model;
     int kept = 0;
-    size_t fp32_bytes = 0;
+    size_t q_numel = 0, qb = 0;
     for (int i = 0; i < 7; i++) {
         char pn[128], en[160];
         snprintf(pn, sizeof pn, "model.layers.0.%s.weight", linears[i]);
@@ -59,8 +61,8 @@ static void test_variant(const char *name, QuantType want_type, QuantType want_d
             CHECK(0, "%s: %s present", name, pn);
             continue;
         }
-        kept += p->qtype == (int)(i == 6 ? want_down : want_type);
-        fp32_bytes += p->numel * 4;
+        kept += p->qtype == (int)(i == 6 ? want_down : i < 3 ? want_qkv : want_type);
+        if (p->qtype) q_numel += p->numel, qb += (size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1]);
         float *got = malloc(p->numel * 4), *want = malloc(st_numel(t) * 4);
         CHECK(model_param_to_host(m, p, got) == 0 && st_read_f32(&ef, t, want) == 0, "read %s", pn);
         int64_t R = p->shape[0], C = p->shape[1];
@@ -69,11 +71,9 @@ static void test_variant(const char *name, QuantType want_type, QuantType want_d
         CHECK(same, "%s: %s dequantises bit for bit to the reference", name, pn);
         free(got), free(want);
     }
-    CHECK(kept == 7, "%s: %d of 7 weights kept as %s (down_proj %s)", name, kept, quant_name(want_type), quant_name(want_down));
-    size_t qb = 0;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->info[i].qtype) qb += (size_t)m->info[i].shape[0] * quant_row_bytes((QuantType)m->info[i].qtype, m->info[i].shape[1]);
-    double bits = 8.0 * (double)qb / ((double)fp32_bytes / 4);
+    CHECK(kept == 7, "%s: %d of 7 weights kept as %s (q|k|v %s, down_proj %s)", name, kept, quant_name(want_type),
+          quant_name(want_qkv), quant_name(want_down));
+    double bits = 8.0 * (double)qb / (double)q_numel;
     printf("%s: %s, %.2f bits a weight\n", name, quant_name(want_type), bits);
     CHECK(bits > 4.0 && bits < (quant_int4_act(want_type) || quant_int4_act(want_down) ? 9.0 : 5.0), "%s: %.2f bits a weight", name, bits);
 
@@ -198,13 +198,13 @@ static void test_wide_gidx(void) {
 
 int main(void) {
     be = backend_get("cpu");
-    test_variant("gptq_g32", QUANT_I4_G32, QUANT_I4_G32);
-    test_variant("gptq_g128_act", QUANT_I4_G128, QUANT_I4_G128_ACT);
-    test_variant("gptq_g32_act_v2", QUANT_I4_G32_ACT, QUANT_I4_G32_ACT);
-    test_variant("gptq_g64", QUANT_I4_G64, QUANT_I4_G64);
-    test_variant("gptq_per_row", QUANT_I4_ROW, QUANT_I4_ROW);
-    test_variant("awq_g32", QUANT_I4_G32, QUANT_I4_G32);
-    test_variant("awq_g128", QUANT_I4_G128, QUANT_I4_G128);
+    test_variant("gptq_g32", QUANT_I4_G32, QUANT_I4_G32, QUANT_I4_G32);
+    test_variant("gptq_g128_act", QUANT_I4_G128, QUANT_I4_G128_ACT, QUANT_I4_G128);
+    test_variant("gptq_g32_act_v2", QUANT_I4_G32_ACT, QUANT_I4_G32_ACT, QUANT_NONE);
+    test_variant("gptq_g64", QUANT_I4_G64, QUANT_I4_G64, QUANT_I4_G64);
+    test_variant("gptq_per_row", QUANT_I4_ROW, QUANT_I4_ROW, QUANT_I4_ROW);
+    test_variant("awq_g32", QUANT_I4_G32, QUANT_I4_G32, QUANT_I4_G32);
+    test_variant("awq_g128", QUANT_I4_G128, QUANT_I4_G128, QUANT_I4_G128);
     test_lora();
     test_refusal("gptq_g32", "\"bits\": 4", "\"bits\": 8", "quantization_config.bits");
     test_refusal("gptq_g32", "\"bits\": 4", "\"bits\": 3", "quantization_config.bits");
