@@ -70,7 +70,7 @@ int quant_base_type(int t) {
 
 int quant_block_elems(QuantType t) {
     if (t == QUANT_NF4 || t == QUANT_FP4) return QUANT_BNB_BLOCK;
-    if (quant_int4_is(t)) return t == QUANT_I4_ROW ? QUANT_BLOCK : (int)quant_int4_group_size(t, 0);
+    if (quant_int4_is(t)) return QUANT_BLOCK; /* a shorter last group is allowed */
     return t >= QUANT_Q2_K && t <= QUANT_Q6_K ? 256 : QUANT_BLOCK;
 }
 

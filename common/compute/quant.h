@@ -86,8 +86,7 @@ int quant_can_quantize(int t);
  * q4_0, q4_1, q8_0, nf4, fp4. K-quants come only as a GGUF stores them. */
 int quant_base_type(int t);
 /* Inputs a row's length must be a multiple of: a block's inputs (32, 256
- * for a K-quant, 64 for NF4/FP4, the group for a QUANT_I4 type, 32 for
- * QUANT_I4_ROW). Bytes of one block (GGUF types; 0 for
+ * for a K-quant, 64 for NF4/FP4, 32 for the QUANT_I4 types). Bytes of one block (GGUF types; 0 for
  * NF4/FP4), and of one row of `cols` inputs. */
 int quant_block_elems(QuantType t);
 size_t quant_block_bytes(QuantType t);

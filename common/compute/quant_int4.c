@@ -33,7 +33,7 @@ int64_t quant_int4_group_size(QuantType t, int64_t cols) {
 
 int64_t quant_int4_groups(QuantType t, int64_t cols) {
     int64_t gs = quant_int4_group_size(t, cols);
-    return gs > 0 ? cols / gs : 0;
+    return gs > 0 ? (cols + gs - 1) / gs : 0;
 }
 
 /* bits of one g_idx entry in an act-order row */
@@ -95,7 +95,8 @@ void quant_int4_dequantize_rows(QuantType t, const void *in, float *out, int64_t
                 memcpy(&h, row + 2 * g, 2);
                 float sc = quant_f16_to_f32(h);
                 int zg = z[g];
-                for (int64_t i = g * gs; i < (g + 1) * gs; i += 2) {
+                int64_t end = (g + 1) * gs < cols ? (g + 1) * gs : cols;
+                for (int64_t i = g * gs; i < end; i += 2) {
                     o[i] = sc * (float)((q[i / 2] & 0xF) - zg);
                     o[i + 1] = sc * (float)((q[i / 2] >> 4) - zg);
                 }

@@ -7,7 +7,9 @@
  *   [G fp16 scales][G u8 zeros][cols/2 bytes of codes, input 2k in the low
  *    nibble of byte k, 2k+1 in the high][act-order only: the group of every
  *    input, 4 bits each (low nibble first) when G <= 16, else a byte each]
- * with G = cols / group_size groups (1 for group_size -1, "per channel").
+ * with G = ceil(cols / group_size) groups (1 for group_size -1, "per
+ * channel"); the last group may be shorter, as AutoGPTQ allows (SmolLM2's
+ * 576 inputs in groups of 128: four and one of 64).
  * Zeros are bytes because GPTQ's v1 checkpoints store zero - 1, so a zero
  * of 16 exists. Dequantisation is fp32(scale) * (float)(q - zero), exact
  * in fp32 (an 11-bit mantissa times an integer of at most 5 bits).

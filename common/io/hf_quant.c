@@ -165,7 +165,7 @@ static int read_gidx(const HfQuant *q, HfQuantFind find, void *ctx, const char *
 }
 
 static int type_for(int64_t cols, int64_t groups, int64_t gs, int act, int group_size, QuantType *t) {
-    if (cols % 32 || groups * gs != cols || (act && groups > 256)) return -1;
+    if (cols % 32 || (act && groups > 256)) return -1;
     QuantType k;
     if (quant_int4_type(group_size, act, &k)) return -1;
     *t = k;

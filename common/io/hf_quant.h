@@ -66,8 +66,8 @@ int hf_quant_read(const HfQuant *q, HfQuantFind find, void *ctx, const char *wei
                   HfQuantLinear *out);
 void hf_quant_linear_free(HfQuantLinear *l);
 /* The QUANT_I4 type that keeps l as it is; -1 (no error set) when none
- * does (inputs not a whole number of groups, more than 256 act-order
- * groups): the caller dequantises. */
+ * does (inputs not a multiple of 32, more than 256 act-order groups): the
+ * caller dequantises. */
 int hf_quant_type(const HfQuant *q, const HfQuantLinear *l, QuantType *t);
 /* Into rows of type t (from hf_quant_type); into fp32 [rows, cols]. */
 int hf_quant_to_rows(const HfQuantLinear *l, QuantType t, void *out);
