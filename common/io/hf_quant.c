@@ -121,8 +121,8 @@ static const void *tensor(HfQuantFind find, void *ctx, const char *weight_name, 
         for (int i = 0; i < t->ndim && strlen(got) < 40; i++)
             snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)t->shape[i]);
         if (ndim == 2)
-            align_errorf("%s: %s has shape [%s], expected [%lld,%lld] for a [%s] weight", f->path, nm, got, (long long)d0,
-                         (long long)d1, weight_name);
+            align_errorf("%s: %s has shape [%s], expected [%lld,%lld] from the config's sizes and group_size", f->path, nm, got,
+                         (long long)d0, (long long)d1);
         else
             align_errorf("%s: %s has shape [%s], expected [%lld]", f->path, nm, got, (long long)d0);
         return NULL;
