@@ -141,7 +141,11 @@ static void test_refusal(const char *src, const char *from, const char *to, cons
     char *text = align_read_file(path, &len);
     char *at = text ? strstr(text, from) : NULL;
     CHECK(at != NULL, "%s holds %s", path, from);
-    if (!at) return;
+    if (!at) {
+        free(text);
+        rmdir(dir);
+        return;
+    }
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));

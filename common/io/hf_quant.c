@@ -42,8 +42,11 @@ int hf_quant_parse(const char *json, size_t len, const char *path, HfQuant *q) {
     const cJSON *bits = field(qc, "bits");
     if (!bits) bits = field(qc, "w_bit"); /* AutoAWQ's own quant_config.json spelling */
     if (!cJSON_IsNumber(bits) || bits->valuedouble != 4) {
-        align_errorf("%s: quantization_config.bits is %s; align reads 4-bit %s checkpoints only", path,
-                     cJSON_IsNumber(bits) ? cJSON_PrintUnformatted(bits) : "missing", hf_quant_method_name(q->method));
+        if (cJSON_IsNumber(bits))
+            align_errorf("%s: quantization_config.bits is %g; align reads 4-bit %s checkpoints only", path, bits->valuedouble,
+                         hf_quant_method_name(q->method));
+        else
+            align_errorf("%s: quantization_config has no bits number", path);
         goto done;
     }
     const cJSON *gs = field(qc, "group_size");
