@@ -250,15 +250,14 @@ static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType 
 }
 
 int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Model *m) {
-    int n = 0, t = 0;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->info[i].qtype) n++, t = m->info[i].qtype;
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->info[i].qtype != QUANT_NONE;
     if (!n || a->quantize_base) return 0; /* --quantize-base asks for LoRA itself */
     int mode = trainer_peft_mode(a);
     if (mode < 0 || mode == TRAIN_PEFT_LORA) return mode < 0 ? -1 : 0;
-    return align_errorf("%s keeps %d weights quantised (%s, from a GPTQ or AWQ checkpoint): they cannot train, so train "
-                        "LoRA adapters on it (--lora-rank) or convert it to fp32 first (ckpt_convert %s model.ckpt)",
-                        path, n, quant_name((QuantType)t), path);
+    return align_errorf("%s keeps %d weights quantised as its GPTQ or AWQ checkpoint stores them: they cannot train, so "
+                        "train LoRA adapters on it (--lora-rank) or convert it to fp32 first (ckpt_convert %s model.ckpt)",
+                        path, n, path);
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
