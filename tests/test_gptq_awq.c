@@ -11,7 +11,8 @@
  *   - LoRA trains on such a base (gradients reach the adapters through
  *     the quantised matmuls);
  *   - unsupported configurations are refused naming the file and field;
- *   - the act-order row layout with more than 16 groups (a byte a g_idx). */
+ *   - the act-order row layout with more than 16 groups (a byte a g_idx);
+ *   - a backend other than the CPU refused at load. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,18 @@ static void test_wide_gidx(void) {
     free(blk), free(out);
 }
 
+/* Another backend (the CUDA kernel knows the GGUF types only) is refused
+ * at load, naming the directory, rather than failing in a matmul. */
+static void test_other_backend(void) {
+    Backend other = *be;
+    other.name = "cuda";
+    ModelBundle b;
+    int rc = model_load_any(FIX "awq_g32", &other, 0, &b);
+    CHECK(rc != 0 && strstr(align_error(), "awq_g32") && strstr(align_error(), "CPU backend only"), "refused: %s",
+          rc ? align_error() : "loaded");
+    if (!rc) model_bundle_free(&b);
+}
+
 int main(void) {
     be = backend_get("cpu");
     test_variant("gptq_g32", QUANT_I4_G32, QUANT_I4_G32, QUANT_I4_G32);
@@ -218,5 +231,6 @@ int main(void) {
     test_refusal("gptq_g32", "\"group_size\": 32", "\"group_size\": 16", "quantization_config.group_size");
     test_refusal("awq_g32", "\"version\": \"gemm\"", "\"version\": \"gemv\"", "quantization_config.version");
     test_wide_gidx();
+    test_other_backend();
     return test_summary();
 }
