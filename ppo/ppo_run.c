@@ -953,6 +953,7 @@ static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop)
     const TrainArgs *a = &o->a;
     ModelBundle pb;
     if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
+    if (trainer_check_quantised_base(a, o->policy_path, pb.model)) die("%s", align_error());
     ChatTemplate tmpl;
     if (chat_template_choose_for_training(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja,
                                           &tmpl))

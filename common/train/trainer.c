@@ -249,6 +249,17 @@ static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType 
     return 0;
 }
 
+int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Model *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->info[i].qtype != QUANT_NONE;
+    if (!n || a->quantize_base) return 0; /* --quantize-base asks for LoRA itself */
+    int mode = trainer_peft_mode(a);
+    if (mode < 0 || mode == TRAIN_PEFT_LORA) return mode < 0 ? -1 : 0;
+    return align_errorf("%s keeps %d weights quantised as its GPTQ or AWQ checkpoint stores them: they cannot train, so "
+                        "train LoRA adapters on it (--lora-rank) or convert it to fp32 first (ckpt_convert %s model.ckpt)",
+                        path, n, path);
+}
+
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
     const Backend *be = backend_get(a->device);
     if (!be) return -1;
@@ -283,6 +294,7 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
     int want_lora = mode == TRAIN_PEFT_LORA;
+    if (trainer_check_quantised_base(a, policy->extras.base_model ? policy->extras.base_model : "the model", m)) return -1;
     if (a->quantize_base && !want_lora)
         return align_errorf("--quantize-base needs LoRA (--lora-rank or --lora-adapter): quantised weights are frozen");
     if (a->quantize_base) {
@@ -297,6 +309,22 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
                        quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
         else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog, kept,
                      quant_name(qt), model_weight_bytes(m) / 1048576.0);
+    } else {
+        /* a GPTQ/AWQ checkpoint's groups, kept as stored: name its types */
+        int kept = 0, seen[8], n_seen = 0;
+        char types[200] = "";
+        for (int i = 0; i < m->n_params; i++) {
+            int t = m->info[i].qtype, dup = 0;
+            if (!t) continue;
+            kept++;
+            for (int k = 0; k < n_seen; k++) dup |= seen[k] == t;
+            if (dup || n_seen == 8) continue;
+            seen[n_seen++] = t;
+            snprintf(types + strlen(types), sizeof types - strlen(types), "%s%s", n_seen > 1 ? ", " : "", quant_name((QuantType)t));
+        }
+        if (kept)
+            fprintf(stderr, "%s: base weights: %d tensors kept quantised as the checkpoint stores them (%s), %.1f MiB of weights\n",
+                    prog, kept, types, model_weight_bytes(m) / 1048576.0);
     }
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)

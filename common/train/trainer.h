@@ -126,6 +126,11 @@ typedef enum { TRAIN_PEFT_FULL = 0, TRAIN_PEFT_LORA, TRAIN_PEFT_BITFIT, TRAIN_PE
  * freeze tuning). */
 int trainer_peft_mode(const TrainArgs *a);
 
+/* A model whose checkpoint keeps its weights quantised (GPTQ, AWQ) trains
+ * adapters only: -1 with a sentence naming path when it holds quantised
+ * tensors and the flags ask for another method than LoRA. */
+int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Model *m);
+
 /* Load the model to train: the --resume checkpoint when given (weights,
  * moments and train state), else model_path; with its tokenizer. The chat
  * template is --chat-template, else the model's own, else none; the bundle
