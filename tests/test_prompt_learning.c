@@ -10,7 +10,9 @@
  *   d loss / d prompt_embeddings         1e-4 relative, tensor norm
  *   virtual tokens off                   bit-identical to the plain base
  *   cached decoding (chunked prefill, then one token at a time, two
- *     slots, one copied from the other) = the full forward's logits, 1e-4 */
+ *     slots, one copied from the other) = the full forward's logits, 1e-4
+ *   peft's own save_pretrained directory read by align: peft's logits
+ *   align's adapter directory and .ckpt re-read: bit-identical logits */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 
 #include "kvcache.h"
 #include "model_load.h"
+#include "peft_prompt.h"
 #include "prompt_learning.h"
 #include "safetensors.h"
 #include "test.h"
@@ -172,6 +175,43 @@ static void check_fixture(const char *arch, PromptKind kind) {
     }
     CHECK(worst < 1e-4, "%s %s: cached logits differ from the full forward by %.3g", arch, prompt_kind_name(kind), worst);
     kvcache_free(kv);
+
+    /* peft's directory, read by align */
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/fixtures/prompt_learning/%s_%s_adapter", ALIGN_TEST_DIR, arch, prompt_kind_name(kind));
+    CHECK(peft_prompt_is_adapter(dir) == 1, "%s is a prompt-learning adapter", dir);
+    Model *pm = load_base(arch);
+    CHECK(peft_prompt_load(dir, pm) == 0, "load %s: %s", dir, align_error());
+    float *pl = all_logits(pm, &b);
+    CHECK(memcmp(pl, logits, (size_t)N * V * sizeof(float)) == 0, "%s: peft's adapter gives other logits", dir);
+    /* align's directory and .ckpt, re-read */
+    char tmp[] = "/tmp/test_prompt_learning.XXXXXX", sub[600];
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+    snprintf(sub, sizeof sub, "%s/adapter", tmp);
+    CHECK(peft_prompt_save(sub, m, "hf_tiny") == 0, "save: %s", align_error());
+    Model *rm = load_base(arch);
+    CHECK(peft_prompt_load(sub, rm) == 0, "re-load: %s", align_error());
+    float *rl = all_logits(rm, &b);
+    CHECK(memcmp(rl, logits, (size_t)N * V * sizeof(float)) == 0, "align's adapter re-read gives other logits");
+    ModelBundle mb = {0};
+    ckpt_extras_init(&mb.extras);
+    mb.model = m;
+    snprintf(sub, sizeof sub, "%s/m.ckpt", tmp);
+    CHECK(model_save_any(sub, &mb) == 0, "save ckpt: %s", align_error());
+    snprintf(sub, sizeof sub, "%s/m-hf", tmp);
+    CHECK(model_save_any(sub, &mb) != 0 && strstr(align_error(), ".ckpt"), "an HF directory is refused");
+    snprintf(sub, sizeof sub, "%s/m.ckpt", tmp);
+    ModelBundle lb;
+    CHECK(model_load_any(sub, &backend_cpu, 0, &lb) == 0, "load ckpt: %s", align_error());
+    CHECK(lb.model->prompt && model_prompt_config(lb.model)->kind == kind, "the .ckpt carries its virtual tokens");
+    float *cl = all_logits(lb.model, &b);
+    CHECK(memcmp(cl, logits, (size_t)N * V * sizeof(float)) == 0, "the .ckpt re-read gives other logits");
+    model_bundle_free(&lb);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0, "cleanup");
+    free(pl), free(rl), free(cl);
+    model_free(pm), model_free(rm);
 
     free(last), free(off), free(grad), free(want_loss), free(dlogp), free(lp), free(logits), free(base_logits);
     free(tokens), free(starts), free(targets), free(mask), free(want_logits), free(emb), free(want_grad);

@@ -17,6 +17,10 @@ struct ModelPrompt {
 
 const char *prompt_kind_name(PromptKind k) { return k == PREFIX_TUNING ? "prefix" : "prompt"; }
 
+const char *prompt_param_name(PromptKind k) {
+    return k == PREFIX_TUNING ? "prefix_tuning.prompt_embeddings" : "prompt_tuning.prompt_embeddings";
+}
+
 ParamInfo *model_prompt_param(Model *m) { return m->prompt ? &m->info[m->prompt->param] : NULL; }
 
 const PromptConfig *model_prompt_config(const Model *m) { return m->prompt ? &m->prompt->cfg : NULL; }
@@ -116,7 +120,8 @@ int model_prompt_attach(Model *m, const PromptConfig *c) {
     size_t width = c->kind == PROMPT_TUNING ? (size_t)mc->dim : kv_width(m) * mc->n_layers;
     ParamInfo extra;
     memset(&extra, 0, sizeof extra);
-    snprintf(extra.name, sizeof extra.name, "prompt_embeddings");
+    /* the kind in the name, so a checkpoint carrying it says what it is */
+    snprintf(extra.name, sizeof extra.name, "%s", prompt_param_name(c->kind));
     extra.ndim = 2;
     extra.shape[0] = c->n_virtual;
     extra.shape[1] = (int64_t)width;

@@ -16,8 +16,9 @@
  * [layer][key, value][kv head][head_dim] (peft's num_attention_heads and
  * token_dim are the key/value heads' under grouped-query attention).
  *
- * Both live in one tensor named `prompt_embeddings` appended to the model's
- * table (ParamInfo.lora = 1: an adapter tensor, so checkpoints, --resume and
+ * Both live in one tensor appended to the model's table, named
+ * `prompt_tuning.prompt_embeddings` or `prefix_tuning.prompt_embeddings`
+ * (prompt_param_name; a .ckpt carrying it so says which it is) (ParamInfo.lora = 1: an adapter tensor, so checkpoints, --resume and
  * the base fingerprint treat it as LoRA's), trained while the base is
  * frozen. The model runs them through the Batch prefix machinery
  * (model.h, ModelVirtualOps): one virtual sequence per batch that every
@@ -53,8 +54,9 @@ const PromptConfig *model_prompt_config(const Model *m); /* NULL when none */
 /* Virtual tokens on (1) or off (0: the base model, the DPO/PPO
  * reference); returns the previous state, -1 when none are attached. */
 int model_prompt_enable(Model *m, int on);
-/* The tensor (`prompt_embeddings`); NULL when none. */
+/* The tensor; NULL when none. */
 ParamInfo *model_prompt_param(Model *m);
-const char *prompt_kind_name(PromptKind k); /* "prompt" or "prefix" */
+const char *prompt_kind_name(PromptKind k);  /* "prompt" or "prefix" */
+const char *prompt_param_name(PromptKind k); /* the tensor's name in the table */
 
 #endif
