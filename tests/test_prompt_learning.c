@@ -3,8 +3,9 @@
  *
  * Fixtures: tests/fixtures/make_prompt_prefix_fixtures.py ran peft 0.21
  * (PromptTuningConfig, 4 virtual tokens; PrefixTuningConfig without
- * projection, 3) on the tiny Llama (GQA, llama3 RoPE scaling) and the tiny
- * GPT-2 (learned positions), float32, one sequence at a time; align packs
+ * projection, 3) on the tiny Llama (GQA, llama3 RoPE scaling), the tiny
+ * GPT-2 (learned positions) and the tiny Mistral (a sliding window of 5,
+ * which the virtual tokens fall out of), float32, one sequence at a time; align packs
  * both sequences (12 + 7 tokens) in one batch.
  *   logits of the real tokens            1e-5 absolute (+1e-5 relative)
  *   d loss / d prompt_embeddings         1e-4 relative, tensor norm
@@ -151,7 +152,7 @@ static void check_fixture(const char *arch, PromptKind kind) {
 
     /* cached decoding: sequence 0 in slot 1 (a chunk, then one at a time),
      * sequence 1 in slot 0; slot 2 copies slot 1's first 3 tokens */
-    KVCache *kv = kvcache_create(m, 3, 32);
+    KVCache *kv = kvcache_create(m, 3, starts[1] + 8);
     CHECK(kv != NULL, "kv cache: %s", align_error());
     int len0 = starts[1], len1 = starts[2] - starts[1];
     float *last = malloc(2 * (size_t)V * sizeof(float));
@@ -225,5 +226,7 @@ int main(void) {
     check_fixture("llama", PREFIX_TUNING);
     check_fixture("gpt2", PROMPT_TUNING);
     check_fixture("gpt2", PREFIX_TUNING);
+    check_fixture("mistral_sw", PROMPT_TUNING);
+    check_fixture("mistral_sw", PREFIX_TUNING);
     return test_summary();
 }
