@@ -811,6 +811,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
             peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
     o->use_lora = peft == TRAIN_PEFT_LORA;
     o->virt_kind = peft == TRAIN_PEFT_PROMPT ? PROMPT_TUNING : peft == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : 0;
+    if (o->virt_kind && a->lora_adapter)
+        die("--lora-adapter with --peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it)", a->peft);
     if (o->virt_kind && (!a->out || strlen(a->out) < 5 || strcmp(a->out + strlen(a->out) - 5, ".ckpt")))
         die("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a .ckpt (the peft "
             "adapter to <out>-adapter/)", a->out ? a->out : "(none)", a->peft);

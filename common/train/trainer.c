@@ -82,7 +82,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
         {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
         {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
-        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
+        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone (LoRA, prompt or prefix tuning), peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
@@ -230,8 +230,9 @@ int trainer_peft_mode(const TrainArgs *a) {
         return align_errorf("%s is for --peft prompt or prefix", a->num_virtual_tokens ? "--num-virtual-tokens" : "--prompt-tuning-init-text");
     if (a->prompt_tuning_init_text && mode != TRAIN_PEFT_PROMPT)
         return align_errorf("--prompt-tuning-init-text is for --peft prompt (prefix tuning's keys and values are no token embeddings)");
-    if (virt && lora_flags)
-        return align_errorf("--peft %s cannot be combined with %s", a->peft, a->lora_adapter ? "--lora-adapter" : "--lora-rank");
+    if (virt && a->lora_rank > 0) return align_errorf("--peft %s cannot be combined with --lora-rank", a->peft);
+    if (virt && a->lora_adapter && a->num_virtual_tokens)
+        return align_errorf("--lora-adapter %s sets the virtual tokens: drop --num-virtual-tokens", a->lora_adapter);
     if (virt && a->quantize_base)
         return align_errorf("--quantize-base is for LoRA; --peft %s keeps the base as it is", a->peft);
     const char *name = mode == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze";
@@ -272,6 +273,11 @@ static int setup_virtual_tokens(const char *prog, const TrainArgs *a, ModelBundl
                                 have->n_virtual, prompt_kind_name(have->kind), a->peft,
                                 a->num_virtual_tokens ? " --num-virtual-tokens" : "");
         model_prompt_enable(m, 1);
+    } else if (a->lora_adapter) { /* a peft PROMPT_TUNING / PREFIX_TUNING directory to start from */
+        if (peft_prompt_load(a->lora_adapter, m)) return align_error_prefix("--lora-adapter");
+        if (model_prompt_config(m)->kind != kind)
+            return align_errorf("--lora-adapter %s holds %s tuning, not what --peft %s asks", a->lora_adapter,
+                                prompt_kind_name(model_prompt_config(m)->kind), a->peft);
     } else {
         PromptConfig pc = {.kind = kind, .n_virtual = a->num_virtual_tokens ? a->num_virtual_tokens : 20,
                            .seed = (uint64_t)a->seed};
@@ -363,6 +369,9 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
     }
     if (m->lora) return 0;
     if (a->lora_adapter) {
+        if (peft_prompt_is_adapter(a->lora_adapter) == 1)
+            return align_errorf("--lora-adapter %s is a prompt- or prefix-tuning adapter: add --peft prompt or --peft prefix",
+                                a->lora_adapter);
         if (peft_load_adapter(a->lora_adapter, m, (uint64_t)a->seed)) return -1;
         const LoraConfig *lc = model_lora_config(m);
         fprintf(stderr, "%s: LoRA adapter %s: rank %d, alpha %g\n", prog, a->lora_adapter, lc->rank, lc->alpha);

@@ -4,6 +4,9 @@
 #  - sft_run --peft prompt trains only the virtual tokens: the .ckpt holds
 #    the base unchanged plus prompt_tuning.prompt_embeddings, and
 #    <out>-adapter/ is a PROMPT_TUNING adapter in peft's layout;
+#  - --peft prompt --lora-adapter DIR starts from peft's own adapter (with
+#    --lr 0 it is saved back unchanged); a prompt/prefix directory given as
+#    LoRA, or of the other kind, is refused naming the fix;
 #  - --prompt-tuning-init-text: with --lr 0 the virtual tokens stay the
 #    text's token embeddings, repeated (peft's TEXT init);
 #  - dpo_run --peft prefix: the reference is the base (virtual tokens off),
@@ -72,6 +75,20 @@ e, _ = tensor(sys.argv[2], 'model.embed_tokens.weight')
 ids = [int(x) for x in sys.argv[3].split()]
 sys.exit(0 if all(p[i * d:(i + 1) * d] == e[ids[i % len(ids)] * d:(ids[i % len(ids)] + 1) * d] for i in range(nv)) else 1)
 PY"
+
+FIX=$HERE/../fixtures/prompt_learning
+"$BIN/sft_run" "${sft[@]}" --lr 0 --peft prompt --lora-adapter "$FIX/llama_prompt_adapter" --out "$T/s.ckpt" 2>"$T/s.err"
+check "sft_run starts from peft's own prompt adapter (--lora-adapter)" "[ $? -eq 0 ] && python3 - $FIX/llama_prompt_adapter/adapter_model.safetensors $T/s-adapter/adapter_model.safetensors <<'PY'
+import json, struct, sys
+def t(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; v = json.loads(b[8:8 + n])['prompt_embeddings']
+    return v['shape'], b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]]
+sys.exit(0 if t(sys.argv[1]) == t(sys.argv[2]) else 1)
+PY"
+"$BIN/sft_run" "${sft[@]}" --lora-adapter "$FIX/llama_prefix_adapter" --out "$T/x.ckpt" 2>"$T/e0"
+check "a prefix adapter given as LoRA is refused with the fix" "[ $? -ne 0 ] && grep -q 'add --peft prompt or --peft prefix' $T/e0"
+"$BIN/sft_run" "${sft[@]}" --peft prompt --lora-adapter "$FIX/llama_prefix_adapter" --out "$T/x.ckpt" 2>"$T/e00"
+check "a prefix adapter under --peft prompt is refused" "[ $? -ne 0 ] && grep -q 'holds prefix tuning' $T/e00"
 
 dpo=(--policy "$LLAMA" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 64 --chat-template none --peft prefix
      --num-virtual-tokens 3)
