@@ -587,7 +587,7 @@ static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const c
         wire_put_int(w, "optim_step", p->oa->step);
         wire_put_bool(w, "critic", p->have_critic);
         wire_put_str(w, "sync", am->prompt ? "prompt" : am->lora ? "lora" : "full");
-        wire_put_uint(w, "sync_numel", am->prompt ? model_prompt_param(am)->numel
+        wire_put_uint(w, "sync_numel", am->prompt ? model_prompt_numel(am)
                                        : am->lora ? model_lora_numel(am) : am->n_elems);
         return w;
     }

@@ -1005,7 +1005,8 @@ static void put_virtual(WireWriter *w, const Opts *o, int with_init) {
     if (with_init && a->prompt_tuning_init_text &&
         tok_encode(o->tok, a->prompt_tuning_init_text, strlen(a->prompt_tuning_init_text), 0, &ids, &n))
         die("--prompt-tuning-init-text: %s", align_error());
-    if (ppo_prompt_put(w, (PromptKind)o->virt_kind, a->num_virtual_tokens ? a->num_virtual_tokens : 20, ids, n))
+    if (ppo_prompt_put(w, (PromptKind)o->virt_kind, a->num_virtual_tokens ? a->num_virtual_tokens : 20, a->prefix_projection,
+                       ids, n))
         die("%s", align_error());
     free(ids);
 }

@@ -12,6 +12,9 @@
  *   virtual tokens off                   bit-identical to the plain base
  *   cached decoding (chunked prefill, then one token at a time, two
  *     slots, one copied from the other) = the full forward's logits, 1e-4
+ *   prefix_projection (peft's MLP): logits 1e-5, the five tensors'
+ *     gradients 1e-4, cached decoding, .ckpt round trip, peft's and
+ *     align's saved (projected) adapters load as plain prefixes
  *   peft's own save_pretrained directory read by align: peft's logits
  *   align's adapter directory and .ckpt re-read: bit-identical logits */
 #include <math.h>
@@ -221,6 +224,106 @@ static void check_fixture(const char *arch, PromptKind kind) {
     st_close(&fx);
 }
 
+/* Prefix tuning with peft's prefix_projection (an MLP makes the prefix). */
+static void check_projection(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/fixtures/prompt_learning/llama_prefixproj.safetensors", ALIGN_TEST_DIR);
+    if (st_open(&fx, path)) {
+        CHECK(0, "open %s: %s", path, align_error());
+        return;
+    }
+    static const char *const names[5] = {"prefix_tuning.embedding.weight", "prefix_tuning.transform.0.weight",
+                                         "prefix_tuning.transform.0.bias", "prefix_tuning.transform.2.weight",
+                                         "prefix_tuning.transform.2.bias"};
+    int64_t n_tok, n_seq1;
+    int32_t *tokens = fx_i32("tokens", &n_tok), *starts = fx_i32("seq_start", &n_seq1), *targets = fx_i32("targets", NULL);
+    float *mask = fx_f32("mask", NULL), *want_logits = fx_f32("logits", NULL);
+    int N = (int)n_tok;
+    Batch b = {.n_tokens = N, .n_seqs = (int)n_seq1 - 1, .tokens = tokens, .seq_start = starts};
+    Model *m = load_base("llama");
+    int V = m->cfg.vocab_size;
+    PromptConfig pc = {.kind = PREFIX_TUNING, .n_virtual = 3, .projection = 1, .seed = 1};
+    CHECK(model_prompt_attach(m, &pc) == 0, "attach: %s", align_error());
+    size_t total = 0;
+    for (int k = 0; k < 5; k++) {
+        ParamInfo *p = model_find_param(m, names[k]);
+        float *v = fx_f32(names[k], NULL);
+        CHECK(p != NULL, "the model has %s", names[k]);
+        m->be->to_device(m->params + p->offset, v, p->numel * sizeof(float));
+        total += p->numel;
+        free(v);
+    }
+    CHECK(model_trainable_elems(m) == total && model_prompt_numel(m) == total, "the five tensors train, nothing else");
+    float *logits = all_logits(m, &b);
+    double d = 0;
+    for (size_t i = 0; i < (size_t)N * V; i++)
+        d = fmax(d, fabs((double)logits[i] - want_logits[i]) / (1e-5 + 1e-5 * fabs(want_logits[i])));
+    CHECK(d <= 1.0, "projection: logits differ from peft's by %.3g of the tolerance", d);
+    float msum = 0, *dlogp = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) msum += mask[i];
+    for (int i = 0; i < N; i++) dlogp[i] = -mask[i] / msum;
+    model_zero_grad(m);
+    CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, targets, NULL) == 0 && model_backward(m, dlogp, NULL) == 0,
+          "train step: %s", align_error());
+    for (int k = 0; k < 5; k++) {
+        char gname[128];
+        snprintf(gname, sizeof gname, "grad.%s", names[k]);
+        ParamInfo *p = model_find_param(m, names[k]);
+        float *want = fx_f32(gname, NULL), *got = malloc(p->numel * sizeof(float));
+        m->be->to_host(got, m->grads + p->grad_offset, p->numel * sizeof(float));
+        double e = rel_err(got, want, p->numel);
+        CHECK(e < 1e-4, "projection: %s gradient relative error %.3g", names[k], e);
+        free(want), free(got);
+    }
+    /* peft's saved adapter is the projected prefix: it loads as a plain one */
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/fixtures/prompt_learning/llama_prefixproj_adapter", ALIGN_TEST_DIR);
+    Model *pm = load_base("llama");
+    CHECK(peft_prompt_load(dir, pm) == 0, "load %s: %s", dir, align_error());
+    float *pl = all_logits(pm, &b);
+    CHECK(max_abs_diff(pl, logits, (size_t)N * V) < 1e-5, "peft's projected adapter: other logits");
+    /* cached decoding of sequence 0, the prefix projected in the cache's priming */
+    KVCache *kv = kvcache_create(m, 1, starts[1]);
+    float *last = malloc((size_t)V * sizeof(float));
+    double worst = 0;
+    for (int i = 0; i < starts[1]; i++) {
+        int32_t s1[2] = {0, 1}, slot = 0;
+        Batch one = {.n_tokens = 1, .n_seqs = 1, .tokens = &tokens[i], .seq_start = s1};
+        CHECK(model_forward_cached(m, kv, &slot, &one, last) == 0, "decode: %s", align_error());
+        worst = fmax(worst, max_abs_diff(last, logits + (size_t)i * V, V));
+    }
+    CHECK(worst < 1e-4, "projection: cached logits differ from the full forward by %.3g", worst);
+    kvcache_free(kv);
+    /* a .ckpt keeps the five tensors (training goes on); the adapter the projection's output */
+    char tmp[] = "/tmp/test_prompt_learning.XXXXXX", sub[600];
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+    ModelBundle mb = {0};
+    ckpt_extras_init(&mb.extras);
+    mb.model = m;
+    snprintf(sub, sizeof sub, "%s/m.ckpt", tmp);
+    CHECK(model_save_any(sub, &mb) == 0, "save ckpt: %s", align_error());
+    ModelBundle lb;
+    CHECK(model_load_any(sub, &backend_cpu, 0, &lb) == 0, "load ckpt: %s", align_error());
+    CHECK(lb.model->prompt && model_prompt_config(lb.model)->projection && model_trainable_elems(lb.model) == total,
+          "the .ckpt brings the projection back");
+    float *cl = all_logits(lb.model, &b);
+    CHECK(memcmp(cl, logits, (size_t)N * V * sizeof(float)) == 0, "the .ckpt re-read gives other logits");
+    snprintf(sub, sizeof sub, "%s/adapter", tmp);
+    CHECK(peft_prompt_save(sub, m, NULL) == 0, "save adapter: %s", align_error());
+    Model *rm = load_base("llama");
+    CHECK(peft_prompt_load(sub, rm) == 0 && !model_prompt_config(rm)->projection, "re-load: %s", align_error());
+    float *rl = all_logits(rm, &b);
+    CHECK(max_abs_diff(rl, logits, (size_t)N * V) < 1e-5, "align's projected adapter: other logits");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0, "cleanup");
+    model_bundle_free(&lb);
+    free(cl), free(rl), free(pl), free(last), free(dlogp), free(logits);
+    free(tokens), free(starts), free(targets), free(mask), free(want_logits);
+    model_free(rm), model_free(pm), model_free(m);
+    st_close(&fx);
+}
+
 int main(void) {
     check_fixture("llama", PROMPT_TUNING);
     check_fixture("llama", PREFIX_TUNING);
@@ -228,5 +331,6 @@ int main(void) {
     check_fixture("gpt2", PREFIX_TUNING);
     check_fixture("mistral_sw", PROMPT_TUNING);
     check_fixture("mistral_sw", PREFIX_TUNING);
+    check_projection();
     return test_summary();
 }

@@ -44,8 +44,9 @@ int peft_prompt_save(const char *dir, Model *m, const char *base_name) {
     const PromptConfig *pc = model_prompt_config(m);
     if (!pc) return align_errorf("the model has no virtual tokens to save");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return align_errorf("cannot create %s: %s", dir, strerror(errno));
-    ParamInfo *p = model_prompt_param(m);
-    float *host = malloc(p->numel * sizeof(float));
+    int64_t shape[2] = {pc->n_virtual, pc->kind == PROMPT_TUNING ? m->cfg.dim
+                                                                  : (int64_t)2 * m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim};
+    float *host = malloc((size_t)shape[0] * shape[1] * sizeof(float));
     StWriter *w = st_writer_new();
     cJSON *cfg = NULL;
     char *text = NULL, path[4096];
@@ -54,8 +55,9 @@ int peft_prompt_save(const char *dir, Model *m, const char *base_name) {
         align_errorf("out of memory saving the adapter");
         goto done;
     }
-    m->be->to_host(host, m->params + p->offset, p->numel * sizeof(float));
-    if (st_writer_add(w, "prompt_embeddings", ST_F32, 2, p->shape, host) || st_writer_meta(w, "format", "pt")) goto done;
+    /* peft saves what the virtual rows use: with the projection, its output */
+    if (model_prompt_values(m, host)) goto done;
+    if (st_writer_add(w, "prompt_embeddings", ST_F32, 2, shape, host) || st_writer_meta(w, "format", "pt")) goto done;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (st_writer_save(w, path)) goto done;
     int heads, token_dim;
@@ -73,7 +75,8 @@ int peft_prompt_save(const char *dir, Model *m, const char *base_name) {
     cJSON_AddBoolToObject(cfg, "inference_mode", 1);
     cJSON_AddNullToObject(cfg, "modules_to_save");
     if (pc->kind == PREFIX_TUNING) {
-        cJSON_AddBoolToObject(cfg, "prefix_projection", 0);
+        /* projected, the file holds the MLP's output: peft loads it so for inference */
+        cJSON_AddBoolToObject(cfg, "prefix_projection", pc->projection != 0);
         cJSON_AddNumberToObject(cfg, "encoder_hidden_size", token_dim);
     } else {
         /* the init only shapes a new adapter; a TEXT one would make peft
@@ -187,7 +190,39 @@ done:
     return rc;
 }
 
+/* The five tensors of a --prefix-projection checkpoint, if it has them. */
+static int projection_from_extras(Model *m, CkptExtras *e) {
+    static const char *const names[5] = {"prefix_tuning.embedding.weight", "prefix_tuning.transform.0.weight",
+                                         "prefix_tuning.transform.0.bias", "prefix_tuning.transform.2.weight",
+                                         "prefix_tuning.transform.2.bias"};
+    const CkptTensor *emb = ckpt_extras_find(e, names[0]);
+    if (!emb) return 0;
+    PromptConfig pc = {.kind = PREFIX_TUNING, .n_virtual = emb->ndim == 2 ? (int)emb->shape[0] : 0, .projection = 1};
+    if (model_prompt_attach(m, &pc)) return align_error_prefix("the checkpoint's prefix projection");
+    for (int k = 0; k < 5; k++) {
+        const CkptTensor *t = ckpt_extras_find(e, names[k]);
+        const ParamInfo *p = model_find_param(m, names[k]);
+        if (!t || t->numel != p->numel)
+            return align_errorf("the checkpoint's prefix projection: %s is %s", names[k], t ? "of another size" : "missing");
+        m->be->to_device(m->params + p->offset, t->data, p->numel * sizeof(float));
+    }
+    int k = 0; /* drop them, so a save does not write them twice */
+    for (int i = 0; i < e->n_tensors; i++) {
+        CkptTensor *t = &e->tensors[i];
+        if (!strncmp(t->name, "prefix_tuning.", 14)) {
+            if (t->owned) align_free(t->data);
+            free(t->name);
+            continue;
+        }
+        e->tensors[k++] = *t;
+    }
+    e->n_tensors = k;
+    return 1;
+}
+
 int peft_prompt_from_extras(Model *m, CkptExtras *e) {
+    int r = projection_from_extras(m, e);
+    if (r) return r;
     for (int kind = PROMPT_TUNING; kind <= PREFIX_TUNING; kind++) {
         const char *name = prompt_param_name((PromptKind)kind);
         int idx = -1;

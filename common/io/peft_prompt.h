@@ -9,8 +9,9 @@
  * (peft_type, task_type CAUSAL_LM, num_virtual_tokens, token_dim,
  * num_layers, num_attention_heads — the key/value heads' count and width
  * for prefix tuning, as peft sets them under grouped-query attention —,
- * num_transformer_submodules 1, prefix_projection false,
- * inference_mode true). So `PeftModel.from_pretrained(base, dir)` loads
+ * num_transformer_submodules 1, prefix_projection (true when the prefix
+ * came from --prefix-projection's MLP: the file then holds its output, as
+ * peft saves it), inference_mode true). So `PeftModel.from_pretrained(base, dir)` loads
  * what align trained, and align loads what peft trained (a prefix adapter
  * trained with prefix_projection is saved projected, so it loads as a plain
  * prefix, as peft loads it for inference). */

@@ -38,6 +38,12 @@ typedef enum { PROMPT_TUNING = 1, PREFIX_TUNING = 2 } PromptKind;
 typedef struct {
     PromptKind kind;
     int n_virtual;           /* peft's num_virtual_tokens */
+    /* Prefix tuning's prefix_projection: the prefix is a two-layer MLP
+     * (Linear, Tanh, Linear; hidden size = token_dim, peft's default) of n
+     * learned token_dim embeddings, as peft's PrefixEncoder; its tensors
+     * `prefix_tuning.embedding.weight`, `prefix_tuning.transform.{0,2}.
+     * {weight,bias}` train instead. */
+    int projection;
     uint64_t seed;           /* RANDOM init: N(0, 1) as torch.nn.Embedding */
     /* Prompt tuning's TEXT init (peft's prompt_tuning_init_text): the
      * embeddings of these token ids, repeated or cut to n_virtual. NULL:
@@ -54,8 +60,17 @@ const PromptConfig *model_prompt_config(const Model *m); /* NULL when none */
 /* Virtual tokens on (1) or off (0: the base model, the DPO/PPO
  * reference); returns the previous state, -1 when none are attached. */
 int model_prompt_enable(Model *m, int on);
-/* The tensor; NULL when none. */
+/* The tensor (with the projection: the first of its five, the embedding);
+ * NULL when none. */
 ParamInfo *model_prompt_param(Model *m);
+/* All the virtual tokens' tensors, which lie together in m->params: their
+ * elements, and where they start (for weight sync). */
+size_t model_prompt_numel(const Model *m);
+float *model_prompt_data(Model *m);
+/* What the virtual rows use now, [n_virtual, width] on the host: the
+ * prompt embeddings or the prefix (the projection's output): peft's saved
+ * `prompt_embeddings`. */
+int model_prompt_values(Model *m, float *host);
 const char *prompt_kind_name(PromptKind k);  /* "prompt" or "prefix" */
 const char *prompt_param_name(PromptKind k); /* the tensor's name in the table */
 

@@ -60,9 +60,10 @@ int ppo_lora_setup(Model *m, const WireMsg *s, uint64_t seed) {
     return rc ? -1 : 1;
 }
 
-int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, const int32_t *init_ids, int n_init) {
+int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, int projection, const int32_t *init_ids, int n_init) {
     int rc = wire_put_str(w, "virtual_kind", prompt_kind_name(kind));
     rc |= wire_put_int(w, "num_virtual_tokens", n_virtual);
+    if (projection) rc |= wire_put_bool(w, "prefix_projection", 1);
     if (init_ids && n_init > 0) rc |= wire_put_vec(w, "prompt_init_ids", WIRE_I32, init_ids, (size_t)n_init);
     return rc ? -1 : 0;
 }
@@ -77,12 +78,13 @@ int ppo_prompt_setup(Model *m, const WireMsg *s, uint64_t seed) {
         return 0;
     }
     PromptConfig pc = {.kind = !strcmp(kind, "prefix") ? PREFIX_TUNING : PROMPT_TUNING,
-                       .n_virtual = (int)ppo_get_num(s, "num_virtual_tokens", 0), .seed = seed};
+                       .n_virtual = (int)ppo_get_num(s, "num_virtual_tokens", 0), .seed = seed,
+                       .projection = ppo_get_num(s, "prefix_projection", 0) != 0};
     int bad = strcmp(kind, "prefix") && strcmp(kind, "prompt");
     free(kind);
     if (bad) return align_errorf("setup: virtual_kind must be \"prompt\" or \"prefix\"");
     if (have) { /* a --resume checkpoint brought them */
-        if (have->kind != pc.kind || have->n_virtual != pc.n_virtual)
+        if (have->kind != pc.kind || have->n_virtual != pc.n_virtual || have->projection != pc.projection)
             return align_errorf("the model carries %d %s-tuning virtual tokens, the setup asks for %d %s-tuning ones",
                                 have->n_virtual, prompt_kind_name(have->kind), pc.n_virtual, prompt_kind_name(pc.kind));
         model_prompt_enable(m, 1);
@@ -128,11 +130,10 @@ uint64_t ppo_base_fingerprint(Model *m) {
 int ppo_sync_payload(Model *m, PpoSyncPayload *p) {
     memset(p, 0, sizeof *p);
     if (m->prompt) {
-        const ParamInfo *v = model_prompt_param(m);
         p->kind = PPO_SYNC_PROMPT;
-        p->numel = v->numel;
+        p->numel = model_prompt_numel(m); /* with the projection, its five tensors, which lie together */
         if (!(p->owned = align_alloc(p->numel * sizeof(float) + 64))) return align_errorf("out of memory");
-        m->be->to_host(p->owned, m->params + v->offset, p->numel * sizeof(float));
+        m->be->to_host(p->owned, model_prompt_data(m), p->numel * sizeof(float));
     } else if (m->lora) {
         p->kind = PPO_SYNC_LORA;
         p->numel = model_lora_numel(m);
@@ -242,19 +243,19 @@ int ppo_sync_apply(Model *m, uint64_t base_fp, const WireMsg *h, const void *dat
         if (sl != strlen(mine) || memcmp(s, mine, sl) || nv != c->n_virtual)
             return align_errorf("weights_raw: %lld %.*s-tuning virtual tokens; this worker attached %d %s-tuning ones",
                                 (long long)nv, (int)(sl > 16 ? 16 : sl), s, c->n_virtual, mine);
-        const ParamInfo *v = model_prompt_param(m);
-        if (numel != v->numel)
-            return align_errorf("weights_raw: %llu virtual-token elements; this worker's have %zu", (unsigned long long)numel,
-                                v->numel);
+        if (numel != model_prompt_numel(m))
+            return align_errorf("weights_raw: %llu virtual-token elements; this worker's have %zu (another "
+                                "--prefix-projection?)", (unsigned long long)numel, model_prompt_numel(m));
         if (base != base_fp)
             return align_errorf("weights_raw: this worker's base model differs from the policy's (fingerprint %016llx, "
                                 "the policy's %016llx): set it up from the same --policy file",
                                 (unsigned long long)base_fp, (unsigned long long)base);
-        m->be->to_device(m->params + v->offset, data, len);
+        float *dst = model_prompt_data(m);
+        m->be->to_device(dst, data, len);
         if (!host_is_little()) {
             float *hp = ckpt_host_params(m, 1);
             if (!hp) return -1;
-            swap4(hp + v->offset, numel);
+            swap4(hp + (dst - m->params), numel);
             ckpt_host_params_release(m, hp, 1);
         }
     } else {

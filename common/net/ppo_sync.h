@@ -50,9 +50,10 @@ int ppo_lora_setup(Model *m, const WireMsg *setup, uint64_t seed);
 
 /* ---- prompt / prefix tuning in setup requests ---- */
 
-/* virtual_kind ("prompt" or "prefix"), num_virtual_tokens and, for a
- * prompt-tuning TEXT init, prompt_init_ids (the text's token ids). */
-int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, const int32_t *init_ids, int n_init);
+/* virtual_kind ("prompt" or "prefix"), num_virtual_tokens,
+ * prefix_projection (when set) and, for a prompt-tuning TEXT init,
+ * prompt_init_ids (the text's token ids). */
+int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, int projection, const int32_t *init_ids, int n_init);
 /* Attach what a setup request asks for (or keep the same virtual tokens a
  * loaded --resume .ckpt carried): 1 attached, 0 none asked, -1 on error
  * (also when the model carries virtual tokens the request does not name). */

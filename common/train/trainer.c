@@ -93,6 +93,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
         {"trainable-modules", CLI_STRING, &a->trainable_modules, "freeze tuning: modules of those layers that train, e.g. mlp,self_attn (default all)"},
         {"num-virtual-tokens", CLI_INT, &a->num_virtual_tokens, "--peft prompt|prefix: virtual tokens before every sequence (default 20)", CLI_NONNEG},
+        {"prefix-projection", CLI_BOOL, &a->prefix_projection, "--peft prefix: reparametrise the prefix as an MLP (Linear, Tanh, Linear) of learned embeddings, peft's prefix_projection; the adapter saves its output"},
         {"prompt-tuning-init-text", CLI_STRING, &a->prompt_tuning_init_text, "--peft prompt: start the virtual tokens as this text's token embeddings, repeated or cut (peft's TEXT init; default random N(0,1))"},
     };
     /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
@@ -228,6 +229,7 @@ int trainer_peft_mode(const TrainArgs *a) {
     int virt = mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX;
     if ((a->num_virtual_tokens || a->prompt_tuning_init_text) && !virt)
         return align_errorf("%s is for --peft prompt or prefix", a->num_virtual_tokens ? "--num-virtual-tokens" : "--prompt-tuning-init-text");
+    if (a->prefix_projection && mode != TRAIN_PEFT_PREFIX) return align_errorf("--prefix-projection is for --peft prefix");
     if (a->prompt_tuning_init_text && mode != TRAIN_PEFT_PROMPT)
         return align_errorf("--prompt-tuning-init-text is for --peft prompt (prefix tuning's keys and values are no token embeddings)");
     if (virt && a->lora_rank > 0) return align_errorf("--peft %s cannot be combined with --lora-rank", a->peft);
@@ -268,19 +270,25 @@ static int setup_virtual_tokens(const char *prog, const TrainArgs *a, ModelBundl
     PromptKind kind = mode == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : PROMPT_TUNING;
     const PromptConfig *have = model_prompt_config(m);
     if (have) {
-        if (have->kind != kind || (a->num_virtual_tokens && a->num_virtual_tokens != have->n_virtual))
-            return align_errorf("%s carries %d %s-tuning virtual tokens, not what --peft %s%s asks", a->resume ? a->resume : "the model",
-                                have->n_virtual, prompt_kind_name(have->kind), a->peft,
-                                a->num_virtual_tokens ? " --num-virtual-tokens" : "");
+        if (have->kind != kind || (a->num_virtual_tokens && a->num_virtual_tokens != have->n_virtual) ||
+            (have->projection != 0) != (a->prefix_projection != 0))
+            return align_errorf("%s carries %d %s-tuning virtual tokens%s, not what --peft %s%s%s asks",
+                                a->resume ? a->resume : "the model", have->n_virtual, prompt_kind_name(have->kind),
+                                have->projection ? " (projected)" : "", a->peft,
+                                a->num_virtual_tokens ? " --num-virtual-tokens" : "",
+                                a->prefix_projection ? " --prefix-projection" : "");
         model_prompt_enable(m, 1);
     } else if (a->lora_adapter) { /* a peft PROMPT_TUNING / PREFIX_TUNING directory to start from */
+        if (a->prefix_projection)
+            return align_errorf("--lora-adapter %s: a saved prefix is the projection's output; it trains on as a plain "
+                                "prefix (drop --prefix-projection)", a->lora_adapter);
         if (peft_prompt_load(a->lora_adapter, m)) return align_error_prefix("--lora-adapter");
         if (model_prompt_config(m)->kind != kind)
             return align_errorf("--lora-adapter %s holds %s tuning, not what --peft %s asks", a->lora_adapter,
                                 prompt_kind_name(model_prompt_config(m)->kind), a->peft);
     } else {
         PromptConfig pc = {.kind = kind, .n_virtual = a->num_virtual_tokens ? a->num_virtual_tokens : 20,
-                           .seed = (uint64_t)a->seed};
+                           .seed = (uint64_t)a->seed, .projection = a->prefix_projection};
         int32_t *ids = NULL;
         if (a->prompt_tuning_init_text) {
             if (!policy->tok) return align_errorf("--prompt-tuning-init-text needs the model's tokenizer");
@@ -296,8 +304,9 @@ static int setup_virtual_tokens(const char *prog, const TrainArgs *a, ModelBundl
     if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains too */
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
-    fprintf(stderr, "%s: %s tuning, %d virtual tokens: %zu trainable parameters (%.2f%% of %zu)\n", prog,
-            prompt_kind_name(kind), model_prompt_config(m)->n_virtual, model_trainable_elems(m),
+    fprintf(stderr, "%s: %s tuning%s, %d virtual tokens: %zu trainable parameters (%.2f%% of %zu)\n", prog,
+            prompt_kind_name(kind), model_prompt_config(m)->projection ? " (projected)" : "",
+            model_prompt_config(m)->n_virtual, model_trainable_elems(m),
             100.0 * model_trainable_elems(m) / (double)total, total);
     return 0;
 }

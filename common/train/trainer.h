@@ -53,6 +53,7 @@ typedef struct {
     const char *trainable_modules; /* freeze tuning: modules of those layers (default all) */
     int num_virtual_tokens;     /* prompt / prefix tuning: virtual tokens (0 = unset: 20) */
     const char *prompt_tuning_init_text; /* prompt tuning: init from this text's embeddings (peft's TEXT) */
+    int prefix_projection;      /* prefix tuning: the prefix is an MLP of learned embeddings (peft's prefix_projection) */
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
@@ -64,7 +65,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 45
+#define TRAIN_ARGS_N_FLAGS 46
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {

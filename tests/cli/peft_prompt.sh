@@ -12,12 +12,14 @@
 #  - dpo_run --peft prefix: the reference is the base (virtual tokens off),
 #    a PREFIX_TUNING adapter is written, and --resume from a periodic
 #    checkpoint gives the unbroken run's losses and a bit-identical adapter;
+#  - --prefix-projection trains peft's MLP (five tensors in the .ckpt) and
+#    saves its output as the adapter;
 #  - rm_train --peft prompt trains the virtual tokens and the score head;
 #  - generate reads the prompt-tuned .ckpt and its virtual tokens apply;
 #  - refusals in one sentence: --out not a .ckpt, --num-virtual-tokens
 #    without prompt/prefix, --prompt-tuning-init-text with prefix;
 #  - when a Python with peft and transformers is given (ALIGN_PEFT_PYTHON),
-#    peft loads both adapters onto the Hugging Face base and its
+#    peft loads the three adapters onto the Hugging Face base and its
 #    log-probs of generate's greedy tokens equal align's (1e-4).
 set -u
 BIN=$1
@@ -90,6 +92,12 @@ check "a prefix adapter given as LoRA is refused with the fix" "[ $? -ne 0 ] && 
 "$BIN/sft_run" "${sft[@]}" --peft prompt --lora-adapter "$FIX/llama_prefix_adapter" --out "$T/x.ckpt" 2>"$T/e00"
 check "a prefix adapter under --peft prompt is refused" "[ $? -ne 0 ] && grep -q 'holds prefix tuning' $T/e00"
 
+# the projection: embedding 3x16, Linear 16->16, Linear 16->64 (2 layers x k,v x 2 heads x 8)
+"$BIN/sft_run" "${sft[@]}" --peft prefix --num-virtual-tokens 3 --prefix-projection --out "$T/j.ckpt" 2>"$T/j.err"
+check "sft_run --peft prefix --prefix-projection exits 0" "[ $? -eq 0 ] && grep -q 'prefix tuning (projected), 3 virtual tokens: 1408 trainable' $T/j.err"
+check "the adapter holds the projection's output" "grep -Eq '\"prefix_projection\":[[:space:]]*true' $T/j-adapter/adapter_config.json"
+check "the .ckpt keeps the five tensors" "[ \"\$(changed $T/base.ckpt $T/j.ckpt | cut -d' ' -f1 | tr '\n' ' ')\" = '+prefix_tuning.embedding.weight +prefix_tuning.transform.0.bias +prefix_tuning.transform.0.weight +prefix_tuning.transform.2.bias +prefix_tuning.transform.2.weight ' ]"
+
 dpo=(--policy "$LLAMA" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 64 --chat-template none --peft prefix
      --num-virtual-tokens 3)
 "$BIN/dpo_run" "${dpo[@]}" --max-steps 4 --save-every 2 --out "$T/a.ckpt" --metrics "$T/a.jsonl" 2>"$T/a.err"
@@ -120,7 +128,8 @@ check "--prompt-tuning-init-text with prefix refused" "[ $? -ne 0 ] && grep -q '
 PY=${ALIGN_PEFT_PYTHON:-python3}
 if "$PY" -c 'import peft, torch, transformers' 2>/dev/null; then
     "$BIN/generate" --model "$T/a.ckpt" --prompts "$T/prompts.jsonl" --temperature 0 --max-new-tokens 6 --chat-template none --out "$T/ga.jsonl" 2>/dev/null
-    for run in "p gp" "a ga"; do
+    "$BIN/generate" --model "$T/j.ckpt" --prompts "$T/prompts.jsonl" --temperature 0 --max-new-tokens 6 --chat-template none --out "$T/gj.jsonl" 2>/dev/null
+    for run in "p gp" "a ga" "j gj"; do
         set -- $run
         OMP_NUM_THREADS=1 "$PY" - "$LLAMA" "$T/$1-adapter" "$T/$2.jsonl" "$BIN/tokenize" >"$T/peft-$1.out" 2>"$T/peft-$1.err" <<'PY'
 import json, subprocess, sys

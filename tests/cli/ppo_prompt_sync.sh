@@ -5,7 +5,8 @@
 # policy/approxkl_avg ~1e-13 only when the workers generate (through their
 # KV cache, virtual tokens first in every slot) with exactly the policy's
 # virtual tokens.
-#  - only the virtual tokens travel (weight_sync/bytes = their size), the
+#  - prompt, prefix and projected prefix (--prefix-projection): only the
+#    virtual tokens travel (weight_sync/bytes = their size), the
 #    reference (the base, virtual tokens off) is not the policy,
 #    the .ckpt and the peft adapter are written;
 #  - --resume from the iteration-2 checkpoint: the unbroken run's metrics
@@ -35,20 +36,21 @@ sys.exit(0 if rows and all(x < 1e-8 for x in kl) and all(x == int(sys.argv[2]) f
 PY
 }
 
-# prompt tuning: 5 x 32 floats; prefix tuning: 5 x (2 layers x k,v x 32) floats
-for run in "prompt 640" "prefix 2560"; do
+# prompt tuning: 5 x 32 floats; prefix tuning: 5 x (2 layers x k,v x 32) floats; projected: the
+# embedding 5 x 32, Linear 32 -> 32 and Linear 32 -> 128 with their biases
+for run in "prompt 640 prompt" "prefix 2560 prefix" "prefix 21760 projected --prefix-projection"; do
     set -- $run
-    kind=$1 bytes=$2
-    timeout 120 "$BIN/ppo_run" "${common[@]}" --peft $kind --max-steps 4 --save-every 2 --out "$T/$kind.ckpt" \
-        --metrics "$T/$kind.jsonl" 2>"$T/$kind.err"
-    check "$kind: the run exits 0" "[ $? -eq 0 ]"
-    check "$kind: it says only the virtual tokens travel" "grep -q 'weight sync: virtual tokens only' $T/$kind.err"
-    check "$kind: rollouts use the policy's virtual tokens (approxkl < 1e-8), $bytes bytes on the wire" "synced $T/$kind.jsonl $bytes"
-    check "$kind: the reference is not the policy (the base, virtual tokens off)" "python3 -c \"
+    kind=$1 bytes=$2 name=$3 extra=${4:-}
+    timeout 120 "$BIN/ppo_run" "${common[@]}" --peft $kind $extra --max-steps 4 --save-every 2 --out "$T/$name.ckpt" \
+        --metrics "$T/$name.jsonl" 2>"$T/$name.err"
+    check "$name: the run exits 0" "[ $? -eq 0 ]"
+    check "$name: it says only the virtual tokens travel" "grep -q 'weight sync: virtual tokens only' $T/$name.err"
+    check "$name: rollouts use the policy's virtual tokens (approxkl < 1e-8), $bytes bytes on the wire" "synced $T/$name.jsonl $bytes"
+    check "$name: the reference is not the policy (the base, virtual tokens off)" "python3 -c \"
 import json, sys
-kl = [json.loads(l)['objective/kl'] for l in open('$T/$kind.jsonl')]
+kl = [json.loads(l)['objective/kl'] for l in open('$T/$name.jsonl')]
 sys.exit(0 if max(abs(x) for x in kl) > 1e-4 else 1)\""
-    check "$kind: .ckpt and peft adapter written" "[ -s $T/$kind.ckpt ] && grep -q '$(echo $kind | tr a-z A-Z)_TUNING' $T/$kind-adapter/adapter_config.json"
+    check "$name: .ckpt and peft adapter written" "[ -s $T/$name.ckpt ] && grep -q '$(echo $kind | tr a-z A-Z)_TUNING' $T/$name-adapter/adapter_config.json"
 done
 
 timeout 120 "$BIN/ppo_run" "${common[@]}" --peft prefix --max-steps 4 --out "$T/b.ckpt" --metrics "$T/b.jsonl" \
