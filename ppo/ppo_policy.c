@@ -56,6 +56,7 @@
 #include "model_load.h"
 #include "optim.h"
 #include "peft.h"
+#include "peft_prompt.h"
 #include "ppo_batch.h"
 #include "ppo_math.h"
 #include "ppo_service.h"
@@ -137,7 +138,11 @@ static int do_setup(Policy *p, const WireMsg *m) {
     }
     /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
      * trained ones as extra tensors (its base is the same frozen base) */
-    int lora = ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    /* prompt / prefix tuning: the virtual tokens (a --resume .ckpt brought
+     * its own back when it was loaded) */
+    int virt = ppo_prompt_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    if (virt < 0) goto done;
+    int lora = virt ? 0 : ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
     if (lora < 0) goto done;
     if (resume) {
         int n = lora ? peft_adapter_from_extras(p->actor.model, &p->actor.extras) : 0;
@@ -148,7 +153,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         if (n < 0 || (lora && n == 0)) goto done;
     }
     p->base_fp = 0;
-    if (lora && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
+    if ((lora || virt) && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
     const char *cpath = resume_critic ? resume_critic : critic;
     if (cpath) {
         if (model_load_any(cpath, p->be, 0, &p->critic)) goto done;
@@ -572,7 +577,7 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
         b->extras.tensors = NULL;
         b->extras.n_tensors = 0;
         ckpt_extras_set(&b->extras.train_state, js);
-        if (m->lora) {
+        if (m->lora || m->prompt) {
             char dir[4096];
             if (adapter_dir) {
                 snprintf(dir, sizeof dir, "%s", adapter_dir);
@@ -582,9 +587,15 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
                 if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
                 snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
             }
-            rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
-            ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
-            if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
+            if (m->prompt) { /* nothing merges: the .ckpt keeps the base and the virtual tokens */
+                rc = peft_prompt_save(dir, m, b->extras.base_model) ? -1 : 0;
+                ckpt_extras_set(&b->extras.base_model, NULL);
+                if (!rc) rc = model_save_any(path, b) ? -1 : 0;
+            } else {
+                rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
+                ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
+                if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
+            }
         } else {
             ckpt_extras_set(&b->extras.base_model, NULL); /* trained weights */
             rc = model_save_any(path, b);
@@ -669,8 +680,9 @@ static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const c
         wire_put_int(w, "n_params", (int64_t)am->n_elems);
         wire_put_int(w, "optim_step", p->oa->step);
         wire_put_bool(w, "critic", p->have_critic);
-        wire_put_str(w, "sync", am->lora ? "lora" : "full");
-        wire_put_uint(w, "sync_numel", am->lora ? model_lora_numel(am) : am->n_elems);
+        wire_put_str(w, "sync", am->prompt ? "prompt" : am->lora ? "lora" : "full");
+        wire_put_uint(w, "sync_numel", am->prompt ? model_prompt_numel(am)
+                                       : am->lora ? model_lora_numel(am) : am->n_elems);
         return w;
     }
     int known = !strcmp(r->op, "values") || !strcmp(r->op, "update") || !strcmp(r->op, "sync") || !strcmp(r->op, "save");

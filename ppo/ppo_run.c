@@ -751,6 +751,7 @@ typedef struct {
     PpoConfig c;
     LoraConfig lc;
     int use_lora, use_critic, use_ref; /* use_ref 0: no KL anywhere, no reference process */
+    int virt_kind;            /* 0, or PROMPT_TUNING / PREFIX_TUNING (--peft prompt|prefix) */
     RewardSpec rs;            /* the --reward terms */
     const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
     VerifyPattern *format;    /* --format-pattern, compiled */
@@ -894,6 +895,12 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it); use --peft lora or full fine-tuning",
             peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
     o->use_lora = peft == TRAIN_PEFT_LORA;
+    o->virt_kind = peft == TRAIN_PEFT_PROMPT ? PROMPT_TUNING : peft == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : 0;
+    if (o->virt_kind && a->lora_adapter)
+        die("--lora-adapter with --peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it)", a->peft);
+    if (o->virt_kind && (!a->out || strlen(a->out) < 5 || strcmp(a->out + strlen(a->out) - 5, ".ckpt")))
+        die("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a .ckpt (the peft "
+            "adapter to <out>-adapter/)", a->out ? a->out : "(none)", a->peft);
     lora_config_defaults(&o->lc);
     if (o->use_lora) {
         o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;
@@ -1086,6 +1093,21 @@ static void start_processes(const Opts *o) {
 /* The setup requests (kept: a restarted worker gets its own again; no id,
  * the reply is matched by op), sent to every worker; then the rollout
  * workers get the policy's weights. */
+/* --peft prompt|prefix in a setup request; the policy's also carries a
+ * --prompt-tuning-init-text's token ids. */
+static void put_virtual(WireWriter *w, const Opts *o, int with_init) {
+    const TrainArgs *a = &o->a;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (with_init && a->prompt_tuning_init_text &&
+        tok_encode(o->tok, a->prompt_tuning_init_text, strlen(a->prompt_tuning_init_text), 0, &ids, &n))
+        die("--prompt-tuning-init-text: %s", align_error());
+    if (ppo_prompt_put(w, (PromptKind)o->virt_kind, a->num_virtual_tokens ? a->num_virtual_tokens : 20, a->prefix_projection,
+                       ids, n))
+        die("%s", align_error());
+    free(ids);
+}
+
 static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids, int n_stop) {
     const TrainArgs *a = &o->a;
     const PpoConfig *c = &o->c;
@@ -1122,6 +1144,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+    if (o->virt_kind) put_virtual(w, o, 1);
     if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
     if (G.ref >= 0) {
         w = wire_writer_new("setup");
@@ -1139,6 +1162,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
         wire_put_int(w, "seed", a->seed);
         wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
         if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+        if (o->virt_kind) put_virtual(w, o, 0); /* the values follow by sync */
         Peer *p = &G.peer[G.rollout0 + i];
         if (wire_finish(w, &p->setup, &p->setup_len)) die("%s", align_error());
     }
@@ -1158,7 +1182,10 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
             char *kind = ppo_get_strdup(calls[i].reply, "sync");
             double numel = ppo_get_num(calls[i].reply, "sync_numel", 0);
             fprintf(stderr, PROG ": weight sync: %s, %.2f MiB per rollout worker\n",
-                    kind && !strcmp(kind, "lora") ? "LoRA adapters only" : "all parameters", numel * 4 / 1048576.0);
+                    kind && !strcmp(kind, "lora")     ? "LoRA adapters only"
+                    : kind && !strcmp(kind, "prompt") ? "virtual tokens only"
+                                                      : "all parameters",
+                    numel * 4 / 1048576.0);
             free(kind);
         }
         call_free(&calls[i]);

@@ -114,7 +114,7 @@ typedef struct {
     int no_decay;       /* 1: biases and norm weights get no weight decay */
     int qtype;          /* QuantType: QUANT_NONE = fp32 in params; else blocks in qparams */
     size_t qoffset;     /* byte offset into Model.qparams when quantised (offset unused) */
-    int lora;           /* 1: a LoRA adapter tensor (lora_A / lora_B) */
+    int lora;           /* 1: an adapter tensor (lora_A / lora_B, or virtual tokens: prompt_learning.h) */
 } ParamInfo;
 
 /* Quantised weights of one layer (NULL / QUANT_NONE where fp32). Fused
@@ -180,6 +180,30 @@ typedef struct {
     void (*free)(Model *m);
 } ModelAdapterOps;
 
+/* Virtual tokens (prompt tuning and prefix tuning / P-tuning v2,
+ * common/model/prompt_learning.h) plug in through this table. While
+ * n_virtual(m) > 0, model_forward packs one extra sequence of that many
+ * rows first and makes every sequence extend it (Batch.seq_prefix), so each
+ * sequence attends to the virtual tokens and its positions start after
+ * them, as peft's prepended prompt / past_key_values do; the callers'
+ * arrays (targets, log-probs, values, logits rows) keep their own indices.
+ * The virtual rows' inputs come from embed (prompt tuning) or their keys
+ * and values are replaced after RoPE by kv (prefix tuning: stored as given,
+ * not rotated again). */
+typedef struct ModelPrompt ModelPrompt; /* private to prompt_learning.c */
+typedef struct {
+    int (*n_virtual)(const Model *m);                       /* 0 when off */
+    void (*embed)(Model *m, float *x);                      /* x [n_virtual, dim]: the virtual inputs */
+    void (*kv)(Model *m, int layer, float *qkv, int ldq);   /* rows 0.. of qkv: set their k | v */
+    /* Backward: kv_backward takes d(k|v) of the virtual rows and zeroes
+     * their dqkv rows (nothing flows below from them); embed_backward takes
+     * d(inputs) [n_virtual, dim]. */
+    void (*kv_backward)(Model *m, int layer, float *dqkv, int ldq);
+    void (*embed_backward)(Model *m, const float *dx);
+    int (*lowest_layer)(const Model *m); /* -1: needs d(inputs); 0: every layer; n_layers: nothing trains */
+    void (*free)(Model *m);
+} ModelVirtualOps;
+
 struct Model {
     ModelConfig cfg;
     const Backend *be;
@@ -197,9 +221,12 @@ struct Model {
     LayerQuant *qw;       /* [n_layers] views into qparams */
     ModelLora *lora;      /* NULL when no adapters are attached */
     const ModelAdapterOps *adapter; /* the adapters' hooks; NULL when none */
+    ModelPrompt *prompt;  /* virtual tokens; NULL when none */
+    const ModelVirtualOps *virt; /* their hooks; NULL when none */
 };
 
-/* 1 when model_forward accepts batches with seq_prefix on m's backend. */
+/* 1 when model_forward accepts batches with seq_prefix on m's backend (not
+ * on a model with virtual tokens, which take that one level of prefix). */
 int model_shares_prefixes(const Model *m);
 
 /* Create a model with zeroed parameters and every tensor trainable. */

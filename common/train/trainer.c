@@ -16,6 +16,7 @@
 #include "gguf.h"
 #include "optim.h"
 #include "peft.h"
+#include "peft_prompt.h"
 #include "report.h"
 #include "rng.h"
 #include "tb_events.h"
@@ -81,16 +82,19 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
         {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
         {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
-        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
+        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone (LoRA, prompt or prefix tuning), peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
-        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only) or freeze (--trainable-layers/--trainable-modules); default full fine-tuning, or LoRA with --lora-rank"},
+        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
         {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
         {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
         {"trainable-modules", CLI_STRING, &a->trainable_modules, "freeze tuning: modules of those layers that train, e.g. mlp,self_attn (default all)"},
+        {"num-virtual-tokens", CLI_INT, &a->num_virtual_tokens, "--peft prompt|prefix: virtual tokens before every sequence (default 20)", CLI_NONNEG},
+        {"prefix-projection", CLI_BOOL, &a->prefix_projection, "--peft prefix: reparametrise the prefix as an MLP (Linear, Tanh, Linear) of learned embeddings, peft's prefix_projection; the adapter saves its output"},
+        {"prompt-tuning-init-text", CLI_STRING, &a->prompt_tuning_init_text, "--peft prompt: start the virtual tokens as this text's token embeddings, repeated or cut (peft's TEXT init; default random N(0,1))"},
     };
     /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
      * without raising it stops the build instead of overrunning them */
@@ -146,7 +150,12 @@ int trainer_check_args(const TrainArgs *a) {
     if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
-    if (a->lora_out && mode == TRAIN_PEFT_LORA && check_writable("--lora-out", a->lora_out, 1)) return -1;
+    if (a->lora_out && (mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) &&
+        check_writable("--lora-out", a->lora_out, 1))
+        return -1;
+    if ((mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) && !has_suffix(a->out, ".ckpt"))
+        return align_errorf("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a "
+                            ".ckpt (the peft adapter to <out>-adapter/)", a->out, a->peft);
     if (a->eval_every > 0 && !a->eval_data)
         return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
     if (a->zero_stage > 1) return align_errorf("--zero-stage %d: expected 0 or 1 (ZeRO-2 and 3 are not built)", a->zero_stage);
@@ -194,7 +203,7 @@ void trainer_write_report(const char *prog, const TrainArgs *a) {
 }
 
 int trainer_peft_mode(const TrainArgs *a) {
-    static const char *const later[] = {"dora", "ia3", "prompt", "prefix", "p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
+    static const char *const later[] = {"dora", "ia3", "p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
     int lora_flags = a->lora_rank > 0 || a->lora_adapter;
     int freeze_flags = a->trainable_layers != 0 || a->trainable_modules;
     int mode;
@@ -204,17 +213,30 @@ int trainer_peft_mode(const TrainArgs *a) {
         if (!strcmp(a->peft, "lora")) mode = TRAIN_PEFT_LORA;
         else if (!strcmp(a->peft, "bitfit")) mode = TRAIN_PEFT_BITFIT;
         else if (!strcmp(a->peft, "freeze")) mode = TRAIN_PEFT_FREEZE;
+        else if (!strcmp(a->peft, "prompt")) mode = TRAIN_PEFT_PROMPT;
+        else if (!strcmp(a->peft, "prefix")) mode = TRAIN_PEFT_PREFIX;
         else {
             for (int i = 0; later[i]; i++)
                 if (!strcmp(a->peft, later[i]))
-                    return align_errorf("--peft %s: not implemented yet (available: lora, bitfit, freeze)", a->peft);
-            return align_errorf("--peft %s: unknown method (expected lora, bitfit or freeze)", a->peft);
+                    return align_errorf("--peft %s: not implemented yet (available: lora, bitfit, freeze, prompt, prefix)", a->peft);
+            return align_errorf("--peft %s: unknown method (expected lora, bitfit, freeze, prompt or prefix)", a->peft);
         }
         if (a->train_only && mode != TRAIN_PEFT_BITFIT)
             return align_errorf("--train-only bias is BitFit: it cannot be combined with --peft %s", a->peft);
     } else {
         mode = a->train_only ? TRAIN_PEFT_BITFIT : freeze_flags ? TRAIN_PEFT_FREEZE : lora_flags ? TRAIN_PEFT_LORA : TRAIN_PEFT_FULL;
     }
+    int virt = mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX;
+    if ((a->num_virtual_tokens || a->prompt_tuning_init_text) && !virt)
+        return align_errorf("%s is for --peft prompt or prefix", a->num_virtual_tokens ? "--num-virtual-tokens" : "--prompt-tuning-init-text");
+    if (a->prefix_projection && mode != TRAIN_PEFT_PREFIX) return align_errorf("--prefix-projection is for --peft prefix");
+    if (a->prompt_tuning_init_text && mode != TRAIN_PEFT_PROMPT)
+        return align_errorf("--prompt-tuning-init-text is for --peft prompt (prefix tuning's keys and values are no token embeddings)");
+    if (virt && a->lora_rank > 0) return align_errorf("--peft %s cannot be combined with --lora-rank", a->peft);
+    if (virt && a->lora_adapter && a->num_virtual_tokens)
+        return align_errorf("--lora-adapter %s sets the virtual tokens: drop --num-virtual-tokens", a->lora_adapter);
+    if (virt && a->quantize_base)
+        return align_errorf("--quantize-base is for LoRA; --peft %s keeps the base as it is", a->peft);
     const char *name = mode == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze";
     if (lora_flags && (mode == TRAIN_PEFT_BITFIT || mode == TRAIN_PEFT_FREEZE))
         return align_errorf("--peft %s trains base tensors: it cannot be combined with %s", name,
@@ -237,6 +259,55 @@ static int setup_frozen_base(const char *prog, const TrainArgs *a, Model *m, int
     fprintf(stderr, "%s: %s: %zu trainable parameters (%.2f%% of %zu) in %d tensors\n", prog,
             mode == TRAIN_PEFT_BITFIT ? "BitFit" : "freeze tuning", model_trainable_elems(m),
             100.0 * model_trainable_elems(m) / (double)total, total, n);
+    return 0;
+}
+
+/* Prompt or prefix tuning: attach the virtual tokens, or keep those the
+ * loaded .ckpt carried (--resume, or a prompt-tuned model trained further)
+ * when they agree with the flags. */
+static int setup_virtual_tokens(const char *prog, const TrainArgs *a, ModelBundle *policy, int mode) {
+    Model *m = policy->model;
+    PromptKind kind = mode == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : PROMPT_TUNING;
+    const PromptConfig *have = model_prompt_config(m);
+    if (have) {
+        if (have->kind != kind || (a->num_virtual_tokens && a->num_virtual_tokens != have->n_virtual) ||
+            (have->projection != 0) != (a->prefix_projection != 0))
+            return align_errorf("%s carries %d %s-tuning virtual tokens%s, not what --peft %s%s%s asks",
+                                a->resume ? a->resume : "the model", have->n_virtual, prompt_kind_name(have->kind),
+                                have->projection ? " (projected)" : "", a->peft,
+                                a->num_virtual_tokens ? " --num-virtual-tokens" : "",
+                                a->prefix_projection ? " --prefix-projection" : "");
+        model_prompt_enable(m, 1);
+    } else if (a->lora_adapter) { /* a peft PROMPT_TUNING / PREFIX_TUNING directory to start from */
+        if (a->prefix_projection)
+            return align_errorf("--lora-adapter %s: a saved prefix is the projection's output; it trains on as a plain "
+                                "prefix (drop --prefix-projection)", a->lora_adapter);
+        if (peft_prompt_load(a->lora_adapter, m)) return align_error_prefix("--lora-adapter");
+        if (model_prompt_config(m)->kind != kind)
+            return align_errorf("--lora-adapter %s holds %s tuning, not what --peft %s asks", a->lora_adapter,
+                                prompt_kind_name(model_prompt_config(m)->kind), a->peft);
+    } else {
+        PromptConfig pc = {.kind = kind, .n_virtual = a->num_virtual_tokens ? a->num_virtual_tokens : 20,
+                           .seed = (uint64_t)a->seed, .projection = a->prefix_projection};
+        int32_t *ids = NULL;
+        if (a->prompt_tuning_init_text) {
+            if (!policy->tok) return align_errorf("--prompt-tuning-init-text needs the model's tokenizer");
+            if (tok_encode(policy->tok, a->prompt_tuning_init_text, strlen(a->prompt_tuning_init_text), 0, &ids,
+                           &pc.n_init_tokens))
+                return align_error_prefix("--prompt-tuning-init-text");
+            pc.init_tokens = ids;
+        }
+        int rc = model_prompt_attach(m, &pc);
+        free(ids);
+        if (rc) return align_error_prefix("--peft %s", a->peft);
+    }
+    if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains too */
+    size_t total = 0;
+    for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
+    fprintf(stderr, "%s: %s tuning%s, %d virtual tokens: %zu trainable parameters (%.2f%% of %zu)\n", prog,
+            prompt_kind_name(kind), model_prompt_config(m)->projection ? " (projected)" : "",
+            model_prompt_config(m)->n_virtual, model_trainable_elems(m),
+            100.0 * model_trainable_elems(m) / (double)total, total);
     return 0;
 }
 
@@ -326,6 +397,10 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
             fprintf(stderr, "%s: base weights: %d tensors kept quantised as the checkpoint stores them (%s), %.1f MiB of weights\n",
                     prog, kept, types, model_weight_bytes(m) / 1048576.0);
     }
+    if (mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) return setup_virtual_tokens(prog, a, policy, mode);
+    if (m->prompt)
+        return align_errorf("the model carries %s-tuning virtual tokens: continue it with --peft %s",
+                            prompt_kind_name(model_prompt_config(m)->kind), prompt_kind_name(model_prompt_config(m)->kind));
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)
             if (strstr(policy->extras.tensors[i].name, ".lora_A.weight"))
@@ -334,6 +409,9 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
     }
     if (m->lora) return 0;
     if (a->lora_adapter) {
+        if (peft_prompt_is_adapter(a->lora_adapter) == 1)
+            return align_errorf("--lora-adapter %s is a prompt- or prefix-tuning adapter: add --peft prompt or --peft prefix",
+                                a->lora_adapter);
         if (peft_load_adapter(a->lora_adapter, m, (uint64_t)a->seed)) return -1;
         const LoraConfig *lc = model_lora_config(m);
         fprintf(stderr, "%s: LoRA adapter %s: rank %d, alpha %g\n", prog, a->lora_adapter, lc->rank, lc->alpha);
@@ -371,6 +449,16 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
         }
         if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
         fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
+    }
+    if (m->prompt && m->cfg.value_head) {
+        fprintf(stderr, "%s: no peft adapter directory for a reward model's virtual tokens (peft's layout has no place "
+                        "for its score head); %s holds both\n", prog, path);
+    } else if (m->prompt) {
+        char dir[4096];
+        if (a->lora_out) snprintf(dir, sizeof dir, "%s", a->lora_out);
+        else trainer_out_sibling(path, "-adapter", dir, sizeof dir);
+        if (peft_prompt_save(dir, m, policy->extras.base_model)) return -1;
+        fprintf(stderr, "%s: saved the %s-tuning adapter to %s\n", prog, prompt_kind_name(model_prompt_config(m)->kind), dir);
     }
     /* trained weights are no longer those of the base they were loaded from */
     ckpt_extras_set(&policy->extras.base_model, NULL);

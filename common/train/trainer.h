@@ -51,6 +51,9 @@ typedef struct {
     const char *train_only;     /* "bias": BitFit, as --peft bitfit */
     int trainable_layers;       /* freeze tuning: the last N layers train (0 = unset: 2) */
     const char *trainable_modules; /* freeze tuning: modules of those layers (default all) */
+    int num_virtual_tokens;     /* prompt / prefix tuning: virtual tokens (0 = unset: 20) */
+    const char *prompt_tuning_init_text; /* prompt tuning: init from this text's embeddings (peft's TEXT) */
+    int prefix_projection;      /* prefix tuning: the prefix is an MLP of learned embeddings (peft's prefix_projection) */
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
@@ -62,7 +65,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 43
+#define TRAIN_ARGS_N_FLAGS 46
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -120,6 +123,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
 
 /* Which parameters train (--peft and the flags that imply a method). */
 typedef enum { TRAIN_PEFT_FULL = 0, TRAIN_PEFT_LORA, TRAIN_PEFT_BITFIT, TRAIN_PEFT_FREEZE } TrainPeftMode;
+/* Prompt and prefix tuning (common/model/prompt_learning.h), apart so the
+ * list above can grow without renumbering them. */
+enum { TRAIN_PEFT_PROMPT = 16, TRAIN_PEFT_PREFIX = 17 };
 /* The method the flags ask for; -1 with an error naming the flag for
  * unknown or not yet implemented methods and for flags that contradict
  * each other (--lora-rank with --peft bitfit, --trainable-layers without
@@ -147,7 +153,10 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy);
 /* Save the trained model: a plain model to `path` (adapters merged, a
  * quantised base dequantised), and with LoRA the adapter alone as a peft
- * directory (a->lora_out, default <path without .ckpt>-adapter). */
+ * directory (a->lora_out, default <path without .ckpt>-adapter). Prompt
+ * and prefix tuning cannot merge: `path` (a .ckpt) carries the virtual
+ * tokens beside the base, and the adapter directory is written likewise
+ * (but for a reward model, whose score head peft's layout cannot hold). */
 int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy, const char *path);
 
 /* Load and tokenize a dataset with the shared options (max length,
