@@ -810,13 +810,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
             peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
     o->use_lora = peft == TRAIN_PEFT_LORA;
     lora_config_defaults(&o->lc);
-    if (o->use_lora) {
-        o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;
-        o->lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * o->lc.rank;
-        o->lc.dropout = a->lora_dropout;
-        o->lc.seed = (uint64_t)a->seed;
-        if (a->lora_targets && lora_parse_targets(a->lora_targets, &o->lc.targets)) die("--lora-targets: %s", align_error());
-    }
+    /* LoRA, DoRA or IA3: the same adapter sync */
+    if (o->use_lora && trainer_lora_config(a, &o->lc)) die("%s", align_error());
     PpoConfig *c = &o->c;
     ppo_config_defaults(c);
     if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||

@@ -136,8 +136,10 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
     if (!ia3 && cfg->rank <= 0) return align_errorf("--lora-rank must be positive (got %d)", cfg->rank);
     if (!ia3 && !(cfg->dropout >= 0 && cfg->dropout < 1)) return align_errorf("--lora-dropout must be in [0, 1) (got %g)", cfg->dropout);
     if (!ia3 && !(cfg->alpha > 0)) return align_errorf("--lora-alpha must be positive (got %g)", cfg->alpha);
+    /* targets 0: the method's default (peft's IA3 targets for the family; LoRA's all) */
+    unsigned targets = cfg->targets ? cfg->targets : ia3 ? lora_ia3_default_targets(c->arch) : LORA_T_ALL;
     Site sites[7];
-    int ns = sites_of(c, cfg->targets, sites);
+    int ns = sites_of(c, targets, sites);
     if (!ns) return align_errorf("no adapter targets");
     int tps = tensors_per_site(method);
     ModelLora *L = calloc(1, sizeof *L);
@@ -150,6 +152,7 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
         return align_errorf("out of memory attaching adapters");
     }
     L->cfg = *cfg;
+    L->cfg.targets = targets;
     if (ia3) L->cfg.rank = 0, L->cfg.alpha = 0, L->cfg.dropout = 0; /* peft's IA3 has none of them */
     L->scale = ia3 ? 0.0f : cfg->alpha / cfg->rank;
     L->enabled = 1;
