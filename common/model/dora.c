@@ -14,7 +14,8 @@
  * from the dequantised rows, so a quantised base works) and P = A W^T, one
  * matmul with r rows through the base's own kernel:
  *   ||W_o + s (BA)_o||^2 = ||W_o||^2 + 2 s B_o . P_:o + s^2 B_o (A A^T) B_o^T.
- * Backward (dy the output gradient, z = u + s x~ A^T B^T saved in forward):
+ * Backward (dy the output gradient, z = u + s x~ A^T B^T recomputed: one
+ * base matmul rather than N x out floats kept per adapted linear):
  *   dm_o += sum_n dy_no z_no / ||.||_o;  LoRA's gradients with g dy;
  *   dx   += mask(((g - 1) dy) W) + mask(s (g dy) B A)   (the base's dy W is
  *   already there). CPU backend only: host loops over backend memory. */
@@ -148,13 +149,11 @@ void dora_forward(Model *m, ModelLora *L, int idx, const float *x, const float *
         lora_base_weight(m, ad, &w, &wq, &qt);
         model_linear_forward(m, u, xin, w, wq, qt, NULL, N, ad->C, OC);
     }
-    float *z = save ? L->zs + L->zoff[idx] * L->cap : NULL;
     for (int n = 0; n < N; n++) {
         float *yr = yc + (size_t)n * ldy;
         const float *lrr = lr + (size_t)n * OC;
         for (int o = 0; o < OC; o++) {
             float un = dropped ? u[(size_t)n * OC + o] : yr[o] - (bias ? bias[o] : 0.0f);
-            if (z) z[(size_t)n * OC + o] = un + lrr[o];
             yr[o] += (g[o] - 1.0f) * un + g[o] * lrr[o];
         }
     }
@@ -167,23 +166,12 @@ void dora_backward(Model *m, ModelLora *L, int idx, const float *x, const float 
     const float *A = param(m, ad->pa), *B = param(m, ad->pb);
     float *gA = grad(m, ad->pa), *gB = grad(m, ad->pb), *gM = grad(m, ad->pm);
     const float *g = L->gscale + L->goff[idx], *nrm = L->gnorm + L->goff[idx];
-    const float *hs = L->hs + (size_t)idx * L->cap * r, *z = L->zs + L->zoff[idx] * L->cap, *dyk = dy + ad->col0;
+    const float *hs = L->hs + (size_t)idx * L->cap * r, *dyk = dy + ad->col0;
     float *gdy = L->sy, *g1dy = L->sy2;
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++) {
-            float d = dyk[(size_t)n * ldy + o];
-            gdy[(size_t)n * OC + o] = g[o] * d;
-            g1dy[(size_t)n * OC + o] = (g[o] - 1.0f) * d;
-        }
-    if (gM)
-        for (int o = 0; o < OC; o++) {
-            if (!(nrm[o] > 0)) continue;
-            double acc = 0;
-            for (int n = 0; n < N; n++) acc += (double)dyk[(size_t)n * ldy + o] * z[(size_t)n * OC + o];
-            gM[o] += (float)(acc / nrm[o]);
-        }
-    if (gB) be->gemm(1, 0, OC, r, N, 1.0f, gdy, OC, hs, r, 1.0f, gB, r);   /* dB += (g dy)^T hs */
-    be->gemm(0, 0, N, r, OC, L->scale, gdy, OC, B, r, 0.0f, L->sh, r);     /* dh = s (g dy) B */
+    const float *w;
+    const void *wq;
+    int qt;
+    lora_base_weight(m, ad, &w, &wq, &qt);
     const float *xin = x;
     uint64_t seed = 0;
     if (L->fwd_dropout) { /* the forward's mask, recomputed */
@@ -191,12 +179,27 @@ void dora_backward(Model *m, ModelLora *L, int idx, const float *x, const float 
         be->dropout(L->sx, x, (size_t)N * C, L->cfg.dropout, seed, 0);
         xin = L->sx;
     }
+    if (gM) { /* z = x~ W^T + h B^T recomputed (one matmul, instead of keeping N x OC floats per adapter) */
+        float *z = L->sy;
+        model_linear_forward(m, z, xin, w, wq, qt, NULL, N, C, OC);
+        be->gemm(0, 1, N, OC, r, 1.0f, hs, r, B, r, 1.0f, z, OC);
+        for (int o = 0; o < OC; o++) {
+            if (!(nrm[o] > 0)) continue;
+            double acc = 0;
+            for (int n = 0; n < N; n++) acc += (double)dyk[(size_t)n * ldy + o] * z[(size_t)n * OC + o];
+            gM[o] += (float)(acc / nrm[o]);
+        }
+    }
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            float d = dyk[(size_t)n * ldy + o];
+            gdy[(size_t)n * OC + o] = g[o] * d;
+            g1dy[(size_t)n * OC + o] = (g[o] - 1.0f) * d;
+        }
+    if (gB) be->gemm(1, 0, OC, r, N, 1.0f, gdy, OC, hs, r, 1.0f, gB, r);   /* dB += (g dy)^T hs */
+    be->gemm(0, 0, N, r, OC, L->scale, gdy, OC, B, r, 0.0f, L->sh, r);     /* dh = s (g dy) B */
     if (gA) be->gemm(1, 0, r, C, N, 1.0f, L->sh, r, xin, C, 1.0f, gA, C); /* dA += dh^T x~ */
     if (!dx) return;
-    const float *w;
-    const void *wq;
-    int qt;
-    lora_base_weight(m, ad, &w, &wq, &qt);
     if (L->fwd_dropout) {
         be->gemm(0, 0, N, C, r, 1.0f, L->sh, r, A, C, 0.0f, L->sx, C);             /* dh A */
         model_linear_backward_input(m, L->sx, g1dy, w, wq, qt, N, C, OC, 1);        /* + ((g-1) dy) W */

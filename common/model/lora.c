@@ -225,12 +225,12 @@ int model_lora_attach(Model *m, const LoraConfig *cfg) {
     free(extra);
     m->lora = L;
     m->adapter = &lora_ops;
-    if (method != LORA_METHOD_LORA) { /* what DoRA and IA3 keep for backward: [N, OC] per adapter */
+    if (method == LORA_METHOD_IA3) { /* what IA3 keeps for backward: the unscaled output, [N, OC] per adapter */
         L->zoff = calloc(total, sizeof *L->zoff);
         if (!L->zoff) return align_errorf("out of memory");
         for (int i = 0; i < total; i++) {
             L->zoff[i] = L->zrow;
-            if (!L->ad[i].ff) L->zrow += (size_t)L->ad[i].OC;
+            if (method == LORA_METHOD_IA3 && !L->ad[i].ff) L->zrow += (size_t)L->ad[i].OC;
         }
     }
     /* the base is frozen; only the adapters train */

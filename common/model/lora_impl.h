@@ -37,7 +37,7 @@ struct ModelLora {
     /* DoRA and IA3 */
     size_t *zoff;                /* per adapter: offset of its saved outputs in zs (units of cap) */
     size_t zrow;                 /* sum of the saved widths (cap * zrow floats in zs) */
-    float *zs;                   /* DoRA: W x~ + s B A x~; IA3 (output scaling): the unscaled output */
+    float *zs;                   /* IA3 (output scaling): the unscaled output */
     float *sy, *sy2;             /* scratch [scap * max_oc] each */
     float *gscale, *gnorm;       /* DoRA: m / ||W + s B A|| and ||W + s B A|| per adapter row, [sum OC] (host) */
     size_t *goff;                /* per adapter: offset into gscale and wnorm2 */
