@@ -214,12 +214,8 @@ int dora_merge_into(Model *m, ModelLora *L, int idx, float *W) {
     const LoraAdapter *ad = &L->ad[idx];
     int r = L->cfg.rank;
     const float *A = param(m, ad->pa), *B = param(m, ad->pb), *g = L->gscale + L->goff[idx];
+    m->be->gemm(0, 0, ad->OC, ad->C, r, L->scale, B, r, A, ad->C, 1.0f, W, ad->C); /* W += s B A */
     for (int o = 0; o < ad->OC; o++)
-        for (int c = 0; c < ad->C; c++) {
-            double d = 0;
-            for (int a = 0; a < r; a++) d += (double)B[(size_t)o * r + a] * A[(size_t)a * ad->C + c];
-            float *wv = &W[(size_t)o * ad->C + c];
-            *wv = g[o] * (*wv + L->scale * (float)d);
-        }
+        for (int c = 0; c < ad->C; c++) W[(size_t)o * ad->C + c] *= g[o];
     return 0;
 }
