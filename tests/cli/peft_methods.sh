@@ -7,7 +7,8 @@
 #    mlp.c_proj, feedforward_modules mlp.c_proj, ia3_l tensors;
 #  - dpo_run with either: the reference is the base with the adapters off,
 #    and fresh adapters leave the model as it was, so the first loss is ln 2;
-#  - --resume from a DoRA checkpoint: the unbroken run's losses and adapter;
+#  - --resume from a DoRA or an IA3 checkpoint: the unbroken run's losses
+#    and adapter;
 #  - rm_train with IA3 saves a SEQ_CLS adapter with the score head;
 #  - ppo_run with DoRA and IA3, two rollout workers: adapters only on the
 #    wire and the workers sample from exactly the policy's weights
@@ -67,6 +68,10 @@ check "ia3_l tensors only" "[ \"\$(keys $T/ia3-adapter/adapter_model.safetensors
     --peft ia3 --max-steps 4 --save-every 2 --out "$T/dpo_ia3.ckpt" --metrics "$T/dpo_ia3.jsonl" 2>"$T/dpo_ia3.err"
 check "dpo_run --peft ia3 exits 0" "[ $? -eq 0 ] && grep -q 'reference = the base model' $T/dpo_ia3.err"
 check "IA3's first DPO loss is ln 2" "is_ln2 $(first_loss $T/dpo_ia3.jsonl)"
+"$BIN/dpo_run" --policy "$QWEN" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 64 --chat-template none \
+    --peft ia3 --max-steps 4 --save-every 2 --out "$T/dpo_ia3b.ckpt" --metrics "$T/dpo_ia3b.jsonl" \
+    --resume "$T/dpo_ia3-step2.ckpt" 2>"$T/dpo_ia3b.err"
+check "IA3 resume: the unbroken run's losses and adapter" "[ $? -eq 0 ] && diff <(tail -2 $T/dpo_ia3.jsonl | cut -d, -f1-3) <(cut -d, -f1-3 $T/dpo_ia3b.jsonl) && cmp -s $T/dpo_ia3-adapter/adapter_model.safetensors $T/dpo_ia3b-adapter/adapter_model.safetensors"
 dpo=(--policy "$QWEN" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 64 --chat-template none
      --use-dora --lora-rank 4 --lora-dropout 0.1 --save-every 2)
 "$BIN/dpo_run" "${dpo[@]}" --max-steps 4 --out "$T/a.ckpt" --metrics "$T/a.jsonl" 2>"$T/a.err"
