@@ -902,13 +902,8 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a .ckpt (the peft "
             "adapter to <out>-adapter/)", a->out ? a->out : "(none)", a->peft);
     lora_config_defaults(&o->lc);
-    if (o->use_lora) {
-        o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;
-        o->lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * o->lc.rank;
-        o->lc.dropout = a->lora_dropout;
-        o->lc.seed = (uint64_t)a->seed;
-        if (a->lora_targets && lora_parse_targets(a->lora_targets, &o->lc.targets)) die("--lora-targets: %s", align_error());
-    }
+    /* LoRA, DoRA or IA3: the same adapter sync */
+    if (o->use_lora && trainer_lora_config(a, &o->lc)) die("%s", align_error());
     PpoConfig *c = &o->c;
     ppo_config_defaults(c);
     if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||

@@ -114,7 +114,7 @@ typedef struct {
     int no_decay;       /* 1: biases and norm weights get no weight decay */
     int qtype;          /* QuantType: QUANT_NONE = fp32 in params; else blocks in qparams */
     size_t qoffset;     /* byte offset into Model.qparams when quantised (offset unused) */
-    int lora;           /* 1: an adapter tensor (lora_A / lora_B, or virtual tokens: prompt_learning.h) */
+    int lora;           /* 1: an adapter tensor (lora_A / lora_B, DoRA's magnitude, IA3's ia3_l, or virtual tokens: prompt_learning.h) */
 } ParamInfo;
 
 /* Quantised weights of one layer (NULL / QUANT_NONE where fp32). Fused

@@ -32,6 +32,7 @@ static void swap4(float *x, size_t n) {
 
 int ppo_lora_put(WireWriter *w, const LoraConfig *c, const char *adapter_dir) {
     int rc = wire_put_int(w, "lora_rank", c->rank);
+    rc |= wire_put_int(w, "lora_method", c->method);
     rc |= wire_put_float(w, "lora_alpha", c->alpha);
     rc |= wire_put_float(w, "lora_dropout", c->dropout);
     rc |= wire_put_uint(w, "lora_targets", c->targets);
@@ -53,6 +54,7 @@ int ppo_lora_setup(Model *m, const WireMsg *s, uint64_t seed) {
         c.alpha = (float)ppo_get_num(s, "lora_alpha", 2.0 * rank);
         c.dropout = (float)ppo_get_num(s, "lora_dropout", c.dropout);
         c.targets = (unsigned)ppo_get_num(s, "lora_targets", c.targets);
+        c.method = (int)ppo_get_num(s, "lora_method", LORA_METHOD_LORA);
         c.seed = seed;
         rc = model_lora_attach(m, &c);
     }

@@ -88,7 +88,8 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
-        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
+        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), dora (LoRA with a trained magnitude per output, peft's use_dora), ia3 (trained scales of k, v and the down projection's input), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
+        {"use-dora", CLI_BOOL, &a->use_dora, "DoRA: LoRA adapters with a trained magnitude per output row (peft's use_dora; as --peft dora)"},
         {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
         {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
         {"trainable-modules", CLI_STRING, &a->trainable_modules, "freeze tuning: modules of those layers that train, e.g. mlp,self_attn (default all)"},
@@ -203,14 +204,15 @@ void trainer_write_report(const char *prog, const TrainArgs *a) {
 }
 
 int trainer_peft_mode(const TrainArgs *a) {
-    static const char *const later[] = {"dora", "ia3", "p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
-    int lora_flags = a->lora_rank > 0 || a->lora_adapter;
+    static const char *const later[] = {"p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
+    int lora_flags = a->lora_rank > 0 || a->lora_adapter || a->use_dora;
     int freeze_flags = a->trainable_layers != 0 || a->trainable_modules;
     int mode;
     if (a->train_only && strcmp(a->train_only, "bias"))
         return align_errorf("--train-only %s: expected bias (BitFit); --peft freeze trains whole layers", a->train_only);
     if (a->peft) {
-        if (!strcmp(a->peft, "lora")) mode = TRAIN_PEFT_LORA;
+        /* DoRA and IA3 are adapters on LoRA's plumbing (lora.h) */
+        if (!strcmp(a->peft, "lora") || !strcmp(a->peft, "dora") || !strcmp(a->peft, "ia3")) mode = TRAIN_PEFT_LORA;
         else if (!strcmp(a->peft, "bitfit")) mode = TRAIN_PEFT_BITFIT;
         else if (!strcmp(a->peft, "freeze")) mode = TRAIN_PEFT_FREEZE;
         else if (!strcmp(a->peft, "prompt")) mode = TRAIN_PEFT_PROMPT;
@@ -218,9 +220,13 @@ int trainer_peft_mode(const TrainArgs *a) {
         else {
             for (int i = 0; later[i]; i++)
                 if (!strcmp(a->peft, later[i]))
-                    return align_errorf("--peft %s: not implemented yet (available: lora, bitfit, freeze, prompt, prefix)", a->peft);
-            return align_errorf("--peft %s: unknown method (expected lora, bitfit, freeze, prompt or prefix)", a->peft);
+                    return align_errorf("--peft %s: not implemented yet (available: lora, dora, ia3, bitfit, freeze, prompt, prefix)", a->peft);
+            return align_errorf("--peft %s: unknown method (expected lora, dora, ia3, bitfit, freeze, prompt or prefix)", a->peft);
         }
+        if (a->use_dora && strcmp(a->peft, "lora") && strcmp(a->peft, "dora"))
+            return align_errorf("--use-dora is LoRA's: it cannot be combined with --peft %s", a->peft);
+        if (!strcmp(a->peft, "ia3") && (a->lora_rank > 0 || a->lora_alpha > 0))
+            return align_errorf("--peft ia3 trains scaling vectors: %s does not apply", a->lora_rank > 0 ? "--lora-rank" : "--lora-alpha");
         if (a->train_only && mode != TRAIN_PEFT_BITFIT)
             return align_errorf("--train-only bias is BitFit: it cannot be combined with --peft %s", a->peft);
     } else {
@@ -240,12 +246,28 @@ int trainer_peft_mode(const TrainArgs *a) {
     const char *name = mode == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze";
     if (lora_flags && (mode == TRAIN_PEFT_BITFIT || mode == TRAIN_PEFT_FREEZE))
         return align_errorf("--peft %s trains base tensors: it cannot be combined with %s", name,
-                            a->lora_adapter ? "--lora-adapter" : "--lora-rank");
+                            a->lora_adapter ? "--lora-adapter" : a->use_dora ? "--use-dora" : "--lora-rank");
     if (freeze_flags && mode != TRAIN_PEFT_FREEZE)
         return align_errorf("%s chooses layers for freeze tuning: it needs --peft freeze, not %s",
                             a->trainable_modules ? "--trainable-modules" : "--trainable-layers",
                             mode == TRAIN_PEFT_LORA ? "LoRA" : "BitFit");
     return mode;
+}
+
+int trainer_lora_config(const TrainArgs *a, LoraConfig *lc) {
+    lora_config_defaults(lc);
+    if (a->peft && !strcmp(a->peft, "ia3")) {
+        lc->method = LORA_METHOD_IA3;
+        lc->targets = 0; /* peft's IA3 targets for the family, chosen at attach */
+    } else if (a->use_dora || (a->peft && !strcmp(a->peft, "dora"))) {
+        lc->method = LORA_METHOD_DORA;
+    }
+    if (a->lora_rank > 0) lc->rank = a->lora_rank; /* --peft lora alone: peft's default rank */
+    lc->alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * lc->rank;
+    lc->dropout = lc->method == LORA_METHOD_IA3 ? 0.0f : a->lora_dropout;
+    lc->seed = (uint64_t)a->seed;
+    if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc->targets)) return align_error_prefix("--lora-targets");
+    return 0;
 }
 
 /* BitFit or freeze tuning: freeze the base but for the chosen tensors. */
@@ -403,37 +425,41 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
                             prompt_kind_name(model_prompt_config(m)->kind), prompt_kind_name(model_prompt_config(m)->kind));
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)
-            if (strstr(policy->extras.tensors[i].name, ".lora_A.weight"))
-                return align_errorf("%s holds LoRA adapters: resume with the same --lora-* flags", a->resume);
+            if (strstr(policy->extras.tensors[i].name, ".lora_A.weight") || strstr(policy->extras.tensors[i].name, ".ia3_l"))
+                return align_errorf("%s holds adapters: resume with the same --peft / --lora-* flags", a->resume);
         return mode == TRAIN_PEFT_FULL ? 0 : setup_frozen_base(prog, a, m, mode);
     }
     if (m->lora) return 0;
+    LoraConfig want;
+    if (trainer_lora_config(a, &want)) return -1;
     if (a->lora_adapter) {
         if (peft_prompt_is_adapter(a->lora_adapter) == 1)
             return align_errorf("--lora-adapter %s is a prompt- or prefix-tuning adapter: add --peft prompt or --peft prefix",
                                 a->lora_adapter);
         if (peft_load_adapter(a->lora_adapter, m, (uint64_t)a->seed)) return -1;
         const LoraConfig *lc = model_lora_config(m);
-        fprintf(stderr, "%s: LoRA adapter %s: rank %d, alpha %g\n", prog, a->lora_adapter, lc->rank, lc->alpha);
+        /* the directory says which method it holds; a flag naming another is a mistake */
+        if ((a->peft || a->use_dora) && lc->method != want.method)
+            return align_errorf("--lora-adapter %s holds %s adapters, not the %s that %s asks for", a->lora_adapter,
+                                lora_method_name(lc->method), lora_method_name(want.method),
+                                a->use_dora ? "--use-dora" : "--peft");
+        if (lc->method == LORA_METHOD_IA3) fprintf(stderr, "%s: IA3 adapter %s\n", prog, a->lora_adapter);
+        else fprintf(stderr, "%s: %s adapter %s: rank %d, alpha %g\n", prog, lora_method_name(lc->method), a->lora_adapter,
+                     lc->rank, lc->alpha);
     } else {
-        LoraConfig lc;
-        lora_config_defaults(&lc);
-        if (a->lora_rank > 0) lc.rank = a->lora_rank; /* --peft lora alone: peft's default rank */
-        lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * lc.rank;
-        lc.dropout = a->lora_dropout;
-        lc.seed = (uint64_t)a->seed;
-        if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc.targets)) return align_error_prefix("--lora-targets");
-        if (model_lora_attach(m, &lc)) return -1;
+        if (model_lora_attach(m, &want)) return -1;
     }
     if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains with the adapters */
     if (a->resume) {
         int n = peft_adapter_from_extras(m, &policy->extras);
         if (n < 0) return -1;
-        if (n == 0) return align_errorf("--resume %s: the checkpoint has no LoRA adapters (it was not trained with LoRA)", a->resume);
+        if (n == 0) return align_errorf("--resume %s: the checkpoint has no %s adapters (it was not trained with them)", a->resume,
+                                        lora_method_name(model_lora_config(m)->method));
     }
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
-    fprintf(stderr, "%s: LoRA: %zu trainable parameters (%.2f%% of %zu)\n", prog, model_trainable_elems(m),
+    fprintf(stderr, "%s: %s: %zu trainable parameters (%.2f%% of %zu)\n", prog, lora_method_name(model_lora_config(m)->method),
+            model_trainable_elems(m),
             100.0 * model_trainable_elems(m) / (double)total, total);
     return 0;
 }
@@ -448,7 +474,7 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
             trainer_out_sibling(path, "-adapter", dir, sizeof dir);
         }
         if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
-        fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
+        fprintf(stderr, "%s: saved the %s adapter to %s\n", prog, lora_method_name(model_lora_config(m)->method), dir);
     }
     if (m->prompt && m->cfg.value_head) {
         fprintf(stderr, "%s: no peft adapter directory for a reward model's virtual tokens (peft's layout has no place "

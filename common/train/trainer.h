@@ -20,6 +20,7 @@
 #include "chat_template.h"
 #include "cli.h"
 #include "dataset.h"
+#include "lora.h"
 #include "metrics.h"
 #include "model_load.h"
 
@@ -47,7 +48,8 @@ typedef struct {
     const char *lora_adapter;   /* start from a peft adapter directory */
     const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
     const char *quantize_base;  /* q4_0, q4_1, q8_0, nf4, fp4: frozen base weights kept quantised */
-    const char *peft;           /* lora, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
+    const char *peft;           /* lora, dora, ia3, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
+    int use_dora;               /* --use-dora: DoRA, as --peft dora (peft's use_dora) */
     const char *train_only;     /* "bias": BitFit, as --peft bitfit */
     int trainable_layers;       /* freeze tuning: the last N layers train (0 = unset: 2) */
     const char *trainable_modules; /* freeze tuning: modules of those layers (default all) */
@@ -65,7 +67,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 46
+#define TRAIN_ARGS_N_FLAGS 47
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -131,6 +133,11 @@ enum { TRAIN_PEFT_PROMPT = 16, TRAIN_PEFT_PREFIX = 17 };
  * each other (--lora-rank with --peft bitfit, --trainable-layers without
  * freeze tuning). */
 int trainer_peft_mode(const TrainArgs *a);
+/* The adapters the flags ask for when trainer_peft_mode is
+ * TRAIN_PEFT_LORA (LoRA, DoRA with --peft dora or --use-dora, IA3 with
+ * --peft ia3): method, rank, alpha, dropout, targets (0 for IA3 without
+ * --lora-targets: peft's targets for the model's family), seed. */
+int trainer_lora_config(const TrainArgs *a, LoraConfig *lc);
 
 /* A model whose checkpoint keeps its weights quantised (GPTQ, AWQ) trains
  * adapters only: -1 with a sentence naming path when it holds quantised
