@@ -347,7 +347,8 @@ int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Mod
     for (int i = 0; i < m->n_params; i++) n += m->info[i].qtype != QUANT_NONE;
     if (!n || a->quantize_base) return 0; /* --quantize-base asks for LoRA itself */
     int mode = trainer_peft_mode(a);
-    if (mode < 0 || mode == TRAIN_PEFT_LORA) return mode < 0 ? -1 : 0;
+    /* adapters and virtual tokens leave the base frozen */
+    if (mode < 0 || mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) return mode < 0 ? -1 : 0;
     return align_errorf("%s keeps %d weights quantised as its GPTQ or AWQ checkpoint stores them: they cannot train, so "
                         "train LoRA adapters on it (--lora-rank) or convert it to fp32 first (ckpt_convert %s model.ckpt)",
                         path, n, path);

@@ -40,6 +40,11 @@ check "adapter saved in peft layout" "[ -f $T/a-adapter/adapter_model.safetensor
 "$BIN/dpo_run" --policy "$FIX/gptq_g128_act" --data "$T/prefs.jsonl" --batch-size 2 --chat-template none \
   --max-steps 1 --out "$T/b.ckpt" 2>"$T/b.err"
 check "full fine-tuning of a GPTQ base refused naming it" "[ $? -ne 0 ] && grep -q 'gptq_g128_act keeps 7 weights quantised' $T/b.err"
+for v in prompt prefix; do
+    "$BIN/dpo_run" --policy "$FIX/gptq_g128_act" --data "$T/prefs.jsonl" --batch-size 2 --chat-template none \
+      --peft $v --num-virtual-tokens 4 --max-steps 2 --out "$T/$v.ckpt" 2>"$T/$v.err"
+    check "--peft $v on a GPTQ base trains (the base stays frozen) ($(tail -1 "$T/$v.err"))" "[ $? -eq 0 ] && [ -s $T/$v.ckpt ]"
+done
 
 # GRPO with LoRA: the rollout workers load the same quantised base and
 # attach the synced adapters, so their log-probs match the actor's
