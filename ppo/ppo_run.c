@@ -750,6 +750,7 @@ typedef struct {
     /* derived from the flags */
     PpoConfig c;
     LoraConfig lc;
+    const char *train_part; /* "bitfit" / "freeze": the policy trains that subset of the base (NULL: all, or adapters) */
     int use_lora, use_critic, use_ref; /* use_ref 0: no KL anywhere, no reference process */
     int virt_kind;            /* 0, or PROMPT_TUNING / PREFIX_TUNING (--peft prompt|prefix) */
     RewardSpec rs;            /* the --reward terms */
@@ -889,11 +890,10 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
      * the same ones to the base it loads, so only adapters travel */
     int peft = trainer_peft_mode(a);
     if (peft < 0) die("%s", align_error());
-    /* the actor and the rollout workers exchange either the whole model or
-     * the adapters; a subset of base tensors has no sync path yet */
-    if (peft == TRAIN_PEFT_BITFIT || peft == TRAIN_PEFT_FREEZE)
-        die("--peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it); use --peft lora or full fine-tuning",
-            peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
+    /* BitFit and freeze tuning train a subset of the base: the policy
+     * process thaws it, and the sync sends every parameter as with full
+     * fine-tuning (the frozen ones arrive unchanged) */
+    o->train_part = peft == TRAIN_PEFT_BITFIT ? "bitfit" : peft == TRAIN_PEFT_FREEZE ? "freeze" : NULL;
     o->use_lora = peft == TRAIN_PEFT_LORA;
     o->virt_kind = peft == TRAIN_PEFT_PROMPT ? PROMPT_TUNING : peft == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : 0;
     if (o->virt_kind && a->lora_adapter)
@@ -1137,6 +1137,11 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_int(w, "loss_norm_len", c->loss_norm_len);
     wire_put_float(w, "tis_cap", c->tis_cap);
     wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
+    if (o->train_part) {
+        wire_put_str(w, "train_part", o->train_part);
+        wire_put_int(w, "trainable_layers", a->trainable_layers ? a->trainable_layers : 2);
+        if (a->trainable_modules) wire_put_str(w, "trainable_modules", a->trainable_modules);
+    }
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
     if (o->virt_kind) put_virtual(w, o, 1);
