@@ -121,6 +121,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         align_errorf("%s has no LM head: the policy must be a causal LM", apath);
         goto done;
     }
+    if (ppo_set_batch_invariant(p->actor.model, m)) goto done;
     /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
      * trained ones as extra tensors (its base is the same frozen base) */
     int lora = ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));

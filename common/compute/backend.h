@@ -227,7 +227,8 @@ void backend_cpu_inject_alloc_failures(int n);
  * forwards (one fixed-order loop per query row, the same for the packed,
  * prefixed, windowed and cached variants) and logprobs_forward (a
  * fixed-lane log-sum-exp, also what backend_cpu_logprob gives the
- * sampler's token). Backward ops and quantised matmuls are unchanged.
+ * sampler's token), and gemm's A B^T form (LoRA's adapter forward).
+ * Backward ops and quantised matmuls are unchanged.
  * Costs time where sgemm beat the fixed-order kernels (long batches): see
  * docs/DECISIONS.md ("Batch-invariant log-probs"). */
 void backend_cpu_set_batch_invariant(int on);

@@ -44,6 +44,13 @@ int ppo_lora_put(WireWriter *w, const LoraConfig *c, const char *adapter_dir);
  * error. seed: A's init (as trainer_setup_peft: the run's seed). */
 int ppo_lora_setup(Model *m, const WireMsg *setup, uint64_t seed);
 
+/* The setup's batch_invariant field (1: --batch-invariant): switches the
+ * CPU backend's batch-invariant mode (backend.h) on or off for this
+ * process, so the rollout's sampled log-probs and the policy's recomputed
+ * ones are bit-identical. -1 with an error when asked for on another
+ * backend. */
+int ppo_set_batch_invariant(const Model *m, const WireMsg *setup);
+
 /* A fingerprint of the frozen base: every non-adapter tensor's name and
  * size and a strided sample of its values (cheap; different checkpoints
  * differ nearly everywhere). 0 on error. */

@@ -995,6 +995,19 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, float 
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    if (!ta && tb && atomic_load(&g_invariant)) {
+        /* C = alpha A B^T + beta C, the product a forward takes (LoRA's
+         * adapters): each element a dot_fixed of its two rows, so a row's
+         * result does not depend on M in batch-invariant mode */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float d = alpha * dot_fixed(A + (size_t)i * lda, B + (size_t)j * ldb, K);
+                float *c = C + (size_t)i * ldc + j;
+                *c = beta == 0.0f ? d : d + beta * *c;
+            }
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
                 alpha, A, lda, B, ldb, beta, C, ldc);
 }
