@@ -9,13 +9,16 @@
  * The mismatched sequences get no gradient (the reference point is
  * detached, as TRL computes it under no_grad), so only the examples' own
  * completion tokens carry kto_batch_loss's gradient (times scale) back.
- * The policy either runs them the reference's way (KTO_KL_SHARED: one
- * forward, and the backward crosses the mismatched rows too, with a zero
- * gradient) or splits (KTO_KL_SEPARATE: a forward-only pass over the
- * mismatched sequences, then forward and backward over the examples only;
- * each prompt then runs twice). KTO_KL_AUTO picks the one with fewer
- * token-passes (kto_kl_separate_pays); evaluation (train = 0) always
- * shares. The gradient is the same either way. The reference
+ * When training, the policy runs them in the same packing with the
+ * mismatched sequences moved behind all the examples' rows (KTO_KL_LAST,
+ * the default): one forward over everything, the prompts once, then a
+ * backward over the examples' rows only (model_backward_rows), so the
+ * pairs cost a forward and nothing else, as under TRL's no_grad.
+ * KTO_KL_SHARED (the reference's packing, the backward crossing the
+ * pairs' rows with a zero gradient) and KTO_KL_SEPARATE (a forward-only
+ * pass over the pairs, then forward and backward over the examples) give
+ * the same gradient at a higher cost; tests compare the three.
+ * Evaluation (train = 0) always runs the one shared forward. The reference
  * is ref, or the policy itself with its LoRA adapters off when ref ==
  * policy. Metrics under TRL's names: loss, kl, rewards/chosen,
  * rewards/rejected, logps/chosen, logps/rejected (each micro-batch's value
@@ -29,7 +32,7 @@
 #include "metrics.h"
 #include "model.h"
 
-typedef enum { KTO_KL_AUTO = -1, KTO_KL_SHARED = 0, KTO_KL_SEPARATE = 1 } KtoKlPass;
+typedef enum { KTO_KL_AUTO = -1, KTO_KL_SHARED = 0, KTO_KL_SEPARATE = 1, KTO_KL_LAST = 2 } KtoKlPass;
 
 /* seqs[i], desirable[i] (1 or 0) for i < n. Returns the tokens of all 2n
  * sequences (as if unshared), or -1 with an error. train = 0: forward and
@@ -38,10 +41,5 @@ long kto_batch(const KtoLossConfig *loss, Model *policy, Model *ref, const DsSeq
                int n, float scale, int train, Metrics *acc);
 long kto_batch_pass(const KtoLossConfig *loss, Model *policy, Model *ref, const DsSeq *seqs, const int *desirable,
                     int n, float scale, int train, KtoKlPass pass, Metrics *acc);
-
-/* 1 when a training step of these n examples costs fewer token-passes
- * with the mismatched pairs in their own forward-only pass on `policy`
- * (a backward counted as two forwards). */
-int kto_kl_separate_pays(const Model *policy, const DsSeq *seqs, int n);
 
 #endif
