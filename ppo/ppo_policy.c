@@ -152,6 +152,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         align_errorf("%s has no LM head: the policy must be a causal LM", apath);
         goto done;
     }
+    if (ppo_set_batch_invariant(p->actor.model, m)) goto done;
     /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
      * trained ones as extra tensors (its base is the same frozen base) */
     /* prompt / prefix tuning: the virtual tokens (a --resume .ckpt brought
