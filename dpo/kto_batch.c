@@ -143,7 +143,8 @@ long kto_batch_pass(const KtoLossConfig *loss, Model *policy, Model *ref, const 
         metrics_add(acc, "logps/rejected", r.logps_rejected, 1);
     }
     if (r.n_chosen && r.n_rejected) metrics_add(acc, "rewards/margins", r.rewards_chosen - r.rewards_rejected, 1);
-    if (train && model_backward_rows(policy, dlogp, NULL, n_rows >= 0 ? n_rows : grad_of->batch.n_tokens)) goto done;
+    if (train && (n_rows >= 0 ? model_backward_rows(policy, dlogp, NULL, n_rows) : model_backward(policy, dlogp, NULL)))
+        goto done;
     rc = 0;
     for (size_t i = 0; i < s2; i++) rc += both[i].n_prompt + both[i].n_completion;
 done:
