@@ -241,29 +241,42 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
     }
 }
 
+/* out[(i0+i)*OC + o], i < NX (a constant after inlining, so the
+ * accumulators stay in registers): one weight row against NX input rows,
+ * each block decoded once for all of them. */
+MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
+                     const float *as, const float *bias, int i0, int nb, int OC, int o) {
+    __m256 acc[4];
+    for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        WBlock w;
+        decode(T, row, b, &w);
+        for (int i = 0; i < NX; i++) {
+            size_t ib = (size_t)(i0 + i) * nb + b;
+            __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
+            __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
+            acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
+            acc[i] = _mm256_fmadd_ps(w.m, _mm256_loadu_ps(as + ib * 8), acc[i]);
+        }
+    }
+    for (int i = 0; i < NX; i++) {
+        float r = hsum8(acc[i]);
+        out[(size_t)(i0 + i) * OC + o] = bias ? r + bias[o] : r;
+    }
+}
+
 /* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T. */
 MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
                      const float *as, const float *bias, int N, int nb, int OC, int lo, int hi) {
     for (int o = lo; o < hi; o++) {
         const uint8_t *row = wq + (size_t)o * rb;
-        for (int i0 = 0; i0 < N; i0 += 4) {
-            int NX = N - i0 < 4 ? N - i0 : 4;
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (int b = 0; b < nb; b++) {
-                WBlock w;
-                decode(T, row, b, &w);
-                for (int i = 0; i < NX; i++) {
-                    size_t ib = (size_t)(i0 + i) * nb + b;
-                    __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
-                    __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
-                    acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_set1_ps(ad[ib])), acc[i]);
-                    acc[i] = _mm256_fmadd_ps(w.m, _mm256_loadu_ps(as + ib * 8), acc[i]);
-                }
-            }
-            for (int i = 0; i < NX; i++) {
-                float r = hsum8(acc[i]);
-                out[(size_t)(i0 + i) * OC + o] = bias ? r + bias[o] : r;
-            }
+        int i0 = 0;
+        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o);
+        switch (N - i0) {
+        case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
+        case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
+        case 1: group(T, 1, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
+        default: break;
         }
     }
 }
