@@ -2,9 +2,11 @@
  *
  * The quantised input: row i, block b (nb = C / 32 blocks a row) is
  *   aq[(i*nb + b)*32 ..] 32 int8 codes, ad[i*nb + b] its scale,
- *   as[(i*nb + b)*8 ..] 8 floats whose first 4 sum to ad * (sum of the
- *   codes of inputs 0..15) and last 4 to that of inputs 16..31,
- * so a weight offset m (one per half) contributes m * (sum of 4 lanes). */
+ *   as[(i*nb + b)*2 + h] ad * (sum of the codes of half h: inputs 0..15,
+ *   16..31),
+ * so the weight offsets m (one per half) contribute the dot product of the
+ * row's 2 nb offsets with as, done once per row and input after the
+ * blocks (8 blocks' halves per vector op, not one block per op). */
 #include "matmul_quant.h"
 
 #include <omp.h>
@@ -134,15 +136,20 @@ static void quantize_row(const float *x, int nb, int8_t *aq, float *ad, float *a
         q = _mm256_permutevar8x32_epi32(q, perm);
         _mm256_storeu_si256((__m256i *)(aq + (size_t)b * 32), q);
         ad[b] = d;
-        _mm256_storeu_ps(as + (size_t)b * 8, _mm256_mul_ps(_mm256_cvtepi32_ps(dot_u8s8(ones, q)), _mm256_set1_ps(d)));
+        __m256i sum = dot_u8s8(ones, q); /* lanes 0-3: inputs 0..15, 4-7: 16..31 */
+        __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        h = _mm_hadd_epi32(h, h); /* [lo, hi, lo, hi] */
+        as[2 * b] = d * (float)_mm_cvtsi128_si32(h);
+        as[2 * b + 1] = d * (float)_mm_extract_epi32(h, 1);
     }
 }
 
-/* One decoded 32-input weight block: x = u * d + m, d and m per lane
- * (lanes 0-3: inputs 0..15, lanes 4-7: inputs 16..31). */
+/* One decoded 32-input weight block: x = u * d + m, d per lane (lanes
+ * 0-3: inputs 0..15, lanes 4-7: inputs 16..31), m per half. */
 typedef struct {
     __m256i u;
-    __m256 d, m;
+    __m256 d;
+    float m0, m1;
 } WBlock;
 
 MQ_INLINE __m256i nibbles16(const uint8_t *qs) { /* low nibbles: inputs 0..15, high: 16..31 */
@@ -181,32 +188,32 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
     case QUANT_Q4_0: {
         const uint8_t *s = row + (size_t)b * 18;
         float d = f16(s);
-        w->u = nibbles16(s + 2), w->d = _mm256_set1_ps(d), w->m = _mm256_set1_ps(-8.0f * d);
+        w->u = nibbles16(s + 2), w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -8.0f * d;
         break;
     }
     case QUANT_Q4_1: {
         const uint8_t *s = row + (size_t)b * 20;
-        w->u = nibbles16(s + 4), w->d = _mm256_set1_ps(f16(s)), w->m = _mm256_set1_ps(f16(s + 2));
+        w->u = nibbles16(s + 4), w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
         break;
     }
     case QUANT_Q5_0: {
         const uint8_t *s = row + (size_t)b * 22;
         float d = f16(s);
         w->u = _mm256_or_si256(nibbles16(s + 6), bit4_from_bits(s + 2));
-        w->d = _mm256_set1_ps(d), w->m = _mm256_set1_ps(-16.0f * d);
+        w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -16.0f * d;
         break;
     }
     case QUANT_Q5_1: {
         const uint8_t *s = row + (size_t)b * 24;
         w->u = _mm256_or_si256(nibbles16(s + 8), bit4_from_bits(s + 4));
-        w->d = _mm256_set1_ps(f16(s)), w->m = _mm256_set1_ps(f16(s + 2));
+        w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
         break;
     }
     case QUANT_Q8_0: {
         const uint8_t *s = row + (size_t)b * 34;
         float d = f16(s);
         w->u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(s + 2)), _mm256_set1_epi8((char)0x80));
-        w->d = _mm256_set1_ps(d), w->m = _mm256_set1_ps(-128.0f * d);
+        w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -128.0f * d;
         break;
     }
     case QUANT_Q4_K:
@@ -221,7 +228,7 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
             __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + 16)), bit), bit);
             w->u = _mm256_or_si256(w->u, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
         }
-        w->d = _mm256_set1_ps(f16(s) * sc), w->m = _mm256_set1_ps(-f16(s + 2) * mn);
+        w->d = _mm256_set1_ps(f16(s) * sc), w->m0 = w->m1 = -f16(s + 2) * mn;
         break;
     }
     default: { /* QUANT_Q6_K: 16-input sub-blocks, codes 0..63, x = d * sc * (u - 32) */
@@ -235,7 +242,7 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
         w->u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
         float d = f16(s + 208);
         w->d = halves(d * sc[0], d * sc[1]);
-        w->m = _mm256_mul_ps(w->d, _mm256_set1_ps(-32.0f));
+        w->m0 = -32.0f * d * sc[0], w->m1 = -32.0f * d * sc[1];
         break;
     }
     }
@@ -245,37 +252,44 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
  * accumulators stay in registers): one weight row against NX input rows,
  * each block decoded once for all of them. */
 MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
-                     const float *as, const float *bias, int i0, int nb, int OC, int o) {
+                     const float *as, const float *bias, int i0, int nb, int OC, int o, float *mrow) {
     __m256 acc[4];
+#pragma GCC unroll 4
     for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         WBlock w;
         decode(T, row, b, &w);
+        mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
+#pragma GCC unroll 4
         for (int i = 0; i < NX; i++) {
             size_t ib = (size_t)(i0 + i) * nb + b;
             __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
             __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
             acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
-            acc[i] = _mm256_fmadd_ps(w.m, _mm256_loadu_ps(as + ib * 8), acc[i]);
         }
     }
-    for (int i = 0; i < NX; i++) {
-        float r = hsum8(acc[i]);
+    for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
+        const float *ai = as + (size_t)(i0 + i) * nb * 2;
+        __m256 m = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= 2 * nb; k += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(mrow + k), _mm256_loadu_ps(ai + k), m);
+        float r = hsum8(_mm256_add_ps(acc[i], m));
+        for (; k < 2 * nb; k++) r += mrow[k] * ai[k];
         out[(size_t)(i0 + i) * OC + o] = bias ? r + bias[o] : r;
     }
 }
 
 /* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T. */
 MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
-                     const float *as, const float *bias, int N, int nb, int OC, int lo, int hi) {
+                     const float *as, const float *bias, int N, int nb, int OC, int lo, int hi, float *mrow) {
     for (int o = lo; o < hi; o++) {
         const uint8_t *row = wq + (size_t)o * rb;
         int i0 = 0;
-        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o);
+        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow);
         switch (N - i0) {
-        case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
-        case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
-        case 1: group(T, 1, out, row, aq, ad, as, bias, i0, nb, OC, o); break;
+        case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        case 1: group(T, 1, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
         default: break;
         }
     }
@@ -287,34 +301,37 @@ int mquant_forward(float *out, const float *inp, const void *wq, int qtype, cons
     int nb = C / 32;
     size_t nblk = (size_t)N * nb;
     int8_t *aq = align_alloc(nblk * 32);
-    float *ad = align_alloc(nblk * sizeof(float)), *as = align_alloc(nblk * 8 * sizeof(float));
+    float *ad = align_alloc(nblk * sizeof(float)), *as = align_alloc(nblk * 2 * sizeof(float));
     if (!aq || !ad || !as) {
         align_free(aq), align_free(ad), align_free(as);
         return align_errorf("out of memory for %d quantised input rows", N);
     }
     size_t rb = quant_row_bytes((QuantType)qtype, C);
-    int nth = threads_for(N, C, OC);
-#pragma omp parallel num_threads(nth) if (nth > 1)
+    int nth = threads_for(N, C, OC), failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1) reduction(| : failed)
     {
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++)
-            quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, as + (size_t)i * nb * 8);
+            quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, as + (size_t)i * nb * 2);
         int lo, hi;
         slice_of(OC, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
         const uint8_t *w = wq;
+        float *mrow = align_alloc((size_t)2 * nb * sizeof(float)); /* the row's offsets */
+        if (!mrow) lo = hi = 0, failed = 1;
         switch (qtype) { /* one instance of the kernel per type */
-        case QUANT_Q4_0: slice(QUANT_Q4_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q4_1: slice(QUANT_Q4_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q5_0: slice(QUANT_Q5_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q5_1: slice(QUANT_Q5_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q8_0: slice(QUANT_Q8_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q4_K: slice(QUANT_Q4_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        case QUANT_Q5_K: slice(QUANT_Q5_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
-        default: slice(QUANT_Q6_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi); break;
+        case QUANT_Q4_0: slice(QUANT_Q4_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_1: slice(QUANT_Q4_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_0: slice(QUANT_Q5_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_1: slice(QUANT_Q5_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q8_0: slice(QUANT_Q8_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_K: slice(QUANT_Q4_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_K: slice(QUANT_Q5_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        default: slice(QUANT_Q6_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
         }
+        align_free(mrow);
     }
     align_free(aq), align_free(ad), align_free(as);
-    return 0;
+    return failed ? align_errorf("out of memory for a row's %d offsets", 2 * nb) : 0;
 }
 
 #else /* no AVX2: every type through the fp32 row path */
