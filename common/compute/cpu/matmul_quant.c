@@ -268,6 +268,7 @@ MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t
             acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
         }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
         const float *ai = as + (size_t)(i0 + i) * nb * 2;
         __m256 m = _mm256_setzero_ps();
