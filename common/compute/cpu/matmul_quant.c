@@ -251,30 +251,41 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
 /* out[(i0+i)*OC + o], i < NX (a constant after inlining, so the
  * accumulators stay in registers): one weight row against NX input rows,
  * each block decoded once for all of them. */
+MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t *aq, const float *ad, int i0, int nb,
+                         float *mrow, __m256 *acc) {
+    WBlock w;
+    decode(T, row, b, &w);
+    mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) {
+        size_t ib = (size_t)(i0 + i) * nb + b;
+        __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
+        __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
+        acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
+    }
+}
+
+/* Even and odd blocks go to separate accumulators: one chain of FMAs would
+ * make a one-row call wait on the FMA latency every block. The order is
+ * the same whatever NX, so a row's result does not depend on N. */
 MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
                      const float *as, const float *bias, int i0, int nb, int OC, int o, float *mrow) {
-    __m256 acc[4];
+    __m256 acc0[4], acc1[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        WBlock w;
-        decode(T, row, b, &w);
-        mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
-#pragma GCC unroll 4
-        for (int i = 0; i < NX; i++) {
-            size_t ib = (size_t)(i0 + i) * nb + b;
-            __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
-            __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
-            acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
-        }
+    for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
+        block_dot(T, NX, row, b + 1, aq, ad, i0, nb, mrow, acc1);
     }
+    if (b < nb) block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
 #pragma GCC unroll 4
     for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
         const float *ai = as + (size_t)(i0 + i) * nb * 2;
         __m256 m = _mm256_setzero_ps();
         int k = 0;
         for (; k + 8 <= 2 * nb; k += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(mrow + k), _mm256_loadu_ps(ai + k), m);
-        float r = hsum8(_mm256_add_ps(acc[i], m));
+        float r = hsum8(_mm256_add_ps(_mm256_add_ps(acc0[i], acc1[i]), m));
         for (; k < 2 * nb; k++) r += mrow[k] * ai[k];
         out[(size_t)(i0 + i) * OC + o] = bias ? r + bias[o] : r;
     }
