@@ -528,7 +528,10 @@ int main(int argc, char **argv) {
     const Backend *be = backend_get(a.device);
     if (!be) align_die(PROG, "--device: %s", align_error());
     ModelBundle mb;
-    if (model_load_any(a.model, be, MODEL_LOAD_TOKENIZER, &mb)) align_die(PROG, "--model %s: %s", a.model, align_error());
+    /* a quantised GGUF runs on its own blocks where the backend multiplies
+     * them in integers (the CPU), as llama.cpp does */
+    int load_flags = MODEL_LOAD_TOKENIZER | (be->matmul_forward_q_int8 ? MODEL_LOAD_GGUF_BLOCKS : 0);
+    if (model_load_any(a.model, be, load_flags, &mb)) align_die(PROG, "--model %s: %s", a.model, align_error());
     Model *m = mb.model;
     if (!m->cfg.lm_head) align_die(PROG, "--model %s has no LM head (it is a reward/value model)", a.model);
 

@@ -168,6 +168,13 @@ typedef struct Backend {
                              const float *bias, int N, int C, int OC);
     void (*matmul_backward_input_q)(float *dinp, const float *dout, const void *wq, int qtype,
                                     int N, int C, int OC, int accumulate);
+    /* Optional (NULL: callers use matmul_forward_q): matmul_forward_q for
+     * inference, llama.cpp's way: the input is quantised to int8 blocks of
+     * 32 and multiplied in integers against the weight's blocks, any ggml
+     * type (cpu/matmul_quant.h; its error is the input's quantisation).
+     * The cached (decoding) forward uses it; training never does. */
+    void (*matmul_forward_q_int8)(float *out, const float *inp, const void *wq, int qtype,
+                                  const float *bias, int N, int C, int OC);
 
     /* Optional (NULL where a backend lacks them; model_forward then refuses
      * batches with shared prefixes): attention_forward / attention_backward

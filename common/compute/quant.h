@@ -45,7 +45,9 @@
  *
  * The backend's matmul_forward_q / matmul_backward_input_q dequantise tiles
  * of rows into a small fp32 buffer and run sgemm on the tile, so the fp32
- * matrix never exists whole. */
+ * matrix never exists whole. For inference, matmul_forward_q_int8 (CPU:
+ * cpu/matmul_quant.c) multiplies the blocks as stored with int8-quantised
+ * inputs, as llama.cpp does. */
 #ifndef ALIGN_QUANT_H
 #define ALIGN_QUANT_H
 

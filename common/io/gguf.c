@@ -685,6 +685,10 @@ out:
 
 int gguf_import(const char *path, const Backend *be, ModelBundle *out) { return import_impl(path, be, 0, 0, out); }
 
+int gguf_import_blocks(const char *path, const Backend *be, ModelBundle *out) {
+    return import_impl(path, be, 2, QUANT_NONE, out);
+}
+
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out) {
     if (!quant_base_type(fallback))
         return align_errorf("unsupported quantisation type %d for the base", fallback);
@@ -748,6 +752,14 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     }
     ckpt_host_params_release(m, host, 1);
     host = NULL;
+    if (quant == 2) m->infer_int8 = 1;
+    if (quant == 2 && cfg.lm_head) { /* the head's blocks too, for inference (llama.cpp reads them so) */
+        const GgufTensor *t = gguf_find_tensor(&f, "output.weight");
+        if (!t) t = gguf_find_tensor(&f, "token_embd.weight");
+        if (t && quant_is_ggml((int)t->type) && cfg.dim % quant_block_elems((QuantType)t->type) == 0 &&
+            model_set_lm_head_blocks(m, (int)t->type, f.data + t->offset))
+            goto done;
+    }
     out->model = m;
     if (gguf_tokenizer(&f, out) != 0) goto done;
     /* the Hugging Face repository the file was converted from, when the

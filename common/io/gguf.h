@@ -104,5 +104,13 @@ int gguf_import(const char *path, const Backend *be, ModelBundle *out);
  * embeddings, norms and heads are dequantised to fp32. The fp32 form of
  * the quantised weights never exists. */
 int gguf_import_quant(const char *path, const Backend *be, int fallback, ModelBundle *out);
+/* For inference (generate): every tensor of a ggml block type keeps its
+ * blocks as stored (fused members of mixed types: fp32, as above), every
+ * other one is fp32 (nothing is re-quantised), and the LM head's blocks
+ * (output.weight, or token_embd.weight when tied) are kept beside the fp32
+ * embedding (model_set_lm_head_blocks): the weights llama.cpp reads. The
+ * model's cached forward then multiplies them with int8 inputs
+ * (Model.infer_int8), as llama.cpp does. */
+int gguf_import_blocks(const char *path, const Backend *be, ModelBundle *out);
 
 #endif

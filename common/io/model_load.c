@@ -71,7 +71,10 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
             }
             is_gguf = memcmp(magic, "GGUF", 4) == 0;
         }
-        if (is_gguf) rc = qtype ? gguf_import_quant(path, be, qtype, out) : gguf_import(path, be, out);
+        if (is_gguf)
+            rc = qtype                           ? gguf_import_quant(path, be, qtype, out)
+                 : flags & MODEL_LOAD_GGUF_BLOCKS ? gguf_import_blocks(path, be, out)
+                                                  : gguf_import(path, be, out);
         else rc = ckpt_load_quant(path, be, qtype, &out->model, &out->extras);
     }
     if (rc != 0) return -1;

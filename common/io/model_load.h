@@ -14,6 +14,9 @@
 
 enum {
     MODEL_LOAD_TOKENIZER = 1, /* also build bundle->tok (an error when the model has none) */
+    /* a GGUF keeps its quantised blocks as stored, LM head included
+     * (gguf_import_blocks), for inference on the CPU; other formats load as usual */
+    MODEL_LOAD_GGUF_BLOCKS = 2,
 };
 
 int model_load_any(const char *path, const Backend *be, int flags, ModelBundle *out);

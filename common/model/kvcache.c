@@ -181,7 +181,7 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
         const LayerQuant *qw = &m->qw[l];
         float *kc = kv->k + l * layer_stride(kv), *vc = kv->v + l * layer_stride(kv);
         norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
-        model_linear_forward(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
+        model_linear_forward_infer(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
         if (c->qk_norm)
             be->head_rmsnorm_forward(kv->qkv, NULL, NULL, w->q_norm, w->k_norm, N, c->n_heads, c->n_kv_heads,
@@ -195,16 +195,16 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
         else
             be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
                                          c->n_kv_heads, c->head_dim, kv->phys);
-        model_linear_forward(m, kv->tmp, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
+        model_linear_forward_infer(m, kv->tmp, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, kv->attn, kv->tmp, c->dim, N, 0);
         be->add_inplace(kv->x, kv->tmp, n * d);
         norm(m, kv->norm, kv->stats, kv->x, w->norm2_w, w->norm2_b, N);
-        model_linear_forward(m, kv->up, kv->norm, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
+        model_linear_forward_infer(m, kv->up, kv->norm, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
                              w->b_up, N, c->dim, u);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_UP, kv->norm, kv->up, u, N, 0);
         if (c->arch == ARCH_LLAMA) be->swiglu_forward(kv->act, kv->up, N, c->ffn_dim);
         else be->gelu_forward(kv->act, kv->up, n * c->ffn_dim);
-        model_linear_forward(m, kv->tmp, kv->act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
+        model_linear_forward_infer(m, kv->tmp, kv->act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, kv->act, kv->tmp, c->dim, N, 0);
         be->add_inplace(kv->x, kv->tmp, n * d);
     }
@@ -212,7 +212,8 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
         /* only each sequence's last token needs the final norm and the LM head */
         be->gather_rows(kv->last_h, kv->x, kv->last_rows, S, c->dim);
         norm(m, kv->norm, kv->stats, kv->last_h, m->w.normf_w, m->w.normf_b, S);
-        be->matmul_forward(kv->logits, kv->norm, m->w.lm_head, NULL, S, c->dim, c->vocab_size);
+        model_linear_forward_infer(m, kv->logits, kv->norm, m->w.lm_head, m->lm_head_q, m->lm_head_qtype, NULL, S, c->dim,
+                                   c->vocab_size);
         be->to_host(last_logits, kv->logits, (size_t)S * c->vocab_size * sizeof(float));
     }
     return backend_check(be, "cached forward");

@@ -506,6 +506,7 @@ void model_free(Model *m) {
     if (m->virt) m->virt->free(m);
     if (m->params) m->be->free(m->params);
     if (m->qparams) m->be->free(m->qparams);
+    if (m->lm_head_q) m->be->free(m->lm_head_q);
     if (m->grads) m->be->free(m->grads);
     free(m->qw);
     free(m->w.layers);
@@ -1202,6 +1203,29 @@ void model_linear_forward(const Model *m, float *out, const float *inp, const fl
                           const float *bias, int N, int C, int OC) {
     if (qtype) m->be->matmul_forward_q(out, inp, wq, qtype, bias, N, C, OC);
     else m->be->matmul_forward(out, inp, w, bias, N, C, OC);
+}
+
+void model_linear_forward_infer(const Model *m, float *out, const float *inp, const float *w, const void *wq,
+                                int qtype, const float *bias, int N, int C, int OC) {
+    if (qtype && m->infer_int8 && m->be->matmul_forward_q_int8) m->be->matmul_forward_q_int8(out, inp, wq, qtype, bias, N, C, OC);
+    else model_linear_forward(m, out, inp, w, wq, qtype, bias, N, C, OC);
+}
+
+int model_set_lm_head_blocks(Model *m, int qtype, const void *blocks) {
+    if (m->lm_head_q) m->be->free(m->lm_head_q);
+    m->lm_head_q = NULL;
+    m->lm_head_qtype = 0;
+    if (!qtype) return 0;
+    const ModelConfig *c = &m->cfg;
+    if (!quant_is_ggml(qtype) || c->dim % quant_block_elems((QuantType)qtype))
+        return align_errorf("an LM head of type %s and %d inputs cannot be kept quantised", quant_name((QuantType)qtype),
+                            c->dim);
+    size_t bytes = (size_t)c->vocab_size * quant_row_bytes((QuantType)qtype, c->dim);
+    if (!(m->lm_head_q = m->be->alloc(bytes)))
+        return align_errorf("out of memory for the LM head's %.1f MiB of blocks", bytes / 1048576.0);
+    m->be->to_device(m->lm_head_q, blocks, bytes);
+    m->lm_head_qtype = qtype;
+    return 0;
 }
 
 void model_linear_backward_input(const Model *m, float *dinp, const float *dout, const float *w, const void *wq,

@@ -219,6 +219,18 @@ struct Model {
     uint8_t *qparams;     /* backend memory: quantised blocks (NULL when none) */
     size_t n_qbytes;
     LayerQuant *qw;       /* [n_layers] views into qparams */
+    /* Inference only: the LM head as a quantised GGUF stores it (its
+     * blocks, backend memory; NULL = use w.lm_head). The cached forward
+     * computes logits from it, as llama.cpp does; set by
+     * model_set_lm_head_blocks, which anything changing the head's weights
+     * must clear. */
+    uint8_t *lm_head_q;
+    int lm_head_qtype;
+    /* 1: the cached forward multiplies quantised weights with int8 inputs
+     * (model_linear_forward_infer); 0 (the default, training and rollouts
+     * that feed training): fp32 inputs, the arithmetic the trainer's forward
+     * uses, so rollout log-probs equal the training forward's. */
+    int infer_int8;
     ModelLora *lora;      /* NULL when no adapters are attached */
     const ModelAdapterOps *adapter; /* the adapters' hooks; NULL when none */
     ModelPrompt *prompt;  /* virtual tokens; NULL when none */
@@ -324,6 +336,16 @@ void model_linear_forward(const Model *m, float *out, const float *inp, const fl
                           const float *bias, int N, int C, int OC);
 void model_linear_backward_input(const Model *m, float *dinp, const float *dout, const float *w, const void *wq,
                                  int qtype, int N, int C, int OC, int accumulate);
+/* model_linear_forward for inference (the cached forward): with
+ * m->infer_int8, a quantised weight goes through
+ * Backend.matmul_forward_q_int8 where the backend has it (int8 inputs,
+ * llama.cpp's arithmetic); otherwise as model_linear_forward. */
+void model_linear_forward_infer(const Model *m, float *out, const float *inp, const float *w, const void *wq,
+                                int qtype, const float *bias, int N, int C, int OC);
+/* Keep the LM head's blocks (QuantType qtype, [vocab, dim] in our row
+ * order) for inference: copies them to the backend. qtype 0 forgets them.
+ * -1 with an error for a type the backend cannot multiply or out of memory. */
+int model_set_lm_head_blocks(Model *m, int qtype, const void *blocks);
 
 /* Append tensors (name, ndim, shape, numel, hf_transposed, no_decay, lora
  * taken from extra; zero-filled, frozen) to the table and the flat buffer. */

@@ -3,7 +3,8 @@
 # (cache/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by scripts/fetch-smollm2.sh;
 # without it this prints "skipped" and exits 77, which ctest counts as
 # skipped, or fails when CI=true): --chat through a pipe answers "What is the
-# capital of France?" with a reply naming Paris, with and without a --system message, a second
+# capital of France?" with a reply naming Paris (Germany and Berlin with a
+# --system message), a second
 # turn sees the first; --prompts on two prompts writes two greedy JSONL
 # records that stop at <|im_end|>; tokens/s as generate reports them.
 # usage: bash generate_smollm2.sh BIN_DIR
@@ -42,12 +43,15 @@ check 'sed -n 1p "$T/chat" | grep -q "Paris"' "--chat: the capital of France is 
 check 'sed -n 2p "$T/chat" | grep -q "Berlin"' "--chat: the second turn sees the first (Berlin): $(sed -n 2p "$T/chat")"
 echo "chat: 2 turns in $(echo "$end - $start" | bc) s (load included)"
 
-# --chat with SmolLM2's own default system message, as its Jinja template adds it
-printf 'What is the capital of France?\n' |
+# --chat with SmolLM2's own default system message, as its Jinja template adds it.
+# Not the France question: with this system message its first token is a
+# near tie (logit margin 0.09) that the Q4_1 file's int8 arithmetic, align's
+# and llama.cpp's alike, resolves to "L'Étoile, la ..." (fp32 says Paris).
+printf 'What is the capital of Germany?\n' |
     "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 48 \
         --system "You are a helpful AI assistant named SmolLM, trained by Hugging Face" > "$T/chat2" 2>&1
 echo "chat reply (system message): $(cat "$T/chat2")"
-check 'grep -q "Paris" "$T/chat2"' "--chat --system: Paris: $(cat "$T/chat2")"
+check 'grep -q "Berlin" "$T/chat2"' "--chat --system: Berlin: $(cat "$T/chat2")"
 
 # --prompts on two prompts, greedy
 cat > "$T/p.jsonl" <<'J'

@@ -8,8 +8,13 @@
 #    write them (permutation, type, quantised bytes) and the tokenizer and
 #    chat-template keys. That part needs numpy + gguf: the python of
 #    ALIGN_GGUF_PYTHON, a .venv*/ at the repository root, or python3,
-#    whichever imports it; without one the test exits 77 (skipped) after
-#    the other checks.
+#    whichever imports it;
+#  - llama.cpp (llama-cpp-python: tests/gguf_llamacpp_check.py) loads every
+#    type and computes what align computes on the same file: the same prompt
+#    ids, align's greedy tokens, log-probs within a per-type tolerance.
+#    Needs a python importing llama_cpp, found the same way.
+#  Without either python the test exits 77 (skipped) after all the checks
+#  it could run.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -48,22 +53,42 @@ check "--type with a .ckpt output is refused" "[ $? -ne 0 ] && grep -q 'OUT must
 "$BIN/ckpt_convert" "$HERE/../fixtures/hf_tiny_llama" "$T/x.gguf" 2>"$T/err"
 check "Llama-3.1 rope scaling is refused" "[ $? -ne 0 ] && grep -q 'rope scaling' $T/err && [ ! -e $T/x.gguf ] && [ ! -e $T/x.gguf.tmp ]"
 
-py=""
-for cand in ${ALIGN_GGUF_PYTHON:-} "$ROOT"/.venv*/bin/python python3; do
-    if [ -x "$(command -v "$cand" 2>/dev/null)" ] && "$cand" -c 'import gguf, numpy' 2>/dev/null; then py=$cand; break; fi
-done
-echo "$pass passed, $fail failed (without the gguf package's reader)"
+# the optional parts: a python importing gguf + numpy (the file as
+# convert_hf_to_gguf.py writes it) and one importing llama_cpp (the file
+# loads in llama.cpp and computes what align computes:
+# tests/gguf_llamacpp_check.py); each runs when such a python is found
+find_py() { # find_py MODULES: the first candidate importing them
+    for cand in ${ALIGN_GGUF_PYTHON:-} "$ROOT"/.venv*/bin/python python3; do
+        if [ -x "$(command -v "$cand" 2>/dev/null)" ] && "$cand" -c "import $1" 2>/dev/null; then echo "$cand"; return; fi
+    done
+}
+py=$(find_py "gguf, numpy")
+lpy=$(find_py "llama_cpp, numpy")
+echo "$pass passed, $fail failed (without the optional python parts)"
 [ "$fail" -eq 0 ] || exit 1
-if [ -z "$py" ]; then
-    echo "skipped: no python with the gguf package (set ALIGN_GGUF_PYTHON or make a .venv with gguf and numpy)"
+if [ -n "$py" ]; then
+    for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
+        "$py" "$HERE/../gguf_check.py" "$T/llama" "$T/llama_$t.gguf" "$t"
+        check "gguf reader: llama_$t.gguf is what convert_hf_to_gguf.py writes" "[ $? -eq 0 ]"
+    done
+    "$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2.gguf" q8_0
+    check "gguf reader: qwen2.gguf (unpermuted, biases)" "[ $? -eq 0 ]"
+    "$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" q4_k_m
+    check "gguf reader: qwen2_k.gguf (the tied embedding typed as the head)" "[ $? -eq 0 ]"
+fi
+if [ -n "$lpy" ]; then
+    for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
+        "$lpy" "$HERE/../gguf_llamacpp_check.py" "$BIN" "$T/llama_$t.gguf" "$t"
+        check "llama.cpp: llama_$t.gguf loads, same prompt ids, align's greedy tokens and log-probs" "[ $? -eq 0 ]"
+    done
+    "$lpy" "$HERE/../gguf_llamacpp_check.py" "$BIN" "$T/qwen2.gguf" q8_0
+    check "llama.cpp: qwen2.gguf (q8_0, biases)" "[ $? -eq 0 ]"
+fi
+if [ -z "$py" ] || [ -z "$lpy" ]; then
+    [ -z "$py" ] && echo "skipped part: no python with the gguf package (set ALIGN_GGUF_PYTHON or make a .venv with gguf and numpy)"
+    [ -z "$lpy" ] && echo "skipped part: no python with llama_cpp (python3 -m venv .venv-llama && .venv-llama/bin/pip install llama-cpp-python)"
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ] || exit 1
     exit 77
 fi
-for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
-    "$py" "$HERE/../gguf_check.py" "$T/llama" "$T/llama_$t.gguf" "$t"
-    check "gguf reader: llama_$t.gguf is what convert_hf_to_gguf.py writes" "[ $? -eq 0 ]"
-done
-"$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2.gguf" q8_0
-check "gguf reader: qwen2.gguf (unpermuted, biases)" "[ $? -eq 0 ]"
-"$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" q4_k_m
-check "gguf reader: qwen2_k.gguf (the tied embedding typed as the head)" "[ $? -eq 0 ]"
 finish

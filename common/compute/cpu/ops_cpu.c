@@ -26,6 +26,7 @@
 
 #include "backend.h"
 #include "head_norm.h"
+#include "matmul_quant.h"
 #include "matmul_small.h"
 #include "quant.h"
 #include "util.h"
@@ -1124,6 +1125,11 @@ static void matmul_backward_input_q(float *dinp, const float *dout, const void *
     align_free(buf);
 }
 
+static void matmul_forward_q_int8(float *out, const float *inp, const void *wq, int qtype, const float *bias,
+                                  int N, int C, int OC) {
+    if (mquant_forward(out, inp, wq, qtype, bias, N, C, OC)) cpu_fail("%s", align_error());
+}
+
 const Backend backend_cpu = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -1165,6 +1171,7 @@ const Backend backend_cpu = {
     .dropout = dropout,
     .matmul_forward_q = matmul_forward_q,
     .matmul_backward_input_q = matmul_backward_input_q,
+    .matmul_forward_q_int8 = matmul_forward_q_int8,
     .attention_forward_prefixed = attention_forward_prefixed,
     .attention_backward_prefixed = attention_backward_prefixed,
     .attention_forward_window = attention_forward_window,

@@ -1,0 +1,356 @@
+/* matmul_quant.c: see matmul_quant.h for the design.
+ *
+ * The quantised input: row i, block b (nb = C / 32 blocks a row) is
+ *   aq[(i*nb + b)*32 ..] 32 int8 codes, ad[i*nb + b] its scale,
+ *   as[(i*nb + b)*2 + h] ad * (sum of the codes of half h: inputs 0..15,
+ *   16..31),
+ * so the weight offsets m (one per half) contribute the dot product of the
+ * row's 2 nb offsets with as, done once per row and input after the
+ * blocks (8 blocks' halves per vector op, not one block per op). */
+#include "matmul_quant.h"
+
+#include <omp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quant.h"
+#include "util.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MQ_AVX2 1
+#endif
+
+#define MQ_INLINE static inline __attribute__((always_inline))
+
+int mquant_has_int8(int t) {
+#ifdef MQ_AVX2
+    return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q5_1 || t == QUANT_Q8_0 ||
+           t == QUANT_Q4_K || t == QUANT_Q5_K || t == QUANT_Q6_K;
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
+/* Below ~64k multiply-adds a fork/join costs more than it saves. */
+static int threads_for(int N, int C, int OC) {
+    return omp_in_parallel() || (double)N * C * OC < 65536.0 ? 1 : omp_get_max_threads();
+}
+
+/* Rows [lo, hi) of the weight for thread t of n: contiguous slices. */
+static void slice_of(int OC, int t, int n, int *lo, int *hi) {
+    *lo = (int)((long)OC * t / n);
+    *hi = (int)((long)OC * (t + 1) / n);
+}
+
+/* The fp32 path: each weight row dequantised into buf and dotted with the
+ * fp32 inputs (types without an integer kernel, or no AVX2). */
+static int fallback(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N, int C, int OC) {
+    int nth = threads_for(N, C, OC), failed = 0;
+    size_t rb = quant_row_bytes((QuantType)qtype, C);
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        float *buf = align_alloc((size_t)C * sizeof(float));
+        int lo, hi;
+        slice_of(OC, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp barrier
+        if (!failed)
+            for (int o = lo; o < hi; o++) {
+                quant_dequantize_rows((QuantType)qtype, (const uint8_t *)wq + (size_t)o * rb, buf, 1, C);
+                for (int i = 0; i < N; i++) {
+                    const float *x = inp + (size_t)i * C;
+                    float s = 0.0f;
+                    for (int k = 0; k < C; k++) s += buf[k] * x[k];
+                    out[(size_t)i * OC + o] = bias ? s + bias[o] : s;
+                }
+            }
+        align_free(buf);
+    }
+    return failed ? align_errorf("out of memory for a row of %d inputs", C) : 0;
+}
+
+#ifdef MQ_AVX2
+
+MQ_INLINE float f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#else
+    return quant_f16_to_f32(h);
+#endif
+}
+
+/* 8 int32 lanes; lanes 0-3 sum to the dot product of bytes 0..15 (u
+ * unsigned, a signed), lanes 4-7 to that of bytes 16..31. */
+MQ_INLINE __m256i dot_u8s8(__m256i u, __m256i a) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, a);
+#else
+    /* 16-bit products (exact: 255 * 128 * 2 fits an int32 pair sum) */
+    __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(u)),
+                                   _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)));
+    __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(u, 1)),
+                                   _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1)));
+    __m128i l4 = _mm_add_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+    __m128i h4 = _mm_add_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+    return _mm256_set_m128i(h4, l4);
+#endif
+}
+
+MQ_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Row i of the input into its int8 blocks: scale absmax / 127, codes
+ * rounded to nearest even (cvtps), as ggml's quantize_row_q8_0. */
+static void quantize_row(const float *x, int nb, int8_t *aq, float *ad, float *as) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int b = 0; b < nb; b++, x += 32) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                  _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4), d = amax / 127.0f;
+        __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+        /* packs work within 128-bit lanes; the permutation restores input order */
+        __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        q = _mm256_permutevar8x32_epi32(q, perm);
+        _mm256_storeu_si256((__m256i *)(aq + (size_t)b * 32), q);
+        ad[b] = d;
+        __m256i sum = dot_u8s8(ones, q); /* lanes 0-3: inputs 0..15, 4-7: 16..31 */
+        __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        h = _mm_hadd_epi32(h, h); /* [lo, hi, lo, hi] */
+        as[2 * b] = d * (float)_mm_cvtsi128_si32(h);
+        as[2 * b + 1] = d * (float)_mm_extract_epi32(h, 1);
+    }
+}
+
+/* One decoded 32-input weight block: x = u * d + m, d per lane (lanes
+ * 0-3: inputs 0..15, lanes 4-7: inputs 16..31), m per half. */
+typedef struct {
+    __m256i u;
+    __m256 d;
+    float m0, m1;
+} WBlock;
+
+MQ_INLINE __m256i nibbles16(const uint8_t *qs) { /* low nibbles: inputs 0..15, high: 16..31 */
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/* Byte j = 0x10 when bit j of the 32 bits at p is set. */
+MQ_INLINE __m256i bit4_from_bits(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                            3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), spread);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+MQ_INLINE void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+MQ_INLINE __m256 halves(float lo, float hi) { return _mm256_setr_ps(lo, lo, lo, lo, hi, hi, hi, hi); }
+
+/* Block b (of 32 inputs) of a row of type T. */
+MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    switch (T) {
+    case QUANT_Q4_0: {
+        const uint8_t *s = row + (size_t)b * 18;
+        float d = f16(s);
+        w->u = nibbles16(s + 2), w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -8.0f * d;
+        break;
+    }
+    case QUANT_Q4_1: {
+        const uint8_t *s = row + (size_t)b * 20;
+        w->u = nibbles16(s + 4), w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
+        break;
+    }
+    case QUANT_Q5_0: {
+        const uint8_t *s = row + (size_t)b * 22;
+        float d = f16(s);
+        w->u = _mm256_or_si256(nibbles16(s + 6), bit4_from_bits(s + 2));
+        w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -16.0f * d;
+        break;
+    }
+    case QUANT_Q5_1: {
+        const uint8_t *s = row + (size_t)b * 24;
+        w->u = _mm256_or_si256(nibbles16(s + 8), bit4_from_bits(s + 4));
+        w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
+        break;
+    }
+    case QUANT_Q8_0: {
+        const uint8_t *s = row + (size_t)b * 34;
+        float d = f16(s);
+        w->u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(s + 2)), _mm256_set1_epi8((char)0x80));
+        w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -128.0f * d;
+        break;
+    }
+    case QUANT_Q4_K:
+    case QUANT_Q5_K: {
+        int five = T == QUANT_Q5_K, j = b & 7, sc, mn;
+        const uint8_t *s = row + (size_t)(b >> 3) * (five ? 176 : 144);
+        scale_min_k4(j, s + 4, &sc, &mn);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(s + (five ? 48 : 16) + 32 * (j >> 1)));
+        w->u = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
+        if (five) {
+            const __m256i bit = _mm256_set1_epi8((char)(1 << j));
+            __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + 16)), bit), bit);
+            w->u = _mm256_or_si256(w->u, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
+        }
+        w->d = _mm256_set1_ps(f16(s) * sc), w->m0 = w->m1 = -f16(s + 2) * mn;
+        break;
+    }
+    default: { /* QUANT_Q6_K: 16-input sub-blocks, codes 0..63, x = d * sc * (u - 32) */
+        int j = b & 7, h = j >> 2, k = j & 3;
+        const uint8_t *s = row + (size_t)(b >> 3) * 210, *ql = s + 64 * h, *qh = s + 128 + 32 * h;
+        const int8_t *sc = (const int8_t *)(s + 192) + 8 * h + 2 * k;
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(ql + 32 * (k & 1)));
+        lo = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(lo, 4) : lo, m4);
+        __m256i hi = _mm256_loadu_si256((const __m256i *)qh);
+        hi = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), _mm256_set1_epi8(3));
+        w->u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+        float d = f16(s + 208);
+        w->d = halves(d * sc[0], d * sc[1]);
+        w->m0 = -32.0f * d * sc[0], w->m1 = -32.0f * d * sc[1];
+        break;
+    }
+    }
+}
+
+/* out[(i0+i)*OC + o], i < NX (a constant after inlining, so the
+ * accumulators stay in registers): one weight row against NX input rows,
+ * each block decoded once for all of them. */
+MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t *aq, const float *ad, int i0, int nb,
+                         float *mrow, __m256 *acc) {
+    WBlock w;
+    decode(T, row, b, &w);
+    mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) {
+        size_t ib = (size_t)(i0 + i) * nb + b;
+        __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
+        __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
+        acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
+    }
+}
+
+/* Even and odd blocks go to separate accumulators: one chain of FMAs would
+ * make a one-row call wait on the FMA latency every block. The order is
+ * the same whatever NX, so a row's result does not depend on N. */
+MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
+                     const float *as, const float *bias, int i0, int nb, int OC, int o, float *mrow) {
+    __m256 acc0[4], acc1[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
+        block_dot(T, NX, row, b + 1, aq, ad, i0, nb, mrow, acc1);
+    }
+    if (b < nb) block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
+        const float *ai = as + (size_t)(i0 + i) * nb * 2;
+        __m256 m = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= 2 * nb; k += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(mrow + k), _mm256_loadu_ps(ai + k), m);
+        float r = hsum8(_mm256_add_ps(_mm256_add_ps(acc0[i], acc1[i]), m));
+        for (; k < 2 * nb; k++) r += mrow[k] * ai[k];
+        out[(size_t)(i0 + i) * OC + o] = bias ? r + bias[o] : r;
+    }
+}
+
+/* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T. */
+MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
+                     const float *as, const float *bias, int N, int nb, int OC, int lo, int hi, float *mrow) {
+    for (int o = lo; o < hi; o++) {
+        const uint8_t *row = wq + (size_t)o * rb;
+        int i0 = 0;
+        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow);
+        switch (N - i0) {
+        case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        case 1: group(T, 1, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        default: break;
+        }
+    }
+}
+
+int mquant_forward(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return 0;
+    if (!mquant_has_int8(qtype) || C % 32) return fallback(out, inp, wq, qtype, bias, N, C, OC);
+    int nb = C / 32;
+    size_t nblk = (size_t)N * nb;
+    int8_t *aq = align_alloc(nblk * 32);
+    float *ad = align_alloc(nblk * sizeof(float)), *as = align_alloc(nblk * 2 * sizeof(float));
+    if (!aq || !ad || !as) {
+        align_free(aq), align_free(ad), align_free(as);
+        return align_errorf("out of memory for %d quantised input rows", N);
+    }
+    size_t rb = quant_row_bytes((QuantType)qtype, C);
+    int nth = threads_for(N, C, OC), failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1) reduction(| : failed)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++)
+            quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, as + (size_t)i * nb * 2);
+        int lo, hi;
+        slice_of(OC, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        const uint8_t *w = wq;
+        float *mrow = align_alloc((size_t)2 * nb * sizeof(float)); /* the row's offsets */
+        if (!mrow) lo = hi = 0, failed = 1;
+        switch (qtype) { /* one instance of the kernel per type */
+        case QUANT_Q4_0: slice(QUANT_Q4_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_1: slice(QUANT_Q4_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_0: slice(QUANT_Q5_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_1: slice(QUANT_Q5_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q8_0: slice(QUANT_Q8_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_K: slice(QUANT_Q4_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_K: slice(QUANT_Q5_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        default: slice(QUANT_Q6_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        }
+        align_free(mrow);
+    }
+    align_free(aq), align_free(ad), align_free(as);
+    return failed ? align_errorf("out of memory for a row's %d offsets", 2 * nb) : 0;
+}
+
+#else /* no AVX2: every type through the fp32 row path */
+
+int mquant_forward(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return 0;
+    return fallback(out, inp, wq, qtype, bias, N, C, OC);
+}
+
+#endif
