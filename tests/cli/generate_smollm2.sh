@@ -3,9 +3,8 @@
 # (cache/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by scripts/fetch-smollm2.sh;
 # without it this prints "skipped" and exits 77, which ctest counts as
 # skipped, or fails when CI=true): --chat through a pipe answers "What is the
-# capital of France?" with a reply naming Paris (Germany and Berlin with a
-# --system message), a second
-# turn sees the first; --prompts on two prompts writes two greedy JSONL
+# capital of Germany?" with a reply naming Berlin, a second turn ("And of
+# France?") sees the first, --system replaces the default system message; --prompts on two prompts writes two greedy JSONL
 # records that stop at <|im_end|>; tokens/s as generate reports them.
 # usage: bash generate_smollm2.sh BIN_DIR
 BIN=$1
@@ -33,36 +32,37 @@ check() { if eval "$1"; then ok; else bad "$2"; fi; }
 
 # --chat, the way a user types it (no system message: SmolLM2's template adds its default one)
 start=$(date +%s.%N)
-printf 'What is the capital of France?\nAnd of Germany?\n/quit\n' |
+# (Germany first: with SmolLM2's default system message "What is the capital
+# of France?" alone starts with a near tie (logit margin 0.09) that the Q4_1
+# file's int8 arithmetic, align's and llama.cpp's alike, resolves to
+# "L'Étoile, la ..."; after the Germany turn it is Paris.)
+printf 'What is the capital of Germany?\nAnd of France?\n/quit\n' |
     "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 48 > "$T/chat" 2> "$T/chat_err"; rc=$?
 end=$(date +%s.%N)
 echo "chat reply 1: $(sed -n 1p "$T/chat")"
 echo "chat reply 2: $(sed -n 2p "$T/chat")"
 check '[ $rc -eq 0 ] && [ $(wc -l < "$T/chat") -eq 2 ]' "--chat answers both lines ($(cat "$T/chat_err"))"
-check 'sed -n 1p "$T/chat" | grep -q "Paris"' "--chat: the capital of France is Paris: $(sed -n 1p "$T/chat")"
-check 'sed -n 2p "$T/chat" | grep -q "Berlin"' "--chat: the second turn sees the first (Berlin): $(sed -n 2p "$T/chat")"
+check 'sed -n 1p "$T/chat" | grep -q "Berlin"' "--chat: the capital of Germany is Berlin: $(sed -n 1p "$T/chat")"
+check 'sed -n 2p "$T/chat" | grep -q "Paris"' "--chat: the second turn sees the first (Paris): $(sed -n 2p "$T/chat")"
 echo "chat: 2 turns in $(echo "$end - $start" | bc) s (load included)"
 
-# --chat with SmolLM2's own default system message, as its Jinja template adds it.
-# Not the France question: with this system message its first token is a
-# near tie (logit margin 0.09) that the Q4_1 file's int8 arithmetic, align's
-# and llama.cpp's alike, resolves to "L'Étoile, la ..." (fp32 says Paris).
+# --chat with a system message of the user's, in place of SmolLM2's default one
 printf 'What is the capital of Germany?\n' |
     "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 48 \
-        --system "You are a helpful AI assistant named SmolLM, trained by Hugging Face" > "$T/chat2" 2>&1
+        --system "You are a geography teacher. Answer in one sentence." > "$T/chat2" 2>&1
 echo "chat reply (system message): $(cat "$T/chat2")"
 check 'grep -q "Berlin" "$T/chat2"' "--chat --system: Berlin: $(cat "$T/chat2")"
 
 # --prompts on two prompts, greedy
 cat > "$T/p.jsonl" <<'J'
-{"prompt": "What is the capital of France?"}
+{"prompt": "What is the capital of Germany?"}
 {"messages": [{"role": "user", "content": "Name three colors."}]}
 J
 "$GEN" --model "$MODEL" --prompts "$T/p.jsonl" --temperature 0 --max-new-tokens 40 > "$T/out" 2> "$T/err"; rc=$?
 cat "$T/err"
 check '[ $rc -eq 0 ] && [ $(wc -l < "$T/out") -eq 2 ]' "--prompts writes one line per prompt ($(cat "$T/err"))"
-check 'sed -n 1p "$T/out" | grep -q "\"completion\":\"[^\"]*Paris"' "--prompts: Paris in the first completion: $(sed -n 1p "$T/out" | cut -c1-300)"
-check 'sed -n 1p "$T/out" | grep -q "\"prompt\":\"<|im_start|>system\\\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\\\n<|im_start|>user\\\\nWhat is the capital of France?<|im_end|>\\\\n<|im_start|>assistant\\\\n\""' "--prompts applies the model's own template (SmolLM2's default system message)"
+check 'sed -n 1p "$T/out" | grep -q "\"completion\":\"[^\"]*Berlin"' "--prompts: Berlin in the first completion: $(sed -n 1p "$T/out" | cut -c1-300)"
+check 'sed -n 1p "$T/out" | grep -q "\"prompt\":\"<|im_start|>system\\\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\\\n<|im_start|>user\\\\nWhat is the capital of Germany?<|im_end|>\\\\n<|im_start|>assistant\\\\n\""' "--prompts applies the model's own template (SmolLM2's default system message)"
 check '[ $(grep -c "\"finish_reason\":\"stop\"" "$T/out") -ge 1 ]' "a completion stops at <|im_end|>"
 check 'grep -q "tokens/s" "$T/err"' "generate reports tokens/s"
 for i in 1 2; do echo "completion $i: $(sed -n ${i}p "$T/out" | sed 's/.*"completion":"\([^"]*\)".*/\1/')"; done
