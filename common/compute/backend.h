@@ -198,6 +198,41 @@ typedef struct Backend {
     void (*attention_forward_cached_window)(float *out, const float *qkv, float *kcache, float *vcache,
                                             const int32_t *slots, const int32_t *past, const int32_t *seq_start,
                                             int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window);
+
+    /* ---- Gemma 2 / 3 pieces ----
+     * Optional (NULL where a backend lacks them; model_create then refuses a
+     * model that needs them). The window ops above with the score scale
+     * given (Gemma: query_pre_attn_scalar^-1/2 instead of hd^-1/2) and
+     * Gemma 2's soft cap on the scores, s -> softcap * tanh(s / softcap)
+     * before the softmax (softcap 0: none). */
+    void (*attention_forward_ext)(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                  const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd, int window,
+                                  float scale, float softcap);
+    void (*attention_backward_ext)(float *dqkv, const float *dout, const float *out, const float *lse,
+                                   const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                   int n_seqs, int N, int Hq, int Hkv, int hd, int window, float scale,
+                                   float softcap);
+    void (*attention_forward_cached_ext)(float *out, const float *qkv, float *kcache, float *vcache,
+                                         const int32_t *slots, const int32_t *past, const int32_t *seq_start,
+                                         int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window,
+                                         float scale, float softcap);
+    /* GeGLU over gate_up[N, 2F] (gate | up): out[N,F] = gelu_tanh(gate) * up */
+    void (*geglu_forward)(float *out, const float *gate_up, int N, int F);
+    void (*geglu_backward)(float *dgate_up, const float *dout, const float *gate_up, int N, int F);
+    /* In place x = cap * tanh(x / cap) (Gemma's final logit soft cap). */
+    void (*softcap_forward)(float *x, size_t n, float cap);
+    /* logprobs_backward on capped logits y = cap * tanh(x / cap): logits
+     * (holding y) becomes the gradient wrt the uncapped x. */
+    void (*logprobs_backward_softcap)(float *logits, const float *dlogp, const float *lse, const int32_t *tgt,
+                                      int n, int V, float cap);
+    /* Per-head RMSNorm in place (Gemma 3's q_norm / k_norm): N tokens, rows
+     * ld floats apart, each holding H heads of hd floats from x; every head
+     * is normalised over its hd values and multiplied by w[hd]; rstd[N*H]. */
+    void (*head_rmsnorm_forward)(float *x, float *rstd, const float *w, int N, int ld, int H, int hd, float eps);
+    /* dx (same layout, in place) becomes the gradient wrt the input inp
+     * (same layout, before normalisation); dw[hd] += (may be NULL). */
+    void (*head_rmsnorm_backward)(float *dx, float *dw, const float *inp, const float *w, const float *rstd, int N,
+                                  int ld, int H, int hd);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */
