@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_config_gemma.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ reading */
@@ -230,8 +231,13 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
     else if (mt ? (!strcmp(mt, "llama") || !strcmp(mt, "mistral"))
                 : (has_arch(r, "Llama") || has_arch(r, "Mistral")))
         rc = parse_llama(r, &c, origin, 0);
+    else if (mt ? !strcmp(mt, "gemma2") : has_arch(r, "Gemma2"))
+        rc = model_config_parse_gemma(r, &c, origin, 2);
+    else if (mt ? !strcmp(mt, "gemma3_text") : has_arch(r, "Gemma3ForCausalLM"))
+        rc = model_config_parse_gemma(r, &c, origin, 3);
     else
-        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, mistral)",
+        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, mistral, gemma2, "
+                          "gemma3_text)",
                           origin, mt ? mt : "(missing)");
     if (rc == 0) {
         c.bos_id = c.eos_id = c.pad_id = -1;
@@ -313,6 +319,10 @@ char *model_config_to_hf_json(const ModelConfig *c) {
      * q/k/v biases is a Mistral */
     int mistral = c->arch == ARCH_LLAMA && !qwen2 && c->sliding_window > 0;
     const char *arch;
+    if (c->gemma) {
+        model_config_write_gemma(r, c, classifier);
+        goto ids;
+    }
     if (c->arch == ARCH_GPT2) arch = classifier ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
     else if (qwen2) arch = classifier ? "Qwen2ForSequenceClassification" : "Qwen2ForCausalLM";
     else if (mistral) arch = classifier ? "MistralForSequenceClassification" : "MistralForCausalLM";
@@ -378,6 +388,7 @@ char *model_config_to_hf_json(const ModelConfig *c) {
             }
         }
     }
+ids:
     add_id(r, "bos_token_id", c->bos_id);
     add_id(r, "eos_token_id", c->eos_id);
     add_id(r, "pad_token_id", c->pad_id);
