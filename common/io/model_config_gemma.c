@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -175,7 +176,10 @@ int model_config_parse_gemma(const cJSON *r, ModelConfig *c, const char *origin,
 /* Floats keep a decimal point (transformers checks some with isinstance float). */
 static void add_f(cJSON *o, const char *key, float x) {
     char buf[48];
-    snprintf(buf, sizeof buf, "%.9g", (double)x);
+    for (int prec = 6; prec <= 9; prec++) { /* the shortest decimal that reads back as x */
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
     if (!strpbrk(buf, ".eEn")) strcat(buf, ".0");
     cJSON_AddRawToObject(o, key, buf);
 }
@@ -200,7 +204,10 @@ void model_config_write_gemma(cJSON *r, const ModelConfig *c, int classifier) {
     cJSON_AddBoolToObject(r, "tie_word_embeddings", c->tied_embeddings != 0);
     cJSON_AddFalseToObject(r, "attention_bias");
     cJSON_AddNumberToObject(r, "attention_dropout", 0.0);
-    add_f(r, "query_pre_attn_scalar", c->attn_scalar > 0 ? c->attn_scalar : (float)c->head_dim);
+    /* an int in transformers 5's strict Gemma configs */
+    float qpas = c->attn_scalar > 0 ? c->attn_scalar : (float)c->head_dim;
+    if (qpas == floorf(qpas)) cJSON_AddNumberToObject(r, "query_pre_attn_scalar", qpas);
+    else add_f(r, "query_pre_attn_scalar", qpas);
     if (c->attn_softcap > 0) add_f(r, "attn_logit_softcapping", c->attn_softcap);
     else cJSON_AddNullToObject(r, "attn_logit_softcapping");
     if (c->final_softcap > 0) add_f(r, "final_logit_softcapping", c->final_softcap);
