@@ -218,7 +218,7 @@ static void test_fixture(const char *name) {
     check_gradients(name, b.model, &r);
     check_decode(name, b.model, &r);
     check_export_roundtrip(name, b.model, &r);
-    if (getenv("GEMMA_GGUF")) check_gguf(name, b.model, &r);
+    check_gguf(name, b.model, &r);
     model_bundle_free(&b);
 }
 
