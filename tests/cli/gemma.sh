@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Gemma 2 and Gemma 3 through the programs (tests/fixtures/gemma, tiny
+# random models; their maths against transformers is test_model_gemma):
+#  - ckpt_convert reads the Hugging Face directory and the GGUF and writes
+#    a .ckpt and a Hugging Face directory that keeps model_type;
+#  - sft_run trains each (the loss falls, every step finite) and the result
+#    generates greedily, reproducibly.
+set -u
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+FIX=$HERE/../fixtures/gemma
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib/check.sh"
+
+python3 - "$T/sft.jsonl" <<'PY'
+import json, sys
+qa = [("what is two plus two", "four"), ("name a color", "blue"), ("say hi", "hi there")]
+with open(sys.argv[1], "w") as f:
+    for i in range(24):
+        q, a = qa[i % 3]
+        f.write(json.dumps({"question": q, "answer": a}) + "\n")
+PY
+echo '{"prompt": "say hi"}' > "$T/p.jsonl"
+
+for v in gemma2 gemma3; do
+  "$BIN/ckpt_convert" "$FIX/$v" "$T/$v.ckpt" 2>"$T/err"
+  check "$v: ckpt_convert HF dir -> .ckpt ($(tail -1 "$T/err"))" "[ -s $T/$v.ckpt ]"
+  "$BIN/ckpt_convert" "$FIX/$v/model.gguf" "$T/$v-gguf.ckpt" 2>"$T/err"
+  check "$v: ckpt_convert GGUF -> .ckpt ($(tail -1 "$T/err"))" "[ -s $T/$v-gguf.ckpt ]"
+  "$BIN/sft_run" --model "$T/$v.ckpt" --data "$T/sft.jsonl" --lr 1e-2 --batch-size 4 --max-length 32 \
+    --max-steps 12 --out "$T/$v-sft.ckpt" --metrics "$T/$v.jsonl" 2>"$T/err"
+  check "$v: sft_run exits 0 ($(tail -1 "$T/err"))" "[ $? -eq 0 ] && [ -s $T/$v-sft.ckpt ]"
+  check "$v: the SFT loss falls and stays finite" "python3 - $T/$v.jsonl <<'PY'
+import json, math, sys
+loss = [r['loss'] for r in map(json.loads, open(sys.argv[1])) if 'loss' in r]
+sys.exit(0 if len(loss) == 12 and all(math.isfinite(x) for x in loss) and loss[-1] < loss[0] else 1)
+PY"
+  "$BIN/generate" --model "$T/$v-sft.ckpt" --prompts "$T/p.jsonl" --temperature 0 --max-new-tokens 6 > "$T/g1" 2>"$T/err"
+  "$BIN/generate" --model "$T/$v-sft.ckpt" --prompts "$T/p.jsonl" --temperature 0 --max-new-tokens 6 --batch-size 1 --prefill-chunk 2 > "$T/g2" 2>/dev/null
+  check "$v: generate writes a completion ($(tail -1 "$T/err"))" "grep -q '\"completion\"' $T/g1"
+  check "$v: greedy text does not depend on prefill chunking" \
+    "[ \"\$(grep -o '\"completion\":\"[^\"]*\"' $T/g1)\" = \"\$(grep -o '\"completion\":\"[^\"]*\"' $T/g2)\" ]"
+  "$BIN/ckpt_convert" "$T/$v-sft.ckpt" "$T/$v-hf" 2>"$T/err"
+  want=$([ $v = gemma2 ] && echo gemma2 || echo gemma3_text)
+  check "$v: the HF export says model_type $want" "grep -q '\"model_type\":[[:space:]]*\"$want\"' $T/$v-hf/config.json"
+done
+finish
