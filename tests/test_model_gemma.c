@@ -222,8 +222,26 @@ static void test_fixture(const char *name) {
     model_bundle_free(&b);
 }
 
+/* Gemma 3 with a vision tower (model_type gemma3): the text model imports
+ * from text_config and model.language_model.*, and exports as gemma3_text. */
+static void test_multimodal_text(void) {
+    Ref r;
+    CHECK(read_ref("gemma3_mm", &r) == 0, "gemma3_mm: reference.json: %s", align_error());
+    ModelBundle b;
+    CHECK(hf_import_dir(FIX "gemma3_mm", &backend_cpu, &b) == 0, "gemma3_mm: import: %s", align_error());
+    if (!b.model) return;
+    CHECK(b.model->cfg.gemma == 3 && b.model->cfg.qk_norm && b.model->cfg.n_layers == 4,
+          "gemma3_mm: text_config read as a Gemma 3 text model");
+    double d = logprob_diff(b.model, &r);
+    printf("gemma3_mm: text log-probs vs transformers' Gemma3ForConditionalGeneration: %.2g\n", d);
+    CHECK(d < 1e-4, "gemma3_mm: log-probs differ from transformers' by %.3g", d);
+    check_export_roundtrip("gemma3_mm", b.model, &r);
+    model_bundle_free(&b);
+}
+
 int main(void) {
     test_fixture("gemma2");
     test_fixture("gemma3");
+    test_multimodal_text();
     return test_summary();
 }

@@ -225,6 +225,7 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
     ModelConfig c;
     memset(&c, 0, sizeof c);
     const char *mt = get_str(r, "model_type");
+    const cJSON *gemma_text = NULL; /* gemma3's text_config */
     int rc;
     if (mt ? strcmp(mt, "gpt2") == 0 : has_arch(r, "GPT2")) rc = parse_gpt2(r, &c, origin);
     else if (mt ? strcmp(mt, "qwen2") == 0 : has_arch(r, "Qwen2")) rc = parse_llama(r, &c, origin, 1);
@@ -235,6 +236,16 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
         rc = model_config_parse_gemma(r, &c, origin, 2);
     else if (mt ? !strcmp(mt, "gemma3_text") : has_arch(r, "Gemma3ForCausalLM"))
         rc = model_config_parse_gemma(r, &c, origin, 3);
+    else if (mt && !strcmp(mt, "gemma3")) {
+        /* Gemma 3 with its vision tower: the text model is text_config
+         * (hf_import finds its tensors under language_model); the tower
+         * and projector are left behind */
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(r, "text_config");
+        rc = cJSON_IsObject(tc) ? model_config_parse_gemma(tc, &c, origin, 3)
+                                : align_errorf("%s: model_type gemma3 without a text_config object", origin);
+        if (rc == 0 && cJSON_IsObject(tc)) gemma_text = tc;
+        c.final_softcap = 0; /* Gemma3ForConditionalGeneration never applies it */
+    }
     else
         rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, mistral, gemma2, "
                           "gemma3_text)",
@@ -246,6 +257,12 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
                      get_int(r, "pad_token_id", &c.pad_id, origin)
                  ? -1
                  : 0;
+        if (rc == 0 && gemma_text && c.bos_id < 0 && c.eos_id < 0)
+            rc = get_int(gemma_text, "bos_token_id", &c.bos_id, origin) ||
+                         get_int(gemma_text, "eos_token_id", &c.eos_id, origin) ||
+                         get_int(gemma_text, "pad_token_id", &c.pad_id, origin)
+                     ? -1
+                     : 0;
     }
     if (rc == 0) {
         /* Heads: a sequence classifier with one label is a value/reward
