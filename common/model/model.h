@@ -7,6 +7,12 @@
  *          grouped-query attention, optional q/k/v bias (Qwen2), optional
  *          tied embeddings (SmolLM2), optional sliding-window attention on
  *          the later layers (Mistral, Qwen2).
+ *   Gemma 2 / 3 (text): the Llama decoder with RMSNorm scaling by (1 + w),
+ *          embeddings times sqrt(hidden), post-attention and pre/post-MLP
+ *          norms, GeGLU, attention scale query_pre_attn_scalar^-1/2,
+ *          attention and final logit soft caps (Gemma 2), q/k norms and
+ *          per-layer RoPE bases (Gemma 3), sliding layers in a repeating
+ *          pattern. Needs the backend's optional Gemma ops (CPU only).
  * Heads: the LM head (per-token log-probs of given targets) and a scalar
  * value/score head (`score.weight`, reward models and critics) on the final
  * normalised hidden state.

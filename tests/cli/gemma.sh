@@ -3,6 +3,7 @@
 # random models; their maths against transformers is test_model_gemma):
 #  - ckpt_convert reads the Hugging Face directory and the GGUF and writes
 #    a .ckpt and a Hugging Face directory that keeps model_type;
+#  - GGUF out refuses a Gemma (not written yet) with one clear sentence;
 #  - sft_run trains each (the loss falls, every step finite) and the result
 #    generates greedily, reproducibly.
 set -u
@@ -45,4 +46,7 @@ PY"
   want=$([ $v = gemma2 ] && echo gemma2 || echo gemma3_text)
   check "$v: the HF export says model_type $want" "grep -q '\"model_type\":[[:space:]]*\"$want\"' $T/$v-hf/config.json"
 done
+"$BIN/ckpt_convert" "$T/gemma2.ckpt" "$T/g.gguf" 2>"$T/err"
+check "GGUF out refuses a Gemma with one sentence naming the way round" \
+  "[ \$? -ne 0 ] && [ ! -e $T/g.gguf ] && grep -q 'convert_hf_to_gguf' $T/err"
 finish
