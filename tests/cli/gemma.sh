@@ -5,7 +5,8 @@
 #    a .ckpt and a Hugging Face directory that keeps model_type;
 #  - GGUF out refuses a Gemma (not written yet) with one clear sentence;
 #  - sft_run trains each (the loss falls, every step finite) and the result
-#    generates greedily, reproducibly.
+#    generates greedily, reproducibly; dpo_run trains LoRA adapters on a
+#    q4_0 base (first loss ln 2).
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,14 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"question": q, "answer": a}) + "\n")
 PY
 echo '{"prompt": "say hi"}' > "$T/p.jsonl"
+python3 - "$T/prefs.jsonl" <<'PY'
+import json, sys
+pairs = [("what is two plus two", "four", "five"), ("name a color", "blue", "table"), ("say hi", "hi there", "go away")]
+with open(sys.argv[1], "w") as f:
+    for i in range(12):
+        p, c, r = pairs[i % 3]
+        f.write(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n")
+PY
 
 for v in gemma2 gemma3; do
   "$BIN/ckpt_convert" "$FIX/$v" "$T/$v.ckpt" 2>"$T/err"
@@ -42,6 +51,15 @@ PY"
   check "$v: generate writes a completion ($(tail -1 "$T/err"))" "grep -q '\"completion\"' $T/g1"
   check "$v: greedy text does not depend on prefill chunking" \
     "[ \"\$(grep -o '\"completion\":\"[^\"]*\"' $T/g1)\" = \"\$(grep -o '\"completion\":\"[^\"]*\"' $T/g2)\" ]"
+  # DPO with LoRA on a 4-bit base (q|k|v, gate|up as fused quantised matrices; pairs share their prompt)
+  "$BIN/dpo_run" --policy "$T/$v.ckpt" --data "$T/prefs.jsonl" --lr 1e-2 --batch-size 2 --max-length 32 \
+    --lora-rank 4 --quantize-base q4_0 --max-steps 4 --out "$T/$v-dpo.ckpt" --metrics "$T/$v-dpo.jsonl" 2>"$T/err"
+  check "$v: dpo_run with LoRA on a q4_0 base exits 0 ($(tail -1 "$T/err"))" "[ $? -eq 0 ] && [ -s $T/$v-dpo.ckpt ]"
+  check "$v: DPO's first loss is ln 2 (policy == reference)" "python3 - $T/$v-dpo.jsonl <<'PY'
+import json, math, sys
+loss = [r['loss'] for r in map(json.loads, open(sys.argv[1])) if 'loss' in r]
+sys.exit(0 if loss and abs(loss[0] - math.log(2)) < 1e-4 and all(math.isfinite(x) for x in loss) else 1)
+PY"
   "$BIN/ckpt_convert" "$T/$v-sft.ckpt" "$T/$v-hf" 2>"$T/err"
   want=$([ $v = gemma2 ] && echo gemma2 || echo gemma3_text)
   check "$v: the HF export says model_type $want" "grep -q '\"model_type\":[[:space:]]*\"$want\"' $T/$v-hf/config.json"
