@@ -239,7 +239,24 @@ static void test_multimodal_text(void) {
     model_bundle_free(&b);
 }
 
+/* A backend without the Gemma ops (CUDA today) refuses such a model by
+ * name instead of running the Llama maths. */
+static void test_backend_without_ops(void) {
+    Backend be = backend_cpu;
+    be.name = "test-without-gemma-ops";
+    be.geglu_forward = NULL;
+    ModelBundle b;
+    CHECK(hf_import_dir(FIX "gemma3", &backend_cpu, &b) == 0, "gemma3: import: %s", align_error());
+    if (!b.model) return;
+    Model *m = model_create(&b.model->cfg, &be);
+    CHECK(m == NULL && strstr(align_error(), "--device cpu") && strstr(align_error(), "test-without-gemma-ops"),
+          "a backend without GeGLU accepted a Gemma (%s)", m ? "created" : align_error());
+    model_free(m);
+    model_bundle_free(&b);
+}
+
 int main(void) {
+    test_backend_without_ops();
     test_fixture("gemma2");
     test_fixture("gemma3");
     test_multimodal_text();
