@@ -225,14 +225,17 @@ typedef struct Backend {
      * (holding y) becomes the gradient wrt the uncapped x. */
     void (*logprobs_backward_softcap)(float *logits, const float *dlogp, const float *lse, const int32_t *tgt,
                                       int n, int V, float cap);
-    /* Per-head RMSNorm in place (Gemma 3's q_norm / k_norm): N tokens, rows
-     * ld floats apart, each holding H heads of hd floats from x; every head
-     * is normalised over its hd values and multiplied by w[hd]; rstd[N*H]. */
-    void (*head_rmsnorm_forward)(float *x, float *rstd, const float *w, int N, int ld, int H, int hd, float eps);
-    /* dx (same layout, in place) becomes the gradient wrt the input inp
-     * (same layout, before normalisation); dw[hd] += (may be NULL). */
-    void (*head_rmsnorm_backward)(float *dx, float *dw, const float *inp, const float *w, const float *rstd, int N,
-                                  int ld, int H, int hd);
+    /* Per-head RMSNorm of q and k (Qwen3's and Gemma 3's q_norm / k_norm),
+     * in place in qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq
+     * query heads by wq[hd], each of the Hkv key heads by wk[hd], v
+     * untouched. saved [N, (Hq+Hkv)*hd] receives the inputs and rstd
+     * [N*(Hq+Hkv)] their 1/rms for backward; both may be NULL (inference). */
+    void (*head_rmsnorm_forward)(float *qkv, float *saved, float *rstd, const float *wq, const float *wk, int N,
+                                 int Hq, int Hkv, int hd, float eps);
+    /* dqkv's q and k parts turn in place from d(normed) into d(input);
+     * dwq, dwk += (either may be NULL when frozen). */
+    void (*head_rmsnorm_backward)(float *dqkv, float *dwq, float *dwk, const float *saved, const float *rstd,
+                                  const float *wq, const float *wk, int N, int Hq, int Hkv, int hd);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */

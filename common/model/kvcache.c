@@ -19,7 +19,7 @@ struct KVCache {
     /* per-call scratch, grown as needed */
     int cap;
     float *x, *norm, *qkv, *attn, *tmp, *up, *act, *stats, *last_h, *logits;
-    float *post, *qk_rstd;   /* Gemma: an output before its post norm; q/k norm rstd */
+    float *post;             /* Gemma: an output before its post norm */
     int32_t *tokens, *pos, *last_rows;
 };
 
@@ -58,7 +58,7 @@ KVCache *kvcache_create(Model *m, int n_slots, int max_len) {
 static void scratch_free(KVCache *kv) {
     const Backend *be = kv->m->be;
     float **f[] = {&kv->x,     &kv->norm,   &kv->qkv,    &kv->attn, &kv->tmp,  &kv->up,
-                   &kv->act,   &kv->stats,  &kv->last_h, &kv->logits, &kv->post, &kv->qk_rstd};
+                   &kv->act,   &kv->stats,  &kv->last_h, &kv->logits, &kv->post};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         be->free(*f[i]);
         *f[i] = NULL;
@@ -124,8 +124,7 @@ static int scratch_reserve(KVCache *kv, int N, int n_seqs) {
     kv->pos = be->alloc(n * 4);
     kv->last_rows = be->alloc(n * 4);
     kv->post = be->alloc(n * d * 4);
-    kv->qk_rstd = be->alloc(n * (size_t)(c->n_heads + c->n_kv_heads) * 4);
-    if (!kv->post || !kv->qk_rstd ||!kv->x || !kv->norm || !kv->qkv || !kv->attn || !kv->tmp || !kv->up || !kv->act || !kv->stats ||
+    if (!kv->post ||!kv->x || !kv->norm || !kv->qkv || !kv->attn || !kv->tmp || !kv->up || !kv->act || !kv->stats ||
         !kv->last_h || !kv->logits || !kv->tokens || !kv->pos || !kv->last_rows) {
         scratch_free(kv);
         return align_errorf("out of memory for cached decoding of %d tokens", N);
@@ -193,11 +192,9 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *slots, const Batc
         norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, kv->qkv, kv->norm, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, kv->norm, kv->qkv, q, N, 0);
-        if (c->qk_norm) {
-            be->head_rmsnorm_forward(kv->qkv, kv->qk_rstd, w->q_norm_w, N, q, c->n_heads, c->head_dim, c->norm_eps);
-            be->head_rmsnorm_forward(kv->qkv + (size_t)c->n_heads * c->head_dim, kv->qk_rstd, w->k_norm_w, N, q,
-                                     c->n_kv_heads, c->head_dim, c->norm_eps);
-        }
+        if (c->qk_norm)
+            be->head_rmsnorm_forward(kv->qkv, NULL, NULL, w->q_norm, w->k_norm, N, c->n_heads, c->n_kv_heads,
+                                     c->head_dim, c->norm_eps);
         if (c->arch == ARCH_LLAMA)
             be->rope_forward(kv->qkv, kv->pos, model_layer_rope_inv_freq(m, l), N, c->n_heads, c->n_kv_heads,
                              c->head_dim);

@@ -47,9 +47,9 @@ struct ModelActs {
     float *inv_freq;         /* [hd/2] RoPE frequencies (backend) */
     float *inv_freq_local;   /* [hd/2] sliding layers' (rope_local_theta), or NULL */
     /* Gemma (sandwich_norms): attention and MLP outputs before their post
-     * norms [L][N,d], and those norms' stats [L][2N]; qk_norm: q|k|v before
-     * the norms [L][N,qkv_dim] and the per-head rstd [L][N*(Hq+Hkv)] */
-    float *o_out, *f_out, *stats_pa, *stats_pf, *qkv_raw, *qk_rstd;
+     * norms [L][N,d], and those norms' stats [L][2N] */
+    float *o_out, *f_out, *stats_pa, *stats_pf;
+    float *qkn, *qkn_rstd;   /* qk_norm: [L][N,(Hq+Hkv)*hd] q and k before their norm, [L][N*(Hq+Hkv)] */
 };
 
 /* ------------------------------------------------------------ config */
@@ -291,8 +291,8 @@ static void bind_views(Model *m, ModelTensors *v, float *base, int grads) {
                 t->norm2_w = TL("model.layers.%d.pre_feedforward_layernorm.weight");
                 t->post_ffn_norm_w = TL("model.layers.%d.post_feedforward_layernorm.weight");
             }
-            t->q_norm_w = TL("model.layers.%d.self_attn.q_norm.weight");
-            t->k_norm_w = TL("model.layers.%d.self_attn.k_norm.weight");
+            t->q_norm = TL("model.layers.%d.self_attn.q_norm.weight");
+            t->k_norm = TL("model.layers.%d.self_attn.k_norm.weight");
             t->w_gate = TL("model.layers.%d.mlp.gate_proj.weight");
             t->w_up = TL("model.layers.%d.mlp.up_proj.weight");
             t->b_up = NULL;
@@ -781,8 +781,8 @@ const ModelTensors *model_norm_weights(Model *m) {
         EFF(t->norm2_w, w->norm2_w, d);
         EFF(t->post_attn_norm_w, w->post_attn_norm_w, d);
         EFF(t->post_ffn_norm_w, w->post_ffn_norm_w, d);
-        EFF(t->q_norm_w, w->q_norm_w, hd);
-        EFF(t->k_norm_w, w->k_norm_w, hd);
+        EFF(t->q_norm, w->q_norm, hd);
+        EFF(t->k_norm, w->k_norm, hd);
     }
     EFF(m->wn.normf_w, m->w.normf_w, d);
 #undef EFF
@@ -808,7 +808,8 @@ static int acts_reserve(Model *m, int N) {
     size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
     size_t n = N;
     size_t sand = c->sandwich_norms ? 2 * n * d + 4 * n : 0;
-    size_t qkn = c->qk_norm ? n * q + n * (size_t)(c->n_heads + c->n_kv_heads) : 0;
+    size_t qkh = c->qk_norm ? (size_t)(c->n_heads + c->n_kv_heads) : 0; /* normed heads per token */
+    size_t qkn = n * qkh * c->head_dim + n * qkh;
     size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
                        H * n + n * u + n * F + sand + qkn;
     size_t total = L * per_layer + (L + 1) * n * d + n * d + 2 * n /* normf */ +
@@ -852,8 +853,8 @@ static int acts_reserve(Model *m, int N) {
         TAKE(stats_pf, L * 2 * n);
     }
     if (c->qk_norm) {
-        TAKE(qkv_raw, L * n * q);
-        TAKE(qk_rstd, L * n * (size_t)(c->n_heads + c->n_kv_heads));
+        TAKE(qkn, L * n * qkh * c->head_dim);
+        TAKE(qkn_rstd, L * n * qkh);
     }
 #undef TAKE
     a->cap = N;
@@ -967,12 +968,9 @@ int model_forward(Model *m, const Batch *b) {
         norm_forward(m, norm1, a->stats1 + k * 2 * n, in, w->norm1_w, w->norm1_b, N);
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, norm1, qkv, (int)q, N, 1);
-        if (c->qk_norm) {
-            float *raw = a->qkv_raw + k * n * q, *rstd = a->qk_rstd + k * n * HQK;
-            be->copy(raw, qkv, n * q * sizeof(float));
-            be->head_rmsnorm_forward(qkv, rstd, w->q_norm_w, N, (int)q, Hq, hd, c->norm_eps);
-            be->head_rmsnorm_forward(qkv + (size_t)Hq * hd, rstd + n * Hq, w->k_norm_w, N, (int)q, Hkv, hd, c->norm_eps);
-        }
+        if (c->qk_norm)
+            be->head_rmsnorm_forward(qkv, a->qkn + k * n * HQK * hd, a->qkn_rstd + k * n * HQK, w->q_norm, w->k_norm, N,
+                                     Hq, Hkv, hd, c->norm_eps);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
         int window = model_layer_window(c, l);
         if (model_attn_ext(c))
@@ -1263,12 +1261,9 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                    a->n_seqs, N, Hq, Hkv, hd);
         if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
-        if (c->qk_norm) {
-            const float *raw = a->qkv_raw + l * n * q, *rstd = a->qk_rstd + l * n * HQK;
-            be->head_rmsnorm_backward(a->dqkv, g->q_norm_w, raw, w->q_norm_w, rstd, N, (int)q, Hq, hd);
-            be->head_rmsnorm_backward(a->dqkv + (size_t)Hq * hd, g->k_norm_w, raw + (size_t)Hq * hd, w->k_norm_w,
-                                      rstd + n * Hq, N, (int)q, Hkv, hd);
-        }
+        if (c->qk_norm)
+            be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * HQK * hd, a->qkn_rstd + l * n * HQK,
+                                      w->q_norm, w->k_norm, N, Hq, Hkv, hd);
         float *dw[3] = {g->wq, g->wk, g->wv};
         float *db[3] = {g->bq, g->bk, g->bv};
         int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};

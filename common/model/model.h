@@ -148,7 +148,8 @@ typedef struct {
     float *w_down, *b_down;
     /* Gemma: post_attention_layernorm (on the attention output; norm2 is then
      * pre_feedforward_layernorm), post_feedforward_layernorm, q_norm, k_norm */
-    float *post_attn_norm_w, *post_ffn_norm_w, *q_norm_w, *k_norm_w;
+    float *post_attn_norm_w, *post_ffn_norm_w;
+    float *q_norm, *k_norm;             /* per-head q/k norms [head_dim] (Qwen3, Gemma 3); NULL otherwise */
 } LayerTensors;
 
 typedef struct {
