@@ -5,7 +5,7 @@
  *
  *   bench_dpo_memory [--gguf cache/SmolLM2-135M-Instruct.Q4_1.gguf] [--steps N]
  *                    [--pairs P] [--prompt T] [--completion T] [--rank R]
- *                    [--modes full,lora,lora_q4,lora_nf4,lora_fp4]
+ *                    [--modes full,lora,lora_q4,lora_nf4,lora_fp4,dora,ia3]
  *
  * Each mode runs in its own child process, so its peak resident memory
  * (VmHWM from /proc/self/status) is its own: model(s), gradients, AdamW
@@ -18,6 +18,8 @@
  *            the file's Q4_1 blocks as stored; random weights: Q4_0)
  *   lora_nf4 / lora_fp4  the base in QLoRA's NF4 / FP4 with double
  *            quantisation (with --gguf: every linear weight re-quantised)
+ *   dora / ia3  peft's DoRA (rank --rank, every linear) and IA3 (k, v,
+ *            down) adapters on the fp32 base, reference = adapters off
  * then the sigmoid loss, backward and AdamW (clip 1.0). Random weights
  * unless --gguf; random tokens (speed and memory don't depend on them). */
 #include <stdio.h>
@@ -89,6 +91,7 @@ static Model *load(const Opts *o, int quant) {
 
 static int run_mode(const Opts *o, const char *mode, Result *r) {
     int lora = strcmp(mode, "full") != 0;
+    int method = !strcmp(mode, "dora") ? LORA_METHOD_DORA : !strcmp(mode, "ia3") ? LORA_METHOD_IA3 : LORA_METHOD_LORA;
     int quant = !strcmp(mode, "lora_q4") ? QUANT_Q4_0 : !strcmp(mode, "lora_nf4") ? QUANT_NF4 : !strcmp(mode, "lora_fp4") ? QUANT_FP4 : 0;
     Model *m = load(o, quant), *ref = NULL;
     if (!m) return -1;
@@ -96,6 +99,8 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
         LoraConfig lc;
         lora_config_defaults(&lc);
         lc.rank = o->rank, lc.alpha = 2.0f * o->rank;
+        lc.method = method;
+        if (method == LORA_METHOD_IA3) lc.targets = 0; /* peft's IA3 targets */
         if (model_lora_attach(m, &lc)) return -1;
         ref = m; /* the base, adapters off */
     } else {
@@ -160,7 +165,7 @@ static int run_mode(const Opts *o, const char *mode, Result *r) {
 }
 
 int main(int argc, char **argv) {
-    Opts o = {NULL, "full,lora,lora_q4,lora_nf4,lora_fp4", 2, 1, 64, 192, 16};
+    Opts o = {NULL, "full,lora,lora_q4,lora_nf4,lora_fp4,dora,ia3", 2, 1, 64, 192, 16};
     CliFlag flags[] = {
         {"gguf", CLI_STRING, &o.gguf, "use this GGUF's weights (Q4 blocks kept for the 4-bit mode) instead of random ones"},
         {"steps", CLI_INT, &o.steps, "timed DPO steps per mode", CLI_AT_LEAST_1},
@@ -168,7 +173,7 @@ int main(int argc, char **argv) {
         {"prompt", CLI_INT, &o.prompt, "prompt tokens per sequence", CLI_AT_LEAST_1},
         {"completion", CLI_INT, &o.completion, "completion tokens per sequence", CLI_AT_LEAST_1},
         {"rank", CLI_INT, &o.rank, "LoRA rank", CLI_AT_LEAST_1},
-        {"modes", CLI_STRING, &o.modes, "comma list of modes to run: full, lora, lora_q4, lora_nf4, lora_fp4 (default all)"},
+        {"modes", CLI_STRING, &o.modes, "comma list of modes to run: full, lora, lora_q4, lora_nf4, lora_fp4, dora, ia3 (default all)"},
     };
     CliSpec spec = {.prog = "bench_dpo_memory", .usage = "bench_dpo_memory [flags]",
                     .about = "Peak memory and steps/s of DPO on the SmolLM2-135M shape: full fine-tuning, LoRA, LoRA on a Q4, NF4 or FP4 base (each mode in its own process); prints JSON.",
@@ -178,22 +183,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_dpo_memory: %s not found (scripts/fetch-smollm2.sh fetches it)\n", o.gguf);
         return 1;
     }
-    static const char *all[5] = {"full", "lora", "lora_q4", "lora_nf4", "lora_fp4"};
-    const char *modes[5];
+    static const char *all[7] = {"full", "lora", "lora_q4", "lora_nf4", "lora_fp4", "dora", "ia3"};
+    const char *modes[7];
     int n = 0;
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 7; k++) {
         size_t len = strlen(all[k]);
         for (const char *s = o.modes; *s;) {
             size_t w = strcspn(s, ",");
-            if (w == len && !strncmp(s, all[k], len)) modes[n++] = all[k];
+            if (w == len && !strncmp(s, all[k], len) && n < 7) modes[n++] = all[k];
             s += w + (s[w] == ',');
         }
     }
     if (!n) {
-        fprintf(stderr, "bench_dpo_memory: --modes %s: expected a comma list of full, lora, lora_q4, lora_nf4, lora_fp4\n", o.modes);
+        fprintf(stderr, "bench_dpo_memory: --modes %s: expected a comma list of full, lora, lora_q4, lora_nf4, lora_fp4, dora, ia3\n", o.modes);
         return 1;
     }
-    Result res[5];
+    Result res[7];
     for (int k = 0; k < n; k++) {
         int fd[2];
         memset(&res[k], 0, sizeof res[k]);

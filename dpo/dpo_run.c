@@ -46,6 +46,7 @@
 #include "kto_batch.h"
 #include "rm_model.h"
 #include "lora.h"
+#include "prompt_learning.h"
 #include "seq_logprobs.h"
 #include "trainer.h"
 #include "util.h"
@@ -383,8 +384,10 @@ static double *precompute(Dpo *d, const Dataset *data) {
     int *counts = malloc(2 * data->n * sizeof(int) + 1);
     DsSeq *seqs = pair_seqs(data, NULL, (int)data->n);
     int was = d->ref == d->policy ? model_lora_enable(d->policy, 0) : -1; /* the base, adapters off */
+    int was_virt = d->ref == d->policy ? model_prompt_enable(d->policy, 0) : -1; /* and virtual tokens */
     int bad = !table || !counts || !seqs || seq_logprobs(d->ref, seqs, 2 * (int)data->n, 2 * d->batch_size, 1, table, counts);
     if (was >= 0) model_lora_enable(d->policy, was);
+    if (was_virt >= 0) model_prompt_enable(d->policy, was_virt);
     if (bad) {
         if (!table || !counts || !seqs) align_errorf("out of memory");
         free(table);
@@ -604,9 +607,10 @@ int main(int argc, char **argv) {
         if (!(d.ref_train = read_ref_logprobs(ref_logprobs, d.train.n))) align_die_error(PROG);
         if (a.eval_data) precompute_ref = 1; /* eval still needs a reference pass */
     }
-    if (need_ref && d.policy->lora && !ref_path && (!d.ref_train || a.eval_data)) {
+    if (need_ref && (d.policy->lora || d.policy->prompt) && !ref_path && (!d.ref_train || a.eval_data)) {
         d.ref = d.policy; /* the base with adapters off */
-        fprintf(stderr, PROG ": reference = the base model (LoRA adapters off), no second copy\n");
+        fprintf(stderr, PROG ": reference = the base model (%s off), no second copy\n",
+                d.policy->lora ? "LoRA adapters" : "virtual tokens");
         if (precompute_ref) {
             if (!d.ref_train && !(d.ref_train = precompute(&d, &d.train))) align_die_error(PROG);
             if (a.eval_data && !(d.ref_eval = precompute(&d, &d.eval))) align_die_error(PROG);

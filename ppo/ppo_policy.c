@@ -27,21 +27,36 @@
  * frozen base; the critic stays a full model. The rollout workers attached
  * the same adapters to the same base, so the sync after an update sends the
  * adapters alone (ppo_sync.h); with full fine-tuning it sends every
- * parameter, as one raw frame read in place from the model's buffer. */
+ * parameter, as one raw frame read in place from the model's buffer.
+ *
+ * Data parallel (`mpirun -np N ppo_policy --bind EP`, or ppo_run
+ * --policy-ranks N): rank 0 serves the socket and passes every "setup" and
+ * "update" request on to the other ranks unchanged (MPI_Bcast of its
+ * bytes); every rank loads the same models and takes a contiguous 1/N of
+ * each minibatch; the loss is normalised by the whole minibatch's count
+ * (ppo_loss.h's denom), so the MPI_Allreduce sum of the ranks' gradients
+ * is the one-process gradient and every rank makes the same AdamW step.
+ * Values, weight sync and saves are rank 0's alone (the weights are the
+ * same on every rank). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "curve.h"
+#include "dist.h"
 #include "lora.h"
 #include "model_load.h"
 #include "optim.h"
 #include "peft.h"
+#include "peft_prompt.h"
 #include "ppo_batch.h"
 #include "ppo_math.h"
 #include "ppo_service.h"
@@ -123,7 +138,11 @@ static int do_setup(Policy *p, const WireMsg *m) {
     }
     /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
      * trained ones as extra tensors (its base is the same frozen base) */
-    int lora = ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    /* prompt / prefix tuning: the virtual tokens (a --resume .ckpt brought
+     * its own back when it was loaded) */
+    int virt = ppo_prompt_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    if (virt < 0) goto done;
+    int lora = virt ? 0 : ppo_lora_setup(p->actor.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
     if (lora < 0) goto done;
     if (resume) {
         int n = lora ? peft_adapter_from_extras(p->actor.model, &p->actor.extras) : 0;
@@ -134,7 +153,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         if (n < 0 || (lora && n == 0)) goto done;
     }
     p->base_fp = 0;
-    if (lora && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
+    if ((lora || virt) && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
     const char *cpath = resume_critic ? resume_critic : critic;
     if (cpath) {
         if (model_load_any(cpath, p->be, 0, &p->critic)) goto done;
@@ -218,6 +237,32 @@ static void gather(const float *src, const int32_t *roff, const int32_t *idx, in
     }
 }
 
+/* ppo_loss.h's denom for a minibatch: its response tokens under
+ * token-mean, else its number of sequences. */
+static double minibatch_denom(const PpoConfig *c, const int32_t *roff, const int32_t *idx, int n) {
+    if (c->loss_agg != PPO_AGG_TOKEN_MEAN) return n;
+    long t = 0;
+    for (int i = 0; i < n; i++) t += roff[idx[i] + 1] - roff[idx[i]];
+    return (double)t;
+}
+
+/* One optimizer step of the actor (and the critic) on the gradients the
+ * minibatch left, summed over the ranks first, and so are the ranks' parts
+ * of the minibatch's losses (loss_parts[3]: policy, surrogate, value). */
+static int step_models(Policy *p, Metrics *acc, double *loss_parts) {
+    Model *a = p->actor.model, *c = p->have_critic ? p->critic.model : NULL;
+    if (dist_size() > 1 && ((a->n_grad_elems && dist_allreduce_sum(a->grads, a->n_grad_elems)) ||
+                            (c && c->n_grad_elems && dist_allreduce_sum(c->grads, c->n_grad_elems)) ||
+                            dist_allreduce_sum_double(loss_parts, 3)))
+        return -1;
+    float lr = 0;
+    metrics_add(acc, "grad_norm", optim_step(p->oa, &lr), 1);
+    if (c) metrics_add(acc, "critic/grad_norm", optim_step(p->oc, NULL), 1);
+    metrics_set(acc, "lr", lr);
+    metrics_set(acc, "learning_rate", lr);
+    return 0;
+}
+
 static WireWriter *do_update(Policy *p, const WireMsg *m) {
     int32_t *pt = NULL, *po = NULL, *rt = NULL, *ro = NULL, *order = NULL;
     int np = 0, S = 0;
@@ -256,6 +301,8 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
     Metrics acc;
     metrics_clear(&acc);
     int use_tis = p->c.tis_cap > 0;
+    int rank = dist_rank(), world = dist_size();
+    double gap[3] = {0, 0, 0}; /* rollout vs policy log-probs: max |d|, sum |d|, tokens */
     if (use_tis) {
         /* Truncated importance sampling: the trainer's own log-probs of the
          * batch before any step (old), one forward pass in minibatches; the
@@ -265,13 +312,17 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
         int32_t *all = malloc((size_t)S * sizeof(int32_t));
         int rc = own && all ? 0 : align_errorf("out of memory");
         for (int i = 0; i < S; i++) all[i] = i;
-        for (int at = 0; !rc && at < S; at += mbs) {
+        /* chunk k on rank k % world; the others' tokens stay 0 for the sum */
+        if (own) memset(own, 0, (size_t)(T + 1) * sizeof(float));
+        for (int at = 0, k = 0; !rc && at < S; at += mbs, k++) {
             int n = S - at < mbs ? S - at : mbs;
+            if (k % world != rank) continue;
             PpoPacked b;
             if ((rc = ppo_pack(pt, po, rt, ro, all + at, n, &b))) break;
             rc = ppo_forward(p->actor.model, &b, own + ro[at], NULL);
             ppo_packed_free(&b);
         }
+        if (!rc && world > 1) rc = dist_allreduce_sum(own, (size_t)T);
         double gmax = 0, gsum = 0;
         for (long t = 0; !rc && t < T; t++) {
             double d = fabs((double)own[t] - (double)old[t]);
@@ -293,8 +344,18 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
         /* one order per (seed, iteration, epoch): a resumed run shuffles as the unbroken one did */
         trainer_epoch_order(seed + (int)(iteration * 7919), e, S, order);
         for (int at = 0; at < S; at += mbs) {
-            int n = S - at < mbs ? S - at : mbs;
-            const int32_t *idx = order + at;
+            int n_mb = S - at < mbs ? S - at : mbs;
+            /* this rank's contiguous shard; the loss is normalised by the
+             * whole minibatch's count, so the ranks' gradients sum to it */
+            int lo = (int)((long)n_mb * rank / world), hi = (int)((long)n_mb * (rank + 1) / world);
+            double denom = world > 1 ? minibatch_denom(&p->c, ro, order + at, n_mb) : 0;
+            const int32_t *idx = order + at + lo;
+            int n = hi - lo;
+            if (n == 0) { /* fewer sequences than ranks: this one adds nothing but joins the sums */
+                double none[3] = {0, 0, 0};
+                if (step_models(p, &acc, none)) goto done;
+                continue;
+            }
             PpoPacked b;
             if (ppo_pack(pt, po, rt, ro, idx, n, &b)) goto done;
             PpoSeqs seqs = {n, b.resp_off};
@@ -312,37 +373,43 @@ static WireWriter *do_update(Policy *p, const WireMsg *m) {
                  * those of the weights the rollout workers sampled with: the
                  * gap is the two engines' numerical mismatch (the whole batch
                  * when one minibatch is the batch, else its first minibatch) */
-                double gmax = 0, gsum = 0;
                 for (int i = 0; i < b.n_resp; i++) {
                     double d = fabs((double)b_lp[i] - (double)b_old[i]);
-                    gmax = d > gmax ? d : gmax;
-                    gsum += d;
+                    gap[0] = d > gap[0] ? d : gap[0];
+                    gap[1] += d;
                 }
-                metrics_set(&acc, "rollout/logp_diff_max", gmax);
-                metrics_set(&acc, "rollout/logp_diff_mean", b.n_resp ? gsum / b.n_resp : 0);
+                gap[2] += b.n_resp;
             }
             if (!rc)
-                rc = ppo_policy_loss_w(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, use_tis ? b_w : NULL, 0,
-                                       b_d, &pst);
+                rc = ppo_policy_loss_w(&p->c, &seqs, b_lp, b_old, b_adv, ref ? b_ref : NULL, b_ent, use_tis ? b_w : NULL,
+                                       denom, b_d, &pst);
             if (!rc) rc = ppo_backward(p->actor.model, &b, b_d, NULL);
             model_lora_train_mode(p->actor.model, 0, 0);
-            float lr = 0;
-            double gn = rc ? 0 : optim_step(p->oa, &lr);
             if (!rc && p->have_critic) {
                 rc = ppo_forward(p->critic.model, &b, NULL, b_v);
-                if (!rc) rc = ppo_value_loss(&p->c, &seqs, b_v, b_oldv, b_ret, 0, b_d, &vst);
+                if (!rc) rc = ppo_value_loss(&p->c, &seqs, b_v, b_oldv, b_ret, denom, b_d, &vst);
                 for (int i = 0; !rc && i < b.n_resp; i++) b_d[i] *= (float)p->c.vf_coef;
                 if (!rc) rc = ppo_backward(p->critic.model, &b, NULL, b_d);
-                if (!rc) metrics_add(&acc, "critic/grad_norm", optim_step(p->oc, NULL), 1);
             }
             tokens += b.p.batch.n_tokens;
             ppo_packed_free(&b);
             if (rc) goto done;
+            double parts[3] = {pst.loss, pst.pg_loss, p->have_critic ? vst.loss : 0};
+            if (step_models(p, &acc, parts)) goto done;
+            pst.loss = parts[0], pst.pg_loss = parts[1], vst.loss = parts[2];
             ppo_train_metrics_add(&acc, &p->c, &pst, p->have_critic ? &vst : NULL);
-            metrics_add(&acc, "grad_norm", gn, 1);
-            metrics_set(&acc, "lr", lr);
-            metrics_set(&acc, "learning_rate", lr);
         }
+    }
+    if (world > 1) { /* every rank's figures, merged (the gap: the largest, and the mean over all tokens) */
+        double tok = (double)tokens, sums[2] = {gap[1], gap[2]};
+        if (dist_merge_metrics(&acc) || dist_allreduce_sum_double(&tok, 1) || dist_allreduce_max_double(gap, 1) ||
+            dist_allreduce_sum_double(sums, 2))
+            goto done;
+        tokens = (long)tok, gap[1] = sums[0], gap[2] = sums[1];
+    }
+    if (!use_tis) {
+        metrics_set(&acc, "rollout/logp_diff_max", gap[0]);
+        metrics_set(&acc, "rollout/logp_diff_mean", gap[2] > 0 ? gap[1] / gap[2] : 0);
     }
     double dt = align_now() - t0;
     metrics_set(&acc, "update/tokens_per_s", dt > 0 ? tokens / dt : 0);
@@ -381,7 +448,15 @@ static void hold_release(void *data, void *hint) {
 /* Push the actor's weights (its adapters with LoRA) to every endpoint as a
  * "weights_raw" header + one raw frame sent in place; ok[i] = 1 when it
  * acked. *bytes: the payload size per worker. */
-static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms, uint8_t *ok, size_t *bytes) {
+/* CURVE for the rollout workers started by hand (ppo_run's sync request
+ * names them): the workers' public key and the key pair to connect as. */
+typedef struct {
+    const uint8_t *on; /* [n] 1: this endpoint needs CURVE (NULL: none does) */
+    const char *server_key, *secret_file;
+} SyncCurve;
+
+static int do_sync(Policy *p, char **eps, int n, const SyncCurve *cv, int64_t version, int timeout_ms, uint8_t *ok,
+                   size_t *bytes) {
     Model *a = p->actor.model;
     SyncHold *hold = calloc(1, sizeof *hold);
     if (!hold) return align_errorf("out of memory");
@@ -412,6 +487,11 @@ static int do_sync(Policy *p, char **eps, int n, int64_t version, int timeout_ms
             q->sock = zmq_socket(p->ctx, ZMQ_DEALER);
             int linger = 0;
             zmq_setsockopt(q->sock, ZMQ_LINGER, &linger, sizeof linger);
+            if (cv->on && cv->on[i] && curve_client_apply_key(q->sock, cv->server_key, cv->secret_file)) {
+                fprintf(stderr, "ppo_policy: weight sync to %s: %s\n", eps[i], align_error());
+                zmq_close(q->sock);
+                continue;
+            }
             if (zmq_connect(q->sock, eps[i])) {
                 zmq_close(q->sock);
                 continue;
@@ -497,7 +577,7 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
         b->extras.tensors = NULL;
         b->extras.n_tensors = 0;
         ckpt_extras_set(&b->extras.train_state, js);
-        if (m->lora) {
+        if (m->lora || m->prompt) {
             char dir[4096];
             if (adapter_dir) {
                 snprintf(dir, sizeof dir, "%s", adapter_dir);
@@ -507,9 +587,15 @@ static int save_one(ModelBundle *b, Optimizer *o, const char *path, const char *
                 if (len > 5 && !strncmp(path + len - 5, ".ckpt", 5)) len -= 5;
                 snprintf(dir, sizeof dir, "%.*s-adapter", (int)len, path);
             }
-            rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
-            ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
-            if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
+            if (m->prompt) { /* nothing merges: the .ckpt keeps the base and the virtual tokens */
+                rc = peft_prompt_save(dir, m, b->extras.base_model) ? -1 : 0;
+                ckpt_extras_set(&b->extras.base_model, NULL);
+                if (!rc) rc = model_save_any(path, b) ? -1 : 0;
+            } else {
+                rc = peft_save_adapter(dir, m, b->extras.base_model) ? -1 : 0;
+                ckpt_extras_set(&b->extras.base_model, NULL); /* the merged weights are trained ones */
+                if (!rc) rc = model_save_merged(path, b) ? -1 : 0;
+            }
         } else {
             ckpt_extras_set(&b->extras.base_model, NULL); /* trained weights */
             rc = model_save_any(path, b);
@@ -543,14 +629,23 @@ static WireWriter *do_sync_request(Policy *p, const WireMsg *m) {
     uint8_t ok[64];
     WireWriter *w = NULL;
     if (wire_get_str_array(m, "endpoints", ppo_wire_limits(), &eps, &n)) return NULL;
-    if (n > 64) align_errorf("at most 64 rollout endpoints");
-    else if (!do_sync(p, eps, (int)n, (int64_t)ppo_get_num(m, "version", 0), (int)ppo_get_num(m, "timeout_ms", 30000), ok,
-                      &bytes)) {
+    SyncCurve cv = {0};
+    WireArray on = {0};
+    char *key = NULL, *secret = NULL;
+    int failed = n > 64 ? align_errorf("at most 64 rollout endpoints") : 0;
+    if (!failed && wire_has(m, "curve")) {
+        key = ppo_get_strdup(m, "curve_server_key"), secret = ppo_get_strdup(m, "curve_secret_file");
+        if (wire_get_array(m, "curve", WIRE_U8, ppo_wire_limits(), &on) || on.numel != n || !key || strlen(key) != 40 || !secret)
+            failed = align_errorf("sync: \"curve\" needs one flag per endpoint, \"curve_server_key\" and \"curve_secret_file\"");
+        else cv = (SyncCurve){on.data, key, secret};
+    }
+    if (!failed && !do_sync(p, eps, (int)n, &cv, (int64_t)ppo_get_num(m, "version", 0), (int)ppo_get_num(m, "timeout_ms", 30000),
+                            ok, &bytes)) {
         w = wire_writer_new("synced");
         wire_put_vec(w, "ok", WIRE_U8, ok, n);
         wire_put_uint(w, "bytes", bytes);
     }
-    free(eps);
+    free(eps), free(on.data), free(key), free(secret);
     return w;
 }
 
@@ -565,9 +660,19 @@ static WireWriter *do_save(Policy *p, const WireMsg *m) {
     return failed ? NULL : wire_writer_new("saved");
 }
 
+/* Rank 0: pass a request every rank must run on to the others, unchanged. */
+static int share_request(const WireMsg *m) {
+    size_t len;
+    const void *bytes = wire_msg_bytes(m, &len);
+    uint64_t n = len;
+    return dist_bcast_idle(&n, sizeof n, 0) || dist_bcast((void *)bytes, len, 0) ? -1 : 0;
+}
+
 static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const char **code) {
     Policy *p = state;
     p->be = be;
+    if (dist_size() > 1 && (!strcmp(r->op, "setup") || !strcmp(r->op, "update")) && share_request(r->msg))
+        dist_abort(align_error(), 1); /* the ranks no longer agree on the model: end the job */
     if (!strcmp(r->op, "setup")) {
         if (do_setup(p, r->msg)) return NULL;
         WireWriter *w = wire_writer_new("ready");
@@ -575,8 +680,9 @@ static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const c
         wire_put_int(w, "n_params", (int64_t)am->n_elems);
         wire_put_int(w, "optim_step", p->oa->step);
         wire_put_bool(w, "critic", p->have_critic);
-        wire_put_str(w, "sync", am->lora ? "lora" : "full");
-        wire_put_uint(w, "sync_numel", am->lora ? model_lora_numel(am) : am->n_elems);
+        wire_put_str(w, "sync", am->prompt ? "prompt" : am->lora ? "lora" : "full");
+        wire_put_uint(w, "sync_numel", am->prompt ? model_prompt_numel(am)
+                                       : am->lora ? model_lora_numel(am) : am->n_elems);
         return w;
     }
     int known = !strcmp(r->op, "values") || !strcmp(r->op, "update") || !strcmp(r->op, "sync") || !strcmp(r->op, "save");
@@ -593,14 +699,61 @@ static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const c
     return NULL;
 }
 
+/* Ranks 1..N-1: run every request rank 0 passes on, until it sends length 0. */
+static int follow_rank0(void *state, const Backend *be) {
+    Policy *p = state;
+    p->be = be;
+    if (dist_size() == 1) return -1;
+    if (strcmp(be->name, "cpu")) { /* the gradients would be in device memory: the NCCL path is not built */
+        fprintf(stderr, "ppo_policy: --device %s: a policy of %d ranks runs on the CPU (MPI_Allreduce of host memory)\n",
+                be->name, dist_size());
+        dist_abort("stopping every rank", 2);
+    }
+    if (dist_rank() == 0) {
+        fprintf(stderr, "ppo_policy: %d ranks (data parallel): each takes 1/%d of every minibatch\n", dist_size(), dist_size());
+        return -1;
+    }
+    for (;;) {
+        uint64_t len = 0;
+        if (dist_bcast_idle(&len, sizeof len, 0)) dist_abort(align_error(), 1);
+        if (len == 0) return 0;
+        char *bytes = malloc(len);
+        if (!bytes) dist_abort("out of memory receiving a request", 1);
+        if (dist_bcast(bytes, len, 0)) dist_abort(align_error(), 1);
+        WireMsg *m = wire_parse(bytes, len, ppo_wire_limits());
+        free(bytes);
+        if (!m) dist_abort(align_error(), 1);
+        /* rank 0 answers ppo_run; an error here is the one it reported */
+        if (!strcmp(wire_op(m), "setup")) do_setup(p, m);
+        else wire_writer_free(do_update(p, m));
+        wire_msg_free(m);
+    }
+}
+
+/* mpirun passes ppo_run's SIGTERM (the end of a run) to every rank: leave
+ * quietly, there is nothing of ours half written (saves are atomic). */
+static void on_term(int sig) {
+    (void)sig;
+    _exit(0);
+}
+
 int main(int argc, char **argv) {
     Policy p;
     memset(&p, 0, sizeof p);
+    if (dist_init("ppo_policy", 600)) align_die_error("ppo_policy");
+    if (dist_size() > 1) {
+        signal(SIGTERM, on_term);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* mpirun killed (ppo_run was): no rank is left waiting */
+    }
     p.ctx = zmq_ctx_new();
     PpoWorker w = {.prog = "ppo_policy", .service = "policy",
                    .about = "PPO policy worker: actor and critic with their optimizers; runs the PPO update and pushes "
                             "weights to rollout workers (started by ppo_run).",
                    .serves = "the policy serves setup, values, update, sync, save, ping",
-                   .seed_help = "unused: the run's seed comes with setup and update", .handle = handle};
-    return ppo_worker_main(&w, &p, argc, argv);
+                   .seed_help = "unused: the run's seed comes with setup and update", .handle = handle,
+                   .follow = follow_rank0};
+    int rc = ppo_worker_main(&w, &p, argc, argv);
+    uint64_t stop = 0;
+    if (dist_size() > 1 && dist_rank() == 0) dist_bcast_idle(&stop, sizeof stop, 0);
+    return rc;
 }

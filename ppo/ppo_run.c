@@ -65,6 +65,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "curve.h"
 #include "lora.h"
 #include "metrics.h"
 #include "model_load.h"
@@ -90,6 +91,7 @@ typedef struct {
     int spawned;       /* 1: ppo_run started it and may restart it */
     pid_t pid;
     void *sock;
+    void *monitor;     /* a worker started by hand: its socket's handshake failures */
     double last_seen, last_ping, born;
     int ever_seen;
     int gone;          /* an external rollout worker declared dead: not used again */
@@ -116,6 +118,9 @@ static struct {
     Peer peer[MAX_PEERS];
     int n_peers;
     int policy, ref, reward, rollout0, n_rollout;
+    int policy_ranks; /* > 1: the policy is started as mpirun -np N ppo_policy */
+    char curve_server[41];      /* the hand-started workers' public key ("": no CURVE) */
+    const char *curve_secret;   /* ppo_run's (and the policy's) secret key file */
     uint64_t next_id;
     double heartbeat_s;
     int dead_after;
@@ -194,7 +199,13 @@ static void spawn(Peer *p) {
         if (p->role == ROLE_REWARD)
             execl(prog, prog, "--model", G.reward_model, "--bind", p->ep, "--batch-wait-ms", "1", "--max-message-mb",
                   "1024", "--drain-max-ms", "500", (char *)NULL);
-        else
+        else if (p->role == ROLE_POLICY && G.policy_ranks > 1) {
+            char np[16];
+            snprintf(np, sizeof np, "%d", G.policy_ranks);
+            execlp("mpirun", "mpirun", "-np", np, "--oversubscribe", prog, "--bind", p->ep, (char *)NULL);
+            fprintf(stderr, PROG ": --policy-ranks %s: cannot run mpirun (%s): apt-get install openmpi-bin\n", np, strerror(errno));
+            _exit(127);
+        } else
             execl(prog, prog, "--bind", p->ep, (char *)NULL);
         fprintf(stderr, PROG ": cannot run %s: %s\n", prog, strerror(errno));
         _exit(127);
@@ -204,13 +215,62 @@ static void spawn(Peer *p) {
     fprintf(stderr, PROG ": started %s (pid %d) on %s\n", p->name, (int)pid, p->ep);
 }
 
+/* A worker started by hand whose handshake fails (a CURVE key it does not
+ * accept, CURVE on one side only) would only look silent until
+ * --startup-timeout: watch the socket's handshake events instead, so the
+ * run stops at once with the reason. */
+static void peer_monitor(Peer *p) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://ppo-run-monitor-%p", (void *)p);
+    if (zmq_socket_monitor(p->sock, ep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+        return; /* no monitor: the startup timeout still ends it */
+    p->monitor = zmq_socket(G.ctx, ZMQ_PAIR);
+    int linger = 0;
+    zmq_setsockopt(p->monitor, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(p->monitor, ep)) {
+        zmq_close(p->monitor);
+        p->monitor = NULL;
+    }
+}
+
+static void peer_check_handshake(const Peer *p) {
+    if (!p->monitor) return;
+    zmq_msg_t ev;
+    zmq_msg_init(&ev);
+    int got = zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) >= 6;
+    uint16_t event = 0;
+    if (got) memcpy(&event, zmq_msg_data(&ev), sizeof event);
+    zmq_msg_close(&ev);
+    while (got) { /* the frame naming the endpoint */
+        zmq_msg_init(&ev);
+        int more = zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) >= 0 && zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (!more) break;
+    }
+    if (!got) return;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        die("%s at %s refused ppo_run's CURVE key: add ppo_run's public key (the pair of --curve-secret-file) to its --curve-allow file",
+            p->name, p->ep);
+    if (G.curve_server[0])
+        die("%s at %s: the CURVE handshake failed: is --curve-server-key the public key of its --curve-secret-file, "
+            "and does it run with CURVE?", p->name, p->ep);
+    die("%s at %s: the handshake failed: if it runs with --curve-secret-file, give ppo_run --curve-server-key and "
+        "--curve-secret-file", p->name, p->ep);
+}
+
 static void peer_connect(Peer *p) {
     if (p->sock) zmq_close(p->sock);
+    if (p->monitor) zmq_close(p->monitor);
+    p->monitor = NULL;
     p->sock = zmq_socket(G.ctx, ZMQ_DEALER);
     int linger = 0, ivl = 50;
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &G.send_timeout_ms, sizeof G.send_timeout_ms);
     zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    if (!p->spawned && G.curve_server[0] && curve_client_apply_key(p->sock, G.curve_server, G.curve_secret))
+        die("%s at %s: %s", p->name, p->ep, align_error());
+    if (!p->spawned) peer_monitor(p);
     if (zmq_connect(p->sock, p->ep)) die("cannot connect to %s at %s: %s", p->name, p->ep, zmq_strerror(errno));
     p->born = p->last_seen = p->last_ping = align_now();
     p->ever_seen = 0;
@@ -305,6 +365,24 @@ static WireMsg *stash_take(int peer, uint64_t id) {
 
 /* A worker is dead: start it again (when ours) and set it up; for an
  * external rollout worker, drop it. Returns 0 when p is usable again. */
+/* A "sync" request's rollout endpoints (peers idx[0..n)) and, for those
+ * started by hand under CURVE, what the policy needs to reach them. */
+static void put_sync_endpoints(WireWriter *w, const int *idx, int n) {
+    const char *eps[MAX_PEERS];
+    uint8_t curve[MAX_PEERS];
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        eps[i] = G.peer[idx[i]].ep;
+        curve[i] = !G.peer[idx[i]].spawned && G.curve_server[0];
+        any |= curve[i];
+    }
+    wire_put_str_array(w, "endpoints", eps, NULL, (size_t)n);
+    if (!any) return;
+    wire_put_vec(w, "curve", WIRE_U8, curve, (size_t)n);
+    wire_put_str(w, "curve_server_key", G.curve_server);
+    wire_put_str(w, "curve_secret_file", G.curve_secret);
+}
+
 static int recover(int pi, const char *why) {
     Peer *p = &G.peer[pi];
     fprintf(stderr, PROG ": %s (%s) is dead: %s\n", p->name, p->ep, why);
@@ -343,8 +421,7 @@ static int recover(int pi, const char *why) {
     }
     if (p->role == ROLE_ROLLOUT && G.weights_version >= 0) {
         WireWriter *w = wire_writer_new("sync");
-        const char *ep = p->ep;
-        wire_put_str_array(w, "endpoints", &ep, NULL, 1);
+        put_sync_endpoints(w, &pi, 1);
         wire_put_int(w, "version", G.weights_version);
         Call c;
         call_init(&c, G.policy, w);
@@ -495,6 +572,7 @@ static int run_calls(Call *calls, int n, int recovering) {
             const char *why = NULL;
             char buf[128];
             int status;
+            peer_check_handshake(p);
             if (p->spawned && p->pid > 0 && waitpid(p->pid, &status, WNOHANG) == p->pid) {
                 snprintf(buf, sizeof buf, "process %d %s %d", (int)p->pid, WIFSIGNALED(status) ? "killed by signal" : "exited with",
                          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
@@ -628,13 +706,12 @@ static void save_via_policy(const char *pol, const char *crit, const char *state
 
 static void sync_rollouts(void) {
     for (;;) {
-        const char *eps[MAX_PEERS];
         int idx[MAX_PEERS], n = 0;
         for (int i = 0; i < G.n_rollout; i++)
-            if (!G.peer[G.rollout0 + i].gone) idx[n] = G.rollout0 + i, eps[n++] = G.peer[G.rollout0 + i].ep;
+            if (!G.peer[G.rollout0 + i].gone) idx[n++] = G.rollout0 + i;
         if (!n) die("no rollout worker left");
         WireWriter *w = wire_writer_new("sync");
-        wire_put_str_array(w, "endpoints", eps, NULL, (size_t)n);
+        put_sync_endpoints(w, idx, n);
         wire_put_int(w, "version", G.weights_version);
         wire_put_int(w, "timeout_ms", (int64_t)(G.dead_after * G.heartbeat_s * 1000 + 5000));
         int restarts[MAX_PEERS];
@@ -661,11 +738,12 @@ typedef struct {
     TrainArgs a;
     const char *policy_path, *reward_path, *prompts_path, *critic_path;
     const char *policy_ep, *ref_ep, *reward_ep, *rollout_eps;
+    const char *curve_server_key, *curve_secret; /* CURVE with the workers started by hand */
     const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
     const char *reward_url, *format_pattern;
     int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
     float reward_timeout, cliprange_high, tis_cap;
-    int n_rollout, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
+    int n_rollout, policy_ranks, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
     float temperature, top_p, kl_coef, kl_target, kl_horizon, gamma, lam, score_clip, no_eos, cliprange,
         cliprange_value, vf_coef, critic_lr, kl_loss_coef;
@@ -673,6 +751,7 @@ typedef struct {
     PpoConfig c;
     LoraConfig lc;
     int use_lora, use_critic, use_ref; /* use_ref 0: no KL anywhere, no reference process */
+    int virt_kind;            /* 0, or PROMPT_TUNING / PREFIX_TUNING (--peft prompt|prefix) */
     RewardSpec rs;            /* the --reward terms */
     const char *reward_model; /* the reward-model term's path (NULL: none, or --reward-connect) */
     VerifyPattern *format;    /* --format-pattern, compiled */
@@ -697,7 +776,10 @@ static CliFlag PPO_FLAGS[] = {
     {"prompts", CLI_STRING, &O.prompts_path, "prompt records (JSONL or .json; any record with a prompt)"},
     {"critic", CLI_STRING, &O.critic_path, "the critic's starting model (default: the reward model in --reward)"},
     {"rollout-workers", CLI_INT, &O.n_rollout, "rollout worker processes to start, 1..64 (default 1)", CLI_AT_LEAST_1},
-    {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP)"},
+    {"policy-connect", CLI_STRING, &O.policy_ep, "use a policy process started by hand (ppo_policy --bind EP, or mpirun -np N ppo_policy --bind EP)"},
+    {"curve-server-key", CLI_STRING, &O.curve_server_key, "file with the public key of the workers started by hand (their --curve-secret-file's pair): turns CurveZMQ on for every --*-connect endpoint"},
+    {"curve-secret-file", CLI_STRING, &O.curve_secret, "ppo_run's own CURVE secret key file (reward_server --curve-keygen); the policy also uses it for the weight sync to rollout workers started by hand"},
+    {"policy-ranks", CLI_INT, &O.policy_ranks, "run the policy as N data-parallel ranks under mpirun (CPU; 1..256, default 1): each takes 1/N of every minibatch", CLI_AT_LEAST_1},
     {"ref-connect", CLI_STRING, &O.ref_ep, "use a reference process started by hand (ppo_ref --bind EP)"},
     {"reward-connect", CLI_STRING, &O.reward_ep, "use a reward_server started by hand"},
     {"rollout-connect", CLI_STRING, &O.rollout_eps, "use rollout workers started by hand: EP[,EP...] (instead of --rollout-workers)"},
@@ -745,7 +827,7 @@ static void opts_defaults(Opts *o) {
     o->kl_est = "k1", o->adv_name = "gae", o->loss_agg = NULL, o->policy_loss = "vanilla", o->scale_rewards = "group";
     o->max_gen_batches = 4;
     o->reward_timeout = 60, o->reward_retries = 2, o->overlong_buffer = -1, o->cliprange_high = -1;
-    o->n_rollout = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
+    o->n_rollout = 1, o->policy_ranks = 1, o->max_new = 64, o->n_samples = 1, o->ppo_epochs = 4, o->whiten = 1;
     o->heartbeat_ms = 1000, o->dead_after = 3, o->startup_s = 120, o->max_restarts = 10;
     o->temperature = 1.0f, o->top_p = 1.0f, o->kl_coef = 0.05f, o->kl_horizon = 10000, o->gamma = 1.0f, o->lam = 0.95f;
     o->cliprange = 0.2f, o->cliprange_value = 0.2f, o->vf_coef = 0.1f;
@@ -792,6 +874,10 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (o->overlong_buffer > o->max_new) die("--overlong-buffer %d: at most --max-new-tokens (%d)", o->overlong_buffer, o->max_new);
     if (a->batch_size <= 0) die("--batch-size %d: must be positive", a->batch_size);
     if (!o->rollout_eps && o->n_rollout > 64) die("--rollout-workers %d: at most 64", o->n_rollout);
+    if (o->policy_ranks > 256) die("--policy-ranks %d: at most 256", o->policy_ranks);
+    if (o->policy_ranks > 1 && o->policy_ep)
+        die("--policy-ranks starts the policy under mpirun; with --policy-connect start it yourself: mpirun -np %d ppo_policy --bind EP",
+            o->policy_ranks);
     if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
     if (!(o->top_p > 0)) die("--top-p %g: must be in (0, 1] (1 = off)", o->top_p);
     if (a->quantize_base)
@@ -809,14 +895,15 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
         die("--peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it); use --peft lora or full fine-tuning",
             peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
     o->use_lora = peft == TRAIN_PEFT_LORA;
+    o->virt_kind = peft == TRAIN_PEFT_PROMPT ? PROMPT_TUNING : peft == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : 0;
+    if (o->virt_kind && a->lora_adapter)
+        die("--lora-adapter with --peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it)", a->peft);
+    if (o->virt_kind && (!a->out || strlen(a->out) < 5 || strcmp(a->out + strlen(a->out) - 5, ".ckpt")))
+        die("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a .ckpt (the peft "
+            "adapter to <out>-adapter/)", a->out ? a->out : "(none)", a->peft);
     lora_config_defaults(&o->lc);
-    if (o->use_lora) {
-        o->lc.rank = a->lora_rank > 0 ? a->lora_rank : o->lc.rank;
-        o->lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * o->lc.rank;
-        o->lc.dropout = a->lora_dropout;
-        o->lc.seed = (uint64_t)a->seed;
-        if (a->lora_targets && lora_parse_targets(a->lora_targets, &o->lc.targets)) die("--lora-targets: %s", align_error());
-    }
+    /* LoRA, DoRA or IA3: the same adapter sync */
+    if (o->use_lora && trainer_lora_config(a, &o->lc)) die("%s", align_error());
     PpoConfig *c = &o->c;
     ppo_config_defaults(c);
     if (ppo_kl_estimator_parse("--kl-estimator", o->kl_est, &c->kl_estimator) ||
@@ -868,8 +955,10 @@ static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop)
     const TrainArgs *a = &o->a;
     ModelBundle pb;
     if (model_load_any(o->policy_path, backend_get("cpu"), MODEL_LOAD_TOKENIZER, &pb)) die("%s", align_error());
+    if (trainer_check_quantised_base(a, o->policy_path, pb.model)) die("%s", align_error());
     ChatTemplate tmpl;
-    if (chat_template_choose(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja, &tmpl) < 0)
+    if (chat_template_choose_for_training(a->chat_template, pb.extras.chat_template, pb.extras.chat_template_jinja,
+                                          &tmpl))
         die("%s", align_error());
     *n_stop = 0;
     int32_t cand[3] = {tok_eos_id(pb.tok), pb.model->cfg.eos_id, -1};
@@ -948,6 +1037,16 @@ static void start_processes(const Opts *o) {
     G.heartbeat_s = o->heartbeat_ms / 1000.0;
     G.dead_after = o->dead_after;
     G.startup_s = o->startup_s;
+    G.policy_ranks = o->policy_ranks;
+    if (o->curve_server_key || o->curve_secret) {
+        if (!o->curve_server_key || !o->curve_secret)
+            die("CURVE needs both --curve-server-key (the workers' public key) and --curve-secret-file (ppo_run's own key)");
+        char sec[41], pub[41];
+        if (wire_read_z85_key(o->curve_server_key, G.curve_server) || wire_read_z85_key(o->curve_secret, sec))
+            die("%s", align_error());
+        if (zmq_curve_public(pub, sec)) die("--curve-secret-file %s: not a valid CURVE secret key", o->curve_secret);
+        G.curve_secret = o->curve_secret;
+    }
     G.max_restarts = o->max_restarts;
     G.reward_model = o->reward_model;
     G.weights_version = -1;
@@ -989,6 +1088,21 @@ static void start_processes(const Opts *o) {
 /* The setup requests (kept: a restarted worker gets its own again; no id,
  * the reply is matched by op), sent to every worker; then the rollout
  * workers get the policy's weights. */
+/* --peft prompt|prefix in a setup request; the policy's also carries a
+ * --prompt-tuning-init-text's token ids. */
+static void put_virtual(WireWriter *w, const Opts *o, int with_init) {
+    const TrainArgs *a = &o->a;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (with_init && a->prompt_tuning_init_text &&
+        tok_encode(o->tok, a->prompt_tuning_init_text, strlen(a->prompt_tuning_init_text), 0, &ids, &n))
+        die("--prompt-tuning-init-text: %s", align_error());
+    if (ppo_prompt_put(w, (PromptKind)o->virt_kind, a->num_virtual_tokens ? a->num_virtual_tokens : 20, a->prefix_projection,
+                       ids, n))
+        die("%s", align_error());
+    free(ids);
+}
+
 static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids, int n_stop) {
     const TrainArgs *a = &o->a;
     const PpoConfig *c = &o->c;
@@ -1025,6 +1139,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+    if (o->virt_kind) put_virtual(w, o, 1);
     if (wire_finish(w, &G.peer[G.policy].setup, &G.peer[G.policy].setup_len)) die("%s", align_error());
     if (G.ref >= 0) {
         w = wire_writer_new("setup");
@@ -1042,6 +1157,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
         wire_put_int(w, "seed", a->seed);
         wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
         if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
+        if (o->virt_kind) put_virtual(w, o, 0); /* the values follow by sync */
         Peer *p = &G.peer[G.rollout0 + i];
         if (wire_finish(w, &p->setup, &p->setup_len)) die("%s", align_error());
     }
@@ -1061,7 +1177,10 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
             char *kind = ppo_get_strdup(calls[i].reply, "sync");
             double numel = ppo_get_num(calls[i].reply, "sync_numel", 0);
             fprintf(stderr, PROG ": weight sync: %s, %.2f MiB per rollout worker\n",
-                    kind && !strcmp(kind, "lora") ? "LoRA adapters only" : "all parameters", numel * 4 / 1048576.0);
+                    kind && !strcmp(kind, "lora")     ? "LoRA adapters only"
+                    : kind && !strcmp(kind, "prompt") ? "virtual tokens only"
+                                                      : "all parameters",
+                    numel * 4 / 1048576.0);
             free(kind);
         }
         call_free(&calls[i]);
@@ -1074,6 +1193,7 @@ static void stop_processes(void) {
     kill_children();
     for (int i = 0; i < G.n_peers; i++) {
         if (G.peer[i].sock) zmq_close(G.peer[i].sock);
+        if (G.peer[i].monitor) zmq_close(G.peer[i].monitor);
         free(G.peer[i].setup);
     }
     zmq_ctx_term(G.ctx);

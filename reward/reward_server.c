@@ -53,6 +53,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "curve.h"
 #include "http_gate.h"
 #include "model_load.h"
 #include "rm_model.h"
@@ -483,119 +484,6 @@ static int serve(Server *s, double drain_quiet_s, double drain_max_s) {
     }
 }
 
-/* ------------------------------------------------------------ ZAP (CURVE allow-list) */
-
-typedef struct {
-    void *ctx;
-    uint8_t (*keys)[32];
-    int n_keys;
-    int ready;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-} Zap;
-
-static int recv_str(void *sock, char *buf, size_t cap, size_t *len) {
-    int n = zmq_recv(sock, buf, cap, 0);
-    if (n < 0) return -1;
-    *len = (size_t)n < cap ? (size_t)n : cap;
-    return 0;
-}
-
-/* RFC 27: the handler answers each authentication request of the context. */
-static void *zap_thread(void *arg) {
-    Zap *z = arg;
-    void *sock = zmq_socket(z->ctx, ZMQ_REP);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    int bound = zmq_bind(sock, "inproc://zeromq.zap.01") == 0;
-    pthread_mutex_lock(&z->mu);
-    z->ready = bound ? 1 : -1;
-    pthread_cond_signal(&z->cv);
-    pthread_mutex_unlock(&z->mu);
-    if (!bound) {
-        zmq_close(sock);
-        return NULL;
-    }
-    for (;;) {
-        char f[7][256];
-        size_t len[7] = {0};
-        int i, ok = 1;
-        for (i = 0; i < 7; i++) {
-            if (recv_str(sock, f[i], sizeof f[i], &len[i])) break;
-            int more = 0;
-            size_t ms = sizeof more;
-            zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &ms);
-            if (!more) {
-                i++;
-                break;
-            }
-        }
-        if (i == 0) break; /* context terminated */
-        /* version, request id, domain, address, identity, mechanism, credentials */
-        int allowed = 0;
-        if (i >= 7 && len[5] == 5 && !memcmp(f[5], "CURVE", 5) && len[6] == 32)
-            for (int k = 0; k < z->n_keys && !allowed; k++) allowed = !memcmp(z->keys[k], f[6], 32);
-        (void)ok;
-        const char *code = allowed ? "200" : "400", *text = allowed ? "OK" : "client key not allowed";
-        zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(sock, f[1], len[1], ZMQ_SNDMORE);
-        zmq_send(sock, code, 3, ZMQ_SNDMORE);
-        zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
-        zmq_send(sock, "", 0, ZMQ_SNDMORE);
-        zmq_send(sock, "", 0, 0);
-    }
-    zmq_close(sock);
-    return NULL;
-}
-
-static int read_allow_list(const char *path, Zap *z) {
-    FILE *f = fopen(path, "r");
-    if (!f) return align_errorf("--curve-allow %s: cannot open", path);
-    char line[512];
-    long lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        size_t n = strcspn(p, " \t\r\n");
-        if (*p == '#' || n == 0) continue;
-        uint8_t raw[32];
-        char key[41];
-        if (n != 40 || (memcpy(key, p, 40), key[40] = 0, !zmq_z85_decode(raw, key))) {
-            fclose(f);
-            return align_errorf("--curve-allow %s:%ld: expected a 40-character Z85 public key", path, lineno);
-        }
-        uint8_t(*k)[32] = realloc(z->keys, (z->n_keys + 1) * sizeof *k);
-        if (!k) {
-            fclose(f);
-            return align_errorf("out of memory");
-        }
-        z->keys = k;
-        memcpy(z->keys[z->n_keys++], raw, 32);
-    }
-    fclose(f);
-    if (!z->n_keys) return align_errorf("--curve-allow %s: no keys in the file", path);
-    return 0;
-}
-
-static int curve_keygen(const char *prefix) {
-    char pub[41], sec[41], path[4096];
-    if (zmq_curve_keypair(pub, sec)) return align_errorf("CURVE key generation failed: %s (is libzmq built with libsodium?)", zmq_strerror(errno));
-    snprintf(path, sizeof path, "%s.secret", prefix);
-    mode_t old = umask(077);
-    FILE *f = fopen(path, "w");
-    umask(old);
-    if (!f) return align_errorf("%s: cannot write", path);
-    fprintf(f, "# CurveZMQ secret key (keep private)\n%s\n# public key\n# %s\n", sec, pub);
-    fclose(f);
-    snprintf(path, sizeof path, "%s.public", prefix);
-    if (!(f = fopen(path, "w"))) return align_errorf("%s: cannot write", path);
-    fprintf(f, "%s\n", pub);
-    fclose(f);
-    printf("%s\n", pub);
-    return 0;
-}
-
 /* ------------------------------------------------------------ HTTP /get_reward */
 
 typedef struct {
@@ -906,11 +794,6 @@ static void http_gate_accept(void *cls, int fd, const struct sockaddr *addr, soc
 
 /* ------------------------------------------------------------ main */
 
-static int is_loopback_endpoint(const char *ep) {
-    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;
-    return !strncmp(ep, "tcp://127.", 10) || !strncmp(ep, "tcp://localhost:", 16) || !strncmp(ep, "tcp://[::1]:", 12);
-}
-
 int main(int argc, char **argv) {
     const char *model_path = NULL, *bind_ep = "tcp://127.0.0.1:5555", *device = "cpu", *chat_template = NULL;
     const char *curve_secret = NULL, *curve_allow = NULL, *keygen = NULL, *http_bind = "127.0.0.1";
@@ -1000,20 +883,8 @@ int main(int argc, char **argv) {
     s.batch_wait_s = batch_wait_ms / 1000.0;
 
     void *ctx = zmq_ctx_new();
-    Zap zap = {.ctx = ctx};
-    pthread_mutex_init(&zap.mu, NULL);
-    pthread_cond_init(&zap.cv, NULL);
-    pthread_t zap_tid;
-    int have_zap = 0;
-    if (curve_allow) {
-        if (read_allow_list(curve_allow, &zap)) align_die_error("reward_server");
-        pthread_create(&zap_tid, NULL, zap_thread, &zap);
-        pthread_mutex_lock(&zap.mu);
-        while (!zap.ready) pthread_cond_wait(&zap.cv, &zap.mu);
-        pthread_mutex_unlock(&zap.mu);
-        if (zap.ready < 0) align_die("reward_server", "cannot start the ZAP handler: %s", zmq_strerror(errno));
-        have_zap = 1;
-    }
+    CurveZap *zap = NULL;
+    if (curve_allow && !(zap = curve_zap_start(ctx, curve_allow))) align_die_error("reward_server");
     void *router = zmq_socket(ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
@@ -1024,12 +895,8 @@ int main(int argc, char **argv) {
     int64_t hard_max = (int64_t)s.max_message_bytes * 4;
     zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &hard_max, sizeof hard_max);
     if (curve_secret) {
-        char sec[41], pub[41];
-        if (wire_read_z85_key(curve_secret, sec)) align_die_error("reward_server");
-        if (zmq_curve_public(pub, sec)) align_die("reward_server", "--curve-secret-file %s: not a valid secret key", curve_secret);
-        if (zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) || zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, sec, 40))
-            align_die("reward_server", "CURVE is not available in this libzmq: %s", zmq_strerror(errno));
-        zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "align", 5);
+        char pub[41];
+        if (curve_server_apply(router, curve_secret, pub)) align_die_error("reward_server");
         fprintf(stderr, "reward_server: CURVE on, server public key %s%s\n", pub, curve_allow ? ", allow-list on" : " (any client with this key may connect: add --curve-allow)");
     }
     (void)zero;
@@ -1037,7 +904,7 @@ int main(int argc, char **argv) {
     char last[512] = "";
     size_t ll = sizeof last;
     zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, last, &ll);
-    if (!is_loopback_endpoint(bind_ep) && !curve_secret)
+    if (!curve_endpoint_is_loopback(bind_ep) && !curve_secret)
         fprintf(stderr, "reward_server: warning: %s is reachable from other machines and unauthenticated (use --curve-secret-file and --curve-allow)\n", last);
     s.sock[0] = router;
     s.n_socks = 1;
@@ -1086,8 +953,7 @@ int main(int argc, char **argv) {
             s.served, s.batches, s.errors, s.refused, s.dropped_replies);
     for (int i = 0; i < s.n_socks; i++) zmq_close(s.sock[i]);
     zmq_ctx_term(ctx);
-    if (have_zap) pthread_join(zap_tid, NULL);
-    free(zap.keys);
+    curve_zap_join(zap);
     for (int i = 0; i < s.shortq.len; i++) rm_request_free(&s.shortq.v[i].req), wire_frames_free(&s.shortq.v[i].env);
     for (int i = 0; i < s.longq.len; i++)
         rm_request_free(&s.longq.v[i].req), wire_frames_free(&s.longq.v[i].env), free(s.longq.v[i].scores);

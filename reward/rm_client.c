@@ -7,6 +7,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "util.h"
 
 struct RmClient {
@@ -44,24 +45,8 @@ RmClient *rm_client_connect(void *ctx, const char *endpoint, const RmCurveClient
     int linger = 0, one = 1;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one);
-    if (curve && curve->server_public) {
-        char secret[41], public[41];
-        if (!curve->secret_file) {
-            align_errorf("CURVE needs this client's secret key file as well as the server's public key");
-            goto fail;
-        }
-        if (wire_read_z85_key(curve->secret_file, secret)) goto fail;
-        if (zmq_curve_public(public, secret)) {
-            align_errorf("%s: not a valid CURVE secret key", curve->secret_file);
-            goto fail;
-        }
-        if (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, curve->server_public, 40) ||
-            zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, public, 40) ||
-            zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, secret, 40)) {
-            align_errorf("CURVE keys refused by ZeroMQ: %s", zmq_strerror(errno));
-            goto fail;
-        }
-    }
+    if (curve && curve->server_public && curve_client_apply_key(c->sock, curve->server_public, curve->secret_file))
+        goto fail;
     if (zmq_connect(c->sock, endpoint)) {
         align_errorf("cannot connect to %s: %s", endpoint, zmq_strerror(errno));
         goto fail;

@@ -495,7 +495,7 @@ int main(int argc, char **argv) {
         {"batch-size", CLI_INT, &a.batch_size, "sequences decoded together (KV-cache slots)", CLI_AT_LEAST_1},
         {"prefill-chunk", CLI_INT, &a.prefill_chunk, "most prompt tokens fed per step", CLI_AT_LEAST_1},
         {"max-length", CLI_INT, &a.max_length, "prompt + completion tokens; longer prompts keep their end (0 = no limit)", CLI_NONNEG},
-        {"chat-template", CLI_STRING, &a.chat_template, "none, chatml, llama3 or hh (default: the model's own)"},
+        {"chat-template", CLI_STRING, &a.chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"device", CLI_STRING, &a.device, "cpu or cuda"},
         {"skip-bad", CLI_BOOL, &a.skip_bad, "skip and count bad records instead of stopping"},
     };

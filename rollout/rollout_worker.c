@@ -52,10 +52,11 @@ static int do_setup(Worker *w, const WireMsg *m, const Backend *be) {
         return -1;
     }
     if (!w->mb.model->cfg.lm_head) return align_errorf("the policy has no LM head");
+    int virt = ppo_prompt_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0)); /* values come by sync */
     model_set_trainable(w->mb.model, "", 0);
-    int lora = ppo_lora_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
+    int lora = virt ? 0 : ppo_lora_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0));
     w->base_fp = 0;
-    if (lora < 0 || (lora && !(w->base_fp = ppo_base_fingerprint(w->mb.model)))) {
+    if (virt < 0 || lora < 0 || ((lora || virt) && !(w->base_fp = ppo_base_fingerprint(w->mb.model)))) {
         model_bundle_free(&w->mb); /* half set up: take no weights, generate nothing */
         memset(&w->mb, 0, sizeof w->mb);
         return -1;

@@ -526,7 +526,7 @@ static void test_smollm2(void) {
     size_t bad = 0;
     for (size_t i = 0; i < b.model->n_elems; i++) bad += !isfinite(b.model->params[i]);
     CHECK(bad == 0, "SmolLM2: %zu non-finite parameters", bad);
-    CHECK(b.extras.chat_template && !strcmp(b.extras.chat_template, "chatml"), "SmolLM2 chatml");
+    CHECK(b.extras.chat_template && !strcmp(b.extras.chat_template, "smollm2"), "SmolLM2 smollm2");
     CHECK(b.tok && tok_vocab_size(b.tok) == 49152, "SmolLM2 tokenizer");
     if (b.tok) {
         /* A correct import (q/k un-permuted) knows the capital of France. */

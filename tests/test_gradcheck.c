@@ -277,7 +277,7 @@ static double loss_model(void *ctx) {
     return L;
 }
 
-static void test_model(ModelArch arch, int value_head, int window) {
+static void test_model(ModelArch arch, int value_head, int window, int qk_norm) {
     ModelConfig c;
     model_config_defaults(&c, arch);
     c.vocab_size = 11, c.dim = 12, c.n_layers = 2, c.n_heads = 4, c.head_dim = 3 * 2, c.ffn_dim = 10;
@@ -285,6 +285,7 @@ static void test_model(ModelArch arch, int value_head, int window) {
     c.n_kv_heads = arch == ARCH_LLAMA ? 2 : 4;
     if (arch == ARCH_GPT2) c.head_dim = 3, c.max_seq_len = 16;
     else c.qkv_bias = 1, c.tied_embeddings = 1;
+    if (qk_norm) c.qk_norm = 1, c.qkv_bias = 0; /* Qwen3: per-head q/k norms, no biases; head_dim 6 != 12/4 */
     c.value_head = value_head;
     Model *m = model_create(&c, be);
     CHECK(m != NULL, "model_create: %s", align_error());
@@ -304,8 +305,8 @@ static void test_model(ModelArch arch, int value_head, int window) {
     for (int i = 0; i < m->n_params; i++) {
         ParamInfo *p = &m->info[i];
         char what[160];
-        snprintf(what, sizeof what, "%s%s %s", arch == ARCH_GPT2 ? "gpt2" : "llama", window ? " windowed" : "",
-                 p->name);
+        snprintf(what, sizeof what, "%s%s %s", arch == ARCH_GPT2 ? "gpt2" : qk_norm ? "qwen3" : "llama",
+                 window ? " windowed" : "", p->name);
         check_grad(what, m->params + p->offset, m->grads + p->grad_offset, p->numel, loss_model, &mc);
     }
     model_free(m);
@@ -321,9 +322,10 @@ int main(void) {
     test_attention_window();
     test_logprobs();
     test_embedding();
-    test_model(ARCH_GPT2, 0, 0);
-    test_model(ARCH_LLAMA, 0, 0);
-    test_model(ARCH_LLAMA, 1, 0);
-    test_model(ARCH_LLAMA, 0, 2);
+    test_model(ARCH_GPT2, 0, 0, 0);
+    test_model(ARCH_LLAMA, 0, 0, 0);
+    test_model(ARCH_LLAMA, 1, 0, 0);
+    test_model(ARCH_LLAMA, 0, 2, 0);
+    test_model(ARCH_LLAMA, 0, 0, 1);
     return test_summary();
 }

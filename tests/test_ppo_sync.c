@@ -126,7 +126,7 @@ int main(void) {
     char dir[] = "/tmp/test_ppo_sync.XXXXXX", ep[256];
     if (!mkdtemp(dir)) return 1;
     snprintf(ep, sizeof ep, "ipc://%s/rollout.sock", dir);
-    svc = ppo_service_start("rollout", ep);
+    svc = ppo_service_start("rollout", ep, NULL);
     CHECK(svc != NULL, "service: %s", align_error());
     if (!svc) return test_summary();
     ctx = zmq_ctx_new();

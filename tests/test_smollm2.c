@@ -93,7 +93,7 @@ int main(void) {
     printf("SmolLM2: imported in %.2f s\n", align_now() - t0);
     Model *m = b.model;
     const int V = m->cfg.vocab_size;
-    CHECK(b.extras.chat_template && !strcmp(b.extras.chat_template, "chatml"), "the GGUF's template is chatml");
+    CHECK(b.extras.chat_template && !strcmp(b.extras.chat_template, "smollm2"), "the GGUF's template is smollm2");
 
     /* --- the prompt: rendered text and token ids */
     int nm = cJSON_GetArraySize(msgs);
@@ -103,8 +103,8 @@ int main(void) {
         cm[i].role = cJSON_GetObjectItemCaseSensitive(e, "role")->valuestring;
         cm[i].content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
     }
-    char *text = chat_render_text(CHAT_TEMPLATE_CHATML, cm, nm, 1);
-    CHECK(text && !strcmp(text, ref_text), "chatml renders the text SmolLM2's own template does:\n%s\nvs\n%s",
+    char *text = chat_render_text(CHAT_TEMPLATE_SMOLLM2, cm, nm, 1);
+    CHECK(text && !strcmp(text, ref_text), "smollm2 renders the text SmolLM2's own template does:\n%s\nvs\n%s",
           text ? text : "(null)", ref_text);
     free(text);
 
@@ -115,7 +115,7 @@ int main(void) {
     DsOptions opt;
     ds_options_default(&opt);
     opt.kind = DS_PROMPT;
-    opt.chat_template = CHAT_TEMPLATE_CHATML;
+    opt.chat_template = CHAT_TEMPLATE_SMOLLM2;
     DsExample ex;
     rc = ds_parse_record(rec_json, strlen(rec_json), "smollm2", b.tok, &opt, &ex);
     free(rec_json);

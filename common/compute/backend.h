@@ -225,11 +225,13 @@ typedef struct Backend {
      * (holding y) becomes the gradient wrt the uncapped x. */
     void (*logprobs_backward_softcap)(float *logits, const float *dlogp, const float *lse, const int32_t *tgt,
                                       int n, int V, float cap);
-    /* Per-head RMSNorm of q and k (Qwen3's and Gemma 3's q_norm / k_norm),
-     * in place in qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq
-     * query heads by wq[hd], each of the Hkv key heads by wk[hd], v
-     * untouched. saved [N, (Hq+Hkv)*hd] receives the inputs and rstd
-     * [N*(Hq+Hkv)] their 1/rms for backward; both may be NULL (inference). */
+    /* Optional (NULL where a backend lacks them; model_create then refuses a
+     * model with q/k norms): per-head RMSNorm of q and k (Qwen3's and
+     * Gemma 3's q_norm / k_norm; Gemma's 1+w is the caller's to pass), in
+     * place in qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq query
+     * heads by wq[hd], each of the Hkv key heads by wk[hd], v untouched.
+     * saved [N, (Hq+Hkv)*hd] receives the inputs and rstd [N*(Hq+Hkv)] their
+     * 1/rms for backward; both may be NULL (inference). */
     void (*head_rmsnorm_forward)(float *qkv, float *saved, float *rstd, const float *wq, const float *wk, int N,
                                  int Hq, int Hkv, int hd, float eps);
     /* dqkv's q and k parts turn in place from d(normed) into d(input);

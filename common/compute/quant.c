@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "quant_bnb.h"
+#include "quant_int4.h"
 #include "util.h"
 
 int quant_parse(const char *name, QuantType *out) {
@@ -44,12 +45,19 @@ const char *quant_name(QuantType t) {
     case QUANT_Q6_K: return "q6_k";
     case QUANT_NF4: return "nf4";
     case QUANT_FP4: return "fp4";
+    case QUANT_I4_G32: return "int4_g32";
+    case QUANT_I4_G64: return "int4_g64";
+    case QUANT_I4_G128: return "int4_g128";
+    case QUANT_I4_ROW: return "int4_per_row";
+    case QUANT_I4_G32_ACT: return "int4_g32_act_order";
+    case QUANT_I4_G64_ACT: return "int4_g64_act_order";
+    case QUANT_I4_G128_ACT: return "int4_g128_act_order";
     default: return "f32";
     }
 }
 
 int quant_is_ggml(int t) { return t != QUANT_NONE && quant_block_bytes((QuantType)t) != 0; }
-int quant_supported(int t) { return quant_is_ggml(t) || t == QUANT_NF4 || t == QUANT_FP4; }
+int quant_supported(int t) { return quant_is_ggml(t) || t == QUANT_NF4 || t == QUANT_FP4 || quant_int4_is(t); }
 
 int quant_can_quantize(int t) {
     return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q8_0 || t == QUANT_Q4_K || t == QUANT_Q6_K ||
@@ -62,6 +70,7 @@ int quant_base_type(int t) {
 
 int quant_block_elems(QuantType t) {
     if (t == QUANT_NF4 || t == QUANT_FP4) return QUANT_BNB_BLOCK;
+    if (quant_int4_is(t)) return QUANT_BLOCK; /* a shorter last group is allowed */
     return t >= QUANT_Q2_K && t <= QUANT_Q6_K ? 256 : QUANT_BLOCK;
 }
 
@@ -83,6 +92,7 @@ size_t quant_block_bytes(QuantType t) {
 
 size_t quant_row_bytes(QuantType t, int64_t cols) {
     if (t == QUANT_NF4 || t == QUANT_FP4) return quant_bnb_row_bytes(cols);
+    if (quant_int4_is(t)) return quant_int4_row_bytes(t, cols);
     return (size_t)(cols / quant_block_elems(t)) * quant_block_bytes(t);
 }
 
@@ -574,6 +584,10 @@ static void dq_q6_k(const uint8_t *s, float *y) {
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols) {
     if (t == QUANT_NF4 || t == QUANT_FP4) {
         quant_bnb_dequantize_rows(t == QUANT_FP4, blocks, out, rows, cols);
+        return;
+    }
+    if (quant_int4_is(t)) {
+        quant_int4_dequantize_rows(t, blocks, out, rows, cols);
         return;
     }
     int ne = quant_block_elems(t);

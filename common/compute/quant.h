@@ -40,6 +40,9 @@
  * 4.35 bits; Q4_0: 4.5). A tensor is quantised whole (the offset and the
  * groups span it); cols must be a multiple of 64.
  *
+ * GPTQ and AWQ checkpoints keep their groups in QUANT_I4_* rows
+ * (quant_int4.h): [fp16 scales][u8 zeros][codes][act-order: g_idx].
+ *
  * The backend's matmul_forward_q / matmul_backward_input_q dequantise tiles
  * of rows into a small fp32 buffer and run sgemm on the tile, so the fp32
  * matrix never exists whole. */
@@ -54,7 +57,12 @@
 typedef enum {
     QUANT_NONE = 0, QUANT_Q4_0 = 2, QUANT_Q4_1 = 3, QUANT_Q5_0 = 6, QUANT_Q5_1 = 7, QUANT_Q8_0 = 8,
     QUANT_Q2_K = 10, QUANT_Q3_K = 11, QUANT_Q4_K = 12, QUANT_Q5_K = 13, QUANT_Q6_K = 14,
-    QUANT_NF4 = 200, QUANT_FP4 = 201
+    QUANT_NF4 = 200, QUANT_FP4 = 201,
+    /* GPTQ / AWQ checkpoints (quant_int4.h): 4-bit codes, fp16 scale and
+     * integer zero per group of 32, 64, 128 inputs or the whole row; _ACT
+     * rows carry act-order's g_idx */
+    QUANT_I4_G32 = 210, QUANT_I4_G64 = 211, QUANT_I4_G128 = 212, QUANT_I4_ROW = 213,
+    QUANT_I4_G32_ACT = 214, QUANT_I4_G64_ACT = 215, QUANT_I4_G128_ACT = 216
 } QuantType;
 
 /* The smallest block (every type's block is a multiple of it). */
@@ -66,7 +74,8 @@ typedef enum {
  * base can be quantised to; -1 with an error otherwise. */
 int quant_parse(const char *name, QuantType *out);
 const char *quant_name(QuantType t);
-/* 1 when t is one of the types above (kept and dequantised);
+/* 1 when t is one of the types above (kept and dequantised; the QUANT_I4
+ * types come only from a GPTQ or AWQ checkpoint);
  * quant_is_ggml: a block type a GGUF file can hold (Q4_0 .. Q6_K). */
 int quant_supported(int t);
 int quant_is_ggml(int t);
@@ -77,7 +86,7 @@ int quant_can_quantize(int t);
  * q4_0, q4_1, q8_0, nf4, fp4. K-quants come only as a GGUF stores them. */
 int quant_base_type(int t);
 /* Inputs a row's length must be a multiple of: a block's inputs (32, 256
- * for a K-quant, 64 for NF4/FP4). Bytes of one block (GGUF types; 0 for
+ * for a K-quant, 64 for NF4/FP4, 32 for the QUANT_I4 types). Bytes of one block (GGUF types; 0 for
  * NF4/FP4), and of one row of `cols` inputs. */
 int quant_block_elems(QuantType t);
 size_t quant_block_bytes(QuantType t);

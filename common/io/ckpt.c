@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "model_config_json.h"
+#include "phi3_fused.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ XXH64 */
@@ -256,7 +257,9 @@ void ckpt_stage_free(CkptStage *s) {
     free(s);
 }
 
-CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
+CkptStage *ckpt_stage_model(Model *m, StWriter *w) { return ckpt_stage_model_hf(m, w, 0); }
+
+CkptStage *ckpt_stage_model_hf(Model *m, StWriter *w, int hf_names) {
     CkptStage *s = calloc(1, sizeof *s);
     if (!s || !(s->bufs = calloc(m->n_params ? 2 * m->n_params : 1, sizeof *s->bufs)) ||
         !(s->src = calloc(m->n_params ? m->n_params : 1, sizeof *s->src))) {
@@ -270,12 +273,21 @@ CkptStage *ckpt_stage_model(Model *m, StWriter *w) {
     if (!s->host) goto fail;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
+        ParamInfo group;
+        int fused = hf_names ? phi3_fused_group(&m->cfg, p, &group) : 0;
+        if (fused == 2) continue; /* written with its group's first member */
+        int members = fused ? (strstr(p->name, "q_proj") ? 3 : 2) : 1;
+        if (fused) p = &group;
         const float *src = s->host + p->offset;
-        if (p->qtype) { /* a quantised base weight is saved dequantised */
+        if (p->qtype) { /* a quantised base weight is saved dequantised (a fused group member by member) */
             float *t = align_alloc(p->numel * sizeof(float));
             if (!t) goto fail;
             s->bufs[s->n_bufs++] = t;
-            if (model_param_to_host(m, p, t)) goto fail;
+            for (size_t k = 0, off = 0; k < (size_t)members; k++) {
+                const ParamInfo *mp = &m->info[i + k];
+                if (model_param_to_host(m, mp, t + off)) goto fail;
+                off += mp->numel;
+            }
             src = t;
         }
         /* a NaN or Inf weight poisons every output: such a model is

@@ -87,6 +87,9 @@ int ckpt_read_config(const char *path, ModelConfig *cfg);
  * writer (buffers live until ckpt_stage_free, after st_writer_save). */
 typedef struct CkptStage CkptStage;
 CkptStage *ckpt_stage_model(Model *m, StWriter *w);
+/* The same with hf_names = 1 naming tensors as Hugging Face files do for
+ * the model's family (Phi-3's fused qkv_proj and gate_up_proj). */
+CkptStage *ckpt_stage_model_hf(Model *m, StWriter *w, int hf_names);
 void ckpt_stage_free(CkptStage *s);
 /* All parameters as one host array (m->params itself on the CPU backend),
  * copied from the device when fetch = 1. Release with commit = 1 to copy it

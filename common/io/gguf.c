@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "chat_template.h"
+#include "phi3_fused.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ cursor */
@@ -380,6 +381,10 @@ int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n) {
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
+        {"self_attn.q_norm.weight", "attn_q_norm.weight"}, /* Qwen3 */
+        {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+        {"self_attn.qkv_proj.weight", "attn_qkv.weight"},  /* Phi-3's fused groups (phi3_fused.h) */
+        {"mlp.gate_up_proj.weight", "ffn_up.weight"},
     };
     static const char *const gpt2_map[][2] = {
         {"ln_1.weight", "attn_norm.weight"},         {"ln_1.bias", "attn_norm.bias"},
@@ -492,9 +497,12 @@ static int gguf_gemma_config(const GgufFile *f, const char *arch, ModelConfig *c
 static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch) return align_errorf("%s lacks general.architecture", f->path);
-    int is_gpt2 = !strcmp(arch, "gpt2"), gemma = !strcmp(arch, "gemma2") || !strcmp(arch, "gemma3");
-    if (!is_gpt2 && !gemma && strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "mistral"))
-        return align_errorf("%s has architecture \"%.32s\"; supported: llama, qwen2, mistral, gemma2, gemma3, gpt2",
+    int is_gpt2 = !strcmp(arch, "gpt2"), qwen3 = !strcmp(arch, "qwen3"), phi3 = !strcmp(arch, "phi3");
+    int gemma = !strcmp(arch, "gemma2") || !strcmp(arch, "gemma3");
+    if (!is_gpt2 && !gemma && strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "mistral") && !qwen3 &&
+        !phi3)
+        return align_errorf("%s has architecture \"%.32s\"; supported: llama, qwen2, qwen3, mistral, phi3, gemma2, "
+                            "gemma3, gpt2",
                             f->path, arch);
     *permuted = !strcmp(arch, "llama") || !strcmp(arch, "mistral");
     model_config_defaults(c, is_gpt2 ? ARCH_GPT2 : ARCH_LLAMA);
@@ -530,6 +538,21 @@ static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
             return align_errorf("%s carries rope_freqs (Llama-3.1 rope scaling), which GGUF import "
                                 "does not support; import the Hugging Face directory instead",
                                 f->path);
+        c->qk_norm = qwen3;
+        c->phi3 = phi3;
+        if (phi3) { /* llama.cpp masks as transformers does: window keys, the query's own included */
+            if (kv_int(f, arch, "attention.sliding_window", &c->sliding_window, 0)) return -1;
+            if (c->max_seq_len > 0 && c->sliding_window >= c->max_seq_len) c->sliding_window = 0;
+            if (gguf_find_tensor(f, "rope_factors_long.weight") || gguf_find_tensor(f, "rope_factors_short.weight"))
+                return align_errorf("%s carries rope_factors_long/short (Phi's longrope: Phi-3-128k, Phi-3.5, "
+                                    "Phi-4-mini), which is not supported; Phi models with plain RoPE are",
+                                    f->path);
+        }
+        int rot = c->head_dim;
+        if (kv_int(f, arch, "rope.dimension_count", &rot, 0)) return -1;
+        if (rot != c->head_dim)
+            return align_errorf("%s: RoPE on %d of the %d dimensions of a head (partial rotary) is not supported",
+                                f->path, rot, c->head_dim);
     }
     if (gemma && gguf_gemma_config(f, arch, c)) return -1;
     /* Vocabulary: the embedding's row count is the truth. */
@@ -655,12 +678,27 @@ typedef struct {
     const GgufFile *f;
     ModelArch arch;
     int fallback;
+    const ModelConfig *cfg;
 } QuantPick;
+
+/* The GGUF tensor holding parameter p: its own, or for a Phi-3 group member
+ * the fused tensor (blk.N.attn_qkv, blk.N.ffn_up). */
+static int param_gguf_name(const ModelConfig *c, const ParamInfo *p, char *out, size_t n) {
+    int l;
+    if (c->phi3 && sscanf(p->name, "model.layers.%d.", &l) == 1) {
+        if (strstr(p->name, "self_attn.q_proj.weight") || strstr(p->name, "self_attn.k_proj.weight") ||
+            strstr(p->name, "self_attn.v_proj.weight"))
+            return snprintf(out, n, "blk.%d.attn_qkv.weight", l), 0;
+        if (strstr(p->name, "mlp.gate_proj.weight") || strstr(p->name, "mlp.up_proj.weight"))
+            return snprintf(out, n, "blk.%d.ffn_up.weight", l), 0;
+    }
+    return gguf_tensor_name(p->name, c->arch, out, n);
+}
 
 static int pick_quant(const ParamInfo *p, void *ctx) {
     const QuantPick *q = ctx;
     char gname[128];
-    if (gguf_tensor_name(p->name, q->arch, gname, sizeof gname) != 0) return QUANT_NONE;
+    if (param_gguf_name(q->cfg, p, gname, sizeof gname) != 0) return QUANT_NONE;
     const GgufTensor *t = gguf_find_tensor(q->f, gname);
     if (!t) return QUANT_NONE;
     /* NF4/FP4 (QLoRA) are asked for as the base's type: a GGUF block type
@@ -726,7 +764,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     Model *m = NULL;
     float *host = NULL, *tmp = NULL;
     if (gguf_config(&f, &cfg, &permuted) != 0) goto done;
-    QuantPick qp = {&f, cfg.arch, fallback};
+    QuantPick qp = {&f, cfg.arch, fallback, &cfg};
     if (!(m = quant ? model_create_quant(&cfg, be, pick_quant, &qp) : model_create(&cfg, be))) {
         align_error_prefix("%s", path);
         goto done;
@@ -736,6 +774,10 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
     if (!(tmp = align_alloc(tmp_n * sizeof(float)))) goto done;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
+        ParamInfo group;
+        int fused = phi3_fused_group(&cfg, p, &group);
+        if (fused == 2) continue; /* read with its group's first member */
+        if (fused == 1) p = &group;
         char gname[128];
         if (tensor_name_for(&cfg, p->name, gname, sizeof gname) != 0) {
             align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);

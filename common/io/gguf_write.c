@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "chat_template.h"
+#include "phi3_fused.h"
 #include "gguf.h"
 #include "quant.h"
 #include "tokenizer.h"
@@ -198,6 +199,7 @@ typedef struct {
     char name[128];
     int type;        /* ggml type */
     int heads;       /* > 0: permute this many heads' rows (llama q/k) */
+    ParamInfo group; /* Phi-3: a fused group (attn_qkv, ffn_up), p points here */
     size_t bytes;
     uint64_t offset; /* in the data section */
 } OutTensor;
@@ -294,8 +296,11 @@ static int tensor_bytes(Model *m, const OutTensor *t, float *x, uint8_t *out, ui
 int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     Model *m = b->model;
     const ModelConfig *c = &m->cfg;
-    int is_gpt2 = c->arch == ARCH_GPT2, qwen2 = !is_gpt2 && c->qkv_bias;
-    const char *arch = is_gpt2 ? "gpt2" : qwen2 ? "qwen2" : "llama";
+    int is_gpt2 = c->arch == ARCH_GPT2, qwen3 = !is_gpt2 && c->qk_norm, phi3 = !is_gpt2 && c->phi3 && !qwen3;
+    int qwen2 = !is_gpt2 && c->qkv_bias && !qwen3;
+    /* llama.cpp's arch names; only "llama" rotates interleaved pairs (permuted q/k rows) */
+    const char *arch = is_gpt2 ? "gpt2" : qwen3 ? "qwen3" : phi3 ? "phi3" : qwen2 ? "qwen2" : "llama";
+    int permute = !is_gpt2 && !qwen2 && !qwen3 && !phi3;
     if (c->value_head || !c->lm_head)
         return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
     if (c->gemma)
@@ -345,6 +350,8 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)c->head_dim);
         }
         kv_arch_u32(&kv, arch, "vocab_size", (uint32_t)c->vocab_size);
+        if (phi3 && c->sliding_window > 0)
+            kv_arch_u32(&kv, arch, "attention.sliding_window", (uint32_t)c->sliding_window);
         if (c->rope_scaling == ROPE_SCALING_LINEAR) {
             char k[64];
             snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
@@ -363,14 +370,19 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     size_t max_numel = 0, max_bytes = 0;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
-        OutTensor *t = &ts[nt++];
+        OutTensor *t = &ts[nt];
+        /* a Phi-3 group's members are adjacent (fp32 and blocks alike): one tensor */
+        int fused = phi3_fused_group(c, p, &t->group);
+        if (fused == 2) continue;
+        if (fused == 1) p = &t->group;
+        nt++;
         t->p = p;
         if (gguf_tensor_name(p->name, c->arch, t->name, sizeof t->name)) {
             align_errorf("%s: %s has no GGUF counterpart", path, p->name);
             goto fail;
         }
         t->type = pick_type(p, type, c);
-        if (!is_gpt2 && !qwen2 && p->ndim == 2) {
+        if (permute && p->ndim == 2) {
             if (strstr(p->name, "self_attn.q_proj.weight")) t->heads = c->n_heads;
             else if (strstr(p->name, "self_attn.k_proj.weight")) t->heads = c->n_kv_heads;
         }

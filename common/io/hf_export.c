@@ -97,7 +97,7 @@ int hf_export_dir(const char *dir, Model *m, const CkptExtras *x) {
     StWriter *w = st_writer_new();
     CkptStage *s = NULL;
     /* staged first: a model refused there (not finite) leaves no directory */
-    if (!w || !(s = ckpt_stage_model(m, w))) {
+    if (!w || !(s = ckpt_stage_model_hf(m, w, 1))) {
         align_error_prefix("cannot save %s", dir);
         goto done;
     }

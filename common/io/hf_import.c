@@ -9,8 +9,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "hf_quant.h"
 #include "model_config_json.h"
+#include "quant_int4.h"
 #include "chat_template.h"
+#include "phi3_fused.h"
 #include "util.h"
 
 #define HF_MAX_SHARDS 1024
@@ -108,6 +111,68 @@ static const StTensor *shards_find(const Shards *s, const char *name, const StFi
     return NULL;
 }
 
+static const StTensor *find_cb(void *ctx, const char *name, const StFile **file) { return shards_find(ctx, name, file); }
+
+/* Storage types while creating the model: a GPTQ/AWQ layer keeps its
+ * groups (QUANT_I4_*), any other quantizable weight takes the fallback
+ * (--quantize-base, or fp32). The first bad g_idx is kept in err. */
+typedef struct {
+    Shards *sh;
+    const HfQuant *hq;
+    int fallback, err;
+} QuantPick;
+
+static int pick_quant(const ParamInfo *p, void *ctx) {
+    QuantPick *c = ctx;
+    if (c->hq->method && hf_quant_has(find_cb, c->sh, p->name)) {
+        QuantType t = QUANT_NONE;
+        if (!c->err && hf_quant_peek_type(c->hq, find_cb, c->sh, p->name, p->shape[0], p->shape[1], &t)) c->err = 1;
+        return t;
+    }
+    return c->fallback;
+}
+
+/* One GPTQ/AWQ layer into parameter p: its groups kept as rows of p's
+ * QUANT_I4 type, or (a layer align cannot keep: lm_head, a fused group
+ * whose members differ) dequantised to fp32 and stored as p's type. */
+static int read_quantised(Model *m, const ParamInfo *p, const HfQuant *hq, Shards *sh, float *host) {
+    if (p->ndim != 2) return align_errorf("%s is stored quantised but is not a matrix", p->name);
+    HfQuantLinear l;
+    if (hf_quant_read(hq, find_cb, sh, p->name, p->shape[0], p->shape[1], &l)) return -1;
+    int rc = -1;
+    QuantType t;
+    void *blk = NULL;
+    float *x = NULL;
+    if (quant_int4_is(p->qtype)) {
+        if (hf_quant_type(hq, &l, &t) || t != (QuantType)p->qtype) {
+            align_errorf("%s: its groups changed between two reads", p->name);
+            goto out;
+        }
+        if (!(blk = malloc((size_t)p->shape[0] * quant_row_bytes(t, p->shape[1])))) goto oom;
+        if (hf_quant_to_rows(&l, t, blk) || model_param_set_blocks(m, p, blk)) goto out;
+        rc = 0;
+        goto out;
+    }
+    if (!p->qtype) {
+        hf_quant_dequantize(&l, host + p->offset);
+    } else {
+        if (!(x = align_alloc(p->numel * sizeof(float)))) goto oom;
+        hf_quant_dequantize(&l, x);
+        if (!(blk = malloc((size_t)p->shape[0] * quant_row_bytes((QuantType)p->qtype, p->shape[1])))) goto oom;
+        if (quant_quantize_rows((QuantType)p->qtype, x, blk, p->shape[0], p->shape[1]) || model_param_set_blocks(m, p, blk))
+            goto out;
+    }
+    rc = 0;
+    goto out;
+oom:
+    align_errorf("out of memory reading %s", p->name);
+out:
+    hf_quant_linear_free(&l);
+    free(blk);
+    align_free(x);
+    return rc;
+}
+
 /* The chat template of tokenizer_config.json: a string, or a list of
  * {name, template} where "default" is the one used for chat. */
 static char *read_chat_template(const char *dir) {
@@ -146,8 +211,14 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
     if (!text) return align_error_prefix("%s is not a Hugging Face model directory", dir);
     ModelConfig cfg;
     int rc = model_config_from_hf_json(text, len, path, &cfg);
+    HfQuant hq;
+    if (rc == 0) rc = hf_quant_parse(text, len, path, &hq);
     free(text);
     if (rc != 0) return -1;
+    /* the CUDA dequantisation kernel knows the GGUF block types only */
+    if (hq.method && strcmp(be->name, "cpu"))
+        return align_errorf("%s: %s checkpoints run on the CPU backend only for now (--device cpu)", dir,
+                            hf_quant_method_name(hq.method));
 
     Shards *sh = calloc(1, sizeof *sh);
     if (!sh) return align_errorf("out of memory opening %s", dir);
@@ -155,13 +226,19 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
     float *host = NULL;
     rc = -1;
     if (shards_open(sh, dir) != 0) goto done;
-    if (!(m = ckpt_model_create(&cfg, be, qtype))) {
+    QuantPick qp = {sh, &hq, qtype, 0};
+    m = hq.method ? model_create_quant(&cfg, be, pick_quant, &qp) : ckpt_model_create(&cfg, be, qtype);
+    if (!m || qp.err) {
         align_error_prefix("%s", dir);
         goto done;
     }
     if (!(host = ckpt_host_params(m, 0))) goto done;
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
+        ParamInfo group;
+        int fused = phi3_fused_group(&m->cfg, p, &group);
+        if (fused == 2) continue; /* read with its group's first member */
+        if (fused == 1) p = &group;
         const StFile *f = NULL;
         const StTensor *t = shards_find(sh, p->name, &f);
         /* The original GPT-2 checkpoints name tensors without the prefix. */
@@ -178,6 +255,13 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
                 snprintf(alt, sizeof alt, "model.language_model.%s", p->name + 6);
                 t = shards_find(sh, alt, &f);
             }
+        }
+        if (!t && hq.method && hf_quant_has(find_cb, sh, p->name)) {
+            if (read_quantised(m, p, &hq, sh, host)) {
+                align_error_prefix("%s", dir);
+                goto done;
+            }
+            continue;
         }
         if (!t) {
             align_errorf("%s lacks tensor %s that its config.json requires", dir, p->name);

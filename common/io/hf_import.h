@@ -7,7 +7,10 @@
  * chat template from tokenizer_config.json (a string, or the "default" entry
  * of a list), matched against the built-in templates. Tensors the model
  * does not use (GPT-2's attention-mask buffers, a tied lm_head copy) are
- * ignored; a tensor the config needs and the files lack is an error. */
+ * ignored; a tensor the config needs and the files lack is an error.
+ * A config.json with a GPTQ or AWQ quantization_config (hf_quant.h) keeps
+ * every linear layer stored as <m>.qweight in its 4-bit groups (QUANT_I4
+ * rows, CPU backend only), unpacked one tensor at a time. */
 #ifndef ALIGN_HF_IMPORT_H
 #define ALIGN_HF_IMPORT_H
 

@@ -132,7 +132,11 @@ static int parse_sliding_window(const cJSON *r, ModelConfig *c, const char *orig
     return 0;
 }
 
-static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int qwen2) {
+/* The Llama-family model types that parse_llama reads. */
+enum { LL_LLAMA = 0, LL_QWEN2 = 1, LL_QWEN3 = 2, LL_PHI3 = 3 };
+
+static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int family) {
+    int qwen2 = family == LL_QWEN2;
     model_config_defaults(c, ARCH_LLAMA);
     c->vocab_size = 32000;
     c->max_seq_len = 2048;
@@ -170,7 +174,18 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                             "only Qwen2's q/k/v biases are",
                             origin);
     c->qkv_bias = qwen2;
-    if (parse_sliding_window(r, c, origin, qwen2)) return -1;
+    c->qk_norm = family == LL_QWEN3;
+    c->phi3 = family == LL_PHI3;
+    /* Phi-4-mini rotates only part of each head; Phi-3-mini-4k and Phi-4 the
+     * whole head */
+    float partial = 1.0f;
+    if (get_float(r, "partial_rotary_factor", &partial, origin)) return -1;
+    if (partial != 1.0f)
+        return align_errorf("%s: partial_rotary_factor %g is not supported (RoPE on the whole head only, as "
+                            "Phi-3-mini-4k and Phi-4 use)",
+                            origin, partial);
+    /* Qwen3 windows layers as Qwen2 does (use_sliding_window, max_window_layers) */
+    if (parse_sliding_window(r, c, origin, qwen2 || family == LL_QWEN3)) return -1;
     c->rope_scaling = ROPE_SCALING_NONE;
     /* transformers 5 writes "rope_parameters" ({rope_type, rope_theta,
      * factor, ...}) instead of "rope_scaling" and a top-level "rope_theta";
@@ -208,6 +223,10 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int q
                 get_float(rs, "high_freq_factor", &c->rope_high_freq_factor, origin) ||
                 get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
                 return -1;
+        } else if (!strcmp(type, "longrope") || !strcmp(type, "su")) {
+            return align_errorf("%s: %s type \"%s\" (Phi-3-128k, Phi-3.5, Phi-4-mini) is not supported; Phi "
+                                "models with plain RoPE (Phi-3-mini-4k, Phi-4) are",
+                                origin, rs_name, type);
         } else {
             return align_errorf("%s: %s type \"%s\" is not supported (llama3, linear)",
                                 origin, rs_name, type);
@@ -228,10 +247,12 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
     const cJSON *gemma_text = NULL; /* gemma3's text_config */
     int rc;
     if (mt ? strcmp(mt, "gpt2") == 0 : has_arch(r, "GPT2")) rc = parse_gpt2(r, &c, origin);
-    else if (mt ? strcmp(mt, "qwen2") == 0 : has_arch(r, "Qwen2")) rc = parse_llama(r, &c, origin, 1);
+    else if (mt ? strcmp(mt, "qwen2") == 0 : has_arch(r, "Qwen2")) rc = parse_llama(r, &c, origin, LL_QWEN2);
+    else if (mt ? strcmp(mt, "qwen3") == 0 : has_arch(r, "Qwen3")) rc = parse_llama(r, &c, origin, LL_QWEN3);
+    else if (mt ? strcmp(mt, "phi3") == 0 : has_arch(r, "Phi3")) rc = parse_llama(r, &c, origin, LL_PHI3);
     else if (mt ? (!strcmp(mt, "llama") || !strcmp(mt, "mistral"))
                 : (has_arch(r, "Llama") || has_arch(r, "Mistral")))
-        rc = parse_llama(r, &c, origin, 0);
+        rc = parse_llama(r, &c, origin, LL_LLAMA);
     else if (mt ? !strcmp(mt, "gemma2") : has_arch(r, "Gemma2"))
         rc = model_config_parse_gemma(r, &c, origin, 2);
     else if (mt ? !strcmp(mt, "gemma3_text") : has_arch(r, "Gemma3ForCausalLM"))
@@ -247,8 +268,8 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
         c.final_softcap = 0; /* Gemma3ForConditionalGeneration never applies it */
     }
     else
-        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, mistral, gemma2, "
-                          "gemma3_text)",
+        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, qwen3, mistral, phi3, "
+                          "gemma2, gemma3, gemma3_text)",
                           origin, mt ? mt : "(missing)");
     if (rc == 0) {
         c.bos_id = c.eos_id = c.pad_id = -1;
@@ -331,23 +352,31 @@ char *model_config_to_hf_json(const ModelConfig *c) {
         return NULL;
     }
     int classifier = c->value_head && !c->lm_head;
-    int qwen2 = c->arch == ARCH_LLAMA && c->qkv_bias;
+    int qwen3 = c->arch == ARCH_LLAMA && c->qk_norm, phi3 = c->arch == ARCH_LLAMA && c->phi3 && !qwen3;
+    int qwen2 = c->arch == ARCH_LLAMA && c->qkv_bias && !qwen3;
     /* Llama has no sliding window in transformers: a windowed model without
      * q/k/v biases is a Mistral */
-    int mistral = c->arch == ARCH_LLAMA && !qwen2 && c->sliding_window > 0;
+    int mistral = c->arch == ARCH_LLAMA && !qwen2 && !qwen3 && !phi3 && c->sliding_window > 0;
     const char *arch;
     if (c->gemma) {
         model_config_write_gemma(r, c, classifier);
         goto ids;
     }
     if (c->arch == ARCH_GPT2) arch = classifier ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
+    else if (qwen3) arch = classifier ? "Qwen3ForSequenceClassification" : "Qwen3ForCausalLM";
+    else if (phi3) arch = classifier ? "Phi3ForSequenceClassification" : "Phi3ForCausalLM";
     else if (qwen2) arch = classifier ? "Qwen2ForSequenceClassification" : "Qwen2ForCausalLM";
     else if (mistral) arch = classifier ? "MistralForSequenceClassification" : "MistralForCausalLM";
     else arch = classifier ? "LlamaForSequenceClassification" : "LlamaForCausalLM";
     cJSON *archs = cJSON_AddArrayToObject(r, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString(arch));
     cJSON_AddStringToObject(r, "model_type",
-                            c->arch == ARCH_GPT2 ? "gpt2" : (qwen2 ? "qwen2" : (mistral ? "mistral" : "llama")));
+                            c->arch == ARCH_GPT2 ? "gpt2"
+                            : qwen3              ? "qwen3"
+                            : phi3               ? "phi3"
+                            : qwen2              ? "qwen2"
+                            : mistral            ? "mistral"
+                                                 : "llama");
     cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
     if (c->arch == ARCH_GPT2) {
         cJSON_AddNumberToObject(r, "n_embd", c->dim);
@@ -377,12 +406,11 @@ char *model_config_to_hf_json(const ModelConfig *c) {
         if (!qwen2) {
             cJSON_AddFalseToObject(r, "attention_bias");
             cJSON_AddFalseToObject(r, "mlp_bias");
-        } else {
-            cJSON_AddBoolToObject(r, "use_sliding_window", c->sliding_window > 0);
         }
+        if (qwen2 || qwen3) cJSON_AddBoolToObject(r, "use_sliding_window", c->sliding_window > 0);
         if (c->sliding_window > 0) {
             cJSON_AddNumberToObject(r, "sliding_window", c->sliding_window);
-            if (qwen2) cJSON_AddNumberToObject(r, "max_window_layers", c->window_from_layer);
+            if (qwen2 || qwen3) cJSON_AddNumberToObject(r, "max_window_layers", c->window_from_layer);
             cJSON *types = cJSON_AddArrayToObject(r, "layer_types");
             for (int l = 0; l < c->n_layers; l++)
                 cJSON_AddItemToArray(types, cJSON_CreateString(model_layer_window(c, l) ? "sliding_attention"

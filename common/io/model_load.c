@@ -14,6 +14,7 @@
 #include "hf_export.h"
 #include "hf_import.h"
 #include "lora.h"
+#include "peft_prompt.h"
 #include "util.h"
 
 static int ends_with(const char *s, const char *suffix) {
@@ -74,6 +75,12 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
         else rc = ckpt_load_quant(path, be, qtype, &out->model, &out->extras);
     }
     if (rc != 0) return -1;
+    /* a prompt- or prefix-tuned .ckpt carries its virtual tokens: they apply */
+    if (peft_prompt_from_extras(out->model, &out->extras) < 0) {
+        align_error_prefix("%s", path);
+        model_bundle_free(out);
+        return -1;
+    }
     if (model_load_note_source(out, path)) {
         model_bundle_free(out);
         return -1;
@@ -100,6 +107,10 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
 int model_save_any(const char *path, ModelBundle *b) { return model_save_as(path, b, NULL); }
 
 int model_save_as(const char *path, ModelBundle *b, const char *gguf_type) {
+    if (b->model->prompt && !ends_with(path, ".ckpt"))
+        return align_errorf("%s: a model with %s-tuning virtual tokens is saved as a .ckpt (or as a peft adapter); "
+                            "Hugging Face and GGUF files have no place for them", path,
+                            prompt_kind_name(model_prompt_config(b->model)->kind));
     if (ends_with(path, ".gguf")) {
         /* f16 by default, as convert_hf_to_gguf.py's default output */
         GgufOutType t = GGUF_OUT_F16;

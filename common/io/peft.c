@@ -55,7 +55,7 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
     for (int i = 0; i < m->n_params; i++) {
         const ParamInfo *p = &m->info[i];
         if (!p->lora) continue;
-        if (st_writer_add(w, p->name, ST_F32, 2, p->shape, host + (p->offset - base))) goto done;
+        if (st_writer_add(w, p->name, ST_F32, p->ndim, p->shape, host + (p->offset - base))) goto done;
     }
     if (score) {
         m->be->to_host(host + n, m->params + score->offset, score->numel * sizeof(float));
@@ -67,11 +67,32 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
 
     char names[8][24];
     int nt = lora_target_modules(lc->targets, m->cfg.arch, names);
+    if (m->cfg.phi3) { /* peft adapts Phi-3's fused modules, as our adapters do (lora.c) */
+        unsigned t = lc->targets;
+        nt = 0;
+        if (t & (LORA_T_Q | LORA_T_K | LORA_T_V)) strcpy(names[nt++], "qkv_proj");
+        if (t & LORA_T_O) strcpy(names[nt++], "o_proj");
+        if (t & (LORA_T_GATE | LORA_T_UP)) strcpy(names[nt++], "gate_up_proj");
+        if (t & LORA_T_DOWN) strcpy(names[nt++], "down_proj");
+    }
     cfg = cJSON_CreateObject();
-    cJSON_AddStringToObject(cfg, "peft_type", "LORA");
+    int ia3 = lc->method == LORA_METHOD_IA3;
+    cJSON_AddStringToObject(cfg, "peft_type", ia3 ? "IA3" : "LORA");
     cJSON_AddStringToObject(cfg, "task_type", score ? "SEQ_CLS" : "CAUSAL_LM");
     if (base_name) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_name);
     else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
+    if (ia3) { /* peft's IA3Config: the down projection's input is scaled */
+        cJSON *tm = cJSON_AddArrayToObject(cfg, "target_modules");
+        for (int i = 0; i < nt; i++) cJSON_AddItemToArray(tm, cJSON_CreateString(names[i]));
+        char ff[8][24];
+        int nf = lora_target_modules(lc->targets & LORA_T_DOWN, m->cfg.arch, ff);
+        cJSON *fm = cJSON_AddArrayToObject(cfg, "feedforward_modules");
+        for (int i = 0; i < nf; i++) cJSON_AddItemToArray(fm, cJSON_CreateString(ff[i]));
+        cJSON_AddBoolToObject(cfg, "fan_in_fan_out", m->cfg.arch == ARCH_GPT2);
+        cJSON_AddBoolToObject(cfg, "inference_mode", 1);
+        cJSON_AddBoolToObject(cfg, "init_ia3_weights", 1);
+        goto modules_to_save;
+    }
     cJSON_AddNumberToObject(cfg, "r", lc->rank);
     cJSON_AddNumberToObject(cfg, "lora_alpha", lc->alpha);
     cJSON_AddNumberToObject(cfg, "lora_dropout", lc->dropout);
@@ -82,7 +103,8 @@ int peft_save_adapter(const char *dir, Model *m, const char *base_name) {
     cJSON_AddBoolToObject(cfg, "inference_mode", 1);
     cJSON_AddBoolToObject(cfg, "init_lora_weights", 1);
     cJSON_AddBoolToObject(cfg, "use_rslora", 0);
-    cJSON_AddBoolToObject(cfg, "use_dora", 0);
+    cJSON_AddBoolToObject(cfg, "use_dora", lc->method == LORA_METHOD_DORA);
+modules_to_save:
     if (score) {
         cJSON *ms = cJSON_AddArrayToObject(cfg, "modules_to_save");
         cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
@@ -131,26 +153,31 @@ int peft_load_adapter(const char *dir, Model *m, uint64_t seed) {
     cJSON *pt = cJSON_GetObjectItem(o, "peft_type"), *r = cJSON_GetObjectItem(o, "r"),
           *al = cJSON_GetObjectItem(o, "lora_alpha"), *dr = cJSON_GetObjectItem(o, "lora_dropout"),
           *tm = cJSON_GetObjectItem(o, "target_modules");
-    if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA")) {
-        align_errorf("%s: peft_type is not LORA", path);
+    int ia3 = cJSON_IsString(pt) && !strcmp(pt->valuestring, "IA3");
+    if (!cJSON_IsString(pt) || (strcmp(pt->valuestring, "LORA") && !ia3)) {
+        align_errorf("%s: peft_type is %s, expected LORA or IA3", path, cJSON_IsString(pt) ? pt->valuestring : "missing");
         goto done;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItem(o, "use_dora")) || cJSON_IsTrue(cJSON_GetObjectItem(o, "use_rslora"))) {
-        align_errorf("%s: DoRA and rsLoRA adapters are not supported", path);
+    if (cJSON_IsTrue(cJSON_GetObjectItem(o, "use_rslora"))) {
+        align_errorf("%s: rsLoRA adapters are not supported", path);
         goto done;
     }
+    if (cJSON_IsTrue(cJSON_GetObjectItem(o, "use_dora"))) lc.method = LORA_METHOD_DORA;
+    if (ia3) lc.method = LORA_METHOD_IA3;
     cJSON *rp = cJSON_GetObjectItem(o, "rank_pattern"), *ap = cJSON_GetObjectItem(o, "alpha_pattern");
     if ((cJSON_IsObject(rp) && rp->child) || (cJSON_IsObject(ap) && ap->child)) {
         align_errorf("%s: per-module rank_pattern/alpha_pattern is not supported", path);
         goto done;
     }
-    if (!cJSON_IsNumber(r) || !cJSON_IsNumber(al)) {
+    if (!ia3 && (!cJSON_IsNumber(r) || !cJSON_IsNumber(al))) {
         align_errorf("%s: r and lora_alpha are required", path);
         goto done;
     }
-    lc.rank = r->valueint;
-    lc.alpha = (float)al->valuedouble;
-    lc.dropout = cJSON_IsNumber(dr) ? (float)dr->valuedouble : 0.0f;
+    if (!ia3) {
+        lc.rank = r->valueint;
+        lc.alpha = (float)al->valuedouble;
+        lc.dropout = cJSON_IsNumber(dr) ? (float)dr->valuedouble : 0.0f;
+    }
     char list[1024] = "";
     if (cJSON_IsArray(tm)) {
         cJSON *it;
@@ -170,9 +197,31 @@ int peft_load_adapter(const char *dir, Model *m, uint64_t seed) {
             goto done;
         }
     }
-    if (lora_parse_targets(list, &lc.targets)) {
+    if (ia3 && !list[0]) lc.targets = lora_ia3_default_targets(m->cfg.arch); /* target_modules null: peft's default */
+    else if (lora_parse_targets(list, &lc.targets)) {
         align_error_prefix("%s", path);
         goto done;
+    }
+    if (ia3) { /* align scales the input of the down projection, the output of the others, as peft's defaults */
+        cJSON *fm = cJSON_GetObjectItem(o, "feedforward_modules"), *it;
+        unsigned ff = 0, bits;
+        if (cJSON_IsArray(fm))
+            cJSON_ArrayForEach(it, fm) {
+                if (!cJSON_IsString(it) || lora_parse_targets(it->valuestring, &bits)) {
+                    align_errorf("%s: feedforward_modules: %s", path, cJSON_IsString(it) ? align_error() : "not a string");
+                    goto done;
+                }
+                ff |= bits;
+            }
+        else if (!cJSON_IsNull(fm) && fm) {
+            align_errorf("%s: feedforward_modules must be a list", path);
+            goto done;
+        } else ff = lc.targets & LORA_T_DOWN;
+        if ((ff & lc.targets) != (lc.targets & LORA_T_DOWN)) {
+            align_errorf("%s: feedforward_modules must be the targeted down projections (down_proj; GPT-2: mlp.c_proj)",
+                         path);
+            goto done;
+        }
     }
     if (model_lora_attach(m, &lc)) goto done;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
@@ -185,8 +234,9 @@ int peft_load_adapter(const char *dir, Model *m, uint64_t seed) {
         if (!t) {
             /* peft also writes the adapter name in some versions */
             char alt[160];
-            size_t k = strlen(p->name) - strlen(".weight");
-            snprintf(alt, sizeof alt, "%.*s.default.weight", (int)k, p->name);
+            size_t k = strlen(p->name);
+            int w = k > 7 && !strcmp(p->name + k - 7, ".weight");
+            snprintf(alt, sizeof alt, "%.*s.default%s", (int)(w ? k - 7 : k), p->name, w ? ".weight" : "");
             t = st_find(&f, alt);
         }
         if (!t) {

@@ -15,7 +15,9 @@
  * c_attn is one module (one adapter over q|k|v); its names map so:
  * q_proj/k_proj/v_proj/c_attn -> attn.c_attn, o_proj -> attn.c_proj,
  * gate_proj/up_proj/c_fc -> mlp.c_fc, down_proj -> mlp.c_proj, and c_proj
- * means both c_proj modules (peft's suffix match).
+ * means both c_proj modules (peft's suffix match). Phi-3 likewise (its
+ * files fuse them, so peft adapts them whole): q_proj/k_proj/v_proj/qkv_proj
+ * -> self_attn.qkv_proj, gate_proj/up_proj/gate_up_proj -> mlp.gate_up_proj.
  *
  * Cost per adapted linear: two thin matmuls forward (x A^T, then h B^T
  * accumulated into the base output), four backward; the saved activation is
@@ -45,7 +47,18 @@ enum {
     LORA_T_ALL = 127
 };
 
+/* The adapter family sharing this plumbing (attach, on/off, flat get/set,
+ * checkpoints, export): LoRA; DoRA (Liu et al. 2024, peft's use_dora): LoRA
+ * plus a trainable magnitude per output row, W' = m (W + s B A) / ||W + s B A||
+ * with the row norm detached in backward as peft does (dora.c); IA3 (Liu et
+ * al. 2022, peft's IA3Config): a trainable vector, initialised to 1, scaling
+ * the output of k/v (GPT-2: c_attn) and the input of the MLP's down
+ * projection (ia3.c). rank, alpha and dropout do not apply to IA3. DoRA and
+ * IA3 run on the CPU backend. */
+typedef enum { LORA_METHOD_LORA = 0, LORA_METHOD_DORA = 1, LORA_METHOD_IA3 = 2 } LoraMethod;
+
 typedef struct {
+    int method;        /* LoraMethod */
     int rank;          /* r > 0 */
     float alpha;       /* scale = alpha / r */
     float dropout;     /* probability in [0, 1) */
@@ -56,6 +69,12 @@ typedef struct {
 /* TRL's ModelConfig defaults: r 16, alpha 32, dropout 0.05, every
  * attention and MLP projection. */
 void lora_config_defaults(LoraConfig *c);
+/* peft's IA3 targets for arch (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING):
+ * Llama family k_proj, v_proj, down_proj; GPT-2 c_attn, mlp.c_proj. The down
+ * projection is the feedforward module (its input is scaled). */
+unsigned lora_ia3_default_targets(ModelArch arch);
+/* "LoRA", "DoRA" or "IA3" */
+const char *lora_method_name(int method);
 /* Comma-separated module names (see above), or "all" / "all-linear". */
 int lora_parse_targets(const char *list, unsigned *out);
 /* The target_modules peft should see for these targets on arch, written
@@ -70,7 +89,7 @@ const LoraConfig *model_lora_config(const Model *m); /* NULL when none */
 int model_lora_enable(Model *m, int on);
 /* Fold (alpha/r) B A into the fp32 base weights / take it out again.
  * While merged the forward pass skips the adapters. -1 on a quantised
- * base. */
+ * base, and for DoRA and IA3 (fold them with model_export_copy). */
 int model_lora_merge(Model *m);
 int model_lora_unmerge(Model *m);
 /* Dropout on (training) with a key the caller derives from its position
@@ -85,7 +104,9 @@ int model_lora_get(Model *m, float *host);
 int model_lora_set(Model *m, const float *host);
 
 /* A plain fp32 model (no adapters, no quantised tensors) computing what m
- * computes now: base weights dequantised, enabled unmerged adapters merged.
+ * computes now: base weights dequantised, enabled unmerged adapters merged
+ * (DoRA: W' = m (W + s B A) / ||W + s B A|| per row; IA3: the scaled rows,
+ * and bias, of k/v, the scaled input columns of down).
  * For export to Hugging Face / .ckpt. */
 Model *model_export_copy(Model *m);
 

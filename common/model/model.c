@@ -23,6 +23,7 @@ struct ModelActs {
     float *norm1, *norm2;    /* [L][N,d] */
     float *stats1, *stats2;  /* [L][2N]: mean (LayerNorm only) and rstd */
     float *qkv;              /* [L][N,qkv_dim], q and k after RoPE */
+    float *qkn, *qkn_rstd;   /* qk_norm: [L][N,(Hq+Hkv)*hd] q and k before their norm, [L][N*(Hq+Hkv)] */
     float *attn;             /* [L][N,Hq*hd] */
     float *lse;              /* [L][Hq*N] */
     float *up;               /* [L][N,up_dim] before the activation */
@@ -35,6 +36,9 @@ struct ModelActs {
     const int32_t *seq_prefix; /* into seq_start's allocation, or NULL */
     int seq_cap;
     int n_tokens, n_seqs;
+    int row0;                /* virtual-token rows packed before the caller's (model.h) */
+    int32_t *vbuf;           /* host: the expanded batch's tokens, offsets and prefixes */
+    int vcap;
     int forward_done;
     /* LM head: only rows with a target */
     int lm_cap, n_lm;
@@ -49,7 +53,6 @@ struct ModelActs {
     /* Gemma (sandwich_norms): attention and MLP outputs before their post
      * norms [L][N,d], and those norms' stats [L][2N] */
     float *o_out, *f_out, *stats_pa, *stats_pf;
-    float *qkn, *qkn_rstd;   /* qk_norm: [L][N,(Hq+Hkv)*hd] q and k before their norm, [L][N*(Hq+Hkv)] */
 };
 
 /* ------------------------------------------------------------ config */
@@ -88,8 +91,10 @@ int model_config_validate(const ModelConfig *c) {
         return align_errorf("model config: sliding_window (%d) and its first layer (%d) must not be negative",
                             c->sliding_window, c->window_from_layer);
     if (c->sliding_window && c->arch != ARCH_LLAMA) return align_errorf("model config: GPT-2 has no sliding window");
+    if ((c->qk_norm || c->phi3) && c->arch != ARCH_LLAMA)
+        return align_errorf("model config: q/k norms and Phi-3's fused files belong to the Llama family, not GPT-2");
     if (c->arch != ARCH_LLAMA && (c->gemma || c->norm_plus_one || c->embed_scale > 0 || c->sandwich_norms || c->geglu ||
-                                  c->qk_norm || c->attn_scalar > 0 || c->attn_softcap > 0 || c->final_softcap > 0 ||
+                                  c->attn_scalar > 0 || c->attn_softcap > 0 || c->final_softcap > 0 ||
                                   c->sliding_pattern || c->rope_local_theta > 0))
         return align_errorf("model config: the Gemma pieces need the Llama-family decoder");
     if (c->attn_scalar < 0 || c->attn_softcap < 0 || c->final_softcap < 0 || c->embed_scale < 0 ||
@@ -442,6 +447,10 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
                      cfg->sliding_window, be->name);
         return NULL;
     }
+    if (cfg->qk_norm && !cfg->gemma && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward)) {
+        align_errorf("the q/k norms of Qwen3 are not implemented on the %s backend; use --device cpu", be->name);
+        return NULL;
+    }
     if ((model_attn_ext(cfg) && (!be->attention_forward_ext || !be->attention_backward_ext ||
                                  !be->attention_forward_cached_ext)) ||
         (cfg->geglu && (!be->geglu_forward || !be->geglu_backward)) ||
@@ -540,6 +549,7 @@ static void acts_release(const Backend *be, ModelActs *a) {
     be->free(a->tokens);
     be->free(a->pos);
     free(a->seq_start);
+    free(a->vbuf);
     lm_release(be, a);
 }
 
@@ -552,6 +562,7 @@ void model_free(Model *m) {
         free(m->acts);
     }
     if (m->adapter) m->adapter->free(m);
+    if (m->virt) m->virt->free(m);
     if (m->params) m->be->free(m->params);
     if (m->qparams) m->be->free(m->qparams);
     if (m->grads) m->be->free(m->grads);
@@ -806,12 +817,10 @@ static int acts_reserve(Model *m, int N) {
     const Backend *be = m->be;
     size_t L = (size_t)stored, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
     size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
-    size_t n = N;
+    size_t n = N, qkh = c->qk_norm ? (size_t)(c->n_heads + c->n_kv_heads) : 0; /* normed heads per token */
     size_t sand = c->sandwich_norms ? 2 * n * d + 4 * n : 0;
-    size_t qkh = c->qk_norm ? (size_t)(c->n_heads + c->n_kv_heads) : 0; /* normed heads per token */
-    size_t qkn = n * qkh * c->head_dim + n * qkh;
     size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
-                       H * n + n * u + n * F + sand + qkn;
+                       H * n + n * u + n * F + sand + n * qkh * (c->head_dim + 1) /* qkn, qkn_rstd */;
     size_t total = L * per_layer + (L + 1) * n * d + n * d + 2 * n /* normf */ +
                    n * d * 3 /* dresid, dtmp, dh */ + n * q + n * ao + n * u + n * F + n /* values */;
     be->free(a->buf);
@@ -832,6 +841,8 @@ static int acts_reserve(Model *m, int N) {
     TAKE(stats1, L * 2 * n);
     TAKE(stats2, L * 2 * n);
     TAKE(qkv, L * n * q);
+    TAKE(qkn, L * n * qkh * c->head_dim);
+    TAKE(qkn_rstd, L * n * qkh);
     TAKE(attn, L * n * ao);
     TAKE(lse, L * H * n);
     TAKE(up, L * n * u);
@@ -851,10 +862,6 @@ static int acts_reserve(Model *m, int N) {
         TAKE(f_out, L * n * d);
         TAKE(stats_pa, L * 2 * n);
         TAKE(stats_pf, L * 2 * n);
-    }
-    if (c->qk_norm) {
-        TAKE(qkn, L * n * qkh * c->head_dim);
-        TAKE(qkn_rstd, L * n * qkh);
     }
 #undef TAKE
     a->cap = N;
@@ -882,9 +889,11 @@ static void norm_backward(const Model *m, float *dinp, float *dw, float *db, con
         m->be->rmsnorm_backward(dinp, dw, dout, inp, w, stats + N, N, c->dim);
 }
 
-int model_shares_prefixes(const Model *m) {
+static int backend_prefixes(const Model *m) {
     return m->be->attention_forward_prefixed && m->be->attention_backward_prefixed;
 }
+
+int model_shares_prefixes(const Model *m) { return backend_prefixes(m) && !m->virt; }
 
 static int validate_batch(const Model *m, const Batch *b) {
     const ModelConfig *c = &m->cfg;
@@ -892,7 +901,8 @@ static int validate_batch(const Model *m, const Batch *b) {
     if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
         return align_errorf("batch offsets must start at 0 and end at n_tokens");
     if (b->seq_prefix && !model_shares_prefixes(m))
-        return align_errorf("the %s backend cannot run batches with shared prefixes", m->be->name);
+        return m->virt ? align_errorf("a model with virtual tokens cannot run batches with shared prefixes")
+                       : align_errorf("the %s backend cannot run batches with shared prefixes", m->be->name);
     for (int s = 0; s < b->n_seqs; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s], p = b->seq_prefix ? b->seq_prefix[s] : -1;
         if (len <= 0) return align_errorf("batch sequence %d is empty", s);
@@ -908,13 +918,52 @@ static int validate_batch(const Model *m, const Batch *b) {
     return 0;
 }
 
+/* The caller's batch behind nv virtual rows: one more sequence, first, that
+ * every other extends (model.h, ModelVirtualOps). Its tokens are 0: the
+ * hooks supply what the virtual rows carry. */
+static int expand_virtual(Model *m, const Batch *b, int nv, Batch *out) {
+    ModelActs *a = m->acts;
+    const ModelConfig *c = &m->cfg;
+    int S = b->n_seqs + 1, need = nv + b->n_tokens + (S + 1) + S;
+    if (need > a->vcap) {
+        int32_t *v = realloc(a->vbuf, need * sizeof(int32_t));
+        if (!v) return align_errorf("out of memory for a batch with virtual tokens");
+        a->vbuf = v;
+        a->vcap = need;
+    }
+    int32_t *tok = a->vbuf, *start = tok + nv + b->n_tokens, *pre = start + S + 1;
+    memset(tok, 0, nv * sizeof(int32_t));
+    memcpy(tok + nv, b->tokens, b->n_tokens * sizeof(int32_t));
+    start[0] = 0;
+    pre[0] = -1;
+    for (int s = 0; s < b->n_seqs; s++) {
+        start[s + 1] = nv + b->seq_start[s];
+        pre[s + 1] = 0;
+        int len = b->seq_start[s + 1] - b->seq_start[s];
+        if (c->arch == ARCH_GPT2 && nv + len > c->max_seq_len)
+            return align_errorf("sequence of %d tokens after %d virtual tokens is longer than the model's %d positions",
+                                len, nv, c->max_seq_len);
+    }
+    start[S] = nv + b->n_tokens;
+    *out = (Batch){.n_tokens = nv + b->n_tokens, .n_seqs = S, .tokens = tok, .seq_start = start, .seq_prefix = pre};
+    return 0;
+}
+
 int model_forward(Model *m, const Batch *b) {
     if (validate_batch(m, b)) return -1;
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
+    ModelActs *a = m->acts;
+    int nv = m->virt ? m->virt->n_virtual(m) : 0;
+    Batch vb = {0};
+    a->forward_done = 0;
+    if (nv > 0) {
+        if (expand_virtual(m, b, nv, &vb)) return -1;
+        b = &vb;
+    }
+    a->row0 = nv;
     int N = b->n_tokens;
     if (acts_reserve(m, N)) return -1;
-    ModelActs *a = m->acts;
     if (2 * b->n_seqs + 1 > a->seq_cap) {
         int32_t *s = realloc(a->seq_start, (2 * b->n_seqs + 1) * sizeof(int32_t));
         if (!s) return align_errorf("out of memory for batch offsets");
@@ -951,7 +1000,10 @@ int model_forward(Model *m, const Batch *b) {
     const ModelTensors *W = model_norm_weights(m);
     if (!W) return -1;
     be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
+    /* the scale is the embedding module's (transformers' *ScaledWordEmbedding):
+     * virtual tokens, like peft's inputs_embeds, go in unscaled */
     if (c->embed_scale > 0) be->scale(a->resid, c->embed_scale, n * d);
+    if (nv) m->virt->embed(m, a->resid);
     size_t S = (size_t)a->stored; /* layer slots: l % S; residual slots: l % (S + 1) */
     size_t HQK = (size_t)(Hq + Hkv);
     float ascale = model_attn_scale(c);
@@ -972,6 +1024,7 @@ int model_forward(Model *m, const Batch *b) {
             be->head_rmsnorm_forward(qkv, a->qkn + k * n * HQK * hd, a->qkn_rstd + k * n * HQK, w->q_norm, w->k_norm, N,
                                      Hq, Hkv, hd, c->norm_eps);
         if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
+        if (nv) m->virt->kv(m, l, qkv, (int)q);
         int window = model_layer_window(c, l);
         if (model_attn_ext(c))
             be->attention_forward_ext(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs, N, Hq,
@@ -1039,10 +1092,12 @@ int model_logits(Model *m, const int32_t *rows, int n_rows, float *out) {
     if (!a->forward_done) return align_errorf("model_logits called before model_forward");
     if (!c->lm_head) return align_errorf("this model has no LM head (it is a reward/value model)");
     for (int i = 0; i < n_rows; i++)
-        if (rows[i] < 0 || rows[i] >= a->n_tokens) return align_errorf("model_logits: row %d is outside the batch", rows[i]);
+        if (rows[i] < 0 || rows[i] >= a->n_tokens - a->row0)
+            return align_errorf("model_logits: row %d is outside the batch", rows[i]);
     if (lm_reserve(m, n_rows)) return -1;
     a->lm_done = 0; /* the LM buffers now hold these rows, not the targets' */
-    be->to_device(a->lm_rows, rows, n_rows * sizeof(int32_t));
+    for (int i = 0; i < n_rows; i++) a->lm_rows_host[i] = rows[i] + a->row0; /* past the virtual rows */
+    be->to_device(a->lm_rows, a->lm_rows_host, n_rows * sizeof(int32_t));
     be->gather_rows(a->lm_h, a->normf, a->lm_rows, n_rows, c->dim);
     be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n_rows, c->dim, c->vocab_size);
     if (c->final_softcap > 0) be->softcap_forward(a->lm_logits, (size_t)n_rows * c->vocab_size, c->final_softcap);
@@ -1056,13 +1111,13 @@ int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
     const Backend *be = m->be;
     if (!a->forward_done) return align_errorf("model_token_logprobs called before model_forward");
     if (!c->lm_head) return align_errorf("this model has no LM head (it is a reward/value model)");
-    int N = a->n_tokens, n = 0;
+    int N = a->n_tokens - a->row0, n = 0; /* the caller's rows, after any virtual ones */
     if (lm_reserve(m, N)) return -1;
     for (int i = 0; i < N; i++) {
         if (targets[i] < 0) continue;
         if (targets[i] >= c->vocab_size)
             return align_errorf("target id %d at position %d is outside the vocabulary (%d)", targets[i], i, c->vocab_size);
-        a->lm_rows_host[n] = i;
+        a->lm_rows_host[n] = i + a->row0;
         a->lm_tgt_host[n] = targets[i];
         n++;
     }
@@ -1080,7 +1135,7 @@ int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
         float *tmp = malloc(n * sizeof(float));
         if (!tmp) return align_errorf("out of memory");
         be->to_host(tmp, a->lm_dlogp, n * sizeof(float));
-        for (int k = 0; k < n; k++) logp[a->lm_rows_host[k]] = tmp[k];
+        for (int k = 0; k < n; k++) logp[a->lm_rows_host[k] - a->row0] = tmp[k];
         free(tmp);
     }
     if (backend_check(be, "model log-probs")) {
@@ -1097,7 +1152,7 @@ int model_values(Model *m, float *values) {
     if (!c->value_head) return align_errorf("this model has no value head (score.weight)");
     m->be->matmul_forward(a->values, a->normf, m->w.score, NULL, a->n_tokens, c->dim, 1);
     a->values_done = 1;
-    if (values) m->be->to_host(values, a->values, a->n_tokens * sizeof(float));
+    if (values) m->be->to_host(values, a->values + a->row0, (a->n_tokens - a->row0) * sizeof(float));
     if (backend_check(m->be, "model values")) {
         a->values_done = 0;
         return -1;
@@ -1112,7 +1167,10 @@ int model_values(Model *m, float *values) {
 static int lowest_trainable_layer(const Model *m) {
     const ModelConfig *c = &m->cfg;
     if (m->g.wte || m->g.wpe) return -1;
+    int virt = m->virt && m->acts->row0 ? m->virt->lowest_layer(m) : c->n_layers;
+    if (virt < 0) return -1;
     int lora = m->adapter ? m->adapter->lowest_layer(m) : c->n_layers; /* n_layers when no adapter trains */
+    if (virt < lora) lora = virt;
     for (int l = 0; l < c->n_layers && l < lora; l++) {
         const LayerTensors *g = &m->g.layers[l];
         const float *const *p = (const float *const *)g;
@@ -1175,7 +1233,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         int k = a->n_lm;
         float *tmp = malloc(k * sizeof(float));
         if (!tmp) return align_errorf("out of memory");
-        for (int i = 0; i < k; i++) tmp[i] = dlogp[a->lm_rows_host[i]];
+        for (int i = 0; i < k; i++) tmp[i] = dlogp[a->lm_rows_host[i] - a->row0];
         be->to_device(a->lm_dlogp, tmp, k * sizeof(float));
         free(tmp);
         if (c->final_softcap > 0)
@@ -1190,7 +1248,8 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         a->lm_done = 0; /* the logits were overwritten by their gradient */
     }
     if (dvalues) {
-        be->to_device(a->dact, dvalues, n * sizeof(float)); /* dact as scratch [N] */
+        if (a->row0) be->zero(a->dact, a->row0 * sizeof(float)); /* virtual rows have no value */
+        be->to_device(a->dact + a->row0, dvalues, (n - a->row0) * sizeof(float)); /* dact as scratch [N] */
         if (m->g.score) be->matmul_backward_weight(m->g.score, NULL, a->dact, 1, a->normf, N, c->dim, 1);
         be->matmul_backward_input(a->dh, a->dact, m->w.score, N, c->dim, 1, 1);
     }
@@ -1260,6 +1319,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         else
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                    a->n_seqs, N, Hq, Hkv, hd);
+        if (a->row0) m->virt->kv_backward(m, l, a->dqkv, (int)q);
         if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
         if (c->qk_norm)
             be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * HQK * hd, a->qkn_rstd + l * n * HQK,
@@ -1273,7 +1333,12 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         if (lora) m->adapter->backward(m, l, MODEL_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, N);
         norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
     }
-    if (stop < 0) {
+    if (stop < 0 && a->row0) {
+        int r = a->row0; /* the virtual rows' inputs are the hook's, the rest the embeddings' */
+        m->virt->embed_backward(m, a->dresid);
+        if (c->embed_scale > 0) be->scale(a->dresid + (size_t)r * d, c->embed_scale, (size_t)(N - r) * d);
+        be->embedding_backward(m->g.wte, m->g.wpe, a->dresid + (size_t)r * d, a->tokens + r, a->pos + r, N - r, c->dim);
+    } else if (stop < 0) {
         if (c->embed_scale > 0) be->scale(a->dresid, c->embed_scale, n * d);
         be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);
     }

@@ -6,7 +6,8 @@
  *   Llama: RMSNorm, RoPE (theta, optional llama3 scaling), SwiGLU,
  *          grouped-query attention, optional q/k/v bias (Qwen2), optional
  *          tied embeddings (SmolLM2), optional sliding-window attention on
- *          the later layers (Mistral, Qwen2).
+ *          the later layers (Mistral, Qwen2), optional per-head q/k
+ *          RMSNorm (Qwen3); Phi-3/4 are this family with fused files.
  *   Gemma 2 / 3 (text): the Llama decoder with RMSNorm scaling by (1 + w),
  *          embeddings times sqrt(hidden), post-attention and pre/post-MLP
  *          norms, GeGLU, attention scale query_pre_attn_scalar^-1/2,
@@ -91,6 +92,14 @@ typedef struct {
     int lm_head;         /* 1: model has the LM head */
     int value_head;      /* 1: model has score.weight [1, dim] */
     int bos_id, eos_id, pad_id; /* -1 when unknown */
+    /* Qwen3, Gemma 3: RMSNorm of each q and k head (self_attn.q_norm /
+     * k_norm, weight [head_dim], eps norm_eps; Gemma's by 1 + w) after the
+     * projections, before RoPE. */
+    int qk_norm;
+    /* Phi-3/3.5/4 (model_type phi3): the same maths as Llama; only its files
+     * differ, fusing qkv_proj and gate_up_proj, which the importers split
+     * into our q|k|v and gate|up (already adjacent) and the exporters fuse. */
+    int phi3;
     /* Gemma 2 / Gemma 3 text (all 0 for the other families). */
     int gemma;             /* 2 or 3: the Hugging Face model_type (gemma2, gemma3_text) to write back */
     int norm_plus_one;     /* every RMSNorm scales by (1 + w); w stays as the files store it */
@@ -98,7 +107,6 @@ typedef struct {
     int sandwich_norms;    /* post_attention_layernorm on the attention output, pre_ and
                               post_feedforward_layernorm around the MLP */
     int geglu;             /* MLP gate activation: GELU (tanh) instead of SiLU */
-    int qk_norm;           /* per-head RMSNorm (q_norm, k_norm) on q and k before RoPE */
     float attn_scalar;     /* > 0: scores scaled by attn_scalar^-1/2 (query_pre_attn_scalar); else head_dim^-1/2 */
     float attn_softcap;    /* > 0: attention scores s -> c tanh(s / c) before the softmax */
     float final_softcap;   /* > 0: logits x -> c tanh(x / c) */
@@ -127,7 +135,7 @@ typedef struct {
     int no_decay;       /* 1: biases and norm weights get no weight decay */
     int qtype;          /* QuantType: QUANT_NONE = fp32 in params; else blocks in qparams */
     size_t qoffset;     /* byte offset into Model.qparams when quantised (offset unused) */
-    int lora;           /* 1: a LoRA adapter tensor (lora_A / lora_B) */
+    int lora;           /* 1: an adapter tensor (lora_A / lora_B, DoRA's magnitude, IA3's ia3_l, or virtual tokens: prompt_learning.h) */
 } ParamInfo;
 
 /* Quantised weights of one layer (NULL / QUANT_NONE where fp32). Fused
@@ -196,6 +204,30 @@ typedef struct {
     void (*free)(Model *m);
 } ModelAdapterOps;
 
+/* Virtual tokens (prompt tuning and prefix tuning / P-tuning v2,
+ * common/model/prompt_learning.h) plug in through this table. While
+ * n_virtual(m) > 0, model_forward packs one extra sequence of that many
+ * rows first and makes every sequence extend it (Batch.seq_prefix), so each
+ * sequence attends to the virtual tokens and its positions start after
+ * them, as peft's prepended prompt / past_key_values do; the callers'
+ * arrays (targets, log-probs, values, logits rows) keep their own indices.
+ * The virtual rows' inputs come from embed (prompt tuning) or their keys
+ * and values are replaced after RoPE by kv (prefix tuning: stored as given,
+ * not rotated again). */
+typedef struct ModelPrompt ModelPrompt; /* private to prompt_learning.c */
+typedef struct {
+    int (*n_virtual)(const Model *m);                       /* 0 when off */
+    void (*embed)(Model *m, float *x);                      /* x [n_virtual, dim]: the virtual inputs */
+    void (*kv)(Model *m, int layer, float *qkv, int ldq);   /* rows 0.. of qkv: set their k | v */
+    /* Backward: kv_backward takes d(k|v) of the virtual rows and zeroes
+     * their dqkv rows (nothing flows below from them); embed_backward takes
+     * d(inputs) [n_virtual, dim]. */
+    void (*kv_backward)(Model *m, int layer, float *dqkv, int ldq);
+    void (*embed_backward)(Model *m, const float *dx);
+    int (*lowest_layer)(const Model *m); /* -1: needs d(inputs); 0: every layer; n_layers: nothing trains */
+    void (*free)(Model *m);
+} ModelVirtualOps;
+
 struct Model {
     ModelConfig cfg;
     const Backend *be;
@@ -217,6 +249,8 @@ struct Model {
      * as the forward applies them; model_norm_weights refreshes it. */
     ModelTensors wn;
     float *norm_eff, *ones;
+    ModelPrompt *prompt;  /* virtual tokens; NULL when none */
+    const ModelVirtualOps *virt; /* their hooks; NULL when none */
 };
 
 /* The weights as the forward applies them: &m->w, or for a norm_plus_one
@@ -230,7 +264,8 @@ float model_attn_scale(const ModelConfig *c);
  * head_dim^-1/2, or a soft cap). */
 int model_attn_ext(const ModelConfig *c);
 
-/* 1 when model_forward accepts batches with seq_prefix on m's backend. */
+/* 1 when model_forward accepts batches with seq_prefix on m's backend (not
+ * on a model with virtual tokens, which take that one level of prefix). */
 int model_shares_prefixes(const Model *m);
 
 /* Create a model with zeroed parameters and every tensor trainable. */

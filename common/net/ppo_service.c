@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "util.h"
 
 struct PpoService {
@@ -21,6 +22,7 @@ struct PpoService {
     atomic_int busy;
     atomic_long served;
     atomic_int stop;
+    CurveZap *zap; /* the CURVE allow-list, or NULL */
 };
 
 static const WireLimits PPO_LIMITS = {.max_bytes = PPO_MAX_MESSAGE, .max_depth = 8, .max_elems = PPO_MAX_MESSAGE,
@@ -118,7 +120,7 @@ static void *io_thread(void *arg) {
     return NULL;
 }
 
-PpoService *ppo_service_start(const char *service, const char *endpoint) {
+PpoService *ppo_service_start(const char *service, const char *endpoint, const PpoCurve *curve) {
     PpoService *s = calloc(1, sizeof *s);
     if (!s) {
         align_errorf("out of memory");
@@ -139,6 +141,16 @@ PpoService *ppo_service_start(const char *service, const char *endpoint) {
     zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz);
     char inproc[64];
     snprintf(inproc, sizeof inproc, "inproc://ppo-service-%p", (void *)s);
+    if (curve && curve->secret_file) {
+        char pub[41];
+        if (curve->allow_file && !(s->zap = curve_zap_start(s->ctx, curve->allow_file))) goto fail;
+        if (curve_server_apply(s->router, curve->secret_file, pub)) goto fail;
+        fprintf(stderr, "%s: CURVE on, public key %s%s\n", service, pub,
+                curve->allow_file ? ", allow-list on" : " (any client with this key may connect: add --curve-allow)");
+    } else if (!curve_endpoint_is_loopback(endpoint)) {
+        fprintf(stderr, "%s: warning: %s is reachable from other machines and unauthenticated "
+                        "(use --curve-secret-file and --curve-allow)\n", service, endpoint);
+    }
     if (zmq_bind(s->router, endpoint)) {
         align_errorf("--bind %s: %s", endpoint, zmq_strerror(errno));
         goto fail;
@@ -157,6 +169,7 @@ PpoService *ppo_service_start(const char *service, const char *endpoint) {
 fail:
     zmq_close(s->router), zmq_close(s->pair_io), zmq_close(s->pair_work);
     zmq_ctx_term(s->ctx);
+    curve_zap_join(s->zap);
     free(s);
     return NULL;
 }
@@ -285,6 +298,7 @@ void ppo_service_stop(PpoService *s) {
     pthread_join(s->io, NULL);
     zmq_close(s->router), zmq_close(s->pair_io), zmq_close(s->pair_work);
     zmq_ctx_term(s->ctx);
+    curve_zap_join(s->zap); /* it ends with the context */
     free(s);
 }
 
@@ -292,22 +306,32 @@ void ppo_service_stop(PpoService *s) {
 
 int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv) {
     const char *bind = NULL, *device = "cpu";
+    PpoCurve curve = {0};
     int seed = 0;
     CliFlag flags[16] = {
-        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH or tcp://127.0.0.1:PORT)"},
+        {"bind", CLI_STRING, &bind, "ZeroMQ endpoint to serve on (ipc://PATH, tcp://127.0.0.1:PORT; another interface only when named, then with CURVE)"},
         {"device", CLI_STRING, &device, "cpu or cuda"},
         {"seed", CLI_INT, &seed, w->seed_help},
+        {"curve-secret-file", CLI_STRING, &curve.secret_file, "turn on CurveZMQ with this secret key file (reward_server --curve-keygen PREFIX writes one)"},
+        {"curve-allow", CLI_STRING, &curve.allow_file, "file of client public keys (Z85, one per line) admitted under CURVE: ppo_run's and the policy's"},
     };
-    int nf = 3;
+    int nf = 5;
     for (int i = 0; i < w->n_flags && nf < (int)(sizeof flags / sizeof *flags); i++) flags[nf++] = w->flags[i];
     char usage[96];
     snprintf(usage, sizeof usage, "%s --bind EP [flags]", w->prog);
     CliSpec spec = {.prog = w->prog, .usage = usage, .about = w->about, .flags = flags, .n_flags = nf};
     cli_parse_or_exit(&spec, argc, argv);
     if (!bind) align_die(w->prog, "--bind is required (see --help)");
+    if (curve.allow_file && !curve.secret_file)
+        align_die(w->prog, "--curve-allow needs --curve-secret-file (the allow-list is checked under CURVE)");
     const Backend *be = backend_get(device);
     if (!be) align_die_error(w->prog);
-    PpoService *svc = ppo_service_start(w->service, bind);
+    int followed = w->follow ? w->follow(state, be) : -1;
+    if (followed >= 0) {
+        cli_free(&spec);
+        return followed;
+    }
+    PpoService *svc = ppo_service_start(w->service, bind, &curve);
     if (!svc) align_die_error(w->prog);
     fprintf(stderr, "%s: listening on %s\n", w->prog, ppo_service_endpoint(svc));
     PpoRequest r;

@@ -45,9 +45,17 @@ typedef struct {
     void *att[WIRE_MAX_ATTACH]; /* zmq_msg_t *, released with the request */
 } PpoRequest;
 
+/* CurveZMQ for a worker's socket (curve.h): its secret key file (NULL: no
+ * CURVE) and, optionally, the file of client public keys it admits. */
+typedef struct {
+    const char *secret_file;
+    const char *allow_file;
+} PpoCurve;
+
 /* Bind a ROUTER on endpoint and start the I/O thread. service: the name
- * put in pongs ("policy", "reference", "rollout"). NULL with an error. */
-PpoService *ppo_service_start(const char *service, const char *endpoint);
+ * put in pongs ("policy", "reference", "rollout"); curve may be NULL.
+ * NULL with an error. */
+PpoService *ppo_service_start(const char *service, const char *endpoint, const PpoCurve *curve);
 /* The endpoint actually bound (tcp://127.0.0.1:* resolved). */
 const char *ppo_service_endpoint(const PpoService *s);
 /* Block until the next request that is not a ping. Messages that do not
@@ -85,6 +93,10 @@ typedef struct {
      * sets another). An op the program does not serve: NULL with *code =
      * "unknown_op" and no message needed. */
     WireWriter *(*handle)(void *state, const Backend *be, PpoRequest *r, const char **code);
+    /* Optional, for a worker run as several ranks (ppo_policy under
+     * mpirun): called once the flags are read; a rank that does not serve
+     * (it follows rank 0) returns its exit status, a serving one -1. */
+    int (*follow)(void *state, const Backend *be);
 } PpoWorker;
 
 /* The whole of a worker's main: returns the exit status (1 once the socket

@@ -11,7 +11,9 @@
 #include "ppo_service.h"
 #include "util.h"
 
-const char *ppo_sync_kind_name(PpoSyncKind k) { return k == PPO_SYNC_LORA ? "lora" : "full"; }
+const char *ppo_sync_kind_name(PpoSyncKind k) {
+    return k == PPO_SYNC_LORA ? "lora" : k == PPO_SYNC_PROMPT ? "prompt" : "full";
+}
 
 static int host_is_little(void) {
     const uint16_t one = 1;
@@ -30,6 +32,7 @@ static void swap4(float *x, size_t n) {
 
 int ppo_lora_put(WireWriter *w, const LoraConfig *c, const char *adapter_dir) {
     int rc = wire_put_int(w, "lora_rank", c->rank);
+    rc |= wire_put_int(w, "lora_method", c->method);
     rc |= wire_put_float(w, "lora_alpha", c->alpha);
     rc |= wire_put_float(w, "lora_dropout", c->dropout);
     rc |= wire_put_uint(w, "lora_targets", c->targets);
@@ -51,11 +54,51 @@ int ppo_lora_setup(Model *m, const WireMsg *s, uint64_t seed) {
         c.alpha = (float)ppo_get_num(s, "lora_alpha", 2.0 * rank);
         c.dropout = (float)ppo_get_num(s, "lora_dropout", c.dropout);
         c.targets = (unsigned)ppo_get_num(s, "lora_targets", c.targets);
+        c.method = (int)ppo_get_num(s, "lora_method", LORA_METHOD_LORA);
         c.seed = seed;
         rc = model_lora_attach(m, &c);
     }
     free(adapter);
     return rc ? -1 : 1;
+}
+
+int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, int projection, const int32_t *init_ids, int n_init) {
+    int rc = wire_put_str(w, "virtual_kind", prompt_kind_name(kind));
+    rc |= wire_put_int(w, "num_virtual_tokens", n_virtual);
+    if (projection) rc |= wire_put_bool(w, "prefix_projection", 1);
+    if (init_ids && n_init > 0) rc |= wire_put_vec(w, "prompt_init_ids", WIRE_I32, init_ids, (size_t)n_init);
+    return rc ? -1 : 0;
+}
+
+int ppo_prompt_setup(Model *m, const WireMsg *s, uint64_t seed) {
+    char *kind = ppo_get_strdup(s, "virtual_kind");
+    const PromptConfig *have = model_prompt_config(m);
+    if (!kind) {
+        if (have)
+            return align_errorf("the model carries %s-tuning virtual tokens but the setup asks for none",
+                                prompt_kind_name(have->kind));
+        return 0;
+    }
+    PromptConfig pc = {.kind = !strcmp(kind, "prefix") ? PREFIX_TUNING : PROMPT_TUNING,
+                       .n_virtual = (int)ppo_get_num(s, "num_virtual_tokens", 0), .seed = seed,
+                       .projection = ppo_get_num(s, "prefix_projection", 0) != 0};
+    int bad = strcmp(kind, "prefix") && strcmp(kind, "prompt");
+    free(kind);
+    if (bad) return align_errorf("setup: virtual_kind must be \"prompt\" or \"prefix\"");
+    if (have) { /* a --resume checkpoint brought them */
+        if (have->kind != pc.kind || have->n_virtual != pc.n_virtual || have->projection != pc.projection)
+            return align_errorf("the model carries %d %s-tuning virtual tokens, the setup asks for %d %s-tuning ones",
+                                have->n_virtual, prompt_kind_name(have->kind), pc.n_virtual, prompt_kind_name(pc.kind));
+        model_prompt_enable(m, 1);
+        return 1;
+    }
+    WireArray a;
+    if (wire_has(s, "prompt_init_ids")) {
+        if (wire_get_array(s, "prompt_init_ids", WIRE_I32, ppo_wire_limits(), &a)) return -1;
+        pc.init_tokens = a.data;
+        pc.n_init_tokens = (int)a.numel;
+    }
+    return model_prompt_attach(m, &pc) ? -1 : 1;
 }
 
 /* ------------------------------------------------------------ base fingerprint */
@@ -88,7 +131,12 @@ uint64_t ppo_base_fingerprint(Model *m) {
 
 int ppo_sync_payload(Model *m, PpoSyncPayload *p) {
     memset(p, 0, sizeof *p);
-    if (m->lora) {
+    if (m->prompt) {
+        p->kind = PPO_SYNC_PROMPT;
+        p->numel = model_prompt_numel(m); /* with the projection, its five tensors, which lie together */
+        if (!(p->owned = align_alloc(p->numel * sizeof(float) + 64))) return align_errorf("out of memory");
+        m->be->to_host(p->owned, model_prompt_data(m), p->numel * sizeof(float));
+    } else if (m->lora) {
         p->kind = PPO_SYNC_LORA;
         p->numel = model_lora_numel(m);
         if (!(p->owned = align_alloc(p->numel * sizeof(float) + 64))) return align_errorf("out of memory");
@@ -136,6 +184,11 @@ WireWriter *ppo_sync_header(const Model *m, const PpoSyncPayload *p, int64_t ver
         wire_put_float(w, "lora_alpha", c->alpha);
         wire_put_uint(w, "lora_targets", c->targets);
         wire_put_uint(w, "base", base_fp);
+    } else if (p->kind == PPO_SYNC_PROMPT) {
+        const PromptConfig *c = model_prompt_config(m);
+        wire_put_str(w, "virtual_kind", prompt_kind_name(c->kind));
+        wire_put_int(w, "num_virtual_tokens", c->n_virtual);
+        wire_put_uint(w, "base", base_fp);
     }
     return w;
 }
@@ -157,7 +210,8 @@ int ppo_sync_apply(Model *m, uint64_t base_fp, const WireMsg *h, const void *dat
     PpoSyncKind kind;
     if (sl == 4 && !memcmp(s, "full", 4)) kind = PPO_SYNC_FULL;
     else if (sl == 4 && !memcmp(s, "lora", 4)) kind = PPO_SYNC_LORA;
-    else return align_errorf("weights_raw: \"kind\" must be \"full\" or \"lora\" (got \"%.*s\")", (int)(sl > 16 ? 16 : sl), s);
+    else if (sl == 6 && !memcmp(s, "prompt", 6)) kind = PPO_SYNC_PROMPT;
+    else return align_errorf("weights_raw: \"kind\" must be \"full\", \"lora\" or \"prompt\" (got \"%.*s\")", (int)(sl > 16 ? 16 : sl), s);
     if (wire_get_str(h, "dtype", &s, &sl)) return align_error_prefix("weights_raw");
     if (sl != 3 || memcmp(s, "f32", 3))
         return align_errorf("weights_raw: \"dtype\" must be \"f32\" (got \"%.*s\")", (int)(sl > 16 ? 16 : sl), s);
@@ -178,6 +232,32 @@ int ppo_sync_apply(Model *m, uint64_t base_fp, const WireMsg *h, const void *dat
             float *hp = ckpt_host_params(m, 1);
             if (!hp) return -1;
             swap4(hp, m->n_elems);
+            ckpt_host_params_release(m, hp, 1);
+        }
+    } else if (kind == PPO_SYNC_PROMPT) {
+        const PromptConfig *c = model_prompt_config(m);
+        if (!c) return align_errorf("weights_raw: virtual tokens sent to a worker set up without them (no virtual_kind in its setup)");
+        int64_t nv;
+        uint64_t base;
+        if (wire_get_str(h, "virtual_kind", &s, &sl) || wire_get_int(h, "num_virtual_tokens", &nv) || want_uint(h, "base", &base))
+            return align_error_prefix("weights_raw");
+        const char *mine = prompt_kind_name(c->kind);
+        if (sl != strlen(mine) || memcmp(s, mine, sl) || nv != c->n_virtual)
+            return align_errorf("weights_raw: %lld %.*s-tuning virtual tokens; this worker attached %d %s-tuning ones",
+                                (long long)nv, (int)(sl > 16 ? 16 : sl), s, c->n_virtual, mine);
+        if (numel != model_prompt_numel(m))
+            return align_errorf("weights_raw: %llu virtual-token elements; this worker's have %zu (another "
+                                "--prefix-projection?)", (unsigned long long)numel, model_prompt_numel(m));
+        if (base != base_fp)
+            return align_errorf("weights_raw: this worker's base model differs from the policy's (fingerprint %016llx, "
+                                "the policy's %016llx): set it up from the same --policy file",
+                                (unsigned long long)base_fp, (unsigned long long)base);
+        float *dst = model_prompt_data(m);
+        m->be->to_device(dst, data, len);
+        if (!host_is_little()) {
+            float *hp = ckpt_host_params(m, 1);
+            if (!hp) return -1;
+            swap4(hp + (dst - m->params), numel);
             ckpt_host_params_release(m, hp, 1);
         }
     } else {

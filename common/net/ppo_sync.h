@@ -6,7 +6,8 @@
  * buffer (540 MB for SmolLM2-135M); with LoRA, only the adapters (A and B
  * of every adapted linear, in table order: model_lora_get's buffer, a few
  * MB), because the base is frozen and every rollout worker loaded the same
- * base and attached the same LoRA config at setup. A restarted worker loads
+ * base and attached the same LoRA config at setup; with prompt or prefix
+ * tuning, only the virtual tokens (kind "prompt", a few KB) likewise. A restarted worker loads
  * the base itself from the same --policy file, so adapters alone are
  * always enough; a fingerprint of the base in every adapter message makes a
  * worker set up from another model refuse instead of sampling from a
@@ -29,11 +30,14 @@
 
 #include "lora.h"
 #include "model.h"
+#include "prompt_learning.h"
 #include "wire.h"
 
-typedef enum { PPO_SYNC_FULL = 0, PPO_SYNC_LORA = 1 } PpoSyncKind;
+/* PPO_SYNC_PROMPT: the virtual tokens of prompt or prefix tuning alone
+ * (prompt_learning.h), one tensor of a few KB, checked like adapters. */
+typedef enum { PPO_SYNC_FULL = 0, PPO_SYNC_LORA = 1, PPO_SYNC_PROMPT = 2 } PpoSyncKind;
 
-const char *ppo_sync_kind_name(PpoSyncKind k); /* "full", "lora" */
+const char *ppo_sync_kind_name(PpoSyncKind k); /* "full", "lora", "prompt" */
 
 /* ---- LoRA in setup requests (policy and rollout workers alike) ---- */
 
@@ -43,6 +47,17 @@ int ppo_lora_put(WireWriter *w, const LoraConfig *c, const char *adapter_dir);
 /* Attach what a setup request asks for: 1 attached, 0 none asked, -1 on
  * error. seed: A's init (as trainer_setup_peft: the run's seed). */
 int ppo_lora_setup(Model *m, const WireMsg *setup, uint64_t seed);
+
+/* ---- prompt / prefix tuning in setup requests ---- */
+
+/* virtual_kind ("prompt" or "prefix"), num_virtual_tokens,
+ * prefix_projection (when set) and, for a prompt-tuning TEXT init,
+ * prompt_init_ids (the text's token ids). */
+int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, int projection, const int32_t *init_ids, int n_init);
+/* Attach what a setup request asks for (or keep the same virtual tokens a
+ * loaded --resume .ckpt carried): 1 attached, 0 none asked, -1 on error
+ * (also when the model carries virtual tokens the request does not name). */
+int ppo_prompt_setup(Model *m, const WireMsg *setup, uint64_t seed);
 
 /* A fingerprint of the frozen base: every non-adapter tensor's name and
  * size and a strided sample of its values (cheap; different checkpoints

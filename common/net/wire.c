@@ -273,7 +273,8 @@ static int scan(const uint8_t *p, size_t len, size_t *pos, int depth, int max_de
 
 struct WireMsg {
     msgpack_unpacked up;
-    uint8_t *copy;
+    uint8_t *copy;   /* the message's bytes, as received */
+    size_t copy_len;
     int n;
     const char *key[WIRE_MAX_FIELDS];
     uint32_t key_len[WIRE_MAX_FIELDS];
@@ -321,6 +322,7 @@ WireMsg *wire_parse(const void *data, size_t len, const WireLimits *lim_in) {
         return NULL;
     }
     memcpy(m->copy, data, len);
+    m->copy_len = len;
     msgpack_unpacked_init(&m->up);
     size_t off = 0;
     if (msgpack_unpack_next(&m->up, (const char *)m->copy, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
@@ -380,6 +382,11 @@ WireMsg *wire_parse(const void *data, size_t len, const WireLimits *lim_in) {
 fail:
     wire_msg_free(m);
     return NULL;
+}
+
+const void *wire_msg_bytes(const WireMsg *m, size_t *len) {
+    *len = m->copy_len;
+    return m->copy;
 }
 
 const char *wire_op(const WireMsg *m) { return m->op; }

@@ -94,6 +94,8 @@ typedef struct WireMsg WireMsg;
 WireMsg *wire_parse(const void *data, size_t len, const WireLimits *lim);
 void wire_msg_free(WireMsg *m);
 
+/* The bytes m was parsed from (to pass a message on unchanged). */
+const void *wire_msg_bytes(const WireMsg *m, size_t *len);
 const char *wire_op(const WireMsg *m);
 int64_t wire_version(const WireMsg *m);
 int wire_has(const WireMsg *m, const char *key); /* present and not nil */

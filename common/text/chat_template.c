@@ -9,9 +9,12 @@
  * branch, see chat_template.h). */
 #include "chat_template.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_template_families.h"
+#include "chat_text.h"
 #include "util.h"
 
 static const char *const NAMES[] = {"none", "chatml", "llama3", "hh"};
@@ -43,18 +46,50 @@ int chat_template_from_name(const char *name, ChatTemplate *out) {
             *out = (ChatTemplate)i;
             return 0;
         }
-    return align_errorf("unknown chat template \"%s\" (known: chatml, llama3, hh, none)", name ? name : "");
+    const ChatFamily *f = chat_family_by_name(name);
+    if (f) {
+        *out = f->id;
+        return 0;
+    }
+    return align_errorf("unknown chat template \"%s\" (known: %s)", name ? name : "", chat_template_known_names());
 }
 
 const char *chat_template_name(ChatTemplate t) {
-    return (unsigned)t < 4 ? NAMES[t] : "unknown";
+    if ((unsigned)t < 4) return NAMES[t];
+    const ChatFamily *f = chat_family(t);
+    return f ? f->name : "unknown";
+}
+
+const char *chat_template_known_names(void) {
+    static char buf[600];
+    if (!buf[0]) snprintf(buf, sizeof buf, "none, chatml, llama3, hh, %s", chat_family_names());
+    return buf;
+}
+
+/* Plain ChatML / Llama-3 are recognised by their markers, but only where
+ * nothing shows the template adds text of its own (a default system
+ * message, a date, reasoning blocks, a separator token): such a template
+ * is a family above or one align does not know, never plain ChatML. */
+static const char *const NOT_PLAIN[] = {"You are", "<think>", "<|im_sep|>", "strftime", "Today Date",
+                                        "Cutting Knowledge", "default_system", "system_message", NULL};
+static int plain(const char *jinja) {
+    for (int i = 0; NOT_PLAIN[i]; i++)
+        if (strstr(jinja, NOT_PLAIN[i])) return 0;
+    return 1;
 }
 
 int chat_template_detect(const char *jinja, ChatTemplate *out) {
     *out = CHAT_TEMPLATE_NONE;
     if (!jinja || !*jinja) return CHAT_DETECT_ABSENT;
-    if (strstr(jinja, "<|im_start|>")) *out = CHAT_TEMPLATE_CHATML;
-    else if (strstr(jinja, "<|start_header_id|>")) *out = CHAT_TEMPLATE_LLAMA3;
+    const ChatFamily *f = chat_family_detect(jinja);
+    if (f) *out = f->id;
+    else if (strstr(jinja, "<|im_start|>")) {
+        if (!plain(jinja)) return CHAT_DETECT_UNKNOWN;
+        *out = CHAT_TEMPLATE_CHATML;
+    } else if (strstr(jinja, "<|start_header_id|>")) {
+        if (!plain(jinja)) return CHAT_DETECT_UNKNOWN;
+        *out = CHAT_TEMPLATE_LLAMA3;
+    }
     /* In a Jinja source the newlines are usually the escape "\n", sometimes
      * literal newline characters: accept both spellings. */
     else if (strstr(jinja, "\\n\\nHuman:") || strstr(jinja, "\n\nHuman:")) *out = CHAT_TEMPLATE_HH;
@@ -71,76 +106,22 @@ const char *chat_template_jinja(const char *name) {
     case CHAT_TEMPLATE_CHATML: return JINJA_CHATML;
     case CHAT_TEMPLATE_LLAMA3: return JINJA_LLAMA3;
     case CHAT_TEMPLATE_HH: return JINJA_HH;
+    default: return NULL; /* a family: its Jinja is the model's own */
     }
-    return NULL;
 }
 
 const char *chat_template_end_marker(ChatTemplate t) {
+    const ChatFamily *f = chat_family(t);
+    if (f) return f->end_marker;
     if (t == CHAT_TEMPLATE_CHATML) return "<|im_end|>";
     if (t == CHAT_TEMPLATE_LLAMA3) return "<|eot_id|>";
     return NULL;
 }
 
-/* ------------------------------------------------------------ ChatText */
-
-void chat_text_free(ChatText *ct) {
-    if (!ct) return;
-    free(ct->text);
-    free(ct->spans);
-    memset(ct, 0, sizeof *ct);
-}
-
-/* Append bytes as a span; adjacent text spans merge so the encoder sees the
- * longest runs (as HF does after splitting out added tokens). */
-static int ct_add(ChatText *ct, const char *s, size_t n, int control) {
-    if (!ct->text) {
-        ct->cap = 256;
-        ct->text = malloc(ct->cap);
-        if (!ct->text) return align_errorf("out of memory rendering a chat template");
-        ct->len = 0;
-        ct->text[0] = 0;
-    }
-    if (n == 0) return 0;
-    if (ct->len + n + 1 > ct->cap) {
-        size_t cap = ct->cap;
-        while (ct->len + n + 1 > cap) cap *= 2;
-        char *p = realloc(ct->text, cap);
-        if (!p) return align_errorf("out of memory rendering a chat template");
-        ct->text = p;
-        ct->cap = cap;
-    }
-    memcpy(ct->text + ct->len, s, n);
-    if (!control && ct->n_spans > 0 && !ct->spans[ct->n_spans - 1].control) {
-        ct->spans[ct->n_spans - 1].len += n;
-    } else {
-        if (ct->n_spans == ct->cap_spans) {
-            int cap = ct->cap_spans ? 2 * ct->cap_spans : 16;
-            ChatSpan *p = realloc(ct->spans, (size_t)cap * sizeof *p);
-            if (!p) return align_errorf("out of memory rendering a chat template");
-            ct->spans = p;
-            ct->cap_spans = cap;
-        }
-        ct->spans[ct->n_spans++] = (ChatSpan){ct->len, n, control};
-    }
-    ct->len += n;
-    ct->text[ct->len] = 0;
-    return 0;
-}
-
-static int ct_str(ChatText *ct, const char *s) { return ct_add(ct, s, strlen(s), 0); }
-static int ct_ctl(ChatText *ct, const char *s) { return ct_add(ct, s, strlen(s), 1); }
-
-static int is_jinja_space(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-/* Jinja's `trim` (Python str.strip(); ASCII whitespace here). */
-static int ct_trimmed(ChatText *ct, const char *s) {
-    size_t a = 0, b = strlen(s);
-    while (a < b && is_jinja_space((unsigned char)s[a])) a++;
-    while (b > a && is_jinja_space((unsigned char)s[b - 1])) b--;
-    return ct_add(ct, s + a, b - a, 0);
-}
+static int ct_str(ChatText *ct, const char *s) { return chat_text_str(ct, s); }
+static int ct_ctl(ChatText *ct, const char *s) { return chat_text_ctl(ct, s); }
+static int ct_trimmed(ChatText *ct, const char *s) { return chat_text_trimmed(ct, s); }
+static int ct_add(ChatText *ct, const char *s, size_t n, int control) { return chat_text_add(ct, s, n, control); }
 
 static int render_msg(ChatTemplate t, const ChatMessage *m, int first, ChatText *out) {
     const char *role = m->role ? m->role : "";
@@ -162,6 +143,7 @@ static int render_msg(ChatTemplate t, const ChatMessage *m, int first, ChatText 
         if (strcmp(role, "user") == 0 && ct_str(out, "\n\nHuman: ")) return -1;
         if (strcmp(role, "assistant") == 0 && ct_str(out, "\n\nAssistant: ")) return -1;
         return ct_str(out, content);
+    default: break;
     }
     return align_errorf("unknown chat template %d", (int)t);
 }
@@ -179,6 +161,7 @@ static int render_gen_prompt(ChatTemplate t, int first, ChatText *out) {
                    ? -1
                    : 0;
     case CHAT_TEMPLATE_HH: return ct_str(out, "\n\nAssistant:");
+    default: break;
     }
     return align_errorf("unknown chat template %d", (int)t);
 }
@@ -186,8 +169,13 @@ static int render_gen_prompt(ChatTemplate t, int first, ChatText *out) {
 int chat_render(ChatTemplate t, const ChatMessage *msgs, int n_msgs, int add_generation_prompt,
                 ChatText *out) {
     memset(out, 0, sizeof *out);
-    if ((unsigned)t >= 4) return align_errorf("unknown chat template %d", (int)t);
+    const ChatFamily *f = chat_family(t);
+    if ((unsigned)t >= 4 && !f) return align_errorf("unknown chat template %d", (int)t);
     if (ct_add(out, "", 0, 0)) return -1; /* allocate: an empty rendering is "" */
+    if (f) {
+        if (f->render(f, msgs, n_msgs, add_generation_prompt, 0, out)) goto fail;
+        return 0;
+    }
     for (int i = 0; i < n_msgs; i++)
         if (render_msg(t, &msgs[i], i == 0, out)) goto fail;
     if (add_generation_prompt && render_gen_prompt(t, n_msgs == 0, out)) goto fail;
@@ -203,11 +191,14 @@ int chat_render_split(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
     if (chat_render(t, prompt, n_prompt, 1, prompt_out)) return -1;
     const char *c = completion ? completion : "";
     int rc = ct_add(completion_out, "", 0, 0);
-    switch (t) {
+    const ChatFamily *f = chat_family(t);
+    if (f) rc = rc || f->reply(f, c, completion_out) || ct_ctl(completion_out, f->end_marker);
+    else switch (t) {
     case CHAT_TEMPLATE_NONE: rc = rc || ct_str(completion_out, c); break;
     case CHAT_TEMPLATE_CHATML: rc = rc || ct_str(completion_out, c) || ct_ctl(completion_out, "<|im_end|>"); break;
     case CHAT_TEMPLATE_LLAMA3: rc = rc || ct_trimmed(completion_out, c) || ct_ctl(completion_out, "<|eot_id|>"); break;
     case CHAT_TEMPLATE_HH: rc = rc || ct_str(completion_out, " ") || ct_str(completion_out, c); break;
+    default: break;
     }
     if (rc) {
         chat_text_free(prompt_out);
@@ -219,8 +210,13 @@ int chat_render_split(ChatTemplate t, const ChatMessage *prompt, int n_prompt,
 
 int chat_render_between(ChatTemplate t, const ChatMessage *msgs, int n_msgs, ChatText *out) {
     memset(out, 0, sizeof *out);
-    if ((unsigned)t >= 4) return align_errorf("unknown chat template %d", (int)t);
+    const ChatFamily *f = chat_family(t);
+    if ((unsigned)t >= 4 && !f) return align_errorf("unknown chat template %d", (int)t);
     if (ct_add(out, "", 0, 0)) return -1;
+    if (f) {
+        if (ct_str(out, f->trailer) || f->render(f, msgs, n_msgs, 1, 1, out)) goto fail;
+        return 0;
+    }
     if (t == CHAT_TEMPLATE_CHATML && ct_str(out, "\n")) goto fail;
     for (int i = 0; i < n_msgs; i++)
         if (render_msg(t, &msgs[i], 0, out)) goto fail;
@@ -269,4 +265,22 @@ int chat_template_choose(const char *flag, const char *model_name, const char *m
     }
     if (model_jinja && chat_template_detect(model_jinja, out) == CHAT_DETECT_UNKNOWN) return CHAT_DETECT_UNKNOWN;
     return 0;
+}
+
+int chat_template_choose_for_training(const char *flag, const char *model_name, const char *model_jinja,
+                                      ChatTemplate *out) {
+    int rc = chat_template_choose(flag, model_name, model_jinja, out);
+    if (rc == CHAT_DETECT_UNKNOWN)
+        return align_errorf("the model's chat template is not one align renders exactly as the model's own; "
+                            "pass --chat-template NAME (%s) to train with one",
+                            chat_template_known_names());
+    return rc;
+}
+
+const char *chat_template_own_jinja(ChatTemplate t, const char *model_jinja) {
+    const ChatFamily *f = chat_family(t);
+    if (!f) return chat_template_export_jinja(chat_template_name(t));
+    const ChatFamily *own = chat_family_detect(model_jinja);
+    if (own && (own == f || own->render == f->render)) return model_jinja; /* qwen3 / qwen3-nothink */
+    return NULL;
 }

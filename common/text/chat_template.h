@@ -29,6 +29,26 @@ typedef enum {
     CHAT_TEMPLATE_CHATML,   /* <|im_start|>role\ncontent<|im_end|>\n */
     CHAT_TEMPLATE_LLAMA3,   /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
     CHAT_TEMPLATE_HH,       /* \n\nHuman: content\n\nAssistant: content */
+    /* Model families, rendered as their own Jinja renders (chat_template_families.c) */
+    CHAT_TEMPLATE_SMOLLM2,           /* ChatML + SmolLM2's default system message */
+    CHAT_TEMPLATE_SMOLLM3,           /* SmolLM3: dated system block, /think and /no_think */
+    CHAT_TEMPLATE_SMOLLM3_NOTHINK,   /* the same template with enable_thinking=False */
+    CHAT_TEMPLATE_QWEN25,            /* ChatML + "You are Qwen, created by Alibaba Cloud. ..." */
+    CHAT_TEMPLATE_QWEN3,             /* ChatML + <think> blocks (enable_thinking on, the default) */
+    CHAT_TEMPLATE_QWEN3_NOTHINK,     /* the same template with enable_thinking=False */
+    CHAT_TEMPLATE_LLAMA31,           /* Llama 3.1 / 3.3: system block with "Today Date: 26 Jul 2024" */
+    CHAT_TEMPLATE_LLAMA32,           /* Llama 3.2: the same with today's date */
+    CHAT_TEMPLATE_GEMMA,             /* Gemma 2 (and 1): <start_of_turn>, no system role */
+    CHAT_TEMPLATE_GEMMA3,            /* Gemma 3: system folded into the first user turn */
+    CHAT_TEMPLATE_PHI3,              /* <|user|>\n...<|end|>\n */
+    CHAT_TEMPLATE_PHI35,             /* Phi-3 skipping an empty system message */
+    CHAT_TEMPLATE_PHI4,              /* <|im_start|>role<|im_sep|>...<|im_end|> */
+    CHAT_TEMPLATE_DEEPSEEK_R1,       /* <｜User｜>...<｜Assistant｜><think>\n */
+    CHAT_TEMPLATE_MISTRAL_V3,        /* [INST] ...[/INST] reply</s>, system in the last user turn */
+    CHAT_TEMPLATE_MISTRAL_V3_TEKKEN, /* the same without the spaces (Mistral-Nemo) */
+    CHAT_TEMPLATE_MISTRAL_V7,        /* [SYSTEM_PROMPT] ...[/SYSTEM_PROMPT][INST] ...[/INST] */
+    CHAT_TEMPLATE_ZEPHYR,            /* <|user|>\n...</s>\n */
+    CHAT_TEMPLATE_COUNT
 } ChatTemplate;
 
 typedef struct {
@@ -50,13 +70,18 @@ typedef struct {
     int n_spans, cap_spans;
 } ChatText;
 
-/* "none", "chatml", "llama3", "hh" -> template; an unknown name is an error
+/* "none", "chatml", "llama3", "hh", or a family name ("qwen2.5", "llama3.1",
+ * ...: chat_template_known_names) -> template; an unknown name is an error
  * that lists the known ones. */
 int chat_template_from_name(const char *name, ChatTemplate *out);
 const char *chat_template_name(ChatTemplate t);
+/* Every accepted --chat-template value, comma-separated, for messages. */
+const char *chat_template_known_names(void);
 
-/* Recognise a model's Jinja template: "<|im_start|>" -> chatml,
- * "<|start_header_id|>" -> llama3, "\n\nHuman:" -> hh. *out is always set
+/* Recognise a model's Jinja template: a model family by its fingerprint
+ * (chat_template_families.c), else plain ChatML (markers and no default
+ * system message, date or <think>) -> chatml, Llama-3 headers without 3.1's
+ * preamble -> llama3, "\n\nHuman:" -> hh. *out is always set
  * (to none when nothing matches). Returns CHAT_DETECT_MATCHED, or
  * CHAT_DETECT_ABSENT (jinja NULL or empty: a base model, none is right), or
  * CHAT_DETECT_UNKNOWN (a template align cannot render: callers should warn
@@ -67,7 +92,7 @@ int chat_template_detect(const char *jinja, ChatTemplate *out);
 /* Jinja source rendering exactly what chat_render does, for
  * tokenizer_config.json's "chat_template" (uses bos_token for llama3). Every
  * built-in name has one ("none" concatenates contents); NULL for an unknown
- * name. */
+ * name and for the model families, whose Jinja is the model's own. */
 const char *chat_template_jinja(const char *name);
 
 /* The template a program uses with a model: `flag` (--chat-template) when
@@ -77,6 +102,19 @@ const char *chat_template_jinja(const char *name);
  * template align cannot render (*out is none: callers may warn). */
 int chat_template_choose(const char *flag, const char *model_name, const char *model_jinja, ChatTemplate *out);
 
+/* chat_template_choose for the programs that train: a model whose template
+ * string is present but not one align renders exactly is an error (-1)
+ * naming --chat-template and every accepted name, never a guess and never
+ * a silent "none". */
+int chat_template_choose_for_training(const char *flag, const char *model_name, const char *model_jinja,
+                                      ChatTemplate *out);
+
+/* The Jinja a model trained with template t should carry: the built-in's
+ * own (chat_template_export_jinja), or for a model family the model's own
+ * template string when it is that family (Qwen3 with thinking off is the
+ * same Jinja), else NULL. */
+const char *chat_template_own_jinja(ChatTemplate t, const char *model_jinja);
+
 /* The built-in template name ("chatml", "llama3", "hh") a model's Jinja
  * template implements; NULL when none matches (or jinja is NULL). */
 const char *chat_template_detect_name(const char *jinja);
@@ -84,8 +122,9 @@ const char *chat_template_detect_name(const char *jinja);
  * for "none" (a model without a template) or an unknown name. */
 const char *chat_template_export_jinja(const char *name);
 
-/* The control token that ends a completion ("<|im_end|>", "<|eot_id|>"), or
- * NULL (hh, none: the dataset layer appends the tokenizer's EOS id). */
+/* The control token that ends a completion ("<|im_end|>", "<|eot_id|>",
+ * "<end_of_turn>", "</s>", ...), or NULL (hh, none: the dataset layer
+ * appends the tokenizer's EOS id). */
 const char *chat_template_end_marker(ChatTemplate t);
 
 /* Render a conversation. add_generation_prompt appends the assistant header

@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
         {"out", CLI_STRING, &out_path, "output JSONL (default: standard output)"},
         {"batch-size", CLI_INT, &a.batch_size, "sequences per forward", CLI_AT_LEAST_1},
         {"max-length", CLI_INT, &a.max_length, "longest prompt + completion in tokens", CLI_NONNEG},
-        {"chat-template", CLI_STRING, &a.chat_template, "chatml, llama3, hh or none (default: the model's own)"},
+        {"chat-template", CLI_STRING, &a.chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a.skip_bad, "skip malformed records (counted) instead of stopping"},
         {"device", CLI_STRING, &a.device, "cpu or cuda"},
     };

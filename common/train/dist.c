@@ -16,7 +16,7 @@
 #include <pthread.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_inited = 0;
+static int g_rank = 0, g_size = 1, g_inited = 0, g_launched = 0;
 static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
 static char g_hint[4096];         /* the last checkpoint, for the fault lines */
 static double g_comm_time;
@@ -169,6 +169,7 @@ int dist_init(const char *prog, double timeout_s) {
     if (!launched) launched = getenv("PMIX_RANK");
     if (!launched) launched = getenv("PMI_RANK");
     if (!launched) return 0; /* no launcher: a world of one, MPI untouched */
+    g_launched = 1;
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return align_errorf("MPI_Init failed (started by mpirun?)");
@@ -295,6 +296,18 @@ int dist_bcast(void *buf, size_t bytes, int root) {
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Bcast");
 }
 
+int dist_bcast_idle(void *buf, size_t bytes, int root) {
+    if (g_size == 1) return 0;
+    if (bytes > INT_MAX) return align_errorf("MPI_Ibcast of %zu bytes: too large", bytes);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    for (int done = 0; rc == MPI_SUCCESS && !done;) {
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (!done) usleep(1000); /* a waiting rank must not take a core from the busy processes beside it */
+    }
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Ibcast");
+}
+
 int dist_barrier(void) {
     if (g_size == 1) return 0;
     long long t0 = now_ms();
@@ -338,9 +351,26 @@ int dist_gatherv(const float *mine, float *all, const size_t *counts, const size
     return 0;
 }
 int dist_bcast(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
+int dist_bcast_idle(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
 int dist_barrier(void) { return 0; }
 void dist_abort(const char *why, int code) {
     fprintf(stderr, "%s%s\n", g_prefix, why);
     exit(code);
 }
 #endif
+
+int dist_merge_metrics(Metrics *acc) {
+    int world = dist_size();
+    if (world == 1) return 0;
+    Metrics *all = malloc((size_t)world * sizeof *all);
+    if (!all) return align_errorf("out of memory");
+    int rc = dist_allgather_bytes(acc, all, sizeof *acc);
+    if (rc == 0) {
+        metrics_clear(acc);
+        for (int r = 0; r < world; r++) metrics_merge(acc, &all[r]);
+    }
+    free(all);
+    return rc;
+}
+
+int dist_launched(void) { return g_launched; }

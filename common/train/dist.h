@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 
+#include "metrics.h"
+
 /* Join the job when started by a launcher (idempotent). prog prefixes the
  * fault messages; timeout_s bounds every collective (0 = no bound). */
 int dist_init(const char *prog, double timeout_s);
@@ -44,10 +46,30 @@ int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs);
  * `mine` is this rank's counts[rank] floats. all may be NULL elsewhere. */
 int dist_gatherv(const float *mine, float *all, const size_t *counts, const size_t *displs, int root);
 int dist_bcast(void *buf, size_t bytes, int root);
+/* The same for a rank that waits for work of unknown length (a worker
+ * between requests): no timeout, and it sleeps between polls instead of
+ * spinning as a blocking MPI_Bcast does. */
+int dist_bcast_idle(void *buf, size_t bytes, int root);
 int dist_barrier(void);
+/* Every rank's metric accumulators merged, in rank order, on every rank
+ * (so all ranks see the same loss and stop together on a bad one). */
+int dist_merge_metrics(Metrics *acc);
 /* Stop every rank: one line on stderr, then MPI_Abort (exit(code) alone
  * when single). */
 void dist_abort(const char *why, int code);
+
+/* Whether the job was started by a launcher (mpirun), whatever its size. */
+int dist_launched(void);
+
+/* ---- NCCL (dist_nccl.c): gradients in GPU memory ----
+ * Under a launcher with --device cuda, the trainer sums gradients with
+ * ncclAllReduce on one communicator over the MPI world (its id sent from
+ * rank 0 by MPI_Bcast; each rank takes the GPU of its local rank). With
+ * `mpirun -np 1` the path runs with a world of one (tests/gpu/check.sh). */
+int dist_nccl_available(void); /* this build has NCCL */
+int dist_nccl_init(void);      /* after dist_init; idempotent */
+int dist_nccl_allreduce_sum(float *dev_buf, size_t n);
+void dist_nccl_finalize(void);
 
 /* The checkpoint the fault messages tell the user to resume from. */
 void dist_set_resume_hint(const char *path);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "lora.h"
+#include "prompt_learning.h"
 #include "util.h"
 
 void seq_logprobs_reduce(const DsPacked *p, const float *logp, double *sums, int *counts) {
@@ -47,7 +48,9 @@ int seq_logprobs(Model *m, const DsSeq *seqs, int n, int max_batch, int pairs, d
 
 int seq_logprobs_reference(Model *ref, Model *policy, const DsPacked *p, double *sums, int *counts) {
     int was = ref == policy ? model_lora_enable(policy, 0) : -1;
+    int was_virt = ref == policy ? model_prompt_enable(policy, 0) : -1; /* virtual tokens off too */
     int rc = seq_logprobs_packed(ref, p, sums, counts);
     if (was >= 0) model_lora_enable(policy, was);
+    if (was_virt >= 0) model_prompt_enable(policy, was_virt);
     return rc;
 }

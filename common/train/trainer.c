@@ -16,6 +16,7 @@
 #include "gguf.h"
 #include "optim.h"
 #include "peft.h"
+#include "peft_prompt.h"
 #include "report.h"
 #include "rng.h"
 #include "tb_events.h"
@@ -71,7 +72,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"seed", CLI_INT, &a->seed, "seed for the data order (and anything random)", CLI_ANY},
         {"device", CLI_STRING, &a->device, "cpu or cuda"},
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
-        {"chat-template", CLI_STRING, &a->chat_template, "chatml, llama3, hh or none (default: the model's own)"},
+        {"chat-template", CLI_STRING, &a->chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
         {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data file (default: the first)"},
         {"eval-sheet", CLI_STRING, &a->eval_sheet, "the worksheet of an .xlsx --eval-data file (default: the first)"},
@@ -81,16 +82,20 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-dropout", CLI_FLOAT, &a->lora_dropout, "dropout on the adapters' input while training, in [0, 1)", CLI_UNIT_OPEN},
         {"lora-targets", CLI_STRING, &a->lora_targets, "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (GPT-2: c_attn,c_proj,c_fc); default all"},
         {"lora-adapter", CLI_STRING, &a->lora_adapter, "start from a peft adapter directory (adapter_config.json + adapter_model.safetensors)"},
-        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone, peft layout (default <out>-adapter)"},
+        {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone (LoRA, prompt or prefix tuning), peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
-        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), bitfit (biases only) or freeze (--trainable-layers/--trainable-modules); default full fine-tuning, or LoRA with --lora-rank"},
+        {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), dora (LoRA with a trained magnitude per output, peft's use_dora), ia3 (trained scales of k, v and the down projection's input), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
+        {"use-dora", CLI_BOOL, &a->use_dora, "DoRA: LoRA adapters with a trained magnitude per output row (peft's use_dora; as --peft dora)"},
         {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
         {"trainable-layers", CLI_INT, &a->trainable_layers, "freeze tuning: the last N layers train, negative: the first -N (default 2, as LLaMA-Factory)", CLI_ANY},
         {"trainable-modules", CLI_STRING, &a->trainable_modules, "freeze tuning: modules of those layers that train, e.g. mlp,self_attn (default all)"},
+        {"num-virtual-tokens", CLI_INT, &a->num_virtual_tokens, "--peft prompt|prefix: virtual tokens before every sequence (default 20)", CLI_NONNEG},
+        {"prefix-projection", CLI_BOOL, &a->prefix_projection, "--peft prefix: reparametrise the prefix as an MLP (Linear, Tanh, Linear) of learned embeddings, peft's prefix_projection; the adapter saves its output"},
+        {"prompt-tuning-init-text", CLI_STRING, &a->prompt_tuning_init_text, "--peft prompt: start the virtual tokens as this text's token embeddings, repeated or cut (peft's TEXT init; default random N(0,1))"},
     };
     /* programs size their tables by TRAIN_ARGS_N_FLAGS: a flag added here
      * without raising it stops the build instead of overrunning them */
@@ -146,7 +151,12 @@ int trainer_check_args(const TrainArgs *a) {
     if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
-    if (a->lora_out && mode == TRAIN_PEFT_LORA && check_writable("--lora-out", a->lora_out, 1)) return -1;
+    if (a->lora_out && (mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) &&
+        check_writable("--lora-out", a->lora_out, 1))
+        return -1;
+    if ((mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) && !has_suffix(a->out, ".ckpt"))
+        return align_errorf("--out %s: --peft %s keeps the base and its virtual tokens apart, so the model goes to a "
+                            ".ckpt (the peft adapter to <out>-adapter/)", a->out, a->peft);
     if (a->eval_every > 0 && !a->eval_data)
         return align_errorf("--eval-every %d needs --eval-data (the held-out set to evaluate)", a->eval_every);
     if (a->zero_stage > 1) return align_errorf("--zero-stage %d: expected 0 or 1 (ZeRO-2 and 3 are not built)", a->zero_stage);
@@ -194,36 +204,70 @@ void trainer_write_report(const char *prog, const TrainArgs *a) {
 }
 
 int trainer_peft_mode(const TrainArgs *a) {
-    static const char *const later[] = {"dora", "ia3", "prompt", "prefix", "p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
-    int lora_flags = a->lora_rank > 0 || a->lora_adapter;
+    static const char *const later[] = {"p-tuning", "ptuning", "adalora", "loha", "lokr", NULL};
+    int lora_flags = a->lora_rank > 0 || a->lora_adapter || a->use_dora;
     int freeze_flags = a->trainable_layers != 0 || a->trainable_modules;
     int mode;
     if (a->train_only && strcmp(a->train_only, "bias"))
         return align_errorf("--train-only %s: expected bias (BitFit); --peft freeze trains whole layers", a->train_only);
     if (a->peft) {
-        if (!strcmp(a->peft, "lora")) mode = TRAIN_PEFT_LORA;
+        /* DoRA and IA3 are adapters on LoRA's plumbing (lora.h) */
+        if (!strcmp(a->peft, "lora") || !strcmp(a->peft, "dora") || !strcmp(a->peft, "ia3")) mode = TRAIN_PEFT_LORA;
         else if (!strcmp(a->peft, "bitfit")) mode = TRAIN_PEFT_BITFIT;
         else if (!strcmp(a->peft, "freeze")) mode = TRAIN_PEFT_FREEZE;
+        else if (!strcmp(a->peft, "prompt")) mode = TRAIN_PEFT_PROMPT;
+        else if (!strcmp(a->peft, "prefix")) mode = TRAIN_PEFT_PREFIX;
         else {
             for (int i = 0; later[i]; i++)
                 if (!strcmp(a->peft, later[i]))
-                    return align_errorf("--peft %s: not implemented yet (available: lora, bitfit, freeze)", a->peft);
-            return align_errorf("--peft %s: unknown method (expected lora, bitfit or freeze)", a->peft);
+                    return align_errorf("--peft %s: not implemented yet (available: lora, dora, ia3, bitfit, freeze, prompt, prefix)", a->peft);
+            return align_errorf("--peft %s: unknown method (expected lora, dora, ia3, bitfit, freeze, prompt or prefix)", a->peft);
         }
+        if (a->use_dora && strcmp(a->peft, "lora") && strcmp(a->peft, "dora"))
+            return align_errorf("--use-dora is LoRA's: it cannot be combined with --peft %s", a->peft);
+        if (!strcmp(a->peft, "ia3") && (a->lora_rank > 0 || a->lora_alpha > 0))
+            return align_errorf("--peft ia3 trains scaling vectors: %s does not apply", a->lora_rank > 0 ? "--lora-rank" : "--lora-alpha");
         if (a->train_only && mode != TRAIN_PEFT_BITFIT)
             return align_errorf("--train-only bias is BitFit: it cannot be combined with --peft %s", a->peft);
     } else {
         mode = a->train_only ? TRAIN_PEFT_BITFIT : freeze_flags ? TRAIN_PEFT_FREEZE : lora_flags ? TRAIN_PEFT_LORA : TRAIN_PEFT_FULL;
     }
+    int virt = mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX;
+    if ((a->num_virtual_tokens || a->prompt_tuning_init_text) && !virt)
+        return align_errorf("%s is for --peft prompt or prefix", a->num_virtual_tokens ? "--num-virtual-tokens" : "--prompt-tuning-init-text");
+    if (a->prefix_projection && mode != TRAIN_PEFT_PREFIX) return align_errorf("--prefix-projection is for --peft prefix");
+    if (a->prompt_tuning_init_text && mode != TRAIN_PEFT_PROMPT)
+        return align_errorf("--prompt-tuning-init-text is for --peft prompt (prefix tuning's keys and values are no token embeddings)");
+    if (virt && a->lora_rank > 0) return align_errorf("--peft %s cannot be combined with --lora-rank", a->peft);
+    if (virt && a->lora_adapter && a->num_virtual_tokens)
+        return align_errorf("--lora-adapter %s sets the virtual tokens: drop --num-virtual-tokens", a->lora_adapter);
+    if (virt && a->quantize_base)
+        return align_errorf("--quantize-base is for LoRA; --peft %s keeps the base as it is", a->peft);
     const char *name = mode == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze";
     if (lora_flags && (mode == TRAIN_PEFT_BITFIT || mode == TRAIN_PEFT_FREEZE))
         return align_errorf("--peft %s trains base tensors: it cannot be combined with %s", name,
-                            a->lora_adapter ? "--lora-adapter" : "--lora-rank");
+                            a->lora_adapter ? "--lora-adapter" : a->use_dora ? "--use-dora" : "--lora-rank");
     if (freeze_flags && mode != TRAIN_PEFT_FREEZE)
         return align_errorf("%s chooses layers for freeze tuning: it needs --peft freeze, not %s",
                             a->trainable_modules ? "--trainable-modules" : "--trainable-layers",
                             mode == TRAIN_PEFT_LORA ? "LoRA" : "BitFit");
     return mode;
+}
+
+int trainer_lora_config(const TrainArgs *a, LoraConfig *lc) {
+    lora_config_defaults(lc);
+    if (a->peft && !strcmp(a->peft, "ia3")) {
+        lc->method = LORA_METHOD_IA3;
+        lc->targets = 0; /* peft's IA3 targets for the family, chosen at attach */
+    } else if (a->use_dora || (a->peft && !strcmp(a->peft, "dora"))) {
+        lc->method = LORA_METHOD_DORA;
+    }
+    if (a->lora_rank > 0) lc->rank = a->lora_rank; /* --peft lora alone: peft's default rank */
+    lc->alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * lc->rank;
+    lc->dropout = lc->method == LORA_METHOD_IA3 ? 0.0f : a->lora_dropout;
+    lc->seed = (uint64_t)a->seed;
+    if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc->targets)) return align_error_prefix("--lora-targets");
+    return 0;
 }
 
 /* BitFit or freeze tuning: freeze the base but for the chosen tensors. */
@@ -240,6 +284,55 @@ static int setup_frozen_base(const char *prog, const TrainArgs *a, Model *m, int
     return 0;
 }
 
+/* Prompt or prefix tuning: attach the virtual tokens, or keep those the
+ * loaded .ckpt carried (--resume, or a prompt-tuned model trained further)
+ * when they agree with the flags. */
+static int setup_virtual_tokens(const char *prog, const TrainArgs *a, ModelBundle *policy, int mode) {
+    Model *m = policy->model;
+    PromptKind kind = mode == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : PROMPT_TUNING;
+    const PromptConfig *have = model_prompt_config(m);
+    if (have) {
+        if (have->kind != kind || (a->num_virtual_tokens && a->num_virtual_tokens != have->n_virtual) ||
+            (have->projection != 0) != (a->prefix_projection != 0))
+            return align_errorf("%s carries %d %s-tuning virtual tokens%s, not what --peft %s%s%s asks",
+                                a->resume ? a->resume : "the model", have->n_virtual, prompt_kind_name(have->kind),
+                                have->projection ? " (projected)" : "", a->peft,
+                                a->num_virtual_tokens ? " --num-virtual-tokens" : "",
+                                a->prefix_projection ? " --prefix-projection" : "");
+        model_prompt_enable(m, 1);
+    } else if (a->lora_adapter) { /* a peft PROMPT_TUNING / PREFIX_TUNING directory to start from */
+        if (a->prefix_projection)
+            return align_errorf("--lora-adapter %s: a saved prefix is the projection's output; it trains on as a plain "
+                                "prefix (drop --prefix-projection)", a->lora_adapter);
+        if (peft_prompt_load(a->lora_adapter, m)) return align_error_prefix("--lora-adapter");
+        if (model_prompt_config(m)->kind != kind)
+            return align_errorf("--lora-adapter %s holds %s tuning, not what --peft %s asks", a->lora_adapter,
+                                prompt_kind_name(model_prompt_config(m)->kind), a->peft);
+    } else {
+        PromptConfig pc = {.kind = kind, .n_virtual = a->num_virtual_tokens ? a->num_virtual_tokens : 20,
+                           .seed = (uint64_t)a->seed, .projection = a->prefix_projection};
+        int32_t *ids = NULL;
+        if (a->prompt_tuning_init_text) {
+            if (!policy->tok) return align_errorf("--prompt-tuning-init-text needs the model's tokenizer");
+            if (tok_encode(policy->tok, a->prompt_tuning_init_text, strlen(a->prompt_tuning_init_text), 0, &ids,
+                           &pc.n_init_tokens))
+                return align_error_prefix("--prompt-tuning-init-text");
+            pc.init_tokens = ids;
+        }
+        int rc = model_prompt_attach(m, &pc);
+        free(ids);
+        if (rc) return align_error_prefix("--peft %s", a->peft);
+    }
+    if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains too */
+    size_t total = 0;
+    for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
+    fprintf(stderr, "%s: %s tuning%s, %d virtual tokens: %zu trainable parameters (%.2f%% of %zu)\n", prog,
+            prompt_kind_name(kind), model_prompt_config(m)->projection ? " (projected)" : "",
+            model_prompt_config(m)->n_virtual, model_trainable_elems(m),
+            100.0 * model_trainable_elems(m) / (double)total, total);
+    return 0;
+}
+
 /* --quantize-base's type, refused where the backend cannot run it */
 static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType *qt) {
     if (quant_parse(a->quantize_base, qt)) return align_error_prefix("--quantize-base");
@@ -247,6 +340,18 @@ static int parse_quantize_base(const TrainArgs *a, const Backend *be, QuantType 
     if ((*qt == QUANT_NF4 || *qt == QUANT_FP4) && strcmp(be->name, "cpu"))
         return align_errorf("--quantize-base %s runs on the CPU backend only for now (--device cpu)", a->quantize_base);
     return 0;
+}
+
+int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Model *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->info[i].qtype != QUANT_NONE;
+    if (!n || a->quantize_base) return 0; /* --quantize-base asks for LoRA itself */
+    int mode = trainer_peft_mode(a);
+    /* adapters and virtual tokens leave the base frozen */
+    if (mode < 0 || mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) return mode < 0 ? -1 : 0;
+    return align_errorf("%s keeps %d weights quantised as its GPTQ or AWQ checkpoint stores them: they cannot train, so "
+                        "train LoRA adapters on it (--lora-rank) or convert it to fp32 first (ckpt_convert %s model.ckpt)",
+                        path, n, path);
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
@@ -258,21 +363,24 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     if (a->quantize_base && parse_quantize_base(a, be, &qt)) return -1;
     /* quantised tensor by tensor while reading: the fp32 base never exists */
     if (model_load_any_quant(path, be, MODEL_LOAD_TOKENIZER, qt, out)) return -1;
-    int chosen = chat_template_choose(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja, tmpl);
-    if (chosen < 0) return -1;
+    /* a template align cannot render exactly stops training here, naming --chat-template */
+    if (chat_template_choose_for_training(a->chat_template, out->extras.chat_template, out->extras.chat_template_jinja,
+                                          tmpl))
+        return -1;
     /* The trained model carries the template training rendered with, so
-     * transformers and llama.cpp format prompts as training did: a model's
-     * own Jinja may differ from align's rendering of it (SmolLM2's and
-     * Qwen2's add a default system message that align's chatml does not),
-     * and --chat-template may name another format. A Jinja template align
-     * cannot render (chosen == CHAT_DETECT_UNKNOWN) is kept as it is. */
-    if (chosen == 0) {
-        const char *name = chat_template_name(*tmpl);
-        if (ckpt_extras_set(&out->extras.chat_template, name) ||
-            ckpt_extras_set(&out->extras.chat_template_jinja, chat_template_export_jinja(name)))
-            return -1;
-    }
-    return 0;
+     * transformers and llama.cpp format prompts as training did: align's
+     * Jinja for a built-in format (--chat-template may name another format
+     * than the model's), the model's own for a model family it renders
+     * exactly (none when --chat-template forced a family the model's Jinja
+     * is not). */
+    const char *name = chat_template_name(*tmpl);
+    char *jinja = NULL;
+    const char *own = chat_template_own_jinja(*tmpl, out->extras.chat_template_jinja);
+    if (own && !(jinja = strdup(own))) return align_errorf("out of memory");
+    int rc = ckpt_extras_set(&out->extras.chat_template, name) ||
+             ckpt_extras_set(&out->extras.chat_template_jinja, jinja);
+    free(jinja);
+    return rc ? -1 : 0;
 }
 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
@@ -280,6 +388,7 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
     int want_lora = mode == TRAIN_PEFT_LORA;
+    if (trainer_check_quantised_base(a, policy->extras.base_model ? policy->extras.base_model : "the model", m)) return -1;
     if (a->quantize_base && !want_lora)
         return align_errorf("--quantize-base needs LoRA (--lora-rank or --lora-adapter): quantised weights are frozen");
     if (a->quantize_base) {
@@ -294,37 +403,64 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
                        quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
         else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog, kept,
                      quant_name(qt), model_weight_bytes(m) / 1048576.0);
+    } else {
+        /* a GPTQ/AWQ checkpoint's groups, kept as stored: name its types */
+        int kept = 0, seen[8], n_seen = 0;
+        char types[200] = "";
+        for (int i = 0; i < m->n_params; i++) {
+            int t = m->info[i].qtype, dup = 0;
+            if (!t) continue;
+            kept++;
+            for (int k = 0; k < n_seen; k++) dup |= seen[k] == t;
+            if (dup || n_seen == 8) continue;
+            seen[n_seen++] = t;
+            snprintf(types + strlen(types), sizeof types - strlen(types), "%s%s", n_seen > 1 ? ", " : "", quant_name((QuantType)t));
+        }
+        if (kept)
+            fprintf(stderr, "%s: base weights: %d tensors kept quantised as the checkpoint stores them (%s), %.1f MiB of weights\n",
+                    prog, kept, types, model_weight_bytes(m) / 1048576.0);
     }
+    if (mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) return setup_virtual_tokens(prog, a, policy, mode);
+    if (m->prompt)
+        return align_errorf("the model carries %s-tuning virtual tokens: continue it with --peft %s",
+                            prompt_kind_name(model_prompt_config(m)->kind), prompt_kind_name(model_prompt_config(m)->kind));
     if (!want_lora) {
         for (int i = 0; i < policy->extras.n_tensors; i++)
-            if (strstr(policy->extras.tensors[i].name, ".lora_A.weight"))
-                return align_errorf("%s holds LoRA adapters: resume with the same --lora-* flags", a->resume);
+            if (strstr(policy->extras.tensors[i].name, ".lora_A.weight") || strstr(policy->extras.tensors[i].name, ".ia3_l"))
+                return align_errorf("%s holds adapters: resume with the same --peft / --lora-* flags", a->resume);
         return mode == TRAIN_PEFT_FULL ? 0 : setup_frozen_base(prog, a, m, mode);
     }
     if (m->lora) return 0;
+    LoraConfig want;
+    if (trainer_lora_config(a, &want)) return -1;
     if (a->lora_adapter) {
+        if (peft_prompt_is_adapter(a->lora_adapter) == 1)
+            return align_errorf("--lora-adapter %s is a prompt- or prefix-tuning adapter: add --peft prompt or --peft prefix",
+                                a->lora_adapter);
         if (peft_load_adapter(a->lora_adapter, m, (uint64_t)a->seed)) return -1;
         const LoraConfig *lc = model_lora_config(m);
-        fprintf(stderr, "%s: LoRA adapter %s: rank %d, alpha %g\n", prog, a->lora_adapter, lc->rank, lc->alpha);
+        /* the directory says which method it holds; a flag naming another is a mistake */
+        if ((a->peft || a->use_dora) && lc->method != want.method)
+            return align_errorf("--lora-adapter %s holds %s adapters, not the %s that %s asks for", a->lora_adapter,
+                                lora_method_name(lc->method), lora_method_name(want.method),
+                                a->use_dora ? "--use-dora" : "--peft");
+        if (lc->method == LORA_METHOD_IA3) fprintf(stderr, "%s: IA3 adapter %s\n", prog, a->lora_adapter);
+        else fprintf(stderr, "%s: %s adapter %s: rank %d, alpha %g\n", prog, lora_method_name(lc->method), a->lora_adapter,
+                     lc->rank, lc->alpha);
     } else {
-        LoraConfig lc;
-        lora_config_defaults(&lc);
-        if (a->lora_rank > 0) lc.rank = a->lora_rank; /* --peft lora alone: peft's default rank */
-        lc.alpha = a->lora_alpha > 0 ? a->lora_alpha : 2.0f * lc.rank;
-        lc.dropout = a->lora_dropout;
-        lc.seed = (uint64_t)a->seed;
-        if (a->lora_targets && lora_parse_targets(a->lora_targets, &lc.targets)) return align_error_prefix("--lora-targets");
-        if (model_lora_attach(m, &lc)) return -1;
+        if (model_lora_attach(m, &want)) return -1;
     }
     if (m->cfg.value_head) model_set_trainable(m, "score.weight", 1); /* a reward model's head trains with the adapters */
     if (a->resume) {
         int n = peft_adapter_from_extras(m, &policy->extras);
         if (n < 0) return -1;
-        if (n == 0) return align_errorf("--resume %s: the checkpoint has no LoRA adapters (it was not trained with LoRA)", a->resume);
+        if (n == 0) return align_errorf("--resume %s: the checkpoint has no %s adapters (it was not trained with them)", a->resume,
+                                        lora_method_name(model_lora_config(m)->method));
     }
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++) total += m->info[i].numel;
-    fprintf(stderr, "%s: LoRA: %zu trainable parameters (%.2f%% of %zu)\n", prog, model_trainable_elems(m),
+    fprintf(stderr, "%s: %s: %zu trainable parameters (%.2f%% of %zu)\n", prog, lora_method_name(model_lora_config(m)->method),
+            model_trainable_elems(m),
             100.0 * model_trainable_elems(m) / (double)total, total);
     return 0;
 }
@@ -339,7 +475,17 @@ int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy
             trainer_out_sibling(path, "-adapter", dir, sizeof dir);
         }
         if (peft_save_adapter(dir, m, policy->extras.base_model)) return -1;
-        fprintf(stderr, "%s: saved the LoRA adapter to %s\n", prog, dir);
+        fprintf(stderr, "%s: saved the %s adapter to %s\n", prog, lora_method_name(model_lora_config(m)->method), dir);
+    }
+    if (m->prompt && m->cfg.value_head) {
+        fprintf(stderr, "%s: no peft adapter directory for a reward model's virtual tokens (peft's layout has no place "
+                        "for its score head); %s holds both\n", prog, path);
+    } else if (m->prompt) {
+        char dir[4096];
+        if (a->lora_out) snprintf(dir, sizeof dir, "%s", a->lora_out);
+        else trainer_out_sibling(path, "-adapter", dir, sizeof dir);
+        if (peft_prompt_save(dir, m, policy->extras.base_model)) return -1;
+        fprintf(stderr, "%s: saved the %s-tuning adapter to %s\n", prog, prompt_kind_name(model_prompt_config(m)->kind), dir);
     }
     /* trained weights are no longer those of the base they were loaded from */
     ckpt_extras_set(&policy->extras.base_model, NULL);
@@ -588,20 +734,6 @@ static double shard_share(const TrainTask *task, const int32_t *idx, int n, int 
     return hi > lo ? task->weight(task->ctx, idx + lo, hi - lo) / all : 0.0;
 }
 
-/* Every rank's metrics of this step merged, in rank order, on every rank
- * (so all ranks see the same loss and stop together on a bad one). */
-static int merge_metrics(Metrics *acc, int world) {
-    Metrics *all = malloc((size_t)world * sizeof *all);
-    if (!all) return align_errorf("out of memory");
-    int rc = dist_allgather_bytes(acc, all, sizeof *acc);
-    if (rc == 0) {
-        metrics_clear(acc);
-        for (int r = 0; r < world; r++) metrics_merge(acc, &all[r]);
-    }
-    free(all);
-    return rc;
-}
-
 int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, TrainTask *task) {
     Model *m = policy->model;
     if (task->n_train <= 0) return align_errorf("no training examples");
@@ -609,9 +741,13 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (trainer_check_args(a)) return -1;
     if (dist_init(prog, a->dist_timeout)) return -1;
     int rank = dist_rank(), world = dist_size();
-    if (world > 1 && a->device && strcmp(a->device, "cpu"))
-        return align_errorf("--device %s: training over %d ranks runs on the CPU (MPI_Allreduce of host memory); "
-                            "the NCCL path is not built", a->device, world);
+    /* Under a launcher the GPU's gradients are summed by NCCL, whatever the
+     * world size (mpirun -np 1 runs that path alone: tests/gpu/check.sh). */
+    int nccl = dist_launched() && a->device && strcmp(a->device, "cpu");
+    if (nccl && a->zero_stage == 1 && world > 1)
+        return align_errorf("--zero-stage 1 on --device %s: the sharded optimizer runs on the CPU for now; use --zero-stage 0 "
+                            "(plain data parallelism, gradients summed by NCCL)", a->device);
+    if (nccl && dist_nccl_init()) return -1;
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.lr = a->lr;
@@ -703,13 +839,14 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             if (t < 0) goto restore;
             tokens += t;
         }
-        if (world > 1) {
+        if (world > 1 || nccl) {
             /* the shards' losses were scaled by their share, so the sum is
              * the whole batch's gradient */
             double tok = (double)tokens;
-            if ((m->n_grad_elems && dist_allreduce_sum(m->grads, m->n_grad_elems)) || merge_metrics(&acc, world) ||
-                dist_allreduce_sum_double(&tok, 1))
-                goto restore;
+            int summed = !m->n_grad_elems ? 0
+                       : nccl ? dist_nccl_allreduce_sum(m->grads, m->n_grad_elems)
+                              : dist_allreduce_sum(m->grads, m->n_grad_elems);
+            if (summed || dist_merge_metrics(&acc) || dist_allreduce_sum_double(&tok, 1)) goto restore;
             tokens = (long)tok;
         }
         /* One non-finite step would make every weight NaN: stop before the
@@ -794,6 +931,7 @@ done:
     free(order), free(idx);
     optim_free(o);
     free(shards.count);
+    if (nccl) dist_nccl_finalize();
     /* one rank's failure is the job's: the others wait in a collective */
     if (rc < 0 && world > 1) dist_abort(align_error(), 1);
     return rc;

@@ -20,6 +20,7 @@
 #include "chat_template.h"
 #include "cli.h"
 #include "dataset.h"
+#include "lora.h"
 #include "metrics.h"
 #include "model_load.h"
 
@@ -47,10 +48,14 @@ typedef struct {
     const char *lora_adapter;   /* start from a peft adapter directory */
     const char *lora_out;       /* where the adapter alone goes (default <out>-adapter) */
     const char *quantize_base;  /* q4_0, q4_1, q8_0, nf4, fp4: frozen base weights kept quantised */
-    const char *peft;           /* lora, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
+    const char *peft;           /* lora, dora, ia3, bitfit or freeze (NULL: LoRA when --lora-* asks, else full) */
+    int use_dora;               /* --use-dora: DoRA, as --peft dora (peft's use_dora) */
     const char *train_only;     /* "bias": BitFit, as --peft bitfit */
     int trainable_layers;       /* freeze tuning: the last N layers train (0 = unset: 2) */
     const char *trainable_modules; /* freeze tuning: modules of those layers (default all) */
+    int num_virtual_tokens;     /* prompt / prefix tuning: virtual tokens (0 = unset: 20) */
+    const char *prompt_tuning_init_text; /* prompt tuning: init from this text's embeddings (peft's TEXT) */
+    int prefix_projection;      /* prefix tuning: the prefix is an MLP of learned embeddings (peft's prefix_projection) */
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
@@ -62,7 +67,7 @@ typedef struct {
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 43
+#define TRAIN_ARGS_N_FLAGS 47
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -120,11 +125,24 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
 
 /* Which parameters train (--peft and the flags that imply a method). */
 typedef enum { TRAIN_PEFT_FULL = 0, TRAIN_PEFT_LORA, TRAIN_PEFT_BITFIT, TRAIN_PEFT_FREEZE } TrainPeftMode;
+/* Prompt and prefix tuning (common/model/prompt_learning.h), apart so the
+ * list above can grow without renumbering them. */
+enum { TRAIN_PEFT_PROMPT = 16, TRAIN_PEFT_PREFIX = 17 };
 /* The method the flags ask for; -1 with an error naming the flag for
  * unknown or not yet implemented methods and for flags that contradict
  * each other (--lora-rank with --peft bitfit, --trainable-layers without
  * freeze tuning). */
 int trainer_peft_mode(const TrainArgs *a);
+/* The adapters the flags ask for when trainer_peft_mode is
+ * TRAIN_PEFT_LORA (LoRA, DoRA with --peft dora or --use-dora, IA3 with
+ * --peft ia3): method, rank, alpha, dropout, targets (0 for IA3 without
+ * --lora-targets: peft's targets for the model's family), seed. */
+int trainer_lora_config(const TrainArgs *a, LoraConfig *lc);
+
+/* A model whose checkpoint keeps its weights quantised (GPTQ, AWQ) trains
+ * adapters only: -1 with a sentence naming path when it holds quantised
+ * tensors and the flags ask for another method than LoRA. */
+int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Model *m);
 
 /* Load the model to train: the --resume checkpoint when given (weights,
  * moments and train state), else model_path; with its tokenizer. The chat
@@ -142,7 +160,10 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy);
 /* Save the trained model: a plain model to `path` (adapters merged, a
  * quantised base dequantised), and with LoRA the adapter alone as a peft
- * directory (a->lora_out, default <path without .ckpt>-adapter). */
+ * directory (a->lora_out, default <path without .ckpt>-adapter). Prompt
+ * and prefix tuning cannot merge: `path` (a .ckpt) carries the virtual
+ * tokens beside the base, and the adapter directory is written likewise
+ * (but for a reward model, whose score head peft's layout cannot hold). */
 int trainer_save_model(const char *prog, const TrainArgs *a, ModelBundle *policy, const char *path);
 
 /* Load and tokenize a dataset with the shared options (max length,

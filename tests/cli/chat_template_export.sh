@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The template a trained model is saved with is the one training rendered
 # with. A copy of the tiny Qwen2 fixture gets SmolLM2-135M-Instruct's own
-# template, which adds a default system message that align's chatml does
-# not render; after sft_run the exported model (Hugging Face directory and
-# .ckpt) carries align's chatml, and --chat-template hh exports hh. When
-# jinja2 is installed, the exported template renders exactly the prompt
-# training tokenized.
+# template (the smollm2 family: ChatML plus a default system message, which
+# align renders as transformers does); after sft_run the exported model
+# (Hugging Face directory and .ckpt) carries that same template,
+# --chat-template chatml exports plain ChatML (no default system message)
+# and --chat-template hh exports hh. When jinja2 is installed, the exported
+# template renders exactly the prompt training tokenized.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,10 +30,11 @@ tmpl() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ch
 
 "$BIN/sft_run" --model "$T/smol" --data "$T/sft.jsonl" --max-steps 1 --batch-size 1 --out "$T/out" 2>"$T/a.err"; rc=$?
 check "sft_run on the SmolLM2-templated model exits 0 ($(tail -1 $T/a.err))" "[ $rc -eq 0 ]"
-check "the exported template adds no default system message" "! tmpl $T/out/tokenizer_config.json | grep -q 'You are a helpful'"
-check "the exported template is ChatML" "tmpl $T/out/tokenizer_config.json | grep -q 'im_start'"
+check "the exported template is SmolLM2's own" "tmpl $T/out/tokenizer_config.json | grep -q 'You are a helpful AI assistant named SmolLM'"
 "$BIN/sft_run" --model "$T/smol" --data "$T/sft.jsonl" --max-steps 1 --batch-size 1 --out "$T/out.ckpt" 2>"$T/b.err"; rc=$?
-check "the .ckpt carries the same template" "[ $rc -eq 0 ] && ! grep -aq 'You are a helpful' $T/out.ckpt"
+check "the .ckpt carries the same template" "[ $rc -eq 0 ] && grep -aq 'You are a helpful AI assistant named SmolLM' $T/out.ckpt"
+"$BIN/sft_run" --model "$T/smol" --data "$T/sft.jsonl" --max-steps 1 --batch-size 1 --chat-template chatml --out "$T/plain" 2>"$T/d.err"; rc=$?
+check "--chat-template chatml exports ChatML without the default system message" "[ $rc -eq 0 ] && tmpl $T/plain/tokenizer_config.json | grep -q im_start && ! tmpl $T/plain/tokenizer_config.json | grep -q 'You are a helpful'"
 "$BIN/sft_run" --model "$T/smol" --data "$T/sft.jsonl" --max-steps 1 --batch-size 1 --chat-template hh --out "$T/hh" 2>"$T/c.err"; rc=$?
 check "--chat-template hh exports hh" "[ $rc -eq 0 ] && tmpl $T/hh/tokenizer_config.json | grep -q 'Human:' && ! tmpl $T/hh/tokenizer_config.json | grep -q im_start"
 

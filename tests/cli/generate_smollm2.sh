@@ -30,7 +30,7 @@ ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { if eval "$1"; then ok; else bad "$2"; fi; }
 
-# --chat, the way a user types it (no system message: align's chatml adds none)
+# --chat, the way a user types it (no system message: SmolLM2's template adds its default one)
 start=$(date +%s.%N)
 printf 'What is the capital of France?\nAnd of Germany?\n/quit\n' |
     "$GEN" --model "$MODEL" --chat --temperature 0 --max-new-tokens 48 > "$T/chat" 2> "$T/chat_err"; rc=$?
@@ -58,7 +58,7 @@ J
 cat "$T/err"
 check '[ $rc -eq 0 ] && [ $(wc -l < "$T/out") -eq 2 ]' "--prompts writes one line per prompt ($(cat "$T/err"))"
 check 'sed -n 1p "$T/out" | grep -q "\"completion\":\"[^\"]*Paris"' "--prompts: Paris in the first completion: $(sed -n 1p "$T/out" | cut -c1-300)"
-check 'sed -n 1p "$T/out" | grep -q "\"prompt\":\"<|im_start|>user\\\\nWhat is the capital of France?<|im_end|>\\\\n<|im_start|>assistant\\\\n\""' "--prompts applies the model's chatml template"
+check 'sed -n 1p "$T/out" | grep -q "\"prompt\":\"<|im_start|>system\\\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\\\n<|im_start|>user\\\\nWhat is the capital of France?<|im_end|>\\\\n<|im_start|>assistant\\\\n\""' "--prompts applies the model's own template (SmolLM2's default system message)"
 check '[ $(grep -c "\"finish_reason\":\"stop\"" "$T/out") -ge 1 ]' "a completion stops at <|im_end|>"
 check 'grep -q "tokens/s" "$T/err"' "generate reports tokens/s"
 for i in 1 2; do echo "completion $i: $(sed -n ${i}p "$T/out" | sed 's/.*"completion":"\([^"]*\)".*/\1/')"; done

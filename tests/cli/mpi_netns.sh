@@ -5,7 +5,11 @@
 # in the second (ip netns exec), as ssh would on a real second machine.
 #  - rank 1 runs in the other namespace;
 #  - dpo_run on the 2 hosts with ZeRO-1 trains to 1 process's losses and
-#    weights (within 1e-5).
+#    weights (within 1e-5);
+#  - PPO across the hosts: the policy as 2 ranks on the first (ppo_run
+#    --policy-ranks 2), a rollout worker on the second (tcp:// with CURVE
+#    keys and an allow-list), trains to
+#    the weights of a one-process policy with a local rollout worker.
 # Skipped (77) without mpirun, an MPI build, or the right to make
 # namespaces (root or CAP_NET_ADMIN).
 set -u
@@ -19,7 +23,8 @@ command -v ip >/dev/null || { echo "skip: no ip (iproute2)"; exit 77; }
 A=alA$$ B=alB$$
 ip netns add "$A" 2>/dev/null || { echo "skip: cannot make network namespaces here (needs root or CAP_NET_ADMIN)"; exit 77; }
 T=$(mktemp -d)
-trap 'ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null; rm -rf "$T"' EXIT
+RW=
+trap '[ -n "$RW" ] && kill $RW 2>/dev/null; ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null; rm -rf "$T"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
 NET=10.216.77
@@ -69,5 +74,41 @@ print(max(abs(u - v) for u, v in zip(la, lb)), max(max(abs(u - v) for u, v in zi
 PY
 read dl dw < "$T/diff"
 check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "python3 -c 'import sys; sys.exit(0 if $dl <= 1e-5 and $dw <= 1e-5 else 1)'"
+
+# ---- PPO: policy ranks on host A, a rollout worker on host B
+. "$(dirname "$0")/lib/ppo.sh"
+export OMP_NUM_THREADS=1
+ppo_data "$T" 64 64
+"$BIN/model_init" --dim 32 --layers 2 --heads 2 --tokenizer byte --out "$T/init.ckpt" 2>/dev/null
+"$BIN/sft_run" --model "$T/init.ckpt" --data "$T/sft.jsonl" --out "$T/sft.ckpt" --lr 1e-2 --batch-size 16 --max-steps 10 2>/dev/null
+PPO=(--policy "$T/sft.ckpt" --reward length:-0.1 --prompts "$T/prompts.jsonl" --advantage grpo --batch-size 4 --n 2
+     --max-new-tokens 8 --lr 3e-3 --seed 3 --minibatch-size 4 --max-steps 2)
+timeout 120 "$BIN/ppo_run" "${PPO[@]}" --out "$T/p1.ckpt" 2>"$T/p1.err"
+check "ppo_run, one policy process and a local rollout worker, exits 0" "[ $? -eq 0 ]"
+PORT=$((20000 + $$ % 20000))
+"$BIN/reward_server" --curve-keygen "$T/worker" >/dev/null && "$BIN/reward_server" --curve-keygen "$T/run" >/dev/null
+env "$NOLEAK" ip netns exec "$B" "$BIN/rollout_worker" --bind tcp://$NET.2:$PORT --curve-secret-file "$T/worker.secret" \
+    --curve-allow "$T/run.public" 2>"$T/rw.err" &
+RW=$!
+timeout 120 env "$NOLEAK" OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo \
+    ip netns exec "$A" "$BIN/ppo_run" "${PPO[@]}" --policy-ranks 2 --rollout-connect tcp://$NET.2:$PORT \
+    --curve-server-key "$T/worker.public" --curve-secret-file "$T/run.secret" --out "$T/p2.ckpt" 2>"$T/p2.err"
+check "ppo_run on host A, policy as 2 ranks, rollout worker on host B: exits 0 ($(tail -1 "$T/p2.err"))" "[ $? -eq 0 ]"
+check "... the rollout worker in the other namespace served it, under CURVE" \
+    "grep -q 'listening on tcp://$NET.2:$PORT' $T/rw.err && grep -q 'CURVE on' $T/rw.err"
+python3 - "$T/p1.ckpt" "$T/p2.ckpt" >"$T/pdiff" <<'PY'
+import json, struct, sys
+from array import array
+def tensors(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+    h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
+            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
+x, y = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert x.keys() == y.keys() and x
+print(max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x))
+PY
+read pw < "$T/pdiff"
+check "... and the policy's weights equal the one-process run's ($pw, within 1e-5)" "python3 -c 'import sys; sys.exit(0 if ${pw:-1} <= 1e-5 else 1)'"
 
 finish

@@ -9,7 +9,7 @@
 #    model, so the first loss is ln 2;
 #  - rm_train with BitFit trains the biases and the score head;
 #  - refusals in one sentence: BitFit on a model without biases (Llama),
-#    --peft names not implemented yet, --lora-rank with --peft bitfit,
+#    --peft names not implemented yet (adalora), --lora-rank with --peft bitfit,
 #    ppo_run with --peft freeze.
 set -u
 BIN=$1
@@ -82,8 +82,8 @@ check "the reward model was saved with its score head" "changed $T/base.ckpt $T/
 
 "$BIN/sft_run" --model "$LLAMA" --data "$T/sft.jsonl" --peft bitfit --out "$T/x.ckpt" 2>"$T/e1"
 check "BitFit on a model without biases refused" "[ $? -ne 0 ] && grep -q 'no bias tensors' $T/e1 && [ \$(wc -l < $T/e1) -le 3 ]"
-"$BIN/sft_run" --model "$GPT2" --data "$T/sft.jsonl" --peft dora --out "$T/x.ckpt" 2>"$T/e2"
-check "--peft dora: not implemented yet" "[ $? -ne 0 ] && grep -q 'not implemented yet' $T/e2"
+"$BIN/sft_run" --model "$GPT2" --data "$T/sft.jsonl" --peft adalora --out "$T/x.ckpt" 2>"$T/e2"
+check "--peft adalora: not implemented yet" "[ $? -ne 0 ] && grep -q 'not implemented yet' $T/e2"
 "$BIN/sft_run" --model "$GPT2" --data "$T/sft.jsonl" --peft bitfit --lora-rank 4 --out "$T/x.ckpt" 2>"$T/e3"
 check "--peft bitfit with --lora-rank refused" "[ $? -ne 0 ] && grep -q 'cannot be combined with --lora-rank' $T/e3"
 "$BIN/sft_run" --model "$GPT2" --data "$T/sft.jsonl" --peft lora --trainable-layers 2 --out "$T/x.ckpt" 2>"$T/e4"

@@ -52,16 +52,17 @@ static void check_ids(const Tokenizer *t, const int32_t *ids, int n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const ChatTemplate tmpls[] = {CHAT_TEMPLATE_NONE, CHAT_TEMPLATE_CHATML, CHAT_TEMPLATE_LLAMA3,
-                                         CHAT_TEMPLATE_HH};
     static const int max_lens[] = {0, 6, 24, 0, 3};
     for (int kind = DS_PREFERENCE; kind <= DS_UNPAIRED; kind++) {
-        for (size_t ti = 0; ti < sizeof tmpls / sizeof tmpls[0]; ti++) {
-            const Tokenizer *tok = tmpls[ti] == CHAT_TEMPLATE_LLAMA3 ? tok_llama3 : tok_chatml;
+        /* every template: the built-ins and each model family */
+        for (int ti = 0; ti < CHAT_TEMPLATE_COUNT; ti++) {
+            const Tokenizer *tok = ti == CHAT_TEMPLATE_LLAMA3 || ti == CHAT_TEMPLATE_LLAMA31 || ti == CHAT_TEMPLATE_LLAMA32
+                                       ? tok_llama3
+                                       : tok_chatml;
             DsOptions o;
             ds_options_default(&o);
             o.kind = (DsKind)kind;
-            o.chat_template = tmpls[ti];
+            o.chat_template = (ChatTemplate)ti;
             o.max_length = max_lens[(size + ti) % 5];
             o.max_prompt_length = (size + kind) % 3 == 0 ? 4 : 0;
             o.overflow = (size + kind + ti) % 2 ? DS_OVERFLOW_DROP : DS_OVERFLOW_TRUNCATE;

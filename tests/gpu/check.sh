@@ -19,7 +19,10 @@
 #   2. tests/test_cuda_backend: every op and a whole training step of a tiny
 #      GPT-2 and Llama on the GPU against the CPU backend; a FAIL line names
 #      the op, the tolerance and the error measured;
-#   3. bench_gpu: bf16 GEMM peak, GEMM modes, attention, training-step
+#   3. the NCCL path (when NCCL and mpirun are there): sft_run --device cuda
+#      under mpirun -np 1, its gradients summed by ncclAllReduce, must give
+#      a plain run's losses (nccl/ in OUTPUT_DIR);
+#   4. bench_gpu: bf16 GEMM peak, GEMM modes, attention, training-step
 #      tokens/s and MFU for GPT-2 124M, SmolLM2-135M and a 1B Llama.
 #
 # What it writes to OUTPUT_DIR: configure.log, build.log, test.log (the
@@ -123,6 +126,29 @@ case $status in
     124) verdict="test_cuda_backend ran past 150 s"; status=1 ;;
     *) verdict="test_cuda_backend failed (exit status $status; FAIL lines above, all in $LOG/test.log)"; status=1 ;;
 esac
+# ---- NCCL with a world of one: sft_run under mpirun -np 1 sums its gradients
+# with ncclAllReduce (common/train/dist_nccl.c); its losses must be a plain
+# run's, bit for bit (a sum over one rank changes nothing).
+if grep -q "NCCL:" "$LOG/configure.log" && command -v mpirun >/dev/null &&
+   cmake --build "$BUILD" -j"$JOBS" --target sft_run >> "$LOG/build.log" 2>&1; then
+    say "NCCL path (mpirun -np 1 sft_run --device cuda)"
+    N=$LOG/nccl; mkdir -p "$N"
+    for i in $(seq 24); do printf '{"prompt": "say %d", "completion": "%s"}\n' $i "$(printf 'word%.0s ' $(seq $((i % 5 + 1))))"; done > "$N/sft.jsonl"
+    SFT=(--device cuda --model "$ROOT/tests/fixtures/hf_tiny_qwen2" --data "$N/sft.jsonl" --batch-size 4 --max-steps 4 --lr 1e-3)
+    timeout 120 "$BUILD/bin/sft_run" "${SFT[@]}" --out "$N/plain.ckpt" --metrics "$N/plain.jsonl" > "$N/plain.log" 2>&1
+    timeout 120 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 1 "$BUILD/bin/sft_run" "${SFT[@]}" \
+        --out "$N/nccl.ckpt" --metrics "$N/nccl.jsonl" > "$N/nccl.log" 2>&1
+    nccl_rc=$?
+    losses() { grep -o '"loss": [-0-9.e]*' "$1" 2>/dev/null; }
+    if [ $nccl_rc -eq 0 ] && [ -n "$(losses "$N/plain.jsonl")" ] && [ "$(losses "$N/plain.jsonl")" = "$(losses "$N/nccl.jsonl")" ]; then
+        echo "NCCL path: 4 steps under mpirun -np 1, losses equal to the plain run's"
+    else
+        echo "NCCL path FAILED (exit $nccl_rc): see $N/nccl.log"; tail -5 "$N/nccl.log"
+        verdict="$verdict; the NCCL path failed"; status=1
+    fi
+else
+    echo "NCCL path: not checked (the build found no NCCL, or no mpirun)"
+fi
 say "bench_gpu"
 timeout 170 "$BENCH" 2>&1 | tee "$LOG/bench.log"
 say "done: $verdict; logs in $LOG"

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "head_norm.h"
 #include "matmul_small.h"
 #include "quant.h"
 #include "util.h"
@@ -911,54 +912,6 @@ static void logprobs_backward_softcap(float *logits, const float *dlogp, const f
     }
 }
 
-/* Per-head RMSNorm of q and k (Qwen3, Gemma 3), in place; see backend.h. */
-static void head_rmsnorm_forward(float *qkv, float *saved, float *rstd, const float *wq, const float *wk, int N, int Hq,
-                                 int Hkv, int hd, float eps) {
-    int H = Hq + Hkv, ld = (Hq + 2 * Hkv) * hd;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++)
-        for (int h = 0; h < H; h++) {
-            float *v = qkv + (size_t)i * ld + (size_t)h * hd, ss = 0.0f;
-            const float *w = h < Hq ? wq : wk;
-            if (saved) memcpy(saved + ((size_t)i * H + h) * hd, v, hd * sizeof(float));
-            for (int c = 0; c < hd; c++) ss += v[c] * v[c];
-            float r = 1.0f / sqrtf(ss / hd + eps);
-            for (int c = 0; c < hd; c++) v[c] = v[c] * r * w[c];
-            if (rstd) rstd[(size_t)i * H + h] = r;
-        }
-}
-
-/* The rmsnorm_backward formula per head; weight gradients summed per
- * column by one thread each (no races). */
-static void head_rmsnorm_backward(float *dqkv, float *dwq, float *dwk, const float *saved, const float *rstd,
-                                  const float *wq, const float *wk, int N, int Hq, int Hkv, int hd) {
-    int H = Hq + Hkv, ld = (Hq + 2 * Hkv) * hd;
-    for (int part = 0; part < 2; part++) {
-        float *dw = part ? dwk : dwq;
-        int h0 = part ? Hq : 0, h1 = part ? H : Hq;
-        if (!dw) continue;
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < hd; c++) {
-            float acc = 0.0f;
-            for (int i = 0; i < N; i++)
-                for (int h = h0; h < h1; h++)
-                    acc += dqkv[(size_t)i * ld + (size_t)h * hd + c] * saved[((size_t)i * H + h) * hd + c] *
-                           rstd[(size_t)i * H + h];
-            dw[c] += acc;
-        }
-    }
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++)
-        for (int h = 0; h < H; h++) {
-            float *d = dqkv + (size_t)i * ld + (size_t)h * hd;
-            const float *x = saved + ((size_t)i * H + h) * hd, *w = h < Hq ? wq : wk;
-            float r = rstd[(size_t)i * H + h], gx = 0.0f;
-            for (int c = 0; c < hd; c++) gx += d[c] * w[c] * x[c];
-            float k = r * r * r * gx / hd;
-            for (int c = 0; c < hd; c++) d[c] = r * d[c] * w[c] - x[c] * k;
-        }
-}
-
 /* -------------------------------------------------------------- optimizer */
 
 /* Fixed chunks summed in order: the same result for the same thread count. */
@@ -1121,6 +1074,6 @@ const Backend backend_cpu = {
     .geglu_backward = geglu_backward,
     .softcap_forward = softcap_forward,
     .logprobs_backward_softcap = logprobs_backward_softcap,
-    .head_rmsnorm_forward = head_rmsnorm_forward,
-    .head_rmsnorm_backward = head_rmsnorm_backward,
+    .head_rmsnorm_forward = cpu_head_rmsnorm_forward,
+    .head_rmsnorm_backward = cpu_head_rmsnorm_backward,
 };

@@ -475,4 +475,7 @@ extern "C" const Backend backend_cuda = {
     .attention_forward_window = NULL,
     .attention_backward_window = NULL,
     .attention_forward_cached_window = NULL,
+    /* not yet: model_create refuses a Qwen3 (q/k norms) here */
+    .head_rmsnorm_forward = NULL,
+    .head_rmsnorm_backward = NULL,
 };

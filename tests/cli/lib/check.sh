@@ -3,7 +3,7 @@
 # `finish [PREFIX]` prints "N passed, N failed" and is the script's status:
 # non-zero on a failure, and when no check ran at all (a script that checks
 # nothing has not passed).
-pass=0 fail=0
+pass=${pass:-0} fail=${fail:-0} # sourced twice (check.sh, then lib/ppo.sh) keeps the count
 check() { if eval "$2"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1"; fi; }
 finish() {
     echo "${1:+$1: }$pass passed, $fail failed"
