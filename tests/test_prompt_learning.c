@@ -5,8 +5,10 @@
  * (PromptTuningConfig, 4 virtual tokens; PrefixTuningConfig without
  * projection, 3) on the tiny Llama (GQA, llama3 RoPE scaling), the tiny
  * GPT-2 (learned positions) and the tiny Mistral (a sliding window of 5,
- * which the virtual tokens fall out of), float32, one sequence at a time; align packs
- * both sequences (12 + 7 tokens) in one batch.
+ * which the virtual tokens fall out of) and the tiny Gemma 2 / Gemma 3
+ * (embedding scale, which peft's virtual tokens do not get; soft caps; q/k
+ * norms; sliding layers), float32, one sequence at a time; align packs
+ * both sequences (12 + 7 tokens; Gemma 14 + 9) in one batch.
  *   logits of the real tokens            1e-5 absolute (+1e-5 relative)
  *   d loss / d prompt_embeddings         1e-4 relative, tensor norm
  *   virtual tokens off                   bit-identical to the plain base
@@ -54,7 +56,8 @@ static int32_t *fx_i32(const char *name, int64_t *numel) {
 
 static Model *load_base(const char *arch) {
     char path[512];
-    snprintf(path, sizeof path, "%s/fixtures/hf_tiny_%s", ALIGN_TEST_DIR, arch);
+    if (!strncmp(arch, "gemma", 5)) snprintf(path, sizeof path, "%s/fixtures/gemma/%s", ALIGN_TEST_DIR, arch);
+    else snprintf(path, sizeof path, "%s/fixtures/hf_tiny_%s", ALIGN_TEST_DIR, arch);
     ModelBundle b;
     if (model_load_any(path, &backend_cpu, 0, &b)) {
         CHECK(0, "load %s: %s", path, align_error());
@@ -331,6 +334,10 @@ int main(void) {
     check_fixture("gpt2", PREFIX_TUNING);
     check_fixture("mistral_sw", PROMPT_TUNING);
     check_fixture("mistral_sw", PREFIX_TUNING);
+    check_fixture("gemma2", PROMPT_TUNING);
+    check_fixture("gemma2", PREFIX_TUNING);
+    check_fixture("gemma3", PROMPT_TUNING);
+    check_fixture("gemma3", PREFIX_TUNING);
     check_projection();
     return test_summary();
 }
