@@ -18,7 +18,8 @@
  *     gradients 1e-4, cached decoding, .ckpt round trip, peft's and
  *     align's saved (projected) adapters load as plain prefixes
  *   peft's own save_pretrained directory read by align: peft's logits
- *   align's adapter directory and .ckpt re-read: bit-identical logits */
+ *   align's adapter directory and .ckpt re-read: bit-identical logits
+ *   Gemma: the TEXT init equals peft's (the scaled input embedding), 1e-5 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,26 @@ static float *all_logits(Model *m, const Batch *b) {
     return out;
 }
 
+/* peft's TEXT init (the fixture's text_init: its word_embeddings module on
+ * the ids, so Gemma's embedding scale included), when the fixture has it. */
+static void check_text_init(const char *arch, int n_virtual) {
+    if (!st_find(&fx, "text_init")) return;
+    int64_t n_ids, n_want;
+    int32_t *ids = fx_i32("text_init_ids", &n_ids);
+    float *want = fx_f32("text_init", &n_want);
+    Model *m = load_base(arch);
+    PromptConfig pc = {.kind = PROMPT_TUNING, .n_virtual = n_virtual, .seed = 1, .init_tokens = ids,
+                       .n_init_tokens = (int)n_ids};
+    CHECK(model_prompt_attach(m, &pc) == 0, "attach with a text init: %s", align_error());
+    ParamInfo *p = model_prompt_param(m);
+    float *got = malloc(p->numel * sizeof(float));
+    m->be->to_host(got, m->params + p->offset, p->numel * sizeof(float));
+    double d = (int64_t)p->numel == n_want ? max_abs_diff(got, want, p->numel) : INFINITY;
+    CHECK(d < 1e-5, "%s: the text init differs from peft's by %.3g", arch, d);
+    free(got), free(want), free(ids);
+    model_free(m);
+}
+
 static void check_fixture(const char *arch, PromptKind kind) {
     char path[512];
     snprintf(path, sizeof path, "%s/fixtures/prompt_learning/%s_%s.safetensors", ALIGN_TEST_DIR, arch,
@@ -122,6 +143,7 @@ static void check_fixture(const char *arch, PromptKind kind) {
           p ? p->numel : 0, (long long)n_emb);
     CHECK(model_trainable_elems(m) == p->numel, "only the virtual tokens train");
     m->be->to_device(m->params + p->offset, emb, p->numel * sizeof(float));
+    if (kind == PROMPT_TUNING) check_text_init(arch, pc.n_virtual);
 
     /* forward against peft */
     float *logits = all_logits(m, &b);
