@@ -6,7 +6,11 @@
 #  - GGUF out refuses a Gemma (not written yet) with one clear sentence;
 #  - sft_run trains each (the loss falls, every step finite) and the result
 #    generates greedily, reproducibly; dpo_run trains LoRA adapters on a
-#    q4_0 base (first loss ln 2).
+#    q4_0 base (first loss ln 2);
+#  - a Gemma directory carrying Gemma's own chat template (the fixtures'
+#    tests/fixtures/chat_templates/gemma*.jinja) is recognised by name and
+#    trains with it; DoRA, IA3 and prompt tuning train a Gemma (their maths
+#    against peft: test_peft_methods, test_prompt_learning).
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -63,6 +67,30 @@ PY"
   "$BIN/ckpt_convert" "$T/$v-sft.ckpt" "$T/$v-hf" 2>"$T/err"
   want=$([ $v = gemma2 ] && echo gemma2 || echo gemma3_text)
   check "$v: the HF export says model_type $want" "grep -q '\"model_type\":[[:space:]]*\"$want\"' $T/$v-hf/config.json"
+done
+for v in gemma2 gemma3; do
+  tpl=$([ $v = gemma2 ] && echo gemma || echo gemma3)
+  cp -r "$FIX/$v" "$T/$v-tpl"
+  python3 - "$T/$v-tpl/tokenizer_config.json" "$HERE/../fixtures/chat_templates/$tpl.jinja" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chat_template"] = open(sys.argv[2]).read()
+json.dump(c, open(sys.argv[1], "w"))
+PY
+  "$BIN/ckpt_convert" "$T/$v-tpl" "$T/$v-tpl.ckpt" 2>"$T/err"
+  check "$v: its own chat template is recognised ($(tail -1 "$T/err"))" "grep -q 'template $tpl)' $T/err"
+  "$BIN/sft_run" --model "$T/$v-tpl.ckpt" --data "$T/sft.jsonl" --lr 1e-2 --batch-size 4 --max-length 48 \
+    --max-steps 2 --out "$T/$v-tpl-sft.ckpt" 2>"$T/err"
+  check "$v: sft_run trains with the template ($(tail -1 "$T/err"))" "[ $? -eq 0 ] && [ -s $T/$v-tpl-sft.ckpt ]"
+  for peft in dora ia3 prompt; do
+    "$BIN/sft_run" --model "$T/$v.ckpt" --data "$T/sft.jsonl" --lr 1e-2 --batch-size 4 --max-length 32 \
+      --max-steps 3 --peft $peft --out "$T/$v-$peft.ckpt" --metrics "$T/$v-$peft.jsonl" 2>"$T/err"
+    check "$v: sft_run --peft $peft exits 0 with finite losses ($(tail -1 "$T/err"))" "[ $? -eq 0 ] && python3 - $T/$v-$peft.jsonl <<'PY'
+import json, math, sys
+loss = [r['loss'] for r in map(json.loads, open(sys.argv[1])) if 'loss' in r]
+sys.exit(0 if len(loss) == 3 and all(math.isfinite(x) for x in loss) else 1)
+PY"
+  done
 done
 "$BIN/ckpt_convert" "$T/gemma2.ckpt" "$T/g.gguf" 2>"$T/err"
 check "GGUF out refuses a Gemma with one sentence naming the way round" \
