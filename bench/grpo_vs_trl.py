@@ -48,6 +48,11 @@ align faster).
 
     python3 bench/grpo_vs_trl.py [--bin build/bin] [--warmup 1] [--steps 3]
                                  [--threads N] [--max-new-tokens 32] [--no-trl]
+                                 [--batch-invariant]
+
+--batch-invariant runs ppo_run --batch-invariant (the rollout's log-probs
+equal the policy's to the bit); the align row then also reports the gap it
+saw (rollout_logp_diff_max / _mean over the iterations) either way.
 """
 import argparse
 import json
@@ -89,6 +94,8 @@ def align_side(args, hf, prompts, env, work):
            "--kl-coef", "0", "--scale-rewards", "group", "--no-whiten-advantages", "--lr", "1e-6",
            "--out", os.path.join(work, "align.ckpt"), "--max-steps", str(args.warmup + args.steps),
            "--seed", "42", "--dead-after", "60", "--metrics", metrics]
+    if args.batch_invariant:
+        cmd.append("--batch-invariant")
     logp = os.path.join(work, "align.log")
     log(f"align: {' '.join(cmd)}")
     rc, ru, wall, memory = run_child(cmd, env, logp)
@@ -109,6 +116,9 @@ def align_side(args, hf, prompts, env, work):
         "phase_mean_s": {p: mean(f"time/{p}") for p in PHASES if all(f"time/{p}" in x for x in timed)},
         "mean_completion_length": mean("completions/mean_length"),
         "reward_mean": mean("rewards/math/mean"),
+        "batch_invariant": bool(args.batch_invariant),
+        "rollout_logp_diff_max": max(x.get("rollout/logp_diff_max", 0) for x in rows),
+        "rollout_logp_diff_mean": round(sum(x.get("rollout/logp_diff_mean", 0) for x in rows) / len(rows), 9),
         "process_wall_s": round(wall, 1),
         "cpu_s_all_processes": round(ru.ru_utime + ru.ru_stime, 1),
         "memory": memory,
@@ -233,6 +243,8 @@ def main():
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--no-trl", action="store_true", help="the align row only")
+    ap.add_argument("--batch-invariant", action="store_true",
+                    help="ppo_run --batch-invariant (rollout log-probs equal the policy's; its cost shows in the phases)")
     ap.add_argument("--trl-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trl-out", help=argparse.SUPPRESS)
     ap.add_argument("--hf", help=argparse.SUPPRESS)

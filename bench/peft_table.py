@@ -67,6 +67,7 @@ def ensure_demo(bin_dir, demo_dir, env):
     if os.path.exists(os.path.join(demo_dir, "sft.ckpt")):
         return
     print(f"running align_demo into {demo_dir} (a few minutes)", file=sys.stderr)
+    os.makedirs(demo_dir, exist_ok=True)
     subprocess.run([os.path.join(bin_dir, "align_demo"), "--out-dir", demo_dir], check=True, env=env,
                    stdout=subprocess.DEVNULL)
 

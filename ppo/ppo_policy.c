@@ -52,6 +52,7 @@
 
 #include "curve.h"
 #include "dist.h"
+#include "freeze.h"
 #include "lora.h"
 #include "model_load.h"
 #include "optim.h"
@@ -119,6 +120,21 @@ static int restore_moments(ModelBundle *b, Optimizer *o, const char *path) {
     return rc;
 }
 
+/* setup's train_part: BitFit (biases only) or freeze tuning (the last
+ * trainable_layers layers, trainable_modules of them) on the actor, as
+ * the trainers' --peft bitfit|freeze (freeze.h); absent: every tensor. */
+static int set_train_part(Model *actor, const WireMsg *m) {
+    char *part = ppo_get_strdup(m, "train_part"), *modules = ppo_get_strdup(m, "trainable_modules");
+    int n = 0;
+    if (part && !strcmp(part, "bitfit")) n = model_train_only_biases(actor);
+    else if (part && !strcmp(part, "freeze")) n = model_train_layers(actor, (int)ppo_get_num(m, "trainable_layers", 2), modules);
+    else if (part) n = align_errorf("setup: train_part \"%s\": expected bitfit or freeze", part);
+    if (part && n >= 0)
+        fprintf(stderr, "ppo_policy: %s: %zu trainable parameters in %d tensors\n", part, model_trainable_elems(actor), n);
+    free(part), free(modules);
+    return n < 0 ? -1 : 0;
+}
+
 static int do_setup(Policy *p, const WireMsg *m) {
     policy_free_models(p);
     char *policy = ppo_get_strdup(m, "policy"), *critic = ppo_get_strdup(m, "critic");
@@ -136,6 +152,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         align_errorf("%s has no LM head: the policy must be a causal LM", apath);
         goto done;
     }
+    if (ppo_set_batch_invariant(p->actor.model, m)) goto done;
     /* LoRA: adapters on the frozen base; a --resume checkpoint holds the
      * trained ones as extra tensors (its base is the same frozen base) */
     /* prompt / prefix tuning: the virtual tokens (a --resume .ckpt brought
@@ -152,6 +169,7 @@ static int do_setup(Policy *p, const WireMsg *m) {
         else if (lora && n == 0) align_errorf("--resume %s: the checkpoint has no LoRA adapters (it was not trained with LoRA)", resume);
         if (n < 0 || (lora && n == 0)) goto done;
     }
+    if (!lora && !virt && set_train_part(p->actor.model, m)) goto done;
     p->base_fp = 0;
     if ((lora || virt) && !(p->base_fp = ppo_base_fingerprint(p->actor.model))) goto done;
     const char *cpath = resume_critic ? resume_critic : critic;

@@ -741,7 +741,7 @@ typedef struct {
     const char *curve_server_key, *curve_secret; /* CURVE with the workers started by hand */
     const char *kl_est, *adv_name, *loss_agg, *policy_loss, *scale_rewards;
     const char *reward_url, *format_pattern;
-    int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches;
+    int reward_retries, overlong_buffer, dynamic_sampling, max_gen_batches, batch_invariant;
     float reward_timeout, cliprange_high, tis_cap;
     int n_rollout, policy_ranks, max_new, top_k, n_samples, ppo_epochs, minibatch, whiten;
     int heartbeat_ms, dead_after, startup_s, max_restarts, max_prompt_len;
@@ -750,6 +750,7 @@ typedef struct {
     /* derived from the flags */
     PpoConfig c;
     LoraConfig lc;
+    const char *train_part; /* "bitfit" / "freeze": the policy trains that subset of the base (NULL: all, or adapters) */
     int use_lora, use_critic, use_ref; /* use_ref 0: no KL anywhere, no reference process */
     int virt_kind;            /* 0, or PROMPT_TUNING / PREFIX_TUNING (--peft prompt|prefix) */
     RewardSpec rs;            /* the --reward terms */
@@ -806,6 +807,7 @@ static CliFlag PPO_FLAGS[] = {
     {"dynamic-sampling", CLI_BOOL, &O.dynamic_sampling, "DAPO's dynamic sampling: drop prompt groups whose rewards all agree and sample more prompts to refill the batch (grpo/rloo)"},
     {"max-gen-batches", CLI_INT, &O.max_gen_batches, "with --dynamic-sampling: generation rounds per iteration at most (default 4); then train on the groups found", CLI_AT_LEAST_1},
     {"tis-cap", CLI_FLOAT, &O.tis_cap, "truncated importance sampling: weigh each token by min(pi_policy/pi_rollout, cap), cap >= 1 (e.g. 2; 0 = off); costs one forward pass", CLI_NONNEG},
+    {"batch-invariant", CLI_BOOL, &O.batch_invariant, "CPU: the rollout workers and the policy compute every forward row with the same fixed-order kernels, so the rollout's log-probs equal the policy's to the bit (rollout/logp_diff_max 0); costs forward time (docs/DECISIONS.md)"},
     {"scale-rewards", CLI_STRING, &O.scale_rewards, "GRPO's advantage scale: group (default), batch or none (Dr. GRPO)"},
     {"cliprange-value", CLI_FLOAT, &O.cliprange_value, "value clip (default 0.2; 0 = off)", CLI_NONNEG},
     {"vf-coef", CLI_FLOAT, &O.vf_coef, "weight of the value loss (default 0.1)", CLI_NONNEG},
@@ -889,11 +891,10 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
      * the same ones to the base it loads, so only adapters travel */
     int peft = trainer_peft_mode(a);
     if (peft < 0) die("%s", align_error());
-    /* the actor and the rollout workers exchange either the whole model or
-     * the adapters; a subset of base tensors has no sync path yet */
-    if (peft == TRAIN_PEFT_BITFIT || peft == TRAIN_PEFT_FREEZE)
-        die("--peft %s is not supported by ppo_run yet (sft_run, dpo_run and rm_train have it); use --peft lora or full fine-tuning",
-            peft == TRAIN_PEFT_BITFIT ? "bitfit" : "freeze");
+    /* BitFit and freeze tuning train a subset of the base: the policy
+     * process thaws it, and the sync sends every parameter as with full
+     * fine-tuning (the frozen ones arrive unchanged) */
+    o->train_part = peft == TRAIN_PEFT_BITFIT ? "bitfit" : peft == TRAIN_PEFT_FREEZE ? "freeze" : NULL;
     o->use_lora = peft == TRAIN_PEFT_LORA;
     o->virt_kind = peft == TRAIN_PEFT_PROMPT ? PROMPT_TUNING : peft == TRAIN_PEFT_PREFIX ? PREFIX_TUNING : 0;
     if (o->virt_kind && a->lora_adapter)
@@ -1136,7 +1137,13 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
     wire_put_str(w, "loss_agg", ppo_loss_agg_name(c->loss_agg));
     wire_put_int(w, "loss_norm_len", c->loss_norm_len);
     wire_put_float(w, "tis_cap", c->tis_cap);
+    wire_put_int(w, "batch_invariant", o->batch_invariant);
     wire_put_str(w, "policy_loss", ppo_policy_loss_name(c->policy_loss));
+    if (o->train_part) {
+        wire_put_str(w, "train_part", o->train_part);
+        wire_put_int(w, "trainable_layers", a->trainable_layers ? a->trainable_layers : 2);
+        if (a->trainable_modules) wire_put_str(w, "trainable_modules", a->trainable_modules);
+    }
     wire_put_int(w, "seed", a->seed);
     if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
     if (o->virt_kind) put_virtual(w, o, 1);
@@ -1156,6 +1163,7 @@ static void setup_workers(const Opts *o, long iteration, const int32_t *stop_ids
         wire_put_int(w, "n", o->n_samples);
         wire_put_int(w, "seed", a->seed);
         wire_put_vec(w, "stop_ids", WIRE_I32, stop_ids, (size_t)n_stop);
+        wire_put_int(w, "batch_invariant", o->batch_invariant);
         if (o->use_lora) ppo_lora_put(w, &o->lc, a->lora_adapter);
         if (o->virt_kind) put_virtual(w, o, 0); /* the values follow by sync */
         Peer *p = &G.peer[G.rollout0 + i];

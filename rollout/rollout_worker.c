@@ -52,6 +52,7 @@ static int do_setup(Worker *w, const WireMsg *m, const Backend *be) {
         return -1;
     }
     if (!w->mb.model->cfg.lm_head) return align_errorf("the policy has no LM head");
+    if (ppo_set_batch_invariant(w->mb.model, m)) return -1;
     int virt = ppo_prompt_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0)); /* values come by sync */
     model_set_trainable(w->mb.model, "", 0);
     int lora = virt ? 0 : ppo_lora_setup(w->mb.model, m, (uint64_t)ppo_get_num(m, "seed", 0));

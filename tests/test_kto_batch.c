@@ -9,6 +9,12 @@
  *     gradient's own direction, within 0.2%. Finite differences of the loss
  *     with the reference point moving too give a different number, so the
  *     check would see a gradient that flowed through the KL sequences.
+ *  3. The three ways the policy can run the mismatched pairs give the
+ *     same metrics and the same gradient, element by element: KTO_KL_LAST
+ *     (kto_batch's: packed behind the examples, the backward stopping
+ *     before them; check 2 runs on it), KTO_KL_SHARED (through the
+ *     backward with a zero gradient) and KTO_KL_SEPARATE (a forward-only
+ *     pass of their own).
  * A frozen copy of the starting model is the reference; one micro-batch
  * of 4 examples (3 desirable, 1 undesirable, prompts of different
  * lengths). */
@@ -108,6 +114,19 @@ int main(void) {
     KtoBatchResult want;
     kto_batch_loss(&c, N, lab, own, ref_own, z, NULL, &want);
 
+    /* check 3: the other passes' gradients, kept for after check 2 */
+    Metrics other_acc[2];
+    float *g_other[2];
+    for (int k = 0; k < 2; k++) {
+        metrics_clear(&other_acc[k]);
+        model_zero_grad(m);
+        CHECK(kto_batch_pass(&c, m, ref.model, seqs, lab, N, 1.0f, 1, k ? KTO_KL_SEPARATE : KTO_KL_SHARED,
+                             &other_acc[k]) == 60,
+              "kto_batch_pass %d: %s", k, align_error());
+        g_other[k] = malloc(m->n_grad_elems * sizeof(float));
+        memcpy(g_other[k], m->grads, m->n_grad_elems * sizeof(float));
+    }
+
     metrics_clear(&acc);
     model_zero_grad(m);
     long toks = kto_batch(&c, m, ref.model, seqs, lab, N, 1.0f, 1, &acc);
@@ -121,6 +140,24 @@ int main(void) {
     CHECK_CLOSE(metrics_get(&acc, "logps/chosen", NAN), want.logps_chosen, 1e-4, 1e-5, "logps/chosen");
     CHECK_CLOSE(metrics_get(&acc, "rewards/margins", NAN), want.rewards_chosen - want.rewards_rejected, 1e-4, 1e-5,
                 "rewards/margins");
+
+    /* check 3: the same metrics (named in a failure) and gradient all three ways */
+    static const char *names[] = {"loss", "kl", "rewards/chosen", "rewards/rejected", "logps/chosen"};
+    for (int o = 0; o < 2; o++) {
+        for (int k = 0; k < 5; k++)
+            CHECK_CLOSE(metrics_get(&other_acc[o], names[k], NAN), metrics_get(&acc, names[k], NAN), 1e-5, 1e-7,
+                        names[k]);
+        double gmax = 0, dmax = 0;
+        for (size_t k = 0; k < m->n_grad_elems; k++) {
+            double a = fabs(m->grads[k]), d = fabs((double)m->grads[k] - g_other[o][k]);
+            if (a > gmax) gmax = a;
+            if (d > dmax) dmax = d;
+        }
+        printf("gradient: max |pairs last - %s| %.3g, max |grad| %.3g\n", o ? "separate" : "shared", dmax, gmax);
+        CHECK(gmax > 0 && dmax <= 1e-4 * gmax, "pairs-last gradient = %s pass gradient (max diff %g of %g)",
+              o ? "separate" : "shared", dmax, gmax);
+        free(g_other[o]);
+    }
 
     /* directional derivative along d = g / |g| is |g| */
     memcpy(g, m->grads, m->n_grad_elems * sizeof(float));

@@ -430,6 +430,42 @@ static void test_sharded_optimizer(void) {
     model_free(a), model_free(b);
 }
 
+/* The CPU AdamW takes 8 elements at a time where it can and the rest one
+ * by one: both paths give the same bits (the same element shifted by 3
+ * lands in the other path), and the update is AdamW's formula (double
+ * reference); sum_squares (the gradient norm) matches a double sum. */
+static void test_adamw_paths(void) {
+    enum { n = 45, off = 3 };
+    float p[n + off], g[n + off], m[n + off], v[n + off], p2[n + off], g2[n + off], m2[n + off], v2[n + off];
+    Rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < n; i++) {
+        p[i] = rng_normal(&r), g[i] = rng_normal(&r), m[i] = 0.1f * rng_normal(&r), v[i] = (float)fabs(rng_normal(&r));
+        p2[i + off] = p[i], g2[i + off] = g[i], m2[i + off] = m[i], v2[i + off] = v[i];
+    }
+    float want[n];
+    double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1, bc1 = 0.19, bc2 = 0.002, gs = 0.5;
+    for (int i = 0; i < n; i++) {
+        double gi = g[i] * gs, mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi;
+        want[i] = (float)(p[i] * (1 - lr * wd) - lr / bc1 * mi / (sqrt(vi) / sqrt(bc2) + eps));
+    }
+    backend_cpu.adamw(p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, (float)bc1, (float)bc2,
+                      (float)gs);
+    backend_cpu.adamw(p2 + off, g2 + off, m2 + off, v2 + off, n, (float)lr, (float)b1, (float)b2, (float)eps,
+                      (float)wd, (float)bc1, (float)bc2, (float)gs);
+    int same = 1;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        same &= p[i] == p2[i + off] && m[i] == m2[i + off] && v[i] == v2[i + off];
+        worst = fmax(worst, fabs(p[i] - want[i]) / fmax(fabs(want[i]), 1e-3));
+    }
+    CHECK(same, "AdamW: the 8-wide and the one-by-one paths give the same bits");
+    CHECK(worst < 1e-5, "AdamW = its formula in double (worst relative %g)", worst);
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)g[i] * g[i];
+    CHECK_CLOSE(backend_cpu.sum_squares(g, n), s, 1e-12, 0, "sum_squares = a double sum");
+}
+
 int main(void) {
     test_packed_equals_separate(ARCH_GPT2);
     test_packed_equals_separate(ARCH_LLAMA);
@@ -444,5 +480,6 @@ int main(void) {
     test_thawed_after_frozen_forward();
     test_schedules();
     test_bad_batches();
+    test_adamw_paths();
     return test_summary();
 }

@@ -257,6 +257,26 @@ extern const Backend backend_cpu;
 size_t backend_cpu_attention_scratch_peak(void);
 void backend_cpu_inject_alloc_failures(int n);
 
+/* Batch-invariant mode of the CPU backend (process-wide, off by default):
+ * every forward op computes a row with the same operations in the same
+ * order whatever the number of rows in the call and the row's place among
+ * them, so a token's log-prob is bit-identical whether it was decoded one
+ * step at a time over the KV cache (generate.c) or recomputed in a packed
+ * training forward. It covers matmul_forward (every row count runs
+ * matmul_small's fixed-order tiles instead of sgemm), the attention
+ * forwards (one fixed-order loop per query row, the same for the packed,
+ * prefixed, windowed and cached variants) and logprobs_forward (a
+ * fixed-lane log-sum-exp, also what backend_cpu_logprob gives the
+ * sampler's token), and gemm's A B^T form (LoRA's adapter forward).
+ * Backward ops and quantised matmuls are unchanged.
+ * Costs time where sgemm beat the fixed-order kernels (long batches): see
+ * docs/DECISIONS.md ("Batch-invariant log-probs"). */
+void backend_cpu_set_batch_invariant(int on);
+int backend_cpu_batch_invariant(void);
+/* log softmax(logits[0..V))[token] exactly as logprobs_forward computes it
+ * in batch-invariant mode (host memory). */
+float backend_cpu_logprob(const float *logits, int V, int32_t token);
+
 /* 0 when be->status() reports no failure, else -1 with align_error() as
  * "what: <the failure>". */
 int backend_check(const Backend *be, const char *what);

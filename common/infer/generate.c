@@ -216,7 +216,7 @@ int generate_run(Model *m, const GenConfig *c, const GenPrompt *prompts, int n_p
         for (int a = 0; a < n_active && n > 1; a++)
             if (share_prompt(active, n_active, a, kv) < 0) goto fail;
         /* sample: every sequence whose prompt is fully read */
-        int failed = 0;
+        int failed = 0, invariant = m->be == &backend_cpu && backend_cpu_batch_invariant();
 #pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
         for (int i = 0; i < nb; i++) {
             Seq *s = in_batch[i];
@@ -224,6 +224,8 @@ int generate_run(Model *m, const GenConfig *c, const GenPrompt *prompts, int n_p
             if (s->fed < s->prompt->n_tokens) continue;
             Sampler *sp = samplers[omp_get_thread_num()];
             picked[i] = sampler_sample(sp, &c->sampler, logits + (size_t)i * V, &s->rng, &picked_lp[i]);
+            /* batch-invariant CPU mode: the log-prob as the training forward's LM head computes it */
+            if (invariant && picked[i] >= 0) picked_lp[i] = backend_cpu_logprob(logits + (size_t)i * V, V, picked[i]);
             if (picked[i] < 0) {
 #pragma omp critical(generate_err)
                 {

@@ -880,13 +880,15 @@ static void norm_forward(const Model *m, float *out, float *stats, const float *
         m->be->rmsnorm_forward(out, stats + N, inp, w, N, c->dim, c->norm_eps);
 }
 
+/* stats: [mean | rstd] of the forward's N rows; the first rows of them
+ * (N, or fewer for model_backward_rows) are backpropagated. */
 static void norm_backward(const Model *m, float *dinp, float *dw, float *db, const float *dout,
-                          const float *inp, const float *w, const float *stats, int N) {
+                          const float *inp, const float *w, const float *stats, int N, int rows) {
     const ModelConfig *c = &m->cfg;
     if (c->arch == ARCH_GPT2)
-        m->be->layernorm_backward(dinp, dw, db, dout, inp, w, stats, stats + N, N, c->dim);
+        m->be->layernorm_backward(dinp, dw, db, dout, inp, w, stats, stats + N, rows, c->dim);
     else
-        m->be->rmsnorm_backward(dinp, dw, dout, inp, w, stats + N, N, c->dim);
+        m->be->rmsnorm_backward(dinp, dw, dout, inp, w, stats + N, rows, c->dim);
 }
 
 static int backend_prefixes(const Model *m) {
@@ -1204,6 +1206,10 @@ static void fused_weight_grads(const Model *m, float *const *dw, float *const *d
 }
 
 int model_backward(Model *m, const float *dlogp, const float *dvalues) {
+    return model_backward_rows(m, dlogp, dvalues, m->acts->forward_done ? m->acts->n_tokens : 0);
+}
+
+int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int n_rows) {
     ModelActs *a = m->acts;
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
@@ -1222,15 +1228,23 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     if (a->stored < c->n_layers && (stop < c->n_layers || m->g.normf_w || m->g.normf_b))
         return align_errorf("the last forward kept no activations for backward: run the forward again after "
                             "changing what is trainable");
-    int N = a->n_tokens;
+    /* N: the forward's rows (the stride of every per-layer slab and of lse);
+     * Nr, S: the leading rows and sequences the backward runs over */
+    int N = a->n_tokens, Nr = n_rows, S = 0;
+    while (S < a->n_seqs && a->seq_start[S + 1] <= Nr) S++;
+    if (Nr <= 0 || Nr > N || (Nr < N && a->seq_start[S] != Nr))
+        return align_errorf("model_backward_rows: %d rows is not a sequence boundary of the %d-row batch", Nr, N);
+    if (a->row0 && Nr < N) /* every sequence attends to the virtual rows: their gradient needs them all */
+        return align_errorf("model_backward_rows: a model with virtual tokens runs its backward over the whole batch");
     size_t n = N, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim;
     int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
 
     /* gradient wrt the final normalised hidden state, from the heads */
     be->zero(a->dh, n * d * sizeof(float));
-    if (dlogp && a->n_lm > 0) {
-        int k = a->n_lm;
+    int k = 0; /* the LM rows among the leading Nr (model_token_logprobs lists them in order) */
+    while (k < a->n_lm && a->lm_rows_host[k] < Nr) k++;
+    if (dlogp && k > 0) {
         float *tmp = malloc(k * sizeof(float));
         if (!tmp) return align_errorf("out of memory");
         for (int i = 0; i < k; i++) tmp[i] = dlogp[a->lm_rows_host[i] - a->row0];
@@ -1249,9 +1263,9 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     }
     if (dvalues) {
         if (a->row0) be->zero(a->dact, a->row0 * sizeof(float)); /* virtual rows have no value */
-        be->to_device(a->dact + a->row0, dvalues, (n - a->row0) * sizeof(float)); /* dact as scratch [N] */
-        if (m->g.score) be->matmul_backward_weight(m->g.score, NULL, a->dact, 1, a->normf, N, c->dim, 1);
-        be->matmul_backward_input(a->dh, a->dact, m->w.score, N, c->dim, 1, 1);
+        be->to_device(a->dact + a->row0, dvalues, (Nr - a->row0) * sizeof(float)); /* dact as scratch [N] */
+        if (m->g.score) be->matmul_backward_weight(m->g.score, NULL, a->dact, 1, a->normf, Nr, c->dim, 1);
+        be->matmul_backward_input(a->dh, a->dact, m->w.score, Nr, c->dim, 1, 1);
     }
 
     int lora = m->adapter && m->adapter->backward_active(m);
@@ -1262,7 +1276,7 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
     float ascale = model_attn_scale(c);
     be->zero(a->dresid, n * d * sizeof(float));
     norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
-                  W->normf_w, a->statsf, N);
+                  W->normf_w, a->statsf, N, Nr);
     for (int l = c->n_layers - 1; l >= 0 && l >= stop; l--) {
         const LayerTensors *w = &W->layers[l], *g = &m->g.layers[l];
         const LayerQuant *qw = &m->qw[l];
@@ -1276,62 +1290,62 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
             dy = a->dtmp;
             be->zero(dy, n * d * sizeof(float));
             norm_backward(m, dy, g->post_ffn_norm_w, NULL, a->dresid, a->f_out + l * n * d, w->post_ffn_norm_w,
-                          a->stats_pf + l * 2 * n, N);
+                          a->stats_pf + l * 2 * n, N, Nr);
         }
-        be->matmul_backward_weight(g->w_down, g->b_down, dy, c->dim, act, N, c->ffn_dim, c->dim);
-        model_linear_backward_input(m, a->dact, dy, w->w_down, qw->down, qw->t_down, N, c->ffn_dim, c->dim, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_DOWN, act, dy, c->dim, a->dact, N);
+        be->matmul_backward_weight(g->w_down, g->b_down, dy, c->dim, act, Nr, c->ffn_dim, c->dim);
+        model_linear_backward_input(m, a->dact, dy, w->w_down, qw->down, qw->t_down, Nr, c->ffn_dim, c->dim, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_DOWN, act, dy, c->dim, a->dact, Nr);
         if (c->arch == ARCH_LLAMA) {
-            if (c->geglu) be->geglu_backward(a->dup, a->dact, up, N, c->ffn_dim);
-            else be->swiglu_backward(a->dup, a->dact, up, N, c->ffn_dim);
+            if (c->geglu) be->geglu_backward(a->dup, a->dact, up, Nr, c->ffn_dim);
+            else be->swiglu_backward(a->dup, a->dact, up, Nr, c->ffn_dim);
             float *dw[2] = {g->w_gate, g->w_up};
             int rows[2] = {c->ffn_dim, c->ffn_dim};
-            fused_weight_grads(m, dw, NULL, rows, 2, a->dup, (int)u, norm2, N, c->dim);
+            fused_weight_grads(m, dw, NULL, rows, 2, a->dup, (int)u, norm2, Nr, c->dim);
         } else {
-            be->gelu_backward(a->dup, a->dact, up, n * F);
-            be->matmul_backward_weight(g->w_up, g->b_up, a->dup, (int)u, norm2, N, c->dim, (int)u);
+            be->gelu_backward(a->dup, a->dact, up, (size_t)Nr * F);
+            be->matmul_backward_weight(g->w_up, g->b_up, a->dup, (int)u, norm2, Nr, c->dim, (int)u);
         }
         model_linear_backward_input(m, a->dtmp, a->dup, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
-                                    N, c->dim, (int)u, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, N);
-        norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N);
+                                    Nr, c->dim, (int)u, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, Nr);
+        norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N, Nr);
         /* attention block; dresid now holds d(mid) */
         dy = a->dresid;
         if (c->sandwich_norms) {
             dy = a->dtmp;
             be->zero(dy, n * d * sizeof(float));
             norm_backward(m, dy, g->post_attn_norm_w, NULL, a->dresid, a->o_out + l * n * d, w->post_attn_norm_w,
-                          a->stats_pa + l * 2 * n, N);
+                          a->stats_pa + l * 2 * n, N, Nr);
         }
-        be->matmul_backward_weight(g->wo, g->bo, dy, c->dim, attn, N, (int)ao, c->dim);
-        model_linear_backward_input(m, a->dattn, dy, w->wo, qw->o, qw->t_o, N, (int)ao, c->dim, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, dy, c->dim, a->dattn, N);
+        be->matmul_backward_weight(g->wo, g->bo, dy, c->dim, attn, Nr, (int)ao, c->dim);
+        model_linear_backward_input(m, a->dattn, dy, w->wo, qw->o, qw->t_o, Nr, (int)ao, c->dim, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, dy, c->dim, a->dattn, Nr);
         int window = model_layer_window(c, l);
         if (model_attn_ext(c))
             be->attention_backward_ext(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start, a->seq_prefix,
-                                       a->n_seqs, N, Hq, Hkv, hd, window, ascale, c->attn_softcap);
+                                       S, N, Hq, Hkv, hd, window, ascale, c->attn_softcap);
         else if (window)
             be->attention_backward_window(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
-                                          a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd, window);
+                                          a->seq_prefix, S, N, Hq, Hkv, hd, window);
         else if (a->seq_prefix)
             be->attention_backward_prefixed(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
-                                            a->seq_prefix, a->n_seqs, N, Hq, Hkv, hd);
+                                            a->seq_prefix, S, N, Hq, Hkv, hd);
         else
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
-                                   a->n_seqs, N, Hq, Hkv, hd);
+                                   S, N, Hq, Hkv, hd);
         if (a->row0) m->virt->kv_backward(m, l, a->dqkv, (int)q);
-        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
+        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), Nr, Hq, Hkv, hd);
         if (c->qk_norm)
             be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * HQK * hd, a->qkn_rstd + l * n * HQK,
-                                      w->q_norm, w->k_norm, N, Hq, Hkv, hd);
+                                      w->q_norm, w->k_norm, Nr, Hq, Hkv, hd);
         float *dw[3] = {g->wq, g->wk, g->wv};
         float *db[3] = {g->bq, g->bk, g->bv};
         int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};
         int has_bias = w->bq != NULL;
-        fused_weight_grads(m, dw, has_bias ? db : NULL, rows, 3, a->dqkv, (int)q, norm1, N, c->dim);
-        model_linear_backward_input(m, a->dtmp, a->dqkv, w->wq, qw->qkv, qw->t_qkv, N, c->dim, (int)q, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, N);
-        norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N);
+        fused_weight_grads(m, dw, has_bias ? db : NULL, rows, 3, a->dqkv, (int)q, norm1, Nr, c->dim);
+        model_linear_backward_input(m, a->dtmp, a->dqkv, w->wq, qw->qkv, qw->t_qkv, Nr, c->dim, (int)q, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, Nr);
+        norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N, Nr);
     }
     if (stop < 0 && a->row0) {
         int r = a->row0; /* the virtual rows' inputs are the hook's, the rest the embeddings' */
@@ -1339,8 +1353,8 @@ int model_backward(Model *m, const float *dlogp, const float *dvalues) {
         if (c->embed_scale > 0) be->scale(a->dresid + (size_t)r * d, c->embed_scale, (size_t)(N - r) * d);
         be->embedding_backward(m->g.wte, m->g.wpe, a->dresid + (size_t)r * d, a->tokens + r, a->pos + r, N - r, c->dim);
     } else if (stop < 0) {
-        if (c->embed_scale > 0) be->scale(a->dresid, c->embed_scale, n * d);
-        be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, N, c->dim);
+        if (c->embed_scale > 0) be->scale(a->dresid, c->embed_scale, (size_t)Nr * d);
+        be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, Nr, c->dim);
     }
     return backend_check(be, "model backward");
 }

@@ -339,6 +339,12 @@ int model_values(Model *m, float *values);
  * trainable keeps only one layer's activations: thawing tensors below the
  * heads after it makes backward fail until the forward runs again. */
 int model_backward(Model *m, const float *dlogp, const float *dvalues);
+/* The same over the batch's first n_rows rows only, n_rows ending a
+ * sequence: for a batch whose later sequences carry no gradient and are
+ * attended to by none of the earlier ones (a KTO micro-batch's mismatched
+ * pairs packed last, each extending its example's prompt), which then
+ * cost the forward only. model_backward is n_rows = all of them. */
+int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int n_rows);
 
 void model_zero_grad(Model *m);
 

@@ -40,6 +40,14 @@ int ppo_lora_put(WireWriter *w, const LoraConfig *c, const char *adapter_dir) {
     return rc ? -1 : 0;
 }
 
+int ppo_set_batch_invariant(const Model *m, const WireMsg *s) {
+    int on = wire_has(s, "batch_invariant") && ppo_get_num(s, "batch_invariant", 0) != 0;
+    if (on && m->be != &backend_cpu)
+        return align_errorf("--batch-invariant needs the CPU backend (this worker runs on %s)", m->be->name);
+    if (m->be == &backend_cpu) backend_cpu_set_batch_invariant(on);
+    return 0;
+}
+
 int ppo_lora_setup(Model *m, const WireMsg *s, uint64_t seed) {
     char *adapter = ppo_get_strdup(s, "lora_adapter");
     int rank = (int)ppo_get_num(s, "lora_rank", 0), rc;

@@ -58,6 +58,12 @@ int ppo_prompt_put(WireWriter *w, PromptKind kind, int n_virtual, int projection
  * loaded --resume .ckpt carried): 1 attached, 0 none asked, -1 on error
  * (also when the model carries virtual tokens the request does not name). */
 int ppo_prompt_setup(Model *m, const WireMsg *setup, uint64_t seed);
+/* The setup's batch_invariant field (1: --batch-invariant): switches the
+ * CPU backend's batch-invariant mode (backend.h) on or off for this
+ * process, so the rollout's sampled log-probs and the policy's recomputed
+ * ones are bit-identical. -1 with an error when asked for on another
+ * backend. */
+int ppo_set_batch_invariant(const Model *m, const WireMsg *setup);
 
 /* A fingerprint of the frozen base: every non-adapter tensor's name and
  * size and a strided sample of its values (cheap; different checkpoints

@@ -9,6 +9,8 @@
 #    finite, and the gap is below 1e-5; the format reward rises;
 #  - --eval-data: pass@1, pass@N and mean@N on held-out prompts, before
 #    training and at each --eval-every;
+#  - --batch-invariant (full and LoRA, with and without --tis-cap): the
+#    gap is exactly 0 in every iteration;
 #  - the DAPO / Dr. GRPO / GSPO / CISPO / TIS flags run; DAPO's dynamic
 #    sampling trains on groups with reward spread only;
 #  - --kl-coef 0 (beta 0) starts no reference process and logs a KL of 0;
@@ -107,6 +109,20 @@ for flags in "--cliprange-high 0.28 --overlong-buffer 2 --reward exact,format:0.
         --metrics "$T/f.jsonl" 2>"$T/f.err"
     check "ppo_run $flags" "[ $? -eq 0 ] && [ \$(wc -l <$T/f.jsonl) -eq 2 ]"
     rm -f "$T/f.jsonl"
+done
+
+# ---- 2a. --batch-invariant: the rollout's log-probs are the policy's to the bit, every iteration
+# (full fine-tuning with the first minibatch compared; LoRA with --tis-cap, every token compared)
+for flags in "--minibatch-size 16" "--tis-cap 2 --minibatch-size 8 --lora-rank 4 --lora-dropout 0"; do
+    timeout 60 "$BIN/ppo_run" "${common[@]}" $flags --batch-invariant --reward exact,format:0.1 --format-pattern '^a' \
+        --max-steps 3 --out "$T/bi.ckpt" --metrics "$T/bi.jsonl" 2>"$T/bi.err"
+    check "ppo_run --batch-invariant $flags: rollout/logp_diff_max is 0" "[ $? -eq 0 ] && python3 - $T/bi.jsonl <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print('rollout/logp_diff_max', [r['rollout/logp_diff_max'] for r in rows])
+sys.exit(0 if len(rows) == 3 and all(r['rollout/logp_diff_max'] == 0 and r['rollout/logp_diff_mean'] == 0 for r in rows) else 1)
+PY"
+    rm -f "$T/bi.jsonl"
 done
 
 # ---- 2b. DAPO's dynamic sampling: groups without reward spread are dropped and refilled

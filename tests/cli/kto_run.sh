@@ -85,5 +85,12 @@ check "bad label exits non-zero" "[ $? -ne 0 ]"
 check "bad label names file:line" "grep -q 'bad.jsonl:2: field \"label\" must be true or false' $T/e"
 "$BIN/dpo_run" --policy "$MODEL" --data "$T/kto.jsonl" --out "$T/x.ckpt" 2>"$T/e"
 check "DPO on unpaired data points at KTO" "grep -q 'is KTO data (--loss kto)' $T/e"
+# prompt and prefix tuning put virtual rows before every sequence: KTO takes
+# its separate forward-only KL pass there (kto_batch.c)
+for v in prompt prefix; do
+    "$BIN/kto_run" --policy "$MODEL" --data "$T/kto.jsonl" --peft $v --num-virtual-tokens 4 --batch-size 4 --max-steps 2 \
+        --out "$T/$v.ckpt" 2>"$T/$v.err"
+    check "kto_run --peft $v trains ($(tail -1 "$T/$v.err"))" "[ $? -eq 0 ] && [ -s $T/$v.ckpt ]"
+done
 
 finish

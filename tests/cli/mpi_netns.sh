@@ -58,22 +58,10 @@ check "dpo_run, 1 process, exits 0" "[ $? -eq 0 ]"
 rc=$?
 if grep -q "built without MPI" "$T/d2.err"; then echo "skip: the programs were built without MPI"; exit 77; fi
 check "dpo_run on 2 namespaced hosts exits 0 ($(tail -1 "$T/d2.err"))" "[ $rc -eq 0 ]"
-python3 - "$T/d1.jsonl" "$T/d2.jsonl" "$T/d1.ckpt" "$T/d2.ckpt" >"$T/diff" <<'PY'
-import json, struct, sys
-from array import array
-def tensors(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
-            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
-la = [json.loads(l)['loss'] for l in open(sys.argv[1])]
-lb = [json.loads(l)['loss'] for l in open(sys.argv[2])]
-x, y = tensors(sys.argv[3]), tensors(sys.argv[4])
-assert len(la) == len(lb) == 5 and x.keys() == y.keys()
-print(max(abs(u - v) for u, v in zip(la, lb)), max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x))
-PY
-read dl dw < "$T/diff"
-check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "python3 -c 'import sys; sys.exit(0 if $dl <= 1e-5 and $dw <= 1e-5 else 1)'"
+DIFF=$(dirname "$0")/lib/ckpt_diff.py
+dl=$(python3 "$DIFF" metrics "$T/d1.jsonl" "$T/d2.jsonl"); okl=$?
+dw=$(python3 "$DIFF" ckpt "$T/d1.ckpt" "$T/d2.ckpt"); okw=$?
+check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "[ $okl -eq 0 ] && [ $okw -eq 0 ] && [ \$(grep -c '\"loss\"' $T/d2.jsonl) -eq 5 ]"
 
 # ---- PPO: policy ranks on host A, a rollout worker on host B
 . "$(dirname "$0")/lib/ppo.sh"
@@ -96,19 +84,7 @@ timeout 120 env "$NOLEAK" OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_includ
 check "ppo_run on host A, policy as 2 ranks, rollout worker on host B: exits 0 ($(tail -1 "$T/p2.err"))" "[ $? -eq 0 ]"
 check "... the rollout worker in the other namespace served it, under CURVE" \
     "grep -q 'listening on tcp://$NET.2:$PORT' $T/rw.err && grep -q 'CURVE on' $T/rw.err"
-python3 - "$T/p1.ckpt" "$T/p2.ckpt" >"$T/pdiff" <<'PY'
-import json, struct, sys
-from array import array
-def tensors(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
-            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
-x, y = tensors(sys.argv[1]), tensors(sys.argv[2])
-assert x.keys() == y.keys() and x
-print(max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x))
-PY
-read pw < "$T/pdiff"
-check "... and the policy's weights equal the one-process run's ($pw, within 1e-5)" "python3 -c 'import sys; sys.exit(0 if ${pw:-1} <= 1e-5 else 1)'"
+pw=$(python3 "$DIFF" ckpt "$T/p1.ckpt" "$T/p2.ckpt"); okp=$?
+check "... and the policy's weights equal the one-process run's ($pw, within 1e-5)" "[ $okp -eq 0 ]"
 
 finish

@@ -40,30 +40,8 @@ with open(sys.argv[1], "w") as f:
         q, a = qa[i % 5]
         f.write(json.dumps({"question": q, "answer": " ".join([a] * (1 + i % 3))}) + "\n")
 PY
-# max |a - b| over every F32 tensor of two .ckpt files, and over the losses of two metrics files
-cat > "$T/close.py" <<'PY'
-import json, struct, sys
-from array import array
-def tensors(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
-            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
-def losses(p):
-    return [json.loads(l)['loss'] for l in open(p) if '"loss"' in l and '"eval_' not in l]
-kind, a, b = sys.argv[1:4]
-if kind == 'ckpt':
-    x, y = tensors(a), tensors(b)
-    assert x.keys() == y.keys() and x, 'different tensors'
-    d = max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x)
-else:
-    x, y = losses(a), losses(b)
-    assert len(x) == len(y) and x, f'{len(x)} vs {len(y)} steps'
-    d = max(abs(u - v) for u, v in zip(x, y))
-print(f'{d:.2e}')
-sys.exit(0 if d <= 1e-5 else 1)
-PY
-close() { python3 "$T/close.py" "$@"; }
+# max |a - b| over the F32 tensors of two .ckpt files, or the losses of two metrics files (within 1e-5: exit 0)
+close() { python3 "$(dirname "$0")/lib/ckpt_diff.py" "$@"; }
 
 SFT=(--model "$MODEL" --data "$T/sft.jsonl" --lr 5e-4 --batch-size 4 --grad-accum 2 --max-length 64 --max-steps 4)
 "$BIN/sft_run" "${SFT[@]}" --out "$T/s1.ckpt" --metrics "$T/s1.jsonl" 2>"$T/s1.err"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# BitFit and freeze tuning end to end (sft_run, dpo_run, rm_train):
+# BitFit and freeze tuning end to end (sft_run, dpo_run, rm_train, ppo_run):
 #  - sft_run --peft bitfit on the tiny GPT-2 fixture changes every bias
 #    and nothing else, and saves a full model (no adapter directory);
 #    --train-only bias is the same method;
@@ -9,8 +9,8 @@
 #    model, so the first loss is ln 2;
 #  - rm_train with BitFit trains the biases and the score head;
 #  - refusals in one sentence: BitFit on a model without biases (Llama),
-#    --peft names not implemented yet (adalora), --lora-rank with --peft bitfit,
-#    ppo_run with --peft freeze.
+#    --peft names not implemented yet (adalora), --lora-rank with --peft bitfit;
+#  - ppo_run with BitFit and with freeze tuning changes only those tensors.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -90,7 +90,17 @@ check "--peft bitfit with --lora-rank refused" "[ $? -ne 0 ] && grep -q 'cannot 
 check "--trainable-layers with LoRA refused" "[ $? -ne 0 ] && grep -q 'needs --peft freeze' $T/e4"
 "$BIN/sft_run" "${sft[@]}" --peft freeze --trainable-modules bogus --out "$T/x.ckpt" 2>"$T/e5"
 check "a bad --trainable-modules name is named" "[ $? -ne 0 ] && grep -q 'bogus' $T/e5"
-"$BIN/ppo_run" --policy "$GPT2" --prompts "$T/sft.jsonl" --reward exact --peft freeze --out "$T/x.ckpt" 2>"$T/e6"
-check "ppo_run refuses freeze tuning" "[ $? -ne 0 ] && grep -q 'not supported by ppo_run yet' $T/e6"
+# ppo_run (GRPO, a format reward that random text meets about half the time):
+# the policy process thaws the same subset; the sync sends every parameter
+ppo=(--policy "$GPT2" --prompts "$T/sft.jsonl" --reward format --format-pattern e --advantage grpo --n 4 --batch-size 4
+     --max-new-tokens 8 --lr 1e-2 --max-steps 2 --chat-template none --seed 3)
+timeout 120 "$BIN/ppo_run" "${ppo[@]}" --peft bitfit --out "$T/ppo-bitfit.ckpt" 2>"$T/pb.err"
+check "ppo_run --peft bitfit exits 0 ($(tail -1 "$T/pb.err"))" "[ $? -eq 0 ] && grep -q 'ppo_policy: bitfit: .* trainable parameters' $T/pb.err"
+got=$(changed "$T/base.ckpt" "$T/ppo-bitfit.ckpt")
+check "ppo_run BitFit changed biases and nothing else" "[ -n \"\$got\" ] && [ -z \"\$(grep -v '\\.bias\$' <<<\"\$got\")\" ]"
+timeout 120 "$BIN/ppo_run" "${ppo[@]}" --peft freeze --trainable-layers 1 --trainable-modules mlp --out "$T/ppo-freeze.ckpt" 2>"$T/pf.err"
+check "ppo_run --peft freeze exits 0 ($(tail -1 "$T/pf.err"))" "[ $? -eq 0 ]"
+got=$(changed "$T/base.ckpt" "$T/ppo-freeze.ckpt")
+check "ppo_run freeze tuning changed only the last layer's MLP" "[ -n \"\$got\" ] && [ -z \"\$(grep -v '^transformer.h.$last.mlp' <<<\"\$got\")\" ]"
 
 finish

@@ -26,22 +26,8 @@ ppo_data "$T" 128 128
 "$BIN/rm_train" "$T/prefs.jsonl" --model "$T/init.ckpt" --out "$T/rm.ckpt" --lr 1e-2 --batch-size 16 --max-steps 20 2>/dev/null
 check "tiny SFT and reward models" "[ -s $T/sft.ckpt ] && [ -s $T/rm.ckpt ]"
 
-# max |a - b| over every F32 tensor of two .ckpt files
-close() { python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-from array import array
-def tensors(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8 + n]); d = b[8 + n:]
-    return {k: array('f', d[v['data_offsets'][0]:v['data_offsets'][1]])
-            for k, v in h.items() if k != '__metadata__' and v['dtype'] == 'F32'}
-x, y = tensors(sys.argv[1]), tensors(sys.argv[2])
-assert x.keys() == y.keys() and x, 'different tensors'
-d = max(max(abs(u - v) for u, v in zip(x[k], y[k])) for k in x)
-print(f'{d:.2e}')
-sys.exit(0 if d <= 1e-5 else 1)
-PY
-}
+# max |a - b| over every F32 tensor of two .ckpt files (within 1e-5: exit 0)
+close() { python3 "$(dirname "$0")/lib/ckpt_diff.py" ckpt "$1" "$2"; }
 
 gae=(--policy "$T/sft.ckpt" --reward "$T/rm.ckpt" --prompts "$T/prompts.jsonl" --batch-size 6 --n 2 --max-new-tokens 10
      --lr 3e-3 --seed 5 --ppo-epochs 2 --minibatch-size 6 --max-steps 2 --kl-coef 0.05)

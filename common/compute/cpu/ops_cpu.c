@@ -31,6 +31,10 @@
 #include "util.h"
 #include "vexp.h"
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 /* ------------------------------------------------------------------ memory */
 
 static void *cpu_alloc(size_t bytes) { return align_calloc(bytes); }
@@ -76,12 +80,96 @@ static int cpu_status(void) {
     return failed ? -1 : 0;
 }
 
+/* ------------------------------------------------------- batch invariance */
+
+/* backend.h: backend_cpu_set_batch_invariant. Read by the forward ops at
+ * each call; set once by a program before it computes. */
+static atomic_int g_invariant;
+
+void backend_cpu_set_batch_invariant(int on) { atomic_store(&g_invariant, on != 0); }
+int backend_cpu_batch_invariant(void) { return atomic_load(&g_invariant); }
+
+/* The fixed-order pieces of batch-invariant mode. Each sums in 8 lanes
+ * (element k into lane k % 8, lanes in k order), reduces the lanes as
+ * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), then adds the tail in order, with
+ * fmaf where a product is accumulated: what the source says, so every
+ * compiled copy (vectorised or not, whatever the pointers' alignment, which
+ * differs between a KV cache and a packed batch) gives the same bits. An
+ * `omp simd reduction` would let the compiler pick the order. */
+static inline float lanes_sum(const float a[8]) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static inline float dot_fixed(const float *x, const float *y, int n) {
+    float a[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) a[l] = fmaf(x[k + l], y[k + l], a[l]);
+    float s = lanes_sum(a);
+    for (; k < n; k++) s = fmaf(x[k], y[k], s);
+    return s;
+}
+
+/* exp(x - mx) in place over n values; returns their sum. */
+static inline float exp_sum_fixed(float *x, int n, float mx) {
+    float a[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) a[l] += x[k + l] = vexp(x[k + l] - mx);
+    float s = lanes_sum(a);
+    for (; k < n; k++) s += x[k] = vexp(x[k] - mx);
+    return s;
+}
+
+static float row_max(const float *x, int n);
+
+/* log-sum-exp of one row of logits, without writing it. */
+static float lse_fixed(const float *x, int n) {
+    float mx = row_max(x, n), a[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) a[l] += vexp(x[k + l] - mx);
+    float s = lanes_sum(a);
+    for (; k < n; k++) s += vexp(x[k] - mx);
+    return mx + logf(s);
+}
+
+float backend_cpu_logprob(const float *logits, int V, int32_t token) { return logits[token] - lse_fixed(logits, V); }
+
+/* One query row of one head against the keys it sees, given as two runs
+ * in position order (k1/v1: n1 rows, then k2/v2: n2 rows; rows ld1 / ld2
+ * floats apart): a packed sequence's shared prefix and its own keys, or a
+ * cache slot's keys as one run (n2 = 0). S holds n1 + n2 scores. Writes
+ * o[hd] = softmax(scale q.k) V (the scores soft-capped when softcap > 0)
+ * and, when lse is non-NULL, the row's
+ * log-sum-exp. The same code for the training forward and for decoding is
+ * what makes the two agree to the bit. */
+static void attention_row_fixed(float *o, float *lse, const float *q, const float *k1, const float *v1, int ld1,
+                                int n1, const float *k2, const float *v2, int ld2, int n2, int hd, float scale,
+                                float softcap, float *S) {
+    int T = n1 + n2;
+    for (int j = 0; j < n1; j++) S[j] = scale * dot_fixed(q, k1 + (size_t)j * ld1, hd);
+    for (int j = 0; j < n2; j++) S[n1 + j] = scale * dot_fixed(q, k2 + (size_t)j * ld2, hd);
+    if (softcap > 0) /* Gemma 2: as attention_probs and the cached path */
+        for (int j = 0; j < T; j++) S[j] = softcap * tanhf(S[j] * (1.0f / softcap));
+    float mx = row_max(S, T), sum = exp_sum_fixed(S, T, mx), inv = 1.0f / sum;
+    if (lse) *lse = mx + logf(sum);
+    for (int d = 0; d < hd; d++) o[d] = 0.0f;
+    for (int j = 0; j < T; j++) {
+        const float *v = j < n1 ? v1 + (size_t)j * ld1 : v2 + (size_t)(j - n1) * ld2;
+        float p = S[j] * inv;
+        for (int d = 0; d < hd; d++) o[d] = fmaf(p, v[d], o[d]);
+    }
+}
+
 /* ------------------------------------------------------------------ linear */
 
 /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias */
 static void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                            int N, int C, int OC) {
-    if (N <= MSMALL_MAX_ROWS) { /* decoding: 1.1-2x sgemv/sgemm at 1-32 rows (matmul_small.h) */
+    /* decoding: 1.1-2x sgemv/sgemm at 1-32 rows (matmul_small.h); in
+     * batch-invariant mode every row count, for its fixed summation order */
+    if (N <= MSMALL_MAX_ROWS || atomic_load(&g_invariant)) {
         msmall_forward(out, inp, w, bias, N, C, OC);
         return;
     }
@@ -479,6 +567,45 @@ static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const in
     return t;
 }
 
+/* attention_forward_ext in batch-invariant mode: each query row alone
+ * through attention_row_fixed, a unit of work being one (sequence, query
+ * head). */
+static void attention_forward_rows(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                   const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
+                                   int window, float scale, float softcap) {
+    int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv, units = n_seqs * Hq, ok = 1;
+    size_t Tmax = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        size_t t = (size_t)seq_len_of(seq_start, s) + prefix_len_of(seq_start, seq_prefix, s);
+        Tmax = t > Tmax ? t : Tmax;
+    }
+#pragma omp parallel
+    {
+        float *S = thread_scratch(0, Tmax);
+        if (team_ready(&ok, S != NULL)) {
+#pragma omp for schedule(dynamic, 1)
+            for (int u = 0; u < units; u++) {
+                int s = u / Hq, h = u % Hq, g = h / group, t0 = seq_start[s], T = seq_len_of(seq_start, s);
+                int Lp = prefix_len_of(seq_start, seq_prefix, s);
+                const float *k = qkv + (size_t)t0 * ld + (Hq + g) * hd, *v = k + Hkv * hd, *kp = NULL, *vp = NULL;
+                if (Lp) {
+                    kp = qkv + (size_t)seq_start[seq_prefix[s]] * ld + (Hq + g) * hd;
+                    vp = kp + Hkv * hd;
+                }
+                for (int r = 0; r < T; r++) {
+                    int pos = Lp + r, lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+                    int n1 = lo < Lp ? Lp - lo : 0, ks = lo > Lp ? lo - Lp : 0;
+                    size_t i = (size_t)t0 + r;
+                    attention_row_fixed(out + i * ldo + h * hd, lse + (size_t)h * N + i, qkv + i * ld + h * hd,
+                                        n1 ? kp + (size_t)lo * ld : NULL, n1 ? vp + (size_t)lo * ld : NULL, ld, n1,
+                                        k + (size_t)ks * ld, v + (size_t)ks * ld, ld, r + 1 - ks, hd, scale,
+                                        softcap, S);
+                }
+            }
+        }
+    }
+}
+
 /* Causal attention within each packed sequence; a sequence s with
  * seq_prefix[s] = p >= 0 also attends to every token of sequence p (one
  * level: p has no prefix itself). That is how a DPO pair shares its prompt:
@@ -489,6 +616,10 @@ static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const in
 static void attention_forward_ext(float *out, float *lse, const float *qkv, const int32_t *seq_start,
                                   const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd, int window,
                                   float scale, float softcap) {
+    if (atomic_load(&g_invariant)) {
+        attention_forward_rows(out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, window, scale, softcap);
+        return;
+    }
     int ldo = Hq * hd, group = Hq / Hkv;
     /* first_block[s]: sequence s's first query block, numbered across the batch */
     int *first_block = malloc(sizeof(int) * ((size_t)n_seqs + 1));
@@ -694,6 +825,7 @@ static void attention_forward_cached_ext(float *out, const float *qkv, float *kc
         Tmax = t > Tmax ? t : Tmax;
     }
     int units = n_seqs * Hq, ok = 1; /* one query head of one sequence: 9 units at batch 1, not 3 */
+    int invariant = atomic_load(&g_invariant);
 #pragma omp parallel
     {
         /* append the new keys and values to their slots */
@@ -720,6 +852,12 @@ static void attention_forward_cached_ext(float *out, const float *qkv, float *kc
                     int end = past[s] + (i - seq_start[s]) + 1; /* keys [lo, end) are visible to this token */
                     int lo = window > 0 && end > window ? end - window : 0, T = end - lo;
                     const float *q = qkv + (size_t)i * ld + h * hd;
+                    if (invariant) { /* the training forward's row, to the bit */
+                        attention_row_fixed(out + (size_t)i * ldo + h * hd, NULL, q, K + (size_t)lo * kvd,
+                                            Vc + (size_t)lo * kvd, kvd, T, NULL, NULL, kvd, 0, hd, scale, softcap,
+                                            S);
+                        continue;
+                    }
                     /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
                     cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K + (size_t)lo * kvd, kvd, q, 1, 0.0f,
                                 S, 1);
@@ -865,9 +1003,15 @@ static void scatter_add_rows(float *out, const float *inp, const int32_t *rows, 
 
 static void logprobs_forward(float *logp, float *lse, const float *logits, const int32_t *tgt,
                              int n, int V) {
+    int invariant = atomic_load(&g_invariant);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const float *x = logits + (size_t)i * V;
+        if (invariant) { /* the sampler's backend_cpu_logprob, to the bit */
+            lse[i] = lse_fixed(x, V);
+            if (logp) logp[i] = x[tgt[i]] - lse[i];
+            continue;
+        }
         float mx = row_max(x, V), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int v = 0; v < V; v++) sum += vexp(x[v] - mx);
@@ -914,35 +1058,76 @@ static void logprobs_backward_softcap(float *logits, const float *dlogp, const f
 
 /* -------------------------------------------------------------- optimizer */
 
-/* Fixed chunks summed in order: the same result for the same thread count. */
+/* Fixed chunks summed in order: the same result whatever the thread count.
+ * Within a chunk, 8 double lanes (element i into lane i % 8) reduced in a
+ * fixed order: a single running sum waits 4 cycles per element on the add
+ * before it (the gradient norm was 3% of a KTO step on SmolLM2), the lanes
+ * let the loop run 4-8 wide at memory speed. */
 static double sum_squares(const float *x, size_t n) {
     enum { CHUNKS = 64 };
     double part[CHUNKS];
     size_t per = (n + CHUNKS - 1) / CHUNKS;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < CHUNKS; c++) {
-        size_t a = c * per, b = a + per < n ? a + per : n;
-        double s = 0.0;
-        for (size_t i = a; i < b; i++) s += (double)x[i] * x[i];
-        part[c] = s;
+        size_t a = c * per, b = a + per < n ? a + per : n, i = a;
+        double l[8] = {0};
+        for (; i + 8 <= b; i += 8)
+            for (int k = 0; k < 8; k++) l[k] += (double)x[i + k] * x[i + k];
+        double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+        for (; i < b; i++) s += (double)x[i] * x[i];
+        part[c] = a < n ? s : 0.0;
     }
     double total = 0.0;
     for (int c = 0; c < CHUNKS; c++) total += part[c];
     return total;
 }
 
+/* One AdamW element, every rounding spelled out (fmaf where a product is
+ * accumulated), so the AVX2 path below gives the same bits and the result
+ * does not depend on which elements go 8 at a time. */
+static inline float adamw_one(float *p, float g, float *m, float *v, float b1, float c1, float b2, float c2,
+                              float eps, float decay, float step, float ib) {
+    float mi = fmaf(b1, *m, c1 * g), vi = fmaf(b2, *v, (c2 * g) * g);
+    *m = mi, *v = vi;
+    return fmaf(*p, decay, -((step * mi) / fmaf(sqrtf(vi), ib, eps)));
+}
+
+/* AdamW over [a, b). sqrtf keeps a scalar loop scalar (errno: GCC will not
+ * vectorise it without -fno-math-errno), so with AVX2 8 elements go through
+ * the same operations as vector instructions: the step was ~5 cycles an
+ * element on sqrtss and divss (AdamW 9.5% of a KTO step on SmolLM2), now
+ * memory-bound. */
+static void adamw_range(float *p, const float *g, float *m, float *v, size_t a, size_t b, float b1, float b2,
+                        float eps, float decay, float step, float ib, float gs) {
+    float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    size_t i = a;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(c1), vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(c2);
+    __m256 veps = _mm256_set1_ps(eps), vdec = _mm256_set1_ps(decay), vstep = _mm256_set1_ps(step);
+    __m256 vib = _mm256_set1_ps(ib), vgs = _mm256_set1_ps(gs);
+    for (; i + 8 <= b; i += 8) {
+        __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), vgs);
+        __m256 mi = _mm256_fmadd_ps(vb1, _mm256_loadu_ps(m + i), _mm256_mul_ps(vc1, gi));
+        __m256 vi = _mm256_fmadd_ps(vb2, _mm256_loadu_ps(v + i), _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        __m256 q = _mm256_div_ps(_mm256_mul_ps(vstep, mi), _mm256_fmadd_ps(_mm256_sqrt_ps(vi), vib, veps));
+        __m256 pi = _mm256_loadu_ps(p + i);
+        _mm256_storeu_ps(p + i, _mm256_fmadd_ps(pi, vdec, _mm256_sub_ps(_mm256_setzero_ps(), q)));
+    }
+#endif
+    for (; i < b; i++) p[i] = adamw_one(p + i, g[i] * gs, m + i, v + i, b1, c1, b2, c2, eps, decay, step, ib);
+}
+
 static void adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     float decay = 1.0f - lr * wd;
     float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] * grad_scale;
-        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+#pragma omp parallel
+    {
+        size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+        adamw_range(p, g, m, v, n * t / T, n * (t + 1) / T, beta1, beta2, eps, decay, step, inv_sqrt_bc2,
+                    grad_scale);
     }
 }
 
@@ -951,6 +1136,19 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, float 
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    if (!ta && tb && atomic_load(&g_invariant)) {
+        /* C = alpha A B^T + beta C, the product a forward takes (LoRA's
+         * adapters): each element a dot_fixed of its two rows, so a row's
+         * result does not depend on M in batch-invariant mode */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float d = alpha * dot_fixed(A + (size_t)i * lda, B + (size_t)j * ldb, K);
+                float *c = C + (size_t)i * ldc + j;
+                *c = beta == 0.0f ? d : d + beta * *c;
+            }
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
                 alpha, A, lda, B, ldb, beta, C, ldc);
 }
