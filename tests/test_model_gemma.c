@@ -2,8 +2,9 @@
  * (tests/fixtures/make_gemma_fixtures.py): per-token log-probs (soft caps,
  * query_pre_attn_scalar, sliding layers, GeGLU, sandwich norms, (1 + w)
  * norms, embedding scale, q/k norms, per-layer RoPE) and the gradient of
- * every parameter; cached decoding against the full forward; export to a
- * Hugging Face directory and back; the GGUF llama.cpp's converter writes. */
+ * every parameter (and the backward over leading rows = the full one);
+ * cached decoding against the full forward; export to a Hugging Face
+ * directory and back; the GGUF llama.cpp's converter writes. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,32 @@ static void check_gradients(const char *name, Model *m, const Ref *r) {
     st_close(&f);
 }
 
+/* model_backward_rows over the first sequence (KTO's pairs-last pass) is
+ * the full backward with the second sequence's weights zeroed (Gemma's
+ * post norms, GeGLU, soft caps and q/k norms over the leading rows). */
+static void check_backward_rows(const char *name, Model *m, const Ref *r) {
+    Batch b = ref_batch(r);
+    float lp[64], w[64];
+    size_t n = m->n_grad_elems;
+    float *full = malloc(n * sizeof(float)), *rows = malloc(n * sizeof(float));
+    for (int i = 0; i < r->N; i++) w[i] = i < r->seq_start[1] ? r->weight[i] : 0.0f;
+    model_zero_grad(m);
+    CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, r->targets, lp) == 0 &&
+              model_backward(m, w, NULL) == 0,
+          "%s: backward: %s", name, align_error());
+    m->be->to_host(full, m->grads, n * sizeof(float));
+    model_zero_grad(m);
+    CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, r->targets, lp) == 0 &&
+              model_backward_rows(m, w, NULL, r->seq_start[1]) == 0,
+          "%s: backward_rows: %s", name, align_error());
+    m->be->to_host(rows, m->grads, n * sizeof(float));
+    double scale = 0, diff = 0;
+    for (size_t k = 0; k < n; k++) scale = fmax(scale, fabs(full[k])), diff = fmax(diff, fabs(full[k] - rows[k]));
+    CHECK(scale > 0 && diff <= 1e-5 * scale, "%s: backward over the first sequence differs from the full one by %.3g "
+          "(largest gradient %.3g)", name, diff, scale);
+    free(full), free(rows);
+}
+
 /* Prefill 3 tokens, then one at a time: each step's logits equal the full
  * forward's logits at that position (soft caps, windows, norms included). */
 static void check_decode(const char *name, Model *m, const Ref *r) {
@@ -216,6 +243,7 @@ static void test_fixture(const char *name) {
     printf("%s: log-probs vs transformers: largest difference %.2g\n", name, d);
     CHECK(d < 1e-4, "%s: log-probs differ from transformers' by %.3g", name, d);
     check_gradients(name, b.model, &r);
+    check_backward_rows(name, b.model, &r);
     check_decode(name, b.model, &r);
     check_export_roundtrip(name, b.model, &r);
     check_gguf(name, b.model, &r);
