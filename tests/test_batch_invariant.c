@@ -13,7 +13,9 @@
  *
  * Models: the tiny Qwen2 (GQA, q/k/v bias), its sliding-window variant
  * (window 7, shorter than the sequences) and the tiny GPT-2 (learned
- * positions, LayerNorm, GELU; 32 positions, so shorter prompts) fixtures;
+ * positions, LayerNorm, GELU; 32 positions, so shorter prompts) fixtures,
+ * and the tiny Gemma 2 / Gemma 3 (attention scale and soft cap, sliding
+ * layers, q/k norms);
  * with --smollm2, SmolLM2-135M-Instruct (cache/, fp32 from the Q4_1 GGUF;
  * skipped without it), the model the gap was first measured on. */
 #include <math.h>
@@ -125,8 +127,8 @@ int main(int argc, char **argv) {
         model_bundle_free(&b);
         return test_summary();
     }
-    static const char *fixtures[] = {"hf_tiny_qwen2", "hf_tiny_qwen2_sw", "hf_tiny_gpt2"};
-    for (int i = 0; i < 3; i++) {
+    static const char *fixtures[] = {"hf_tiny_qwen2", "hf_tiny_qwen2_sw", "hf_tiny_gpt2", "gemma/gemma2", "gemma/gemma3"};
+    for (int i = 0; i < 5; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, ALIGN_TEST_DIR "/fixtures/%s", fixtures[i]);
         ModelBundle b;

@@ -5,8 +5,10 @@
  * (PromptTuningConfig, 4 virtual tokens; PrefixTuningConfig without
  * projection, 3) on the tiny Llama (GQA, llama3 RoPE scaling), the tiny
  * GPT-2 (learned positions) and the tiny Mistral (a sliding window of 5,
- * which the virtual tokens fall out of), float32, one sequence at a time; align packs
- * both sequences (12 + 7 tokens) in one batch.
+ * which the virtual tokens fall out of) and the tiny Gemma 2 / Gemma 3
+ * (embedding scale, which peft's virtual tokens do not get; soft caps; q/k
+ * norms; sliding layers), float32, one sequence at a time; align packs
+ * both sequences (12 + 7 tokens; Gemma 14 + 9) in one batch.
  *   logits of the real tokens            1e-5 absolute (+1e-5 relative)
  *   d loss / d prompt_embeddings         1e-4 relative, tensor norm
  *   virtual tokens off                   bit-identical to the plain base
@@ -16,7 +18,8 @@
  *     gradients 1e-4, cached decoding, .ckpt round trip, peft's and
  *     align's saved (projected) adapters load as plain prefixes
  *   peft's own save_pretrained directory read by align: peft's logits
- *   align's adapter directory and .ckpt re-read: bit-identical logits */
+ *   align's adapter directory and .ckpt re-read: bit-identical logits
+ *   Gemma: the TEXT init equals peft's (the scaled input embedding), 1e-5 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +57,8 @@ static int32_t *fx_i32(const char *name, int64_t *numel) {
 
 static Model *load_base(const char *arch) {
     char path[512];
-    snprintf(path, sizeof path, "%s/fixtures/hf_tiny_%s", ALIGN_TEST_DIR, arch);
+    if (!strncmp(arch, "gemma", 5)) snprintf(path, sizeof path, "%s/fixtures/gemma/%s", ALIGN_TEST_DIR, arch);
+    else snprintf(path, sizeof path, "%s/fixtures/hf_tiny_%s", ALIGN_TEST_DIR, arch);
     ModelBundle b;
     if (model_load_any(path, &backend_cpu, 0, &b)) {
         CHECK(0, "load %s: %s", path, align_error());
@@ -93,6 +97,26 @@ static float *all_logits(Model *m, const Batch *b) {
     return out;
 }
 
+/* peft's TEXT init (the fixture's text_init: its word_embeddings module on
+ * the ids, so Gemma's embedding scale included), when the fixture has it. */
+static void check_text_init(const char *arch, int n_virtual) {
+    if (!st_find(&fx, "text_init")) return;
+    int64_t n_ids, n_want;
+    int32_t *ids = fx_i32("text_init_ids", &n_ids);
+    float *want = fx_f32("text_init", &n_want);
+    Model *m = load_base(arch);
+    PromptConfig pc = {.kind = PROMPT_TUNING, .n_virtual = n_virtual, .seed = 1, .init_tokens = ids,
+                       .n_init_tokens = (int)n_ids};
+    CHECK(model_prompt_attach(m, &pc) == 0, "attach with a text init: %s", align_error());
+    ParamInfo *p = model_prompt_param(m);
+    float *got = malloc(p->numel * sizeof(float));
+    m->be->to_host(got, m->params + p->offset, p->numel * sizeof(float));
+    double d = (int64_t)p->numel == n_want ? max_abs_diff(got, want, p->numel) : INFINITY;
+    CHECK(d < 1e-5, "%s: the text init differs from peft's by %.3g", arch, d);
+    free(got), free(want), free(ids);
+    model_free(m);
+}
+
 static void check_fixture(const char *arch, PromptKind kind) {
     char path[512];
     snprintf(path, sizeof path, "%s/fixtures/prompt_learning/%s_%s.safetensors", ALIGN_TEST_DIR, arch,
@@ -119,6 +143,7 @@ static void check_fixture(const char *arch, PromptKind kind) {
           p ? p->numel : 0, (long long)n_emb);
     CHECK(model_trainable_elems(m) == p->numel, "only the virtual tokens train");
     m->be->to_device(m->params + p->offset, emb, p->numel * sizeof(float));
+    if (kind == PROMPT_TUNING) check_text_init(arch, pc.n_virtual);
 
     /* forward against peft */
     float *logits = all_logits(m, &b);
@@ -331,6 +356,10 @@ int main(void) {
     check_fixture("gpt2", PREFIX_TUNING);
     check_fixture("mistral_sw", PROMPT_TUNING);
     check_fixture("mistral_sw", PREFIX_TUNING);
+    check_fixture("gemma2", PROMPT_TUNING);
+    check_fixture("gemma2", PREFIX_TUNING);
+    check_fixture("gemma3", PROMPT_TUNING);
+    check_fixture("gemma3", PREFIX_TUNING);
     check_projection();
     return test_summary();
 }

@@ -206,11 +206,38 @@ typedef struct Backend {
                                             const int32_t *slots, const int32_t *past, const int32_t *seq_start,
                                             int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window);
 
+    /* ---- Gemma 2 / 3 pieces ----
+     * Optional (NULL where a backend lacks them; model_create then refuses a
+     * model that needs them). The window ops above with the score scale
+     * given (Gemma: query_pre_attn_scalar^-1/2 instead of hd^-1/2) and
+     * Gemma 2's soft cap on the scores, s -> softcap * tanh(s / softcap)
+     * before the softmax (softcap 0: none). */
+    void (*attention_forward_ext)(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                  const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd, int window,
+                                  float scale, float softcap);
+    void (*attention_backward_ext)(float *dqkv, const float *dout, const float *out, const float *lse,
+                                   const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                   int n_seqs, int N, int Hq, int Hkv, int hd, int window, float scale,
+                                   float softcap);
+    void (*attention_forward_cached_ext)(float *out, const float *qkv, float *kcache, float *vcache,
+                                         const int32_t *slots, const int32_t *past, const int32_t *seq_start,
+                                         int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window,
+                                         float scale, float softcap);
+    /* GeGLU over gate_up[N, 2F] (gate | up): out[N,F] = gelu_tanh(gate) * up */
+    void (*geglu_forward)(float *out, const float *gate_up, int N, int F);
+    void (*geglu_backward)(float *dgate_up, const float *dout, const float *gate_up, int N, int F);
+    /* In place x = cap * tanh(x / cap) (Gemma's final logit soft cap). */
+    void (*softcap_forward)(float *x, size_t n, float cap);
+    /* logprobs_backward on capped logits y = cap * tanh(x / cap): logits
+     * (holding y) becomes the gradient wrt the uncapped x. */
+    void (*logprobs_backward_softcap)(float *logits, const float *dlogp, const float *lse, const int32_t *tgt,
+                                      int n, int V, float cap);
     /* Optional (NULL where a backend lacks them; model_create then refuses a
-     * model with q/k norms): Qwen3's per-head RMSNorm of q and k, in place in
-     * qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq query heads by
-     * wq[hd], each of the Hkv key heads by wk[hd], v untouched. saved
-     * [N, (Hq+Hkv)*hd] receives the inputs and rstd [N*(Hq+Hkv)] their
+     * model with q/k norms): per-head RMSNorm of q and k (Qwen3's and
+     * Gemma 3's q_norm / k_norm; Gemma's 1+w is the caller's to pass), in
+     * place in qkv[N, (Hq + 2*Hkv) * hd] before RoPE: each of the Hq query
+     * heads by wq[hd], each of the Hkv key heads by wk[hd], v untouched.
+     * saved [N, (Hq+Hkv)*hd] receives the inputs and rstd [N*(Hq+Hkv)] their
      * 1/rms for backward; both may be NULL (inference). */
     void (*head_rmsnorm_forward)(float *qkv, float *saved, float *rstd, const float *wq, const float *wk, int N,
                                  int Hq, int Hkv, int hd, float eps);

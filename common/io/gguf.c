@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,12 +436,73 @@ static int kv_float(const GgufFile *f, const char *arch, const char *key, float 
     return 0;
 }
 
+/* The Gemma names llama.cpp gives the tensors the Llama map lacks or maps
+ * otherwise (there post_attention_layernorm is the pre-MLP ffn_norm). */
+static int gemma_tensor_name(const char *hf, char *out, size_t n) {
+    static const char *const map[][2] = {
+        {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+        {"pre_feedforward_layernorm.weight", "ffn_norm.weight"},
+        {"post_feedforward_layernorm.weight", "post_ffw_norm.weight"},
+        {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+        {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+    };
+    int l;
+    char rest[96];
+    if (sscanf(hf, "model.layers.%d.%95s", &l, rest) == 2)
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+            if (!strcmp(rest, map[i][0])) return snprintf(out, n, "blk.%d.%s", l, map[i][1]), 0;
+    return gguf_tensor_name(hf, ARCH_LLAMA, out, n);
+}
+
+static int tensor_name_for(const ModelConfig *c, const char *hf, char *out, size_t n) {
+    return c->gemma ? gemma_tensor_name(hf, out, n) : gguf_tensor_name(hf, c->arch, out, n);
+}
+
+/* Gemma 2 / 3 as llama.cpp reads them: query_pre_attn_scalar is not stored
+ * (llama.cpp takes hidden/heads for the 27B models, 46 and 62 layers, else
+ * head_dim; an "attention.scale" key wins), the sliding pattern is 2 and 6
+ * ("attention.sliding_window_pattern" wins), Gemma 3's local layers use
+ * RoPE base 10000, and norm weights are stored as 1 + w (import_impl
+ * takes the 1 off). */
+static int gguf_gemma_config(const GgufFile *f, const char *arch, ModelConfig *c) {
+    int v3 = !strcmp(arch, "gemma3");
+    c->gemma = v3 ? 3 : 2;
+    c->norm_plus_one = 1;
+    c->sandwich_norms = 1;
+    c->geglu = 1;
+    c->qk_norm = v3;
+    c->embed_scale = (float)sqrt((double)c->dim);
+    int big = c->n_layers == (v3 ? 62 : 46);
+    c->attn_scalar = big ? (float)(c->dim / c->n_heads) : (float)c->head_dim;
+    float scale = 0;
+    kv_float(f, arch, "attention.scale", &scale);
+    if (scale > 0) c->attn_scalar = 1.0f / (scale * scale);
+    if (!v3) {
+        c->attn_softcap = 50.0f;
+        c->final_softcap = 30.0f;
+    }
+    kv_float(f, arch, "attn_logit_softcapping", &c->attn_softcap);
+    kv_float(f, arch, "final_logit_softcapping", &c->final_softcap);
+    c->sliding_window = 4096;
+    c->sliding_pattern = v3 ? 6 : 2;
+    if (kv_int(f, arch, "attention.sliding_window", &c->sliding_window, 0) ||
+        kv_int(f, arch, "attention.sliding_window_pattern", &c->sliding_pattern, 0))
+        return -1;
+    if (v3) c->rope_local_theta = 10000.0f;
+    else if (c->rope_scaling != ROPE_SCALING_NONE)
+        return align_errorf("%s: RoPE scaling is not supported for Gemma 2", f->path);
+    return 0;
+}
+
 static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch) return align_errorf("%s lacks general.architecture", f->path);
     int is_gpt2 = !strcmp(arch, "gpt2"), qwen3 = !strcmp(arch, "qwen3"), phi3 = !strcmp(arch, "phi3");
-    if (!is_gpt2 && strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "mistral") && !qwen3 && !phi3)
-        return align_errorf("%s has architecture \"%.32s\"; supported: llama, qwen2, qwen3, mistral, phi3, gpt2",
+    int gemma = !strcmp(arch, "gemma2") || !strcmp(arch, "gemma3");
+    if (!is_gpt2 && !gemma && strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "mistral") && !qwen3 &&
+        !phi3)
+        return align_errorf("%s has architecture \"%.32s\"; supported: llama, qwen2, qwen3, mistral, phi3, gemma2, "
+                            "gemma3, gpt2",
                             f->path, arch);
     *permuted = !strcmp(arch, "llama") || !strcmp(arch, "mistral");
     model_config_defaults(c, is_gpt2 ? ARCH_GPT2 : ARCH_LLAMA);
@@ -492,6 +554,7 @@ static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
             return align_errorf("%s: RoPE on %d of the %d dimensions of a head (partial rotary) is not supported",
                                 f->path, rot, c->head_dim);
     }
+    if (gemma && gguf_gemma_config(f, arch, c)) return -1;
     /* Vocabulary: the embedding's row count is the truth. */
     const GgufTensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb || emb->ndim != 2) return align_errorf("%s lacks a 2-D token_embd.weight", f->path);
@@ -720,7 +783,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
         if (fused == 2) continue; /* read with its group's first member */
         if (fused == 1) p = &group;
         char gname[128];
-        if (gguf_tensor_name(p->name, cfg.arch, gname, sizeof gname) != 0) {
+        if (tensor_name_for(&cfg, p->name, gname, sizeof gname) != 0) {
             align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);
             goto done;
         }
@@ -743,6 +806,8 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
         }
         float *dst = host + p->offset;
         if (gguf_read_f32(&f, t, dst) != 0) goto done;
+        if (cfg.norm_plus_one && p->ndim == 1 && strstr(p->name, "norm.weight")) /* llama.cpp stored 1 + w */
+            for (int64_t k = 0; k < p->shape[0]; k++) dst[k] -= 1.0f;
         if (permuted && p->ndim == 2) {
             if (strstr(p->name, "q_proj.weight"))
                 unpermute_rows(dst, cfg.n_heads, cfg.head_dim, p->shape[1], tmp);

@@ -303,6 +303,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     int permute = !is_gpt2 && !qwen2 && !qwen3 && !phi3;
     if (c->value_head || !c->lm_head)
         return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
+    if (c->gemma)
+        return align_errorf("%s: Gemma models are not written to GGUF yet; export a Hugging Face directory "
+                            "(ckpt_convert model.ckpt out/) and convert it with llama.cpp's convert_hf_to_gguf.py",
+                            path);
     if (c->rope_scaling == ROPE_SCALING_LLAMA3)
         return align_errorf("%s: Llama-3.1 rope scaling is not written to GGUF yet (export a Hugging Face directory "
                             "and convert it with llama.cpp's convert_hf_to_gguf.py)",

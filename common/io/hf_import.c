@@ -243,6 +243,19 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
         const StTensor *t = shards_find(sh, p->name, &f);
         /* The original GPT-2 checkpoints name tensors without the prefix. */
         if (!t && strncmp(p->name, "transformer.", 12) == 0) t = shards_find(sh, p->name + 12, &f);
+        /* Gemma 3 with a vision tower: the text model's tensors sit under
+         * language_model (transformers 4: language_model.model.*, 5:
+         * model.language_model.*) */
+        if (!t && cfg.gemma == 3) {
+            char alt[160];
+            int model_pre = strncmp(p->name, "model.", 6) == 0;
+            snprintf(alt, sizeof alt, "language_model.%s", p->name);
+            t = shards_find(sh, alt, &f);
+            if (!t && model_pre) {
+                snprintf(alt, sizeof alt, "model.language_model.%s", p->name + 6);
+                t = shards_find(sh, alt, &f);
+            }
+        }
         if (!t && hq.method && hf_quant_has(find_cb, sh, p->name)) {
             if (read_quantised(m, p, &hq, sh, host)) {
                 align_error_prefix("%s", dir);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_config_gemma.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ reading */
@@ -243,6 +244,7 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
     ModelConfig c;
     memset(&c, 0, sizeof c);
     const char *mt = get_str(r, "model_type");
+    const cJSON *gemma_text = NULL; /* gemma3's text_config */
     int rc;
     if (mt ? strcmp(mt, "gpt2") == 0 : has_arch(r, "GPT2")) rc = parse_gpt2(r, &c, origin);
     else if (mt ? strcmp(mt, "qwen2") == 0 : has_arch(r, "Qwen2")) rc = parse_llama(r, &c, origin, LL_QWEN2);
@@ -251,8 +253,23 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
     else if (mt ? (!strcmp(mt, "llama") || !strcmp(mt, "mistral"))
                 : (has_arch(r, "Llama") || has_arch(r, "Mistral")))
         rc = parse_llama(r, &c, origin, LL_LLAMA);
+    else if (mt ? !strcmp(mt, "gemma2") : has_arch(r, "Gemma2"))
+        rc = model_config_parse_gemma(r, &c, origin, 2);
+    else if (mt ? !strcmp(mt, "gemma3_text") : has_arch(r, "Gemma3ForCausalLM"))
+        rc = model_config_parse_gemma(r, &c, origin, 3);
+    else if (mt && !strcmp(mt, "gemma3")) {
+        /* Gemma 3 with its vision tower: the text model is text_config
+         * (hf_import finds its tensors under language_model); the tower
+         * and projector are left behind */
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(r, "text_config");
+        rc = cJSON_IsObject(tc) ? model_config_parse_gemma(tc, &c, origin, 3)
+                                : align_errorf("%s: model_type gemma3 without a text_config object", origin);
+        if (rc == 0 && cJSON_IsObject(tc)) gemma_text = tc;
+        c.final_softcap = 0; /* Gemma3ForConditionalGeneration never applies it */
+    }
     else
-        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, qwen3, mistral, phi3)",
+        rc = align_errorf("%s: model_type \"%s\" is not supported (gpt2, llama, qwen2, qwen3, mistral, phi3, "
+                          "gemma2, gemma3, gemma3_text)",
                           origin, mt ? mt : "(missing)");
     if (rc == 0) {
         c.bos_id = c.eos_id = c.pad_id = -1;
@@ -261,6 +278,12 @@ int model_config_from_hf_json(const char *json, size_t len, const char *origin, 
                      get_int(r, "pad_token_id", &c.pad_id, origin)
                  ? -1
                  : 0;
+        if (rc == 0 && gemma_text && c.bos_id < 0 && c.eos_id < 0)
+            rc = get_int(gemma_text, "bos_token_id", &c.bos_id, origin) ||
+                         get_int(gemma_text, "eos_token_id", &c.eos_id, origin) ||
+                         get_int(gemma_text, "pad_token_id", &c.pad_id, origin)
+                     ? -1
+                     : 0;
     }
     if (rc == 0) {
         /* Heads: a sequence classifier with one label is a value/reward
@@ -335,6 +358,10 @@ char *model_config_to_hf_json(const ModelConfig *c) {
      * q/k/v biases is a Mistral */
     int mistral = c->arch == ARCH_LLAMA && !qwen2 && !qwen3 && !phi3 && c->sliding_window > 0;
     const char *arch;
+    if (c->gemma) {
+        model_config_write_gemma(r, c, classifier);
+        goto ids;
+    }
     if (c->arch == ARCH_GPT2) arch = classifier ? "GPT2ForSequenceClassification" : "GPT2LMHeadModel";
     else if (qwen3) arch = classifier ? "Qwen3ForSequenceClassification" : "Qwen3ForCausalLM";
     else if (phi3) arch = classifier ? "Phi3ForSequenceClassification" : "Phi3ForCausalLM";
@@ -406,6 +433,7 @@ char *model_config_to_hf_json(const ModelConfig *c) {
             }
         }
     }
+ids:
     add_id(r, "bos_token_id", c->bos_id);
     add_id(r, "eos_token_id", c->eos_id);
     add_id(r, "pad_token_id", c->pad_id);

@@ -1,7 +1,8 @@
 /* model_config_json: ModelConfig <-> Hugging Face config.json.
  *
- * Reading accepts model_type gpt2, llama, qwen2 and mistral (and, failing a
- * model_type, the architectures list). Every key that changes the maths and
+ * Reading accepts model_type gpt2, llama, qwen2, mistral, gemma2,
+ * gemma3_text and gemma3 (its text_config; model_config_gemma.c) (and,
+ * failing a model_type, the architectures list). Every key that changes the maths and
  * that our decoder does not implement (another activation, o_proj or MLP
  * biases, sliding-window attention shorter than the context, rope scaling
  * other than llama3/linear) is refused with a sentence naming it, rather than

@@ -25,8 +25,8 @@ struct KVCache {
     /* per-call scratch, grown as needed */
     int cap;
     float *x, *norm, *qkv, *attn, *tmp, *up, *act, *stats, *last_h, *logits;
+    float *post;             /* Gemma: an output before its post norm */
     int32_t *tokens, *pos, *last_rows;
-    const float *inv_freq;   /* the model's RoPE table */
 };
 
 static size_t layer_stride(const KVCache *kv) {
@@ -66,13 +66,13 @@ KVCache *kvcache_create(Model *m, int n_slots, int max_len) {
         kvcache_free(kv);
         return NULL;
     }
-    kv->inv_freq = model_rope_inv_freq(m); /* shared with the training path */
     return kv;
 }
 
 static void scratch_free(KVCache *kv) {
     const Backend *be = kv->m->be;
-    float **f[] = {&kv->x, &kv->norm, &kv->qkv, &kv->attn, &kv->tmp, &kv->up, &kv->act, &kv->stats, &kv->last_h, &kv->logits};
+    float **f[] = {&kv->x,     &kv->norm,   &kv->qkv,    &kv->attn, &kv->tmp,  &kv->up,
+                   &kv->act,   &kv->stats,  &kv->last_h, &kv->logits, &kv->post};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         be->free(*f[i]);
         *f[i] = NULL;
@@ -140,7 +140,8 @@ static int scratch_reserve(KVCache *kv, int N, int n_seqs) {
     kv->tokens = be->alloc(n * 4);
     kv->pos = be->alloc(n * 4);
     kv->last_rows = be->alloc(n * 4);
-    if (!kv->x || !kv->norm || !kv->qkv || !kv->attn || !kv->tmp || !kv->up || !kv->act || !kv->stats ||
+    kv->post = be->alloc(n * d * 4);
+    if (!kv->post || !kv->x || !kv->norm || !kv->qkv || !kv->attn || !kv->tmp || !kv->up || !kv->act || !kv->stats ||
         !kv->last_h || !kv->logits || !kv->tokens || !kv->pos || !kv->last_rows) {
         scratch_free(kv);
         return align_errorf("out of memory for cached decoding of %d tokens", N);
@@ -174,10 +175,15 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
     size_t n = N, d = c->dim;
     int q = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, ao = c->n_heads * c->head_dim;
     int u = c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim;
+    const ModelTensors *W = model_norm_weights(m); /* 1 + w for Gemma's norms */
+    if (!W) return -1;
+    float ascale = model_attn_scale(c);
     be->embedding_forward(kv->x, kv->tokens, kv->pos, m->w.wte, m->w.wpe, N, c->dim);
+    /* as model_forward: the embedding's scale, not the virtual tokens' */
+    if (c->embed_scale > 0) be->scale(kv->x, c->embed_scale, n * d);
     if (virt) m->virt->embed(m, kv->x);
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerTensors *w = &m->w.layers[l];
+        const LayerTensors *w = &W->layers[l];
         const LayerQuant *qw = &m->qw[l];
         float *kc = kv->k + l * layer_stride(kv), *vc = kv->v + l * layer_stride(kv);
         norm(m, kv->norm, kv->stats, kv->x, w->norm1_w, w->norm1_b, N);
@@ -186,34 +192,45 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
         if (c->qk_norm)
             be->head_rmsnorm_forward(kv->qkv, NULL, NULL, w->q_norm, w->k_norm, N, c->n_heads, c->n_kv_heads,
                                      c->head_dim, c->norm_eps);
-        if (c->arch == ARCH_LLAMA) be->rope_forward(kv->qkv, kv->pos, kv->inv_freq, N, c->n_heads, c->n_kv_heads, c->head_dim);
+        if (c->arch == ARCH_LLAMA)
+            be->rope_forward(kv->qkv, kv->pos, model_layer_rope_inv_freq(m, l), N, c->n_heads, c->n_kv_heads,
+                             c->head_dim);
         if (virt) m->virt->kv(m, l, kv->qkv, q);
         int window = model_layer_window(c, l);
-        if (window)
+        if (model_attn_ext(c))
+            be->attention_forward_cached_ext(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
+                                             c->n_kv_heads, c->head_dim, kv->phys, window, ascale, c->attn_softcap);
+        else if (window)
             be->attention_forward_cached_window(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N,
                                                 c->n_heads, c->n_kv_heads, c->head_dim, kv->phys, window);
         else
             be->attention_forward_cached(kv->attn, kv->qkv, kc, vc, slots, past, b->seq_start, S, N, c->n_heads,
                                          c->n_kv_heads, c->head_dim, kv->phys);
-        model_linear_forward_infer(m, kv->tmp, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
-        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, kv->attn, kv->tmp, c->dim, N, 0);
+        float *o_out = c->sandwich_norms ? kv->post : kv->tmp;
+        model_linear_forward_infer(m, o_out, kv->attn, w->wo, qw->o, qw->t_o, w->bo, N, ao, c->dim);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, kv->attn, o_out, c->dim, N, 0);
+        if (c->sandwich_norms) norm(m, kv->tmp, kv->stats, o_out, w->post_attn_norm_w, NULL, N);
         be->add_inplace(kv->x, kv->tmp, n * d);
         norm(m, kv->norm, kv->stats, kv->x, w->norm2_w, w->norm2_b, N);
         model_linear_forward_infer(m, kv->up, kv->norm, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up,
                              w->b_up, N, c->dim, u);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_UP, kv->norm, kv->up, u, N, 0);
-        if (c->arch == ARCH_LLAMA) be->swiglu_forward(kv->act, kv->up, N, c->ffn_dim);
+        if (c->geglu) be->geglu_forward(kv->act, kv->up, N, c->ffn_dim);
+        else if (c->arch == ARCH_LLAMA) be->swiglu_forward(kv->act, kv->up, N, c->ffn_dim);
         else be->gelu_forward(kv->act, kv->up, n * c->ffn_dim);
-        model_linear_forward_infer(m, kv->tmp, kv->act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
-        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, kv->act, kv->tmp, c->dim, N, 0);
+        float *f_out = c->sandwich_norms ? kv->post : kv->tmp;
+        model_linear_forward_infer(m, f_out, kv->act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, kv->act, f_out, c->dim, N, 0);
+        if (c->sandwich_norms) norm(m, kv->tmp, kv->stats, f_out, w->post_ffn_norm_w, NULL, N);
         be->add_inplace(kv->x, kv->tmp, n * d);
     }
     if (last_logits) {
         /* only each sequence's last token needs the final norm and the LM head */
         be->gather_rows(kv->last_h, kv->x, kv->last_rows, S, c->dim);
-        norm(m, kv->norm, kv->stats, kv->last_h, m->w.normf_w, m->w.normf_b, S);
+        norm(m, kv->norm, kv->stats, kv->last_h, W->normf_w, m->w.normf_b, S);
         model_linear_forward_infer(m, kv->logits, kv->norm, m->w.lm_head, m->lm_head_q, m->lm_head_qtype, NULL, S, c->dim,
                                    c->vocab_size);
+        if (c->final_softcap > 0) be->softcap_forward(kv->logits, (size_t)S * c->vocab_size, c->final_softcap);
         be->to_host(last_logits, kv->logits, (size_t)S * c->vocab_size * sizeof(float));
     }
     return backend_check(be, "cached forward");

@@ -49,6 +49,10 @@ struct ModelActs {
     float *values;           /* [N] value head output (backend) */
     int values_done;
     float *inv_freq;         /* [hd/2] RoPE frequencies (backend) */
+    float *inv_freq_local;   /* [hd/2] sliding layers' (rope_local_theta), or NULL */
+    /* Gemma (sandwich_norms): attention and MLP outputs before their post
+     * norms [L][N,d], and those norms' stats [L][2N] */
+    float *o_out, *f_out, *stats_pa, *stats_pf;
 };
 
 /* ------------------------------------------------------------ config */
@@ -89,13 +93,36 @@ int model_config_validate(const ModelConfig *c) {
     if (c->sliding_window && c->arch != ARCH_LLAMA) return align_errorf("model config: GPT-2 has no sliding window");
     if ((c->qk_norm || c->phi3) && c->arch != ARCH_LLAMA)
         return align_errorf("model config: q/k norms and Phi-3's fused files belong to the Llama family, not GPT-2");
+    if (c->arch != ARCH_LLAMA && (c->gemma || c->norm_plus_one || c->embed_scale > 0 || c->sandwich_norms || c->geglu ||
+                                  c->attn_scalar > 0 || c->attn_softcap > 0 || c->final_softcap > 0 ||
+                                  c->sliding_pattern || c->rope_local_theta > 0))
+        return align_errorf("model config: the Gemma pieces need the Llama-family decoder");
+    if (c->attn_scalar < 0 || c->attn_softcap < 0 || c->final_softcap < 0 || c->embed_scale < 0 ||
+        c->sliding_pattern < 0 || c->rope_local_theta < 0)
+        return align_errorf("model config: query_pre_attn_scalar, soft caps, embedding scale, sliding pattern and "
+                            "local RoPE base must not be negative");
     return 0;
 }
 
-int model_layer_window(const ModelConfig *c, int l) { return l >= c->window_from_layer ? c->sliding_window : 0; }
+int model_layer_sliding(const ModelConfig *c, int l) {
+    if (c->sliding_pattern > 0) return (l + 1) % c->sliding_pattern != 0;
+    return c->sliding_window > 0 && l >= c->window_from_layer;
+}
+
+int model_layer_window(const ModelConfig *c, int l) { return model_layer_sliding(c, l) ? c->sliding_window : 0; }
+
+float model_attn_scale(const ModelConfig *c) {
+    return 1.0f / sqrtf(c->attn_scalar > 0 ? c->attn_scalar : (float)c->head_dim);
+}
+
+int model_attn_ext(const ModelConfig *c) { return c->attn_scalar > 0 || c->attn_softcap > 0; }
 
 /* Does any layer of c use its sliding window? */
-static int uses_window(const ModelConfig *c) { return c->sliding_window > 0 && c->window_from_layer < c->n_layers; }
+static int uses_window(const ModelConfig *c) {
+    for (int l = 0; l < c->n_layers; l++)
+        if (model_layer_window(c, l)) return 1;
+    return 0;
+}
 
 static int qkv_dim(const ModelConfig *c) { return (c->n_heads + 2 * c->n_kv_heads) * c->head_dim; }
 static int up_dim(const ModelConfig *c) { return c->arch == ARCH_LLAMA ? 2 * c->ffn_dim : c->ffn_dim; }
@@ -171,12 +198,17 @@ static int build_table(const ModelConfig *c, Table *out) {
                 ADD(L("self_attn.k_proj.bias"), Hkv * hd, 0, 0);
                 ADD(L("self_attn.v_proj.bias"), Hkv * hd, 0, 0);
             }
+            /* after v_proj: q|k|v stay one matrix */
             if (c->qk_norm) {
                 ADD(L("self_attn.q_norm.weight"), hd, 0, 0);
                 ADD(L("self_attn.k_norm.weight"), hd, 0, 0);
             }
             ADD(L("self_attn.o_proj.weight"), d, Hq * hd, 0);
             ADD(L("post_attention_layernorm.weight"), d, 0, 0);
+            if (c->sandwich_norms) {
+                ADD(L("pre_feedforward_layernorm.weight"), d, 0, 0);
+                ADD(L("post_feedforward_layernorm.weight"), d, 0, 0);
+            }
             ADD(L("mlp.gate_proj.weight"), F, d, 0);
             ADD(L("mlp.up_proj.weight"), F, d, 0);
             ADD(L("mlp.down_proj.weight"), d, F, 0);
@@ -258,13 +290,19 @@ static void bind_views(Model *m, ModelTensors *v, float *base, int grads) {
             t->bo = NULL;
             t->norm2_w = TL("model.layers.%d.post_attention_layernorm.weight");
             t->norm2_b = NULL;
+            t->post_attn_norm_w = t->post_ffn_norm_w = NULL;
+            if (c->sandwich_norms) {
+                t->post_attn_norm_w = t->norm2_w;
+                t->norm2_w = TL("model.layers.%d.pre_feedforward_layernorm.weight");
+                t->post_ffn_norm_w = TL("model.layers.%d.post_feedforward_layernorm.weight");
+            }
+            t->q_norm = TL("model.layers.%d.self_attn.q_norm.weight");
+            t->k_norm = TL("model.layers.%d.self_attn.k_norm.weight");
             t->w_gate = TL("model.layers.%d.mlp.gate_proj.weight");
             t->w_up = TL("model.layers.%d.mlp.up_proj.weight");
             t->b_up = NULL;
             t->w_down = TL("model.layers.%d.mlp.down_proj.weight");
             t->b_down = NULL;
-            t->q_norm = TL("model.layers.%d.self_attn.q_norm.weight");
-            t->k_norm = TL("model.layers.%d.self_attn.k_norm.weight");
         }
     }
     v->lm_head = c->lm_head ? (c->tied_embeddings ? v->wte : T("lm_head.weight")) : NULL;
@@ -409,8 +447,18 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
                      cfg->sliding_window, be->name);
         return NULL;
     }
-    if (cfg->qk_norm && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward)) {
+    if (cfg->qk_norm && !cfg->gemma && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward)) {
         align_errorf("the q/k norms of Qwen3 are not implemented on the %s backend; use --device cpu", be->name);
+        return NULL;
+    }
+    if ((model_attn_ext(cfg) && (!be->attention_forward_ext || !be->attention_backward_ext ||
+                                 !be->attention_forward_cached_ext)) ||
+        (cfg->geglu && (!be->geglu_forward || !be->geglu_backward)) ||
+        (cfg->final_softcap > 0 && (!be->softcap_forward || !be->logprobs_backward_softcap)) ||
+        (cfg->qk_norm && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward))) {
+        align_errorf("this model's Gemma pieces (soft caps, query_pre_attn_scalar, GeGLU, q/k norms) are not "
+                     "implemented on the %s backend; use --device cpu",
+                     be->name);
         return NULL;
     }
     Model *m = calloc(1, sizeof *m);
@@ -463,6 +511,16 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
         m->acts->inv_freq = be->alloc(cfg->head_dim / 2 * sizeof(float));
         if (!m->acts->inv_freq) goto fail;
         be->to_device(m->acts->inv_freq, host, cfg->head_dim / 2 * sizeof(float));
+        if (cfg->rope_local_theta > 0) {
+            /* Gemma 3's sliding layers: their own base, never scaled */
+            ModelConfig lc = *cfg;
+            lc.rope_theta = cfg->rope_local_theta;
+            lc.rope_scaling = ROPE_SCALING_NONE;
+            rope_inv_freq(&lc, host);
+            m->acts->inv_freq_local = be->alloc(cfg->head_dim / 2 * sizeof(float));
+            if (!m->acts->inv_freq_local) goto fail;
+            be->to_device(m->acts->inv_freq_local, host, cfg->head_dim / 2 * sizeof(float));
+        }
     }
     return m;
 fail:
@@ -500,6 +558,7 @@ void model_free(Model *m) {
     if (m->acts) {
         acts_release(m->be, m->acts);
         m->be->free(m->acts->inv_freq);
+        m->be->free(m->acts->inv_freq_local);
         free(m->acts);
     }
     if (m->adapter) m->adapter->free(m);
@@ -508,6 +567,9 @@ void model_free(Model *m) {
     if (m->qparams) m->be->free(m->qparams);
     if (m->lm_head_q) m->be->free(m->lm_head_q);
     if (m->grads) m->be->free(m->grads);
+    if (m->norm_eff) m->be->free(m->norm_eff);
+    if (m->ones) m->be->free(m->ones);
+    free(m->wn.layers);
     free(m->qw);
     free(m->w.layers);
     free(m->g.layers);
@@ -538,7 +600,8 @@ void model_init_random(Model *m, uint64_t seed) {
         float *x = p->qtype ? qtmp : host + p->offset;
         int is_norm = strstr(p->name, "norm") || strstr(p->name, "ln_");
         if (p->ndim == 1) {
-            for (size_t k = 0; k < p->numel; k++) x[k] = is_norm ? 1.0f : 0.0f;
+            /* a (1 + w) norm starts at w = 0, as Gemma's */
+            for (size_t k = 0; k < p->numel; k++) x[k] = is_norm && !c->norm_plus_one ? 1.0f : 0.0f;
             continue;
         }
         int resid = strstr(p->name, "c_proj") || strstr(p->name, "o_proj") || strstr(p->name, "down_proj");
@@ -690,6 +753,54 @@ int model_append_params(Model *m, const ParamInfo *extra, int n) {
 
 const float *model_rope_inv_freq(const Model *m) { return m->acts->inv_freq; }
 
+const float *model_layer_rope_inv_freq(const Model *m, int l) {
+    if (m->acts->inv_freq_local && model_layer_sliding(&m->cfg, l)) return m->acts->inv_freq_local;
+    return m->acts->inv_freq;
+}
+
+/* 1 + w into norm_eff for every norm weight, and wn pointing there (the
+ * other tensors as in w). Gradients wrt 1 + w are those wrt w, so backward
+ * uses wn's values and g's slots unchanged. */
+const ModelTensors *model_norm_weights(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    if (!c->norm_plus_one) return &m->w;
+    size_t d = c->dim, hd = c->head_dim, per = 4 * d + 2 * hd, need = c->n_layers * per + d;
+    if (!m->norm_eff) {
+        m->norm_eff = be->alloc(need * sizeof(float));
+        m->ones = be->alloc((d > hd ? d : hd) * sizeof(float));
+        m->wn.layers = calloc(c->n_layers, sizeof(LayerTensors));
+        float *h = malloc((d > hd ? d : hd) * sizeof(float));
+        if (!m->norm_eff || !m->ones || !m->wn.layers || !h) {
+            free(h);
+            align_errorf("out of memory for the norm weights");
+            return NULL;
+        }
+        for (size_t i = 0; i < (d > hd ? d : hd); i++) h[i] = 1.0f;
+        be->to_device(m->ones, h, (d > hd ? d : hd) * sizeof(float));
+        free(h);
+    }
+    LayerTensors *keep = m->wn.layers;
+    m->wn = m->w;
+    m->wn.layers = keep;
+    float *e = m->norm_eff;
+#define EFF(dst, src, n) do { if (src) { be->add(e, src, m->ones, n); dst = e; } else dst = NULL; e += (n); } while (0)
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerTensors *w = &m->w.layers[l];
+        LayerTensors *t = &m->wn.layers[l];
+        *t = *w;
+        EFF(t->norm1_w, w->norm1_w, d);
+        EFF(t->norm2_w, w->norm2_w, d);
+        EFF(t->post_attn_norm_w, w->post_attn_norm_w, d);
+        EFF(t->post_ffn_norm_w, w->post_ffn_norm_w, d);
+        EFF(t->q_norm, w->q_norm, hd);
+        EFF(t->k_norm, w->k_norm, hd);
+    }
+    EFF(m->wn.normf_w, m->w.normf_w, d);
+#undef EFF
+    return &m->wn;
+}
+
 size_t model_trainable_elems(const Model *m) { return m->n_grad_elems; }
 
 void model_zero_grad(Model *m) {
@@ -708,8 +819,9 @@ static int acts_reserve(Model *m, int N) {
     size_t L = (size_t)stored, d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim;
     size_t u = up_dim(c), F = c->ffn_dim, H = c->n_heads;
     size_t n = N, qkh = c->qk_norm ? (size_t)(c->n_heads + c->n_kv_heads) : 0; /* normed heads per token */
+    size_t sand = c->sandwich_norms ? 2 * n * d + 4 * n : 0;
     size_t per_layer = n * d * 3 /* resid_mid, norm1, norm2 */ + 4 * n /* stats */ + n * q + n * ao +
-                       H * n + n * u + n * F + n * qkh * (c->head_dim + 1) /* qkn, qkn_rstd */;
+                       H * n + n * u + n * F + sand + n * qkh * (c->head_dim + 1) /* qkn, qkn_rstd */;
     size_t total = L * per_layer + (L + 1) * n * d + n * d + 2 * n /* normf */ +
                    n * d * 3 /* dresid, dtmp, dh */ + n * q + n * ao + n * u + n * F + n /* values */;
     be->free(a->buf);
@@ -746,6 +858,12 @@ static int acts_reserve(Model *m, int N) {
     TAKE(dup, n * u);
     TAKE(dact, n * F);
     TAKE(values, n);
+    if (c->sandwich_norms) {
+        TAKE(o_out, L * n * d);
+        TAKE(f_out, L * n * d);
+        TAKE(stats_pa, L * 2 * n);
+        TAKE(stats_pf, L * 2 * n);
+    }
 #undef TAKE
     a->cap = N;
     a->stored = stored;
@@ -882,11 +1000,18 @@ int model_forward(Model *m, const Batch *b) {
     int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim;
     int lora = m->adapter ? m->adapter->begin_forward(m, N) : 0;
     if (lora < 0) return -1;
+    const ModelTensors *W = model_norm_weights(m);
+    if (!W) return -1;
     be->embedding_forward(a->resid, a->tokens, a->pos, m->w.wte, m->w.wpe, N, c->dim);
+    /* the scale is the embedding module's (transformers' *ScaledWordEmbedding):
+     * virtual tokens, like peft's inputs_embeds, go in unscaled */
+    if (c->embed_scale > 0) be->scale(a->resid, c->embed_scale, n * d);
     if (nv) m->virt->embed(m, a->resid);
     size_t S = (size_t)a->stored; /* layer slots: l % S; residual slots: l % (S + 1) */
+    size_t HQK = (size_t)(Hq + Hkv);
+    float ascale = model_attn_scale(c);
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerTensors *w = &m->w.layers[l];
+        const LayerTensors *w = &W->layers[l];
         const LayerQuant *qw = &m->qw[l];
         size_t k = l % S;
         float *in = a->resid + (l % (S + 1)) * n * d, *out = a->resid + ((l + 1) % (S + 1)) * n * d;
@@ -899,12 +1024,15 @@ int model_forward(Model *m, const Batch *b) {
         model_linear_forward(m, qkv, norm1, w->wq, qw->qkv, qw->t_qkv, w->bq, N, c->dim, (int)q);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_QKV, norm1, qkv, (int)q, N, 1);
         if (c->qk_norm)
-            be->head_rmsnorm_forward(qkv, a->qkn + k * n * (Hq + Hkv) * hd, a->qkn_rstd + k * n * (Hq + Hkv), w->q_norm,
-                                     w->k_norm, N, Hq, Hkv, hd, c->norm_eps);
-        if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, a->inv_freq, N, Hq, Hkv, hd);
+            be->head_rmsnorm_forward(qkv, a->qkn + k * n * HQK * hd, a->qkn_rstd + k * n * HQK, w->q_norm, w->k_norm, N,
+                                     Hq, Hkv, hd, c->norm_eps);
+        if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
         if (nv) m->virt->kv(m, l, qkv, (int)q);
         int window = model_layer_window(c, l);
-        if (window)
+        if (model_attn_ext(c))
+            be->attention_forward_ext(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs, N, Hq,
+                                      Hkv, hd, window, ascale, c->attn_softcap);
+        else if (window)
             be->attention_forward_window(attn, a->lse + k * Hq * n, qkv, a->seq_start, a->seq_prefix, b->n_seqs, N,
                                          Hq, Hkv, hd, window);
         else if (a->seq_prefix)
@@ -912,21 +1040,26 @@ int model_forward(Model *m, const Batch *b) {
                                            N, Hq, Hkv, hd);
         else
             be->attention_forward(attn, a->lse + k * Hq * n, qkv, a->seq_start, b->n_seqs, N, Hq, Hkv, hd);
-        model_linear_forward(m, a->dtmp, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
-        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, attn, a->dtmp, c->dim, N, 1);
+        float *o_out = c->sandwich_norms ? a->o_out + k * n * d : a->dtmp;
+        model_linear_forward(m, o_out, attn, w->wo, qw->o, qw->t_o, w->bo, N, (int)ao, c->dim);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_O, attn, o_out, c->dim, N, 1);
+        if (c->sandwich_norms) norm_forward(m, a->dtmp, a->stats_pa + k * 2 * n, o_out, w->post_attn_norm_w, NULL, N);
         be->add(mid, in, a->dtmp, n * d);
         /* MLP block: out = mid + down(act(up(norm(mid)))) */
         norm_forward(m, norm2, a->stats2 + k * 2 * n, mid, w->norm2_w, w->norm2_b, N);
         model_linear_forward(m, up, norm2, c->arch == ARCH_LLAMA ? w->w_gate : w->w_up, qw->up, qw->t_up, w->b_up,
                              N, c->dim, (int)u);
         if (lora) m->adapter->forward(m, l, MODEL_SLOT_UP, norm2, up, (int)u, N, 1);
-        if (c->arch == ARCH_LLAMA) be->swiglu_forward(act, up, N, c->ffn_dim);
+        if (c->geglu) be->geglu_forward(act, up, N, c->ffn_dim);
+        else if (c->arch == ARCH_LLAMA) be->swiglu_forward(act, up, N, c->ffn_dim);
         else be->gelu_forward(act, up, n * F);
-        model_linear_forward(m, a->dtmp, act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
-        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, act, a->dtmp, c->dim, N, 1);
+        float *f_out = c->sandwich_norms ? a->f_out + k * n * d : a->dtmp;
+        model_linear_forward(m, f_out, act, w->w_down, qw->down, qw->t_down, w->b_down, N, c->ffn_dim, c->dim);
+        if (lora) m->adapter->forward(m, l, MODEL_SLOT_DOWN, act, f_out, c->dim, N, 1);
+        if (c->sandwich_norms) norm_forward(m, a->dtmp, a->stats_pf + k * 2 * n, f_out, w->post_ffn_norm_w, NULL, N);
         be->add(out, mid, a->dtmp, n * d);
     }
-    norm_forward(m, a->normf, a->statsf, a->resid + (c->n_layers % (S + 1)) * n * d, m->w.normf_w, m->w.normf_b, N);
+    norm_forward(m, a->normf, a->statsf, a->resid + (c->n_layers % (S + 1)) * n * d, W->normf_w, m->w.normf_b, N);
     a->forward_done = backend_check(be, "model forward") == 0;
     return a->forward_done ? 0 : -1;
 }
@@ -970,6 +1103,7 @@ int model_logits(Model *m, const int32_t *rows, int n_rows, float *out) {
     be->to_device(a->lm_rows, a->lm_rows_host, n_rows * sizeof(int32_t));
     be->gather_rows(a->lm_h, a->normf, a->lm_rows, n_rows, c->dim);
     be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n_rows, c->dim, c->vocab_size);
+    if (c->final_softcap > 0) be->softcap_forward(a->lm_logits, (size_t)n_rows * c->vocab_size, c->final_softcap);
     be->to_host(out, a->lm_logits, (size_t)n_rows * c->vocab_size * sizeof(float));
     return backend_check(be, "model logits");
 }
@@ -998,6 +1132,7 @@ int model_token_logprobs(Model *m, const int32_t *targets, float *logp) {
     be->to_device(a->lm_tgt, a->lm_tgt_host, n * sizeof(int32_t));
     be->gather_rows(a->lm_h, a->normf, a->lm_rows, n, c->dim);
     be->matmul_forward(a->lm_logits, a->lm_h, m->w.lm_head, NULL, n, c->dim, c->vocab_size);
+    if (c->final_softcap > 0) be->softcap_forward(a->lm_logits, (size_t)n * c->vocab_size, c->final_softcap);
     be->logprobs_forward(a->lm_dlogp /* reused as output */, a->lm_lse, a->lm_logits, a->lm_tgt, n, c->vocab_size);
     if (logp) {
         float *tmp = malloc(n * sizeof(float));
@@ -1116,7 +1251,11 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
         for (int i = 0; i < k; i++) tmp[i] = dlogp[a->lm_rows_host[i] - a->row0];
         be->to_device(a->lm_dlogp, tmp, k * sizeof(float));
         free(tmp);
-        be->logprobs_backward(a->lm_logits, a->lm_dlogp, a->lm_lse, a->lm_tgt, k, c->vocab_size);
+        if (c->final_softcap > 0)
+            be->logprobs_backward_softcap(a->lm_logits, a->lm_dlogp, a->lm_lse, a->lm_tgt, k, c->vocab_size,
+                                          c->final_softcap);
+        else
+            be->logprobs_backward(a->lm_logits, a->lm_dlogp, a->lm_lse, a->lm_tgt, k, c->vocab_size);
         float *dW = c->tied_embeddings ? m->g.wte : m->g.lm_head;
         if (dW) be->matmul_backward_weight(dW, NULL, a->lm_logits, c->vocab_size, a->lm_h, k, c->dim, c->vocab_size);
         be->matmul_backward_input(a->lm_dh, a->lm_logits, m->w.lm_head, k, c->dim, c->vocab_size, 0);
@@ -1132,22 +1271,34 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
 
     int lora = m->adapter && m->adapter->backward_active(m);
     if (stop >= c->n_layers && !m->g.normf_w && !m->g.normf_b) return backend_check(be, "model backward");
+    /* the norm weights the last forward applied (1 + w for Gemma) */
+    const ModelTensors *W = c->norm_plus_one ? &m->wn : &m->w;
+    size_t HQK = (size_t)(Hq + Hkv);
+    float ascale = model_attn_scale(c);
     be->zero(a->dresid, n * d * sizeof(float));
     norm_backward(m, a->dresid, m->g.normf_w, m->g.normf_b, a->dh, a->resid + c->n_layers * n * d,
-                  m->w.normf_w, a->statsf, N, Nr);
+                  W->normf_w, a->statsf, N, Nr);
     for (int l = c->n_layers - 1; l >= 0 && l >= stop; l--) {
-        const LayerTensors *w = &m->w.layers[l], *g = &m->g.layers[l];
+        const LayerTensors *w = &W->layers[l], *g = &m->g.layers[l];
         const LayerQuant *qw = &m->qw[l];
         float *in = a->resid + l * n * d, *mid = a->resid_mid + l * n * d;
         float *norm1 = a->norm1 + l * n * d, *norm2 = a->norm2 + l * n * d;
         float *qkv = a->qkv + l * n * q, *attn = a->attn + l * n * ao;
         float *up = a->up + l * n * u, *act = a->act + l * n * F;
-        /* MLP block; dresid holds d(out) */
-        be->matmul_backward_weight(g->w_down, g->b_down, a->dresid, c->dim, act, Nr, c->ffn_dim, c->dim);
-        model_linear_backward_input(m, a->dact, a->dresid, w->w_down, qw->down, qw->t_down, Nr, c->ffn_dim, c->dim, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_DOWN, act, a->dresid, c->dim, a->dact, Nr);
+        /* MLP block; dresid holds d(out); dy: d(down's output), through the post norm for Gemma */
+        float *dy = a->dresid;
+        if (c->sandwich_norms) {
+            dy = a->dtmp;
+            be->zero(dy, n * d * sizeof(float));
+            norm_backward(m, dy, g->post_ffn_norm_w, NULL, a->dresid, a->f_out + l * n * d, w->post_ffn_norm_w,
+                          a->stats_pf + l * 2 * n, N, Nr);
+        }
+        be->matmul_backward_weight(g->w_down, g->b_down, dy, c->dim, act, Nr, c->ffn_dim, c->dim);
+        model_linear_backward_input(m, a->dact, dy, w->w_down, qw->down, qw->t_down, Nr, c->ffn_dim, c->dim, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_DOWN, act, dy, c->dim, a->dact, Nr);
         if (c->arch == ARCH_LLAMA) {
-            be->swiglu_backward(a->dup, a->dact, up, Nr, c->ffn_dim);
+            if (c->geglu) be->geglu_backward(a->dup, a->dact, up, Nr, c->ffn_dim);
+            else be->swiglu_backward(a->dup, a->dact, up, Nr, c->ffn_dim);
             float *dw[2] = {g->w_gate, g->w_up};
             int rows[2] = {c->ffn_dim, c->ffn_dim};
             fused_weight_grads(m, dw, NULL, rows, 2, a->dup, (int)u, norm2, Nr, c->dim);
@@ -1160,11 +1311,21 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
         if (lora) m->adapter->backward(m, l, MODEL_SLOT_UP, norm2, a->dup, (int)u, a->dtmp, Nr);
         norm_backward(m, a->dresid, g->norm2_w, g->norm2_b, a->dtmp, mid, w->norm2_w, a->stats2 + l * 2 * n, N, Nr);
         /* attention block; dresid now holds d(mid) */
-        be->matmul_backward_weight(g->wo, g->bo, a->dresid, c->dim, attn, Nr, (int)ao, c->dim);
-        model_linear_backward_input(m, a->dattn, a->dresid, w->wo, qw->o, qw->t_o, Nr, (int)ao, c->dim, 0);
-        if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, a->dresid, c->dim, a->dattn, Nr);
+        dy = a->dresid;
+        if (c->sandwich_norms) {
+            dy = a->dtmp;
+            be->zero(dy, n * d * sizeof(float));
+            norm_backward(m, dy, g->post_attn_norm_w, NULL, a->dresid, a->o_out + l * n * d, w->post_attn_norm_w,
+                          a->stats_pa + l * 2 * n, N, Nr);
+        }
+        be->matmul_backward_weight(g->wo, g->bo, dy, c->dim, attn, Nr, (int)ao, c->dim);
+        model_linear_backward_input(m, a->dattn, dy, w->wo, qw->o, qw->t_o, Nr, (int)ao, c->dim, 0);
+        if (lora) m->adapter->backward(m, l, MODEL_SLOT_O, attn, dy, c->dim, a->dattn, Nr);
         int window = model_layer_window(c, l);
-        if (window)
+        if (model_attn_ext(c))
+            be->attention_backward_ext(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start, a->seq_prefix,
+                                       S, N, Hq, Hkv, hd, window, ascale, c->attn_softcap);
+        else if (window)
             be->attention_backward_window(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                           a->seq_prefix, S, N, Hq, Hkv, hd, window);
         else if (a->seq_prefix)
@@ -1174,10 +1335,10 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                    S, N, Hq, Hkv, hd);
         if (a->row0) m->virt->kv_backward(m, l, a->dqkv, (int)q);
-        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, a->inv_freq, Nr, Hq, Hkv, hd);
+        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), Nr, Hq, Hkv, hd);
         if (c->qk_norm)
-            be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * (Hq + Hkv) * hd,
-                                      a->qkn_rstd + l * n * (Hq + Hkv), w->q_norm, w->k_norm, Nr, Hq, Hkv, hd);
+            be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * HQK * hd, a->qkn_rstd + l * n * HQK,
+                                      w->q_norm, w->k_norm, Nr, Hq, Hkv, hd);
         float *dw[3] = {g->wq, g->wk, g->wv};
         float *db[3] = {g->bq, g->bk, g->bv};
         int rows[3] = {Hq * hd, Hkv * hd, Hkv * hd};
@@ -1190,8 +1351,10 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
     if (stop < 0 && a->row0) {
         int r = a->row0; /* the virtual rows' inputs are the hook's, the rest the embeddings' */
         m->virt->embed_backward(m, a->dresid);
+        if (c->embed_scale > 0) be->scale(a->dresid + (size_t)r * d, c->embed_scale, (size_t)(N - r) * d);
         be->embedding_backward(m->g.wte, m->g.wpe, a->dresid + (size_t)r * d, a->tokens + r, a->pos + r, N - r, c->dim);
     } else if (stop < 0) {
+        if (c->embed_scale > 0) be->scale(a->dresid, c->embed_scale, (size_t)Nr * d);
         be->embedding_backward(m->g.wte, m->g.wpe, a->dresid, a->tokens, a->pos, Nr, c->dim);
     }
     return backend_check(be, "model backward");

@@ -8,6 +8,12 @@
  *          tied embeddings (SmolLM2), optional sliding-window attention on
  *          the later layers (Mistral, Qwen2), optional per-head q/k
  *          RMSNorm (Qwen3); Phi-3/4 are this family with fused files.
+ *   Gemma 2 / 3 (text): the Llama decoder with RMSNorm scaling by (1 + w),
+ *          embeddings times sqrt(hidden), post-attention and pre/post-MLP
+ *          norms, GeGLU, attention scale query_pre_attn_scalar^-1/2,
+ *          attention and final logit soft caps (Gemma 2), q/k norms and
+ *          per-layer RoPE bases (Gemma 3), sliding layers in a repeating
+ *          pattern. Needs the backend's optional Gemma ops (CPU only).
  * Heads: the LM head (per-token log-probs of given targets) and a scalar
  * value/score head (`score.weight`, reward models and critics) on the final
  * normalised hidden state.
@@ -86,13 +92,26 @@ typedef struct {
     int lm_head;         /* 1: model has the LM head */
     int value_head;      /* 1: model has score.weight [1, dim] */
     int bos_id, eos_id, pad_id; /* -1 when unknown */
-    /* Qwen3: RMSNorm of each q and k head (self_attn.q_norm / k_norm, weight
-     * [head_dim], eps norm_eps) after the projections, before RoPE. */
+    /* Qwen3, Gemma 3: RMSNorm of each q and k head (self_attn.q_norm /
+     * k_norm, weight [head_dim], eps norm_eps; Gemma's by 1 + w) after the
+     * projections, before RoPE. */
     int qk_norm;
     /* Phi-3/3.5/4 (model_type phi3): the same maths as Llama; only its files
      * differ, fusing qkv_proj and gate_up_proj, which the importers split
      * into our q|k|v and gate|up (already adjacent) and the exporters fuse. */
     int phi3;
+    /* Gemma 2 / Gemma 3 text (all 0 for the other families). */
+    int gemma;             /* 2 or 3: the Hugging Face model_type (gemma2, gemma3_text) to write back */
+    int norm_plus_one;     /* every RMSNorm scales by (1 + w); w stays as the files store it */
+    float embed_scale;     /* > 0: token embeddings times this (Gemma: sqrt(hidden_size)) */
+    int sandwich_norms;    /* post_attention_layernorm on the attention output, pre_ and
+                              post_feedforward_layernorm around the MLP */
+    int geglu;             /* MLP gate activation: GELU (tanh) instead of SiLU */
+    float attn_scalar;     /* > 0: scores scaled by attn_scalar^-1/2 (query_pre_attn_scalar); else head_dim^-1/2 */
+    float attn_softcap;    /* > 0: attention scores s -> c tanh(s / c) before the softmax */
+    float final_softcap;   /* > 0: logits x -> c tanh(x / c) */
+    int sliding_pattern;   /* > 0: layer l slides unless (l + 1) % sliding_pattern == 0 (window_from_layer unused) */
+    float rope_local_theta; /* > 0: sliding layers use this RoPE base and no scaling (Gemma 3) */
 } ModelConfig;
 
 /* Fill a config with the family's defaults; sizes must then be set. */
@@ -102,6 +121,8 @@ int model_config_validate(const ModelConfig *c);
 /* The attention window of layer l: c->sliding_window from
  * window_from_layer on, else 0 (full causal attention). */
 int model_layer_window(const ModelConfig *c, int l);
+/* 1 when layer l is a sliding (local) layer, whatever its window. */
+int model_layer_sliding(const ModelConfig *c, int l);
 
 typedef struct {
     char name[96];      /* Hugging Face tensor name */
@@ -133,7 +154,10 @@ typedef struct {
     float *norm2_w, *norm2_b;
     float *w_gate, *w_up, *b_up;        /* Llama: gate then up, adjacent; GPT-2: w_up = c_fc */
     float *w_down, *b_down;
-    float *q_norm, *k_norm;             /* Qwen3's per-head norms [head_dim]; NULL otherwise */
+    /* Gemma: post_attention_layernorm (on the attention output; norm2 is then
+     * pre_feedforward_layernorm), post_feedforward_layernorm, q_norm, k_norm */
+    float *post_attn_norm_w, *post_ffn_norm_w;
+    float *q_norm, *k_norm;             /* per-head q/k norms [head_dim] (Qwen3, Gemma 3); NULL otherwise */
 } LayerTensors;
 
 typedef struct {
@@ -233,9 +257,24 @@ struct Model {
     int infer_int8;
     ModelLora *lora;      /* NULL when no adapters are attached */
     const ModelAdapterOps *adapter; /* the adapters' hooks; NULL when none */
+    /* norm_plus_one: w with every norm weight replaced by 1 + w (norm_eff),
+     * as the forward applies them; model_norm_weights refreshes it. */
+    ModelTensors wn;
+    float *norm_eff, *ones;
     ModelPrompt *prompt;  /* virtual tokens; NULL when none */
     const ModelVirtualOps *virt; /* their hooks; NULL when none */
 };
+
+/* The weights as the forward applies them: &m->w, or for a norm_plus_one
+ * model &m->wn with 1 + w computed afresh from m->w. NULL on error. */
+const ModelTensors *model_norm_weights(Model *m);
+/* RoPE inverse frequencies of layer l (Gemma 3's sliding layers have their own). */
+const float *model_layer_rope_inv_freq(const Model *m, int l);
+/* Attention score scale of the config: attn_scalar^-1/2 or head_dim^-1/2. */
+float model_attn_scale(const ModelConfig *c);
+/* 1 when attention needs the backend's *_ext ops (a scale other than
+ * head_dim^-1/2, or a soft cap). */
+int model_attn_ext(const ModelConfig *c);
 
 /* 1 when model_forward accepts batches with seq_prefix on m's backend (not
  * on a model with virtual tokens, which take that one level of prefix). */

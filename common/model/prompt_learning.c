@@ -220,10 +220,14 @@ int model_prompt_attach(Model *m, const PromptConfig *c) {
     Rng rng;
     rng_seed(&rng, c->seed ^ 0x70726f6d7074ull);
     if (c->init_tokens) {
-        /* peft's TEXT init: the text's token embeddings, repeated, cut to n */
+        /* peft's TEXT init: the text's token embeddings, repeated, cut to n,
+         * as the model's input embedding gives them (Gemma's scaled one:
+         * the virtual tokens themselves go in unscaled) */
         for (int i = 0; i < n; i++)
             m->be->to_host(host + (size_t)i * width, m->w.wte + (size_t)c->init_tokens[i % c->n_init_tokens] * mc->dim,
                            width * sizeof(float));
+        if (mc->embed_scale > 0)
+            for (size_t j = 0; j < (size_t)n * width; j++) host[j] *= mc->embed_scale;
     } else {
         /* peft's RANDOM init: nn.Embedding's N(0, 1); the projection's
          * Linears as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */

@@ -97,7 +97,14 @@ int main(int argc, char **argv) {
     fprintf(stderr,
             "%s: wrote %s (%s, %d layers, dim %d, vocab %d, %.1fM parameters, template %s) in "
             "%.1f s\n",
-            PROG, out, c->arch == ARCH_GPT2 ? "gpt2" : c->qk_norm ? "qwen3" : c->phi3 ? "phi3" : "llama", c->n_layers, c->dim,
+            PROG, out,
+            c->arch == ARCH_GPT2 ? "gpt2"
+            : c->gemma == 2      ? "gemma2"
+            : c->gemma == 3      ? "gemma3"
+            : c->qk_norm         ? "qwen3"
+            : c->phi3            ? "phi3"
+                                 : "llama",
+            c->n_layers, c->dim,
             c->vocab_size, b.model->n_elems / 1e6,
             b.extras.chat_template ? b.extras.chat_template : "unknown", align_now() - t0);
     model_bundle_free(&b);

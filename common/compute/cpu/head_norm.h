@@ -1,5 +1,6 @@
 /* head_norm: the CPU backend's per-head q/k RMSNorm (Backend.head_rmsnorm_*),
- * kept apart from ops_cpu.c because only the Qwen3 family uses it. */
+ * kept apart from ops_cpu.c because only the families with q/k norms (Qwen3,
+ * Gemma 3, whose 1+w the model passes as the weight) use it. */
 #ifndef ALIGN_HEAD_NORM_H
 #define ALIGN_HEAD_NORM_H
 

@@ -141,15 +141,18 @@ float backend_cpu_logprob(const float *logits, int V, int32_t token) { return lo
  * in position order (k1/v1: n1 rows, then k2/v2: n2 rows; rows ld1 / ld2
  * floats apart): a packed sequence's shared prefix and its own keys, or a
  * cache slot's keys as one run (n2 = 0). S holds n1 + n2 scores. Writes
- * o[hd] = softmax(scale q.k) V and, when lse is non-NULL, the row's
+ * o[hd] = softmax(scale q.k) V (the scores soft-capped when softcap > 0)
+ * and, when lse is non-NULL, the row's
  * log-sum-exp. The same code for the training forward and for decoding is
  * what makes the two agree to the bit. */
 static void attention_row_fixed(float *o, float *lse, const float *q, const float *k1, const float *v1, int ld1,
                                 int n1, const float *k2, const float *v2, int ld2, int n2, int hd, float scale,
-                                float *S) {
+                                float softcap, float *S) {
     int T = n1 + n2;
     for (int j = 0; j < n1; j++) S[j] = scale * dot_fixed(q, k1 + (size_t)j * ld1, hd);
     for (int j = 0; j < n2; j++) S[n1 + j] = scale * dot_fixed(q, k2 + (size_t)j * ld2, hd);
+    if (softcap > 0) /* Gemma 2: as attention_probs and the cached path */
+        for (int j = 0; j < T; j++) S[j] = softcap * tanhf(S[j] * (1.0f / softcap));
     float mx = row_max(S, T), sum = exp_sum_fixed(S, T, mx), inv = 1.0f / sum;
     if (lse) *lse = mx + logf(sum);
     for (int d = 0; d < hd; d++) o[d] = 0.0f;
@@ -414,6 +417,7 @@ typedef struct {
     int window;        /* 0: causal only */
     int c0, pc, ks0, Wb;
     float scale;
+    float softcap;     /* 0: none; else scores -> softcap * tanh(s / softcap) (Gemma 2) */
 } AttnBlock;
 
 /* The columns row i of the block sees: [*a, *e) of its score row. */
@@ -447,6 +451,10 @@ static void attention_probs(float *S, const AttnBlock *t, float *lse_out, const 
         for (int j = 0; j < a; j++) s[j] = 0.0f;
         s += a;
         n -= a;
+        if (t->softcap > 0) {
+            float c = t->softcap, ic = 1.0f / c;
+            for (int j = 0; j < n; j++) s[j] = c * tanhf(s[j] * ic);
+        }
         if (lse_out) {
             float mx = row_max(s, n), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -539,11 +547,11 @@ static size_t max_block_scores(const int32_t *seq_start, const int32_t *seq_pref
 
 /* The block of query head h over rows r0.. of sequence s (and its prefix, if any). */
 static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix, int s,
-                            int r0, int h, int g, int Hq, int Hkv, int hd, int window) {
+                            int r0, int h, int g, int Hq, int Hkv, int hd, int window, float scale, float softcap) {
     int ld = (Hq + 2 * Hkv) * hd, t0 = seq_start[s], T = seq_len_of(seq_start, s);
     AttnBlock t = {.B = T - r0 < ATTN_BQ ? T - r0 : ATTN_BQ, .r0 = r0,
                    .Lp = prefix_len_of(seq_start, seq_prefix, s), .hd = hd, .ld = ld, .window = window,
-                   .scale = 1.0f / sqrtf((float)hd)};
+                   .scale = scale, .softcap = softcap};
     int first = t.Lp + r0; /* the block's first row's position */
     t.c0 = window > 0 && first - window + 1 > 0 ? first - window + 1 : 0;
     t.pc = t.Lp > t.c0 ? t.Lp - t.c0 : 0;
@@ -560,14 +568,13 @@ static AttnBlock attn_block(const float *qkv, const int32_t *seq_start, const in
     return t;
 }
 
-/* attention_forward_window in batch-invariant mode: each query row alone
+/* attention_forward_ext in batch-invariant mode: each query row alone
  * through attention_row_fixed, a unit of work being one (sequence, query
  * head). */
 static void attention_forward_rows(float *out, float *lse, const float *qkv, const int32_t *seq_start,
                                    const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
-                                   int window) {
+                                   int window, float scale, float softcap) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv, units = n_seqs * Hq, ok = 1;
-    float scale = 1.0f / sqrtf((float)hd);
     size_t Tmax = 0;
     for (int s = 0; s < n_seqs; s++) {
         size_t t = (size_t)seq_len_of(seq_start, s) + prefix_len_of(seq_start, seq_prefix, s);
@@ -592,7 +599,8 @@ static void attention_forward_rows(float *out, float *lse, const float *qkv, con
                     size_t i = (size_t)t0 + r;
                     attention_row_fixed(out + i * ldo + h * hd, lse + (size_t)h * N + i, qkv + i * ld + h * hd,
                                         n1 ? kp + (size_t)lo * ld : NULL, n1 ? vp + (size_t)lo * ld : NULL, ld, n1,
-                                        k + (size_t)ks * ld, v + (size_t)ks * ld, ld, r + 1 - ks, hd, scale, S);
+                                        k + (size_t)ks * ld, v + (size_t)ks * ld, ld, r + 1 - ks, hd, scale,
+                                        softcap, S);
                 }
             }
         }
@@ -606,11 +614,11 @@ static void attention_forward_rows(float *out, float *lse, const float *qkv, con
  * Query blocks are independent here, so a unit of work is one block of one
  * kv head's query heads: a single long sequence still spreads over every
  * thread. */
-static void attention_forward_window(float *out, float *lse, const float *qkv, const int32_t *seq_start,
-                                     const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
-                                     int window) {
+static void attention_forward_ext(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                  const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd, int window,
+                                  float scale, float softcap) {
     if (atomic_load(&g_invariant)) {
-        attention_forward_rows(out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, window);
+        attention_forward_rows(out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, window, scale, softcap);
         return;
     }
     int ldo = Hq * hd, group = Hq / Hkv;
@@ -641,7 +649,8 @@ static void attention_forward_window(float *out, float *lse, const float *qkv, c
                 }
                 int s = lo, t0 = seq_start[s], r0 = (b - first_block[s]) * ATTN_BQ;
                 for (int h = g * group; h < (g + 1) * group; h++) {
-                    AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window);
+                    AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window, scale,
+                                             softcap);
                     int W = t.Wb, pc = t.pc;
                     float *o = out + (size_t)(t0 + r0) * ldo + h * hd;
                     attention_probs(S, &t, lse + (size_t)h * N + t0 + r0, NULL);
@@ -655,6 +664,13 @@ static void attention_forward_window(float *out, float *lse, const float *qkv, c
         }
     }
     free(first_block);
+}
+
+static void attention_forward_window(float *out, float *lse, const float *qkv, const int32_t *seq_start,
+                                     const int32_t *seq_prefix, int n_seqs, int N, int Hq, int Hkv, int hd,
+                                     int window) {
+    attention_forward_ext(out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, window,
+                          1.0f / sqrtf((float)hd), 0.0f);
 }
 
 static void attention_forward_prefixed(float *out, float *lse, const float *qkv, const int32_t *seq_start,
@@ -694,7 +710,17 @@ static void attention_backward_block(const AttnBlock *t, float *dq, float *dk, f
         int a, n; /* P is 0 outside [a, n) */
         attn_row_span(t, i, &a, &n);
         for (int j = 0; j < a; j++) ds[j] = 0.0f;
-        for (int j = a; j < n; j++) ds[j] = p[j] * (ds[j] - d) * t->scale;
+        if (t->softcap > 0) {
+            /* through the cap: d/ds of c tanh(s/c) = 1 - (y/c)^2, with the
+             * capped score y = log p + lse recovered from P (p = 0: no gradient) */
+            float ic = 1.0f / t->softcap, l = lse[i];
+            for (int j = a; j < n; j++) {
+                float y = p[j] > 0.0f ? (logf(p[j]) + l) * ic : 0.0f;
+                ds[j] = p[j] * (ds[j] - d) * t->scale * (1.0f - y * y);
+            }
+        } else {
+            for (int j = a; j < n; j++) ds[j] = p[j] * (ds[j] - d) * t->scale;
+        }
         for (int j = n; j < W; j++) ds[j] = 0.0f;
     }
     if (pc) {
@@ -710,9 +736,10 @@ static void attention_backward_block(const AttnBlock *t, float *dq, float *dk, f
  * root sequence and of every sequence extending it, so the dK/dV rows that
  * all their query blocks add into (the prefix's too) are written by one
  * thread only. */
-static void attention_backward_window(float *dqkv, const float *dout, const float *out, const float *lse,
-                                      const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
-                                      int n_seqs, int N, int Hq, int Hkv, int hd, int window) {
+static void attention_backward_ext(float *dqkv, const float *dout, const float *out, const float *lse,
+                                   const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                   int n_seqs, int N, int Hq, int Hkv, int hd, int window, float scale,
+                                   float softcap) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, group = Hq / Hkv;
     size_t smax = max_block_scores(seq_start, seq_prefix, n_seqs);
     /* roots[] and, per root, its extensions as a linked list: next[] */
@@ -752,7 +779,8 @@ static void attention_backward_window(float *dqkv, const float *dout, const floa
                     float *dk = dqkv + t0 * ld + (Hq + g) * hd, *dv = dqkv + t0 * ld + (Hq + Hkv + g) * hd;
                     for (int h = g * group; h < (g + 1) * group; h++)
                         for (int r0 = 0; r0 < seq_len_of(seq_start, s); r0 += ATTN_BQ) {
-                            AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window);
+                            AttnBlock t = attn_block(qkv, seq_start, seq_prefix, s, r0, h, g, Hq, Hkv, hd, window,
+                                                     scale, softcap);
                             size_t row = t0 + r0;
                             attention_backward_block(&t, dqkv + row * ld + h * hd, dk, dv, dkp, dvp,
                                                      out + row * ldo + h * hd, dout + row * ldo + h * hd, ldo,
@@ -763,6 +791,13 @@ static void attention_backward_window(float *dqkv, const float *dout, const floa
         }
     }
     free(roots), free(first), free(next);
+}
+
+static void attention_backward_window(float *dqkv, const float *dout, const float *out, const float *lse,
+                                      const float *qkv, const int32_t *seq_start, const int32_t *seq_prefix,
+                                      int n_seqs, int N, int Hq, int Hkv, int hd, int window) {
+    attention_backward_ext(dqkv, dout, out, lse, qkv, seq_start, seq_prefix, n_seqs, N, Hq, Hkv, hd, window,
+                           1.0f / sqrtf((float)hd), 0.0f);
 }
 
 static void attention_backward_prefixed(float *dqkv, const float *dout, const float *out, const float *lse,
@@ -780,12 +815,11 @@ static void attention_backward(float *dqkv, const float *dout, const float *out,
 /* Decoding: each new token's scores are one row of at most past + new keys
  * (the last `window` of them with a sliding window), so the scratch is
  * already linear in the cache's length. */
-static void attention_forward_cached_window(float *out, const float *qkv, float *kcache, float *vcache,
-                                            const int32_t *slots, const int32_t *past,
-                                            const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
-                                            int hd, int max_len, int window) {
+static void attention_forward_cached_ext(float *out, const float *qkv, float *kcache, float *vcache,
+                                         const int32_t *slots, const int32_t *past, const int32_t *seq_start,
+                                         int n_seqs, int N, int Hq, int Hkv, int hd, int max_len, int window,
+                                         float scale, float softcap) {
     int ld = (Hq + 2 * Hkv) * hd, ldo = Hq * hd, kvd = Hkv * hd, group = Hq / Hkv;
-    float scale = 1.0f / sqrtf((float)hd);
     int Tmax = 0;
     for (int s = 0; s < n_seqs; s++) {
         int t = past[s] + seq_start[s + 1] - seq_start[s];
@@ -821,12 +855,15 @@ static void attention_forward_cached_window(float *out, const float *qkv, float 
                     const float *q = qkv + (size_t)i * ld + h * hd;
                     if (invariant) { /* the training forward's row, to the bit */
                         attention_row_fixed(out + (size_t)i * ldo + h * hd, NULL, q, K + (size_t)lo * kvd,
-                                            Vc + (size_t)lo * kvd, kvd, T, NULL, NULL, kvd, 0, hd, scale, S);
+                                            Vc + (size_t)lo * kvd, kvd, T, NULL, NULL, kvd, 0, hd, scale, softcap,
+                                            S);
                         continue;
                     }
                     /* S = scale K q, o = V^T softmax(S): single-threaded gemvs inside the region */
                     cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, K + (size_t)lo * kvd, kvd, q, 1, 0.0f,
                                 S, 1);
+                    if (softcap > 0)
+                        for (int j = 0; j < T; j++) S[j] = softcap * tanhf(S[j] * (1.0f / softcap));
                     float mx = row_max(S, T), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
                     for (int j = 0; j < T; j++) sum += S[j] = vexp(S[j] - mx);
@@ -836,6 +873,14 @@ static void attention_forward_cached_window(float *out, const float *qkv, float 
             }
         }
     }
+}
+
+static void attention_forward_cached_window(float *out, const float *qkv, float *kcache, float *vcache,
+                                            const int32_t *slots, const int32_t *past,
+                                            const int32_t *seq_start, int n_seqs, int N, int Hq, int Hkv,
+                                            int hd, int max_len, int window) {
+    attention_forward_cached_ext(out, qkv, kcache, vcache, slots, past, seq_start, n_seqs, N, Hq, Hkv, hd, max_len,
+                                 window, 1.0f / sqrtf((float)hd), 0.0f);
 }
 
 static void attention_forward_cached(float *out, const float *qkv, float *kcache, float *vcache,
@@ -891,6 +936,33 @@ static void swiglu_backward(float *dgate_up, const float *dout, const float *gat
             float s = 1.0f / (1.0f + vexp(-g[j]));
             du[j] = d[j] * g[j] * s;
             dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+        }
+    }
+}
+
+/* GeGLU (Gemma): gelu_tanh(gate) * up, the GELU of gelu_forward above */
+static void geglu_forward(float *out, const float *gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *g = gate_up + (size_t)i * 2 * F, *u = g + F;
+        float *o = out + (size_t)i * F;
+        for (int j = 0; j < F; j++) {
+            float x = g[j];
+            o[j] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))) * u[j];
+        }
+    }
+}
+
+static void geglu_backward(float *dgate_up, const float *dout, const float *gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *g = gate_up + (size_t)i * 2 * F, *u = g + F, *d = dout + (size_t)i * F;
+        float *dg = dgate_up + (size_t)i * 2 * F, *du = dg + F;
+        for (int j = 0; j < F; j++) {
+            float x = g[j], t = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+            float dgelu = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            du[j] = d[j] * 0.5f * x * (1.0f + t);
+            dg[j] = d[j] * u[j] * dgelu;
         }
     }
 }
@@ -959,6 +1031,29 @@ static void logprobs_backward(float *logits, const float *dlogp, const float *ls
 #pragma omp simd
         for (int v = 0; v < V; v++) x[v] = -d * vexp(x[v] - l);
         x[tgt[i]] += d;
+    }
+}
+
+/* Gemma's final soft cap on the logits: y = cap * tanh(x / cap). */
+static void softcap_forward(float *x, size_t n, float cap) {
+    float ic = 1.0f / cap;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * ic);
+}
+
+/* logprobs_backward on the capped logits y, then through the cap:
+ * dx = dy * (1 - (y / cap)^2), from y before it is overwritten. */
+static void logprobs_backward_softcap(float *logits, const float *dlogp, const float *lse, const int32_t *tgt, int n,
+                                      int V, float cap) {
+    float ic = 1.0f / cap;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        float *x = logits + (size_t)i * V;
+        float d = dlogp[i], l = lse[i];
+        for (int v = 0; v < V; v++) {
+            float y = x[v], t = y * ic;
+            x[v] = (-d * vexp(y - l) + (v == tgt[i] ? d : 0.0f)) * (1.0f - t * t);
+        }
     }
 }
 
@@ -1177,6 +1272,13 @@ const Backend backend_cpu = {
     .attention_forward_window = attention_forward_window,
     .attention_backward_window = attention_backward_window,
     .attention_forward_cached_window = attention_forward_cached_window,
+    .attention_forward_ext = attention_forward_ext,
+    .attention_backward_ext = attention_backward_ext,
+    .attention_forward_cached_ext = attention_forward_cached_ext,
+    .geglu_forward = geglu_forward,
+    .geglu_backward = geglu_backward,
+    .softcap_forward = softcap_forward,
+    .logprobs_backward_softcap = logprobs_backward_softcap,
     .head_rmsnorm_forward = cpu_head_rmsnorm_forward,
     .head_rmsnorm_backward = cpu_head_rmsnorm_backward,
 };
