@@ -47,6 +47,12 @@ LEARNING_RATES = {"full": 5e-5, "lora": 5e-4, "qlora-nf4": 5e-4, "dora": 5e-4, "
                   "prefix": 1e-2, "bitfit": 1e-3, "freeze": 5e-5}
 
 
+def short_error(err, rc):
+    """The error's last line, or a short name for the known "not applicable" one."""
+    line = err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"
+    return "n/a: no bias tensors (Llama family)" if "no bias tensors" in line else line
+
+
 def run_measured(cmd, env):
     """Run cmd; (returncode, stderr text, peak RSS MiB of that process)."""
     with tempfile.TemporaryFile() as err:
@@ -79,7 +85,7 @@ def smollm2_run(bin_dir, gguf, demo_dir, method, steps, work, env):
            str(LEARNING_RATES[method]), "--beta", "0.1", "--seed", "1", *METHODS[method]]
     rc, err, rss = run_measured(cmd, env)
     if rc != 0:
-        return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"}
+        return {"error": short_error(err, rc)}
     m = re.search(r"(\d+) trainable parameters", err)
     times = [r["step_time_s"] for r in metric_rows(metrics) if "step_time_s" in r][1:]
     return {"trainable_params": int(m.group(1)) if m else None, "peak_rss_mib": round(rss, 1),
@@ -95,7 +101,7 @@ def accuracy_run(bin_dir, demo_dir, method, work, env):
            "--lr-schedule", "cosine", "--precompute-ref", "--metrics", metrics, "--seed", "1", *METHODS[method]]
     rc, err, _ = run_measured(cmd, env)
     if rc != 0:
-        return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"}
+        return {"error": short_error(err, rc)}
     evals = [r["eval_rewards/accuracies"] for r in metric_rows(metrics) if "eval_rewards/accuracies" in r]
     m = re.search(r"(\d+) trainable parameters", err)
     return {"heldout_accuracy": round(evals[-1], 3) if evals else None,

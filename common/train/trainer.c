@@ -428,7 +428,9 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
         for (int i = 0; i < policy->extras.n_tensors; i++)
             if (strstr(policy->extras.tensors[i].name, ".lora_A.weight") || strstr(policy->extras.tensors[i].name, ".ia3_l"))
                 return align_errorf("%s holds adapters: resume with the same --peft / --lora-* flags", a->resume);
-        return mode == TRAIN_PEFT_FULL ? 0 : setup_frozen_base(prog, a, m, mode);
+        if (mode != TRAIN_PEFT_FULL) return setup_frozen_base(prog, a, m, mode);
+        fprintf(stderr, "%s: full fine-tuning: %zu trainable parameters\n", prog, model_trainable_elems(m));
+        return 0;
     }
     if (m->lora) return 0;
     LoraConfig want;
