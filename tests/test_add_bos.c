@@ -8,6 +8,8 @@
  *    (GGUF's and tokenizer_config.json's add_bos_token) switches both ways;
  *  - a tokenizer without one (hf_tiny_llama, as SmolLM2 and Qwen) adds none,
  *    and given add_bos writes a post-processor transformers agrees with;
+ *  - a Hugging Face directory's tokenizer_config.json add_bos_token decides
+ *    over its tokenizer.json, both ways;
  *  - datasets: a raw {prompt, completion} or {text} record starts with BOS
  *    once and its completion has none; a text that starts with the BOS
  *    token keeps one; the chat-template path is unchanged. */
@@ -15,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dataset.h"
+#include "model_load.h"
 #include "test.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -177,6 +181,46 @@ out:
     tok_free(p);
 }
 
+/* hf_tiny_llama's weights with the given tokenizer.json and a
+ * tokenizer_config.json saying add_bos_token: the bundle's tokenizer. */
+static void check_config(const char *tokenizer_json, int add, const cJSON *texts, const cJSON *want) {
+    char dir[] = "/tmp/test_add_bos_XXXXXX", src[1024], dst[1024];
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    const char *files[] = {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "model.safetensors.index.json"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(src, sizeof src, ALIGN_TEST_DIR "/fixtures/hf_tiny_llama/%s", files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        CHECK(symlink(src, dst) == 0, "link %s", files[i]);
+    }
+    snprintf(dst, sizeof dst, "%s/tokenizer.json", dir);
+    CHECK(symlink(tokenizer_json, dst) == 0, "link tokenizer.json");
+    snprintf(dst, sizeof dst, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(dst, "w");
+    if (f) fprintf(f, "{\"bos_token\": \"<|begin_of_text|>\", \"add_bos_token\": %s}\n", add ? "true" : "false"), fclose(f);
+    ModelBundle b;
+    int rc = model_load_any(dir, &backend_cpu, MODEL_LOAD_TOKENIZER, &b);
+    CHECK(rc == 0, "load %s: %s", dir, rc ? align_error() : "");
+    if (!rc) {
+        CHECK(tok_add_bos(b.tok) == add && all_equal(b.tok, texts, want, 1),
+              "tokenizer_config.json add_bos_token %d decides over %s", add, tokenizer_json);
+        Tokenizer *r = tok_load_hf_json(b.extras.tokenizer_json, strlen(b.extras.tokenizer_json), "kept");
+        CHECK(r && tok_add_bos(r) == add, "the tokenizer.json the bundle keeps (.ckpt, export) says %d", add);
+        tok_free(r);
+        model_bundle_free(&b);
+    }
+    const char *all[] = {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                         "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(dst, sizeof dst, "%s/%s", dir, all[i]);
+        unlink(dst);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     cJSON *exp = load_json(DIR "expected.json");
     CHECK(exp != NULL, "read %sexpected.json", DIR);
@@ -185,6 +229,9 @@ int main(void) {
         check_family("spm", exp);
         check_plain(exp);
         check_dataset(exp);
+        const cJSON *texts = cJSON_GetObjectItem(exp, "texts"), *e = cJSON_GetObjectItem(exp, "byte_level");
+        check_config(ALIGN_TEST_DIR "/fixtures/hf_tiny_llama/tokenizer.json", 1, texts, cJSON_GetObjectItem(e, "with"));
+        check_config(DIR "byte_level.json", 0, texts, cJSON_GetObjectItem(e, "without"));
     }
     cJSON_Delete(exp);
     return test_summary();
