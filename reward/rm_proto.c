@@ -160,7 +160,9 @@ static int decode_texts(const WireMsg *m, const Tokenizer *tok, ChatTemplate tmp
         if (!split) {
             int32_t *ids = NULL;
             int n = 0;
-            rc = tok_encode(tok, a[i], strlen(a[i]), 1, &ids, &n) || pool_add(&rp, ids, n);
+            /* as OpenRLHF's serve_rm: tokenizer(query), BOS first when the model adds it,
+             * once (a query decoded with its "<bos>" keeps that one) */
+            rc = tok_encode_start(tok, a[i], strlen(a[i]), 1, &ids, &n) || pool_add(&rp, ids, n);
             free(ids);
         } else {
             /* exactly the dataset layer's {prompt, completion} record */

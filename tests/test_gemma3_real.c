@@ -3,6 +3,9 @@
  * (tests/fixtures/gemma/gemma3_270m_reference.json, written by
  * make_gemma_fixtures.py --real: transformers' GGUF loader, fp32, eager):
  *   - our tokenizer from the GGUF gives transformers' prompt ids (after <bos>);
+ *   - the GGUF says add_bos_token: tokenizer(text)'s ids, <bos> first, from
+ *     tok_encode_start and from a raw {"prompt"} record without a chat
+ *     template (generate's, logprobs' and the trainers' path);
  *   - the log-prob of every next token of prompt + greedy continuation
  *     within 2e-3 (both dequantise the same blocks; 18 layers of fp32 sums
  *     in different orders), the figure printed;
@@ -16,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "dataset.h"
 #include "kvcache.h"
 #include "model_load.h"
 #include "test.h"
@@ -57,6 +61,25 @@ int main(void) {
     CHECK(got && n == np - 1 && !memcmp(got, ids + 1, (size_t)(np - 1) * sizeof(int32_t)),
           "our tokenizer's ids for \"%s\" differ from transformers'", prompt);
     free(got);
+    got = NULL;
+    CHECK(tok_add_bos(b.tok) == 1, "the GGUF's tokenizer.ggml.add_bos_token is read");
+    CHECK(tok_encode_start(b.tok, prompt, strlen(prompt), 0, &got, &n) == 0 && n == np &&
+              !memcmp(got, ids, (size_t)np * sizeof(int32_t)),
+          "tok_encode_start gives transformers' tokenizer(text), <bos> first");
+    free(got);
+    DsOptions o;
+    ds_options_default(&o);
+    o.kind = DS_PROMPT;
+    DsExample ex;
+    cJSON *rec = cJSON_CreateObject();
+    cJSON_AddStringToObject(rec, "prompt", prompt);
+    char *json = cJSON_PrintUnformatted(rec);
+    CHECK(ds_parse_record(json, strlen(json), "rec", b.tok, &o, &ex) == 1 && ex.n_prompt == np &&
+              !memcmp(ex.prompt, ids, (size_t)np * sizeof(int32_t)),
+          "a raw {prompt} record without a chat template: transformers' ids, <bos> first");
+    ds_example_free(&ex);
+    free(json);
+    cJSON_Delete(rec);
 
     int32_t seq_start[2] = {0, N}, targets[64];
     Batch batch = {.n_tokens = N, .n_seqs = 1, .tokens = ids, .seq_start = seq_start};

@@ -591,10 +591,16 @@ static TokPretok pretok_for(const char *pre) {
     return TOK_PRE_GPT2;
 }
 
-/* The tokenizer's special ids from the model config, then its JSON form. */
-static int gguf_tokenizer_finish(const GgufFile *f, ModelBundle *b) {
+/* The tokenizer's special ids from the model config, whether it adds BOS
+ * (tokenizer.ggml.add_bos_token; without the key llama.cpp's default: yes for
+ * SentencePiece and Llama 3's BPE, no for other BPE), then its JSON form. */
+static int gguf_tokenizer_finish(const GgufFile *f, ModelBundle *b, int spm) {
     const ModelConfig *c = &b->model->cfg;
     tok_set_special_ids(b->tok, c->bos_id, c->eos_id, c->pad_id);
+    int64_t add_bos = spm || tok_pretok(b->tok) == TOK_PRE_LLAMA3;
+    gguf_get_int(f, "tokenizer.ggml.add_bos_token", &add_bos);
+    if (add_bos && tok_bos_id(b->tok) < 0) add_bos = 0; /* nothing to add */
+    if (tok_set_add_bos(b->tok, add_bos != 0)) return align_error_prefix("%s", f->path);
     b->extras.tokenizer_json = tok_to_hf_json(b->tok);
     if (!b->extras.tokenizer_json)
         return align_errorf("%s: cannot serialise the tokenizer as tokenizer.json", f->path);
@@ -627,7 +633,7 @@ static int gguf_spm_tokenizer(const GgufFile *f, ModelBundle *b, const GgufKV *t
     free(scores);
     free(tt);
     if (!b->tok) return align_error_prefix("%s", f->path);
-    return gguf_tokenizer_finish(f, b);
+    return gguf_tokenizer_finish(f, b, 1);
 }
 
 static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
@@ -660,7 +666,7 @@ static int gguf_tokenizer(const GgufFile *f, ModelBundle *b) {
                             pretok_for(gguf_get_str(f, "tokenizer.ggml.pre")));
     free(tt);
     if (!b->tok) return align_error_prefix("%s", f->path);
-    return gguf_tokenizer_finish(f, b);
+    return gguf_tokenizer_finish(f, b, 0);
 }
 
 /* Row permutation of unpermute_rows on rows of `rb` bytes (quantised). */

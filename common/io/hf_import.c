@@ -199,6 +199,40 @@ static char *read_chat_template(const char *dir) {
     return out;
 }
 
+/* tokenizer_config.json's add_bos_token: 1, 0, or -1 when absent. */
+static int read_add_bos(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    size_t len;
+    char *text = file_exists(path) ? align_read_file(path, &len) : NULL;
+    if (!text) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    int out = cJSON_IsBool(v) ? cJSON_IsTrue(v) : -1;
+    cJSON_Delete(root);
+    return out;
+}
+
+/* transformers' slow-to-fast tokenizers rebuild the post-processor from
+ * tokenizer_config.json's add_bos_token when it is given, so it decides over
+ * tokenizer.json's; the JSON that travels on is rewritten to say so. */
+static int apply_add_bos(const char *dir, char **json) {
+    int want = read_add_bos(dir);
+    if (want < 0) return 0;
+    Tokenizer *t = tok_load_hf_json(*json, strlen(*json), "tokenizer.json");
+    if (!t) return align_error_prefix("%s", dir);
+    int rc = 0;
+    if (tok_add_bos(t) != want && tok_bos_id(t) >= 0) {
+        char *j = NULL;
+        rc = tok_set_add_bos(t, want) || !(j = tok_to_hf_json(t)) ? -1 : 0;
+        if (!rc) free(*json), *json = j;
+        else align_error_prefix("%s: add_bos_token", dir);
+    }
+    tok_free(t);
+    return rc;
+}
+
 int hf_import_dir(const char *dir, const Backend *be, ModelBundle *out) { return hf_import_dir_quant(dir, be, 0, out); }
 
 int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBundle *out) {
@@ -274,6 +308,7 @@ int hf_import_dir_quant(const char *dir, const Backend *be, int qtype, ModelBund
 
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (file_exists(path) && !(out->extras.tokenizer_json = align_read_file(path, &len))) goto done;
+    if (out->extras.tokenizer_json && apply_add_bos(dir, &out->extras.tokenizer_json)) goto done;
     out->extras.chat_template_jinja = read_chat_template(dir);
     if (out->extras.chat_template_jinja) {
         const char *name = chat_template_detect_name(out->extras.chat_template_jinja);

@@ -383,6 +383,20 @@ static int encode_text(Ids *a, const Tokenizer *tok, const char *s, size_t n) {
     return rc;
 }
 
+/* The text a sequence starts with when no chat template renders it (a raw
+ * prompt, a {text} record): transformers' tokenizer(text), BOS first when
+ * the model adds one, as TRL tokenizes non-conversational data. A rendered
+ * template brings its own BOS (apply_chat_template encodes without special
+ * tokens), and a completion continues its prompt: neither gets one. */
+static int encode_start(Ids *a, const Tokenizer *tok, const char *s, size_t n) {
+    int32_t *ids = NULL;
+    int k = 0;
+    if (tok_encode_start(tok, s, n, 0, &ids, &k)) return -1;
+    int rc = ids_push(a, ids, k);
+    free(ids);
+    return rc;
+}
+
 /* Control spans become their token id; a tokenizer without that token sees
  * the markup as text (what HF's tokenizer would do with the rendered string). */
 static int encode_chat(Ids *a, const Tokenizer *tok, const ChatText *ct) {
@@ -514,7 +528,7 @@ static int encode_turns(const Rec *r, const Tokenizer *tok, ChatTemplate t, Ids 
 
 static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt, Ids *prompt, Ids *chosen,
                         Ids *rejected, Ids *mask) {
-    if (r->text_mode) return encode_text(chosen, tok, r->chosen, strlen(r->chosen)) ||
+    if (r->text_mode) return encode_start(chosen, tok, r->chosen, strlen(r->chosen)) ||
                               push_eos(chosen, tok, CHAT_TEMPLATE_NONE) ? -1 : 0;
     ChatTemplate t = opt->chat_template;
     int use_template = r->conv || t != CHAT_TEMPLATE_NONE;
@@ -531,7 +545,7 @@ static int tokenize_rec(const Rec *r, const Tokenizer *tok, const DsOptions *opt
         if (!rc) rc = encode_chat(prompt, tok, &ct), chat_text_free(&ct);
         free(turns), free(owned);
         if (rc) return -1;
-    } else if (encode_text(prompt, tok, r->prompt, strlen(r->prompt))) {
+    } else if (encode_start(prompt, tok, r->prompt, strlen(r->prompt))) {
         return -1;
     }
     if (r->later) return encode_turns(r, tok, t, chosen, mask);

@@ -424,6 +424,7 @@ struct Tokenizer {
     int uni_max_len;       /* longest piece in bytes */
     int32_t unk, bos, eos, pad;
     char *post_processor;  /* JSON text kept from the source, or NULL */
+    int add_bos;           /* a sequence starts with bos (the post-processor, GGUF's add_bos_token) */
     pthread_mutex_t cache_lock;
     StrMap cache;          /* piece bytes -> (offset, count) in cache_ids */
     int32_t *cache_ids;
@@ -830,6 +831,36 @@ static int parse_spm(Tokenizer *t, const cJSON *norm, const cJSON *pre) {
     return 1;
 }
 
+/* The id a tokenizer.json post-processor puts first in a single sequence, or
+ * -1: a TemplateProcessing whose "single" starts with a SpecialToken (Llama
+ * 2/3, Mistral, Gemma), also inside a Sequence (Llama 3: ByteLevel then the
+ * template). Its id comes from the template's special_tokens, else the
+ * vocabulary. Roberta/BertProcessing belong to encoder families we do not
+ * load. */
+static int32_t post_first_special(const Tokenizer *t, const cJSON *pp) {
+    if (!cJSON_IsObject(pp)) return -1;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(pp, "type"), *it;
+    if (json_str_is(pp, "type", "Sequence")) {
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors")) {
+            int32_t id = post_first_special(t, it);
+            if (id >= 0) return id;
+        }
+        return -1;
+    }
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "TemplateProcessing")) return -1;
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(pp, "single"), 0);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(first, "SpecialToken"), "id");
+    if (!cJSON_IsString(name)) return -1;
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pp, "special_tokens"),
+                                                         name->valuestring);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(spec, "ids");
+    if (cJSON_GetArraySize(ids) == 1 && cJSON_IsNumber(cJSON_GetArrayItem(ids, 0))) {
+        int v = cJSON_GetArrayItem(ids, 0)->valueint;
+        if (v >= 0 && v < t->n_ids) return v;
+    }
+    return tok_token_id(t, name->valuestring);
+}
+
 Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     if (!origin) origin = "tokenizer.json";
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -1015,6 +1046,8 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *origin) {
     if (post && !cJSON_IsNull(post)) t->post_processor = cJSON_PrintUnformatted(post);
     if (tok_finish(t)) goto fail_prefix;
     guess_special_ids(t);
+    int32_t first = post_first_special(t, post);
+    if (first >= 0) t->add_bos = 1, t->bos = first; /* the token transformers puts first is the BOS */
     cJSON_Delete(root);
     return t;
 fail_prefix:
@@ -1962,5 +1995,114 @@ int tok_token_bytes(const Tokenizer *t, int32_t id, const char **bytes, size_t *
         return align_errorf("token id %d is not in the vocabulary (size %d)", (int)id, t->n_ids);
     *bytes = t->bytes + t->boff[id];
     *len = t->blen[id];
+    return 0;
+}
+
+/* ------------------------------------------------------------ BOS */
+
+int tok_add_bos(const Tokenizer *t) { return t->add_bos && t->bos >= 0; }
+
+/* transformers' update_post_processor: "<bos>:0 $A:0" and "<bos>:0 $A:0
+ * <bos>:1 $B:1", the BOS named in special_tokens with its id. */
+static cJSON *bos_template(const Tokenizer *t) {
+    const char *bos = t->str[t->bos];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "TemplateProcessing");
+    const char *keys[] = {"single", "pair"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *list = cJSON_AddArrayToObject(o, keys[k]);
+        for (int part = 0; part <= k; part++) {
+            cJSON *sp = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(sp, "SpecialToken");
+            cJSON_AddStringToObject(in, "id", bos);
+            cJSON_AddNumberToObject(in, "type_id", part);
+            cJSON *sq = cJSON_CreateObject(), *sin = cJSON_AddObjectToObject(sq, "Sequence");
+            cJSON_AddStringToObject(sin, "id", part ? "B" : "A");
+            cJSON_AddNumberToObject(sin, "type_id", part);
+            cJSON_AddItemToArray(list, sp);
+            cJSON_AddItemToArray(list, sq);
+        }
+    }
+    cJSON *spec = cJSON_AddObjectToObject(o, "special_tokens"), *e = cJSON_AddObjectToObject(spec, bos);
+    cJSON_AddStringToObject(e, "id", bos);
+    cJSON_AddItemToObject(e, "ids", cJSON_CreateIntArray((const int[]){t->bos}, 1));
+    cJSON_AddItemToObject(e, "tokens", cJSON_CreateStringArray(&bos, 1));
+    return o;
+}
+
+/* Drops every part of a post-processor that adds a leading special token;
+ * returns the rest (NULL when nothing is left). */
+static cJSON *post_without_bos(const Tokenizer *t, cJSON *pp) {
+    if (!pp || post_first_special(t, pp) < 0) return pp;
+    if (!json_str_is(pp, "type", "Sequence")) {
+        cJSON_Delete(pp);
+        return NULL;
+    }
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(pp, "processors");
+    for (int i = cJSON_GetArraySize(list) - 1; i >= 0; i--)
+        if (post_first_special(t, cJSON_GetArrayItem(list, i)) >= 0) cJSON_DeleteItemFromArray(list, i);
+    return pp;
+}
+
+/* The flag and the post-processor move together, so the tokenizer.json that
+ * travels in a .ckpt, an HF export or a GGUF says what the model was given
+ * (GGUF's add_bos_token, tokenizer_config.json's add_bos_token). */
+int tok_set_add_bos(Tokenizer *t, int on) {
+    if (on && t->bos < 0) return align_errorf("the tokenizer adds BOS but has no BOS token");
+    cJSON *pp = t->post_processor ? cJSON_Parse(t->post_processor) : NULL;
+    if (on && pp && post_first_special(t, pp) == t->bos) { /* already says so */
+        cJSON_Delete(pp);
+        t->add_bos = 1;
+        return 0;
+    }
+    pp = post_without_bos(t, pp);
+    if (on) {
+        if (!pp && !t->spm) { /* keep byte-level BPE's ByteLevel step, as tok_to_hf_json would write it */
+            pp = bytelevel_obj(1);
+            cJSON_ReplaceItemInObjectCaseSensitive(pp, "trim_offsets", cJSON_CreateFalse());
+        }
+        if (!pp) {
+            pp = bos_template(t);
+        } else if (json_str_is(pp, "type", "Sequence")) {
+            cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(pp, "processors"), bos_template(t));
+        } else {
+            cJSON *seq = cJSON_CreateObject(), *list;
+            cJSON_AddStringToObject(seq, "type", "Sequence");
+            list = cJSON_AddArrayToObject(seq, "processors");
+            cJSON_AddItemToArray(list, pp);
+            cJSON_AddItemToArray(list, bos_template(t));
+            pp = seq;
+        }
+    }
+    char *text = pp ? cJSON_PrintUnformatted(pp) : NULL;
+    cJSON_Delete(pp);
+    if (pp && !text) return align_errorf("out of memory for the tokenizer's post-processor");
+    free(t->post_processor);
+    t->post_processor = text;
+    t->add_bos = on;
+    return 0;
+}
+
+/* A BOS written at the very start of the text counts as the BOS (never two),
+ * as llama.cpp warns about and transformers users strip by hand. */
+int tok_encode_start(const Tokenizer *t, const char *text, size_t len, int allow_special, int32_t **ids,
+                     int *n_ids) {
+    if (!tok_add_bos(t)) return tok_encode(t, text, len, allow_special, ids, n_ids);
+    const char *bos = NULL;
+    size_t blen = 0;
+    if (tok_token_bytes(t, t->bos, &bos, &blen)) blen = 0;
+    size_t skip = blen && len >= blen && !memcmp(text, bos, blen) ? blen : 0;
+    int32_t *rest = NULL;
+    int n = 0;
+    if (tok_encode(t, text + skip, len - skip, allow_special, &rest, &n)) return -1;
+    int32_t *out = malloc(((size_t)n + 1) * sizeof *out);
+    if (!out) {
+        free(rest);
+        return align_errorf("out of memory encoding text");
+    }
+    out[0] = t->bos;
+    if (n) memcpy(out + 1, rest, (size_t)n * sizeof *out);
+    free(rest);
+    *ids = out;
+    *n_ids = n + 1;
     return 0;
 }

@@ -62,6 +62,18 @@ char *tok_to_hf_json(const Tokenizer *t);
  * (untrusted user data). *ids is malloc'd; caller frees. */
 int tok_encode(const Tokenizer *t, const char *text, size_t len, int allow_special,
                int32_t **ids, int *n_ids);
+/* Encode text that starts a sequence, as transformers' tokenizer(text): the
+ * BOS first when the model adds one (tok_add_bos), once: a BOS token written
+ * at the start of the text is that BOS. Otherwise as tok_encode. */
+int tok_encode_start(const Tokenizer *t, const char *text, size_t len, int allow_special, int32_t **ids,
+                     int *n_ids);
+/* 1 when the model's sequences start with BOS: tokenizer.json's
+ * post-processor (a TemplateProcessing starting with a special token, also
+ * inside a Sequence), tokenizer_config.json's or GGUF's add_bos_token. */
+int tok_add_bos(const Tokenizer *t);
+/* Sets it, rewriting the post-processor that tok_to_hf_json writes to match;
+ * -1 when on and the tokenizer has no BOS. */
+int tok_set_add_bos(Tokenizer *t, int on);
 /* Decode ids to UTF-8 (malloc'd, NUL-terminated, length in *len). */
 char *tok_decode(const Tokenizer *t, const int32_t *ids, int n_ids, size_t *len);
 
