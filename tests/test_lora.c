@@ -32,6 +32,7 @@
 #include "peft.h"
 #include "safetensors.h"
 #include "test.h"
+#include "fixture_tensors.h"
 #include "util.h"
 
 static const char *BASE = ALIGN_TEST_DIR "/fixtures/hf_tiny_qwen2";
@@ -39,26 +40,6 @@ static StFile fx;
 static int32_t *tokens, *seq_start, *targets;
 static float *mask;
 static int N, V;
-
-static float *fx_f32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    if (!t) {
-        CHECK(0, "fixture lacks %s", name);
-        return NULL;
-    }
-    float *out = malloc(st_numel(t) * sizeof(float));
-    st_read_f32(&fx, t, out);
-    if (numel) *numel = st_numel(t);
-    return out;
-}
-
-static int32_t *fx_i32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    int32_t *out = malloc(st_numel(t) * sizeof(int32_t));
-    memcpy(out, fx.data + t->begin, st_numel(t) * sizeof(int32_t));
-    if (numel) *numel = st_numel(t);
-    return out;
-}
 
 static Model *load_base(void) {
     ModelBundle b;
@@ -85,7 +66,7 @@ static void set_fixture_adapters(Model *m) {
         ParamInfo *p = &m->info[i];
         if (!p->lora) continue;
         int64_t n;
-        float *x = fx_f32(p->name, &n);
+        float *x = fixture_f32(&fx, p->name, &n);
         if (!x) continue;
         CHECK((size_t)n == p->numel, "%s: %lld elements, want %zu", p->name, (long long)n, p->numel);
         memcpy(m->params + p->offset, x, p->numel * sizeof(float));
@@ -123,7 +104,7 @@ static void test_against_peft(void) {
         CHECK((m->info[i].grad_offset >= 0) == m->info[i].lora, "%s: only adapters train", m->info[i].name);
     set_fixture_adapters(m);
 
-    float *want = fx_f32("logits", NULL), *got = all_logits(m);
+    float *want = fixture_f32(&fx, "logits", NULL), *got = all_logits(m);
     double worst = 0;
     for (size_t i = 0; i < (size_t)N * V; i++) worst = fmax(worst, fabs(got[i] - want[i]) / (2e-4 + 1e-4 * fabs(want[i])));
     CHECK(worst <= 1, "logits with adapters vs peft: worst error %.3g of tolerance", worst);
@@ -136,7 +117,7 @@ static void test_against_peft(void) {
     model_zero_grad(m);
     CHECK(model_forward(m, &b) == 0 && model_token_logprobs(m, targets, logp) == 0, "logprobs");
     for (int i = 0; i < N; i++) loss -= mask[i] * logp[i] / msum, dlogp[i] = (float)(-mask[i] / msum);
-    float *wl = fx_f32("loss", NULL);
+    float *wl = fixture_f32(&fx, "loss", NULL);
     CHECK_CLOSE(loss, wl[0], 1e-4, 0, "masked mean loss vs peft");
     CHECK(model_backward(m, dlogp, NULL) == 0, "backward: %s", align_error());
     int checked = 0;
@@ -145,7 +126,7 @@ static void test_against_peft(void) {
         if (!p->lora) continue;
         char name[160];
         snprintf(name, sizeof name, "grad.%s", p->name);
-        float *g = fx_f32(name, NULL);
+        float *g = fixture_f32(&fx, name, NULL);
         const float *mine = m->grads + p->grad_offset;
         double num = 0, den = 0;
         for (size_t k = 0; k < p->numel; k++) num += pow(mine[k] - g[k], 2), den += pow(g[k], 2);
@@ -161,7 +142,7 @@ static void test_against_peft(void) {
     CHECK(model_lora_enable(m, 0) == 1, "enable returns the previous state");
     float *off = all_logits(m);
     CHECK(memcmp(off, base_plain, (size_t)N * V * sizeof(float)) == 0, "adapters off: bit-identical to the base model");
-    float *peft_base = fx_f32("base_logits", NULL);
+    float *peft_base = fixture_f32(&fx, "base_logits", NULL);
     CHECK(max_abs_diff(off, peft_base, (size_t)N * V) < 2e-4, "adapters off vs peft disable_adapter: %.3g",
           max_abs_diff(off, peft_base, (size_t)N * V));
     model_lora_enable(m, 1);
@@ -208,7 +189,7 @@ static void test_against_peft(void) {
 }
 
 static void test_peft_dirs(void) {
-    float *want = fx_f32("logits", NULL);
+    float *want = fixture_f32(&fx, "logits", NULL);
     Model *m = load_base();
     CHECK(peft_load_adapter(ALIGN_TEST_DIR "/fixtures/lora/peft_adapter", m, 1) == 0, "load peft's adapter: %s", align_error());
     const LoraConfig *lc = model_lora_config(m);
@@ -289,7 +270,7 @@ static void test_dropout(void) {
     grads_with_key(m, 6, g3);
     CHECK(memcmp(g1, g2, n * 4) == 0, "same key: same dropout masks, same gradients");
     CHECK(memcmp(g1, g3, n * 4) != 0, "another key: other masks");
-    float *eval = all_logits(m), *want = fx_f32("logits", NULL);
+    float *eval = all_logits(m), *want = fixture_f32(&fx, "logits", NULL);
     CHECK(max_abs_diff(eval, want, (size_t)N * V) < 2e-4, "outside training mode there is no dropout");
     free(g1), free(g2), free(g3), free(eval), free(want);
     model_free(m);
@@ -301,13 +282,13 @@ int main(void) {
         return 1;
     }
     int64_t n;
-    tokens = fx_i32("tokens", &n);
+    tokens = fixture_i32(&fx, "tokens", &n);
     N = (int)n;
-    seq_start = fx_i32("seq_start", NULL);
-    targets = fx_i32("targets", NULL);
-    mask = fx_f32("mask", NULL);
+    seq_start = fixture_i32(&fx, "seq_start", NULL);
+    targets = fixture_i32(&fx, "targets", NULL);
+    mask = fixture_f32(&fx, "mask", NULL);
     int64_t nl = 1;
-    free(fx_f32("logits", &nl));
+    free(fixture_f32(&fx, "logits", &nl));
     V = (int)(nl / N);
     test_against_peft();
     test_peft_dirs();

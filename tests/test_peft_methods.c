@@ -31,32 +31,13 @@
 #include "peft.h"
 #include "safetensors.h"
 #include "test.h"
+#include "fixture_tensors.h"
 #include "util.h"
 
 static StFile fx;
 static int32_t *tokens, *seq_start, *targets;
 static float *mask;
 static int N, V;
-
-static float *fx_f32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    if (!t) {
-        CHECK(0, "fixture lacks %s", name);
-        return NULL;
-    }
-    float *out = malloc(st_numel(t) * sizeof(float));
-    st_read_f32(&fx, t, out);
-    if (numel) *numel = st_numel(t);
-    return out;
-}
-
-static int32_t *fx_i32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    int32_t *out = malloc(st_numel(t) * sizeof(int32_t));
-    memcpy(out, fx.data + t->begin, st_numel(t) * sizeof(int32_t));
-    if (numel) *numel = st_numel(t);
-    return out;
-}
 
 static Model *load_base(const char *dir) {
     ModelBundle b;
@@ -84,7 +65,7 @@ static int set_fixture_adapters(Model *m) {
         char key[200];
         fixture_key(p, "", key, sizeof key);
         int64_t n;
-        float *x = fx_f32(key, &n);
+        float *x = fixture_f32(&fx, key, &n);
         if (!x) continue;
         CHECK((size_t)n == p->numel, "%s: %lld elements, want %zu", p->name, (long long)n, p->numel);
         memcpy(m->params + p->offset, x, p->numel * sizeof(float));
@@ -145,10 +126,10 @@ static void run_case(const char *method_name, int method, const char *arch_name)
         return;
     }
     int64_t nt, ns;
-    tokens = fx_i32("tokens", &nt);
-    seq_start = fx_i32("seq_start", &ns);
-    targets = fx_i32("targets", NULL);
-    mask = fx_f32("mask", NULL);
+    tokens = fixture_i32(&fx, "tokens", &nt);
+    seq_start = fixture_i32(&fx, "seq_start", &ns);
+    targets = fixture_i32(&fx, "targets", NULL);
+    mask = fixture_f32(&fx, "mask", NULL);
     N = (int)nt;
 
     Model *m = load_base(base_dir);
@@ -172,7 +153,7 @@ static void run_case(const char *method_name, int method, const char *arch_name)
         /* the init: DoRA's magnitude = ||W|| per row, IA3's vectors = 1 (A is random, B zero as for LoRA) */
         if (strstr(p->name, "lora_A")) continue;
         fixture_key(p, "init.", key, sizeof key);
-        float *want = fx_f32(key, NULL);
+        float *want = fixture_f32(&fx, key, NULL);
         double worst = 0;
         for (size_t k = 0; want && k < p->numel; k++)
             worst = fmax(worst, fabs(m->params[p->offset + k] - want[k]) / (1e-6 + fabs(want[k])));
@@ -187,14 +168,14 @@ static void run_case(const char *method_name, int method, const char *arch_name)
           max_abs_diff(plain_logits, base_logits, (size_t)N * V));
     set_fixture_adapters(m);
 
-    float *want = fx_f32("logits", NULL), *got = all_logits(m);
+    float *want = fixture_f32(&fx, "logits", NULL), *got = all_logits(m);
     double worst = 0;
     for (size_t i = 0; i < (size_t)N * V; i++) worst = fmax(worst, fabs(got[i] - want[i]) / (1e-5 + 1e-5 * fabs(want[i])));
     CHECK(worst <= 1, "logits vs peft: worst error %.3g of tolerance (max abs %.3g)", worst,
           max_abs_diff(got, want, (size_t)N * V));
 
     double loss = loss_of(m, 1);
-    float *wl = fx_f32("loss", NULL);
+    float *wl = fixture_f32(&fx, "loss", NULL);
     CHECK_CLOSE(loss, wl[0], 1e-5, 1e-5, "masked mean loss vs peft");
     int checked = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -202,7 +183,7 @@ static void run_case(const char *method_name, int method, const char *arch_name)
         if (!p->lora) continue;
         char key[200];
         fixture_key(p, "grad.", key, sizeof key);
-        float *g = fx_f32(key, NULL);
+        float *g = fixture_f32(&fx, key, NULL);
         if (!g) continue;
         const float *mine = m->grads + p->grad_offset;
         double num = 0, den = 0;
@@ -217,7 +198,7 @@ static void run_case(const char *method_name, int method, const char *arch_name)
     model_lora_enable(m, 0);
     float *off = all_logits(m);
     CHECK(memcmp(off, base_logits, (size_t)N * V * sizeof(float)) == 0, "adapters off: bit-identical to the base model");
-    float *peft_base = fx_f32("base_logits", NULL);
+    float *peft_base = fixture_f32(&fx, "base_logits", NULL);
     CHECK(max_abs_diff(off, peft_base, (size_t)N * V) < 1e-4, "adapters off vs peft disable_adapter: %.3g",
           max_abs_diff(off, peft_base, (size_t)N * V));
     model_lora_enable(m, 1);
@@ -284,10 +265,10 @@ static void test_dora_quantised_and_dropout(void) {
         return;
     }
     int64_t nt;
-    tokens = fx_i32("tokens", &nt);
-    seq_start = fx_i32("seq_start", NULL);
-    targets = fx_i32("targets", NULL);
-    mask = fx_f32("mask", NULL);
+    tokens = fixture_i32(&fx, "tokens", &nt);
+    seq_start = fixture_i32(&fx, "seq_start", NULL);
+    targets = fixture_i32(&fx, "targets", NULL);
+    mask = fixture_f32(&fx, "mask", NULL);
     N = (int)nt;
     const char *base = ALIGN_TEST_DIR "/fixtures/hf_tiny_qwen2";
 
@@ -302,7 +283,7 @@ static void test_dora_quantised_and_dropout(void) {
     float *merged = all_logits(e);
     CHECK(max_abs_diff(merged, got, (size_t)N * V) < 1e-5, "q8_0 + DoRA: export = model (%.3g)",
           max_abs_diff(merged, got, (size_t)N * V));
-    float *want = fx_f32("logits", NULL);
+    float *want = fixture_f32(&fx, "logits", NULL);
     double dq = max_abs_diff(got, want, (size_t)N * V);
     CHECK(dq > 0 && dq < 0.05, "q8_0 + DoRA near the fp32 base's logits (%.3g)", dq);
     free(got), free(merged), free(want);
@@ -323,7 +304,7 @@ static void test_dora_quantised_and_dropout(void) {
         if (!p->lora) continue;
         char key[200];
         fixture_key(p, "grad.", key, sizeof key);
-        float *g = fx_f32(key, NULL);
+        float *g = fixture_f32(&fx, key, NULL);
         double num = 0, den = 0;
         for (size_t k = 0; g && k < p->numel; k++) num += pow(m->grads[p->grad_offset + k] - g[k], 2), den += pow(g[k], 2);
         worst = fmax(worst, sqrt(num / (den + 1e-30)));

@@ -31,29 +31,10 @@
 #include "prompt_learning.h"
 #include "safetensors.h"
 #include "test.h"
+#include "fixture_tensors.h"
 #include "util.h"
 
 static StFile fx;
-
-static float *fx_f32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    if (!t) {
-        CHECK(0, "fixture lacks %s", name);
-        exit(1);
-    }
-    float *out = malloc(st_numel(t) * sizeof(float));
-    st_read_f32(&fx, t, out);
-    if (numel) *numel = st_numel(t);
-    return out;
-}
-
-static int32_t *fx_i32(const char *name, int64_t *numel) {
-    const StTensor *t = st_find(&fx, name);
-    int32_t *out = malloc(st_numel(t) * sizeof(int32_t));
-    memcpy(out, fx.data + t->begin, st_numel(t) * sizeof(int32_t));
-    if (numel) *numel = st_numel(t);
-    return out;
-}
 
 static Model *load_base(const char *arch) {
     char path[512];
@@ -102,8 +83,8 @@ static float *all_logits(Model *m, const Batch *b) {
 static void check_text_init(const char *arch, int n_virtual) {
     if (!st_find(&fx, "text_init")) return;
     int64_t n_ids, n_want;
-    int32_t *ids = fx_i32("text_init_ids", &n_ids);
-    float *want = fx_f32("text_init", &n_want);
+    int32_t *ids = fixture_i32(&fx, "text_init_ids", &n_ids);
+    float *want = fixture_f32(&fx, "text_init", &n_want);
     Model *m = load_base(arch);
     PromptConfig pc = {.kind = PROMPT_TUNING, .n_virtual = n_virtual, .seed = 1, .init_tokens = ids,
                        .n_init_tokens = (int)n_ids};
@@ -126,9 +107,9 @@ static void check_fixture(const char *arch, PromptKind kind) {
         return;
     }
     int64_t n_tok, n_seq1, n_emb;
-    int32_t *tokens = fx_i32("tokens", &n_tok), *starts = fx_i32("seq_start", &n_seq1), *targets = fx_i32("targets", NULL);
-    float *mask = fx_f32("mask", NULL), *want_logits = fx_f32("logits", NULL), *emb = fx_f32("prompt_embeddings", &n_emb);
-    float *want_grad = fx_f32("grad", NULL);
+    int32_t *tokens = fixture_i32(&fx, "tokens", &n_tok), *starts = fixture_i32(&fx, "seq_start", &n_seq1), *targets = fixture_i32(&fx, "targets", NULL);
+    float *mask = fixture_f32(&fx, "mask", NULL), *want_logits = fixture_f32(&fx, "logits", NULL), *emb = fixture_f32(&fx, "prompt_embeddings", &n_emb);
+    float *want_grad = fixture_f32(&fx, "grad", NULL);
     int N = (int)n_tok;
     Batch b = {.n_tokens = N, .n_seqs = (int)n_seq1 - 1, .tokens = tokens, .seq_start = starts};
 
@@ -163,7 +144,7 @@ static void check_fixture(const char *arch, PromptKind kind) {
     CHECK(model_token_logprobs(m, targets, lp) == 0, "logprobs: %s", align_error());
     double loss = 0;
     for (int i = 0; i < N; i++) loss -= mask[i] * lp[i] / msum;
-    float *want_loss = fx_f32("loss", NULL);
+    float *want_loss = fixture_f32(&fx, "loss", NULL);
     CHECK_CLOSE(loss, want_loss[0], 1e-5, 1e-6, "loss");
     CHECK(model_backward(m, dlogp, NULL) == 0, "backward: %s", align_error());
     float *grad = malloc(p->numel * sizeof(float));
@@ -261,8 +242,8 @@ static void check_projection(void) {
                                          "prefix_tuning.transform.0.bias", "prefix_tuning.transform.2.weight",
                                          "prefix_tuning.transform.2.bias"};
     int64_t n_tok, n_seq1;
-    int32_t *tokens = fx_i32("tokens", &n_tok), *starts = fx_i32("seq_start", &n_seq1), *targets = fx_i32("targets", NULL);
-    float *mask = fx_f32("mask", NULL), *want_logits = fx_f32("logits", NULL);
+    int32_t *tokens = fixture_i32(&fx, "tokens", &n_tok), *starts = fixture_i32(&fx, "seq_start", &n_seq1), *targets = fixture_i32(&fx, "targets", NULL);
+    float *mask = fixture_f32(&fx, "mask", NULL), *want_logits = fixture_f32(&fx, "logits", NULL);
     int N = (int)n_tok;
     Batch b = {.n_tokens = N, .n_seqs = (int)n_seq1 - 1, .tokens = tokens, .seq_start = starts};
     Model *m = load_base("llama");
@@ -272,7 +253,7 @@ static void check_projection(void) {
     size_t total = 0;
     for (int k = 0; k < 5; k++) {
         ParamInfo *p = model_find_param(m, names[k]);
-        float *v = fx_f32(names[k], NULL);
+        float *v = fixture_f32(&fx, names[k], NULL);
         CHECK(p != NULL, "the model has %s", names[k]);
         m->be->to_device(m->params + p->offset, v, p->numel * sizeof(float));
         total += p->numel;
@@ -294,7 +275,7 @@ static void check_projection(void) {
         char gname[128];
         snprintf(gname, sizeof gname, "grad.%s", names[k]);
         ParamInfo *p = model_find_param(m, names[k]);
-        float *want = fx_f32(gname, NULL), *got = malloc(p->numel * sizeof(float));
+        float *want = fixture_f32(&fx, gname, NULL), *got = malloc(p->numel * sizeof(float));
         m->be->to_host(got, m->grads + p->grad_offset, p->numel * sizeof(float));
         double e = rel_err(got, want, p->numel);
         CHECK(e < 1e-4, "projection: %s gradient relative error %.3g", names[k], e);

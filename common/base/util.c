@@ -1,11 +1,13 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char err_buf[ALIGN_ERR_LEN];
 
@@ -95,4 +97,32 @@ fail:
     fclose(f);
     align_errorf("cannot read %s: %s", path, strerror(errno));
     return NULL;
+}
+
+int align_write_file_atomic(const char *path, const void *data, size_t n) {
+    size_t tl = strlen(path) + 32;
+    char *tmp = malloc(tl);
+    if (!tmp) return align_errorf("out of memory");
+    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        align_errorf("cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    const char *p = data;
+    size_t off = 0;
+    int e = 0;
+    while (off < n && !e) {
+        ssize_t k = write(fd, p + off, n - off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) e = errno;
+        else off += (size_t)k;
+    }
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) unlink(tmp);
+    free(tmp);
+    return e ? align_errorf("cannot write %s: %s", path, strerror(e)) : 0;
 }

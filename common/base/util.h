@@ -39,4 +39,9 @@ double align_now(void);
 /* Read a whole file into a NUL-terminated buffer (size excludes the NUL). */
 char *align_read_file(const char *path, size_t *size);
 
+/* Write n bytes to path atomically: a temporary file beside it, fsync, then
+ * rename, so a reader never sees half a file and a crash leaves the old
+ * one. -1 with an error naming the path. */
+int align_write_file_atomic(const char *path, const void *data, size_t n);
+
 #endif

@@ -17,31 +17,11 @@
 #include "chat_template.h"
 #include "util.h"
 
-/* Write text to dir/name through a temporary file and a rename. */
+/* Write text to dir/name (atomically: util.h). */
 static int write_text_atomic(const char *dir, const char *name, const char *text) {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return align_errorf("cannot create %s: %s", tmp, strerror(errno));
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t k = write(fd, text + off, n - off);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return align_errorf("cannot write %s: %s", path, strerror(e));
-        }
-        off += (size_t)k;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return align_errorf("cannot write %s: %s", path, strerror(e));
-    }
-    return 0;
+    return align_write_file_atomic(path, text, strlen(text));
 }
 
 /* The string of token `id` in a tokenizer.json document, or NULL. */

@@ -13,22 +13,6 @@
 #include "safetensors.h"
 #include "util.h"
 
-static int write_text_atomic(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return align_errorf("cannot create %s: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    int bad = fwrite(text, 1, n, f) != n;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return align_errorf("cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
 static int score_trains(Model *m) {
     ParamInfo *p = model_find_param(m, "score.weight");
     return p && p->grad_offset >= 0;
@@ -113,7 +97,7 @@ modules_to_save:
     }
     text = cJSON_Print(cfg);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (!text || write_text_atomic(path, text)) goto done;
+    if (!text || align_write_file_atomic(path, text, strlen(text))) goto done;
     rc = 0;
 done:
     free(text);
