@@ -311,6 +311,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         return align_errorf("%s: Llama-3.1 rope scaling is not written to GGUF yet (export a Hugging Face directory "
                             "and convert it with llama.cpp's convert_hf_to_gguf.py)",
                             path);
+    if (c->rope_scaling == ROPE_SCALING_LONGROPE)
+        return align_errorf("%s: Phi's longrope (rope_factors_long/short) is not written to GGUF yet (export a "
+                            "Hugging Face directory and convert it with llama.cpp's convert_hf_to_gguf.py)",
+                            path);
     for (int i = 0; i < m->n_params; i++)
         if (m->info[i].lora)
             return align_errorf("%s: the model carries LoRA adapters; save it merged to write a GGUF", path);
@@ -344,7 +348,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         kv_arch_u32(&kv, arch, "attention.head_count_kv", (uint32_t)c->n_kv_heads);
         kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", c->norm_eps);
         kv_arch_f32(&kv, arch, "rope.freq_base", c->rope_theta);
-        kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)c->head_dim);
+        kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)model_rotary_dim(c)); /* partial rotary: fewer */
         if (c->head_dim * c->n_heads != c->dim) {
             kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)c->head_dim);
             kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)c->head_dim);
