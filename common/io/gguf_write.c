@@ -301,6 +301,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     /* llama.cpp's arch names; only "llama" rotates interleaved pairs (permuted q/k rows) */
     const char *arch = is_gpt2 ? "gpt2" : qwen3 ? "qwen3" : phi3 ? "phi3" : qwen2 ? "qwen2" : "llama";
     int permute = !is_gpt2 && !qwen2 && !qwen3 && !phi3;
+    /* Phi's longrope: rope_factors_long / rope_factors_short, F32 [rot/2] */
+    int longrope = !is_gpt2 && c->rope_scaling == ROPE_SCALING_LONGROPE, n_extra = longrope ? 2 : 0;
+    size_t factor_bytes = (size_t)(model_rotary_dim(c) / 2) * sizeof(float);
+    const float *factors[2] = {c->rope_long_factor, c->rope_short_factor};
     if (c->value_head || !c->lm_head)
         return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
     if (c->gemma)
@@ -310,10 +314,6 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     if (c->rope_scaling == ROPE_SCALING_LLAMA3)
         return align_errorf("%s: Llama-3.1 rope scaling is not written to GGUF yet (export a Hugging Face directory "
                             "and convert it with llama.cpp's convert_hf_to_gguf.py)",
-                            path);
-    if (c->rope_scaling == ROPE_SCALING_LONGROPE)
-        return align_errorf("%s: Phi's longrope (rope_factors_long/short) is not written to GGUF yet (export a "
-                            "Hugging Face directory and convert it with llama.cpp's convert_hf_to_gguf.py)",
                             path);
     for (int i = 0; i < m->n_params; i++)
         if (m->info[i].lora)
@@ -362,6 +362,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             kv_str(&kv, k, "linear");
             kv_arch_f32(&kv, arch, "rope.scaling.factor", c->rope_factor);
         }
+        if (longrope) { /* as llama.cpp's Phi3 converter: the factors are tensors (below) */
+            kv_arch_u32(&kv, arch, "rope.scaling.original_context_length", (uint32_t)c->rope_original_max_pos);
+            kv_arch_f32(&kv, arch, "rope.scaling.attn_factor", c->rope_attn_factor);
+        }
     }
     if (put_tokenizer(&kv, b)) goto fail;
     const char *jinja = b->extras.chat_template_jinja;
@@ -403,6 +407,14 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         put_u32(&ti, (uint32_t)t->type);
         put_u64(&ti, t->offset);
     }
+    for (int e = 0; e < n_extra; e++) {
+        put_str(&ti, e ? "rope_factors_short.weight" : "rope_factors_long.weight");
+        put_u32(&ti, 1);
+        put_u64(&ti, (uint64_t)(factor_bytes / sizeof(float)));
+        put_u32(&ti, GGML_F32);
+        put_u64(&ti, off);
+        off += (factor_bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    }
     if (kv.oom || ti.oom) goto oom;
     x = malloc((max_numel ? max_numel : 1) * sizeof(float));
     data = malloc(max_bytes ? max_bytes : 1);
@@ -416,7 +428,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     }
     static const uint8_t zeros[ALIGNMENT] = {0};
     uint32_t version = 3;
-    uint64_t counts[2] = {(uint64_t)nt, kv.count};
+    uint64_t counts[2] = {(uint64_t)(nt + n_extra), kv.count};
     int ok = fwrite("GGUF", 1, 4, f) == 4 && fwrite(&version, 4, 1, f) == 1 && fwrite(counts, 8, 2, f) == 2 &&
              fwrite(kv.p, 1, kv.n, f) == kv.n && fwrite(ti.p, 1, ti.n, f) == ti.n;
     size_t hdr = 24 + kv.n + ti.n, padn = (ALIGNMENT - hdr % ALIGNMENT) % ALIGNMENT;
@@ -425,6 +437,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         if (tensor_bytes(m, &ts[i], x, data, tmp)) goto fail;
         size_t tail = (ALIGNMENT - ts[i].bytes % ALIGNMENT) % ALIGNMENT;
         ok = fwrite(data, 1, ts[i].bytes, f) == ts[i].bytes && fwrite(zeros, 1, tail, f) == tail;
+    }
+    for (int e = 0; ok && e < n_extra; e++) {
+        size_t tail = (ALIGNMENT - factor_bytes % ALIGNMENT) % ALIGNMENT;
+        ok = fwrite(factors[e], 1, factor_bytes, f) == factor_bytes && fwrite(zeros, 1, tail, f) == tail;
     }
     if (!ok || fflush(f) || ferror(f)) {
         align_errorf("cannot write %s: %s", tmp_path, strerror(errno));
