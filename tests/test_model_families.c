@@ -30,6 +30,7 @@ typedef struct {
     int32_t tokens[64], seq_start[8], targets[64], last[8];
     float logprobs[64]; /* per token with a target */
     float *last_logits; /* [n_seqs, vocab] */
+    float *decode_logits; /* [len(seq 0), vocab]: transformers' cached decoding, step by step; or NULL */
     int vocab;
 } Reference;
 
@@ -60,6 +61,15 @@ static int read_reference(const char *dir, Reference *r) {
         for (int v = 0; v < r->vocab; v++) r->last_logits[(size_t)s * r->vocab + v] = (float)cJSON_GetArrayItem(ll, v)->valuedouble;
         n += k;
         r->last[s] = n - 1;
+    }
+    const cJSON *dec = cJSON_GetObjectItem(root, "decode_logits");
+    if (dec) {
+        int T = cJSON_GetArraySize(dec);
+        r->decode_logits = malloc((size_t)T * r->vocab * sizeof(float));
+        for (int t = 0; t < T; t++)
+            for (int v = 0; v < r->vocab; v++)
+                r->decode_logits[(size_t)t * r->vocab + v] =
+                    (float)cJSON_GetArrayItem(cJSON_GetArrayItem(dec, t), v)->valuedouble;
     }
     r->n_seqs = s;
     r->n_tokens = n;
@@ -139,22 +149,39 @@ static double rel_err(const float *got, const float *want, int n) {
     return s > 0 ? e / s : e;
 }
 
-/* Cached decoding (generate's path) gives the full forward's logits. */
+/* Cached decoding (generate's path) gives the full forward's logits; with
+ * longrope only up to original_max_position_embeddings tokens: past it
+ * the full forward rotates every key by the long factors while the cache
+ * keeps the keys it rotated with the short ones, as transformers' cache
+ * does, so there each step is compared with transformers' own cached
+ * decoding (decode_logits) instead. */
 static void check_cached(Model *m, const Reference *r) {
     int V = m->cfg.vocab_size, T = r->seq_start[1];
+    int same_as_full = m->cfg.rope_scaling == ROPE_SCALING_LONGROPE ? m->cfg.rope_original_max_pos : T;
     KVCache *kv = kvcache_create(m, 1, T);
     float *got = malloc(V * sizeof(float)), *want = malloc(V * sizeof(float));
-    double worst = 0;
+    double worst = 0, worst_hf = 0;
     int slot = 0;
     for (int len = 1; len <= T; len++) {
         int32_t st[2] = {0, 1}, fs[2] = {0, len}, last = len - 1;
         Batch one = {1, 1, r->tokens + len - 1, st, NULL}, full = {len, 1, r->tokens, fs, NULL};
         CHECK(model_forward_cached(m, kv, &slot, &one, got) == 0, "decode: %s", align_error());
+        if (r->decode_logits) {
+            double e = 0;
+            for (int v = 0; v < V; v++) e = fmax(e, fabs(got[v] - r->decode_logits[(size_t)(len - 1) * V + v]));
+            worst_hf = fmax(worst_hf, e);
+        }
+        if (len > same_as_full) continue;
         CHECK(model_forward(m, &full) == 0 && model_logits(m, &last, 1, want) == 0, "forward: %s", align_error());
         worst = fmax(worst, rel_err(got, want, V));
     }
-    printf("  cached decoding against full forwards: %.2g (relative)\n", worst);
+    printf("  cached decoding against full forwards (%d steps): %.2g (relative)\n", same_as_full, worst);
     CHECK(worst < 1e-5, "cached decoding differs from the full forward by %.3g", worst);
+    if (r->decode_logits) {
+        printf("  cached decoding of %d tokens across original_max %d against transformers': %.2g\n", T,
+               m->cfg.rope_original_max_pos, worst_hf);
+        CHECK(worst_hf < 1e-4, "cached decoding differs from transformers' by %.3g", worst_hf);
+    }
     kvcache_free(kv);
     free(got), free(want);
 }
@@ -206,7 +233,7 @@ static void check_family(const char *name, int qk_norm, int phi3) {
     CHECK(model_load_any(dir, &backend_cpu, 0, &b) == 0, "import %s: %s", dir, align_error());
     Model *m = b.model;
     if (!m) return;
-    int window = m->cfg.sliding_window;
+    int window = m->cfg.sliding_window, rotary = m->cfg.rotary_dim, scaling = m->cfg.rope_scaling;
     CHECK(m->cfg.qk_norm == qk_norm && m->cfg.phi3 == phi3, "%s: qk_norm %d phi3 %d", name, m->cfg.qk_norm,
           m->cfg.phi3);
     float *logits = malloc((size_t)r.n_seqs * r.vocab * sizeof(float)), *again = malloc((size_t)r.n_seqs * r.vocab * sizeof(float));
@@ -228,7 +255,12 @@ static void check_family(const char *name, int qk_norm, int phi3) {
         CHECK(model_load_any(path, &backend_cpu, 0, &b2) == 0, "re-import %s: %s", path, align_error());
         if (!b2.model) continue;
         CHECK(b2.model->cfg.qk_norm == qk_norm && b2.model->cfg.phi3 == phi3 &&
-                  b2.model->cfg.sliding_window == m->cfg.sliding_window && b2.model->cfg.head_dim == m->cfg.head_dim,
+                  b2.model->cfg.sliding_window == m->cfg.sliding_window && b2.model->cfg.head_dim == m->cfg.head_dim &&
+                  b2.model->cfg.rotary_dim == m->cfg.rotary_dim && b2.model->cfg.rope_scaling == m->cfg.rope_scaling &&
+                  b2.model->cfg.rope_original_max_pos == m->cfg.rope_original_max_pos &&
+                  b2.model->cfg.rope_attn_factor == m->cfg.rope_attn_factor &&
+                  !memcmp(b2.model->cfg.rope_long_factor, m->cfg.rope_long_factor, sizeof m->cfg.rope_long_factor) &&
+                  !memcmp(b2.model->cfg.rope_short_factor, m->cfg.rope_short_factor, sizeof m->cfg.rope_short_factor),
               "%s: the family did not survive the round trip", path);
         max_err(b2.model, &r, again);
         int same = !memcmp(logits, again, (size_t)r.n_seqs * r.vocab * sizeof(float));
@@ -260,8 +292,10 @@ static void check_family(const char *name, int qk_norm, int phi3) {
     CHECK(model_load_any(path, &backend_cpu, 0, &b) == 0, "import %s: %s", path, align_error());
     if (b.model) {
         CHECK(b.model->cfg.qk_norm == qk_norm && b.model->cfg.phi3 == phi3 &&
-                  b.model->cfg.sliding_window == window,
-              "%s: family", path);
+                  b.model->cfg.sliding_window == window && b.model->cfg.rotary_dim == rotary &&
+                  b.model->cfg.rope_scaling == scaling,
+              "%s: family (rotary dims %d, rope scaling %d)", path, b.model->cfg.rotary_dim,
+              b.model->cfg.rope_scaling);
         e = max_err(b.model, &r, NULL);
         printf("  GGUF import: within %.2g of transformers\n", e);
         CHECK(e < 1e-4, "%s: GGUF import differs from transformers by %.3g", path, e);
@@ -308,7 +342,7 @@ static void check_family(const char *name, int qk_norm, int phi3) {
         }
         model_bundle_free(&b);
     }
-    free(logits), free(again), free(r.last_logits);
+    free(logits), free(again), free(r.last_logits), free(r.decode_logits);
 }
 
 static int parse(const char *json, ModelConfig *c) { return model_config_from_hf_json(json, strlen(json), "config.json", c); }
@@ -324,13 +358,26 @@ static void check_configs(void) {
     CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"sliding_window\": 2047, \"max_position_embeddings\": 4096}",
                 &c) == 0 && c.phi3 && !c.qk_norm && c.sliding_window == 2047 && c.head_dim == 8,
           "phi3 config: %s", align_error());
+    /* Phi-3.5's legacy "su" with factor lists of head_dim / 2 = 4; the
+     * attention factor from max_position_embeddings / original, as
+     * transformers derives it when the file has none */
+    CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"max_position_embeddings\": 131072, "
+                "\"original_max_position_embeddings\": 4096, \"rope_scaling\": {\"type\": \"su\", "
+                "\"short_factor\": [1, 1.5, 2, 3], \"long_factor\": [2, 4, 8, 16]}}", &c) == 0 &&
+              c.rope_scaling == ROPE_SCALING_LONGROPE && c.rope_original_max_pos == 4096 &&
+              c.rope_long_factor[3] == 16.0f && c.rope_short_factor[1] == 1.5f &&
+              fabsf(c.rope_attn_factor - (float)sqrt(1 + log(32.0) / log(4096.0))) < 1e-6f,
+          "longrope config: %s", align_error());
     CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
-                "\"short_factor\": [1], \"long_factor\": [1]}}", &c) != 0 &&
-              strstr(align_error(), "longrope"),
-          "longrope is refused by name: %s", align_error());
-    CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"partial_rotary_factor\": 0.75}", &c) != 0 &&
-              strstr(align_error(), "partial_rotary_factor 0.75"),
-          "partial_rotary_factor is refused by name: %s", align_error());
+                "\"original_max_position_embeddings\": 16, \"short_factor\": [1], \"long_factor\": [1]}}", &c) != 0 &&
+              strstr(align_error(), "short_factor must be a list of 4"),
+          "longrope factor lists of the wrong length are named: %s", align_error());
+    CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"head_dim\": 16, \"partial_rotary_factor\": 0.75}", &c) == 0 &&
+              c.rotary_dim == 12,
+          "partial_rotary_factor 0.75 of head_dim 16 rotates 12 dims: %s (%d)", align_error(), c.rotary_dim);
+    CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"partial_rotary_factor\": 0.625}", &c) != 0 &&
+              strstr(align_error(), "partial_rotary_factor 0.625 gives 5"),
+          "an odd number of rotary dims is refused by name: %s", align_error());
     CHECK(parse("{\"model_type\": \"phi\", " BASE "}", &c) != 0 && strstr(align_error(), "\"phi\"") &&
               strstr(align_error(), "qwen3") && strstr(align_error(), "phi3"),
           "an unknown model_type is named with the supported list: %s", align_error());
@@ -450,6 +497,15 @@ static void check_backend_refuses(void) {
     m = model_create(&c, &nb);
     CHECK(m != NULL, "without q/k norms: %s", align_error());
     model_free(m);
+    /* nor without rope_ext (CUDA today): Phi-4-mini's partial rotary */
+    nb.rope_ext_forward = NULL;
+    nb.rope_ext_backward = NULL;
+    CHECK(parse("{\"model_type\": \"phi3\", " BASE ", \"head_dim\": 16, \"partial_rotary_factor\": 0.5}", &c) == 0,
+          "%s", align_error());
+    m = model_create(&c, &nb);
+    CHECK(!m && strstr(align_error(), "partial rotary") && strstr(align_error(), "use --device cpu"),
+          "a backend without rope_ext refuses partial rotary: %s", align_error());
+    model_free(m);
 }
 
 int main(void) {
@@ -457,6 +513,8 @@ int main(void) {
     check_configs();
     check_family("qwen3", 1, 0);
     check_family("phi3", 0, 1);
+    check_family("phi3_longrope", 0, 1);
+    check_family("phi3_partial", 0, 1);
     Reference r;
     if (read_reference(FIX "phi3", &r) == 0) {
         check_phi3_adapter(&r);

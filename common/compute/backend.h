@@ -245,6 +245,15 @@ typedef struct Backend {
      * dwq, dwk += (either may be NULL when frozen). */
     void (*head_rmsnorm_backward)(float *dqkv, float *dwq, float *dwk, const float *saved, const float *rstd,
                                   const float *wq, const float *wk, int N, int Hq, int Hkv, int hd);
+    /* Optional (NULL where a backend lacks them; model_create then refuses
+     * Phi-3's longrope and partial rotary): rope_forward on the first rot
+     * dims of each q and k head only (pairs (j, j + rot/2), inv_freq[rot/2]),
+     * the other hd - rot passing through, with cos and sin multiplied by
+     * scale; backward applies the transpose to dqkv. */
+    void (*rope_ext_forward)(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq, int Hkv,
+                             int hd, int rot, float scale);
+    void (*rope_ext_backward)(float *dqkv, const int32_t *pos, const float *inv_freq, int N, int Hq, int Hkv,
+                              int hd, int rot, float scale);
 } Backend;
 
 /* The dropout keep-test every backend uses (see Backend.dropout). */

@@ -494,6 +494,33 @@ static int gguf_gemma_config(const GgufFile *f, const char *arch, ModelConfig *c
     return 0;
 }
 
+/* Phi's longrope as llama.cpp's converter writes it: F32 tensors
+ * rope_factors_short / rope_factors_long of rotary_dim / 2 entries,
+ * rope.scaling.original_context_length and rope.scaling.attn_factor (the
+ * converter's sqrt(1 + ln(ctx / orig) / ln(orig)); derived the same way when
+ * absent). None of them: plain RoPE. */
+static int gguf_longrope(const GgufFile *f, const char *arch, ModelConfig *c) {
+    const GgufTensor *ts = gguf_find_tensor(f, "rope_factors_short.weight");
+    const GgufTensor *tl = gguf_find_tensor(f, "rope_factors_long.weight");
+    if (!ts && !tl) return 0;
+    int half = model_rotary_dim(c) / 2;
+    if (!ts || !tl || gguf_tensor_numel(ts) != half || gguf_tensor_numel(tl) != half || half > MODEL_ROPE_MAX_FACTORS)
+        return align_errorf("%s: longrope needs rope_factors_short and rope_factors_long of %d entries each (rotary "
+                            "dims / 2)",
+                            f->path, half);
+    if (gguf_read_f32(f, ts, c->rope_short_factor) || gguf_read_f32(f, tl, c->rope_long_factor)) return -1;
+    c->rope_original_max_pos = 0;
+    if (kv_int(f, arch, "rope.scaling.original_context_length", &c->rope_original_max_pos, 0)) return -1;
+    if (c->rope_original_max_pos <= 0)
+        return align_errorf("%s: longrope factors without %s.rope.scaling.original_context_length", f->path, arch);
+    double factor = c->max_seq_len > 0 ? (double)c->max_seq_len / c->rope_original_max_pos : 1.0;
+    c->rope_scaling = ROPE_SCALING_LONGROPE;
+    c->rope_factor = (float)factor;
+    c->rope_attn_factor = factor <= 1.0 ? 1.0f : (float)sqrt(1.0 + log(factor) / log(c->rope_original_max_pos));
+    kv_float(f, arch, "rope.scaling.attn_factor", &c->rope_attn_factor);
+    return 0;
+}
+
 static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
     const char *arch = gguf_get_str(f, "general.architecture");
     if (!arch) return align_errorf("%s lacks general.architecture", f->path);
@@ -543,16 +570,17 @@ static int gguf_config(const GgufFile *f, ModelConfig *c, int *permuted) {
         if (phi3) { /* llama.cpp masks as transformers does: window keys, the query's own included */
             if (kv_int(f, arch, "attention.sliding_window", &c->sliding_window, 0)) return -1;
             if (c->max_seq_len > 0 && c->sliding_window >= c->max_seq_len) c->sliding_window = 0;
-            if (gguf_find_tensor(f, "rope_factors_long.weight") || gguf_find_tensor(f, "rope_factors_short.weight"))
-                return align_errorf("%s carries rope_factors_long/short (Phi's longrope: Phi-3-128k, Phi-3.5, "
-                                    "Phi-4-mini), which is not supported; Phi models with plain RoPE are",
-                                    f->path);
         }
+        /* llama.cpp's rope.dimension_count: the rotated dims of a head
+         * (Phi-4-mini's partial_rotary_factor), the rest pass through */
         int rot = c->head_dim;
         if (kv_int(f, arch, "rope.dimension_count", &rot, 0)) return -1;
-        if (rot != c->head_dim)
-            return align_errorf("%s: RoPE on %d of the %d dimensions of a head (partial rotary) is not supported",
+        if (rot <= 0 || rot > c->head_dim || rot % 2)
+            return align_errorf("%s: RoPE on %d of the %d dimensions of a head; it needs an even number, at most "
+                                "head_dim",
                                 f->path, rot, c->head_dim);
+        c->rotary_dim = rot == c->head_dim ? 0 : rot;
+        if (phi3 && gguf_longrope(f, arch, c)) return -1;
     }
     if (gemma && gguf_gemma_config(f, arch, c)) return -1;
     /* Vocabulary: the embedding's row count is the truth. */

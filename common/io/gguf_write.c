@@ -301,6 +301,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     /* llama.cpp's arch names; only "llama" rotates interleaved pairs (permuted q/k rows) */
     const char *arch = is_gpt2 ? "gpt2" : qwen3 ? "qwen3" : phi3 ? "phi3" : qwen2 ? "qwen2" : "llama";
     int permute = !is_gpt2 && !qwen2 && !qwen3 && !phi3;
+    /* Phi's longrope: rope_factors_long / rope_factors_short, F32 [rot/2] */
+    int longrope = !is_gpt2 && c->rope_scaling == ROPE_SCALING_LONGROPE, n_extra = longrope ? 2 : 0;
+    size_t factor_bytes = (size_t)(model_rotary_dim(c) / 2) * sizeof(float);
+    const float *factors[2] = {c->rope_long_factor, c->rope_short_factor};
     if (c->value_head || !c->lm_head)
         return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
     if (c->gemma)
@@ -344,7 +348,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         kv_arch_u32(&kv, arch, "attention.head_count_kv", (uint32_t)c->n_kv_heads);
         kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", c->norm_eps);
         kv_arch_f32(&kv, arch, "rope.freq_base", c->rope_theta);
-        kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)c->head_dim);
+        kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)model_rotary_dim(c)); /* partial rotary: fewer */
         if (c->head_dim * c->n_heads != c->dim) {
             kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)c->head_dim);
             kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)c->head_dim);
@@ -357,6 +361,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
             kv_str(&kv, k, "linear");
             kv_arch_f32(&kv, arch, "rope.scaling.factor", c->rope_factor);
+        }
+        if (longrope) { /* as llama.cpp's Phi3 converter: the factors are tensors (below) */
+            kv_arch_u32(&kv, arch, "rope.scaling.original_context_length", (uint32_t)c->rope_original_max_pos);
+            kv_arch_f32(&kv, arch, "rope.scaling.attn_factor", c->rope_attn_factor);
         }
     }
     if (put_tokenizer(&kv, b)) goto fail;
@@ -399,6 +407,14 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         put_u32(&ti, (uint32_t)t->type);
         put_u64(&ti, t->offset);
     }
+    for (int e = 0; e < n_extra; e++) {
+        put_str(&ti, e ? "rope_factors_short.weight" : "rope_factors_long.weight");
+        put_u32(&ti, 1);
+        put_u64(&ti, (uint64_t)(factor_bytes / sizeof(float)));
+        put_u32(&ti, GGML_F32);
+        put_u64(&ti, off);
+        off += (factor_bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    }
     if (kv.oom || ti.oom) goto oom;
     x = malloc((max_numel ? max_numel : 1) * sizeof(float));
     data = malloc(max_bytes ? max_bytes : 1);
@@ -412,7 +428,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     }
     static const uint8_t zeros[ALIGNMENT] = {0};
     uint32_t version = 3;
-    uint64_t counts[2] = {(uint64_t)nt, kv.count};
+    uint64_t counts[2] = {(uint64_t)(nt + n_extra), kv.count};
     int ok = fwrite("GGUF", 1, 4, f) == 4 && fwrite(&version, 4, 1, f) == 1 && fwrite(counts, 8, 2, f) == 2 &&
              fwrite(kv.p, 1, kv.n, f) == kv.n && fwrite(ti.p, 1, ti.n, f) == ti.n;
     size_t hdr = 24 + kv.n + ti.n, padn = (ALIGNMENT - hdr % ALIGNMENT) % ALIGNMENT;
@@ -421,6 +437,10 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         if (tensor_bytes(m, &ts[i], x, data, tmp)) goto fail;
         size_t tail = (ALIGNMENT - ts[i].bytes % ALIGNMENT) % ALIGNMENT;
         ok = fwrite(data, 1, ts[i].bytes, f) == ts[i].bytes && fwrite(zeros, 1, tail, f) == tail;
+    }
+    for (int e = 0; ok && e < n_extra; e++) {
+        size_t tail = (ALIGNMENT - factor_bytes % ALIGNMENT) % ALIGNMENT;
+        ok = fwrite(factors[e], 1, factor_bytes, f) == factor_bytes && fwrite(zeros, 1, tail, f) == tail;
     }
     if (!ok || fflush(f) || ferror(f)) {
         align_errorf("cannot write %s: %s", tmp_path, strerror(errno));

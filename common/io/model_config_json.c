@@ -132,6 +132,64 @@ static int parse_sliding_window(const cJSON *r, ModelConfig *c, const char *orig
     return 0;
 }
 
+/* partial_rotary_factor (top level, or in rope_parameters): rotary_dim =
+ * int(head_dim * factor) as transformers computes it; call after head_dim. */
+static int parse_partial_rotary(const cJSON *o, ModelConfig *c, const char *origin) {
+    float partial = 1.0f;
+    if (get_float(o, "partial_rotary_factor", &partial, origin)) return -1;
+    if (!(partial > 0.0f && partial <= 1.0f))
+        return align_errorf("%s: partial_rotary_factor %g is not in (0, 1]", origin, partial);
+    int rot = (int)(c->head_dim * (double)partial);
+    if (rot % 2 || rot <= 0)
+        return align_errorf("%s: partial_rotary_factor %g gives %d rotary dims of head_dim %d; RoPE needs an even "
+                            "number",
+                            origin, partial, rot, c->head_dim);
+    c->rotary_dim = rot == c->head_dim ? 0 : rot;
+    return 0;
+}
+
+static int get_factors(const cJSON *rs, const char *key, float *out, int n, const char *origin) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
+        return align_errorf("%s: longrope %s must be a list of %d numbers (rotary dims / 2)", origin, key, n);
+    for (int j = 0; j < n; j++) {
+        const cJSON *x = cJSON_GetArrayItem(v, j);
+        if (!cJSON_IsNumber(x) || !(x->valuedouble > 0))
+            return align_errorf("%s: longrope %s[%d] is not a positive number", origin, key, j);
+        out[j] = (float)x->valuedouble;
+    }
+    return 0;
+}
+
+/* Phi-3's longrope as transformers' _compute_longrope_parameters: factor
+ * defaults to max_position_embeddings / original_max_position_embeddings
+ * (the top-level original_max wins, as Phi3Config does), attention_factor
+ * to sqrt(1 + ln(factor) / ln(original_max)), or 1 when factor <= 1. */
+static int parse_longrope(const cJSON *r, const cJSON *rs, ModelConfig *c, const char *origin, const char *rs_name) {
+    int half = model_rotary_dim(c) / 2;
+    if (half > MODEL_ROPE_MAX_FACTORS)
+        return align_errorf("%s: longrope with %d rotary dims is larger than supported", origin, 2 * half);
+    c->rope_scaling = ROPE_SCALING_LONGROPE;
+    c->rope_original_max_pos = 0;
+    if (get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin) ||
+        get_int(r, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
+        return -1;
+    if (c->rope_original_max_pos <= 0)
+        return align_errorf("%s: %s longrope needs original_max_position_embeddings", origin, rs_name);
+    if (get_factors(rs, "short_factor", c->rope_short_factor, half, origin) ||
+        get_factors(rs, "long_factor", c->rope_long_factor, half, origin))
+        return -1;
+    double factor = (double)c->max_seq_len / c->rope_original_max_pos;
+    const cJSON *fv = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    if (cJSON_IsNumber(fv)) factor = fv->valuedouble;
+    c->rope_factor = (float)factor;
+    const cJSON *av = cJSON_GetObjectItemCaseSensitive(rs, "attention_factor");
+    if (cJSON_IsNumber(av)) c->rope_attn_factor = (float)av->valuedouble;
+    else c->rope_attn_factor = factor <= 1.0 ? 1.0f : (float)sqrt(1.0 + log(factor) / log(c->rope_original_max_pos));
+    if (!(c->rope_attn_factor > 0)) return align_errorf("%s: longrope attention_factor must be positive", origin);
+    return 0;
+}
+
 /* The Llama-family model types that parse_llama reads. */
 enum { LL_LLAMA = 0, LL_QWEN2 = 1, LL_QWEN3 = 2, LL_PHI3 = 3 };
 
@@ -178,12 +236,7 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int f
     c->phi3 = family == LL_PHI3;
     /* Phi-4-mini rotates only part of each head; Phi-3-mini-4k and Phi-4 the
      * whole head */
-    float partial = 1.0f;
-    if (get_float(r, "partial_rotary_factor", &partial, origin)) return -1;
-    if (partial != 1.0f)
-        return align_errorf("%s: partial_rotary_factor %g is not supported (RoPE on the whole head only, as "
-                            "Phi-3-mini-4k and Phi-4 use)",
-                            origin, partial);
+    if (parse_partial_rotary(r, c, origin)) return -1;
     /* Qwen3 windows layers as Qwen2 does (use_sliding_window, max_window_layers) */
     if (parse_sliding_window(r, c, origin, qwen2 || family == LL_QWEN3)) return -1;
     c->rope_scaling = ROPE_SCALING_NONE;
@@ -200,11 +253,8 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int f
         if (!cJSON_IsObject(rs)) return align_errorf("%s: %s is not an object", origin, rs_name);
         if (cJSON_GetObjectItemCaseSensitive(rs, "rope_theta") && get_float(rs, "rope_theta", &c->rope_theta, origin))
             return -1;
-        float partial = 1.0f;
-        if (get_float(rs, "partial_rotary_factor", &partial, origin)) return -1;
-        if (partial != 1.0f)
-            return align_errorf("%s: %s partial_rotary_factor %g is not supported (RoPE on the whole head only)",
-                                origin, rs_name, partial);
+        if (cJSON_GetObjectItemCaseSensitive(rs, "partial_rotary_factor") && parse_partial_rotary(rs, c, origin))
+            return -1;
         const char *type = get_str(rs, "rope_type");
         if (!type) type = get_str(rs, "type");
         if (!type) return align_errorf("%s: %s has no rope_type (per-layer RoPE parameters are not supported)", origin, rs_name);
@@ -224,11 +274,9 @@ static int parse_llama(const cJSON *r, ModelConfig *c, const char *origin, int f
                 get_int(rs, "original_max_position_embeddings", &c->rope_original_max_pos, origin))
                 return -1;
         } else if (!strcmp(type, "longrope") || !strcmp(type, "su")) {
-            return align_errorf("%s: %s type \"%s\" (Phi-3-128k, Phi-3.5, Phi-4-mini) is not supported; Phi "
-                                "models with plain RoPE (Phi-3-mini-4k, Phi-4) are",
-                                origin, rs_name, type);
+            if (parse_longrope(r, rs, c, origin, rs_name)) return -1;
         } else {
-            return align_errorf("%s: %s type \"%s\" is not supported (llama3, linear)",
+            return align_errorf("%s: %s type \"%s\" is not supported (llama3, linear, longrope)",
                                 origin, rs_name, type);
         }
     }
@@ -421,6 +469,23 @@ char *model_config_to_hf_json(const ModelConfig *c) {
             cJSON_AddNullToObject(r, "rope_scaling");
         } else {
             cJSON *rs = cJSON_AddObjectToObject(r, "rope_scaling");
+            if (c->rope_scaling == ROPE_SCALING_LONGROPE) {
+                /* Phi-3.5's form: type and the factor lists, the original
+                 * context also at the top level (Phi3Config reads it there
+                 * first); attention_factor written out so no reader has to
+                 * re-derive it from max_position_embeddings. */
+                int half = model_rotary_dim(c) / 2;
+                cJSON_AddStringToObject(rs, "type", "longrope");
+                cJSON *sf = cJSON_AddArrayToObject(rs, "short_factor"), *lf = cJSON_AddArrayToObject(rs, "long_factor");
+                for (int j = 0; j < half; j++) {
+                    cJSON_AddItemToArray(sf, cJSON_CreateNumber(tidy(c->rope_short_factor[j])));
+                    cJSON_AddItemToArray(lf, cJSON_CreateNumber(tidy(c->rope_long_factor[j])));
+                }
+                add_float(rs, "attention_factor", c->rope_attn_factor);
+                cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_original_max_pos);
+                cJSON_AddNumberToObject(r, "original_max_position_embeddings", c->rope_original_max_pos);
+                goto rope_done;
+            }
             const char *t = c->rope_scaling == ROPE_SCALING_LLAMA3 ? "llama3" : "linear";
             cJSON_AddStringToObject(rs, "rope_type", t);
             if (c->rope_scaling == ROPE_SCALING_LINEAR) cJSON_AddStringToObject(rs, "type", t);
@@ -432,6 +497,9 @@ char *model_config_to_hf_json(const ModelConfig *c) {
                                         c->rope_original_max_pos);
             }
         }
+    rope_done:
+        if (c->rotary_dim && c->rotary_dim != c->head_dim)
+            add_float(r, "partial_rotary_factor", (float)((double)c->rotary_dim / c->head_dim));
     }
 ids:
     add_id(r, "bos_token_id", c->bos_id);

@@ -193,8 +193,7 @@ static int run_cached(Model *m, KVCache *kv, const int32_t *slots, const int32_t
             be->head_rmsnorm_forward(kv->qkv, NULL, NULL, w->q_norm, w->k_norm, N, c->n_heads, c->n_kv_heads,
                                      c->head_dim, c->norm_eps);
         if (c->arch == ARCH_LLAMA)
-            be->rope_forward(kv->qkv, kv->pos, model_layer_rope_inv_freq(m, l), N, c->n_heads, c->n_kv_heads,
-                             c->head_dim);
+            model_rope(m, l, kv->qkv, kv->pos, pos, b->seq_start, S, N, 0);
         if (virt) m->virt->kv(m, l, kv->qkv, q);
         int window = model_layer_window(c, l);
         if (model_attn_ext(c))

@@ -50,6 +50,8 @@ struct ModelActs {
     int values_done;
     float *inv_freq;         /* [hd/2] RoPE frequencies (backend) */
     float *inv_freq_local;   /* [hd/2] sliding layers' (rope_local_theta), or NULL */
+    float *inv_freq_long;    /* [rot/2] longrope's long factors (inv_freq holds the short), or NULL */
+    int32_t *pos_host;       /* [N] host copy of the positions (longrope's per-chunk choice) */
     /* Gemma (sandwich_norms): attention and MLP outputs before their post
      * norms [L][N,d], and those norms' stats [L][2N] */
     float *o_out, *f_out, *stats_pa, *stats_pf;
@@ -64,6 +66,7 @@ void model_config_defaults(ModelConfig *c, ModelArch arch) {
     c->rope_theta = 10000.0f;
     c->rope_scaling = ROPE_SCALING_NONE;
     c->rope_factor = 1.0f;
+    c->rope_attn_factor = 1.0f;
     c->tied_embeddings = arch == ARCH_GPT2;
     c->lm_head = 1;
     c->bos_id = c->eos_id = c->pad_id = -1;
@@ -101,8 +104,28 @@ int model_config_validate(const ModelConfig *c) {
         c->sliding_pattern < 0 || c->rope_local_theta < 0)
         return align_errorf("model config: query_pre_attn_scalar, soft caps, embedding scale, sliding pattern and "
                             "local RoPE base must not be negative");
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2)
+        return align_errorf("model config: rotary dims %d must be even and at most head_dim %d", c->rotary_dim,
+                            c->head_dim);
+    if ((c->rotary_dim || c->rope_scaling == ROPE_SCALING_LONGROPE) && c->arch != ARCH_LLAMA)
+        return align_errorf("model config: partial rotary and longrope belong to the Llama family, not GPT-2");
+    if (c->rope_scaling == ROPE_SCALING_LONGROPE) {
+        int half = model_rotary_dim(c) / 2;
+        if (half > MODEL_ROPE_MAX_FACTORS)
+            return align_errorf("model config: longrope needs %d factors, at most %d are held", half,
+                                MODEL_ROPE_MAX_FACTORS);
+        if (c->rope_original_max_pos <= 0 || !(c->rope_attn_factor > 0))
+            return align_errorf("model config: longrope needs original_max_position_embeddings and a positive "
+                                "attention factor");
+        for (int j = 0; j < half; j++)
+            if (!(c->rope_short_factor[j] > 0) || !(c->rope_long_factor[j] > 0))
+                return align_errorf("model config: longrope factor %d must be positive", j);
+        if (c->rope_local_theta > 0) return align_errorf("model config: longrope with Gemma 3's local RoPE base");
+    }
     return 0;
 }
+
+int model_rotary_dim(const ModelConfig *c) { return c->rotary_dim > 0 ? c->rotary_dim : c->head_dim; }
 
 int model_layer_sliding(const ModelConfig *c, int l) {
     if (c->sliding_pattern > 0) return (l + 1) % c->sliding_pattern != 0;
@@ -338,12 +361,15 @@ int model_ensure_grads(Model *m) {
 }
 
 /* RoPE inverse frequencies as Hugging Face computes them, with the
- * "linear" and "llama3" scalings. */
-static void rope_inv_freq(const ModelConfig *c, float *out) {
-    int hd = c->head_dim;
+ * "linear", "llama3" and "longrope" scalings (long = 1: longrope's long
+ * factors), over the rotated dims only (partial_rotary_factor). */
+static void rope_inv_freq(const ModelConfig *c, float *out, int long_factors) {
+    int hd = model_rotary_dim(c);
     for (int j = 0; j < hd / 2; j++) {
         double f = 1.0 / pow(c->rope_theta, (2.0 * j) / hd);
-        if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+        if (c->rope_scaling == ROPE_SCALING_LONGROPE) {
+            f /= long_factors ? c->rope_long_factor[j] : c->rope_short_factor[j];
+        } else if (c->rope_scaling == ROPE_SCALING_LINEAR) {
             f /= c->rope_factor;
         } else if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
             double old = c->rope_original_max_pos, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
@@ -447,6 +473,12 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
                      cfg->sliding_window, be->name);
         return NULL;
     }
+    if ((cfg->rope_scaling == ROPE_SCALING_LONGROPE || (cfg->rotary_dim && cfg->rotary_dim != cfg->head_dim)) &&
+        (!be->rope_ext_forward || !be->rope_ext_backward)) {
+        align_errorf("Phi-3's longrope and partial rotary RoPE are not implemented on the %s backend; use --device cpu",
+                     be->name);
+        return NULL;
+    }
     if (cfg->qk_norm && !cfg->gemma && (!be->head_rmsnorm_forward || !be->head_rmsnorm_backward)) {
         align_errorf("the q/k norms of Qwen3 are not implemented on the %s backend; use --device cpu", be->name);
         return NULL;
@@ -507,7 +539,7 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
             align_errorf("model config: head_dim %d is too large", cfg->head_dim);
             goto fail;
         }
-        rope_inv_freq(cfg, host);
+        rope_inv_freq(cfg, host, 0);
         m->acts->inv_freq = be->alloc(cfg->head_dim / 2 * sizeof(float));
         if (!m->acts->inv_freq) goto fail;
         be->to_device(m->acts->inv_freq, host, cfg->head_dim / 2 * sizeof(float));
@@ -516,10 +548,16 @@ Model *model_create_quant(const ModelConfig *cfg, const Backend *be, ModelQuantP
             ModelConfig lc = *cfg;
             lc.rope_theta = cfg->rope_local_theta;
             lc.rope_scaling = ROPE_SCALING_NONE;
-            rope_inv_freq(&lc, host);
+            rope_inv_freq(&lc, host, 0);
             m->acts->inv_freq_local = be->alloc(cfg->head_dim / 2 * sizeof(float));
             if (!m->acts->inv_freq_local) goto fail;
             be->to_device(m->acts->inv_freq_local, host, cfg->head_dim / 2 * sizeof(float));
+        }
+        if (cfg->rope_scaling == ROPE_SCALING_LONGROPE) {
+            rope_inv_freq(cfg, host, 1);
+            m->acts->inv_freq_long = be->alloc(cfg->head_dim / 2 * sizeof(float));
+            if (!m->acts->inv_freq_long) goto fail;
+            be->to_device(m->acts->inv_freq_long, host, cfg->head_dim / 2 * sizeof(float));
         }
     }
     return m;
@@ -559,6 +597,8 @@ void model_free(Model *m) {
         acts_release(m->be, m->acts);
         m->be->free(m->acts->inv_freq);
         m->be->free(m->acts->inv_freq_local);
+        m->be->free(m->acts->inv_freq_long);
+        free(m->acts->pos_host);
         free(m->acts);
     }
     if (m->adapter) m->adapter->free(m);
@@ -758,6 +798,43 @@ const float *model_layer_rope_inv_freq(const Model *m, int l) {
     return m->acts->inv_freq;
 }
 
+/* Plain RoPE goes through the backend's rope op in one call; partial rotary
+ * and longrope through rope_ext, once per chunk for longrope: transformers
+ * recomputes its inv_freq per forward call from max(position_ids) + 1, so a
+ * training forward of a whole sequence uses the long factors for every
+ * token once the sequence is longer than original_max_position_embeddings,
+ * and each cached decoding step decides by its own newest position. */
+void model_rope(const Model *m, int l, float *qkv, const int32_t *pos, const int32_t *pos_host,
+                const int32_t *seq_start, int S, int N, int backward) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, hd = c->head_dim, rot = model_rotary_dim(c);
+    const float *inv = model_layer_rope_inv_freq(m, l);
+    if (rot == hd && c->rope_scaling != ROPE_SCALING_LONGROPE) {
+        if (backward) be->rope_backward(qkv, pos, inv, N, Hq, Hkv, hd);
+        else be->rope_forward(qkv, pos, inv, N, Hq, Hkv, hd);
+        return;
+    }
+    float scale = c->rope_attn_factor > 0 ? c->rope_attn_factor : 1.0f;
+    size_t row = (size_t)(Hq + 2 * Hkv) * hd;
+    for (int s = 0; s < S && seq_start[s] < N; s++) {
+        int r0 = seq_start[s], r1 = seq_start[s + 1] < N ? seq_start[s + 1] : N;
+        if (r1 <= r0) continue;
+        const float *f = inv;
+        if (c->rope_scaling == ROPE_SCALING_LONGROPE) {
+            int top = 0;
+            for (int i = r0; i < r1; i++)
+                if (pos_host[i] > top) top = pos_host[i];
+            if (top + 1 > c->rope_original_max_pos) f = m->acts->inv_freq_long;
+        } else {
+            r1 = N; /* one call does: no per-chunk choice */
+        }
+        if (backward) be->rope_ext_backward(qkv + r0 * row, pos + r0, f, r1 - r0, Hq, Hkv, hd, rot, scale);
+        else be->rope_ext_forward(qkv + r0 * row, pos + r0, f, r1 - r0, Hq, Hkv, hd, rot, scale);
+        if (r1 == N) break;
+    }
+}
+
 /* 1 + w into norm_eff for every norm weight, and wn pointing there (the
  * other tensors as in w). Gradients wrt 1 + w are those wrt w, so backward
  * uses wn's values and g's slots unchanged. */
@@ -896,7 +973,12 @@ static int backend_prefixes(const Model *m) {
     return m->be->attention_forward_prefixed && m->be->attention_backward_prefixed;
 }
 
-int model_shares_prefixes(const Model *m) { return backend_prefixes(m) && !m->virt; }
+/* Longrope picks its factors by a chunk's length: a continuation extending
+ * a shared prompt could need the long factors while the prompt, computed
+ * once as its own chunk, had the short ones; such models pack unshared. */
+int model_shares_prefixes(const Model *m) {
+    return backend_prefixes(m) && !m->virt && m->cfg.rope_scaling != ROPE_SCALING_LONGROPE;
+}
 
 static int validate_batch(const Model *m, const Batch *b) {
     const ModelConfig *c = &m->cfg;
@@ -993,7 +1075,8 @@ int model_forward(Model *m, const Batch *b) {
     }
     be->to_device(a->pos, pos, N * sizeof(int32_t));
     be->to_device(a->tokens, b->tokens, N * sizeof(int32_t));
-    free(pos);
+    free(a->pos_host);
+    a->pos_host = pos; /* longrope's per-chunk choice, forward and backward */
 
     size_t d = c->dim, q = qkv_dim(c), ao = (size_t)c->n_heads * c->head_dim, u = up_dim(c),
            F = c->ffn_dim, n = N;
@@ -1026,7 +1109,7 @@ int model_forward(Model *m, const Batch *b) {
         if (c->qk_norm)
             be->head_rmsnorm_forward(qkv, a->qkn + k * n * HQK * hd, a->qkn_rstd + k * n * HQK, w->q_norm, w->k_norm, N,
                                      Hq, Hkv, hd, c->norm_eps);
-        if (c->arch == ARCH_LLAMA) be->rope_forward(qkv, a->pos, model_layer_rope_inv_freq(m, l), N, Hq, Hkv, hd);
+        if (c->arch == ARCH_LLAMA) model_rope(m, l, qkv, a->pos, a->pos_host, a->seq_start, b->n_seqs, N, 0);
         if (nv) m->virt->kv(m, l, qkv, (int)q);
         int window = model_layer_window(c, l);
         if (model_attn_ext(c))
@@ -1335,7 +1418,7 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
             be->attention_backward(a->dqkv, a->dattn, attn, a->lse + l * Hq * n, qkv, a->seq_start,
                                    S, N, Hq, Hkv, hd);
         if (a->row0) m->virt->kv_backward(m, l, a->dqkv, (int)q);
-        if (c->arch == ARCH_LLAMA) be->rope_backward(a->dqkv, a->pos, model_layer_rope_inv_freq(m, l), Nr, Hq, Hkv, hd);
+        if (c->arch == ARCH_LLAMA) model_rope(m, l, a->dqkv, a->pos, a->pos_host, a->seq_start, S, Nr, 1);
         if (c->qk_norm)
             be->head_rmsnorm_backward(a->dqkv, g->q_norm, g->k_norm, a->qkn + l * n * HQK * hd, a->qkn_rstd + l * n * HQK,
                                       w->q_norm, w->k_norm, Nr, Hq, Hkv, hd);

@@ -65,7 +65,17 @@
 
 typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } ModelArch;
 
-typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_LLAMA3 = 2 } RopeScaling;
+/* LONGROPE: Phi-3's (rope_scaling type "longrope", legacy "su"): per-frequency
+ * short and long factors, chosen per forward chunk by its length (model.c). */
+typedef enum {
+    ROPE_SCALING_NONE = 0,
+    ROPE_SCALING_LINEAR = 1,
+    ROPE_SCALING_LLAMA3 = 2,
+    ROPE_SCALING_LONGROPE = 3
+} RopeScaling;
+
+/* Longest short_factor / long_factor list (rotary_dim / 2) a config holds. */
+#define MODEL_ROPE_MAX_FACTORS 256
 
 typedef struct {
     ModelArch arch;
@@ -82,6 +92,15 @@ typedef struct {
     RopeScaling rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
+    /* Longrope: inv_freq[j] = 1 / (factor[j] * theta^(2j/rotary_dim)) with the
+     * short factors while a chunk's length (its last position + 1) is at
+     * most rope_original_max_pos, else the long ones; cos and sin are both
+     * multiplied by rope_attn_factor, as transformers' attention_scaling. */
+    float rope_short_factor[MODEL_ROPE_MAX_FACTORS], rope_long_factor[MODEL_ROPE_MAX_FACTORS];
+    float rope_attn_factor; /* 1 unless longrope */
+    /* RoPE rotates the first rotary_dim dims of each head (Phi-4-mini's
+     * partial_rotary_factor 0.75); the rest pass through. 0 = head_dim. */
+    int rotary_dim;
     /* Sliding-window attention (Mistral's sliding_window, Qwen2's with
      * use_sliding_window): layers window_from_layer.. let a query see only
      * the sliding_window latest keys, itself included. 0 = full attention. */
@@ -270,6 +289,15 @@ struct Model {
 const ModelTensors *model_norm_weights(Model *m);
 /* RoPE inverse frequencies of layer l (Gemma 3's sliding layers have their own). */
 const float *model_layer_rope_inv_freq(const Model *m, int l);
+/* The rotated dims of each head: rotary_dim, or head_dim when 0. */
+int model_rotary_dim(const ModelConfig *c);
+/* RoPE of layer l on qkv's rows [0, N) in place, forward (backward = 0) or
+ * its transpose on gradients (backward = 1). The rows are S chunks split at
+ * seq_start (host, S + 1 entries); pos (backend) and pos_host (host) their
+ * positions. A longrope model picks short or long factors per chunk by its
+ * largest position + 1, as transformers does per forward call. */
+void model_rope(const Model *m, int l, float *qkv, const int32_t *pos, const int32_t *pos_host,
+                const int32_t *seq_start, int S, int N, int backward);
 /* Attention score scale of the config: attn_scalar^-1/2 or head_dim^-1/2. */
 float model_attn_scale(const ModelConfig *c);
 /* 1 when attention needs the backend's *_ext ops (a scale other than

@@ -350,13 +350,17 @@ static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const fl
 /* model_create refuses larger head dims; the angles of one token live on the stack. */
 #define ROPE_MAX_HALF 1024
 
-/* Rotate-half RoPE, as Hugging Face Llama: pairs (j, j + hd/2) rotate by
- * pos * inv_freq[j]. sign = +1 forward, -1 for the inverse (backward). */
+/* Rotate-half RoPE, as Hugging Face Llama: pairs (j, j + rot/2) of the
+ * first rot dims of each head rotate by pos * inv_freq[j]; the rest pass
+ * through (Phi-4-mini's partial rotary). cos and sin are multiplied by
+ * scale (longrope's attention factor, applied to cos/sin as transformers
+ * does, so the pass-through dims stay unscaled). sign = +1 forward, -1 for
+ * the transpose (backward). */
 static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
-                       int Hkv, int hd, float sign) {
-    int half = hd / 2, row = (Hq + 2 * Hkv) * hd;
-    if (half > ROPE_MAX_HALF) {
-        cpu_fail("rope: head_dim %d is larger than %d", hd, 2 * ROPE_MAX_HALF);
+                       int Hkv, int hd, int rot, float scale, float sign) {
+    int half = rot / 2, row = (Hq + 2 * Hkv) * hd;
+    if (half > ROPE_MAX_HALF || rot > hd || rot % 2) {
+        cpu_fail("rope: rotary dims %d of head_dim %d (at most %d, even)", rot, hd, 2 * ROPE_MAX_HALF);
         return;
     }
 #pragma omp parallel
@@ -366,8 +370,8 @@ static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, in
         for (int i = 0; i < N; i++) {
             for (int j = 0; j < half; j++) {
                 float angle = (float)pos[i] * inv_freq[j];
-                cs[j] = cosf(angle);
-                cs[half + j] = sign * sinf(angle);
+                cs[j] = cosf(angle) * scale;
+                cs[half + j] = sign * (sinf(angle) * scale);
             }
             for (int h = 0; h < Hq + Hkv; h++) { /* q heads then k heads */
                 float *x = qkv + (size_t)i * row + h * hd;
@@ -383,12 +387,22 @@ static void rope_apply(float *qkv, const int32_t *pos, const float *inv_freq, in
 
 static void rope_forward(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
                          int Hkv, int hd) {
-    rope_apply(qkv, pos, inv_freq, N, Hq, Hkv, hd, 1.0f);
+    rope_apply(qkv, pos, inv_freq, N, Hq, Hkv, hd, hd, 1.0f, 1.0f);
 }
 
 static void rope_backward(float *dqkv, const int32_t *pos, const float *inv_freq, int N, int Hq,
                           int Hkv, int hd) {
-    rope_apply(dqkv, pos, inv_freq, N, Hq, Hkv, hd, -1.0f);
+    rope_apply(dqkv, pos, inv_freq, N, Hq, Hkv, hd, hd, 1.0f, -1.0f);
+}
+
+static void rope_ext_forward(float *qkv, const int32_t *pos, const float *inv_freq, int N, int Hq, int Hkv,
+                             int hd, int rot, float scale) {
+    rope_apply(qkv, pos, inv_freq, N, Hq, Hkv, hd, rot, scale, 1.0f);
+}
+
+static void rope_ext_backward(float *dqkv, const int32_t *pos, const float *inv_freq, int N, int Hq, int Hkv,
+                              int hd, int rot, float scale) {
+    rope_apply(dqkv, pos, inv_freq, N, Hq, Hkv, hd, rot, scale, -1.0f);
 }
 
 /* ------------------------------------------------------------- attention */
@@ -1246,6 +1260,8 @@ const Backend backend_cpu = {
     .rmsnorm_backward = rmsnorm_backward,
     .rope_forward = rope_forward,
     .rope_backward = rope_backward,
+    .rope_ext_forward = rope_ext_forward,
+    .rope_ext_backward = rope_ext_backward,
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
     .attention_forward_cached = attention_forward_cached,
