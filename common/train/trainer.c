@@ -794,7 +794,7 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (world > 1 && !nccl && a->dist_overlap && m->n_grad_elems) {
         const char *why = NULL;
         overlap = task->one_backward ? grad_overlap_plan(&ov, m, &why) : 0;
-        if (!task->one_backward) why = "the task runs more than one backward per micro-batch";
+        if (!task->one_backward) why = "the task may run more than one backward per micro-batch";
         if (overlap < 0) {
             optim_free(o);
             free(shards.count);
