@@ -3,7 +3,10 @@
 collectives per step for
 
   1 process x 1 thread, 1 process x 2 threads,
-  2 ranks x 1 thread (mpirun, plain data parallelism, ZeRO-0),
+  2 ranks x 1 thread (mpirun, plain data parallelism, ZeRO-0), with the
+    gradient sum overlapping the backward pass (--dist-overlap 1, the
+    default: one MPI_Iallreduce per layer as the backward finishes it) and
+    without (--dist-overlap 0: one all-reduce after the backward),
   2 ranks x 1 thread with ZeRO-1,
 
 on a random Llama-shaped model from model_init (byte tokenizer) and
@@ -58,15 +61,17 @@ def main():
                OMP_WAIT_POLICY="passive")
     common = ["--model", model, "--data", data, "--batch-size", str(args.batch), "--max-length", str(args.seq),
               "--max-steps", str(args.steps), "--lr", "1e-4"]
-    rows = [("1 process x 1 thread", 1, 1, 0), ("1 process x 2 threads", 1, 2, 0),
-            ("2 ranks x 1 thread, ZeRO-0", 2, 1, 0), ("2 ranks x 1 thread, ZeRO-1", 2, 1, 1)]
+    rows = [("1 process x 1 thread", 1, 1, 0, 1), ("1 process x 2 threads", 1, 2, 0, 1),
+            ("2 ranks x 1 thread, ZeRO-0", 2, 1, 0, 1), ("2 ranks x 1 thread, ZeRO-1", 2, 1, 1, 1),
+            ("2 ranks x 1 thread, ZeRO-0, no overlap", 2, 1, 0, 0)]
     out = {"model": {"dim": args.dim, "layers": args.layers}, "global_batch": args.batch, "seq": args.seq, "rows": []}
-    for name, ranks, threads, zero in rows:
-        tag = f"r{ranks}t{threads}z{zero}"
+    for name, ranks, threads, zero, overlap in rows:
+        tag = f"r{ranks}t{threads}z{zero}o{overlap}"
         metrics, err = os.path.join(tmp, tag + ".jsonl"), os.path.join(tmp, tag + ".err")
         cmd = [f"{b}/sft_run", *common, "--out", os.path.join(tmp, tag + ".ckpt"), "--metrics", metrics]
         if ranks > 1:
-            cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd, "--zero-stage", str(zero)]
+            cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd, "--zero-stage", str(zero),
+                   "--dist-overlap", str(overlap)]
         rc, rss = run(cmd, dict(env, OMP_NUM_THREADS=str(threads)), err)
         text = open(err).read()
         if rc != 0:
@@ -78,9 +83,13 @@ def main():
         per_rank = [float(x) for x in re.findall(r"peak memory ([0-9.]+) MiB", text)]
         moments = re.search(r"AdamW moments ([0-9.]+) MiB per rank \(([0-9.]+) MiB unsharded", text)
         row = {"name": name, "ranks": ranks, "threads": threads, "zero_stage": zero,
+               "overlap": overlap if ranks > 1 else None,
                "step_s": round(step, 4), "comm_s": round(comm, 4), "tokens_per_step": round(tokens),
                "tokens_per_s": round(tokens / step, 1),
                "peak_rss_mib_per_process": max(per_rank) if per_rank else round(rss, 1)}
+        early = re.search(r"(\d+) of (\d+) gradient buckets were started during the backward", text)
+        if early:
+            row["buckets_started_in_backward"] = f"{early.group(1)} of {early.group(2)}"
         if moments:
             row["moments_mib_per_rank"] = float(moments.group(1))
             row["moments_mib_unsharded"] = float(moments.group(2))

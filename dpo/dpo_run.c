@@ -634,7 +634,10 @@ int main(int argc, char **argv) {
     static const char *shown[] = {"loss", "rewards/accuracies", "rewards/margins", "lr", "tokens_per_s", NULL};
     static const char *shown_kto[] = {"loss", "kl", "rewards/margins", "lr", "tokens_per_s", NULL};
     TrainTask task = {.ctx = &d, .n_train = d.kto ? d.kto_train.n : (int)d.train.n, .micro_step = dpo_micro_step,
-                      .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = d.kto ? shown_kto : shown};
+                      .evaluate = a.eval_data ? dpo_evaluate : NULL, .shown = d.kto ? shown_kto : shown,
+                      /* dpo_batch and kto_batch backpropagate once (KTO's pairs-last pass too);
+                       * online DPO samples, then runs one dpo_batch (none without pairs) */
+                      .one_backward = 1};
     static const char *shown_online[] = {"loss", "objective/scores", "objective/scores_margin", "rewards/margins",
                                          "lr", NULL};
     if (online && !rounds) task.shown = shown_online;

@@ -195,7 +195,8 @@ int main(int argc, char **argv) {
     }
     static const char *shown[] = {"loss", "lr", "grad_norm", "tokens_per_s", NULL};
     TrainTask task = {.ctx = &s, .n_train = s.n_seqs, .micro_step = sft_micro_step, .weight = sft_weight,
-                      .evaluate = a.eval_data ? sft_evaluate : NULL, .shown = shown};
+                      .evaluate = a.eval_data ? sft_evaluate : NULL, .shown = shown,
+                      .one_backward = 1 /* run_batch: one forward, one backward */};
     int rc = trainer_run("sft_run", &a, &policy, &task);
     if (rc < 0) align_die_error("sft_run");
     free(s.seqs), free(s.eval_seqs);

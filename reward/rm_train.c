@@ -162,7 +162,8 @@ int main(int argc, char **argv) {
 
     static const char *shown[] = {"loss", "accuracy", "margin", "lr", "tokens_per_s", NULL};
     TrainTask task = {.ctx = &t, .n_train = (int)t.train.n, .micro_step = rm_micro_step,
-                      .evaluate = a.eval_data ? rm_evaluate : NULL, .shown = shown};
+                      .evaluate = a.eval_data ? rm_evaluate : NULL, .shown = shown,
+                      .one_backward = 1 /* rm_pairs_step: one forward, one backward */};
     int rc = trainer_run("rm_train", &a, &policy, &task);
     if (rc < 0) align_die_error("rm_train");
     if (rc == 0 && dist_rank() == 0) { /* under mpirun, rank 0 writes (dist.h) */

@@ -1430,6 +1430,7 @@ int model_backward_rows(Model *m, const float *dlogp, const float *dvalues, int 
         model_linear_backward_input(m, a->dtmp, a->dqkv, w->wq, qw->qkv, qw->t_qkv, Nr, c->dim, (int)q, 0);
         if (lora) m->adapter->backward(m, l, MODEL_SLOT_QKV, norm1, a->dqkv, (int)q, a->dtmp, Nr);
         norm_backward(m, a->dresid, g->norm1_w, g->norm1_b, a->dtmp, in, w->norm1_w, a->stats1 + l * 2 * n, N, Nr);
+        if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, l); /* nothing below writes layer l's gradients */
     }
     if (stop < 0 && a->row0) {
         int r = a->row0; /* the virtual rows' inputs are the hook's, the rest the embeddings' */

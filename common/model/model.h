@@ -282,6 +282,15 @@ struct Model {
     float *norm_eff, *ones;
     ModelPrompt *prompt;  /* virtual tokens; NULL when none */
     const ModelVirtualOps *virt; /* their hooks; NULL when none */
+    /* Called by model_backward right after layer l's weight gradients are
+     * final (layers from the last down to the lowest that trains), so a
+     * data-parallel trainer can start summing them across processes while
+     * the lower layers are still computed (common/train/grad_overlap.h).
+     * NULL: none. The backend's work for layer l has been issued, not
+     * necessarily finished: only for a synchronous backend (the CPU) are
+     * the gradients in memory when it is called. */
+    void (*grads_ready)(void *ctx, int layer);
+    void *grads_ready_ctx;
 };
 
 /* The weights as the forward applies them: &m->w, or for a norm_plus_one

@@ -216,6 +216,52 @@ int dist_allreduce_sum(float *buf, size_t n) {
     return 0;
 }
 
+/* The sums started by dist_iallreduce_sum and not yet waited for. */
+static MPI_Request *g_reqs;
+static int g_n_reqs, g_cap_reqs;
+
+int dist_iallreduce_sum(float *buf, size_t n) {
+    if (g_size == 1) return 0;
+    long long t0 = now_ms();
+    for (size_t at = 0; at < n; at += BUCKET) {
+        if (g_n_reqs == g_cap_reqs) {
+            int cap = g_cap_reqs ? 2 * g_cap_reqs : 64;
+            MPI_Request *r = realloc(g_reqs, (size_t)cap * sizeof *r);
+            if (!r) return align_errorf("out of memory");
+            g_reqs = r, g_cap_reqs = cap;
+        }
+        int k = (int)(n - at < (size_t)BUCKET ? n - at : (size_t)BUCKET);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_reqs[g_n_reqs]);
+        if (rc != MPI_SUCCESS) {
+            g_comm_time += (now_ms() - t0) / 1000.0;
+            return mpi_fail(rc, "MPI_Iallreduce of the gradients");
+        }
+        g_n_reqs++;
+    }
+    g_comm_time += (now_ms() - t0) / 1000.0;
+    return 0;
+}
+
+int dist_progress(void) {
+    if (!g_n_reqs) return 0;
+    long long t0 = now_ms();
+    int done = 0, rc = MPI_Testall(g_n_reqs, g_reqs, &done, MPI_STATUSES_IGNORE);
+    g_comm_time += (now_ms() - t0) / 1000.0;
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Testall of the gradient sums");
+    if (done) g_n_reqs = 0; /* completed requests are MPI_REQUEST_NULL now */
+    return 0;
+}
+
+int dist_wait_sums(void) {
+    if (!g_n_reqs) return 0;
+    long long t0 = now_ms();
+    coll_begin(); /* the watchdog bounds the wait as it bounds a blocking collective */
+    int rc = MPI_Waitall(g_n_reqs, g_reqs, MPI_STATUSES_IGNORE);
+    coll_end(t0);
+    g_n_reqs = 0;
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Waitall of the gradient sums");
+}
+
 static int allreduce_double(double *buf, int n, MPI_Op op) {
     if (g_size == 1) return 0;
     long long t0 = now_ms();
@@ -336,6 +382,9 @@ int dist_init(const char *prog, double timeout_s) {
     return 0;
 }
 int dist_allreduce_sum(float *buf, size_t n) { return (void)buf, (void)n, 0; }
+int dist_iallreduce_sum(float *buf, size_t n) { return (void)buf, (void)n, 0; }
+int dist_progress(void) { return 0; }
+int dist_wait_sums(void) { return 0; }
 int dist_allreduce_sum_double(double *buf, int n) { return (void)buf, (void)n, 0; }
 int dist_allreduce_max_double(double *buf, int n) { return (void)buf, (void)n, 0; }
 int dist_allgather_bytes(const void *mine, void *all, size_t bytes) {

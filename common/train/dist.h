@@ -35,6 +35,17 @@ int dist_available(void);
 
 /* Sum buf over the ranks, in place (in buckets of at most 64 Mi floats). */
 int dist_allreduce_sum(float *buf, size_t n);
+/* The same without waiting (MPI_Iallreduce, in place): the sum is started
+ * and kept pending until dist_wait_sums. Every rank must start the same
+ * sums (sizes) in the same order; buf must not be touched meanwhile. */
+int dist_iallreduce_sum(float *buf, size_t n);
+/* Let the pending sums advance (MPI_Testall): OpenMPI has no progress
+ * thread by default, so a nonblocking collective moves only inside MPI
+ * calls; call it between pieces of work. */
+int dist_progress(void);
+/* Wait for every pending sum (MPI_Waitall), bounded by the timeout as the
+ * blocking collectives are. */
+int dist_wait_sums(void);
 int dist_allreduce_sum_double(double *buf, int n);
 int dist_allreduce_max_double(double *buf, int n);
 /* Every rank's `bytes` of `mine` into all (size() * bytes, rank order). */

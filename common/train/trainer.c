@@ -14,6 +14,7 @@
 #include "dist.h"
 #include "freeze.h"
 #include "gguf.h"
+#include "grad_overlap.h"
 #include "optim.h"
 #include "peft.h"
 #include "peft_prompt.h"
@@ -45,6 +46,7 @@ void train_args_defaults(TrainArgs *a) {
     a->lora_alpha = -1;   /* default: 2 * rank (TRL: r 16, alpha 32) */
     a->lora_dropout = 0.05f;
     a->dist_timeout = 600; /* longer than any evaluation or save rank 0 makes the others wait for */
+    a->dist_overlap = 1; /* as DDP's bucketed all-reduce: on unless asked off */
 }
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
@@ -87,6 +89,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
+        {"dist-overlap", CLI_INT, &a->dist_overlap, "under mpirun: 1 = sum each layer's gradients while the backward pass computes the layers below (as DDP's buckets), 0 = one all-reduce after it", CLI_UNIT},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
         {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), dora (LoRA with a trained magnitude per output, peft's use_dora), ia3 (trained scales of k, v and the down projection's input), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
         {"use-dora", CLI_BOOL, &a->use_dora, "DoRA: LoRA adapters with a trained magnitude per output row (peft's use_dora; as --peft dora)"},
@@ -783,6 +786,30 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
         fprintf(stderr, "%s: %d ranks (data parallel), %d examples per rank per micro-batch; ZeRO-%d: AdamW moments %.1f MiB per rank (%.1f MiB unsharded)\n",
                 prog, world, (a->batch_size + world - 1) / world, sh ? 1 : 0, mine, full);
     }
+    /* Overlap the last micro-batch's gradient sum with its backward (CPU
+     * ranks; NCCL sums after the backward's kernels) when the task and the
+     * gradient layout allow; otherwise one all-reduce after the backward. */
+    GradOverlap ov = {0};
+    int overlap = 0;
+    if (world > 1 && !nccl && a->dist_overlap && m->n_grad_elems) {
+        const char *why = NULL;
+        overlap = task->one_backward ? grad_overlap_plan(&ov, m, &why) : 0;
+        if (!task->one_backward) why = "the task may run more than one backward per micro-batch";
+        if (overlap < 0) {
+            optim_free(o);
+            free(shards.count);
+            return -1;
+        }
+        if (rank == 0 && overlap) {
+            int nb = 0;
+            for (int l = 0; l < ov.n_layers; l++) nb += ov.hi[l] > ov.lo[l];
+            fprintf(stderr, "%s: gradient sums overlap the backward pass: %d layer buckets, the rest after it\n", prog, nb);
+        } else if (rank == 0) {
+            fprintf(stderr, "%s: gradient sums after the backward pass (%s)\n", prog, why);
+        }
+    } else if (world > 1 && rank == 0 && !nccl && m->n_grad_elems) {
+        fprintf(stderr, "%s: gradient sums after the backward pass (--dist-overlap 0)\n", prog);
+    }
     int rc = -1;
     int32_t *order = malloc(task->n_train * sizeof(int32_t)), *idx = malloc(a->batch_size * sizeof(int32_t));
     MetricsLog log;
@@ -836,7 +863,10 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
             /* dropout masks keyed by the micro-step, so --resume draws the same ones */
             task->micro_key = (long)p.step * a->grad_accum + micro;
             model_lora_train_mode(m, 1, (uint64_t)task->micro_key);
+            /* earlier micro-batches only accumulate: the sum starts with the last */
+            if (overlap && micro == a->grad_accum - 1) grad_overlap_arm(&ov);
             long t = task->micro_step(task->ctx, idx + lo, hi - lo, scale, &acc);
+            if (overlap) grad_overlap_disarm(&ov);
             model_lora_train_mode(m, 0, 0);
             if (t < 0) goto restore;
             tokens += t;
@@ -846,8 +876,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
              * the whole batch's gradient */
             double tok = (double)tokens;
             int summed = !m->n_grad_elems ? 0
-                       : nccl ? dist_nccl_allreduce_sum(m->grads, m->n_grad_elems)
-                              : dist_allreduce_sum(m->grads, m->n_grad_elems);
+                       : nccl    ? dist_nccl_allreduce_sum(m->grads, m->n_grad_elems)
+                       : overlap ? grad_overlap_finish(&ov) /* what the backward did not start, then wait */
+                                 : dist_allreduce_sum(m->grads, m->n_grad_elems);
             if (summed || dist_merge_metrics(&acc) || dist_allreduce_sum_double(&tok, 1)) goto restore;
             tokens = (long)tok;
         }
@@ -925,6 +956,10 @@ done:
     ckpt_ring_free(&ring);
     metrics_log_close(&log);
     if (rc >= 0 && rank == 0) trainer_write_report(prog, a); /* finished or interrupted: the curves so far */
+    if (overlap && rank == 0 && rc >= 0)
+        fprintf(stderr, "%s: %ld of %ld gradient buckets were started during the backward pass\n", prog,
+                ov.started_early, ov.started);
+    grad_overlap_free(&ov);
     if (world > 1) {
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0)

@@ -62,12 +62,13 @@ typedef struct {
     /* data parallelism (dist.h): started by mpirun -np N */
     int zero_stage;             /* 0: every rank keeps all AdamW moments; 1: each keeps 1/N (ZeRO-1) */
     float dist_timeout;         /* seconds a collective may wait before the job aborts (0 = forever) */
+    int dist_overlap;           /* 1: sum each layer's gradients while the backward goes on (grad_overlap.h); 0: after it */
 } TrainArgs;
 
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 47
+#define TRAIN_ARGS_N_FLAGS 48
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -89,6 +90,12 @@ typedef struct {
     /* Set by the trainer before each micro_step: step * grad_accum + micro,
      * the same after --resume (online sampling seeds its draws with it). */
     long micro_key;
+    /* 1: micro_step runs at most one model_backward on the trained model,
+     * so under mpirun the last micro-batch's gradients can be summed layer
+     * by layer while that backward runs (common/train/grad_overlap.h); 0
+     * (a task that backpropagates twice would add into buffers already
+     * being summed): one all-reduce after the backward. */
+    int one_backward;
 } TrainTask;
 
 /* Checks that need no model, to run right after parsing: --out is given,
@@ -115,7 +122,9 @@ void trainer_write_report(const char *prog, const TrainArgs *a);
  * Under mpirun -np N (dist.h) the loop is data-parallel: every rank runs
  * the same global batches (same --seed, --batch-size, --grad-accum) and
  * takes its contiguous shard of each micro-batch; gradients are summed
- * with MPI_Allreduce before clipping and AdamW, metrics are merged so rank
+ * with MPI_Allreduce before clipping and AdamW (with --dist-overlap 1 and a
+ * task with one_backward, layer by layer during the last micro-batch's
+ * backward: grad_overlap.h), metrics are merged so rank
  * 0 logs the global values, and rank 0 alone writes checkpoints, metrics
  * and the model. With --zero-stage 1 each rank keeps 1/N of the moments,
  * updates its slice of the parameters and MPI_Allgatherv shares them. The

@@ -4,6 +4,9 @@
 #  - sft_run on 2 ranks (plain data parallelism, grad-accum 2, an epoch
 #    boundary, a micro-batch split by loss tokens) gives the losses and
 #    weights of 1 process within 1e-5; on 3 ranks (uneven shards) too;
+#  - the gradient sum overlaps the backward pass (--dist-overlap 1, the
+#    default: layer buckets started from the backward's hook) and gives the
+#    weights of --dist-overlap 0 (one all-reduce after the backward);
 #  - dpo_run and rm_train on 2 ranks with ZeRO-1 (each rank keeps half the moments)
 #    equals 1 process; rank 0 alone writes metrics and checkpoints;
 #  - --resume with another number of ranks: a 2-rank checkpoint resumed by
@@ -52,6 +55,12 @@ if grep -q "built without MPI" "$T/s2.err"; then echo "skip: the programs were b
 check "sft_run, 2 ranks, exits 0 ($(tail -1 "$T/s2.err"))" "[ $rc -eq 0 ]"
 check "sft_run: 2 ranks' losses equal 1 process's ($(close metrics "$T/s1.jsonl" "$T/s2.jsonl"))" "close metrics $T/s1.jsonl $T/s2.jsonl >/dev/null"
 check "sft_run: 2 ranks' weights equal 1 process's ($(close ckpt "$T/s1.ckpt" "$T/s2.ckpt"))" "close ckpt $T/s1.ckpt $T/s2.ckpt >/dev/null"
+check "sft_run: the gradient sums overlap the backward: $(grep 'buckets were started' "$T/s2.err")" \
+  "grep -q 'overlap the backward pass: [1-9][0-9]* layer buckets' $T/s2.err && grep -q ': [1-9][0-9]* of [0-9]* gradient buckets were started during the backward' $T/s2.err"
+"${MPI[@]}" -np 2 "$BIN/sft_run" "${SFT[@]}" --dist-overlap 0 --out "$T/s2p.ckpt" --metrics "$T/s2p.jsonl" 2>"$T/s2p.err"
+check "sft_run, 2 ranks, --dist-overlap 0, exits 0" "[ $? -eq 0 ] && grep -q 'after the backward pass (--dist-overlap 0)' $T/s2p.err"
+check "... the overlapped sums give its weights ($(close ckpt "$T/s2p.ckpt" "$T/s2.ckpt"))" "close ckpt $T/s2p.ckpt $T/s2.ckpt >/dev/null"
+check "... and its losses ($(close metrics "$T/s2p.jsonl" "$T/s2.jsonl"))" "close metrics $T/s2p.jsonl $T/s2.jsonl >/dev/null"
 check "rank 0 alone logs: one metrics line per step" "[ \$(grep -c '\"loss\"' $T/s2.jsonl) -eq 4 ]"
 check "the merged num_tokens is the whole micro-batch's" "diff <(grep -o '\"num_tokens\": [0-9.]*' $T/s1.jsonl) <(grep -o '\"num_tokens\": [0-9.]*' $T/s2.jsonl)"
 "${MPI[@]}" -np 3 "$BIN/sft_run" "${SFT[@]}" --out "$T/s3.ckpt" --metrics "$T/s3.jsonl" 2>"$T/s3.err"
@@ -65,6 +74,7 @@ check "dpo_run, 1 process, exits 0" "[ $? -eq 0 ]"
 check "dpo_run, 2 ranks, ZeRO-1, exits 0 ($(tail -1 "$T/d2.err"))" "[ $? -eq 0 ]"
 check "dpo_run: 2 ranks' losses equal 1 process's ($(close metrics "$T/d1.jsonl" "$T/d2.jsonl"))" "close metrics $T/d1.jsonl $T/d2.jsonl >/dev/null"
 check "dpo_run: 2 ranks' weights equal 1 process's ($(close ckpt "$T/d1.ckpt" "$T/d2.ckpt"))" "close ckpt $T/d1.ckpt $T/d2.ckpt >/dev/null"
+check "dpo_run with ZeRO-1 overlaps the gradient sums too" "grep -q ': [1-9][0-9]* of [0-9]* gradient buckets were started during the backward' $T/d2.err"
 check "ZeRO-1 says each rank holds half the moments" \
   "python3 -c 'import re,sys; m=re.search(r\"moments ([0-9.]+) MiB per rank \\(([0-9.]+) MiB unsharded\", open(\"$T/d2.err\").read()); sys.exit(0 if m and abs(2*float(m[1])-float(m[2])) <= 0.11 else 1)'"
 check "the 2-rank checkpoints are written once, whole" "[ -f $T/d2-step2.ckpt ] && [ -f $T/d2-step4.ckpt ] && [ \$(ls $T | grep -c tmp) -eq 0 ]"
