@@ -3,8 +3,9 @@
  *
  *   every ggml block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K) on
  *     random blocks (random bytes, scales set to sane fp16 values), at
- *     N = 1, 3, 4, 5 and 16 input rows, odd OC (uneven thread slices), with
- *     and without bias, against two references computed here in double:
+ *     N = 1, 3, 4, 5, 13, 15 and 16 input rows (every grouping of rows),
+ *     odd OC (uneven thread slices), with and without bias, against two
+ *     references computed here in double:
  *     - dequant(W) . q8(x), where q8 is the input quantised as the kernel
  *       must (blocks of 32, scale absmax/127, round half to even): equal up
  *       to fp32 summation (1e-5 of sum |w x|); so the integer arithmetic,
@@ -80,7 +81,7 @@ static void q8_ref(const float *x, int C, float *xq, float *amax) {
 }
 
 static void test_kernels(void) {
-    const int Ns[] = {1, 3, 4, 5, 16}, OC = 37;
+    const int Ns[] = {1, 3, 4, 5, 13, 15, 16}, OC = 37; /* 13, 15: 8 + 4 + 1, 8 + 4 + 3 rows */
     Rng r;
     rng_seed(&r, 11);
     for (size_t ti = 0; ti < sizeof TYPES / sizeof TYPES[0]; ti++) {
@@ -119,6 +120,10 @@ static void test_kernels(void) {
         mquant_forward(one, x + 9 * C, w, t, NULL, 1, C, OC);
         mquant_forward(out, x, w, t, NULL, 16, C, OC);
         CHECK(!memcmp(one, out + 9 * OC, OC * 4), "%s: row 9 of 16 = row 9 alone, bit for bit", quant_name(t));
+        float *thirteen = malloc(13 * OC * 4); /* rows grouped 8 + 4 + 1 instead of 8 + 8 */
+        mquant_forward(thirteen, x, w, t, NULL, 13, C, OC);
+        CHECK(!memcmp(thirteen, out, 13 * OC * 4), "%s: rows 0-12 of 13 = of 16, bit for bit", quant_name(t));
+        free(thirteen);
         /* the backend op */
         backend_cpu.matmul_forward_q_int8(one, x + 9 * C, w, t, NULL, 1, C, OC);
         CHECK(backend_cpu.status() == 0 && !memcmp(one, out + 9 * OC, OC * 4), "%s: Backend.matmul_forward_q_int8", quant_name(t));

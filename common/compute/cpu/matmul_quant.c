@@ -24,6 +24,14 @@
 
 #define MQ_INLINE static inline __attribute__((always_inline))
 
+/* Input rows each decoded weight block serves at once: 2 x 8 accumulators
+ * fit AVX-512VL's 32 vector registers beside the block (AVX2's 16 hold 2 x 4). */
+#if defined(__AVX512VL__)
+#define MQ_NX 8
+#else
+#define MQ_NX 4
+#endif
+
 int mquant_has_int8(int t) {
 #ifdef MQ_AVX2
     return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q5_1 || t == QUANT_Q8_0 ||
@@ -157,16 +165,23 @@ MQ_INLINE __m256i nibbles16(const uint8_t *qs) { /* low nibbles: inputs 0..15, h
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-/* Byte j = 0x10 when bit j of the 32 bits at p is set. */
-MQ_INLINE __m256i bit4_from_bits(const uint8_t *p) {
+/* nib with 0x10 added to byte j where bit j of the 32 bits at p is set
+ * (Q5_0/Q5_1's fifth bits; nib < 16, so the add is an or). AVX-512BW
+ * takes the bits as a byte mask in one masked add; AVX2 spreads them with
+ * a shuffle and a compare. */
+MQ_INLINE __m256i add_bit4(__m256i nib, const uint8_t *p) {
     uint32_t x;
     memcpy(&x, p, 4);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_mask_add_epi8(nib, (__mmask32)x, nib, _mm256_set1_epi8(0x10));
+#else
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
                                             3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), spread);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nib, _mm256_and_si256(v, _mm256_set1_epi8(0x10)));
+#endif
 }
 
 MQ_INLINE void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
@@ -199,13 +214,13 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
     case QUANT_Q5_0: {
         const uint8_t *s = row + (size_t)b * 22;
         float d = f16(s);
-        w->u = _mm256_or_si256(nibbles16(s + 6), bit4_from_bits(s + 2));
+        w->u = add_bit4(nibbles16(s + 6), s + 2);
         w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -16.0f * d;
         break;
     }
     case QUANT_Q5_1: {
         const uint8_t *s = row + (size_t)b * 24;
-        w->u = _mm256_or_si256(nibbles16(s + 8), bit4_from_bits(s + 4));
+        w->u = add_bit4(nibbles16(s + 8), s + 4);
         w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
         break;
     }
@@ -225,8 +240,13 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
         w->u = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
         if (five) {
             const __m256i bit = _mm256_set1_epi8((char)(1 << j));
-            __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + 16)), bit), bit);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(s + 16));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            w->u = _mm256_mask_add_epi8(w->u, _mm256_test_epi8_mask(qh, bit), w->u, _mm256_set1_epi8(0x10));
+#else
+            __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
             w->u = _mm256_or_si256(w->u, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
+#endif
         }
         w->d = _mm256_set1_ps(f16(s) * sc), w->m0 = w->m1 = -f16(s + 2) * mn;
         break;
@@ -256,7 +276,7 @@ MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t 
     WBlock w;
     decode(T, row, b, &w);
     mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) {
         size_t ib = (size_t)(i0 + i) * nb + b;
         __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
@@ -270,8 +290,8 @@ MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t 
  * the same whatever NX, so a row's result does not depend on N. */
 MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
                      const float *as, const float *bias, int i0, int nb, int OC, int o, float *mrow) {
-    __m256 acc0[4], acc1[4];
-#pragma GCC unroll 4
+    __m256 acc0[MQ_NX], acc1[MQ_NX];
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
@@ -279,7 +299,7 @@ MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t
         block_dot(T, NX, row, b + 1, aq, ad, i0, nb, mrow, acc1);
     }
     if (b < nb) block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
         const float *ai = as + (size_t)(i0 + i) * nb * 2;
         __m256 m = _mm256_setzero_ps();
@@ -297,7 +317,10 @@ MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8
     for (int o = lo; o < hi; o++) {
         const uint8_t *row = wq + (size_t)o * rb;
         int i0 = 0;
-        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow);
+        for (; i0 + MQ_NX <= N; i0 += MQ_NX) group(T, MQ_NX, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow);
+#if MQ_NX > 4
+        if (N - i0 >= 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow), i0 += 4;
+#endif
         switch (N - i0) {
         case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
         case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;

@@ -17,7 +17,7 @@
  *
  * Rows of the weight are split into one contiguous slice per OpenMP thread
  * (each weight byte is read once per call), and each decoded block is used
- * for up to 4 input rows at a time.
+ * for up to 8 input rows at a time (4 without AVX-512VL).
  *
  * Error against the fp32 product of the dequantised weight: only the input's
  * quantisation, at most half an input step (absmax / 254) per input times
