@@ -3,8 +3,9 @@
  *
  *   every ggml block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K) on
  *     random blocks (random bytes, scales set to sane fp16 values), at
- *     N = 1, 3, 4, 5 and 16 input rows, odd OC (uneven thread slices), with
- *     and without bias, against two references computed here in double:
+ *     N = 1, 3, 4, 5, 13, 15 and 16 input rows (every grouping of rows),
+ *     odd OC (uneven thread slices), with and without bias, against two
+ *     references computed here in double:
  *     - dequant(W) . q8(x), where q8 is the input quantised as the kernel
  *       must (blocks of 32, scale absmax/127, round half to even): equal up
  *       to fp32 summation (1e-5 of sum |w x|); so the integer arithmetic,
@@ -22,7 +23,11 @@
  *     and cached decoding's logits (int8 inputs) close to the dequantised
  *     import's full forward (2% of the logits' range; greedy picks equal
  *     but at most one, a near tie within twice that error: random
- *     weights make flat logits). */
+ *     weights make flat logits).
+ *   fixtures/quant/tiny_mixed.gguf: fused groups of mixed Q4_0 / Q5_0 /
+ *     Q8_0 members kept as Q8_0 holding the file's values bit for bit
+ *     (blocks import and QLoRA base), a Q4_1 + Q5_0 group fp32, and its
+ *     cached decoding close to the fp32 forward as above. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +81,7 @@ static void q8_ref(const float *x, int C, float *xq, float *amax) {
 }
 
 static void test_kernels(void) {
-    const int Ns[] = {1, 3, 4, 5, 16}, OC = 37;
+    const int Ns[] = {1, 3, 4, 5, 13, 15, 16}, OC = 37; /* 13, 15: 8 + 4 + 1, 8 + 4 + 3 rows */
     Rng r;
     rng_seed(&r, 11);
     for (size_t ti = 0; ti < sizeof TYPES / sizeof TYPES[0]; ti++) {
@@ -115,12 +120,18 @@ static void test_kernels(void) {
         mquant_forward(one, x + 9 * C, w, t, NULL, 1, C, OC);
         mquant_forward(out, x, w, t, NULL, 16, C, OC);
         CHECK(!memcmp(one, out + 9 * OC, OC * 4), "%s: row 9 of 16 = row 9 alone, bit for bit", quant_name(t));
+        float *thirteen = malloc(13 * OC * 4); /* rows grouped 8 + 4 + 1 instead of 8 + 8 */
+        mquant_forward(thirteen, x, w, t, NULL, 13, C, OC);
+        CHECK(!memcmp(thirteen, out, 13 * OC * 4), "%s: rows 0-12 of 13 = of 16, bit for bit", quant_name(t));
+        free(thirteen);
         /* the backend op */
         backend_cpu.matmul_forward_q_int8(one, x + 9 * C, w, t, NULL, 1, C, OC);
         CHECK(backend_cpu.status() == 0 && !memcmp(one, out + 9 * OC, OC * 4), "%s: Backend.matmul_forward_q_int8", quant_name(t));
         free(w), free(wf), free(x), free(xq), free(amax), free(out), free(one);
     }
 }
+
+static void decode_close(ModelBundle *pa, ModelBundle *pq);
 
 static void test_kquant_model(void) {
     const char *path = ALIGN_TEST_DIR "/fixtures/quant/tiny_kquant.gguf";
@@ -136,6 +147,13 @@ static void test_kquant_model(void) {
     CHECK(q.model->lm_head_q && q.model->lm_head_qtype == QUANT_Q6_K && q.model->infer_int8,
           "the LM head's Q6_K blocks kept for inference");
     CHECK(!a.model->lm_head_q && !a.model->infer_int8, "gguf_import keeps no head blocks");
+    decode_close(&a, &q);
+    model_bundle_free(&a), model_bundle_free(&q);
+}
+
+/* Cached decoding of q (int8 inputs) against a's fp32 full forward. */
+static void decode_close(ModelBundle *pa, ModelBundle *pq) {
+    ModelBundle a = *pa, q = *pq;
     int32_t t[7] = {1, 5, 9, 3, 17, 30, 2}, s[2] = {0, 7}, rows[7] = {0, 1, 2, 3, 4, 5, 6};
     Batch b = {7, 1, t, s};
     int V = a.model->cfg.vocab_size;
@@ -165,11 +183,46 @@ static void test_kquant_model(void) {
     CHECK(same >= 6 && near == 7, "greedy picks equal but at a near tie (%d equal, %d within 2x the error)", same, near);
     kvcache_free(kv);
     free(want), free(got);
-    model_bundle_free(&a), model_bundle_free(&q);
+}
+
+/* Fused groups whose members' types differ (llama.cpp's Q4_K_M on rows that
+ * are not 256-blocks: Q5_0 q, k and Q8_0 v) stay quantised as Q8_0 holding
+ * exactly the file's values, not fp32; a group with no exact common type
+ * (Q4_1 gate, Q5_0 up) is fp32 as before. */
+static void test_mixed_groups(void) {
+    const char *path = ALIGN_TEST_DIR "/fixtures/quant/tiny_mixed.gguf";
+    const Backend *be = &backend_cpu;
+    ModelBundle a, q, lq;
+    CHECK(gguf_import(path, be, &a) == 0, "import %s: %s", path, align_error());
+    CHECK(gguf_import_blocks(path, be, &q) == 0, "import keeping blocks: %s", align_error());
+    CHECK(gguf_import_quant(path, be, QUANT_Q4_0, &lq) == 0, "import as a QLoRA base: %s", align_error());
+    if (!a.model || !q.model || !lq.model) return;
+    static const char *const names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj",
+                                        "mlp.up_proj"};
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 5; k++) {
+            char nm[96];
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, names[k]);
+            const ParamInfo *p = model_find_param(q.model, nm), *pl = model_find_param(lq.model, nm),
+                            *pa = model_find_param(a.model, nm);
+            int want = l == 1 && k >= 3 ? QUANT_NONE : QUANT_Q8_0;
+            CHECK(p && pl && pa && p->qtype == want && pl->qtype == want, "%s: kept as %s (got %s, QLoRA base %s)", nm,
+                  want ? "Q8_0" : "fp32", p ? quant_name((QuantType)p->qtype) : "-",
+                  pl ? quant_name((QuantType)pl->qtype) : "-");
+            if (!p || !pa || p->qtype != QUANT_Q8_0) continue;
+            float *w = malloc(pa->numel * sizeof(float));
+            quant_dequantize_rows(QUANT_Q8_0, q.model->qparams + p->qoffset, w, p->shape[0], p->shape[1]);
+            CHECK(!memcmp(w, a.model->params + pa->offset, pa->numel * sizeof(float)),
+                  "%s: the Q8_0 blocks hold the file's values bit for bit", nm);
+            free(w);
+        }
+    decode_close(&a, &q);
+    model_bundle_free(&a), model_bundle_free(&q), model_bundle_free(&lq);
 }
 
 int main(void) {
     test_kernels();
     test_kquant_model();
+    test_mixed_groups();
     return test_summary();
 }

@@ -614,3 +614,34 @@ void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t 
 const float *quant_nf4_codebook(void) { return quant_bnb_nf4(); }
 const float *quant_fp4_codebook(void) { return quant_bnb_fp4(); }
 const float *quant_dynamic_map(void) { return quant_bnb_dynamic(); }
+
+int quant_exact_in_q8_0(int t) { return t == QUANT_Q4_0 || t == QUANT_Q5_0 || t == QUANT_Q8_0; }
+
+/* Q4_0 and Q5_0 codes (q - 8, q - 16) are int8 values under the same fp16
+ * scale, so a Q8_0 block holding them dequantises to the same floats. */
+int quant_to_q8_0_exact(QuantType t, const void *blocks, void *out, int64_t rows, int64_t cols) {
+    if (!quant_exact_in_q8_0(t) || cols % 32)
+        return align_errorf("%s blocks of %lld inputs have no exact Q8_0 form", quant_name(t), (long long)cols);
+    int64_t nb = rows * (cols / 32);
+    size_t bb = quant_block_bytes(t);
+    const uint8_t *s = blocks;
+    uint8_t *o = out;
+    for (int64_t b = 0; b < nb; b++, s += bb, o += 34) {
+        int8_t *q = (int8_t *)(o + 2);
+        memcpy(o, s, 2); /* the fp16 scale */
+        if (t == QUANT_Q8_0) {
+            memcpy(q, s + 2, 32);
+        } else if (t == QUANT_Q4_0) {
+            for (int j = 0; j < 16; j++) q[j] = (int8_t)((s[2 + j] & 0xF) - 8), q[j + 16] = (int8_t)((s[2 + j] >> 4) - 8);
+        } else {
+            uint32_t qh;
+            memcpy(&qh, s + 2, 4);
+            const uint8_t *qs = s + 6;
+            for (int j = 0; j < 16; j++) {
+                q[j] = (int8_t)(((qs[j] & 0xF) | (((qh >> j) << 4) & 0x10)) - 16);
+                q[j + 16] = (int8_t)(((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16);
+            }
+        }
+    }
+    return 0;
+}

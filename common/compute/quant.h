@@ -100,6 +100,15 @@ size_t quant_row_bytes(QuantType t, int64_t cols);
 int quant_quantize_rows(QuantType t, const float *x, void *out, int64_t rows, int64_t cols);
 void quant_dequantize_rows(QuantType t, const void *blocks, float *out, int64_t rows, int64_t cols);
 
+/* 1 for the types whose blocks have an exact Q8_0 form (Q4_0, Q5_0, Q8_0:
+ * int8 codes under the block's own fp16 scale); quant_to_q8_0_exact writes
+ * it (out: rows * cols / 32 blocks of 34 bytes, not overlapping blocks), so
+ * a fused group mixing them (a Q4_K_M file's Q5_0 q, k and Q8_0 v) stays
+ * one quantised matrix with the very values the file holds. -1 with an
+ * error for another type. */
+int quant_exact_in_q8_0(int t);
+int quant_to_q8_0_exact(QuantType t, const void *blocks, void *out, int64_t rows, int64_t cols);
+
 /* The 16 values of NF4 / FP4 (bitsandbytes' get_4bit_type, by code) and
  * the 256 of the dynamic map the absmax values are quantised with
  * (create_dynamic_map(signed=True), ascending). */

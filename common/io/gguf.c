@@ -756,6 +756,8 @@ static int import_quantised(Model *m, const ParamInfo *p, const GgufFile *f, con
     if (!blk) goto oom;
     if ((int)t->type == p->qtype) {
         memcpy(blk, f->data + t->offset, bytes);
+    } else if (p->qtype == QUANT_Q8_0 && quant_exact_in_q8_0((int)t->type)) { /* a mixed group (fix_groups) */
+        if (quant_to_q8_0_exact((QuantType)t->type, f->data + t->offset, blk, p->shape[0], p->shape[1])) goto out;
     } else {
         if (!(x = malloc(p->numel * sizeof(float)))) goto oom;
         if (gguf_read_f32(f, t, x) != 0) goto out;

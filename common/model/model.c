@@ -394,7 +394,11 @@ int model_quantizable(const ModelConfig *c, const ParamInfo *p) {
 }
 
 /* Fused members (q|k|v, gate|up) must share a storage type so one matmul
- * serves them; a mixed group falls back to fp32. qt[i] is info[i]'s type. */
+ * serves them. A group mixing Q4_0, Q5_0 and Q8_0 (llama.cpp's Q4_K_M on
+ * rows that are not 256-blocks: Q5_0 q, k with a Q8_0 v) becomes Q8_0,
+ * which holds those values exactly (quant_to_q8_0_exact) in a third of
+ * fp32's bytes; any other mixed group falls back to fp32. qt[i] is
+ * info[i]'s type. */
 static void fix_groups(const Model *m, int *qt) {
     if (m->cfg.arch != ARCH_LLAMA) return;
     static const char *const groups[2][3] = {{"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
@@ -402,14 +406,15 @@ static void fix_groups(const Model *m, int *qt) {
     char nm[96];
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int g = 0; g < 2; g++) {
-            int idx[3], k = 0, same = 1;
+            int idx[3], k = 0, same = 1, q8 = 1;
             for (; k < 3 && groups[g][k]; k++) {
                 snprintf(nm, sizeof nm, "model.layers.%d.%s", l, groups[g][k]);
                 idx[k] = (int)(model_find_param((Model *)m, nm) - m->info);
                 if (qt[idx[k]] != qt[idx[0]]) same = 0;
+                if (!quant_exact_in_q8_0(qt[idx[k]])) q8 = 0;
             }
             if (!same)
-                for (int j = 0; j < k; j++) qt[idx[j]] = QUANT_NONE;
+                for (int j = 0; j < k; j++) qt[idx[j]] = q8 ? QUANT_Q8_0 : QUANT_NONE;
         }
 }
 

@@ -24,6 +24,14 @@
 
 #define MQ_INLINE static inline __attribute__((always_inline))
 
+/* Input rows each decoded weight block serves at once: 2 x 8 accumulators
+ * fit AVX-512VL's 32 vector registers beside the block (AVX2's 16 hold 2 x 4). */
+#if defined(__AVX512VL__)
+#define MQ_NX 8
+#else
+#define MQ_NX 4
+#endif
+
 int mquant_has_int8(int t) {
 #ifdef MQ_AVX2
     return t == QUANT_Q4_0 || t == QUANT_Q4_1 || t == QUANT_Q5_0 || t == QUANT_Q5_1 || t == QUANT_Q8_0 ||
@@ -89,11 +97,11 @@ MQ_INLINE float f16(const uint8_t *p) {
 
 /* 8 int32 lanes; lanes 0-3 sum to the dot product of bytes 0..15 (u
  * unsigned, a signed), lanes 4-7 to that of bytes 16..31. */
-MQ_INLINE __m256i dot_u8s8(__m256i u, __m256i a) {
+MQ_INLINE __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i a) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
+    return _mm256_dpbusd_epi32(acc, u, a);
 #elif defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, a);
+    return _mm256_dpbusd_avx_epi32(acc, u, a);
 #else
     /* 16-bit products (exact: 255 * 128 * 2 fits an int32 pair sum) */
     __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(u)),
@@ -102,9 +110,18 @@ MQ_INLINE __m256i dot_u8s8(__m256i u, __m256i a) {
                                    _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1)));
     __m128i l4 = _mm_add_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
     __m128i h4 = _mm_add_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
-    return _mm256_set_m128i(h4, l4);
+    return _mm256_add_epi32(acc, _mm256_set_m128i(h4, l4));
 #endif
 }
+
+MQ_INLINE __m256i dot_u8s8(__m256i u, __m256i a) { return dot_u8s8_acc(_mm256_setzero_si256(), u, a); }
+
+/* Types whose offset is a whole number of steps, m = -K d (Q4_0: 8,
+ * Q5_0: 16, Q8_0: 128): the offset's term is then integer, -K times the
+ * sum of the input codes, and starts the block's integer dot product
+ * (the input's "pre" vector, per lane -K times its 4 codes), so these
+ * blocks need no offsets pass and one fewer rounding. 0 for the others. */
+#define MQ_SYM_K(T) ((T) == QUANT_Q4_0 ? 8 : (T) == QUANT_Q5_0 ? 16 : (T) == QUANT_Q8_0 ? 128 : 0)
 
 MQ_INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -115,7 +132,7 @@ MQ_INLINE float hsum8(__m256 v) {
 
 /* Row i of the input into its int8 blocks: scale absmax / 127, codes
  * rounded to nearest even (cvtps), as ggml's quantize_row_q8_0. */
-static void quantize_row(const float *x, int nb, int8_t *aq, float *ad, float *as) {
+static void quantize_row(const float *x, int nb, int8_t *aq, float *ad, float *as, __m256i *ap, int K) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i ones = _mm256_set1_epi8(1);
@@ -137,6 +154,7 @@ static void quantize_row(const float *x, int nb, int8_t *aq, float *ad, float *a
         _mm256_storeu_si256((__m256i *)(aq + (size_t)b * 32), q);
         ad[b] = d;
         __m256i sum = dot_u8s8(ones, q); /* lanes 0-3: inputs 0..15, 4-7: 16..31 */
+        if (K) ap[b] = _mm256_mullo_epi32(sum, _mm256_set1_epi32(-K));
         __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         h = _mm_hadd_epi32(h, h); /* [lo, hi, lo, hi] */
         as[2 * b] = d * (float)_mm_cvtsi128_si32(h);
@@ -157,16 +175,23 @@ MQ_INLINE __m256i nibbles16(const uint8_t *qs) { /* low nibbles: inputs 0..15, h
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-/* Byte j = 0x10 when bit j of the 32 bits at p is set. */
-MQ_INLINE __m256i bit4_from_bits(const uint8_t *p) {
+/* nib with 0x10 added to byte j where bit j of the 32 bits at p is set
+ * (Q5_0/Q5_1's fifth bits; nib < 16, so the add is an or). AVX-512BW
+ * takes the bits as a byte mask in one masked add; AVX2 spreads them with
+ * a shuffle and a compare. */
+MQ_INLINE __m256i add_bit4(__m256i nib, const uint8_t *p) {
     uint32_t x;
     memcpy(&x, p, 4);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_mask_add_epi8(nib, (__mmask32)x, nib, _mm256_set1_epi8(0x10));
+#else
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
                                             3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), spread);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nib, _mm256_and_si256(v, _mm256_set1_epi8(0x10)));
+#endif
 }
 
 MQ_INLINE void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
@@ -199,13 +224,13 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
     case QUANT_Q5_0: {
         const uint8_t *s = row + (size_t)b * 22;
         float d = f16(s);
-        w->u = _mm256_or_si256(nibbles16(s + 6), bit4_from_bits(s + 2));
+        w->u = add_bit4(nibbles16(s + 6), s + 2);
         w->d = _mm256_set1_ps(d), w->m0 = w->m1 = -16.0f * d;
         break;
     }
     case QUANT_Q5_1: {
         const uint8_t *s = row + (size_t)b * 24;
-        w->u = _mm256_or_si256(nibbles16(s + 8), bit4_from_bits(s + 4));
+        w->u = add_bit4(nibbles16(s + 8), s + 4);
         w->d = _mm256_set1_ps(f16(s)), w->m0 = w->m1 = f16(s + 2);
         break;
     }
@@ -225,8 +250,13 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
         w->u = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
         if (five) {
             const __m256i bit = _mm256_set1_epi8((char)(1 << j));
-            __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + 16)), bit), bit);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(s + 16));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            w->u = _mm256_mask_add_epi8(w->u, _mm256_test_epi8_mask(qh, bit), w->u, _mm256_set1_epi8(0x10));
+#else
+            __m256i h = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
             w->u = _mm256_or_si256(w->u, _mm256_and_si256(h, _mm256_set1_epi8(0x10)));
+#endif
         }
         w->d = _mm256_set1_ps(f16(s) * sc), w->m0 = w->m1 = -f16(s + 2) * mn;
         break;
@@ -251,16 +281,16 @@ MQ_INLINE void decode(int T, const uint8_t *row, int b, WBlock *w) {
 /* out[(i0+i)*OC + o], i < NX (a constant after inlining, so the
  * accumulators stay in registers): one weight row against NX input rows,
  * each block decoded once for all of them. */
-MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t *aq, const float *ad, int i0, int nb,
-                         float *mrow, __m256 *acc) {
+MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t *aq, const float *ad,
+                         const __m256i *ap, int i0, int nb, float *mrow, __m256 *acc) {
     WBlock w;
     decode(T, row, b, &w);
-    mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
-#pragma GCC unroll 4
+    if (!MQ_SYM_K(T)) mrow[2 * b] = w.m0, mrow[2 * b + 1] = w.m1;
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) {
         size_t ib = (size_t)(i0 + i) * nb + b;
         __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32));
-        __m256 s = _mm256_cvtepi32_ps(dot_u8s8(w.u, a));
+        __m256 s = _mm256_cvtepi32_ps(MQ_SYM_K(T) ? dot_u8s8_acc(ap[ib], w.u, a) : dot_u8s8(w.u, a));
         acc[i] = _mm256_fmadd_ps(s, _mm256_mul_ps(w.d, _mm256_broadcast_ss(ad + ib)), acc[i]);
     }
 }
@@ -269,21 +299,22 @@ MQ_INLINE void block_dot(int T, int NX, const uint8_t *row, int b, const int8_t 
  * make a one-row call wait on the FMA latency every block. The order is
  * the same whatever NX, so a row's result does not depend on N. */
 MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t *aq, const float *ad,
-                     const float *as, const float *bias, int i0, int nb, int OC, int o, float *mrow) {
-    __m256 acc0[4], acc1[4];
-#pragma GCC unroll 4
+                     const float *as, const __m256i *ap, const float *bias, int i0, int nb, int OC, int o,
+                     float *mrow) {
+    __m256 acc0[MQ_NX], acc1[MQ_NX];
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
-        block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
-        block_dot(T, NX, row, b + 1, aq, ad, i0, nb, mrow, acc1);
+        block_dot(T, NX, row, b, aq, ad, ap, i0, nb, mrow, acc0);
+        block_dot(T, NX, row, b + 1, aq, ad, ap, i0, nb, mrow, acc1);
     }
-    if (b < nb) block_dot(T, NX, row, b, aq, ad, i0, nb, mrow, acc0);
-#pragma GCC unroll 4
+    if (b < nb) block_dot(T, NX, row, b, aq, ad, ap, i0, nb, mrow, acc0);
+#pragma GCC unroll 8
     for (int i = 0; i < NX; i++) { /* the offsets: mrow . as over the 2 nb halves */
         const float *ai = as + (size_t)(i0 + i) * nb * 2;
         __m256 m = _mm256_setzero_ps();
-        int k = 0;
+        int k = MQ_SYM_K(T) ? 2 * nb : 0; /* the offsets are in the integer dot products */
         for (; k + 8 <= 2 * nb; k += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(mrow + k), _mm256_loadu_ps(ai + k), m);
         float r = hsum8(_mm256_add_ps(_mm256_add_ps(acc0[i], acc1[i]), m));
         for (; k < 2 * nb; k++) r += mrow[k] * ai[k];
@@ -293,15 +324,19 @@ MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t
 
 /* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T. */
 MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
-                     const float *as, const float *bias, int N, int nb, int OC, int lo, int hi, float *mrow) {
+                     const float *as, const __m256i *ap, const float *bias, int N, int nb, int OC, int lo, int hi,
+                     float *mrow) {
     for (int o = lo; o < hi; o++) {
         const uint8_t *row = wq + (size_t)o * rb;
         int i0 = 0;
-        for (; i0 + 4 <= N; i0 += 4) group(T, 4, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow);
+        for (; i0 + MQ_NX <= N; i0 += MQ_NX) group(T, MQ_NX, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
+#if MQ_NX > 4
+        if (N - i0 >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow), i0 += 4;
+#endif
         switch (N - i0) {
-        case 3: group(T, 3, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
-        case 2: group(T, 2, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
-        case 1: group(T, 1, out, row, aq, ad, as, bias, i0, nb, OC, o, mrow); break;
+        case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
+        case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
+        case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
         default: break;
         }
     }
@@ -314,8 +349,10 @@ int mquant_forward(float *out, const float *inp, const void *wq, int qtype, cons
     size_t nblk = (size_t)N * nb;
     int8_t *aq = align_alloc(nblk * 32);
     float *ad = align_alloc(nblk * sizeof(float)), *as = align_alloc(nblk * 2 * sizeof(float));
-    if (!aq || !ad || !as) {
-        align_free(aq), align_free(ad), align_free(as);
+    int K = MQ_SYM_K(qtype);
+    __m256i *ap = K ? align_alloc(nblk * sizeof(__m256i)) : NULL;
+    if (!aq || !ad || !as || (K && !ap)) {
+        align_free(aq), align_free(ad), align_free(as), align_free(ap);
         return align_errorf("out of memory for %d quantised input rows", N);
     }
     size_t rb = quant_row_bytes((QuantType)qtype, C);
@@ -324,25 +361,26 @@ int mquant_forward(float *out, const float *inp, const void *wq, int qtype, cons
     {
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++)
-            quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, as + (size_t)i * nb * 2);
+            quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, as + (size_t)i * nb * 2,
+                         ap ? ap + (size_t)i * nb : NULL, K);
         int lo, hi;
         slice_of(OC, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
         const uint8_t *w = wq;
         float *mrow = align_alloc((size_t)2 * nb * sizeof(float)); /* the row's offsets */
         if (!mrow) lo = hi = 0, failed = 1;
         switch (qtype) { /* one instance of the kernel per type */
-        case QUANT_Q4_0: slice(QUANT_Q4_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q4_1: slice(QUANT_Q4_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q5_0: slice(QUANT_Q5_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q5_1: slice(QUANT_Q5_1, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q8_0: slice(QUANT_Q8_0, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q4_K: slice(QUANT_Q4_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        case QUANT_Q5_K: slice(QUANT_Q5_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
-        default: slice(QUANT_Q6_K, out, w, rb, aq, ad, as, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_0: slice(QUANT_Q4_0, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_1: slice(QUANT_Q4_1, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_0: slice(QUANT_Q5_0, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_1: slice(QUANT_Q5_1, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q8_0: slice(QUANT_Q8_0, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q4_K: slice(QUANT_Q4_K, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        case QUANT_Q5_K: slice(QUANT_Q5_K, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
+        default: slice(QUANT_Q6_K, out, w, rb, aq, ad, as, ap, bias, N, nb, OC, lo, hi, mrow); break;
         }
         align_free(mrow);
     }
-    align_free(aq), align_free(ad), align_free(as);
+    align_free(aq), align_free(ad), align_free(as), align_free(ap);
     return failed ? align_errorf("out of memory for a row's %d offsets", 2 * nb) : 0;
 }
 

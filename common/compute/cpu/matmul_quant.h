@@ -12,12 +12,15 @@
  * K-quants: their sub-block scales and mins), so one kernel serves Q4_0,
  * Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K:
  *   dot = sum_blocks  d_in * (d_lo * S_lo + d_hi * S_hi) + m . (d_in * sums of the input codes)
- * where S are the integer dot products of each half. Q2_K, Q3_K (and any
+ * where S are the integer dot products of each half. Where the offset is
+ * a whole number K of steps (Q4_0: 8, Q5_0: 16, Q8_0: 128) it is folded
+ * into S instead: S = u . a - K * sum(a), the second term made once per
+ * input block and used as vpdpbusd's starting value. Q2_K, Q3_K (and any
  * build without AVX2) dequantise the row to fp32 and use the fp32 input.
  *
  * Rows of the weight are split into one contiguous slice per OpenMP thread
  * (each weight byte is read once per call), and each decoded block is used
- * for up to 4 input rows at a time.
+ * for up to 8 input rows at a time (4 without AVX-512VL).
  *
  * Error against the fp32 product of the dequantised weight: only the input's
  * quantisation, at most half an input step (absmax / 254) per input times
