@@ -360,6 +360,7 @@ typedef struct {
 } Ids;
 
 static int ids_push(Ids *a, const int32_t *x, int n) {
+    if (n <= 0) return 0; /* an empty piece (x may be NULL) */
     if (a->n + n > a->cap) {
         int cap = a->cap ? a->cap : 64;
         while (cap < a->n + n) cap *= 2;
