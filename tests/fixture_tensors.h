@@ -1,10 +1,12 @@
 /* Tensors of a safetensors fixture (PyTorch references written by the
- * scripts in tests/fixtures/) as fresh malloc'd arrays, for the tests that
- * compare against them. A tensor the fixture lacks fails the test at once:
- * every later check would read it. Include after test.h. */
+ * scripts in tests/fixtures/) as fresh malloc'd arrays, and the largest
+ * difference of two arrays, for the tests that compare against them. A
+ * tensor the fixture lacks fails the test at once: every later check would
+ * read it. Include after test.h. */
 #ifndef ALIGN_TEST_FIXTURE_TENSORS_H
 #define ALIGN_TEST_FIXTURE_TENSORS_H
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +35,13 @@ static inline int32_t *fixture_i32(const StFile *fx, const char *name, int64_t *
     memcpy(out, fx->data + t->begin, st_numel(t) * sizeof(int32_t));
     if (numel) *numel = st_numel(t);
     return out;
+}
+
+/* The largest |a[i] - b[i]|, in double. */
+static inline double max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) w = fmax(w, fabs((double)a[i] - b[i]));
+    return w;
 }
 
 #endif

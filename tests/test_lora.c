@@ -86,12 +86,6 @@ static float *all_logits(Model *m) {
     return out;
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double w = 0;
-    for (size_t i = 0; i < n; i++) w = fmax(w, fabs((double)a[i] - b[i]));
-    return w;
-}
-
 static void test_against_peft(void) {
     Model *m = load_base();
     LoraConfig lc = fixture_lora();

@@ -87,12 +87,6 @@ static float *all_logits(Model *m) {
     return out;
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double w = 0;
-    for (size_t i = 0; i < n; i++) w = fmax(w, fabs((double)a[i] - b[i]));
-    return w;
-}
-
 /* Masked mean loss; with grads, its backward into m->grads (zeroed first). */
 static double loss_of(Model *m, int grads) {
     Batch b = batch();
