@@ -90,7 +90,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
         {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
         {"dist-overlap", CLI_INT, &a->dist_overlap, "under mpirun: 1 = sum each layer's gradients while the backward pass computes the layers below (as DDP's buckets), 0 = one all-reduce after it", CLI_UNIT},
-        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (GGUF Q4_0/Q4_1/Q8_0 tensors are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
+        {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (a GGUF's own blocks, K-quants included, are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
         {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), dora (LoRA with a trained magnitude per output, peft's use_dora), ia3 (trained scales of k, v and the down projection's input), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
         {"use-dora", CLI_BOOL, &a->use_dora, "DoRA: LoRA adapters with a trained magnitude per output row (peft's use_dora; as --peft dora)"},
         {"train-only", CLI_STRING, &a->train_only, "bias: train only the bias vectors (BitFit, as --peft bitfit)"},
@@ -386,6 +386,22 @@ int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle 
     return rc ? -1 : 0;
 }
 
+/* How many of the model's tensors are held quantised, and their types ("q5_0, q4_k") for the log line. */
+static int quantised_types(const Model *m, char *types, size_t size) {
+    int kept = 0, seen[8], n_seen = 0;
+    types[0] = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        int t = m->info[i].qtype, dup = 0;
+        if (!t) continue;
+        kept++;
+        for (int k = 0; k < n_seen; k++) dup |= seen[k] == t;
+        if (dup || n_seen == 8) continue;
+        seen[n_seen++] = t;
+        snprintf(types + strlen(types), size - strlen(types), "%s%s", n_seen > 1 ? ", " : "", quant_name((QuantType)t));
+    }
+    return kept;
+}
+
 int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy) {
     Model *m = policy->model;
     int mode = trainer_peft_mode(a);
@@ -400,25 +416,16 @@ int trainer_setup_peft(const char *prog, const TrainArgs *a, ModelBundle *policy
         size_t before = model_weight_bytes(m);
         int n = model_quantize_base(m, qt);
         if (n < 0) return -1;
-        int kept = 0;
-        for (int i = 0; i < m->n_params; i++) kept += m->info[i].qtype != QUANT_NONE;
-        if (n) fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s), %.1f MiB -> %.1f MiB\n", prog, kept, n,
-                       quant_name(qt), before / 1048576.0, model_weight_bytes(m) / 1048576.0);
-        else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog, kept,
-                     quant_name(qt), model_weight_bytes(m) / 1048576.0);
+        char types[200];
+        int kept = quantised_types(m, types, sizeof types);
+        if (n) fprintf(stderr, "%s: base weights: %d tensors quantised (%d newly, %s; held as %s), %.1f MiB -> %.1f MiB\n", prog,
+                       kept, n, quant_name(qt), types, before / 1048576.0, model_weight_bytes(m) / 1048576.0);
+        else fprintf(stderr, "%s: base weights: %d tensors quantised (%s) while loading, %.1f MiB of weights\n", prog,
+                     kept, types, model_weight_bytes(m) / 1048576.0);
     } else {
         /* a GPTQ/AWQ checkpoint's groups, kept as stored: name its types */
-        int kept = 0, seen[8], n_seen = 0;
-        char types[200] = "";
-        for (int i = 0; i < m->n_params; i++) {
-            int t = m->info[i].qtype, dup = 0;
-            if (!t) continue;
-            kept++;
-            for (int k = 0; k < n_seen; k++) dup |= seen[k] == t;
-            if (dup || n_seen == 8) continue;
-            seen[n_seen++] = t;
-            snprintf(types + strlen(types), sizeof types - strlen(types), "%s%s", n_seen > 1 ? ", " : "", quant_name((QuantType)t));
-        }
+        char types[200];
+        int kept = quantised_types(m, types, sizeof types);
         if (kept)
             fprintf(stderr, "%s: base weights: %d tensors kept quantised as the checkpoint stores them (%s), %.1f MiB of weights\n",
                     prog, kept, types, model_weight_bytes(m) / 1048576.0);
