@@ -367,6 +367,16 @@ static void test_bad_batches(void) {
     CHECK(model_forward(m, &pb) == -1 && strstr(align_error(), "prefix"), "a prefix that is not an earlier sequence refused");
     Batch pc = {.n_tokens = 4, .n_seqs = 3, .tokens = tokens, .seq_start = cs, .seq_prefix = chained};
     CHECK(model_forward(m, &pc) == -1 && strstr(align_error(), "prefix"), "a chain of prefixes refused");
+    /* a refused batch after a good one leaves nothing to read: the caller
+     * that ignores the error must not get the earlier batch's logits */
+    Batch good = {.n_tokens = 4, .n_seqs = 1, .tokens = tokens, .seq_start = starts};
+    int32_t row0[1] = {0};
+    float *logits = malloc(sizeof(float) * c.vocab_size);
+    CHECK(model_forward(m, &good) == 0 && model_logits(m, row0, 1, logits) == 0, "a good batch runs");
+    CHECK(model_forward(m, &e) == -1 && model_logits(m, row0, 1, logits) == -1 &&
+              strstr(align_error(), "before model_forward"),
+          "after a refused batch, model_logits refuses instead of returning the previous batch's");
+    free(logits);
     ModelConfig bad = c;
     bad.n_kv_heads = 3;
     CHECK(model_create(&bad, &backend_cpu) == NULL, "inconsistent config refused");

@@ -1040,13 +1040,13 @@ static int expand_virtual(Model *m, const Batch *b, int nv, Batch *out) {
 }
 
 int model_forward(Model *m, const Batch *b) {
+    ModelActs *a = m->acts;
+    a->forward_done = 0; /* first: a refused batch must not leave the previous one's activations readable */
     if (validate_batch(m, b)) return -1;
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
-    ModelActs *a = m->acts;
     int nv = m->virt ? m->virt->n_virtual(m) : 0;
     Batch vb = {0};
-    a->forward_done = 0;
     if (nv > 0) {
         if (expand_virtual(m, b, nv, &vb)) return -1;
         b = &vb;
