@@ -122,11 +122,13 @@ def main():
     scores = np.array(llm.scores[: len(ids) + len(gen)], dtype=np.float64)
     ll_text = llm.detokenize([int(np.argmax(scores[len(ids) - 1]))]).decode("utf-8", "replace")
     worst_lp = 0.0
+    agree = 0
     for k, t in enumerate(gen):
         row = scores[len(ids) - 1 + k]
         best = int(np.argmax(row))
         lse = row.max() + math.log(np.exp(row - row.max()).sum())
         worst_lp = max(worst_lp, abs((row[t] - lse) - lps[k]))
+        agree += best == t
         check(best == t or row[best] - row[t] <= tol,
               "step %d: llama.cpp's greedy token %d, align's %d (logits %.4f vs %.4f)" % (k, best, t, row[best], row[t]))
     check(worst_lp <= tol, "log-probs of align's tokens: llama.cpp within %.3g of align's (tolerance %g)" % (worst_lp, tol))
@@ -136,8 +138,9 @@ def main():
         refs = " | reference: %d log-probs within %.2g" % (n, rlp)
         if "last_logits" in json.load(open(ref_path)):
             refs += ", last logits within %.2g" % rlogit
-    print("%s (%s): align %r | llama.cpp first token %r | log-probs within %.2g%s | %d checks failed"
-          % (os.path.basename(path), typ, rec["completion"], ll_text, worst_lp, refs, fails))
+    print("%s (%s): align %r | llama.cpp first token %r | greedy: llama.cpp's argmax is align's token at %d of %d "
+          "steps | log-probs within %.2g%s | %d checks failed"
+          % (os.path.basename(path), typ, rec["completion"], ll_text, agree, len(gen), worst_lp, refs, fails))
     sys.exit(1 if fails else 0)
 
 
