@@ -11,7 +11,8 @@ this part otherwise).
   - the prompt's ids from llama.cpp's tokenizer (built from our GGUF's
     tokenizer keys) equal align's (`tokenize --model OUT.gguf`);
   - align's greedy completion (`generate --temperature 0`, no chat
-    template) is llama.cpp's: at every step llama.cpp's argmax is align's
+    template; BOS first when the file's add_bos_token says so, as llama.cpp
+    does) is llama.cpp's: at every step llama.cpp's argmax is align's
     token, or a near tie (align's token within TOL of llama.cpp's best
     logit), and align's log-prob of each token is within TOL of llama.cpp's
     (log-softmax of its logits, teacher-forced on align's tokens). TOL per
@@ -118,6 +119,8 @@ def main():
                 verbose=False)
     lids = llm.tokenize(text.encode(), add_bos=False, special=False)
     check(lids == ids, "prompt ids: llama.cpp %s, align %s" % (lids, ids))
+    if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":  # generate starts with it too
+        ids = [llm.token_bos()] + ids
     llm.eval(ids + gen)
     scores = np.array(llm.scores[: len(ids) + len(gen)], dtype=np.float64)
     ll_text = llm.detokenize([int(np.argmax(scores[len(ids) - 1]))]).decode("utf-8", "replace")

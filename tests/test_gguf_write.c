@@ -25,6 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "chat_template.h"
 #include "gguf.h"
 #include "gguf_write.h"
@@ -231,6 +233,70 @@ static void families(void) {
     round_trip("phi4_longrope", lr, GGUF_OUT_Q8_0);
 }
 
+/* A SentencePiece-style BPE (byte fallback: Llama 2, Mistral, Gemma, Phi-3)
+ * goes out as llama.cpp's "llama" tokenizer (pieces, scores, byte pieces of
+ * type 6, add_space_prefix) and reads back encoding the fixture corpus as
+ * the original does: the legacy Prepend normalizer exactly (special tokens
+ * on), the Metaspace "first" form but for texts that start with a space and
+ * for special tokens inside a text (GGUF has only add_space_prefix, which
+ * prefixes those texts and every text after a special token, as
+ * llama.cpp and gguf import do). */
+static void spm_tokenizer(const char *file, int metaspace) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/spm.gguf", dir);
+    size_t n;
+    char *json = align_read_file(file, &n), *corpus_text = align_read_file(ALIGN_TEST_DIR "/fixtures/spm/corpus.json", &n);
+    cJSON *corpus = corpus_text ? cJSON_Parse(corpus_text) : NULL;
+    CHECK(json && corpus, "read %s and the corpus", file);
+    if (!json || !corpus) {
+        free(json), free(corpus_text), cJSON_Delete(corpus);
+        return;
+    }
+    ModelBundle a, r;
+    ModelConfig c = tiny(ARCH_LLAMA, 0);
+    c.vocab_size = 420, c.bos_id = c.eos_id = c.pad_id = -1;
+    memset(&a, 0, sizeof a);
+    ckpt_extras_init(&a.extras);
+    a.model = model_create(&c, be);
+    model_init_random(a.model, 3);
+    ckpt_extras_set(&a.extras.tokenizer_json, json);
+    CHECK(gguf_write(path, &a, GGUF_OUT_F16) == 0, "%s: write: %s", file, align_error());
+    GgufFile f;
+    if (gguf_open(&f, path) == 0) {
+        const char *model = gguf_get_str(&f, "tokenizer.ggml.model");
+        const GgufKV *types = gguf_find_kv(&f, "tokenizer.ggml.token_type"), *sc = gguf_find_kv(&f, "tokenizer.ggml.scores");
+        int64_t space = -1;
+        gguf_get_int(&f, "tokenizer.ggml.add_space_prefix", &space);
+        int bytes = 0;
+        for (uint64_t i = 0; types && i < types->arr_n; i++) bytes += ((const int32_t *)types->arr)[i] == 6;
+        CHECK(model && !strcmp(model, "llama") && sc && sc->arr_n == 420 && bytes == 256 && space == 1,
+              "%s: a \"llama\" tokenizer with scores, 256 byte pieces, add_space_prefix (%s, %d)", file, model ? model : "-", bytes);
+        gguf_close(&f);
+    }
+    CHECK(gguf_import(path, be, &r) == 0, "%s: read back: %s", file, align_error());
+    Tokenizer *t0 = tok_load_hf_json(json, strlen(json), file);
+    int same = 0, total = 0;
+    for (int i = 0; r.tok && t0 && i < cJSON_GetArraySize(corpus); i++) {
+        const char *text = cJSON_GetArrayItem(corpus, i)->valuestring;
+        if (metaspace && text[0] == ' ') continue;
+        int32_t *i0 = NULL, *i1 = NULL;
+        int n0 = 0, n1 = 0;
+        tok_encode(t0, text, strlen(text), !metaspace, &i0, &n0);
+        tok_encode(r.tok, text, strlen(text), !metaspace, &i1, &n1);
+        int ok = n0 == n1 && !memcmp(i0, i1, (size_t)n0 * sizeof *i0);
+        if (!ok) printf("%s: \"%s\" encodes otherwise after the round trip\n", file, text);
+        same += ok;
+        total++;
+        free(i0), free(i1);
+    }
+    CHECK(total > 10 && same == total, "%s: %d of %d corpus texts encode to the original's ids", file, same, total);
+    tok_free(t0);
+    if (r.model) model_bundle_free(&r);
+    model_bundle_free(&a);
+    free(json), free(corpus_text), cJSON_Delete(corpus);
+    unlink(path);
+}
+
 static void kept_blocks(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/kept.gguf", dir);
@@ -316,6 +382,8 @@ int main(void) {
     wide2.dim = 256, wide2.ffn_dim = 512, wide2.head_dim = 64;
     round_trip("gpt2_256", wide2, GGUF_OUT_Q4_K_M);
     families();
+    spm_tokenizer(ALIGN_TEST_DIR "/fixtures/spm/legacy.json", 0);
+    spm_tokenizer(ALIGN_TEST_DIR "/fixtures/spm/metaspace.json", 1);
     kept_blocks();
     refusals();
     rmdir(dir);

@@ -105,6 +105,89 @@ static int adds_bos(const cJSON *pp) {
     return cJSON_IsArray(single) && cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken") != NULL;
 }
 
+/* "<0xXX>": a SentencePiece byte piece (GGUF token type 6) */
+static int is_byte_piece(const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    return strlen(s) == 6 && !strncmp(s, "<0x", 3) && strchr(hex, s[3]) && strchr(hex, s[4]) && s[5] == '>';
+}
+
+/* 1 when a SentencePiece-style tokenizer.json puts "▁" before the text:
+ * a Prepend normalizer (Llama 2's) or a Metaspace pre-tokenizer that
+ * prepends (prepend_scheme other than "never", or add_prefix_space). */
+static int prepends_space(const cJSON *node) {
+    if (cJSON_IsArray(node)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, node) {
+            if (prepends_space(it)) return 1;
+        }
+        return 0;
+    }
+    if (!cJSON_IsObject(node)) return 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(node, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Prepend")) return 1;
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Metaspace")) {
+        const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(node, "prepend_scheme");
+        const cJSON *aps = cJSON_GetObjectItemCaseSensitive(node, "add_prefix_space");
+        if (cJSON_IsString(scheme)) return strcmp(scheme->valuestring, "never") != 0;
+        return !cJSON_IsFalse(aps);
+    }
+    for (const char *k = "normalizer"; k; k = !strcmp(k, "normalizer") ? "pre_tokenizer" : NULL)
+        if (prepends_space(cJSON_GetObjectItemCaseSensitive(node, k))) return 1;
+    return prepends_space(cJSON_GetObjectItemCaseSensitive(node, "normalizers")) ||
+           prepends_space(cJSON_GetObjectItemCaseSensitive(node, "pretokenizers"));
+}
+
+/* tokenizer.ggml.scores for a SentencePiece BPE. llama.cpp (and gguf
+ * import, as transformers) merge the adjacent pair whose joined piece
+ * scores highest, where the BPE of tokenizer.json merges the lowest rank:
+ * a piece scores minus the rank of the first merge making it, so both
+ * orders agree (they do exactly when the merges were derived from
+ * SentencePiece scores, as transformers' and our GGUF import derive them).
+ * Pieces no merge makes come after every merge, by id. */
+static int put_spm_scores(Buf *kv, const Tokenizer *tok, const cJSON *merges, int V) {
+    float *sc = malloc((size_t)V * sizeof *sc);
+    char *buf = NULL;
+    size_t cap = 0;
+    if (!sc) return align_errorf("out of memory for the GGUF tokenizer's scores");
+    int n_merges = cJSON_IsArray(merges) ? cJSON_GetArraySize(merges) : 0;
+    for (int i = 0; i < V; i++) sc[i] = -(float)(n_merges + 1 + i);
+    int rank = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, merges) {
+        const char *a, *b;
+        const char *sp = cJSON_IsString(it) ? strchr(it->valuestring, ' ') : NULL;
+        size_t la, lb;
+        if (sp) {
+            a = it->valuestring, la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
+        } else {
+            const cJSON *x = cJSON_GetArrayItem(it, 0), *y = cJSON_GetArrayItem(it, 1);
+            if (!cJSON_IsString(x) || !cJSON_IsString(y)) {
+                free(sc), free(buf);
+                return align_errorf("the model's tokenizer.json has a malformed merge");
+            }
+            a = x->valuestring, la = strlen(a), b = y->valuestring, lb = strlen(b);
+        }
+        if (la + lb + 1 > cap) {
+            cap = 2 * (la + lb + 1);
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(sc), free(buf);
+                return align_errorf("out of memory for the GGUF tokenizer's scores");
+            }
+            buf = nb;
+        }
+        memcpy(buf, a, la), memcpy(buf + la, b, lb), buf[la + lb] = 0;
+        int id = tok_token_id(tok, buf);
+        if (id >= 0 && id < V && sc[id] < -(float)rank) sc[id] = -(float)rank;
+        rank++;
+    }
+    kv_key(kv, "tokenizer.ggml.scores", GGUF_ARRAY);
+    put_u32(kv, GGUF_FLOAT32), put_u64(kv, (uint64_t)V);
+    put(kv, sc, (size_t)V * sizeof *sc);
+    free(sc), free(buf);
+    return 0;
+}
+
 /* tokenizer.ggml.* from the bundle's tokenizer.json, padded to the model's
  * vocabulary with [PAD<id>] tokens of type unused, as convert_hf_to_gguf. */
 static int put_tokenizer(Buf *kv, const ModelBundle *b) {
@@ -127,9 +210,12 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") || !cJSON_IsObject(vocab)) {
-        align_errorf("the model's tokenizer is not byte-level BPE; GGUF export writes only that (\"gpt2\")");
+        align_errorf("the model's tokenizer is neither byte-level nor SentencePiece-style BPE; GGUF export writes "
+                     "only those (\"gpt2\", \"llama\")");
         goto out;
     }
+    /* byte fallback: SentencePiece's BPE (Llama 2, Mistral, Gemma, Phi-3) */
+    int spm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         int id = cJSON_IsNumber(it) ? it->valueint : -1;
@@ -149,18 +235,24 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
         toks[id->valueint] = content->valuestring;
         types[id->valueint] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")) ? 3 : 4; /* control, user-defined */
     }
-    kv_str(kv, "tokenizer.ggml.model", "gpt2");
-    kv_str(kv, "tokenizer.ggml.pre", tok_pretok_name(tok_pretok(tok)));
+    kv_str(kv, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    kv_str(kv, "tokenizer.ggml.pre", spm ? "default" : tok_pretok_name(tok_pretok(tok)));
     kv_key(kv, "tokenizer.ggml.tokens", GGUF_ARRAY);
     put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)V);
     for (int i = 0; i < V; i++) {
         if (!toks[i]) snprintf(pad, sizeof pad, "[PAD%d]", i), types[i] = 5; /* unused */
+        else if (spm && types[i] == 1 && is_byte_piece(toks[i])) types[i] = 6; /* <0xXX>: byte */
         put_str(kv, toks[i] ? toks[i] : pad);
     }
     kv_key(kv, "tokenizer.ggml.token_type", GGUF_ARRAY);
     put_u32(kv, GGUF_INT32), put_u64(kv, (uint64_t)V);
     put(kv, types, (size_t)V * 4);
-    if (cJSON_IsArray(merges)) {
+    if (spm) {
+        if (put_spm_scores(kv, tok, merges, V)) goto out;
+        const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+        int unk_id = cJSON_IsString(unk) ? tok_token_id(tok, unk->valuestring) : -1;
+        if (unk_id >= 0 && unk_id < V) kv_u32(kv, "tokenizer.ggml.unknown_token_id", (uint32_t)unk_id);
+    } else if (cJSON_IsArray(merges)) {
         kv_key(kv, "tokenizer.ggml.merges", GGUF_ARRAY);
         put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)cJSON_GetArraySize(merges));
         cJSON_ArrayForEach(it, merges) {
@@ -183,7 +275,8 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
     if (eos >= 0 && eos < V) kv_u32(kv, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
     if (padid >= 0 && padid < V) kv_u32(kv, "tokenizer.ggml.padding_token_id", (uint32_t)padid);
     kv_bool(kv, "tokenizer.ggml.add_bos_token", adds_bos(cJSON_GetObjectItemCaseSensitive(root, "post_processor")));
-    kv_bool(kv, "tokenizer.ggml.add_space_prefix", 0);
+    if (spm) kv_bool(kv, "tokenizer.ggml.add_eos_token", 0);
+    kv_bool(kv, "tokenizer.ggml.add_space_prefix", spm && prepends_space(root));
     rc = 0;
 out:
     free(toks), free(types);

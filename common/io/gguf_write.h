@@ -11,7 +11,10 @@
  * the <arch>.* hyper-parameters; the
  * byte-level BPE tokenizer as tokenizer.ggml.* (model "gpt2", tokens,
  * token_type, merges, pre, bos/eos/padding ids, add_bos_token) from the
- * bundle's tokenizer.json; tokenizer.chat_template from its Jinja source.
+ * bundle's tokenizer.json, a SentencePiece-style one (byte fallback: Llama
+ * 2, Mistral, Gemma, Phi-3) as model "llama" (pieces, scores ordered as the
+ * merges, byte pieces, add_space_prefix); tokenizer.chat_template from its
+ * Jinja source.
  *
  * Tensor types: 1-D tensors (norms, biases) and GPT-2's position table are
  * always F32; 2-D ones take

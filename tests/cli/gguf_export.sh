@@ -167,6 +167,18 @@ if [ -n "$lpy" ]; then
             check "llama.cpp: ${n}_$t.gguf loads, same prompt ids, align's greedy tokens and log-probs$what" "[ $rc -eq 0 ]"
         done
     done
+    # a real Gemma 3 (SentencePiece tokenizer: "llama" with scores) when
+    # scripts/fetch-gemma3-270m.sh has fetched it: its Q4_K_M file -> f16
+    G270=$ROOT/cache/gemma-3-270m-q4_k_m.gguf
+    if [ -f "$G270" ]; then
+        "$BIN/ckpt_convert" "$G270" "$T/g270.gguf" --type f16 2>"$T/err"
+        check "gemma-3-270m -> f16 GGUF" "[ $? -eq 0 ]"
+        "$lpy" "$HERE/../gguf_llamacpp_check.py" "$BIN" "$T/g270.gguf" f16 "The capital of France is" 2>"$T/lerr"
+        check "llama.cpp: gemma-3-270m f16 from align: same prompt ids, align's greedy tokens and log-probs" "[ $? -eq 0 ]"
+        rm -f "$T/g270.gguf"
+    else
+        echo "skipped part: $G270 is not present (scripts/fetch-gemma3-270m.sh)"
+    fi
 fi
 if [ -z "$py" ] || [ -z "$lpy" ]; then
     [ -z "$py" ] && echo "skipped part: no python with the gguf package (set ALIGN_GGUF_PYTHON or make a .venv with gguf and numpy)"
