@@ -3,15 +3,19 @@
 #  - every type (f32, f16, bf16, q8_0, q4_0, q4_k_m) converts, the file reads back
 #    through align (ckpt_convert OUT.gguf x.ckpt), a .ckpt converts to GGUF
 #    too, and bad --type uses are one clear error each;
+#  - every family (Qwen3, Phi-3 with longrope / partial rotary, Gemma 2/3,
+#    Llama, Qwen2, GPT-2) at f32, f16 and q8_0 reads back through align with
+#    the fixture's greedy tokens and log-probs (f32: bit for bit);
 #  - the `gguf` PyPI package's reader (tests/gguf_check.py) checks every
 #    tensor against the Hugging Face weights as convert_hf_to_gguf.py would
-#    write them (permutation, type, quantised bytes) and the tokenizer and
-#    chat-template keys. That part needs numpy + gguf: the python of
-#    ALIGN_GGUF_PYTHON, a .venv*/ at the repository root, or python3,
-#    whichever imports it;
+#    write them (permutation, names, Gemma's norms + 1, type, quantised
+#    bytes) and the tokenizer and chat-template keys. That part needs
+#    numpy + gguf: the python of ALIGN_GGUF_PYTHON, a .venv*/ at the
+#    repository root, or python3, whichever imports it;
 #  - llama.cpp (llama-cpp-python: tests/gguf_llamacpp_check.py) loads every
 #    type and computes what align computes on the same file: the same prompt
-#    ids, align's greedy tokens, log-probs within a per-type tolerance.
+#    ids, align's greedy tokens, log-probs within a per-type tolerance, and
+#    transformers' reference log-probs where the fixture's hold.
 #    Needs a python importing llama_cpp, found the same way.
 #  Without either python the test exits 77 (skipped) after all the checks
 #  it could run.
@@ -141,6 +145,14 @@ if [ -n "$py" ]; then
     check "gguf reader: qwen2.gguf (unpermuted, biases)" "[ $? -eq 0 ]"
     "$py" "$HERE/../gguf_check.py" "$HERE/../fixtures/hf_tiny_qwen2" "$T/qwen2_k.gguf" q4_k_m
     check "gguf reader: qwen2_k.gguf (the tied embedding typed as the head)" "[ $? -eq 0 ]"
+    for fam in $FAMS; do # the families' names, Gemma's norms + 1, Phi's longrope factors
+        n=${fam%%:*} dir=${fam#*:}
+        case $n in llama|gpt2) continue ;; esac
+        for t in f16 q8_0; do
+            "$py" "$HERE/../gguf_check.py" "$dir" "$T/${n}_$t.gguf" $t
+            check "gguf reader: ${n}_$t.gguf is what convert_hf_to_gguf.py writes" "[ $? -eq 0 ]"
+        done
+    done
 fi
 if [ -n "$lpy" ]; then
     for t in f32 f16 bf16 q8_0 q4_0 q4_k_m; do
