@@ -30,6 +30,9 @@ this part otherwise).
     picks the long factors by its context size (padded to 256 tokens), not
     by the sequence, so it uses them for every sequence of these tiny
     fixtures (original_max 16), where transformers uses the short ones.
+    The reference is fp32, so this holds the weights' own rounding to TOL
+    too: meant for f32, f16 and q8_0 (bf16 and the 4-bit types round the
+    tiny fixtures' weights by more than their tolerance).
 Prints the two completions and one line per failed check; exits 1 if any.
 """
 import json
