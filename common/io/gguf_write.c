@@ -131,10 +131,11 @@ static int prepends_space(const cJSON *node) {
         if (cJSON_IsString(scheme)) return strcmp(scheme->valuestring, "never") != 0;
         return !cJSON_IsFalse(aps);
     }
-    for (const char *k = "normalizer"; k; k = !strcmp(k, "normalizer") ? "pre_tokenizer" : NULL)
-        if (prepends_space(cJSON_GetObjectItemCaseSensitive(node, k))) return 1;
-    return prepends_space(cJSON_GetObjectItemCaseSensitive(node, "normalizers")) ||
-           prepends_space(cJSON_GetObjectItemCaseSensitive(node, "pretokenizers"));
+    /* the tokenizer.json itself, or a Sequence of normalizers / pre-tokenizers */
+    static const char *const keys[] = {"normalizer", "pre_tokenizer", "normalizers", "pretokenizers"};
+    for (int i = 0; i < 4; i++)
+        if (prepends_space(cJSON_GetObjectItemCaseSensitive(node, keys[i]))) return 1;
+    return 0;
 }
 
 /* tokenizer.ggml.scores for a SentencePiece BPE. llama.cpp (and gguf
@@ -436,6 +437,9 @@ static int gemma_representable(const char *path, const ModelConfig *c) {
                             path);
     if (!v3 && c->rope_scaling != ROPE_SCALING_NONE)
         return align_errorf("%s: RoPE scaling on a Gemma 2 has no GGUF form", path);
+    if (v3 && c->sliding_window > 0 && c->rope_local_theta <= 0 && c->rope_scaling != ROPE_SCALING_NONE)
+        return align_errorf("%s: llama.cpp's gemma3 never scales the sliding layers' RoPE; this Gemma 3 scales them",
+                            path);
     if (c->sliding_window > 0 && c->sliding_pattern <= 0)
         return align_errorf("%s: a Gemma whose sliding layers follow no \"full every P-th layer\" pattern has no "
                             "GGUF form",
