@@ -7,7 +7,8 @@ numpy and gguf, so the shell test skips without them).
 
 Independent of align's own reader: every tensor is compared with the Hugging
 Face safetensors, put through what llama.cpp's convert_hf_to_gguf.py does
-(the q/k row permutation for architecture "llama", the tensor type, and for
+(the q/k row permutation for architecture "llama", the names of qwen3, phi3
+and gemma2/3, Gemma's norms + 1, Phi's longrope factors, the tensor type, and for
 q8_0 / q4_0 the bytes of gguf.quants.quantize, the numpy port of ggml's
 reference quantizers); the tokenizer keys against tokenizer.json, the
 special ids against config.json, the chat template against
@@ -68,13 +69,38 @@ LAYER = {
 }
 
 
-def gguf_name(hf):
+# the other families' names (convert_hf_to_gguf's tensor map)
+FAMILY = {
+    "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight",
+}
+GEMMA = {
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
+
+
+def gguf_name(hf, gemma=False):
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}
     if hf in top:
         return top[hf]
     parts = hf.split(".")
-    return "blk.%s.%s" % (parts[2], LAYER[".".join(parts[3:])])
+    rest = ".".join(parts[3:])
+    name = (GEMMA.get(rest) if gemma else None) or FAMILY.get(rest) or LAYER[rest]
+    return "blk.%s.%s" % (parts[2], name)
+
+
+ARCH = {"qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma2": "gemma2", "gemma3_text": "gemma3"}
+
+
+def rope_theta(cfg):
+    """rope_theta, or transformers 5's rope_parameters (Gemma 3: the global layers')"""
+    if "rope_theta" in cfg:
+        return cfg["rope_theta"]
+    rp = cfg["rope_parameters"]
+    return rp.get("full_attention", rp)["rope_theta"]
 
 
 def permute(w, n_head, n_head_kv):
@@ -97,14 +123,29 @@ def main():
         return f[k].contents() if k in f else None
 
     arch = val("general.architecture")
-    want_arch = "qwen2" if cfg["model_type"] == "qwen2" else "llama"
+    want_arch = ARCH.get(cfg["model_type"], "llama")
     check(arch == want_arch, "architecture %r, want %r" % (arch, want_arch))
+    gemma = arch in ("gemma2", "gemma3")
+    if gemma:  # the keys Gemma2Model / Gemma3Model write
+        check(val(arch + ".attention.key_length") == cfg["head_dim"], "key_length")
+        check(val(arch + ".attention.sliding_window") == cfg["sliding_window"], "sliding_window")
+        for k in ("attn_logit_softcapping", "final_logit_softcapping"):
+            check((val(arch + "." + k) or None) == cfg.get(k), k)
+    if arch == "phi3" and cfg.get("rope_parameters", {}).get("rope_type") == "longrope":
+        rp = cfg["rope_parameters"]
+        t = {t.name: t for t in r.tensors}
+        for k in ("long", "short"):
+            got = t.get("rope_factors_%s.weight" % k)
+            check(got is not None and np.array_equal(np.asarray(got.data), np.array(rp[k + "_factor"], np.float32)),
+                  "rope_factors_%s equal %s_factor" % (k, k))
+        check(val("phi3.rope.scaling.original_context_length") == cfg["original_max_position_embeddings"],
+              "rope.scaling.original_context_length")
     check(val(arch + ".block_count") == cfg["num_hidden_layers"], "block_count")
     check(val(arch + ".embedding_length") == cfg["hidden_size"], "embedding_length")
     check(val(arch + ".feed_forward_length") == cfg["intermediate_size"], "feed_forward_length")
     check(val(arch + ".attention.head_count") == cfg["num_attention_heads"], "head_count")
     check(val(arch + ".attention.head_count_kv") == cfg["num_key_value_heads"], "head_count_kv")
-    check(abs(val(arch + ".rope.freq_base") - cfg["rope_theta"]) <= 1e-6 * cfg["rope_theta"], "rope.freq_base")
+    check(abs(val(arch + ".rope.freq_base") - rope_theta(cfg)) <= 1e-6 * rope_theta(cfg), "rope.freq_base")
     check(abs(val(arch + ".attention.layer_norm_rms_epsilon") - cfg["rms_norm_eps"]) < 1e-9, "rms eps")
 
     # tokenizer
@@ -129,10 +170,12 @@ def main():
     hf = load_safetensors(hf_dir)
     if cfg.get("tie_word_embeddings"):
         hf.pop("lm_head.weight", None)
-    tensors = {t.name: t for t in r.tensors}
+    tensors = {t.name: t for t in r.tensors if not t.name.startswith("rope_factors_")}
     check(len(tensors) == len(hf), "%d tensors, want %d" % (len(tensors), len(hf)))
     for name, w in hf.items():
-        g = gguf_name(name)
+        g = gguf_name(name, gemma)
+        if gemma and name.endswith("norm.weight"):  # Gemma's RMSNorm scales by 1 + w: the converter adds 1
+            w = w + np.float32(1)
         t = tensors.get(g)
         check(t is not None, "tensor %s (%s) missing" % (g, name))
         if t is None:

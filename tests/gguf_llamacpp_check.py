@@ -4,14 +4,15 @@
 (tests/cli/gguf_export.sh runs it when llama_cpp imports; the test skips
 this part otherwise).
 
-    gguf_llamacpp_check.py BIN_DIR OUT.gguf TYPE [TEXT]
+    gguf_llamacpp_check.py BIN_DIR OUT.gguf TYPE [TEXT] [--reference REF.json]
 
   - llama.cpp loads the file (architecture, hyper-parameters, tokenizer
     metadata and tensors all accepted);
   - the prompt's ids from llama.cpp's tokenizer (built from our GGUF's
     tokenizer keys) equal align's (`tokenize --model OUT.gguf`);
   - align's greedy completion (`generate --temperature 0`, no chat
-    template) is llama.cpp's: at every step llama.cpp's argmax is align's
+    template; BOS first when the file's add_bos_token says so, as llama.cpp
+    does) is llama.cpp's: at every step llama.cpp's argmax is align's
     token, or a near tie (align's token within TOL of llama.cpp's best
     logit), and align's log-prob of each token is within TOL of llama.cpp's
     (log-softmax of its logits, teacher-forced on align's tokens). TOL per
@@ -20,6 +21,18 @@ this part otherwise).
     with Q8 activations; align fp32 activations for f32/f16/bf16, Q8 for
     quantised weights): 0.01 for f32/f16/bf16, 0.05 for q8_0, 0.1 for the 4-bit
     types.
+  - with --reference (a fixture's reference.json: transformers' fp32
+    next-token log-probs of fixed id sequences, "last_logits" when present,
+    which align's own tests hold align to within 1e-4): llama.cpp's
+    teacher-forced log-probs (logits_all) of every position of every
+    sequence, and its last-position logits, within the same TOL. A longrope
+    model's sequences no longer than original_max are left out: llama.cpp
+    picks the long factors by its context size (padded to 256 tokens), not
+    by the sequence, so it uses them for every sequence of these tiny
+    fixtures (original_max 16), where transformers uses the short ones.
+    The reference is fp32, so this holds the weights' own rounding to TOL
+    too: meant for f32, f16 and q8_0 (bf16 and the 4-bit types round the
+    tiny fixtures' weights by more than their tolerance).
 Prints the two completions and one line per failed check; exits 1 if any.
 """
 import json
@@ -43,9 +56,48 @@ def check(ok, what):
         print("FAIL:", what)
 
 
+def log_softmax(rows):
+    m = rows.max(axis=1, keepdims=True)
+    return rows - (m + np.log(np.exp(rows - m).sum(axis=1, keepdims=True)))
+
+
+def against_reference(llm, ref_path, tol):
+    """llama.cpp's log-probs and last logits of the reference sequences
+    against transformers'; returns (worst log-prob diff, worst logit diff,
+    positions compared)."""
+    ref = json.load(open(ref_path))
+    # written only with longrope's factor tensors (gguf_write)
+    orig = llm.metadata.get("phi3.rope.scaling.original_context_length")
+    longrope = orig is not None
+    worst_lp = worst_logit = 0.0
+    n = 0
+    for s, (seq, want) in enumerate(zip(ref["sequences"], ref["logprobs"])):
+        if longrope and len(seq) <= int(orig):
+            continue
+        llm.reset()
+        llm.eval(seq)
+        rows = np.array(llm.scores[: len(seq)], dtype=np.float64)
+        got = log_softmax(rows)[np.arange(len(seq) - 1), seq[1:]]
+        worst_lp = max(worst_lp, float(np.abs(got - np.array(want[: len(seq) - 1])).max()))
+        n += len(seq) - 1
+        if "last_logits" in ref:
+            worst_logit = max(worst_logit, float(np.abs(rows[-1] - np.array(ref["last_logits"][s])).max()))
+    check(n > 0, "reference: no sequence compared")
+    check(worst_lp <= tol, "reference log-probs: llama.cpp within %.3g of transformers' (tolerance %g)" % (worst_lp, tol))
+    check(worst_logit <= tol, "reference last logits: llama.cpp within %.3g of transformers' (tolerance %g)"
+          % (worst_logit, tol))
+    return worst_lp, worst_logit, n
+
+
 def main():
-    bin_dir, path, typ = sys.argv[1:4]
-    text = sys.argv[4] if len(sys.argv) > 4 else "The quick brown fox jumps over the lazy dog, and then"
+    args = sys.argv[1:]
+    ref_path = None
+    if "--reference" in args:
+        k = args.index("--reference")
+        ref_path = args[k + 1]
+        del args[k: k + 2]
+    bin_dir, path, typ = args[:3]
+    text = args[3] if len(args) > 3 else "The quick brown fox jumps over the lazy dog, and then"
     tol = TOL.get(typ, 0.1)
     steps = 12
     with tempfile.TemporaryDirectory() as d:
@@ -63,24 +115,38 @@ def main():
     rec = json.loads(out.splitlines()[0])
     gen, lps = rec["tokens"], rec["logprobs"]
 
-    llm = Llama(model_path=path, n_ctx=len(ids) + steps + 8, n_batch=64, n_threads=1, logits_all=True,
+    n_ctx = len(ids) + steps + 8
+    if ref_path:
+        n_ctx = max(n_ctx, max(len(q) for q in json.load(open(ref_path))["sequences"]) + 8)
+    llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=64, n_threads=1, logits_all=True,
                 verbose=False)
     lids = llm.tokenize(text.encode(), add_bos=False, special=False)
     check(lids == ids, "prompt ids: llama.cpp %s, align %s" % (lids, ids))
+    if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":  # generate starts with it too
+        ids = [llm.token_bos()] + ids
     llm.eval(ids + gen)
     scores = np.array(llm.scores[: len(ids) + len(gen)], dtype=np.float64)
     ll_text = llm.detokenize([int(np.argmax(scores[len(ids) - 1]))]).decode("utf-8", "replace")
     worst_lp = 0.0
+    agree = 0
     for k, t in enumerate(gen):
         row = scores[len(ids) - 1 + k]
         best = int(np.argmax(row))
         lse = row.max() + math.log(np.exp(row - row.max()).sum())
         worst_lp = max(worst_lp, abs((row[t] - lse) - lps[k]))
+        agree += best == t
         check(best == t or row[best] - row[t] <= tol,
               "step %d: llama.cpp's greedy token %d, align's %d (logits %.4f vs %.4f)" % (k, best, t, row[best], row[t]))
     check(worst_lp <= tol, "log-probs of align's tokens: llama.cpp within %.3g of align's (tolerance %g)" % (worst_lp, tol))
-    print("%s (%s): align %r | llama.cpp first token %r | log-probs within %.2g | %d checks failed"
-          % (os.path.basename(path), typ, rec["completion"], ll_text, worst_lp, fails))
+    refs = ""
+    if ref_path:
+        rlp, rlogit, n = against_reference(llm, ref_path, tol)
+        refs = " | reference: %d log-probs within %.2g" % (n, rlp)
+        if "last_logits" in json.load(open(ref_path)):
+            refs += ", last logits within %.2g" % rlogit
+    print("%s (%s): align %r | llama.cpp first token %r | greedy: llama.cpp's argmax is align's token at %d of %d "
+          "steps | log-probs within %.2g%s | %d checks failed"
+          % (os.path.basename(path), typ, rec["completion"], ll_text, agree, len(gen), worst_lp, refs, fails))
     sys.exit(1 if fails else 0)
 
 

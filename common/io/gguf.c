@@ -454,16 +454,17 @@ static int gemma_tensor_name(const char *hf, char *out, size_t n) {
     return gguf_tensor_name(hf, ARCH_LLAMA, out, n);
 }
 
-static int tensor_name_for(const ModelConfig *c, const char *hf, char *out, size_t n) {
+int gguf_tensor_name_for(const ModelConfig *c, const char *hf, char *out, size_t n) {
     return c->gemma ? gemma_tensor_name(hf, out, n) : gguf_tensor_name(hf, c->arch, out, n);
 }
 
 /* Gemma 2 / 3 as llama.cpp reads them: query_pre_attn_scalar is not stored
  * (llama.cpp takes hidden/heads for the 27B models, 46 and 62 layers, else
  * head_dim; an "attention.scale" key wins), the sliding pattern is 2 and 6
- * ("attention.sliding_window_pattern" wins), Gemma 3's local layers use
- * RoPE base 10000, and norm weights are stored as 1 + w (import_impl
- * takes the 1 off). */
+ * ("attention.sliding_window_pattern" wins), a Gemma 3 without
+ * "attention.sliding_window" has none, Gemma 3's local layers use RoPE base
+ * 10000 ("rope.freq_base_swa" wins), and norm weights are stored as 1 + w
+ * (import_impl takes the 1 off). */
 static int gguf_gemma_config(const GgufFile *f, const char *arch, ModelConfig *c) {
     int v3 = !strcmp(arch, "gemma3");
     c->gemma = v3 ? 3 : 2;
@@ -483,13 +484,18 @@ static int gguf_gemma_config(const GgufFile *f, const char *arch, ModelConfig *c
     }
     kv_float(f, arch, "attn_logit_softcapping", &c->attn_softcap);
     kv_float(f, arch, "final_logit_softcapping", &c->final_softcap);
-    c->sliding_window = 4096;
+    /* Gemma 2 always slides (4096 by default); Gemma 3 only when the file
+     * has a window, as llama.cpp */
+    c->sliding_window = v3 ? 0 : 4096;
     c->sliding_pattern = v3 ? 6 : 2;
     if (kv_int(f, arch, "attention.sliding_window", &c->sliding_window, 0) ||
         kv_int(f, arch, "attention.sliding_window_pattern", &c->sliding_pattern, 0))
         return -1;
-    if (v3) c->rope_local_theta = 10000.0f;
-    else if (c->rope_scaling != ROPE_SCALING_NONE)
+    if (c->sliding_window <= 0) c->sliding_window = 0, c->sliding_pattern = 0;
+    if (v3) {
+        c->rope_local_theta = 10000.0f;
+        kv_float(f, arch, "rope.freq_base_swa", &c->rope_local_theta);
+    } else if (c->rope_scaling != ROPE_SCALING_NONE)
         return align_errorf("%s: RoPE scaling is not supported for Gemma 2", f->path);
     return 0;
 }
@@ -819,7 +825,7 @@ static int import_impl(const char *path, const Backend *be, int quant, int fallb
         if (fused == 2) continue; /* read with its group's first member */
         if (fused == 1) p = &group;
         char gname[128];
-        if (tensor_name_for(&cfg, p->name, gname, sizeof gname) != 0) {
+        if (gguf_tensor_name_for(&cfg, p->name, gname, sizeof gname) != 0) {
             align_errorf("%s: no GGUF tensor corresponds to %s", path, p->name);
             goto done;
         }

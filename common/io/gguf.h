@@ -90,6 +90,9 @@ int gguf_read_f32(const GgufFile *f, const GgufTensor *t, float *out);
 /* The llama.cpp name (blk.N.attn_q.weight, ...) of a parameter's Hugging
  * Face name for arch; -1 when it has none (LoRA tensors, a value head). */
 int gguf_tensor_name(const char *hf, ModelArch arch, char *out, size_t n);
+/* The same for a model config: Gemma's norms have names of their own
+ * (post_attention_norm, ffn_norm = pre-feedforward, post_ffw_norm). */
+int gguf_tensor_name_for(const ModelConfig *c, const char *hf, char *out, size_t n);
 
 /* Import a whole model (see the header comment). */
 int gguf_import(const char *path, const Backend *be, ModelBundle *out);

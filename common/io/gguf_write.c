@@ -105,6 +105,90 @@ static int adds_bos(const cJSON *pp) {
     return cJSON_IsArray(single) && cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken") != NULL;
 }
 
+/* "<0xXX>": a SentencePiece byte piece (GGUF token type 6) */
+static int is_byte_piece(const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    return strlen(s) == 6 && !strncmp(s, "<0x", 3) && strchr(hex, s[3]) && strchr(hex, s[4]) && s[5] == '>';
+}
+
+/* 1 when a SentencePiece-style tokenizer.json puts "▁" before the text:
+ * a Prepend normalizer (Llama 2's) or a Metaspace pre-tokenizer that
+ * prepends (prepend_scheme other than "never", or add_prefix_space). */
+static int prepends_space(const cJSON *node) {
+    if (cJSON_IsArray(node)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, node) {
+            if (prepends_space(it)) return 1;
+        }
+        return 0;
+    }
+    if (!cJSON_IsObject(node)) return 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(node, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Prepend")) return 1;
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Metaspace")) {
+        const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(node, "prepend_scheme");
+        const cJSON *aps = cJSON_GetObjectItemCaseSensitive(node, "add_prefix_space");
+        if (cJSON_IsString(scheme)) return strcmp(scheme->valuestring, "never") != 0;
+        return !cJSON_IsFalse(aps);
+    }
+    /* the tokenizer.json itself, or a Sequence of normalizers / pre-tokenizers */
+    static const char *const keys[] = {"normalizer", "pre_tokenizer", "normalizers", "pretokenizers"};
+    for (int i = 0; i < 4; i++)
+        if (prepends_space(cJSON_GetObjectItemCaseSensitive(node, keys[i]))) return 1;
+    return 0;
+}
+
+/* tokenizer.ggml.scores for a SentencePiece BPE. llama.cpp (and gguf
+ * import, as transformers) merge the adjacent pair whose joined piece
+ * scores highest, where the BPE of tokenizer.json merges the lowest rank:
+ * a piece scores minus the rank of the first merge making it, so both
+ * orders agree (they do exactly when the merges were derived from
+ * SentencePiece scores, as transformers' and our GGUF import derive them).
+ * Pieces no merge makes come after every merge, by id. */
+static int put_spm_scores(Buf *kv, const Tokenizer *tok, const cJSON *merges, int V) {
+    float *sc = malloc((size_t)V * sizeof *sc);
+    char *buf = NULL;
+    size_t cap = 0;
+    if (!sc) return align_errorf("out of memory for the GGUF tokenizer's scores");
+    int n_merges = cJSON_IsArray(merges) ? cJSON_GetArraySize(merges) : 0;
+    for (int i = 0; i < V; i++) sc[i] = -(float)(n_merges + 1 + i);
+    int rank = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, merges) {
+        const char *a, *b;
+        const char *sp = cJSON_IsString(it) ? strchr(it->valuestring, ' ') : NULL;
+        size_t la, lb;
+        if (sp) {
+            a = it->valuestring, la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
+        } else {
+            const cJSON *x = cJSON_GetArrayItem(it, 0), *y = cJSON_GetArrayItem(it, 1);
+            if (!cJSON_IsString(x) || !cJSON_IsString(y)) {
+                free(sc), free(buf);
+                return align_errorf("the model's tokenizer.json has a malformed merge");
+            }
+            a = x->valuestring, la = strlen(a), b = y->valuestring, lb = strlen(b);
+        }
+        if (la + lb + 1 > cap) {
+            cap = 2 * (la + lb + 1);
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(sc), free(buf);
+                return align_errorf("out of memory for the GGUF tokenizer's scores");
+            }
+            buf = nb;
+        }
+        memcpy(buf, a, la), memcpy(buf + la, b, lb), buf[la + lb] = 0;
+        int id = tok_token_id(tok, buf);
+        if (id >= 0 && id < V && sc[id] < -(float)rank) sc[id] = -(float)rank;
+        rank++;
+    }
+    kv_key(kv, "tokenizer.ggml.scores", GGUF_ARRAY);
+    put_u32(kv, GGUF_FLOAT32), put_u64(kv, (uint64_t)V);
+    put(kv, sc, (size_t)V * sizeof *sc);
+    free(sc), free(buf);
+    return 0;
+}
+
 /* tokenizer.ggml.* from the bundle's tokenizer.json, padded to the model's
  * vocabulary with [PAD<id>] tokens of type unused, as convert_hf_to_gguf. */
 static int put_tokenizer(Buf *kv, const ModelBundle *b) {
@@ -127,9 +211,12 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") || !cJSON_IsObject(vocab)) {
-        align_errorf("the model's tokenizer is not byte-level BPE; GGUF export writes only that (\"gpt2\")");
+        align_errorf("the model's tokenizer is neither byte-level nor SentencePiece-style BPE; GGUF export writes "
+                     "only those (\"gpt2\", \"llama\")");
         goto out;
     }
+    /* byte fallback: SentencePiece's BPE (Llama 2, Mistral, Gemma, Phi-3) */
+    int spm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         int id = cJSON_IsNumber(it) ? it->valueint : -1;
@@ -149,18 +236,24 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
         toks[id->valueint] = content->valuestring;
         types[id->valueint] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")) ? 3 : 4; /* control, user-defined */
     }
-    kv_str(kv, "tokenizer.ggml.model", "gpt2");
-    kv_str(kv, "tokenizer.ggml.pre", tok_pretok_name(tok_pretok(tok)));
+    kv_str(kv, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    kv_str(kv, "tokenizer.ggml.pre", spm ? "default" : tok_pretok_name(tok_pretok(tok)));
     kv_key(kv, "tokenizer.ggml.tokens", GGUF_ARRAY);
     put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)V);
     for (int i = 0; i < V; i++) {
         if (!toks[i]) snprintf(pad, sizeof pad, "[PAD%d]", i), types[i] = 5; /* unused */
+        else if (spm && types[i] == 1 && is_byte_piece(toks[i])) types[i] = 6; /* <0xXX>: byte */
         put_str(kv, toks[i] ? toks[i] : pad);
     }
     kv_key(kv, "tokenizer.ggml.token_type", GGUF_ARRAY);
     put_u32(kv, GGUF_INT32), put_u64(kv, (uint64_t)V);
     put(kv, types, (size_t)V * 4);
-    if (cJSON_IsArray(merges)) {
+    if (spm) {
+        if (put_spm_scores(kv, tok, merges, V)) goto out;
+        const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+        int unk_id = cJSON_IsString(unk) ? tok_token_id(tok, unk->valuestring) : -1;
+        if (unk_id >= 0 && unk_id < V) kv_u32(kv, "tokenizer.ggml.unknown_token_id", (uint32_t)unk_id);
+    } else if (cJSON_IsArray(merges)) {
         kv_key(kv, "tokenizer.ggml.merges", GGUF_ARRAY);
         put_u32(kv, GGUF_STRING), put_u64(kv, (uint64_t)cJSON_GetArraySize(merges));
         cJSON_ArrayForEach(it, merges) {
@@ -183,7 +276,8 @@ static int put_tokenizer(Buf *kv, const ModelBundle *b) {
     if (eos >= 0 && eos < V) kv_u32(kv, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
     if (padid >= 0 && padid < V) kv_u32(kv, "tokenizer.ggml.padding_token_id", (uint32_t)padid);
     kv_bool(kv, "tokenizer.ggml.add_bos_token", adds_bos(cJSON_GetObjectItemCaseSensitive(root, "post_processor")));
-    kv_bool(kv, "tokenizer.ggml.add_space_prefix", 0);
+    if (spm) kv_bool(kv, "tokenizer.ggml.add_eos_token", 0);
+    kv_bool(kv, "tokenizer.ggml.add_space_prefix", spm && prepends_space(root));
     rc = 0;
 out:
     free(toks), free(types);
@@ -199,6 +293,7 @@ typedef struct {
     char name[128];
     int type;        /* ggml type */
     int heads;       /* > 0: permute this many heads' rows (llama q/k) */
+    int plus_one;    /* Gemma's norm weights: written as 1 + w, as llama.cpp's converter */
     ParamInfo group; /* Phi-3: a fused group (attn_qkv, ffn_up), p points here */
     size_t bytes;
     uint64_t offset; /* in the data section */
@@ -269,6 +364,8 @@ static int tensor_bytes(Model *m, const OutTensor *t, float *x, uint8_t *out, ui
         m->be->to_host(out, m->qparams + p->qoffset, t->bytes);
     } else {
         if (model_param_to_host(m, p, x)) return -1;
+        if (t->plus_one)
+            for (size_t i = 0; i < p->numel; i++) x[i] += 1.0f;
         switch (t->type) {
         case GGML_F32: memcpy(out, x, p->numel * 4); break;
         case GGML_F16:
@@ -291,26 +388,88 @@ static int tensor_bytes(Model *m, const OutTensor *t, float *x, uint8_t *out, ui
     return 0;
 }
 
+/* llama.cpp's vocabulary loader gives a model whose general.name contains
+ * "phi3" or "phi-3" the tokens </s>, <unk>, <s> and <|endoftext|> special
+ * attributes by text and fails to load ("unordered_map::at") when one is
+ * missing (a tiny or retokenised Phi-3). Such a name is then not written.
+ * The tokens are looked for as JSON strings in the tokenizer.json text:
+ * none of them needs escaping. */
+static int phi3_name_breaks_llamacpp(const char *name, const char *tokenizer_json) {
+    char low[256];
+    size_t n = strlen(name);
+    if (n >= sizeof low) n = sizeof low - 1;
+    for (size_t i = 0; i < n; i++) low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    low[n] = 0;
+    if (!strstr(low, "phi3") && !strstr(low, "phi-3")) return 0;
+    if (!tokenizer_json) return 0;
+    static const char *const need[] = {"\"</s>\"", "\"<unk>\"", "\"<s>\"", "\"<|endoftext|>\""};
+    for (int i = 0; i < 4; i++)
+        if (!strstr(tokenizer_json, need[i])) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ Gemma */
+
+/* llama.cpp's gemma2 / gemma3 fix what transformers' config lets vary: the
+ * score scale is head_dim^-1/2 (hidden/heads for the 27B models, told
+ * apart by 46 / 62 layers) and no key changes it; Gemma 2 always caps
+ * scores and logits and always ties the head to the embedding; Gemma 3
+ * never caps scores; sliding layers follow one "full every P-th" pattern,
+ * unscaled on Gemma 3. A model outside that would load and compute
+ * something else, so it is refused by name. */
+static int gemma_representable(const char *path, const ModelConfig *c) {
+    int v3 = c->gemma == 3, big = c->n_layers == (v3 ? 62 : 46);
+    float want = big ? (float)(c->dim / c->n_heads) : (float)c->head_dim;
+    float have = c->attn_scalar > 0 ? c->attn_scalar : (float)c->head_dim;
+    if (have != want)
+        return align_errorf("%s: query_pre_attn_scalar %g differs from the %g llama.cpp derives for this Gemma (%s); "
+                            "llama.cpp has no key for it, so the GGUF would compute other scores",
+                            path, have, want, big ? "hidden / heads" : "head_dim");
+    if (!v3 && (c->attn_softcap <= 0 || c->final_softcap <= 0))
+        return align_errorf("%s: llama.cpp's gemma2 always soft-caps scores and logits; this Gemma 2 lacks %s",
+                            path, c->attn_softcap <= 0 ? "attn_logit_softcapping" : "final_logit_softcapping");
+    if (v3 && c->attn_softcap > 0)
+        return align_errorf("%s: llama.cpp's gemma3 has no attention soft cap (attn_logit_softcapping %g)", path,
+                            c->attn_softcap);
+    if (!v3 && !c->tied_embeddings)
+        return align_errorf("%s: llama.cpp's gemma2 reads the LM head from the token embedding; this Gemma 2 has its "
+                            "own lm_head",
+                            path);
+    if (!v3 && c->rope_scaling != ROPE_SCALING_NONE)
+        return align_errorf("%s: RoPE scaling on a Gemma 2 has no GGUF form", path);
+    if (v3 && c->sliding_window > 0 && c->rope_local_theta <= 0 && c->rope_scaling != ROPE_SCALING_NONE)
+        return align_errorf("%s: llama.cpp's gemma3 never scales the sliding layers' RoPE; this Gemma 3 scales them",
+                            path);
+    if (c->sliding_window > 0 && c->sliding_pattern <= 0)
+        return align_errorf("%s: a Gemma whose sliding layers follow no \"full every P-th layer\" pattern has no "
+                            "GGUF form",
+                            path);
+    return 0;
+}
+
 /* ------------------------------------------------------------ the file */
 
 int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     Model *m = b->model;
     const ModelConfig *c = &m->cfg;
-    int is_gpt2 = c->arch == ARCH_GPT2, qwen3 = !is_gpt2 && c->qk_norm, phi3 = !is_gpt2 && c->phi3 && !qwen3;
-    int qwen2 = !is_gpt2 && c->qkv_bias && !qwen3;
+    int is_gpt2 = c->arch == ARCH_GPT2, gemma = is_gpt2 ? 0 : c->gemma;
+    int qwen3 = !is_gpt2 && !gemma && c->qk_norm, phi3 = !is_gpt2 && !gemma && c->phi3 && !qwen3;
+    int qwen2 = !is_gpt2 && !gemma && c->qkv_bias && !qwen3;
     /* llama.cpp's arch names; only "llama" rotates interleaved pairs (permuted q/k rows) */
-    const char *arch = is_gpt2 ? "gpt2" : qwen3 ? "qwen3" : phi3 ? "phi3" : qwen2 ? "qwen2" : "llama";
-    int permute = !is_gpt2 && !qwen2 && !qwen3 && !phi3;
+    const char *arch = is_gpt2 ? "gpt2"
+                       : gemma ? (gemma == 3 ? "gemma3" : "gemma2")
+                       : qwen3 ? "qwen3"
+                       : phi3  ? "phi3"
+                       : qwen2 ? "qwen2"
+                               : "llama";
+    int permute = !is_gpt2 && !gemma && !qwen2 && !qwen3 && !phi3;
     /* Phi's longrope: rope_factors_long / rope_factors_short, F32 [rot/2] */
     int longrope = !is_gpt2 && c->rope_scaling == ROPE_SCALING_LONGROPE, n_extra = longrope ? 2 : 0;
     size_t factor_bytes = (size_t)(model_rotary_dim(c) / 2) * sizeof(float);
     const float *factors[2] = {c->rope_long_factor, c->rope_short_factor};
     if (c->value_head || !c->lm_head)
         return align_errorf("%s: a model without its LM head (a reward model or critic) has no GGUF form", path);
-    if (c->gemma)
-        return align_errorf("%s: Gemma models are not written to GGUF yet; export a Hugging Face directory "
-                            "(ckpt_convert model.ckpt out/) and convert it with llama.cpp's convert_hf_to_gguf.py",
-                            path);
+    if (gemma && gemma_representable(path, c)) return -1;
     if (c->rope_scaling == ROPE_SCALING_LLAMA3)
         return align_errorf("%s: Llama-3.1 rope scaling is not written to GGUF yet (export a Hugging Face directory "
                             "and convert it with llama.cpp's convert_hf_to_gguf.py)",
@@ -334,7 +493,9 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
     /* the last part of the base model's name or path, as llama.cpp shows it */
     const char *bm = b->extras.base_model && *b->extras.base_model ? b->extras.base_model : "align model";
     const char *slash = strrchr(bm, '/');
-    kv_str(&kv, "general.name", slash && slash[1] ? slash + 1 : bm);
+    const char *name = slash && slash[1] ? slash + 1 : bm;
+    if (phi3_name_breaks_llamacpp(name, b->extras.tokenizer_json)) name = "align model";
+    kv_str(&kv, "general.name", name);
     kv_u32(&kv, "general.file_type", (uint32_t)ftype[type]);
     if (type >= GGUF_OUT_Q8_0) kv_u32(&kv, "general.quantization_version", 2);
     kv_arch_u32(&kv, arch, "context_length", (uint32_t)c->max_seq_len);
@@ -349,7 +510,7 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         kv_arch_f32(&kv, arch, "attention.layer_norm_rms_epsilon", c->norm_eps);
         kv_arch_f32(&kv, arch, "rope.freq_base", c->rope_theta);
         kv_arch_u32(&kv, arch, "rope.dimension_count", (uint32_t)model_rotary_dim(c)); /* partial rotary: fewer */
-        if (c->head_dim * c->n_heads != c->dim) {
+        if (gemma || c->head_dim * c->n_heads != c->dim) { /* Gemma's converter always writes them */
             kv_arch_u32(&kv, arch, "attention.key_length", (uint32_t)c->head_dim);
             kv_arch_u32(&kv, arch, "attention.value_length", (uint32_t)c->head_dim);
         }
@@ -361,6 +522,19 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
             snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
             kv_str(&kv, k, "linear");
             kv_arch_f32(&kv, arch, "rope.scaling.factor", c->rope_factor);
+        }
+        if (gemma) { /* what llama.cpp's gemma2 / gemma3 read (gemma_representable checked the rest) */
+            if (c->attn_softcap > 0) kv_arch_f32(&kv, arch, "attn_logit_softcapping", c->attn_softcap);
+            if (c->final_softcap > 0) kv_arch_f32(&kv, arch, "final_logit_softcapping", c->final_softcap);
+            if (c->sliding_window > 0) {
+                kv_arch_u32(&kv, arch, "attention.sliding_window", (uint32_t)c->sliding_window);
+                /* llama.cpp assumes 2 (Gemma 2) or 6 (Gemma 3) without it */
+                kv_arch_u32(&kv, arch, "attention.sliding_window_pattern", (uint32_t)c->sliding_pattern);
+            } else if (gemma == 2) { /* Gemma 2 always builds sliding layers: pattern 1 makes none */
+                kv_arch_u32(&kv, arch, "attention.sliding_window_pattern", 1);
+            }
+            if (gemma == 3 && c->sliding_window > 0)
+                kv_arch_f32(&kv, arch, "rope.freq_base_swa", c->rope_local_theta > 0 ? c->rope_local_theta : c->rope_theta);
         }
         if (longrope) { /* as llama.cpp's Phi3 converter: the factors are tensors (below) */
             kv_arch_u32(&kv, arch, "rope.scaling.original_context_length", (uint32_t)c->rope_original_max_pos);
@@ -385,11 +559,12 @@ int gguf_write(const char *path, const ModelBundle *b, GgufOutType type) {
         if (fused == 1) p = &t->group;
         nt++;
         t->p = p;
-        if (gguf_tensor_name(p->name, c->arch, t->name, sizeof t->name)) {
+        if (gguf_tensor_name_for(c, p->name, t->name, sizeof t->name)) {
             align_errorf("%s: %s has no GGUF counterpart", path, p->name);
             goto fail;
         }
         t->type = pick_type(p, type, c);
+        t->plus_one = gemma && p->ndim == 1 && strstr(p->name, "norm.weight") != NULL;
         if (permute && p->ndim == 2) {
             if (strstr(p->name, "self_attn.q_proj.weight")) t->heads = c->n_heads;
             else if (strstr(p->name, "self_attn.k_proj.weight")) t->heads = c->n_kv_heads;

@@ -3,10 +3,18 @@
  * What convert_hf_to_gguf.py writes for the same model: architecture
  * "llama" (q/k rows permuted to llama.cpp's RoPE layout, the inverse of
  * gguf_import's un-permutation), "qwen2" (a Llama-family model with q/k/v
- * biases, stored unpermuted) or "gpt2"; the <arch>.* hyper-parameters; the
+ * biases, stored unpermuted), "qwen3" (q/k norms), "phi3" (fused attn_qkv
+ * and gate|up in ffn_up, longrope factors as rope_factors_long/short
+ * tensors, partial rotary as rope.dimension_count), "gemma2" / "gemma3"
+ * (norm weights stored as 1 + w, soft caps, sliding window and its
+ * pattern, Gemma 3's local RoPE base as rope.freq_base_swa) or "gpt2";
+ * the <arch>.* hyper-parameters; the
  * byte-level BPE tokenizer as tokenizer.ggml.* (model "gpt2", tokens,
  * token_type, merges, pre, bos/eos/padding ids, add_bos_token) from the
- * bundle's tokenizer.json; tokenizer.chat_template from its Jinja source.
+ * bundle's tokenizer.json, a SentencePiece-style one (byte fallback: Llama
+ * 2, Mistral, Gemma, Phi-3) as model "llama" (pieces, scores ordered as the
+ * merges, byte pieces, add_space_prefix); tokenizer.chat_template from its
+ * Jinja source.
  *
  * Tensor types: 1-D tensors (norms, biases) and GPT-2's position table are
  * always F32; 2-D ones take
@@ -23,7 +31,10 @@
  * for it is copied as it is, not re-quantised.
  *
  * Refused with an error: LoRA adapters not merged (save merged), a value
- * head (reward models have no GGUF form), Llama-3.1 rope scaling. */
+ * head (reward models have no GGUF form), Llama-3.1 rope scaling, and a
+ * Gemma that llama.cpp would compute otherwise (query_pre_attn_scalar not
+ * the one it derives, an untied Gemma 2, Gemma 2 without soft caps, Gemma 3
+ * with attention soft caps). */
 #ifndef ALIGN_GGUF_WRITE_H
 #define ALIGN_GGUF_WRITE_H
 

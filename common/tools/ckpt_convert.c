@@ -35,6 +35,11 @@ static void usage(FILE *out) {
             "  --help                show this help\n");
 }
 
+static int type_out_is_gguf(const char *out) {
+    size_t n = strlen(out);
+    return n >= 5 && !strcmp(out + n - 5, ".gguf");
+}
+
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *tmpl = NULL, *type = NULL;
     for (int i = 1; i < argc; i++) {
@@ -107,6 +112,14 @@ int main(int argc, char **argv) {
             c->n_layers, c->dim,
             c->vocab_size, b.model->n_elems / 1e6,
             b.extras.chat_template ? b.extras.chat_template : "unknown", align_now() - t0);
+    /* llama.cpp's llama, qwen2 and phi3 have no sliding-window attention
+     * (phi3 reads the key and switches it off), as for the files its own
+     * converter writes: said once, since the outputs part past the window */
+    if (type_out_is_gguf(out) && !c->gemma && c->sliding_window > 0)
+        fprintf(stderr,
+                "%s: note: llama.cpp runs its sliding window (%d tokens) as full attention, so its outputs differ "
+                "from align's once a sequence is longer than that\n",
+                PROG, c->sliding_window);
     model_bundle_free(&b);
     return 0;
 }
