@@ -253,7 +253,10 @@ static void *watch(void *arg) {
     int n = g_me == 0 ? g_n - 1 : 1;
     struct pollfd *pf = calloc((size_t)n, sizeof *pf);
     int *peer = calloc((size_t)n, sizeof *peer), *done = calloc((size_t)g_n, sizeof *done);
-    if (!pf || !peer || !done) return NULL;
+    if (!pf || !peer || !done) {
+        free(pf), free(peer), free(done);
+        return NULL;
+    }
     for (int i = 0; i < n; i++) {
         peer[i] = g_me == 0 ? i + 1 : 0;
         pf[i] = (struct pollfd){.fd = g_fd[g_me == 0 ? i + 1 : 0], .events = POLLIN};
@@ -279,6 +282,7 @@ static void *watch(void *arg) {
             g_lost(lost, status);
         }
     }
+    free(pf), free(peer), free(done);
     return NULL;
 }
 

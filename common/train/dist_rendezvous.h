@@ -9,12 +9,12 @@
  *     is (rank, world size, pid, host). Rank 0 checks them (same world size,
  *     no rank twice) and waits until all have arrived or the timeout says
  *     which ranks are missing;
- *  2. rank 0 starts `ompi-server` (it dies with rank 0), opens an MPI port
- *     and sends the server's URI and the port name to every rank; each rank
- *     points its singleton at the server (OMPI_MCA_pmix_server_uri) and
- *     calls MPI_Init;
- *  3. ranks 1..N-1 join in rank order: rank k MPI_Comm_connects to the port,
- *     the communicator of ranks 0..k-1 MPI_Comm_accepts it, and
+ *  2. rank 0 starts `ompi-server` (it dies with rank 0) and opens an MPI
+ *     port, then sends the server's URI to every rank; each rank points its
+ *     singleton at the server (OMPI_MCA_pmix_server_uri) and calls MPI_Init;
+ *  3. ranks 1..N-1 join in rank order: rank 0 tells rank k its turn (an
+ *     accept takes whichever connect comes first), rank k MPI_Comm_connects
+ *     to the port, the communicator of ranks 0..k-1 MPI_Comm_accepts it, and
  *     MPI_Intercomm_merge puts k last. The result is the job's world.
  * The collectives are MPI's own; only the meeting and the liveness are ours.
  *
