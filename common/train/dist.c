@@ -217,7 +217,7 @@ static void on_lost(int rank, int status) {
 /* With --dist-init, at exit: a clean end waits for every rank (rank 0 may
  * still be writing the model) and says goodbye; an error end tells the
  * peers at once. No MPI_Finalize: after MPI_Comm_accept/connect, OpenMPI
- * 4.1's finalize sometimes hangs (2 of 10 three-rank runs here), and
+ * 4.1's finalize sometimes hangs (2 of 10 probe runs, docs/DECISIONS.md), and
  * the process ending frees everything anyway. */
 static void rendezvous_exit(int status, void *arg) {
     (void)arg;
