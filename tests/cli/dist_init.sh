@@ -10,7 +10,8 @@
 #    line naming the lost rank and a whole checkpoint; rank 0's ompi-server
 #    goes with the job;
 #  - a rank that never arrives is named after --dist-timeout; a world size
-#    that differs between ranks, a taken port and bad flags are one sentence.
+#    that differs between ranks, a taken port and bad flags are one sentence
+#    (ppo_run, which shares the trainer flags, refuses --dist-init).
 # Skipped (77) without OpenMPI's ompi-server or when built without MPI.
 set -u
 BIN=$1
@@ -135,5 +136,7 @@ check "--dist-init without tcp:// is a usage error" "[ $? -eq 2 ] && grep -q 'ex
 check "--rank without --dist-init is a usage error" "[ $? -eq 2 ] && grep -q -- '--rank and --world-size go with --dist-init' $T/f3.err"
 OMPI_COMM_WORLD_SIZE=2 "$BIN/rm_train" --model "$MODEL" --data "$PREFS" --out "$T/r.ckpt" --dist-init "tcp://127.0.0.1:$port" --rank 0 --world-size 2 2>"$T/f4.err"
 check "--dist-init under mpirun is refused" "[ $? -eq 2 ] && grep -q 'under mpirun the ranks already meet' $T/f4.err"
+"$BIN/ppo_run" --policy "$MODEL" --prompts "$T/sft.jsonl" --reward length --out "$T/p.ckpt" --dist-init "tcp://127.0.0.1:$port" --rank 0 --world-size 2 2>"$T/f5.err"
+check "ppo_run refuses --dist-init (its policy's ranks come from --policy-ranks)" "[ $? -ne 0 ] && grep -q -- '--policy-ranks N' $T/f5.err"
 
 finish dist_init
