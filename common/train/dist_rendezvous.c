@@ -201,8 +201,11 @@ static int start_server(char *uri, size_t cap) {
         if (f) {
             int whole = fgets(uri, (int)cap, f) && strchr(uri, '\n');
             fclose(f);
-            if (whole) {
+            if (whole) { /* read once: nothing is left on disk, even if rank 0 is killed */
                 uri[strcspn(uri, "\n")] = 0;
+                unlink(path);
+                rmdir(g_server_dir);
+                g_server_dir[0] = 0;
                 return 0;
             }
         }
