@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist_rendezvous.h"
 #include "util.h"
 
 #ifdef ALIGN_HAVE_MPI
@@ -20,11 +21,13 @@ static int g_rank = 0, g_size = 1, g_inited = 0, g_launched = 0;
 static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
 static char g_hint[4096];         /* the last checkpoint, for the fault lines */
 static double g_comm_time;
+static DistRendezvous g_rdv;      /* --dist-init, when given (g_rdv.size > 0) */
 
 /* Before dist_init, the launcher's word (so loading messages can be
  * printed once per job, not once per rank). */
 int dist_rank(void) {
     if (g_inited) return g_rank;
+    if (g_rdv.size) return g_rdv.rank;
     const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
     for (int i = 0; i < 3; i++)
         if (getenv(names[i])) return atoi(getenv(names[i]));
@@ -33,6 +36,37 @@ int dist_rank(void) {
 int dist_size(void) { return g_size; }
 
 void dist_set_resume_hint(const char *path) { snprintf(g_hint, sizeof g_hint, "%s", path ? path : ""); }
+
+/* The launcher's environment, if one started this process. */
+static const char *launcher_env(void) {
+    const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"};
+    for (int i = 0; i < 3; i++)
+        if (getenv(names[i])) return names[i];
+    return NULL;
+}
+
+int dist_set_rendezvous(const char *url, int rank, int world_size) {
+    if (!url) {
+        if (rank >= 0 || world_size > 0)
+            return align_errorf("--rank and --world-size go with --dist-init tcp://HOST:PORT (under mpirun, mpirun numbers the ranks)");
+        return 0;
+    }
+    if (rank < 0) return align_errorf("--dist-init needs --rank R (this process's rank, 0 to N-1)");
+    DistRendezvous r;
+    if (dist_rendezvous_parse(url, rank, world_size, &r)) return -1;
+    const char *env = launcher_env();
+    if (env)
+        return align_errorf("--dist-init with a launcher (%s is set): under mpirun the ranks already meet; drop --dist-init, --rank "
+                            "and --world-size", env);
+#ifndef ALIGN_HAVE_MPI
+    if (world_size > 1)
+        return align_errorf("--dist-init with --world-size %d: this build has no MPI (install libopenmpi-dev and rebuild)", world_size);
+#endif
+    if (g_inited && (!g_rdv.size || g_rdv.rank != rank || g_rdv.size != world_size))
+        return align_errorf("--dist-init given after the job was joined");
+    g_rdv = r;
+    return 0;
+}
 
 double dist_take_comm_time(void) {
     double t = g_comm_time;
@@ -51,6 +85,9 @@ typedef struct {
 } Peer;
 static Peer *g_peers;
 static char g_host[64];
+/* The job's communicator: MPI_COMM_WORLD under mpirun, the joined one
+ * with --dist-init (dist_rendezvous.h). */
+static MPI_Comm g_world;
 
 /* The watchdog's view of the collective in flight (0 = none), in ms. */
 static atomic_llong g_coll_since;
@@ -92,7 +129,13 @@ static void say_resume(void) {
 /* mpirun ends the whole job when one rank dies: every other rank gets
  * SIGTERM. Name the lost ones on this host, say where to resume, leave. */
 static void on_term(int sig) {
-    (void)sig;
+    if (g_rdv.size) { /* no mpirun sent this: someone stopped this rank; the others hear it */
+        say(g_prefix);
+        say("stopped by a signal; stopping the job, nothing was written half");
+        say_resume();
+        dist_rendezvous_leave(128 + sig);
+        _exit(1);
+    }
     int lost = 0, lower_alive = 0;
     for (int r = 0; r < g_size; r++) {
         if (r == g_rank || !g_peers || strcmp(g_peers[r].host, g_host)) continue;
@@ -131,7 +174,8 @@ static void *watchdog(void *arg) {
             say_int((long)g_timeout_s);
             say(" s (a rank is hung or unreachable); aborting the job");
             say_resume();
-            MPI_Abort(MPI_COMM_WORLD, 1);
+            if (g_rdv.size) dist_rendezvous_leave(1); /* no mpirun: the peers hear it from us */
+            else MPI_Abort(g_world, 1);
             _exit(1);
         }
     }
@@ -142,6 +186,48 @@ static void finalize_at_exit(void) {
     int fin = 0;
     MPI_Finalized(&fin);
     if (!fin) MPI_Finalize();
+}
+
+/* With --dist-init: the liveness thread found rank `rank` gone (status -1:
+ * killed; else the status it left with). One line, then leave. */
+static void on_lost(int rank, int status) {
+    say(g_prefix);
+    say("the job was stopped: rank ");
+    say_int(rank);
+    if (g_peers && rank >= 0 && rank < g_size && g_peers[rank].pid) {
+        say(" (pid ");
+        say_int(g_peers[rank].pid);
+        say(" on ");
+        say(g_peers[rank].host);
+        say(")");
+    }
+    if (status < 0) {
+        say(" was lost");
+    } else {
+        say(" left with exit status ");
+        say_int(status);
+        say(" (its own output says why)");
+    }
+    say("; nothing was written half");
+    say_resume();
+    dist_rendezvous_leave(1);
+    _exit(1);
+}
+
+/* With --dist-init, at exit: a clean end waits for every rank (rank 0 may
+ * still be writing the model) and says goodbye; an error end tells the
+ * peers at once. No MPI_Finalize: after MPI_Comm_accept/connect, OpenMPI
+ * 4.1's finalize sometimes hangs (2 of 10 probe runs, docs/DECISIONS.md), and
+ * the process ending frees everything anyway. */
+static void rendezvous_exit(int status, void *arg) {
+    (void)arg;
+    if (status == 0 && g_size > 1) {
+        long long t0 = now_ms();
+        atomic_store(&g_coll_since, t0); /* the watchdog bounds it */
+        if (MPI_Barrier(g_world) != MPI_SUCCESS) status = 1;
+        atomic_store(&g_coll_since, 0);
+    }
+    dist_rendezvous_leave(status);
 }
 
 static int mpi_fail(int rc, const char *what) {
@@ -165,25 +251,35 @@ static void coll_end(long long t0) {
 int dist_init(const char *prog, double timeout_s) {
     if (g_inited) return 0;
     g_inited = 1;
-    const char *launched = getenv("OMPI_COMM_WORLD_SIZE");
-    if (!launched) launched = getenv("PMIX_RANK");
-    if (!launched) launched = getenv("PMI_RANK");
-    if (!launched) return 0; /* no launcher: a world of one, MPI untouched */
-    g_launched = 1;
-    int provided;
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-        return align_errorf("MPI_Init failed (started by mpirun?)");
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    atexit(finalize_at_exit);
+    if (g_rdv.size) {
+        g_launched = 1;
+        snprintf(g_prefix, sizeof g_prefix, "%s: rank %d of %d: ", prog, g_rdv.rank, g_rdv.size);
+        signal(SIGPIPE, SIG_IGN); /* OpenMPI's sockets to a peer gone: an error, not a silent death */
+        if (dist_rendezvous_join(&g_rdv, timeout_s, &g_world, on_lost)) {
+            /* the others hear it through the sockets; MPI is left as it is */
+            dist_rendezvous_leave(1);
+            return -1;
+        }
+        on_exit(rendezvous_exit, NULL);
+    } else {
+        if (!launcher_env()) return 0; /* no launcher: a world of one, MPI untouched */
+        g_launched = 1;
+        int provided;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return align_errorf("MPI_Init failed (started by mpirun?)");
+        g_world = MPI_COMM_WORLD;
+        atexit(finalize_at_exit);
+    }
+    MPI_Comm_set_errhandler(g_world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(g_world, &g_rank);
+    MPI_Comm_size(g_world, &g_size);
     snprintf(g_prefix, sizeof g_prefix, "%s: rank %d of %d: ", prog, g_rank, g_size);
     gethostname(g_host, sizeof g_host - 1);
     g_peers = calloc((size_t)g_size, sizeof *g_peers);
     if (!g_peers) return align_errorf("out of memory");
     Peer me = {.pid = (int)getpid()};
     memcpy(me.host, g_host, sizeof me.host);
-    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, g_peers, sizeof me, MPI_BYTE, MPI_COMM_WORLD) != MPI_SUCCESS)
+    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, g_peers, sizeof me, MPI_BYTE, g_world) != MPI_SUCCESS)
         return align_errorf("MPI_Allgather of the ranks' hosts failed");
     struct sigaction sa = {0};
     sa.sa_handler = on_term;
@@ -197,6 +293,14 @@ int dist_init(const char *prog, double timeout_s) {
     return 0;
 }
 
+int dist_local_rank(void) {
+    const char *env = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (env) return atoi(env);
+    int local = 0;
+    for (int r = 0; g_peers && r < g_rank; r++) local += !strcmp(g_peers[r].host, g_host);
+    return local;
+}
+
 /* MPI counts are ints: bigger buffers go in buckets. */
 #define BUCKET (64L << 20)
 
@@ -206,7 +310,7 @@ int dist_allreduce_sum(float *buf, size_t n) {
     coll_begin();
     for (size_t at = 0; at < n; at += BUCKET) {
         int k = (int)(n - at < (size_t)BUCKET ? n - at : (size_t)BUCKET);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, g_world);
         if (rc != MPI_SUCCESS) {
             coll_end(t0);
             return mpi_fail(rc, "MPI_Allreduce of the gradients");
@@ -231,7 +335,7 @@ int dist_iallreduce_sum(float *buf, size_t n) {
             g_reqs = r, g_cap_reqs = cap;
         }
         int k = (int)(n - at < (size_t)BUCKET ? n - at : (size_t)BUCKET);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &g_reqs[g_n_reqs]);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, g_world, &g_reqs[g_n_reqs]);
         if (rc != MPI_SUCCESS) {
             g_comm_time += (now_ms() - t0) / 1000.0;
             return mpi_fail(rc, "MPI_Iallreduce of the gradients");
@@ -266,7 +370,7 @@ static int allreduce_double(double *buf, int n, MPI_Op op) {
     if (g_size == 1) return 0;
     long long t0 = now_ms();
     coll_begin();
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, op, MPI_COMM_WORLD);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, op, g_world);
     coll_end(t0);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allreduce");
 }
@@ -281,7 +385,7 @@ int dist_allgather_bytes(const void *mine, void *all, size_t bytes) {
     if (bytes > INT_MAX) return align_errorf("MPI_Allgather of %zu bytes: too large", bytes);
     long long t0 = now_ms();
     coll_begin();
-    int rc = MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    int rc = MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, g_world);
     coll_end(t0);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allgather");
 }
@@ -305,7 +409,7 @@ int dist_allgatherv(float *buf, const size_t *counts, const size_t *displs) {
     if (rc == 0) {
         long long t0 = now_ms();
         coll_begin();
-        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, ic, id, MPI_FLOAT, MPI_COMM_WORLD);
+        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, ic, id, MPI_FLOAT, g_world);
         coll_end(t0);
         rc = rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allgatherv of the parameters");
     }
@@ -324,7 +428,7 @@ int dist_gatherv(const float *mine, float *all, const size_t *counts, const size
     if (rc == 0) {
         long long t0 = now_ms();
         coll_begin();
-        rc = MPI_Gatherv(mine, ic[g_rank], MPI_FLOAT, all, ic, id, MPI_FLOAT, root, MPI_COMM_WORLD);
+        rc = MPI_Gatherv(mine, ic[g_rank], MPI_FLOAT, all, ic, id, MPI_FLOAT, root, g_world);
         coll_end(t0);
         rc = rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Gatherv of the optimizer moments");
     }
@@ -337,7 +441,7 @@ int dist_bcast(void *buf, size_t bytes, int root) {
     if (bytes > INT_MAX) return align_errorf("MPI_Bcast of %zu bytes: too large", bytes);
     long long t0 = now_ms();
     coll_begin();
-    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, g_world);
     coll_end(t0);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Bcast");
 }
@@ -346,7 +450,7 @@ int dist_bcast_idle(void *buf, size_t bytes, int root) {
     if (g_size == 1) return 0;
     if (bytes > INT_MAX) return align_errorf("MPI_Ibcast of %zu bytes: too large", bytes);
     MPI_Request req;
-    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, g_world, &req);
     for (int done = 0; rc == MPI_SUCCESS && !done;) {
         rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
         if (!done) usleep(1000); /* a waiting rank must not take a core from the busy processes beside it */
@@ -358,14 +462,15 @@ int dist_barrier(void) {
     if (g_size == 1) return 0;
     long long t0 = now_ms();
     coll_begin();
-    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    int rc = MPI_Barrier(g_world);
     coll_end(t0);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Barrier");
 }
 
 void dist_abort(const char *why, int code) {
     fprintf(stderr, "%s%s\n", g_prefix, why);
-    if (g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    /* with --dist-init, exit's handler tells the peers (rendezvous_exit) */
+    if (g_size > 1 && !g_rdv.size) MPI_Abort(g_world, code);
     exit(code);
 }
 
@@ -402,6 +507,7 @@ int dist_gatherv(const float *mine, float *all, const size_t *counts, const size
 int dist_bcast(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
 int dist_bcast_idle(void *buf, size_t bytes, int root) { return (void)buf, (void)bytes, (void)root, 0; }
 int dist_barrier(void) { return 0; }
+int dist_local_rank(void) { return 0; }
 void dist_abort(const char *why, int code) {
     fprintf(stderr, "%s%s\n", g_prefix, why);
     exit(code);

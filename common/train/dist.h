@@ -6,6 +6,13 @@
  * world of size 1 and never touches MPI, and a build without MPI (no
  * libopenmpi-dev) is always a world of size 1.
  *
+ * Without mpirun, N processes started by hand (or by a scheduler, on one
+ * host or several) with `--dist-init tcp://HOST:PORT --rank R --world-size
+ * N` meet at rank 0's address and become one MPI communicator
+ * (dist_rendezvous.h: OpenMPI singletons joined through an ompi-server that
+ * rank 0 starts). Every collective below runs on that job communicator, so
+ * the trainers cannot tell the two ways apart.
+ *
  * The collectives are MPI's own (MPI_Allreduce, MPI_Bcast, MPI_Allgatherv,
  * MPI_Gatherv); the wrappers only split counts past INT_MAX and turn an MPI
  * error into an align_errorf sentence.
@@ -16,7 +23,10 @@
  * the last checkpoint to resume from (dist_set_resume_hint), then exits 1
  * at once: the atomic writers (.ckpt, metrics) leave no half file behind.
  * A collective that waits longer than the timeout (a hung peer) aborts the
- * job with the same kind of line. */
+ * job with the same kind of line. With --dist-init there is no mpirun to
+ * send SIGTERM: the rendezvous sockets stay open, and a rank that dies or
+ * leaves with an error stops every other one at once with a line naming
+ * it. */
 #ifndef ALIGN_DIST_H
 #define ALIGN_DIST_H
 
@@ -24,10 +34,18 @@
 
 #include "metrics.h"
 
-/* Join the job when started by a launcher (idempotent). prog prefixes the
- * fault messages; timeout_s bounds every collective (0 = no bound). */
+/* Join the job when started by a launcher or given a rendezvous
+ * (idempotent). prog prefixes the fault messages; timeout_s bounds every
+ * collective and, with a rendezvous, the wait for every rank to arrive
+ * (0 = no bound). */
 int dist_init(const char *prog, double timeout_s);
-/* This process's rank (before dist_init: the launcher's, from the environment). */
+/* Before dist_init: --dist-init tcp://HOST:PORT, --rank, --world-size
+ * (url NULL: none). Checks them (an error names the flag; refused under
+ * mpirun, which already says who is who) and makes dist_rank() answer
+ * with this rank from then on. */
+int dist_set_rendezvous(const char *url, int rank, int world_size);
+/* This process's rank (before dist_init: the launcher's, from the
+ * environment, or the rendezvous's --rank). */
 int dist_rank(void);
 int dist_size(void);
 /* Whether this build can run more than one rank. */
@@ -69,8 +87,11 @@ int dist_merge_metrics(Metrics *acc);
  * when single). */
 void dist_abort(const char *why, int code);
 
-/* Whether the job was started by a launcher (mpirun), whatever its size. */
+/* Whether the job was started by a launcher (mpirun) or joined by
+ * --dist-init, whatever its size. */
 int dist_launched(void);
+/* This rank's index among the ranks on its host (the GPU it takes). */
+int dist_local_rank(void);
 
 /* ---- NCCL (dist_nccl.c): gradients in GPU memory ----
  * Under a launcher with --device cuda, the trainer sums gradients with

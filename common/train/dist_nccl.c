@@ -24,9 +24,8 @@ int dist_nccl_init(void) {
     cudaError_t ce = cudaGetDeviceCount(&devices);
     if (ce != cudaSuccess || devices == 0)
         return align_errorf("NCCL: no CUDA device (%s)", ce != cudaSuccess ? cudaGetErrorString(ce) : "count 0");
-    /* one GPU per rank: the launcher's local rank picks it, as torchrun's LOCAL_RANK */
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    int dev = (local ? atoi(local) : dist_rank()) % devices;
+    /* one GPU per rank: the rank's index on its host picks it, as torchrun's LOCAL_RANK */
+    int dev = dist_local_rank() % devices;
     if ((ce = cudaSetDevice(dev)) != cudaSuccess) return align_errorf("NCCL: cudaSetDevice(%d): %s", dev, cudaGetErrorString(ce));
     ncclUniqueId id;
     ncclResult_t nr = ncclSuccess;

@@ -47,6 +47,7 @@ void train_args_defaults(TrainArgs *a) {
     a->lora_dropout = 0.05f;
     a->dist_timeout = 600; /* longer than any evaluation or save rank 0 makes the others wait for */
     a->dist_overlap = 1; /* as DDP's bucketed all-reduce: on unless asked off */
+    a->rank = -1;        /* --rank and --world-size only go with --dist-init */
 }
 
 int train_args_flags(TrainArgs *a, CliFlag *f) {
@@ -87,9 +88,12 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"lora-out", CLI_STRING, &a->lora_out, "directory for the trained adapter alone (LoRA, prompt or prefix tuning), peft layout (default <out>-adapter)"},
         {"report-to", CLI_STRING, &a->report_to, "also log the metrics to: none or tensorboard (event files under --logging-dir)"},
         {"logging-dir", CLI_STRING, &a->logging_dir, "directory for the TensorBoard event files (default <out>-logs)"},
-        {"zero-stage", CLI_INT, &a->zero_stage, "under mpirun: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
-        {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "under mpirun: seconds a collective may wait for a hung rank before the job aborts (0 = forever)", CLI_NONNEG},
-        {"dist-overlap", CLI_INT, &a->dist_overlap, "under mpirun: 1 = sum each layer's gradients while the backward pass computes the layers below (as DDP's buckets), 0 = one all-reduce after it", CLI_UNIT},
+        {"zero-stage", CLI_INT, &a->zero_stage, "with several ranks: 0 = every rank keeps all AdamW moments, 1 = each keeps 1/N (ZeRO-1)", CLI_NONNEG},
+        {"dist-timeout", CLI_FLOAT, &a->dist_timeout, "with several ranks: seconds a collective may wait for a hung rank before the job aborts, and --dist-init waits for every rank to arrive (0 = forever)", CLI_NONNEG},
+        {"dist-overlap", CLI_INT, &a->dist_overlap, "with several ranks: 1 = sum each layer's gradients while the backward pass computes the layers below (as DDP's buckets), 0 = one all-reduce after it", CLI_UNIT},
+        {"dist-init", CLI_STRING, &a->dist_init, "without mpirun: tcp://HOST:PORT where rank 0 listens; start each of the --world-size ranks with its own --rank (as torchrun's rendezvous)"},
+        {"rank", CLI_INT, &a->rank, "with --dist-init: this process's rank, 0 to N-1", CLI_NONNEG},
+        {"world-size", CLI_INT, &a->world_size, "with --dist-init: the number of ranks N", CLI_AT_LEAST_1},
         {"quantize-base", CLI_STRING, &a->quantize_base, "keep the frozen base quantised: q4_0, q4_1, q8_0 (a GGUF's own blocks, K-quants included, are kept as stored), or QLoRA's nf4 or fp4 (bitsandbytes' blocks of 64, double quantisation; CPU); needs LoRA"},
         {"peft", CLI_STRING, &a->peft, "parameter-efficient method: lora (the --lora-* flags), dora (LoRA with a trained magnitude per output, peft's use_dora), ia3 (trained scales of k, v and the down projection's input), bitfit (biases only), freeze (--trainable-layers/--trainable-modules), prompt (prompt tuning) or prefix (prefix tuning / P-tuning v2; both --num-virtual-tokens); default full fine-tuning, or LoRA with --lora-rank"},
         {"use-dora", CLI_BOOL, &a->use_dora, "DoRA: LoRA adapters with a trained magnitude per output row (peft's use_dora; as --peft dora)"},
@@ -165,7 +169,7 @@ int trainer_check_args(const TrainArgs *a) {
     if (a->zero_stage > 1) return align_errorf("--zero-stage %d: expected 0 or 1 (ZeRO-2 and 3 are not built)", a->zero_stage);
     if (a->report_to && strcmp(a->report_to, "none") && strcmp(a->report_to, "tensorboard"))
         return align_errorf("--report-to %s: expected none or tensorboard", a->report_to);
-    return 0;
+    return dist_set_rendezvous(a->dist_init, a->rank, a->world_size);
 }
 
 void trainer_out_sibling(const char *out, const char *suffix, char *buf, size_t n) {

@@ -59,16 +59,18 @@ typedef struct {
     /* where the metrics go besides --metrics: "none" or "tensorboard" */
     const char *report_to;
     const char *logging_dir;    /* TensorBoard event files (default <out>-logs) */
-    /* data parallelism (dist.h): started by mpirun -np N */
+    /* data parallelism (dist.h): started by mpirun -np N, or by hand with --dist-init */
     int zero_stage;             /* 0: every rank keeps all AdamW moments; 1: each keeps 1/N (ZeRO-1) */
     float dist_timeout;         /* seconds a collective may wait before the job aborts (0 = forever) */
     int dist_overlap;           /* 1: sum each layer's gradients while the backward goes on (grad_overlap.h); 0: after it */
+    const char *dist_init;      /* tcp://HOST:PORT: rank 0's address, the ranks started without mpirun (NULL: none) */
+    int rank, world_size;       /* with dist_init: this process's rank (-1 = unset) and the number of ranks (0 = unset) */
 } TrainArgs;
 
 void train_args_defaults(TrainArgs *a);
 /* Write the shared flags into flags[at...]; returns how many were added
  * (TRAIN_ARGS_N_FLAGS). */
-#define TRAIN_ARGS_N_FLAGS 48
+#define TRAIN_ARGS_N_FLAGS 51
 int train_args_flags(TrainArgs *a, CliFlag *flags);
 
 typedef struct {
@@ -101,7 +103,9 @@ typedef struct {
 /* Checks that need no model, to run right after parsing: --out is given,
  * is a .ckpt or a directory (not GGUF) and can be written (a file can be
  * created where it goes; likewise --lora-out), and --eval-every has
- * --eval-data. An error names the flag. trainer_run checks them again. */
+ * --eval-data. An error names the flag. trainer_run checks them again.
+ * --dist-init, --rank and --world-size are checked and handed to dist.h
+ * here, so dist_rank() is this rank's while the models and data load. */
 int trainer_check_args(const TrainArgs *a);
 
 /* "<out without .ckpt or trailing />" + suffix into buf: where the files

@@ -5,7 +5,8 @@
 # in the second (ip netns exec), as ssh would on a real second machine.
 #  - rank 1 runs in the other namespace;
 #  - dpo_run on the 2 hosts with ZeRO-1 trains to 1 process's losses and
-#    weights (within 1e-5);
+#    weights (within 1e-5); so does the same job with no mpirun, one rank
+#    started by hand in each namespace with --dist-init at host A's address;
 #  - PPO across the hosts: the policy as 2 ranks on the first (ppo_run
 #    --policy-ranks 2), a rollout worker on the second (tcp:// with CURVE
 #    keys and an allow-list), trains to
@@ -62,6 +63,23 @@ DIFF=$(dirname "$0")/lib/ckpt_diff.py
 dl=$(python3 "$DIFF" metrics "$T/d1.jsonl" "$T/d2.jsonl"); okl=$?
 dw=$(python3 "$DIFF" ckpt "$T/d1.ckpt" "$T/d2.ckpt"); okw=$?
 check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "[ $okl -eq 0 ] && [ $okw -eq 0 ] && [ \$(grep -c '\"loss\"' $T/d2.jsonl) -eq 5 ]"
+
+# The same job without mpirun: each host's rank started by hand with
+# --dist-init at host A's address (rank 0 listens there, its ompi-server too).
+RV=(env "$NOLEAK" OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=$NET.0/24 OMPI_MCA_oob_tcp_if_include=$NET.0/24)
+RVPORT=$((20000 + ($$ + 7) % 20000))
+timeout 60 ip netns exec "$A" "${RV[@]}" "$BIN/dpo_run" "${DPO[@]}" --zero-stage 1 --out "$T/d3.ckpt" --metrics "$T/d3.jsonl" \
+    --dist-init tcp://$NET.1:$RVPORT --rank 0 --world-size 2 --dist-timeout 30 2>"$T/d3.0.err" &
+rv0=$!
+timeout 60 ip netns exec "$B" "${RV[@]}" "$BIN/dpo_run" "${DPO[@]}" --zero-stage 1 --out "$T/d3.ckpt" \
+    --dist-init tcp://$NET.1:$RVPORT --rank 1 --world-size 2 --dist-timeout 30 2>"$T/d3.1.err"
+rc1=$?
+wait $rv0
+rc0=$?
+check "dpo_run with --dist-init, a rank started by hand on each host: exit 0 (rc $rc0 $rc1; $(tail -n 1 "$T/d3.1.err"))" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]"
+dl=$(python3 "$DIFF" metrics "$T/d1.jsonl" "$T/d3.jsonl"); okl=$?
+dw=$(python3 "$DIFF" ckpt "$T/d1.ckpt" "$T/d3.ckpt"); okw=$?
+check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "[ $okl -eq 0 ] && [ $okw -eq 0 ]"
 
 # ---- PPO: policy ranks on host A, a rollout worker on host B
 . "$(dirname "$0")/lib/ppo.sh"

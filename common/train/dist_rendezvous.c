@@ -1,0 +1,469 @@
+/* dist_rendezvous: hand-started ranks joined into one MPI communicator
+ * through a TCP meeting point and an ompi-server (dist_rendezvous.h). */
+#define _GNU_SOURCE /* accept4 */
+#include "dist_rendezvous.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+int dist_rendezvous_parse(const char *url, int rank, int size, DistRendezvous *out) {
+    memset(out, 0, sizeof *out);
+    if (!url || strncmp(url, "tcp://", 6))
+        return align_errorf("--dist-init %s: expected tcp://HOST:PORT (rank 0's address, as torchrun's)", url ? url : "");
+    const char *h = url + 6, *colon;
+    size_t hl;
+    if (*h == '[') { /* [IPv6]:PORT */
+        const char *end = strchr(h, ']');
+        if (!end || end[1] != ':') return align_errorf("--dist-init %s: expected tcp://[IPV6]:PORT", url);
+        h++, hl = (size_t)(end - h), colon = end + 1;
+    } else {
+        colon = strrchr(h, ':');
+        if (!colon) return align_errorf("--dist-init %s: no port (expected tcp://HOST:PORT)", url);
+        hl = (size_t)(colon - h);
+    }
+    if (hl == 0 || hl >= sizeof out->host) return align_errorf("--dist-init %s: no host (expected tcp://HOST:PORT)", url);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == 0 || *end || port < 1 || port > 65535)
+        return align_errorf("--dist-init %s: the port must be a number from 1 to 65535", url);
+    if (size < 1) return align_errorf("--dist-init needs --world-size N (the number of ranks, at least 1)");
+    if (rank < 0 || rank >= size)
+        return align_errorf("--rank %d: expected 0 to %d (--world-size %d); every rank is started with its own --rank", rank,
+                            size - 1, size);
+    memcpy(out->host, h, hl);
+    snprintf(out->port, sizeof out->port, "%ld", port);
+    out->rank = rank, out->size = size;
+    return 0;
+}
+
+#ifdef ALIGN_HAVE_MPI
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+/* What a rank says when it arrives at rank 0. */
+typedef struct {
+    char magic[8];
+    int32_t rank, size, pid;
+    char host[64];
+} Hello;
+#define HELLO_MAGIC "ALIGNRV1"
+
+/* Rank 0's answer once all have arrived (or why the job cannot start). */
+typedef struct {
+    int32_t ok;
+    char text[1024]; /* ok: the ompi-server URI; else one sentence */
+} Answer;
+
+/* Messages for the rest of the run: rank 0's "your turn to connect"
+ * (followed by the port name: ranks must join in rank order, as MPI_Comm_accept
+ * takes whichever connect comes first), then goodbyes and losses. */
+enum { MSG_BYE = 1, MSG_LOST = 2, MSG_TURN = 3 };
+typedef struct {
+    int32_t type, rank, status;
+} Msg;
+
+static int g_me, g_n;
+static int *g_fd;                /* rank 0: the socket of each rank (g_fd[0] unused); others: g_fd[0] */
+static pid_t g_server = -1;      /* rank 0's ompi-server */
+static char g_server_dir[64];    /* its URI file's folder */
+static atomic_int g_leaving;
+static DistLostFn g_lost;
+
+static int write_all(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL); /* a peer gone must not SIGPIPE us */
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Read n bytes, waiting until the deadline (align_now() seconds; 0 = forever).
+ * Returns 0, -1 on EOF or error, -2 on timeout. */
+static int read_all(int fd, void *buf, size_t n, double deadline) {
+    char *p = buf;
+    while (n) {
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - align_now();
+            if (left <= 0) return -2;
+            ms = (int)(left * 1000) + 1;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int k = poll(&pf, 1, ms);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return -1;
+        if (k == 0) continue; /* the deadline check above ends it */
+        ssize_t r = recv(fd, p, n, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+static struct addrinfo *resolve(const DistRendezvous *r, int passive) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0}, *ai;
+    int e = getaddrinfo(r->host, r->port, &hints, &ai);
+    if (e) {
+        align_errorf("--dist-init tcp://%s:%s: cannot resolve %s: %s", r->host, r->port, r->host, gai_strerror(e));
+        return NULL;
+    }
+    return ai;
+}
+
+/* Rank 0's meeting point. */
+static int listen_on(const DistRendezvous *r) {
+    struct addrinfo *ai = resolve(r, 1);
+    if (!ai) return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err = 0;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* a previous job's TIME_WAIT must not block the port */
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) err = errno;
+    } else {
+        err = errno;
+    }
+    freeaddrinfo(ai);
+    if (fd >= 0 && !err) return fd;
+    if (fd >= 0) close(fd);
+    if (err == EADDRINUSE)
+        return align_errorf("--dist-init tcp://%s:%s: port %s is in use on this host (another job's rank 0?); pick another port",
+                            r->host, r->port, r->port);
+    if (err == EADDRNOTAVAIL)
+        return align_errorf("--dist-init tcp://%s:%s: %s is not an address of this host; rank 0 runs on the host --dist-init names",
+                            r->host, r->port, r->host);
+    return align_errorf("--dist-init tcp://%s:%s: cannot listen: %s", r->host, r->port, strerror(err));
+}
+
+/* A rank's way to rank 0: retried until the deadline, as rank 0 may start later. */
+static int connect_to(const DistRendezvous *r, double deadline, double timeout_s) {
+    for (;;) {
+        struct addrinfo *ai = resolve(r, 0);
+        if (!ai) return -1;
+        for (struct addrinfo *a = ai; a; a = a->ai_next) {
+            int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) continue;
+            if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+                freeaddrinfo(ai);
+                return fd;
+            }
+            close(fd);
+        }
+        freeaddrinfo(ai);
+        if (deadline > 0 && align_now() > deadline)
+            return align_errorf("--dist-init tcp://%s:%s: rank 0 did not answer within %.0f s (--dist-timeout); is it running there?",
+                                r->host, r->port, timeout_s);
+        usleep(200 * 1000);
+    }
+}
+
+/* ompi-server, the name service through which OpenMPI 4.1 singletons
+ * connect; it reports its URI in a file and dies with rank 0. */
+static int start_server(char *uri, size_t cap) {
+    snprintf(g_server_dir, sizeof g_server_dir, "/tmp/align-rdv-XXXXXX");
+    if (!mkdtemp(g_server_dir)) return align_errorf("cannot make a folder under /tmp for ompi-server's URI: %s", strerror(errno));
+    char path[96];
+    snprintf(path, sizeof path, "%s/uri", g_server_dir);
+    pid_t parent = getpid();
+    g_server = fork();
+    if (g_server < 0) return align_errorf("cannot start ompi-server: fork: %s", strerror(errno));
+    if (g_server == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* rank 0 killed: its server goes too */
+        if (getppid() != parent) _exit(1);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 1), dup2(null, 2); /* it prints the signals it forwards */
+        execlp("ompi-server", "ompi-server", "--no-daemonize", "--report-uri", path, (char *)NULL);
+        _exit(127);
+    }
+    for (double until = align_now() + 30; align_now() < until;) {
+        int st;
+        if (waitpid(g_server, &st, WNOHANG) == g_server) {
+            g_server = -1;
+            return align_errorf("ompi-server could not be started (%s); --dist-init needs OpenMPI's ompi-server (apt-get install openmpi-bin)",
+                                WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "not found" : "it exited at once");
+        }
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int whole = fgets(uri, (int)cap, f) && strchr(uri, '\n');
+            fclose(f);
+            if (whole) { /* read once: nothing is left on disk, even if rank 0 is killed */
+                uri[strcspn(uri, "\n")] = 0;
+                unlink(path);
+                rmdir(g_server_dir);
+                g_server_dir[0] = 0;
+                return 0;
+            }
+        }
+        usleep(20 * 1000);
+    }
+    return align_errorf("ompi-server did not report its address within 30 s");
+}
+
+static void stop_server(void) { /* async-signal-safe */
+    if (g_server > 0) {
+        kill(g_server, SIGTERM);
+        g_server = -1;
+    }
+    if (g_server_dir[0]) {
+        char path[96];
+        size_t n = strlen(g_server_dir);
+        memcpy(path, g_server_dir, n);
+        memcpy(path + n, "/uri", 5);
+        unlink(path);
+        rmdir(g_server_dir);
+        g_server_dir[0] = 0;
+    }
+}
+
+void dist_rendezvous_leave(int status) {
+    if (atomic_exchange(&g_leaving, 1) || !g_fd) return;
+    Msg m = {MSG_BYE, g_me, status};
+    if (g_me == 0) {
+        for (int r = 1; r < g_n; r++)
+            if (g_fd[r] >= 0) write_all(g_fd[r], &m, sizeof m);
+        stop_server();
+    } else if (g_fd[0] >= 0) {
+        write_all(g_fd[0], &m, sizeof m);
+    }
+}
+
+/* Rank 0 tells the others which rank is gone before it stops itself. */
+static void tell_lost(int rank, int status, const int *done) {
+    Msg m = {MSG_LOST, rank, status};
+    for (int r = 1; r < g_n; r++)
+        if (r != rank && !done[r] && g_fd[r] >= 0) write_all(g_fd[r], &m, sizeof m);
+}
+
+/* The liveness thread: a peer's socket closing without a clean goodbye,
+ * or a goodbye with an error status, stops this rank through g_lost. */
+static void *watch(void *arg) {
+    (void)arg;
+    int n = g_me == 0 ? g_n - 1 : 1;
+    struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+    int *peer = calloc((size_t)n, sizeof *peer), *done = calloc((size_t)g_n, sizeof *done);
+    if (!pf || !peer || !done) {
+        free(pf), free(peer), free(done);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        peer[i] = g_me == 0 ? i + 1 : 0;
+        pf[i] = (struct pollfd){.fd = g_fd[g_me == 0 ? i + 1 : 0], .events = POLLIN};
+    }
+    for (int open = n; open > 0 && !atomic_load(&g_leaving);) {
+        if (poll(pf, (nfds_t)n, 1000) <= 0) continue;
+        for (int i = 0; i < n && !atomic_load(&g_leaving); i++) {
+            if (pf[i].fd < 0 || !pf[i].revents) continue;
+            Msg m;
+            int lost = -1, status = -1;
+            if (read_all(pf[i].fd, &m, sizeof m, align_now() + 5) != 0) {
+                pf[i].fd = -1, open--;
+                if (done[peer[i]]) continue; /* it said goodbye first: a clean end */
+                lost = peer[i];
+            } else if (m.type == MSG_BYE && m.status == 0) {
+                done[peer[i]] = 1;
+                continue;
+            } else {
+                lost = m.rank, status = m.status; /* BYE with an error, or rank 0's LOST */
+            }
+            if (atomic_load(&g_leaving)) break;
+            if (g_me == 0) tell_lost(lost, status, done);
+            g_lost(lost, status);
+        }
+    }
+    free(pf), free(peer), free(done);
+    return NULL;
+}
+
+/* Rank 0: wait for every other rank's hello; check the job adds up. */
+static int gather_ranks(int lfd, const DistRendezvous *r, double deadline, double timeout_s) {
+    Hello *hello = calloc((size_t)g_n, sizeof *hello);
+    if (!hello) return align_errorf("out of memory");
+    int arrived = 0, rc = 0;
+    char why[1024] = "";
+    while (arrived < g_n - 1 && !why[0]) {
+        int ms = deadline > 0 ? (int)((deadline - align_now()) * 1000) : 1000;
+        if (deadline > 0 && ms <= 0) {
+            int o = snprintf(why, sizeof why, "--dist-init tcp://%s:%s: rank", r->host, r->port);
+            int missing = 0;
+            for (int k = 1; k < g_n; k++)
+                if (g_fd[k] < 0) o += snprintf(why + o, sizeof why - (size_t)o, "%s %d", missing++ ? "," : (g_n - 1 - arrived > 1 ? "s" : ""), k);
+            snprintf(why + o, sizeof why - (size_t)o, " of %d did not arrive within %.0f s (--dist-timeout)", g_n, timeout_s);
+            break;
+        }
+        struct pollfd pf = {.fd = lfd, .events = POLLIN};
+        if (poll(&pf, 1, ms < 1000 ? ms : 1000) <= 0) continue;
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        Hello h;
+        if (read_all(c, &h, sizeof h, align_now() + 5) || memcmp(h.magic, HELLO_MAGIC, 8)) {
+            close(c); /* not one of ours (a port scan, a stale client): ignore it */
+            continue;
+        }
+        h.host[sizeof h.host - 1] = 0;
+        if (h.size != g_n)
+            snprintf(why, sizeof why, "rank %d (pid %d on %s) was started with --world-size %d, rank 0 with %d; every rank needs the same",
+                     h.rank, h.pid, h.host, h.size, g_n);
+        else if (h.rank < 1 || h.rank >= g_n)
+            snprintf(why, sizeof why, "a process (pid %d on %s) claims --rank %d; expected 1 to %d", h.pid, h.host, h.rank, g_n - 1);
+        else if (g_fd[h.rank] >= 0)
+            snprintf(why, sizeof why, "two processes claim --rank %d (pid %d on %s and pid %d on %s); each rank needs its own",
+                     h.rank, hello[h.rank].pid, hello[h.rank].host, h.pid, h.host);
+        if (why[0]) {
+            Answer a = {.ok = 0};
+            snprintf(a.text, sizeof a.text, "%s", why);
+            write_all(c, &a, sizeof a);
+            close(c);
+            break;
+        }
+        g_fd[h.rank] = c, hello[h.rank] = h, arrived++;
+    }
+    if (why[0]) { /* every rank that came hears why the job cannot start */
+        Answer a = {.ok = 0};
+        snprintf(a.text, sizeof a.text, "%s", why);
+        for (int k = 1; k < g_n; k++)
+            if (g_fd[k] >= 0) write_all(g_fd[k], &a, sizeof a), close(g_fd[k]), g_fd[k] = -1;
+        rc = align_errorf("%s", why);
+    }
+    free(hello);
+    return rc;
+}
+
+static int mpi_err(int rc, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return align_errorf("--dist-init: %s failed: %.*s", what, len, msg);
+}
+
+/* Ranks 0..k-1 (comm) take rank k in, for every k after this rank; rank 0
+ * tells rank k when (only one connect may be pending). */
+static int admit_later_ranks(MPI_Comm *comm, const char *port) {
+    int have;
+    MPI_Comm_size(*comm, &have);
+    for (int k = have; k < g_n; k++) {
+        MPI_Comm inter, merged;
+        if (g_me == 0) {
+            Msg turn = {MSG_TURN, k, 0};
+            if (write_all(g_fd[k], &turn, sizeof turn) || write_all(g_fd[k], port, MPI_MAX_PORT_NAME))
+                return align_errorf("--dist-init: rank %d left before it joined", k);
+        }
+        MPI_Comm_set_errhandler(*comm, MPI_ERRORS_RETURN);
+        int rc = MPI_Comm_accept(port, MPI_INFO_NULL, 0, *comm, &inter);
+        if (rc != MPI_SUCCESS) return mpi_err(rc, "MPI_Comm_accept");
+        rc = MPI_Intercomm_merge(inter, 0, &merged);
+        MPI_Comm_free(&inter);
+        if (rc != MPI_SUCCESS) return mpi_err(rc, "MPI_Intercomm_merge");
+        if (*comm != MPI_COMM_SELF) MPI_Comm_free(comm);
+        *comm = merged;
+    }
+    return 0;
+}
+
+int dist_rendezvous_join(const DistRendezvous *r, double timeout_s, MPI_Comm *world, DistLostFn lost) {
+    g_me = r->rank, g_n = r->size, g_lost = lost;
+    g_fd = malloc((size_t)g_n * sizeof *g_fd);
+    if (!g_fd) return align_errorf("out of memory");
+    for (int k = 0; k < g_n; k++) g_fd[k] = -1;
+    double deadline = timeout_s > 0 ? align_now() + timeout_s : 0;
+    Answer a = {.ok = 1};
+    char port[MPI_MAX_PORT_NAME] = "";
+    int provided, rc;
+    if (g_me == 0) {
+        int lfd = listen_on(r);
+        if (lfd < 0) return -1;
+        /* the server and MPI start while the others are still on their way */
+        if (start_server(a.text, sizeof a.text)) {
+            close(lfd);
+            stop_server();
+            return -1;
+        }
+        setenv("OMPI_MCA_pmix_server_uri", a.text, 1);
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            close(lfd);
+            stop_server();
+            return align_errorf("--dist-init: MPI_Init failed");
+        }
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+        if ((rc = MPI_Open_port(MPI_INFO_NULL, port)) != MPI_SUCCESS) {
+            close(lfd);
+            stop_server();
+            return mpi_err(rc, "MPI_Open_port");
+        }
+        rc = gather_ranks(lfd, r, deadline, timeout_s);
+        close(lfd); /* a late or extra process finds nobody listening */
+        if (rc) {
+            stop_server();
+            return -1;
+        }
+        for (int k = 1; k < g_n; k++)
+            if (write_all(g_fd[k], &a, sizeof a)) {
+                stop_server();
+                return align_errorf("--dist-init: rank %d left before the job started", k);
+            }
+    } else {
+        int fd = connect_to(r, deadline, timeout_s);
+        if (fd < 0) return -1;
+        g_fd[0] = fd;
+        Hello h = {.rank = r->rank, .size = r->size, .pid = (int32_t)getpid()};
+        memcpy(h.magic, HELLO_MAGIC, 8);
+        gethostname(h.host, sizeof h.host - 1);
+        if (write_all(fd, &h, sizeof h)) return align_errorf("--dist-init tcp://%s:%s: rank 0 closed the connection", r->host, r->port);
+        /* rank 0 answers when every rank is there, or gives up at its own timeout */
+        int got = read_all(fd, &a, sizeof a, deadline > 0 ? deadline + 10 : 0);
+        if (got == -2)
+            return align_errorf("--dist-init tcp://%s:%s: the other ranks did not all arrive within %.0f s (--dist-timeout)",
+                                r->host, r->port, timeout_s);
+        if (got) return align_errorf("--dist-init tcp://%s:%s: rank 0 closed the connection before the job started", r->host, r->port);
+        a.text[sizeof a.text - 1] = 0;
+        if (!a.ok) return align_errorf("rank 0 refused to start the job: %s", a.text);
+        setenv("OMPI_MCA_pmix_server_uri", a.text, 1);
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return align_errorf("--dist-init: MPI_Init failed");
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    }
+    MPI_Comm comm = MPI_COMM_SELF;
+    if (g_me > 0) { /* wait for this rank's turn: the ones before it join first */
+        Msg m;
+        if (read_all(g_fd[0], &m, sizeof m, 0)) return align_errorf("--dist-init: rank 0 was lost before this rank joined");
+        if (m.type == MSG_LOST) return align_errorf("--dist-init: rank %d was lost before this rank joined", m.rank);
+        if (m.type != MSG_TURN || read_all(g_fd[0], port, sizeof port, 0))
+            return align_errorf("--dist-init: rank 0 stopped before this rank joined");
+        port[sizeof port - 1] = 0;
+    }
+    /* From here a rank that dies is noticed: the joins below would wait forever. */
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch, NULL) == 0) pthread_detach(t);
+    if (g_me > 0) {
+        MPI_Comm inter;
+        if ((rc = MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter)) != MPI_SUCCESS)
+            return mpi_err(rc, "MPI_Comm_connect to rank 0's port");
+        rc = MPI_Intercomm_merge(inter, 1, &comm); /* high: after the ranks already in */
+        MPI_Comm_free(&inter);
+        if (rc != MPI_SUCCESS) return mpi_err(rc, "MPI_Intercomm_merge");
+    }
+    if (admit_later_ranks(&comm, port)) return -1;
+    if (g_me == 0) MPI_Close_port(port);
+    int me, n;
+    MPI_Comm_rank(comm, &me);
+    MPI_Comm_size(comm, &n);
+    if (me != g_me || n != g_n)
+        return align_errorf("--dist-init: the joined communicator has this process as rank %d of %d, not %d of %d", me, n, g_me, g_n);
+    *world = comm;
+    return 0;
+}
+#endif
