@@ -21,7 +21,8 @@
 #      the op, the tolerance and the error measured;
 #   3. the NCCL path (when NCCL and mpirun are there): sft_run --device cuda
 #      under mpirun -np 1, its gradients summed by ncclAllReduce, must give
-#      a plain run's losses (nccl/ in OUTPUT_DIR);
+#      a plain run's losses, and so must the same world of one joined by
+#      --dist-init without mpirun (nccl/ in OUTPUT_DIR);
 #   4. bench_gpu: bf16 GEMM peak, GEMM modes, attention, training-step
 #      tokens/s and MFU for GPT-2 124M, SmolLM2-135M and a 1B Llama.
 #
@@ -145,6 +146,17 @@ if grep -q "NCCL:" "$LOG/configure.log" && command -v mpirun >/dev/null &&
     else
         echo "NCCL path FAILED (exit $nccl_rc): see $N/nccl.log"; tail -5 "$N/nccl.log"
         verdict="$verdict; the NCCL path failed"; status=1
+    fi
+    # the same world of one joined without mpirun (--dist-init: rank 0's
+    # rendezvous and ompi-server, then NCCL as under mpirun)
+    timeout 120 "$BUILD/bin/sft_run" "${SFT[@]}" --dist-init tcp://127.0.0.1:29631 --rank 0 --world-size 1 \
+        --out "$N/init.ckpt" --metrics "$N/init.jsonl" > "$N/init.log" 2>&1
+    init_rc=$?
+    if [ $init_rc -eq 0 ] && [ "$(losses "$N/plain.jsonl")" = "$(losses "$N/init.jsonl")" ]; then
+        echo "NCCL path with --dist-init: 4 steps, losses equal to the plain run's"
+    else
+        echo "NCCL path with --dist-init FAILED (exit $init_rc): see $N/init.log"; tail -5 "$N/init.log"
+        verdict="$verdict; the NCCL path with --dist-init failed"; status=1
     fi
 else
     echo "NCCL path: not checked (the build found no NCCL, or no mpirun)"
