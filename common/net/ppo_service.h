@@ -94,8 +94,9 @@ typedef struct {
      * "unknown_op" and no message needed. */
     WireWriter *(*handle)(void *state, const Backend *be, PpoRequest *r, const char **code);
     /* Optional, for a worker run as several ranks (ppo_policy under
-     * mpirun): called once the flags are read; a rank that does not serve
-     * (it follows rank 0) returns its exit status, a serving one -1. */
+     * mpirun or --dist-init): called once the flags are read, before
+     * --bind is required; a rank that does not serve (it follows rank 0)
+     * returns its exit status (it needs no --bind), a serving one -1. */
     int (*follow)(void *state, const Backend *be);
 } PpoWorker;
 

@@ -192,6 +192,12 @@ static void finalize_at_exit(void) {
  * killed; else the status it left with). One line, then leave. */
 static void on_lost(int rank, int status) {
     say(g_prefix);
+    if (status == DIST_RDV_STOPPED) { /* dist_stop_job on that rank: a clean end, not a fault */
+        say("the job was stopped by a signal to rank ");
+        say_int(rank);
+        say("; leaving\n");
+        _exit(0);
+    }
     say("the job was stopped: rank ");
     say_int(rank);
     if (g_peers && rank >= 0 && rank < g_size && g_peers[rank].pid) {
@@ -529,3 +535,14 @@ int dist_merge_metrics(Metrics *acc) {
 }
 
 int dist_launched(void) { return g_launched; }
+
+void dist_stop_job(void) {
+#ifdef ALIGN_HAVE_MPI
+    if (g_rdv.size && g_inited && g_size > 1) {
+        say(g_prefix);
+        say("stopped by a signal; stopping every rank\n");
+        dist_rendezvous_stop();
+    }
+#endif
+    _exit(0);
+}
