@@ -766,10 +766,15 @@ static int follow_rank0(void *state, const Backend *be) {
         exit(2);
     }
     if (dist_init("ppo_policy", D.dist_timeout)) align_die_error("ppo_policy");
+    if (D.dist_init) { /* even a world of one: its ompi-server goes with it, and the exit is 0 */
+        signal(SIGTERM, on_term);
+        signal(SIGINT, on_term); /* a rank's own terminal: Ctrl-C stops the policy as SIGTERM does */
+    }
     if (dist_size() == 1) return -1;
-    signal(SIGTERM, on_term);
-    if (D.dist_init) signal(SIGINT, on_term); /* a rank's own terminal: Ctrl-C stops the policy as SIGTERM does */
-    else prctl(PR_SET_PDEATHSIG, SIGKILL); /* mpirun killed (ppo_run was): no rank is left waiting */
+    if (!D.dist_init) {
+        signal(SIGTERM, on_term);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* mpirun killed (ppo_run was): no rank is left waiting */
+    }
     if (strcmp(be->name, "cpu")) { /* the gradients would be in device memory: the NCCL path is not built */
         fprintf(stderr, "ppo_policy: --device %s: a policy of %d ranks runs on the CPU (MPI_Allreduce of host memory)\n",
                 be->name, dist_size());

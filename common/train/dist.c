@@ -538,7 +538,7 @@ int dist_launched(void) { return g_launched; }
 
 void dist_stop_job(void) {
 #ifdef ALIGN_HAVE_MPI
-    if (g_rdv.size && g_inited && g_size > 1) {
+    if (g_rdv.size && g_inited) {
         say(g_prefix);
         say("stopped by a signal; stopping every rank\n");
         dist_rendezvous_stop();
