@@ -758,12 +758,18 @@ static void on_term(int sig) {
 
 /* Join the job (the flags are read by now), then ranks 1..N-1 run every
  * request rank 0 passes on, until it sends length 0. */
-static int follow_rank0(void *state, const Backend *be) {
+static int follow_rank0(void *state, const Backend *be, const char *bind) {
     Policy *p = state;
     p->be = be;
     if (dist_set_rendezvous(D.dist_init, D.rank, D.world_size)) {
         fprintf(stderr, "ppo_policy: %s\n", align_error());
         exit(2);
+    }
+    /* before joining: the other ranks would wait for a rank 0 that cannot serve */
+    if (!bind && dist_rank() == 0) {
+        fprintf(stderr, "ppo_policy: --bind is required%s (see --help)\n",
+                D.dist_init ? " on rank 0, which serves ppo_run (the other ranks need none)" : "");
+        exit(1); /* as every worker's missing --bind (ppo_service.c) */
     }
     if (dist_init("ppo_policy", D.dist_timeout)) align_die_error("ppo_policy");
     if (D.dist_init) { /* even a world of one: its ompi-server goes with it, and the exit is 0 */

@@ -326,7 +326,7 @@ int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv) {
         align_die(w->prog, "--curve-allow needs --curve-secret-file (the allow-list is checked under CURVE)");
     const Backend *be = backend_get(device);
     if (!be) align_die_error(w->prog);
-    int followed = w->follow ? w->follow(state, be) : -1;
+    int followed = w->follow ? w->follow(state, be, bind) : -1;
     if (followed >= 0) {
         cli_free(&spec);
         return followed;

@@ -9,7 +9,8 @@
 #    ends every rank with exit 0 and nothing left running, ompi-server
 #    included; a SIGTERM to another rank (3 ranks) does the same;
 #  - a rank SIGKILLed mid-run stops rank 0 within seconds with one line
-#    naming it and the checkpoint ppo_run can --resume from.
+#    naming it and the checkpoint ppo_run can --resume from;
+#  - rank 0 without --bind is refused before the rendezvous.
 # Skipped (77) without OpenMPI's ompi-server or when built without MPI.
 set -u
 BIN=$1
@@ -73,6 +74,7 @@ check "2 hand-started ranks: the policy's weights equal 1 process's ($(close "$T
 check "2 hand-started ranks: the critic's weights equal 1 process's ($(close "$T/g1-critic.ckpt" "$T/g2-critic.ckpt"))" \
     "close $T/g1-critic.ckpt $T/g2-critic.ckpt >/dev/null"
 server=$(pgrep -P "${P[0]}" -x ompi-server)
+kids=$(pgrep -P "${P[0]},${P[1]}" | tr '\n' ' ') # ompi-server and each singleton's orted
 t0=$(date +%s%N)
 kill -TERM "${P[0]}"
 stopped g2 2
@@ -80,6 +82,9 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 check "a SIGTERM to rank 0 ends both ranks with exit 0 (rc$RCS, ${ms} ms)" "[ '$RCS' = ' 0 0' ] && [ $ms -lt 10000 ]"
 check "... rank 1 says who stopped it" "grep -q 'the job was stopped by a signal to rank 0; leaving' $T/g2.1.err"
 check "... and rank 0's ompi-server is gone (pid ${server:-none})" "[ -n '$server' ] && ! kill -0 $server 2>/dev/null"
+sleep 0.5
+left=; for k in $kids; do gone "$k" || left="$left $k"; done
+check "... and so is every process the ranks started (${kids:-none}; left:${left:- none})" "[ -n '$kids' ] && [ -z '$left' ]"
 
 # 3 ranks, idle: a SIGTERM to rank 2 stops all three, rank 0 last.
 policy i3 3
@@ -113,4 +118,8 @@ check "... naming a checkpoint that exists ($ck)" "[ -n '$ck' ] && [ -f '$ck' ]"
 check "... ppo_run stops too (rc $rcrun)" "[ $rcrun -ne 0 ] && [ $rcrun -ne 124 ]"
 sleep 0.5
 check "... and ompi-server is gone (pid ${server:-none})" "[ -n '$server' ] && gone $server"
+# rank 0 needs --bind (it serves ppo_run): refused before any rank waits for it
+"$BIN/ppo_policy" --dist-init "tcp://127.0.0.1:$(free_port)" --rank 0 --world-size 2 2>"$T/nb.err"
+rc=$?
+check "rank 0 without --bind: refused at once (rc $rc: $(tail -n 1 "$T/nb.err"))" "[ $rc -eq 1 ] && grep -q -- '--bind is required on rank 0' $T/nb.err"
 finish ppo_dist_init
