@@ -474,6 +474,11 @@ int dist_barrier(void) {
 }
 
 void dist_abort(const char *why, int code) {
+    /* a stop on purpose is under way (dist_stop_job): this collective failed
+     * because the peers are leaving; the stopping thread ends the process
+     * with exit 0 within seconds, so this one must not end it with code */
+    if (g_rdv.size && dist_rendezvous_stopping())
+        for (;;) pause();
     fprintf(stderr, "%s%s\n", g_prefix, why);
     /* with --dist-init, exit's handler tells the peers (rendezvous_exit) */
     if (g_size > 1 && !g_rdv.size) MPI_Abort(g_world, code);

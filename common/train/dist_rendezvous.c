@@ -82,6 +82,7 @@ static int *g_fd;                /* rank 0: the socket of each rank (g_fd[0] unu
 static pid_t g_server = -1;      /* rank 0's ompi-server */
 static char g_server_dir[64];    /* its URI file's folder */
 static atomic_int g_leaving;
+static atomic_int g_stopping;    /* a stop on purpose (MSG_STOP) is under way */
 static DistLostFn g_lost;
 
 static int write_all(int fd, const void *buf, size_t n) {
@@ -280,8 +281,11 @@ static void stop_others(int from) {
         nanosleep(&nap, NULL);
 }
 
+int dist_rendezvous_stopping(void) { return atomic_load(&g_stopping); }
+
 void dist_rendezvous_stop(void) {
     if (atomic_exchange(&g_leaving, 1) || !g_fd) return; /* already leaving: nothing more to tell */
+    atomic_store(&g_stopping, 1);
     if (g_me == 0) {
         stop_others(0);
         return;
@@ -329,6 +333,7 @@ static void *watch(void *arg) {
                 continue;
             } else if (m.type == MSG_STOP) { /* the job is stopped on purpose: everyone leaves cleanly */
                 if (atomic_exchange(&g_leaving, 1)) break;
+                atomic_store(&g_stopping, 1);
                 if (g_me == 0) stop_others(m.rank);
                 g_lost(m.rank, DIST_RDV_STOPPED);
                 break;

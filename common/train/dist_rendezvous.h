@@ -65,6 +65,9 @@ void dist_rendezvous_leave(int status);
  * seconds), so this rank leaves after them and no collective sees a peer
  * vanish. Async-signal-safe (called from a signal handler). */
 void dist_rendezvous_stop(void);
+/* Whether such a stop is under way on this rank: a collective that fails
+ * meanwhile failed because the peers are leaving, not a fault. */
+int dist_rendezvous_stopping(void);
 #endif
 
 #endif
