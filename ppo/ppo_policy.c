@@ -29,15 +29,20 @@
  * adapters alone (ppo_sync.h); with full fine-tuning it sends every
  * parameter, as one raw frame read in place from the model's buffer.
  *
- * Data parallel (`mpirun -np N ppo_policy --bind EP`, or ppo_run
- * --policy-ranks N): rank 0 serves the socket and passes every "setup" and
+ * Data parallel (`mpirun -np N ppo_policy --bind EP`, ppo_run
+ * --policy-ranks N, or N processes started by hand with `--dist-init
+ * tcp://HOST:PORT --rank R --world-size N`, rank 0 with --bind EP and
+ * ppo_run --policy-connect EP): rank 0 serves the socket and passes every "setup" and
  * "update" request on to the other ranks unchanged (MPI_Bcast of its
  * bytes); every rank loads the same models and takes a contiguous 1/N of
  * each minibatch; the loss is normalised by the whole minibatch's count
  * (ppo_loss.h's denom), so the MPI_Allreduce sum of the ranks' gradients
  * is the one-process gradient and every rank makes the same AdamW step.
  * Values, weight sync and saves are rank 0's alone (the weights are the
- * same on every rank). */
+ * same on every rank). A policy has no end of its own: a SIGTERM ends it
+ * (ppo_run's to mpirun, passed on to every rank; with --dist-init, yours to
+ * any one rank, which stops the others through the rendezvous) and every
+ * rank leaves with exit 0. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -674,11 +679,14 @@ static WireWriter *do_save(Policy *p, const WireMsg *m) {
     if (!path) failed = align_errorf("save needs \"path\"");
     else failed = save_one(&p->actor, p->oa, path, state, moments, adir) ||
                   (p->have_critic && cpath && save_one(&p->critic, p->oc, cpath, state, moments, NULL));
+    /* a checkpoint ppo_run can --resume from, whole now: the fault lines name it */
+    if (!failed && moments) dist_set_resume_hint(path);
     free(path), free(cpath), free(state), free(adir);
     return failed ? NULL : wire_writer_new("saved");
 }
 
-/* Rank 0: pass a request every rank must run on to the others, unchanged. */
+/* Rank 0: pass a request every rank must run on (or, for a save, know of)
+ * to the others, unchanged. */
 static int share_request(const WireMsg *m) {
     size_t len;
     const void *bytes = wire_msg_bytes(m, &len);
@@ -712,16 +720,67 @@ static WireWriter *handle(void *state, const Backend *be, PpoRequest *r, const c
     if (!strcmp(r->op, "values")) return do_values(p, r->msg);
     if (!strcmp(r->op, "update")) return do_update(p, r->msg);
     if (!strcmp(r->op, "sync")) return do_sync_request(p, r->msg);
-    if (!strcmp(r->op, "save")) return do_save(p, r->msg);
+    if (!strcmp(r->op, "save")) {
+        WireWriter *w = do_save(p, r->msg);
+        /* after the save, not before: the other ranks' fault lines name it
+         * as a checkpoint to resume from only once it is whole */
+        if (w && dist_size() > 1 && ppo_get_num(r->msg, "moments", 1) && share_request(r->msg))
+            dist_abort(align_error(), 1);
+        return w;
+    }
     *code = "unknown_op";
     return NULL;
 }
 
-/* Ranks 1..N-1: run every request rank 0 passes on, until it sends length 0. */
-static int follow_rank0(void *state, const Backend *be) {
+/* The trainers' flags for ranks started without mpirun (trainer.c). */
+static struct {
+    const char *dist_init;
+    int rank, world_size; /* -1, 0: unset */
+    float dist_timeout;
+} D = {NULL, -1, 0, 600};
+
+static CliFlag dist_flags[] = {
+    {"dist-init", CLI_STRING, &D.dist_init, "without mpirun: tcp://HOST:PORT where rank 0 listens; start each of the --world-size "
+                                            "ranks with its own --rank (rank 0 with --bind EP for ppo_run --policy-connect EP; the others need no --bind)"},
+    {"rank", CLI_INT, &D.rank, "with --dist-init: this process's rank, 0 to N-1", CLI_NONNEG},
+    {"world-size", CLI_INT, &D.world_size, "with --dist-init: the number of ranks N", CLI_AT_LEAST_1},
+    {"dist-timeout", CLI_FLOAT, &D.dist_timeout, "with several ranks: seconds a collective may wait for a hung rank before the job "
+                                                 "aborts, and --dist-init waits for every rank to arrive (0 = forever)", CLI_NONNEG},
+};
+
+/* mpirun passes ppo_run's SIGTERM (the end of a run) to every rank: leave
+ * quietly, there is nothing of ours half written (saves are atomic). With
+ * --dist-init the signal reaches one rank, which stops the others. */
+static void on_term(int sig) {
+    (void)sig;
+    dist_stop_job();
+}
+
+/* Join the job (the flags are read by now), then ranks 1..N-1 run every
+ * request rank 0 passes on, until it sends length 0. */
+static int follow_rank0(void *state, const Backend *be, const char *bind) {
     Policy *p = state;
     p->be = be;
+    if (dist_set_rendezvous(D.dist_init, D.rank, D.world_size)) {
+        fprintf(stderr, "ppo_policy: %s\n", align_error());
+        exit(2);
+    }
+    /* before joining: the other ranks would wait for a rank 0 that cannot serve */
+    if (!bind && dist_rank() == 0) {
+        fprintf(stderr, "ppo_policy: --bind is required%s (see --help)\n",
+                D.dist_init ? " on rank 0, which serves ppo_run (the other ranks need none)" : "");
+        exit(1); /* as every worker's missing --bind (ppo_service.c) */
+    }
+    if (dist_init("ppo_policy", D.dist_timeout)) align_die_error("ppo_policy");
+    if (D.dist_init) { /* even a world of one: its ompi-server goes with it, and the exit is 0 */
+        signal(SIGTERM, on_term);
+        signal(SIGINT, on_term); /* a rank's own terminal: Ctrl-C stops the policy as SIGTERM does */
+    }
     if (dist_size() == 1) return -1;
+    if (!D.dist_init) {
+        signal(SIGTERM, on_term);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* mpirun killed (ppo_run was): no rank is left waiting */
+    }
     if (strcmp(be->name, "cpu")) { /* the gradients would be in device memory: the NCCL path is not built */
         fprintf(stderr, "ppo_policy: --device %s: a policy of %d ranks runs on the CPU (MPI_Allreduce of host memory)\n",
                 be->name, dist_size());
@@ -742,34 +801,32 @@ static int follow_rank0(void *state, const Backend *be) {
         free(bytes);
         if (!m) dist_abort(align_error(), 1);
         /* rank 0 answers ppo_run; an error here is the one it reported */
-        if (!strcmp(wire_op(m), "setup")) do_setup(p, m);
-        else wire_writer_free(do_update(p, m));
+        if (!strcmp(wire_op(m), "setup")) {
+            do_setup(p, m);
+        } else if (!strcmp(wire_op(m), "save")) { /* rank 0 saved it: only the fault lines' hint */
+            char *path = ppo_get_strdup(m, "path");
+            if (path) dist_set_resume_hint(path);
+            free(path);
+        } else {
+            wire_writer_free(do_update(p, m));
+        }
         wire_msg_free(m);
     }
-}
-
-/* mpirun passes ppo_run's SIGTERM (the end of a run) to every rank: leave
- * quietly, there is nothing of ours half written (saves are atomic). */
-static void on_term(int sig) {
-    (void)sig;
-    _exit(0);
 }
 
 int main(int argc, char **argv) {
     Policy p;
     memset(&p, 0, sizeof p);
-    if (dist_init("ppo_policy", 600)) align_die_error("ppo_policy");
-    if (dist_size() > 1) {
-        signal(SIGTERM, on_term);
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* mpirun killed (ppo_run was): no rank is left waiting */
-    }
     p.ctx = zmq_ctx_new();
     PpoWorker w = {.prog = "ppo_policy", .service = "policy",
                    .about = "PPO policy worker: actor and critic with their optimizers; runs the PPO update and pushes "
-                            "weights to rollout workers (started by ppo_run).",
+                            "weights to rollout workers (started by ppo_run). As N data-parallel ranks: mpirun -np N "
+                            "ppo_policy --bind EP, or without mpirun each rank started by hand with --dist-init "
+                            "tcp://HOST:PORT --rank R --world-size N (rank 0 with --bind EP); then ppo_run --policy-connect "
+                            "EP. A SIGTERM to any rank stops them all (exit 0).",
                    .serves = "the policy serves setup, values, update, sync, save, ping",
                    .seed_help = "unused: the run's seed comes with setup and update", .handle = handle,
-                   .follow = follow_rank0};
+                   .flags = dist_flags, .n_flags = (int)(sizeof dist_flags / sizeof *dist_flags), .follow = follow_rank0};
     int rc = ppo_worker_main(&w, &p, argc, argv);
     uint64_t stop = 0;
     if (dist_size() > 1 && dist_rank() == 0) dist_bcast_idle(&stop, sizeof stop, 0);

@@ -883,8 +883,9 @@ static void parse_options(Opts *o, CliSpec *spec, int argc, char **argv) {
     if (!(o->cliprange > 0)) die("--cliprange %g: must be in (0, 1)", o->cliprange);
     if (!(o->top_p > 0)) die("--top-p %g: must be in (0, 1] (1 = off)", o->top_p);
     if (a->dist_init || a->rank >= 0 || a->world_size > 0) /* shared trainer flags ppo_run has no use for */
-        die("--dist-init, --rank and --world-size are for sft_run, dpo_run and rm_train; ppo_run runs its policy as N ranks "
-            "with --policy-ranks N (under mpirun)");
+        die("--dist-init, --rank and --world-size are for the ranks themselves, not ppo_run: run the policy as N ranks with "
+            "--policy-ranks N (under mpirun), or start them by hand with ppo_policy --dist-init tcp://HOST:PORT --rank R "
+            "--world-size N (rank 0 with --bind EP) and give ppo_run --policy-connect EP");
     if (a->quantize_base)
         die("--quantize-base is not supported by ppo_run (the reference and the rollout workers load the fp32 base); "
             "use --lora-rank alone");

@@ -321,16 +321,18 @@ int ppo_worker_main(const PpoWorker *w, void *state, int argc, char **argv) {
     snprintf(usage, sizeof usage, "%s --bind EP [flags]", w->prog);
     CliSpec spec = {.prog = w->prog, .usage = usage, .about = w->about, .flags = flags, .n_flags = nf};
     cli_parse_or_exit(&spec, argc, argv);
-    if (!bind) align_die(w->prog, "--bind is required (see --help)");
+    if (!bind && !w->follow) align_die(w->prog, "--bind is required (see --help)");
     if (curve.allow_file && !curve.secret_file)
         align_die(w->prog, "--curve-allow needs --curve-secret-file (the allow-list is checked under CURVE)");
     const Backend *be = backend_get(device);
     if (!be) align_die_error(w->prog);
-    int followed = w->follow ? w->follow(state, be) : -1;
+    int followed = w->follow ? w->follow(state, be, bind) : -1;
     if (followed >= 0) {
         cli_free(&spec);
         return followed;
     }
+    /* checked after follow: a rank that follows rank 0 serves no endpoint */
+    if (!bind) align_die(w->prog, "--bind is required (see --help)");
     PpoService *svc = ppo_service_start(w->service, bind, &curve);
     if (!svc) align_die_error(w->prog);
     fprintf(stderr, "%s: listening on %s\n", w->prog, ppo_service_endpoint(svc));

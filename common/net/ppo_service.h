@@ -94,9 +94,11 @@ typedef struct {
      * "unknown_op" and no message needed. */
     WireWriter *(*handle)(void *state, const Backend *be, PpoRequest *r, const char **code);
     /* Optional, for a worker run as several ranks (ppo_policy under
-     * mpirun): called once the flags are read; a rank that does not serve
-     * (it follows rank 0) returns its exit status, a serving one -1. */
-    int (*follow)(void *state, const Backend *be);
+     * mpirun or --dist-init): called once the flags are read, with --bind's
+     * endpoint (NULL when not given: only the serving rank needs one, and
+     * follow says so); a rank that does not serve (it follows rank 0)
+     * returns its exit status, a serving one -1. */
+    int (*follow)(void *state, const Backend *be, const char *bind);
 } PpoWorker;
 
 /* The whole of a worker's main: returns the exit status (1 once the socket

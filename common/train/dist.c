@@ -192,6 +192,12 @@ static void finalize_at_exit(void) {
  * killed; else the status it left with). One line, then leave. */
 static void on_lost(int rank, int status) {
     say(g_prefix);
+    if (status == DIST_RDV_STOPPED) { /* dist_stop_job on that rank: a clean end, not a fault */
+        say("the job was stopped by a signal to rank ");
+        say_int(rank);
+        say("; leaving\n");
+        _exit(0);
+    }
     say("the job was stopped: rank ");
     say_int(rank);
     if (g_peers && rank >= 0 && rank < g_size && g_peers[rank].pid) {
@@ -468,6 +474,11 @@ int dist_barrier(void) {
 }
 
 void dist_abort(const char *why, int code) {
+    /* a stop on purpose is under way (dist_stop_job): this collective failed
+     * because the peers are leaving; the stopping thread ends the process
+     * with exit 0 within seconds, so this one must not end it with code */
+    if (g_rdv.size && dist_rendezvous_stopping())
+        for (;;) pause();
     fprintf(stderr, "%s%s\n", g_prefix, why);
     /* with --dist-init, exit's handler tells the peers (rendezvous_exit) */
     if (g_size > 1 && !g_rdv.size) MPI_Abort(g_world, code);
@@ -529,3 +540,14 @@ int dist_merge_metrics(Metrics *acc) {
 }
 
 int dist_launched(void) { return g_launched; }
+
+void dist_stop_job(void) {
+#ifdef ALIGN_HAVE_MPI
+    if (g_rdv.size && g_inited) {
+        say(g_prefix);
+        say("stopped by a signal; stopping every rank\n");
+        dist_rendezvous_stop();
+    }
+#endif
+    _exit(0);
+}

@@ -86,6 +86,12 @@ int dist_merge_metrics(Metrics *acc);
 /* Stop every rank: one line on stderr, then MPI_Abort (exit(code) alone
  * when single). */
 void dist_abort(const char *why, int code);
+/* End a job that has no end of its own (a service: ppo_policy) on purpose,
+ * every rank with exit 0; for a SIGTERM/SIGINT handler (async-signal-safe;
+ * does not return). Under mpirun, mpirun's SIGTERM reaches every rank and
+ * each just leaves; with --dist-init the signal reaches one rank, which
+ * tells the others and leaves after them (rank 0's ompi-server last). */
+void dist_stop_job(void);
 
 /* Whether the job was started by a launcher (mpirun) or joined by
  * --dist-init, whatever its size. */

@@ -51,6 +51,7 @@ int dist_rendezvous_parse(const char *url, int rank, int size, DistRendezvous *o
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 /* What a rank says when it arrives at rank 0. */
@@ -69,8 +70,9 @@ typedef struct {
 
 /* Messages for the rest of the run: rank 0's "your turn to connect"
  * (followed by the port name: ranks must join in rank order, as MPI_Comm_accept
- * takes whichever connect comes first), then goodbyes and losses. */
-enum { MSG_BYE = 1, MSG_LOST = 2, MSG_TURN = 3 };
+ * takes whichever connect comes first), then goodbyes and losses, and the
+ * stop of a job that has no end of its own (rank = the rank told to stop). */
+enum { MSG_BYE = 1, MSG_LOST = 2, MSG_TURN = 3, MSG_STOP = 4 };
 typedef struct {
     int32_t type, rank, status;
 } Msg;
@@ -80,6 +82,7 @@ static int *g_fd;                /* rank 0: the socket of each rank (g_fd[0] unu
 static pid_t g_server = -1;      /* rank 0's ompi-server */
 static char g_server_dir[64];    /* its URI file's folder */
 static atomic_int g_leaving;
+static atomic_int g_stopping;    /* a stop on purpose (MSG_STOP) is under way */
 static DistLostFn g_lost;
 
 static int write_all(int fd, const void *buf, size_t n) {
@@ -242,6 +245,57 @@ void dist_rendezvous_leave(int status) {
     }
 }
 
+/* Wait until the peer of fd has closed it (its process is gone), at most
+ * until `until` (align_now() seconds); whatever it still sends is dropped.
+ * Async-signal-safe: poll and recv. The liveness thread may read the same
+ * socket meanwhile; the end of the stream stays readable for both. */
+static void wait_closed(int fd, double until) {
+    while (fd >= 0) {
+        int ms = (int)((until - align_now()) * 1000);
+        if (ms <= 0) return;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int k = poll(&pf, 1, ms);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return;
+        char buf[64];
+        ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return;
+    }
+}
+
+/* Rank 0: tell every rank but `from` that the job is stopped (by `from`),
+ * wait for them to go (3 s at most: a rank stuck in a computation does not
+ * hold the others), then stop the server. */
+static void stop_others(int from) {
+    Msg m = {MSG_STOP, from, 0};
+    for (int r = 1; r < g_n; r++)
+        if (r != from && g_fd[r] >= 0) write_all(g_fd[r], &m, sizeof m);
+    double until = align_now() + 3;
+    for (int r = 1; r < g_n; r++)
+        if (r != from) wait_closed(g_fd[r], until);
+    pid_t server = g_server;
+    stop_server();
+    /* reap it (a second at most), so not even a zombie outlives the job */
+    struct timespec nap = {0, 5 * 1000 * 1000}; /* nanosleep: async-signal-safe, usleep is not listed */
+    for (double end = align_now() + 1; server > 0 && waitpid(server, NULL, WNOHANG) == 0 && align_now() < end;)
+        nanosleep(&nap, NULL);
+}
+
+int dist_rendezvous_stopping(void) { return atomic_load(&g_stopping); }
+
+void dist_rendezvous_stop(void) {
+    if (atomic_exchange(&g_leaving, 1) || !g_fd) return; /* already leaving: nothing more to tell */
+    atomic_store(&g_stopping, 1);
+    if (g_me == 0) {
+        stop_others(0);
+        return;
+    }
+    /* rank 0 passes it on and leaves once the others are gone: waiting for
+     * it (longer than it waits for them) keeps this rank alive until then */
+    Msg m = {MSG_STOP, g_me, 0};
+    if (g_fd[0] >= 0 && !write_all(g_fd[0], &m, sizeof m)) wait_closed(g_fd[0], align_now() + 5);
+}
+
 /* Rank 0 tells the others which rank is gone before it stops itself. */
 static void tell_lost(int rank, int status, const int *done) {
     Msg m = {MSG_LOST, rank, status};
@@ -277,6 +331,12 @@ static void *watch(void *arg) {
             } else if (m.type == MSG_BYE && m.status == 0) {
                 done[peer[i]] = 1;
                 continue;
+            } else if (m.type == MSG_STOP) { /* the job is stopped on purpose: everyone leaves cleanly */
+                if (atomic_exchange(&g_leaving, 1)) break;
+                atomic_store(&g_stopping, 1);
+                if (g_me == 0) stop_others(m.rank);
+                g_lost(m.rank, DIST_RDV_STOPPED);
+                break;
             } else {
                 lost = m.rank, status = m.status; /* BYE with an error, or rank 0's LOST */
             }

@@ -22,7 +22,9 @@
  * them without a word) or leaves with an error is seen by rank 0 at once,
  * which tells the others which rank it was, and every rank stops with one
  * line (the `lost` callback) instead of waiting in a collective. A rank that
- * ends normally says so first, so a clean end is never taken for a loss. */
+ * ends normally says so first, so a clean end is never taken for a loss. A
+ * job with no end of its own (ppo_policy, a service) is stopped through the
+ * same sockets: dist_rendezvous_stop on the rank a signal reached. */
 #ifndef ALIGN_DIST_RENDEZVOUS_H
 #define ALIGN_DIST_RENDEZVOUS_H
 
@@ -40,9 +42,12 @@ int dist_rendezvous_parse(const char *url, int rank, int size, DistRendezvous *o
 #include <mpi.h>
 
 /* Called from the liveness thread when rank `rank` is gone: status -1 when
- * it vanished without a word (killed), else the exit status it left with.
- * It prints and ends this process. */
+ * it vanished without a word (killed), DIST_RDV_STOPPED when it stopped the
+ * job on purpose (dist_rendezvous_stop: a service told to end; every rank
+ * leaves with exit 0), else the exit status it left with. It prints and
+ * ends this process. */
 typedef void (*DistLostFn)(int rank, int status);
+#define DIST_RDV_STOPPED (-2)
 
 /* Steps 1-3 above, MPI_Init included; timeout_s bounds the wait for the
  * other ranks (0 = forever). On success *world holds the N ranks in rank
@@ -52,6 +57,17 @@ int dist_rendezvous_join(const DistRendezvous *r, double timeout_s, MPI_Comm *wo
  * barrier): tell the peers, and on rank 0 stop the ompi-server.
  * Async-signal-safe (the fault handlers call it). */
 void dist_rendezvous_leave(int status);
+/* Stop the whole job on purpose, now, wherever the ranks are (a service's
+ * SIGTERM: ppo_policy has no end of its own; mpirun's counterpart is its
+ * SIGTERM to every rank). Every other rank hears it through the liveness
+ * sockets (its `lost` callback with DIST_RDV_STOPPED); rank 0 stops its
+ * ompi-server last. Returns once the others are gone (or after a few
+ * seconds), so this rank leaves after them and no collective sees a peer
+ * vanish. Async-signal-safe (called from a signal handler). */
+void dist_rendezvous_stop(void);
+/* Whether such a stop is under way on this rank: a collective that fails
+ * meanwhile failed because the peers are leaving, not a fault. */
+int dist_rendezvous_stopping(void);
 #endif
 
 #endif

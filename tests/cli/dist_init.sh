@@ -137,6 +137,7 @@ check "--rank without --dist-init is a usage error" "[ $? -eq 2 ] && grep -q -- 
 OMPI_COMM_WORLD_SIZE=2 "$BIN/rm_train" --model "$MODEL" --data "$PREFS" --out "$T/r.ckpt" --dist-init "tcp://127.0.0.1:$port" --rank 0 --world-size 2 2>"$T/f4.err"
 check "--dist-init under mpirun is refused" "[ $? -eq 2 ] && grep -q 'under mpirun the ranks already meet' $T/f4.err"
 "$BIN/ppo_run" --policy "$MODEL" --prompts "$T/sft.jsonl" --reward length --out "$T/p.ckpt" --dist-init "tcp://127.0.0.1:$port" --rank 0 --world-size 2 2>"$T/f5.err"
-check "ppo_run refuses --dist-init (its policy's ranks come from --policy-ranks)" "[ $? -ne 0 ] && grep -q -- '--policy-ranks N' $T/f5.err"
+check "ppo_run refuses --dist-init, naming --policy-ranks and ppo_policy --dist-init with --policy-connect" \
+    "[ $? -ne 0 ] && grep -q -- '--policy-ranks N' $T/f5.err && grep -q 'ppo_policy --dist-init .* --policy-connect EP' $T/f5.err"
 
 finish dist_init

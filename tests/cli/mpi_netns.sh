@@ -10,7 +10,9 @@
 #  - PPO across the hosts: the policy as 2 ranks on the first (ppo_run
 #    --policy-ranks 2), a rollout worker on the second (tcp:// with CURVE
 #    keys and an allow-list), trains to
-#    the weights of a one-process policy with a local rollout worker.
+#    the weights of a one-process policy with a local rollout worker; so
+#    does a policy of 2 ranks started by hand with --dist-init, one on each
+#    host (ppo_run --policy-connect to rank 0), and a SIGTERM ends both.
 # Skipped (77) without mpirun, an MPI build, or the right to make
 # namespaces (root or CAP_NET_ADMIN).
 set -u
@@ -104,5 +106,23 @@ check "... the rollout worker in the other namespace served it, under CURVE" \
     "grep -q 'listening on tcp://$NET.2:$PORT' $T/rw.err && grep -q 'CURVE on' $T/rw.err"
 pw=$(python3 "$DIFF" ckpt "$T/p1.ckpt" "$T/p2.ckpt"); okp=$?
 check "... and the policy's weights equal the one-process run's ($pw, within 1e-5)" "[ $okp -eq 0 ]"
+
+# The policy's ranks without mpirun: rank 0 on host A (serving ppo_run there),
+# rank 1 on host B, met at host A's address; a SIGTERM to rank 0 ends both.
+PVPORT=$((20000 + ($$ + 13) % 20000))
+timeout 120 ip netns exec "$B" "${RV[@]}" "$BIN/ppo_policy" --dist-init tcp://$NET.1:$PVPORT --rank 1 --world-size 2 \
+    --dist-timeout 30 2>"$T/pv.1.err" &
+pv1=$!
+timeout 120 ip netns exec "$A" "${RV[@]}" "$BIN/ppo_policy" --bind "ipc://$T/pv.sock" --dist-init tcp://$NET.1:$PVPORT \
+    --rank 0 --world-size 2 --dist-timeout 30 2>"$T/pv.0.err" &
+pv0=$!
+timeout 120 ip netns exec "$A" "$BIN/ppo_run" "${PPO[@]}" --policy-connect "ipc://$T/pv.sock" --out "$T/p3.ckpt" 2>"$T/p3.err"
+check "ppo_run on host A, policy ranks started by hand on hosts A and B (--dist-init): exits 0 ($(tail -1 "$T/p3.err"))" "[ $? -eq 0 ]"
+pw=$(python3 "$DIFF" ckpt "$T/p1.ckpt" "$T/p3.ckpt"); okp=$?
+check "... the policy's weights equal the one-process run's ($pw, within 1e-5)" "[ $okp -eq 0 ]"
+kill -TERM "$(pgrep -P $pv0 | head -1)" 2>/dev/null
+wait $pv0; rc0=$?
+wait $pv1; rc1=$?
+check "... and a SIGTERM to rank 0 ends both ranks with exit 0 (rc $rc0 $rc1)" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && grep -q 'stopped by a signal to rank 0' $T/pv.1.err"
 
 finish
