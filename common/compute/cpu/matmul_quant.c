@@ -328,22 +328,54 @@ MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t
     }
 }
 
-/* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T. */
+/* out[i*OC + o] for weight rows [lo, hi) and all N input rows, type T.
+ * Weight rows go in tiles of MQ_OT, each tile against one group of input
+ * rows after the other: a group's quantised inputs (8 rows of C = 1536:
+ * 29 KB) then stay in L1 across the tile's rows, instead of all N rows'
+ * (0.8 MB at a 256-token prefill) streaming from L2 for every weight row;
+ * the tile (16 KB) is what is re-read, from L2. Every output is computed
+ * as before, so the results do not change. Below 4 groups (a batch of 16
+ * decoding) the weight is streamed row by row as before: measured faster
+ * there (Q8_0 at batch 16: 8%). */
+#ifndef MQ_OT
+#define MQ_OT 16
+#endif
 MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
                      const float *as, const __m256i *ap, const float *bias, int N, int nb, int OC, int lo, int hi,
                      float *mrow) {
-    for (int o = lo; o < hi; o++) {
-        const uint8_t *row = wq + (size_t)o * rb;
-        int i0 = 0;
-        for (; i0 + MQ_NX <= N; i0 += MQ_NX) group(T, MQ_NX, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
+    if (N < 4 * MQ_NX) { /* row by row */
+        for (int o = lo; o < hi; o++) {
+            const uint8_t *row = wq + (size_t)o * rb;
+            int i0 = 0;
+            for (; i0 + MQ_NX <= N; i0 += MQ_NX) group(T, MQ_NX, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
 #if MQ_NX > 4
-        if (N - i0 >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow), i0 += 4;
+            if (N - i0 >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow), i0 += 4;
 #endif
-        switch (N - i0) {
-        case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-        case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-        case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-        default: break;
+            switch (N - i0) {
+            case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
+            case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
+            case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
+            default: break;
+            }
+        }
+        return;
+    }
+    for (int t = lo; t < hi; t += MQ_OT) {
+        int te = hi - t < MQ_OT ? hi : t + MQ_OT, i0 = 0;
+        for (; i0 + MQ_NX <= N; i0 += MQ_NX)
+            for (int o = t; o < te; o++) group(T, MQ_NX, out, wq + (size_t)o * rb, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
+        for (int o = t; o < te; o++) {
+            const uint8_t *row = wq + (size_t)o * rb;
+            int i = i0;
+#if MQ_NX > 4
+            if (N - i >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow), i += 4;
+#endif
+            switch (N - i) {
+            case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
+            case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
+            case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
+            default: break;
+            }
         }
     }
 }
@@ -494,19 +526,40 @@ MQ_INLINE void group512(int T, int NX, float *out, const uint8_t *row, const int
     }
 }
 
+/* As slice: tiles of MQ_OT weight rows from 4 input groups on. */
 MQ_INLINE void slice512(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const int32_t *ap,
                         const float *a8, const float *asb, const float *bias, int N, int nb, int OC, int lo, int hi,
                         float *mrow) {
-    for (int o = lo; o < hi; o++) {
-        const uint8_t *row = wq + (size_t)o * rb;
-        int i0 = 0;
-        for (; i0 + MQ_NX <= N; i0 += MQ_NX) group512(T, MQ_NX, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow);
-        if (N - i0 >= 4) group512(T, 4, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow), i0 += 4;
-        switch (N - i0) {
-        case 3: group512(T, 3, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-        case 2: group512(T, 2, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-        case 1: group512(T, 1, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-        default: break;
+    if (N < 4 * MQ_NX) { /* row by row */
+        for (int o = lo; o < hi; o++) {
+            const uint8_t *row = wq + (size_t)o * rb;
+            int i0 = 0;
+            for (; i0 + MQ_NX <= N; i0 += MQ_NX) group512(T, MQ_NX, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow);
+            if (N - i0 >= 4) group512(T, 4, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow), i0 += 4;
+            switch (N - i0) {
+            case 3: group512(T, 3, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
+            case 2: group512(T, 2, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
+            case 1: group512(T, 1, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
+            default: break;
+            }
+        }
+        return;
+    }
+    for (int t = lo; t < hi; t += MQ_OT) {
+        int te = hi - t < MQ_OT ? hi : t + MQ_OT, i0 = 0;
+        for (; i0 + MQ_NX <= N; i0 += MQ_NX)
+            for (int o = t; o < te; o++)
+                group512(T, MQ_NX, out, wq + (size_t)o * rb, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow);
+        for (int o = t; o < te; o++) {
+            const uint8_t *row = wq + (size_t)o * rb;
+            int i = i0;
+            if (N - i >= 4) group512(T, 4, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow), i += 4;
+            switch (N - i) {
+            case 3: group512(T, 3, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
+            case 2: group512(T, 2, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
+            case 1: group512(T, 1, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
+            default: break;
+            }
         }
     }
 }
