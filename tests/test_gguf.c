@@ -15,13 +15,16 @@
  * chat template, and that it completes "The capital of France is" with
  * " Paris"; without the file it skips (exit 77), or fails when CI=true. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "gguf.h"
 #include "model_load.h"
+#include "quant.h"
 #include "test.h"
 #include "util.h"
 
@@ -566,9 +569,68 @@ static void test_smollm2(void) {
     model_bundle_free(&b);
 }
 
+/* gguf_import_blocks (generate's load) asks for the weight blocks in huge
+ * pages: batch-1 decoding streams all of them every token, and 4 KB pages
+ * cost a TLB miss and a prefetch restart every 4 KB. Checked where the
+ * kernel's transparent huge pages are not off. AnonHugePages of the
+ * mapping holding p (the advice splits a buffer's mapping at its 4 KB-
+ * aligned ends, so p is taken inside it). */
+static long smaps_huge_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long kb = -1;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+            break;
+    }
+    fclose(f);
+    return kb;
+}
+
+static void test_smollm2_huge_pages(void) {
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(mode, sizeof mode, f)) mode[0] = 0;
+        fclose(f);
+    }
+    /* the kernel must collapse written pages on request (MADV_COLLAPSE,
+     * Linux 6.1) and have huge pages to give: probed on 4 MB of our own */
+    size_t pn = 4u << 20;
+    uint8_t *probe = mmap(NULL, pn, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int can = probe != MAP_FAILED;
+    if (can) {
+        uint8_t *a = (uint8_t *)(((uintptr_t)probe + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1));
+        memset(probe, 1, pn);
+        can = madvise(a, 2u << 20, MADV_HUGEPAGE) == 0 && madvise(a, 2u << 20, 25 /* MADV_COLLAPSE */) == 0;
+        munmap(probe, pn);
+    }
+    if (!f || strstr(mode, "[never]") || !can) {
+        printf("no transparent huge pages on request here: huge-page check skipped\n");
+        return;
+    }
+    ModelBundle b;
+    CHECK(gguf_import_blocks(TEST_SMOLLM2_GGUF, &backend_cpu, &b) == 0, "SmolLM2 blocks import: %s", align_error());
+    if (!b.model) return;
+    size_t head_bytes = (size_t)b.model->cfg.vocab_size * quant_row_bytes((QuantType)b.model->lm_head_qtype, b.model->cfg.dim);
+    long wq = smaps_huge_kb(b.model->qparams + b.model->n_qbytes / 2),
+         head = smaps_huge_kb((const uint8_t *)b.model->lm_head_q + head_bytes / 2);
+    printf("SmolLM2 blocks in huge pages: weights %ld kB of %zu, LM head %ld kB\n", wq, b.model->n_qbytes >> 10, head);
+    CHECK(wq >= (long)(b.model->n_qbytes >> 11), "most of the weight blocks (%zu kB) in huge pages (%ld kB)",
+          b.model->n_qbytes >> 10, wq);
+    CHECK(head > 0, "the LM head's blocks in huge pages (%ld kB)", head);
+    model_bundle_free(&b);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--smollm2") == 0) {
         test_smollm2();
+        test_smollm2_huge_pages();
         return test_summary();
     }
     test_dequant();

@@ -20,7 +20,11 @@
  *
  * Rows of the weight are split into one contiguous slice per OpenMP thread
  * (each weight byte is read once per call), and each decoded block is used
- * for up to 8 input rows at a time (4 without AVX-512VL).
+ * for up to 8 input rows at a time (4 without AVX-512VL); from 32 input
+ * rows on, 16 weight rows at a time meet one group of input rows (whose
+ * int8 codes then stay in L1). With AVX-512 (F/BW/VL/VNNI) the K-quants
+ * run a kernel of their own: super-block scales unpacked once, two
+ * blocks a 512-bit vector, Q6_K's offset (32 steps) folded like Q8_0's.
  *
  * Error against the fp32 product of the dequantised weight: only the input's
  * quantisation, at most half an input step (absmax / 254) per input times
