@@ -268,7 +268,11 @@ static void spm_tokenizer(const char *file, int metaspace) {
         int64_t space = -1;
         gguf_get_int(&f, "tokenizer.ggml.add_space_prefix", &space);
         int bytes = 0;
-        for (uint64_t i = 0; types && i < types->arr_n; i++) bytes += ((const int32_t *)types->arr)[i] == 6;
+        for (uint64_t i = 0; types && i < types->arr_n; i++) {
+            int32_t type; /* the array sits in the mapped file at any alignment */
+            memcpy(&type, (const char *)types->arr + 4 * i, 4);
+            bytes += type == 6;
+        }
         CHECK(model && !strcmp(model, "llama") && sc && sc->arr_n == 420 && bytes == 256 && space == 1,
               "%s: a \"llama\" tokenizer with scores, 256 byte pieces, add_space_prefix (%s, %d)", file, model ? model : "-", bytes);
         gguf_close(&f);
