@@ -44,15 +44,8 @@ ranks() {
   for r in $(seq 0 $((n - 1))); do wait "${pids[r]}"; RCS="$RCS $?"; done
 }
 
-python3 - "$T/sft.jsonl" <<'PY'
-import json, sys
-qa = [("what is two plus two", "four"), ("name a color", "blue"), ("say hi", "hi there"),
-      ("what is the capital of france", "paris"), ("count to three", "one two three")]
-with open(sys.argv[1], "w") as f:
-    for i in range(20):  # answers of different lengths: shards differ in loss tokens
-        q, a = qa[i % 5]
-        f.write(json.dumps({"question": q, "answer": " ".join([a] * (1 + i % 3))}) + "\n")
-PY
+. "$(dirname "$0")/lib/dist_data.sh"
+uneven_sft "$T/sft.jsonl"
 
 SFT=(--model "$MODEL" --data "$T/sft.jsonl" --lr 5e-4 --batch-size 4 --grad-accum 2 --max-length 64 --max-steps 4 --dist-timeout 30)
 "$BIN/sft_run" "${SFT[@]}" --out "$T/s1.ckpt" --metrics "$T/s1.jsonl" 2>"$T/s1.err"

@@ -34,15 +34,8 @@ export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_t
 NOLEAK="ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 MPI=(timeout 120 env "$NOLEAK" mpirun --oversubscribe)
 
-python3 - "$T/sft.jsonl" <<'PY'
-import json, sys
-qa = [("what is two plus two", "four"), ("name a color", "blue"), ("say hi", "hi there"),
-      ("what is the capital of france", "paris"), ("count to three", "one two three")]
-with open(sys.argv[1], "w") as f:
-    for i in range(20):  # answers of different lengths: shards differ in loss tokens
-        q, a = qa[i % 5]
-        f.write(json.dumps({"question": q, "answer": " ".join([a] * (1 + i % 3))}) + "\n")
-PY
+. "$(dirname "$0")/lib/dist_data.sh"
+uneven_sft "$T/sft.jsonl"
 # max |a - b| over the F32 tensors of two .ckpt files, or the losses of two metrics files (within 1e-5: exit 0)
 close() { python3 "$(dirname "$0")/lib/ckpt_diff.py" "$@"; }
 
