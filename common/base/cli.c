@@ -229,7 +229,13 @@ static int apply_config(CliSpec *s, const char *path) {
     return 0;
 }
 
+/* The spec of the last cli_parse, until cli_free (cli_parsed). */
+static const CliSpec *g_parsed;
+
+const CliSpec *cli_parsed(void) { return g_parsed; }
+
 int cli_parse(CliSpec *s, int argc, char **argv) {
+    g_parsed = s;
     s->n_positional = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -326,7 +332,7 @@ int cli_was_set(const CliSpec *s, const char *name) {
 }
 
 void cli_free(CliSpec *s) {
-    (void)s;
+    if (g_parsed == s) g_parsed = NULL;
     for (int i = 0; i < n_config_trees; i++) cJSON_Delete(config_trees[i]);
     n_config_trees = 0;
 }

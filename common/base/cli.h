@@ -61,6 +61,10 @@ void cli_print_help(const CliSpec *spec);
 /* Was the flag named `name` set? */
 int cli_was_set(const CliSpec *spec, const char *name);
 void cli_free(CliSpec *spec);
+/* The spec the program's flags were parsed with (the last cli_parse; NULL
+ * before it and after cli_free): the ranks of a data-parallel job compare
+ * their flags through it (common/train/job_agree.h). */
+const CliSpec *cli_parsed(void);
 
 /* Parse the whole program invocation or exit: prints help and exits 0 for
  * --help, prints "prog: error" and exits 2 for bad usage. */

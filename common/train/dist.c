@@ -19,6 +19,7 @@
 
 static int g_rank = 0, g_size = 1, g_inited = 0, g_launched = 0;
 static char g_prefix[160];        /* "prog: rank R: " for the fault lines */
+static char g_prog[64];           /* "prog" */
 static char g_hint[4096];         /* the last checkpoint, for the fault lines */
 static double g_comm_time;
 static DistRendezvous g_rdv;      /* --dist-init, when given (g_rdv.size > 0) */
@@ -126,9 +127,15 @@ static void say_resume(void) {
     }
 }
 
+/* dist_exit_agreed is under way: every rank leaves with this status on
+ * purpose, so a peer gone meanwhile is no loss to report. */
+static atomic_int g_agreed;
+
 /* mpirun ends the whole job when one rank dies: every other rank gets
  * SIGTERM. Name the lost ones on this host, say where to resume, leave. */
 static void on_term(int sig) {
+    int agreed = atomic_load(&g_agreed);
+    if (agreed) _exit(agreed); /* the job is ending on a fault every rank found; it was said once */
     if (g_rdv.size) { /* no mpirun sent this: someone stopped this rank; the others hear it */
         say(g_prefix);
         say("stopped by a signal; stopping the job, nothing was written half");
@@ -191,6 +198,7 @@ static void finalize_at_exit(void) {
 /* With --dist-init: the liveness thread found rank `rank` gone (status -1:
  * killed; else the status it left with). One line, then leave. */
 static void on_lost(int rank, int status) {
+    if (atomic_load(&g_agreed)) return; /* every rank is leaving on purpose (dist_exit_agreed) */
     say(g_prefix);
     if (status == DIST_RDV_STOPPED) { /* dist_stop_job on that rank: a clean end, not a fault */
         say("the job was stopped by a signal to rank ");
@@ -257,6 +265,7 @@ static void coll_end(long long t0) {
 int dist_init(const char *prog, double timeout_s) {
     if (g_inited) return 0;
     g_inited = 1;
+    snprintf(g_prog, sizeof g_prog, "%s", prog);
     if (g_rdv.size) {
         g_launched = 1;
         snprintf(g_prefix, sizeof g_prefix, "%s: rank %d of %d: ", prog, g_rdv.rank, g_rdv.size);
@@ -485,6 +494,21 @@ void dist_abort(const char *why, int code) {
     exit(code);
 }
 
+void dist_exit_agreed(const char *why, int code) {
+    atomic_store(&g_agreed, code ? code : 1);
+    if (g_rdv.size || g_rank == 0) fprintf(stderr, "%s: %s\n", g_prog, why);
+    fflush(stderr);
+    /* nobody leaves before every rank has said it: a peer that left first
+     * would be reported as lost by a rank still on its way here */
+    if (g_size > 1) {
+        coll_begin();
+        MPI_Barrier(g_world);
+        atomic_store(&g_coll_since, 0);
+    }
+    if (g_rdv.size) dist_rendezvous_leave(code);
+    exit(code);
+}
+
 #else /* no MPI in this build: a world of one */
 
 int dist_available(void) { return 0; }
@@ -493,6 +517,7 @@ int dist_init(const char *prog, double timeout_s) {
     (void)timeout_s;
     if (g_inited) return 0;
     g_inited = 1;
+    snprintf(g_prog, sizeof g_prog, "%s", prog);
     if (getenv("OMPI_COMM_WORLD_SIZE") && atoi(getenv("OMPI_COMM_WORLD_SIZE")) > 1)
         return align_errorf("%s was started by mpirun but built without MPI (install libopenmpi-dev and rebuild)", prog);
     return 0;
@@ -521,6 +546,10 @@ int dist_barrier(void) { return 0; }
 int dist_local_rank(void) { return 0; }
 void dist_abort(const char *why, int code) {
     fprintf(stderr, "%s%s\n", g_prefix, why);
+    exit(code);
+}
+void dist_exit_agreed(const char *why, int code) {
+    fprintf(stderr, "%s: %s\n", g_prog, why);
     exit(code);
 }
 #endif

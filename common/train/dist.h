@@ -86,6 +86,11 @@ int dist_merge_metrics(Metrics *acc);
 /* Stop every rank: one line on stderr, then MPI_Abort (exit(code) alone
  * when single). */
 void dist_abort(const char *why, int code);
+/* Every rank found the same fault (a mismatch job_agree.h found, after an
+ * allgather): one line, then exit(code) on every rank, none taken for a lost
+ * one. Under mpirun (one merged output) rank 0 prints it; with --dist-init
+ * every rank does (each has its own terminal or log). */
+void dist_exit_agreed(const char *why, int code) __attribute__((noreturn));
 /* End a job that has no end of its own (a service: ppo_policy) on purpose,
  * every rank with exit 0; for a SIGTERM/SIGINT handler (async-signal-safe;
  * does not return). Under mpirun, mpirun's SIGTERM reaches every rank and

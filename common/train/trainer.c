@@ -15,6 +15,7 @@
 #include "freeze.h"
 #include "gguf.h"
 #include "grad_overlap.h"
+#include "job_agree.h"
 #include "optim.h"
 #include "peft.h"
 #include "peft_prompt.h"
@@ -520,6 +521,7 @@ int trainer_load_data(const char *prog, const TrainArgs *a, const char *path, co
     o.sheet = path == a->eval_data ? a->eval_sheet : a->sheet;
     o.last_turn_only = a->last_turn_only;
     if (ds_load(path, tok, &o, out)) return -1;
+    if (path != a->eval_data) job_agree_note_data(out); /* the ranks compare what they train on */
     if (dist_rank() != 0) return 0; /* every rank loads the same data: say it once */
     fprintf(stderr, "%s: %s: %zu examples", prog, path, out->n);
     if (out->n_truncated) fprintf(stderr, ", %zu cut to --max-length %d", out->n_truncated, a->max_length);
@@ -757,6 +759,9 @@ int trainer_run(const char *prog, const TrainArgs *a, ModelBundle *policy, Train
     if (trainer_check_args(a)) return -1;
     if (dist_init(prog, a->dist_timeout)) return -1;
     int rank = dist_rank(), world = dist_size();
+    /* a rank given other flags, data or weights would train another model
+     * silently (or end early and hang the others): refused, naming it */
+    if (world > 1 && job_agree_check(prog, m, task->n_train)) dist_abort(align_error(), 1);
     /* Under a launcher the GPU's gradients are summed by NCCL, whatever the
      * world size (mpirun -np 1 runs that path alone: tests/gpu/check.sh). */
     int nccl = dist_launched() && a->device && strcmp(a->device, "cpu");

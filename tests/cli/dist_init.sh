@@ -9,12 +9,15 @@
 #  - a rank SIGKILLed mid-run stops the others within seconds, each with one
 #    line naming the lost rank and a whole checkpoint; rank 0's ompi-server
 #    goes with the job;
+#  - ranks given different flags (--lr, --max-steps), or the same --data or
+#    --model path holding other contents, are refused before any step with
+#    one sentence naming what differs; --out and the like may differ;
 #  - a rank that never arrives is named after --dist-timeout; a world size
 #    that differs between ranks, a taken port and bad flags are one sentence
 #    (ppo_run, which shares the trainer flags, refuses --dist-init).
 # Skipped (77) without OpenMPI's ompi-server or when built without MPI.
 set -u
-BIN=$1
+BIN=$(cd "$1" && pwd) # absolute: some ranks below run in folders of their own
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../fixtures/hf_tiny_qwen2
 PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
@@ -112,6 +115,39 @@ timeout 60 "$BIN/sft_run" "${SHORT[@]}" --rank 1 2>"$T/w.1.err"; rc1=$?
 wait $p0; rc0=$?
 check "different world sizes: one sentence on both ($(tail -n 1 "$T/w.0.err"))" \
   "[ $rc0 -eq 1 ] && [ $rc1 -eq 1 ] && grep -q 'was started with --world-size 3, rank 0 with 2' $T/w.0.err && grep -q 'was started with --world-size 3, rank 0 with 2' $T/w.1.err"
+
+# Ranks given different jobs: refused before any step, on every rank, with
+# one sentence naming what differs (before: another --lr trained silently,
+# another --max-steps hung the longer rank until --dist-timeout).
+# pair NAME "RANK 0's ARGS" "RANK 1's ARGS" [DIR0 DIR1]: 2 ranks, each in its folder; sets RCS
+pair() {
+  local port; port=$(free_port)
+  (cd "${4:-$T}" && timeout 60 "$BIN/sft_run" $2 --dist-init "tcp://127.0.0.1:$port" --rank 0 --world-size 2 2>"$T/$1.0.err") & local p0=$!
+  (cd "${5:-$T}" && timeout 60 "$BIN/sft_run" $3 --dist-init "tcp://127.0.0.1:$port" --rank 1 --world-size 2 2>"$T/$1.1.err"); local rc1=$?
+  wait $p0; RCS="$? $rc1"
+}
+J="--model $MODEL --data $T/sft.jsonl --batch-size 4 --max-length 64 --max-steps 3 --dist-timeout 20 --out $T/j.ckpt"
+pair lr "$J --lr 1e-3" "$J --lr 5e-4"
+check "another --lr on rank 1: both exit 2 (rc $RCS): $(tail -n 1 "$T/lr.0.err")" \
+  "[ '$RCS' = '2 2' ] && grep -q 'rank 1 was started with --lr 0.0005, rank 0 with --lr 0.001; every rank must be given the same' $T/lr.0.err && grep -q 'rank 1 was started with --lr 0.0005' $T/lr.1.err && [ ! -f $T/j.ckpt ]"
+check "... each says it once, and nobody reports a lost rank" "[ \$(cat $T/lr.0.err $T/lr.1.err | grep -c 'every rank must') -eq 2 ] && ! grep -q 'was lost\|left with exit status' $T/lr.0.err $T/lr.1.err"
+pair steps "$J --max-steps 3" "$J --max-steps 5"
+check "another --max-steps: refused at once, not a hang (rc $RCS)" "[ '$RCS' = '2 2' ] && grep -q 'rank 1 was started with --max-steps 5, rank 0 with --max-steps 3' $T/steps.0.err"
+pair local "$J --out $T/j0.ckpt --logging-steps 1" "$J --out $T/elsewhere.ckpt --dist-timeout 30"
+check "where a rank writes and how long it waits may differ (rc $RCS)" "[ '$RCS' = '0 0' ] && [ -f $T/j0.ckpt ] && [ ! -f $T/elsewhere.ckpt ]"
+# the same relative --data and --model naming other files in each rank's folder (other hosts)
+mkdir -p "$T/h0" "$T/h1"
+cp "$T/sft.jsonl" "$T/h0/sft.jsonl"
+sed 's/paris/rome/' "$T/sft.jsonl" >"$T/h1/sft.jsonl"
+J="--model $MODEL --data sft.jsonl --batch-size 4 --max-length 64 --max-steps 1 --dist-timeout 20 --out $T/j.ckpt"
+pair data "$J" "$J" "$T/h0" "$T/h1"
+check "the same --data path holding other records: refused (rc $RCS): $(tail -n 1 "$T/data.0.err")" \
+  "[ '$RCS' = '2 2' ] && grep -q \"rank 1's training examples (--data): 20 examples, contents [0-9a-f]*; rank 0's: 20 examples\" $T/data.0.err"
+for r in 0 1; do "$BIN/sft_run" --model "$MODEL" --data "$T/sft.jsonl" --max-length 64 --max-steps 1 --lr "1e-$((3 + r))" --out "$T/h$r/m.ckpt" 2>/dev/null; done
+J="--model m.ckpt --data $T/sft.jsonl --batch-size 4 --max-length 64 --max-steps 1 --dist-timeout 20 --out $T/j.ckpt"
+pair weights "$J" "$J" "$T/h0" "$T/h1"
+check "the same --model path holding other weights: refused (rc $RCS): $(tail -n 1 "$T/weights.1.err")" \
+  "[ '$RCS' = '2 2' ] && grep -q \"rank 1's starting weights (the model, --resume or --lora-adapter): 25248 values, contents [0-9a-f]*; rank 0's\" $T/weights.1.err"
 
 python3 -c 'import socket, sys, time; s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' >"$T/taken" &
 holder=$!

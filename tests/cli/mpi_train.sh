@@ -12,6 +12,8 @@
 #  - --resume with another number of ranks: a 2-rank checkpoint resumed by
 #    1 process and a 1-process checkpoint resumed by 2 ranks end where the
 #    unbroken runs end;
+#  - ranks started with different flags (mpirun A : B) are refused with
+#    one line naming the flag;
 #  - a rank SIGKILLed mid-run ends the job non-zero within seconds with one
 #    line naming the lost rank and a whole checkpoint to resume from; a
 #    hung (stopped) rank ends it after --dist-timeout with the same advice.
@@ -87,6 +89,14 @@ check "rm_train, 2 ranks, exits 0 ($(tail -1 "$T/m2.err"))" "[ $? -eq 0 ]"
 check "rm_train: 2 ranks' losses equal 1 process's ($(close metrics "$T/m1.jsonl" "$T/m2.jsonl"))" "close metrics $T/m1.jsonl $T/m2.jsonl >/dev/null"
 check "rm_train: rank 0 alone stores the reward statistics" "[ \$(grep -c 'stored in' $T/m2.err) -eq 1 ]"
 check "rm_train: 2 ranks' weights equal 1 process's ($(close ckpt "$T/m1.ckpt" "$T/m2.ckpt"))" "close ckpt $T/m1.ckpt $T/m2.ckpt >/dev/null"
+
+# mpirun can start ranks with different flags too (MPMD: A : B): refused at
+# once with one line, rank 0's (before: rank 1 trained with another seed).
+"${MPI[@]}" -np 1 "$BIN/rm_train" "${RM[@]}" --out "$T/x.ckpt" : -np 1 "$BIN/rm_train" "${RM[@]}" --seed 7 --out "$T/x.ckpt" 2>"$T/x.err"
+rc=$?
+check "ranks started with another --seed: refused, exit non-zero (rc $rc): $(grep 'every rank must' "$T/x.err")" \
+  "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'rank 1 was started with --seed 7, rank 0 with --seed 42; every rank must be given the same' $T/x.err && [ ! -f $T/x.ckpt ]"
+check "... said once, no rank reported lost" "[ \$(grep -c 'every rank must' $T/x.err) -eq 1 ] && ! grep -q 'was lost' $T/x.err"
 
 # The pid of rank 1 of the job under `timeout` pid $1, once it has written a checkpoint.
 rank1_of() {
