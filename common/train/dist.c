@@ -204,6 +204,7 @@ static void on_lost(int rank, int status) {
         say("the job was stopped by a signal to rank ");
         say_int(rank);
         say("; leaving\n");
+        dist_rendezvous_remove_tmp();
         _exit(0);
     }
     say("the job was stopped: rank ");

@@ -51,6 +51,7 @@ int dist_rendezvous_parse(const char *url, int rank, int size, DistRendezvous *o
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,6 +82,8 @@ static int g_me, g_n;
 static int *g_fd;                /* rank 0: the socket of each rank (g_fd[0] unused); others: g_fd[0] */
 static pid_t g_server = -1;      /* rank 0's ompi-server */
 static char g_server_dir[64];    /* its URI file's folder */
+static char g_mpi_tmp[512];     /* this rank's OpenMPI session folder (its orted's too), removed at exit */
+static atomic_int g_tmp_removed;
 static atomic_int g_leaving;
 static atomic_int g_stopping;    /* a stop on purpose (MSG_STOP) is under way */
 static DistLostFn g_lost;
@@ -233,6 +236,41 @@ static void stop_server(void) { /* async-signal-safe */
     }
 }
 
+/* Remove name (under the folder parent_fd) and all below it.
+ * Async-signal-safe (openat, getdents64, unlinkat): the fault paths that
+ * _exit call it too. OpenMPI's session tree is a few levels deep. */
+static void remove_tree(int parent_fd, const char *name, int depth) {
+    int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    for (int pass = 0; fd >= 0 && pass < 3; pass++) { /* entries removed while listing may hide others: list again */
+        char buf[4096];
+        lseek(fd, 0, SEEK_SET);
+        long n, removed = 0;
+        while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+            for (long at = 0; at < n;) {
+                struct {
+                    uint64_t ino;
+                    int64_t off;
+                    unsigned short reclen;
+                    unsigned char type;
+                    char name[];
+                } *d = (void *)(buf + at);
+                at += d->reclen;
+                if (d->name[0] == '.' && (!d->name[1] || (d->name[1] == '.' && !d->name[2]))) continue;
+                if (unlinkat(fd, d->name, 0) == 0) removed++;
+                else if (errno == EISDIR && depth < 8) remove_tree(fd, d->name, depth + 1), removed++;
+            }
+        }
+        if (!removed) break;
+    }
+    if (fd >= 0) close(fd);
+    unlinkat(parent_fd, name, AT_REMOVEDIR);
+}
+
+void dist_rendezvous_remove_tmp(void) {
+    if (!g_mpi_tmp[0] || atomic_exchange(&g_tmp_removed, 1)) return;
+    remove_tree(AT_FDCWD, g_mpi_tmp, 0);
+}
+
 void dist_rendezvous_leave(int status) {
     if (atomic_exchange(&g_leaving, 1) || !g_fd) return;
     Msg m = {MSG_BYE, g_me, status};
@@ -243,6 +281,7 @@ void dist_rendezvous_leave(int status) {
     } else if (g_fd[0] >= 0) {
         write_all(g_fd[0], &m, sizeof m);
     }
+    dist_rendezvous_remove_tmp();
 }
 
 /* Wait until the peer of fd has closed it (its process is gone), at most
@@ -288,12 +327,14 @@ void dist_rendezvous_stop(void) {
     atomic_store(&g_stopping, 1);
     if (g_me == 0) {
         stop_others(0);
+        dist_rendezvous_remove_tmp();
         return;
     }
     /* rank 0 passes it on and leaves once the others are gone: waiting for
      * it (longer than it waits for them) keeps this rank alive until then */
     Msg m = {MSG_STOP, g_me, 0};
     if (g_fd[0] >= 0 && !write_all(g_fd[0], &m, sizeof m)) wait_closed(g_fd[0], align_now() + 5);
+    dist_rendezvous_remove_tmp();
 }
 
 /* Rank 0 tells the others which rank is gone before it stops itself. */
@@ -443,6 +484,16 @@ int dist_rendezvous_join(const DistRendezvous *r, double timeout_s, MPI_Comm *wo
     Answer a = {.ok = 1};
     char port[MPI_MAX_PORT_NAME] = "";
     int provided, rc;
+    /* A singleton's OpenMPI (and the orted it starts) keeps a session folder
+     * under /tmp/ompi.HOST.UID that only MPI_Finalize removes, and these
+     * ranks leave without it: one folder of this rank's own instead, removed
+     * at exit (unless the user chose the place). */
+    if (!getenv("OMPI_MCA_orte_tmpdir_base")) {
+        const char *base = getenv("TMPDIR");
+        snprintf(g_mpi_tmp, sizeof g_mpi_tmp, "%s/align-mpi-XXXXXX", base && *base ? base : "/tmp");
+        if (mkdtemp(g_mpi_tmp)) setenv("OMPI_MCA_orte_tmpdir_base", g_mpi_tmp, 1);
+        else g_mpi_tmp[0] = 0; /* OpenMPI's default place, as before */
+    }
     if (g_me == 0) {
         int lfd = listen_on(r);
         if (lfd < 0) return -1;

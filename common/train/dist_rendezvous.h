@@ -65,6 +65,10 @@ void dist_rendezvous_leave(int status);
  * seconds), so this rank leaves after them and no collective sees a peer
  * vanish. Async-signal-safe (called from a signal handler). */
 void dist_rendezvous_stop(void);
+/* Remove this rank's OpenMPI session folder (made by dist_rendezvous_join:
+ * without MPI_Finalize OpenMPI leaves it). dist_rendezvous_leave and
+ * dist_rendezvous_stop do; for an exit that calls neither. Async-signal-safe. */
+void dist_rendezvous_remove_tmp(void);
 /* Whether such a stop is under way on this rank: a collective that fails
  * meanwhile failed because the peers are leaving, not a fault. */
 int dist_rendezvous_stopping(void);

@@ -8,7 +8,8 @@
 #    (the ranks join in rank order whatever order they start in);
 #  - a rank SIGKILLed mid-run stops the others within seconds, each with one
 #    line naming the lost rank and a whole checkpoint; rank 0's ompi-server
-#    goes with the job;
+#    goes with the job; a clean run leaves nothing in TMPDIR (OpenMPI's
+#    session folders of the singletons, which MPI_Finalize would remove);
 #  - ranks given different flags (--lr, --max-steps), or the same --data or
 #    --model path holding other contents, are refused before any step with
 #    one sentence naming what differs; --out and the like may differ;
@@ -24,6 +25,9 @@ PREFS=$HERE/../fixtures/logprobs/prefs.jsonl
 command -v ompi-server >/dev/null || { echo "skip: no ompi-server (apt-get install openmpi-bin libopenmpi-dev)"; exit 77; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+# the ranks' temporary files (OpenMPI's session folders) go here, so the test can see what is left
+mkdir "$T/tmp"
+export TMPDIR=$T/tmp
 . "$(dirname "$0")/lib/check.sh"
 export OMP_NUM_THREADS=1
 # shared memory and loopback only: nothing to probe, no warnings about other networks
@@ -59,6 +63,7 @@ check "sft_run, 2 ranks by hand, exit 0 (rc$RCS; $(tail -n 1 "$T/s2.0.err"))" "[
 check "sft_run: 2 hand-started ranks' losses equal 1 process's ($(close metrics "$T/s1.jsonl" "$T/s2.jsonl"))" "close metrics $T/s1.jsonl $T/s2.jsonl >/dev/null"
 check "sft_run: 2 hand-started ranks' weights equal 1 process's ($(close ckpt "$T/s1.ckpt" "$T/s2.ckpt"))" "close ckpt $T/s1.ckpt $T/s2.ckpt >/dev/null"
 check "rank 0 says it runs 2 ranks" "grep -q '2 ranks (data parallel)' $T/s2.0.err"
+check "the ranks leave nothing in TMPDIR (OpenMPI's session folders: $(cd "$T/tmp" && find . -mindepth 1 | tr '\n' ' '))" "[ -z \"\$(ls -A $T/tmp)\" ]"
 
 DPO=(--policy "$MODEL" --data "$PREFS" --lr 1e-3 --batch-size 4 --max-steps 4 --dist-timeout 30)
 "$BIN/dpo_run" "${DPO[@]}" --out "$T/d1.ckpt" --metrics "$T/d1.jsonl" 2>"$T/d1.err"
