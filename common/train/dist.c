@@ -132,10 +132,22 @@ static void say_resume(void) {
 static atomic_int g_agreed;
 
 /* mpirun ends the whole job when one rank dies: every other rank gets
- * SIGTERM. Name the lost ones on this host, say where to resume, leave. */
-static void on_term(int sig) {
+ * SIGTERM. Name the lost ones on this host, say where to resume, leave.
+ * A signal sent to this rank by someone else (kill, a scheduler) is said
+ * as such by this rank: it was not lost and mpirun was not interrupted. */
+static void on_term(int sig, siginfo_t *si, void *uctx) {
+    (void)uctx;
     int agreed = atomic_load(&g_agreed);
     if (agreed) _exit(agreed); /* the job is ending on a fault every rank found; it was said once */
+    if (!g_rdv.size && si && si->si_code <= 0 && si->si_pid > 0 && si->si_pid != getppid()) {
+        /* si_code <= 0: sent by a process (kill, sigqueue, tkill); the parent is mpirun or its orted */
+        say(g_prefix);
+        say(sig == SIGINT ? "stopped by SIGINT from pid " : "stopped by SIGTERM from pid ");
+        say_int(si->si_pid);
+        say(" (not from mpirun); the job stops with this rank, nothing was written half");
+        say_resume();
+        _exit(1);
+    }
     if (g_rdv.size) { /* no mpirun sent this: someone stopped this rank; the others hear it */
         say(g_prefix);
         say("stopped by a signal; stopping the job, nothing was written half");
@@ -298,7 +310,8 @@ int dist_init(const char *prog, double timeout_s) {
     if (MPI_Allgather(&me, sizeof me, MPI_BYTE, g_peers, sizeof me, MPI_BYTE, g_world) != MPI_SUCCESS)
         return align_errorf("MPI_Allgather of the ranks' hosts failed");
     struct sigaction sa = {0};
-    sa.sa_handler = on_term;
+    sa.sa_sigaction = on_term;
+    sa.sa_flags = SA_SIGINFO;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     g_timeout_s = timeout_s;

@@ -14,6 +14,7 @@
 #    unbroken runs end;
 #  - ranks started with different flags (mpirun A : B) are refused with
 #    one line naming the flag;
+#  - a SIGINT sent to one rank (not through mpirun) is said by that rank;
 #  - a rank SIGKILLed mid-run ends the job non-zero within seconds with one
 #    line naming the lost rank and a whole checkpoint to resume from; a
 #    hung (stopped) rank ends it after --dist-timeout with the same advice.
@@ -98,14 +99,14 @@ check "ranks started with another --seed: refused, exit non-zero (rc $rc): $(gre
   "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'rank 1 was started with --seed 7, rank 0 with --seed 42; every rank must be given the same' $T/x.err && [ ! -f $T/x.ckpt ]"
 check "... said once, no rank reported lost" "[ \$(grep -c 'every rank must' $T/x.err) -eq 1 ] && ! grep -q 'was lost' $T/x.err"
 
-# The pid of rank 1 of the job under `timeout` pid $1, once it has written a checkpoint.
+# The pid of rank ${3:-1} of the job under `timeout` pid $1, once it has written a checkpoint.
 rank1_of() {
   for _ in $(seq 100); do
     sleep 0.1
     ls "$2"-step*.ckpt >/dev/null 2>&1 || continue
     for mp in $(pgrep -P "$1"); do
       for p in $(pgrep -P "$mp"); do
-        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && { echo "$p"; return; }
+        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=${3:-1}" && { echo "$p"; return; }
       done
     done
   done
@@ -132,6 +133,22 @@ if [ -n "$victim" ]; then
   check "... which resumes (whole, not half written)" "[ $? -eq 0 ]"
 else
   fail=$((fail+1)); echo "FAIL: did not find rank 1 of the long run"; tail -5 "$T/k.err"
+  kill $tpid 2>/dev/null; wait $tpid
+fi
+
+# A rank that someone else signals (kill, a scheduler) says so itself
+# (before: rank 0 said "mpirun was interrupted or a rank on another host was lost").
+timeout 60 env "$NOLEAK" mpirun --oversubscribe -np 2 "$BIN/sft_run" "${LONG[@]}" --out "$T/i.ckpt" 2>"$T/i.err" &
+tpid=$!
+victim=$(rank1_of $tpid "$T/i" 0)
+if [ -n "$victim" ]; then
+  kill -INT "$victim"
+  wait $tpid
+  rc=$?
+  check "a SIGINT to rank 0 alone ends the job non-zero (rc $rc): $(grep 'rank 0 of 2: stopped' "$T/i.err")" \
+    "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'rank 0 of 2: stopped by SIGINT from pid $BASHPID (not from mpirun); .*resume with --resume .*i-step[0-9]*.ckpt' $T/i.err && ! grep -q 'mpirun was interrupted' $T/i.err"
+else
+  fail=$((fail+1)); echo "FAIL: did not find rank 0 of the interrupted run"; tail -5 "$T/i.err"
   kill $tpid 2>/dev/null; wait $tpid
 fi
 
