@@ -80,6 +80,8 @@ typedef struct {
 
 static int g_me, g_n;
 static int *g_fd;                /* rank 0: the socket of each rank (g_fd[0] unused); others: g_fd[0] */
+static int g_lfd = -1;           /* rank 0: the meeting point, open for the run (late comers are refused) */
+static char g_addr[300];         /* "tcp://HOST:PORT", for those refusals */
 static pid_t g_server = -1;      /* rank 0's ompi-server */
 static char g_server_dir[64];    /* its URI file's folder */
 static char g_mpi_tmp[512];     /* this rank's OpenMPI session folder (its orted's too), removed at exit */
@@ -277,6 +279,7 @@ void dist_rendezvous_leave(int status) {
     if (g_me == 0) {
         for (int r = 1; r < g_n; r++)
             if (g_fd[r] >= 0) write_all(g_fd[r], &m, sizeof m);
+        if (g_lfd >= 0) close(g_lfd), g_lfd = -1;
         stop_server();
     } else if (g_fd[0] >= 0) {
         write_all(g_fd[0], &m, sizeof m);
@@ -344,12 +347,30 @@ static void tell_lost(int rank, int status, const int *done) {
         if (r != rank && !done[r] && g_fd[r] >= 0) write_all(g_fd[r], &m, sizeof m);
 }
 
+/* Rank 0, while the job runs: a process arriving at the meeting point is
+ * told the job has all its ranks (one hello read, a second at most: the
+ * liveness of the real ranks waits meanwhile). */
+static void refuse_late(int lfd) {
+    int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) return;
+    Hello h;
+    if (read_all(c, &h, sizeof h, align_now() + 1) == 0 && !memcmp(h.magic, HELLO_MAGIC, 8)) {
+        h.host[sizeof h.host - 1] = 0;
+        Answer a = {.ok = 0};
+        snprintf(a.text, sizeof a.text,
+                 "the job at %s already runs with all its %d ranks; is --rank %d (pid %d on %s) started twice, or is this "
+                 "another job's address?", g_addr, g_n, h.rank, h.pid, h.host);
+        write_all(c, &a, sizeof a);
+    }
+    close(c);
+}
+
 /* The liveness thread: a peer's socket closing without a clean goodbye,
  * or a goodbye with an error status, stops this rank through g_lost. */
 static void *watch(void *arg) {
     (void)arg;
-    int n = g_me == 0 ? g_n - 1 : 1;
-    struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+    int n = g_me == 0 ? g_n - 1 : 1, lfd = g_me == 0 ? g_lfd : -1;
+    struct pollfd *pf = calloc((size_t)n + 1, sizeof *pf);
     int *peer = calloc((size_t)n, sizeof *peer), *done = calloc((size_t)g_n, sizeof *done);
     if (!pf || !peer || !done) {
         free(pf), free(peer), free(done);
@@ -359,8 +380,10 @@ static void *watch(void *arg) {
         peer[i] = g_me == 0 ? i + 1 : 0;
         pf[i] = (struct pollfd){.fd = g_fd[g_me == 0 ? i + 1 : 0], .events = POLLIN};
     }
+    pf[n] = (struct pollfd){.fd = lfd, .events = POLLIN}; /* rank 0: late comers (fd -1 elsewhere: ignored) */
     for (int open = n; open > 0 && !atomic_load(&g_leaving);) {
-        if (poll(pf, (nfds_t)n, 1000) <= 0) continue;
+        if (poll(pf, (nfds_t)n + 1, 1000) <= 0) continue;
+        if (pf[n].fd >= 0 && pf[n].revents) refuse_late(lfd);
         for (int i = 0; i < n && !atomic_load(&g_leaving); i++) {
             if (pf[i].fd < 0 || !pf[i].revents) continue;
             Msg m;
@@ -516,11 +539,16 @@ int dist_rendezvous_join(const DistRendezvous *r, double timeout_s, MPI_Comm *wo
             return mpi_err(rc, "MPI_Open_port");
         }
         rc = gather_ranks(lfd, r, deadline, timeout_s);
-        close(lfd); /* a late or extra process finds nobody listening */
         if (rc) {
+            close(lfd);
             stop_server();
             return -1;
         }
+        /* kept open: a rank started twice, or a rank of another job sent
+         * here, is told at once by the liveness thread instead of retrying
+         * until --dist-timeout; and the port stays this job's */
+        g_lfd = lfd;
+        snprintf(g_addr, sizeof g_addr, "tcp://%s:%s", r->host, r->port);
         for (int k = 1; k < g_n; k++)
             if (write_all(g_fd[k], &a, sizeof a)) {
                 stop_server();
@@ -539,7 +567,10 @@ int dist_rendezvous_join(const DistRendezvous *r, double timeout_s, MPI_Comm *wo
         if (got == -2)
             return align_errorf("--dist-init tcp://%s:%s: the other ranks did not all arrive within %.0f s (--dist-timeout)",
                                 r->host, r->port, timeout_s);
-        if (got) return align_errorf("--dist-init tcp://%s:%s: rank 0 closed the connection before the job started", r->host, r->port);
+        if (got) /* rank 0 stops listening once its ranks are all there: this one came too late */
+            return align_errorf("--dist-init tcp://%s:%s: rank 0 closed the connection before the job started: its job "
+                                "may have all its ranks already (is --rank %d running twice, or is this another job's address?)",
+                                r->host, r->port, r->rank);
         a.text[sizeof a.text - 1] = 0;
         if (!a.ok) return align_errorf("rank 0 refused to start the job: %s", a.text);
         setenv("OMPI_MCA_pmix_server_uri", a.text, 1);

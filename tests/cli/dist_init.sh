@@ -105,6 +105,20 @@ else
   kill "${kp[@]}" 2>/dev/null; wait
 fi
 
+# A rank started twice, after the job formed: the extra one is told so and
+# the job goes on (before: it retried until --dist-timeout, then said
+# "rank 0 did not answer within 30 s").
+port=$(free_port)
+TWICE=(--model "$MODEL" --data "$T/sft.jsonl" --batch-size 4 --max-length 64 --max-steps 40 --out "$T/tw.ckpt" --dist-timeout 30 --dist-init "tcp://127.0.0.1:$port" --world-size 2)
+timeout 60 "$BIN/sft_run" "${TWICE[@]}" --rank 0 2>"$T/tw.0.err" & p0=$!
+timeout 60 "$BIN/sft_run" "${TWICE[@]}" --rank 1 2>"$T/tw.1.err" & p1=$!
+for _ in $(seq 200); do grep -q '2 ranks (data parallel)' "$T/tw.0.err" && break; sleep 0.05; done
+timeout 60 "$BIN/sft_run" "${TWICE[@]}" --rank 1 2>"$T/tw.x.err"; rcx=$?
+wait $p0; rc0=$?; wait $p1; rc1=$?
+check "--rank 1 started twice: the extra exits 1 at once and says why (rc $rcx: $(tail -n 1 "$T/tw.x.err"))" \
+  "[ $rcx -eq 1 ] && grep -q 'already runs with all its 2 ranks; is --rank 1 (pid [0-9]* on [^)]*) started twice' $T/tw.x.err"
+check "... and the job it came late to ends 0 (rc $rc0 $rc1)" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]"
+
 # A rank that never comes: rank 0 names it after --dist-timeout, and the rank that came hears why.
 port=$(free_port)
 SHORT=(--model "$MODEL" --data "$T/sft.jsonl" --batch-size 4 --max-length 64 --max-steps 1 --out "$T/m.ckpt" --dist-init "tcp://127.0.0.1:$port" --world-size 3 --dist-timeout 2)
