@@ -53,6 +53,9 @@ int dist_set_rendezvous(const char *url, int rank, int world_size) {
         return 0;
     }
     if (rank < 0) return align_errorf("--dist-init needs --rank R (this process's rank, 0 to N-1)");
+    /* joined already (trainer_load_policy meets early; trainer_run checks
+     * the flags again): OpenMPI has set PMIX_RANK by now, which is no launcher */
+    if (g_inited && g_rdv.size && g_rdv.rank == rank && g_rdv.size == world_size) return 0;
     DistRendezvous r;
     if (dist_rendezvous_parse(url, rank, world_size, &r)) return -1;
     const char *env = launcher_env();

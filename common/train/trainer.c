@@ -363,6 +363,17 @@ int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Mod
 }
 
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out, ChatTemplate *tmpl) {
+    /* Hand-started ranks meet before anything loads: a rank that then fails
+     * to load (a file missing on its host) is seen leaving, with its exit
+     * status, by the others at once, instead of never arriving while rank 0
+     * waits --dist-timeout for it. (mpirun sees a rank die before MPI_Init
+     * itself, so its ranks still meet in trainer_run.) */
+    if (a->dist_init) {
+        const CliSpec *spec = cli_parsed();
+        if (dist_set_rendezvous(a->dist_init, a->rank, a->world_size) ||
+            dist_init(spec ? spec->prog : "align", a->dist_timeout))
+            return -1;
+    }
     const Backend *be = backend_get(a->device);
     if (!be) return -1;
     const char *path = a->resume ? a->resume : model_path;

@@ -161,7 +161,9 @@ int trainer_check_quantised_base(const TrainArgs *a, const char *path, const Mod
  * moments and train state), else model_path; with its tokenizer. The chat
  * template is --chat-template, else the model's own, else none; the bundle
  * then records that template (name and align's Jinja for it), so the
- * trained model is saved with the template training rendered with. */
+ * trained model is saved with the template training rendered with.
+ * With --dist-init the ranks meet here first (dist_init), so a rank that
+ * fails to load is seen leaving at once by the others. */
 int trainer_load_policy(const TrainArgs *a, const char *model_path, ModelBundle *out,
                         ChatTemplate *tmpl);
 /* Quantise the base (--quantize-base), attach LoRA (--lora-rank or

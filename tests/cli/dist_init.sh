@@ -119,6 +119,19 @@ check "--rank 1 started twice: the extra exits 1 at once and says why (rc $rcx: 
   "[ $rcx -eq 1 ] && grep -q 'already runs with all its 2 ranks; is --rank 1 (pid [0-9]* on [^)]*) started twice' $T/tw.x.err"
 check "... and the job it came late to ends 0 (rc $rc0 $rc1)" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]"
 
+# A rank that fails to load (its --data missing on its host): the others
+# hear it at once (before: rank 0 waited --dist-timeout for a rank that
+# never came, then named it as missing).
+port=$(free_port)
+FL=(--model "$MODEL" --batch-size 4 --max-length 64 --max-steps 3 --out "$T/fl.ckpt" --dist-timeout 20 --dist-init "tcp://127.0.0.1:$port" --world-size 2)
+t0=$(date +%s%N)
+timeout 60 "$BIN/sft_run" "${FL[@]}" --data "$T/sft.jsonl" --rank 0 2>"$T/fl.0.err" & p0=$!
+timeout 60 "$BIN/sft_run" "${FL[@]}" --data "$T/missing.jsonl" --rank 1 2>"$T/fl.1.err"; rc1=$?
+wait $p0; rc0=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+check "a rank that cannot load its data: both exit 1 within seconds (rc $rc0 $rc1, ${ms} ms): $(tail -n 1 "$T/fl.0.err")" \
+  "[ $rc0 -eq 1 ] && [ $rc1 -eq 1 ] && [ $ms -lt 15000 ] && grep -q 'the job was stopped: rank 1 .*left with exit status 1' $T/fl.0.err && grep -q 'missing.jsonl' $T/fl.1.err"
+
 # A rank that never comes: rank 0 names it after --dist-timeout, and the rank that came hears why.
 port=$(free_port)
 SHORT=(--model "$MODEL" --data "$T/sft.jsonl" --batch-size 4 --max-length 64 --max-steps 1 --out "$T/m.ckpt" --dist-init "tcp://127.0.0.1:$port" --world-size 3 --dist-timeout 2)
