@@ -41,7 +41,9 @@ int dist_rendezvous_parse(const char *url, int rank, int size, DistRendezvous *o
 }
 
 #ifdef ALIGN_HAVE_MPI
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -135,26 +137,55 @@ static struct addrinfo *resolve(const DistRendezvous *r, int passive) {
     return ai;
 }
 
-/* Rank 0's meeting point. */
+/* Rank 0's meeting point: HOST must be an address of this host (a probe
+ * bind to each address it resolves to, port 0), but the socket listens on
+ * every address at PORT, as torchrun's store does: the other hosts may
+ * reach this one by an address HOST does not resolve to here (Debian maps
+ * the host's own name to 127.0.1.1 in /etc/hosts, and a listener on that
+ * alone is out of their reach). */
 static int listen_on(const DistRendezvous *r) {
     struct addrinfo *ai = resolve(r, 1);
     if (!ai) return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err = 0;
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* a previous job's TIME_WAIT must not block the port */
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) err = errno;
-    } else {
-        err = errno;
+    int local = 0, err = EADDRNOTAVAIL;
+    for (struct addrinfo *a = ai; a && !local; a = a->ai_next) {
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        struct sockaddr_storage ss;
+        memcpy(&ss, a->ai_addr, a->ai_addrlen);
+        if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = 0;
+        else if (ss.ss_family == AF_INET6) ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+        if (bind(fd, (struct sockaddr *)&ss, a->ai_addrlen) == 0) local = 1;
+        else err = errno;
+        close(fd);
     }
     freeaddrinfo(ai);
-    if (fd >= 0 && !err) return fd;
-    if (fd >= 0) close(fd);
+    if (!local && err == EADDRNOTAVAIL)
+        return align_errorf("--dist-init tcp://%s:%s: %s is not an address of this host; rank 0 runs on the host --dist-init names",
+                            r->host, r->port, r->host);
+    if (!local) return align_errorf("--dist-init tcp://%s:%s: cannot listen: %s", r->host, r->port, strerror(err));
+    int port = atoi(r->port), one = 1, zero = 0;
+    /* IPv6 with IPv4 mapped (both families on one socket), or IPv4 alone where there is no IPv6 */
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    err = 0;
+    if (fd >= 0) {
+        struct sockaddr_in6 any6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_ANY_INIT};
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* a previous job's TIME_WAIT must not block the port */
+        if (bind(fd, (struct sockaddr *)&any6, sizeof any6) || listen(fd, 128)) err = errno, close(fd), fd = -1;
+    }
+    if (fd < 0 && err != EADDRINUSE) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        err = fd < 0 ? errno : 0;
+        if (fd >= 0) {
+            struct sockaddr_in any4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = {htonl(INADDR_ANY)}};
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (bind(fd, (struct sockaddr *)&any4, sizeof any4) || listen(fd, 128)) err = errno, close(fd), fd = -1;
+        }
+    }
+    if (fd >= 0) return fd;
     if (err == EADDRINUSE)
         return align_errorf("--dist-init tcp://%s:%s: port %s is in use on this host (another job's rank 0?); pick another port",
                             r->host, r->port, r->port);
-    if (err == EADDRNOTAVAIL)
-        return align_errorf("--dist-init tcp://%s:%s: %s is not an address of this host; rank 0 runs on the host --dist-init names",
-                            r->host, r->port, r->host);
     return align_errorf("--dist-init tcp://%s:%s: cannot listen: %s", r->host, r->port, strerror(err));
 }
 

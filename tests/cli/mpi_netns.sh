@@ -7,6 +7,8 @@
 #  - dpo_run on the 2 hosts with ZeRO-1 trains to 1 process's losses and
 #    weights (within 1e-5); so does the same job with no mpirun, one rank
 #    started by hand in each namespace with --dist-init at host A's address;
+#    and with rank 0 given tcp://localhost (a name that is loopback on its
+#    own host), as rank 0 listens on every address;
 #  - PPO across the hosts: the policy as 2 ranks on the first (ppo_run
 #    --policy-ranks 2), a rollout worker on the second (tcp:// with CURVE
 #    keys and an allow-list), trains to
@@ -84,6 +86,20 @@ dw=$(python3 "$DIFF" ckpt "$T/d1.ckpt" "$T/d3.ckpt"); okw=$?
 check "... with 1 process's losses ($dl) and weights ($dw) within 1e-5" "[ $okl -eq 0 ] && [ $okw -eq 0 ]"
 
 # ---- PPO: policy ranks on host A, a rollout worker on host B
+# Rank 0 given a name that resolves to loopback on its own host (as Debian's
+# /etc/hosts maps the host's name to 127.0.1.1), rank 1 its address on the
+# link: rank 0 listens on every address, so rank 1 reaches it (before:
+# rank 0 listened on 127.0.0.1 alone and rank 1 waited --dist-timeout).
+LHPORT=$((20000 + ($$ + 11) % 20000))
+SHORT=(--policy "$MODEL" --data "$PREFS" --lr 1e-3 --batch-size 4 --max-steps 2 --out "$T/lh.ckpt" --world-size 2 --dist-timeout 8)
+timeout 60 ip netns exec "$A" "${RV[@]}" "$BIN/dpo_run" "${SHORT[@]}" --dist-init tcp://localhost:$LHPORT --rank 0 2>"$T/lh.0.err" &
+lh0=$!
+timeout 60 ip netns exec "$B" "${RV[@]}" "$BIN/dpo_run" "${SHORT[@]}" --dist-init tcp://$NET.1:$LHPORT --rank 1 2>"$T/lh.1.err"
+rc1=$?
+wait $lh0
+rc0=$?
+check "rank 0 at tcp://localhost, rank 1 at its link address: exit 0 (rc $rc0 $rc1; $(tail -n 1 "$T/lh.1.err"))" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]"
+
 . "$(dirname "$0")/lib/ppo.sh"
 export OMP_NUM_THREADS=1
 ppo_data "$T" 64 64
