@@ -14,7 +14,9 @@
  * ("Question", "ANSWER"). An empty cell is a missing value: in the record text columns (prompt,
  * question, answer, completion, chosen, rejected, text, messages) it is an
  * error naming the column ("qa.csv:3: column \"answer\" is empty"); in any
- * other column the field is left out. Columns with an empty header (the
+ * other column the field is left out; cells missing at the end of a short
+ * row are empty cells. A header that is one column holding a ';' (or a tab
+ * in a .csv, a comma in a .tsv) is refused naming the separator. Columns with an empty header (the
  * index column pandas' to_csv writes) are ignored; rows whose cells are all
  * empty are skipped.
  *
