@@ -15,6 +15,7 @@
 #include "freeze.h"
 #include "gguf.h"
 #include "grad_overlap.h"
+#include "model_load.h"
 #include "optim.h"
 #include "peft.h"
 #include "peft_prompt.h"
@@ -154,8 +155,15 @@ static int has_suffix(const char *s, const char *suffix) {
 
 int trainer_check_args(const TrainArgs *a) {
     if (!a->out) return align_errorf("--out is required (where the trained model goes)");
-    if (has_suffix(a->out, ".gguf")) return align_errorf("--out %s: writing GGUF is not supported (use .ckpt or a directory)", a->out);
-    if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
+    ModelSaveFormat fmt;
+    if (model_save_format(a->out, &fmt)) return align_error_prefix("--out");
+    /* a trainer's checkpoints (--save-every, --resume) hold the optimizer
+     * state, which a GGUF has no place for: GGUF is one conversion away */
+    if (fmt == MODEL_SAVE_GGUF)
+        return align_errorf("--out %s: a trainer writes a .ckpt or a Hugging Face directory; convert the result for "
+                            "llama.cpp / Ollama with: ckpt_convert OUT.ckpt %s --type q8_0",
+                            a->out, a->out);
+    if (check_writable("--out", a->out, fmt != MODEL_SAVE_CKPT)) return -1;
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
     if (a->lora_out && (mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) &&
