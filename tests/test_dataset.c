@@ -511,7 +511,9 @@ static void test_bad_records(void) {
                  "the pairwise losses need {prompt, chosen, rejected}",
                  1);
     expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":1}\n", DS_UNPAIRED,
-                 "field \"label\" must be true or false", 1);
+                 "field \"label\" must be true or false (a JSON boolean, as TRL's; it is 1)", 1);
+    expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":\"True\"}\n", DS_UNPAIRED,
+                 "field \"label\" must be true or false (a JSON boolean, as TRL's; it is \"True\")", 1);
     expect_error("{\"prompt\":\"p\",\"completion\":\"c\"}\n", DS_UNPAIRED,
                  "missing field \"label\" (true = desirable, false = undesirable)", 1);
     expect_error("{\"completion\":\"c\",\"label\":true}\n", DS_UNPAIRED, "missing field \"prompt\"", 1);
@@ -524,7 +526,29 @@ static void test_bad_records(void) {
                  DS_PREFERENCE, "without \"prompt\", \"chosen\" and \"rejected\" must both be strings or both message lists", 1);
     expect_error("\"just a string\"\n", DS_PREFERENCE, "the record is not a JSON object", 1);
     expect_error("{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}\n", DS_SFT,
-                 "the last message in \"messages\" is not from the assistant", 1);
+                 "the last message in \"messages\" is not from the assistant (its role is \"user\")", 1);
+    /* the formats people bring instead, each named (issue 18, a new user's files) */
+    expect_error("{\"messages\":[{\"role\":\"human\",\"content\":\"q\"},{\"role\":\"gpt\",\"content\":\"a\"}]}\n",
+                 DS_SFT,
+                 "field \"messages\": message 0 has role \"human\" (ShareGPT's name): the roles are \"system\", "
+                 "\"user\" and \"assistant\" (human -> user, gpt -> assistant)",
+                 1);
+    expect_error("{\"conversations\":[{\"from\":\"human\",\"value\":\"q\"},{\"from\":\"gpt\",\"value\":\"a\"}]}\n",
+                 DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "this looks like ShareGPT (\"conversations\" of from/value turns): write them as \"messages\" of "
+                 "role/content (human -> user, gpt -> assistant)",
+                 1);
+    expect_error("{\"instruction\":\"i\",\"input\":\"\",\"output\":\"o\"}\n", DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "this looks like Alpaca (\"instruction\", \"input\", \"output\"): write \"prompt\" (the instruction, "
+                 "then the input if any) and \"completion\" (the output)",
+                 1);
+    expect_error("{\"data\":[{\"question\":\"q\",\"answer\":\"a\"}]}\n", DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "the records seem to be the list inside this one object: a .json file holds a JSON array of records "
+                 "[{...}, ...], a .jsonl file one record per line",
+                 1);
     expect_error("{\"question\":\"q\"}\n", DS_SFT, "missing field \"answer\"", 1);
     expect_error("{\"question\":\"q\",\"answer\":\"\"}\n", DS_SFT, "the completion is empty", 1);
     expect_error("{\"foo\":1}\n", DS_SFT,

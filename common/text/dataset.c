@@ -84,6 +84,15 @@ static int parse_msgs(const cJSON *arr, const char *name, ChatMessage **out, int
             return align_errorf("field \"%s\": message %d is not a {role, content} object with string values",
                                 name, i);
         }
+        /* ShareGPT's speaker names ({"from": "human"/"gpt"} turned into
+         * roles): no template knows them, and the record would otherwise
+         * fail later as "not from the assistant" */
+        if (!strcmp(role->valuestring, "human") || !strcmp(role->valuestring, "gpt")) {
+            free(m);
+            return align_errorf("field \"%s\": message %d has role \"%s\" (ShareGPT's name): the roles are "
+                                "\"system\", \"user\" and \"assistant\" (human -> user, gpt -> assistant)",
+                                name, i, role->valuestring);
+        }
         m[i].role = role->valuestring;
         m[i].content = content->valuestring;
         i++;
@@ -258,7 +267,14 @@ static int parse_unpaired(const cJSON *o, Rec *r) {
     const cJSON *p = field(o, "prompt"), *c = field(o, "completion"), *label = field(o, "label");
     if (!p) return align_errorf("missing field \"prompt\"");
     if (!label) return align_errorf("missing field \"label\" (true = desirable, false = undesirable)");
-    if (!cJSON_IsBool(label)) return align_errorf("field \"label\" must be true or false");
+    if (!cJSON_IsBool(label)) {
+        /* the value shown: "True" or 1 from a pandas export is the usual cause */
+        char *v = cJSON_PrintUnformatted(label);
+        align_errorf("field \"label\" must be true or false (a JSON boolean, as TRL's; it is %.40s%s)", v ? v : "?",
+                     v && strlen(v) > 40 ? "..." : "");
+        free(v);
+        return -1;
+    }
     const char *text;
     if (take_prompt(r, p, "prompt") || completion_field(r, c, "completion", &text)) return -1;
     if (!*text) return align_errorf("field \"completion\" is empty");
@@ -290,7 +306,9 @@ static int messages_record(const cJSON *o, Rec *r, int prompt_only, int last_tur
         if (r->n_pmsgs == 0) return align_errorf("field \"messages\" has no message before the assistant's");
         return 0;
     }
-    if (!last_is_asst) return align_errorf("the last message in \"messages\" is not from the assistant");
+    if (!last_is_asst)
+        return align_errorf("the last message in \"messages\" is not from the assistant (its role is \"%s\")",
+                            r->pmsgs[r->n_pmsgs - 1].role);
     int first = r->n_pmsgs - 1;
     if (!last_turn)
         for (int i = 0; i < r->n_pmsgs; i++)
@@ -305,6 +323,24 @@ static int messages_record(const cJSON *o, Rec *r, int prompt_only, int last_tur
     }
     r->n_pmsgs = first;
     return 0;
+}
+
+/* The formats people bring that TRL does not read either, named so the
+ * error says what the file is and how to make it a record: ShareGPT's
+ * conversations, Alpaca's instruction/input/output, and records wrapped
+ * in one object ({"data": [...]}, what some exporters write). */
+static const char *other_format_hint(const cJSON *o) {
+    if (field(o, "conversations"))
+        return "; this looks like ShareGPT (\"conversations\" of from/value turns): write them as \"messages\" "
+               "of role/content (human -> user, gpt -> assistant)";
+    if (field(o, "instruction") && field(o, "output"))
+        return "; this looks like Alpaca (\"instruction\", \"input\", \"output\"): write \"prompt\" (the "
+               "instruction, then the input if any) and \"completion\" (the output)";
+    const cJSON *only = o->child;
+    if (only && !only->next && cJSON_IsArray(only) && cJSON_IsObject(only->child))
+        return "; the records seem to be the list inside this one object: a .json file holds a JSON array of "
+               "records [{...}, ...], a .jsonl file one record per line";
+    return "";
 }
 
 static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
@@ -328,7 +364,8 @@ static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
             return -1;
     } else {
         return align_errorf("no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or "
-                            "\"prompt\"/\"completion\"");
+                            "\"prompt\"/\"completion\"%s",
+                            other_format_hint(o));
     }
     if (!*r->chosen) return align_errorf("the completion is empty");
     return 0;
