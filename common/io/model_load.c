@@ -62,16 +62,22 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
     if (S_ISDIR(sb.st_mode)) {
         rc = hf_import_dir_quant(path, be, qtype, out);
     } else {
-        int is_gguf = ends_with(path, ".gguf");
-        if (!is_gguf && !ends_with(path, ".ckpt")) {
-            char magic[4] = {0};
-            FILE *f = fopen(path, "rb");
-            if (f) {
-                if (fread(magic, 1, 4, f) != 4) magic[0] = 0;
-                fclose(f);
-            }
-            is_gguf = memcmp(magic, "GGUF", 4) == 0;
+        /* the first bytes decide over the name: a GGUF renamed x.ckpt is a
+         * GGUF, and a PyTorch checkpoint (a zip of pickles, or a bare
+         * pickle) named .ckpt as Lightning and Stable Diffusion name theirs
+         * is said to be one, not "not a safetensors file: header length
+         * 8680820738615364432" */
+        unsigned char magic[4] = {0};
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            if (fread(magic, 1, 4, f) != 4) magic[0] = 0;
+            fclose(f);
         }
+        int is_gguf = ends_with(path, ".gguf") || memcmp(magic, "GGUF", 4) == 0;
+        if (!is_gguf && (!memcmp(magic, "PK\3\4", 4) || (magic[0] == 0x80 && magic[1] >= 2 && magic[1] <= 5)))
+            return align_errorf("%s is a PyTorch checkpoint (pickle), which align does not read: save the model "
+                                "with transformers' save_pretrained (safetensors) and pass that directory",
+                                path);
         if (is_gguf)
             rc = qtype                           ? gguf_import_quant(path, be, qtype, out)
                  : flags & MODEL_LOAD_GGUF_BLOCKS ? gguf_import_blocks(path, be, out)

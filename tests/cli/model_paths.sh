@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Where a model is saved, as a new user types it (tiny Qwen2 fixture, no
-# training beyond the argument checks):
+# Model paths as a new user types them (tiny Qwen2 fixture, no training
+# beyond the argument checks). Saving:
 #  - ckpt_convert x.safetensors (or sft_run --out model.bin) is one sentence
 #    naming what align writes, not a directory called x.safetensors;
 #  - OUT in a directory that does not exist is named before IN is read;
 #  - x.GGUF is a GGUF (any case), read back by generate;
 #  - sft_run --out x.gguf points to ckpt_convert instead of "not supported".
+# Loading: a GGUF renamed .ckpt loads as the GGUF it is; a PyTorch
+# checkpoint named .ckpt is said to be one.
 set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -33,4 +35,11 @@ check "sft_run --out model.bin is refused ($(tail -1 d.err))" \
 "$BIN/sft_run" --model "$MODEL" --data qa.jsonl --out sft.gguf --max-steps 1 2>e.err; rc=$?
 check "sft_run --out sft.gguf says how to get a GGUF ($(tail -1 e.err))" \
     "[ $rc -ne 0 ] && grep -q 'ckpt_convert OUT.ckpt sft.gguf --type q8_0' e.err"
+"$BIN/ckpt_convert" "$MODEL" m.gguf --type f32 2>/dev/null && cp m.gguf renamed.ckpt
+"$BIN/generate" --model renamed.ckpt --prompts p.jsonl --max-new-tokens 2 >h.jsonl 2>h.err; rc=$?
+check "a GGUF named .ckpt loads ($(tail -1 h.err))" "[ $rc -eq 0 ] && [ \$(wc -l < h.jsonl) -eq 1 ]"
+printf 'PK\003\004 a zip of pickles' > lightning.ckpt
+"$BIN/ckpt_convert" lightning.ckpt x.gguf 2>i.err; rc=$?
+check "a PyTorch .ckpt is named ($(tail -1 i.err))" \
+    "[ $rc -eq 1 ] && grep -q 'lightning.ckpt is a PyTorch checkpoint (pickle), which align does not read' i.err"
 finish
