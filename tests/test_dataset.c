@@ -792,7 +792,16 @@ static void test_bad_split_regex(void) {
  * every length is accepted. */
 static void test_not_utf8(void) {
     expect_error("{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n{\"prompt\":\"caf\xe9\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
-                 DS_PREFERENCE, "not valid UTF-8 (byte 0xE9 at column 15); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)", 2);
+                 DS_PREFERENCE, "not valid UTF-8 (byte 0xE9 at column 15); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")", 2);
+    /* UTF-16 (Excel's "Unicode Text", Notepad's "Unicode"): named as such,
+     * not as a Latin-1 file (iconv -f latin1 would make mojibake of it) */
+    expect_error("\xFF\xFE{\0\"\0", DS_SFT,
+                 "the file is UTF-16 (Excel's \"Unicode Text\", Notepad's \"Unicode\"), not UTF-8: convert it "
+                 "(iconv -f utf-16 -t utf-8) or save it as UTF-8", 1);
+    /* Windows-1252's curly quotes (Excel's plain CSV): the hint must not be
+     * latin1, which turns 0x93 into a control character without a word */
+    expect_error("{\"question\":\"\x93hi\x94\",\"answer\":\"a\"}\n", DS_SFT,
+                 "not valid UTF-8 (byte 0x93 at column 14); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")", 1);
     static const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\x80", "\xff"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char rec[128];

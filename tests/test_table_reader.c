@@ -202,7 +202,7 @@ static void test_errors(void) {
     expect_error("e6.csv", "prompt,chosen,rejected,margin\np,c,r,abc\n", NULL, DS_PREFERENCE,
                  "%s:2: column \"margin\": \"abc\" is not a number");
     expect_error("e7.csv", "question,answer\nq,caf\xE9\n", NULL, DS_SFT,
-                 "%s:2: not valid UTF-8 (byte 0xE9 at column 6); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)");
+                 "%s:2: not valid UTF-8 (byte 0xE9 at column 6); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")");
     expect_error("e8.csv", "", NULL, DS_SFT, "%s is empty (the first row names the fields: e.g. question,answer)");
     expect_error("e9.csv", "question,answer\nq,a\n", "Sheet1", DS_SFT,
                  "%s: --sheet Sheet1 names an Excel worksheet, and this is a CSV file");

@@ -663,8 +663,18 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
 int ds_check_utf8(const char *text, size_t len, const char *where) {
     size_t bad = utf8_bad_offset((const unsigned char *)text, len);
     if (bad == len) return 0;
-    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                        where, (unsigned char)text[bad], bad + 1);
+    const unsigned char *u = (const unsigned char *)text;
+    if (bad == 0 && len >= 2 && ((u[0] == 0xFF && u[1] == 0xFE) || (u[0] == 0xFE && u[1] == 0xFF)))
+        return align_errorf("%s: the file is UTF-16 (Excel's \"Unicode Text\", Notepad's \"Unicode\"), not UTF-8: "
+                            "convert it (iconv -f utf-16 -t utf-8) or save it as UTF-8",
+                            where);
+    /* Windows-1252, not Latin-1: it is what Excel's plain CSV and Windows
+     * editors write, and latin1 would turn its curly quotes and euro sign
+     * (0x80-0x9F) into control characters without a word */
+    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (Excel's \"CSV "
+                        "(Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or "
+                        "save as \"CSV UTF-8\")",
+                        where, u[bad], bad + 1);
 }
 
 int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
