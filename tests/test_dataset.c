@@ -554,6 +554,11 @@ static void test_bad_records(void) {
     expect_error("{\"foo\":1}\n", DS_SFT,
                  "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"", 1);
     expect_error("{\"prompt\":\"\"}\n", DS_PROMPT, "the prompt is empty", 1);
+    /* pretty-printed records in a .jsonl (jq without -c): named as such */
+    expect_error("{\n  \"question\": \"q\",\n  \"answer\": \"a\"\n}\n", DS_SFT,
+                 "a JSON record spread over several lines (this line is \"{\"): JSONL holds one record per line (jq "
+                 "-c, or json.dumps without indent, writes them so)",
+                 1);
 
     /* .json arrays: the element index (0-based) names the record */
     char *path = write_file("bad.json", "[\n {\"prompt\":\"p\",\"chosen\":\"a]\",\"rejected\":\"b,\"},\n {\"prompt\":\"p\"}\n]\n");

@@ -872,6 +872,20 @@ static int next_element(DsReader *r, const char **start, size_t *len) {
     return 1;
 }
 
+/* A JSONL line that is the start, middle or end of a pretty-printed object
+ * (jq without -c, json.dump with indent): it opens a brace or bracket it
+ * does not close, or is only a closing one, or ends with a comma. Without
+ * this the user reads "not valid JSON (column 1)" about a line that looks
+ * fine in their editor. */
+static int spread_over_lines(const char *s, size_t n) {
+    while (n > 0 && is_space(s[n - 1])) n--;
+    while (n > 0 && is_space(*s)) s++, n--;
+    if (n == 0) return 0;
+    char last = s[n - 1];
+    if (last == '{' || last == '[' || last == ',') return 1;
+    return n <= 2 && (s[0] == '}' || s[0] == ']');
+}
+
 int ds_reader_next(DsReader *r, DsExample *ex) {
     char where[600];
     for (;;) {
@@ -910,7 +924,12 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
         }
         ds_example_free(&r->cur);
-        int rc = ds_check_utf8(text, len, where) ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+        int utf8_bad = ds_check_utf8(text, len, where);
+        int rc = utf8_bad ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+        if (rc < 0 && !utf8_bad && !r->table && !r->array && spread_over_lines(text, len))
+            align_errorf("%s: a JSON record spread over several lines (this line is \"%.*s\"): JSONL holds one "
+                         "record per line (jq -c, or json.dumps without indent, writes them so)",
+                         where, (int)(len < 24 ? len : 24), text);
         if (rc == 1) {
             if (r->cur.truncated) r->n_truncated++;
             r->cur.line = r->table ? row : r->array ? r->elem - 1 : r->lineno;
