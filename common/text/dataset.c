@@ -886,8 +886,10 @@ static int spread_over_lines(const char *s, size_t n) {
     return n <= 2 && (s[0] == '}' || s[0] == ']');
 }
 
-int ds_reader_next(DsReader *r, DsExample *ex) {
-    char where[600];
+/* The next record's text, UTF-8 checked, named in `where`: 1, 0 at the
+ * end, -1 a bad record (the error names it; the next call goes on after
+ * it), -2 the file cannot be read further. */
+static int next_text(DsReader *r, const char **text_out, size_t *len_out, long *row_out, char *where, size_t cap) {
     for (;;) {
         if (r->done) return 0;
         const char *text = NULL;
@@ -895,21 +897,25 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
         long row = 0;
         if (r->table) {
             int k = table_next(r->table, &text, &len, &row);
-            if (k == 0 || k == -2) {
-                r->done = k == 0;
-                return k == 0 ? 0 : -1;
+            if (k == 0) {
+                r->done = 1;
+                return 0;
             }
-            snprintf(where, sizeof where, "%s:%ld", r->path, row);
-            if (k < 0) goto bad; /* a bad cell: named by the table reader */
+            if (k == -2) return -2;
+            snprintf(where, cap, "%s:%ld", r->path, row);
+            if (k < 0) return -1; /* a bad cell: named by the table reader */
         } else if (r->array) {
             int k = next_element(r, &text, &len);
-            if (k <= 0) return k;
-            snprintf(where, sizeof where, "%s: element %ld", r->path, r->elem);
-            r->elem++;
+            if (k <= 0) return k == 0 ? 0 : -2;
+            snprintf(where, cap, "%s: element %ld", r->path, r->elem);
+            row = r->elem++;
         } else {
             ssize_t got = getline(&r->line, &r->line_cap, r->f);
             if (got < 0) {
-                if (ferror(r->f)) return align_errorf("%s: read error after line %ld", r->path, r->lineno);
+                if (ferror(r->f)) {
+                    align_errorf("%s: read error after line %ld", r->path, r->lineno);
+                    return -2;
+                }
                 r->done = 1;
                 return 0;
             }
@@ -921,26 +927,48 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             size_t k = 0;
             while (k < len && is_space(text[k])) k++;
             if (k == len) continue; /* blank lines are not records */
-            snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
+            snprintf(where, cap, "%s:%ld", r->path, r->lineno);
+            row = r->lineno;
         }
-        ds_example_free(&r->cur);
-        int utf8_bad = ds_check_utf8(text, len, where);
-        int rc = utf8_bad ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
-        if (rc < 0 && !utf8_bad && !r->table && !r->array && spread_over_lines(text, len))
-            align_errorf("%s: a JSON record spread over several lines (this line is \"%.*s\"): JSONL holds one "
-                         "record per line (jq -c, or json.dumps without indent, writes them so)",
-                         where, (int)(len < 24 ? len : 24), text);
-        if (rc == 1) {
-            if (r->cur.truncated) r->n_truncated++;
-            r->cur.line = r->table ? row : r->array ? r->elem - 1 : r->lineno;
-            *ex = r->cur;
-            return 1;
+        if (ds_check_utf8(text, len, where)) return -1;
+        *text_out = text;
+        *len_out = len;
+        *row_out = row;
+        return 1;
+    }
+}
+
+int ds_reader_next_record(DsReader *r, const char **json, size_t *len, long *row, char *where, size_t cap) {
+    return next_text(r, json, len, row, where, cap);
+}
+
+int ds_reader_next(DsReader *r, DsExample *ex) {
+    char where[600];
+    for (;;) {
+        const char *text = NULL;
+        size_t len = 0;
+        long row = 0;
+        int k = next_text(r, &text, &len, &row, where, sizeof where);
+        if (k == 0) return 0;
+        if (k == -2) return -1;
+        if (k == 1) {
+            ds_example_free(&r->cur);
+            int rc = ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+            if (rc < 0 && !r->table && !r->array && spread_over_lines(text, len))
+                align_errorf("%s: a JSON record spread over several lines (this line is \"%.*s\"): JSONL holds one "
+                             "record per line (jq -c, or json.dumps without indent, writes them so)",
+                             where, (int)(len < 24 ? len : 24), text);
+            if (rc == 1) {
+                if (r->cur.truncated) r->n_truncated++;
+                r->cur.line = row;
+                *ex = r->cur;
+                return 1;
+            }
+            if (rc == 0) {
+                r->n_dropped++;
+                continue;
+            }
         }
-        if (rc == 0) {
-            r->n_dropped++;
-            continue;
-        }
-    bad:
         if (!r->opt.skip_bad) return -1;
         if (r->n_bad++ == 0) snprintf(r->first_bad, sizeof r->first_bad, "%s", align_error());
     }
