@@ -78,7 +78,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a->chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
-        {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data file (default: the first)"},
+        {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data (ppo_run: --prompts) file (default: the first)"},
         {"eval-sheet", CLI_STRING, &a->eval_sheet, "the worksheet of an .xlsx --eval-data file (default: the first)"},
         {"last-turn-only", CLI_BOOL, &a->last_turn_only, "SFT {messages}: train only the last assistant turn (default: every assistant turn, as TRL's assistant_only_loss)"},
         {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)", CLI_NONNEG},

@@ -77,6 +77,11 @@ check "logprobs --sheet qa reads SFT rows ($(tail -1 "$T/lp2.err"))" "[ $rc -eq 
 "$BIN/generate" --model "$MODEL" --prompts "$TAB/prefs.xlsx" --sheet qa --max-new-tokens 1 > "$T/gq.jsonl" 2>"$T/gq.err"; rc=$?
 check "generate --prompts prefs.xlsx --sheet qa ($(tail -1 "$T/gq.err"))" \
     "[ $rc -eq 0 ] && [ \$(wc -l < $T/gq.jsonl) -eq 3 ] && grep -q 'What is 6\\*7' $T/gq.jsonl"
+# ppo_run accepted --sheet and read the first sheet anyway
+timeout 60 "$BIN/ppo_run" --policy "$MODEL" --prompts "$TAB/prefs.xlsx" --sheet nope --reward math --advantage grpo \
+    --n 2 --max-steps 1 --out "$T/p.ckpt" >/dev/null 2>"$T/pp.err"; rc=$?
+check "ppo_run --prompts x.xlsx --sheet names the sheet it reads ($(tail -1 "$T/pp.err"))" \
+    "[ $rc -eq 1 ] && grep -q 'no sheet named \"nope\"' $T/pp.err"
 
 printf 'question,answer\nsay hi,hi there\nname a color,\n' > "$T/bad.csv"
 "$BIN/sft_run" "${sft[@]}" --data "$T/bad.csv" --out "$T/h.ckpt" 2>"$T/h.err"; rc=$?
