@@ -552,7 +552,11 @@ static void test_bad_records(void) {
     expect_error("{\"question\":\"q\"}\n", DS_SFT, "missing field \"answer\"", 1);
     expect_error("{\"question\":\"q\",\"answer\":\"\"}\n", DS_SFT, "the completion is empty", 1);
     expect_error("{\"foo\":1}\n", DS_SFT,
-                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"", 1);
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "the record's fields are \"foo\"", 1);
+    expect_error("{\"Frage\":\"q\",\"Antwort\":\"a\"}\n", DS_PROMPT,
+                 "no prompt: expected \"prompt\", \"question\" or \"messages\"; the record's fields are \"Frage\", "
+                 "\"Antwort\"", 1);
     expect_error("{\"prompt\":\"\"}\n", DS_PROMPT, "the prompt is empty", 1);
     /* pretty-printed records in a .jsonl (jq without -c): named as such */
     expect_error("{\n  \"question\": \"q\",\n  \"answer\": \"a\"\n}\n", DS_SFT,

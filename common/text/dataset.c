@@ -340,7 +340,19 @@ static const char *other_format_hint(const cJSON *o) {
     if (only && !only->next && cJSON_IsArray(only) && cJSON_IsObject(only->child))
         return "; the records seem to be the list inside this one object: a .json file holds a JSON array of "
                "records [{...}, ...], a .jsonl file one record per line";
-    return "";
+    /* otherwise the fields it has: a table's header row (a title row above
+     * the header becomes the header), a renamed column, a typo */
+    static char buf[400];
+    size_t at = (size_t)snprintf(buf, sizeof buf, "; the record's fields are ");
+    int k = 0;
+    for (const cJSON *it = o->child; it && at < sizeof buf; it = it->next, k++) {
+        if (k == 6) {
+            snprintf(buf + at, sizeof buf - at, ", ...");
+            break;
+        }
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s\"%.40s\"", k ? ", " : "", it->string ? it->string : "");
+    }
+    return k ? buf : "; the record is an empty object";
 }
 
 static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
@@ -383,7 +395,7 @@ static int parse_prompt_only(const cJSON *o, Rec *r) {
     } else if (field(o, "chosen") && field(o, "rejected")) {
         return parse_preference(o, r);
     } else {
-        return align_errorf("no prompt: expected \"prompt\", \"question\" or \"messages\"");
+        return align_errorf("no prompt: expected \"prompt\", \"question\" or \"messages\"%s", other_format_hint(o));
     }
     if (!r->conv && !*r->prompt) return align_errorf("the prompt is empty");
     return 0;
