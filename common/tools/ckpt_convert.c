@@ -123,7 +123,9 @@ int main(int argc, char **argv) {
             : c->gemma == 3      ? "gemma3"
             : c->qk_norm         ? "qwen3"
             : c->phi3            ? "phi3"
-                                 : "llama",
+            : c->qkv_bias        ? "qwen2" /* as config.json's model_type says: a Qwen2.5 is not called llama */
+            : c->sliding_window > 0 ? "mistral"
+                                    : "llama",
             c->n_layers, c->dim,
             c->vocab_size, b.model->n_elems / 1e6,
             b.extras.chat_template ? b.extras.chat_template : "unknown", align_now() - t0);

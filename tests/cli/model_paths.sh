@@ -25,6 +25,7 @@ check "a missing OUT directory is named ($(tail -1 b.err))" \
     "[ $rc -eq 1 ] && grep -q 'OUT no/such/dir/x.gguf: the directory no/such/dir does not exist' b.err"
 "$BIN/ckpt_convert" "$MODEL" x.GGUF --type q8_0 2>c.err; rc=$?
 check "x.GGUF is written as GGUF ($(tail -1 c.err))" "[ $rc -eq 0 ] && [ \"\$(head -c 4 x.GGUF)\" = GGUF ]"
+check "the summary names a Qwen2 model qwen2, not llama" "grep -q 'wrote x.GGUF (qwen2, 2 layers' c.err"
 printf '{"prompt": "hi"}\n' > p.jsonl
 "$BIN/generate" --model x.GGUF --prompts p.jsonl --max-new-tokens 2 >g.jsonl 2>g.err; rc=$?
 check "generate reads x.GGUF ($(tail -1 g.err))" "[ $rc -eq 0 ] && [ \$(wc -l < g.jsonl) -eq 1 ]"
