@@ -209,6 +209,13 @@ static void test_errors(void) {
     expect_error("e10.xlsx", "question,answer\n", NULL, DS_SFT,
                  "%s: not an Excel .xlsx workbook but text (a CSV saved under an .xlsx name? name it .csv or .tsv)");
     expect_error("e11.csv", "question,answer\nq,a\n", NULL, DS_PREFERENCE, "%s:2: missing field \"chosen\"");
+    {
+        /* pandas' 0/1 column with a gap is written as floats */
+        char *q = write_file("kto_float.csv", "prompt,completion,label\np,c,1.0\np,d,0.0\n");
+        Want fl[] = {{2, "{\"prompt\":\"p\",\"completion\":\"c\",\"label\":true}"},
+                     {3, "{\"prompt\":\"p\",\"completion\":\"d\",\"label\":false}"}};
+        expect_rows(table_open(q, NULL), "kto_float.csv", fl, 2);
+    }
     expect_error("e12.csv", "prompt,completion,label\np,c,maybe\n", NULL, DS_SFT,
                  "%s:2: column \"label\": \"maybe\" is not true or false");
     expect_error("e13.csv", "messages\n[oops\n", NULL, DS_SFT,

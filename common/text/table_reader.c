@@ -65,8 +65,10 @@ static int parse_bool(const char *s) {
     while (isspace((unsigned char)*s)) s++;
     size_t n = strlen(s);
     while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
-    static const char *const T[] = {"true", "1", "yes"}, *const F[] = {"false", "0", "no"};
-    for (int i = 0; i < 3; i++) {
+    /* "1.0"/"0.0": pandas writes an integer column holding a missing value
+     * as floats, so a 0/1 label column comes out so from to_csv */
+    static const char *const T[] = {"true", "1", "yes", "1.0"}, *const F[] = {"false", "0", "no", "0.0"};
+    for (int i = 0; i < 4; i++) {
         if (strlen(T[i]) == n && !strncasecmp(s, T[i], n)) return 1;
         if (strlen(F[i]) == n && !strncasecmp(s, F[i], n)) return 0;
     }

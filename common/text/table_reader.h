@@ -7,7 +7,7 @@
  * message is shared. How a cell becomes a JSON value goes by its column:
  *   messages                           parsed as JSON ([{role, content}])
  *   margin, score_chosen, score_rejected  a number
- *   label                              true/false (TRUE, 1, yes / FALSE, 0, no)
+ *   label                              true/false (TRUE, 1, yes, 1.0 / FALSE, 0, no, 0.0)
  *   any other column                   the cell's text as a string (an .xlsx
  *                                      number as Excel shows it, "42", "0.1")
  * Header names are trimmed, and the field names above match in any case
