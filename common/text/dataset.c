@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "table_reader.h"
 #include "util.h"
@@ -816,12 +817,67 @@ DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions
         ds_reader_close(r);
         return NULL;
     }
+    struct stat sb;
+    if (fstat(fileno(r->f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        align_errorf("%s is a directory: the data is one file (.jsonl, .json, .csv, .tsv or .xlsx); a Hugging Face "
+                     "dataset's Parquet or Arrow files convert with scripts/convert_dataset.py",
+                     path);
+        ds_reader_close(r);
+        return NULL;
+    }
+    if (fstat(fileno(r->f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a pipe (/dev/stdin, <(zcat x.jsonl.gz)) cannot be rewound after
+         * the look for '[' below, which ate the first '{' of a JSONL file:
+         * such a stream is read whole first, then served from memory */
+        size_t cap = 1 << 16, n = 0, got;
+        char *b = malloc(cap);
+        while (b && (got = fread(b + n, 1, cap - n - 1, r->f)) > 0) {
+            n += got;
+            if (cap - n - 1 == 0) {
+                char *g = realloc(b, cap * 2);
+                if (!g) {
+                    free(b);
+                    b = NULL;
+                    break;
+                }
+                b = g;
+                cap *= 2;
+            }
+        }
+        if (!b || ferror(r->f)) {
+            free(b);
+            align_errorf("%s: read error", path);
+            ds_reader_close(r);
+            return NULL;
+        }
+        b[n] = 0;
+        fclose(r->f);
+        r->f = NULL;
+        r->buf = b;
+        r->buf_len = n;
+        if (n == 0) { /* nothing came: no records (the caller says so) */
+            r->done = 1;
+            return r;
+        }
+        r->f = fmemopen(r->buf, n, "rb");
+        if (!r->f) {
+            align_errorf("out of memory reading %s", path);
+            ds_reader_close(r);
+            return NULL;
+        }
+    }
     /* A .json array starts with '[' (after whitespace or a UTF-8 BOM); a JSONL
      * record never does, since records are objects. */
     int ch;
     do ch = fgetc(r->f);
     while (ch != EOF && (is_space((char)ch) || ch == 0xEF || ch == 0xBB || ch == 0xBF));
-    if (ch == '[') {
+    if (ch == '[' && r->buf) {
+        /* a stream read whole above: the array is already in memory */
+        fclose(r->f);
+        r->f = NULL;
+        r->array = 1;
+        r->pos = (size_t)(strchr(r->buf, '[') - r->buf) + 1;
+    } else if (ch == '[') {
         fclose(r->f);
         r->f = NULL;
         r->buf = align_read_file(path, &r->buf_len);

@@ -82,6 +82,17 @@ timeout 60 "$BIN/ppo_run" --policy "$MODEL" --prompts "$TAB/prefs.xlsx" --sheet 
     --n 2 --max-steps 1 --out "$T/p.ckpt" >/dev/null 2>"$T/pp.err"; rc=$?
 check "ppo_run --prompts x.xlsx --sheet names the sheet it reads ($(tail -1 "$T/pp.err"))" \
     "[ $rc -eq 1 ] && grep -q 'no sheet named \"nope\"' $T/pp.err"
+# records from a pipe (the peek for '[' ate a JSONL file's first '{') and
+# a directory given as --data
+printf '{"question": "q", "answer": "a"}\n{"question": "q2", "answer": "a2"}\n' |
+    "$BIN/sft_run" "${sft[@]}" --max-steps 1 --data /dev/stdin --out "$T/pipe.ckpt" 2>"$T/pipe.err"; rc=$?
+check "sft_run --data /dev/stdin reads a pipe ($(tail -1 "$T/pipe.err"))" "[ $rc -eq 0 ] && grep -q '/dev/stdin: 2 examples' $T/pipe.err"
+printf '{"prompt": "q"}\n{"prompt": "r"}\n' | "$BIN/generate" --model "$MODEL" --prompts /dev/stdin --max-new-tokens 1 \
+    > "$T/pipe.jsonl" 2>"$T/pipe2.err"; rc=$?
+check "generate --prompts /dev/stdin ($(tail -1 "$T/pipe2.err"))" "[ $rc -eq 0 ] && [ \$(wc -l < $T/pipe.jsonl) -eq 2 ]"
+mkdir "$T/ds_dir"
+"$BIN/sft_run" "${sft[@]}" --data "$T/ds_dir" --out "$T/dir.ckpt" 2>"$T/dir.err"; rc=$?
+check "a directory as --data is named ($(tail -1 "$T/dir.err"))" "[ $rc -eq 1 ] && grep -q 'ds_dir is a directory: the data is one file' $T/dir.err"
 
 printf 'question,answer\nsay hi,hi there\nname a color,\n' > "$T/bad.csv"
 "$BIN/sft_run" "${sft[@]}" --data "$T/bad.csv" --out "$T/h.ckpt" 2>"$T/h.err"; rc=$?
