@@ -229,6 +229,10 @@ static void test_errors(void) {
      * writes no cell for a blank one, name the empty column as "q,," does */
     expect_error("e15.csv", "question,answer\nq1,a1\nq2\n", NULL, DS_SFT, "%s:3: column \"answer\" is empty");
     expect_error(TABLES "bad.xlsx", NULL, "blank", DS_SFT, "%s:3: column \"answer\" is empty");
+    expect_error(TABLES "bad.xlsx", NULL, "formula", DS_SFT,
+                 "%s:3: column \"answer\" holds a formula with no saved result (the workbook was written by a "
+                 "program that does not compute formulas, e.g. openpyxl): open and save it in Excel or LibreOffice, "
+                 "or write the values");
     /* the separator the file really uses, named at the header */
     expect_error("e16.csv", "question;answer\nq;a\n", NULL, DS_SFT,
                  "%s:1: the header is one column \"question;answer\": the fields look separated by semicolons "

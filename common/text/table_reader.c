@@ -700,7 +700,7 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
     xmlFree(ref);
     *col = k >= 0 ? k : *col + 1;
     Str v = {0}, inl = {0};
-    int has_v = 0, has_is = 0, rc = 0;
+    int has_v = 0, has_is = 0, has_f = 0, rc = 0;
     if (!xmlTextReaderIsEmptyElement(rd)) {
         int depth = xmlTextReaderDepth(rd), in_v = 0, r;
         while ((r = xmlTextReaderRead(rd)) == 1) {
@@ -713,6 +713,8 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
                 in_v = 0;
             } else if (in_v && is_text_node(rd)) {
                 if (str_add(&v, (const char *)xmlTextReaderConstValue(rd))) rc = -1;
+            } else if (node_is(rd, XML_READER_TYPE_ELEMENT, "f")) {
+                has_f = 1;
             } else if (node_is(rd, XML_READER_TYPE_ELEMENT, "is")) {
                 has_is = 1;
                 int q = read_rich(rd, &inl);
@@ -724,6 +726,17 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
         if (r != 1) rc = -2;
     }
     char *text = NULL;
+    /* a formula with no saved result: written by a library that does not
+     * compute formulas (openpyxl, xlsxwriter); Excel saves the result in
+     * <v>. Read as empty it would be "column is empty", which the user can
+     * see is not; say what it is instead */
+    if (rc == 0 && has_f && !has_v && !has_is) {
+        char cd[300];
+        rc = align_errorf("%s:%ld: %s holds a formula with no saved result (the workbook was written by a program "
+                          "that does not compute formulas, e.g. openpyxl): open and save it in Excel or LibreOffice, "
+                          "or write the values",
+                          t->path, rowno, col_desc(t, *col, cd, sizeof cd));
+    }
     if (rc == 0) rc = cell_text(t, type, has_v ? v.s : NULL, has_is ? inl.s : NULL, rowno, *col, &text);
     if (rc == 0 && row_set(out, *col, text)) rc = -1;
     free(v.s);
