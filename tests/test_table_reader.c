@@ -244,6 +244,13 @@ static void test_errors(void) {
     expect_error("e18.tsv", "question,answer\nq,a\n", NULL, DS_SFT,
                  "%s:1: the header is one column \"question,answer\": the fields look separated by commas; name the "
                  "file .csv to read it as CSV");
+    {
+        /* Excel's "sep=;" first line names the separator: honoured, and the
+         * rows keep their line numbers */
+        char *q = write_file("sep.csv", "\xEF\xBB\xBFsep=;\r\nquestion;answer\r\nq;a, b\r\n");
+        Want sep = {3, "{\"question\":\"q\",\"answer\":\"a, b\"}"};
+        expect_rows(table_open(q, NULL), "sep.csv", &sep, 1);
+    }
     /* a one-column file is still a one-column file */
     {
         char *q = write_file("one.csv", "text\nhello; world\n");

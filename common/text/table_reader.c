@@ -331,6 +331,18 @@ static int csv_fill(TableReader *t) {
         char *s = t->line;
         size_t n = (size_t)got;
         if (t->lineno == 1 && n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) s += 3, n -= 3; /* Excel's "CSV UTF-8" */
+        /* "sep=;" as the first line: Excel's own way for a file to name its
+         * separator (Excel reads it and hides the line); honoured, since the
+         * file says it, where a guess would not be */
+        if (t->lineno == 1 && n >= 5 && !memcmp(s, "sep=", 4)) {
+            size_t e = 5;
+            while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+            unsigned char d = (unsigned char)s[4];
+            if (e == n && (d == ',' || d == ';' || d == '\t' || d == '|')) {
+                csv_set_delim(&t->csv, d);
+                continue;
+            }
+        }
         char where[600];
         snprintf(where, sizeof where, "%s:%ld", t->path, t->lineno);
         if (ds_check_utf8(s, n, where)) return -1;
