@@ -22,7 +22,8 @@
  *
  * CSV/TSV: RFC 4180 with libcsv (quoted fields, doubled quotes, newlines
  * inside quotes; strict: a stray quote is an error), a UTF-8 BOM ignored,
- * spaces kept as written. Rows are named by the line they start on (with no
+ * spaces kept as written; a first line "sep=;" (Excel's separator hint)
+ * sets the separator. Rows are named by the line they start on (with no
  * newline inside a field, the spreadsheet's row number). The file is read
  * one line at a time and checked for UTF-8 like JSONL.
  *
