@@ -982,10 +982,12 @@ static void load_prompts(Opts *o, Prompts *ps, int32_t stop_ids[4], int *n_stop)
     opt.max_prompt_length =
         o->max_prompt_len > 0 ? o->max_prompt_len : (a->max_length > o->max_new ? a->max_length - o->max_new : 0);
     opt.skip_bad = a->skip_bad;
+    opt.sheet = a->sheet; /* --sheet names the --prompts worksheet (it was accepted and not used) */
     if (ds_load(o->prompts_path, pb.tok, &opt, &ps->ds)) die("%s", align_error());
     fprintf(stderr, PROG ": %s: %zu prompts\n", o->prompts_path, ps->ds.n);
     memset(&o->eval, 0, sizeof o->eval);
     if (a->eval_data) {
+        opt.sheet = a->eval_sheet;
         if (ds_load(a->eval_data, pb.tok, &opt, &o->eval)) die("--eval-data: %s", align_error());
         fprintf(stderr, PROG ": %s: %zu held-out prompts\n", a->eval_data, o->eval.n);
     }

@@ -24,6 +24,7 @@
 #include "progress.h"
 #include "rm_client.h"
 #include "rm_model.h"
+#include "table_reader.h"
 #include "util.h"
 
 typedef struct {
@@ -73,6 +74,11 @@ static int flush(Scorer *sc, Item *items, int n, FILE *out) {
     return rc;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 /* A full disk or a closed pipe stops the program naming the output, rather
  * than reporting success over missing scores (the error flag is sticky, so
  * this covers every fprintf since the last check). */
@@ -85,12 +91,13 @@ static void check_written(FILE *out, const char *out_path) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *connect = NULL, *data = NULL, *out_path = NULL, *device = "cpu";
-    const char *chat_template = NULL, *server_key_file = NULL, *secret_file = NULL;
+    const char *chat_template = NULL, *server_key_file = NULL, *secret_file = NULL, *sheet = NULL;
     int batch_size = 16, max_batch_tokens = 4096, max_length = 0, skip_bad = 0, seed = 0, timeout = 180, normalize = 0;
     CliFlag flags[] = {
         {"model", CLI_STRING, &model_path, "reward model to run in this process (.ckpt from rm_train)"},
         {"connect", CLI_STRING, &connect, "reward_server endpoint to ask instead (tcp://HOST:PORT or ipc://PATH)"},
-        {"data", CLI_STRING, &data, "JSONL records: preference ({prompt?, chosen, rejected}) or SFT/text records"},
+        {"data", CLI_STRING, &data, "records (JSONL, .json, .csv, .tsv, .xlsx): preference ({prompt?, chosen, rejected}) or SFT/text records"},
+        {"sheet", CLI_STRING, &sheet, "the worksheet of an .xlsx --data file (default: the first)"},
         {"out", CLI_STRING, &out_path, "output JSONL (default stdout)"},
         {"batch-size", CLI_INT, &batch_size, "records per batch / request (default 16)", CLI_AT_LEAST_1},
         {"max-batch-tokens", CLI_INT, &max_batch_tokens, "tokens per forward in process (default 4096)", CLI_AT_LEAST_1},
@@ -155,30 +162,43 @@ int main(int argc, char **argv) {
         align_die_error("rm_score");
     free(tmpl_name);
 
-    FILE *in = fopen(data, "r");
-    if (!in) align_die("rm_score", "--data %s: cannot open: %s", data, strerror(errno));
-    FILE *out = out_path ? fopen(out_path, "w") : stdout;
-    if (!out) align_die("rm_score", "--out %s: cannot write", out_path);
     DsOptions opt;
     ds_options_default(&opt);
     opt.chat_template = tmpl;
     opt.max_length = max_length;
+    opt.sheet = sheet;
+    /* the dataset reader, not lines read here: .json arrays, CSV/TSV and
+     * .xlsx score as they train (each record still picks preference or SFT
+     * by its own fields) */
+    DsReader *in = ds_reader_open(data, tok, &opt);
+    if (!in) align_die_error("rm_score");
+    FILE *out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) align_die("rm_score", "--out %s: cannot write", out_path);
     Item *items = calloc(batch_size, sizeof(Item));
     Progress progress;
-    progress_start(&progress, "rm_score", "record", 0, progress_count_lines(data));
+    /* a JSONL line is a record; other formats' records are not counted ahead */
+    int jsonl = !table_is_table_path(data) && !ends_with(data, ".json");
+    progress_start(&progress, "rm_score", "record", 0, jsonl ? progress_count_lines(data) : 0);
     int n = 0;
-    long lineno = 0, n_bad = 0, n_done = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap, in)) > 0) {
-        lineno++;
-        const char *p = line;
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-        if (!*p) continue;
-        char where[4200];
-        snprintf(where, sizeof where, "%s:%ld", data, lineno);
-        if (ds_check_utf8(line, (size_t)len, where)) align_die_error("rm_score");
+    long n_bad = 0, n_done = 0;
+    const char *line;
+    size_t len;
+    long row;
+    char where[4200];
+    int got;
+    while ((got = ds_reader_next_record(in, &line, &len, &row, where, sizeof where)) != 0) {
+        if (got == -2) {
+            progress_break(&progress);
+            align_die_error("rm_score");
+        }
+        if (got == -1) {
+            if (!skip_bad) {
+                progress_break(&progress);
+                align_die_error("rm_score");
+            }
+            n_bad++;
+            continue;
+        }
         cJSON *rec = cJSON_ParseWithLength(line, len);
         int pref = rec && cJSON_GetObjectItem(rec, "chosen") && cJSON_GetObjectItem(rec, "rejected");
         opt.kind = pref ? DS_PREFERENCE : DS_SFT;
@@ -208,7 +228,6 @@ int main(int argc, char **argv) {
             progress_update(&progress, n_done + n_bad, NULL);
         }
     }
-    if (ferror(in)) align_die("rm_score", "--data %s: read failed: %s", data, strerror(errno));
     if (n && flush(&sc, items, n, out)) {
         progress_break(&progress);
         align_die_error("rm_score");
@@ -221,8 +240,7 @@ int main(int argc, char **argv) {
     if (!n_done) align_die("rm_score", "--data %s: none of its %ld records could be scored (all skipped as bad)", data, n_bad);
     check_written(out, out_path);
     if (out != stdout && fclose(out)) align_die("rm_score", "--out %s: write failed (%s)", out_path, strerror(errno));
-    fclose(in);
-    free(line);
+    ds_reader_close(in);
     free(items);
     fprintf(stderr, "rm_score: scored %ld records%s", n_done, n_bad ? "" : "\n");
     if (n_bad) fprintf(stderr, " (%ld bad records skipped)\n", n_bad);

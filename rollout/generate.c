@@ -224,7 +224,7 @@ static size_t seq_text_len(const SeqText *st) { return st->cut >= 0 ? (size_t)st
 /* ---------------------------------------------------------------- main */
 
 typedef struct {
-    const char *model, *prompts, *out, *stop, *chat_template, *device, *system;
+    const char *model, *prompts, *out, *stop, *chat_template, *device, *system, *sheet;
     int max_new_tokens, top_k, n, seed, batch_size, chat, max_length, skip_bad, prefill_chunk;
     float temperature, top_p;
 } Args;
@@ -269,6 +269,7 @@ static int run_file(const Args *a, Model *m, const Tokenizer *tok, ChatTemplate 
     opt.kind = DS_PROMPT;
     opt.chat_template = tmpl;
     opt.skip_bad = a->skip_bad;
+    opt.sheet = a->sheet;
     if (a->max_length > 0) {
         if (a->max_length <= a->max_new_tokens)
             return align_errorf("--max-length %d leaves no room for a prompt with --max-new-tokens %d", a->max_length, a->max_new_tokens);
@@ -481,7 +482,8 @@ int main(int argc, char **argv) {
               .device = "cpu", .prefill_chunk = 512};
     CliFlag flags[] = {
         {"model", CLI_STRING, &a.model, "model: .ckpt, .gguf or a Hugging Face directory"},
-        {"prompts", CLI_STRING, &a.prompts, "prompt records (JSONL or .json): {prompt}, {messages}, {question}, or preference/SFT records"},
+        {"prompts", CLI_STRING, &a.prompts, "prompt records (JSONL, .json, .csv, .tsv or .xlsx): {prompt}, {messages}, {question}, or preference/SFT records"},
+        {"sheet", CLI_STRING, &a.sheet, "the worksheet of an .xlsx --prompts file (default: the first)"},
         {"out", CLI_STRING, &a.out, "write JSONL here (default stdout)"},
         {"chat", CLI_BOOL, &a.chat, "interactive chat on stdin/stdout (/reset, /quit)"},
         {"system", CLI_STRING, &a.system, "--chat: a system message opening the conversation"},

@@ -108,9 +108,41 @@ def main():
     else:
         batches = hub_rows(a.input, a.config, a.split)
 
+    # written next to the output and renamed at the end: a run that stops
+    # (a bad column name, a damaged file) leaves no empty or half .jsonl
+    # behind for sft_run to read as "no usable records"
+    tmp = a.output + ".tmp"
+    try:
+        n = write_rows(batches, renames, keep, a.limit, tmp)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, SystemExit):
+            raise
+        import pyarrow as pa
+        if isinstance(e, (pa.ArrowException, OSError)):
+            # a Parquet file cut off in a download, an Arrow file of another
+            # kind: one sentence, not pyarrow's traceback
+            sys.exit("convert_dataset: %s: cannot be read as %s (%s)"
+                     % (a.input, "Parquet" if a.input.endswith(".parquet") else "Arrow", str(e).split("\n")[0]))
+        raise
+    os.replace(tmp, a.output)
+    print("convert_dataset: %s: %d rows -> %s" % (a.input, n, a.output), file=sys.stderr)
+
+
+def write_rows(batches, renames, keep, limit, path):
     n = 0
-    with open(a.output, "w", encoding="utf-8") as out:
+    checked = False
+    with open(path, "w", encoding="utf-8") as out:
         for batch in batches:
+            if not checked:
+                # a mistyped --rename would otherwise leave the column under
+                # its old name and the records without the field align reads
+                unknown = [c for c in renames if c not in batch.schema.names]
+                if unknown:
+                    sys.exit("convert_dataset: --rename: no column %s (the columns: %s)"
+                             % (", ".join(unknown), ", ".join(batch.schema.names)))
+                checked = True
             cols = [renames.get(c, c) for c in batch.schema.names]
             if keep:
                 missing = [c for c in keep if c not in cols]
@@ -122,11 +154,11 @@ def main():
                     rec = {k: rec[k] for k in keep}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 n += 1
-                if a.limit and n >= a.limit:
+                if limit and n >= limit:
                     break
-            if a.limit and n >= a.limit:
+            if limit and n >= limit:
                 break
-    print("convert_dataset: %s: %d rows -> %s" % (a.input, n, a.output), file=sys.stderr)
+    return n
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
  * the Jinja it exports (the upstream ChatML and Llama-3 templates, hh-rlhf's
  * transcript text), detection from real template strings, and the split
  * rendering used for training (prompt + completion = full conversation). */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat_template.h"
 #include "test.h"
@@ -159,6 +161,30 @@ static void test_names(void) {
               strncmp(align_error(), "unknown chat template \"vicuna\" (known: none, chatml, llama3, hh, smollm2, ", 68) == 0,
           "unknown name: %s", align_error());
     CHECK(chat_template_jinja("vicuna") == NULL, "no jinja for an unknown name");
+    /* names as other tools spell them, and template files (vLLM's
+     * --chat-template PATH, llama.cpp's --chat-template-file) */
+    CHECK(chat_template_from_name("ChatML", &t) == 0 && !strcmp(chat_template_name(t), "chatml"), "ChatML: %s",
+          align_error());
+    CHECK(chat_template_from_name("Gemma3", &t) == 0 && !strcmp(chat_template_name(t), "gemma3"), "Gemma3: %s",
+          align_error());
+    CHECK(chat_template_from_name(ALIGN_TEST_DIR "/fixtures/chat_templates/llama3_1.jinja", &t) == 0 &&
+              !strcmp(chat_template_name(t), "llama3.1"),
+          "llama3_1.jinja is llama3.1: %s", align_error());
+    CHECK(chat_template_from_name(ALIGN_TEST_DIR "/fixtures/chat_templates/gemma3.jinja", &t) == 0 &&
+              !strcmp(chat_template_name(t), "gemma3"),
+          "gemma3.jinja is gemma3: %s", align_error());
+    char path[] = "/tmp/test_chat_template_XXXXXX.jinja";
+    int fd = mkstemps(path, 6);
+    const char *vicuna = "{% for m in messages %}{{ 'USER: ' + m['content'] }}{% endfor %}";
+    CHECK(fd >= 0 && write(fd, vicuna, strlen(vicuna)) == (ssize_t)strlen(vicuna), "write %s", path);
+    if (fd >= 0) close(fd);
+    CHECK(chat_template_from_name(path, &t) == -1 && strstr(align_error(), "the template in this file is not one align "
+                                                                          "renders exactly"),
+          "an unknown template file is refused: %s", align_error());
+    unlink(path);
+    CHECK(chat_template_from_name("no/such/template.jinja", &t) == -1 &&
+              strstr(align_error(), "no/such/template.jinja: cannot read the template file"),
+          "a missing template file: %s", align_error());
     /* The exported ChatML is the upstream text (Qwen2/SmolLM2 without the default system branch). */
     check_str(chat_template_jinja("chatml"),
               "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "

@@ -511,7 +511,9 @@ static void test_bad_records(void) {
                  "the pairwise losses need {prompt, chosen, rejected}",
                  1);
     expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":1}\n", DS_UNPAIRED,
-                 "field \"label\" must be true or false", 1);
+                 "field \"label\" must be true or false (a JSON boolean, as TRL's; it is 1)", 1);
+    expect_error("{\"prompt\":\"p\",\"completion\":\"c\",\"label\":\"True\"}\n", DS_UNPAIRED,
+                 "field \"label\" must be true or false (a JSON boolean, as TRL's; it is \"True\")", 1);
     expect_error("{\"prompt\":\"p\",\"completion\":\"c\"}\n", DS_UNPAIRED,
                  "missing field \"label\" (true = desirable, false = undesirable)", 1);
     expect_error("{\"completion\":\"c\",\"label\":true}\n", DS_UNPAIRED, "missing field \"prompt\"", 1);
@@ -524,12 +526,43 @@ static void test_bad_records(void) {
                  DS_PREFERENCE, "without \"prompt\", \"chosen\" and \"rejected\" must both be strings or both message lists", 1);
     expect_error("\"just a string\"\n", DS_PREFERENCE, "the record is not a JSON object", 1);
     expect_error("{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}\n", DS_SFT,
-                 "the last message in \"messages\" is not from the assistant", 1);
+                 "the last message in \"messages\" is not from the assistant (its role is \"user\")", 1);
+    /* the formats people bring instead, each named (issue 18, a new user's files) */
+    expect_error("{\"messages\":[{\"role\":\"human\",\"content\":\"q\"},{\"role\":\"gpt\",\"content\":\"a\"}]}\n",
+                 DS_SFT,
+                 "field \"messages\": message 0 has role \"human\" (ShareGPT's name): the roles are \"system\", "
+                 "\"user\" and \"assistant\" (human -> user, gpt -> assistant)",
+                 1);
+    expect_error("{\"conversations\":[{\"from\":\"human\",\"value\":\"q\"},{\"from\":\"gpt\",\"value\":\"a\"}]}\n",
+                 DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "this looks like ShareGPT (\"conversations\" of from/value turns): write them as \"messages\" of "
+                 "role/content (human -> user, gpt -> assistant)",
+                 1);
+    expect_error("{\"instruction\":\"i\",\"input\":\"\",\"output\":\"o\"}\n", DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "this looks like Alpaca (\"instruction\", \"input\", \"output\"): write \"prompt\" (the instruction, "
+                 "then the input if any) and \"completion\" (the output)",
+                 1);
+    expect_error("{\"data\":[{\"question\":\"q\",\"answer\":\"a\"}]}\n", DS_SFT,
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "the records seem to be the list inside this one object: a .json file holds a JSON array of records "
+                 "[{...}, ...], a .jsonl file one record per line",
+                 1);
     expect_error("{\"question\":\"q\"}\n", DS_SFT, "missing field \"answer\"", 1);
     expect_error("{\"question\":\"q\",\"answer\":\"\"}\n", DS_SFT, "the completion is empty", 1);
     expect_error("{\"foo\":1}\n", DS_SFT,
-                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"", 1);
+                 "no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or \"prompt\"/\"completion\"; "
+                 "the record's fields are \"foo\"", 1);
+    expect_error("{\"Frage\":\"q\",\"Antwort\":\"a\"}\n", DS_PROMPT,
+                 "no prompt: expected \"prompt\", \"question\" or \"messages\"; the record's fields are \"Frage\", "
+                 "\"Antwort\"", 1);
     expect_error("{\"prompt\":\"\"}\n", DS_PROMPT, "the prompt is empty", 1);
+    /* pretty-printed records in a .jsonl (jq without -c): named as such */
+    expect_error("{\n  \"question\": \"q\",\n  \"answer\": \"a\"\n}\n", DS_SFT,
+                 "a JSON record spread over several lines (this line is \"{\"): JSONL holds one record per line (jq "
+                 "-c, or json.dumps without indent, writes them so)",
+                 1);
 
     /* .json arrays: the element index (0-based) names the record */
     char *path = write_file("bad.json", "[\n {\"prompt\":\"p\",\"chosen\":\"a]\",\"rejected\":\"b,\"},\n {\"prompt\":\"p\"}\n]\n");
@@ -768,7 +801,16 @@ static void test_bad_split_regex(void) {
  * every length is accepted. */
 static void test_not_utf8(void) {
     expect_error("{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n{\"prompt\":\"caf\xe9\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
-                 DS_PREFERENCE, "not valid UTF-8 (byte 0xE9 at column 15); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)", 2);
+                 DS_PREFERENCE, "not valid UTF-8 (byte 0xE9 at column 15); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")", 2);
+    /* UTF-16 (Excel's "Unicode Text", Notepad's "Unicode"): named as such,
+     * not as a Latin-1 file (iconv -f latin1 would make mojibake of it) */
+    expect_error("\xFF\xFE{\0\"\0", DS_SFT,
+                 "the file is UTF-16 (Excel's \"Unicode Text\", Notepad's \"Unicode\"), not UTF-8: convert it "
+                 "(iconv -f utf-16 -t utf-8) or save it as UTF-8", 1);
+    /* Windows-1252's curly quotes (Excel's plain CSV): the hint must not be
+     * latin1, which turns 0x93 into a control character without a word */
+    expect_error("{\"question\":\"\x93hi\x94\",\"answer\":\"a\"}\n", DS_SFT,
+                 "not valid UTF-8 (byte 0x93 at column 14); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")", 1);
     static const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\x80", "\xff"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char rec[128];

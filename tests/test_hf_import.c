@@ -328,6 +328,71 @@ static void test_vocab_mismatch(void) {
     tok_free(byte);
 }
 
+/* transformers' save_pretrained (4.5x and 5) writes the template to
+ * chat_template.jinja, not tokenizer_config.json, and from_pretrained lets
+ * that file win over a tokenizer_config entry: a model TRL saved today
+ * must not load as one without a template. */
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL, "write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_template_file(void) {
+    char src[600], dir[600], path[700], cmd[4096];
+    snprintf(src, sizeof src, "%s/fixtures/hf_tiny_qwen2", ALIGN_TEST_DIR);
+    snprintf(dir, sizeof dir, "%s/jinja", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/config.json %s/model.safetensors %s/tokenizer.json %s/", dir, src,
+             src, src, dir);
+    CHECK(system(cmd) == 0, "make %s", dir);
+    /* the llama3 template (hf_tiny_llama's) in the file; the config's entry
+     * first removed, then kept (chatml) to show the file wins */
+    snprintf(path, sizeof path, "%s/fixtures/hf_tiny_llama/tokenizer_config.json", ALIGN_TEST_DIR);
+    cJSON *llama = read_json(path);
+    const char *l3 = cJSON_GetStringValue(cJSON_GetObjectItem(llama, "chat_template"));
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", src);
+    cJSON *qcfg = read_json(path);
+    CHECK(l3 && qcfg, "read the fixtures' tokenizer configs");
+    if (!l3 || !qcfg) return;
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    write_text(path, l3);
+    for (int keep = 0; keep < 2; keep++) {
+        cJSON *cfg = cJSON_Duplicate(qcfg, 1);
+        if (!keep) cJSON_DeleteItemFromObject(cfg, "chat_template");
+        char *text = cJSON_Print(cfg);
+        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+        write_text(path, text);
+        free(text);
+        cJSON_Delete(cfg);
+        ModelBundle b;
+        int rc = model_load_any(dir, &backend_cpu, 0, &b);
+        CHECK(rc == 0, "load %s: %s", dir, align_error());
+        if (rc) continue;
+        CHECK(b.extras.chat_template && !strcmp(b.extras.chat_template, "llama3") && b.extras.chat_template_jinja &&
+                  !strcmp(b.extras.chat_template_jinja, l3),
+              "chat_template.jinja is the template (%s in tokenizer_config.json): got %s", keep ? "chatml" : "none",
+              b.extras.chat_template ? b.extras.chat_template : "no template");
+        model_bundle_free(&b);
+    }
+    /* exporting a chatml model over that directory: the stale file must not
+     * hand transformers (or align) the llama3 template */
+    snprintf(path, sizeof path, "%s/fixtures/hf_tiny_qwen2", ALIGN_TEST_DIR);
+    ModelBundle q, back;
+    CHECK(model_load_any(path, &backend_cpu, 0, &q) == 0, "load qwen2: %s", align_error());
+    CHECK(model_save_any(dir, &q) == 0, "export over %s: %s", dir, align_error());
+    CHECK(model_load_any(dir, &backend_cpu, 0, &back) == 0, "reload: %s", align_error());
+    CHECK(back.extras.chat_template && !strcmp(back.extras.chat_template, "chatml") &&
+              !strcmp(back.extras.chat_template_jinja, q.extras.chat_template_jinja),
+          "an export over a directory with chat_template.jinja keeps its own template: got %s",
+          back.extras.chat_template ? back.extras.chat_template : "none");
+    model_bundle_free(&q);
+    model_bundle_free(&back);
+    cJSON_Delete(llama);
+    cJSON_Delete(qcfg);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/align_test_hf_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -340,6 +405,7 @@ int main(void) {
     test_window_matters();
     test_errors();
     test_vocab_mismatch();
+    test_template_file();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

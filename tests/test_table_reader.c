@@ -202,12 +202,20 @@ static void test_errors(void) {
     expect_error("e6.csv", "prompt,chosen,rejected,margin\np,c,r,abc\n", NULL, DS_PREFERENCE,
                  "%s:2: column \"margin\": \"abc\" is not a number");
     expect_error("e7.csv", "question,answer\nq,caf\xE9\n", NULL, DS_SFT,
-                 "%s:2: not valid UTF-8 (byte 0xE9 at column 6); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)");
+                 "%s:2: not valid UTF-8 (byte 0xE9 at column 6); convert the file to UTF-8 (Excel's \"CSV (Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or save as \"CSV UTF-8\")");
     expect_error("e8.csv", "", NULL, DS_SFT, "%s is empty (the first row names the fields: e.g. question,answer)");
     expect_error("e9.csv", "question,answer\nq,a\n", "Sheet1", DS_SFT,
                  "%s: --sheet Sheet1 names an Excel worksheet, and this is a CSV file");
-    expect_error("e10.xlsx", "question,answer\n", NULL, DS_SFT, "%s: not an Excel .xlsx workbook (not a zip archive)");
+    expect_error("e10.xlsx", "question,answer\n", NULL, DS_SFT,
+                 "%s: not an Excel .xlsx workbook but text (a CSV saved under an .xlsx name? name it .csv or .tsv)");
     expect_error("e11.csv", "question,answer\nq,a\n", NULL, DS_PREFERENCE, "%s:2: missing field \"chosen\"");
+    {
+        /* pandas' 0/1 column with a gap is written as floats */
+        char *q = write_file("kto_float.csv", "prompt,completion,label\np,c,1.0\np,d,0.0\n");
+        Want fl[] = {{2, "{\"prompt\":\"p\",\"completion\":\"c\",\"label\":true}"},
+                     {3, "{\"prompt\":\"p\",\"completion\":\"d\",\"label\":false}"}};
+        expect_rows(table_open(q, NULL), "kto_float.csv", fl, 2);
+    }
     expect_error("e12.csv", "prompt,completion,label\np,c,maybe\n", NULL, DS_SFT,
                  "%s:2: column \"label\": \"maybe\" is not true or false");
     expect_error("e13.csv", "messages\n[oops\n", NULL, DS_SFT,
@@ -217,6 +225,56 @@ static void test_errors(void) {
     expect_error(TABLES "prefs.xlsx", NULL, "nope", DS_SFT,
                  "%s: no sheet named \"nope\" (the workbook has \"prefs\", \"qa\")");
     expect_error(TABLES "prefs.xlsx", NULL, NULL, DS_SFT, "%s:2: missing field \"completion\"");
+    /* a blank last cell: a CSV line that stops early, and Excel, which
+     * writes no cell for a blank one, name the empty column as "q,," does */
+    expect_error("e15.csv", "question,answer\nq1,a1\nq2\n", NULL, DS_SFT, "%s:3: column \"answer\" is empty");
+    expect_error(TABLES "bad.xlsx", NULL, "blank", DS_SFT, "%s:3: column \"answer\" is empty");
+    expect_error(TABLES "bad.xlsx", NULL, "formula", DS_SFT,
+                 "%s:3: column \"answer\" holds a formula with no saved result (the workbook was written by a "
+                 "program that does not compute formulas, e.g. openpyxl): open and save it in Excel or LibreOffice, "
+                 "or write the values");
+    /* the separator the file really uses, named at the header */
+    expect_error("e16.csv", "question;answer\nq;a\n", NULL, DS_SFT,
+                 "%s:1: the header is one column \"question;answer\": the fields look separated by semicolons "
+                 "(Excel's CSV where the decimal point is a comma); align reads commas in a .csv (RFC 4180): save it "
+                 "as \"CSV UTF-8 (comma delimited)\" or as .xlsx");
+    expect_error("e17.csv", "\xEF\xBB\xBFprompt\tchosen\trejected\np\tc\tr\n", NULL, DS_PREFERENCE,
+                 "%s:1: the header is one column \"prompt\tchosen\trejected\": the fields look separated by tabs; "
+                 "name the file .tsv to read it as TSV");
+    expect_error("e18.tsv", "question,answer\nq,a\n", NULL, DS_SFT,
+                 "%s:1: the header is one column \"question,answer\": the fields look separated by commas; name the "
+                 "file .csv to read it as CSV");
+    {
+        /* Excel's "sep=;" first line names the separator: honoured, and the
+         * rows keep their line numbers */
+        char *q = write_file("sep.csv", "\xEF\xBB\xBFsep=;\r\nquestion;answer\r\nq;a, b\r\n");
+        Want sep = {3, "{\"question\":\"q\",\"answer\":\"a, b\"}"};
+        expect_rows(table_open(q, NULL), "sep.csv", &sep, 1);
+    }
+    /* a one-column file is still a one-column file */
+    {
+        char *q = write_file("one.csv", "text\nhello; world\n");
+        Want one = {2, "{\"text\":\"hello; world\"}"};
+        expect_rows(table_open(q, NULL), "one.csv", &one, 1);
+    }
+    /* .xlsx files that are not zip archives: why, from their first bytes */
+    expect_error("e19.xlsx", "\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1 rest of an OLE file", NULL, DS_SFT,
+                 "%s: an Excel 97-2003 (.xls) or password-protected workbook, not an .xlsx one: save it in Excel as "
+                 ".xlsx without a password, or as CSV");
+    {
+        FILE *f = fopen(TABLES "prefs.xlsx", "rb");
+        static char buf[1 << 16];
+        size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+        if (f) fclose(f);
+        char *q = write_file("cut.xlsx", "");
+        f = fopen(q, "wb");
+        fwrite(buf, 1, n / 2, f); /* a download stopped halfway */
+        fclose(f);
+        expect_error(q, NULL, NULL, DS_SFT,
+                     "%s: the .xlsx workbook is cut off or damaged (its zip directory cannot be read); copy or "
+                     "download it again");
+    }
+    expect_error(TABLES "no-such-file.xlsx", NULL, NULL, DS_SFT, "cannot open data file %s");
     /* skip_bad: a bad row is counted and reading goes on after it */
     char *p = write_file("skip.csv", "question,answer\nq1,a1\nq2,\nq3,a3\n");
     DsOptions o;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -97,7 +98,10 @@ void progress_break(Progress *p) {
 }
 
 long progress_count_lines(const char *path) {
-    FILE *f = path ? fopen(path, "rb") : NULL;
+    /* a pipe (/dev/stdin) read here would be gone for the program: unknown */
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return -1;
+    FILE *f = fopen(path, "rb");
     if (!f) return -1;
     long n = 0;
     int c, blank = 1;

@@ -104,6 +104,18 @@ int hf_export_dir(const char *dir, Model *m, const CkptExtras *x) {
     if (write_text_atomic(dir, "tokenizer_config.json", tcfg) ||
         write_text_atomic(dir, "generation_config.json", gcfg))
         goto done;
+    /* a chat_template.jinja already in the directory (transformers'
+     * save_pretrained writes one) wins over tokenizer_config.json when
+     * transformers loads it: it gets this model's template, or goes */
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    if (stat(path, &sb) == 0) {
+        const char *jinja = x ? x->chat_template_jinja : NULL;
+        if (!jinja && x && x->chat_template) jinja = chat_template_export_jinja(x->chat_template);
+        if (jinja ? write_text_atomic(dir, "chat_template.jinja", jinja) : unlink(path) != 0) {
+            if (!jinja) align_errorf("cannot remove %s: %s", path, strerror(errno));
+            goto done;
+        }
+    }
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);

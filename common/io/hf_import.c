@@ -177,8 +177,14 @@ out:
  * {name, template} where "default" is the one used for chat. */
 static char *read_chat_template(const char *dir) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     size_t len;
+    /* transformers' save_pretrained writes the template to its own file
+     * (tokenizer_config.json then has none), and from_pretrained lets that
+     * file win over a tokenizer_config entry: so here, or a model TRL saved
+     * would load without its template */
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    if (file_exists(path)) return align_read_file(path, &len);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     char *text = file_exists(path) ? align_read_file(path, &len) : NULL;
     if (!text) return NULL;
     cJSON *root = cJSON_ParseWithLength(text, len);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "gguf.h"
@@ -61,16 +62,22 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
     if (S_ISDIR(sb.st_mode)) {
         rc = hf_import_dir_quant(path, be, qtype, out);
     } else {
-        int is_gguf = ends_with(path, ".gguf");
-        if (!is_gguf && !ends_with(path, ".ckpt")) {
-            char magic[4] = {0};
-            FILE *f = fopen(path, "rb");
-            if (f) {
-                if (fread(magic, 1, 4, f) != 4) magic[0] = 0;
-                fclose(f);
-            }
-            is_gguf = memcmp(magic, "GGUF", 4) == 0;
+        /* the first bytes decide over the name: a GGUF renamed x.ckpt is a
+         * GGUF, and a PyTorch checkpoint (a zip of pickles, or a bare
+         * pickle) named .ckpt as Lightning and Stable Diffusion name theirs
+         * is said to be one, not "not a safetensors file: header length
+         * 8680820738615364432" */
+        unsigned char magic[4] = {0};
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            if (fread(magic, 1, 4, f) != 4) magic[0] = 0;
+            fclose(f);
         }
+        int is_gguf = ends_with(path, ".gguf") || memcmp(magic, "GGUF", 4) == 0;
+        if (!is_gguf && (!memcmp(magic, "PK\3\4", 4) || (magic[0] == 0x80 && magic[1] >= 2 && magic[1] <= 5)))
+            return align_errorf("%s is a PyTorch checkpoint (pickle), which align does not read: save the model "
+                                "with transformers' save_pretrained (safetensors) and pass that directory",
+                                path);
         if (is_gguf)
             rc = qtype                           ? gguf_import_quant(path, be, qtype, out)
                  : flags & MODEL_LOAD_GGUF_BLOCKS ? gguf_import_blocks(path, be, out)
@@ -107,21 +114,57 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
     return 0;
 }
 
+static int ends_with_ci(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+int model_save_format(const char *path, ModelSaveFormat *fmt) {
+    if (ends_with_ci(path, ".ckpt")) {
+        *fmt = MODEL_SAVE_CKPT;
+        return 0;
+    }
+    if (ends_with_ci(path, ".gguf")) {
+        *fmt = MODEL_SAVE_GGUF;
+        return 0;
+    }
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        *fmt = MODEL_SAVE_HF_DIR;
+        return 0;
+    }
+    /* one file of a format align does not write as one file: without this
+     * check "out.safetensors" became a directory holding model.safetensors */
+    static const char *const FILE_EXTS[] = {".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ggml", ".h5",
+                                            ".msgpack", ".npz", ".json", ".jsonl", ".txt", ".zip", ".gz",
+                                            ".tar", ".csv"};
+    for (size_t i = 0; i < sizeof FILE_EXTS / sizeof *FILE_EXTS; i++)
+        if (ends_with_ci(path, FILE_EXTS[i]))
+            return align_errorf("%s: names a %s file; align writes a .ckpt, a .gguf (llama.cpp, Ollama) or a "
+                                "Hugging Face model as a directory (config.json, model.safetensors, tokenizer): "
+                                "give one of those names",
+                                path, FILE_EXTS[i]);
+    *fmt = MODEL_SAVE_HF_DIR;
+    return 0;
+}
+
 int model_save_any(const char *path, ModelBundle *b) { return model_save_as(path, b, NULL); }
 
 int model_save_as(const char *path, ModelBundle *b, const char *gguf_type) {
-    if (b->model->prompt && !ends_with(path, ".ckpt"))
+    ModelSaveFormat fmt;
+    if (model_save_format(path, &fmt)) return -1;
+    if (b->model->prompt && fmt != MODEL_SAVE_CKPT)
         return align_errorf("%s: a model with %s-tuning virtual tokens is saved as a .ckpt (or as a peft adapter); "
                             "Hugging Face and GGUF files have no place for them", path,
                             prompt_kind_name(model_prompt_config(b->model)->kind));
-    if (ends_with(path, ".gguf")) {
+    if (fmt == MODEL_SAVE_GGUF) {
         /* f16 by default, as convert_hf_to_gguf.py's default output */
         GgufOutType t = GGUF_OUT_F16;
         if (gguf_type && gguf_out_type_parse(gguf_type, &t)) return -1;
         return gguf_write(path, b, t);
     }
     if (gguf_type) return align_errorf("%s: a GGUF type (%s) applies to a .gguf output only", path, gguf_type);
-    if (ends_with(path, ".ckpt")) return ckpt_save(path, b->model, &b->extras);
+    if (fmt == MODEL_SAVE_CKPT) return ckpt_save(path, b->model, &b->extras);
     return hf_export_dir(path, b->model, &b->extras);
 }
 

@@ -32,8 +32,16 @@ int model_load_any_quant(const char *path, const Backend *be, int flags, int qty
  * adapter records it as base_model_name_or_path. model_load_any calls it. */
 int model_load_note_source(ModelBundle *b, const char *path);
 
+/* What a save to `path` writes, from its name: .ckpt and .gguf in any
+ * case; an existing directory, or any other name, is a Hugging Face
+ * directory. A name that ends like a single file of another format
+ * (x.safetensors, x.bin, x.pt, x.json, ...) is an error saying what to
+ * write instead: a directory by that name would surprise its owner. */
+typedef enum { MODEL_SAVE_CKPT, MODEL_SAVE_GGUF, MODEL_SAVE_HF_DIR } ModelSaveFormat;
+int model_save_format(const char *path, ModelSaveFormat *fmt);
+
 /* path ending in .ckpt: checkpoint; .gguf: GGUF for llama.cpp (f16);
- * anything else: HF export directory. */
+ * anything else: HF export directory (model_save_format decides). */
 int model_save_any(const char *path, ModelBundle *b);
 /* The same, with the GGUF tensor type ("f32", "f16", "bf16", "q8_0",
  * "q4_0", "q4_k_m"; NULL: f16); a type with any other output is an error. */

@@ -9,6 +9,7 @@
  * branch, see chat_template.h). */
 #include "chat_template.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,34 @@ int chat_template_from_name(const char *name, ChatTemplate *out) {
         *out = f->id;
         return 0;
     }
-    return align_errorf("unknown chat template \"%s\" (known: %s)", name ? name : "", chat_template_known_names());
+    if (!name) return align_errorf("unknown chat template \"\" (known: %s)", chat_template_known_names());
+    size_t n = strlen(name);
+    int is_path = strchr(name, '/') || (n > 6 && !strcmp(name + n - 6, ".jinja"));
+    /* "ChatML", "Gemma3": llama.cpp's and vLLM's names are lower case, and a
+     * capital letter is no reason to stop */
+    char low[64];
+    if (!is_path && n < sizeof low) {
+        for (size_t i = 0; i <= n; i++) low[i] = (char)tolower((unsigned char)name[i]);
+        if (strcmp(low, name) && chat_template_from_name(low, out) == 0) return 0;
+    }
+    /* a template file (chat_template.jinja, as vLLM's --chat-template and
+     * llama.cpp's --chat-template-file take): used when it is one align
+     * renders exactly, judged as a model's own template string is */
+    size_t len;
+    char *jinja = is_path ? align_read_file(name, &len) : NULL;
+    if (jinja) {
+        int rc = chat_template_detect(jinja, out);
+        free(jinja);
+        if (rc == CHAT_DETECT_MATCHED) return 0;
+        return align_errorf("%s: %s (known: %s)", name,
+                            rc == CHAT_DETECT_ABSENT ? "the file is empty"
+                                                     : "the template in this file is not one align renders exactly "
+                                                       "as the model's own; pass one of the names instead",
+                            chat_template_known_names());
+    }
+    if (is_path)
+        return align_errorf("%s: cannot read the template file (known names: %s)", name, chat_template_known_names());
+    return align_errorf("unknown chat template \"%s\" (known: %s)", name, chat_template_known_names());
 }
 
 const char *chat_template_name(ChatTemplate t) {

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "table_reader.h"
 #include "util.h"
@@ -83,6 +84,15 @@ static int parse_msgs(const cJSON *arr, const char *name, ChatMessage **out, int
             free(m);
             return align_errorf("field \"%s\": message %d is not a {role, content} object with string values",
                                 name, i);
+        }
+        /* ShareGPT's speaker names ({"from": "human"/"gpt"} turned into
+         * roles): no template knows them, and the record would otherwise
+         * fail later as "not from the assistant" */
+        if (!strcmp(role->valuestring, "human") || !strcmp(role->valuestring, "gpt")) {
+            free(m);
+            return align_errorf("field \"%s\": message %d has role \"%s\" (ShareGPT's name): the roles are "
+                                "\"system\", \"user\" and \"assistant\" (human -> user, gpt -> assistant)",
+                                name, i, role->valuestring);
         }
         m[i].role = role->valuestring;
         m[i].content = content->valuestring;
@@ -258,7 +268,14 @@ static int parse_unpaired(const cJSON *o, Rec *r) {
     const cJSON *p = field(o, "prompt"), *c = field(o, "completion"), *label = field(o, "label");
     if (!p) return align_errorf("missing field \"prompt\"");
     if (!label) return align_errorf("missing field \"label\" (true = desirable, false = undesirable)");
-    if (!cJSON_IsBool(label)) return align_errorf("field \"label\" must be true or false");
+    if (!cJSON_IsBool(label)) {
+        /* the value shown: "True" or 1 from a pandas export is the usual cause */
+        char *v = cJSON_PrintUnformatted(label);
+        align_errorf("field \"label\" must be true or false (a JSON boolean, as TRL's; it is %.40s%s)", v ? v : "?",
+                     v && strlen(v) > 40 ? "..." : "");
+        free(v);
+        return -1;
+    }
     const char *text;
     if (take_prompt(r, p, "prompt") || completion_field(r, c, "completion", &text)) return -1;
     if (!*text) return align_errorf("field \"completion\" is empty");
@@ -290,7 +307,9 @@ static int messages_record(const cJSON *o, Rec *r, int prompt_only, int last_tur
         if (r->n_pmsgs == 0) return align_errorf("field \"messages\" has no message before the assistant's");
         return 0;
     }
-    if (!last_is_asst) return align_errorf("the last message in \"messages\" is not from the assistant");
+    if (!last_is_asst)
+        return align_errorf("the last message in \"messages\" is not from the assistant (its role is \"%s\")",
+                            r->pmsgs[r->n_pmsgs - 1].role);
     int first = r->n_pmsgs - 1;
     if (!last_turn)
         for (int i = 0; i < r->n_pmsgs; i++)
@@ -305,6 +324,36 @@ static int messages_record(const cJSON *o, Rec *r, int prompt_only, int last_tur
     }
     r->n_pmsgs = first;
     return 0;
+}
+
+/* The formats people bring that TRL does not read either, named so the
+ * error says what the file is and how to make it a record: ShareGPT's
+ * conversations, Alpaca's instruction/input/output, and records wrapped
+ * in one object ({"data": [...]}, what some exporters write). */
+static const char *other_format_hint(const cJSON *o) {
+    if (field(o, "conversations"))
+        return "; this looks like ShareGPT (\"conversations\" of from/value turns): write them as \"messages\" "
+               "of role/content (human -> user, gpt -> assistant)";
+    if (field(o, "instruction") && field(o, "output"))
+        return "; this looks like Alpaca (\"instruction\", \"input\", \"output\"): write \"prompt\" (the "
+               "instruction, then the input if any) and \"completion\" (the output)";
+    const cJSON *only = o->child;
+    if (only && !only->next && cJSON_IsArray(only) && cJSON_IsObject(only->child))
+        return "; the records seem to be the list inside this one object: a .json file holds a JSON array of "
+               "records [{...}, ...], a .jsonl file one record per line";
+    /* otherwise the fields it has: a table's header row (a title row above
+     * the header becomes the header), a renamed column, a typo */
+    static char buf[400];
+    size_t at = (size_t)snprintf(buf, sizeof buf, "; the record's fields are ");
+    int k = 0;
+    for (const cJSON *it = o->child; it && at < sizeof buf; it = it->next, k++) {
+        if (k == 6) {
+            snprintf(buf + at, sizeof buf - at, ", ...");
+            break;
+        }
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s\"%.40s\"", k ? ", " : "", it->string ? it->string : "");
+    }
+    return k ? buf : "; the record is an empty object";
 }
 
 static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
@@ -328,7 +377,8 @@ static int parse_sft(const cJSON *o, Rec *r, int last_turn) {
             return -1;
     } else {
         return align_errorf("no SFT fields: expected \"messages\", \"text\", \"question\"/\"answer\" or "
-                            "\"prompt\"/\"completion\"");
+                            "\"prompt\"/\"completion\"%s",
+                            other_format_hint(o));
     }
     if (!*r->chosen) return align_errorf("the completion is empty");
     return 0;
@@ -346,7 +396,7 @@ static int parse_prompt_only(const cJSON *o, Rec *r) {
     } else if (field(o, "chosen") && field(o, "rejected")) {
         return parse_preference(o, r);
     } else {
-        return align_errorf("no prompt: expected \"prompt\", \"question\" or \"messages\"");
+        return align_errorf("no prompt: expected \"prompt\", \"question\" or \"messages\"%s", other_format_hint(o));
     }
     if (!r->conv && !*r->prompt) return align_errorf("the prompt is empty");
     return 0;
@@ -626,8 +676,18 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t n) {
 int ds_check_utf8(const char *text, size_t len, const char *where) {
     size_t bad = utf8_bad_offset((const unsigned char *)text, len);
     if (bad == len) return 0;
-    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-                        where, (unsigned char)text[bad], bad + 1);
+    const unsigned char *u = (const unsigned char *)text;
+    if (bad == 0 && len >= 2 && ((u[0] == 0xFF && u[1] == 0xFE) || (u[0] == 0xFE && u[1] == 0xFF)))
+        return align_errorf("%s: the file is UTF-16 (Excel's \"Unicode Text\", Notepad's \"Unicode\"), not UTF-8: "
+                            "convert it (iconv -f utf-16 -t utf-8) or save it as UTF-8",
+                            where);
+    /* Windows-1252, not Latin-1: it is what Excel's plain CSV and Windows
+     * editors write, and latin1 would turn its curly quotes and euro sign
+     * (0x80-0x9F) into control characters without a word */
+    return align_errorf("%s: not valid UTF-8 (byte 0x%02X at column %zu); convert the file to UTF-8 (Excel's \"CSV "
+                        "(Comma delimited)\" and Windows editors write Windows-1252: iconv -f cp1252 -t utf-8; or "
+                        "save as \"CSV UTF-8\")",
+                        where, u[bad], bad + 1);
 }
 
 int ds_parse_record(const char *json, size_t len, const char *where, const Tokenizer *tok,
@@ -757,12 +817,67 @@ DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions
         ds_reader_close(r);
         return NULL;
     }
+    struct stat sb;
+    if (fstat(fileno(r->f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        align_errorf("%s is a directory: the data is one file (.jsonl, .json, .csv, .tsv or .xlsx); a Hugging Face "
+                     "dataset's Parquet or Arrow files convert with scripts/convert_dataset.py",
+                     path);
+        ds_reader_close(r);
+        return NULL;
+    }
+    if (fstat(fileno(r->f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a pipe (/dev/stdin, <(zcat x.jsonl.gz)) cannot be rewound after
+         * the look for '[' below, which ate the first '{' of a JSONL file:
+         * such a stream is read whole first, then served from memory */
+        size_t cap = 1 << 16, n = 0, got;
+        char *b = malloc(cap);
+        while (b && (got = fread(b + n, 1, cap - n - 1, r->f)) > 0) {
+            n += got;
+            if (cap - n - 1 == 0) {
+                char *g = realloc(b, cap * 2);
+                if (!g) {
+                    free(b);
+                    b = NULL;
+                    break;
+                }
+                b = g;
+                cap *= 2;
+            }
+        }
+        if (!b || ferror(r->f)) {
+            free(b);
+            align_errorf("%s: read error", path);
+            ds_reader_close(r);
+            return NULL;
+        }
+        b[n] = 0;
+        fclose(r->f);
+        r->f = NULL;
+        r->buf = b;
+        r->buf_len = n;
+        if (n == 0) { /* nothing came: no records (the caller says so) */
+            r->done = 1;
+            return r;
+        }
+        r->f = fmemopen(r->buf, n, "rb");
+        if (!r->f) {
+            align_errorf("out of memory reading %s", path);
+            ds_reader_close(r);
+            return NULL;
+        }
+    }
     /* A .json array starts with '[' (after whitespace or a UTF-8 BOM); a JSONL
      * record never does, since records are objects. */
     int ch;
     do ch = fgetc(r->f);
     while (ch != EOF && (is_space((char)ch) || ch == 0xEF || ch == 0xBB || ch == 0xBF));
-    if (ch == '[') {
+    if (ch == '[' && r->buf) {
+        /* a stream read whole above: the array is already in memory */
+        fclose(r->f);
+        r->f = NULL;
+        r->array = 1;
+        r->pos = (size_t)(strchr(r->buf, '[') - r->buf) + 1;
+    } else if (ch == '[') {
         fclose(r->f);
         r->f = NULL;
         r->buf = align_read_file(path, &r->buf_len);
@@ -825,8 +940,24 @@ static int next_element(DsReader *r, const char **start, size_t *len) {
     return 1;
 }
 
-int ds_reader_next(DsReader *r, DsExample *ex) {
-    char where[600];
+/* A JSONL line that is the start, middle or end of a pretty-printed object
+ * (jq without -c, json.dump with indent): it opens a brace or bracket it
+ * does not close, or is only a closing one, or ends with a comma. Without
+ * this the user reads "not valid JSON (column 1)" about a line that looks
+ * fine in their editor. */
+static int spread_over_lines(const char *s, size_t n) {
+    while (n > 0 && is_space(s[n - 1])) n--;
+    while (n > 0 && is_space(*s)) s++, n--;
+    if (n == 0) return 0;
+    char last = s[n - 1];
+    if (last == '{' || last == '[' || last == ',') return 1;
+    return n <= 2 && (s[0] == '}' || s[0] == ']');
+}
+
+/* The next record's text, UTF-8 checked, named in `where`: 1, 0 at the
+ * end, -1 a bad record (the error names it; the next call goes on after
+ * it), -2 the file cannot be read further. */
+static int next_text(DsReader *r, const char **text_out, size_t *len_out, long *row_out, char *where, size_t cap) {
     for (;;) {
         if (r->done) return 0;
         const char *text = NULL;
@@ -834,21 +965,25 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
         long row = 0;
         if (r->table) {
             int k = table_next(r->table, &text, &len, &row);
-            if (k == 0 || k == -2) {
-                r->done = k == 0;
-                return k == 0 ? 0 : -1;
+            if (k == 0) {
+                r->done = 1;
+                return 0;
             }
-            snprintf(where, sizeof where, "%s:%ld", r->path, row);
-            if (k < 0) goto bad; /* a bad cell: named by the table reader */
+            if (k == -2) return -2;
+            snprintf(where, cap, "%s:%ld", r->path, row);
+            if (k < 0) return -1; /* a bad cell: named by the table reader */
         } else if (r->array) {
             int k = next_element(r, &text, &len);
-            if (k <= 0) return k;
-            snprintf(where, sizeof where, "%s: element %ld", r->path, r->elem);
-            r->elem++;
+            if (k <= 0) return k == 0 ? 0 : -2;
+            snprintf(where, cap, "%s: element %ld", r->path, r->elem);
+            row = r->elem++;
         } else {
             ssize_t got = getline(&r->line, &r->line_cap, r->f);
             if (got < 0) {
-                if (ferror(r->f)) return align_errorf("%s: read error after line %ld", r->path, r->lineno);
+                if (ferror(r->f)) {
+                    align_errorf("%s: read error after line %ld", r->path, r->lineno);
+                    return -2;
+                }
                 r->done = 1;
                 return 0;
             }
@@ -860,21 +995,48 @@ int ds_reader_next(DsReader *r, DsExample *ex) {
             size_t k = 0;
             while (k < len && is_space(text[k])) k++;
             if (k == len) continue; /* blank lines are not records */
-            snprintf(where, sizeof where, "%s:%ld", r->path, r->lineno);
+            snprintf(where, cap, "%s:%ld", r->path, r->lineno);
+            row = r->lineno;
         }
-        ds_example_free(&r->cur);
-        int rc = ds_check_utf8(text, len, where) ? -1 : ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
-        if (rc == 1) {
-            if (r->cur.truncated) r->n_truncated++;
-            r->cur.line = r->table ? row : r->array ? r->elem - 1 : r->lineno;
-            *ex = r->cur;
-            return 1;
+        if (ds_check_utf8(text, len, where)) return -1;
+        *text_out = text;
+        *len_out = len;
+        *row_out = row;
+        return 1;
+    }
+}
+
+int ds_reader_next_record(DsReader *r, const char **json, size_t *len, long *row, char *where, size_t cap) {
+    return next_text(r, json, len, row, where, cap);
+}
+
+int ds_reader_next(DsReader *r, DsExample *ex) {
+    char where[600];
+    for (;;) {
+        const char *text = NULL;
+        size_t len = 0;
+        long row = 0;
+        int k = next_text(r, &text, &len, &row, where, sizeof where);
+        if (k == 0) return 0;
+        if (k == -2) return -1;
+        if (k == 1) {
+            ds_example_free(&r->cur);
+            int rc = ds_parse_record(text, len, where, r->tok, &r->opt, &r->cur);
+            if (rc < 0 && !r->table && !r->array && spread_over_lines(text, len))
+                align_errorf("%s: a JSON record spread over several lines (this line is \"%.*s\"): JSONL holds one "
+                             "record per line (jq -c, or json.dumps without indent, writes them so)",
+                             where, (int)(len < 24 ? len : 24), text);
+            if (rc == 1) {
+                if (r->cur.truncated) r->n_truncated++;
+                r->cur.line = row;
+                *ex = r->cur;
+                return 1;
+            }
+            if (rc == 0) {
+                r->n_dropped++;
+                continue;
+            }
         }
-        if (rc == 0) {
-            r->n_dropped++;
-            continue;
-        }
-    bad:
         if (!r->opt.skip_bad) return -1;
         if (r->n_bad++ == 0) snprintf(r->first_bad, sizeof r->first_bad, "%s", align_error());
     }

@@ -129,6 +129,14 @@ void ds_free(Dataset *ds);
 typedef struct DsReader DsReader;
 DsReader *ds_reader_open(const char *path, const Tokenizer *tok, const DsOptions *opt);
 int ds_reader_next(DsReader *r, DsExample *ex);
+/* The next record as its JSON object text instead (a JSONL line, a .json
+ * element, a table row as JSON), UTF-8 checked, and where it is ("f:3",
+ * "f: element 2"; row: the DsExample.line it would get), for a program that
+ * decides per record how to read it (rm_score: preference or SFT). 1, 0 at
+ * the end, -1 a bad record (the error names it; the next call goes on),
+ * -2 the file cannot be read further. The text is valid until the next
+ * call; skip_bad and the counts are the caller's. */
+int ds_reader_next_record(DsReader *r, const char **json, size_t *len, long *row, char *where, size_t cap);
 /* Counts so far (any pointer may be NULL) and the first skipped message. */
 void ds_reader_counts(const DsReader *r, size_t *n_bad, size_t *n_dropped, size_t *n_truncated);
 const char *ds_reader_first_bad(const DsReader *r);

@@ -65,8 +65,10 @@ static int parse_bool(const char *s) {
     while (isspace((unsigned char)*s)) s++;
     size_t n = strlen(s);
     while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
-    static const char *const T[] = {"true", "1", "yes"}, *const F[] = {"false", "0", "no"};
-    for (int i = 0; i < 3; i++) {
+    /* "1.0"/"0.0": pandas writes an integer column holding a missing value
+     * as floats, so a 0/1 label column comes out so from to_csv */
+    static const char *const T[] = {"true", "1", "yes", "1.0"}, *const F[] = {"false", "0", "no", "0.0"};
+    for (int i = 0; i < 4; i++) {
         if (strlen(T[i]) == n && !strncasecmp(s, T[i], n)) return 1;
         if (strlen(F[i]) == n && !strncasecmp(s, F[i], n)) return 0;
     }
@@ -251,7 +253,11 @@ static int emit(TableReader *t, Row *r, const char **json, size_t *len, long *ro
                                     "unquoted field?)",
                                     where, r->n, t->n_names);
     }
-    int n = r->n < t->n_names ? r->n : t->n_names;
+    /* A row shorter than the header has its last cells empty: Excel leaves
+     * a blank cell out of the sheet, and a CSV line may stop early. They
+     * are empty cells, so a blank "answer" is named as one. */
+    if (r->n < t->n_names && row_set(r, t->n_names - 1, NULL)) return -1;
+    int n = t->n_names;
     int all_empty;
     free(t->json);
     t->json = table_row_json((const char *const *)t->names, (const char *const *)r->cell, n, where, &all_empty);
@@ -325,6 +331,18 @@ static int csv_fill(TableReader *t) {
         char *s = t->line;
         size_t n = (size_t)got;
         if (t->lineno == 1 && n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) s += 3, n -= 3; /* Excel's "CSV UTF-8" */
+        /* "sep=;" as the first line: Excel's own way for a file to name its
+         * separator (Excel reads it and hides the line); honoured, since the
+         * file says it, where a guess would not be */
+        if (t->lineno == 1 && n >= 5 && !memcmp(s, "sep=", 4)) {
+            size_t e = 5;
+            while (e < n && (s[e] == '\r' || s[e] == '\n')) e++;
+            unsigned char d = (unsigned char)s[4];
+            if (e == n && (d == ',' || d == ';' || d == '\t' || d == '|')) {
+                csv_set_delim(&t->csv, d);
+                continue;
+            }
+        }
         char where[600];
         snprintf(where, sizeof where, "%s:%ld", t->path, t->lineno);
         if (ds_check_utf8(s, n, where)) return -1;
@@ -356,6 +374,35 @@ static int csv_next_row(TableReader *t, Row *out) {
     return 1;
 }
 
+/* A header that came out as one column holding another separator: Excel
+ * in a locale with a decimal comma (de, fr, ...) saves "CSV" with
+ * semicolons, and tab-separated text is often named .csv (or the reverse).
+ * Without this the first row would fail as "no SFT fields", which hides
+ * the cause. Only a single column is judged: a real header with several
+ * columns is never second-guessed. */
+static int check_separator(const TableReader *t, long row) {
+    int named = 0;
+    const char *name = NULL;
+    for (int i = 0; i < t->n_names; i++)
+        if (t->names[i]) named++, name = t->names[i];
+    if (named != 1) return 0;
+    int tsv = ends_with_ci(t->path, ".tsv");
+    if (strchr(name, ';'))
+        return align_errorf("%s:%ld: the header is one column \"%s\": the fields look separated by semicolons "
+                            "(Excel's CSV where the decimal point is a comma); align reads %s (RFC 4180): save it "
+                            "as \"CSV UTF-8 (comma delimited)\" or as .xlsx",
+                            t->path, row, name, tsv ? "tabs in a .tsv" : "commas in a .csv");
+    if (!tsv && strchr(name, '\t'))
+        return align_errorf("%s:%ld: the header is one column \"%s\": the fields look separated by tabs; name the file "
+                            ".tsv to read it as TSV",
+                            t->path, row, name);
+    if (tsv && strchr(name, ','))
+        return align_errorf("%s:%ld: the header is one column \"%s\": the fields look separated by commas; name the "
+                            "file .csv to read it as CSV",
+                            t->path, row, name);
+    return 0;
+}
+
 static int csv_open(TableReader *t) {
     if (csv_init(&t->csv, CSV_STRICT | CSV_STRICT_FINI)) return align_errorf("out of memory");
     t->csv_ready = 1;
@@ -366,6 +413,7 @@ static int csv_open(TableReader *t) {
     if (k == 0) return align_errorf("%s is empty (the first row names the fields: e.g. question,answer)", t->path);
     if (k < 0) return -1;
     int rc = take_header(t, &h);
+    if (!rc) rc = check_separator(t, h.row);
     row_free(&h);
     return rc;
 }
@@ -664,7 +712,7 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
     xmlFree(ref);
     *col = k >= 0 ? k : *col + 1;
     Str v = {0}, inl = {0};
-    int has_v = 0, has_is = 0, rc = 0;
+    int has_v = 0, has_is = 0, has_f = 0, rc = 0;
     if (!xmlTextReaderIsEmptyElement(rd)) {
         int depth = xmlTextReaderDepth(rd), in_v = 0, r;
         while ((r = xmlTextReaderRead(rd)) == 1) {
@@ -677,6 +725,8 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
                 in_v = 0;
             } else if (in_v && is_text_node(rd)) {
                 if (str_add(&v, (const char *)xmlTextReaderConstValue(rd))) rc = -1;
+            } else if (node_is(rd, XML_READER_TYPE_ELEMENT, "f")) {
+                has_f = 1;
             } else if (node_is(rd, XML_READER_TYPE_ELEMENT, "is")) {
                 has_is = 1;
                 int q = read_rich(rd, &inl);
@@ -688,6 +738,17 @@ static int read_cell(TableReader *t, Row *out, long rowno, int *col) {
         if (r != 1) rc = -2;
     }
     char *text = NULL;
+    /* a formula with no saved result: written by a library that does not
+     * compute formulas (openpyxl, xlsxwriter); Excel saves the result in
+     * <v>. Read as empty it would be "column is empty", which the user can
+     * see is not; say what it is instead */
+    if (rc == 0 && has_f && !has_v && !has_is) {
+        char cd[300];
+        rc = align_errorf("%s:%ld: %s holds a formula with no saved result (the workbook was written by a program "
+                          "that does not compute formulas, e.g. openpyxl): open and save it in Excel or LibreOffice, "
+                          "or write the values",
+                          t->path, rowno, col_desc(t, *col, cd, sizeof cd));
+    }
     if (rc == 0) rc = cell_text(t, type, has_v ? v.s : NULL, has_is ? inl.s : NULL, rowno, *col, &text);
     if (rc == 0 && row_set(out, *col, text)) rc = -1;
     free(v.s);
@@ -738,7 +799,41 @@ static int xlsx_next_row(TableReader *t, Row *out) {
     return 1;
 }
 
-static int xlsx_open(TableReader *t, const char *sheet, zip_source_t *src) {
+/* Why a file named .xlsx did not open as a zip archive, from its first
+ * bytes: a workbook cut off in a download or a copy (the zip's directory
+ * is at its end), an old .xls or a password-protected workbook (both OLE
+ * compound files), a CSV saved under an .xlsx name, or none of these. */
+static int xlsx_not_zip(const TableReader *t, const void *data, size_t len) {
+    unsigned char head[512];
+    size_t n = 0;
+    if (data) {
+        n = len < sizeof head ? len : sizeof head;
+        memcpy(head, data, n);
+    } else {
+        FILE *f = fopen(t->path, "rb");
+        if (!f) return align_errorf("cannot open data file %s", t->path);
+        n = fread(head, 1, sizeof head, f);
+        fclose(f);
+    }
+    if (n == 0) return align_errorf("%s is empty (an .xlsx workbook is a zip archive)", t->path);
+    if (n >= 4 && !memcmp(head, "PK\3\4", 4))
+        return align_errorf("%s: the .xlsx workbook is cut off or damaged (its zip directory cannot be read); copy "
+                            "or download it again",
+                            t->path);
+    if (n >= 8 && !memcmp(head, "\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", 8))
+        return align_errorf("%s: an Excel 97-2003 (.xls) or password-protected workbook, not an .xlsx one: save it "
+                            "in Excel as .xlsx without a password, or as CSV",
+                            t->path);
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++) text += head[i] >= 0x20 || head[i] == '\t' || head[i] == '\n' || head[i] == '\r';
+    if (text == n)
+        return align_errorf("%s: not an Excel .xlsx workbook but text (a CSV saved under an .xlsx name? name it .csv "
+                            "or .tsv)",
+                            t->path);
+    return align_errorf("%s: not an Excel .xlsx workbook (not a zip archive)", t->path);
+}
+
+static int xlsx_open(TableReader *t, const char *sheet, zip_source_t *src, const void *data, size_t len) {
     int err = 0;
     zip_error_t ze;
     zip_error_init(&ze);
@@ -746,7 +841,7 @@ static int xlsx_open(TableReader *t, const char *sheet, zip_source_t *src) {
     if (!t->zip) {
         if (src) zip_source_free(src);
         zip_error_fini(&ze);
-        return align_errorf("%s: not an Excel .xlsx workbook (not a zip archive)", t->path);
+        return xlsx_not_zip(t, data, len);
     }
     zip_error_fini(&ze);
     char *path = find_sheet(t, sheet);
@@ -802,7 +897,7 @@ static TableReader *open_any(const char *path, const void *data, size_t len, con
                 return NULL;
             }
         }
-        rc = xlsx_open(t, sheet, src);
+        rc = xlsx_open(t, sheet, src, data, len);
     } else if (sheet) {
         rc = align_errorf("%s: --sheet %s names an Excel worksheet, and this is a %s file", path, sheet,
                           ends_with_ci(path, ".tsv") ? "TSV" : "CSV");

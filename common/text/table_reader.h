@@ -7,20 +7,23 @@
  * message is shared. How a cell becomes a JSON value goes by its column:
  *   messages                           parsed as JSON ([{role, content}])
  *   margin, score_chosen, score_rejected  a number
- *   label                              true/false (TRUE, 1, yes / FALSE, 0, no)
+ *   label                              true/false (TRUE, 1, yes, 1.0 / FALSE, 0, no, 0.0)
  *   any other column                   the cell's text as a string (an .xlsx
  *                                      number as Excel shows it, "42", "0.1")
  * Header names are trimmed, and the field names above match in any case
  * ("Question", "ANSWER"). An empty cell is a missing value: in the record text columns (prompt,
  * question, answer, completion, chosen, rejected, text, messages) it is an
  * error naming the column ("qa.csv:3: column \"answer\" is empty"); in any
- * other column the field is left out. Columns with an empty header (the
+ * other column the field is left out; cells missing at the end of a short
+ * row are empty cells. A header that is one column holding a ';' (or a tab
+ * in a .csv, a comma in a .tsv) is refused naming the separator. Columns with an empty header (the
  * index column pandas' to_csv writes) are ignored; rows whose cells are all
  * empty are skipped.
  *
  * CSV/TSV: RFC 4180 with libcsv (quoted fields, doubled quotes, newlines
  * inside quotes; strict: a stray quote is an error), a UTF-8 BOM ignored,
- * spaces kept as written. Rows are named by the line they start on (with no
+ * spaces kept as written; a first line "sep=;" (Excel's separator hint)
+ * sets the separator. Rows are named by the line they start on (with no
  * newline inside a field, the spreadsheet's row number). The file is read
  * one line at a time and checked for UTF-8 like JSONL.
  *

@@ -9,8 +9,10 @@
  * model_save_any; this program only parses its arguments and reports. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "chat_template.h"
+#include "gguf_write.h"
 #include "model_load.h"
 #include "progress.h"
 #include "util.h"
@@ -30,14 +32,10 @@ static void usage(FILE *out) {
             "  --type TYPE           GGUF tensor type: f32, f16 (default), bf16, q8_0, q4_0,\n"
             "                        q4_k_m (llama-quantize's recipe, no importance matrix)\n"
             "                        (norms stay f32; q4_0 keeps embeddings and head at q8_0)\n"
-            "  --chat-template NAME  record this built-in chat template (chatml, llama3, hh,\n"
-            "                        none) instead of the one detected from IN\n"
+            "  --chat-template NAME  record this built-in chat template (chatml, llama3,\n"
+            "                        gemma3, qwen2.5, ...: see README; none) instead of the\n"
+            "                        one detected from IN\n"
             "  --help                show this help\n");
-}
-
-static int type_out_is_gguf(const char *out) {
-    size_t n = strlen(out);
-    return n >= 5 && !strcmp(out + n - 5, ".gguf");
 }
 
 int main(int argc, char **argv) {
@@ -68,11 +66,28 @@ int main(int argc, char **argv) {
         usage(stderr);
         align_die(PROG, "expected two arguments, IN and OUT");
     }
-    size_t out_len = strlen(out);
-    if (type && (out_len < 5 || strcmp(out + out_len - 5, ".gguf")))
+    /* OUT is judged before IN is read (seconds for a real model): its kind,
+     * --type against it, and the directory it goes in */
+    ModelSaveFormat fmt;
+    if (model_save_format(out, &fmt)) align_die_error(PROG);
+    if (type && fmt != MODEL_SAVE_GGUF)
         align_die(PROG, "--type %s: OUT must be a .gguf file to take a tensor type", type);
+    if (type) {
+        GgufOutType t;
+        if (gguf_out_type_parse(type, &t)) align_die_error(PROG);
+    }
+    if (fmt != MODEL_SAVE_HF_DIR) {
+        /* a .ckpt or .gguf is written next to itself (a temporary, then a rename) */
+        char dir[4096];
+        const char *slash = strrchr(out, '/');
+        if (slash) snprintf(dir, sizeof dir, "%.*s", slash == out ? 1 : (int)(slash - out), out);
+        else snprintf(dir, sizeof dir, ".");
+        struct stat sb;
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            align_die(PROG, "OUT %s: the directory %s does not exist (create it first)", out, dir);
+    }
     if (tmpl && strcmp(tmpl, "none") && !chat_template_export_jinja(tmpl))
-        align_die(PROG, "--chat-template: unknown template \"%s\" (chatml, llama3, hh, none)", tmpl);
+        align_die(PROG, "--chat-template: unknown template \"%s\" (known: %s)", tmpl, chat_template_known_names());
     double t0 = align_now();
     ModelBundle b;
     /* two phases, read then write, each a whole-model call: the line says
@@ -108,14 +123,16 @@ int main(int argc, char **argv) {
             : c->gemma == 3      ? "gemma3"
             : c->qk_norm         ? "qwen3"
             : c->phi3            ? "phi3"
-                                 : "llama",
+            : c->qkv_bias        ? "qwen2" /* as config.json's model_type says: a Qwen2.5 is not called llama */
+            : c->sliding_window > 0 ? "mistral"
+                                    : "llama",
             c->n_layers, c->dim,
             c->vocab_size, b.model->n_elems / 1e6,
             b.extras.chat_template ? b.extras.chat_template : "unknown", align_now() - t0);
     /* llama.cpp's llama, qwen2 and phi3 have no sliding-window attention
      * (phi3 reads the key and switches it off), as for the files its own
      * converter writes: said once, since the outputs part past the window */
-    if (type_out_is_gguf(out) && !c->gemma && c->sliding_window > 0)
+    if (fmt == MODEL_SAVE_GGUF && !c->gemma && c->sliding_window > 0)
         fprintf(stderr,
                 "%s: note: llama.cpp runs its sliding window (%d tokens) as full attention, so its outputs differ "
                 "from align's once a sequence is longer than that\n",

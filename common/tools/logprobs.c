@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "model_load.h"
 #include "seq_logprobs.h"
+#include "table_reader.h"
 #include "progress.h"
 #include "trainer.h"
 #include "util.h"
@@ -33,7 +34,20 @@ static void record_name(const char *path, const DsExample *ex, char *buf, size_t
 }
 
 /* Preference data when the first record mentions "chosen". */
-static int looks_like_preferences(const char *path) {
+static int looks_like_preferences(const char *path, const char *sheet) {
+    if (table_is_table_path(path)) {
+        /* a table's first row as its record: the header names "chosen" (a
+         * CSV's bytes would do, an .xlsx's are a zip); a file that does not
+         * open is reported by the load */
+        TableReader *t = table_open(path, sheet);
+        if (!t) return 0;
+        const char *json = NULL;
+        size_t len;
+        long row;
+        int pref = table_next(t, &json, &len, &row) == 1 && strstr(json, "\"chosen\"") != NULL;
+        table_close(t);
+        return pref;
+    }
     FILE *f = fopen(path, "r");
     if (!f) return 0;
     char buf[16384];
@@ -51,7 +65,8 @@ int main(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *out_path = NULL, *kind = "auto";
     CliFlag flags[] = {
         {"model", CLI_STRING, &model, "model: .ckpt, .gguf or a Hugging Face directory"},
-        {"data", CLI_STRING, &data, "preference or SFT records (JSONL or .json)"},
+        {"data", CLI_STRING, &data, "preference or SFT records (JSONL, .json, .csv, .tsv or .xlsx)"},
+        {"sheet", CLI_STRING, &a.sheet, "the worksheet of an .xlsx --data file (default: the first)"},
         {"kind", CLI_STRING, &kind, "auto, preference or sft"},
         {"out", CLI_STRING, &out_path, "output JSONL (default: standard output)"},
         {"batch-size", CLI_INT, &a.batch_size, "sequences per forward", CLI_AT_LEAST_1},
@@ -68,7 +83,7 @@ int main(int argc, char **argv) {
     cli_parse_or_exit(&spec, argc, argv);
     if (!model || !data) align_die("logprobs", "--model and --data are required (see --help)");
     int pref;
-    if (!strcmp(kind, "auto")) pref = looks_like_preferences(data);
+    if (!strcmp(kind, "auto")) pref = looks_like_preferences(data, a.sheet);
     else if (!strcmp(kind, "preference")) pref = 1;
     else if (!strcmp(kind, "sft")) pref = 0;
     else align_die("logprobs", "--kind %s: expected auto, preference or sft", kind);

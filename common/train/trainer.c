@@ -16,6 +16,7 @@
 #include "gguf.h"
 #include "grad_overlap.h"
 #include "job_agree.h"
+#include "model_load.h"
 #include "optim.h"
 #include "peft.h"
 #include "peft_prompt.h"
@@ -78,7 +79,7 @@ int train_args_flags(TrainArgs *a, CliFlag *f) {
         {"max-length", CLI_INT, &a->max_length, "longest prompt + completion in tokens (0 = no limit)", CLI_NONNEG},
         {"chat-template", CLI_STRING, &a->chat_template, "none, chatml, llama3, hh or a model family (qwen2.5, qwen3, llama3.1, gemma3, phi4, mistral-v7, ...; default: the model's own)"},
         {"skip-bad", CLI_BOOL, &a->skip_bad, "skip malformed records (counted) instead of stopping"},
-        {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data file (default: the first)"},
+        {"sheet", CLI_STRING, &a->sheet, "the worksheet of an .xlsx --data (ppo_run: --prompts) file (default: the first)"},
         {"eval-sheet", CLI_STRING, &a->eval_sheet, "the worksheet of an .xlsx --eval-data file (default: the first)"},
         {"last-turn-only", CLI_BOOL, &a->last_turn_only, "SFT {messages}: train only the last assistant turn (default: every assistant turn, as TRL's assistant_only_loss)"},
         {"lora-rank", CLI_INT, &a->lora_rank, "train LoRA adapters of this rank on a frozen base (0 = full fine-tuning)", CLI_NONNEG},
@@ -155,8 +156,15 @@ static int has_suffix(const char *s, const char *suffix) {
 
 int trainer_check_args(const TrainArgs *a) {
     if (!a->out) return align_errorf("--out is required (where the trained model goes)");
-    if (has_suffix(a->out, ".gguf")) return align_errorf("--out %s: writing GGUF is not supported (use .ckpt or a directory)", a->out);
-    if (check_writable("--out", a->out, !has_suffix(a->out, ".ckpt"))) return -1;
+    ModelSaveFormat fmt;
+    if (model_save_format(a->out, &fmt)) return align_error_prefix("--out");
+    /* a trainer's checkpoints (--save-every, --resume) hold the optimizer
+     * state, which a GGUF has no place for: GGUF is one conversion away */
+    if (fmt == MODEL_SAVE_GGUF)
+        return align_errorf("--out %s: a trainer writes a .ckpt or a Hugging Face directory; convert the result for "
+                            "llama.cpp / Ollama with: ckpt_convert OUT.ckpt %s --type q8_0",
+                            a->out, a->out);
+    if (check_writable("--out", a->out, fmt != MODEL_SAVE_CKPT)) return -1;
     int mode = trainer_peft_mode(a);
     if (mode < 0) return -1;
     if (a->lora_out && (mode == TRAIN_PEFT_LORA || mode == TRAIN_PEFT_PROMPT || mode == TRAIN_PEFT_PREFIX) &&

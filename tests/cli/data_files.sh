@@ -5,6 +5,7 @@
 #  - dpo_run --data prefs.xlsx (first sheet) and sft_run --sheet qa train,
 #    with the losses of the JSONL written by hand from the workbook;
 #  - rm_train --data prefs.tsv trains; generate --prompts qa.csv samples;
+#  - rm_score, logprobs and generate read .tsv/.xlsx (--sheet) records too;
 #  - a bad cell or a missing sheet stops with "file:row: column ..." / the
 #    sheet names, exit 1.
 set -u
@@ -58,6 +59,40 @@ check "rm_train --data prefs.tsv exits 0 ($(tail -1 "$T/g.err"))" "[ $rc -eq 0 ]
 
 "$BIN/generate" --model "$MODEL" --prompts "$TAB/qa.csv" --max-new-tokens 2 > "$T/gen.jsonl" 2>"$T/gen.err"; rc=$?
 check "generate --prompts qa.csv: one completion per row ($(tail -1 "$T/gen.err"))" "[ $rc -eq 0 ] && [ \$(wc -l < $T/gen.jsonl) -eq 4 ] && grep -q 'Say \\\\\"hi' $T/gen.jsonl"
+
+# the other programs that read records take the same files (issue 18's
+# hostile pass: rm_score read lines itself, so a CSV was "not valid JSON";
+# logprobs guessed SFT for a preference workbook; generate had no --sheet)
+"$BIN/rm_score" --model "$T/g.ckpt" --data "$TAB/prefs.tsv" > "$T/rs.jsonl" 2>"$T/rs.err"; rc=$?
+check "rm_score --data prefs.tsv scores 3 pairs ($(tail -1 "$T/rs.err"))" \
+    "[ $rc -eq 0 ] && [ \$(grep -c chosen_score $T/rs.jsonl) -eq 3 ]"
+"$BIN/rm_score" --model "$T/g.ckpt" --data "$TAB/prefs.xlsx" --sheet qa > "$T/rs2.jsonl" 2>"$T/rs2.err"; rc=$?
+check "rm_score --data prefs.xlsx --sheet qa scores 3 records ($(tail -1 "$T/rs2.err"))" \
+    "[ $rc -eq 0 ] && [ \$(grep -c '\"score\"' $T/rs2.jsonl) -eq 3 ]"
+"$BIN/logprobs" --model "$MODEL" --data "$TAB/prefs.xlsx" > "$T/lp.jsonl" 2>"$T/lp.err"; rc=$?
+check "logprobs --data prefs.xlsx reads pairs ($(tail -1 "$T/lp.err"))" \
+    "[ $rc -eq 0 ] && [ \$(grep -c chosen_logp $T/lp.jsonl) -eq 3 ]"
+"$BIN/logprobs" --model "$MODEL" --data "$TAB/prefs.xlsx" --sheet qa > "$T/lp2.jsonl" 2>"$T/lp2.err"; rc=$?
+check "logprobs --sheet qa reads SFT rows ($(tail -1 "$T/lp2.err"))" "[ $rc -eq 0 ] && [ \$(wc -l < $T/lp2.jsonl) -eq 3 ]"
+"$BIN/generate" --model "$MODEL" --prompts "$TAB/prefs.xlsx" --sheet qa --max-new-tokens 1 > "$T/gq.jsonl" 2>"$T/gq.err"; rc=$?
+check "generate --prompts prefs.xlsx --sheet qa ($(tail -1 "$T/gq.err"))" \
+    "[ $rc -eq 0 ] && [ \$(wc -l < $T/gq.jsonl) -eq 3 ] && grep -q 'What is 6\\*7' $T/gq.jsonl"
+# ppo_run accepted --sheet and read the first sheet anyway
+timeout 60 "$BIN/ppo_run" --policy "$MODEL" --prompts "$TAB/prefs.xlsx" --sheet nope --reward math --advantage grpo \
+    --n 2 --max-steps 1 --out "$T/p.ckpt" >/dev/null 2>"$T/pp.err"; rc=$?
+check "ppo_run --prompts x.xlsx --sheet names the sheet it reads ($(tail -1 "$T/pp.err"))" \
+    "[ $rc -eq 1 ] && grep -q 'no sheet named \"nope\"' $T/pp.err"
+# records from a pipe (the peek for '[' ate a JSONL file's first '{') and
+# a directory given as --data
+printf '{"question": "q", "answer": "a"}\n{"question": "q2", "answer": "a2"}\n' |
+    "$BIN/sft_run" "${sft[@]}" --max-steps 1 --data /dev/stdin --out "$T/pipe.ckpt" 2>"$T/pipe.err"; rc=$?
+check "sft_run --data /dev/stdin reads a pipe ($(tail -1 "$T/pipe.err"))" "[ $rc -eq 0 ] && grep -q '/dev/stdin: 2 examples' $T/pipe.err"
+printf '{"prompt": "q"}\n{"prompt": "r"}\n' | "$BIN/generate" --model "$MODEL" --prompts /dev/stdin --max-new-tokens 1 \
+    > "$T/pipe.jsonl" 2>"$T/pipe2.err"; rc=$?
+check "generate --prompts /dev/stdin ($(tail -1 "$T/pipe2.err"))" "[ $rc -eq 0 ] && [ \$(wc -l < $T/pipe.jsonl) -eq 2 ]"
+mkdir "$T/ds_dir"
+"$BIN/sft_run" "${sft[@]}" --data "$T/ds_dir" --out "$T/dir.ckpt" 2>"$T/dir.err"; rc=$?
+check "a directory as --data is named ($(tail -1 "$T/dir.err"))" "[ $rc -eq 1 ] && grep -q 'ds_dir is a directory: the data is one file' $T/dir.err"
 
 printf 'question,answer\nsay hi,hi there\nname a color,\n' > "$T/bad.csv"
 "$BIN/sft_run" "${sft[@]}" --data "$T/bad.csv" --out "$T/h.ckpt" 2>"$T/h.err"; rc=$?
