@@ -819,11 +819,14 @@ MQ_INLINE void sym_ileave(int NG, float *out, const uint8_t *wu, const float *wd
     }
 }
 
+#ifndef MQ_IL_MIN
+#define MQ_IL_MIN 8 /* input rows from which q8_ileave / sym_ileave run */
+#endif
 /* The types whose offset is K whole steps (MQ_SYM_K: Q4_0, Q5_0, Q8_0),
  * with whole integer block sums (see above). */
 MQ_INLINE int forward_sym(int T, float *out, const float *inp, const void *wq, const float *bias, int N, int C,
                           int OC) {
-    int nb = C / 32, ng = (N + 7) / 8, il = N >= 8, K = MQ_SYM_K(T);
+    int nb = C / 32, ng = (N + 7) / 8, il = N >= MQ_IL_MIN, K = MQ_SYM_K(T);
     size_t nblk = (size_t)N * nb, rb = quant_row_bytes((QuantType)T, C), ngb = (size_t)ng * nb;
     int8_t *aq = align_alloc(nblk * 32);
     float *ad = align_alloc(nblk * sizeof(float));
