@@ -3,7 +3,8 @@
  *
  *   every ggml block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K) on
  *     random blocks (random bytes, scales set to sane fp16 values), at
- *     N = 1, 3, 4, 5, 13, 15 and 16 input rows (every grouping of rows),
+ *     N = 1, 3, 4, 5, 13, 15, 16 and 45 input rows (every grouping of
+ *     rows; 45: the prefill tiles and Q8_0's interleaved groups, 5 x 8 + 5),
  *     odd OC (uneven thread slices), with and without bias, against two
  *     references computed here in double:
  *     - dequant(W) . q8(x), where q8 is the input quantised as the kernel
@@ -16,7 +17,8 @@
  *       acceptable. Q2_K and Q3_K (the fp32 fallback) must be within 1e-5
  *       of it.
  *   a row's result does not depend on the other rows of the call (N = 16
- *     row i = N = 1 on row i, bit for bit).
+ *     row i = N = 1 on row i, bit for bit; so for N = 45, the prefill path,
+ *     against N = 1 and N = 16).
  *   the backend op (Backend.matmul_forward_q_int8) = mquant_forward.
  *   fixtures/quant/tiny_kquant.gguf through gguf_import_blocks: the blocks
  *     kept as gguf_import_quant keeps them, the LM head's Q6_K blocks kept,
@@ -81,19 +83,20 @@ static void q8_ref(const float *x, int C, float *xq, float *amax) {
 }
 
 static void test_kernels(void) {
-    const int Ns[] = {1, 3, 4, 5, 13, 15, 16}, OC = 37; /* 13, 15: 8 + 4 + 1, 8 + 4 + 3 rows */
+    const int Ns[] = {1, 3, 4, 5, 13, 15, 16, 45}, OC = 37; /* 13, 15: 8 + 4 + 1, 8 + 4 + 3 rows */
+    enum { NM = 45 };
     Rng r;
     rng_seed(&r, 11);
     for (size_t ti = 0; ti < sizeof TYPES / sizeof TYPES[0]; ti++) {
         QuantType t = TYPES[ti];
         int C = quant_block_elems(t) == 256 ? 512 : 96, exact = mquant_has_int8(t);
         uint8_t *w = malloc((size_t)OC * quant_row_bytes(t, C));
-        float *wf = malloc((size_t)OC * C * 4), *x = malloc(16 * C * 4), *xq = malloc(16 * C * 4);
-        float *amax = malloc(16 * C / 32 * 4), *out = malloc(16 * OC * 4), *one = malloc(OC * 4), bias[37];
+        float *wf = malloc((size_t)OC * C * 4), *x = malloc(NM * C * 4), *xq = malloc(NM * C * 4);
+        float *amax = malloc(NM * C / 32 * 4), *out = malloc(NM * OC * 4), *one = malloc(OC * 4), bias[37];
         random_blocks(t, w, OC, C, &r);
         quant_dequantize_rows(t, w, wf, OC, C);
-        for (int i = 0; i < 16 * C; i++) x[i] = (float)rng_normal(&r) * (i % 7 == 0 ? 3.0f : 1.0f);
-        for (int i = 0; i < 16; i++) q8_ref(x + i * C, C, xq + i * C, amax + i * C / 32);
+        for (int i = 0; i < NM * C; i++) x[i] = (float)rng_normal(&r) * (i % 7 == 0 ? 3.0f : 1.0f);
+        for (int i = 0; i < NM; i++) q8_ref(x + i * C, C, xq + i * C, amax + i * C / 32);
         for (int o = 0; o < OC; o++) bias[o] = (float)rng_normal(&r);
         double worst_q = 0, worst_f = 0; /* error / allowed */
         for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
@@ -116,7 +119,16 @@ static void test_kernels(void) {
         }
         if (exact) CHECK(worst_q <= 1, "%s: = dequant(W) . q8(x) up to fp32 summation (%.3g of the allowance)", quant_name(t), worst_q);
         CHECK(worst_f <= 1, "%s: within the input quantisation's bound of the fp32 product (%.3g of it)", quant_name(t), worst_f);
-        /* batch invariance: the last call had N = 16; row 9 alone */
+        /* batch invariance: the prefill path (N = 45) against decoding one
+         * row (N = 1) and 16 rows (the batch-16 path) */
+        float *many = malloc(NM * OC * 4);
+        mquant_forward(many, x, w, t, NULL, NM, C, OC);
+        mquant_forward(one, x + 41 * C, w, t, NULL, 1, C, OC);
+        CHECK(!memcmp(one, many + 41 * OC, OC * 4), "%s: row 41 of 45 = row 41 alone, bit for bit", quant_name(t));
+        mquant_forward(out, x, w, t, NULL, 16, C, OC);
+        CHECK(!memcmp(out, many, 16 * OC * 4), "%s: rows 0-15 of 45 = of 16, bit for bit", quant_name(t));
+        free(many);
+        /* the last call had N = 16; row 9 alone */
         mquant_forward(one, x + 9 * C, w, t, NULL, 1, C, OC);
         mquant_forward(out, x, w, t, NULL, 16, C, OC);
         CHECK(!memcmp(one, out + 9 * OC, OC * 4), "%s: row 9 of 16 = row 9 alone, bit for bit", quant_name(t));

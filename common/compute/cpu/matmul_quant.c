@@ -598,6 +598,331 @@ static int forward512(float *out, const float *inp, const void *wq, int qtype, c
     align_free(aq), align_free(ap), align_free(a8), align_free(asb);
     return failed ? align_errorf("out of memory for a row's %d offsets", nb) : 0;
 }
+
+/* Q8_0's AVX-512 (VNNI) kernel: every block's integer dot product is made
+ * whole (one int32 per weight row, input row and block, exact) before it
+ * meets a float, and each output is then one chain of FMAs over the row's
+ * blocks, in block order, starting from 0:
+ *   acc = fma((float)S_b, d_w[b] * d_in[b], acc);   out = acc (+ bias).
+ * Integer sums are exact whatever their order, so two kernels that group
+ * the work differently give the same bits:
+ *  - few input rows (q8_tree): 8 weight rows at a time; the 8 rows' 32-byte
+ *    dot products with one input block are summed across lanes by a tree
+ *    of horizontal adds into one vector (lane r: weight row r), so the
+ *    float work is one vector op per 8 rows, not one per row;
+ *  - 8 input rows and more (q8_ileave): the quantised inputs are stored
+ *    8 rows interleaved by 4 bytes (a vector holds bytes 4k..4k+3 of 8
+ *    rows), and 4 bytes of a weight row broadcast against it: 8 vpdpbusd
+ *    make 8 rows' whole block sums, with no decoding and no horizontal
+ *    add; 4 weight rows x 16 input rows a step (llama.cpp's repacked
+ *    gemm, with the inputs repacked per call instead of the weights at
+ *    load: the weights stay the file's blocks).
+ * vpdpbusd multiplies unsigned by signed bytes: q8_tree makes the weight
+ * unsigned (q + 128) and takes off 128 * sum(a) per input block;
+ * q8_ileave stores the input unsigned (a + 128) and takes off 128 * sum(q)
+ * per weight block (made once per 4 rows). */
+
+/* Lane r: the sum of the 8 lanes of p[r]. */
+MQ_INLINE __m256i hsum8x8(const __m256i *p) {
+    __m256i t0 = _mm256_hadd_epi32(p[0], p[1]), t1 = _mm256_hadd_epi32(p[2], p[3]);
+    __m256i t2 = _mm256_hadd_epi32(p[4], p[5]), t3 = _mm256_hadd_epi32(p[6], p[7]);
+    __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3); /* rows 0-3 / 4-7, halves apart */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+MQ_INLINE int32_t hsum_i32(__m256i v) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 1)));
+}
+
+/* Row i: aq its int8 codes, ad its block scales, sa K times the sum of
+ * each block's codes. */
+static void q8_quantize_row(const float *x, int nb, int8_t *aq, float *ad, int32_t *sa, int K) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int b = 0; b < nb; b++, x += 32) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, id)));
+        __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, id)));
+        __m256i q = _mm256_set_m128i(q1, q0);
+        _mm256_storeu_si256((__m256i *)(aq + (size_t)b * 32), q);
+        ad[b] = amax / 127.0f;
+        sa[b] = K * hsum_i32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q));
+    }
+}
+
+/* Weight rows o0 .. o0 + 7 (rows past hi repeat row hi - 1, not stored)
+ * against NX input rows from i0; T: Q4_0, Q5_0 or Q8_0. */
+#define MQ_BS(T) ((T) == QUANT_Q8_0 ? 34 : (T) == QUANT_Q5_0 ? 22 : 18)
+MQ_INLINE void q8_tree(int T, int NX, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
+                       const int32_t *sa, const float *bias, int i0, int nb, int OC, int o0, int hi) {
+    const uint8_t *row[8];
+    for (int r = 0; r < 8; r++) row[r] = wq + (size_t)(o0 + r < hi ? o0 + r : hi - 1) * rb;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+    const int bs = MQ_BS(T);
+    /* The 8 rows are one contiguous run of 8 rb bytes; the next group's
+     * run is fetched meanwhile, 8 blocks' bytes each block. Without it,
+     * batch-1 decoding (every weight from DRAM) ran 3x slower: 8 rows read
+     * side by side, 34 bytes at a time, are 8 streams the hardware
+     * prefetchers follow badly. Measured on SmolLM2 Q8_0, 64 steps: one
+     * group ahead 0.40-0.42 CPU s (the one-row kernel 0.39-0.40), two
+     * 0.42, four 0.60, past the slice's end or into L2 only worse. */
+#ifndef MQ_PFH
+#define MQ_PFH _MM_HINT_T0
+#endif
+#ifndef MQ_PFD
+#define MQ_PFD 1
+#endif
+    const char *next = (const char *)row[0] + MQ_PFD * 8 * rb;
+    int pf = MQ_PFD > 0 && i0 == 0 && o0 + 8 * MQ_PFD < hi; /* within this slice of the weight */
+    for (int b = 0; b < nb; b++) {
+        if (pf)
+            for (int off = b * 8 * bs; off < (b + 1) * 8 * bs; off += 64) _mm_prefetch(next + off, MQ_PFH);
+        __m256i u[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            WBlock w;
+            decode(T, row[r], b, &w);
+            u[r] = w.u;
+        }
+        __m256 d; /* the 8 rows' block scales */
+#ifdef __F16C__
+        __m128i h = _mm_setzero_si128();
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            uint16_t x;
+            memcpy(&x, row[r] + (size_t)b * bs, 2);
+            h = _mm_insert_epi16(h, x, r);
+        }
+        d = _mm256_cvtph_ps(h);
+#else
+        d = _mm256_setr_ps(f16(row[0] + (size_t)b * bs), f16(row[1] + (size_t)b * bs), f16(row[2] + (size_t)b * bs),
+                           f16(row[3] + (size_t)b * bs), f16(row[4] + (size_t)b * bs), f16(row[5] + (size_t)b * bs),
+                           f16(row[6] + (size_t)b * bs), f16(row[7] + (size_t)b * bs));
+#endif
+#pragma GCC unroll 4
+        for (int i = 0; i < NX; i++) {
+            size_t ib = (size_t)(i0 + i) * nb + b;
+            __m256i a = _mm256_loadu_si256((const __m256i *)(aq + ib * 32)), p[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) p[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[r], a);
+            __m256i s = _mm256_sub_epi32(hsum8x8(p), _mm256_set1_epi32(sa[ib]));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(ad[ib])), acc[i]);
+        }
+    }
+    int nr = hi - o0 < 8 ? hi - o0 : 8;
+#pragma GCC unroll 4
+    for (int i = 0; i < NX; i++) {
+        float v[8];
+        _mm256_storeu_ps(v, acc[i]);
+        for (int r = 0; r < nr; r++) out[(size_t)(i0 + i) * OC + o0 + r] = bias ? v[r] + bias[o0 + r] : v[r];
+    }
+}
+
+/* Weight rows o0 .. o0 + 3 (past hi: row hi - 1, not stored) against NG
+ * groups of 8 interleaved input rows from group g0. ai: group g, block b,
+ * k = 0..7: 32 bytes, bytes 4k..4k+3 of the group's 8 rows, plus 128;
+ * a8: the 8 rows' block scales; sw[r * nb + b]: 128 sum(q) of row o0 + r. */
+MQ_INLINE void q8_ileave(int NG, float *out, const uint8_t *wq, size_t rb, const uint8_t *ai, const float *a8,
+                         const int32_t *sw, const float *bias, int N, int g0, int nb, int OC, int o0, int hi) {
+    const uint8_t *row[4];
+    for (int r = 0; r < 4; r++) row[r] = wq + (size_t)(o0 + r < hi ? o0 + r : hi - 1) * rb;
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i s[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm256_set1_epi32(-sw[r * nb + b]);
+        const uint8_t *a = ai + ((size_t)g0 * nb + b) * 256;
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(a + 32 * k));
+            __m256i x1 = NG > 1 ? _mm256_loadu_si256((const __m256i *)(a + (size_t)nb * 256 + 32 * k)) : x0;
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                int32_t wv;
+                memcpy(&wv, row[r] + (size_t)b * 34 + 2 + 4 * k, 4);
+                __m256i w = _mm256_set1_epi32(wv);
+                s[r][0] = _mm256_dpbusd_epi32(s[r][0], x0, w);
+                if (NG > 1) s[r][1] = _mm256_dpbusd_epi32(s[r][1], x1, w);
+            }
+        }
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++) {
+            __m256 da = _mm256_loadu_ps(a8 + ((size_t)(g0 + g) * nb + b) * 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+                acc[r][g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][g]),
+                                            _mm256_mul_ps(_mm256_set1_ps(f16(row[r] + (size_t)b * 34)), da), acc[r][g]);
+        }
+    }
+    int nr = hi - o0 < 4 ? hi - o0 : 4;
+    for (int g = 0; g < NG; g++) {
+        int ni = N - 8 * (g0 + g) < 8 ? N - 8 * (g0 + g) : 8;
+        for (int r = 0; r < nr; r++) {
+            float v[8];
+            _mm256_storeu_ps(v, acc[r][g]);
+            for (int l = 0; l < ni; l++)
+                out[(size_t)(8 * (g0 + g) + l) * OC + o0 + r] = bias ? v[l] + bias[o0 + r] : v[l];
+        }
+    }
+}
+
+/* As q8_ileave, for Q4_0 and Q5_0, whose codes are not whole bytes: the 4
+ * rows decoded once into wu (unsigned codes, C a row) and wd (block
+ * scales) for all the input groups; the input signed, ap8 its -K sum(a)
+ * per row and block (the dot product's start). */
+MQ_INLINE void sym_ileave(int NG, float *out, const uint8_t *wu, const float *wd, const int8_t *ai,
+                          const float *a8, const int32_t *ap8, const float *bias, int N, int g0, int nb, int OC,
+                          int o0, int hi) {
+    size_t C = (size_t)nb * 32;
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        size_t gb0 = (size_t)g0 * nb + b, gb1 = gb0 + (NG > 1 ? nb : 0);
+        __m256i s[4][2], p0 = _mm256_loadu_si256((const __m256i *)(ap8 + gb0 * 8)),
+                         p1 = _mm256_loadu_si256((const __m256i *)(ap8 + gb1 * 8));
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) s[r][0] = p0, s[r][1] = p1;
+        const int8_t *a = ai + gb0 * 256;
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(a + 32 * k));
+            __m256i x1 = NG > 1 ? _mm256_loadu_si256((const __m256i *)(a + (size_t)nb * 256 + 32 * k)) : x0;
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                int32_t wv;
+                memcpy(&wv, wu + r * C + (size_t)b * 32 + 4 * k, 4);
+                __m256i w = _mm256_set1_epi32(wv);
+                s[r][0] = _mm256_dpbusd_epi32(s[r][0], w, x0);
+                if (NG > 1) s[r][1] = _mm256_dpbusd_epi32(s[r][1], w, x1);
+            }
+        }
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++) {
+            __m256 da = _mm256_loadu_ps(a8 + (gb0 + (size_t)g * nb) * 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+                acc[r][g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r][g]), _mm256_mul_ps(_mm256_set1_ps(wd[r * nb + b]), da),
+                                            acc[r][g]);
+        }
+    }
+    int nr = hi - o0 < 4 ? hi - o0 : 4;
+    for (int g = 0; g < NG; g++) {
+        int ni = N - 8 * (g0 + g) < 8 ? N - 8 * (g0 + g) : 8;
+        for (int r = 0; r < nr; r++) {
+            float v[8];
+            _mm256_storeu_ps(v, acc[r][g]);
+            for (int l = 0; l < ni; l++)
+                out[(size_t)(8 * (g0 + g) + l) * OC + o0 + r] = bias ? v[l] + bias[o0 + r] : v[l];
+        }
+    }
+}
+
+#ifndef MQ_IL_MIN
+#define MQ_IL_MIN 8 /* input rows from which q8_ileave / sym_ileave run */
+#endif
+/* The types whose offset is K whole steps (MQ_SYM_K: Q4_0, Q5_0, Q8_0),
+ * with whole integer block sums (see above). */
+MQ_INLINE int forward_sym(int T, float *out, const float *inp, const void *wq, const float *bias, int N, int C,
+                          int OC) {
+    int nb = C / 32, ng = (N + 7) / 8, il = N >= MQ_IL_MIN, K = MQ_SYM_K(T);
+    size_t nblk = (size_t)N * nb, rb = quant_row_bytes((QuantType)T, C), ngb = (size_t)ng * nb;
+    int8_t *aq = align_alloc(nblk * 32);
+    float *ad = align_alloc(nblk * sizeof(float));
+    int32_t *sa = align_alloc(nblk * sizeof(int32_t));
+    uint8_t *ai = il ? align_alloc(ngb * 256) : NULL;
+    float *a8 = il ? align_alloc(ngb * 8 * sizeof(float)) : NULL;
+    int32_t *ap8 = il && T != QUANT_Q8_0 ? align_alloc(ngb * 8 * sizeof(int32_t)) : NULL;
+    if (!aq || !ad || !sa || (il && (!ai || !a8)) || (il && T != QUANT_Q8_0 && !ap8)) {
+        align_free(aq), align_free(ad), align_free(sa), align_free(ai), align_free(a8), align_free(ap8);
+        return align_errorf("out of memory for %d quantised input rows", N);
+    }
+    /* Q8_0's interleaved input is unsigned (a + 128), the others' signed */
+    const uint8_t flip = T == QUANT_Q8_0 ? 0x80 : 0;
+    int nth = threads_for(N, C, OC), failed = 0;
+#pragma omp parallel num_threads(nth) if (nth > 1) reduction(| : failed)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++)
+            q8_quantize_row(inp + (size_t)i * C, nb, aq + (size_t)i * C, ad + (size_t)i * nb, sa + (size_t)i * nb, K);
+        if (il) {
+#pragma omp for schedule(static)
+            for (int g = 0; g < ng; g++) /* rows past N: code 0, scale 0 */
+                for (int b = 0; b < nb; b++) {
+                    size_t gb = (size_t)g * nb + b;
+                    uint8_t *dst = ai + gb * 256;
+                    for (int l = 0; l < 8; l++) {
+                        int i = 8 * g + l;
+                        a8[gb * 8 + l] = i < N ? ad[(size_t)i * nb + b] : 0.0f;
+                        if (ap8) ap8[gb * 8 + l] = i < N ? -sa[(size_t)i * nb + b] : 0;
+                        for (int k = 0; k < 8; k++)
+                            for (int j = 0; j < 4; j++)
+                                dst[32 * k + 4 * l + j] =
+                                    (uint8_t)((i < N ? aq[(size_t)i * C + 32 * b + 4 * k + j] : 0) ^ flip);
+                    }
+                }
+        }
+        int lo, hi;
+        slice_of(OC, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        const uint8_t *w = wq;
+        /* per 4-row group: Q8_0 128 sum(q) per block; the others the
+         * decoded codes and block scales */
+        int32_t *sw = align_alloc((size_t)nb * 4 * sizeof(int32_t));
+        uint8_t *wu = il && T != QUANT_Q8_0 ? align_alloc((size_t)4 * C) : NULL;
+        float *wd = il && T != QUANT_Q8_0 ? align_alloc((size_t)4 * nb * sizeof(float)) : NULL;
+        if (!sw || (il && T != QUANT_Q8_0 && (!wu || !wd))) lo = hi = 0, failed = 1;
+        if (il) {
+            const __m256i ones = _mm256_set1_epi8(1);
+            for (int o0 = lo; o0 < hi; o0 += 4) {
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *row = w + (size_t)(o0 + r < hi ? o0 + r : hi - 1) * rb;
+                    for (int b = 0; b < nb; b++) {
+                        if (T == QUANT_Q8_0) {
+                            sw[r * nb + b] = 128 * hsum_i32(_mm256_dpbusd_epi32(
+                                                       _mm256_setzero_si256(), ones,
+                                                       _mm256_loadu_si256((const __m256i *)(row + (size_t)b * 34 + 2))));
+                        } else {
+                            WBlock wb;
+                            decode(T, row, b, &wb);
+                            _mm256_storeu_si256((__m256i *)(wu + (size_t)r * C + (size_t)b * 32), wb.u);
+                            wd[r * nb + b] = f16(row + (size_t)b * MQ_BS(T));
+                        }
+                    }
+                }
+                int g = 0;
+                if (T == QUANT_Q8_0) {
+                    for (; g + 2 <= ng; g += 2) q8_ileave(2, out, w, rb, ai, a8, sw, bias, N, g, nb, OC, o0, hi);
+                    if (g < ng) q8_ileave(1, out, w, rb, ai, a8, sw, bias, N, g, nb, OC, o0, hi);
+                } else {
+                    const int8_t *as = (const int8_t *)ai;
+                    for (; g + 2 <= ng; g += 2) sym_ileave(2, out, wu, wd, as, a8, ap8, bias, N, g, nb, OC, o0, hi);
+                    if (g < ng) sym_ileave(1, out, wu, wd, as, a8, ap8, bias, N, g, nb, OC, o0, hi);
+                }
+            }
+        } else {
+            for (int o0 = lo; o0 < hi; o0 += 8) {
+                int i0 = 0;
+                for (; i0 + 4 <= N; i0 += 4) q8_tree(T, 4, out, w, rb, aq, ad, sa, bias, i0, nb, OC, o0, hi);
+                switch (N - i0) {
+                case 3: q8_tree(T, 3, out, w, rb, aq, ad, sa, bias, i0, nb, OC, o0, hi); break;
+                case 2: q8_tree(T, 2, out, w, rb, aq, ad, sa, bias, i0, nb, OC, o0, hi); break;
+                case 1: q8_tree(T, 1, out, w, rb, aq, ad, sa, bias, i0, nb, OC, o0, hi); break;
+                default: break;
+                }
+            }
+        }
+        align_free(sw), align_free(wu), align_free(wd);
+    }
+    align_free(aq), align_free(ad), align_free(sa), align_free(ai), align_free(a8), align_free(ap8);
+    return failed ? align_errorf("out of memory for a row group's %d block sums", 4 * nb) : 0;
+}
 #endif /* MQ_512 */
 
 int mquant_forward(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N, int C, int OC) {
@@ -605,6 +930,10 @@ int mquant_forward(float *out, const float *inp, const void *wq, int qtype, cons
     if (!mquant_has_int8(qtype) || C % 32) return fallback(out, inp, wq, qtype, bias, N, C, OC);
 #ifdef MQ_512
     if (MQ_KQUANT(qtype)) return forward512(out, inp, wq, qtype, bias, N, C, OC);
+    /* one instance per type */
+    if (qtype == QUANT_Q8_0) return forward_sym(QUANT_Q8_0, out, inp, wq, bias, N, C, OC);
+    if (qtype == QUANT_Q5_0) return forward_sym(QUANT_Q5_0, out, inp, wq, bias, N, C, OC);
+    if (qtype == QUANT_Q4_0) return forward_sym(QUANT_Q4_0, out, inp, wq, bias, N, C, OC);
 #endif
     int nb = C / 32;
     size_t nblk = (size_t)N * nb;

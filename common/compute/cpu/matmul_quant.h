@@ -24,7 +24,14 @@
  * rows on, 16 weight rows at a time meet one group of input rows (whose
  * int8 codes then stay in L1). With AVX-512 (F/BW/VL/VNNI) the K-quants
  * run a kernel of their own: super-block scales unpacked once, two
- * blocks a 512-bit vector, Q6_K's offset (32 steps) folded like Q8_0's.
+ * blocks a 512-bit vector, Q6_K's offset (32 steps) folded like Q8_0's;
+ * Q8_0, Q5_0 and Q4_0 run one too (forward_sym): whole integer block
+ * sums (their offsets are whole steps, so exact), 8 weight rows
+ * at a time reduced across lanes for up to 7 input rows, and from 8 input
+ * rows on the inputs interleaved 8 rows by 4 bytes against broadcast
+ * weight bytes (4 weight rows x 16 input rows a step; Q4_0/Q5_0 rows
+ * decoded to bytes once per 4 rows first); both make the same
+ * float operations per output, so results stay the same at every N.
  *
  * Error against the fp32 product of the dequantised weight: only the input's
  * quantisation, at most half an input step (absmax / 254) per input times
