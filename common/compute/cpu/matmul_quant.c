@@ -340,44 +340,48 @@ MQ_INLINE void group(int T, int NX, float *out, const uint8_t *row, const int8_t
 #ifndef MQ_OT
 #define MQ_OT 16
 #endif
+/* The walk both kernels (slice, slice512) share over one thread's output
+ * rows lo..hi: GROUP(nx, row, i0, o) computes inputs i0..i0+nx-1 of output
+ * o from its weight row; inputs come in groups of MQ_NX, then one of 4,
+ * then the last 1-3. A macro so that nx stays a constant in each call of
+ * the always-inline kernels. */
+#define MQ_TAIL(GROUP, row, i, o)                                                                                      \
+    do {                                                                                                               \
+        if (MQ_NX > 4 && N - (i) >= 4) GROUP(4, row, i, o), (i) += 4;                                                  \
+        switch (N - (i)) {                                                                                             \
+        case 3: GROUP(3, row, i, o); break;                                                                            \
+        case 2: GROUP(2, row, i, o); break;                                                                            \
+        case 1: GROUP(1, row, i, o); break;                                                                            \
+        default: break;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+#define MQ_SLICE_WALK(GROUP)                                                                                           \
+    do {                                                                                                               \
+        if (N < 4 * MQ_NX) { /* row by row */                                                                          \
+            for (int o = lo; o < hi; o++) {                                                                            \
+                int i0 = 0;                                                                                            \
+                for (; i0 + MQ_NX <= N; i0 += MQ_NX) GROUP(MQ_NX, wq + (size_t)o * rb, i0, o);                         \
+                MQ_TAIL(GROUP, wq + (size_t)o * rb, i0, o);                                                            \
+            }                                                                                                          \
+            break;                                                                                                     \
+        }                                                                                                              \
+        for (int t = lo; t < hi; t += MQ_OT) {                                                                         \
+            int te = hi - t < MQ_OT ? hi : t + MQ_OT, i0 = 0;                                                          \
+            for (; i0 + MQ_NX <= N; i0 += MQ_NX)                                                                       \
+                for (int o = t; o < te; o++) GROUP(MQ_NX, wq + (size_t)o * rb, i0, o);                                 \
+            for (int o = t; o < te; o++) {                                                                             \
+                int i = i0;                                                                                            \
+                MQ_TAIL(GROUP, wq + (size_t)o * rb, i, o);                                                             \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
+
 MQ_INLINE void slice(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const float *ad,
                      const float *as, const __m256i *ap, const float *bias, int N, int nb, int OC, int lo, int hi,
                      float *mrow) {
-    if (N < 4 * MQ_NX) { /* row by row */
-        for (int o = lo; o < hi; o++) {
-            const uint8_t *row = wq + (size_t)o * rb;
-            int i0 = 0;
-            for (; i0 + MQ_NX <= N; i0 += MQ_NX) group(T, MQ_NX, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
-#if MQ_NX > 4
-            if (N - i0 >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow), i0 += 4;
-#endif
-            switch (N - i0) {
-            case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-            case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-            case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i0, nb, OC, o, mrow); break;
-            default: break;
-            }
-        }
-        return;
-    }
-    for (int t = lo; t < hi; t += MQ_OT) {
-        int te = hi - t < MQ_OT ? hi : t + MQ_OT, i0 = 0;
-        for (; i0 + MQ_NX <= N; i0 += MQ_NX)
-            for (int o = t; o < te; o++) group(T, MQ_NX, out, wq + (size_t)o * rb, aq, ad, as, ap, bias, i0, nb, OC, o, mrow);
-        for (int o = t; o < te; o++) {
-            const uint8_t *row = wq + (size_t)o * rb;
-            int i = i0;
-#if MQ_NX > 4
-            if (N - i >= 4) group(T, 4, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow), i += 4;
-#endif
-            switch (N - i) {
-            case 3: group(T, 3, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
-            case 2: group(T, 2, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
-            case 1: group(T, 1, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow); break;
-            default: break;
-            }
-        }
-    }
+#define MQ_GROUP(nx, row, i, o) group(T, nx, out, row, aq, ad, as, ap, bias, i, nb, OC, o, mrow)
+    MQ_SLICE_WALK(MQ_GROUP);
+#undef MQ_GROUP
 }
 
 #ifdef MQ_512
@@ -530,38 +534,9 @@ MQ_INLINE void group512(int T, int NX, float *out, const uint8_t *row, const int
 MQ_INLINE void slice512(int T, float *out, const uint8_t *wq, size_t rb, const int8_t *aq, const int32_t *ap,
                         const float *a8, const float *asb, const float *bias, int N, int nb, int OC, int lo, int hi,
                         float *mrow) {
-    if (N < 4 * MQ_NX) { /* row by row */
-        for (int o = lo; o < hi; o++) {
-            const uint8_t *row = wq + (size_t)o * rb;
-            int i0 = 0;
-            for (; i0 + MQ_NX <= N; i0 += MQ_NX) group512(T, MQ_NX, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow);
-            if (N - i0 >= 4) group512(T, 4, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow), i0 += 4;
-            switch (N - i0) {
-            case 3: group512(T, 3, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-            case 2: group512(T, 2, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-            case 1: group512(T, 1, out, row, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow); break;
-            default: break;
-            }
-        }
-        return;
-    }
-    for (int t = lo; t < hi; t += MQ_OT) {
-        int te = hi - t < MQ_OT ? hi : t + MQ_OT, i0 = 0;
-        for (; i0 + MQ_NX <= N; i0 += MQ_NX)
-            for (int o = t; o < te; o++)
-                group512(T, MQ_NX, out, wq + (size_t)o * rb, aq, ap, a8, asb, bias, i0, nb, OC, o, mrow);
-        for (int o = t; o < te; o++) {
-            const uint8_t *row = wq + (size_t)o * rb;
-            int i = i0;
-            if (N - i >= 4) group512(T, 4, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow), i += 4;
-            switch (N - i) {
-            case 3: group512(T, 3, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
-            case 2: group512(T, 2, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
-            case 1: group512(T, 1, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow); break;
-            default: break;
-            }
-        }
-    }
+#define MQ_GROUP(nx, row, i, o) group512(T, nx, out, row, aq, ap, a8, asb, bias, i, nb, OC, o, mrow)
+    MQ_SLICE_WALK(MQ_GROUP);
+#undef MQ_GROUP
 }
 
 static int forward512(float *out, const float *inp, const void *wq, int qtype, const float *bias, int N, int C,
