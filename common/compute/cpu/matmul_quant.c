@@ -666,13 +666,14 @@ MQ_INLINE void q8_tree(int T, int NX, float *out, const uint8_t *wq, size_t rb, 
         }
         __m256 d; /* the 8 rows' block scales */
 #ifdef __F16C__
+        /* lane by lane with constant lanes, as _mm_insert_epi16 needs (the
+         * unrolled loop gives them at -O3, not at -O1: the sanitizer build) */
         __m128i h = _mm_setzero_si128();
-#pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) {
-            uint16_t x;
-            memcpy(&x, row[r] + (size_t)b * bs, 2);
-            h = _mm_insert_epi16(h, x, r);
-        }
+        uint16_t x;
+#define MQ_SCALE_LANE(r) (memcpy(&x, row[r] + (size_t)b * bs, 2), h = _mm_insert_epi16(h, x, r))
+        MQ_SCALE_LANE(0), MQ_SCALE_LANE(1), MQ_SCALE_LANE(2), MQ_SCALE_LANE(3);
+        MQ_SCALE_LANE(4), MQ_SCALE_LANE(5), MQ_SCALE_LANE(6), MQ_SCALE_LANE(7);
+#undef MQ_SCALE_LANE
         d = _mm256_cvtph_ps(h);
 #else
         d = _mm256_setr_ps(f16(row[0] + (size_t)b * bs), f16(row[1] + (size_t)b * bs), f16(row[2] + (size_t)b * bs),
